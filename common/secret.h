@@ -1,0 +1,40 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * The one type that holds secret bytes (PINs, plaintext AEKs). Its storage
+ * comes from OpenSSL's secure heap, which is mlock'd, marked MADV_DONTDUMP and
+ * guarded by inaccessible pages; secret_free() cleanses before releasing.
+ * Nothing else in the code base may keep a copy of secret bytes beyond the
+ * lifetime of a request, and no secret is ever formatted into a log line or an
+ * error string.
+ */
+#pragma once
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/macro.h"
+
+typedef struct Secret {
+        size_t len;       /* bytes of secret visible to the user */
+        size_t capacity;  /* bytes allocated, cleansed on free */
+        uint8_t *data;
+} Secret;
+
+/*
+ * Sets up the secure heap (idempotent). Returns 1 when memory is locked, 0 when
+ * the heap works but mlock() was refused (RLIMIT_MEMLOCK), -errno on failure.
+ */
+int secret_heap_init(size_t heap_size);
+
+/* New zeroed secret of len bytes (len > 0). */
+int secret_new(size_t len, Secret **ret);
+/* New secret holding a copy of buf; the caller cleanses its own copy. */
+int secret_new_copy(const void *buf, size_t len, Secret **ret);
+/* Shrinks the visible length (e.g. after reading a PIN of unknown size). */
+void secret_truncate(Secret *s, size_t len);
+Secret *secret_free(Secret *s);
+DEFINE_TRIVIAL_CLEANUP_FUNC(Secret, secret_free);
+#define _cleanup_secret_ _cleanup_(secret_freep)
+
+/* Overwrites memory in a way the compiler may not elide. */
+void secret_cleanse(void *p, size_t len);

@@ -1,0 +1,34 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * kekd.conf(5): an INI file parsed with inih. Every unknown section or key and
+ * every bad value is an error naming the file and line, so a typo never
+ * silently falls back to a default. Required keys are checked after parsing.
+ */
+#pragma once
+
+#include <stddef.h>
+#include <sys/types.h>
+
+#include "common/macro.h"
+
+typedef struct Config {
+        char *module;           /* [hsm] module: path or p11-kit module name */
+        char *token_uri;        /* [hsm] token: PKCS#11 URI */
+        char *pin_file;         /* [hsm] pin_file */
+        char *socket_path;      /* [server] socket */
+        mode_t socket_mode;     /* [server] socket_mode, octal */
+        char *socket_group;     /* [server] socket_group, optional */
+        size_t max_frame;       /* [server] max_frame, bytes */
+        unsigned max_connections; /* [server] max_connections */
+        int log_level;          /* [log] level: syslog priority */
+} Config;
+
+/*
+ * Parses path into a new Config. On failure returns -errno / -EINVAL and, if
+ * ret_error is given, a malloc'd message "PATH:LINE: what is wrong".
+ */
+int config_load(const char *path, Config **ret, char **ret_error);
+/* Same, from a string (for tests and fuzzing); name is used in messages. */
+int config_load_string(const char *text, const char *name, Config **ret, char **ret_error);
+Config *config_free(Config *c);
+DEFINE_TRIVIAL_CLEANUP_FUNC(Config, config_free);

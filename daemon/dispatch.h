@@ -1,0 +1,54 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * Request dispatch: a pure function from one request frame's payload to one
+ * response frame. It does no socket I/O and keeps no per-connection state, so
+ * the unit tests and fuzzers drive it in-process. Each request type is one row
+ * of a table {type, handler, required_role}; the row decides which code runs.
+ *
+ * Contract of dispatch_frame(): it always appends exactly one response frame to
+ * out. It returns 0 when the connection may continue, or
+ * -KEKERR_MALFORMED_REQUEST when the payload was not a decodable Request, in
+ * which case the caller sends the reply and closes that connection (never the
+ * daemon). Request bytes that carried a plaintext are cleansed before return.
+ */
+#pragma once
+
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "keystore.h"
+#include "proto/frame.h"
+
+typedef struct Peer {
+        uid_t uid;
+        gid_t gid;
+        pid_t pid;
+} Peer;
+
+/* Who may run an operation; enforced against grants by the access-control layer. */
+typedef enum Role {
+        ROLE_CRYPTO_USER,  /* data plane: wrap, unwrap, get-key-version on granted keys */
+        ROLE_OFFICER,      /* key lifecycle */
+        ROLE_ADMIN,        /* vault policy, grants */
+} Role;
+
+typedef struct DispatchOutcome {
+        const char *op;            /* "wrap", "create-key", ... or "invalid" */
+        char key[KEY_NAME_MAX + 1];
+        uint32_t version;
+        int error;                 /* 0 or negative */
+} DispatchOutcome;
+
+typedef struct Dispatcher {
+        Keystore *keystore;
+        size_t max_frame;
+        uint64_t (*now_usec)(void);    /* CLOCK_REALTIME; replaceable in tests */
+} Dispatcher;
+
+int dispatch_frame(Dispatcher *d, const Peer *peer, const uint8_t *payload, size_t len, FrameBuf *out,
+                   DispatchOutcome *ret_outcome);
+
+/* Appends an error response (for framing failures detected by the transport). */
+int dispatch_append_error(FrameBuf *out, size_t max_frame, uint64_t id, int error, const char *message);
+
+uint64_t realtime_usec(void);

@@ -1,0 +1,33 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * Daemon logging. Under systemd (JOURNAL_STREAM names our stderr) records go to
+ * the journal through sd_journal_send with structured fields; otherwise one
+ * line per record on stderr. Callers pass extra journal fields as a
+ * NULL-terminated list of "FIELD=value" strings. Never pass secret material:
+ * AEKs, PINs and blobs' plaintext have no place in a log record.
+ */
+#pragma once
+
+#include <stdarg.h>
+#include <stdbool.h>
+#include <syslog.h>
+
+#include "common/macro.h"
+
+void log_setup(int max_level);
+int log_get_max_level(void);
+
+/* Logs and returns r (negative) so callers can "return log_error_errno(r, ...)". */
+int log_fullv(int level, int error, const char *const *fields, const char *fmt, va_list ap);
+_printf_(4, 5) int log_full(int level, int error, const char *const *fields, const char *fmt, ...);
+
+#define log_debug(...) log_full(LOG_DEBUG, 0, NULL, __VA_ARGS__)
+#define log_info(...) log_full(LOG_INFO, 0, NULL, __VA_ARGS__)
+#define log_notice(...) log_full(LOG_NOTICE, 0, NULL, __VA_ARGS__)
+#define log_warning(...) log_full(LOG_WARNING, 0, NULL, __VA_ARGS__)
+#define log_error(...) log_full(LOG_ERR, 0, NULL, __VA_ARGS__)
+#define log_error_errno(e, ...) log_full(LOG_ERR, (e), NULL, __VA_ARGS__)
+#define log_warning_errno(e, ...) log_full(LOG_WARNING, (e), NULL, __VA_ARGS__)
+
+/* Human text for a negative return value: domain name ("UNKNOWN_KEY") or strerror. */
+const char *error_text(int r);

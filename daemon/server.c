@@ -1,0 +1,343 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * Unix-socket transport for kekd (see server.h). Single-threaded: the HSM
+ * calls run inline in the event loop, in request order, which is also the
+ * order replies must leave in. Memory per connection is bounded by
+ * max_frame + header for input and OUTPUT_HIGH_WATER (plus one reply) for
+ * output; past the high-water mark the connection is not read until the peer
+ * drains its replies.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+
+#include "common/kekerr.h"
+#include "daemon/log.h"
+#include "daemon/server.h"
+
+#define READ_CHUNK 16384u
+#define OUTPUT_HIGH_WATER (256u * 1024u)
+
+typedef struct Conn Conn;
+
+struct Server {
+        sd_event *event;
+        Dispatcher *dispatcher;
+        int listen_fd;
+        bool owns_path;
+        char *socket_path;
+        sd_event_source *listen_source;
+        size_t max_frame;
+        unsigned max_connections;
+        unsigned n_connections;
+        Conn *conns;
+};
+
+struct Conn {
+        Server *server;
+        Conn *prev, *next;
+        int fd;
+        Peer peer;
+        sd_event_source *source;
+        FrameBuf in, out;
+        bool closing;   /* no more input: flush output, then close */
+};
+
+static Conn *conn_free(Conn *c) {
+        if (!c)
+                return NULL;
+        if (c->server) {
+                if (c->prev)
+                        c->prev->next = c->next;
+                else
+                        c->server->conns = c->next;
+                if (c->next)
+                        c->next->prev = c->prev;
+                c->server->n_connections--;
+        }
+        sd_event_source_disable_unref(c->source);
+        safe_close(c->fd);
+        frame_buf_done(&c->in);
+        frame_buf_done(&c->out);
+        free(c);
+        return NULL;
+}
+
+static void conn_update_events(Conn *c) {
+        uint32_t ev = 0;
+
+        if (!c->closing && frame_buf_size(&c->out) < OUTPUT_HIGH_WATER)
+                ev |= EPOLLIN;
+        if (frame_buf_size(&c->out) > 0)
+                ev |= EPOLLOUT;
+        (void) sd_event_source_set_io_events(c->source, ev);
+}
+
+/* Writes what the socket takes. Returns <0 if the connection is dead. */
+static int conn_flush(Conn *c) {
+        while (frame_buf_size(&c->out) > 0) {
+                ssize_t n = send(c->fd, frame_buf_head(&c->out), frame_buf_size(&c->out), MSG_NOSIGNAL | MSG_DONTWAIT);
+
+                if (n < 0) {
+                        if (errno == EAGAIN || errno == EINTR)
+                                return 0;
+                        return -errno;
+                }
+                frame_buf_consume(&c->out, (size_t) n);
+        }
+        return 0;
+}
+
+static void log_outcome(const Conn *c, const DispatchOutcome *o) {
+        char key[32 + KEY_NAME_MAX], op[64], uid[32], pid[32], result[64];
+        const char *fields[] = { key, op, uid, pid, result, NULL };
+        bool serious;
+
+        if (o->error == 0)
+                return;
+        serious = o->error == -KEKERR_HSM_UNAVAILABLE || o->error == -KEKERR_INTERNAL || o->error > -KEKERR_BASE;
+        if (!serious && log_get_max_level() < LOG_DEBUG)
+                return;
+        snprintf(key, sizeof(key), "KEK_KEY=%s", o->key);
+        snprintf(op, sizeof(op), "KEK_OP=%s", o->op);
+        snprintf(uid, sizeof(uid), "PEER_UID=%u", (unsigned) c->peer.uid);
+        snprintf(pid, sizeof(pid), "PEER_PID=%d", (int) c->peer.pid);
+        snprintf(result, sizeof(result), "RESULT=%s", error_text(o->error));
+        log_full(serious ? LOG_WARNING : LOG_DEBUG, o->error, fields, "%s of key '%s' failed", o->op, o->key);
+}
+
+/* Runs every complete frame in the input buffer. Returns <0 when the connection must close. */
+static int conn_process(Conn *c) {
+        Server *s = c->server;
+
+        while (!c->closing) {
+                const uint8_t *payload;
+                DispatchOutcome o;
+                size_t len;
+                int r;
+
+                r = frame_parse(frame_buf_head(&c->in), frame_buf_size(&c->in), s->max_frame, &payload, &len);
+                if (r == 0)
+                        return 0;
+                if (r < 0) {
+                        log_debug("Closing connection of pid %d: %s", (int) c->peer.pid, error_text(r));
+                        (void) dispatch_append_error(&c->out, s->max_frame, 0, r,
+                                                     r == -KEKERR_FRAME_TOO_LARGE ? "frame exceeds max_frame; closing connection"
+                                                                                   : "zero-length frame; closing connection");
+                        c->closing = true;
+                        return 0;
+                }
+                r = dispatch_frame(s->dispatcher, &c->peer, payload, len, &c->out, &o);
+                frame_buf_consume(&c->in, FRAME_HEADER_SIZE + len);
+                log_outcome(c, &o);
+                if (r == -KEKERR_MALFORMED_REQUEST) {
+                        c->closing = true;
+                        return 0;
+                }
+                if (r < 0)
+                        return log_error_errno(r, "Failed to queue reply for pid %d", (int) c->peer.pid);
+                if (frame_buf_size(&c->out) >= OUTPUT_HIGH_WATER)
+                        return 0; /* resume when the peer has read its replies */
+        }
+        return 0;
+}
+
+static int conn_read(Conn *c) {
+        Server *s = c->server;
+        uint8_t *tail;
+        ssize_t n;
+        int r;
+
+        /* Never read past one maximal frame: a hostile length cannot grow the buffer further. */
+        size_t room = MIN((size_t) READ_CHUNK, s->max_frame + FRAME_HEADER_SIZE);
+
+        r = frame_buf_reserve(&c->in, room, &tail);
+        if (r < 0)
+                return r;
+        n = recv(c->fd, tail, room, MSG_DONTWAIT);
+        if (n < 0)
+                return errno == EAGAIN || errno == EINTR ? 0 : -errno;
+        if (n == 0) {
+                if (frame_buf_size(&c->in) > 0)
+                        (void) dispatch_append_error(&c->out, s->max_frame, 0, -KEKERR_MALFORMED_REQUEST,
+                                                     "connection ended inside a frame (truncated frame)");
+                c->closing = true;
+                return 0;
+        }
+        frame_buf_commit(&c->in, (size_t) n);
+        return 0;
+}
+
+static int on_conn_io(sd_event_source *source, int fd, uint32_t revents, void *userdata) {
+        Conn *c = userdata;
+        int r = 0;
+
+        if ((revents & (EPOLLIN | EPOLLHUP | EPOLLERR)) && !c->closing) {
+                r = conn_read(c);
+                if (r >= 0)
+                        r = conn_process(c);
+        } else if (!c->closing && frame_buf_size(&c->out) < OUTPUT_HIGH_WATER)
+                r = conn_process(c); /* input held back by backpressure */
+        if (r >= 0)
+                r = conn_flush(c);
+        if (r < 0 || (c->closing && frame_buf_size(&c->out) == 0) ||
+            ((revents & (EPOLLHUP | EPOLLERR)) && frame_buf_size(&c->out) > 0 && c->closing)) {
+                conn_free(c);
+                return 0;
+        }
+        conn_update_events(c);
+        return 0;
+}
+
+static int on_accept(sd_event_source *source, int fd, uint32_t revents, void *userdata) {
+        Server *s = userdata;
+        _cleanup_close_ int cfd = -1;
+        struct ucred cred;
+        socklen_t len = sizeof(cred);
+        Conn *c;
+        int r;
+
+        cfd = accept4(fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (cfd < 0) {
+                if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED)
+                        log_warning_errno(-errno, "accept() failed");
+                return 0;
+        }
+        if (getsockopt(cfd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0)
+                return log_warning_errno(-errno, "Cannot read peer credentials; dropping connection"), 0;
+        if (s->n_connections >= s->max_connections) {
+                log_warning("Refusing connection of uid %u pid %d: max_connections=%u reached", (unsigned) cred.uid,
+                            (int) cred.pid, s->max_connections);
+                return 0;
+        }
+
+        c = calloc(1, sizeof(*c));
+        if (!c)
+                return log_error_errno(-ENOMEM, "Cannot accept connection"), 0;
+        c->fd = TAKE_FD(cfd);
+        c->peer = (Peer) { .uid = cred.uid, .gid = cred.gid, .pid = cred.pid };
+        frame_buf_init(&c->in);
+        frame_buf_init(&c->out);
+        r = sd_event_add_io(s->event, &c->source, c->fd, EPOLLIN, on_conn_io, c);
+        if (r < 0) {
+                conn_free(c);
+                return log_error_errno(r, "Cannot watch connection"), 0;
+        }
+        c->server = s;
+        c->next = s->conns;
+        if (s->conns)
+                s->conns->prev = c;
+        s->conns = c;
+        s->n_connections++;
+        log_debug("Connection from uid %u gid %u pid %d", (unsigned) cred.uid, (unsigned) cred.gid, (int) cred.pid);
+        return 0;
+}
+
+static int socket_open(const Config *config, int *ret_fd) {
+        _cleanup_close_ int fd = -1;
+        struct sockaddr_un sa = { .sun_family = AF_UNIX };
+        struct stat st;
+        gid_t gid = (gid_t) -1;
+
+        if (strlen(config->socket_path) >= sizeof(sa.sun_path))
+                return log_error_errno(-ENAMETOOLONG, "Socket path %s is too long", config->socket_path);
+        strcpy(sa.sun_path, config->socket_path);
+
+        if (config->socket_group) {
+                struct group *g = getgrnam(config->socket_group);
+
+                if (!g)
+                        return log_error_errno(-ESRCH, "socket_group '%s' does not exist", config->socket_group);
+                gid = g->gr_gid;
+        }
+
+        /* Replace a stale socket of a previous run, never any other kind of file. */
+        if (lstat(sa.sun_path, &st) == 0) {
+                if (!S_ISSOCK(st.st_mode))
+                        return log_error_errno(-EEXIST, "%s exists and is not a socket; refusing to replace it", sa.sun_path);
+                if (unlink(sa.sun_path) < 0)
+                        return log_error_errno(-errno, "Cannot remove stale socket %s", sa.sun_path);
+        }
+
+        fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        if (fd < 0)
+                return log_error_errno(-errno, "socket(AF_UNIX) failed");
+        {
+                /* Create the node with no access at all, then open it up: no window with a wider mode. */
+                mode_t old = umask(0777);
+                int r = bind(fd, (struct sockaddr *) &sa, sizeof(sa));
+                int e = errno;
+
+                umask(old);
+                if (r < 0)
+                        return log_error_errno(-e, "Cannot bind %s", sa.sun_path);
+        }
+        if (gid != (gid_t) -1 && chown(sa.sun_path, (uid_t) -1, gid) < 0)
+                return log_error_errno(-errno, "Cannot give %s to group %s", sa.sun_path, config->socket_group);
+        if (chmod(sa.sun_path, config->socket_mode) < 0)
+                return log_error_errno(-errno, "Cannot chmod %s", sa.sun_path);
+        if (listen(fd, SOMAXCONN) < 0)
+                return log_error_errno(-errno, "listen() on %s failed", sa.sun_path);
+        *ret_fd = TAKE_FD(fd);
+        return 0;
+}
+
+int server_new(sd_event *event, const Config *config, Dispatcher *dispatcher, int listen_fd, Server **ret) {
+        _cleanup_(server_freep) Server *s = NULL;
+        int r;
+
+        s = calloc(1, sizeof(*s));
+        if (!s)
+                return -ENOMEM;
+        s->event = sd_event_ref(event);
+        s->dispatcher = dispatcher;
+        s->max_frame = config->max_frame;
+        s->max_connections = config->max_connections;
+        s->listen_fd = -1;
+
+        if (listen_fd >= 0) {
+                s->listen_fd = listen_fd;
+                r = fcntl(listen_fd, F_SETFL, fcntl(listen_fd, F_GETFL) | O_NONBLOCK);
+                if (r < 0)
+                        return -errno;
+        } else {
+                r = socket_open(config, &s->listen_fd);
+                if (r < 0)
+                        return r;
+                s->socket_path = strdup(config->socket_path);
+                if (!s->socket_path)
+                        return -ENOMEM;
+                s->owns_path = true;
+        }
+        r = sd_event_add_io(event, &s->listen_source, s->listen_fd, EPOLLIN, on_accept, s);
+        if (r < 0)
+                return log_error_errno(r, "Cannot watch listening socket");
+        *ret = TAKE_PTR(s);
+        return 0;
+}
+
+Server *server_free(Server *s) {
+        if (!s)
+                return NULL;
+        while (s->conns)
+                conn_free(s->conns);
+        sd_event_source_disable_unref(s->listen_source);
+        safe_close(s->listen_fd);
+        if (s->owns_path)
+                (void) unlink(s->socket_path);
+        free(s->socket_path);
+        sd_event_unref(s->event);
+        free(s);
+        return NULL;
+}
+
+unsigned server_n_connections(const Server *s) {
+        return s->n_connections;
+}

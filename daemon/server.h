@@ -1,0 +1,25 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * The transport: a listening Unix socket and its connections on an sd-event
+ * loop. Bytes are read into a per-connection FrameBuf; every complete frame is
+ * handed to dispatch_frame() and its reply queued for writing. A frame whose
+ * declared length exceeds max_frame, an undecodable frame, or a connection that
+ * ends in the middle of a frame gets one error reply (id 0) and is closed; no
+ * peer can stop the daemon or other connections. Replies are written in
+ * request order; a peer that stops reading stops being read (backpressure).
+ */
+#pragma once
+
+#include <systemd/sd-event.h>
+
+#include "daemon/conf.h"
+#include "daemon/dispatch.h"
+
+typedef struct Server Server;
+
+/* Opens the socket (or adopts listen_fd >= 0 from socket activation). */
+int server_new(sd_event *event, const Config *config, Dispatcher *dispatcher, int listen_fd, Server **ret);
+Server *server_free(Server *s);
+DEFINE_TRIVIAL_CLEANUP_FUNC(Server, server_free);
+
+unsigned server_n_connections(const Server *s);

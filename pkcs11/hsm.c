@@ -1,0 +1,694 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * PKCS#11 access for kekd (see hsm.h for the contract). Every C_* call in the
+ * project is in this file. Invariants:
+ *  - KEK versions are created by C_GenerateKey inside the token with
+ *    CKA_SENSITIVE=TRUE, CKA_EXTRACTABLE=FALSE, CKA_PRIVATE=TRUE,
+ *    CKA_TOKEN=TRUE, CKA_MODIFIABLE=FALSE, CKA_COPYABLE=FALSE and only
+ *    CKA_ENCRYPT/CKA_DECRYPT usage, so no call here or anywhere can export them.
+ *  - The PIN is kept (in secure memory) only to log in again after the token
+ *    or session went away.
+ *  - A failed call that looks like a lost session marks the session dead; the
+ *    next call (and one retry of the failing call) reopens it.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <p11-kit/p11-kit.h>
+#include <p11-kit/uri.h>
+
+#include "common/kekerr.h"
+#include "hsm.h"
+
+struct Hsm {
+        CK_FUNCTION_LIST *module;
+        P11KitUri *uri;
+        Secret *pin;
+        CK_SLOT_ID slot;
+        CK_SESSION_HANDLE session;
+        bool session_open;
+        uint64_t generation;
+        CK_RV last_rv;
+        char token_label[33];
+};
+
+static const char kekd_application[] = "kekd";
+
+static bool rv_is_session_loss(CK_RV rv) {
+        switch (rv) {
+        case CKR_SESSION_HANDLE_INVALID:
+        case CKR_SESSION_CLOSED:
+        case CKR_USER_NOT_LOGGED_IN:
+        case CKR_DEVICE_REMOVED:
+        case CKR_DEVICE_ERROR:
+        case CKR_TOKEN_NOT_PRESENT:
+        case CKR_TOKEN_NOT_RECOGNIZED:
+        case CKR_CRYPTOKI_NOT_INITIALIZED:
+        /* An operation left active by a failed call blocks the session; a fresh one clears it. */
+        case CKR_OPERATION_ACTIVE:
+                return true;
+        default:
+                return false;
+        }
+}
+
+static int rv_to_errno(Hsm *h, CK_RV rv) {
+        h->last_rv = rv;
+        switch (rv) {
+        case CKR_OK:
+                return 0;
+        case CKR_HOST_MEMORY:
+        case CKR_DEVICE_MEMORY:
+                return -ENOMEM;
+        case CKR_ENCRYPTED_DATA_INVALID:
+        case CKR_ENCRYPTED_DATA_LEN_RANGE:
+                return -KEKERR_BLOB_INVALID;
+        case CKR_OBJECT_HANDLE_INVALID:
+        case CKR_KEY_HANDLE_INVALID:
+                return -ENOENT;
+        case CKR_ARGUMENTS_BAD:
+        case CKR_DATA_LEN_RANGE:
+                return -EINVAL;
+        case CKR_FUNCTION_FAILED:
+        case CKR_GENERAL_ERROR:
+        case CKR_SESSION_COUNT:
+        case CKR_OPERATION_ACTIVE:
+                return -KEKERR_HSM_UNAVAILABLE;
+        default:
+                if (rv_is_session_loss(rv))
+                        return -KEKERR_HSM_UNAVAILABLE;
+                return -EIO;
+        }
+}
+
+static void session_close(Hsm *h) {
+        if (h->session_open)
+                (void) h->module->C_CloseSession(h->session);
+        h->session_open = false;
+}
+
+static int find_slot(Hsm *h, const char **ret_error) {
+        _cleanup_free_ CK_SLOT_ID *slots = NULL;
+        CK_ULONG n = 0, matches = 0;
+        CK_RV rv;
+
+        rv = h->module->C_GetSlotList(CK_TRUE, NULL, &n);
+        if (rv != CKR_OK) {
+                *ret_error = "C_GetSlotList failed";
+                return rv_to_errno(h, rv);
+        }
+        slots = calloc(n ? n : 1, sizeof(*slots));
+        if (!slots)
+                return -ENOMEM;
+        rv = h->module->C_GetSlotList(CK_TRUE, slots, &n);
+        if (rv != CKR_OK) {
+                *ret_error = "C_GetSlotList failed";
+                return rv_to_errno(h, rv);
+        }
+        for (CK_ULONG i = 0; i < n; i++) {
+                CK_TOKEN_INFO ti;
+                CK_SLOT_INFO si;
+
+                if (h->module->C_GetSlotInfo(slots[i], &si) != CKR_OK ||
+                    !p11_kit_uri_match_slot_info(h->uri, &si))
+                        continue;
+                if (h->module->C_GetTokenInfo(slots[i], &ti) != CKR_OK ||
+                    !p11_kit_uri_match_token_info(h->uri, &ti))
+                        continue;
+                /* Uninitialised tokens match an empty URI but cannot hold keys. */
+                if (!(ti.flags & CKF_TOKEN_INITIALIZED))
+                        continue;
+                if (matches++ == 0) {
+                        h->slot = slots[i];
+                        memcpy(h->token_label, ti.label, sizeof(ti.label));
+                        h->token_label[sizeof(ti.label)] = 0;
+                        for (int j = (int) sizeof(ti.label) - 1; j >= 0 && h->token_label[j] == ' '; j--)
+                                h->token_label[j] = 0;
+                }
+        }
+        if (matches == 0) {
+                *ret_error = "no initialised token matches the token URI";
+                return -KEKERR_HSM_UNAVAILABLE;
+        }
+        if (matches > 1) {
+                *ret_error = "the token URI matches more than one token; add serial= or token=";
+                return -EINVAL;
+        }
+        return 0;
+}
+
+static int session_open(Hsm *h, const char **ret_error) {
+        const char *dummy;
+        CK_RV rv;
+        int r;
+
+        if (!ret_error)
+                ret_error = &dummy;
+        if (h->session_open)
+                return 0;
+
+        r = find_slot(h, ret_error);
+        if (r < 0)
+                return r;
+        rv = h->module->C_OpenSession(h->slot, CKF_SERIAL_SESSION | CKF_RW_SESSION, NULL, NULL, &h->session);
+        if (rv != CKR_OK) {
+                *ret_error = "C_OpenSession failed";
+                return rv_to_errno(h, rv);
+        }
+        h->session_open = true;
+        rv = h->module->C_Login(h->session, CKU_USER, h->pin->data, h->pin->len);
+        if (rv != CKR_OK && rv != CKR_USER_ALREADY_LOGGED_IN) {
+                session_close(h);
+                if (rv == CKR_PIN_INCORRECT || rv == CKR_PIN_LOCKED || rv == CKR_PIN_EXPIRED) {
+                        h->last_rv = rv;
+                        *ret_error = rv == CKR_PIN_INCORRECT ? "login refused: PIN incorrect" : "login refused: PIN locked or expired";
+                        return -EACCES;
+                }
+                *ret_error = "C_Login failed";
+                return rv_to_errno(h, rv);
+        }
+        return 0;
+}
+
+/*
+ * Called after a failed C_* call: if the failure means the session is gone,
+ * drop it and try to reopen now. Returns true if the caller should retry once.
+ */
+static bool recover(Hsm *h, CK_RV rv) {
+        if (!rv_is_session_loss(rv))
+                return false;
+        session_close(h);
+        h->generation++;
+        return session_open(h, NULL) >= 0;
+}
+
+static int ensure_session(Hsm *h) {
+        int r;
+
+        if (h->session_open)
+                return 0;
+        r = session_open(h, NULL);
+        if (r < 0)
+                return r;
+        h->generation++;
+        return 0;
+}
+
+int hsm_open(const char *module, const char *token_uri, const Secret *pin, Hsm **ret, const char **ret_error) {
+        _cleanup_(hsm_freep) Hsm *h = NULL;
+        const char *dummy;
+        CK_RV rv;
+        int r;
+
+        if (!ret_error)
+                ret_error = &dummy;
+        if (!module || !token_uri || !pin)
+                return -EINVAL;
+
+        h = calloc(1, sizeof(*h));
+        if (!h)
+                return -ENOMEM;
+
+        h->uri = p11_kit_uri_new();
+        if (!h->uri)
+                return -ENOMEM;
+        r = p11_kit_uri_parse(token_uri, P11_KIT_URI_FOR_TOKEN | P11_KIT_URI_FOR_SLOT | P11_KIT_URI_FOR_MODULE, h->uri);
+        if (r != P11_KIT_URI_OK) {
+                *ret_error = "token URI is not a valid PKCS#11 URI (RFC 7512)";
+                return -EINVAL;
+        }
+        if (p11_kit_uri_get_pin_value(h->uri)) {
+                *ret_error = "token URI carries pin-value; put the PIN in the PIN file instead";
+                return -EINVAL;
+        }
+        r = secret_new_copy(pin->data, pin->len, &h->pin);
+        if (r < 0)
+                return r;
+
+        if (strchr(module, '/')) {
+                h->module = p11_kit_module_load(module, P11_KIT_MODULE_CRITICAL);
+                if (!h->module) {
+                        *ret_error = "cannot load PKCS#11 module";
+                        return -ENOENT;
+                }
+        } else {
+                CK_FUNCTION_LIST **all = p11_kit_modules_load(NULL, P11_KIT_MODULE_CRITICAL);
+
+                for (size_t i = 0; all && all[i]; i++) {
+                        _cleanup_free_ char *name = p11_kit_module_get_name(all[i]);
+
+                        if (!h->module && name && strcmp(name, module) == 0)
+                                h->module = all[i];
+                        else
+                                p11_kit_module_release(all[i]);
+                }
+                free(all);
+                if (!h->module) {
+                        *ret_error = "no PKCS#11 module of that name is registered with p11-kit";
+                        return -ENOENT;
+                }
+        }
+
+        rv = p11_kit_module_initialize(h->module);
+        if (rv != CKR_OK) {
+                p11_kit_module_release(h->module);
+                h->module = NULL;
+                *ret_error = "C_Initialize of the PKCS#11 module failed";
+                return rv_to_errno(h, rv);
+        }
+
+        r = session_open(h, ret_error);
+        if (r < 0)
+                return r;
+
+        *ret = TAKE_PTR(h);
+        return 0;
+}
+
+Hsm *hsm_free(Hsm *h) {
+        if (!h)
+                return NULL;
+        if (h->module) {
+                session_close(h);
+                (void) p11_kit_module_finalize(h->module);
+                p11_kit_module_release(h->module);
+        }
+        if (h->uri)
+                p11_kit_uri_free(h->uri);
+        secret_free(h->pin);
+        free(h);
+        return NULL;
+}
+
+uint64_t hsm_generation(const Hsm *h) {
+        return h->generation;
+}
+
+const char *hsm_last_error(const Hsm *h) {
+        return h->last_rv == CKR_OK ? "no PKCS#11 error" : p11_kit_strerror(h->last_rv);
+}
+
+const char *hsm_token_label(const Hsm *h) {
+        return h->token_label;
+}
+
+static void version_to_id(uint32_t version, uint8_t id[4]) {
+        id[0] = (uint8_t) (version >> 24);
+        id[1] = (uint8_t) (version >> 16);
+        id[2] = (uint8_t) (version >> 8);
+        id[3] = (uint8_t) version;
+}
+
+int hsm_generate_aes_key(Hsm *h, const char *label, uint32_t version, HsmObject *ret) {
+        CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
+        CK_KEY_TYPE type = CKK_AES;
+        CK_ULONG value_len = 32;
+        CK_BBOOL yes = CK_TRUE, no = CK_FALSE;
+        CK_MECHANISM mech = { CKM_AES_KEY_GEN, NULL, 0 };
+        CK_OBJECT_HANDLE o;
+        uint8_t id[4];
+        CK_ATTRIBUTE tmpl[] = {
+                { CKA_CLASS, &cls, sizeof(cls) },
+                { CKA_KEY_TYPE, &type, sizeof(type) },
+                { CKA_VALUE_LEN, &value_len, sizeof(value_len) },
+                { CKA_LABEL, (void *) label, strlen(label) },
+                { CKA_ID, id, sizeof(id) },
+                { CKA_TOKEN, &yes, sizeof(yes) },
+                { CKA_PRIVATE, &yes, sizeof(yes) },
+                { CKA_SENSITIVE, &yes, sizeof(yes) },
+                { CKA_EXTRACTABLE, &no, sizeof(no) },
+                { CKA_MODIFIABLE, &no, sizeof(no) },
+                { CKA_COPYABLE, &no, sizeof(no) },
+                { CKA_ENCRYPT, &yes, sizeof(yes) },
+                { CKA_DECRYPT, &yes, sizeof(yes) },
+                { CKA_WRAP, &no, sizeof(no) },
+                { CKA_UNWRAP, &no, sizeof(no) },
+                { CKA_SIGN, &no, sizeof(no) },
+                { CKA_VERIFY, &no, sizeof(no) },
+                { CKA_DERIVE, &no, sizeof(no) },
+        };
+        CK_RV rv;
+        int r;
+
+        if (strlen(label) > HSM_KEY_LABEL_MAX)
+                return -EINVAL;
+        version_to_id(version, id);
+        r = ensure_session(h);
+        if (r < 0)
+                return r;
+        rv = h->module->C_GenerateKey(h->session, &mech, tmpl, ELEMENTSOF(tmpl), &o);
+        if (rv != CKR_OK && recover(h, rv))
+                rv = h->module->C_GenerateKey(h->session, &mech, tmpl, ELEMENTSOF(tmpl), &o);
+        if (rv != CKR_OK)
+                return rv_to_errno(h, rv);
+        *ret = o;
+        return 0;
+}
+
+int hsm_destroy_object(Hsm *h, HsmObject o) {
+        CK_RV rv;
+        int r;
+
+        r = ensure_session(h);
+        if (r < 0)
+                return r;
+        rv = h->module->C_DestroyObject(h->session, o);
+        if (rv != CKR_OK && recover(h, rv))
+                rv = h->module->C_DestroyObject(h->session, o);
+        return rv_to_errno(h, rv);
+}
+
+static CK_RV gcm_encrypt_once(Hsm *h, CK_MECHANISM *mech, HsmObject key, const uint8_t *pt, size_t pt_len,
+                              uint8_t *out) {
+        CK_ULONG out_len = pt_len + HSM_GCM_TAG_SIZE;
+        CK_RV rv;
+
+        rv = h->module->C_EncryptInit(h->session, mech, key);
+        if (rv != CKR_OK)
+                return rv;
+        rv = h->module->C_Encrypt(h->session, (CK_BYTE_PTR) pt, pt_len, out, &out_len);
+        if (rv == CKR_OK && out_len != pt_len + HSM_GCM_TAG_SIZE)
+                rv = CKR_GENERAL_ERROR;
+        return rv;
+}
+
+int hsm_encrypt_gcm(Hsm *h, HsmObject key, const uint8_t iv[HSM_GCM_IV_SIZE], const uint8_t *aad,
+                    size_t aad_len, const uint8_t *pt, size_t pt_len, uint8_t *out) {
+        CK_GCM_PARAMS params = {
+                .pIv = (CK_BYTE_PTR) iv,
+                .ulIvLen = HSM_GCM_IV_SIZE,
+                .ulIvBits = HSM_GCM_IV_SIZE * 8,
+                .pAAD = (CK_BYTE_PTR) aad,
+                .ulAADLen = aad_len,
+                .ulTagBits = HSM_GCM_TAG_SIZE * 8,
+        };
+        CK_MECHANISM mech = { CKM_AES_GCM, &params, sizeof(params) };
+        CK_RV rv;
+        int r;
+
+        r = ensure_session(h);
+        if (r < 0)
+                return r;
+        rv = gcm_encrypt_once(h, &mech, key, pt, pt_len, out);
+        if (rv != CKR_OK && recover(h, rv))
+                rv = gcm_encrypt_once(h, &mech, key, pt, pt_len, out);
+        return rv_to_errno(h, rv);
+}
+
+/* out has room for ct_len bytes: some tokens (SoftHSM2) size a GCM decrypt by its input. */
+static CK_RV gcm_decrypt_once(Hsm *h, CK_MECHANISM *mech, HsmObject key, const uint8_t *ct, size_t ct_len,
+                              Secret *out) {
+        CK_ULONG out_len = out->len;
+        CK_RV rv;
+
+        rv = h->module->C_DecryptInit(h->session, mech, key);
+        if (rv != CKR_OK)
+                return rv;
+        rv = h->module->C_Decrypt(h->session, (CK_BYTE_PTR) ct, ct_len, out->data, &out_len);
+        if (rv == CKR_OK) {
+                if (out_len != ct_len - HSM_GCM_TAG_SIZE)
+                        return CKR_GENERAL_ERROR;
+                secret_truncate(out, out_len);
+        }
+        return rv;
+}
+
+int hsm_decrypt_gcm(Hsm *h, HsmObject key, const uint8_t iv[HSM_GCM_IV_SIZE], const uint8_t *aad,
+                    size_t aad_len, const uint8_t *ct, size_t ct_len, Secret **ret) {
+        CK_GCM_PARAMS params = {
+                .pIv = (CK_BYTE_PTR) iv,
+                .ulIvLen = HSM_GCM_IV_SIZE,
+                .ulIvBits = HSM_GCM_IV_SIZE * 8,
+                .pAAD = (CK_BYTE_PTR) aad,
+                .ulAADLen = aad_len,
+                .ulTagBits = HSM_GCM_TAG_SIZE * 8,
+        };
+        CK_MECHANISM mech = { CKM_AES_GCM, &params, sizeof(params) };
+        _cleanup_secret_ Secret *pt = NULL;
+        CK_RV rv;
+        int r;
+
+        if (ct_len <= HSM_GCM_TAG_SIZE)
+                return -KEKERR_BLOB_INVALID;
+        r = secret_new(ct_len, &pt);
+        if (r < 0)
+                return r;
+        r = ensure_session(h);
+        if (r < 0)
+                return r;
+        rv = gcm_decrypt_once(h, &mech, key, ct, ct_len, pt);
+        if (rv != CKR_OK && recover(h, rv))
+                rv = gcm_decrypt_once(h, &mech, key, ct, ct_len, pt);
+        /* SoftHSM2 2.6 reports a GCM tag mismatch as CKR_GENERAL_ERROR (newer
+         * tokens say CKR_ENCRYPTED_DATA_INVALID). CKR_FUNCTION_FAILED stays a
+         * transient HSM failure so a flaky device is never reported as tampering. */
+        if (rv == CKR_GENERAL_ERROR)
+                rv = CKR_ENCRYPTED_DATA_INVALID;
+        r = rv_to_errno(h, rv);
+        if (r < 0)
+                return r;
+        *ret = TAKE_PTR(pt);
+        return 0;
+}
+
+/* Collects all handles matching tmpl. */
+static int find_all(Hsm *h, CK_ATTRIBUTE *tmpl, CK_ULONG n_tmpl, CK_OBJECT_HANDLE **ret, size_t *ret_n) {
+        _cleanup_free_ CK_OBJECT_HANDLE *objs = NULL;
+        size_t n = 0, cap = 0;
+        CK_RV rv;
+        int r;
+
+        r = ensure_session(h);
+        if (r < 0)
+                return r;
+        rv = h->module->C_FindObjectsInit(h->session, tmpl, n_tmpl);
+        if (rv != CKR_OK && recover(h, rv))
+                rv = h->module->C_FindObjectsInit(h->session, tmpl, n_tmpl);
+        if (rv != CKR_OK)
+                return rv_to_errno(h, rv);
+        for (;;) {
+                CK_ULONG got = 0;
+
+                if (cap - n < 256) {
+                        CK_OBJECT_HANDLE *p = reallocarray(objs, cap + 1024, sizeof(*objs));
+
+                        if (!p) {
+                                (void) h->module->C_FindObjectsFinal(h->session);
+                                return -ENOMEM;
+                        }
+                        objs = p;
+                        cap += 1024;
+                }
+                rv = h->module->C_FindObjects(h->session, objs + n, cap - n, &got);
+                if (rv != CKR_OK) {
+                        (void) h->module->C_FindObjectsFinal(h->session);
+                        return rv_to_errno(h, rv);
+                }
+                if (got == 0)
+                        break;
+                n += got;
+        }
+        rv = h->module->C_FindObjectsFinal(h->session);
+        if (rv != CKR_OK)
+                return rv_to_errno(h, rv);
+        *ret = TAKE_PTR(objs);
+        *ret_n = n;
+        return 0;
+}
+
+int hsm_list_keys(Hsm *h, HsmKeyRef **ret, size_t *ret_n) {
+        CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
+        CK_KEY_TYPE type = CKK_AES;
+        CK_ATTRIBUTE tmpl[] = {
+                { CKA_CLASS, &cls, sizeof(cls) },
+                { CKA_KEY_TYPE, &type, sizeof(type) },
+        };
+        _cleanup_free_ CK_OBJECT_HANDLE *objs = NULL;
+        _cleanup_free_ HsmKeyRef *keys = NULL;
+        size_t n = 0, k = 0;
+        int r;
+
+        r = find_all(h, tmpl, ELEMENTSOF(tmpl), &objs, &n);
+        if (r < 0)
+                return r;
+        keys = calloc(n ? n : 1, sizeof(*keys));
+        if (!keys)
+                return -ENOMEM;
+        for (size_t i = 0; i < n; i++) {
+                uint8_t id[4];
+                CK_ATTRIBUTE a[] = {
+                        { CKA_LABEL, keys[k].label, HSM_KEY_LABEL_MAX },
+                        { CKA_ID, id, sizeof(id) },
+                };
+                CK_RV rv = h->module->C_GetAttributeValue(h->session, objs[i], a, ELEMENTSOF(a));
+
+                /* Foreign objects (longer labels, other ID schemes) are not ours. */
+                if (rv == CKR_BUFFER_TOO_SMALL || rv == CKR_ATTRIBUTE_TYPE_INVALID)
+                        continue;
+                if (rv == CKR_OBJECT_HANDLE_INVALID)
+                        continue; /* destroyed by another node meanwhile */
+                if (rv != CKR_OK)
+                        return rv_to_errno(h, rv);
+                if (a[1].ulValueLen != sizeof(id))
+                        continue;
+                keys[k].label[a[0].ulValueLen] = 0;
+                keys[k].version = (uint32_t) id[0] << 24 | (uint32_t) id[1] << 16 | (uint32_t) id[2] << 8 | id[3];
+                keys[k].handle = objs[i];
+                k++;
+        }
+        *ret = TAKE_PTR(keys);
+        *ret_n = k;
+        return 0;
+}
+
+int hsm_key_attributes(Hsm *h, HsmObject key, HsmKeyAttrs *ret) {
+        CK_BBOOL token = 0, priv = 0, sens = 0, asens = 0, extr = 1, nextr = 0;
+        CK_ULONG vlen = 0;
+        uint8_t value[64];
+        CK_ATTRIBUTE a[] = {
+                { CKA_TOKEN, &token, sizeof(token) },
+                { CKA_PRIVATE, &priv, sizeof(priv) },
+                { CKA_SENSITIVE, &sens, sizeof(sens) },
+                { CKA_ALWAYS_SENSITIVE, &asens, sizeof(asens) },
+                { CKA_EXTRACTABLE, &extr, sizeof(extr) },
+                { CKA_NEVER_EXTRACTABLE, &nextr, sizeof(nextr) },
+                { CKA_VALUE_LEN, &vlen, sizeof(vlen) },
+        };
+        CK_ATTRIBUTE v = { CKA_VALUE, value, sizeof(value) };
+        CK_RV rv;
+        int r;
+
+        r = ensure_session(h);
+        if (r < 0)
+                return r;
+        rv = h->module->C_GetAttributeValue(h->session, key, a, ELEMENTSOF(a));
+        if (rv != CKR_OK)
+                return rv_to_errno(h, rv);
+        rv = h->module->C_GetAttributeValue(h->session, key, &v, 1);
+        secret_cleanse(value, sizeof(value));
+        *ret = (HsmKeyAttrs) {
+                .token = token,
+                .private_ = priv,
+                .sensitive = sens,
+                .always_sensitive = asens,
+                .extractable = extr,
+                .never_extractable = nextr,
+                .value_len = vlen,
+                .value_readable = rv == CKR_OK && v.ulValueLen != CK_UNAVAILABLE_INFORMATION,
+        };
+        return 0;
+}
+
+void hsm_data_objects_free(HsmDataObject *d, size_t n) {
+        if (!d)
+                return;
+        for (size_t i = 0; i < n; i++)
+                free(d[i].value);
+        free(d);
+}
+
+static int data_object_read(Hsm *h, CK_OBJECT_HANDLE o, HsmDataObject *d) {
+        CK_ATTRIBUTE a[] = {
+                { CKA_LABEL, NULL, 0 },
+                { CKA_VALUE, NULL, 0 },
+        };
+        CK_RV rv;
+
+        rv = h->module->C_GetAttributeValue(h->session, o, a, ELEMENTSOF(a));
+        if (rv != CKR_OK)
+                return rv_to_errno(h, rv);
+        if (a[0].ulValueLen > HSM_KEY_LABEL_MAX || a[1].ulValueLen > 1024 * 1024)
+                return -EBADMSG;
+        d->value = malloc(a[1].ulValueLen ? a[1].ulValueLen : 1);
+        if (!d->value)
+                return -ENOMEM;
+        a[0].pValue = d->label;
+        a[1].pValue = d->value;
+        rv = h->module->C_GetAttributeValue(h->session, o, a, ELEMENTSOF(a));
+        if (rv != CKR_OK) {
+                free(d->value);
+                d->value = NULL;
+                return rv_to_errno(h, rv);
+        }
+        d->label[a[0].ulValueLen] = 0;
+        d->value_len = a[1].ulValueLen;
+        d->handle = o;
+        return 0;
+}
+
+int hsm_list_data(Hsm *h, HsmDataObject **ret, size_t *ret_n) {
+        CK_OBJECT_CLASS cls = CKO_DATA;
+        CK_ATTRIBUTE tmpl[] = {
+                { CKA_CLASS, &cls, sizeof(cls) },
+                { CKA_APPLICATION, (void *) kekd_application, strlen(kekd_application) },
+        };
+        _cleanup_free_ CK_OBJECT_HANDLE *objs = NULL;
+        HsmDataObject *d;
+        size_t n = 0, k = 0;
+        int r;
+
+        r = find_all(h, tmpl, ELEMENTSOF(tmpl), &objs, &n);
+        if (r < 0)
+                return r;
+        d = calloc(n ? n : 1, sizeof(*d));
+        if (!d)
+                return -ENOMEM;
+        for (size_t i = 0; i < n; i++) {
+                r = data_object_read(h, objs[i], &d[k]);
+                if (r == -ENOENT || r == -EBADMSG)
+                        continue; /* vanished meanwhile, or not one of ours */
+                if (r < 0) {
+                        hsm_data_objects_free(d, k);
+                        return r;
+                }
+                k++;
+        }
+        *ret = d;
+        *ret_n = k;
+        return 0;
+}
+
+int hsm_create_data(Hsm *h, const char *label, const uint8_t *value, size_t len, HsmObject *ret) {
+        CK_OBJECT_CLASS cls = CKO_DATA;
+        CK_BBOOL yes = CK_TRUE;
+        CK_ATTRIBUTE tmpl[] = {
+                { CKA_CLASS, &cls, sizeof(cls) },
+                { CKA_TOKEN, &yes, sizeof(yes) },
+                { CKA_PRIVATE, &yes, sizeof(yes) },
+                { CKA_MODIFIABLE, &yes, sizeof(yes) },
+                { CKA_APPLICATION, (void *) kekd_application, strlen(kekd_application) },
+                { CKA_LABEL, (void *) label, strlen(label) },
+                { CKA_VALUE, (void *) value, len },
+        };
+        CK_OBJECT_HANDLE o;
+        CK_RV rv;
+        int r;
+
+        r = ensure_session(h);
+        if (r < 0)
+                return r;
+        rv = h->module->C_CreateObject(h->session, tmpl, ELEMENTSOF(tmpl), &o);
+        if (rv != CKR_OK && recover(h, rv))
+                rv = h->module->C_CreateObject(h->session, tmpl, ELEMENTSOF(tmpl), &o);
+        if (rv != CKR_OK)
+                return rv_to_errno(h, rv);
+        *ret = o;
+        return 0;
+}
+
+int hsm_update_data(Hsm *h, HsmObject o, const uint8_t *value, size_t len) {
+        CK_ATTRIBUTE a = { CKA_VALUE, (void *) value, len };
+        CK_RV rv;
+        int r;
+
+        r = ensure_session(h);
+        if (r < 0)
+                return r;
+        rv = h->module->C_SetAttributeValue(h->session, o, &a, 1);
+        if (rv != CKR_OK && recover(h, rv))
+                rv = h->module->C_SetAttributeValue(h->session, o, &a, 1);
+        return rv_to_errno(h, rv);
+}

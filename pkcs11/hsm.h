@@ -1,0 +1,90 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * The HSM: the only module that calls PKCS#11 (C_*) functions. It loads a
+ * module through p11-kit, selects exactly one token by RFC 7512 URI, logs in as
+ * CKU_USER and offers the handful of operations kekd needs: generate an AES-256
+ * KEK version that can never leave the token, AES-256-GCM encrypt/decrypt with
+ * it, and CRUD of kekd's CKO_DATA metadata objects.
+ *
+ * CK_RV never leaves this module. Failures map to -errno or -KEKERR_*:
+ *   device, token and session failures  -> -KEKERR_HSM_UNAVAILABLE (transient)
+ *   GCM tag mismatch / bad ciphertext    -> -KEKERR_BLOB_INVALID
+ *   object handle no longer valid        -> -ENOENT
+ * The last CK_RV is kept for the caller's log line (hsm_last_error()).
+ *
+ * After a device or session failure the next call reopens the session and logs
+ * in again, then retries once. Object handles may change across such a reopen
+ * on real HSMs, so hsm_generation() increments and holders of handles re-read
+ * them. Not thread-safe: one Hsm per thread.
+ */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/macro.h"
+#include "common/secret.h"
+
+#define HSM_GCM_IV_SIZE 12u
+#define HSM_GCM_TAG_SIZE 16u
+#define HSM_KEY_LABEL_MAX 64u
+
+typedef struct Hsm Hsm;
+typedef unsigned long HsmObject;
+
+typedef struct HsmKeyRef {
+        char label[HSM_KEY_LABEL_MAX + 1];
+        uint32_t version;              /* from CKA_ID (4 bytes big-endian) */
+        HsmObject handle;
+} HsmKeyRef;
+
+typedef struct HsmDataObject {
+        char label[HSM_KEY_LABEL_MAX + 1];
+        uint8_t *value;
+        size_t value_len;
+        HsmObject handle;
+} HsmDataObject;
+
+typedef struct HsmKeyAttrs {
+        bool token, private_, sensitive, always_sensitive, extractable, never_extractable;
+        bool value_readable;           /* true would be a breach: CKA_VALUE was returned */
+        unsigned long value_len;
+} HsmKeyAttrs;
+
+/*
+ * module: an absolute path to a PKCS#11 module, or the name of a module
+ * registered with p11-kit. token_uri: "pkcs11:token=...;serial=..." (no
+ * pin-value; a PIN inside a URI is refused). On failure *ret_error (if given)
+ * receives a static description of what went wrong.
+ */
+int hsm_open(const char *module, const char *token_uri, const Secret *pin, Hsm **ret, const char **ret_error);
+Hsm *hsm_free(Hsm *h);
+DEFINE_TRIVIAL_CLEANUP_FUNC(Hsm, hsm_free);
+
+/* Incremented each time the session had to be reopened (handles may have changed). */
+uint64_t hsm_generation(const Hsm *h);
+/* Name of the last PKCS#11 return value that made a call fail ("CKR_DEVICE_ERROR"), for logs. */
+const char *hsm_last_error(const Hsm *h);
+/* Token label and serial, for status output. */
+const char *hsm_token_label(const Hsm *h);
+
+int hsm_generate_aes_key(Hsm *h, const char *label, uint32_t version, HsmObject *ret);
+int hsm_destroy_object(Hsm *h, HsmObject o);
+
+/* out must have room for pt_len + HSM_GCM_TAG_SIZE bytes (ciphertext || tag). */
+int hsm_encrypt_gcm(Hsm *h, HsmObject key, const uint8_t iv[HSM_GCM_IV_SIZE], const uint8_t *aad,
+                    size_t aad_len, const uint8_t *pt, size_t pt_len, uint8_t *out);
+/* ct is ciphertext || tag; the plaintext lands in a new Secret. */
+int hsm_decrypt_gcm(Hsm *h, HsmObject key, const uint8_t iv[HSM_GCM_IV_SIZE], const uint8_t *aad,
+                    size_t aad_len, const uint8_t *ct, size_t ct_len, Secret **ret);
+
+/* All AES secret keys on the token with a 4-byte CKA_ID. Free with free(). */
+int hsm_list_keys(Hsm *h, HsmKeyRef **ret, size_t *ret_n);
+int hsm_key_attributes(Hsm *h, HsmObject key, HsmKeyAttrs *ret);
+
+/* CKO_DATA objects of application "kekd". Free with hsm_data_objects_free(). */
+int hsm_list_data(Hsm *h, HsmDataObject **ret, size_t *ret_n);
+void hsm_data_objects_free(HsmDataObject *d, size_t n);
+int hsm_create_data(Hsm *h, const char *label, const uint8_t *value, size_t len, HsmObject *ret);
+int hsm_update_data(Hsm *h, HsmObject o, const uint8_t *value, size_t len);

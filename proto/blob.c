@@ -1,0 +1,92 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * Encoding and parsing of the v1 blob (layout in blob.h). No crypto here: the
+ * AES-GCM operation runs inside the HSM; this file only decides which bytes are
+ * authenticated and rejects malformed input before the HSM sees it.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <string.h>
+
+#include "blob.h"
+#include "common/kekerr.h"
+
+bool key_name_valid(const char *name) {
+        size_t n;
+
+        if (!name)
+                return false;
+        n = strlen(name);
+        if (n == 0 || n > KEY_NAME_MAX || name[0] == '.' || name[0] == '-')
+                return false;
+        for (size_t i = 0; i < n; i++) {
+                char c = name[i];
+
+                if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
+                      c == '_' || c == '-'))
+                        return false;
+        }
+        return true;
+}
+
+int blob_parse(const uint8_t *blob, size_t len, BlobView *ret) {
+        BlobView v = {};
+        size_t n, off;
+
+        if (!blob || len < 2 || len > BLOB_MAX_SIZE || blob[0] != BLOB_FORMAT_V1)
+                return -KEKERR_BLOB_INVALID;
+        n = blob[1];
+        if (n == 0 || n > KEY_NAME_MAX)
+                return -KEKERR_BLOB_INVALID;
+        /* header, IV, at least one byte of ciphertext, tag */
+        if (len < 2 + n + 4 + BLOB_IV_SIZE + 1 + BLOB_TAG_SIZE)
+                return -KEKERR_BLOB_INVALID;
+        memcpy(v.key, blob + 2, n);
+        v.key[n] = 0;
+        if (!key_name_valid(v.key))
+                return -KEKERR_BLOB_INVALID;
+        off = 2 + n;
+        v.version = (uint32_t) blob[off] << 24 | (uint32_t) blob[off + 1] << 16 | (uint32_t) blob[off + 2] << 8 |
+                    blob[off + 3];
+        if (v.version == 0)
+                return -KEKERR_BLOB_INVALID;
+        off += 4;
+        v.header = blob;
+        v.header_len = off;
+        v.iv = blob + off;
+        off += BLOB_IV_SIZE;
+        v.ciphertext = blob + off;
+        v.ciphertext_len = len - off;
+        *ret = v;
+        return 0;
+}
+
+int blob_header(const char *key, uint32_t version, uint8_t *out) {
+        size_t n;
+
+        if (!key_name_valid(key) || version == 0)
+                return -EINVAL;
+        n = strlen(key);
+        out[0] = BLOB_FORMAT_V1;
+        out[1] = (uint8_t) n;
+        memcpy(out + 2, key, n);
+        out[2 + n] = (uint8_t) (version >> 24);
+        out[3 + n] = (uint8_t) (version >> 16);
+        out[4 + n] = (uint8_t) (version >> 8);
+        out[5 + n] = (uint8_t) version;
+        return (int) (6 + n);
+}
+
+int blob_aad(const uint8_t *header, size_t header_len, const uint8_t *ctx, size_t ctx_len, uint8_t *out) {
+        if (header_len > BLOB_HEADER_MAX || ctx_len > CONTEXT_MAX_SIZE)
+                return -EINVAL;
+        memcpy(out, header, header_len);
+        out[header_len] = (uint8_t) (ctx_len >> 24);
+        out[header_len + 1] = (uint8_t) (ctx_len >> 16);
+        out[header_len + 2] = (uint8_t) (ctx_len >> 8);
+        out[header_len + 3] = (uint8_t) ctx_len;
+        if (ctx_len > 0)
+                memcpy(out + header_len + 4, ctx, ctx_len);
+        return (int) (header_len + 4 + ctx_len);
+}
