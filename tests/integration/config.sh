@@ -1,0 +1,81 @@
+#!/bin/sh
+# SPDX-License-Identifier: LGPL-2.1-or-later
+# kekd refuses to start on bad configuration, PIN files and HSM selections,
+# each with a clear message naming the file (and line) or the cause, and
+# never with the PIN in its output.
+. "$TESTLIB"
+
+token_init conftest
+kekd_config
+
+"$KEKD" -c "$CONF" --check-config >"$TESTDIR/out" 2>&1
+is "--check-config accepts the test configuration" "$?" 0
+
+# start_fails DESCRIPTION EXPECTED-TEXT: kekd -c $TESTDIR/bad.conf exits 1 printing the text
+start_fails() {
+        timeout 20 "$KEKD" -c "$TESTDIR/bad.conf" >"$TESTDIR/out" 2>&1
+        st=$?
+        tap_n=$((tap_n + 1))
+        if [ $st -eq 1 ] && grep -qF -- "$2" "$TESTDIR/out"; then
+                echo "ok $tap_n - $1"
+        else
+                echo "not ok $tap_n - $1 (exit $st)"
+                sed 's/^/#   | /' "$TESTDIR/out"
+                tap_failed=$((tap_failed + 1))
+        fi
+        if grep -qF -- "$TEST_PIN" "$TESTDIR/out"; then
+                echo "not ok $tap_n - ... and the PIN leaked into the output"
+                tap_failed=$((tap_failed + 1))
+        fi
+}
+
+sed 's/^level = debug$/level = loud/' "$CONF" >"$TESTDIR/bad.conf"
+start_fails "bad log level names file and line" "bad.conf:12: 'level' in [log] must be error, warning, notice, info or debug, got 'loud'"
+sed 's/^socket_mode = 0600$/socket_mod = 0600/' "$CONF" >"$TESTDIR/bad.conf"
+start_fails "unknown key names file and line" "bad.conf:9: unknown key 'socket_mod' in [server]"
+sed 's/^socket_mode = 0600$/socket_mode = 0666/' "$CONF" >"$TESTDIR/bad.conf"
+start_fails "socket mode open to others is refused" "bad.conf:9: 'socket_mode' in [server] must not grant access to others"
+sed '/^pin_file/d' "$CONF" >"$TESTDIR/bad.conf"
+start_fails "missing pin_file is named" "missing required 'pin_file' in [hsm]"
+printf '[hsm]\nmodule = x\nthis line is wrong\n' >"$TESTDIR/bad.conf"
+start_fails "syntax error names the line" "bad.conf:3: syntax error"
+rm -f "$TESTDIR/bad.conf"
+start_fails "missing config file" "bad.conf: cannot open: No such file or directory"
+
+chmod 0644 "$TESTDIR/pin"
+cp "$CONF" "$TESTDIR/bad.conf"
+start_fails "PIN file readable by others is refused" "must be mode 0400 or 0600"
+chmod 0600 "$TESTDIR/pin"
+
+printf 'wrong-pin-123\n' >"$TESTDIR/badpin"
+chmod 0600 "$TESTDIR/badpin"
+sed "s|^pin_file = .*|pin_file = $TESTDIR/badpin|" "$CONF" >"$TESTDIR/bad.conf"
+start_fails "wrong PIN is reported as such" "login refused: PIN incorrect"
+ok "the wrong PIN is not echoed" sh -c "! grep -qF wrong-pin-123 '$TESTDIR/out'"
+
+ln -s "$TESTDIR/pin" "$TESTDIR/pinlink"
+sed "s|^pin_file = .*|pin_file = $TESTDIR/pinlink|" "$CONF" >"$TESTDIR/bad.conf"
+start_fails "PIN file that is a symlink is refused" "PIN file is a symbolic link"
+
+sed "s|^token = .*|token = pkcs11:token=no-such-token|" "$CONF" >"$TESTDIR/bad.conf"
+start_fails "URI matching no token" "no initialised token matches the token URI"
+sed "s|^token = .*|token = pkcs11:token=conftest;pin-value=$TEST_PIN|" "$CONF" >"$TESTDIR/bad.conf"
+start_fails "URI carrying a PIN is refused" "must not carry pin-value"
+sed "s|^token = .*|token = pkcs11:token=con%zz|" "$CONF" >"$TESTDIR/bad.conf"
+start_fails "malformed URI" "not a valid PKCS#11 URI"
+sed "s|^module = .*|module = /nonexistent/libpkcs11.so|" "$CONF" >"$TESTDIR/bad.conf"
+start_fails "missing module" "cannot load PKCS#11 module"
+sed "s|^module = .*|module = no-such-p11-kit-module|" "$CONF" >"$TESTDIR/bad.conf"
+start_fails "unknown p11-kit module name" "no PKCS#11 module of that name is registered with p11-kit"
+
+# a regular file where the socket should go is never replaced
+touch "$SOCKET"
+cp "$CONF" "$TESTDIR/bad.conf"
+start_fails "a non-socket file at the socket path is left alone" "exists and is not a socket"
+ok "... and still exists" test -f "$SOCKET"
+rm -f "$SOCKET"
+
+ok "kekd starts with the good configuration" kekd_start
+ok "the socket has mode 0600 as configured" test "$(stat -c %a "$SOCKET")" = 600
+kekd_stop
+done_testing

@@ -1,0 +1,164 @@
+# SPDX-License-Identifier: LGPL-2.1-or-later
+# Shared helpers for the integration tests (sourced, POSIX sh + bash-isms
+# avoided). Each test gets a private temp dir with its own SoftHSM2 token and
+# its own kekd; every process started here is remembered by PID and killed on
+# exit, and every wait is bounded in count and time.
+#
+# Environment from Makefile.am: KEKD, KEKCTL, KEK_RAW, KEK_TEST_ATTRS,
+# SOFTHSM2_MODULE.
+
+set -u
+
+TEST_PIN="kekd-test-pin-7f3a9c"   # distinctive, so logs can be searched for it
+tap_n=0
+tap_failed=0
+KEKD_PID=""
+TESTDIR=$(mktemp -d "${TMPDIR:-/tmp}/kekd-it.XXXXXX") || exit 99
+
+cleanup() {
+        if [ -n "$KEKD_PID" ] && kill -0 "$KEKD_PID" 2>/dev/null; then
+                kill -KILL "$KEKD_PID" 2>/dev/null
+                wait "$KEKD_PID" 2>/dev/null
+        fi
+        case "$TESTDIR" in
+        */kekd-it.*) rm -rf -- "$TESTDIR" ;;
+        esac
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# ok DESCRIPTION COMMAND...: passes when COMMAND exits 0
+ok() {
+        desc=$1
+        shift
+        tap_n=$((tap_n + 1))
+        if "$@"; then
+                echo "ok $tap_n - $desc"
+        else
+                echo "not ok $tap_n - $desc"
+                tap_failed=$((tap_failed + 1))
+        fi
+}
+
+# is DESCRIPTION GOT WANT
+is() {
+        tap_n=$((tap_n + 1))
+        if [ "$2" = "$3" ]; then
+                echo "ok $tap_n - $1"
+        else
+                echo "not ok $tap_n - $1"
+                echo "#   got:  $2"
+                echo "#   want: $3"
+                tap_failed=$((tap_failed + 1))
+        fi
+}
+
+# contains DESCRIPTION FILE STRING: FILE contains STRING (fixed string)
+contains() {
+        tap_n=$((tap_n + 1))
+        if grep -qF -- "$3" "$2"; then
+                echo "ok $tap_n - $1"
+        else
+                echo "not ok $tap_n - $1"
+                echo "#   '$3' not found in:"
+                sed 's/^/#   | /' "$2" | head -20
+                tap_failed=$((tap_failed + 1))
+        fi
+}
+
+diag() {
+        echo "# $*"
+}
+
+done_testing() {
+        echo "1..$tap_n"
+        [ "$tap_failed" -eq 0 ] && [ "$tap_n" -gt 0 ]
+        exit $?
+}
+
+# token_init LABEL: a fresh SoftHSM2 token in $TESTDIR/tokens
+token_init() {
+        TOKEN_LABEL=$1
+        mkdir -p "$TESTDIR/tokens"
+        cat >"$TESTDIR/softhsm2.conf" <<EOF
+directories.tokendir = $TESTDIR/tokens
+objectstore.backend = file
+log.level = ERROR
+EOF
+        SOFTHSM2_CONF="$TESTDIR/softhsm2.conf"
+        export SOFTHSM2_CONF
+        softhsm2-util --init-token --free --label "$TOKEN_LABEL" --pin "$TEST_PIN" --so-pin 87654321 >/dev/null ||
+                { echo "Bail out! softhsm2-util --init-token failed"; exit 99; }
+        printf '%s\n' "$TEST_PIN" >"$TESTDIR/pin"
+        chmod 0600 "$TESTDIR/pin"
+        TOKEN_URI="pkcs11:token=$TOKEN_LABEL"
+}
+
+# kekd_config [EXTRA LINES...]: writes $TESTDIR/kekd.conf for the token
+kekd_config() {
+        SOCKET="$TESTDIR/kekd.sock"
+        CONF="$TESTDIR/kekd.conf"
+        cat >"$CONF" <<EOF
+# kekd test configuration
+[hsm]
+module = $SOFTHSM2_MODULE
+token = $TOKEN_URI
+pin_file = $TESTDIR/pin
+
+[server]
+socket = $SOCKET
+socket_mode = 0600
+
+[log]
+level = debug
+EOF
+        KEKD_SOCKET=$SOCKET
+        export KEKD_SOCKET
+}
+
+# kekd_start: starts kekd in the background and waits (<= 10 s) for its socket
+kekd_start() {
+        "$KEKD" -c "$CONF" 2>>"$TESTDIR/kekd.log" &
+        KEKD_PID=$!
+        i=0
+        while [ $i -lt 100 ]; do
+                if [ -S "$SOCKET" ] && "$KEKCTL" list >/dev/null 2>&1; then
+                        return 0
+                fi
+                kill -0 "$KEKD_PID" 2>/dev/null || break
+                sleep 0.1
+                i=$((i + 1))
+        done
+        echo "# kekd did not come up; log:"
+        sed 's/^/#   | /' "$TESTDIR/kekd.log" | tail -20
+        return 1
+}
+
+# kekd_stop [SIGNAL]: stops our kekd by PID (default TERM), waits <= 10 s
+kekd_stop() {
+        sig=${1:-TERM}
+        [ -n "$KEKD_PID" ] || return 0
+        kill "-$sig" "$KEKD_PID" 2>/dev/null
+        i=0
+        while kill -0 "$KEKD_PID" 2>/dev/null && [ $i -lt 100 ]; do
+                sleep 0.1
+                i=$((i + 1))
+        done
+        if kill -0 "$KEKD_PID" 2>/dev/null; then
+                kill -KILL "$KEKD_PID" 2>/dev/null
+        fi
+        wait "$KEKD_PID" 2>/dev/null
+        KEKD_STATUS=$?
+        KEKD_PID=""
+}
+
+kekd_alive() {
+        [ -n "$KEKD_PID" ] && kill -0 "$KEKD_PID" 2>/dev/null
+}
+
+# kc ARGS...: kekctl; stdout to $TESTDIR/out, stderr to $TESTDIR/err, status in $KC_STATUS
+kc() {
+        "$KEKCTL" "$@" >"$TESTDIR/out" 2>"$TESTDIR/err"
+        KC_STATUS=$?
+        return 0
+}
