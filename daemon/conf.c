@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
- * kekd.conf parsing (see conf.h). inih reports the line of the first failing
- * handler call; the handler records what was wrong with that first failure, so
- * the message names file, line, section, key and the reason together.
+ * kekd.conf parsing (see conf.h). Our own line reader feeds inih, so we know
+ * the line of every handler call; the first failure is recorded with its line
+ * and reason, and the message names file, line, section, key and value.
  */
 #include "config.h"
 
@@ -23,37 +23,124 @@ typedef struct ParseState {
         Config *config;
         FILE *file;         /* input: a file, or */
         const char *text;   /* a string, consumed as lines are read */
+        char *linebuf;      /* getline() buffer for file input */
+        size_t linebuf_size;
+        int read_errno;     /* a read error ends parsing: never taken for end of file */
+        char *long_value;   /* value of a line too long for inih's buffer, see reader() */
         int line;           /* line inih is on: counted by our reader */
-        int error_line;     /* line of the first handler failure */
+        int error_line;     /* line of the first failure we detected */
         char error[256];    /* first error, without "file:line: " */
         bool failed;
 } ParseState;
 
-/* ini_parse_stream() reader: hands inih one line and counts it, so errors carry exact lines. */
-static char *reader(char *buf, int size, void *stream) {
-        ParseState *s = stream;
-        size_t n;
+static const char *const sections[] = { "hsm", "server", "log" };
+
+/* Stands in for a value too long for inih's line buffer; the handler swaps in s->long_value. */
+#define LONG_VALUE_MARK "\x1f"
+
+/*
+ * Splits an over-long "key = value" line: the value (inline "; comment" and
+ * surrounding blanks removed, as inih does) goes to s->long_value, and the
+ * returned length covers "key =" only. Returns 0 if the line is no such line.
+ */
+static size_t stash_long_value(ParseState *s, const char *l, size_t n) {
+        const char *eq = memchr(l, '=', n), *v, *end = l + n;
+
+        if (!eq)
+                return 0;
+        for (v = eq + 1; v < end && (*v == ' ' || *v == '\t'); v++)
+                ;
+        for (const char *p = v; p < end; p++)
+                if (*p == ';' && p > v && (p[-1] == ' ' || p[-1] == '\t')) {
+                        end = p;
+                        break;
+                }
+        while (end > v && (end[-1] == ' ' || end[-1] == '\t'))
+                end--;
+        free(s->long_value);
+        s->long_value = strndup(v, (size_t) (end - v));
+        if (!s->long_value)
+                return 0;
+        return (size_t) (eq - l) + 1;
+}
+
+_printf_(2, 3) static int fail(ParseState *s, const char *fmt, ...);
+
+/* Next whole line (any length) into *ret, without its newline; false at end of input. */
+static bool next_line(ParseState *s, const char **ret, size_t *ret_len) {
+        ssize_t n;
 
         if (s->file) {
-                if (!fgets(buf, size, s->file))
-                        return NULL;
+                errno = 0;
+                n = getline(&s->linebuf, &s->linebuf_size, s->file);
+                if (n < 0) {
+                        if (ferror(s->file))
+                                s->read_errno = errno ?: EIO;
+                        return false;
+                }
+                *ret = s->linebuf;
         } else {
                 const char *nl;
 
-                if (!s->text || !*s->text || size < 2)
-                        return NULL;
+                if (!s->text || !*s->text)
+                        return false;
                 nl = strchr(s->text, '\n');
-                n = nl ? (size_t) (nl - s->text) + 1 : strlen(s->text);
-                n = MIN(n, (size_t) size - 1);
-                memcpy(buf, s->text, n);
-                buf[n] = 0;
+                n = nl ? nl - s->text + 1 : (ssize_t) strlen(s->text);
+                *ret = s->text;
                 s->text += n;
         }
-        n = strlen(buf);
-        if (n > 0 && buf[n - 1] == '\n')
-                s->line++;
-        else if (s->file ? feof(s->file) : !*s->text)
-                s->line++; /* last line without newline */
+        while (n > 0 && ((*ret)[n - 1] == '\n' || (*ret)[n - 1] == '\r'))
+                n--;
+        *ret_len = (size_t) n;
+        return true;
+}
+
+/*
+ * ini_parse_stream() reader: hands inih exactly one line per call and counts
+ * it, so every error carries its true line. It also closes three gaps of the
+ * inih build Debian ships: leading whitespace is stripped (inih would take an
+ * indented line as the continuation of the previous value), a line longer
+ * than inih's buffer is an error instead of being split in two, and an
+ * unknown [section] is an error even when no key follows it.
+ */
+static char *reader(char *buf, int size, void *stream) {
+        ParseState *s = stream;
+        const char *l;
+        size_t n;
+
+        if (size < 3 || !next_line(s, &l, &n))
+                return NULL;
+        s->line++;
+        while (n > 0 && (*l == ' ' || *l == '\t')) {
+                l++;
+                n--;
+        }
+        if (n > (size_t) size - 2 - strlen(LONG_VALUE_MARK)) {
+                size_t k = 0;
+
+                if (*l == ';' || *l == '#')
+                        n = 0; /* a long comment: nothing for inih to see */
+                else if ((k = stash_long_value(s, l, n)) > 0 && k < (size_t) size - 2 - strlen(LONG_VALUE_MARK)) {
+                        memcpy(buf, l, k);
+                        strcpy(buf + k, LONG_VALUE_MARK "\n");
+                        return buf;
+                } else {
+                        fail(s, "line is too long and is not 'key = value'");
+                        n = 0;
+                }
+        } else if (n > 0 && *l == '[') {
+                const char *end = memchr(l, ']', n);
+                bool known = false;
+
+                for (size_t i = 0; end && i < ELEMENTSOF(sections); i++)
+                        known = known || ((size_t) (end - l - 1) == strlen(sections[i]) &&
+                                          strncmp(l + 1, sections[i], strlen(sections[i])) == 0);
+                if (end && !known)
+                        fail(s, "unknown section [%.*s]", (int) (end - l - 1), l + 1);
+        }
+        memcpy(buf, l, n);
+        buf[n] = '\n';
+        buf[n + 1] = 0;
         return buf;
 }
 
@@ -103,6 +190,8 @@ static int set_number(ParseState *s, const char *section, const char *name, cons
                       unsigned long max, int base, unsigned long *ret) {
         int r = parse_ulong(value, min, max, base, ret);
 
+        if (r == -ERANGE && base == 8)
+                return fail(s, "'%s' in [%s] must be between %04lo and %04lo, got '%s'", name, section, min, max, value);
         if (r == -ERANGE)
                 return fail(s, "'%s' in [%s] must be between %lu and %lu, got '%s'", name, section, min, max, value);
         if (r < 0)
@@ -132,9 +221,11 @@ static int handler(void *user, const char *section, const char *name, const char
         unsigned long u;
 
         if (s->failed)
-                return 1; /* report only the first error; inih keeps its line */
+                return 1; /* report only the first error */
         if (!name)
-                return 1; /* section header without keys (inih INI_CALL_HANDLER_ON_NEW_SECTION) */
+                return 1; /* section header (only with INI_CALL_HANDLER_ON_NEW_SECTION builds) */
+        if (strcmp(value, LONG_VALUE_MARK) == 0 && s->long_value)
+                value = s->long_value;
 
         if (strcmp(section, "hsm") == 0) {
                 if (strcmp(name, "module") == 0)
@@ -239,12 +330,16 @@ static int finish(ParseState *s, int line, const char *name, Config **ret, char 
         int r;
 
         s->config = NULL;
-        if (line == -1)
-                r = -errno ?: -ENOENT;
-        else if (line == -2)
+        free(s->linebuf);
+        s->linebuf = NULL;
+        free(s->long_value);
+        s->long_value = NULL;
+        if (line == -2)
                 r = -ENOMEM;
+        else if (s->read_errno)
+                r = -s->read_errno;
         else
-                r = line > 0 ? -EINVAL : 0;
+                r = line > 0 || s->failed ? -EINVAL : 0;
 
         if (r == 0) {
                 if (!c->module)
@@ -260,9 +355,11 @@ static int finish(ParseState *s, int line, const char *name, Config **ret, char 
                 if (ret_error) {
                         char *m = NULL;
 
-                        /* inih returns the first bad line, ours or a syntax error it found itself. */
-                        if (line > 0 && s->failed && s->error_line == line)
-                                xasprintf(&m, "%s:%d: %s", name, line, s->error);
+                        /* The first bad line wins: one we flagged, or a syntax error inih found itself. */
+                        if (s->read_errno)
+                                xasprintf(&m, "%s: cannot read: %s", name, strerror(s->read_errno));
+                        else if (s->failed && (line <= 0 || s->error_line <= line))
+                                xasprintf(&m, "%s:%d: %s", name, s->error_line, s->error);
                         else if (line > 0)
                                 xasprintf(&m, "%s:%d: syntax error: expected '[section]' or 'key = value'", name, line);
                         else if (missing)

@@ -101,7 +101,7 @@ static int run(int argc, char *argv[]) {
         const char *why = NULL;
         Dispatcher dispatcher;
         sigset_t mask;
-        int r;
+        int listen_fd, r;
 
         log_setup(LOG_INFO);
         r = parse_argv(argc, argv);
@@ -164,14 +164,15 @@ static int run(int argc, char *argv[]) {
         (void) sd_event_add_signal(event, NULL, SIGINT, NULL, NULL);
 
         dispatcher = (Dispatcher) { .keystore = keystore, .max_frame = config->max_frame, .now_usec = realtime_usec };
-        r = server_new(event, config, &dispatcher, listen_fd_from_systemd(), &server);
+        listen_fd = listen_fd_from_systemd();
+        r = server_new(event, config, &dispatcher, listen_fd, &server);
         if (r < 0) {
                 sd_event_unref(event);
                 return 1;
         }
 
         log_info("Serving %zu keys from token '%s' on %s", keystore_n_keys(keystore), hsm_token_label(hsm),
-                 config->socket_path);
+                 listen_fd >= 0 ? "the socket passed by systemd" : config->socket_path);
         (void) sd_notifyf(false, "READY=1\nSTATUS=Serving %zu keys", keystore_n_keys(keystore));
 
         r = sd_event_loop(event);

@@ -4,7 +4,7 @@
  * environment, which other local users can read through /proc). The file must
  * be a regular file owned by root or by kekd's user, with no access for group
  * or others (0400 or 0600): anything else is refused with a message naming the
- * file and its actual mode. The PIN lands directly in a Secret.
+ * cause. The PIN lands directly in a Secret.
  */
 #pragma once
 

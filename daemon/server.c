@@ -47,7 +47,8 @@ struct Conn {
         Peer peer;
         sd_event_source *source;
         FrameBuf in, out;
-        bool closing;   /* no more input: flush output, then close */
+        bool eof;       /* the peer sent all it will send (it may still read) */
+        bool closing;   /* no more requests: flush output, then close */
 };
 
 static Conn *conn_free(Conn *c) {
@@ -70,12 +71,25 @@ static Conn *conn_free(Conn *c) {
         return NULL;
 }
 
+/* Whether buffered input still needs conn_process(): a complete frame, a framing error, or leftovers at EOF. */
+static bool conn_input_pending(const Conn *c) {
+        const uint8_t *p;
+        size_t n;
+
+        if (c->closing)
+                return false;
+        if (c->eof)
+                return true;
+        return frame_parse(frame_buf_head(&c->in), frame_buf_size(&c->in), c->server->max_frame, &p, &n) != 0;
+}
+
 static void conn_update_events(Conn *c) {
         uint32_t ev = 0;
 
-        if (!c->closing && frame_buf_size(&c->out) < OUTPUT_HIGH_WATER)
+        if (!c->closing && !c->eof && frame_buf_size(&c->out) < OUTPUT_HIGH_WATER)
                 ev |= EPOLLIN;
-        if (frame_buf_size(&c->out) > 0)
+        /* Writability also wakes us for input held back by backpressure: the socket is writable once drained. */
+        if (frame_buf_size(&c->out) > 0 || conn_input_pending(c))
                 ev |= EPOLLOUT;
         (void) sd_event_source_set_io_events(c->source, ev);
 }
@@ -124,6 +138,14 @@ static int conn_process(Conn *c) {
                 int r;
 
                 r = frame_parse(frame_buf_head(&c->in), frame_buf_size(&c->in), s->max_frame, &payload, &len);
+                if (r == 0 && c->eof) {
+                        /* Every complete frame is answered; only bytes of an unfinished one are an error. */
+                        if (frame_buf_size(&c->in) > 0)
+                                (void) dispatch_append_error(&c->out, s->max_frame, 0, -KEKERR_MALFORMED_REQUEST,
+                                                             "connection ended inside a frame (truncated frame)");
+                        c->closing = true;
+                        return 0;
+                }
                 if (r == 0)
                         return 0;
                 if (r < 0) {
@@ -165,10 +187,7 @@ static int conn_read(Conn *c) {
         if (n < 0)
                 return errno == EAGAIN || errno == EINTR ? 0 : -errno;
         if (n == 0) {
-                if (frame_buf_size(&c->in) > 0)
-                        (void) dispatch_append_error(&c->out, s->max_frame, 0, -KEKERR_MALFORMED_REQUEST,
-                                                     "connection ended inside a frame (truncated frame)");
-                c->closing = true;
+                c->eof = true;
                 return 0;
         }
         frame_buf_commit(&c->in, (size_t) n);
@@ -179,16 +198,15 @@ static int on_conn_io(sd_event_source *source, int fd, uint32_t revents, void *u
         Conn *c = userdata;
         int r = 0;
 
-        if ((revents & (EPOLLIN | EPOLLHUP | EPOLLERR)) && !c->closing) {
+        if ((revents & (EPOLLIN | EPOLLHUP | EPOLLERR)) && !c->closing && !c->eof &&
+            frame_buf_size(&c->out) < OUTPUT_HIGH_WATER)
                 r = conn_read(c);
-                if (r >= 0)
-                        r = conn_process(c);
-        } else if (!c->closing && frame_buf_size(&c->out) < OUTPUT_HIGH_WATER)
-                r = conn_process(c); /* input held back by backpressure */
+        if (r >= 0 && frame_buf_size(&c->out) < OUTPUT_HIGH_WATER)
+                r = conn_process(c);
         if (r >= 0)
                 r = conn_flush(c);
-        if (r < 0 || (c->closing && frame_buf_size(&c->out) == 0) ||
-            ((revents & (EPOLLHUP | EPOLLERR)) && frame_buf_size(&c->out) > 0 && c->closing)) {
+        /* A peer that hung up entirely makes send() fail, so EPOLLHUP cannot keep us spinning here. */
+        if (r < 0 || (c->closing && frame_buf_size(&c->out) == 0)) {
                 conn_free(c);
                 return 0;
         }

@@ -185,7 +185,7 @@ static int parse_cmd_opts(int argc, char *argv[], const char **ret_ctx, uint32_t
         int c;
 
         optind = 0; /* full reset of GNU getopt, which permutes so options may follow arguments */
-        while ((c = getopt_long(argc, argv, "jC:V:", options, NULL)) >= 0)
+        while ((c = getopt_long(argc, argv, "j", options, NULL)) >= 0)
                 switch (c) {
                 case 'j':
                         arg_json = true;
@@ -532,7 +532,14 @@ int main(int argc, char *argv[]) {
                 return EXIT_IO;
         }
         for (size_t i = 0; i < ELEMENTSOF(commands); i++)
-                if (strcmp(argv[optind], commands[i].name) == 0)
-                        return commands[i].run(argc - optind, argv + optind);
+                if (strcmp(argv[optind], commands[i].name) == 0) {
+                        r = commands[i].run(argc - optind, argv + optind);
+                        /* Tables and JSON go through stdio: a full disk or closed pipe must not exit 0. */
+                        if (fflush(stdout) != 0 || ferror(stdout)) {
+                                fprintf(stderr, "kekctl: cannot write stdout: %m\n");
+                                return r != 0 ? r : EXIT_IO;
+                        }
+                        return r;
+                }
         return usage_error("unknown command '%s'", argv[optind]);
 }

@@ -44,7 +44,8 @@ int blob_parse(const uint8_t *blob, size_t len, BlobView *ret) {
                 return -KEKERR_BLOB_INVALID;
         memcpy(v.key, blob + 2, n);
         v.key[n] = 0;
-        if (!key_name_valid(v.key))
+        /* A NUL inside the name would make the C string differ from the authenticated bytes. */
+        if (strlen(v.key) != n || !key_name_valid(v.key))
                 return -KEKERR_BLOB_INVALID;
         off = 2 + n;
         v.version = (uint32_t) blob[off] << 24 | (uint32_t) blob[off + 1] << 16 | (uint32_t) blob[off + 2] << 8 |

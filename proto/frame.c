@@ -25,6 +25,8 @@ void frame_buf_done(FrameBuf *b) {
 }
 
 int frame_buf_reserve(FrameBuf *b, size_t n, uint8_t **ret_tail) {
+        if (n > SIZE_MAX / 4 - b->len)
+                return -ENOMEM; /* also keeps len + n and the doubling below from wrapping */
         if (b->start > 0 && b->cap - b->len < n) {
                 /* Compact first: most of the time the head has been consumed. */
                 size_t used = b->len - b->start;
@@ -38,8 +40,6 @@ int frame_buf_reserve(FrameBuf *b, size_t n, uint8_t **ret_tail) {
                 size_t want = MAX(b->cap * 2, b->len + n);
                 uint8_t *p;
 
-                if (want < b->len || want > SIZE_MAX / 2)
-                        return -ENOMEM;
                 want = MAX(want, (size_t) 4096);
                 /* Not realloc(): the old block may hold plaintext and must be cleansed. */
                 p = malloc(want);

@@ -75,6 +75,17 @@ start_fails "a non-socket file at the socket path is left alone" "exists and is 
 ok "... and still exists" test -f "$SOCKET"
 rm -f "$SOCKET"
 
+if p11-kit list-modules 2>/dev/null | grep -q '^softhsm2: '; then
+        sed -i "s|^module = .*|module = softhsm2|" "$CONF"
+        ok "kekd starts with the module given by its p11-kit name 'softhsm2'" kekd_start
+        kc create by-name
+        is "... and serves from it" "$KC_STATUS" 0
+        kekd_stop
+        sed -i "s|^module = .*|module = $SOFTHSM2_MODULE|" "$CONF"
+else
+        diag "softhsm2 is not registered with p11-kit here; module-by-name start not tried"
+fi
+
 ok "kekd starts with the good configuration" kekd_start
 ok "the socket has mode 0600 as configured" test "$(stat -c %a "$SOCKET")" = 600
 kekd_stop

@@ -1,0 +1,24 @@
+#!/bin/sh
+# SPDX-License-Identifier: LGPL-2.1-or-later
+# Installs the Debian 12 packages kekd needs to build, test and run. Does
+# nothing when all of them are present; otherwise apt-get update, then one
+# apt-get install. Uses sudo when not run as root.
+set -eu
+
+PKGS="build-essential autoconf automake libtool pkg-config
+      protobuf-c-compiler libprotobuf-c-dev libp11-kit-dev p11-kit
+      libssl-dev libsystemd-dev libinih-dev libjson-c-dev
+      softhsm2 opensc mandoc"
+
+missing=""
+for p in $PKGS; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
+done
+[ -z "$missing" ] && exit 0
+
+SUDO=""
+[ "$(id -u)" -ne 0 ] && SUDO=sudo
+echo "Installing:$missing"
+$SUDO apt-get update
+# shellcheck disable=SC2086
+DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y --no-install-recommends $missing
