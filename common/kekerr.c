@@ -26,6 +26,8 @@ static const char *const names[] = {
         [12] = "PERMISSION_DENIED",
         [13] = "INTERNAL",
         [14] = "UNSUPPORTED",
+        [15] = "CONFLICT",
+        [16] = "PURGE_PROTECTED",
 };
 
 _Static_assert(ELEMENTSOF(names) == _KEKERR_MAX - KEKERR_BASE, "every KekErr has a name");
@@ -57,6 +59,6 @@ int kekerr_from_wire(int code) {
 }
 
 bool kekerr_is_transient(int r) {
-        return r == -KEKERR_HSM_UNAVAILABLE || r == -ECONNREFUSED || r == -ENOENT || r == -ECONNRESET ||
+        return r == -KEKERR_HSM_UNAVAILABLE || r == -KEKERR_CONFLICT || r == -ECONNREFUSED || r == -ENOENT || r == -ECONNRESET ||
                r == -EPIPE || r == -ETIMEDOUT || r == -EAGAIN;
 }

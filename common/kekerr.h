@@ -29,6 +29,8 @@ typedef enum KekErr {
         KEKERR_PERMISSION_DENIED = KEKERR_BASE + 12,
         KEKERR_INTERNAL = KEKERR_BASE + 13,          /* a bug or resource exhaustion in kekd */
         KEKERR_UNSUPPORTED = KEKERR_BASE + 14,       /* request type this kekd does not serve */
+        KEKERR_CONFLICT = KEKERR_BASE + 15,          /* concurrent change to the same key; retry */
+        KEKERR_PURGE_PROTECTED = KEKERR_BASE + 16,   /* purge before the scheduled date under purge protection */
         _KEKERR_MAX,
 } KekErr;
 

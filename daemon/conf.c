@@ -33,7 +33,7 @@ typedef struct ParseState {
         bool failed;
 } ParseState;
 
-static const char *const sections[] = { "hsm", "server", "log" };
+static const char *const sections[] = { "hsm", "server", "keys", "log" };
 
 /* Stands in for a value too long for inih's line buffer; the handler swaps in s->long_value. */
 #define LONG_VALUE_MARK "\x1f"
@@ -272,6 +272,22 @@ static int handler(void *user, const char *section, const char *name, const char
                         c->max_connections = (unsigned) u;
                         return 1;
                 }
+        } else if (strcmp(section, "keys") == 0) {
+                if (strcmp(name, "refresh_interval") == 0) {
+                        if (!set_number(s, section, name, value, 1, 3600, 10, &u))
+                                return 0;
+                        c->refresh_interval = (unsigned) u;
+                        return 1;
+                }
+                if (strcmp(name, "allow_unrecoverable") == 0) {
+                        if (strcmp(value, "yes") == 0 || strcmp(value, "true") == 0)
+                                c->allow_unrecoverable = true;
+                        else if (strcmp(value, "no") == 0 || strcmp(value, "false") == 0)
+                                c->allow_unrecoverable = false;
+                        else
+                                return fail(s, "'allow_unrecoverable' in [keys] must be yes or no, got '%s'", value);
+                        return 1;
+                }
         } else if (strcmp(section, "log") == 0) {
                 if (strcmp(name, "level") == 0) {
                         int l = parse_log_level(value);
@@ -305,6 +321,7 @@ static Config *config_new(void) {
         c->socket_mode = 0660;
         c->max_frame = FRAME_MAX_DEFAULT;
         c->max_connections = 1024;
+        c->refresh_interval = 5;
         c->log_level = LOG_INFO;
         c->socket_path = strdup("/run/kekd/kekd.sock");
         if (!c->socket_path)

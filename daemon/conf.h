@@ -6,6 +6,7 @@
  */
 #pragma once
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <sys/types.h>
 
@@ -20,6 +21,8 @@ typedef struct Config {
         char *socket_group;     /* [server] socket_group, optional */
         size_t max_frame;       /* [server] max_frame, bytes */
         unsigned max_connections; /* [server] max_connections */
+        unsigned refresh_interval; /* [keys] refresh_interval, seconds: bound on seeing other nodes' changes */
+        bool allow_unrecoverable;  /* [keys] allow_unrecoverable: wrap without purge protection (development) */
         int log_level;          /* [log] level: syslog priority */
 } Config;
 

@@ -1,9 +1,9 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
  * Request handlers and the dispatch table (see dispatch.h). Handlers fill a
- * Reply whose storage lives on dispatch_frame()'s stack or in the Reply's own
- * owned pointers; dispatch_frame() packs it and releases everything, cleansing
- * plaintext, so no handler has to get the memory discipline right on its own.
+ * Reply whose memory is owned by the Reply itself (reply_alloc) and released
+ * by dispatch_frame() after packing, with plaintexts held as Secrets and
+ * cleansed, so no handler has to get the memory discipline right on its own.
  */
 #include "config.h"
 
@@ -11,46 +11,79 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
-#include <time.h>
 
 #include "common/kekerr.h"
 #include "dispatch.h"
 #include "proto/kek.pb-c.h"
 
+
 typedef struct Reply {
         Kek__Response resp;
-        union {
-                Kek__WrapResponse wrap;
-                Kek__UnwrapResponse unwrap;
-                Kek__GetKeyVersionResponse get_key_version;
-                Kek__KeyInfoResponse key_info;
-                Kek__ListKeysResponse list_keys;
-        } u;
         char message[256];
-        /* owned, released after packing */
-        uint8_t *blob;
-        Secret *plaintext;
-        Kek__KeyInfo *infos;
-        Kek__KeyInfo **info_ptrs;
-        Kek__VersionInfo *vinfos;
-        Kek__VersionInfo **vinfo_ptrs;
+        void **owned;           /* freed after packing */
+        size_t n_owned;
+        Secret **secrets;       /* plaintexts referenced by the response, cleansed after packing */
+        size_t n_secrets;
+        bool oom;
 } Reply;
 
-typedef int (*Handler)(Dispatcher *d, const Peer *peer, const Kek__Request *req, Reply *reply,
-                       DispatchOutcome *outcome);
+typedef int (*Handler)(Dispatcher *d, const Kek__Request *req, Reply *reply, DispatchOutcome *outcome);
 
 typedef struct HandlerEntry {
         Kek__Request__BodyCase type;
         const char *op;
         Handler handler;
         Role required_role;
+        bool control;
 } HandlerEntry;
 
-uint64_t realtime_usec(void) {
-        struct timespec ts;
+/* Zeroed memory that lives until the reply is packed. */
+static void *reply_alloc(Reply *reply, size_t size) {
+        void **owned, *p;
 
-        clock_gettime(CLOCK_REALTIME, &ts);
-        return (uint64_t) ts.tv_sec * 1000000ULL + (uint64_t) ts.tv_nsec / 1000;
+        owned = reallocarray(reply->owned, reply->n_owned + 1, sizeof(*owned));
+        if (!owned)
+                return NULL;
+        reply->owned = owned;
+        p = calloc(1, size ? size : 1);
+        if (!p)
+                return NULL;
+        reply->owned[reply->n_owned++] = p;
+        return p;
+}
+
+/* Takes ownership of a malloc'd buffer. */
+static int reply_own(Reply *reply, void *p) {
+        void **owned = reallocarray(reply->owned, reply->n_owned + 1, sizeof(*owned));
+
+        if (!owned) {
+                free(p);
+                return -ENOMEM;
+        }
+        reply->owned = owned;
+        reply->owned[reply->n_owned++] = p;
+        return 0;
+}
+
+static int reply_own_secret(Reply *reply, Secret *s) {
+        Secret **secrets = reallocarray(reply->secrets, reply->n_secrets + 1, sizeof(*secrets));
+
+        if (!secrets) {
+                secret_free(s);
+                return -ENOMEM;
+        }
+        reply->secrets = secrets;
+        reply->secrets[reply->n_secrets++] = s;
+        return 0;
+}
+
+static void reply_done(Reply *reply) {
+        for (size_t i = 0; i < reply->n_owned; i++)
+                free(reply->owned[i]);
+        free(reply->owned);
+        for (size_t i = 0; i < reply->n_secrets; i++)
+                secret_free(reply->secrets[i]);
+        free(reply->secrets);
 }
 
 _printf_(3, 4) static int reply_error(Reply *reply, int r, const char *fmt, ...) {
@@ -73,6 +106,10 @@ static const char *default_message(int r) {
                 return "malformed request";
         case -KEKERR_UNSUPPORTED:
                 return "request type not supported by this kekd";
+        case -KEKERR_KEY_NOT_RECOVERABLE:
+                return "key isn't recoverable: the vault must have purge protection on (soft delete is always on)";
+        case -KEKERR_CONFLICT:
+                return "another change to this key is in progress; retry";
         case -ENOMEM:
                 return "kekd is out of memory";
         default:
@@ -80,6 +117,7 @@ static const char *default_message(int r) {
         }
 }
 
+/* Names the key (and version) in the message of a key-related refusal. */
 static int keyerr(Reply *reply, int r, const char *key, uint32_t version) {
         switch (r) {
         case -KEKERR_UNKNOWN_KEY:
@@ -87,11 +125,16 @@ static int keyerr(Reply *reply, int r, const char *key, uint32_t version) {
         case -KEKERR_UNKNOWN_VERSION:
                 return reply_error(reply, r, "key '%s' has no version %u", key, version);
         case -KEKERR_KEY_DISABLED:
-                return reply_error(reply, r, "key '%s' version %u is disabled", key, version);
+                return version ? reply_error(reply, r, "key '%s' version %u is disabled", key, version)
+                               : reply_error(reply, r, "key '%s' is disabled", key);
         case -KEKERR_KEY_DELETED:
                 return reply_error(reply, r, "key '%s' is deleted", key);
         case -KEKERR_KEY_EXISTS:
-                return reply_error(reply, r, "key '%s' already exists", key);
+                return reply_error(reply, r, "key '%s' already exists (a deleted key keeps its name until purged)", key);
+        case -KEKERR_KEY_NOT_RECOVERABLE:
+                return reply_error(reply, r, "key '%s' isn't recoverable: the vault must have purge protection on", key);
+        case -KEKERR_CONFLICT:
+                return reply_error(reply, r, "another change to key '%s' is in progress; retry", key);
         default:
                 return r;
         }
@@ -102,140 +145,296 @@ static void set_outcome_key(DispatchOutcome *o, const char *key) {
                 snprintf(o->key, sizeof(o->key), "%s", key);
 }
 
-static int handle_wrap(Dispatcher *d, const Peer *peer, const Kek__Request *req, Reply *reply, DispatchOutcome *o) {
-        const Kek__WrapRequest *w = req->wrap;
+/* --- data plane ------------------------------------------------------------------ */
+
+static int check_sizes(Reply *reply, size_t pt_len, bool check_pt, size_t ctx_len) {
+        if (check_pt && (pt_len == 0 || pt_len > AEK_MAX_SIZE))
+                return reply_error(reply, -KEKERR_INVALID_ARGUMENT, "plaintext must be 1..%u bytes", AEK_MAX_SIZE);
+        if (ctx_len > CONTEXT_MAX_SIZE)
+                return reply_error(reply, -KEKERR_INVALID_ARGUMENT, "context must be at most %u bytes", CONTEXT_MAX_SIZE);
+        return 0;
+}
+
+/* One wrap into *ret (response storage owned by reply). */
+static int do_wrap(Dispatcher *d, const Kek__WrapRequest *w, Reply *reply, DispatchOutcome *o, Kek__WrapResponse **ret) {
+        Kek__WrapResponse *resp;
+        uint8_t *blob = NULL;
         size_t blob_len;
         uint32_t version;
         int r;
 
         set_outcome_key(o, w->key);
         o->version = w->version;
-        if (w->plaintext.len == 0 || w->plaintext.len > AEK_MAX_SIZE)
-                return reply_error(reply, -KEKERR_INVALID_ARGUMENT, "plaintext must be 1..%u bytes", AEK_MAX_SIZE);
-        if (w->context.len > CONTEXT_MAX_SIZE)
-                return reply_error(reply, -KEKERR_INVALID_ARGUMENT, "context must be at most %u bytes", CONTEXT_MAX_SIZE);
+        r = check_sizes(reply, w->plaintext.len, true, w->context.len);
+        if (r < 0)
+                return r;
         r = keystore_wrap(d->keystore, w->key, w->version, w->plaintext.data, w->plaintext.len, w->context.data,
-                          w->context.len, &reply->blob, &blob_len, &version);
+                          w->context.len, d->now_usec(), &blob, &blob_len, &version);
         if (r < 0)
                 return keyerr(reply, r, w->key, w->version);
+        if (reply_own(reply, blob) < 0 || !(resp = reply_alloc(reply, sizeof(*resp))))
+                return -ENOMEM;
         o->version = version;
-        kek__wrap_response__init(&reply->u.wrap);
-        reply->u.wrap.blob = (ProtobufCBinaryData) { blob_len, reply->blob };
-        reply->u.wrap.version = version;
-        reply->resp.body_case = KEK__RESPONSE__BODY_WRAP;
-        reply->resp.wrap = &reply->u.wrap;
+        kek__wrap_response__init(resp);
+        resp->blob = (ProtobufCBinaryData) { blob_len, blob };
+        resp->version = version;
+        *ret = resp;
         return 0;
 }
 
-static int handle_unwrap(Dispatcher *d, const Peer *peer, const Kek__Request *req, Reply *reply, DispatchOutcome *o) {
-        const Kek__UnwrapRequest *u = req->unwrap;
+static int do_unwrap(Dispatcher *d, const Kek__UnwrapRequest *u, Reply *reply, DispatchOutcome *o,
+                     Kek__UnwrapResponse **ret) {
+        Kek__UnwrapResponse *resp;
+        Secret *pt = NULL;
+        BlobView view;
+        char *key;
+        int r;
+
+        r = check_sizes(reply, 0, false, u->context.len);
+        if (r < 0)
+                return r;
+        /* Parse here too, so refusals name the key and version of the blob. */
+        if (blob_parse(u->blob.data, u->blob.len, &view) < 0)
+                return reply_error(reply, -KEKERR_BLOB_INVALID, "not a kekd blob (bad format byte, length or key name)");
+        set_outcome_key(o, view.key);
+        o->version = view.version;
+        r = keystore_unwrap(d->keystore, u->blob.data, u->blob.len, u->context.data, u->context.len, d->now_usec(), &pt,
+                            &view);
+        if (r < 0)
+                return keyerr(reply, r, o->key, o->version);
+        if (reply_own_secret(reply, pt) < 0 || !(resp = reply_alloc(reply, sizeof(*resp))) ||
+            !(key = reply_alloc(reply, strlen(view.key) + 1)))
+                return -ENOMEM;
+        strcpy(key, view.key);
+        kek__unwrap_response__init(resp);
+        resp->plaintext = (ProtobufCBinaryData) { pt->len, pt->data };
+        resp->key = key;
+        resp->version = view.version;
+        *ret = resp;
+        return 0;
+}
+
+static int do_rewrap(Dispatcher *d, const Kek__RewrapRequest *w, Reply *reply, DispatchOutcome *o,
+                     Kek__RewrapResponse **ret) {
+        Kek__RewrapResponse *resp;
+        uint8_t *blob = NULL;
+        size_t blob_len;
+        uint32_t version, old;
         BlobView view;
         int r;
 
-        if (u->context.len > CONTEXT_MAX_SIZE)
-                return reply_error(reply, -KEKERR_INVALID_ARGUMENT, "context must be at most %u bytes", CONTEXT_MAX_SIZE);
-        /* Parse once here too, so refusals name the key and version of the blob. */
-        if (blob_parse(u->blob.data, u->blob.len, &view) >= 0) {
-                set_outcome_key(o, view.key);
-                o->version = view.version;
-        }
-        r = keystore_unwrap(d->keystore, u->blob.data, u->blob.len, u->context.data, u->context.len,
-                            &reply->plaintext, &view);
-        if (r == -KEKERR_BLOB_INVALID && !o->key[0])
-                return reply_error(reply, r, "not a kekd blob (bad format byte, length or key name)");
+        r = check_sizes(reply, 0, false, w->context.len);
         if (r < 0)
-                return keyerr(reply, r, o->key, o->version);
-        kek__unwrap_response__init(&reply->u.unwrap);
-        reply->u.unwrap.plaintext = (ProtobufCBinaryData) { reply->plaintext->len, reply->plaintext->data };
-        reply->u.unwrap.key = o->key;
-        reply->u.unwrap.version = view.version;
-        reply->resp.body_case = KEK__RESPONSE__BODY_UNWRAP;
-        reply->resp.unwrap = &reply->u.unwrap;
+                return r;
+        if (blob_parse(w->blob.data, w->blob.len, &view) < 0)
+                return reply_error(reply, -KEKERR_BLOB_INVALID, "not a kekd blob (bad format byte, length or key name)");
+        set_outcome_key(o, view.key);
+        o->version = view.version;
+        r = keystore_rewrap(d->keystore, w->blob.data, w->blob.len, w->context.data, w->context.len, d->now_usec(),
+                            &blob, &blob_len, &version, &old);
+        if (r < 0)
+                return keyerr(reply, r, o->key, r == -KEKERR_KEY_DISABLED || r == -KEKERR_UNKNOWN_VERSION ? o->version : 0);
+        if (reply_own(reply, blob) < 0 || !(resp = reply_alloc(reply, sizeof(*resp))))
+                return -ENOMEM;
+        kek__rewrap_response__init(resp);
+        resp->blob = (ProtobufCBinaryData) { blob_len, blob };
+        resp->version = version;
+        resp->old_version = old;
+        *ret = resp;
         return 0;
 }
 
-static Kek__KeyState state_to_wire(KeyStateValue s) {
-        switch (s) {
-        case KEY_DISABLED:
-                return KEK__KEY_STATE__DISABLED;
-        case KEY_DELETED:
-                return KEK__KEY_STATE__DELETED;
-        default:
-                return KEK__KEY_STATE__ENABLED;
-        }
+static int handle_wrap(Dispatcher *d, const Kek__Request *req, Reply *reply, DispatchOutcome *o) {
+        int r = do_wrap(d, req->wrap, reply, o, &reply->resp.wrap);
+
+        if (r >= 0)
+                reply->resp.body_case = KEK__RESPONSE__BODY_WRAP;
+        return r;
 }
 
-static int handle_get_key_version(Dispatcher *d, const Peer *peer, const Kek__Request *req, Reply *reply,
-                                  DispatchOutcome *o) {
+static int handle_unwrap(Dispatcher *d, const Kek__Request *req, Reply *reply, DispatchOutcome *o) {
+        int r = do_unwrap(d, req->unwrap, reply, o, &reply->resp.unwrap);
+
+        if (r >= 0)
+                reply->resp.body_case = KEK__RESPONSE__BODY_UNWRAP;
+        return r;
+}
+
+static int handle_rewrap(Dispatcher *d, const Kek__Request *req, Reply *reply, DispatchOutcome *o) {
+        int r = do_rewrap(d, req->rewrap, reply, o, &reply->resp.rewrap);
+
+        if (r >= 0)
+                reply->resp.body_case = KEK__RESPONSE__BODY_REWRAP;
+        return r;
+}
+
+/* Batches: each item is handled in order and gets its own result; the batch itself succeeds. */
+static int batch_begin(Reply *reply, size_t n, Kek__BatchResponse **ret_batch, Kek__BatchItemResult ***ret_items) {
+        Kek__BatchResponse *b = reply_alloc(reply, sizeof(*b));
+        Kek__BatchItemResult **items = reply_alloc(reply, n * sizeof(*items));
+
+        if (!b || !items)
+                return -ENOMEM;
+        kek__batch_response__init(b);
+        for (size_t i = 0; i < n; i++) {
+                items[i] = reply_alloc(reply, sizeof(**items));
+                if (!items[i])
+                        return -ENOMEM;
+                kek__batch_item_result__init(items[i]);
+        }
+        b->n_items = n;
+        b->items = items;
+        reply->resp.body_case = KEK__RESPONSE__BODY_BATCH;
+        reply->resp.batch = b;
+        *ret_batch = b;
+        *ret_items = items;
+        return 0;
+}
+
+/* Records an item's failure in its result; only out-of-memory fails the batch. */
+static int batch_item_error(Reply *reply, Kek__BatchItemResult *item, int r) {
+        Kek__Error *e;
+        char *msg;
+
+        if (r == -ENOMEM)
+                return r;
+        e = reply_alloc(reply, sizeof(*e));
+        msg = reply_alloc(reply, strlen(reply->message[0] ? reply->message : default_message(r)) + 1);
+        if (!e || !msg)
+                return -ENOMEM;
+        strcpy(msg, reply->message[0] ? reply->message : default_message(r));
+        kek__error__init(e);
+        e->code = (Kek__ErrorCode) kekerr_to_wire(r);
+        e->message = msg;
+        item->error = e;
+        reply->message[0] = 0;
+        return 0;
+}
+
+#define BATCH_HANDLER(name, field, item_fn, result_field)                                               \
+        static int name(Dispatcher *d, const Kek__Request *req, Reply *reply, DispatchOutcome *o) {     \
+                Kek__BatchResponse *b;                                                                  \
+                Kek__BatchItemResult **items;                                                           \
+                int r;                                                                                  \
+                                                                                                        \
+                r = batch_begin(reply, req->field->n_items, &b, &items);                                \
+                if (r < 0)                                                                              \
+                        return r;                                                                       \
+                o->items = (unsigned) req->field->n_items;                                              \
+                for (size_t i = 0; i < req->field->n_items; i++) {                                      \
+                        DispatchOutcome io = {};                                                        \
+                                                                                                        \
+                        r = item_fn(d, req->field->items[i], reply, &io, &items[i]->result_field);      \
+                        if (i == 0) {                                                                   \
+                                set_outcome_key(o, io.key);                                             \
+                                o->version = io.version;                                                \
+                        }                                                                               \
+                        if (r < 0 && batch_item_error(reply, items[i], r) < 0)                          \
+                                return -ENOMEM;                                                         \
+                }                                                                                       \
+                return 0;                                                                               \
+        }
+
+BATCH_HANDLER(handle_batch_wrap, batch_wrap, do_wrap, wrap)
+BATCH_HANDLER(handle_batch_unwrap, batch_unwrap, do_unwrap, unwrap)
+BATCH_HANDLER(handle_batch_rewrap, batch_rewrap, do_rewrap, rewrap)
+
+static int handle_get_key_version(Dispatcher *d, const Kek__Request *req, Reply *reply, DispatchOutcome *o) {
+        Kek__GetKeyVersionResponse *g;
         const Key *k;
+        char *name;
         int r;
 
         set_outcome_key(o, req->get_key_version->key);
         r = keystore_find(d->keystore, req->get_key_version->key, &k);
         if (r < 0)
                 return keyerr(reply, r, o->key, 0);
-        o->version = k->current_version;
-        kek__get_key_version_response__init(&reply->u.get_key_version);
-        reply->u.get_key_version.key = (char *) k->name;
-        reply->u.get_key_version.current_version = k->current_version;
-        reply->u.get_key_version.state = state_to_wire(k->state);
-        /* Vault policy (soft delete + purge protection) is not kept yet: no key is recoverable. */
-        reply->u.get_key_version.recoverable = false;
-        reply->resp.body_case = KEK__RESPONSE__BODY_GET_KEY_VERSION;
-        reply->resp.get_key_version = &reply->u.get_key_version;
-        return 0;
-}
-
-/* Fills reply->infos for keys[0..n) with all their versions, in four allocations whatever n is. */
-static int build_key_infos(Reply *reply, const Key *const *keys, size_t n) {
-        size_t total = 0, vi = 0;
-
-        for (size_t i = 0; i < n; i++)
-                total += keys[i]->n_versions;
-        reply->infos = calloc(n ? n : 1, sizeof(*reply->infos));
-        reply->info_ptrs = calloc(n ? n : 1, sizeof(*reply->info_ptrs));
-        reply->vinfos = calloc(total ? total : 1, sizeof(*reply->vinfos));
-        reply->vinfo_ptrs = calloc(total ? total : 1, sizeof(*reply->vinfo_ptrs));
-        if (!reply->infos || !reply->info_ptrs || !reply->vinfos || !reply->vinfo_ptrs)
+        g = reply_alloc(reply, sizeof(*g));
+        name = reply_alloc(reply, strlen(k->name) + 1);
+        if (!g || !name)
                 return -ENOMEM;
-        for (size_t i = 0; i < n; i++) {
-                Kek__KeyInfo *ki = &reply->infos[i];
+        strcpy(name, k->name);
+        o->version = k->current_version;
+        kek__get_key_version_response__init(g);
+        g->key = name;
+        g->current_version = k->current_version;
+        g->state = k->state == KEY_DISABLED ? KEK__KEY_STATE__DISABLED
+                   : k->state == KEY_DELETED ? KEK__KEY_STATE__DELETED
+                                             : KEK__KEY_STATE__ENABLED;
+        g->recoverable = keystore_recoverable(d->keystore);
+        reply->resp.body_case = KEK__RESPONSE__BODY_GET_KEY_VERSION;
+        reply->resp.get_key_version = g;
+        return 0;
+}
 
-                kek__key_info__init(ki);
-                ki->name = (char *) keys[i]->name;
-                ki->current_version = keys[i]->current_version;
-                ki->state = state_to_wire(keys[i]->state);
-                ki->created_usec = keys[i]->created_usec;
-                ki->n_versions = keys[i]->n_versions;
-                ki->versions = &reply->vinfo_ptrs[vi];
-                for (size_t j = 0; j < keys[i]->n_versions; j++, vi++) {
-                        kek__version_info__init(&reply->vinfos[vi]);
-                        reply->vinfos[vi].id = keys[i]->versions[j].id;
-                        reply->vinfos[vi].created_usec = keys[i]->versions[j].created_usec;
-                        reply->vinfos[vi].enabled = keys[i]->versions[j].enabled;
-                        reply->vinfo_ptrs[vi] = &reply->vinfos[vi];
-                }
-                reply->info_ptrs[i] = ki;
+/* --- control plane ---------------------------------------------------------------- */
+
+static Kek__KeyInfo *key_info(Dispatcher *d, Reply *reply, const Key *k) {
+        Kek__KeyInfo *ki = reply_alloc(reply, sizeof(*ki));
+        Kek__VersionInfo *vi = reply_alloc(reply, k->n_versions * sizeof(*vi));
+        Kek__VersionInfo **vp = reply_alloc(reply, k->n_versions * sizeof(*vp));
+        Kek__RotationPolicy *pol = reply_alloc(reply, sizeof(*pol));
+        char *name = reply_alloc(reply, strlen(k->name) + 1);
+
+        if (!ki || !vi || !vp || !pol || !name)
+                return NULL;
+        strcpy(name, k->name);
+        kek__key_info__init(ki);
+        kek__rotation_policy__init(pol);
+        ki->name = name;
+        ki->current_version = k->current_version;
+        ki->state = k->state == KEY_DISABLED ? KEK__KEY_STATE__DISABLED
+                    : k->state == KEY_DELETED ? KEK__KEY_STATE__DELETED
+                                              : KEK__KEY_STATE__ENABLED;
+        ki->created_usec = k->created_usec;
+        ki->deleted_usec = k->deleted_usec;
+        ki->scheduled_purge_usec = k->scheduled_purge_usec;
+        ki->recoverable = keystore_recoverable(d->keystore);
+        pol->rotate_after_seconds = k->policy.rotate_after_sec;
+        pol->max_wraps = key_max_wraps(k);
+        ki->policy = pol;
+        for (size_t j = 0; j < k->n_versions; j++) {
+                const KeyVersion *v = &k->versions[j];
+
+                kek__version_info__init(&vi[j]);
+                vi[j].id = v->id;
+                vi[j].created_usec = v->created_usec;
+                vi[j].enabled = v->enabled;
+                vi[j].wraps = v->wraps_reserved - MIN(v->wraps_reserved, v->lease_left);
+                vi[j].unwraps = v->unwraps + v->unwraps_pending;
+                vi[j].last_use_usec = MAX(v->last_use_usec, v->last_use_pending);
+                vp[j] = &vi[j];
         }
-        return 0;
+        ki->n_versions = k->n_versions;
+        ki->versions = vp;
+        return ki;
 }
 
-static int reply_key_info(Reply *reply, const Key *k) {
-        int r;
+static int reply_key_info(Dispatcher *d, Reply *reply, const Key *k, DispatchOutcome *o) {
+        Kek__KeyInfoResponse *resp = reply_alloc(reply, sizeof(*resp));
 
-        r = build_key_infos(reply, &k, 1);
-        if (r < 0)
-                return r;
-        kek__key_info_response__init(&reply->u.key_info);
-        reply->u.key_info.key = reply->info_ptrs[0];
+        if (!resp)
+                return -ENOMEM;
+        kek__key_info_response__init(resp);
+        resp->key = key_info(d, reply, k);
+        if (!resp->key)
+                return -ENOMEM;
+        o->version = k->current_version;
         reply->resp.body_case = KEK__RESPONSE__BODY_KEY_INFO;
-        reply->resp.key_info = &reply->u.key_info;
+        reply->resp.key_info = resp;
         return 0;
 }
 
-static int handle_create_key(Dispatcher *d, const Peer *peer, const Kek__Request *req, Reply *reply,
-                             DispatchOutcome *o) {
+static bool policy_from_wire(const Kek__RotationPolicy *p, RotationPolicy *ret) {
+        if (!p)
+                return false;
+        *ret = (RotationPolicy) { p->rotate_after_seconds, p->max_wraps };
+        return true;
+}
+
+static int handle_create_key(Dispatcher *d, const Kek__Request *req, Reply *reply, DispatchOutcome *o) {
         const char *name = req->create_key->key;
+        RotationPolicy pol;
         const Key *k;
         int r;
 
@@ -243,14 +442,14 @@ static int handle_create_key(Dispatcher *d, const Peer *peer, const Kek__Request
         if (!key_name_valid(name))
                 return reply_error(reply, -KEKERR_INVALID_ARGUMENT,
                                    "key name must be 1..%u of [A-Za-z0-9._-], not starting with '.' or '-'", KEY_NAME_MAX);
-        r = keystore_create(d->keystore, name, d->now_usec(), &k);
+        r = keystore_create(d->keystore, name, policy_from_wire(req->create_key->policy, &pol) ? &pol : NULL,
+                            d->now_usec(), &k);
         if (r < 0)
                 return keyerr(reply, r, name, 0);
-        o->version = k->current_version;
-        return reply_key_info(reply, k);
+        return reply_key_info(d, reply, k, o);
 }
 
-static int handle_get_key(Dispatcher *d, const Peer *peer, const Kek__Request *req, Reply *reply, DispatchOutcome *o) {
+static int handle_get_key(Dispatcher *d, const Kek__Request *req, Reply *reply, DispatchOutcome *o) {
         const Key *k;
         int r;
 
@@ -258,43 +457,229 @@ static int handle_get_key(Dispatcher *d, const Peer *peer, const Kek__Request *r
         r = keystore_find(d->keystore, req->get_key->key, &k);
         if (r < 0)
                 return keyerr(reply, r, o->key, 0);
-        return reply_key_info(reply, k);
+        return reply_key_info(d, reply, k, o);
 }
 
-static int handle_list_keys(Dispatcher *d, const Peer *peer, const Kek__Request *req, Reply *reply,
-                            DispatchOutcome *o) {
-        _cleanup_free_ const Key **keys = NULL;
-        size_t n;
+static int handle_list_keys(Dispatcher *d, const Kek__Request *req, Reply *reply, DispatchOutcome *o) {
+        Kek__ListKeysResponse *l;
+        Kek__KeyInfo **infos;
+        size_t n, m = 0;
         int r;
 
-        /* Listing is the operator's view of the token: read it afresh so keys made through other nodes show. */
+        /* The operator's view of the token: read it afresh so changes through other nodes show. */
         r = keystore_load(d->keystore);
         if (r < 0)
                 return r;
         n = keystore_n_keys(d->keystore);
-        keys = calloc(n ? n : 1, sizeof(*keys));
-        if (!keys)
+        l = reply_alloc(reply, sizeof(*l));
+        infos = reply_alloc(reply, n * sizeof(*infos));
+        if (!l || !infos)
                 return -ENOMEM;
-        for (size_t i = 0; i < n; i++)
-                keys[i] = keystore_key_at(d->keystore, i);
-        r = build_key_infos(reply, keys, n);
+        for (size_t i = 0; i < n; i++) {
+                const Key *k = keystore_key_at(d->keystore, i);
+
+                if (k->purging || k->n_versions == 0)
+                        continue; /* being purged or being created */
+                if (k->state == KEY_DELETED && !req->list_keys->include_deleted)
+                        continue;
+                infos[m] = key_info(d, reply, k);
+                if (!infos[m++])
+                        return -ENOMEM;
+        }
+        kek__list_keys_response__init(l);
+        l->n_keys = m;
+        l->keys = infos;
+        reply->resp.body_case = KEK__RESPONSE__BODY_LIST_KEYS;
+        reply->resp.list_keys = l;
+        return 0;
+}
+
+static int handle_rotate_key(Dispatcher *d, const Kek__Request *req, Reply *reply, DispatchOutcome *o) {
+        const Key *k;
+        int r;
+
+        set_outcome_key(o, req->rotate_key->key);
+        r = keystore_rotate(d->keystore, req->rotate_key->key, d->now_usec(), &k);
+        if (r < 0)
+                return keyerr(reply, r, o->key, 0);
+        return reply_key_info(d, reply, k, o);
+}
+
+static int handle_set_rotation_policy(Dispatcher *d, const Kek__Request *req, Reply *reply, DispatchOutcome *o) {
+        RotationPolicy pol = {};
+        const Key *k;
+        int r;
+
+        set_outcome_key(o, req->set_rotation_policy->key);
+        (void) policy_from_wire(req->set_rotation_policy->policy, &pol);
+        r = keystore_set_policy(d->keystore, o->key, &pol, &k);
+        if (r == -KEKERR_INVALID_ARGUMENT)
+                return reply_error(reply, r, "rotation age must be at most 100 years");
+        if (r < 0)
+                return keyerr(reply, r, o->key, 0);
+        return reply_key_info(d, reply, k, o);
+}
+
+static int handle_set_enabled(Dispatcher *d, const Kek__Request *req, Reply *reply, DispatchOutcome *o) {
+        const Kek__SetEnabledRequest *s = req->set_enabled;
+        const Key *k;
+        int r;
+
+        set_outcome_key(o, s->key);
+        o->version = s->version;
+        o->op = s->enabled ? (s->version ? "enable-version" : "enable-key") : (s->version ? "disable-version" : "disable-key");
+        r = keystore_set_enabled(d->keystore, s->key, s->version, s->enabled, &k);
+        if (r < 0)
+                return keyerr(reply, r, o->key, s->version);
+        return reply_key_info(d, reply, k, o);
+}
+
+static int handle_delete_key(Dispatcher *d, const Kek__Request *req, Reply *reply, DispatchOutcome *o) {
+        const Key *k;
+        int r;
+
+        set_outcome_key(o, req->delete_key->key);
+        r = keystore_delete(d->keystore, o->key, d->now_usec(), &k);
+        if (r < 0)
+                return keyerr(reply, r, o->key, 0);
+        return reply_key_info(d, reply, k, o);
+}
+
+static int handle_recover_key(Dispatcher *d, const Kek__Request *req, Reply *reply, DispatchOutcome *o) {
+        const Key *k;
+        int r;
+
+        set_outcome_key(o, req->recover_key->key);
+        r = keystore_recover(d->keystore, o->key, &k);
+        if (r == -KEKERR_INVALID_ARGUMENT)
+                return reply_error(reply, r, "key '%s' is not deleted; nothing to recover", o->key);
+        if (r < 0)
+                return keyerr(reply, r, o->key, 0);
+        return reply_key_info(d, reply, k, o);
+}
+
+static int handle_purge_key(Dispatcher *d, const Kek__Request *req, Reply *reply, DispatchOutcome *o) {
+        Kek__Empty *e;
+        const Key *k = NULL;
+        uint64_t purge_at = 0;
+        int r;
+
+        set_outcome_key(o, req->purge_key->key);
+        if (keystore_find(d->keystore, o->key, &k) >= 0)
+                purge_at = k->scheduled_purge_usec;
+        r = keystore_purge(d->keystore, o->key, d->now_usec());
+        if (r == -KEKERR_INVALID_ARGUMENT)
+                return reply_error(reply, r, "key '%s' is not deleted; delete it before purging", o->key);
+        if (r == -KEKERR_PURGE_PROTECTED)
+                return reply_error(reply, r, "key '%s' is purge protected until its scheduled purge date (%llu s after the epoch)",
+                                   o->key, (unsigned long long) (purge_at / 1000000));
+        if (r < 0)
+                return keyerr(reply, r, o->key, 0);
+        e = reply_alloc(reply, sizeof(*e));
+        if (!e)
+                return -ENOMEM;
+        kek__empty__init(e);
+        reply->resp.body_case = KEK__RESPONSE__BODY_EMPTY;
+        reply->resp.empty = e;
+        return 0;
+}
+
+static int reply_vault(Dispatcher *d, Reply *reply) {
+        Kek__VaultPolicyResponse *resp = reply_alloc(reply, sizeof(*resp));
+        Kek__VaultPolicy *p = reply_alloc(reply, sizeof(*p));
+        const VaultPolicy *v = keystore_vault(d->keystore);
+
+        if (!resp || !p)
+                return -ENOMEM;
+        kek__vault_policy_response__init(resp);
+        kek__vault_policy__init(p);
+        p->retention_days = v->retention_days;
+        p->purge_protection = v->purge_protection;
+        resp->policy = p;
+        resp->allow_unrecoverable = keystore_allow_unrecoverable(d->keystore);
+        reply->resp.body_case = KEK__RESPONSE__BODY_VAULT_POLICY;
+        reply->resp.vault_policy = resp;
+        return 0;
+}
+
+static int handle_get_vault_policy(Dispatcher *d, const Kek__Request *req, Reply *reply, DispatchOutcome *o) {
+        int r = keystore_load(d->keystore);
+
         if (r < 0)
                 return r;
-        kek__list_keys_response__init(&reply->u.list_keys);
-        reply->u.list_keys.n_keys = n;
-        reply->u.list_keys.keys = reply->info_ptrs;
-        reply->resp.body_case = KEK__RESPONSE__BODY_LIST_KEYS;
-        reply->resp.list_keys = &reply->u.list_keys;
+        return reply_vault(d, reply);
+}
+
+static int handle_set_vault_policy(Dispatcher *d, const Kek__Request *req, Reply *reply, DispatchOutcome *o) {
+        const Kek__SetVaultPolicyRequest *s = req->set_vault_policy;
+        int pp = s->purge_protection == KEK__SWITCH__ON ? 1 : s->purge_protection == KEK__SWITCH__OFF ? 0 : -1;
+        int r;
+
+        r = keystore_set_vault(d->keystore, s->retention_days, pp);
+        if (r == -KEKERR_INVALID_ARGUMENT)
+                return reply_error(reply, r, "retention must be %u..%u days", RETENTION_DAYS_MIN, RETENTION_DAYS_MAX);
+        if (r == -KEKERR_PERMISSION_DENIED)
+                return reply_error(reply, r, pp == 0 ? "purge protection cannot be switched off once on"
+                                                     : "with purge protection on, retention can only be raised");
+        if (r < 0)
+                return r;
+        return reply_vault(d, reply);
+}
+
+static int handle_check(Dispatcher *d, const Kek__Request *req, Reply *reply, DispatchOutcome *o) {
+        Kek__CheckResponse *c;
+        CheckReport rep = {};
+        char **problems;
+        int r;
+
+        r = keystore_check(d->keystore, d->now_usec(), &rep);
+        if (r < 0)
+                return r;
+        c = reply_alloc(reply, sizeof(*c));
+        problems = reply_alloc(reply, rep.n_problems * sizeof(*problems));
+        if (!c || !problems) {
+                check_report_done(&rep);
+                return -ENOMEM;
+        }
+        kek__check_response__init(c);
+        c->keys = rep.keys;
+        c->versions = rep.versions;
+        c->repaired = rep.repaired;
+        for (size_t i = 0; i < rep.n_problems; i++) {
+                problems[i] = TAKE_PTR(rep.problems[i]);
+                if (reply_own(reply, problems[i]) < 0) {
+                        check_report_done(&rep);
+                        return -ENOMEM;
+                }
+        }
+        c->n_problems = rep.n_problems;
+        c->problems = problems;
+        check_report_done(&rep);
+        reply->resp.body_case = KEK__RESPONSE__BODY_CHECK;
+        reply->resp.check = c;
         return 0;
 }
 
 static const HandlerEntry handlers[] = {
-        { KEK__REQUEST__BODY_WRAP, "wrap", handle_wrap, ROLE_CRYPTO_USER },
-        { KEK__REQUEST__BODY_UNWRAP, "unwrap", handle_unwrap, ROLE_CRYPTO_USER },
-        { KEK__REQUEST__BODY_GET_KEY_VERSION, "get-key-version", handle_get_key_version, ROLE_CRYPTO_USER },
-        { KEK__REQUEST__BODY_CREATE_KEY, "create-key", handle_create_key, ROLE_OFFICER },
-        { KEK__REQUEST__BODY_LIST_KEYS, "list-keys", handle_list_keys, ROLE_CRYPTO_USER },
-        { KEK__REQUEST__BODY_GET_KEY, "get-key", handle_get_key, ROLE_CRYPTO_USER },
+        { KEK__REQUEST__BODY_WRAP, "wrap", handle_wrap, ROLE_CRYPTO_USER, false },
+        { KEK__REQUEST__BODY_UNWRAP, "unwrap", handle_unwrap, ROLE_CRYPTO_USER, false },
+        { KEK__REQUEST__BODY_REWRAP, "rewrap", handle_rewrap, ROLE_CRYPTO_USER, false },
+        { KEK__REQUEST__BODY_BATCH_WRAP, "batch-wrap", handle_batch_wrap, ROLE_CRYPTO_USER, false },
+        { KEK__REQUEST__BODY_BATCH_UNWRAP, "batch-unwrap", handle_batch_unwrap, ROLE_CRYPTO_USER, false },
+        { KEK__REQUEST__BODY_BATCH_REWRAP, "batch-rewrap", handle_batch_rewrap, ROLE_CRYPTO_USER, false },
+        { KEK__REQUEST__BODY_GET_KEY_VERSION, "get-key-version", handle_get_key_version, ROLE_CRYPTO_USER, false },
+        { KEK__REQUEST__BODY_CREATE_KEY, "create-key", handle_create_key, ROLE_OFFICER, true },
+        { KEK__REQUEST__BODY_LIST_KEYS, "list-keys", handle_list_keys, ROLE_CRYPTO_USER, false },
+        { KEK__REQUEST__BODY_GET_KEY, "get-key", handle_get_key, ROLE_CRYPTO_USER, false },
+        { KEK__REQUEST__BODY_ROTATE_KEY, "rotate-key", handle_rotate_key, ROLE_OFFICER, true },
+        { KEK__REQUEST__BODY_SET_ROTATION_POLICY, "set-rotation-policy", handle_set_rotation_policy, ROLE_OFFICER, true },
+        { KEK__REQUEST__BODY_SET_ENABLED, "set-enabled", handle_set_enabled, ROLE_OFFICER, true },
+        { KEK__REQUEST__BODY_DELETE_KEY, "delete-key", handle_delete_key, ROLE_OFFICER, true },
+        { KEK__REQUEST__BODY_RECOVER_KEY, "recover-key", handle_recover_key, ROLE_OFFICER, true },
+        { KEK__REQUEST__BODY_PURGE_KEY, "purge-key", handle_purge_key, ROLE_OFFICER, true },
+        { KEK__REQUEST__BODY_GET_VAULT_POLICY, "get-vault-policy", handle_get_vault_policy, ROLE_CRYPTO_USER, false },
+        { KEK__REQUEST__BODY_SET_VAULT_POLICY, "set-vault-policy", handle_set_vault_policy, ROLE_ADMIN, true },
+        { KEK__REQUEST__BODY_CHECK, "check", handle_check, ROLE_OFFICER, true },
 };
 
 static const HandlerEntry *handler_find(Kek__Request__BodyCase type) {
@@ -320,16 +705,9 @@ int dispatch_append_error(FrameBuf *out, size_t max_frame, uint64_t id, int erro
 static void request_cleanse(Kek__Request *req) {
         if (req->body_case == KEK__REQUEST__BODY_WRAP && req->wrap)
                 secret_cleanse(req->wrap->plaintext.data, req->wrap->plaintext.len);
-}
-
-static void reply_done(Reply *reply) {
-        if (reply->blob)
-                free(reply->blob);
-        secret_free(reply->plaintext);
-        free(reply->infos);
-        free(reply->info_ptrs);
-        free(reply->vinfos);
-        free(reply->vinfo_ptrs);
+        if (req->body_case == KEK__REQUEST__BODY_BATCH_WRAP && req->batch_wrap)
+                for (size_t i = 0; i < req->batch_wrap->n_items; i++)
+                        secret_cleanse(req->batch_wrap->items[i]->plaintext.data, req->batch_wrap->items[i]->plaintext.len);
 }
 
 int dispatch_frame(Dispatcher *d, const Peer *peer, const uint8_t *payload, size_t len, FrameBuf *out,
@@ -354,7 +732,8 @@ int dispatch_frame(Dispatcher *d, const Peer *peer, const uint8_t *payload, size
         h = handler_find(req->body_case);
         if (h) {
                 o.op = h->op;
-                r = h->handler(d, peer, req, &reply, &o);
+                o.control = h->control;
+                r = h->handler(d, req, &reply, &o);
         } else if (req->base.n_unknown_fields > 0)
                 r = reply_error(&reply, -KEKERR_UNSUPPORTED, "request type not supported by this kekd");
         else
@@ -368,7 +747,7 @@ int dispatch_frame(Dispatcher *d, const Peer *peer, const uint8_t *payload, size
                 if (r == -EMSGSIZE) {
                         o.error = -KEKERR_INVALID_ARGUMENT;
                         r = dispatch_append_error(out, d->max_frame, req->id, o.error,
-                                                  "response would exceed the maximum frame size");
+                                                  "response would exceed the maximum frame size; send smaller batches");
                 }
         }
 

@@ -13,6 +13,7 @@
  */
 #pragma once
 
+#include <stdbool.h>
 #include <stdint.h>
 #include <sys/types.h>
 
@@ -37,12 +38,14 @@ typedef struct DispatchOutcome {
         char key[KEY_NAME_MAX + 1];
         uint32_t version;
         int error;                 /* 0 or negative */
+        bool control;              /* a control-plane operation (audited individually) */
+        unsigned items;            /* batch: number of items */
 } DispatchOutcome;
 
 typedef struct Dispatcher {
         Keystore *keystore;
         size_t max_frame;
-        uint64_t (*now_usec)(void);    /* CLOCK_REALTIME; replaceable in tests */
+        uint64_t (*now_usec)(void);    /* wall clock, see daemon/clock.h; replaceable in tests */
 } Dispatcher;
 
 int dispatch_frame(Dispatcher *d, const Peer *peer, const uint8_t *payload, size_t len, FrameBuf *out,
@@ -51,4 +54,3 @@ int dispatch_frame(Dispatcher *d, const Peer *peer, const uint8_t *payload, size
 /* Appends an error response (for framing failures detected by the transport). */
 int dispatch_append_error(FrameBuf *out, size_t max_frame, uint64_t id, int error, const char *message);
 
-uint64_t realtime_usec(void);

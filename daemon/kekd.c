@@ -15,11 +15,13 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <unistd.h>
 
 #include <systemd/sd-daemon.h>
 #include <systemd/sd-event.h>
 
 #include "common/kekerr.h"
+#include "daemon/clock.h"
 #include "daemon/conf.h"
 #include "daemon/dispatch.h"
 #include "daemon/keystore.h"
@@ -68,7 +70,7 @@ static int parse_argv(int argc, char *argv[]) {
                         help();
                         return 0;
                 case ARG_VERSION:
-                        printf("kekd %s\n", PACKAGE_VERSION);
+                        printf("kekd %s%s\n", PACKAGE_VERSION, ENABLE_TEST_CLOCK ? " (test-clock)" : "");
                         return 0;
                 default:
                         return -EINVAL;
@@ -78,6 +80,33 @@ static int parse_argv(int argc, char *argv[]) {
                 return -EINVAL;
         }
         return 1;
+}
+
+typedef struct Maintenance {
+        Keystore *keystore;
+        uint64_t interval_usec;
+} Maintenance;
+
+/*
+ * Every refresh interval: re-read the token (changes made through other
+ * kekd instances), repair interrupted operations, purge, rotate by policy and
+ * record usage. The interval is the bound on how late another node's
+ * disable or delete is honoured here.
+ */
+static int on_maintenance(sd_event_source *s, uint64_t usec, void *userdata) {
+        Maintenance *m = userdata;
+        uint64_t now;
+        int r;
+
+        r = keystore_maintain(m->keystore, clock_now_usec());
+        if (r < 0)
+                log_warning_errno(r, "Periodic refresh of the keys failed; serving the last known state");
+        /* Count the interval from the end of this run, so a slow HSM cannot make us run back to back. */
+        if (sd_event_now(sd_event_source_get_event(s), CLOCK_MONOTONIC, &now) < 0)
+                now = usec;
+        (void) sd_event_source_set_time(s, now + m->interval_usec);
+        (void) sd_event_source_set_enabled(s, SD_EVENT_ONESHOT);
+        return 0;
 }
 
 static int listen_fd_from_systemd(void) {
@@ -100,6 +129,8 @@ static int run(int argc, char *argv[]) {
         _cleanup_free_ char *error = NULL;
         const char *why = NULL;
         Dispatcher dispatcher;
+        Maintenance maintenance;
+        char owner[OWNER_MAX], host[64] = "localhost";
         sigset_t mask;
         int listen_fd, r;
 
@@ -143,11 +174,21 @@ static int run(int argc, char *argv[]) {
         }
         pin = secret_free(pin); /* the Hsm keeps its own copy for re-login */
 
-        r = keystore_new(hsm, &keystore);
+        (void) gethostname(host, sizeof(host) - 1);
+        snprintf(owner, sizeof(owner), "%s:%d", host, (int) getpid());
+        r = keystore_new(hsm, owner, &keystore);
         if (r < 0) {
                 log_error_errno(r, "Cannot read keys from token '%s' (%s)", hsm_token_label(hsm), hsm_last_error(hsm));
                 return 1;
         }
+        keystore_set_allow_unrecoverable(keystore, config->allow_unrecoverable);
+        if (config->allow_unrecoverable)
+                log_warning("allow_unrecoverable is set: keys are served for wrap although the vault has no purge "
+                            "protection. For development only; a deleted key could be purged at once.");
+        /* Finish or roll back whatever a previous kekd left half done before serving anyone. */
+        r = keystore_maintain(keystore, clock_now_usec());
+        if (r < 0)
+                log_warning_errno(r, "Repair of interrupted operations failed; will retry");
 
         sigemptyset(&mask);
         sigaddset(&mask, SIGTERM);
@@ -163,7 +204,15 @@ static int run(int argc, char *argv[]) {
         (void) sd_event_add_signal(event, NULL, SIGTERM, NULL, NULL);
         (void) sd_event_add_signal(event, NULL, SIGINT, NULL, NULL);
 
-        dispatcher = (Dispatcher) { .keystore = keystore, .max_frame = config->max_frame, .now_usec = realtime_usec };
+        maintenance = (Maintenance) { keystore, (uint64_t) config->refresh_interval * USEC_PER_SEC };
+        r = sd_event_add_time_relative(event, NULL, CLOCK_MONOTONIC, maintenance.interval_usec, 0, on_maintenance,
+                                       &maintenance);
+        if (r < 0) {
+                log_error_errno(r, "Cannot set up the refresh timer");
+                sd_event_unref(event);
+                return 1;
+        }
+        dispatcher = (Dispatcher) { .keystore = keystore, .max_frame = config->max_frame, .now_usec = clock_now_usec };
         listen_fd = listen_fd_from_systemd();
         r = server_new(event, config, &dispatcher, listen_fd, &server);
         if (r < 0) {

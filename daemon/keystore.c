@@ -1,25 +1,36 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
- * The keystore index and its crypto operations (see keystore.h). The index is
- * a name-sorted array of Key pointers: lookups are a binary search, and the
- * whole array is replaced atomically by keystore_load(), so a failed reload
- * never leaves a half-built index behind.
+ * The keystore index, lifecycle and crypto operations (see keystore.h for the
+ * consistency invariants). The index is a name-sorted array of Key pointers;
+ * every change to a key goes through key_mutate(): read the freshest record
+ * from the token, change it, write generation+1, destroy the old object, and
+ * put the result in the index, carrying this kekd's unflushed usage across.
+ * Key and KeyVersion pointers handed out are therefore valid only until the
+ * next keystore call that may change the index.
  */
 #include "config.h"
 
 #include <errno.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <string.h>
-#include <time.h>
+#include <unistd.h>
 
 #include <openssl/rand.h>
 
 #include "common/kekerr.h"
-#include "keystore.h"
-#include "log.h"
+#include "daemon/clock.h"
+#include "daemon/keystore.h"
+#include "daemon/log.h"
 #include "proto/kek.pb-c.h"
 
-/* A lookup miss may mean another node created the key: re-read the token, but not more often than this. */
-#define MISS_RELOAD_INTERVAL_USEC (1000 * 1000ULL)
+#define APP_KEYS "kekd"
+#define APP_VAULT "kekd-vault"
+#define VAULT_LABEL "vault"
+#define MISS_RELOAD_INTERVAL_USEC (1 * USEC_PER_SEC)
+#define PENDING_STALE_USEC (60 * USEC_PER_SEC)
+#define LEASE_MAX 16384u
 
 struct Keystore {
         Hsm *hsm;
@@ -27,14 +38,11 @@ struct Keystore {
         size_t n_keys;
         uint64_t generation;          /* hsm_generation() the index was built at */
         uint64_t last_load_mono_usec;
+        VaultPolicy vault;
+        uint64_t vault_generation;
+        bool allow_unrecoverable;
+        char owner[OWNER_MAX];
 };
-
-static uint64_t mono_usec(void) {
-        struct timespec ts;
-
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (uint64_t) ts.tv_sec * 1000000ULL + (uint64_t) ts.tv_nsec / 1000;
-}
 
 static Key *key_free(Key *k) {
         if (!k)
@@ -51,37 +59,64 @@ static void keys_free(Key **keys, size_t n) {
         free(keys);
 }
 
-static int key_cmp(const void *a, const void *b) {
-        return strcmp((*(Key *const *) a)->name, (*(Key *const *) b)->name);
-}
-
 static int version_cmp(const void *a, const void *b) {
         uint32_t x = ((const KeyVersion *) a)->id, y = ((const KeyVersion *) b)->id;
 
         return x < y ? -1 : x > y;
 }
 
-static Key **index_find(Key **keys, size_t n, const char *name) {
+/* Position of name in the index, or where it would go (*found says which). */
+static size_t index_pos(Key *const *keys, size_t n, const char *name, bool *found) {
         size_t lo = 0, hi = n;
 
         while (lo < hi) {
                 size_t mid = lo + (hi - lo) / 2;
                 int c = strcmp(name, keys[mid]->name);
 
-                if (c == 0)
-                        return &keys[mid];
+                if (c == 0) {
+                        *found = true;
+                        return mid;
+                }
                 if (c < 0)
                         hi = mid;
                 else
                         lo = mid + 1;
         }
-        return NULL;
+        *found = false;
+        return lo;
+}
+
+static Key *index_get(Keystore *ks, const char *name) {
+        bool found;
+        size_t i = index_pos(ks->keys, ks->n_keys, name, &found);
+
+        return found ? ks->keys[i] : NULL;
 }
 
 const KeyVersion *key_find_version(const Key *k, uint32_t version) {
         KeyVersion needle = { .id = version };
 
         return bsearch(&needle, k->versions, k->n_versions, sizeof(KeyVersion), version_cmp);
+}
+
+static KeyVersion *key_version(Key *k, uint32_t version) {
+        return (KeyVersion *) key_find_version(k, version);
+}
+
+uint64_t key_max_wraps(const Key *k) {
+        return k->policy.max_wraps ? k->policy.max_wraps : WRAP_BUDGET_DEFAULT;
+}
+
+static uint64_t lease_size(const Key *k) {
+        return MIN((uint64_t) LEASE_MAX, MAX((uint64_t) 1, key_max_wraps(k) / 16));
+}
+
+static KeyStateValue state_from_wire(Kek__KeyState s) {
+        return s == KEK__KEY_STATE__DISABLED ? KEY_DISABLED : s == KEK__KEY_STATE__DELETED ? KEY_DELETED : KEY_ENABLED;
+}
+
+static Kek__KeyState state_to_wire(KeyStateValue s) {
+        return s == KEY_DISABLED ? KEK__KEY_STATE__DISABLED : s == KEY_DELETED ? KEK__KEY_STATE__DELETED : KEK__KEY_STATE__ENABLED;
 }
 
 /* Decodes one metadata object into a Key; -EBADMSG if it is not a sound record. */
@@ -94,40 +129,43 @@ static int key_from_record(const HsmDataObject *d, Key **ret) {
         if (!rec)
                 return -EBADMSG;
         if (rec->format != 1 || !key_name_valid(rec->name) || strcmp(rec->name, d->label) != 0 ||
-            rec->n_versions == 0)
+            (rec->n_versions == 0 && rec->pending_version == 0 && !rec->purging))
                 goto finish;
 
         k = calloc(1, sizeof(*k));
-        if (!k) {
-                r = -ENOMEM;
-                goto finish;
-        }
-        k->versions = calloc(rec->n_versions, sizeof(KeyVersion));
-        if (!k->versions) {
+        if (!k || !(k->versions = calloc(rec->n_versions ? rec->n_versions : 1, sizeof(KeyVersion)))) {
                 r = -ENOMEM;
                 goto finish;
         }
         strcpy(k->name, rec->name);
         k->created_usec = rec->created_usec;
         k->current_version = rec->current_version;
-        k->meta_handle = d->handle;
-        switch (rec->state) {
-        case KEK__KEY_STATE__DISABLED:
-                k->state = KEY_DISABLED;
-                break;
-        case KEK__KEY_STATE__DELETED:
-                k->state = KEY_DELETED;
-                break;
-        default:
-                k->state = KEY_ENABLED;
+        k->state = state_from_wire(rec->state);
+        k->state_before_delete = state_from_wire(rec->state_before_delete);
+        if (rec->policy) {
+                k->policy.rotate_after_sec = rec->policy->rotate_after_seconds;
+                k->policy.max_wraps = rec->policy->max_wraps;
         }
+        k->deleted_usec = rec->deleted_usec;
+        k->scheduled_purge_usec = rec->scheduled_purge_usec;
+        k->pending_version = rec->pending_version;
+        k->pending_since_usec = rec->pending_since_usec;
+        snprintf(k->pending_owner, sizeof(k->pending_owner), "%s", rec->pending_owner ?: "");
+        k->purging = rec->purging;
+        k->generation = rec->generation;
+        k->meta_handle = d->handle;
         for (size_t i = 0; i < rec->n_versions; i++) {
-                if (rec->versions[i]->id == 0)
+                const Kek__VersionInfo *v = rec->versions[i];
+
+                if (v->id == 0)
                         goto finish;
                 k->versions[i] = (KeyVersion) {
-                        .id = rec->versions[i]->id,
-                        .created_usec = rec->versions[i]->created_usec,
-                        .enabled = rec->versions[i]->enabled,
+                        .id = v->id,
+                        .created_usec = v->created_usec,
+                        .enabled = v->enabled,
+                        .wraps_reserved = v->wraps,
+                        .unwraps = v->unwraps,
+                        .last_use_usec = v->last_use_usec,
                 };
         }
         k->n_versions = rec->n_versions;
@@ -135,7 +173,7 @@ static int key_from_record(const HsmDataObject *d, Key **ret) {
         for (size_t i = 1; i < k->n_versions; i++)
                 if (k->versions[i].id == k->versions[i - 1].id)
                         goto finish;
-        if (!key_find_version(k, k->current_version))
+        if (k->n_versions > 0 && !key_find_version(k, k->current_version))
                 goto finish;
 
         *ret = TAKE_PTR(k);
@@ -145,34 +183,49 @@ finish:
         return r;
 }
 
-/* Serialises a key's metadata record; the buffer is malloc'd. */
+/* Serialises a key's record; the buffer is malloc'd. */
 static int key_to_record(const Key *k, uint8_t **ret, size_t *ret_len) {
         _cleanup_free_ Kek__VersionInfo *vi = NULL;
         _cleanup_free_ Kek__VersionInfo **vp = NULL;
         Kek__KeyRecord rec = KEK__KEY_RECORD__INIT;
+        Kek__RotationPolicy pol = KEK__ROTATION_POLICY__INIT;
         uint8_t *buf;
         size_t n;
 
-        vi = calloc(k->n_versions, sizeof(*vi));
-        vp = calloc(k->n_versions, sizeof(*vp));
+        vi = calloc(k->n_versions ? k->n_versions : 1, sizeof(*vi));
+        vp = calloc(k->n_versions ? k->n_versions : 1, sizeof(*vp));
         if (!vi || !vp)
                 return -ENOMEM;
         for (size_t i = 0; i < k->n_versions; i++) {
+                const KeyVersion *v = &k->versions[i];
+
                 kek__version_info__init(&vi[i]);
-                vi[i].id = k->versions[i].id;
-                vi[i].created_usec = k->versions[i].created_usec;
-                vi[i].enabled = k->versions[i].enabled;
+                vi[i].id = v->id;
+                vi[i].created_usec = v->created_usec;
+                vi[i].enabled = v->enabled;
+                vi[i].wraps = v->wraps_reserved;
+                vi[i].unwraps = v->unwraps;
+                vi[i].last_use_usec = v->last_use_usec;
                 vp[i] = &vi[i];
         }
+        pol.rotate_after_seconds = k->policy.rotate_after_sec;
+        pol.max_wraps = k->policy.max_wraps;
         rec.format = 1;
         rec.name = (char *) k->name;
         rec.created_usec = k->created_usec;
         rec.current_version = k->current_version;
-        rec.state = k->state == KEY_DISABLED ? KEK__KEY_STATE__DISABLED
-                    : k->state == KEY_DELETED ? KEK__KEY_STATE__DELETED
-                                              : KEK__KEY_STATE__ENABLED;
+        rec.state = state_to_wire(k->state);
+        rec.state_before_delete = state_to_wire(k->state_before_delete);
         rec.n_versions = k->n_versions;
         rec.versions = vp;
+        rec.policy = &pol;
+        rec.deleted_usec = k->deleted_usec;
+        rec.scheduled_purge_usec = k->scheduled_purge_usec;
+        rec.pending_version = k->pending_version;
+        rec.pending_since_usec = k->pending_since_usec;
+        rec.pending_owner = (char *) k->pending_owner;
+        rec.purging = k->purging;
+        rec.generation = k->generation;
 
         n = kek__key_record__get_packed_size(&rec);
         buf = malloc(n ? n : 1);
@@ -184,7 +237,193 @@ static int key_to_record(const Key *k, uint8_t **ret, size_t *ret_len) {
         return 0;
 }
 
-int keystore_new(Hsm *hsm, Keystore **ret) {
+/*
+ * Reads every record of one key from the token: the highest readable
+ * generation in *ret, the handles of all of them (to destroy after the next
+ * write) in *ret_old. -KEKERR_UNKNOWN_KEY if there is none.
+ */
+static int records_fetch(Keystore *ks, const char *name, Key **ret, HsmObject **ret_old, size_t *ret_n_old) {
+        HsmDataObject *d = NULL;
+        _cleanup_free_ HsmObject *old = NULL;
+        Key *best = NULL;
+        size_t n = 0, n_old = 0;
+        int r;
+
+        r = hsm_list_data(ks->hsm, APP_KEYS, name, &d, &n);
+        if (r < 0)
+                return r;
+        old = calloc(n ? n : 1, sizeof(*old));
+        if (!old) {
+                hsm_data_objects_free(d, n);
+                return -ENOMEM;
+        }
+        for (size_t i = 0; i < n; i++) {
+                Key *k;
+
+                if (key_from_record(&d[i], &k) < 0)
+                        continue; /* unreadable (torn write): never chosen, left for check to report */
+                old[n_old++] = d[i].handle;
+                if (!best || k->generation > best->generation) {
+                        key_free(best);
+                        best = k;
+                } else
+                        key_free(k);
+        }
+        hsm_data_objects_free(d, n);
+        if (!best)
+                return -KEKERR_UNKNOWN_KEY;
+        *ret = best;
+        if (ret_old) {
+                *ret_old = TAKE_PTR(old);
+                *ret_n_old = n_old;
+        }
+        return 0;
+}
+
+/* Writes k as the next generation, then destroys the records it replaces. */
+static int record_write(Keystore *ks, Key *k, const HsmObject *old, size_t n_old) {
+        _cleanup_free_ uint8_t *buf = NULL;
+        HsmObject h;
+        size_t len;
+        int r;
+
+        k->generation++;
+        r = key_to_record(k, &buf, &len);
+        if (r < 0)
+                return r;
+        r = hsm_create_data(ks->hsm, APP_KEYS, k->name, buf, len, &h);
+        if (r < 0)
+                return r;
+        k->meta_handle = h;
+        for (size_t i = 0; i < n_old; i++) {
+                int q = hsm_destroy_object(ks->hsm, old[i]);
+
+                /* A leftover lower generation is harmless: readers pick the highest, repair removes it. */
+                if (q < 0 && q != -ENOENT)
+                        log_debug("Could not destroy superseded record of key '%s': %s", k->name, error_text(q));
+        }
+        return 0;
+}
+
+/* Takes this kekd's runtime state (handles, unflushed usage) from old into k. */
+static void carry_runtime(Key *k, const Key *old) {
+        for (size_t i = 0; old && i < k->n_versions; i++) {
+                const KeyVersion *ov = key_find_version(old, k->versions[i].id);
+
+                if (!ov)
+                        continue;
+                if (!k->versions[i].present && ov->present) {
+                        k->versions[i].handle = ov->handle;
+                        k->versions[i].present = true;
+                }
+                k->versions[i].lease_left = ov->lease_left;
+                k->versions[i].unwraps_pending = ov->unwraps_pending;
+                k->versions[i].last_use_pending = ov->last_use_pending;
+        }
+}
+
+/* Puts a freshly written key into the index in place of its old entry; takes ownership. */
+static Key *index_put(Keystore *ks, Key *k) {
+        bool found;
+        size_t pos = index_pos(ks->keys, ks->n_keys, k->name, &found);
+
+        carry_runtime(k, found ? ks->keys[pos] : NULL);
+        for (size_t i = 0; i < k->n_versions; i++)
+                if (!k->versions[i].present &&
+                    hsm_find_key(ks->hsm, k->name, k->versions[i].id, &k->versions[i].handle) >= 0)
+                        k->versions[i].present = true;
+        if (found) {
+                key_free(ks->keys[pos]);
+                ks->keys[pos] = k;
+                return k;
+        }
+        {
+                Key **keys = reallocarray(ks->keys, ks->n_keys + 1, sizeof(*keys));
+
+                if (!keys) {
+                        key_free(k);
+                        return NULL;
+                }
+                ks->keys = keys;
+        }
+        memmove(ks->keys + pos + 1, ks->keys + pos, (ks->n_keys - pos) * sizeof(*ks->keys));
+        ks->keys[pos] = k;
+        ks->n_keys++;
+        return k;
+}
+
+static void index_remove(Keystore *ks, const char *name) {
+        bool found;
+        size_t pos = index_pos(ks->keys, ks->n_keys, name, &found);
+
+        if (!found)
+                return;
+        key_free(ks->keys[pos]);
+        memmove(ks->keys + pos, ks->keys + pos + 1, (ks->n_keys - pos - 1) * sizeof(*ks->keys));
+        ks->n_keys--;
+}
+
+typedef int (*MutateFn)(Keystore *ks, Key *k, void *userdata);
+
+/* Fresh read, change, write, index. fn returns <0 to refuse, 0 to write. */
+static int key_mutate(Keystore *ks, const char *name, MutateFn fn, void *userdata, const Key **ret) {
+        _cleanup_(key_freep) Key *k = NULL;
+        _cleanup_free_ HsmObject *old = NULL;
+        size_t n_old = 0;
+        Key *put;
+        int r;
+
+        if (!key_name_valid(name))
+                return -KEKERR_UNKNOWN_KEY;
+        r = records_fetch(ks, name, &k, &old, &n_old);
+        if (r < 0)
+                return r;
+        if (k->purging)
+                return -KEKERR_UNKNOWN_KEY; /* being purged: as good as gone */
+        r = fn(ks, k, userdata);
+        if (r < 0)
+                return r;
+        r = record_write(ks, k, old, n_old);
+        if (r < 0)
+                return r;
+        put = index_put(ks, TAKE_PTR(k));
+        if (!put)
+                return -ENOMEM;
+        if (ret)
+                *ret = put;
+        return 0;
+}
+
+static int vault_load(Keystore *ks) {
+        HsmDataObject *d = NULL;
+        size_t n = 0;
+        bool found = false;
+        int r;
+
+        r = hsm_list_data(ks->hsm, APP_VAULT, VAULT_LABEL, &d, &n);
+        if (r < 0)
+                return r;
+        for (size_t i = 0; i < n; i++) {
+                Kek__VaultRecord *v = kek__vault_record__unpack(NULL, d[i].value_len, d[i].value);
+
+                if (v && v->format == 1 && v->retention_days >= RETENTION_DAYS_MIN &&
+                    v->retention_days <= RETENTION_DAYS_MAX && (!found || v->generation > ks->vault_generation)) {
+                        ks->vault = (VaultPolicy) { v->retention_days, v->purge_protection };
+                        ks->vault_generation = v->generation;
+                        found = true;
+                }
+                if (v)
+                        kek__vault_record__free_unpacked(v, NULL);
+        }
+        hsm_data_objects_free(d, n);
+        if (!found) {
+                ks->vault = (VaultPolicy) { RETENTION_DAYS_DEFAULT, false };
+                ks->vault_generation = 0;
+        }
+        return 0;
+}
+
+int keystore_new(Hsm *hsm, const char *owner, Keystore **ret) {
         _cleanup_(keystore_freep) Keystore *ks = NULL;
         int r;
 
@@ -192,6 +431,7 @@ int keystore_new(Hsm *hsm, Keystore **ret) {
         if (!ks)
                 return -ENOMEM;
         ks->hsm = hsm;
+        snprintf(ks->owner, sizeof(ks->owner), "%s", owner);
         r = keystore_load(ks);
         if (r < 0)
                 return r;
@@ -207,21 +447,37 @@ Keystore *keystore_free(Keystore *ks) {
         return NULL;
 }
 
+void keystore_set_allow_unrecoverable(Keystore *ks, bool allow) {
+        ks->allow_unrecoverable = allow;
+}
+
+bool keystore_allow_unrecoverable(const Keystore *ks) {
+        return ks->allow_unrecoverable;
+}
+
+static int load_cmp(const void *a, const void *b) {
+        const Key *x = *(Key *const *) a, *y = *(Key *const *) b;
+        int c = strcmp(x->name, y->name);
+
+        if (c != 0)
+                return c;
+        return x->generation > y->generation ? -1 : x->generation < y->generation; /* highest first */
+}
+
 int keystore_load(Keystore *ks) {
         HsmDataObject *data = NULL;
         _cleanup_free_ HsmKeyRef *refs = NULL;
         Key **keys = NULL;
-        size_t n_data = 0, n_refs = 0, n = 0;
+        size_t n_data = 0, n_refs = 0, n = 0, m = 0;
         uint64_t gen = hsm_generation(ks->hsm);
         int r;
 
-        r = hsm_list_data(ks->hsm, &data, &n_data);
+        r = hsm_list_data(ks->hsm, APP_KEYS, NULL, &data, &n_data);
         if (r < 0)
                 return r;
         r = hsm_list_keys(ks->hsm, &refs, &n_refs);
         if (r < 0)
                 goto fail;
-
         keys = calloc(n_data ? n_data : 1, sizeof(*keys));
         if (!keys) {
                 r = -ENOMEM;
@@ -229,43 +485,46 @@ int keystore_load(Keystore *ks) {
         }
         for (size_t i = 0; i < n_data; i++) {
                 r = key_from_record(&data[i], &keys[n]);
-                if (r == -EBADMSG) {
-                        log_warning("Ignoring unreadable key metadata object labelled '%s'", data[i].label);
-                        continue;
-                }
+                if (r == -EBADMSG)
+                        continue; /* torn or foreign record: kekd check reports it */
                 if (r < 0)
                         goto fail;
                 n++;
         }
-        qsort(keys, n, sizeof(*keys), key_cmp);
-        for (size_t i = 1; i < n; i++)
-                if (strcmp(keys[i]->name, keys[i - 1]->name) == 0)
-                        log_warning("Key '%s' has more than one metadata object; using one of them", keys[i]->name);
-
+        /* One entry per name: the highest generation wins; older ones are repaired away. */
+        qsort(keys, n, sizeof(*keys), load_cmp);
+        for (size_t i = 0; i < n; i++) {
+                if (m > 0 && strcmp(keys[m - 1]->name, keys[i]->name) == 0) {
+                        key_free(keys[i]);
+                        continue;
+                }
+                keys[m++] = keys[i];
+        }
+        n = m;
         for (size_t i = 0; i < n_refs; i++) {
-                Key **k = index_find(keys, n, refs[i].label);
+                bool found;
+                size_t pos = index_pos(keys, n, refs[i].label, &found);
                 KeyVersion *v;
 
-                if (!k)
-                        continue; /* not a kekd key, or an orphan of an interrupted create */
-                v = (KeyVersion *) key_find_version(*k, refs[i].version);
+                if (!found)
+                        continue; /* not a kekd key */
+                v = key_version(keys[pos], refs[i].version);
                 if (!v)
-                        continue; /* orphan of an interrupted rotation */
+                        continue; /* pending or orphaned: repair and check deal with it */
                 v->handle = refs[i].handle;
                 v->present = true;
         }
         for (size_t i = 0; i < n; i++)
-                for (size_t j = 0; j < keys[i]->n_versions; j++)
-                        if (!keys[i]->versions[j].present)
-                                log_warning("Key '%s' version %u is named in its metadata but missing from the token",
-                                            keys[i]->name, keys[i]->versions[j].id);
+                carry_runtime(keys[i], index_get(ks, keys[i]->name));
+        r = vault_load(ks);
+        if (r < 0)
+                goto fail;
 
         keys_free(ks->keys, ks->n_keys);
         ks->keys = keys;
         ks->n_keys = n;
-        /* If the session was reopened while we listed, handles may predate it; hsm_generation() then differs and the next op reloads. */
         ks->generation = gen;
-        ks->last_load_mono_usec = mono_usec();
+        ks->last_load_mono_usec = clock_mono_usec();
         hsm_data_objects_free(data, n_data);
         return 0;
 fail:
@@ -289,8 +548,16 @@ const Key *keystore_key_at(const Keystore *ks, size_t i) {
         return i < ks->n_keys ? ks->keys[i] : NULL;
 }
 
-int keystore_find(Keystore *ks, const char *name, const Key **ret) {
-        Key **k;
+const VaultPolicy *keystore_vault(const Keystore *ks) {
+        return &ks->vault;
+}
+
+bool keystore_recoverable(const Keystore *ks) {
+        return ks->vault.purge_protection;
+}
+
+static int find_mutable(Keystore *ks, const char *name, Key **ret) {
+        Key *k;
         int r;
 
         if (!key_name_valid(name))
@@ -298,78 +565,390 @@ int keystore_find(Keystore *ks, const char *name, const Key **ret) {
         r = keystore_sync(ks);
         if (r < 0)
                 return r;
-        k = index_find(ks->keys, ks->n_keys, name);
-        if (!k && mono_usec() - ks->last_load_mono_usec >= MISS_RELOAD_INTERVAL_USEC) {
+        k = index_get(ks, name);
+        if (!k && clock_mono_usec() - ks->last_load_mono_usec >= MISS_RELOAD_INTERVAL_USEC) {
+                /* Maybe created through another kekd since our last refresh. */
                 r = keystore_load(ks);
                 if (r < 0)
                         return r;
-                k = index_find(ks->keys, ks->n_keys, name);
+                k = index_get(ks, name);
         }
-        if (!k)
+        if (!k || k->purging || (k->n_versions == 0 && k->pending_version))
                 return -KEKERR_UNKNOWN_KEY;
-        *ret = *k;
+        *ret = k;
         return 0;
 }
 
-int keystore_create(Keystore *ks, const char *name, uint64_t now_usec, const Key **ret) {
+int keystore_find(Keystore *ks, const char *name, const Key **ret) {
+        Key *k;
+        int r = find_mutable(ks, name, &k);
+
+        if (r >= 0)
+                *ret = k;
+        return r;
+}
+
+static bool policy_valid(const RotationPolicy *p) {
+        return !p || p->rotate_after_sec <= 100ULL * 365 * 86400;
+}
+
+/* --- lifecycle ----------------------------------------------------------------- */
+
+int keystore_create(Keystore *ks, const char *name, const RotationPolicy *policy, uint64_t now, const Key **ret) {
         _cleanup_(key_freep) Key *k = NULL;
-        _cleanup_free_ uint8_t *rec = NULL;
-        Key **keys;
-        size_t rec_len, pos;
-        HsmObject key_obj;
+        _cleanup_free_ uint8_t *buf = NULL;
+        Key *existing = NULL;
+        HsmObject obj;
+        size_t len;
+        int r;
+
+        if (!key_name_valid(name) || !policy_valid(policy))
+                return -KEKERR_INVALID_ARGUMENT;
+        /* A deleted key keeps its name until it is purged, as in the cloud service. */
+        r = records_fetch(ks, name, &existing, NULL, NULL);
+        key_free(existing);
+        if (r >= 0)
+                return -KEKERR_KEY_EXISTS;
+        if (r != -KEKERR_UNKNOWN_KEY)
+                return r;
+
+        k = calloc(1, sizeof(*k));
+        if (!k || !(k->versions = calloc(1, sizeof(KeyVersion))))
+                return -ENOMEM;
+        strcpy(k->name, name);
+        k->created_usec = now;
+        k->state = k->state_before_delete = KEY_ENABLED;
+        if (policy)
+                k->policy = *policy;
+        /* Intent first: a record with no version and a pending one says "being created". */
+        k->pending_version = 1;
+        k->pending_since_usec = now;
+        snprintf(k->pending_owner, sizeof(k->pending_owner), "%s", ks->owner);
+        r = key_to_record(k, &buf, &len);
+        if (r < 0)
+                return r;
+        r = hsm_create_data(ks->hsm, APP_KEYS, name, buf, len, &k->meta_handle);
+        if (r < 0)
+                return r;
+
+        r = hsm_generate_aes_key(ks->hsm, name, 1, &obj);
+        if (r < 0)
+                goto rollback;
+        k->versions[0] = (KeyVersion) { .id = 1, .created_usec = now, .enabled = true, .present = true, .handle = obj };
+        k->n_versions = 1;
+        k->current_version = 1;
+        k->pending_version = 0;
+        k->pending_since_usec = 0;
+        k->pending_owner[0] = 0;
+        {
+                HsmObject old = k->meta_handle;
+
+                r = record_write(ks, k, &old, 1);
+        }
+        if (r < 0) {
+                (void) hsm_destroy_object(ks->hsm, obj);
+                goto rollback;
+        }
+        if (!(*ret = index_put(ks, TAKE_PTR(k))))
+                return -ENOMEM;
+        return 0;
+rollback:
+        /* Best effort; if this fails too, repair finds the stale intent and finishes the rollback. */
+        (void) hsm_destroy_object(ks->hsm, k->meta_handle);
+        return r;
+}
+
+static bool pending_is_stale(const Keystore *ks, const Key *k, uint64_t now) {
+        char host[OWNER_MAX];
+        const char *colon;
+        long pid;
+
+        if (!k->pending_version)
+                return false;
+        /* We are single-threaded: an intent of ours seen here belongs to an operation that failed. */
+        if (strcmp(k->pending_owner, ks->owner) == 0)
+                return true;
+        colon = strrchr(k->pending_owner, ':');
+        if (colon && gethostname(host, sizeof(host)) == 0 && strlen(host) == (size_t) (colon - k->pending_owner) &&
+            strncmp(host, k->pending_owner, strlen(host)) == 0) {
+                pid = strtol(colon + 1, NULL, 10);
+                if (pid > 0 && kill((pid_t) pid, 0) < 0 && errno == ESRCH)
+                        return true; /* a kekd of this host that is gone */
+        }
+        return now > k->pending_since_usec && now - k->pending_since_usec > PENDING_STALE_USEC;
+}
+
+typedef struct RotateIntent {
+        const Keystore *ks;
+        uint64_t now;
+        uint32_t version;
+} RotateIntent;
+
+static int rotate_begin(Keystore *ks, Key *k, void *userdata) {
+        RotateIntent *ri = userdata;
+
+        if (k->state == KEY_DELETED)
+                return -KEKERR_KEY_DELETED;
+        if (k->pending_version && !pending_is_stale(ks, k, ri->now))
+                return -KEKERR_CONFLICT;
+        ri->version = k->n_versions ? k->versions[k->n_versions - 1].id + 1 : 1;
+        if (k->pending_version >= ri->version)
+                ri->version = k->pending_version + 1; /* never reuse an id an interrupted rotation may have left */
+        if (ri->version == 0)
+                return -KEKERR_INVALID_ARGUMENT;
+        k->pending_version = ri->version;
+        k->pending_since_usec = ri->now;
+        snprintf(k->pending_owner, sizeof(k->pending_owner), "%s", ks->owner);
+        return 0;
+}
+
+static int rotate_commit(Keystore *ks, Key *k, void *userdata) {
+        RotateIntent *ri = userdata;
+        KeyVersion *vs;
+
+        if (k->pending_version != ri->version || strcmp(k->pending_owner, ks->owner) != 0)
+                return -KEKERR_CONFLICT; /* rolled back by a repair meanwhile */
+        vs = reallocarray(k->versions, k->n_versions + 1, sizeof(*vs));
+        if (!vs)
+                return -ENOMEM;
+        k->versions = vs;
+        k->versions[k->n_versions++] = (KeyVersion) { .id = ri->version, .created_usec = ri->now, .enabled = true };
+        k->current_version = ri->version;
+        k->pending_version = 0;
+        k->pending_since_usec = 0;
+        k->pending_owner[0] = 0;
+        return 0;
+}
+
+static int pending_clear(Keystore *ks, Key *k, void *userdata) {
+        uint32_t *version = userdata;
+
+        if (k->pending_version != *version)
+                return -ESTALE;
+        k->pending_version = 0;
+        k->pending_since_usec = 0;
+        k->pending_owner[0] = 0;
+        return 0;
+}
+
+int keystore_rotate(Keystore *ks, const char *name, uint64_t now, const Key **ret) {
+        RotateIntent ri = { .ks = ks, .now = now };
+        HsmObject obj;
+        int r;
+
+        r = key_mutate(ks, name, rotate_begin, &ri, NULL);
+        if (r < 0)
+                return r;
+        r = hsm_generate_aes_key(ks->hsm, name, ri.version, &obj);
+        if (r < 0) {
+                (void) key_mutate(ks, name, pending_clear, &ri.version, NULL);
+                return r;
+        }
+        r = key_mutate(ks, name, rotate_commit, &ri, ret);
+        if (r < 0) {
+                /* Not recorded, so never used: the object goes; repair clears the intent if we cannot. */
+                (void) hsm_destroy_object(ks->hsm, obj);
+                if (r != -KEKERR_CONFLICT)
+                        (void) key_mutate(ks, name, pending_clear, &ri.version, NULL);
+                return r;
+        }
+        return 0;
+}
+
+static int set_policy_fn(Keystore *ks, Key *k, void *userdata) {
+        if (k->state == KEY_DELETED)
+                return -KEKERR_KEY_DELETED;
+        k->policy = *(const RotationPolicy *) userdata;
+        return 0;
+}
+
+int keystore_set_policy(Keystore *ks, const char *name, const RotationPolicy *policy, const Key **ret) {
+        if (!policy_valid(policy))
+                return -KEKERR_INVALID_ARGUMENT;
+        return key_mutate(ks, name, set_policy_fn, (void *) policy, ret);
+}
+
+typedef struct EnableArgs {
+        uint32_t version;
+        bool enabled;
+} EnableArgs;
+
+static int set_enabled_fn(Keystore *ks, Key *k, void *userdata) {
+        const EnableArgs *a = userdata;
+        KeyVersion *v;
+
+        if (k->state == KEY_DELETED)
+                return -KEKERR_KEY_DELETED;
+        if (a->version == 0) {
+                k->state = a->enabled ? KEY_ENABLED : KEY_DISABLED;
+                return 0;
+        }
+        v = key_version(k, a->version);
+        if (!v)
+                return -KEKERR_UNKNOWN_VERSION;
+        v->enabled = a->enabled;
+        return 0;
+}
+
+int keystore_set_enabled(Keystore *ks, const char *name, uint32_t version, bool enabled, const Key **ret) {
+        EnableArgs a = { version, enabled };
+
+        return key_mutate(ks, name, set_enabled_fn, &a, ret);
+}
+
+typedef struct DeleteArgs {
+        uint64_t now;
+        uint32_t retention_days;
+} DeleteArgs;
+
+static int delete_fn(Keystore *ks, Key *k, void *userdata) {
+        const DeleteArgs *a = userdata;
+
+        if (k->state == KEY_DELETED)
+                return -KEKERR_KEY_DELETED;
+        k->state_before_delete = k->state;
+        k->state = KEY_DELETED;
+        k->deleted_usec = a->now;
+        k->scheduled_purge_usec = a->now + (uint64_t) a->retention_days * USEC_PER_DAY;
+        return 0;
+}
+
+int keystore_delete(Keystore *ks, const char *name, uint64_t now, const Key **ret) {
+        DeleteArgs a = { .now = now };
+        int r;
+
+        r = vault_load(ks); /* the retention in force now, not at our last refresh */
+        if (r < 0)
+                return r;
+        a.retention_days = ks->vault.retention_days;
+        return key_mutate(ks, name, delete_fn, &a, ret);
+}
+
+static int recover_fn(Keystore *ks, Key *k, void *userdata) {
+        if (k->state != KEY_DELETED)
+                return -KEKERR_INVALID_ARGUMENT;
+        k->state = k->state_before_delete == KEY_DISABLED ? KEY_DISABLED : KEY_ENABLED;
+        k->deleted_usec = 0;
+        k->scheduled_purge_usec = 0;
+        return 0;
+}
+
+int keystore_recover(Keystore *ks, const char *name, const Key **ret) {
+        return key_mutate(ks, name, recover_fn, NULL, ret);
+}
+
+static int purge_begin(Keystore *ks, Key *k, void *userdata) {
+        k->purging = true;
+        return 0;
+}
+
+/* Destroys every object of a key whose record says purging; idempotent. */
+static int purge_finish(Keystore *ks, const char *name) {
+        HsmDataObject *d = NULL;
+        _cleanup_free_ HsmKeyRef *refs = NULL;
+        size_t n = 0, n_refs = 0;
+        int r;
+
+        /* Key objects first: while any remain, the record (saying "purging") stays to finish the job. */
+        r = hsm_list_keys(ks->hsm, &refs, &n_refs);
+        if (r < 0)
+                return r;
+        for (size_t i = 0; i < n_refs; i++)
+                if (strcmp(refs[i].label, name) == 0) {
+                        r = hsm_destroy_object(ks->hsm, refs[i].handle);
+                        if (r < 0 && r != -ENOENT)
+                                return r;
+                }
+        r = hsm_list_data(ks->hsm, APP_KEYS, name, &d, &n);
+        if (r < 0)
+                return r;
+        for (size_t i = 0; i < n; i++) {
+                int q = hsm_destroy_object(ks->hsm, d[i].handle);
+
+                if (q < 0 && q != -ENOENT && r >= 0)
+                        r = q;
+        }
+        hsm_data_objects_free(d, n);
+        if (r < 0)
+                return r;
+        index_remove(ks, name);
+        return 0;
+}
+
+int keystore_purge(Keystore *ks, const char *name, uint64_t now) {
+        _cleanup_(key_freep) Key *k = NULL;
         int r;
 
         if (!key_name_valid(name))
-                return -KEKERR_INVALID_ARGUMENT;
-        /* Re-read the token: another node may have created this name since our last load. */
-        r = keystore_load(ks);
+                return -KEKERR_UNKNOWN_KEY;
+        r = records_fetch(ks, name, &k, NULL, NULL);
         if (r < 0)
                 return r;
-        if (index_find(ks->keys, ks->n_keys, name))
-                return -KEKERR_KEY_EXISTS;
-
-        k = calloc(1, sizeof(*k));
-        if (!k)
-                return -ENOMEM;
-        k->versions = calloc(1, sizeof(KeyVersion));
-        if (!k->versions)
-                return -ENOMEM;
-        strcpy(k->name, name);
-        k->created_usec = now_usec;
-        k->current_version = 1;
-        k->state = KEY_ENABLED;
-        k->n_versions = 1;
-        k->versions[0] = (KeyVersion) { .id = 1, .created_usec = now_usec, .enabled = true, .present = true };
-
-        r = key_to_record(k, &rec, &rec_len);
-        if (r < 0)
-                return r;
-        keys = reallocarray(ks->keys, ks->n_keys + 1, sizeof(*keys));
-        if (!keys)
-                return -ENOMEM;
-        ks->keys = keys;
-
-        /* Key object first: a crash before the metadata leaves an unnamed orphan, never a named hole. */
-        r = hsm_generate_aes_key(ks->hsm, name, 1, &key_obj);
-        if (r < 0)
-                return r;
-        k->versions[0].handle = key_obj;
-        r = hsm_create_data(ks->hsm, name, rec, rec_len, &k->meta_handle);
-        if (r < 0) {
-                (void) hsm_destroy_object(ks->hsm, key_obj);
-                return r;
+        if (!k->purging) {
+                if (k->state != KEY_DELETED)
+                        return -KEKERR_INVALID_ARGUMENT;
+                r = vault_load(ks);
+                if (r < 0)
+                        return r;
+                if (ks->vault.purge_protection && now < k->scheduled_purge_usec)
+                        return -KEKERR_PURGE_PROTECTED;
+                r = key_mutate(ks, name, purge_begin, NULL, NULL);
+                if (r < 0)
+                        return r;
         }
-
-        for (pos = 0; pos < ks->n_keys && strcmp(ks->keys[pos]->name, name) < 0; pos++)
-                ;
-        memmove(ks->keys + pos + 1, ks->keys + pos, (ks->n_keys - pos) * sizeof(*ks->keys));
-        ks->keys[pos] = TAKE_PTR(k);
-        ks->n_keys++;
-        *ret = ks->keys[pos];
-        return 0;
+        return purge_finish(ks, name);
 }
 
-/* Refuses keys and versions that are not in service. */
+int keystore_set_vault(Keystore *ks, uint32_t retention_days, int purge_protection) {
+        Kek__VaultRecord rec = KEK__VAULT_RECORD__INIT;
+        HsmDataObject *d = NULL;
+        _cleanup_free_ uint8_t *buf = NULL;
+        VaultPolicy v;
+        HsmObject h;
+        size_t n = 0, len;
+        int r;
+
+        r = vault_load(ks);
+        if (r < 0)
+                return r;
+        v = ks->vault;
+        if (retention_days != 0) {
+                if (retention_days < RETENTION_DAYS_MIN || retention_days > RETENTION_DAYS_MAX)
+                        return -KEKERR_INVALID_ARGUMENT;
+                if (v.purge_protection && retention_days < v.retention_days)
+                        return -KEKERR_PERMISSION_DENIED; /* would shorten the protection */
+                v.retention_days = retention_days;
+        }
+        if (purge_protection == 0 && v.purge_protection)
+                return -KEKERR_PERMISSION_DENIED; /* one-way */
+        if (purge_protection == 1)
+                v.purge_protection = true;
+
+        rec.format = 1;
+        rec.retention_days = v.retention_days;
+        rec.purge_protection = v.purge_protection;
+        rec.generation = ks->vault_generation + 1;
+        len = kek__vault_record__get_packed_size(&rec);
+        buf = malloc(len);
+        if (!buf)
+                return -ENOMEM;
+        kek__vault_record__pack(&rec, buf);
+        r = hsm_list_data(ks->hsm, APP_VAULT, VAULT_LABEL, &d, &n);
+        if (r < 0)
+                return r;
+        r = hsm_create_data(ks->hsm, APP_VAULT, VAULT_LABEL, buf, len, &h);
+        if (r >= 0) {
+                for (size_t i = 0; i < n; i++)
+                        (void) hsm_destroy_object(ks->hsm, d[i].handle);
+                ks->vault = v;
+                ks->vault_generation = rec.generation;
+        }
+        hsm_data_objects_free(d, n);
+        return r;
+}
+
+/* --- data plane ---------------------------------------------------------------- */
+
 static int check_usable(const Key *k, const KeyVersion *v) {
         if (k->state == KEY_DELETED)
                 return -KEKERR_KEY_DELETED;
@@ -380,7 +959,7 @@ static int check_usable(const Key *k, const KeyVersion *v) {
         return 0;
 }
 
-/* An object vanished under us (purged through another node): re-read and report the version as unknown. */
+/* An object vanished under us (purged through another kekd): re-read and report the version as unknown. */
 static int handle_gone(Keystore *ks, int r) {
         if (r == -ENOENT) {
                 (void) keystore_load(ks);
@@ -389,27 +968,81 @@ static int handle_gone(Keystore *ks, int r) {
         return r;
 }
 
+typedef struct LeaseArgs {
+        uint32_t version;
+        uint64_t granted;
+} LeaseArgs;
+
+static int lease_fn(Keystore *ks, Key *k, void *userdata) {
+        LeaseArgs *a = userdata;
+        KeyVersion *v = key_version(k, a->version);
+        uint64_t max = key_max_wraps(k);
+
+        if (!v)
+                return -KEKERR_UNKNOWN_VERSION;
+        if (v->wraps_reserved >= max)
+                return -ENOSPC;
+        a->granted = MIN(lease_size(k), max - v->wraps_reserved);
+        v->wraps_reserved += a->granted;
+        return 0;
+}
+
+/* Makes sure this kekd may do one more wrap with (name, version); -ENOSPC when the budget is spent. */
+static int lease_take(Keystore *ks, const char *name, uint32_t version) {
+        LeaseArgs a = { .version = version };
+        const Key *k;
+        KeyVersion *v;
+        int r;
+
+        r = key_mutate(ks, name, lease_fn, &a, &k);
+        if (r < 0)
+                return r;
+        v = key_version((Key *) k, version);
+        if (!v)
+                return -KEKERR_UNKNOWN_VERSION;
+        v->lease_left += a.granted;
+        return 0;
+}
+
 int keystore_wrap(Keystore *ks, const char *name, uint32_t version, const uint8_t *pt, size_t pt_len,
-                  const uint8_t *ctx, size_t ctx_len, uint8_t **ret_blob, size_t *ret_blob_len,
+                  const uint8_t *ctx, size_t ctx_len, uint64_t now, uint8_t **ret_blob, size_t *ret_blob_len,
                   uint32_t *ret_version) {
         uint8_t header[BLOB_HEADER_MAX], aad[BLOB_AAD_MAX];
         _cleanup_free_ uint8_t *blob = NULL;
-        const KeyVersion *v;
-        const Key *k;
+        KeyVersion *v;
+        Key *k;
         int hlen, alen, r;
         size_t len;
 
         if (pt_len == 0 || pt_len > AEK_MAX_SIZE || ctx_len > CONTEXT_MAX_SIZE)
                 return -KEKERR_INVALID_ARGUMENT;
-        r = keystore_find(ks, name, &k);
-        if (r < 0)
-                return r;
-        v = key_find_version(k, version == 0 ? k->current_version : version);
-        if (!v)
-                return -KEKERR_UNKNOWN_VERSION;
-        r = check_usable(k, v);
-        if (r < 0)
-                return r;
+        for (unsigned attempt = 0;; attempt++) {
+                r = find_mutable(ks, name, &k);
+                if (r < 0)
+                        return r;
+                v = key_version(k, version == 0 ? k->current_version : version);
+                if (!v)
+                        return -KEKERR_UNKNOWN_VERSION;
+                r = check_usable(k, v);
+                if (r < 0)
+                        return r;
+                if (!ks->allow_unrecoverable && !keystore_recoverable(ks))
+                        return -KEKERR_KEY_NOT_RECOVERABLE;
+                if (v->lease_left > 0)
+                        break;
+                if (attempt > 1)
+                        return -KEKERR_CONFLICT;
+                r = lease_take(ks, name, v->id);
+                if (r == -ENOSPC) {
+                        if (version != 0)
+                                return -KEKERR_KEY_DISABLED; /* a pinned version past its budget is retired */
+                        /* The current version spent its budget before the timer rotated it: rotate now. */
+                        log_info("Key '%s' version %u used its wrap budget; rotating", name, v->id);
+                        r = keystore_rotate(ks, name, now, NULL);
+                }
+                if (r < 0)
+                        return r;
+        }
 
         hlen = blob_header(k->name, v->id, header);
         if (hlen < 0)
@@ -417,20 +1050,20 @@ int keystore_wrap(Keystore *ks, const char *name, uint32_t version, const uint8_
         alen = blob_aad(header, (size_t) hlen, ctx, ctx_len, aad);
         if (alen < 0)
                 return alen;
-
         len = (size_t) hlen + BLOB_IV_SIZE + pt_len + BLOB_TAG_SIZE;
         blob = malloc(len);
         if (!blob)
                 return -ENOMEM;
         memcpy(blob, header, (size_t) hlen);
-        /* A fresh random 96-bit IV per wrap; the per-version wrap budget (rotation policy) keeps collisions negligible. */
+        /* A fresh random 96-bit IV per wrap; the per-version wrap budget keeps collisions negligible. */
         if (RAND_bytes(blob + hlen, BLOB_IV_SIZE) != 1)
                 return -EIO;
         r = hsm_encrypt_gcm(ks->hsm, v->handle, blob + hlen, aad, (size_t) alen, pt, pt_len,
                             blob + hlen + BLOB_IV_SIZE);
         if (r < 0)
                 return handle_gone(ks, r);
-
+        v->lease_left--;
+        v->last_use_pending = now;
         *ret_version = v->id;
         *ret_blob_len = len;
         *ret_blob = TAKE_PTR(blob);
@@ -438,11 +1071,11 @@ int keystore_wrap(Keystore *ks, const char *name, uint32_t version, const uint8_
 }
 
 int keystore_unwrap(Keystore *ks, const uint8_t *blob, size_t blob_len, const uint8_t *ctx, size_t ctx_len,
-                    Secret **ret_plaintext, BlobView *ret_view) {
+                    uint64_t now, Secret **ret_plaintext, BlobView *ret_view) {
         uint8_t aad[BLOB_AAD_MAX];
         Secret *pt = NULL;
-        const KeyVersion *v;
-        const Key *k;
+        KeyVersion *v;
+        Key *k;
         BlobView view;
         int alen, r;
 
@@ -451,10 +1084,10 @@ int keystore_unwrap(Keystore *ks, const uint8_t *blob, size_t blob_len, const ui
         r = blob_parse(blob, blob_len, &view);
         if (r < 0)
                 return r;
-        r = keystore_find(ks, view.key, &k);
+        r = find_mutable(ks, view.key, &k);
         if (r < 0)
                 return r;
-        v = key_find_version(k, view.version);
+        v = key_version(k, view.version);
         if (!v)
                 return -KEKERR_UNKNOWN_VERSION;
         r = check_usable(k, v);
@@ -467,7 +1100,344 @@ int keystore_unwrap(Keystore *ks, const uint8_t *blob, size_t blob_len, const ui
                             view.ciphertext_len, &pt);
         if (r < 0)
                 return handle_gone(ks, r);
+        v->unwraps_pending++;
+        v->last_use_pending = now;
         *ret_plaintext = pt;
         *ret_view = view;
         return 0;
+}
+
+int keystore_rewrap(Keystore *ks, const uint8_t *blob, size_t blob_len, const uint8_t *ctx, size_t ctx_len,
+                    uint64_t now, uint8_t **ret_blob, size_t *ret_blob_len, uint32_t *ret_version,
+                    uint32_t *ret_old_version) {
+        _cleanup_secret_ Secret *pt = NULL;
+        BlobView view;
+        int r;
+
+        r = keystore_unwrap(ks, blob, blob_len, ctx, ctx_len, now, &pt, &view);
+        if (r < 0)
+                return r;
+        r = keystore_wrap(ks, view.key, 0, pt->data, pt->len, ctx, ctx_len, now, ret_blob, ret_blob_len, ret_version);
+        if (r < 0)
+                return r;
+        *ret_old_version = view.version;
+        return 0;
+}
+
+/* --- maintenance and check ----------------------------------------------------- */
+
+static int usage_flush_fn(Keystore *ks, Key *k, void *userdata) {
+        const Key *mine = userdata;
+
+        for (size_t i = 0; i < k->n_versions; i++) {
+                const KeyVersion *m = key_find_version(mine, k->versions[i].id);
+
+                if (!m)
+                        continue;
+                k->versions[i].unwraps += m->unwraps_pending;
+                k->versions[i].last_use_usec = MAX(k->versions[i].last_use_usec, m->last_use_pending);
+        }
+        return 0;
+}
+
+static bool usage_pending(const Key *k) {
+        for (size_t i = 0; i < k->n_versions; i++)
+                if (k->versions[i].unwraps_pending > 0 || k->versions[i].last_use_pending > k->versions[i].last_use_usec)
+                        return true;
+        return false;
+}
+
+/* Writes this kekd's unwrap counts and last-use times of one key into its record. */
+static int usage_flush(Keystore *ks, const char *name) {
+        _cleanup_(key_freep) Key *mine = NULL;
+        Key *cur = index_get(ks, name), *k;
+        int r;
+
+        if (!cur)
+                return 0;
+        /* Snapshot what we flush: the index entry is replaced by key_mutate(). */
+        mine = calloc(1, sizeof(*mine));
+        if (!mine || !(mine->versions = calloc(cur->n_versions ? cur->n_versions : 1, sizeof(KeyVersion))))
+                return -ENOMEM;
+        memcpy(mine->versions, cur->versions, cur->n_versions * sizeof(KeyVersion));
+        mine->n_versions = cur->n_versions;
+        r = key_mutate(ks, name, usage_flush_fn, mine, NULL);
+        if (r < 0)
+                return r;
+        k = index_get(ks, name);
+        for (size_t i = 0; k && i < k->n_versions; i++) {
+                const KeyVersion *m = key_find_version(mine, k->versions[i].id);
+
+                if (m) {
+                        k->versions[i].unwraps_pending -= MIN(k->versions[i].unwraps_pending, m->unwraps_pending);
+                        if (k->versions[i].last_use_pending <= m->last_use_pending)
+                                k->versions[i].last_use_pending = 0;
+                }
+        }
+        return 0;
+}
+
+/* Rolls back a stale intent: the pending object (never used) goes, then the intent. */
+static int repair_pending(Keystore *ks, const Key *k) {
+        HsmObject obj;
+        uint32_t version = k->pending_version;
+        char name[KEY_NAME_MAX + 1];
+        int r;
+
+        snprintf(name, sizeof(name), "%s", k->name);
+        if (hsm_find_key(ks->hsm, name, version, &obj) >= 0) {
+                r = hsm_destroy_object(ks->hsm, obj);
+                if (r < 0 && r != -ENOENT)
+                        return r;
+        }
+        if (k->n_versions == 0) {
+                /* An interrupted create: nothing was ever served, the whole key goes. */
+                r = key_mutate(ks, name, purge_begin, NULL, NULL);
+                if (r < 0)
+                        return r;
+                return purge_finish(ks, name);
+        }
+        return key_mutate(ks, name, pending_clear, &version, NULL);
+}
+
+/* Removes the superseded records left by a crash between a write and its destroy. */
+static int repair_duplicates(Keystore *ks, const char *name) {
+        _cleanup_(key_freep) Key *best = NULL;
+        _cleanup_free_ HsmObject *old = NULL;
+        size_t n_old = 0;
+        int r;
+
+        r = records_fetch(ks, name, &best, &old, &n_old);
+        if (r < 0)
+                return r;
+        for (size_t i = 0; i < n_old; i++)
+                if (old[i] != best->meta_handle)
+                        (void) hsm_destroy_object(ks->hsm, old[i]);
+        return n_old > 1;
+}
+
+/* Repairs what the token needs; returns the number of repairs. */
+static int repair(Keystore *ks, uint64_t now) {
+        _cleanup_free_ char (*names)[KEY_NAME_MAX + 1] = NULL;
+        HsmDataObject *d = NULL;
+        size_t n = 0, n_names;
+        int repaired = 0, r;
+
+        /* Names with more than one record object. */
+        r = hsm_list_data(ks->hsm, APP_KEYS, NULL, &d, &n);
+        if (r < 0)
+                return r;
+        for (size_t i = 0; i < n; i++)
+                for (size_t j = i + 1; j < n; j++)
+                        if (strcmp(d[i].label, d[j].label) == 0 && key_name_valid(d[i].label)) {
+                                if (repair_duplicates(ks, d[i].label) > 0)
+                                        repaired++;
+                                break;
+                        }
+        hsm_data_objects_free(d, n);
+
+        r = keystore_load(ks);
+        if (r < 0)
+                return r;
+        /* Work on a copy of the names: repairs replace index entries. */
+        n_names = ks->n_keys;
+        names = calloc(n_names ? n_names : 1, sizeof(*names));
+        if (!names)
+                return -ENOMEM;
+        for (size_t i = 0; i < n_names; i++)
+                strcpy(names[i], ks->keys[i]->name);
+        for (size_t i = 0; i < n_names; i++) {
+                Key *k = index_get(ks, names[i]);
+
+                if (!k)
+                        continue;
+                if (k->purging) {
+                        r = purge_finish(ks, names[i]);
+                        if (r < 0)
+                                log_warning_errno(r, "Cannot finish the purge of key '%s'", names[i]);
+                        else {
+                                log_notice("Finished the interrupted purge of key '%s'", names[i]);
+                                repaired++;
+                        }
+                } else if (pending_is_stale(ks, k, now)) {
+                        uint32_t version = k->pending_version;
+
+                        r = repair_pending(ks, k);
+                        if (r < 0)
+                                log_warning_errno(r, "Cannot roll back the interrupted change of key '%s'", names[i]);
+                        else {
+                                log_notice("Rolled back interrupted creation of key '%s' version %u", names[i], version);
+                                repaired++;
+                        }
+                }
+        }
+        return repaired;
+}
+
+int keystore_maintain(Keystore *ks, uint64_t now) {
+        _cleanup_free_ char (*names)[KEY_NAME_MAX + 1] = NULL;
+        size_t n_names;
+        int changes, r;
+
+        changes = repair(ks, now);
+        if (changes < 0)
+                return changes;
+        n_names = ks->n_keys;
+        names = calloc(n_names ? n_names : 1, sizeof(*names));
+        if (!names)
+                return -ENOMEM;
+        for (size_t i = 0; i < n_names; i++)
+                strcpy(names[i], ks->keys[i]->name);
+
+        for (size_t i = 0; i < n_names; i++) {
+                Key *k = index_get(ks, names[i]);
+                const KeyVersion *cur;
+
+                if (!k)
+                        continue;
+                if (k->state == KEY_DELETED && k->scheduled_purge_usec <= now) {
+                        r = keystore_purge(ks, names[i], now);
+                        if (r < 0)
+                                log_warning_errno(r, "Cannot purge key '%s' past its purge date", names[i]);
+                        else {
+                                log_notice("Purged key '%s': deleted and past its scheduled purge date", names[i]);
+                                changes++;
+                        }
+                        continue;
+                }
+                cur = key_find_version(k, k->current_version);
+                if (k->state == KEY_ENABLED && cur && !k->pending_version) {
+                        const char *why = NULL;
+
+                        if (k->policy.rotate_after_sec &&
+                            now >= cur->created_usec + k->policy.rotate_after_sec * USEC_PER_SEC)
+                                why = "age";
+                        else if (key_max_wraps(k) - MIN(key_max_wraps(k), cur->wraps_reserved) < lease_size(k))
+                                why = "wrap budget";
+                        if (why) {
+                                r = keystore_rotate(ks, names[i], now, NULL);
+                                if (r < 0)
+                                        log_warning_errno(r, "Cannot rotate key '%s' (%s policy)", names[i], why);
+                                else {
+                                        log_notice("Rotated key '%s' by its %s policy", names[i], why);
+                                        changes++;
+                                }
+                        }
+                }
+                k = index_get(ks, names[i]);
+                if (k && usage_pending(k)) {
+                        r = usage_flush(ks, names[i]);
+                        if (r < 0)
+                                log_debug("Cannot record usage of key '%s': %s", names[i], error_text(r));
+                }
+        }
+        return changes;
+}
+
+_printf_(2, 3) static int report_add(CheckReport *rep, const char *fmt, ...) {
+        char **p, *s;
+        va_list ap;
+        int r;
+
+        va_start(ap, fmt);
+        r = vasprintf(&s, fmt, ap);
+        va_end(ap);
+        if (r < 0)
+                return -ENOMEM;
+        p = reallocarray(rep->problems, rep->n_problems + 1, sizeof(*p));
+        if (!p) {
+                free(s);
+                return -ENOMEM;
+        }
+        rep->problems = p;
+        rep->problems[rep->n_problems++] = s;
+        return 0;
+}
+
+void check_report_done(CheckReport *r) {
+        for (size_t i = 0; r && i < r->n_problems; i++)
+                free(r->problems[i]);
+        if (r)
+                free(r->problems);
+}
+
+int keystore_check(Keystore *ks, uint64_t now, CheckReport *ret) {
+        CheckReport rep = {};
+        HsmDataObject *d = NULL;
+        _cleanup_free_ HsmKeyRef *refs = NULL;
+        size_t n = 0, n_refs = 0;
+        int r;
+
+        r = repair(ks, now);
+        if (r < 0)
+                return r;
+        rep.repaired = (unsigned) r;
+
+        r = hsm_list_data(ks->hsm, APP_KEYS, NULL, &d, &n);
+        if (r < 0)
+                return r;
+        for (size_t i = 0; i < n; i++) {
+                Key *k = NULL;
+
+                if (key_from_record(&d[i], &k) < 0)
+                        r = report_add(&rep, "metadata object labelled '%s' is unreadable", d[i].label);
+                key_free(k);
+                if (r < 0)
+                        goto finish;
+        }
+        r = hsm_list_keys(ks->hsm, &refs, &n_refs);
+        if (r < 0)
+                goto finish;
+
+        for (size_t i = 0; i < ks->n_keys; i++) {
+                const Key *k = ks->keys[i];
+                unsigned records = 0;
+
+                rep.keys++;
+                for (size_t j = 0; j < n; j++)
+                        records += strcmp(d[j].label, k->name) == 0;
+                if (records > 1 && (r = report_add(&rep, "key '%s' has %u metadata records", k->name, records)) < 0)
+                        goto finish;
+                if (k->purging && (r = report_add(&rep, "key '%s': purge not finished", k->name)) < 0)
+                        goto finish;
+                if (k->pending_version && pending_is_stale(ks, k, now) &&
+                    (r = report_add(&rep, "key '%s': interrupted change to version %u not repaired", k->name,
+                                    k->pending_version)) < 0)
+                        goto finish;
+                for (size_t j = 0; j < k->n_versions; j++) {
+                        const KeyVersion *v = &k->versions[j];
+                        HsmKeyAttrs a;
+
+                        rep.versions++;
+                        if (!v->present) {
+                                r = report_add(&rep, "key '%s' version %u is named in its record but missing from the token",
+                                               k->name, v->id);
+                                if (r < 0)
+                                        goto finish;
+                                continue;
+                        }
+                        r = hsm_key_attributes(ks->hsm, v->handle, &a);
+                        if (r >= 0 && !(a.sensitive && !a.extractable && a.never_extractable && a.private_ &&
+                                        a.token && !a.value_readable))
+                                r = report_add(&rep, "key '%s' version %u is not a sensitive, never-extractable token key",
+                                               k->name, v->id);
+                        if (r < 0)
+                                goto finish;
+                }
+        }
+        for (size_t i = 0; i < n_refs; i++) {
+                Key *k = index_get(ks, refs[i].label);
+
+                if (k && !key_find_version(k, refs[i].version) && refs[i].version != k->pending_version &&
+                    (r = report_add(&rep, "key '%s': object for version %u is not in its record (orphan)",
+                                    refs[i].label, refs[i].version)) < 0)
+                        goto finish;
+        }
+        r = 0;
+        *ret = rep;
+        rep = (CheckReport) {};
+finish:
+        hsm_data_objects_free(d, n);
+        check_report_done(&rep);
+        return r;
 }

@@ -2,12 +2,12 @@
 /*
  * kekctl: the operator's CLI for kekd. Each command is one request over the
  * socket; output is a human table by default and JSON (json-c) with --json.
- * wrap/unwrap move raw bytes stdin -> stdout for scripts and tests; a
+ * wrap/unwrap/rewrap move raw bytes stdin -> stdout for scripts and tests; a
  * plaintext key is never written to a terminal.
  *
  * Exit status: 0 success; 1 kekd refused the request (the error code name and
- * message go to stderr); 2 usage error; 3 kekd not reachable or protocol
- * failure; 4 local I/O error. Documented in kekctl(8).
+ * message go to stderr) or check found problems; 2 usage error; 3 kekd not
+ * reachable or protocol failure; 4 local I/O error. Documented in kekctl(8).
  */
 #include "config.h"
 
@@ -40,21 +40,37 @@ static int arg_timeout_ms = 30000;
 static void help(void) {
         printf("Usage: kekctl [OPTIONS] COMMAND [ARGS]\n\n"
                "Administer kekd, the HSM-backed key-encryption-key service.\n\n"
-               "Commands:\n"
-               "  create NAME                     create a key (version 1 generated in the HSM)\n"
-               "  list                            list keys\n"
-               "  show NAME                       show a key and its versions\n"
+               "Keys:\n"
+               "  create NAME [--rotate-after D] [--max-wraps N]\n"
+               "                                  create a key (version 1 generated in the HSM)\n"
+               "  list [--deleted]                list keys (with --deleted: only deleted ones, with purge dates)\n"
+               "  show NAME                       a key, its versions, their usage\n"
                "  version NAME                    current version, state and recoverability\n"
+               "  rotate NAME                     add a version and make it current\n"
+               "  policy NAME [--rotate-after D] [--max-wraps N]\n"
+               "                                  set the rotation policy (D: seconds, or Ns/Nm/Nh/Nd; 0 = off)\n"
+               "  disable NAME [--key-version N]  revoke a key or one version\n"
+               "  enable NAME [--key-version N]   restore it\n"
+               "  delete NAME                     soft-delete (recoverable until the purge date)\n"
+               "  recover NAME                    undo a delete\n"
+               "  purge NAME                      destroy a deleted key's HSM objects\n"
+               "Vault:\n"
+               "  vault [--retention-days N] [--purge-protection on]\n"
+               "                                  show or change soft-delete retention and purge protection\n"
+               "  check                           verify the token against the key records\n"
+               "Data:\n"
                "  wrap NAME [--context CTX] [--key-version N]\n"
                "                                  wrap the bytes on stdin, blob to stdout\n"
-               "  unwrap [--context CTX]          unwrap the blob on stdin, plaintext to stdout\n\n"
+               "  unwrap [--context CTX]          unwrap the blob on stdin, plaintext to stdout\n"
+               "  rewrap [--context CTX]          re-wrap the blob on stdin under the current version\n\n"
                "Options:\n"
                "  -s, --socket=PATH   kekd socket (default: $KEKD_SOCKET or %s)\n"
                "  -j, --json          JSON output\n"
                "  -t, --timeout=SEC   per-request timeout (default 30)\n"
                "  -h, --help          show this help\n"
                "      --version       show the version\n\n"
-               "Exit status: 0 ok, 1 refused by kekd, 2 usage, 3 kekd unreachable, 4 local I/O.\n",
+               "Exit status: 0 ok, 1 refused by kekd or check found problems, 2 usage, 3 kekd unreachable,\n"
+               "4 local I/O.\n",
                KEK_DEFAULT_SOCKET);
 }
 
@@ -81,17 +97,6 @@ static int report(KekConn *c, int r, const char *what) {
         }
         fprintf(stderr, "kekctl: %s: %s\n", what, strerror(-r));
         return EXIT_UNREACHABLE;
-}
-
-static int connect_or_report(KekConn **ret) {
-        const char *path = arg_socket ?: getenv("KEKD_SOCKET") ?: KEK_DEFAULT_SOCKET;
-        int r = kek_conn_open(path, arg_timeout_ms, ret);
-
-        if (r < 0) {
-                fprintf(stderr, "kekctl: cannot connect to kekd at %s: %s\n", path, strerror(-r));
-                return EXIT_UNREACHABLE;
-        }
-        return 0;
 }
 
 static const char *state_name(Kek__KeyState s) {
@@ -122,13 +127,26 @@ static json_object *key_info_json(const Kek__KeyInfo *k) {
         json_object_object_add(o, "state", json_object_new_string(state_name(k->state)));
         json_object_object_add(o, "current_version", json_object_new_int64(k->current_version));
         json_object_object_add(o, "created_usec", json_object_new_uint64(k->created_usec));
+        json_object_object_add(o, "recoverable", json_object_new_boolean(k->recoverable));
+        if (k->policy) {
+                json_object_object_add(o, "rotate_after_seconds", json_object_new_uint64(k->policy->rotate_after_seconds));
+                json_object_object_add(o, "max_wraps", json_object_new_uint64(k->policy->max_wraps));
+        }
+        if (k->state == KEK__KEY_STATE__DELETED) {
+                json_object_object_add(o, "deleted_usec", json_object_new_uint64(k->deleted_usec));
+                json_object_object_add(o, "scheduled_purge_usec", json_object_new_uint64(k->scheduled_purge_usec));
+        }
         for (size_t i = 0; i < k->n_versions; i++) {
-                json_object *v = json_object_new_object();
+                const Kek__VersionInfo *v = k->versions[i];
+                json_object *j = json_object_new_object();
 
-                json_object_object_add(v, "id", json_object_new_int64(k->versions[i]->id));
-                json_object_object_add(v, "enabled", json_object_new_boolean(k->versions[i]->enabled));
-                json_object_object_add(v, "created_usec", json_object_new_uint64(k->versions[i]->created_usec));
-                json_object_array_add(vs, v);
+                json_object_object_add(j, "id", json_object_new_int64(v->id));
+                json_object_object_add(j, "enabled", json_object_new_boolean(v->enabled));
+                json_object_object_add(j, "created_usec", json_object_new_uint64(v->created_usec));
+                json_object_object_add(j, "wraps", json_object_new_uint64(v->wraps));
+                json_object_object_add(j, "unwraps", json_object_new_uint64(v->unwraps));
+                json_object_object_add(j, "last_use_usec", json_object_new_uint64(v->last_use_usec));
+                json_object_array_add(vs, j);
         }
         json_object_object_add(o, "versions", vs);
         return o;
@@ -140,214 +158,557 @@ static void print_json(json_object *o) {
 }
 
 static void print_key_info(const Kek__KeyInfo *k) {
-        char t[64];
+        char t[64], u[64];
 
         if (arg_json) {
                 print_json(key_info_json(k));
                 return;
         }
         format_time(k->created_usec, t, sizeof(t));
-        printf("Key:       %s\nState:     %s\nCurrent:   %u\nCreated:   %s\n\n", k->name, state_name(k->state),
-               k->current_version, t);
-        printf("%-9s %-9s %s\n", "VERSION", "STATE", "CREATED");
+        printf("Key:         %s\nState:       %s\nCurrent:     %u\nCreated:     %s\nRecoverable: %s\n", k->name,
+               state_name(k->state), k->current_version, t, k->recoverable ? "yes" : "no");
+        if (k->policy) {
+                if (k->policy->rotate_after_seconds)
+                        printf("Rotation:    every %llu s", (unsigned long long) k->policy->rotate_after_seconds);
+                else
+                        printf("Rotation:    manual");
+                printf(", at most %llu wraps per version\n", (unsigned long long) k->policy->max_wraps);
+        }
+        if (k->state == KEK__KEY_STATE__DELETED) {
+                format_time(k->deleted_usec, t, sizeof(t));
+                format_time(k->scheduled_purge_usec, u, sizeof(u));
+                printf("Deleted:     %s\nPurge date:  %s\n", t, u);
+        }
+        printf("\n%-9s %-9s %-23s %12s %12s  %s\n", "VERSION", "STATE", "CREATED", "WRAPS", "UNWRAPS", "LAST USE");
         for (size_t i = 0; i < k->n_versions; i++) {
-                format_time(k->versions[i]->created_usec, t, sizeof(t));
-                printf("%-9u %-9s %s\n", k->versions[i]->id, k->versions[i]->enabled ? "enabled" : "disabled", t);
+                const Kek__VersionInfo *v = k->versions[i];
+
+                format_time(v->created_usec, t, sizeof(t));
+                format_time(v->last_use_usec, u, sizeof(u));
+                printf("%-9u %-9s %-23s %12llu %12llu  %s%s\n", v->id, v->enabled ? "enabled" : "disabled", t,
+                       (unsigned long long) v->wraps, (unsigned long long) v->unwraps, u,
+                       v->id == k->current_version ? "  (current)" : "");
         }
 }
 
-static int call(Kek__Request *req, const char *what, KekConn **ret_conn, Kek__Response **ret) {
+/* Sends req, expects a response of body type want; on success the caller frees *ret. */
+static int call(Kek__Request *req, const char *what, Kek__Response__BodyCase want, Kek__Response **ret) {
         _cleanup_(kek_conn_freep) KekConn *c = NULL;
+        const char *path = arg_socket ?: getenv("KEKD_SOCKET") ?: KEK_DEFAULT_SOCKET;
+        Kek__Response *resp;
         int r;
 
-        r = connect_or_report(&c);
-        if (r != 0)
-                return r;
-        r = kek_conn_call(c, req, ret);
+        r = kek_conn_open(path, arg_timeout_ms, &c);
+        if (r < 0) {
+                fprintf(stderr, "kekctl: cannot connect to kekd at %s: %s\n", path, strerror(-r));
+                return EXIT_UNREACHABLE;
+        }
+        r = kek_conn_call(c, req, &resp);
         if (r < 0)
                 return report(c, r, what);
-        *ret_conn = TAKE_PTR(c);
+        if (resp->body_case != want) {
+                kek_conn_response_free(resp);
+                return report(c, -EBADMSG, what);
+        }
+        *ret = resp;
+        return 0;
+}
+
+/* Runs a request answered with KeyInfo and prints it. */
+static int call_key_info(Kek__Request *req, const char *what) {
+        Kek__Response *resp;
+        int r;
+
+        r = call(req, what, KEK__RESPONSE__BODY_KEY_INFO, &resp);
+        if (r != 0)
+                return r;
+        if (resp->key_info->key)
+                print_key_info(resp->key_info->key);
+        kek_conn_response_free(resp);
+        return 0;
+}
+
+typedef struct CmdOpts {
+        unsigned allowed;          /* OPT_* this command takes */
+        const char *context;
+        uint32_t version;
+        bool deleted;
+        bool has_policy;
+        uint64_t rotate_after;
+        uint64_t max_wraps;
+        uint32_t retention_days;
+        int purge_protection;      /* -1 unchanged, 0 off, 1 on */
+} CmdOpts;
+
+enum {
+        OPT_CONTEXT = 1 << 0,
+        OPT_VERSION = 1 << 1,
+        OPT_DELETED = 1 << 2,
+        OPT_POLICY = 1 << 3,
+        OPT_VAULT = 1 << 4,
+};
+
+static int parse_u64(const char *s, uint64_t max, uint64_t *ret) {
+        char *end;
+        unsigned long long v;
+
+        if (!s[0] || s[0] == '-' || s[0] == '+')
+                return -EINVAL;
+        errno = 0;
+        v = strtoull(s, &end, 10);
+        if (errno || *end || v > max)
+                return -EINVAL;
+        *ret = v;
+        return 0;
+}
+
+/* "90", "90s", "15m", "12h", "30d" -> seconds */
+static int parse_duration(const char *s, uint64_t *ret) {
+        static const struct {
+                char suffix;
+                uint64_t mult;
+        } units[] = { { 's', 1 }, { 'm', 60 }, { 'h', 3600 }, { 'd', 86400 } };
+        char buf[32];
+        size_t n = strlen(s);
+        uint64_t v, mult = 1;
+
+        if (n == 0 || n >= sizeof(buf))
+                return -EINVAL;
+        strcpy(buf, s);
+        for (size_t i = 0; i < ELEMENTSOF(units); i++)
+                if (buf[n - 1] == units[i].suffix) {
+                        mult = units[i].mult;
+                        buf[n - 1] = 0;
+                }
+        if (parse_u64(buf, 100ULL * 365 * 86400 / mult, &v) < 0)
+                return -EINVAL;
+        *ret = v * mult;
         return 0;
 }
 
 /*
- * Options after the command: --json for every command, --context and
- * --key-version where the command takes them (ret_ctx / ret_version non-NULL).
- * Leaves optind at the first positional argument.
+ * Options after the command: --json for every command, the others where the
+ * command allows them. Leaves optind at the first positional argument.
  */
-static int parse_cmd_opts(int argc, char *argv[], const char **ret_ctx, uint32_t *ret_version) {
+static int parse_cmd_opts(int argc, char *argv[], CmdOpts *o) {
+        enum { ARG_CONTEXT = 0x100, ARG_VERSION, ARG_DELETED, ARG_ROTATE_AFTER, ARG_MAX_WRAPS, ARG_RETENTION, ARG_PP };
         static const struct option options[] = {
                 { "json", no_argument, NULL, 'j' },
-                { "context", required_argument, NULL, 'C' },
-                { "key-version", required_argument, NULL, 'V' },
+                { "context", required_argument, NULL, ARG_CONTEXT },
+                { "key-version", required_argument, NULL, ARG_VERSION },
+                { "deleted", no_argument, NULL, ARG_DELETED },
+                { "rotate-after", required_argument, NULL, ARG_ROTATE_AFTER },
+                { "max-wraps", required_argument, NULL, ARG_MAX_WRAPS },
+                { "retention-days", required_argument, NULL, ARG_RETENTION },
+                { "purge-protection", required_argument, NULL, ARG_PP },
                 {},
         };
+        uint64_t v;
         int c;
 
+        o->purge_protection = -1;
         optind = 0; /* full reset of GNU getopt, which permutes so options may follow arguments */
-        while ((c = getopt_long(argc, argv, "j", options, NULL)) >= 0)
+        while ((c = getopt_long(argc, argv, "j", options, NULL)) >= 0) {
+                unsigned need = c == ARG_CONTEXT ? OPT_CONTEXT
+                                : c == ARG_VERSION ? OPT_VERSION
+                                : c == ARG_DELETED ? OPT_DELETED
+                                : c == ARG_ROTATE_AFTER || c == ARG_MAX_WRAPS ? OPT_POLICY
+                                : c == ARG_RETENTION || c == ARG_PP ? OPT_VAULT
+                                                                     : 0;
+
+                if (need && !(o->allowed & need))
+                        return usage_error("option '%s' does not apply to '%s'", argv[optind - 1], argv[0]);
                 switch (c) {
                 case 'j':
                         arg_json = true;
                         break;
-                case 'C':
-                        if (!ret_ctx)
-                                return usage_error("--context applies to wrap and unwrap only");
+                case ARG_CONTEXT:
                         if (strlen(optarg) > CONTEXT_MAX_SIZE)
                                 return usage_error("--context is longer than %u bytes", CONTEXT_MAX_SIZE);
-                        *ret_ctx = optarg;
+                        o->context = optarg;
                         break;
-                case 'V': {
-                        char *end;
-                        unsigned long v;
-
-                        if (!ret_version)
-                                return usage_error("--key-version applies to wrap only");
-                        errno = 0;
-                        v = strtoul(optarg, &end, 10);
-                        if (errno || *end || v == 0 || v > UINT32_MAX || optarg[0] == '-')
+                case ARG_VERSION:
+                        if (parse_u64(optarg, UINT32_MAX, &v) < 0 || v == 0)
                                 return usage_error("invalid --key-version '%s'", optarg);
-                        *ret_version = (uint32_t) v;
+                        o->version = (uint32_t) v;
                         break;
-                }
+                case ARG_DELETED:
+                        o->deleted = true;
+                        break;
+                case ARG_ROTATE_AFTER:
+                        if (parse_duration(optarg, &o->rotate_after) < 0)
+                                return usage_error("invalid --rotate-after '%s' (seconds, or Ns, Nm, Nh, Nd)", optarg);
+                        o->has_policy = true;
+                        break;
+                case ARG_MAX_WRAPS:
+                        if (parse_u64(optarg, UINT64_MAX, &o->max_wraps) < 0)
+                                return usage_error("invalid --max-wraps '%s'", optarg);
+                        o->has_policy = true;
+                        break;
+                case ARG_RETENTION:
+                        if (parse_u64(optarg, 90, &v) < 0 || v < 7)
+                                return usage_error("invalid --retention-days '%s' (7..90)", optarg);
+                        o->retention_days = (uint32_t) v;
+                        break;
+                case ARG_PP:
+                        if (strcmp(optarg, "on") == 0)
+                                o->purge_protection = 1;
+                        else if (strcmp(optarg, "off") == 0)
+                                o->purge_protection = 0; /* kekd refuses it once on; let it say so */
+                        else
+                                return usage_error("invalid --purge-protection '%s' (on or off)", optarg);
+                        break;
                 default:
                         return EXIT_USAGE;
                 }
+        }
+        return 0;
+}
+
+/* Parses options and exactly one key name argument. */
+static int parse_name_cmd(int argc, char *argv[], CmdOpts *o, const char **ret_name) {
+        int r = parse_cmd_opts(argc, argv, o);
+
+        if (r != 0)
+                return r;
+        if (argc - optind != 1)
+                return usage_error("%s takes exactly one key name", argv[0]);
+        if (!key_name_valid(argv[optind]))
+                return usage_error("invalid key name '%s': use 1-64 of [A-Za-z0-9._-], not starting with '.' or '-'",
+                                   argv[optind]);
+        *ret_name = argv[optind];
         return 0;
 }
 
 static int cmd_create(int argc, char *argv[]) {
-        _cleanup_(kek_conn_freep) KekConn *c = NULL;
         Kek__Request req = KEK__REQUEST__INIT;
         Kek__CreateKeyRequest cr = KEK__CREATE_KEY_REQUEST__INIT;
-        Kek__Response *resp;
+        Kek__RotationPolicy pol = KEK__ROTATION_POLICY__INIT;
+        CmdOpts o = { .allowed = OPT_POLICY };
+        const char *name;
         int r;
 
-        r = parse_cmd_opts(argc, argv, NULL, NULL);
+        r = parse_name_cmd(argc, argv, &o, &name);
         if (r != 0)
                 return r;
-        if (argc - optind != 1)
-                return usage_error("create takes exactly one key name");
-        if (!key_name_valid(argv[optind]))
-                return usage_error("invalid key name '%s': use 1-64 of [A-Za-z0-9._-], not starting with '.' or '-'", argv[optind]);
-        cr.key = argv[optind];
+        cr.key = (char *) name;
+        if (o.has_policy) {
+                pol.rotate_after_seconds = o.rotate_after;
+                pol.max_wraps = o.max_wraps;
+                cr.policy = &pol;
+        }
         req.body_case = KEK__REQUEST__BODY_CREATE_KEY;
         req.create_key = &cr;
-        r = call(&req, "create", &c, &resp);
-        if (r != 0)
-                return r;
-        if (resp->body_case != KEK__RESPONSE__BODY_KEY_INFO || !resp->key_info->key)
-                r = report(c, -EBADMSG, "create");
-        else
-                print_key_info(resp->key_info->key);
-        kek_conn_response_free(resp);
-        return r;
+        return call_key_info(&req, "create");
 }
 
 static int cmd_show(int argc, char *argv[]) {
-        _cleanup_(kek_conn_freep) KekConn *c = NULL;
         Kek__Request req = KEK__REQUEST__INIT;
         Kek__GetKeyRequest gr = KEK__GET_KEY_REQUEST__INIT;
-        Kek__Response *resp;
+        CmdOpts o = {};
+        const char *name;
         int r;
 
-        r = parse_cmd_opts(argc, argv, NULL, NULL);
+        r = parse_name_cmd(argc, argv, &o, &name);
         if (r != 0)
                 return r;
-        if (argc - optind != 1)
-                return usage_error("show takes exactly one key name");
-        gr.key = argv[optind];
+        gr.key = (char *) name;
         req.body_case = KEK__REQUEST__BODY_GET_KEY;
         req.get_key = &gr;
-        r = call(&req, "show", &c, &resp);
+        return call_key_info(&req, "show");
+}
+
+static int cmd_rotate(int argc, char *argv[]) {
+        Kek__Request req = KEK__REQUEST__INIT;
+        Kek__RotateKeyRequest rr = KEK__ROTATE_KEY_REQUEST__INIT;
+        CmdOpts o = {};
+        const char *name;
+        int r;
+
+        r = parse_name_cmd(argc, argv, &o, &name);
         if (r != 0)
                 return r;
-        if (resp->body_case != KEK__RESPONSE__BODY_KEY_INFO || !resp->key_info->key)
-                r = report(c, -EBADMSG, "show");
-        else
-                print_key_info(resp->key_info->key);
+        rr.key = (char *) name;
+        req.body_case = KEK__REQUEST__BODY_ROTATE_KEY;
+        req.rotate_key = &rr;
+        return call_key_info(&req, "rotate");
+}
+
+static int cmd_policy(int argc, char *argv[]) {
+        Kek__Request req = KEK__REQUEST__INIT;
+        Kek__SetRotationPolicyRequest pr = KEK__SET_ROTATION_POLICY_REQUEST__INIT;
+        Kek__RotationPolicy pol = KEK__ROTATION_POLICY__INIT;
+        CmdOpts o = { .allowed = OPT_POLICY };
+        const char *name;
+        int r;
+
+        r = parse_name_cmd(argc, argv, &o, &name);
+        if (r != 0)
+                return r;
+        if (!o.has_policy)
+                return usage_error("policy needs --rotate-after and/or --max-wraps");
+        pol.rotate_after_seconds = o.rotate_after;
+        pol.max_wraps = o.max_wraps;
+        pr.key = (char *) name;
+        pr.policy = &pol;
+        req.body_case = KEK__REQUEST__BODY_SET_ROTATION_POLICY;
+        req.set_rotation_policy = &pr;
+        return call_key_info(&req, "policy");
+}
+
+static int set_enabled(int argc, char *argv[], bool enabled) {
+        Kek__Request req = KEK__REQUEST__INIT;
+        Kek__SetEnabledRequest sr = KEK__SET_ENABLED_REQUEST__INIT;
+        CmdOpts o = { .allowed = OPT_VERSION };
+        const char *name;
+        int r;
+
+        r = parse_name_cmd(argc, argv, &o, &name);
+        if (r != 0)
+                return r;
+        sr.key = (char *) name;
+        sr.version = o.version;
+        sr.enabled = enabled;
+        req.body_case = KEK__REQUEST__BODY_SET_ENABLED;
+        req.set_enabled = &sr;
+        return call_key_info(&req, argv[0]);
+}
+
+static int cmd_disable(int argc, char *argv[]) {
+        return set_enabled(argc, argv, false);
+}
+
+static int cmd_enable(int argc, char *argv[]) {
+        return set_enabled(argc, argv, true);
+}
+
+static int cmd_delete(int argc, char *argv[]) {
+        Kek__Request req = KEK__REQUEST__INIT;
+        Kek__DeleteKeyRequest dr = KEK__DELETE_KEY_REQUEST__INIT;
+        CmdOpts o = {};
+        const char *name;
+        int r;
+
+        r = parse_name_cmd(argc, argv, &o, &name);
+        if (r != 0)
+                return r;
+        dr.key = (char *) name;
+        req.body_case = KEK__REQUEST__BODY_DELETE_KEY;
+        req.delete_key = &dr;
+        return call_key_info(&req, "delete");
+}
+
+static int cmd_recover(int argc, char *argv[]) {
+        Kek__Request req = KEK__REQUEST__INIT;
+        Kek__RecoverKeyRequest rr = KEK__RECOVER_KEY_REQUEST__INIT;
+        CmdOpts o = {};
+        const char *name;
+        int r;
+
+        r = parse_name_cmd(argc, argv, &o, &name);
+        if (r != 0)
+                return r;
+        rr.key = (char *) name;
+        req.body_case = KEK__REQUEST__BODY_RECOVER_KEY;
+        req.recover_key = &rr;
+        return call_key_info(&req, "recover");
+}
+
+static int cmd_purge(int argc, char *argv[]) {
+        Kek__Request req = KEK__REQUEST__INIT;
+        Kek__PurgeKeyRequest pr = KEK__PURGE_KEY_REQUEST__INIT;
+        Kek__Response *resp;
+        CmdOpts o = {};
+        const char *name;
+        int r;
+
+        r = parse_name_cmd(argc, argv, &o, &name);
+        if (r != 0)
+                return r;
+        pr.key = (char *) name;
+        req.body_case = KEK__REQUEST__BODY_PURGE_KEY;
+        req.purge_key = &pr;
+        r = call(&req, "purge", KEK__RESPONSE__BODY_EMPTY, &resp);
+        if (r != 0)
+                return r;
         kek_conn_response_free(resp);
-        return r;
+        if (arg_json)
+                printf("{ \"purged\": \"%s\" }\n", name);
+        else
+                printf("Purged key '%s': its HSM objects are destroyed.\n", name);
+        return 0;
 }
 
 static int cmd_list(int argc, char *argv[]) {
-        _cleanup_(kek_conn_freep) KekConn *c = NULL;
         Kek__Request req = KEK__REQUEST__INIT;
         Kek__ListKeysRequest lr = KEK__LIST_KEYS_REQUEST__INIT;
+        CmdOpts o = { .allowed = OPT_DELETED };
         Kek__Response *resp;
+        json_object *a = NULL;
         int r;
 
-        r = parse_cmd_opts(argc, argv, NULL, NULL);
+        r = parse_cmd_opts(argc, argv, &o);
         if (r != 0)
                 return r;
         if (argc - optind != 0)
                 return usage_error("list takes no arguments");
+        lr.include_deleted = o.deleted;
         req.body_case = KEK__REQUEST__BODY_LIST_KEYS;
         req.list_keys = &lr;
-        r = call(&req, "list", &c, &resp);
+        r = call(&req, "list", KEK__RESPONSE__BODY_LIST_KEYS, &resp);
         if (r != 0)
                 return r;
-        if (resp->body_case != KEK__RESPONSE__BODY_LIST_KEYS) {
-                kek_conn_response_free(resp);
-                return report(c, -EBADMSG, "list");
-        }
-        if (arg_json) {
-                json_object *a = json_object_new_array();
-
-                for (size_t i = 0; i < resp->list_keys->n_keys; i++)
-                        json_object_array_add(a, key_info_json(resp->list_keys->keys[i]));
-                print_json(a);
-        } else {
+        if (arg_json)
+                a = json_object_new_array();
+        else if (o.deleted)
+                printf("%-32s %-23s %s\n", "NAME", "DELETED", "PURGE DATE");
+        else
                 printf("%-32s %-9s %-8s %-9s %s\n", "NAME", "STATE", "CURRENT", "VERSIONS", "CREATED");
-                for (size_t i = 0; i < resp->list_keys->n_keys; i++) {
-                        const Kek__KeyInfo *k = resp->list_keys->keys[i];
-                        char t[64];
+        for (size_t i = 0; i < resp->list_keys->n_keys; i++) {
+                const Kek__KeyInfo *k = resp->list_keys->keys[i];
+                char t[64], u[64];
 
+                /* --deleted lists the recycle bin only, as the cloud service's "list deleted" does */
+                if (o.deleted != (k->state == KEK__KEY_STATE__DELETED))
+                        continue;
+                if (a)
+                        json_object_array_add(a, key_info_json(k));
+                else if (o.deleted) {
+                        format_time(k->deleted_usec, t, sizeof(t));
+                        format_time(k->scheduled_purge_usec, u, sizeof(u));
+                        printf("%-32s %-23s %s\n", k->name, t, u);
+                } else {
                         format_time(k->created_usec, t, sizeof(t));
                         printf("%-32s %-9s %-8u %-9zu %s\n", k->name, state_name(k->state), k->current_version,
                                k->n_versions, t);
                 }
         }
+        if (a)
+                print_json(a);
         kek_conn_response_free(resp);
         return 0;
 }
 
 static int cmd_version(int argc, char *argv[]) {
-        _cleanup_(kek_conn_freep) KekConn *c = NULL;
         Kek__Request req = KEK__REQUEST__INIT;
         Kek__GetKeyVersionRequest gr = KEK__GET_KEY_VERSION_REQUEST__INIT;
         Kek__Response *resp;
+        CmdOpts o = {};
+        const char *name;
         int r;
 
-        r = parse_cmd_opts(argc, argv, NULL, NULL);
+        r = parse_name_cmd(argc, argv, &o, &name);
         if (r != 0)
                 return r;
-        if (argc - optind != 1)
-                return usage_error("version takes exactly one key name");
-        gr.key = argv[optind];
+        gr.key = (char *) name;
         req.body_case = KEK__REQUEST__BODY_GET_KEY_VERSION;
         req.get_key_version = &gr;
-        r = call(&req, "version", &c, &resp);
+        r = call(&req, "version", KEK__RESPONSE__BODY_GET_KEY_VERSION, &resp);
         if (r != 0)
                 return r;
-        if (resp->body_case != KEK__RESPONSE__BODY_GET_KEY_VERSION) {
-                kek_conn_response_free(resp);
-                return report(c, -EBADMSG, "version");
-        }
         if (arg_json) {
-                json_object *o = json_object_new_object();
+                json_object *j = json_object_new_object();
 
-                json_object_object_add(o, "name", json_object_new_string(resp->get_key_version->key));
-                json_object_object_add(o, "current_version", json_object_new_int64(resp->get_key_version->current_version));
-                json_object_object_add(o, "state", json_object_new_string(state_name(resp->get_key_version->state)));
-                json_object_object_add(o, "recoverable", json_object_new_boolean(resp->get_key_version->recoverable));
-                print_json(o);
+                json_object_object_add(j, "name", json_object_new_string(resp->get_key_version->key));
+                json_object_object_add(j, "current_version", json_object_new_int64(resp->get_key_version->current_version));
+                json_object_object_add(j, "state", json_object_new_string(state_name(resp->get_key_version->state)));
+                json_object_object_add(j, "recoverable", json_object_new_boolean(resp->get_key_version->recoverable));
+                print_json(j);
         } else
                 printf("Key:         %s\nCurrent:     %u\nState:       %s\nRecoverable: %s\n", resp->get_key_version->key,
                        resp->get_key_version->current_version, state_name(resp->get_key_version->state),
                        resp->get_key_version->recoverable ? "yes" : "no");
         kek_conn_response_free(resp);
         return 0;
+}
+
+static int cmd_vault(int argc, char *argv[]) {
+        Kek__Request req = KEK__REQUEST__INIT;
+        Kek__GetVaultPolicyRequest gr = KEK__GET_VAULT_POLICY_REQUEST__INIT;
+        Kek__SetVaultPolicyRequest sr = KEK__SET_VAULT_POLICY_REQUEST__INIT;
+        CmdOpts o = { .allowed = OPT_VAULT };
+        Kek__Response *resp;
+        const Kek__VaultPolicyResponse *v;
+        int r;
+
+        r = parse_cmd_opts(argc, argv, &o);
+        if (r != 0)
+                return r;
+        if (argc - optind != 0)
+                return usage_error("vault takes only options");
+        if (o.retention_days || o.purge_protection >= 0) {
+                sr.retention_days = o.retention_days;
+                sr.purge_protection = o.purge_protection < 0 ? KEK__SWITCH__UNCHANGED
+                                      : o.purge_protection ? KEK__SWITCH__ON
+                                                           : KEK__SWITCH__OFF;
+                req.body_case = KEK__REQUEST__BODY_SET_VAULT_POLICY;
+                req.set_vault_policy = &sr;
+        } else {
+                req.body_case = KEK__REQUEST__BODY_GET_VAULT_POLICY;
+                req.get_vault_policy = &gr;
+        }
+        r = call(&req, "vault", KEK__RESPONSE__BODY_VAULT_POLICY, &resp);
+        if (r != 0)
+                return r;
+        v = resp->vault_policy;
+        if (arg_json) {
+                json_object *j = json_object_new_object();
+
+                json_object_object_add(j, "soft_delete", json_object_new_boolean(true));
+                json_object_object_add(j, "retention_days", json_object_new_int64(v->policy ? v->policy->retention_days : 0));
+                json_object_object_add(j, "purge_protection", json_object_new_boolean(v->policy && v->policy->purge_protection));
+                json_object_object_add(j, "recoverable", json_object_new_boolean(v->policy && v->policy->purge_protection));
+                json_object_object_add(j, "allow_unrecoverable", json_object_new_boolean(v->allow_unrecoverable));
+                print_json(j);
+        } else {
+                printf("Soft delete:       on, %u days retention\nPurge protection:  %s\nRecoverable:       %s\n",
+                       v->policy ? v->policy->retention_days : 0, v->policy && v->policy->purge_protection ? "on" : "off",
+                       v->policy && v->policy->purge_protection ? "yes" : "no (wraps are refused)");
+                if (v->allow_unrecoverable)
+                        printf("Warning:           this kekd serves wraps anyway (allow_unrecoverable, development only)\n");
+        }
+        kek_conn_response_free(resp);
+        return 0;
+}
+
+static int cmd_check(int argc, char *argv[]) {
+        Kek__Request req = KEK__REQUEST__INIT;
+        Kek__CheckRequest cr = KEK__CHECK_REQUEST__INIT;
+        Kek__Response *resp;
+        CmdOpts o = {};
+        int r;
+
+        r = parse_cmd_opts(argc, argv, &o);
+        if (r != 0)
+                return r;
+        if (argc - optind != 0)
+                return usage_error("check takes no arguments");
+        req.body_case = KEK__REQUEST__BODY_CHECK;
+        req.check = &cr;
+        r = call(&req, "check", KEK__RESPONSE__BODY_CHECK, &resp);
+        if (r != 0)
+                return r;
+        if (arg_json) {
+                json_object *j = json_object_new_object(), *p = json_object_new_array();
+
+                json_object_object_add(j, "keys", json_object_new_int64(resp->check->keys));
+                json_object_object_add(j, "versions", json_object_new_int64(resp->check->versions));
+                json_object_object_add(j, "repaired", json_object_new_int64(resp->check->repaired));
+                for (size_t i = 0; i < resp->check->n_problems; i++)
+                        json_object_array_add(p, json_object_new_string(resp->check->problems[i]));
+                json_object_object_add(j, "problems", p);
+                print_json(j);
+        } else {
+                printf("Checked %u keys, %u versions; repaired %u interrupted operations.\n", resp->check->keys,
+                       resp->check->versions, resp->check->repaired);
+                for (size_t i = 0; i < resp->check->n_problems; i++)
+                        printf("PROBLEM: %s\n", resp->check->problems[i]);
+                if (resp->check->n_problems == 0)
+                        printf("The token is consistent with the key records.\n");
+        }
+        r = resp->check->n_problems > 0 ? EXIT_REFUSED : 0;
+        kek_conn_response_free(resp);
+        return r;
 }
 
 /* Reads all of stdin (at most max bytes) into a Secret: it may be a plaintext AEK. */
@@ -403,83 +764,102 @@ static int write_stdout(const uint8_t *p, size_t n) {
         return 0;
 }
 
+static ProtobufCBinaryData context_of(const CmdOpts *o) {
+        return (ProtobufCBinaryData) { o->context ? strlen(o->context) : 0, (uint8_t *) o->context };
+}
+
 static int cmd_wrap(int argc, char *argv[]) {
-        _cleanup_(kek_conn_freep) KekConn *c = NULL;
         _cleanup_secret_ Secret *pt = NULL;
         Kek__Request req = KEK__REQUEST__INIT;
         Kek__WrapRequest wr = KEK__WRAP_REQUEST__INIT;
+        CmdOpts o = { .allowed = OPT_CONTEXT | OPT_VERSION };
         Kek__Response *resp;
-        const char *ctx = NULL;
-        uint32_t version = 0;
+        const char *name;
         int r;
 
-        r = parse_cmd_opts(argc, argv, &ctx, &version);
+        r = parse_name_cmd(argc, argv, &o, &name);
         if (r != 0)
                 return r;
-        if (argc - optind != 1)
-                return usage_error("wrap takes exactly one key name");
         r = read_stdin(AEK_MAX_SIZE, &pt);
         if (r != 0)
                 return r;
-        wr.key = argv[optind];
+        wr.key = (char *) name;
         wr.plaintext = (ProtobufCBinaryData) { pt->len, pt->data };
-        wr.context = (ProtobufCBinaryData) { ctx ? strlen(ctx) : 0, (uint8_t *) ctx };
-        wr.version = version;
+        wr.context = context_of(&o);
+        wr.version = o.version;
         req.body_case = KEK__REQUEST__BODY_WRAP;
         req.wrap = &wr;
-        r = call(&req, "wrap", &c, &resp);
+        r = call(&req, "wrap", KEK__RESPONSE__BODY_WRAP, &resp);
         if (r != 0)
                 return r;
-        if (resp->body_case != KEK__RESPONSE__BODY_WRAP)
-                r = report(c, -EBADMSG, "wrap");
-        else
-                r = write_stdout(resp->wrap->blob.data, resp->wrap->blob.len);
+        r = write_stdout(resp->wrap->blob.data, resp->wrap->blob.len);
         kek_conn_response_free(resp);
         return r;
 }
 
-static int cmd_unwrap(int argc, char *argv[]) {
-        _cleanup_(kek_conn_freep) KekConn *c = NULL;
+/* unwrap and rewrap: a blob on stdin, bytes on stdout */
+static int blob_cmd(int argc, char *argv[], bool rewrap) {
         _cleanup_secret_ Secret *blob = NULL;
         Kek__Request req = KEK__REQUEST__INIT;
         Kek__UnwrapRequest ur = KEK__UNWRAP_REQUEST__INIT;
+        Kek__RewrapRequest rr = KEK__REWRAP_REQUEST__INIT;
+        CmdOpts o = { .allowed = OPT_CONTEXT };
         Kek__Response *resp;
-        const char *ctx = NULL;
         int r;
 
-        r = parse_cmd_opts(argc, argv, &ctx, NULL);
+        r = parse_cmd_opts(argc, argv, &o);
         if (r != 0)
                 return r;
         if (argc - optind != 0)
-                return usage_error("unwrap takes the blob on stdin and no arguments");
-        if (isatty(STDOUT_FILENO)) {
+                return usage_error("%s takes the blob on stdin and no arguments", argv[0]);
+        if (!rewrap && isatty(STDOUT_FILENO)) {
                 fprintf(stderr, "kekctl: refusing to write a plaintext key to a terminal; redirect stdout\n");
                 return EXIT_USAGE;
         }
         r = read_stdin(BLOB_MAX_SIZE, &blob);
         if (r != 0)
                 return r;
-        ur.blob = (ProtobufCBinaryData) { blob->len, blob->data };
-        ur.context = (ProtobufCBinaryData) { ctx ? strlen(ctx) : 0, (uint8_t *) ctx };
-        req.body_case = KEK__REQUEST__BODY_UNWRAP;
-        req.unwrap = &ur;
-        r = call(&req, "unwrap", &c, &resp);
-        if (r != 0)
-                return r;
-        if (resp->body_case != KEK__RESPONSE__BODY_UNWRAP)
-                r = report(c, -EBADMSG, "unwrap");
-        else
+        if (rewrap) {
+                rr.blob = (ProtobufCBinaryData) { blob->len, blob->data };
+                rr.context = context_of(&o);
+                req.body_case = KEK__REQUEST__BODY_REWRAP;
+                req.rewrap = &rr;
+                r = call(&req, "rewrap", KEK__RESPONSE__BODY_REWRAP, &resp);
+                if (r != 0)
+                        return r;
+                r = write_stdout(resp->rewrap->blob.data, resp->rewrap->blob.len);
+        } else {
+                ur.blob = (ProtobufCBinaryData) { blob->len, blob->data };
+                ur.context = context_of(&o);
+                req.body_case = KEK__REQUEST__BODY_UNWRAP;
+                req.unwrap = &ur;
+                r = call(&req, "unwrap", KEK__RESPONSE__BODY_UNWRAP, &resp);
+                if (r != 0)
+                        return r;
                 r = write_stdout(resp->unwrap->plaintext.data, resp->unwrap->plaintext.len);
+        }
         kek_conn_response_free(resp);
         return r;
+}
+
+static int cmd_unwrap(int argc, char *argv[]) {
+        return blob_cmd(argc, argv, false);
+}
+
+static int cmd_rewrap(int argc, char *argv[]) {
+        return blob_cmd(argc, argv, true);
 }
 
 static const struct {
         const char *name;
         int (*run)(int argc, char *argv[]);
 } commands[] = {
-        { "create", cmd_create }, { "list", cmd_list },   { "show", cmd_show },
-        { "version", cmd_version }, { "wrap", cmd_wrap }, { "unwrap", cmd_unwrap },
+        { "create", cmd_create },   { "list", cmd_list },       { "show", cmd_show },
+        { "version", cmd_version }, { "rotate", cmd_rotate },   { "policy", cmd_policy },
+        { "disable", cmd_disable }, { "enable", cmd_enable },   { "delete", cmd_delete },
+        { "recover", cmd_recover }, { "purge", cmd_purge },     { "vault", cmd_vault },
+        { "check", cmd_check },     { "wrap", cmd_wrap },       { "unwrap", cmd_unwrap },
+        { "rewrap", cmd_rewrap },
 };
 
 int main(int argc, char *argv[]) {
@@ -492,6 +872,7 @@ int main(int argc, char *argv[]) {
                 { "version", no_argument, NULL, ARG_VERSION },
                 {},
         };
+        uint64_t t;
         int c, r;
 
         /* "+": stop at the command, whose own options follow it. */
@@ -503,17 +884,11 @@ int main(int argc, char *argv[]) {
                 case 'j':
                         arg_json = true;
                         break;
-                case 't': {
-                        char *end;
-                        long t;
-
-                        errno = 0;
-                        t = strtol(optarg, &end, 10);
-                        if (errno || *end || t < 1 || t > 3600)
+                case 't':
+                        if (parse_u64(optarg, 3600, &t) < 0 || t < 1)
                                 return usage_error("invalid --timeout '%s' (1..3600 seconds)", optarg);
                         arg_timeout_ms = (int) t * 1000;
                         break;
-                }
                 case 'h':
                         help();
                         return 0;

@@ -35,8 +35,6 @@ struct Hsm {
         char token_label[33];
 };
 
-static const char kekd_application[] = "kekd";
-
 static bool rv_is_session_loss(CK_RV rv) {
         switch (rv) {
         case CKR_SESSION_HANDLE_INVALID:
@@ -619,18 +617,19 @@ static int data_object_read(Hsm *h, CK_OBJECT_HANDLE o, HsmDataObject *d) {
         return 0;
 }
 
-int hsm_list_data(Hsm *h, HsmDataObject **ret, size_t *ret_n) {
+int hsm_list_data(Hsm *h, const char *application, const char *label, HsmDataObject **ret, size_t *ret_n) {
         CK_OBJECT_CLASS cls = CKO_DATA;
         CK_ATTRIBUTE tmpl[] = {
                 { CKA_CLASS, &cls, sizeof(cls) },
-                { CKA_APPLICATION, (void *) kekd_application, strlen(kekd_application) },
+                { CKA_APPLICATION, (void *) application, strlen(application) },
+                { CKA_LABEL, (void *) label, label ? strlen(label) : 0 },
         };
         _cleanup_free_ CK_OBJECT_HANDLE *objs = NULL;
         HsmDataObject *d;
         size_t n = 0, k = 0;
         int r;
 
-        r = find_all(h, tmpl, ELEMENTSOF(tmpl), &objs, &n);
+        r = find_all(h, tmpl, label ? 3 : 2, &objs, &n);
         if (r < 0)
                 return r;
         d = calloc(n ? n : 1, sizeof(*d));
@@ -651,15 +650,39 @@ int hsm_list_data(Hsm *h, HsmDataObject **ret, size_t *ret_n) {
         return 0;
 }
 
-int hsm_create_data(Hsm *h, const char *label, const uint8_t *value, size_t len, HsmObject *ret) {
+int hsm_find_key(Hsm *h, const char *label, uint32_t version, HsmObject *ret) {
+        CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
+        uint8_t id[4];
+        CK_ATTRIBUTE tmpl[] = {
+                { CKA_CLASS, &cls, sizeof(cls) },
+                { CKA_LABEL, (void *) label, strlen(label) },
+                { CKA_ID, id, sizeof(id) },
+        };
+        _cleanup_free_ CK_OBJECT_HANDLE *objs = NULL;
+        size_t n = 0;
+        int r;
+
+        version_to_id(version, id);
+        r = find_all(h, tmpl, ELEMENTSOF(tmpl), &objs, &n);
+        if (r < 0)
+                return r;
+        if (n == 0)
+                return -ENOENT;
+        *ret = objs[0];
+        return 0;
+}
+
+int hsm_create_data(Hsm *h, const char *application, const char *label, const uint8_t *value, size_t len,
+                    HsmObject *ret) {
         CK_OBJECT_CLASS cls = CKO_DATA;
-        CK_BBOOL yes = CK_TRUE;
+        CK_BBOOL yes = CK_TRUE, no = CK_FALSE;
         CK_ATTRIBUTE tmpl[] = {
                 { CKA_CLASS, &cls, sizeof(cls) },
                 { CKA_TOKEN, &yes, sizeof(yes) },
                 { CKA_PRIVATE, &yes, sizeof(yes) },
-                { CKA_MODIFIABLE, &yes, sizeof(yes) },
-                { CKA_APPLICATION, (void *) kekd_application, strlen(kekd_application) },
+                /* records are immutable: a change is a new object, then the old one is destroyed */
+                { CKA_MODIFIABLE, &no, sizeof(no) },
+                { CKA_APPLICATION, (void *) application, strlen(application) },
                 { CKA_LABEL, (void *) label, strlen(label) },
                 { CKA_VALUE, (void *) value, len },
         };
@@ -677,18 +700,4 @@ int hsm_create_data(Hsm *h, const char *label, const uint8_t *value, size_t len,
                 return rv_to_errno(h, rv);
         *ret = o;
         return 0;
-}
-
-int hsm_update_data(Hsm *h, HsmObject o, const uint8_t *value, size_t len) {
-        CK_ATTRIBUTE a = { CKA_VALUE, (void *) value, len };
-        CK_RV rv;
-        int r;
-
-        r = ensure_session(h);
-        if (r < 0)
-                return r;
-        rv = h->module->C_SetAttributeValue(h->session, o, &a, 1);
-        if (rv != CKR_OK && recover(h, rv))
-                rv = h->module->C_SetAttributeValue(h->session, o, &a, 1);
-        return rv_to_errno(h, rv);
 }

@@ -83,8 +83,16 @@ int hsm_decrypt_gcm(Hsm *h, HsmObject key, const uint8_t iv[HSM_GCM_IV_SIZE], co
 int hsm_list_keys(Hsm *h, HsmKeyRef **ret, size_t *ret_n);
 int hsm_key_attributes(Hsm *h, HsmObject key, HsmKeyAttrs *ret);
 
-/* CKO_DATA objects of application "kekd". Free with hsm_data_objects_free(). */
-int hsm_list_data(Hsm *h, HsmDataObject **ret, size_t *ret_n);
+/* Finds the key object (label, version); -ENOENT if absent. */
+int hsm_find_key(Hsm *h, const char *label, uint32_t version, HsmObject *ret);
+
+/*
+ * Private CKO_DATA objects of one application ("kekd" for key records,
+ * "kekd-vault" for the vault policy), all or only those with label. Free
+ * with hsm_data_objects_free(). Objects are never modified in place: the
+ * caller writes a new object and destroys the old one (see keystore.c).
+ */
+int hsm_list_data(Hsm *h, const char *application, const char *label, HsmDataObject **ret, size_t *ret_n);
 void hsm_data_objects_free(HsmDataObject *d, size_t n);
-int hsm_create_data(Hsm *h, const char *label, const uint8_t *value, size_t len, HsmObject *ret);
-int hsm_update_data(Hsm *h, HsmObject o, const uint8_t *value, size_t len);
+int hsm_create_data(Hsm *h, const char *application, const char *label, const uint8_t *value, size_t len,
+                    HsmObject *ret);

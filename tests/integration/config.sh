@@ -30,7 +30,7 @@ start_fails() {
 }
 
 sed 's/^level = debug$/level = loud/' "$CONF" >"$TESTDIR/bad.conf"
-start_fails "bad log level names file and line" "bad.conf:12: 'level' in [log] must be error, warning, notice, info or debug, got 'loud'"
+start_fails "bad log level names file and line" "bad.conf:16: 'level' in [log] must be error, warning, notice, info or debug, got 'loud'"
 sed 's/^socket_mode = 0600$/socket_mod = 0600/' "$CONF" >"$TESTDIR/bad.conf"
 start_fails "unknown key names file and line" "bad.conf:9: unknown key 'socket_mod' in [server]"
 sed 's/^socket_mode = 0600$/socket_mode = 0666/' "$CONF" >"$TESTDIR/bad.conf"

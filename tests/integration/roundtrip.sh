@@ -11,7 +11,7 @@ ok "kekd starts on a fresh token" kekd_start
 
 kc create acct1
 is "create acct1 exits 0" "$KC_STATUS" 0
-contains "create shows version 1" "$TESTDIR/out" "Current:   1"
+contains "create shows version 1" "$TESTDIR/out" "Current:     1"
 
 mkdir "$TESTDIR/aek" "$TESTDIR/blob"
 fail=0

@@ -109,6 +109,10 @@ pin_file = $TESTDIR/pin
 socket = $SOCKET
 socket_mode = 0600
 
+[keys]
+refresh_interval = 1
+allow_unrecoverable = ${ALLOW_UNRECOVERABLE:-yes}
+
 [log]
 level = debug
 EOF

@@ -39,7 +39,9 @@ static int env_open(Env *e) {
                 diag("hsm_open: %s (%d)", why ?: "?", r);
                 return r;
         }
-        r = keystore_new(e->hsm, &e->ks);
+        r = keystore_new(e->hsm, "test-host:1", &e->ks);
+        if (r >= 0)
+                keystore_set_allow_unrecoverable(e->ks, true);
         if (r < 0)
                 return r;
         e->d = (Dispatcher) { .keystore = e->ks, .max_frame = FRAME_MAX_DEFAULT, .now_usec = fixed_now };
