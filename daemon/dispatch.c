@@ -118,7 +118,12 @@ static const char *default_message(int r) {
 }
 
 /* Names the key (and version) in the message of a key-related refusal. */
-static int keyerr(Reply *reply, int r, const char *key, uint32_t version) {
+static int keyerr(Dispatcher *d, Reply *reply, int r, const char *key, uint32_t version) {
+        const Key *k;
+
+        /* KEY_DISABLED covers a disabled key and a disabled version: say which. */
+        if (r == -KEKERR_KEY_DISABLED && d && keystore_find(d->keystore, key, &k) >= 0 && k->state == KEY_DISABLED)
+                version = 0;
         switch (r) {
         case -KEKERR_UNKNOWN_KEY:
                 return reply_error(reply, r, "unknown key '%s'", key);
@@ -171,7 +176,7 @@ static int do_wrap(Dispatcher *d, const Kek__WrapRequest *w, Reply *reply, Dispa
         r = keystore_wrap(d->keystore, w->key, w->version, w->plaintext.data, w->plaintext.len, w->context.data,
                           w->context.len, d->now_usec(), &blob, &blob_len, &version);
         if (r < 0)
-                return keyerr(reply, r, w->key, w->version);
+                return keyerr(d, reply, r, w->key, w->version);
         if (reply_own(reply, blob) < 0 || !(resp = reply_alloc(reply, sizeof(*resp))))
                 return -ENOMEM;
         o->version = version;
@@ -201,7 +206,7 @@ static int do_unwrap(Dispatcher *d, const Kek__UnwrapRequest *u, Reply *reply, D
         r = keystore_unwrap(d->keystore, u->blob.data, u->blob.len, u->context.data, u->context.len, d->now_usec(), &pt,
                             &view);
         if (r < 0)
-                return keyerr(reply, r, o->key, o->version);
+                return keyerr(d, reply, r, o->key, o->version);
         if (reply_own_secret(reply, pt) < 0 || !(resp = reply_alloc(reply, sizeof(*resp))) ||
             !(key = reply_alloc(reply, strlen(view.key) + 1)))
                 return -ENOMEM;
@@ -233,7 +238,7 @@ static int do_rewrap(Dispatcher *d, const Kek__RewrapRequest *w, Reply *reply, D
         r = keystore_rewrap(d->keystore, w->blob.data, w->blob.len, w->context.data, w->context.len, d->now_usec(),
                             &blob, &blob_len, &version, &old);
         if (r < 0)
-                return keyerr(reply, r, o->key, r == -KEKERR_KEY_DISABLED || r == -KEKERR_UNKNOWN_VERSION ? o->version : 0);
+                return keyerr(d, reply, r, o->key, r == -KEKERR_KEY_DISABLED || r == -KEKERR_UNKNOWN_VERSION ? o->version : 0);
         if (reply_own(reply, blob) < 0 || !(resp = reply_alloc(reply, sizeof(*resp))))
                 return -ENOMEM;
         kek__rewrap_response__init(resp);
@@ -348,7 +353,7 @@ static int handle_get_key_version(Dispatcher *d, const Kek__Request *req, Reply 
         set_outcome_key(o, req->get_key_version->key);
         r = keystore_find(d->keystore, req->get_key_version->key, &k);
         if (r < 0)
-                return keyerr(reply, r, o->key, 0);
+                return keyerr(d, reply, r, o->key, 0);
         g = reply_alloc(reply, sizeof(*g));
         name = reply_alloc(reply, strlen(k->name) + 1);
         if (!g || !name)
@@ -445,7 +450,7 @@ static int handle_create_key(Dispatcher *d, const Kek__Request *req, Reply *repl
         r = keystore_create(d->keystore, name, policy_from_wire(req->create_key->policy, &pol) ? &pol : NULL,
                             d->now_usec(), &k);
         if (r < 0)
-                return keyerr(reply, r, name, 0);
+                return keyerr(d, reply, r, name, 0);
         return reply_key_info(d, reply, k, o);
 }
 
@@ -456,7 +461,7 @@ static int handle_get_key(Dispatcher *d, const Kek__Request *req, Reply *reply, 
         set_outcome_key(o, req->get_key->key);
         r = keystore_find(d->keystore, req->get_key->key, &k);
         if (r < 0)
-                return keyerr(reply, r, o->key, 0);
+                return keyerr(d, reply, r, o->key, 0);
         return reply_key_info(d, reply, k, o);
 }
 
@@ -501,7 +506,7 @@ static int handle_rotate_key(Dispatcher *d, const Kek__Request *req, Reply *repl
         set_outcome_key(o, req->rotate_key->key);
         r = keystore_rotate(d->keystore, req->rotate_key->key, d->now_usec(), &k);
         if (r < 0)
-                return keyerr(reply, r, o->key, 0);
+                return keyerr(d, reply, r, o->key, 0);
         return reply_key_info(d, reply, k, o);
 }
 
@@ -516,7 +521,7 @@ static int handle_set_rotation_policy(Dispatcher *d, const Kek__Request *req, Re
         if (r == -KEKERR_INVALID_ARGUMENT)
                 return reply_error(reply, r, "rotation age must be at most 100 years");
         if (r < 0)
-                return keyerr(reply, r, o->key, 0);
+                return keyerr(d, reply, r, o->key, 0);
         return reply_key_info(d, reply, k, o);
 }
 
@@ -530,7 +535,7 @@ static int handle_set_enabled(Dispatcher *d, const Kek__Request *req, Reply *rep
         o->op = s->enabled ? (s->version ? "enable-version" : "enable-key") : (s->version ? "disable-version" : "disable-key");
         r = keystore_set_enabled(d->keystore, s->key, s->version, s->enabled, &k);
         if (r < 0)
-                return keyerr(reply, r, o->key, s->version);
+                return keyerr(d, reply, r, o->key, s->version);
         return reply_key_info(d, reply, k, o);
 }
 
@@ -541,7 +546,7 @@ static int handle_delete_key(Dispatcher *d, const Kek__Request *req, Reply *repl
         set_outcome_key(o, req->delete_key->key);
         r = keystore_delete(d->keystore, o->key, d->now_usec(), &k);
         if (r < 0)
-                return keyerr(reply, r, o->key, 0);
+                return keyerr(d, reply, r, o->key, 0);
         return reply_key_info(d, reply, k, o);
 }
 
@@ -554,7 +559,7 @@ static int handle_recover_key(Dispatcher *d, const Kek__Request *req, Reply *rep
         if (r == -KEKERR_INVALID_ARGUMENT)
                 return reply_error(reply, r, "key '%s' is not deleted; nothing to recover", o->key);
         if (r < 0)
-                return keyerr(reply, r, o->key, 0);
+                return keyerr(d, reply, r, o->key, 0);
         return reply_key_info(d, reply, k, o);
 }
 
@@ -574,7 +579,7 @@ static int handle_purge_key(Dispatcher *d, const Kek__Request *req, Reply *reply
                 return reply_error(reply, r, "key '%s' is purge protected until its scheduled purge date (%llu s after the epoch)",
                                    o->key, (unsigned long long) (purge_at / 1000000));
         if (r < 0)
-                return keyerr(reply, r, o->key, 0);
+                return keyerr(d, reply, r, o->key, 0);
         e = reply_alloc(reply, sizeof(*e));
         if (!e)
                 return -ENOMEM;

@@ -1266,7 +1266,7 @@ static int repair(Keystore *ks, uint64_t now) {
                         if (r < 0)
                                 log_warning_errno(r, "Cannot roll back the interrupted change of key '%s'", names[i]);
                         else {
-                                log_notice("Rolled back interrupted creation of key '%s' version %u", names[i], version);
+                                log_notice("Rolled back an interrupted change of key '%s': version %u was never recorded", names[i], version);
                                 repaired++;
                         }
                 }

@@ -90,6 +90,9 @@ step() {
 }
 
 ACCOUNT=demo-$(date +%s)
+step kekctl vault --purge-protection on "   # keys are served only from a recoverable vault"
+"$KEKCTL" vault --purge-protection on
+
 step kekctl create "$ACCOUNT"
 "$KEKCTL" create "$ACCOUNT"
 
@@ -109,10 +112,30 @@ if "$KEKCTL" unwrap --context account-43 <"$DEV/blob" >/dev/null; then
         exit 1
 fi
 
+step kekctl rotate "$ACCOUNT" "   # version 2 becomes current; version 1 keeps unwrapping"
+"$KEKCTL" rotate "$ACCOUNT" >/dev/null
+"$KEKCTL" unwrap --context account-42 <"$DEV/blob" | cmp - "$DEV/aek" && echo "the version 1 blob still unwraps"
+
+step kekctl rewrap --context account-42 "< blob > blob2   # re-wrapped under version 2 inside kekd"
+"$KEKCTL" rewrap --context account-42 <"$DEV/blob" >"$DEV/blob2"
+"$KEKCTL" unwrap --context account-42 <"$DEV/blob2" | cmp - "$DEV/aek" && echo "blob2 unwraps to the same AEK"
+
+step kekctl disable "$ACCOUNT" "   # revocation"
+"$KEKCTL" disable "$ACCOUNT" >/dev/null
+if "$KEKCTL" unwrap --context account-42 <"$DEV/blob2" >/dev/null; then
+        echo "unexpected: disabled key served" >&2
+        exit 1
+fi
+step kekctl enable "$ACCOUNT"
+"$KEKCTL" enable "$ACCOUNT" >/dev/null
+"$KEKCTL" unwrap --context account-42 <"$DEV/blob2" | cmp - "$DEV/aek" && echo "service restored"
+
+step kekctl show "$ACCOUNT"
+"$KEKCTL" show "$ACCOUNT"
 step kekctl list
 "$KEKCTL" list
-step kekctl version "$ACCOUNT" --json
-"$KEKCTL" version "$ACCOUNT" --json
+step kekctl check
+"$KEKCTL" check
 
 rm -f "$DEV/aek"
 echo

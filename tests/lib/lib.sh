@@ -110,7 +110,7 @@ socket = $SOCKET
 socket_mode = 0600
 
 [keys]
-refresh_interval = 1
+refresh_interval = ${REFRESH_INTERVAL:-1}
 allow_unrecoverable = ${ALLOW_UNRECOVERABLE:-yes}
 
 [log]

@@ -339,10 +339,66 @@ int main(void) {
                         kek__response__free_unpacked(r, NULL);
         }
 
+        /* batches: each item has its own result, in order */
+        {
+                Kek__Request req = KEK__REQUEST__INIT;
+                Kek__BatchWrapRequest bw = KEK__BATCH_WRAP_REQUEST__INIT;
+                Kek__BatchRewrapRequest br = KEK__BATCH_REWRAP_REQUEST__INIT;
+                Kek__WrapRequest w[3] = { KEK__WRAP_REQUEST__INIT, KEK__WRAP_REQUEST__INIT, KEK__WRAP_REQUEST__INIT };
+                Kek__WrapRequest *wp[3] = { &w[0], &w[1], &w[2] };
+                Kek__RewrapRequest rw[2] = { KEK__REWRAP_REQUEST__INIT, KEK__REWRAP_REQUEST__INIT };
+                Kek__RewrapRequest *rwp[2] = { &rw[0], &rw[1] };
+                const Key *k;
+
+                for (int i = 0; i < 3; i++) {
+                        w[i].key = i == 1 ? "nokey" : "acct1";
+                        w[i].plaintext = (ProtobufCBinaryData) { 32, aeks[i] };
+                        w[i].context = (ProtobufCBinaryData) { strlen(ctx[i]), (uint8_t *) ctx[i] };
+                }
+                bw.n_items = 3;
+                bw.items = wp;
+                req.id = 55;
+                req.body_case = KEK__REQUEST__BODY_BATCH_WRAP;
+                req.batch_wrap = &bw;
+                r = run(&e, &req);
+                ok(r && r->body_case == KEK__RESPONSE__BODY_BATCH && r->batch->n_items == 3,
+                   "batch wrap answers one result per item");
+                ok(r && r->batch->n_items == 3 && r->batch->items[0]->wrap && !r->batch->items[0]->error &&
+                           r->batch->items[1]->error && r->batch->items[1]->error->code == KEK__ERROR_CODE__UNKNOWN_KEY &&
+                           r->batch->items[2]->wrap,
+                   "batch wrap: the item with an unknown key fails alone with UNKNOWN_KEY");
+                if (r)
+                        kek__response__free_unpacked(r, NULL);
+
+                ok(keystore_rotate(e.ks, "acct1", fixed_now(), &k) == 0 && k->current_version == 2, "rotate acct1 to version 2");
+                rw[0].blob = blobs[3];
+                rw[0].context = (ProtobufCBinaryData) { strlen(ctx[3]), (uint8_t *) ctx[3] };
+                rw[1].blob = blobs[4];
+                rw[1].context = (ProtobufCBinaryData) { 3, (uint8_t *) "bad" };
+                br.n_items = 2;
+                br.items = rwp;
+                req.body_case = KEK__REQUEST__BODY_BATCH_REWRAP;
+                req.batch_rewrap = &br;
+                r = run(&e, &req);
+                ok(r && r->body_case == KEK__RESPONSE__BODY_BATCH && r->batch->n_items == 2 && r->batch->items[0]->rewrap &&
+                           r->batch->items[0]->rewrap->version == 2 && r->batch->items[0]->rewrap->old_version == 1 &&
+                           r->batch->items[1]->error && r->batch->items[1]->error->code == KEK__ERROR_CODE__BLOB_INVALID,
+                   "batch rewrap: version 1 -> 2 for the good item, BLOB_INVALID for the wrong context");
+                if (r && r->batch->n_items == 2 && r->batch->items[0]->rewrap)
+                        ok(unwrap_matches(&e, &r->batch->items[0]->rewrap->blob, aeks[3], lens[3], ctx[3]),
+                           "the rewrapped blob unwraps to the same AEK");
+                if (r)
+                        kek__response__free_unpacked(r, NULL);
+        }
+
         /* restart: a new HSM session and keystore find the keys, old blobs unwrap */
         env_close(&e);
         if (ok(env_open(&e) == 0, "HSM and keystore reopened")) {
+                const Key *k = NULL;
+
                 is_int(keystore_n_keys(e.ks), 2, "both keys found in the token after reopening");
+                ok(keystore_find(e.ks, "acct1", &k) == 0 && k->current_version == 2 && k->n_versions == 2,
+                   "acct1 still has both versions, version 2 current");
                 bad = 0;
                 for (int i = 0; i < N_AEKS; i++)
                         bad += !unwrap_matches(&e, &blobs[i], aeks[i], lens[i], ctx[i]);
