@@ -285,7 +285,7 @@ static int handler(void *user, const char *section, const char *name, const char
                         else if (strcmp(value, "no") == 0 || strcmp(value, "false") == 0)
                                 c->allow_unrecoverable = false;
                         else
-                                return fail(s, "'allow_unrecoverable' in [keys] must be yes or no, got '%s'", value);
+                                return fail(s, "'allow_unrecoverable' in [keys] must be yes, no, true or false, got '%s'", value);
                         return 1;
                 }
         } else if (strcmp(section, "log") == 0) {

@@ -175,6 +175,10 @@ static int do_wrap(Dispatcher *d, const Kek__WrapRequest *w, Reply *reply, Dispa
                 return r;
         r = keystore_wrap(d->keystore, w->key, w->version, w->plaintext.data, w->plaintext.len, w->context.data,
                           w->context.len, d->now_usec(), &blob, &blob_len, &version);
+        if (r == -ENOSPC)
+                return reply_error(reply, -KEKERR_INVALID_ARGUMENT,
+                                   "key '%s' version %u has used its wrap budget; wrap with the current version", w->key,
+                                   w->version);
         if (r < 0)
                 return keyerr(d, reply, r, w->key, w->version);
         if (reply_own(reply, blob) < 0 || !(resp = reply_alloc(reply, sizeof(*resp))))
@@ -449,6 +453,8 @@ static int handle_create_key(Dispatcher *d, const Kek__Request *req, Reply *repl
                                    "key name must be 1..%u of [A-Za-z0-9._-], not starting with '.' or '-'", KEY_NAME_MAX);
         r = keystore_create(d->keystore, name, policy_from_wire(req->create_key->policy, &pol) ? &pol : NULL,
                             d->now_usec(), &k);
+        if (r == -KEKERR_INVALID_ARGUMENT)
+                return reply_error(reply, r, "rotation age must be at most 100 years and the wrap budget at most 2^32");
         if (r < 0)
                 return keyerr(d, reply, r, name, 0);
         return reply_key_info(d, reply, k, o);
@@ -519,7 +525,7 @@ static int handle_set_rotation_policy(Dispatcher *d, const Kek__Request *req, Re
         (void) policy_from_wire(req->set_rotation_policy->policy, &pol);
         r = keystore_set_policy(d->keystore, o->key, &pol, &k);
         if (r == -KEKERR_INVALID_ARGUMENT)
-                return reply_error(reply, r, "rotation age must be at most 100 years");
+                return reply_error(reply, r, "rotation age must be at most 100 years and the wrap budget at most 2^32");
         if (r < 0)
                 return keyerr(d, reply, r, o->key, 0);
         return reply_key_info(d, reply, k, o);

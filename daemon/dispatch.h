@@ -26,7 +26,11 @@ typedef struct Peer {
         pid_t pid;
 } Peer;
 
-/* Who may run an operation; enforced against grants by the access-control layer. */
+/*
+ * Who may run an operation: the table's required_role column. Peer
+ * credentials are not checked against it yet (access control is its own
+ * issue); until then the socket's mode and group are the only gate.
+ */
 typedef enum Role {
         ROLE_CRYPTO_USER,  /* data plane: wrap, unwrap, get-key-version on granted keys */
         ROLE_OFFICER,      /* key lifecycle */
@@ -38,7 +42,7 @@ typedef struct DispatchOutcome {
         char key[KEY_NAME_MAX + 1];
         uint32_t version;
         int error;                 /* 0 or negative */
-        bool control;              /* a control-plane operation (audited individually) */
+        bool control;              /* a control-plane operation (lifecycle, vault, check) */
         unsigned items;            /* batch: number of items */
 } DispatchOutcome;
 

@@ -226,6 +226,9 @@ static int run(int argc, char *argv[]) {
 
         r = sd_event_loop(event);
         (void) sd_notify(false, "STOPPING=1");
+        /* Unwrap counts and last-use times since the last refresh would be lost otherwise. */
+        if (keystore_flush_usage(keystore) < 0)
+                log_warning("Could not record the latest key usage in the token");
         server = server_free(server);
         sd_event_unref(event);
         if (r < 0) {

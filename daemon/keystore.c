@@ -589,7 +589,7 @@ int keystore_find(Keystore *ks, const char *name, const Key **ret) {
 }
 
 static bool policy_valid(const RotationPolicy *p) {
-        return !p || p->rotate_after_sec <= 100ULL * 365 * 86400;
+        return !p || (p->rotate_after_sec <= 100ULL * 365 * 86400 && p->max_wraps <= WRAP_BUDGET_MAX);
 }
 
 /* --- lifecycle ----------------------------------------------------------------- */
@@ -1035,7 +1035,7 @@ int keystore_wrap(Keystore *ks, const char *name, uint32_t version, const uint8_
                 r = lease_take(ks, name, v->id);
                 if (r == -ENOSPC) {
                         if (version != 0)
-                                return -KEKERR_KEY_DISABLED; /* a pinned version past its budget is retired */
+                                return -ENOSPC; /* a pinned version past its budget: the caller must follow the current one */
                         /* The current version spent its budget before the timer rotated it: rotate now. */
                         log_info("Key '%s' version %u used its wrap budget; rotating", name, v->id);
                         r = keystore_rotate(ks, name, now, NULL);
@@ -1272,6 +1272,29 @@ static int repair(Keystore *ks, uint64_t now) {
                 }
         }
         return repaired;
+}
+
+int keystore_flush_usage(Keystore *ks) {
+        _cleanup_free_ char (*names)[KEY_NAME_MAX + 1] = NULL;
+        size_t n_names = ks->n_keys;
+        int ret = 0;
+
+        names = calloc(n_names ? n_names : 1, sizeof(*names));
+        if (!names)
+                return -ENOMEM;
+        for (size_t i = 0; i < n_names; i++)
+                strcpy(names[i], ks->keys[i]->name);
+        for (size_t i = 0; i < n_names; i++) {
+                Key *k = index_get(ks, names[i]);
+                int r;
+
+                if (!k || !usage_pending(k))
+                        continue;
+                r = usage_flush(ks, names[i]);
+                if (r < 0 && ret >= 0)
+                        ret = r;
+        }
+        return ret;
 }
 
 int keystore_maintain(Keystore *ks, uint64_t now) {

@@ -32,6 +32,7 @@
 #include "proto/blob.h"
 
 #define WRAP_BUDGET_DEFAULT (1ULL << 30)     /* far below the 2^32 random-IV bound of AES-GCM */
+#define WRAP_BUDGET_MAX (1ULL << 32)         /* NIST SP 800-38D: at most 2^32 invocations with random IVs */
 #define RETENTION_DAYS_MIN 7u
 #define RETENTION_DAYS_MAX 90u
 #define RETENTION_DAYS_DEFAULT 90u
@@ -141,6 +142,9 @@ int keystore_unwrap(Keystore *ks, const uint8_t *blob, size_t blob_len, const ui
 int keystore_rewrap(Keystore *ks, const uint8_t *blob, size_t blob_len, const uint8_t *ctx, size_t ctx_len,
                     uint64_t now, uint8_t **ret_blob, size_t *ret_blob_len, uint32_t *ret_version,
                     uint32_t *ret_old_version);
+
+/* Writes this kekd's unflushed usage (unwrap counts, last use) of every key; at shutdown. */
+int keystore_flush_usage(Keystore *ks);
 
 /*
  * Periodic work: repair stale intents, purge keys past their purge date,

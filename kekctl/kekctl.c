@@ -55,8 +55,9 @@ static void help(void) {
                "  recover NAME                    undo a delete\n"
                "  purge NAME                      destroy a deleted key's HSM objects\n"
                "Vault:\n"
-               "  vault [--retention-days N] [--purge-protection on]\n"
+               "  vault [--retention-days N] [--purge-protection on|off]\n"
                "                                  show or change soft-delete retention and purge protection\n"
+               "                                  (purge protection cannot be switched off once on)\n"
                "  check                           verify the token against the key records\n"
                "Data:\n"
                "  wrap NAME [--context CTX] [--key-version N]\n"
@@ -233,7 +234,7 @@ typedef struct CmdOpts {
         const char *context;
         uint32_t version;
         bool deleted;
-        bool has_policy;
+        bool has_rotate_after, has_max_wraps;
         uint64_t rotate_after;
         uint64_t max_wraps;
         uint32_t retention_days;
@@ -304,11 +305,11 @@ static int parse_cmd_opts(int argc, char *argv[], CmdOpts *o) {
                 {},
         };
         uint64_t v;
-        int c;
+        int c, idx = 0;
 
         o->purge_protection = -1;
         optind = 0; /* full reset of GNU getopt, which permutes so options may follow arguments */
-        while ((c = getopt_long(argc, argv, "j", options, NULL)) >= 0) {
+        while ((c = getopt_long(argc, argv, "j", options, &idx)) >= 0) {
                 unsigned need = c == ARG_CONTEXT ? OPT_CONTEXT
                                 : c == ARG_VERSION ? OPT_VERSION
                                 : c == ARG_DELETED ? OPT_DELETED
@@ -317,7 +318,7 @@ static int parse_cmd_opts(int argc, char *argv[], CmdOpts *o) {
                                                                      : 0;
 
                 if (need && !(o->allowed & need))
-                        return usage_error("option '%s' does not apply to '%s'", argv[optind - 1], argv[0]);
+                        return usage_error("option '--%s' does not apply to '%s'", options[idx].name, argv[0]);
                 switch (c) {
                 case 'j':
                         arg_json = true;
@@ -338,12 +339,13 @@ static int parse_cmd_opts(int argc, char *argv[], CmdOpts *o) {
                 case ARG_ROTATE_AFTER:
                         if (parse_duration(optarg, &o->rotate_after) < 0)
                                 return usage_error("invalid --rotate-after '%s' (seconds, or Ns, Nm, Nh, Nd)", optarg);
-                        o->has_policy = true;
+                        o->has_rotate_after = true;
                         break;
                 case ARG_MAX_WRAPS:
-                        if (parse_u64(optarg, UINT64_MAX, &o->max_wraps) < 0)
-                                return usage_error("invalid --max-wraps '%s'", optarg);
-                        o->has_policy = true;
+                        /* NIST SP 800-38D: at most 2^32 encryptions under one key with random IVs */
+                        if (parse_u64(optarg, UINT64_C(1) << 32, &o->max_wraps) < 0)
+                                return usage_error("invalid --max-wraps '%s' (0 for the default, at most 4294967296)", optarg);
+                        o->has_max_wraps = true;
                         break;
                 case ARG_RETENTION:
                         if (parse_u64(optarg, 90, &v) < 0 || v < 7)
@@ -392,7 +394,7 @@ static int cmd_create(int argc, char *argv[]) {
         if (r != 0)
                 return r;
         cr.key = (char *) name;
-        if (o.has_policy) {
+        if (o.has_rotate_after || o.has_max_wraps) {
                 pol.rotate_after_seconds = o.rotate_after;
                 pol.max_wraps = o.max_wraps;
                 cr.policy = &pol;
@@ -435,20 +437,36 @@ static int cmd_rotate(int argc, char *argv[]) {
 }
 
 static int cmd_policy(int argc, char *argv[]) {
-        Kek__Request req = KEK__REQUEST__INIT;
+        Kek__Request req = KEK__REQUEST__INIT, get = KEK__REQUEST__INIT;
         Kek__SetRotationPolicyRequest pr = KEK__SET_ROTATION_POLICY_REQUEST__INIT;
+        Kek__GetKeyRequest gr = KEK__GET_KEY_REQUEST__INIT;
         Kek__RotationPolicy pol = KEK__ROTATION_POLICY__INIT;
         CmdOpts o = { .allowed = OPT_POLICY };
+        Kek__Response *resp;
         const char *name;
         int r;
 
         r = parse_name_cmd(argc, argv, &o, &name);
         if (r != 0)
                 return r;
-        if (!o.has_policy)
+        if (!o.has_rotate_after && !o.has_max_wraps)
                 return usage_error("policy needs --rotate-after and/or --max-wraps");
-        pol.rotate_after_seconds = o.rotate_after;
-        pol.max_wraps = o.max_wraps;
+        /* Change only what was given: start from the key's current policy. */
+        gr.key = (char *) name;
+        get.body_case = KEK__REQUEST__BODY_GET_KEY;
+        get.get_key = &gr;
+        r = call(&get, "policy", KEK__RESPONSE__BODY_KEY_INFO, &resp);
+        if (r != 0)
+                return r;
+        if (resp->key_info->key && resp->key_info->key->policy) {
+                pol.rotate_after_seconds = resp->key_info->key->policy->rotate_after_seconds;
+                pol.max_wraps = resp->key_info->key->policy->max_wraps;
+        }
+        kek_conn_response_free(resp);
+        if (o.has_rotate_after)
+                pol.rotate_after_seconds = o.rotate_after;
+        if (o.has_max_wraps)
+                pol.max_wraps = o.max_wraps;
         pr.key = (char *) name;
         pr.policy = &pol;
         req.body_case = KEK__REQUEST__BODY_SET_ROTATION_POLICY;

@@ -200,6 +200,8 @@ ok "the wrap budget rotated the key (current version $cur >= 3)" test "$cur" -ge
 over=$(grep -o '"wraps":[0-9]*' "$TESTDIR/out" | cut -d: -f2 | awk '$1 > 10' | wc -l)
 is "no version did more than 10 wraps" "$over" 0
 ok "a blob of the first version still unwraps" unwraps_to n1 bb1 a1
+refused INVALID_ARGUMENT "a wrap pinned to a version past its budget" wrap budget --key-version 1 <"$TESTDIR/a1"
+contains "... says the budget is used, not that the version is disabled" "$TESTDIR/err" "used its wrap budget"
 
 succeeds "create aged with rotation after 1 day" create aged --rotate-after 1d
 kc --json version aged
@@ -215,6 +217,9 @@ done
 is "kekd rotated aged by itself after a day" "$(jget current_version)" 2
 kc policy aged --rotate-after 36600d
 is "kekctl refuses a rotation age beyond 100 years" "$KC_STATUS" 2
+succeeds "policy: set a wrap budget only" policy aged --max-wraps 5000
+kc --json show aged
+is "... keeps the rotation age" "$(jget rotate_after_seconds):$(jget max_wraps)" 86400:5000
 succeeds "policy switched to manual" policy aged --rotate-after 0
 
 kc check
