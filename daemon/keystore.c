@@ -40,6 +40,7 @@ struct Keystore {
         uint64_t last_load_mono_usec;
         VaultPolicy vault;
         uint64_t vault_generation;
+        bool purge_protection_seen;
         bool allow_unrecoverable;
         char owner[OWNER_MAX];
 };
@@ -280,7 +281,38 @@ static int records_fetch(Keystore *ks, const char *name, Key **ret, HsmObject **
         return 0;
 }
 
-/* Writes k as the next generation, then destroys the records it replaces. */
+/*
+ * Whether a record other than ours (handle mine) of this key has generation
+ * >= gen: another kekd wrote concurrently, from the same or a newer state.
+ */
+static int record_contested(Keystore *ks, const char *name, HsmObject mine, uint64_t gen) {
+        HsmDataObject *d = NULL;
+        size_t n = 0;
+        bool contested = false;
+        int r;
+
+        r = hsm_list_data(ks->hsm, APP_KEYS, name, &d, &n);
+        if (r < 0)
+                return r;
+        for (size_t i = 0; i < n && !contested; i++) {
+                Key *k;
+
+                if (d[i].handle == mine || key_from_record(&d[i], &k) < 0)
+                        continue;
+                contested = k->generation >= gen;
+                key_free(k);
+        }
+        hsm_data_objects_free(d, n);
+        return contested;
+}
+
+/*
+ * Writes k as the next generation. Before the records it replaces are
+ * destroyed, the token is listed again: if another kekd wrote the same or a
+ * later generation meanwhile, ours is withdrawn and -EAGAIN tells the caller
+ * to re-read and re-apply its change, so no acknowledged change (a disable,
+ * a delete) is ever silently overwritten by a concurrent one.
+ */
 static int record_write(Keystore *ks, Key *k, const HsmObject *old, size_t n_old) {
         _cleanup_free_ uint8_t *buf = NULL;
         HsmObject h;
@@ -294,6 +326,11 @@ static int record_write(Keystore *ks, Key *k, const HsmObject *old, size_t n_old
         r = hsm_create_data(ks->hsm, APP_KEYS, k->name, buf, len, &h);
         if (r < 0)
                 return r;
+        r = record_contested(ks, k->name, h, k->generation);
+        if (r != 0) {
+                (void) hsm_destroy_object(ks->hsm, h);
+                return r < 0 ? r : -EAGAIN;
+        }
         k->meta_handle = h;
         for (size_t i = 0; i < n_old; i++) {
                 int q = hsm_destroy_object(ks->hsm, old[i]);
@@ -305,17 +342,17 @@ static int record_write(Keystore *ks, Key *k, const HsmObject *old, size_t n_old
         return 0;
 }
 
-/* Takes this kekd's runtime state (handles, unflushed usage) from old into k. */
+/*
+ * Takes this kekd's unflushed usage from old into k. Never handles or
+ * presence: those come from the token each time, so an object destroyed
+ * behind our back is seen as missing, not served through a stale handle.
+ */
 static void carry_runtime(Key *k, const Key *old) {
         for (size_t i = 0; old && i < k->n_versions; i++) {
                 const KeyVersion *ov = key_find_version(old, k->versions[i].id);
 
                 if (!ov)
                         continue;
-                if (!k->versions[i].present && ov->present) {
-                        k->versions[i].handle = ov->handle;
-                        k->versions[i].present = true;
-                }
                 k->versions[i].lease_left = ov->lease_left;
                 k->versions[i].unwraps_pending = ov->unwraps_pending;
                 k->versions[i].last_use_pending = ov->last_use_pending;
@@ -328,10 +365,16 @@ static Key *index_put(Keystore *ks, Key *k) {
         size_t pos = index_pos(ks->keys, ks->n_keys, k->name, &found);
 
         carry_runtime(k, found ? ks->keys[pos] : NULL);
-        for (size_t i = 0; i < k->n_versions; i++)
-                if (!k->versions[i].present &&
-                    hsm_find_key(ks->hsm, k->name, k->versions[i].id, &k->versions[i].handle) >= 0)
+        for (size_t i = 0; i < k->n_versions; i++) {
+                const KeyVersion *ov = found ? key_find_version(ks->keys[pos], k->versions[i].id) : NULL;
+
+                /* Handles of this session stay valid; new versions are looked up. */
+                if (ov && ov->present && hsm_generation(ks->hsm) == ks->generation) {
+                        k->versions[i].handle = ov->handle;
                         k->versions[i].present = true;
+                } else if (hsm_find_key(ks->hsm, k->name, k->versions[i].id, &k->versions[i].handle) >= 0)
+                        k->versions[i].present = true;
+        }
         if (found) {
                 key_free(ks->keys[pos]);
                 ks->keys[pos] = k;
@@ -365,25 +408,44 @@ static void index_remove(Keystore *ks, const char *name) {
 
 typedef int (*MutateFn)(Keystore *ks, Key *k, void *userdata);
 
-/* Fresh read, change, write, index. fn returns <0 to refuse, 0 to write. */
+#define MUTATE_ATTEMPTS 4
+
+/*
+ * Fresh read, change, write, index. fn returns <0 to refuse, 0 to write; it
+ * may run more than once (when another kekd wrote concurrently), each time on
+ * the freshest record, so it must derive everything from that record.
+ */
 static int key_mutate(Keystore *ks, const char *name, MutateFn fn, void *userdata, const Key **ret) {
         _cleanup_(key_freep) Key *k = NULL;
-        _cleanup_free_ HsmObject *old = NULL;
-        size_t n_old = 0;
         Key *put;
-        int r;
+        int r = -EAGAIN;
 
         if (!key_name_valid(name))
                 return -KEKERR_UNKNOWN_KEY;
-        r = records_fetch(ks, name, &k, &old, &n_old);
-        if (r < 0)
-                return r;
-        if (k->purging)
-                return -KEKERR_UNKNOWN_KEY; /* being purged: as good as gone */
-        r = fn(ks, k, userdata);
-        if (r < 0)
-                return r;
-        r = record_write(ks, k, old, n_old);
+        for (unsigned attempt = 0; attempt < MUTATE_ATTEMPTS && r == -EAGAIN; attempt++) {
+                _cleanup_free_ HsmObject *old = NULL;
+                size_t n_old = 0;
+
+                if (attempt > 0) {
+                        uint8_t jitter = 0;
+
+                        /* Two writers that both yielded must not collide again in lockstep. */
+                        (void) RAND_bytes(&jitter, 1);
+                        (void) usleep(1000 + (useconds_t) jitter * 40);
+                }
+                k = key_free(k);
+                r = records_fetch(ks, name, &k, &old, &n_old);
+                if (r < 0)
+                        return r;
+                if (k->purging)
+                        return -KEKERR_UNKNOWN_KEY; /* being purged: as good as gone */
+                r = fn(ks, k, userdata);
+                if (r < 0)
+                        return r;
+                r = record_write(ks, k, old, n_old);
+        }
+        if (r == -EAGAIN)
+                return -KEKERR_CONFLICT;
         if (r < 0)
                 return r;
         put = index_put(ks, TAKE_PTR(k));
@@ -417,9 +479,13 @@ static int vault_load(Keystore *ks) {
         }
         hsm_data_objects_free(d, n);
         if (!found) {
+                if (ks->vault_generation > 0)
+                        return -KEKERR_HSM_UNAVAILABLE; /* we saw a vault record before: it cannot have gone */
                 ks->vault = (VaultPolicy) { RETENTION_DAYS_DEFAULT, false };
-                ks->vault_generation = 0;
         }
+        /* One-way: once seen on, purge protection stays on for this kekd whatever a listing says. */
+        ks->vault.purge_protection = ks->vault.purge_protection || ks->purge_protection_seen;
+        ks->purge_protection_seen = ks->vault.purge_protection;
         return 0;
 }
 
@@ -630,6 +696,12 @@ int keystore_create(Keystore *ks, const char *name, const RotationPolicy *policy
         r = hsm_create_data(ks->hsm, APP_KEYS, name, buf, len, &k->meta_handle);
         if (r < 0)
                 return r;
+        /* Another kekd creating the same name at the same moment: both back off rather than make two KEKs. */
+        r = record_contested(ks, name, k->meta_handle, 0);
+        if (r != 0) {
+                (void) hsm_destroy_object(ks->hsm, k->meta_handle);
+                return r < 0 ? r : -KEKERR_CONFLICT;
+        }
 
         r = hsm_generate_aes_key(ks->hsm, name, 1, &obj);
         if (r < 0)
@@ -647,6 +719,8 @@ int keystore_create(Keystore *ks, const char *name, const RotationPolicy *policy
         }
         if (r < 0) {
                 (void) hsm_destroy_object(ks->hsm, obj);
+                if (r == -EAGAIN)
+                        r = -KEKERR_CONFLICT;
                 goto rollback;
         }
         if (!(*ret = index_put(ks, TAKE_PTR(k))))
@@ -923,6 +997,9 @@ int keystore_set_vault(Keystore *ks, uint32_t retention_days, int purge_protecti
                 return -KEKERR_PERMISSION_DENIED; /* one-way */
         if (purge_protection == 1)
                 v.purge_protection = true;
+        if (v.retention_days == ks->vault.retention_days && v.purge_protection == ks->vault.purge_protection &&
+            ks->vault_generation > 0)
+                return 0; /* nothing to change: no rewrite, no window */
 
         rec.format = 1;
         rec.retention_days = v.retention_days;
@@ -942,6 +1019,7 @@ int keystore_set_vault(Keystore *ks, uint32_t retention_days, int purge_protecti
                         (void) hsm_destroy_object(ks->hsm, d[i].handle);
                 ks->vault = v;
                 ks->vault_generation = rec.generation;
+                ks->purge_protection_seen = v.purge_protection;
         }
         hsm_data_objects_free(d, n);
         return r;
@@ -959,11 +1037,15 @@ static int check_usable(const Key *k, const KeyVersion *v) {
         return 0;
 }
 
-/* An object vanished under us (purged through another kekd): re-read and report the version as unknown. */
+/*
+ * An object vanished under us (purged through another kekd, or a stale
+ * handle): re-read the token and report a transient failure; the retry gets
+ * the definitive answer from the fresh index.
+ */
 static int handle_gone(Keystore *ks, int r) {
         if (r == -ENOENT) {
                 (void) keystore_load(ks);
-                return -KEKERR_UNKNOWN_VERSION;
+                return -KEKERR_HSM_UNAVAILABLE;
         }
         return r;
 }
@@ -1210,10 +1292,31 @@ static int repair_duplicates(Keystore *ks, const char *name) {
         r = records_fetch(ks, name, &best, &old, &n_old);
         if (r < 0)
                 return r;
-        for (size_t i = 0; i < n_old; i++)
-                if (old[i] != best->meta_handle)
-                        (void) hsm_destroy_object(ks->hsm, old[i]);
+        for (size_t i = 0; i < n_old; i++) {
+                HsmDataObject *d = NULL;
+                size_t n = 0;
+
+                if (old[i] == best->meta_handle)
+                        continue;
+                /* Only strictly older generations: an equal one belongs to a writer that is still deciding. */
+                if (hsm_list_data(ks->hsm, APP_KEYS, name, &d, &n) >= 0) {
+                        for (size_t j = 0; j < n; j++) {
+                                Key *k;
+
+                                if (d[j].handle != old[i] || key_from_record(&d[j], &k) < 0)
+                                        continue;
+                                if (k->generation < best->generation)
+                                        (void) hsm_destroy_object(ks->hsm, old[i]);
+                                key_free(k);
+                        }
+                        hsm_data_objects_free(d, n);
+                }
+        }
         return n_old > 1;
+}
+
+static int label_cmp(const void *a, const void *b) {
+        return strcmp(((const HsmDataObject *) a)->label, ((const HsmDataObject *) b)->label);
 }
 
 /* Repairs what the token needs; returns the number of repairs. */
@@ -1223,17 +1326,15 @@ static int repair(Keystore *ks, uint64_t now) {
         size_t n = 0, n_names;
         int repaired = 0, r;
 
-        /* Names with more than one record object. */
+        /* Names with more than one record object: sort by label, compare neighbours. */
         r = hsm_list_data(ks->hsm, APP_KEYS, NULL, &d, &n);
         if (r < 0)
                 return r;
-        for (size_t i = 0; i < n; i++)
-                for (size_t j = i + 1; j < n; j++)
-                        if (strcmp(d[i].label, d[j].label) == 0 && key_name_valid(d[i].label)) {
-                                if (repair_duplicates(ks, d[i].label) > 0)
-                                        repaired++;
-                                break;
-                        }
+        qsort(d, n, sizeof(*d), label_cmp);
+        for (size_t i = 1; i < n; i++)
+                if (strcmp(d[i].label, d[i - 1].label) == 0 && (i + 1 == n || strcmp(d[i].label, d[i + 1].label) != 0) &&
+                    key_name_valid(d[i].label) && repair_duplicates(ks, d[i].label) > 0)
+                        repaired++;
         hsm_data_objects_free(d, n);
 
         r = keystore_load(ks);

@@ -16,6 +16,7 @@
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #include <p11-kit/p11-kit.h>
 #include <p11-kit/uri.h>
@@ -30,10 +31,24 @@ struct Hsm {
         CK_SLOT_ID slot;
         CK_SESSION_HANDLE session;
         bool session_open;
+        bool login_refused;       /* the token rejected the PIN: never retry, it could lock the user */
         uint64_t generation;
+        uint64_t next_open_usec;  /* backoff for reopening a lost session */
+        uint64_t backoff_usec;
         CK_RV last_rv;
         char token_label[33];
 };
+
+#define REOPEN_BACKOFF_MIN_USEC (100 * 1000ULL)
+#define REOPEN_BACKOFF_MAX_USEC (30 * 1000 * 1000ULL)
+#define LIST_ATTEMPTS 5
+
+static uint64_t mono_usec(void) {
+        struct timespec ts;
+
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (uint64_t) ts.tv_sec * 1000000ULL + (uint64_t) ts.tv_nsec / 1000;
+}
 
 static bool rv_is_session_loss(CK_RV rv) {
         switch (rv) {
@@ -161,6 +176,7 @@ static int session_open(Hsm *h, const char **ret_error) {
         if (rv != CKR_OK && rv != CKR_USER_ALREADY_LOGGED_IN) {
                 session_close(h);
                 if (rv == CKR_PIN_INCORRECT || rv == CKR_PIN_LOCKED || rv == CKR_PIN_EXPIRED) {
+                        h->login_refused = true;
                         h->last_rv = rv;
                         *ret_error = rv == CKR_PIN_INCORRECT ? "login refused: PIN incorrect" : "login refused: PIN locked or expired";
                         return -EACCES;
@@ -172,27 +188,55 @@ static int session_open(Hsm *h, const char **ret_error) {
 }
 
 /*
+ * Opens the session if it is not open, with exponential backoff between
+ * attempts so a dead HSM is not hammered, and never again after the token
+ * refused the PIN (real HSMs lock or wipe after a few wrong logins).
+ */
+static int ensure_session(Hsm *h) {
+        uint64_t now;
+        int r;
+
+        if (h->session_open)
+                return 0;
+        if (h->login_refused)
+                return -KEKERR_HSM_UNAVAILABLE;
+        now = mono_usec();
+        if (now < h->next_open_usec)
+                return -KEKERR_HSM_UNAVAILABLE;
+        r = session_open(h, NULL);
+        if (r < 0) {
+                h->backoff_usec = MIN(MAX(h->backoff_usec * 2, REOPEN_BACKOFF_MIN_USEC), REOPEN_BACKOFF_MAX_USEC);
+                h->next_open_usec = now + h->backoff_usec;
+                return -KEKERR_HSM_UNAVAILABLE;
+        }
+        h->backoff_usec = 0;
+        h->generation++; /* handles from before may not be valid in the new session */
+        return 0;
+}
+
+/*
  * Called after a failed C_* call: if the failure means the session is gone,
- * drop it and try to reopen now. Returns true if the caller should retry once.
+ * drop it and try to reopen it. Returns true when a call that names no
+ * object handle may be retried once. Calls that use a handle never retry:
+ * after a reopen the handle may be stale, or on some HSMs name another object.
  */
 static bool recover(Hsm *h, CK_RV rv) {
         if (!rv_is_session_loss(rv))
                 return false;
         session_close(h);
         h->generation++;
-        return session_open(h, NULL) >= 0;
+        return ensure_session(h) >= 0;
 }
 
-static int ensure_session(Hsm *h) {
-        int r;
+/* Maps a failed call that used an object handle; a lost session becomes transient. */
+static int handle_call_failed(Hsm *h, CK_RV rv) {
+        int r = rv_to_errno(h, rv);
 
-        if (h->session_open)
-                return 0;
-        r = session_open(h, NULL);
-        if (r < 0)
-                return r;
-        h->generation++;
-        return 0;
+        if (rv_is_session_loss(rv)) {
+                session_close(h);
+                h->generation++;
+        }
+        return r;
 }
 
 int hsm_open(const char *module, const char *token_uri, const Secret *pin, Hsm **ret, const char **ret_error) {
@@ -337,11 +381,10 @@ int hsm_generate_aes_key(Hsm *h, const char *label, uint32_t version, HsmObject 
         r = ensure_session(h);
         if (r < 0)
                 return r;
+        /* No blind retry: a call that failed in transit may have created the object (written intents cover it). */
         rv = h->module->C_GenerateKey(h->session, &mech, tmpl, ELEMENTSOF(tmpl), &o);
-        if (rv != CKR_OK && recover(h, rv))
-                rv = h->module->C_GenerateKey(h->session, &mech, tmpl, ELEMENTSOF(tmpl), &o);
         if (rv != CKR_OK)
-                return rv_to_errno(h, rv);
+                return handle_call_failed(h, rv);
         *ret = o;
         return 0;
 }
@@ -354,9 +397,9 @@ int hsm_destroy_object(Hsm *h, HsmObject o) {
         if (r < 0)
                 return r;
         rv = h->module->C_DestroyObject(h->session, o);
-        if (rv != CKR_OK && recover(h, rv))
-                rv = h->module->C_DestroyObject(h->session, o);
-        return rv_to_errno(h, rv);
+        if (rv != CKR_OK)
+                return handle_call_failed(h, rv);
+        return 0;
 }
 
 static CK_RV gcm_encrypt_once(Hsm *h, CK_MECHANISM *mech, HsmObject key, const uint8_t *pt, size_t pt_len,
@@ -391,9 +434,9 @@ int hsm_encrypt_gcm(Hsm *h, HsmObject key, const uint8_t iv[HSM_GCM_IV_SIZE], co
         if (r < 0)
                 return r;
         rv = gcm_encrypt_once(h, &mech, key, pt, pt_len, out);
-        if (rv != CKR_OK && recover(h, rv))
-                rv = gcm_encrypt_once(h, &mech, key, pt, pt_len, out);
-        return rv_to_errno(h, rv);
+        if (rv != CKR_OK)
+                return handle_call_failed(h, rv);
+        return 0;
 }
 
 /* out has room for ct_len bytes: some tokens (SoftHSM2) size a GCM decrypt by its input. */
@@ -406,6 +449,11 @@ static CK_RV gcm_decrypt_once(Hsm *h, CK_MECHANISM *mech, HsmObject key, const u
         if (rv != CKR_OK)
                 return rv;
         rv = h->module->C_Decrypt(h->session, (CK_BYTE_PTR) ct, ct_len, out->data, &out_len);
+        /* SoftHSM2 2.6 reports a GCM tag mismatch from C_Decrypt as CKR_GENERAL_ERROR (newer
+         * tokens say CKR_ENCRYPTED_DATA_INVALID). Only this call's error means "does not
+         * authenticate"; the same code from C_DecryptInit is an HSM failure. */
+        if (rv == CKR_GENERAL_ERROR)
+                return CKR_ENCRYPTED_DATA_INVALID;
         if (rv == CKR_OK) {
                 if (out_len != ct_len - HSM_GCM_TAG_SIZE)
                         return CKR_GENERAL_ERROR;
@@ -438,16 +486,8 @@ int hsm_decrypt_gcm(Hsm *h, HsmObject key, const uint8_t iv[HSM_GCM_IV_SIZE], co
         if (r < 0)
                 return r;
         rv = gcm_decrypt_once(h, &mech, key, ct, ct_len, pt);
-        if (rv != CKR_OK && recover(h, rv))
-                rv = gcm_decrypt_once(h, &mech, key, ct, ct_len, pt);
-        /* SoftHSM2 2.6 reports a GCM tag mismatch as CKR_GENERAL_ERROR (newer
-         * tokens say CKR_ENCRYPTED_DATA_INVALID). CKR_FUNCTION_FAILED stays a
-         * transient HSM failure so a flaky device is never reported as tampering. */
-        if (rv == CKR_GENERAL_ERROR)
-                rv = CKR_ENCRYPTED_DATA_INVALID;
-        r = rv_to_errno(h, rv);
-        if (r < 0)
-                return r;
+        if (rv != CKR_OK)
+                return handle_call_failed(h, rv);
         *ret = TAKE_PTR(pt);
         return 0;
 }
@@ -497,13 +537,24 @@ static int find_all(Hsm *h, CK_ATTRIBUTE *tmpl, CK_ULONG n_tmpl, CK_OBJECT_HANDL
         return 0;
 }
 
+/*
+ * Only keys that were generated on the token and can never leave it are KEKs:
+ * an extractable or imported object planted under a key's label and ID by
+ * another application on the same token is never adopted.
+ */
+#define KEK_SEARCH_TEMPLATE(cls, type, yes, no)                      \
+        { CKA_CLASS, &(cls), sizeof(cls) },                          \
+        { CKA_KEY_TYPE, &(type), sizeof(type) },                     \
+        { CKA_SENSITIVE, &(yes), sizeof(yes) },                      \
+        { CKA_EXTRACTABLE, &(no), sizeof(no) },                      \
+        { CKA_NEVER_EXTRACTABLE, &(yes), sizeof(yes) },              \
+        { CKA_LOCAL, &(yes), sizeof(yes) }
+
 int hsm_list_keys(Hsm *h, HsmKeyRef **ret, size_t *ret_n) {
         CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
         CK_KEY_TYPE type = CKK_AES;
-        CK_ATTRIBUTE tmpl[] = {
-                { CKA_CLASS, &cls, sizeof(cls) },
-                { CKA_KEY_TYPE, &type, sizeof(type) },
-        };
+        CK_BBOOL yes = CK_TRUE, no = CK_FALSE;
+        CK_ATTRIBUTE tmpl[] = { KEK_SEARCH_TEMPLATE(cls, type, yes, no) };
         _cleanup_free_ CK_OBJECT_HANDLE *objs = NULL;
         _cleanup_free_ HsmKeyRef *keys = NULL;
         size_t n = 0, k = 0;
@@ -530,7 +581,7 @@ int hsm_list_keys(Hsm *h, HsmKeyRef **ret, size_t *ret_n) {
                         continue; /* destroyed by another node meanwhile */
                 if (rv != CKR_OK)
                         return rv_to_errno(h, rv);
-                if (a[1].ulValueLen != sizeof(id))
+                if (a[1].ulValueLen != sizeof(id) || a[0].ulValueLen > HSM_KEY_LABEL_MAX)
                         continue;
                 keys[k].label[a[0].ulValueLen] = 0;
                 keys[k].version = (uint32_t) id[0] << 24 | (uint32_t) id[1] << 16 | (uint32_t) id[2] << 8 | id[3];
@@ -606,10 +657,10 @@ static int data_object_read(Hsm *h, CK_OBJECT_HANDLE o, HsmDataObject *d) {
         a[0].pValue = d->label;
         a[1].pValue = d->value;
         rv = h->module->C_GetAttributeValue(h->session, o, a, ELEMENTSOF(a));
-        if (rv != CKR_OK) {
+        if (rv != CKR_OK || a[0].ulValueLen > HSM_KEY_LABEL_MAX) {
                 free(d->value);
                 d->value = NULL;
-                return rv_to_errno(h, rv);
+                return rv != CKR_OK ? rv_to_errno(h, rv) : -EBADMSG;
         }
         d->label[a[0].ulValueLen] = 0;
         d->value_len = a[1].ulValueLen;
@@ -624,37 +675,55 @@ int hsm_list_data(Hsm *h, const char *application, const char *label, HsmDataObj
                 { CKA_APPLICATION, (void *) application, strlen(application) },
                 { CKA_LABEL, (void *) label, label ? strlen(label) : 0 },
         };
-        _cleanup_free_ CK_OBJECT_HANDLE *objs = NULL;
-        HsmDataObject *d;
-        size_t n = 0, k = 0;
-        int r;
+        /*
+         * Records are replaced by "create new, destroy old". A listing that
+         * races such a replacement can find the old object and then not read
+         * it; the key must not look absent then, so list again.
+         */
+        for (unsigned attempt = 0; attempt < LIST_ATTEMPTS; attempt++) {
+                _cleanup_free_ CK_OBJECT_HANDLE *objs = NULL;
+                HsmDataObject *d;
+                size_t n = 0, k = 0;
+                bool vanished = false;
+                int r;
 
-        r = find_all(h, tmpl, label ? 3 : 2, &objs, &n);
-        if (r < 0)
-                return r;
-        d = calloc(n ? n : 1, sizeof(*d));
-        if (!d)
-                return -ENOMEM;
-        for (size_t i = 0; i < n; i++) {
-                r = data_object_read(h, objs[i], &d[k]);
-                if (r == -ENOENT || r == -EBADMSG)
-                        continue; /* vanished meanwhile, or not one of ours */
-                if (r < 0) {
-                        hsm_data_objects_free(d, k);
+                r = find_all(h, tmpl, label ? 3 : 2, &objs, &n);
+                if (r < 0)
                         return r;
+                d = calloc(n ? n : 1, sizeof(*d));
+                if (!d)
+                        return -ENOMEM;
+                for (size_t i = 0; i < n; i++) {
+                        r = data_object_read(h, objs[i], &d[k]);
+                        if (r == -ENOENT) {
+                                vanished = true;
+                                continue;
+                        }
+                        if (r == -EBADMSG)
+                                continue; /* not one of ours */
+                        if (r < 0) {
+                                hsm_data_objects_free(d, k);
+                                return r;
+                        }
+                        k++;
                 }
-                k++;
+                if (!vanished) {
+                        *ret = d;
+                        *ret_n = k;
+                        return 0;
+                }
+                hsm_data_objects_free(d, k);
         }
-        *ret = d;
-        *ret_n = k;
-        return 0;
+        return -KEKERR_HSM_UNAVAILABLE;
 }
 
 int hsm_find_key(Hsm *h, const char *label, uint32_t version, HsmObject *ret) {
         CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
+        CK_KEY_TYPE type = CKK_AES;
+        CK_BBOOL yes = CK_TRUE, no = CK_FALSE;
         uint8_t id[4];
         CK_ATTRIBUTE tmpl[] = {
-                { CKA_CLASS, &cls, sizeof(cls) },
+                KEK_SEARCH_TEMPLATE(cls, type, yes, no),
                 { CKA_LABEL, (void *) label, strlen(label) },
                 { CKA_ID, id, sizeof(id) },
         };
@@ -694,10 +763,8 @@ int hsm_create_data(Hsm *h, const char *application, const char *label, const ui
         if (r < 0)
                 return r;
         rv = h->module->C_CreateObject(h->session, tmpl, ELEMENTSOF(tmpl), &o);
-        if (rv != CKR_OK && recover(h, rv))
-                rv = h->module->C_CreateObject(h->session, tmpl, ELEMENTSOF(tmpl), &o);
         if (rv != CKR_OK)
-                return rv_to_errno(h, rv);
+                return handle_call_failed(h, rv);
         *ret = o;
         return 0;
 }
