@@ -33,7 +33,7 @@ typedef struct ParseState {
         bool failed;
 } ParseState;
 
-static const char *const sections[] = { "hsm", "server", "keys", "log" };
+static const char *const sections[] = { "hsm", "server", "keys", "access", "log" };
 
 /* Stands in for a value too long for inih's line buffer; the handler swaps in s->long_value. */
 #define LONG_VALUE_MARK "\x1f"
@@ -261,9 +261,16 @@ static int handler(void *user, const char *section, const char *name, const char
                 if (strcmp(name, "socket_group") == 0)
                         return set_string(s, &c->socket_group, section, name, value);
                 if (strcmp(name, "max_frame") == 0) {
-                        if (!set_number(s, section, name, value, 1024, FRAME_MAX_LIMIT, 10, &u))
+                        /* at least one maximal Unwrap response (1024-byte AEK) or blob request fits */
+                        if (!set_number(s, section, name, value, 4096, FRAME_MAX_LIMIT, 10, &u))
                                 return 0;
                         c->max_frame = u;
+                        return 1;
+                }
+                if (strcmp(name, "idle_timeout") == 0) {
+                        if (!set_number(s, section, name, value, 1, 86400, 10, &u))
+                                return 0;
+                        c->idle_timeout = (unsigned) u;
                         return 1;
                 }
                 if (strcmp(name, "max_connections") == 0) {
@@ -288,6 +295,9 @@ static int handler(void *user, const char *section, const char *name, const char
                                 return fail(s, "'allow_unrecoverable' in [keys] must be yes, no, true or false, got '%s'", value);
                         return 1;
                 }
+        } else if (strcmp(section, "access") == 0) {
+                if (strcmp(name, "admin_group") == 0)
+                        return set_string(s, &c->admin_group, section, name, value);
         } else if (strcmp(section, "log") == 0) {
                 if (strcmp(name, "level") == 0) {
                         int l = parse_log_level(value);
@@ -321,6 +331,7 @@ static Config *config_new(void) {
         c->socket_mode = 0660;
         c->max_frame = FRAME_MAX_DEFAULT;
         c->max_connections = 1024;
+        c->idle_timeout = 300;
         c->refresh_interval = 5;
         c->log_level = LOG_INFO;
         c->socket_path = strdup("/run/kekd/kekd.sock");
@@ -337,6 +348,7 @@ Config *config_free(Config *c) {
         free(c->pin_file);
         free(c->socket_path);
         free(c->socket_group);
+        free(c->admin_group);
         free(c);
         return NULL;
 }

@@ -19,8 +19,10 @@ typedef struct Config {
         char *socket_path;      /* [server] socket */
         mode_t socket_mode;     /* [server] socket_mode, octal */
         char *socket_group;     /* [server] socket_group, optional */
+        char *admin_group;      /* [access] admin_group: members may run lifecycle and vault operations */
         size_t max_frame;       /* [server] max_frame, bytes */
         unsigned max_connections; /* [server] max_connections */
+        unsigned idle_timeout;  /* [server] idle_timeout, seconds: an idle connection is closed after it */
         unsigned refresh_interval; /* [keys] refresh_interval, seconds: bound on seeing other nodes' changes */
         bool allow_unrecoverable;  /* [keys] allow_unrecoverable: wrap without purge protection (development) */
         int log_level;          /* [log] level: syslog priority */

@@ -13,9 +13,15 @@
 #include <string.h>
 
 #include "common/kekerr.h"
+#include "daemon/clock.h"
 #include "dispatch.h"
 #include "proto/kek.pb-c.h"
 
+
+/* Listings may be this old; a client asking more often gets the same snapshot, not a token scan. */
+#define LISTING_MAX_AGE_USEC (1 * USEC_PER_SEC)
+/* Items per batch: bounds the HSM work one frame can ask for. */
+#define BATCH_MAX_ITEMS 1024u
 
 typedef struct Reply {
         Kek__Response resp;
@@ -145,9 +151,13 @@ static int keyerr(Dispatcher *d, Reply *reply, int r, const char *key, uint32_t 
         }
 }
 
+/* Copies a peer-supplied name for logs and messages; anything outside the key alphabet becomes '?'. */
 static void set_outcome_key(DispatchOutcome *o, const char *key) {
-        if (key)
-                snprintf(o->key, sizeof(o->key), "%s", key);
+        size_t i;
+
+        for (i = 0; key && key[i] && i < sizeof(o->key) - 1; i++)
+                o->key[i] = strchr("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-", key[i]) ? key[i] : '?';
+        o->key[i] = 0;
 }
 
 /* --- data plane ------------------------------------------------------------------ */
@@ -177,10 +187,10 @@ static int do_wrap(Dispatcher *d, const Kek__WrapRequest *w, Reply *reply, Dispa
                           w->context.len, d->now_usec(), &blob, &blob_len, &version);
         if (r == -ENOSPC)
                 return reply_error(reply, -KEKERR_INVALID_ARGUMENT,
-                                   "key '%s' version %u has used its wrap budget; wrap with the current version", w->key,
+                                   "key '%s' version %u has used its wrap budget; wrap with the current version", o->key,
                                    w->version);
         if (r < 0)
-                return keyerr(d, reply, r, w->key, w->version);
+                return keyerr(d, reply, r, o->key, w->version);
         if (reply_own(reply, blob) < 0 || !(resp = reply_alloc(reply, sizeof(*resp))))
                 return -ENOMEM;
         o->version = version;
@@ -326,6 +336,9 @@ static int batch_item_error(Reply *reply, Kek__BatchItemResult *item, int r) {
                 Kek__BatchItemResult **items;                                                           \
                 int r;                                                                                  \
                                                                                                         \
+                if (req->field->n_items > BATCH_MAX_ITEMS)                                              \
+                        return reply_error(reply, -KEKERR_INVALID_ARGUMENT,                             \
+                                           "a batch holds at most %u items", BATCH_MAX_ITEMS);          \
                 r = batch_begin(reply, req->field->n_items, &b, &items);                                \
                 if (r < 0)                                                                              \
                         return r;                                                                       \
@@ -456,7 +469,7 @@ static int handle_create_key(Dispatcher *d, const Kek__Request *req, Reply *repl
         if (r == -KEKERR_INVALID_ARGUMENT)
                 return reply_error(reply, r, "rotation age must be at most 100 years and the wrap budget at most 2^32");
         if (r < 0)
-                return keyerr(d, reply, r, name, 0);
+                return keyerr(d, reply, r, o->key, 0);
         return reply_key_info(d, reply, k, o);
 }
 
@@ -477,8 +490,8 @@ static int handle_list_keys(Dispatcher *d, const Kek__Request *req, Reply *reply
         size_t n, m = 0;
         int r;
 
-        /* The operator's view of the token: read it afresh so changes through other nodes show. */
-        r = keystore_load(d->keystore);
+        /* The operator's view of the token: fresh to within a second, so changes through other nodes show. */
+        r = keystore_refresh(d->keystore, LISTING_MAX_AGE_USEC);
         if (r < 0)
                 return r;
         n = keystore_n_keys(d->keystore);
@@ -614,7 +627,7 @@ static int reply_vault(Dispatcher *d, Reply *reply) {
 }
 
 static int handle_get_vault_policy(Dispatcher *d, const Kek__Request *req, Reply *reply, DispatchOutcome *o) {
-        int r = keystore_load(d->keystore);
+        int r = keystore_refresh(d->keystore, LISTING_MAX_AGE_USEC);
 
         if (r < 0)
                 return r;
@@ -741,7 +754,12 @@ int dispatch_frame(Dispatcher *d, const Peer *peer, const uint8_t *payload, size
         kek__response__init(&reply.resp);
         reply.resp.id = req->id;
         h = handler_find(req->body_case);
-        if (h) {
+        if (h && h->required_role > ROLE_CRYPTO_USER && !(peer && peer->officer)) {
+                o.op = h->op;
+                o.control = h->control;
+                r = reply_error(&reply, -KEKERR_PERMISSION_DENIED,
+                                "%s needs a key officer: root, kekd's user or a member of the admin group", h->op);
+        } else if (h) {
                 o.op = h->op;
                 o.control = h->control;
                 r = h->handler(d, req, &reply, &o);

@@ -24,12 +24,15 @@ typedef struct Peer {
         uid_t uid;
         gid_t gid;
         pid_t pid;
+        bool officer;      /* may run ROLE_OFFICER and ROLE_ADMIN operations */
 } Peer;
 
 /*
- * Who may run an operation: the table's required_role column. Peer
- * credentials are not checked against it yet (access control is its own
- * issue); until then the socket's mode and group are the only gate.
+ * Who may run an operation: the table's required_role column, checked
+ * before the handler runs. A crypto user is any peer the socket's mode and
+ * group let in; officers and administrators are root, kekd's own user and
+ * members of [access] admin_group (Peer.officer, decided by the transport
+ * from the peer's credentials). Per-key grants refine this later.
  */
 typedef enum Role {
         ROLE_CRYPTO_USER,  /* data plane: wrap, unwrap, get-key-version on granted keys */

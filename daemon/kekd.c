@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <systemd/sd-daemon.h>
@@ -149,6 +150,16 @@ static int run(int argc, char *argv[]) {
                 return 0;
         }
         log_setup(config->log_level);
+
+        /* Descriptors: use what the hard limit allows (systemd sets a high one); see FD_RESERVE_MAX. */
+        {
+                struct rlimit rl;
+
+                if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+                        rl.rlim_cur = rl.rlim_max;
+                        (void) setrlimit(RLIMIT_NOFILE, &rl);
+                }
+        }
 
         /* No core dumps or ptrace by other users of our uid: memory holds PIN and AEKs. */
         if (prctl(PR_SET_DUMPABLE, 0) < 0)

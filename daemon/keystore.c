@@ -599,6 +599,12 @@ fail:
         return r;
 }
 
+int keystore_refresh(Keystore *ks, uint64_t max_age_usec) {
+        if (hsm_generation(ks->hsm) == ks->generation && clock_mono_usec() - ks->last_load_mono_usec < max_age_usec)
+                return 0;
+        return keystore_load(ks);
+}
+
 /* Reloads when the HSM session was reopened since the index was built (handles may be stale). */
 static int keystore_sync(Keystore *ks) {
         if (hsm_generation(ks->hsm) == ks->generation)

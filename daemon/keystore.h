@@ -108,6 +108,8 @@ bool keystore_allow_unrecoverable(const Keystore *ks);
 
 /* Rebuilds the index and vault policy from the token; the previous index stays on failure. */
 int keystore_load(Keystore *ks);
+/* keystore_load() unless the index is younger than max_age_usec: clients cannot force reload storms. */
+int keystore_refresh(Keystore *ks, uint64_t max_age_usec);
 
 size_t keystore_n_keys(const Keystore *ks);
 const Key *keystore_key_at(const Keystore *ks, size_t i);

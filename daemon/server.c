@@ -14,16 +14,28 @@
 #include <grp.h>
 #include <stdio.h>
 #include <string.h>
+#include <limits.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 
 #include "common/kekerr.h"
+#include "daemon/clock.h"
 #include "daemon/log.h"
 #include "daemon/server.h"
 
 #define READ_CHUNK 16384u
 #define OUTPUT_HIGH_WATER (256u * 1024u)
+#define SWEEP_INTERVAL_USEC (1 * USEC_PER_SEC)
+#define STALL_TIMEOUT_USEC (30 * USEC_PER_SEC)     /* a frame begun but not finished, or replies not read */
+#define ACCEPT_PAUSE_USEC (250 * 1000ULL)          /* after EMFILE/ENFILE */
+/*
+ * Descriptors kept for the HSM module: SoftHSM2 opens object files on every
+ * refresh, and one it cannot open it treats as gone for the rest of the
+ * process, so a key would look deleted. Peers never get these.
+ */
+#define FD_RESERVE_MAX 64u
 
 typedef struct Conn Conn;
 
@@ -34,8 +46,14 @@ struct Server {
         bool owns_path;
         char *socket_path;
         sd_event_source *listen_source;
+        sd_event_source *sweep_source;
+        sd_event_source *resume_source;
         size_t max_frame;
         unsigned max_connections;
+        uint64_t idle_timeout_usec;
+        gid_t admin_gid;               /* (gid_t) -1: no admin group */
+        int fd_limit;                  /* connections get descriptors below this */
+        uint64_t last_fd_warning_usec;
         unsigned n_connections;
         Conn *conns;
 };
@@ -47,6 +65,7 @@ struct Conn {
         Peer peer;
         sd_event_source *source;
         FrameBuf in, out;
+        uint64_t progress_usec; /* last time a byte moved either way (monotonic) */
         bool eof;       /* the peer sent all it will send (it may still read) */
         bool closing;   /* no more requests: flush output, then close */
 };
@@ -105,6 +124,7 @@ static int conn_flush(Conn *c) {
                         return -errno;
                 }
                 frame_buf_consume(&c->out, (size_t) n);
+                c->progress_usec = clock_mono_usec();
         }
         return 0;
 }
@@ -116,7 +136,8 @@ static void log_outcome(const Conn *c, const DispatchOutcome *o) {
 
         if (o->error == 0)
                 return;
-        serious = o->error == -KEKERR_HSM_UNAVAILABLE || o->error == -KEKERR_INTERNAL || o->error > -KEKERR_BASE;
+        serious = o->error == -KEKERR_HSM_UNAVAILABLE || o->error == -KEKERR_INTERNAL ||
+                  o->error == -KEKERR_PERMISSION_DENIED || o->error > -KEKERR_BASE;
         if (!serious && log_get_max_level() < LOG_DEBUG)
                 return;
         snprintf(key, sizeof(key), "KEK_KEY=%s", o->key);
@@ -191,6 +212,7 @@ static int conn_read(Conn *c) {
                 return 0;
         }
         frame_buf_commit(&c->in, (size_t) n);
+        c->progress_usec = clock_mono_usec();
         return 0;
 }
 
@@ -214,6 +236,25 @@ static int on_conn_io(sd_event_source *source, int fd, uint32_t revents, void *u
         return 0;
 }
 
+/* Root, kekd's own user, and members of the admin group (primary or supplementary) are officers. */
+static bool peer_is_officer(const Server *s, int fd, const struct ucred *cred) {
+        gid_t groups[256];
+        socklen_t len = sizeof(groups);
+
+        if (cred->uid == 0 || cred->uid == geteuid())
+                return true;
+        if (s->admin_gid == (gid_t) -1)
+                return false;
+        if (cred->gid == s->admin_gid)
+                return true;
+        if (getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, groups, &len) < 0)
+                return false; /* more groups than we read, or no SO_PEERGROUPS: not an officer */
+        for (size_t i = 0; i < len / sizeof(gid_t); i++)
+                if (groups[i] == s->admin_gid)
+                        return true;
+        return false;
+}
+
 static int on_accept(sd_event_source *source, int fd, uint32_t revents, void *userdata) {
         Server *s = userdata;
         _cleanup_close_ int cfd = -1;
@@ -224,8 +265,26 @@ static int on_accept(sd_event_source *source, int fd, uint32_t revents, void *us
 
         cfd = accept4(fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (cfd < 0) {
-                if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED)
+                if (errno == EMFILE || errno == ENFILE) {
+                        /* The pending connection stays queued and the level-triggered source would fire
+                         * at once again: stop accepting for a moment instead of spinning. */
+                        log_warning_errno(-errno, "Out of file descriptors; not accepting for %llu ms",
+                                          (unsigned long long) (ACCEPT_PAUSE_USEC / 1000));
+                        (void) sd_event_source_set_enabled(s->listen_source, SD_EVENT_OFF);
+                        (void) sd_event_source_set_time_relative(s->resume_source, ACCEPT_PAUSE_USEC);
+                        (void) sd_event_source_set_enabled(s->resume_source, SD_EVENT_ONESHOT);
+                } else if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED)
                         log_warning_errno(-errno, "accept() failed");
+                return 0;
+        }
+        if (cfd >= s->fd_limit) {
+                uint64_t now = clock_mono_usec();
+
+                if (now - s->last_fd_warning_usec >= USEC_PER_SEC) {
+                        log_warning("Refusing connections: descriptors above %d are kept for the HSM "
+                                    "(raise LimitNOFILE or lower max_connections)", s->fd_limit);
+                        s->last_fd_warning_usec = now;
+                }
                 return 0;
         }
         if (getsockopt(cfd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0)
@@ -240,7 +299,8 @@ static int on_accept(sd_event_source *source, int fd, uint32_t revents, void *us
         if (!c)
                 return log_error_errno(-ENOMEM, "Cannot accept connection"), 0;
         c->fd = TAKE_FD(cfd);
-        c->peer = (Peer) { .uid = cred.uid, .gid = cred.gid, .pid = cred.pid };
+        c->peer = (Peer) { .uid = cred.uid, .gid = cred.gid, .pid = cred.pid, .officer = peer_is_officer(s, c->fd, &cred) };
+        c->progress_usec = clock_mono_usec();
         frame_buf_init(&c->in);
         frame_buf_init(&c->out);
         r = sd_event_add_io(s->event, &c->source, c->fd, EPOLLIN, on_conn_io, c);
@@ -276,10 +336,15 @@ static int socket_open(const Config *config, int *ret_fd) {
                 gid = g->gr_gid;
         }
 
-        /* Replace a stale socket of a previous run, never any other kind of file. */
+        /* Replace a stale socket of a previous run, never any other kind of file, nor a live one. */
         if (lstat(sa.sun_path, &st) == 0) {
+                _cleanup_close_ int probe = -1;
+
                 if (!S_ISSOCK(st.st_mode))
                         return log_error_errno(-EEXIST, "%s exists and is not a socket; refusing to replace it", sa.sun_path);
+                probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+                if (probe >= 0 && connect(probe, (struct sockaddr *) &sa, sizeof(sa)) == 0)
+                        return log_error_errno(-EADDRINUSE, "Another process is serving on %s; not replacing it", sa.sun_path);
                 if (unlink(sa.sun_path) < 0)
                         return log_error_errno(-errno, "Cannot remove stale socket %s", sa.sun_path);
         }
@@ -288,8 +353,9 @@ static int socket_open(const Config *config, int *ret_fd) {
         if (fd < 0)
                 return log_error_errno(-errno, "socket(AF_UNIX) failed");
         {
-                /* Create the node with no access at all, then open it up: no window with a wider mode. */
-                mode_t old = umask(0777);
+                /* Create the node with its final mode (never wider), so no chmod by path is needed:
+                 * a path-based chmod could follow a symlink swapped in by someone else. */
+                mode_t old = umask(~config->socket_mode & 0777);
                 int r = bind(fd, (struct sockaddr *) &sa, sizeof(sa));
                 int e = errno;
 
@@ -297,13 +363,42 @@ static int socket_open(const Config *config, int *ret_fd) {
                 if (r < 0)
                         return log_error_errno(-e, "Cannot bind %s", sa.sun_path);
         }
-        if (gid != (gid_t) -1 && chown(sa.sun_path, (uid_t) -1, gid) < 0)
+        if (gid != (gid_t) -1 && lchown(sa.sun_path, (uid_t) -1, gid) < 0)
                 return log_error_errno(-errno, "Cannot give %s to group %s", sa.sun_path, config->socket_group);
-        if (chmod(sa.sun_path, config->socket_mode) < 0)
-                return log_error_errno(-errno, "Cannot chmod %s", sa.sun_path);
         if (listen(fd, SOMAXCONN) < 0)
                 return log_error_errno(-errno, "listen() on %s failed", sa.sun_path);
         *ret_fd = TAKE_FD(fd);
+        return 0;
+}
+
+static int on_resume_accept(sd_event_source *source, uint64_t usec, void *userdata) {
+        Server *s = userdata;
+
+        (void) sd_event_source_set_enabled(s->listen_source, SD_EVENT_ON);
+        return 0;
+}
+
+/*
+ * Closes connections that hold resources without progress: idle beyond
+ * idle_timeout, a frame begun and not finished, or replies not read, for
+ * STALL_TIMEOUT_USEC. Slots and buffers go back to peers that use them.
+ */
+static int on_sweep(sd_event_source *source, uint64_t usec, void *userdata) {
+        Server *s = userdata;
+        uint64_t now = clock_mono_usec();
+
+        for (Conn *c = s->conns, *next; c; c = next) {
+                bool busy = frame_buf_size(&c->in) > 0 || frame_buf_size(&c->out) > 0;
+                uint64_t limit = busy ? STALL_TIMEOUT_USEC : s->idle_timeout_usec;
+
+                next = c->next;
+                if (now - c->progress_usec < limit)
+                        continue;
+                log_debug("Closing %s connection of pid %d", busy ? "stalled" : "idle", (int) c->peer.pid);
+                conn_free(c);
+        }
+        (void) sd_event_source_set_time_relative(source, SWEEP_INTERVAL_USEC);
+        (void) sd_event_source_set_enabled(source, SD_EVENT_ONESHOT);
         return 0;
 }
 
@@ -318,7 +413,23 @@ int server_new(sd_event *event, const Config *config, Dispatcher *dispatcher, in
         s->dispatcher = dispatcher;
         s->max_frame = config->max_frame;
         s->max_connections = config->max_connections;
+        s->idle_timeout_usec = (uint64_t) config->idle_timeout * USEC_PER_SEC;
         s->listen_fd = -1;
+        s->admin_gid = (gid_t) -1;
+        {
+                struct rlimit rl;
+
+                if (getrlimit(RLIMIT_NOFILE, &rl) < 0 || rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur > INT_MAX)
+                        rl.rlim_cur = 1024;
+                s->fd_limit = (int) (rl.rlim_cur - MIN((rlim_t) FD_RESERVE_MAX, rl.rlim_cur / 2));
+        }
+        if (config->admin_group) {
+                struct group *g = getgrnam(config->admin_group);
+
+                if (!g)
+                        return log_error_errno(-ESRCH, "admin_group '%s' does not exist", config->admin_group);
+                s->admin_gid = g->gr_gid;
+        }
 
         if (listen_fd >= 0) {
                 s->listen_fd = listen_fd;
@@ -337,6 +448,14 @@ int server_new(sd_event *event, const Config *config, Dispatcher *dispatcher, in
         r = sd_event_add_io(event, &s->listen_source, s->listen_fd, EPOLLIN, on_accept, s);
         if (r < 0)
                 return log_error_errno(r, "Cannot watch listening socket");
+        r = sd_event_add_time_relative(event, &s->sweep_source, CLOCK_MONOTONIC, SWEEP_INTERVAL_USEC, 0, on_sweep, s);
+        if (r >= 0)
+                r = sd_event_add_time_relative(event, &s->resume_source, CLOCK_MONOTONIC, ACCEPT_PAUSE_USEC, 0,
+                                               on_resume_accept, s);
+        if (r >= 0)
+                r = sd_event_source_set_enabled(s->resume_source, SD_EVENT_OFF);
+        if (r < 0)
+                return log_error_errno(r, "Cannot set up connection timers");
         *ret = TAKE_PTR(s);
         return 0;
 }
@@ -347,6 +466,8 @@ Server *server_free(Server *s) {
         while (s->conns)
                 conn_free(s->conns);
         sd_event_source_disable_unref(s->listen_source);
+        sd_event_source_disable_unref(s->sweep_source);
+        sd_event_source_disable_unref(s->resume_source);
         safe_close(s->listen_fd);
         if (s->owns_path)
                 (void) unlink(s->socket_path);

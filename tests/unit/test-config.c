@@ -165,9 +165,9 @@ static void test_values(void) {
         }
 
         /* Range boundaries that are accepted. */
-        c = load_ok(HSM "[server]\nmax_frame = 1024\nmax_connections = 1\nsocket_mode = 0\n", "lower bounds");
+        c = load_ok(HSM "[server]\nmax_frame = 4096\nmax_connections = 1\nsocket_mode = 0\n", "lower bounds");
         if (c) {
-                is_int(c->max_frame, 1024, "lower bounds: max_frame 1024");
+                is_int(c->max_frame, 4096, "lower bounds: max_frame 4096");
                 is_int(c->max_connections, 1, "lower bounds: max_connections 1");
                 is_int(c->socket_mode, 0, "lower bounds: socket_mode 0");
         }
@@ -199,7 +199,7 @@ static void test_values(void) {
 
         /* The last value counts; whitespace and inline comments are stripped. */
         c = load_ok(HSM "[hsm]\nmodule = first\nmodule = second\n"
-                        "[server]\n  max_frame   =   2048   ; an inline comment\nmax_frame = 4096\n"
+                        "[server]\n  max_frame   =   8192   ; an inline comment\nmax_frame = 4096\n"
                         "socket_group=grp\n",
                     "repeated keys");
         if (c) {
@@ -210,9 +210,9 @@ static void test_values(void) {
         }
         config_free(c);
 
-        c = load_ok("[server]\nmax_frame = 2048 ; comment\n" HSM, "inline comment");
+        c = load_ok("[server]\nmax_frame = 8192 ; comment\n" HSM, "inline comment");
         if (c)
-                is_int(c->max_frame, 2048, "inline comment after a value is stripped");
+                is_int(c->max_frame, 8192, "inline comment after a value is stripped");
         config_free(c);
 
         /* Last line without a newline. */
@@ -277,7 +277,7 @@ static void test_errors(void) {
         FAILS_AT(HSM "[server]\nsocket_mode = 01660\n", 6, "socket_mode 01660 (sticky bit)",
                  "'socket_mode' in [server]", "01660");
 
-        FAILS_AT(HSM "[server]\nmax_frame = 1023\n", 6, "max_frame 1023", "'max_frame' in [server]", "1023");
+        FAILS_AT(HSM "[server]\nmax_frame = 4095\n", 6, "max_frame 4095", "'max_frame' in [server]", "4095");
         FAILS_AT(HSM "[server]\nmax_frame = 16777217\n", 6, "max_frame 16777217", "'max_frame' in [server]",
                  "16777217");
         FAILS_AT(HSM "[server]\nmax_frame = 0\n", 6, "max_frame 0", "'max_frame' in [server]");
@@ -314,9 +314,9 @@ static void test_error_messages(void) {
         load_fails_with(HSM "[server]\nsocket_mode = 0x1ff\n", -EINVAL,
                         "test.conf:6: 'socket_mode' in [server] must be an octal number, got '0x1ff'",
                         "socket_mode 0x1ff");
-        load_fails_with(HSM "[server]\nmax_frame = 1023\n", -EINVAL,
-                        "test.conf:6: 'max_frame' in [server] must be between 1024 and 16777216, got '1023'",
-                        "max_frame 1023");
+        load_fails_with(HSM "[server]\nmax_frame = 4095\n", -EINVAL,
+                        "test.conf:6: 'max_frame' in [server] must be between 4096 and 16777216, got '4095'",
+                        "max_frame 4095");
         load_fails_with(HSM "[server]\nmax_frame = -1\n", -EINVAL,
                         "test.conf:6: 'max_frame' in [server] must be a number, got '-1'", "max_frame -1");
         load_fails_with(HSM "[log]\nlevel = verbose\n", -EINVAL,
@@ -372,7 +372,7 @@ static void test_missing(void) {
                         "test.conf: missing required 'module' in [hsm]", "missing module");
         load_fails_with("[hsm]\nmodule = softhsm2\npin_file = /etc/kekd/pin\n", -EINVAL,
                         "test.conf: missing required 'token' in [hsm]", "missing token");
-        load_fails_with("[hsm]\nmodule = softhsm2\ntoken = pkcs11:token=kekd\n[server]\nmax_frame = 2048\n", -EINVAL,
+        load_fails_with("[hsm]\nmodule = softhsm2\ntoken = pkcs11:token=kekd\n[server]\nmax_frame = 8192\n", -EINVAL,
                         "test.conf: missing required 'pin_file' in [hsm]", "missing pin_file");
         load_fails_with("[server]\nsocket = /run/k.sock\n[log]\nlevel = info\n", -EINVAL,
                         "test.conf: missing required 'module' in [hsm]", "no [hsm] section");
@@ -423,14 +423,14 @@ static void test_indented(void) {
                     "    token = pkcs11:token=kekd\n"
                     "    pin_file = /etc/kekd/pin\n"
                     "[server]\n"
-                    "\tmax_frame = 2048\n"
+                    "\tmax_frame = 8192\n"
                     "\tmax_connections = 8\n",
                     "indented keys");
         if (c) {
                 ok(streq_ptr(c->module, "softhsm2"), "indented keys: module '%s'", c->module ?: "(null)");
                 ok(streq_ptr(c->token_uri, "pkcs11:token=kekd"), "indented keys: token");
                 ok(streq_ptr(c->pin_file, "/etc/kekd/pin"), "indented keys: pin_file");
-                is_int(c->max_frame, 2048, "indented keys: max_frame");
+                is_int(c->max_frame, 8192, "indented keys: max_frame");
                 is_int(c->max_connections, 8, "indented keys: max_connections");
         }
         config_free(c);
