@@ -8,7 +8,9 @@
 #include "config.h"
 
 #include <errno.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include <openssl/crypto.h>
 
@@ -70,4 +72,91 @@ Secret *secret_free(Secret *s) {
 void secret_cleanse(void *p, size_t len) {
         if (p && len > 0)
                 OPENSSL_cleanse(p, len);
+}
+
+#define ARENA_CHUNK (64u * 1024u)
+
+typedef struct ArenaChunk {
+        struct ArenaChunk *next;
+        uint8_t *mem;
+} ArenaChunk;
+
+struct SecretArena {
+        ArenaChunk *chunks;
+        void *free_list;     /* freed slots, linked through their first bytes (cleansed otherwise) */
+        bool locked;
+};
+
+int secret_arena_new(SecretArena **ret) {
+        SecretArena *a = calloc(1, sizeof(*a));
+
+        if (!a)
+                return -ENOMEM;
+        a->locked = true;
+        *ret = a;
+        return 0;
+}
+
+SecretArena *secret_arena_free(SecretArena *a) {
+        if (!a)
+                return NULL;
+        while (a->chunks) {
+                ArenaChunk *c = a->chunks;
+
+                a->chunks = c->next;
+                OPENSSL_cleanse(c->mem, ARENA_CHUNK);
+                (void) munlock(c->mem, ARENA_CHUNK);
+                (void) munmap(c->mem, ARENA_CHUNK);
+                free(c);
+        }
+        free(a);
+        return NULL;
+}
+
+static int arena_grow(SecretArena *a) {
+        ArenaChunk *c = calloc(1, sizeof(*c));
+        uint8_t *m;
+
+        if (!c)
+                return -ENOMEM;
+        m = mmap(NULL, ARENA_CHUNK, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (m == MAP_FAILED) {
+                free(c);
+                return -ENOMEM;
+        }
+        /* Never in a core dump; in RAM only if the limit allows (storage processes run with defaults). */
+        (void) madvise(m, ARENA_CHUNK, MADV_DONTDUMP);
+        if (mlock(m, ARENA_CHUNK) < 0)
+                a->locked = false;
+        c->mem = m;
+        c->next = a->chunks;
+        a->chunks = c;
+        for (size_t off = 0; off < ARENA_CHUNK; off += SECRET_ARENA_SLOT) {
+                *(void **) (m + off) = a->free_list;
+                a->free_list = m + off;
+        }
+        return 0;
+}
+
+void *secret_arena_alloc(SecretArena *a) {
+        void *slot;
+
+        if (!a->free_list && arena_grow(a) < 0)
+                return NULL;
+        slot = a->free_list;
+        a->free_list = *(void **) slot;
+        memset(slot, 0, SECRET_ARENA_SLOT);
+        return slot;
+}
+
+void secret_arena_release(SecretArena *a, void *slot) {
+        if (!slot)
+                return;
+        OPENSSL_cleanse(slot, SECRET_ARENA_SLOT);
+        *(void **) slot = a->free_list;
+        a->free_list = slot;
+}
+
+bool secret_arena_locked(const SecretArena *a) {
+        return a->locked;
 }

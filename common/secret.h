@@ -9,6 +9,7 @@
  */
 #pragma once
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -38,3 +39,22 @@ DEFINE_TRIVIAL_CLEANUP_FUNC(Secret, secret_free);
 
 /* Overwrites memory in a way the compiler may not elide. */
 void secret_cleanse(void *p, size_t len);
+
+/*
+ * SecretArena: many small secrets (cached AEKs) without one mmap each and
+ * without the process-wide OpenSSL secure heap, which a library must not
+ * claim. Fixed-size slots in 64 KiB chunks that are mmap'd, MADV_DONTDUMP,
+ * mlock'd when RLIMIT_MEMLOCK allows, cleansed when a slot is freed and when
+ * the arena goes. Not thread-safe: callers serialise.
+ */
+#define SECRET_ARENA_SLOT 64u
+
+typedef struct SecretArena SecretArena;
+
+int secret_arena_new(SecretArena **ret);
+SecretArena *secret_arena_free(SecretArena *a);
+/* A zeroed slot of SECRET_ARENA_SLOT bytes, or NULL. */
+void *secret_arena_alloc(SecretArena *a);
+void secret_arena_release(SecretArena *a, void *slot);
+/* Whether every chunk so far could be locked in RAM. */
+bool secret_arena_locked(const SecretArena *a);

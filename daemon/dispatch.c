@@ -684,6 +684,45 @@ static int handle_check(Dispatcher *d, const Kek__Request *req, Reply *reply, Di
         return 0;
 }
 
+int dispatch_append_event(FrameBuf *out, size_t max_frame, uint64_t id, const char *name, const Key *k) {
+        Kek__Response resp = KEK__RESPONSE__INIT;
+        Kek__KeyEvent ev = KEK__KEY_EVENT__INIT;
+        uint32_t disabled[64];
+        size_t n = 0;
+
+        ev.key = (char *) name;
+        if (k) {
+                ev.state = k->state == KEY_DISABLED ? KEK__KEY_STATE__DISABLED
+                           : k->state == KEY_DELETED ? KEK__KEY_STATE__DELETED
+                                                     : KEK__KEY_STATE__ENABLED;
+                ev.current_version = k->current_version;
+                for (size_t i = 0; i < k->n_versions && n < ELEMENTSOF(disabled); i++)
+                        if (!k->versions[i].enabled)
+                                disabled[n++] = k->versions[i].id;
+                ev.n_disabled_versions = n;
+                ev.disabled_versions = disabled;
+        } else
+                ev.gone = true;
+        resp.id = id;
+        resp.body_case = KEK__RESPONSE__BODY_EVENT;
+        resp.event = &ev;
+        return frame_append_message(out, &resp.base, max_frame);
+}
+
+static int handle_watch(Dispatcher *d, const Kek__Request *req, Reply *reply, DispatchOutcome *o) {
+        Kek__KeyEvent *ev = reply_alloc(reply, sizeof(*ev));
+
+        if (!ev)
+                return -ENOMEM;
+        /* The first event, with no key, says the stream is live. */
+        kek__key_event__init(ev);
+        ev->key = (char *) "";
+        o->watch = true;
+        reply->resp.body_case = KEK__RESPONSE__BODY_EVENT;
+        reply->resp.event = ev;
+        return 0;
+}
+
 static const HandlerEntry handlers[] = {
         { KEK__REQUEST__BODY_WRAP, "wrap", handle_wrap, ROLE_CRYPTO_USER, false },
         { KEK__REQUEST__BODY_UNWRAP, "unwrap", handle_unwrap, ROLE_CRYPTO_USER, false },
@@ -704,6 +743,7 @@ static const HandlerEntry handlers[] = {
         { KEK__REQUEST__BODY_GET_VAULT_POLICY, "get-vault-policy", handle_get_vault_policy, ROLE_CRYPTO_USER, false },
         { KEK__REQUEST__BODY_SET_VAULT_POLICY, "set-vault-policy", handle_set_vault_policy, ROLE_ADMIN, true },
         { KEK__REQUEST__BODY_CHECK, "check", handle_check, ROLE_OFFICER, true },
+        { KEK__REQUEST__BODY_WATCH, "watch", handle_watch, ROLE_CRYPTO_USER, false },
 };
 
 static const HandlerEntry *handler_find(Kek__Request__BodyCase type) {
@@ -753,6 +793,7 @@ int dispatch_frame(Dispatcher *d, const Peer *peer, const uint8_t *payload, size
 
         kek__response__init(&reply.resp);
         reply.resp.id = req->id;
+        o.id = req->id;
         h = handler_find(req->body_case);
         if (h && h->required_role > ROLE_CRYPTO_USER && !(peer && peer->officer)) {
                 o.op = h->op;

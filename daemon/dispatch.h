@@ -47,6 +47,8 @@ typedef struct DispatchOutcome {
         int error;                 /* 0 or negative */
         bool control;              /* a control-plane operation (lifecycle, vault, check) */
         unsigned items;            /* batch: number of items */
+        bool watch;                /* the peer subscribed to key events (Watch) */
+        uint64_t id;               /* the request's id */
 } DispatchOutcome;
 
 typedef struct Dispatcher {
@@ -57,6 +59,9 @@ typedef struct Dispatcher {
 
 int dispatch_frame(Dispatcher *d, const Peer *peer, const uint8_t *payload, size_t len, FrameBuf *out,
                    DispatchOutcome *ret_outcome);
+
+/* Appends one Watch event for key name (k NULL: the key is gone) with the subscription's id. */
+int dispatch_append_event(FrameBuf *out, size_t max_frame, uint64_t id, const char *name, const Key *k);
 
 /* Appends an error response (for framing failures detected by the transport). */
 int dispatch_append_error(FrameBuf *out, size_t max_frame, uint64_t id, int error, const char *message);

@@ -43,7 +43,32 @@ struct Keystore {
         bool purge_protection_seen;
         bool allow_unrecoverable;
         char owner[OWNER_MAX];
+        KeyChangeFn on_change;
+        void *on_change_userdata;
 };
+
+void keystore_set_change_callback(Keystore *ks, KeyChangeFn fn, void *userdata) {
+        ks->on_change = fn;
+        ks->on_change_userdata = userdata;
+}
+
+/* Whether a and b differ in anything a data-plane client acts on. */
+static bool key_observably_differs(const Key *a, const Key *b) {
+        if (!a || !b)
+                return a != b;
+        if (a->state != b->state || a->current_version != b->current_version || a->n_versions != b->n_versions ||
+            a->purging != b->purging)
+                return true;
+        for (size_t i = 0; i < a->n_versions; i++)
+                if (a->versions[i].id != b->versions[i].id || a->versions[i].enabled != b->versions[i].enabled)
+                        return true;
+        return false;
+}
+
+static void notify_change(Keystore *ks, const char *name, const Key *old, const Key *new) {
+        if (ks->on_change && key_observably_differs(old, new))
+                ks->on_change(name, new && !new->purging ? new : NULL, ks->on_change_userdata);
+}
 
 static Key *key_free(Key *k) {
         if (!k)
@@ -365,6 +390,7 @@ static Key *index_put(Keystore *ks, Key *k) {
         size_t pos = index_pos(ks->keys, ks->n_keys, k->name, &found);
 
         carry_runtime(k, found ? ks->keys[pos] : NULL);
+        notify_change(ks, k->name, found ? ks->keys[pos] : NULL, k);
         for (size_t i = 0; i < k->n_versions; i++) {
                 const KeyVersion *ov = found ? key_find_version(ks->keys[pos], k->versions[i].id) : NULL;
 
@@ -401,6 +427,7 @@ static void index_remove(Keystore *ks, const char *name) {
 
         if (!found)
                 return;
+        notify_change(ks, name, ks->keys[pos], NULL);
         key_free(ks->keys[pos]);
         memmove(ks->keys + pos, ks->keys + pos + 1, (ks->n_keys - pos - 1) * sizeof(*ks->keys));
         ks->n_keys--;
@@ -585,6 +612,18 @@ int keystore_load(Keystore *ks) {
         r = vault_load(ks);
         if (r < 0)
                 goto fail;
+        /* Changes made through other kekd instances, as this refresh finds them. */
+        if (ks->on_change) {
+                for (size_t i = 0; i < n; i++)
+                        notify_change(ks, keys[i]->name, index_get(ks, keys[i]->name), keys[i]);
+                for (size_t i = 0; i < ks->n_keys; i++) {
+                        bool found;
+
+                        (void) index_pos(keys, n, ks->keys[i]->name, &found);
+                        if (!found)
+                                notify_change(ks, ks->keys[i]->name, ks->keys[i], NULL);
+                }
+        }
 
         keys_free(ks->keys, ks->n_keys);
         ks->keys = keys;

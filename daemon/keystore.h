@@ -91,6 +91,14 @@ typedef struct Key {
 
 typedef struct Keystore Keystore;
 
+/*
+ * Called after the index changed what a client may observe of a key: its
+ * state, current version, a version's enabled flag, or its existence (k is
+ * NULL when the key is gone). Drives the Watch stream.
+ */
+typedef void (*KeyChangeFn)(const char *name, const Key *k, void *userdata);
+void keystore_set_change_callback(Keystore *ks, KeyChangeFn fn, void *userdata);
+
 typedef struct CheckReport {
         unsigned keys, versions, repaired;
         char **problems;

@@ -66,6 +66,9 @@ struct Conn {
         sd_event_source *source;
         FrameBuf in, out;
         uint64_t progress_usec; /* last time a byte moved either way (monotonic) */
+        bool watching;          /* subscribed to key events */
+        bool drop;              /* to be freed by its own handler or the sweep, never mid-request */
+        uint64_t watch_id;
         bool eof;       /* the peer sent all it will send (it may still read) */
         bool closing;   /* no more requests: flush output, then close */
 };
@@ -180,6 +183,10 @@ static int conn_process(Conn *c) {
                 r = dispatch_frame(s->dispatcher, &c->peer, payload, len, &c->out, &o);
                 frame_buf_consume(&c->in, FRAME_HEADER_SIZE + len);
                 log_outcome(c, &o);
+                if (o.watch && o.error == 0) {
+                        c->watching = true;
+                        c->watch_id = o.id;
+                }
                 if (r == -KEKERR_MALFORMED_REQUEST) {
                         c->closing = true;
                         return 0;
@@ -220,6 +227,10 @@ static int on_conn_io(sd_event_source *source, int fd, uint32_t revents, void *u
         Conn *c = userdata;
         int r = 0;
 
+        if (c->drop) {
+                conn_free(c);
+                return 0;
+        }
         if ((revents & (EPOLLIN | EPOLLHUP | EPOLLERR)) && !c->closing && !c->eof &&
             frame_buf_size(&c->out) < OUTPUT_HIGH_WATER)
                 r = conn_read(c);
@@ -371,6 +382,25 @@ static int socket_open(const Config *config, int *ret_fd) {
         return 0;
 }
 
+/* Keystore change callback: one event to every watcher; a watcher that does not read is dropped. */
+static void on_key_change(const char *name, const Key *k, void *userdata) {
+        Server *s = userdata;
+
+        for (Conn *c = s->conns; c; c = c->next) {
+                if (!c->watching || c->closing)
+                        continue;
+                /* This may run inside a request of any connection, c included: mark, never free here. */
+                if (c->drop)
+                        continue;
+                if (frame_buf_size(&c->out) > 4 * OUTPUT_HIGH_WATER ||
+                    dispatch_append_event(&c->out, s->max_frame, c->watch_id, name, k) < 0 || conn_flush(c) < 0) {
+                        log_debug("Dropping watcher pid %d: not reading its events", (int) c->peer.pid);
+                        c->drop = c->closing = true;
+                }
+                conn_update_events(c);
+        }
+}
+
 static int on_resume_accept(sd_event_source *source, uint64_t usec, void *userdata) {
         Server *s = userdata;
 
@@ -392,7 +422,8 @@ static int on_sweep(sd_event_source *source, uint64_t usec, void *userdata) {
                 uint64_t limit = busy ? STALL_TIMEOUT_USEC : s->idle_timeout_usec;
 
                 next = c->next;
-                if (now - c->progress_usec < limit)
+                /* A watcher waits for events: idle is its normal state. */
+                if (!c->drop && (now - c->progress_usec < limit || (c->watching && !busy)))
                         continue;
                 log_debug("Closing %s connection of pid %d", busy ? "stalled" : "idle", (int) c->peer.pid);
                 conn_free(c);
@@ -448,6 +479,7 @@ int server_new(sd_event *event, const Config *config, Dispatcher *dispatcher, in
         r = sd_event_add_io(event, &s->listen_source, s->listen_fd, EPOLLIN, on_accept, s);
         if (r < 0)
                 return log_error_errno(r, "Cannot watch listening socket");
+        keystore_set_change_callback(dispatcher->keystore, on_key_change, s);
         r = sd_event_add_time_relative(event, &s->sweep_source, CLOCK_MONOTONIC, SWEEP_INTERVAL_USEC, 0, on_sweep, s);
         if (r >= 0)
                 r = sd_event_add_time_relative(event, &s->resume_source, CLOCK_MONOTONIC, ACCEPT_PAUSE_USEC, 0,
@@ -463,6 +495,8 @@ int server_new(sd_event *event, const Config *config, Dispatcher *dispatcher, in
 Server *server_free(Server *s) {
         if (!s)
                 return NULL;
+        if (s->dispatcher)
+                keystore_set_change_callback(s->dispatcher->keystore, NULL, NULL);
         while (s->conns)
                 conn_free(s->conns);
         sd_event_source_disable_unref(s->listen_source);

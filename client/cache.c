@@ -1,0 +1,283 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * The AEK cache (see cache.h). A chained hash table sized to the next power
+ * of two above the bound, plus an LRU list. The digest is SHA-256 over a
+ * per-cache random salt, the blob length, the blob and the context,
+ * truncated to 128 bits: lookups compare digests, so neither blobs nor
+ * contexts are kept, which keeps an entry near 180 bytes all told.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/evp.h>
+#include <openssl/rand.h>
+
+#include "client/cache.h"
+
+typedef struct Entry {
+        struct Entry *hnext;
+        struct Entry *prev, *next;   /* LRU: head is most recent */
+        uint8_t digest[16];
+        uint64_t key_id;
+        uint32_t version;
+        uint64_t fetched_usec;
+        uint64_t last_ok_usec;
+        kek_aek *aek;
+} Entry;
+
+struct Cache {
+        pthread_mutex_t lock;
+        Entry **buckets;
+        size_t n_buckets;            /* power of two */
+        size_t n, max;
+        Entry *head, *tail;
+        uint8_t salt[16];
+        EVP_MD *sha256;
+        uint64_t hits, misses, refreshes, evictions, drops, stale_served;
+};
+
+int cache_new(size_t max_entries, Cache **ret) {
+        Cache *c;
+
+        if (max_entries == 0 || max_entries > (1u << 26))
+                return -EINVAL;
+        c = calloc(1, sizeof(*c));
+        if (!c)
+                return -ENOMEM;
+        c->n_buckets = 16;
+        while (c->n_buckets < max_entries)
+                c->n_buckets <<= 1;
+        c->buckets = calloc(c->n_buckets, sizeof(*c->buckets));
+        c->sha256 = EVP_MD_fetch(NULL, "SHA256", NULL);
+        if (!c->buckets || !c->sha256 || RAND_bytes(c->salt, sizeof(c->salt)) != 1) {
+                EVP_MD_free(c->sha256);
+                free(c->buckets);
+                free(c);
+                return -ENOMEM;
+        }
+        c->max = max_entries;
+        pthread_mutex_init(&c->lock, NULL);
+        *ret = c;
+        return 0;
+}
+
+static void entry_free(Entry *e) {
+        kek_aek_unref(e->aek);
+        free(e);
+}
+
+static void lru_unlink(Cache *c, Entry *e) {
+        if (e->prev)
+                e->prev->next = e->next;
+        else
+                c->head = e->next;
+        if (e->next)
+                e->next->prev = e->prev;
+        else
+                c->tail = e->prev;
+        e->prev = e->next = NULL;
+}
+
+static void lru_push(Cache *c, Entry *e) {
+        e->prev = NULL;
+        e->next = c->head;
+        if (c->head)
+                c->head->prev = e;
+        c->head = e;
+        if (!c->tail)
+                c->tail = e;
+}
+
+static size_t bucket_of(const Cache *c, const uint8_t digest[16]) {
+        uint64_t h;
+
+        memcpy(&h, digest, sizeof(h));
+        return (size_t) (h & (c->n_buckets - 1));
+}
+
+/* Unlinks e from its bucket and the LRU, and frees it. */
+static void entry_remove(Cache *c, Entry *e) {
+        Entry **p = &c->buckets[bucket_of(c, e->digest)];
+
+        while (*p && *p != e)
+                p = &(*p)->hnext;
+        if (*p)
+                *p = e->hnext;
+        lru_unlink(c, e);
+        c->n--;
+        entry_free(e);
+}
+
+void cache_clear(Cache *c) {
+        pthread_mutex_lock(&c->lock);
+        while (c->head)
+                entry_remove(c, c->head);
+        pthread_mutex_unlock(&c->lock);
+}
+
+Cache *cache_free(Cache *c) {
+        if (!c)
+                return NULL;
+        cache_clear(c);
+        EVP_MD_free(c->sha256);
+        free(c->buckets);
+        pthread_mutex_destroy(&c->lock);
+        free(c);
+        return NULL;
+}
+
+void cache_digest(const Cache *c, const uint8_t *blob, size_t blob_len, const uint8_t *ctx, size_t ctx_len,
+                  uint8_t out[16]) {
+        EVP_MD_CTX *m = EVP_MD_CTX_new();
+        uint8_t md[32], len[8];
+        unsigned md_len = 0;
+
+        for (int i = 0; i < 8; i++)
+                len[i] = (uint8_t) (blob_len >> (8 * i));
+        /* The length separates blob from context: (b, c) and (b', c') never hash alike by concatenation. */
+        if (!m || EVP_DigestInit_ex(m, c->sha256, NULL) != 1 || EVP_DigestUpdate(m, c->salt, sizeof(c->salt)) != 1 ||
+            EVP_DigestUpdate(m, len, sizeof(len)) != 1 || EVP_DigestUpdate(m, blob, blob_len) != 1 ||
+            (ctx_len && EVP_DigestUpdate(m, ctx, ctx_len) != 1) || EVP_DigestFinal_ex(m, md, &md_len) != 1)
+                memset(md, 0, sizeof(md)); /* unreachable in practice; a zero digest only ever misses */
+        EVP_MD_CTX_free(m);
+        memcpy(out, md, 16);
+}
+
+uint64_t cache_key_id(const char *name) {
+        uint64_t h = 1469598103934665603ULL;
+
+        /* FNV-1a: a collision can only drop more entries on revocation, never fewer. */
+        for (; name && *name; name++)
+                h = (h ^ (uint8_t) *name) * 1099511628211ULL;
+        return h;
+}
+
+static Entry *find(Cache *c, const uint8_t digest[16]) {
+        for (Entry *e = c->buckets[bucket_of(c, digest)]; e; e = e->hnext)
+                if (memcmp(e->digest, digest, 16) == 0)
+                        return e;
+        return NULL;
+}
+
+CacheResult cache_lookup(Cache *c, const uint8_t digest[16], uint64_t now, uint64_t refresh_usec, kek_aek **ret_aek,
+                         uint64_t *ret_last_ok) {
+        CacheResult res;
+        Entry *e;
+
+        pthread_mutex_lock(&c->lock);
+        e = find(c, digest);
+        if (!e) {
+                c->misses++;
+                pthread_mutex_unlock(&c->lock);
+                return CACHE_MISS;
+        }
+        lru_unlink(c, e);
+        lru_push(c, e);
+        res = now - e->fetched_usec < refresh_usec && e->fetched_usec != 0 ? CACHE_FRESH : CACHE_STALE;
+        if (res == CACHE_FRESH)
+                c->hits++;
+        *ret_aek = kek_aek_ref(e->aek);
+        *ret_last_ok = e->last_ok_usec;
+        pthread_mutex_unlock(&c->lock);
+        return res;
+}
+
+void cache_store(Cache *c, const uint8_t digest[16], uint64_t key_id, uint32_t version, kek_aek *aek, uint64_t now) {
+        Entry *e;
+
+        pthread_mutex_lock(&c->lock);
+        e = find(c, digest);
+        if (e) {
+                c->refreshes++;
+                if (e->aek != aek) {
+                        kek_aek_unref(e->aek);
+                        e->aek = kek_aek_ref(aek);
+                }
+                e->fetched_usec = e->last_ok_usec = now;
+                pthread_mutex_unlock(&c->lock);
+                return;
+        }
+        e = calloc(1, sizeof(*e));
+        if (!e) {
+                pthread_mutex_unlock(&c->lock); /* not cached: the next use unwraps again */
+                return;
+        }
+        if (c->n >= c->max) {
+                c->evictions++;
+                entry_remove(c, c->tail);
+        }
+        memcpy(e->digest, digest, 16);
+        e->key_id = key_id;
+        e->version = version;
+        e->fetched_usec = e->last_ok_usec = now;
+        e->aek = kek_aek_ref(aek);
+        e->hnext = c->buckets[bucket_of(c, digest)];
+        c->buckets[bucket_of(c, digest)] = e;
+        lru_push(c, e);
+        c->n++;
+        pthread_mutex_unlock(&c->lock);
+}
+
+void cache_drop_entry(Cache *c, const uint8_t digest[16]) {
+        Entry *e;
+
+        pthread_mutex_lock(&c->lock);
+        e = find(c, digest);
+        if (e) {
+                c->drops++;
+                entry_remove(c, e);
+        }
+        pthread_mutex_unlock(&c->lock);
+}
+
+size_t cache_drop_key(Cache *c, uint64_t key_id, const uint32_t *versions, size_t n_versions) {
+        size_t dropped = 0;
+
+        pthread_mutex_lock(&c->lock);
+        for (Entry *e = c->head, *next; e; e = next) {
+                bool match = e->key_id == key_id;
+
+                next = e->next;
+                if (match && n_versions > 0) {
+                        match = false;
+                        for (size_t i = 0; i < n_versions; i++)
+                                match = match || versions[i] == e->version;
+                }
+                if (match) {
+                        entry_remove(c, e);
+                        dropped++;
+                }
+        }
+        c->drops += dropped;
+        pthread_mutex_unlock(&c->lock);
+        return dropped;
+}
+
+void cache_mark_stale(Cache *c) {
+        pthread_mutex_lock(&c->lock);
+        for (Entry *e = c->head; e; e = e->next)
+                e->fetched_usec = 0;
+        pthread_mutex_unlock(&c->lock);
+}
+
+void cache_count_stale_served(Cache *c) {
+        pthread_mutex_lock(&c->lock);
+        c->stale_served++;
+        pthread_mutex_unlock(&c->lock);
+}
+
+void cache_stats(Cache *c, kek_stats *s) {
+        pthread_mutex_lock(&c->lock);
+        s->hits = c->hits;
+        s->misses = c->misses;
+        s->refreshes = c->refreshes;
+        s->evictions = c->evictions;
+        s->drops = c->drops;
+        s->stale_served = c->stale_served;
+        s->entries = c->n;
+        pthread_mutex_unlock(&c->lock);
+}

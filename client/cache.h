@@ -1,0 +1,46 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * libkek's AEK cache: entries keyed by a 128-bit digest of (blob, context),
+ * each holding a reference to its kek_aek, the key and version it was
+ * wrapped under, when it was last fetched and last confirmed by kekd. Bounded
+ * in size with LRU eviction; an evicted or dropped AEK is released (and
+ * cleansed once no caller holds it). Thread-safe: one mutex, held for
+ * O(1) work except the O(n) revocation drops.
+ */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "client/libkek.h"
+
+typedef struct Cache Cache;
+
+typedef enum CacheResult {
+        CACHE_MISS,
+        CACHE_FRESH,    /* fetched within the refresh interval */
+        CACHE_STALE,    /* present, due for re-validation */
+} CacheResult;
+
+int cache_new(size_t max_entries, Cache **ret);
+Cache *cache_free(Cache *c);
+
+/* Digest of (blob, ctx) under this cache's random salt. */
+void cache_digest(const Cache *c, const uint8_t *blob, size_t blob_len, const uint8_t *ctx, size_t ctx_len,
+                  uint8_t out[16]);
+uint64_t cache_key_id(const char *name);
+
+/* On FRESH or STALE, *ret_aek is a new reference and *ret_last_ok when kekd last confirmed it. */
+CacheResult cache_lookup(Cache *c, const uint8_t digest[16], uint64_t now, uint64_t refresh_usec, kek_aek **ret_aek,
+                         uint64_t *ret_last_ok);
+/* Inserts or refreshes an entry (takes its own reference to aek). */
+void cache_store(Cache *c, const uint8_t digest[16], uint64_t key_id, uint32_t version, kek_aek *aek, uint64_t now);
+void cache_drop_entry(Cache *c, const uint8_t digest[16]);
+/* Drops the entries of a key: all versions when n_versions is 0. Returns how many. */
+size_t cache_drop_key(Cache *c, uint64_t key_id, const uint32_t *versions, size_t n_versions);
+/* Forces re-validation of every entry at its next use (after missed events). */
+void cache_mark_stale(Cache *c);
+void cache_clear(Cache *c);
+void cache_stats(Cache *c, kek_stats *stats);
+void cache_count_stale_served(Cache *c);

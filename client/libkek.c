@@ -1,0 +1,805 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * libkek's client (API in libkek.h). Threads and locks:
+ *  - callers: any number; each request gets an id, is written under
+ *    write_lock, and its caller sleeps on cond until the reader delivers the
+ *    response with that id, or the timeout passes.
+ *  - the reader thread: one per live connection; reads frames and hands them
+ *    to waiting callers under lock. When the connection dies it fails every
+ *    pending request with -ECONNRESET and exits; the next request reconnects,
+ *    no sooner than the backoff allows.
+ *  - the watch thread: its own connection with a Watch subscription; applies
+ *    key events to the cache, reconnects with backoff, and forces
+ *    re-validation of the cache whenever it (re)subscribes, since events may
+ *    have been missed while it was down.
+ * The library never logs and never writes to stdout/stderr.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <openssl/crypto.h>
+
+#include "client/aek.h"
+#include "client/cache.h"
+#include "client/libkek.h"
+#include "common/kekerr.h"
+#include "common/macro.h"
+#include "common/secret.h"
+#include "proto/blob.h"
+#include "proto/frame.h"
+#include "proto/kek.pb-c.h"
+
+#define _public_ __attribute__((visibility("default")))
+
+#define DEFAULT_SOCKET "/run/kekd/kekd.sock"
+#define BACKOFF_MIN_USEC (50 * 1000ULL)
+#define BACKOFF_MAX_USEC (5 * 1000 * 1000ULL)
+
+typedef struct Pending {
+        struct Pending *next;
+        uint64_t id;
+        bool done;
+        int error;
+        Kek__Response *resp;
+} Pending;
+
+struct kek_client {
+        char socket_path[108];
+        uint64_t timeout_usec, refresh_usec, grace_usec;
+        Cache *cache;
+
+        pthread_mutex_t lock;        /* connection state, pending list */
+        pthread_cond_t cond;
+        pthread_mutex_t write_lock;  /* one writer at a time on fd */
+        int fd;
+        bool connected;
+        bool reader_running;
+        pthread_t reader;
+        uint64_t next_id;
+        Pending *pending;
+        uint64_t next_connect_usec, backoff_usec;
+        uint64_t requests;
+
+        bool watch_enabled;
+        pthread_t watcher;
+        pthread_mutex_t watch_lock;
+        pthread_cond_t watch_cond;
+        bool stopping;
+        int watch_fd;
+        bool watch_connected;
+        uint64_t watch_events;
+};
+
+struct kek_key {
+        kek_client *client;
+        char name[KEY_NAME_MAX + 1];
+        uint32_t version;
+};
+
+static uint64_t now_usec(void) {
+        struct timespec ts;
+
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (uint64_t) ts.tv_sec * 1000000ULL + (uint64_t) ts.tv_nsec / 1000;
+}
+
+static struct timespec deadline_after(uint64_t usec) {
+        struct timespec ts;
+
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        ts.tv_sec += (time_t) (usec / 1000000ULL);
+        ts.tv_nsec += (long) (usec % 1000000ULL) * 1000;
+        if (ts.tv_nsec >= 1000000000L) {
+                ts.tv_sec++;
+                ts.tv_nsec -= 1000000000L;
+        }
+        return ts;
+}
+
+static void cond_init_monotonic(pthread_cond_t *c) {
+        pthread_condattr_t a;
+
+        pthread_condattr_init(&a);
+        pthread_condattr_setclock(&a, CLOCK_MONOTONIC);
+        pthread_cond_init(c, &a);
+        pthread_condattr_destroy(&a);
+}
+
+static int unix_connect(const char *path) {
+        struct sockaddr_un sa = { .sun_family = AF_UNIX };
+        int fd;
+
+        strcpy(sa.sun_path, path);
+        fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (fd < 0)
+                return -errno;
+        if (connect(fd, (struct sockaddr *) &sa, sizeof(sa)) < 0) {
+                int r = -errno;
+
+                close(fd);
+                return r;
+        }
+        return fd;
+}
+
+/* Wipes the plaintexts a response may carry before protobuf-c frees it. */
+static void response_free(Kek__Response *r) {
+        if (!r)
+                return;
+        if (r->body_case == KEK__RESPONSE__BODY_UNWRAP && r->unwrap)
+                secret_cleanse(r->unwrap->plaintext.data, r->unwrap->plaintext.len);
+        if (r->body_case == KEK__RESPONSE__BODY_BATCH && r->batch)
+                for (size_t i = 0; i < r->batch->n_items; i++)
+                        if (r->batch->items[i]->unwrap)
+                                secret_cleanse(r->batch->items[i]->unwrap->plaintext.data,
+                                               r->batch->items[i]->unwrap->plaintext.len);
+        kek__response__free_unpacked(r, NULL);
+}
+
+/* Reads frames from fd into buf until one is complete; <0 on EOF or error. */
+static int read_frame(int fd, FrameBuf *buf, Kek__Response **ret) {
+        for (;;) {
+                const uint8_t *payload;
+                uint8_t *tail;
+                size_t len;
+                ssize_t n;
+                int r;
+
+                r = frame_parse(frame_buf_head(buf), frame_buf_size(buf), FRAME_MAX_LIMIT, &payload, &len);
+                if (r < 0)
+                        return -EBADMSG;
+                if (r > 0) {
+                        *ret = kek__response__unpack(NULL, len, payload);
+                        frame_buf_consume(buf, FRAME_HEADER_SIZE + len);
+                        return *ret ? 0 : -EBADMSG;
+                }
+                r = frame_buf_reserve(buf, 16384, &tail);
+                if (r < 0)
+                        return r;
+                n = recv(fd, tail, 16384, 0);
+                if (n < 0 && errno == EINTR)
+                        continue;
+                if (n <= 0)
+                        return n == 0 ? -ECONNRESET : -errno;
+                frame_buf_commit(buf, (size_t) n);
+        }
+}
+
+static void *reader_main(void *userdata) {
+        kek_client *c = userdata;
+        FrameBuf buf;
+        int r;
+
+        frame_buf_init(&buf);
+        for (;;) {
+                Kek__Response *resp = NULL;
+
+                r = read_frame(c->fd, &buf, &resp);
+                if (r < 0)
+                        break;
+                pthread_mutex_lock(&c->lock);
+                for (Pending *p = c->pending; p; p = p->next)
+                        if (p->id == resp->id && !p->done) {
+                                p->resp = TAKE_PTR(resp);
+                                p->done = true;
+                                break;
+                        }
+                pthread_cond_broadcast(&c->cond);
+                pthread_mutex_unlock(&c->lock);
+                response_free(resp); /* an answer nobody waits for any more (timed out) */
+        }
+        frame_buf_done(&buf);
+        pthread_mutex_lock(&c->lock);
+        c->connected = false;
+        for (Pending *p = c->pending; p; p = p->next)
+                if (!p->done) {
+                        p->done = true;
+                        p->error = -ECONNRESET;
+                }
+        pthread_cond_broadcast(&c->cond);
+        pthread_mutex_unlock(&c->lock);
+        return NULL;
+}
+
+/* With c->lock held: a live connection, or a transient error (kekd down, backoff running). */
+static int ensure_connected(kek_client *c) {
+        uint64_t now;
+        int fd;
+
+        if (c->connected)
+                return 0;
+        if (c->reader_running) {
+                /* The old reader has finished (connected is false); reap it before a new one starts. */
+                pthread_mutex_unlock(&c->lock);
+                pthread_join(c->reader, NULL);
+                pthread_mutex_lock(&c->lock);
+                c->reader_running = false;
+                if (c->connected)
+                        return 0; /* another caller reconnected meanwhile */
+                safe_close(c->fd);
+                c->fd = -1;
+        }
+        now = now_usec();
+        if (now < c->next_connect_usec)
+                return -ECONNREFUSED;
+        fd = unix_connect(c->socket_path);
+        if (fd < 0) {
+                c->backoff_usec = MIN(MAX(c->backoff_usec * 2, BACKOFF_MIN_USEC), BACKOFF_MAX_USEC);
+                c->next_connect_usec = now + c->backoff_usec;
+                return fd;
+        }
+        c->fd = fd;
+        c->connected = true;
+        c->backoff_usec = 0;
+        if (pthread_create(&c->reader, NULL, reader_main, c) != 0) {
+                c->connected = false;
+                safe_close(c->fd);
+                c->fd = -1;
+                return -EAGAIN;
+        }
+        c->reader_running = true;
+        return 0;
+}
+
+static int send_all(int fd, const uint8_t *p, size_t n) {
+        while (n > 0) {
+                ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
+
+                if (w < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        return -errno;
+                }
+                p += w;
+                n -= (size_t) w;
+        }
+        return 0;
+}
+
+/* Sends req and waits for its response; an Error response becomes its negative code. */
+static int call(kek_client *c, Kek__Request *req, Kek__Response__BodyCase want, Kek__Response **ret) {
+        Pending p = {};
+        struct timespec deadline = deadline_after(c->timeout_usec);
+        FrameBuf out;
+        int r;
+
+        pthread_mutex_lock(&c->lock);
+        r = ensure_connected(c);
+        if (r < 0) {
+                pthread_mutex_unlock(&c->lock);
+                return r;
+        }
+        p.id = req->id = ++c->next_id;
+        p.next = c->pending;
+        c->pending = &p;
+        c->requests++;
+        pthread_mutex_unlock(&c->lock);
+
+        frame_buf_init(&out);
+        r = frame_append_message(&out, &req->base, FRAME_MAX_LIMIT);
+        if (r >= 0) {
+                pthread_mutex_lock(&c->write_lock);
+                r = send_all(c->fd, frame_buf_head(&out), frame_buf_size(&out));
+                pthread_mutex_unlock(&c->write_lock);
+        }
+        frame_buf_done(&out); /* cleansed: it may have carried an AEK */
+
+        pthread_mutex_lock(&c->lock);
+        while (r >= 0 && !p.done)
+                if (pthread_cond_timedwait(&c->cond, &c->lock, &deadline) == ETIMEDOUT && !p.done)
+                        r = -ETIMEDOUT;
+        for (Pending **q = &c->pending; *q; q = &(*q)->next)
+                if (*q == &p) {
+                        *q = p.next;
+                        break;
+                }
+        pthread_mutex_unlock(&c->lock);
+
+        if (r < 0 || p.error < 0) {
+                response_free(p.resp);
+                return r < 0 ? r : p.error;
+        }
+        if (p.resp->body_case == KEK__RESPONSE__BODY_ERROR) {
+                r = kekerr_from_wire(p.resp->error ? (int) p.resp->error->code : KEK__ERROR_CODE__INTERNAL);
+                response_free(p.resp);
+                return r;
+        }
+        if (p.resp->body_case != want) {
+                response_free(p.resp);
+                return -EBADMSG;
+        }
+        *ret = p.resp;
+        return 0;
+}
+
+/* Definitive refusals revoke: the key's cached AEKs must go at once. */
+static bool is_revocation(int r) {
+        return r == -KEKERR_KEY_DISABLED || r == -KEKERR_KEY_DELETED || r == -KEKERR_UNKNOWN_KEY ||
+               r == -KEKERR_UNKNOWN_VERSION || r == -KEKERR_PERMISSION_DENIED;
+}
+
+_public_ bool kek_error_is_transient(int r) {
+        return kekerr_is_transient(r) || r == -EBADMSG || r == -KEKERR_INTERNAL;
+}
+
+_public_ const char *kek_strerror(int r) {
+        const char *n = kekerr_name(r);
+
+        return n ? n : strerror(r < 0 ? -r : r);
+}
+
+/* --- watch --------------------------------------------------------------------- */
+
+static void apply_event(kek_client *c, const Kek__KeyEvent *ev) {
+        uint64_t id;
+
+        if (!ev->key || !ev->key[0]) {
+                /* (Re)subscribed: events may have been missed meanwhile; re-validate everything. */
+                cache_mark_stale(c->cache);
+                return;
+        }
+        id = cache_key_id(ev->key);
+        if (ev->gone || ev->state != KEK__KEY_STATE__ENABLED)
+                (void) cache_drop_key(c->cache, id, NULL, 0);
+        else if (ev->n_disabled_versions > 0)
+                (void) cache_drop_key(c->cache, id, ev->disabled_versions, ev->n_disabled_versions);
+}
+
+static void *watch_main(void *userdata) {
+        kek_client *c = userdata;
+        uint64_t backoff = 0;
+
+        for (;;) {
+                Kek__Request req = KEK__REQUEST__INIT;
+                Kek__WatchRequest w = KEK__WATCH_REQUEST__INIT;
+                FrameBuf buf;
+                int fd, r;
+
+                pthread_mutex_lock(&c->watch_lock);
+                if (c->stopping) {
+                        pthread_mutex_unlock(&c->watch_lock);
+                        break;
+                }
+                pthread_mutex_unlock(&c->watch_lock);
+
+                fd = unix_connect(c->socket_path);
+                if (fd >= 0) {
+                        frame_buf_init(&buf);
+                        req.id = 1;
+                        req.body_case = KEK__REQUEST__BODY_WATCH;
+                        req.watch = &w;
+                        r = frame_append_message(&buf, &req.base, FRAME_MAX_LIMIT);
+                        if (r >= 0)
+                                r = send_all(fd, frame_buf_head(&buf), frame_buf_size(&buf));
+                        frame_buf_done(&buf);
+                        pthread_mutex_lock(&c->watch_lock);
+                        c->watch_fd = r >= 0 && !c->stopping ? fd : -1;
+                        pthread_mutex_unlock(&c->watch_lock);
+                        frame_buf_init(&buf);
+                        while (r >= 0) {
+                                Kek__Response *resp = NULL;
+
+                                r = read_frame(fd, &buf, &resp);
+                                if (r < 0)
+                                        break;
+                                if (resp->body_case == KEK__RESPONSE__BODY_EVENT && resp->event) {
+                                        apply_event(c, resp->event);
+                                        pthread_mutex_lock(&c->watch_lock);
+                                        c->watch_connected = true;
+                                        c->watch_events += resp->event->key && resp->event->key[0];
+                                        pthread_mutex_unlock(&c->watch_lock);
+                                        backoff = 0;
+                                } else
+                                        r = -EBADMSG; /* Watch refused (e.g. permission): retry later */
+                                response_free(resp);
+                        }
+                        frame_buf_done(&buf);
+                        pthread_mutex_lock(&c->watch_lock);
+                        c->watch_fd = -1;
+                        c->watch_connected = false;
+                        pthread_mutex_unlock(&c->watch_lock);
+                        close(fd);
+                }
+                backoff = MIN(MAX(backoff * 2, BACKOFF_MIN_USEC), BACKOFF_MAX_USEC);
+                pthread_mutex_lock(&c->watch_lock);
+                if (!c->stopping) {
+                        struct timespec deadline = deadline_after(backoff);
+
+                        (void) pthread_cond_timedwait(&c->watch_cond, &c->watch_lock, &deadline);
+                }
+                pthread_mutex_unlock(&c->watch_lock);
+        }
+        return NULL;
+}
+
+/* --- client -------------------------------------------------------------------- */
+
+_public_ int kek_client_new(const kek_options *opts, kek_client **ret) {
+        kek_options o = opts ? *opts : (kek_options) {};
+        const char *path = o.socket_path ?: getenv("KEKD_SOCKET") ?: DEFAULT_SOCKET;
+        kek_client *c;
+        int r;
+
+        if (!ret || strlen(path) >= sizeof(((struct sockaddr_un *) NULL)->sun_path))
+                return -EINVAL;
+        if (o.refresh_sec && (o.refresh_sec < 6 || o.refresh_sec > 60))
+                return -EINVAL;
+        c = calloc(1, sizeof(*c));
+        if (!c)
+                return -ENOMEM;
+        strcpy(c->socket_path, path);
+        c->timeout_usec = (uint64_t) (o.timeout_ms ?: 5000) * 1000ULL;
+        c->refresh_usec = (uint64_t) (o.refresh_sec ?: 60) * 1000000ULL;
+        c->grace_usec = (uint64_t) (o.grace_sec ?: 300) * 1000000ULL;
+        c->fd = c->watch_fd = -1;
+        pthread_mutex_init(&c->lock, NULL);
+        pthread_mutex_init(&c->write_lock, NULL);
+        pthread_mutex_init(&c->watch_lock, NULL);
+        cond_init_monotonic(&c->cond);
+        cond_init_monotonic(&c->watch_cond);
+        if (!o.cache_disabled) {
+                r = cache_new(o.cache_entries ?: 100000, &c->cache);
+                if (r < 0) {
+                        kek_client_free(c);
+                        return r;
+                }
+        }
+        if (c->cache && !o.watch_disabled) {
+                if (pthread_create(&c->watcher, NULL, watch_main, c) != 0) {
+                        kek_client_free(c);
+                        return -EAGAIN;
+                }
+                c->watch_enabled = true;
+        }
+        *ret = c;
+        return 0;
+}
+
+_public_ void kek_client_free(kek_client *c) {
+        if (!c)
+                return;
+        if (c->watch_enabled) {
+                pthread_mutex_lock(&c->watch_lock);
+                c->stopping = true;
+                if (c->watch_fd >= 0)
+                        (void) shutdown(c->watch_fd, SHUT_RDWR);
+                pthread_cond_broadcast(&c->watch_cond);
+                pthread_mutex_unlock(&c->watch_lock);
+                pthread_join(c->watcher, NULL);
+        }
+        pthread_mutex_lock(&c->lock);
+        if (c->fd >= 0)
+                (void) shutdown(c->fd, SHUT_RDWR);
+        pthread_mutex_unlock(&c->lock);
+        if (c->reader_running)
+                pthread_join(c->reader, NULL);
+        safe_close(c->fd);
+        cache_free(c->cache);
+        pthread_cond_destroy(&c->cond);
+        pthread_cond_destroy(&c->watch_cond);
+        pthread_mutex_destroy(&c->lock);
+        pthread_mutex_destroy(&c->write_lock);
+        pthread_mutex_destroy(&c->watch_lock);
+        free(c);
+}
+
+_public_ void kek_stats_get(kek_client *c, kek_stats *ret) {
+        kek_stats s = {};
+
+        if (!c || !ret)
+                return;
+        if (c->cache)
+                cache_stats(c->cache, &s);
+        pthread_mutex_lock(&c->lock);
+        s.requests = c->requests;
+        pthread_mutex_unlock(&c->lock);
+        pthread_mutex_lock(&c->watch_lock);
+        s.watch_events = c->watch_events;
+        s.watch_connected = c->watch_connected;
+        pthread_mutex_unlock(&c->watch_lock);
+        *ret = s;
+}
+
+_public_ void kek_cache_clear(kek_client *c) {
+        if (c && c->cache)
+                cache_clear(c->cache);
+}
+
+/* --- data plane ------------------------------------------------------------------ */
+
+_public_ int kek_wrap(kek_client *c, const char *key, uint32_t version, const uint8_t *aek, size_t aek_len,
+                      const uint8_t *ctx, size_t ctx_len, uint8_t **ret_blob, size_t *ret_blob_len,
+                      uint32_t *ret_version) {
+        Kek__Request req = KEK__REQUEST__INIT;
+        Kek__WrapRequest w = KEK__WRAP_REQUEST__INIT;
+        Kek__Response *resp;
+        uint8_t *blob;
+        int r;
+
+        if (!c || !key || !aek || !ret_blob || !ret_blob_len || (!ctx && ctx_len))
+                return -EINVAL;
+        w.key = (char *) key;
+        w.version = version;
+        w.plaintext = (ProtobufCBinaryData) { aek_len, (uint8_t *) aek };
+        w.context = (ProtobufCBinaryData) { ctx_len, (uint8_t *) ctx };
+        req.body_case = KEK__REQUEST__BODY_WRAP;
+        req.wrap = &w;
+        r = call(c, &req, KEK__RESPONSE__BODY_WRAP, &resp);
+        if (r < 0)
+                return r;
+        blob = malloc(resp->wrap->blob.len);
+        if (!blob) {
+                response_free(resp);
+                return -ENOMEM;
+        }
+        memcpy(blob, resp->wrap->blob.data, resp->wrap->blob.len);
+        *ret_blob = blob;
+        *ret_blob_len = resp->wrap->blob.len;
+        if (ret_version)
+                *ret_version = resp->wrap->version;
+        response_free(resp);
+        return 0;
+}
+
+/* One unwrap round trip to kekd; the plaintext goes straight into a kek_aek. */
+static int unwrap_remote(kek_client *c, const uint8_t *blob, size_t blob_len, const uint8_t *ctx, size_t ctx_len,
+                         kek_aek **ret) {
+        Kek__Request req = KEK__REQUEST__INIT;
+        Kek__UnwrapRequest u = KEK__UNWRAP_REQUEST__INIT;
+        Kek__Response *resp;
+        kek_aek *a;
+        int r;
+
+        u.blob = (ProtobufCBinaryData) { blob_len, (uint8_t *) blob };
+        u.context = (ProtobufCBinaryData) { ctx_len, (uint8_t *) ctx };
+        req.body_case = KEK__REQUEST__BODY_UNWRAP;
+        req.unwrap = &u;
+        r = call(c, &req, KEK__RESPONSE__BODY_UNWRAP, &resp);
+        if (r < 0)
+                return r;
+        r = aek_new(resp->unwrap->plaintext.len, &a);
+        if (r >= 0) {
+                memcpy(aek_data_mut(a), resp->unwrap->plaintext.data, resp->unwrap->plaintext.len);
+                *ret = a;
+        }
+        response_free(resp);
+        return r;
+}
+
+_public_ int kek_unwrap(kek_client *c, const uint8_t *blob, size_t blob_len, const uint8_t *ctx, size_t ctx_len,
+                        kek_aek **ret) {
+        uint8_t digest[16];
+        kek_aek *cached = NULL, *fresh = NULL;
+        uint64_t last_ok = 0, now;
+        CacheResult cr;
+        BlobView view;
+        int r;
+
+        if (!c || !blob || !ret || (!ctx && ctx_len))
+                return -EINVAL;
+        if (!c->cache)
+                return unwrap_remote(c, blob, blob_len, ctx, ctx_len, ret);
+        if (blob_parse(blob, blob_len, &view) < 0)
+                return -KEKERR_BLOB_INVALID;
+
+        cache_digest(c->cache, blob, blob_len, ctx, ctx_len, digest);
+        now = now_usec();
+        cr = cache_lookup(c->cache, digest, now, c->refresh_usec, &cached, &last_ok);
+        if (cr == CACHE_FRESH) {
+                *ret = cached;
+                return 0;
+        }
+
+        r = unwrap_remote(c, blob, blob_len, ctx, ctx_len, &fresh);
+        if (r >= 0) {
+                cache_store(c->cache, digest, cache_key_id(view.key), view.version, fresh, now_usec());
+                kek_aek_unref(cached);
+                *ret = fresh;
+                return 0;
+        }
+        if (is_revocation(r)) {
+                (void) cache_drop_key(c->cache, cache_key_id(view.key), NULL, 0);
+                kek_aek_unref(cached);
+                return r;
+        }
+        if (cr == CACHE_STALE && kek_error_is_transient(r) && now - last_ok < c->grace_usec) {
+                /* kekd or the HSM is away for a moment: keep serving what it last confirmed. */
+                cache_count_stale_served(c->cache);
+                *ret = cached;
+                return 0;
+        }
+        if (cr == CACHE_STALE)
+                cache_drop_entry(c->cache, digest);
+        kek_aek_unref(cached);
+        return r;
+}
+
+_public_ int kek_rewrap(kek_client *c, const uint8_t *blob, size_t blob_len, const uint8_t *ctx, size_t ctx_len,
+                        uint8_t **ret_blob, size_t *ret_blob_len, uint32_t *ret_version) {
+        Kek__Request req = KEK__REQUEST__INIT;
+        Kek__RewrapRequest w = KEK__REWRAP_REQUEST__INIT;
+        Kek__Response *resp;
+        uint8_t *out;
+        int r;
+
+        if (!c || !blob || !ret_blob || !ret_blob_len || (!ctx && ctx_len))
+                return -EINVAL;
+        w.blob = (ProtobufCBinaryData) { blob_len, (uint8_t *) blob };
+        w.context = (ProtobufCBinaryData) { ctx_len, (uint8_t *) ctx };
+        req.body_case = KEK__REQUEST__BODY_REWRAP;
+        req.rewrap = &w;
+        r = call(c, &req, KEK__RESPONSE__BODY_REWRAP, &resp);
+        if (r < 0)
+                return r;
+        out = malloc(resp->rewrap->blob.len);
+        if (!out) {
+                response_free(resp);
+                return -ENOMEM;
+        }
+        memcpy(out, resp->rewrap->blob.data, resp->rewrap->blob.len);
+        *ret_blob = out;
+        *ret_blob_len = resp->rewrap->blob.len;
+        if (ret_version)
+                *ret_version = resp->rewrap->version;
+        response_free(resp);
+        return 0;
+}
+
+_public_ int kek_get_key_version(kek_client *c, const char *key, kek_key_version *ret) {
+        Kek__Request req = KEK__REQUEST__INIT;
+        Kek__GetKeyVersionRequest g = KEK__GET_KEY_VERSION_REQUEST__INIT;
+        Kek__Response *resp;
+        int r;
+
+        if (!c || !key || !ret)
+                return -EINVAL;
+        g.key = (char *) key;
+        req.body_case = KEK__REQUEST__BODY_GET_KEY_VERSION;
+        req.get_key_version = &g;
+        r = call(c, &req, KEK__RESPONSE__BODY_GET_KEY_VERSION, &resp);
+        if (r < 0)
+                return r;
+        *ret = (kek_key_version) {
+                .current_version = resp->get_key_version->current_version,
+                .state = (int) resp->get_key_version->state,
+                .recoverable = resp->get_key_version->recoverable,
+        };
+        response_free(resp);
+        return 0;
+}
+
+/* Copies batch results out; each item's own error goes to ret_results[i]. */
+static int batch_results(Kek__Response *resp, size_t n, bool rewrap, kek_blob *ret_blobs, int *ret_results) {
+        if (resp->batch->n_items != n)
+                return -EBADMSG;
+        for (size_t i = 0; i < n; i++) {
+                const Kek__BatchItemResult *it = resp->batch->items[i];
+                const ProtobufCBinaryData *b = rewrap ? (it->rewrap ? &it->rewrap->blob : NULL)
+                                                      : (it->wrap ? &it->wrap->blob : NULL);
+
+                ret_blobs[i] = (kek_blob) {};
+                if (it->error) {
+                        ret_results[i] = kekerr_from_wire((int) it->error->code);
+                        continue;
+                }
+                if (!b) {
+                        ret_results[i] = -EBADMSG;
+                        continue;
+                }
+                ret_blobs[i].data = malloc(b->len);
+                if (!ret_blobs[i].data) {
+                        ret_results[i] = -ENOMEM;
+                        continue;
+                }
+                memcpy(ret_blobs[i].data, b->data, b->len);
+                ret_blobs[i].len = b->len;
+                ret_results[i] = 0;
+        }
+        return 0;
+}
+
+_public_ int kek_wrap_batch(kek_client *c, const char *key, size_t n, kek_aek *const *aeks, const kek_blob *ctxs,
+                            kek_blob *ret_blobs, int *ret_results) {
+        Kek__Request req = KEK__REQUEST__INIT;
+        Kek__BatchWrapRequest b = KEK__BATCH_WRAP_REQUEST__INIT;
+        _cleanup_free_ Kek__WrapRequest *items = NULL;
+        _cleanup_free_ Kek__WrapRequest **ptrs = NULL;
+        Kek__Response *resp;
+        int r;
+
+        if (!c || !key || !aeks || !ret_blobs || !ret_results || n == 0)
+                return -EINVAL;
+        items = calloc(n, sizeof(*items));
+        ptrs = calloc(n, sizeof(*ptrs));
+        if (!items || !ptrs)
+                return -ENOMEM;
+        for (size_t i = 0; i < n; i++) {
+                kek__wrap_request__init(&items[i]);
+                items[i].key = (char *) key;
+                items[i].plaintext = (ProtobufCBinaryData) { kek_aek_size(aeks[i]), (uint8_t *) kek_aek_data(aeks[i]) };
+                if (ctxs)
+                        items[i].context = (ProtobufCBinaryData) { ctxs[i].len, ctxs[i].data };
+                ptrs[i] = &items[i];
+        }
+        b.n_items = n;
+        b.items = ptrs;
+        req.body_case = KEK__REQUEST__BODY_BATCH_WRAP;
+        req.batch_wrap = &b;
+        r = call(c, &req, KEK__RESPONSE__BODY_BATCH, &resp);
+        if (r < 0)
+                return r;
+        r = batch_results(resp, n, false, ret_blobs, ret_results);
+        response_free(resp);
+        return r;
+}
+
+_public_ int kek_rewrap_batch(kek_client *c, size_t n, const kek_blob *blobs, const kek_blob *ctxs, kek_blob *ret_blobs,
+                              int *ret_results) {
+        Kek__Request req = KEK__REQUEST__INIT;
+        Kek__BatchRewrapRequest b = KEK__BATCH_REWRAP_REQUEST__INIT;
+        _cleanup_free_ Kek__RewrapRequest *items = NULL;
+        _cleanup_free_ Kek__RewrapRequest **ptrs = NULL;
+        Kek__Response *resp;
+        int r;
+
+        if (!c || !blobs || !ret_blobs || !ret_results || n == 0)
+                return -EINVAL;
+        items = calloc(n, sizeof(*items));
+        ptrs = calloc(n, sizeof(*ptrs));
+        if (!items || !ptrs)
+                return -ENOMEM;
+        for (size_t i = 0; i < n; i++) {
+                kek__rewrap_request__init(&items[i]);
+                items[i].blob = (ProtobufCBinaryData) { blobs[i].len, blobs[i].data };
+                if (ctxs)
+                        items[i].context = (ProtobufCBinaryData) { ctxs[i].len, ctxs[i].data };
+                ptrs[i] = &items[i];
+        }
+        b.n_items = n;
+        b.items = ptrs;
+        req.body_case = KEK__REQUEST__BODY_BATCH_REWRAP;
+        req.batch_rewrap = &b;
+        r = call(c, &req, KEK__RESPONSE__BODY_BATCH, &resp);
+        if (r < 0)
+                return r;
+        r = batch_results(resp, n, true, ret_blobs, ret_results);
+        response_free(resp);
+        return r;
+}
+
+_public_ int kek_key_new(kek_client *c, const char *name, uint32_t version, kek_key **ret) {
+        kek_key *k;
+
+        if (!c || !ret || !key_name_valid(name))
+                return -EINVAL;
+        k = calloc(1, sizeof(*k));
+        if (!k)
+                return -ENOMEM;
+        k->client = c;
+        strcpy(k->name, name);
+        k->version = version;
+        *ret = k;
+        return 0;
+}
+
+_public_ void kek_key_free(kek_key *k) {
+        free(k);
+}
+
+_public_ int kek_key_wrap(kek_key *k, const kek_aek *aek, const uint8_t *ctx, size_t ctx_len, uint8_t **ret_blob,
+                          size_t *ret_blob_len) {
+        if (!k || !aek)
+                return -EINVAL;
+        return kek_wrap(k->client, k->name, k->version, kek_aek_data(aek), kek_aek_size(aek), ctx, ctx_len, ret_blob,
+                        ret_blob_len, NULL);
+}
