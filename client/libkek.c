@@ -136,8 +136,10 @@ static int unix_connect(const char *path) {
 static void response_free(Kek__Response *r) {
         if (!r)
                 return;
-        if (r->body_case == KEK__RESPONSE__BODY_UNWRAP && r->unwrap)
+        if (r->body_case == KEK__RESPONSE__BODY_UNWRAP && r->unwrap) {
                 secret_cleanse(r->unwrap->plaintext.data, r->unwrap->plaintext.len);
+                secret_scrub_cpu_state();
+        }
         if (r->body_case == KEK__RESPONSE__BODY_BATCH && r->batch)
                 for (size_t i = 0; i < r->batch->n_items; i++)
                         if (r->batch->items[i]->unwrap)
@@ -197,6 +199,8 @@ static void *reader_main(void *userdata) {
                 pthread_cond_broadcast(&c->cond);
                 pthread_mutex_unlock(&c->lock);
                 response_free(resp); /* an answer nobody waits for any more (timed out) */
+                /* Unpacking went through this thread's stack and registers; it may have been an AEK. */
+                secret_scrub_cpu_state();
         }
         frame_buf_done(&buf);
         pthread_mutex_lock(&c->lock);

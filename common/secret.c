@@ -160,3 +160,35 @@ void secret_arena_release(SecretArena *a, void *slot) {
 bool secret_arena_locked(const SecretArena *a) {
         return a->locked;
 }
+
+/* Kept out of line and big enough to cover the frames of the calls that just returned. */
+__attribute__((noinline)) static void burn_stack(void) {
+        volatile uint8_t area[16384];
+
+        OPENSSL_cleanse((void *) area, sizeof(area));
+}
+
+void secret_scrub_cpu_state(void) {
+        burn_stack();
+#if defined(__x86_64__)
+        /* glibc's EVEX memcpy uses ymm16-31 precisely because vzeroall/vzeroupper leave them alone. */
+        if (__builtin_cpu_supports("avx512f"))
+                __asm__ volatile("vpxorq %%zmm16, %%zmm16, %%zmm16\n\tvpxorq %%zmm17, %%zmm17, %%zmm17\n\t"
+                                 "vpxorq %%zmm18, %%zmm18, %%zmm18\n\tvpxorq %%zmm19, %%zmm19, %%zmm19\n\t"
+                                 "vpxorq %%zmm20, %%zmm20, %%zmm20\n\tvpxorq %%zmm21, %%zmm21, %%zmm21\n\t"
+                                 "vpxorq %%zmm22, %%zmm22, %%zmm22\n\tvpxorq %%zmm23, %%zmm23, %%zmm23\n\t"
+                                 "vpxorq %%zmm24, %%zmm24, %%zmm24\n\tvpxorq %%zmm25, %%zmm25, %%zmm25\n\t"
+                                 "vpxorq %%zmm26, %%zmm26, %%zmm26\n\tvpxorq %%zmm27, %%zmm27, %%zmm27\n\t"
+                                 "vpxorq %%zmm28, %%zmm28, %%zmm28\n\tvpxorq %%zmm29, %%zmm29, %%zmm29\n\t"
+                                 "vpxorq %%zmm30, %%zmm30, %%zmm30\n\tvpxorq %%zmm31, %%zmm31, %%zmm31" ::: "memory");
+        if (__builtin_cpu_supports("avx"))
+                __asm__ volatile("vzeroall" ::: "memory");
+        else
+                __asm__ volatile("pxor %%xmm0, %%xmm0\n\tpxor %%xmm1, %%xmm1\n\tpxor %%xmm2, %%xmm2\n\t"
+                                 "pxor %%xmm3, %%xmm3\n\tpxor %%xmm4, %%xmm4\n\tpxor %%xmm5, %%xmm5\n\t"
+                                 "pxor %%xmm6, %%xmm6\n\tpxor %%xmm7, %%xmm7\n\tpxor %%xmm8, %%xmm8\n\t"
+                                 "pxor %%xmm9, %%xmm9\n\tpxor %%xmm10, %%xmm10\n\tpxor %%xmm11, %%xmm11\n\t"
+                                 "pxor %%xmm12, %%xmm12\n\tpxor %%xmm13, %%xmm13\n\tpxor %%xmm14, %%xmm14\n\t"
+                                 "pxor %%xmm15, %%xmm15" ::: "memory");
+#endif
+}

@@ -58,3 +58,11 @@ void *secret_arena_alloc(SecretArena *a);
 void secret_arena_release(SecretArena *a, void *slot);
 /* Whether every chunk so far could be locked in RAM. */
 bool secret_arena_locked(const SecretArena *a);
+
+/*
+ * Clears what handling a secret leaves outside our buffers: the stack below
+ * the caller (frames of memcpy, protobuf-c unpacking and friends) and, on
+ * x86-64, the vector registers that libc's memcpy moved the bytes through,
+ * which a core dump would otherwise contain. Call after a secret was copied.
+ */
+void secret_scrub_cpu_state(void);

@@ -2,20 +2,41 @@
 /*
  * kekd: the key-encryption-key daemon. Start-up order matters for secrets:
  * the process is made non-dumpable and the secure heap is set up before the
- * PIN is read; the PIN is read from its file into secure memory and never
- * appears in argv, the environment or a log line. Then the HSM is opened, the
- * key index loaded from the token, the socket opened (or taken from systemd),
- * and READY=1 sent. SIGTERM/SIGINT end the loop after the current request.
+ * PIN is read; the PIN is read from its file (or from the systemd credential
+ * kekd-pin) into secure memory and never appears in argv, the environment or
+ * a log line. Then the HSM is opened, the key index loaded from the token,
+ * the socket opened (or taken from systemd), and READY=1 sent.
+ *
+ * The service manager protocol (kekd(8), NOTIFICATIONS and SIGNALS):
+ *  - READY=1 once serving; STATUS= with keys, versions and clients, renewed
+ *    at every refresh;
+ *  - SIGHUP: RELOADING=1, the configuration file is read again and what can
+ *    change without a restart (log level, refresh_interval,
+ *    allow_unrecoverable) is applied, then READY=1; a file that does not
+ *    parse leaves the running configuration in place;
+ *  - SIGTERM/SIGINT: STOPPING=1, then the event loop keeps running until
+ *    every connected client is done or DRAIN_TIMEOUT_USEC has passed, so
+ *    requests already sent get their replies; a second signal stops at once;
+ *  - WATCHDOG=1 every half WATCHDOG_USEC from a timer of the event loop, so
+ *    a loop stuck in the HSM stops the pings.
  */
 #include "config.h"
 
+#include <endian.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
+#include <inttypes.h>
 #include <signal.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/xattr.h>
 #include <unistd.h>
 
 #include <systemd/sd-daemon.h>
@@ -33,6 +54,12 @@
 
 #define DEFAULT_CONFIG SYSCONFDIR "/kekd/kekd.conf"
 #define SECURE_HEAP_SIZE (1024u * 1024u)
+/* After SIGTERM: how long connected clients may take to send their last requests and read the replies. */
+#define DRAIN_TIMEOUT_USEC (5 * USEC_PER_SEC)
+/* FileDescriptorName= of the socket kekd serves (contrib/kekd.socket). */
+#define LISTEN_FD_NAME "kekd"
+/* LoadCredential= name of the token PIN (contrib/kekd.service). */
+#define PIN_CREDENTIAL "kekd-pin"
 
 static const char *arg_config = DEFAULT_CONFIG;
 static bool arg_check_config;
@@ -83,10 +110,72 @@ static int parse_argv(int argc, char *argv[]) {
         return 1;
 }
 
-typedef struct Maintenance {
+typedef struct Daemon {
+        sd_event *event;
+        Config *config;            /* the running configuration; reloadable settings are updated in place */
         Keystore *keystore;
-        uint64_t interval_usec;
-} Maintenance;
+        Server *server;
+        Dispatcher dispatcher;
+        bool socket_from_systemd;
+        bool last_refresh_failed;
+        bool last_reload_failed;   /* shown in STATUS= until a reload succeeds */
+        bool draining;
+        uint64_t refresh_usec;
+        uint64_t watchdog_ping_usec;
+        sd_event_source *refresh_source;
+        sd_event_source *watchdog_source;
+        sd_event_source *drain_timeout_source;
+        sd_event_source *drain_check_source;
+} Daemon;
+
+static void daemon_done(Daemon *d) {
+        d->refresh_source = sd_event_source_disable_unref(d->refresh_source);
+        d->watchdog_source = sd_event_source_disable_unref(d->watchdog_source);
+        d->drain_timeout_source = sd_event_source_disable_unref(d->drain_timeout_source);
+        d->drain_check_source = sd_event_source_disable_unref(d->drain_check_source);
+}
+
+static const char *plural(size_t n, const char *one, const char *many) {
+        return n == 1 ? one : many;
+}
+
+static unsigned n_clients(const Daemon *d) {
+        return d->server ? server_n_connections(d->server) : 0;
+}
+
+/* "Serving 3 keys (5 versions) to 2 clients": what systemctl status shows. */
+static void format_status(const Daemon *d, char *buf, size_t size) {
+        size_t keys = keystore_n_keys(d->keystore), versions = 0;
+        unsigned clients = n_clients(d);
+
+        for (size_t i = 0; i < keys; i++) {
+                const Key *k = keystore_key_at(d->keystore, i);
+
+                if (k)
+                        versions += k->n_versions;
+        }
+        snprintf(buf, size, "Serving %zu %s (%zu %s) to %u %s%s%s", keys, plural(keys, "key", "keys"), versions,
+                 plural(versions, "version", "versions"), clients, plural(clients, "client", "clients"),
+                 d->last_refresh_failed ? "; the last refresh from the token failed" : "",
+                 d->last_reload_failed ? "; the configuration file did not load, see the log" : "");
+}
+
+static void notify_status(const Daemon *d, bool ready) {
+        char status[256];
+
+        format_status(d, status, sizeof(status));
+        (void) sd_notifyf(false, "%sSTATUS=%s", ready ? "READY=1\n" : "", status);
+}
+
+/* Next run of a one-shot timer: interval after now, so a slow run cannot make the next one start at once. */
+static void reschedule(sd_event_source *s, uint64_t fallback_now, uint64_t interval) {
+        uint64_t now;
+
+        if (sd_event_now(sd_event_source_get_event(s), CLOCK_MONOTONIC, &now) < 0)
+                now = fallback_now;
+        (void) sd_event_source_set_time(s, now + interval);
+        (void) sd_event_source_set_enabled(s, SD_EVENT_ONESHOT);
+}
 
 /*
  * Every refresh interval: re-read the token (changes made through other
@@ -94,30 +183,418 @@ typedef struct Maintenance {
  * record usage. The interval is the bound on how late another node's
  * disable or delete is honoured here.
  */
-static int on_maintenance(sd_event_source *s, uint64_t usec, void *userdata) {
-        Maintenance *m = userdata;
-        uint64_t now;
+static int on_refresh(sd_event_source *s, uint64_t usec, void *userdata) {
+        Daemon *d = userdata;
         int r;
 
-        r = keystore_maintain(m->keystore, clock_now_usec());
+        r = keystore_maintain(d->keystore, clock_now_usec());
         if (r < 0)
                 log_warning_errno(r, "Periodic refresh of the keys failed; serving the last known state");
-        /* Count the interval from the end of this run, so a slow HSM cannot make us run back to back. */
-        if (sd_event_now(sd_event_source_get_event(s), CLOCK_MONOTONIC, &now) < 0)
-                now = usec;
-        (void) sd_event_source_set_time(s, now + m->interval_usec);
-        (void) sd_event_source_set_enabled(s, SD_EVENT_ONESHOT);
+        d->last_refresh_failed = r < 0;
+        notify_status(d, false);
+        reschedule(s, usec, d->refresh_usec);
         return 0;
 }
 
-static int listen_fd_from_systemd(void) {
-        int n = sd_listen_fds(true);
+static int on_watchdog(sd_event_source *s, uint64_t usec, void *userdata) {
+        Daemon *d = userdata;
 
-        if (n <= 0)
-                return -1;
-        if (n > 1)
-                log_warning("Got %d sockets from systemd; serving only the first", n);
-        return SD_LISTEN_FDS_START;
+        (void) sd_notify(false, "WATCHDOG=1");
+        reschedule(s, usec, d->watchdog_ping_usec);
+        return 0;
+}
+
+static const char *log_level_name(int level) {
+        switch (level) {
+        case LOG_ERR:
+                return "error";
+        case LOG_WARNING:
+                return "warning";
+        case LOG_NOTICE:
+                return "notice";
+        case LOG_INFO:
+                return "info";
+        case LOG_DEBUG:
+                return "debug";
+        default:
+                return "?";
+        }
+}
+
+static bool streq_ptr(const char *a, const char *b) {
+        return a && b ? strcmp(a, b) == 0 : a == b;
+}
+
+/*
+ * Settings that only a restart applies: a changed one is reported, and the
+ * running value stays. Every Config field is either here or applied by
+ * reload_config().
+ */
+static void warn_restart_needed(const Daemon *d, const Config *old, const Config *new) {
+        const struct {
+                bool changed;
+                const char *section, *key;
+                bool socket; /* ignored when systemd passes the socket */
+        } settings[] = {
+                { !streq_ptr(old->module, new->module), "hsm", "module", false },
+                { !streq_ptr(old->token_uri, new->token_uri), "hsm", "token", false },
+                { !streq_ptr(old->pin_file, new->pin_file), "hsm", "pin_file", false },
+                { !streq_ptr(old->socket_path, new->socket_path), "server", "socket", true },
+                { old->socket_mode != new->socket_mode, "server", "socket_mode", true },
+                { !streq_ptr(old->socket_group, new->socket_group), "server", "socket_group", true },
+                { old->max_frame != new->max_frame, "server", "max_frame", false },
+                { old->max_connections != new->max_connections, "server", "max_connections", false },
+                { old->idle_timeout != new->idle_timeout, "server", "idle_timeout", false },
+                { !streq_ptr(old->admin_group, new->admin_group), "access", "admin_group", false },
+        };
+
+        for (size_t i = 0; i < ELEMENTSOF(settings); i++) {
+                if (!settings[i].changed)
+                        continue;
+                if (settings[i].socket && d->socket_from_systemd)
+                        log_info("'%s' in [%s] changed; it does not apply while systemd passes the socket",
+                                 settings[i].key, settings[i].section);
+                else
+                        log_warning("'%s' in [%s] changed; the change takes effect only when kekd is restarted",
+                                    settings[i].key, settings[i].section);
+        }
+}
+
+/* SIGHUP: reads the configuration file again and applies what can change while running. */
+static void reload_config(Daemon *d) {
+        _cleanup_(config_freep) Config *new = NULL;
+        _cleanup_free_ char *error = NULL;
+        Config *old = d->config;
+        int r;
+
+        r = config_load(arg_config, &new, &error);
+        d->last_reload_failed = r < 0;
+        if (r < 0) {
+                if (error)
+                        log_error("%s; configuration not reloaded, the running one stays in effect", error);
+                else
+                        log_error_errno(r, "Cannot load %s; configuration not reloaded, the running one stays in effect",
+                                        arg_config);
+                return;
+        }
+
+        if (new->log_level != old->log_level) {
+                int from = old->log_level;
+
+                log_setup(new->log_level);
+                old->log_level = new->log_level;
+                log_notice("Log level changed from %s to %s", log_level_name(from), log_level_name(new->log_level));
+        }
+        if (new->refresh_interval != old->refresh_interval) {
+                log_notice("refresh_interval changed from %u s to %u s", old->refresh_interval, new->refresh_interval);
+                old->refresh_interval = new->refresh_interval;
+                d->refresh_usec = (uint64_t) new->refresh_interval * USEC_PER_SEC;
+                reschedule(d->refresh_source, clock_mono_usec(), d->refresh_usec);
+        }
+        if (new->allow_unrecoverable != old->allow_unrecoverable) {
+                old->allow_unrecoverable = new->allow_unrecoverable;
+                keystore_set_allow_unrecoverable(d->keystore, new->allow_unrecoverable);
+                if (new->allow_unrecoverable)
+                        log_warning("allow_unrecoverable is now set: keys are served for wrap although the vault has "
+                                    "no purge protection. For development only; a deleted key could be purged at once.");
+                else
+                        log_notice("allow_unrecoverable is now off: wraps need a vault with purge protection");
+        }
+        warn_restart_needed(d, old, new);
+        log_info("Reloaded configuration from %s", arg_config);
+}
+
+static int on_sighup(sd_event_source *s, const struct signalfd_siginfo *si, void *userdata) {
+        Daemon *d = userdata;
+
+        if (d->draining) {
+                log_info("Ignoring SIGHUP: kekd is stopping");
+                return 0;
+        }
+        /* MONOTONIC_USEC lets systemd (Type=notify-reload) tell this reload from an earlier one. */
+        (void) sd_notifyf(false, "RELOADING=1\nSTATUS=Reloading the configuration\nMONOTONIC_USEC=%" PRIu64,
+                          clock_mono_usec());
+        log_info("SIGHUP: reloading the configuration from %s", arg_config);
+        reload_config(d);
+        notify_status(d, true);
+        return 0;
+}
+
+static int on_drain_check(sd_event_source *s, void *userdata) {
+        Daemon *d = userdata;
+
+        if (n_clients(d) > 0)
+                return 0;
+        log_debug("All clients are done");
+        return sd_event_exit(d->event, 0);
+}
+
+static int on_drain_timeout(sd_event_source *s, uint64_t usec, void *userdata) {
+        Daemon *d = userdata;
+        unsigned n = n_clients(d);
+
+        log_warning("%u %s still connected after %llu s; closing their connections", n, plural(n, "client", "clients"),
+                    (unsigned long long) (DRAIN_TIMEOUT_USEC / USEC_PER_SEC));
+        return sd_event_exit(d->event, 0);
+}
+
+/*
+ * SIGTERM/SIGINT. Requests are served synchronously in this loop, so the
+ * loop itself is the drain: server_drain() stops accepting and closes each
+ * connection once idle, while the loop keeps reading the requests clients
+ * have already sent and flushing the replies, until every connection is
+ * closed or for at most DRAIN_TIMEOUT_USEC. The refresh timer stops; the
+ * watchdog keeps pinging.
+ */
+static int on_terminate(sd_event_source *s, const struct signalfd_siginfo *si, void *userdata) {
+        Daemon *d = userdata;
+        const char *sig = si->ssi_signo == SIGINT ? "SIGINT" : "SIGTERM";
+        unsigned n = n_clients(d);
+        int r;
+
+        if (d->draining) {
+                log_notice("%s again: stopping without waiting for clients", sig);
+                return sd_event_exit(d->event, 0);
+        }
+        d->draining = true;
+        (void) sd_event_source_set_enabled(d->refresh_source, SD_EVENT_OFF);
+        (void) sd_notifyf(false, "STOPPING=1\nSTATUS=Stopping: finishing the requests of %u %s", n,
+                          plural(n, "client", "clients"));
+        server_drain(d->server);
+        n = n_clients(d);
+        if (n == 0) {
+                log_info("%s: stopping", sig);
+                return sd_event_exit(d->event, 0);
+        }
+        log_info("%s: stopping once the %u connected %s done (at most %llu s)", sig, n,
+                 plural(n, "client is", "clients are"), (unsigned long long) (DRAIN_TIMEOUT_USEC / USEC_PER_SEC));
+        r = sd_event_add_time_relative(d->event, &d->drain_timeout_source, CLOCK_MONOTONIC, DRAIN_TIMEOUT_USEC,
+                                       100 * 1000, on_drain_timeout, d);
+        if (r >= 0)
+                /* Post sources run after any other source was dispatched: each close is noticed at once. */
+                r = sd_event_add_post(d->event, &d->drain_check_source, on_drain_check, d);
+        if (r < 0) {
+                log_warning_errno(r, "Cannot wait for the clients; stopping now");
+                return sd_event_exit(d->event, 0);
+        }
+        return 0;
+}
+
+/*
+ * The sockets systemd passed (kekd.socket): the one named LISTEN_FD_NAME,
+ * else the first; the others are closed. It must be a listening AF_UNIX
+ * stream socket, as peer credentials decide what a client may do. Returns 1
+ * and the descriptor, 0 when systemd passed none, or -errno (logged).
+ */
+static int listen_fd_from_systemd(int *ret_fd) {
+        char **names = NULL;
+        int n, pick = -1, fd, r;
+
+        n = sd_listen_fds_with_names(true, &names);
+        if (n < 0)
+                return log_error_errno(n, "Cannot take the sockets passed by systemd (LISTEN_FDS, LISTEN_FDNAMES)");
+        for (int i = 0; i < n && pick < 0; i++)
+                if (names && names[i] && strcmp(names[i], LISTEN_FD_NAME) == 0)
+                        pick = i;
+        if (pick < 0 && n > 0) {
+                pick = 0;
+                if (n > 1)
+                        log_warning("Got %d sockets from systemd and none named '%s'; serving the first", n,
+                                    LISTEN_FD_NAME);
+        }
+        for (int i = 0; i < n; i++) {
+                if (i == pick)
+                        continue;
+                log_warning("Ignoring socket '%s' passed by systemd; kekd serves only one",
+                            names && names[i] ? names[i] : "?");
+                safe_close(SD_LISTEN_FDS_START + i);
+        }
+        for (int i = 0; names && i < n; i++)
+                free(names[i]);
+        free(names);
+        if (n == 0)
+                return 0;
+
+        fd = SD_LISTEN_FDS_START + pick;
+        r = sd_is_socket_unix(fd, SOCK_STREAM, 1, NULL, 0);
+        if (r <= 0) {
+                safe_close(fd);
+                if (r < 0)
+                        return log_error_errno(r, "Cannot inspect the socket passed by systemd");
+                return log_error_errno(-EINVAL, "The socket passed by systemd is not a listening AF_UNIX stream socket "
+                                                "(kekd.socket needs ListenStream= with a path)");
+        }
+        *ret_fd = fd;
+        return 1;
+}
+
+/* The path a listening Unix socket is bound to, for the log. */
+static void socket_name(int fd, char *buf, size_t size) {
+        struct sockaddr_un sa = {};
+        socklen_t len = sizeof(sa);
+
+        if (getsockname(fd, (struct sockaddr *) &sa, &len) < 0 || len <= offsetof(struct sockaddr_un, sun_path))
+                snprintf(buf, size, "an unnamed socket");
+        else if (sa.sun_path[0] == 0)
+                snprintf(buf, size, "@%.*s", (int) (len - offsetof(struct sockaddr_un, sun_path) - 1), sa.sun_path + 1);
+        else
+                snprintf(buf, size, "%.*s", (int) sizeof(sa.sun_path), sa.sun_path);
+}
+
+/*
+ * Whether the POSIX ACL of fd grants nothing beyond its owner and our own
+ * user: no named group, no access for the owning group or others, and named
+ * user entries only for our uid, read-only.
+ */
+static bool acl_only_owner_and_us(int fd) {
+        enum { ACL_XATTR_VERSION = 2, TAG_USER_OBJ = 0x01, TAG_USER = 0x02, TAG_GROUP_OBJ = 0x04, TAG_GROUP = 0x08,
+               TAG_MASK = 0x10, TAG_OTHER = 0x20, PERM_WRITE = 0x02 };
+        uint8_t buf[4 + 8 * 32];
+        uint32_t version;
+        ssize_t n;
+
+        n = fgetxattr(fd, "system.posix_acl_access", buf, sizeof(buf));
+        if (n < 4 || (n - 4) % 8 != 0)
+                return false;
+        memcpy(&version, buf, 4);
+        if (le32toh(version) != ACL_XATTR_VERSION)
+                return false;
+        for (size_t off = 4; off < (size_t) n; off += 8) {
+                uint16_t tag, perm;
+                uint32_t id;
+
+                memcpy(&tag, buf + off, 2);
+                memcpy(&perm, buf + off + 2, 2);
+                memcpy(&id, buf + off + 4, 4);
+                tag = le16toh(tag);
+                perm = le16toh(perm);
+                switch (tag) {
+                case TAG_USER_OBJ:
+                case TAG_MASK:
+                        break;
+                case TAG_USER:
+                        if (le32toh(id) != (uint32_t) geteuid() || (perm & PERM_WRITE))
+                                return false;
+                        break;
+                case TAG_GROUP_OBJ:
+                case TAG_OTHER:
+                        if (perm != 0)
+                                return false;
+                        break;
+                case TAG_GROUP:
+                default:
+                        return false;
+                }
+        }
+        return true;
+}
+
+/*
+ * The PIN as a systemd credential: $CREDENTIALS_DIRECTORY/kekd-pin, put
+ * there by LoadCredential= (or SetCredentialEncrypted=) in kekd.service. The
+ * rules are pin_read()'s, with one addition: systemd writes a credential
+ * 0400 and owned by root, and gives the service's user read access either
+ * by ownership (ramfs, which systemd 252 uses) or by an ACL entry (file
+ * systems with ACLs, as newer systemd uses); an ACL shows its mask in the
+ * group bits of the mode (0440), so group read bits are accepted when they
+ * are only such a mask. Returns 1 with the PIN, 0 when there is no such
+ * credential, -errno with *ret_error.
+ */
+static int credential_read_pin(const char *dir, Secret **ret, const char **ret_error) {
+        _cleanup_secret_ Secret *pin = NULL;
+        _cleanup_close_ int dfd = -1, fd = -1;
+        struct stat st;
+        size_t len = 0;
+        int r;
+
+        dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (dfd < 0) {
+                *ret_error = "cannot open $CREDENTIALS_DIRECTORY";
+                return -errno;
+        }
+        fd = openat(dfd, PIN_CREDENTIAL, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY | O_NONBLOCK);
+        if (fd < 0) {
+                if (errno == ENOENT)
+                        return 0;
+                *ret_error = errno == ELOOP ? "credential is a symbolic link" : "cannot open credential";
+                return -errno;
+        }
+        if (fstat(fd, &st) < 0) {
+                *ret_error = "cannot stat credential";
+                return -errno;
+        }
+        if (!S_ISREG(st.st_mode)) {
+                *ret_error = "credential is not a regular file";
+                return -EINVAL;
+        }
+        if (st.st_uid != 0 && st.st_uid != geteuid()) {
+                *ret_error = "credential must be owned by root or by the user kekd runs as";
+                return -EPERM;
+        }
+        if ((st.st_mode & 0027) || ((st.st_mode & 0070) && !acl_only_owner_and_us(fd))) {
+                *ret_error = "credential is accessible by group or others";
+                return -EPERM;
+        }
+        if (st.st_size > (off_t) PIN_MAX_SIZE + 2) {
+                *ret_error = "credential is larger than a PIN can be";
+                return -EFBIG;
+        }
+
+        r = secret_new(PIN_MAX_SIZE + 2, &pin);
+        if (r < 0) {
+                *ret_error = "cannot allocate secure memory for the PIN";
+                return r;
+        }
+        while (len < pin->len) {
+                ssize_t n = read(fd, pin->data + len, pin->len - len);
+
+                if (n < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        *ret_error = "cannot read credential";
+                        return -errno;
+                }
+                if (n == 0)
+                        break;
+                len += (size_t) n;
+        }
+        /* As pin_read(): one trailing LF, CR LF or CR is not part of the PIN. */
+        if (len > 0 && pin->data[len - 1] == '\n')
+                len--;
+        if (len > 0 && pin->data[len - 1] == '\r')
+                len--;
+        if (len == 0) {
+                *ret_error = "credential is empty";
+                return -EINVAL;
+        }
+        if (len > PIN_MAX_SIZE) {
+                *ret_error = "credential is larger than a PIN can be";
+                return -EFBIG;
+        }
+        secret_truncate(pin, len);
+        *ret = TAKE_PTR(pin);
+        return 1;
+}
+
+/* The credential kekd-pin when systemd passes one, else pin_file. Logs failures. */
+static int read_pin(const Config *config, Secret **ret) {
+        const char *dir = getenv("CREDENTIALS_DIRECTORY"), *why = "unknown error";
+        int r;
+
+        if (dir && dir[0]) {
+                r = credential_read_pin(dir, ret, &why);
+                if (r < 0)
+                        return log_error_errno(r, "%s/%s: %s", dir, PIN_CREDENTIAL, why);
+                if (r > 0) {
+                        log_info("Read the token PIN from the systemd credential '%s'", PIN_CREDENTIAL);
+                        return 0;
+                }
+                log_debug("No credential '%s' in %s; reading the PIN from %s", PIN_CREDENTIAL, dir, config->pin_file);
+        }
+        r = pin_read(config->pin_file, ret, &why);
+        if (r < 0)
+                return log_error_errno(r, "%s: %s", config->pin_file, why);
+        return 0;
 }
 
 static int run(int argc, char *argv[]) {
@@ -125,15 +602,15 @@ static int run(int argc, char *argv[]) {
         _cleanup_(secret_freep) Secret *pin = NULL;
         _cleanup_(hsm_freep) Hsm *hsm = NULL;
         _cleanup_(keystore_freep) Keystore *keystore = NULL;
+        _cleanup_(sd_event_unrefp) sd_event *event = NULL;
         _cleanup_(server_freep) Server *server = NULL;
-        sd_event *event = NULL;
+        _cleanup_(daemon_done) Daemon d = {};
         _cleanup_free_ char *error = NULL;
         const char *why = NULL;
-        Dispatcher dispatcher;
-        Maintenance maintenance;
-        char owner[OWNER_MAX], host[64] = "localhost";
+        char owner[OWNER_MAX], host[64] = "localhost", where[160];
+        uint64_t watchdog_usec;
         sigset_t mask;
-        int listen_fd, r;
+        int listen_fd = -1, r;
 
         log_setup(LOG_INFO);
         r = parse_argv(argc, argv);
@@ -150,6 +627,22 @@ static int run(int argc, char *argv[]) {
                 return 0;
         }
         log_setup(config->log_level);
+
+        /*
+         * Before anything can start a thread (a PKCS#11 module may): the event loop takes these
+         * signals through a signalfd, which sees only signals blocked in every thread, and no
+         * thread may take them with their default action (SIGHUP's would end kekd). A signal
+         * that arrives during start-up waits until the loop runs.
+         */
+        sigemptyset(&mask);
+        sigaddset(&mask, SIGTERM);
+        sigaddset(&mask, SIGINT);
+        sigaddset(&mask, SIGHUP);
+        sigaddset(&mask, SIGPIPE);
+        if (sigprocmask(SIG_BLOCK, &mask, NULL) < 0) {
+                log_error_errno(-errno, "Cannot block signals");
+                return 1;
+        }
 
         /* Descriptors: use what the hard limit allows (systemd sets a high one); see FD_RESERVE_MAX. */
         {
@@ -172,11 +665,8 @@ static int run(int argc, char *argv[]) {
         if (r == 0)
                 log_warning("Secure memory could not be locked (RLIMIT_MEMLOCK); secrets may be swapped");
 
-        r = pin_read(config->pin_file, &pin, &why);
-        if (r < 0) {
-                log_error_errno(r, "%s: %s", config->pin_file, why);
+        if (read_pin(config, &pin) < 0)
                 return 1;
-        }
         r = hsm_open(config->module, config->token_uri, pin, &hsm, &why);
         if (r < 0) {
                 log_error_errno(r, "Cannot open token %s with module %s: %s", config->token_uri, config->module,
@@ -200,48 +690,75 @@ static int run(int argc, char *argv[]) {
         r = keystore_maintain(keystore, clock_now_usec());
         if (r < 0)
                 log_warning_errno(r, "Repair of interrupted operations failed; will retry");
-
-        sigemptyset(&mask);
-        sigaddset(&mask, SIGTERM);
-        sigaddset(&mask, SIGINT);
-        sigaddset(&mask, SIGPIPE);
-        sigprocmask(SIG_BLOCK, &mask, NULL);
+        d.last_refresh_failed = r < 0;
 
         r = sd_event_default(&event);
         if (r < 0) {
                 log_error_errno(r, "Cannot create event loop");
                 return 1;
         }
-        (void) sd_event_add_signal(event, NULL, SIGTERM, NULL, NULL);
-        (void) sd_event_add_signal(event, NULL, SIGINT, NULL, NULL);
+        d.event = event;
+        d.config = config;
+        d.keystore = keystore;
+        d.refresh_usec = (uint64_t) config->refresh_interval * USEC_PER_SEC;
 
-        maintenance = (Maintenance) { keystore, (uint64_t) config->refresh_interval * USEC_PER_SEC };
-        r = sd_event_add_time_relative(event, NULL, CLOCK_MONOTONIC, maintenance.interval_usec, 0, on_maintenance,
-                                       &maintenance);
+        r = sd_event_add_signal(event, NULL, SIGTERM, on_terminate, &d);
+        if (r >= 0)
+                r = sd_event_add_signal(event, NULL, SIGINT, on_terminate, &d);
+        if (r >= 0)
+                r = sd_event_add_signal(event, NULL, SIGHUP, on_sighup, &d);
+        if (r < 0) {
+                log_error_errno(r, "Cannot set up signal handling");
+                return 1;
+        }
+        r = sd_event_add_time_relative(event, &d.refresh_source, CLOCK_MONOTONIC, d.refresh_usec, 0, on_refresh, &d);
         if (r < 0) {
                 log_error_errno(r, "Cannot set up the refresh timer");
-                sd_event_unref(event);
                 return 1;
         }
-        dispatcher = (Dispatcher) { .keystore = keystore, .max_frame = config->max_frame, .now_usec = clock_now_usec };
-        listen_fd = listen_fd_from_systemd();
-        r = server_new(event, config, &dispatcher, listen_fd, &server);
-        if (r < 0) {
-                sd_event_unref(event);
-                return 1;
+        r = sd_watchdog_enabled(false, &watchdog_usec);
+        if (r < 0)
+                log_warning_errno(r, "Ignoring the watchdog settings passed by systemd (WATCHDOG_USEC, WATCHDOG_PID)");
+        else if (r > 0) {
+                d.watchdog_ping_usec = MAX(watchdog_usec / 2, 1u);
+                /* An explicit accuracy: sd-event's default (250 ms) could miss a short watchdog interval. */
+                r = sd_event_add_time_relative(event, &d.watchdog_source, CLOCK_MONOTONIC, d.watchdog_ping_usec,
+                                               MAX(d.watchdog_ping_usec / 10, 1u), on_watchdog, &d);
+                if (r < 0) {
+                        log_error_errno(r, "Cannot set up the watchdog timer");
+                        return 1;
+                }
+                log_info("Watchdog: telling systemd every %" PRIu64 " ms that kekd is alive",
+                         d.watchdog_ping_usec / 1000);
         }
 
-        log_info("Serving %zu keys from token '%s' on %s", keystore_n_keys(keystore), hsm_token_label(hsm),
-                 listen_fd >= 0 ? "the socket passed by systemd" : config->socket_path);
-        (void) sd_notifyf(false, "READY=1\nSTATUS=Serving %zu keys", keystore_n_keys(keystore));
+        r = listen_fd_from_systemd(&listen_fd);
+        if (r < 0)
+                return 1;
+        d.socket_from_systemd = r > 0;
+        d.dispatcher = (Dispatcher) { .keystore = keystore, .max_frame = config->max_frame, .now_usec = clock_now_usec };
+        r = server_new(event, config, &d.dispatcher, listen_fd, &server);
+        if (r < 0)
+                return 1;
+        d.server = server;
+
+        if (d.socket_from_systemd) {
+                socket_name(listen_fd, where, sizeof(where));
+                log_info("Serving %zu keys from token '%s' on %s, the socket passed by systemd",
+                         keystore_n_keys(keystore), hsm_token_label(hsm), where);
+        } else
+                log_info("Serving %zu keys from token '%s' on %s", keystore_n_keys(keystore), hsm_token_label(hsm),
+                         config->socket_path);
+        notify_status(&d, true);
 
         r = sd_event_loop(event);
-        (void) sd_notify(false, "STOPPING=1");
+        if (!d.draining)
+                (void) sd_notify(false, "STOPPING=1");
         /* Unwrap counts and last-use times since the last refresh would be lost otherwise. */
         if (keystore_flush_usage(keystore) < 0)
                 log_warning("Could not record the latest key usage in the token");
+        d.server = NULL;
         server = server_free(server);
-        sd_event_unref(event);
         if (r < 0) {
                 log_error_errno(r, "Event loop failed");
                 return 1;

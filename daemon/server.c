@@ -53,6 +53,7 @@ struct Server {
         uint64_t idle_timeout_usec;
         gid_t admin_gid;               /* (gid_t) -1: no admin group */
         int fd_limit;                  /* connections get descriptors below this */
+        bool draining;
         uint64_t last_fd_warning_usec;
         unsigned n_connections;
         Conn *conns;
@@ -223,6 +224,17 @@ static int conn_read(Conn *c) {
         return 0;
 }
 
+/* Nothing buffered either way, and nothing waiting in the socket: closing now loses no request. */
+static bool conn_idle(Conn *c) {
+        uint8_t b;
+        ssize_t n;
+
+        if (frame_buf_size(&c->in) > 0 || frame_buf_size(&c->out) > 0)
+                return false;
+        n = recv(c->fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
+        return n == 0 || (n < 0 && errno == EAGAIN);
+}
+
 static int on_conn_io(sd_event_source *source, int fd, uint32_t revents, void *userdata) {
         Conn *c = userdata;
         int r = 0;
@@ -239,7 +251,7 @@ static int on_conn_io(sd_event_source *source, int fd, uint32_t revents, void *u
         if (r >= 0)
                 r = conn_flush(c);
         /* A peer that hung up entirely makes send() fail, so EPOLLHUP cannot keep us spinning here. */
-        if (r < 0 || (c->closing && frame_buf_size(&c->out) == 0)) {
+        if (r < 0 || (c->closing && frame_buf_size(&c->out) == 0) || (c->server->draining && conn_idle(c))) {
                 conn_free(c);
                 return 0;
         }
@@ -404,7 +416,8 @@ static void on_key_change(const char *name, const Key *k, void *userdata) {
 static int on_resume_accept(sd_event_source *source, uint64_t usec, void *userdata) {
         Server *s = userdata;
 
-        (void) sd_event_source_set_enabled(s->listen_source, SD_EVENT_ON);
+        if (!s->draining)
+                (void) sd_event_source_set_enabled(s->listen_source, SD_EVENT_ON);
         return 0;
 }
 
@@ -513,4 +526,18 @@ Server *server_free(Server *s) {
 
 unsigned server_n_connections(const Server *s) {
         return s->n_connections;
+}
+
+void server_drain(Server *s) {
+        if (!s || s->draining)
+                return;
+        s->draining = true;
+        (void) sd_event_source_set_enabled(s->listen_source, SD_EVENT_OFF);
+        (void) sd_event_source_set_enabled(s->resume_source, SD_EVENT_OFF);
+        /* Called from the event loop between requests: freeing here cannot pull a connection from under a handler. */
+        for (Conn *c = s->conns, *next; c; c = next) {
+                next = c->next;
+                if (conn_idle(c))
+                        conn_free(c);
+        }
 }

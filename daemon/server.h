@@ -23,3 +23,11 @@ Server *server_free(Server *s);
 DEFINE_TRIVIAL_CLEANUP_FUNC(Server, server_free);
 
 unsigned server_n_connections(const Server *s);
+
+/*
+ * Begins a drain for shutdown; idempotent. Accepting stops for good (the
+ * socket stays open, so a socket from systemd queues connections for the
+ * next kekd). Requests already sent are still read, answered and flushed;
+ * each connection is closed as soon as it is idle. Idle ones go at once.
+ */
+void server_drain(Server *s);

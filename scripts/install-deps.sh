@@ -3,12 +3,15 @@
 # Installs the Debian 12 packages kekd needs to build, test and run. Does
 # nothing when all of them are present; otherwise apt-get update, then one
 # apt-get install. Uses sudo when not run as root.
+# tests/integration/systemd.sh uses systemd (systemd-socket-activate,
+# systemd-analyze), socat (reads sd_notify datagrams) and acl (setfacl).
 set -eu
 
 PKGS="build-essential autoconf automake libtool pkg-config
       protobuf-c-compiler libprotobuf-c-dev libp11-kit-dev p11-kit
       libssl-dev libsystemd-dev libinih-dev libjson-c-dev
-      softhsm2 opensc mandoc"
+      softhsm2 opensc mandoc gdb
+      systemd socat acl"
 
 missing=""
 for p in $PKGS; do

@@ -22,12 +22,18 @@ static inline bool tap_ok(bool cond, const char *what) {
         return cond;
 }
 
+/* The condition is evaluated before the message, so the message may show what the condition computed. */
 #define ok(cond, ...)                                              \
         ({                                                         \
                 char _w[512];                                      \
+                bool _c = !!(cond);                                \
                 snprintf(_w, sizeof(_w), __VA_ARGS__);             \
-                tap_ok(!!(cond), _w);                              \
+                tap_ok(_c, _w);                                    \
         })
+
+static inline void tap_skip(const char *why) {
+        printf("ok %u # SKIP %s\n", ++tap_n, why);
+}
 
 #define is_int(got, want, ...)                                                              \
         ({                                                                                  \

@@ -1,0 +1,481 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * libkek against a real kekd (started, killed and restarted here by PID;
+ * paths from the environment set by tests/integration/libkek.sh): round
+ * trips and block sealing, cache hits without round trips (counted),
+ * re-validation after the refresh interval, serving through a kekd outage
+ * for the grace period and failing after it, revocation push (disable seen
+ * within 1 s through Watch, and within the refresh interval with Watch off),
+ * enable resuming, many threads at once, and no plaintext AEK in a core file
+ * of a client process (gcore). Prints TAP.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "client/libkek.h"
+#include "tests/lib/tap.h"
+
+extern char **environ;
+
+static const char *kekd_path, *kekctl_path, *conf, *sock, *testdir;
+static pid_t kekd_pid = -1;
+
+static uint64_t mono_ms(void) {
+        struct timespec ts;
+
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (uint64_t) ts.tv_sec * 1000 + (uint64_t) ts.tv_nsec / 1000000;
+}
+
+static int run_quiet(char *const argv[]) {
+        posix_spawn_file_actions_t fa;
+        pid_t pid;
+        int st;
+
+        posix_spawn_file_actions_init(&fa);
+        posix_spawn_file_actions_addopen(&fa, STDOUT_FILENO, "/dev/null", O_WRONLY, 0);
+        posix_spawn_file_actions_addopen(&fa, STDERR_FILENO, "/dev/null", O_WRONLY, 0);
+        if (posix_spawn(&pid, argv[0], &fa, NULL, argv, environ) != 0) {
+                posix_spawn_file_actions_destroy(&fa);
+                return -1;
+        }
+        posix_spawn_file_actions_destroy(&fa);
+        if (waitpid(pid, &st, 0) < 0)
+                return -1;
+        return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+static int kekctl(const char *a, const char *b, const char *c, const char *d) {
+        char *argv[] = { (char *) kekctl_path, "-s", (char *) sock, (char *) a, (char *) b, (char *) c, (char *) d, NULL };
+
+        return run_quiet(argv);
+}
+
+static bool socket_up(void) {
+        struct sockaddr_un sa = { .sun_family = AF_UNIX };
+        int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        bool up;
+
+        snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", sock);
+        up = fd >= 0 && connect(fd, (struct sockaddr *) &sa, sizeof(sa)) == 0;
+        if (fd >= 0)
+                close(fd);
+        return up;
+}
+
+static bool kekd_start(void) {
+        char log[4096];
+        char *argv[] = { (char *) kekd_path, "-c", (char *) conf, NULL };
+        posix_spawn_file_actions_t fa;
+
+        snprintf(log, sizeof(log), "%s/kekd.log", testdir);
+        posix_spawn_file_actions_init(&fa);
+        posix_spawn_file_actions_addopen(&fa, STDERR_FILENO, log, O_WRONLY | O_APPEND | O_CREAT, 0600);
+        if (posix_spawn(&kekd_pid, kekd_path, &fa, NULL, argv, environ) != 0)
+                kekd_pid = -1;
+        posix_spawn_file_actions_destroy(&fa);
+        for (int i = 0; kekd_pid > 0 && i < 100; i++) {
+                if (socket_up())
+                        return true;
+                usleep(100 * 1000);
+        }
+        return false;
+}
+
+static void kekd_kill(int sig) {
+        if (kekd_pid <= 0)
+                return;
+        kill(kekd_pid, sig);
+        waitpid(kekd_pid, NULL, 0);
+        kekd_pid = -1;
+}
+
+static void cleanup(void) {
+        kekd_kill(SIGKILL);
+}
+
+static int new_client(unsigned refresh, unsigned grace, bool watch, kek_client **ret) {
+        kek_options o = { .socket_path = sock, .refresh_sec = refresh, .grace_sec = grace, .watch_disabled = !watch,
+                          .timeout_ms = 2000 };
+
+        return kek_client_new(&o, ret);
+}
+
+static int wrap_new(kek_client *c, const char *key, const char *ctx, kek_aek **ret_aek, kek_blob *ret_blob) {
+        int r = kek_aek_generate(ret_aek);
+
+        if (r < 0)
+                return r;
+        return kek_wrap(c, key, 0, kek_aek_data(*ret_aek), kek_aek_size(*ret_aek), (const uint8_t *) ctx, strlen(ctx),
+                        &ret_blob->data, &ret_blob->len, NULL);
+}
+
+static bool unwrap_is(kek_client *c, const kek_blob *b, const char *ctx, const kek_aek *want, int *ret_r) {
+        kek_aek *got = NULL;
+        int r = kek_unwrap(c, b->data, b->len, (const uint8_t *) ctx, strlen(ctx), &got);
+        bool same = r == 0 && kek_aek_size(got) == kek_aek_size(want) &&
+                    memcmp(kek_aek_data(got), kek_aek_data(want), kek_aek_size(want)) == 0;
+
+        kek_aek_unref(got);
+        if (ret_r)
+                *ret_r = r;
+        return same;
+}
+
+static void test_roundtrip_and_blocks(void) {
+        kek_client *c = NULL;
+        kek_aek *aek = NULL, *platform = NULL, *other = NULL;
+        kek_blob blob = {}, blob2 = {};
+        uint8_t data[1000], sealed[1000 + KEK_BLOCK2_OVERHEAD], opened[1000];
+        uint32_t version = 0;
+        int r;
+
+        ok(new_client(0, 0, true, &c) == 0, "client created");
+        ok(wrap_new(c, "acct", "account-1", &aek, &blob) == 0, "wrap of a generated AEK");
+        ok(unwrap_is(c, &blob, "account-1", aek, &r), "unwrap returns the same AEK");
+        ok(!unwrap_is(c, &blob, "account-2", aek, &r) && r == -(KEK_ERROR_BASE + KEK_E_BLOB_INVALID),
+           "another context is refused with BLOB_INVALID (%s)", kek_strerror(r));
+        ok(kek_rewrap(c, blob.data, blob.len, (const uint8_t *) "account-1", 9, &blob2.data, &blob2.len, &version) == 0 &&
+                   version == 1 && unwrap_is(c, &blob2, "account-1", aek, NULL),
+           "rewrap gives a blob that unwraps to the same AEK");
+
+        for (size_t i = 0; i < sizeof(data); i++)
+                data[i] = (uint8_t) i;
+        ok(kek_block_seal(aek, (const uint8_t *) "block-7", 7, data, sizeof(data), sealed) == 0 &&
+                   kek_block_open(aek, (const uint8_t *) "block-7", 7, sealed, sizeof(data) + KEK_BLOCK_OVERHEAD, opened) == 0 &&
+                   memcmp(opened, data, sizeof(data)) == 0,
+           "a block sealed with a DEK of the AEK opens again");
+        ok(kek_block_open(aek, (const uint8_t *) "block-8", 7, sealed, sizeof(data) + KEK_BLOCK_OVERHEAD, opened) == -EBADMSG,
+           "a block opened under another block context fails");
+        sealed[40] ^= 1;
+        ok(kek_block_open(aek, (const uint8_t *) "block-7", 7, sealed, sizeof(data) + KEK_BLOCK_OVERHEAD, opened) == -EBADMSG,
+           "a changed block fails");
+        kek_aek_generate(&platform);
+        kek_aek_generate(&other);
+        ok(kek_block_seal2(aek, platform, (const uint8_t *) "b", 1, data, sizeof(data), sealed) == 0 &&
+                   kek_block_open2(aek, platform, (const uint8_t *) "b", 1, sealed, sizeof(data) + KEK_BLOCK2_OVERHEAD, opened) == 0 &&
+                   memcmp(opened, data, sizeof(data)) == 0,
+           "double encryption (AES-GCM inside ChaCha20-Poly1305) round trips");
+        ok(sealed[0] == 0x02, "the outer layer is ChaCha20-Poly1305 (format 0x02)");
+        ok(kek_block_open2(aek, other, (const uint8_t *) "b", 1, sealed, sizeof(data) + KEK_BLOCK2_OVERHEAD, opened) == -EBADMSG,
+           "double encryption with another platform key fails");
+        ok(kek_block_open2(other, platform, (const uint8_t *) "b", 1, sealed, sizeof(data) + KEK_BLOCK2_OVERHEAD, opened) == -EBADMSG,
+           "double encryption with another AEK fails");
+
+        kek_aek_unref(aek);
+        kek_aek_unref(platform);
+        kek_aek_unref(other);
+        free(blob.data);
+        free(blob2.data);
+        kek_client_free(c);
+}
+
+static void test_cache_hits(void) {
+        kek_client *c = NULL;
+        kek_aek *aek = NULL;
+        kek_blob blob = {};
+        kek_stats s0, s1;
+        int bad = 0;
+
+        new_client(0, 0, false, &c);
+        wrap_new(c, "acct", "hits", &aek, &blob);
+        kek_stats_get(c, &s0);
+        for (int i = 0; i < 1000; i++)
+                bad += !unwrap_is(c, &blob, "hits", aek, NULL);
+        kek_stats_get(c, &s1);
+        is_int(bad, 0, "1000 unwraps of one blob all return the AEK");
+        is_int(s1.requests - s0.requests, 1, "only the first went to kekd (requests counted)");
+        is_int(s1.hits - s0.hits, 999, "999 cache hits");
+        is_int(s1.misses - s0.misses, 1, "1 miss");
+        kek_aek_unref(aek);
+        free(blob.data);
+        kek_client_free(c);
+}
+
+static void test_refresh_and_grace(void) {
+        kek_client *c = NULL;
+        kek_aek *aek = NULL;
+        kek_blob blob = {};
+        kek_stats s;
+        int r;
+
+        /* refresh 6 s (the minimum), grace 10 s */
+        new_client(6, 10, false, &c);
+        wrap_new(c, "acct", "grace", &aek, &blob);
+        ok(unwrap_is(c, &blob, "grace", aek, NULL), "AEK cached");
+        sleep(7);
+        ok(unwrap_is(c, &blob, "grace", aek, NULL), "after the refresh interval the AEK is served");
+        kek_stats_get(c, &s);
+        is_int(s.refreshes, 1, "... after one re-validation with kekd");
+
+        kekd_kill(SIGKILL);
+        ok(unwrap_is(c, &blob, "grace", aek, &r), "kekd killed: a fresh entry is served from the cache");
+        sleep(7);
+        ok(unwrap_is(c, &blob, "grace", aek, &r), "kekd still down past the refresh interval: served within the grace");
+        kek_stats_get(c, &s);
+        ok(s.stale_served >= 1, "... counted as served stale (%llu)", (unsigned long long) s.stale_served);
+        sleep(4);
+        ok(!unwrap_is(c, &blob, "grace", aek, &r) && kek_error_is_transient(r),
+           "past the grace the unwrap fails with a transient error (%s)", kek_strerror(r));
+        ok(kekd_start(), "kekd restarted");
+        ok(unwrap_is(c, &blob, "grace", aek, &r), "after the restart the client reconnects and unwraps (%s)",
+           r ? kek_strerror(r) : "ok");
+        kek_aek_unref(aek);
+        free(blob.data);
+        kek_client_free(c);
+}
+
+/* Polls until the blob is refused; returns the milliseconds it took, or -1 after limit_ms. */
+static long ms_until_refused(kek_client *c, const kek_blob *b, const char *ctx, const kek_aek *aek, long limit_ms,
+                             int *ret_r) {
+        uint64_t t0 = mono_ms();
+
+        while ((long) (mono_ms() - t0) < limit_ms) {
+                if (!unwrap_is(c, b, ctx, aek, ret_r))
+                        return (long) (mono_ms() - t0);
+                usleep(5 * 1000);
+        }
+        return -1;
+}
+
+static void test_revocation(void) {
+        kek_client *w = NULL, *t = NULL;
+        kek_aek *aek = NULL;
+        kek_blob blob = {};
+        kek_stats s;
+        long ms;
+        int r = 0;
+
+        new_client(6, 300, true, &w);
+        new_client(6, 300, false, &t);
+        wrap_new(w, "rev", "r", &aek, &blob);
+        ok(unwrap_is(w, &blob, "r", aek, NULL) && unwrap_is(t, &blob, "r", aek, NULL), "both clients cache the AEK");
+        for (int i = 0; i < 100; i++) {
+                kek_stats_get(w, &s);
+                if (s.watch_connected)
+                        break;
+                usleep(20 * 1000);
+        }
+        ok(s.watch_connected, "the watching client is subscribed");
+
+        ok(kekctl("disable", "rev", NULL, NULL) == 0, "disable key 'rev'");
+        ms = ms_until_refused(w, &blob, "r", aek, 1000, &r);
+        ok(ms >= 0 && r == -(KEK_ERROR_BASE + KEK_E_KEY_DISABLED), "with Watch, the client stops serving within 1 s (%ld ms, %s)",
+           ms, kek_strerror(r));
+        ok(unwrap_is(t, &blob, "r", aek, NULL), "without Watch, the cached AEK is still served before the refresh interval");
+        ms = ms_until_refused(t, &blob, "r", aek, 8000, &r);
+        ok(ms >= 0 && r == -(KEK_ERROR_BASE + KEK_E_KEY_DISABLED), "without Watch, it stops within the 6 s refresh interval (%ld ms)",
+           ms);
+        kek_stats_get(w, &s);
+        ok(s.drops >= 1 && s.watch_events >= 1, "the revocation dropped cached entries (%llu) on an event (%llu)",
+           (unsigned long long) s.drops, (unsigned long long) s.watch_events);
+        ok(kekctl("enable", "rev", NULL, NULL) == 0, "enable key 'rev'");
+        ok(unwrap_is(w, &blob, "r", aek, &r), "enable resumes service at once (%s)", r ? kek_strerror(r) : "ok");
+        ok(unwrap_is(t, &blob, "r", aek, &r), "... for both clients");
+
+        kek_aek_unref(aek);
+        free(blob.data);
+        kek_client_free(w);
+        kek_client_free(t);
+}
+
+typedef struct Worker {
+        kek_client *c;
+        const kek_blob *blobs;
+        kek_aek *const *aeks;
+        int n_blobs, index, errors, ops;
+} Worker;
+
+static void *worker_main(void *userdata) {
+        Worker *w = userdata;
+        char ctx[32];
+
+        for (int i = 0; i < 500; i++) {
+                int k = (i * 7 + w->index) % w->n_blobs;
+
+                snprintf(ctx, sizeof(ctx), "c%d", k);
+                if (i % 10 == 0) {
+                        kek_blob b = {};
+
+                        if (kek_wrap(w->c, "acct", 0, kek_aek_data(w->aeks[k]), KEK_AEK_SIZE, (const uint8_t *) ctx,
+                                     strlen(ctx), &b.data, &b.len, NULL) < 0 ||
+                            !unwrap_is(w->c, &b, ctx, w->aeks[k], NULL))
+                                w->errors++;
+                        free(b.data);
+                } else if (!unwrap_is(w->c, &w->blobs[k], ctx, w->aeks[k], NULL))
+                        w->errors++;
+                w->ops++;
+        }
+        return NULL;
+}
+
+static void test_threads(void) {
+        enum { THREADS = 16, BLOBS = 64 };
+        kek_client *c = NULL;
+        kek_aek *aeks[BLOBS];
+        kek_blob blobs[BLOBS];
+        pthread_t th[THREADS];
+        Worker w[THREADS];
+        int errors = 0, ops = 0;
+
+        new_client(0, 0, true, &c);
+        for (int i = 0; i < BLOBS; i++) {
+                char ctx[32];
+
+                snprintf(ctx, sizeof(ctx), "c%d", i);
+                blobs[i] = (kek_blob) {};
+                wrap_new(c, "acct", ctx, &aeks[i], &blobs[i]);
+        }
+        kek_cache_clear(c);
+        for (int i = 0; i < THREADS; i++) {
+                w[i] = (Worker) { .c = c, .blobs = blobs, .aeks = aeks, .n_blobs = BLOBS, .index = i };
+                pthread_create(&th[i], NULL, worker_main, &w[i]);
+        }
+        for (int i = 0; i < THREADS; i++) {
+                pthread_join(th[i], NULL);
+                errors += w[i].errors;
+                ops += w[i].ops;
+        }
+        is_int(errors, 0, "%d threads x 500 mixed wrap/unwrap on one client: %d ops, no error", THREADS, ops);
+        for (int i = 0; i < BLOBS; i++) {
+                kek_aek_unref(aeks[i]);
+                free(blobs[i].data);
+        }
+        kek_client_free(c);
+}
+
+/* Child of the core-dump test: caches an AEK, says so, and waits to be dumped. */
+static int core_child(const char *blobfile) {
+        kek_client *c = NULL;
+        kek_aek *aek = NULL;
+        uint8_t blob[2048];
+        ssize_t n;
+        int fd = open(blobfile, O_RDONLY | O_CLOEXEC);
+
+        if (fd < 0 || (n = read(fd, blob, sizeof(blob))) <= 0)
+                return 1;
+        close(fd);
+        if (new_client(0, 0, true, &c) < 0 || kek_unwrap(c, blob, (size_t) n, (const uint8_t *) "core", 4, &aek) < 0)
+                return 2;
+        /* The AEK stays cached and referenced; the process now waits. */
+        if (write(STDOUT_FILENO, "ready\n", 6) != 6)
+                return 3;
+        pause();
+        return 0;
+}
+
+static bool file_contains(const char *path, const uint8_t *needle, size_t len) {
+        FILE *f = fopen(path, "re");
+        uint8_t buf[1 << 16];
+        size_t have = 0, n;
+        bool found = false;
+
+        if (!f)
+                return false;
+        while (!found && (n = fread(buf + have, 1, sizeof(buf) - have, f)) > 0) {
+                have += n;
+                found = memmem(buf, have, needle, len) != NULL;
+                if (have > len) {
+                        memmove(buf, buf + have - len, len);
+                        have = len;
+                }
+        }
+        fclose(f);
+        return found;
+}
+
+static void test_core(const char *self) {
+        char blobfile[4096], core[4096], corefile[4200], pidstr[32];
+        kek_client *c = NULL;
+        kek_aek *aek = NULL;
+        kek_blob blob = {};
+        int pipefd[2], fd;
+        pid_t child;
+        char buf[8] = {};
+
+        if (access("/usr/bin/gcore", X_OK) != 0) {
+                tap_skip("gcore (gdb) not installed");
+                return;
+        }
+        new_client(0, 0, false, &c);
+        wrap_new(c, "acct", "core", &aek, &blob);
+        snprintf(blobfile, sizeof(blobfile), "%s/core-blob", testdir);
+        fd = open(blobfile, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+        if (fd < 0 || write(fd, blob.data, blob.len) != (ssize_t) blob.len)
+                return;
+        close(fd);
+
+        /* A fresh process (exec, not fork): it shares no memory with this one. */
+        if (pipe(pipefd) < 0)
+                return;
+        child = fork();
+        if (child == 0) {
+                dup2(pipefd[1], STDOUT_FILENO);
+                execl(self, self, "core-child", blobfile, (char *) NULL);
+                _exit(127);
+        }
+        close(pipefd[1]);
+        ok(read(pipefd[0], buf, 6) == 6 && strncmp(buf, "ready\n", 6) == 0, "client process holds the AEK in its cache");
+        close(pipefd[0]);
+        snprintf(core, sizeof(core), "%s/core", testdir);
+        snprintf(pidstr, sizeof(pidstr), "%d", (int) child);
+        ok(run_quiet((char *[]) { "/usr/bin/gcore", "-o", core, pidstr, NULL }) == 0, "gcore wrote a core file of it");
+        kill(child, SIGKILL);
+        waitpid(child, NULL, 0);
+        snprintf(corefile, sizeof(corefile), "%s.%s", core, pidstr);
+        {
+                struct stat st;
+
+                ok(stat(corefile, &st) == 0 && st.st_size > 100000, "the core file is real (%lld bytes)",
+                   (long long) (stat(corefile, &st) == 0 ? st.st_size : 0));
+        }
+        ok(!file_contains(corefile, kek_aek_data(aek), kek_aek_size(aek)), "the plaintext AEK is nowhere in the core file");
+        ok(file_contains(corefile, blob.data, 16), "(the check can find bytes: the blob's header is in the core file)");
+        unlink(corefile);
+        kek_aek_unref(aek);
+        free(blob.data);
+        kek_client_free(c);
+}
+
+int main(int argc, char *argv[]) {
+        if (argc == 3 && strcmp(argv[1], "core-child") == 0) {
+                sock = getenv("KEKD_SOCKET");
+                return core_child(argv[2]);
+        }
+        kekd_path = getenv("KEKD");
+        kekctl_path = getenv("KEKCTL");
+        conf = getenv("CONF");
+        sock = getenv("KEKD_SOCKET");
+        testdir = getenv("TESTDIR");
+        if (!kekd_path || !kekctl_path || !conf || !sock || !testdir) {
+                printf("Bail out! KEKD, KEKCTL, CONF, KEKD_SOCKET, TESTDIR must be set\n");
+                return 1;
+        }
+        atexit(cleanup);
+        signal(SIGPIPE, SIG_IGN);
+        if (!ok(kekd_start(), "kekd started")) {
+                return tap_done();
+        }
+        ok(kekctl("create", "acct", NULL, NULL) == 0 && kekctl("create", "rev", NULL, NULL) == 0, "keys created");
+        test_roundtrip_and_blocks();
+        test_cache_hits();
+        test_threads();
+        test_revocation();
+        test_core(argv[0]);
+        test_refresh_and_grace();
+        kekd_kill(SIGTERM);
+        return tap_done();
+}
