@@ -137,7 +137,31 @@ step kekctl list
 step kekctl check
 "$KEKCTL" check
 
-rm -f "$DEV/aek"
+echo
+echo "==> A storage program on libkek: contrib/examples/kekstore"
+KEKSTORE="$TOP/contrib/examples/kekstore"
+STORE="$DEV/store"
+rm -rf "$STORE" && mkdir -p "$STORE"
+head -c 20000 /dev/urandom >"$DEV/data"
+step kekstore store put account-42 photo "$ACCOUNT" "< data   # a new account AEK, wrapped; 5 sealed blocks"
+"$KEKSTORE" -s "$DEV/kekd.sock" "$STORE" put account-42 photo "$ACCOUNT" <"$DEV/data"
+"$KEKSTORE" "$STORE" info account-42
+step kekctl rotate "$ACCOUNT" "; kekstore get account-42 photo   # still reads"
+"$KEKCTL" rotate "$ACCOUNT" >/dev/null
+"$KEKSTORE" -s "$DEV/kekd.sock" "$STORE" get account-42 photo | cmp - "$DEV/data" && echo "read back identical"
+step kekstore rewrap account-42
+"$KEKSTORE" -s "$DEV/kekd.sock" "$STORE" rewrap account-42
+step kekctl disable "$ACCOUNT" "; kekstore get account-42 photo   # refused"
+"$KEKCTL" disable "$ACCOUNT" >/dev/null
+if "$KEKSTORE" -s "$DEV/kekd.sock" "$STORE" get account-42 photo >/dev/null; then
+        echo "unexpected: read allowed with the key disabled" >&2
+        exit 1
+fi
+step kekctl enable "$ACCOUNT" "; kekstore get account-42 photo   # reads resume"
+"$KEKCTL" enable "$ACCOUNT" >/dev/null
+"$KEKSTORE" -s "$DEV/kekd.sock" "$STORE" get account-42 photo | cmp - "$DEV/data" && echo "read back identical"
+
+rm -f "$DEV/aek" "$DEV/data"
 echo
 if [ "$KEEP" -eq 1 ]; then
         echo "==> Demo done. kekd keeps running (pid $PID). Try:"
