@@ -1,0 +1,524 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * kekbench: the throughput, latency and cache figures of kekd, measured side
+ * by side in one run on one fresh SoftHSM2 token, printed as one table with
+ * the ratios the targets are stated in (docs/performance.md). Built by make,
+ * never run by make check: it prints figures, it asserts nothing.
+ *
+ *   kekbench [--quick] [--ops N]
+ *
+ * Rows: raw in-process PKCS#11 (the C_EncryptInit/C_Encrypt and
+ * C_DecryptInit/C_Decrypt pairs kekd issues, via pkcs11/hsm.c) with 1 and 2
+ * threads; kekd over its socket through libkek with the cache off, 1/4/16/64
+ * clients, single ops and pipelined batches of 64; libkek cache hits with
+ * 1k/100k/1M cached AEKs; rewrap of 100k blobs in batches; kekd start-up with
+ * 1,000 keys x 10 versions in the token.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "client/libkek.h"
+#include "daemon/keystore.h"
+#include "daemon/pin.h"
+#include "pkcs11/hsm.h"
+#include "tests/lib/token.h"
+
+extern char **environ;
+
+static TestToken tok;
+static char sock_path[4200], conf_path[4200];
+static pid_t kekd_pid = -1;
+static const char *kekd_bin;
+static unsigned n_ops = 20000;
+static bool quick;
+
+static uint64_t now_ns(void) {
+        struct timespec ts;
+
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (uint64_t) ts.tv_sec * 1000000000ULL + (uint64_t) ts.tv_nsec;
+}
+
+static long rss_kb(pid_t pid) {
+        char path[64], line[256];
+        long kb = -1;
+        FILE *f;
+
+        snprintf(path, sizeof(path), "/proc/%d/status", (int) pid);
+        f = fopen(path, "re");
+        while (f && fgets(line, sizeof(line), f))
+                if (sscanf(line, "VmRSS: %ld kB", &kb) == 1)
+                        break;
+        if (f)
+                fclose(f);
+        return kb;
+}
+
+typedef struct Row {
+        char name[64];
+        double ops_per_s;
+        double p50_us, p99_us, p999_us;
+        long rss_kb;
+        char ratio[64];
+} Row;
+
+static Row rows[64];
+static size_t n_rows;
+
+static int cmp_u64(const void *a, const void *b) {
+        uint64_t x = *(const uint64_t *) a, y = *(const uint64_t *) b;
+
+        return x < y ? -1 : x > y;
+}
+
+/* Adds a row from per-op latencies (ns) over a wall time. */
+static Row *add_row(const char *name, uint64_t *lat, size_t n, uint64_t wall_ns, long rss) {
+        Row *r = &rows[n_rows++];
+
+        qsort(lat, n, sizeof(*lat), cmp_u64);
+        snprintf(r->name, sizeof(r->name), "%s", name);
+        r->ops_per_s = wall_ns ? (double) n * 1e9 / (double) wall_ns : 0;
+        r->p50_us = n ? lat[n / 2] / 1e3 : 0;
+        r->p99_us = n ? lat[(size_t) ((double) n * 0.99)] / 1e3 : 0;
+        r->p999_us = n ? lat[(size_t) ((double) n * 0.999)] / 1e3 : 0;
+        r->rss_kb = rss;
+        return r;
+}
+
+/* --- raw PKCS#11 --------------------------------------------------------------- */
+
+typedef struct RawArg {
+        unsigned ops;
+        uint64_t *lat;
+        int error;
+} RawArg;
+
+static void *raw_worker(void *userdata) {
+        RawArg *a = userdata;
+        Secret *pin = NULL;
+        Hsm *h = NULL;
+        HsmObject key;
+        uint8_t iv[12] = { 1 }, aad[64] = { 2 }, pt[32] = { 3 }, ct[48];
+
+        if (pin_read(tok.pin_file, &pin, NULL) < 0 || hsm_open(tok.module, tok.uri, pin, &h, NULL) < 0 ||
+            hsm_find_key(h, "bench", 1, &key) < 0) {
+                a->error = 1;
+                goto finish;
+        }
+        for (unsigned i = 0; i < a->ops; i++) {
+                Secret *out = NULL;
+                uint64_t t0 = now_ns();
+
+                iv[0] = (uint8_t) i;
+                if (hsm_encrypt_gcm(h, key, iv, aad, sizeof(aad), pt, sizeof(pt), ct) < 0 ||
+                    hsm_decrypt_gcm(h, key, iv, aad, sizeof(aad), ct, sizeof(ct), &out) < 0) {
+                        a->error = 1;
+                        break;
+                }
+                secret_free(out);
+                a->lat[i] = now_ns() - t0;
+        }
+finish:
+        hsm_free(h);
+        secret_free(pin);
+        return NULL;
+}
+
+static double bench_raw(unsigned threads) {
+        pthread_t th[8];
+        RawArg a[8];
+        uint64_t *lat = calloc((size_t) n_ops * threads, sizeof(uint64_t)), t0, wall;
+        char name[64];
+        Row *r;
+
+        t0 = now_ns();
+        for (unsigned i = 0; i < threads; i++) {
+                a[i] = (RawArg) { .ops = n_ops, .lat = lat + (size_t) i * n_ops };
+                pthread_create(&th[i], NULL, raw_worker, &a[i]);
+        }
+        for (unsigned i = 0; i < threads; i++)
+                pthread_join(th[i], NULL);
+        wall = now_ns() - t0;
+        snprintf(name, sizeof(name), "raw PKCS#11 wrap+unwrap, %u thr", threads);
+        r = add_row(name, lat, (size_t) n_ops * threads, wall, rss_kb(getpid()));
+        free(lat);
+        return r->ops_per_s;
+}
+
+/* --- kekd ------------------------------------------------------------------------ */
+
+static bool kekd_up(void) {
+        struct sockaddr_un sa = { .sun_family = AF_UNIX };
+        int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        bool up;
+
+        snprintf(sa.sun_path, sizeof(sa.sun_path), "%.107s", sock_path);
+        up = fd >= 0 && connect(fd, (struct sockaddr *) &sa, sizeof(sa)) == 0;
+        if (fd >= 0)
+                close(fd);
+        return up;
+}
+
+/* Starts kekd; returns the microseconds until its socket answers. */
+static double kekd_start(void) {
+        char *argv[] = { (char *) kekd_bin, "-c", conf_path, NULL };
+        posix_spawn_file_actions_t fa;
+        uint64_t t0 = now_ns();
+
+        posix_spawn_file_actions_init(&fa);
+        posix_spawn_file_actions_addopen(&fa, STDERR_FILENO, "/dev/null", O_WRONLY, 0);
+        if (posix_spawn(&kekd_pid, kekd_bin, &fa, NULL, argv, environ) != 0)
+                kekd_pid = -1;
+        posix_spawn_file_actions_destroy(&fa);
+        for (int i = 0; kekd_pid > 0 && i < 60000; i++) {
+                if (kekd_up())
+                        return (double) (now_ns() - t0) / 1e3;
+                usleep(200);
+        }
+        return -1;
+}
+
+static void kekd_stop(void) {
+        if (kekd_pid > 0) {
+                kill(kekd_pid, SIGTERM);
+                waitpid(kekd_pid, NULL, 0);
+        }
+        kekd_pid = -1;
+}
+
+static kek_client *client(bool cache) {
+        kek_options o = { .socket_path = sock_path, .cache_disabled = !cache, .watch_disabled = true,
+                          .timeout_ms = 60000, .cache_entries = 2000000 };
+        kek_client *c = NULL;
+
+        if (kek_client_new(&o, &c) < 0) {
+                fprintf(stderr, "kekbench: cannot create a libkek client\n");
+                exit(1);
+        }
+        return c;
+}
+
+typedef struct DArg {
+        kek_client *c;
+        unsigned ops, batch;
+        uint64_t *lat;
+        int error;
+} DArg;
+
+static void *daemon_worker(void *userdata) {
+        DArg *a = userdata;
+        kek_aek *aek = NULL;
+        kek_aek *aeks[64];
+        kek_blob ctxs[64], blobs[64];
+        int res[64];
+
+        kek_aek_generate(&aek);
+        for (unsigned i = 0; i < 64; i++) {
+                aeks[i] = aek;
+                ctxs[i] = (kek_blob) { (uint8_t *) "bench", 5 };
+        }
+        for (unsigned i = 0; i < a->ops; i += a->batch) {
+                uint64_t t0 = now_ns();
+
+                if (a->batch == 1) {
+                        uint8_t *blob = NULL;
+                        size_t len = 0;
+                        kek_aek *back = NULL;
+
+                        if (kek_wrap(a->c, "bench", 0, kek_aek_data(aek), KEK_AEK_SIZE, (const uint8_t *) "bench", 5, &blob,
+                                     &len, NULL) < 0 ||
+                            kek_unwrap(a->c, blob, len, (const uint8_t *) "bench", 5, &back) < 0)
+                                a->error = 1;
+                        kek_aek_unref(back);
+                        free(blob);
+                        a->lat[i] = now_ns() - t0;
+                } else {
+                        /* a batch wrap, then a batch rewrap standing in for the unwrap half (same HSM work) */
+                        if (kek_wrap_batch(a->c, "bench", a->batch, aeks, ctxs, blobs, res) < 0)
+                                a->error = 1;
+                        else {
+                                kek_blob out[64];
+
+                                for (unsigned j = 0; j < a->batch; j++)
+                                        a->error |= res[j] < 0;
+                                if (kek_rewrap_batch(a->c, a->batch, blobs, ctxs, out, res) < 0)
+                                        a->error = 1;
+                                for (unsigned j = 0; j < a->batch; j++) {
+                                        free(blobs[j].data);
+                                        free(out[j].data);
+                                }
+                        }
+                        for (unsigned j = 0; j < a->batch && i + j < a->ops; j++)
+                                a->lat[i + j] = (now_ns() - t0) / a->batch;
+                }
+        }
+        kek_aek_unref(aek);
+        return NULL;
+}
+
+static double bench_daemon(unsigned clients, unsigned batch) {
+        pthread_t th[64];
+        DArg a[64];
+        unsigned per = MAX(n_ops / clients, batch);
+        uint64_t *lat = calloc((size_t) per * clients, sizeof(uint64_t)), t0, wall;
+        char name[64];
+        int errors = 0;
+        Row *r;
+
+        for (unsigned i = 0; i < clients; i++)
+                a[i] = (DArg) { .c = client(false), .ops = per, .batch = batch, .lat = lat + (size_t) i * per };
+        t0 = now_ns();
+        for (unsigned i = 0; i < clients; i++)
+                pthread_create(&th[i], NULL, daemon_worker, &a[i]);
+        for (unsigned i = 0; i < clients; i++) {
+                pthread_join(th[i], NULL);
+                errors += a[i].error;
+                kek_client_free(a[i].c);
+        }
+        wall = now_ns() - t0;
+        snprintf(name, sizeof(name), "kekd wrap+unwrap, %u cl%s%s", clients, batch > 1 ? ", batch " : "",
+                 batch > 1 ? "64" : "");
+        r = add_row(name, lat, (size_t) per * clients, wall, rss_kb(kekd_pid));
+        if (errors)
+                snprintf(r->ratio, sizeof(r->ratio), "%d ERRORS", errors);
+        free(lat);
+        return r->ops_per_s;
+}
+
+/* Fills a cache with n AEKs (distinct contexts), then times hits. */
+static void bench_cache(size_t n) {
+        kek_client *c = client(true);
+        kek_blob *blobs = calloc(n, sizeof(*blobs)), ctxs[64];
+        char (*ctxbuf)[24] = calloc(n, sizeof(*ctxbuf));
+        kek_aek *aek = NULL, *aeks[64];
+        size_t samples = MIN(n, (size_t) 200000), done = 0;
+        uint64_t *lat = calloc(samples, sizeof(uint64_t)), t0, wall;
+        long rss0 = rss_kb(getpid()), rss1;
+        int res[64];
+        char name[64];
+        Row *r;
+
+        kek_aek_generate(&aek);
+        for (size_t i = 0; i < 64; i++)
+                aeks[i] = aek;
+        for (size_t i = 0; i < n; i += 64) {
+                size_t m = MIN((size_t) 64, n - i);
+
+                for (size_t j = 0; j < m; j++) {
+                        snprintf(ctxbuf[i + j], sizeof(ctxbuf[i + j]), "acct-%zu", i + j);
+                        ctxs[j] = (kek_blob) { (uint8_t *) ctxbuf[i + j], strlen(ctxbuf[i + j]) };
+                }
+                if (kek_wrap_batch(c, "bench", m, aeks, ctxs, blobs + i, res) < 0) {
+                        fprintf(stderr, "kekbench: batch wrap failed\n");
+                        exit(1);
+                }
+        }
+        for (size_t i = 0; i < n; i++) {
+                kek_aek *got = NULL;
+
+                if (kek_unwrap(c, blobs[i].data, blobs[i].len, (const uint8_t *) ctxbuf[i], strlen(ctxbuf[i]), &got) == 0)
+                        done++;
+                kek_aek_unref(got);
+        }
+        rss1 = rss_kb(getpid());
+        t0 = now_ns();
+        for (size_t s = 0; s < samples; s++) {
+                size_t i = (s * 2654435761u) % n;
+                kek_aek *got = NULL;
+                uint64_t t = now_ns();
+
+                (void) kek_unwrap(c, blobs[i].data, blobs[i].len, (const uint8_t *) ctxbuf[i], strlen(ctxbuf[i]), &got);
+                kek_aek_unref(got);
+                lat[s] = now_ns() - t;
+        }
+        wall = now_ns() - t0;
+        snprintf(name, sizeof(name), "libkek cache hit, %zu AEKs", n);
+        r = add_row(name, lat, samples, wall, rss1);
+        snprintf(r->ratio, sizeof(r->ratio), "+%ld MB for %zu", (rss1 - rss0) / 1024, done);
+        for (size_t i = 0; i < n; i++)
+                free(blobs[i].data);
+        free(blobs);
+        free(ctxbuf);
+        free(lat);
+        kek_aek_unref(aek);
+        kek_client_free(c);
+}
+
+static double bench_rewrap(size_t n) {
+        kek_client *c = client(false);
+        kek_blob *blobs = calloc(n, sizeof(*blobs)), *out = calloc(n, sizeof(*out)), ctxs[64];
+        kek_aek *aek = NULL, *aeks[64];
+        uint64_t *lat = calloc(n / 64 + 1, sizeof(uint64_t)), t0, wall;
+        size_t k = 0;
+        int res[64], errors = 0;
+        Row *r;
+
+        kek_aek_generate(&aek);
+        for (size_t i = 0; i < 64; i++) {
+                aeks[i] = aek;
+                ctxs[i] = (kek_blob) { (uint8_t *) "rewrap", 6 };
+        }
+        for (size_t i = 0; i < n; i += 64)
+                (void) kek_wrap_batch(c, "bench", MIN((size_t) 64, n - i), aeks, ctxs, blobs + i, res);
+        t0 = now_ns();
+        for (size_t i = 0; i < n; i += 64, k++) {
+                uint64_t t = now_ns();
+                size_t m = MIN((size_t) 64, n - i);
+
+                if (kek_rewrap_batch(c, m, blobs + i, ctxs, out + i, res) < 0)
+                        errors++;
+                for (size_t j = 0; j < m; j++)
+                        errors += res[j] < 0;
+                lat[k] = now_ns() - t;
+        }
+        wall = now_ns() - t0;
+        r = add_row("kekd rewrap, batches of 64", lat, k, wall, rss_kb(kekd_pid));
+        r->ops_per_s = (double) n * 1e9 / (double) wall;
+        r->p50_us /= 64;
+        r->p99_us /= 64;
+        r->p999_us /= 64;
+        if (errors)
+                snprintf(r->ratio, sizeof(r->ratio), "%d ERRORS", errors);
+        for (size_t i = 0; i < n; i++) {
+                free(blobs[i].data);
+                free(out[i].data);
+        }
+        free(blobs);
+        free(out);
+        free(lat);
+        kek_aek_unref(aek);
+        kek_client_free(c);
+        return r->ops_per_s;
+}
+
+/* 1,000 keys x 10 versions, made in-process through the keystore, then kekd's start-up timed. */
+static void bench_startup(unsigned keys, unsigned versions) {
+        Secret *pin = NULL;
+        Hsm *h = NULL;
+        Keystore *ks = NULL;
+        char name[64];
+        double us;
+        Row *r;
+
+        kekd_stop();
+        if (pin_read(tok.pin_file, &pin, NULL) < 0 || hsm_open(tok.module, tok.uri, pin, &h, NULL) < 0 ||
+            keystore_new(h, "kekbench:1", &ks) < 0) {
+                fprintf(stderr, "kekbench: cannot open the token for the start-up test\n");
+                return;
+        }
+        for (unsigned i = 0; i < keys; i++) {
+                const Key *k;
+
+                snprintf(name, sizeof(name), "startup-%04u", i);
+                if (keystore_create(ks, name, NULL, 1, &k) < 0)
+                        break;
+                for (unsigned v = 1; v < versions; v++)
+                        (void) keystore_rotate(ks, name, 1, &k);
+        }
+        keystore_free(ks);
+        hsm_free(h);
+        secret_free(pin);
+        us = kekd_start();
+        snprintf(name, sizeof(name), "kekd start, %u keys x %u versions", keys, versions);
+        r = add_row(name, NULL, 0, 0, rss_kb(kekd_pid));
+        snprintf(r->ratio, sizeof(r->ratio), "%.0f ms to serve", us / 1000);
+}
+
+int main(int argc, char *argv[]) {
+        double raw1, raw2, d1, d16 = 0, d64, rw;
+        FILE *f;
+
+        for (int i = 1; i < argc; i++) {
+                if (strcmp(argv[i], "--quick") == 0)
+                        quick = true;
+                else if (strcmp(argv[i], "--ops") == 0 && i + 1 < argc)
+                        n_ops = (unsigned) strtoul(argv[++i], NULL, 10);
+                else {
+                        fprintf(stderr, "usage: kekbench [--quick] [--ops N]\n");
+                        return 2;
+                }
+        }
+        if (quick)
+                n_ops = MIN(n_ops, 5000u);
+        kekd_bin = getenv("KEKD") ?: "daemon/kekd";
+        signal(SIGPIPE, SIG_IGN);
+        if (secret_heap_init(1 << 20) < 0 || token_setup(&tok, "bench") < 0)
+                return 1;
+        snprintf(sock_path, sizeof(sock_path), "%s/kekd.sock", tok.dir);
+        snprintf(conf_path, sizeof(conf_path), "%s/kekd.conf", tok.dir);
+        f = fopen(conf_path, "we");
+        if (!f)
+                return 1;
+        fprintf(f, "[hsm]\nmodule = %s\ntoken = %s\npin_file = %s\n[server]\nsocket = %s\nmax_frame = 1048576\n"
+                   "[keys]\nallow_unrecoverable = yes\nrefresh_interval = 60\n[log]\nlevel = warning\n",
+                tok.module, tok.uri, tok.pin_file, sock_path);
+        fclose(f);
+        if (kekd_start() < 0) {
+                fprintf(stderr, "kekbench: kekd did not start (KEKD=%s)\n", kekd_bin);
+                return 1;
+        }
+        {
+                char *cargv[] = { (char *) (getenv("KEKCTL") ?: "kekctl/kekctl"), "-s", sock_path, "create", "bench", NULL };
+                posix_spawn_file_actions_t fa;
+                pid_t p;
+                int r;
+
+                posix_spawn_file_actions_init(&fa);
+                posix_spawn_file_actions_addopen(&fa, STDOUT_FILENO, "/dev/null", O_WRONLY, 0);
+                r = posix_spawn(&p, cargv[0], &fa, NULL, cargv, environ);
+                posix_spawn_file_actions_destroy(&fa);
+                if (r != 0 || waitpid(p, NULL, 0) < 0)
+                        return 1;
+        }
+        fprintf(stderr, "kekbench: %u ops per row%s; SoftHSM2 token in %s\n", n_ops, quick ? " (quick)" : "", tok.dir);
+
+        raw1 = bench_raw(1);
+        raw2 = bench_raw(2);
+        d1 = bench_daemon(1, 1);
+        snprintf(rows[n_rows - 1].ratio, sizeof(rows[0].ratio), "%.2f x raw, p50 %.1f x",
+                 d1 / raw1, rows[n_rows - 1].p50_us / rows[0].p50_us);
+        (void) bench_daemon(4, 1);
+        snprintf(rows[n_rows - 1].ratio, sizeof(rows[0].ratio), "%.2f x raw", rows[n_rows - 1].ops_per_s / raw1);
+        d16 = bench_daemon(16, 1);
+        snprintf(rows[n_rows - 1].ratio, sizeof(rows[0].ratio), "%.2f x raw", d16 / raw1);
+        d64 = bench_daemon(64, 1);
+        snprintf(rows[n_rows - 1].ratio, sizeof(rows[0].ratio), "%.2f x raw", d64 / raw1);
+        (void) bench_daemon(16, 64);
+        snprintf(rows[n_rows - 1].ratio, sizeof(rows[0].ratio), "%.2f x raw", rows[n_rows - 1].ops_per_s / raw1);
+        bench_cache(1000);
+        bench_cache(quick ? 10000 : 100000);
+        if (!quick)
+                bench_cache(1000000);
+        rw = bench_rewrap(quick ? 10000 : 100000);
+        /* A rewrap is one unwrap and one wrap: the raw row does exactly that pair. */
+        if (!rows[n_rows - 1].ratio[0])
+                snprintf(rows[n_rows - 1].ratio, sizeof(rows[0].ratio), "%.2f x raw", rw / raw1);
+        bench_startup(quick ? 100 : 1000, 10);
+        (void) raw2;
+
+        printf("| %-40s | %10s | %9s | %9s | %9s | %9s | %-22s |\n", "benchmark", "ops/s", "p50 us", "p99 us", "p999 us",
+               "RSS MB", "ratio / note");
+        printf("|%s|%s|%s|%s|%s|%s|%s|\n", "------------------------------------------", "------------", "-----------",
+               "-----------", "-----------", "-----------", "------------------------");
+        for (size_t i = 0; i < n_rows; i++)
+                printf("| %-40s | %10.0f | %9.2f | %9.2f | %9.2f | %9.1f | %-22s |\n", rows[i].name, rows[i].ops_per_s,
+                       rows[i].p50_us, rows[i].p99_us, rows[i].p999_us, rows[i].rss_kb / 1024.0,
+                       i == 1 ? (rows[1].ops_per_s / rows[0].ops_per_s < 1 ? "slower than 1 thread" : "faster than 1 thread")
+                              : rows[i].ratio);
+        kekd_stop();
+        token_done(&tok);
+        return 0;
+}
