@@ -333,7 +333,8 @@ static bool is_revocation(int r) {
 }
 
 _public_ bool kek_error_is_transient(int r) {
-        return kekerr_is_transient(r) || r == -EBADMSG || r == -KEKERR_INTERNAL;
+        /* Not -EBADMSG: kek_block_open() returns it for a block that does not authenticate. */
+        return kekerr_is_transient(r) || r == -KEKERR_INTERNAL;
 }
 
 _public_ const char *kek_strerror(int r) {
@@ -521,13 +522,24 @@ _public_ void kek_cache_clear(kek_client *c) {
 
 /* --- data plane ------------------------------------------------------------------ */
 
+/* A malloc'd copy of a blob from a response, for the caller to own. */
+static int blob_out(const ProtobufCBinaryData *b, uint8_t **ret, size_t *ret_len) {
+        uint8_t *p = malloc(b->len ? b->len : 1);
+
+        if (!p)
+                return -ENOMEM;
+        memcpy(p, b->data, b->len);
+        *ret = p;
+        *ret_len = b->len;
+        return 0;
+}
+
 _public_ int kek_wrap(kek_client *c, const char *key, uint32_t version, const uint8_t *aek, size_t aek_len,
                       const uint8_t *ctx, size_t ctx_len, uint8_t **ret_blob, size_t *ret_blob_len,
                       uint32_t *ret_version) {
         Kek__Request req = KEK__REQUEST__INIT;
         Kek__WrapRequest w = KEK__WRAP_REQUEST__INIT;
         Kek__Response *resp;
-        uint8_t *blob;
         int r;
 
         if (!c || !key || !aek || !ret_blob || !ret_blob_len || (!ctx && ctx_len))
@@ -541,18 +553,11 @@ _public_ int kek_wrap(kek_client *c, const char *key, uint32_t version, const ui
         r = call(c, &req, KEK__RESPONSE__BODY_WRAP, &resp);
         if (r < 0)
                 return r;
-        blob = malloc(resp->wrap->blob.len);
-        if (!blob) {
-                response_free(resp);
-                return -ENOMEM;
-        }
-        memcpy(blob, resp->wrap->blob.data, resp->wrap->blob.len);
-        *ret_blob = blob;
-        *ret_blob_len = resp->wrap->blob.len;
-        if (ret_version)
+        r = blob_out(&resp->wrap->blob, ret_blob, ret_blob_len);
+        if (r >= 0 && ret_version)
                 *ret_version = resp->wrap->version;
         response_free(resp);
-        return 0;
+        return r;
 }
 
 /* One unwrap round trip to kekd; the plaintext goes straight into a kek_aek. */
@@ -633,7 +638,6 @@ _public_ int kek_rewrap(kek_client *c, const uint8_t *blob, size_t blob_len, con
         Kek__Request req = KEK__REQUEST__INIT;
         Kek__RewrapRequest w = KEK__REWRAP_REQUEST__INIT;
         Kek__Response *resp;
-        uint8_t *out;
         int r;
 
         if (!c || !blob || !ret_blob || !ret_blob_len || (!ctx && ctx_len))
@@ -645,18 +649,11 @@ _public_ int kek_rewrap(kek_client *c, const uint8_t *blob, size_t blob_len, con
         r = call(c, &req, KEK__RESPONSE__BODY_REWRAP, &resp);
         if (r < 0)
                 return r;
-        out = malloc(resp->rewrap->blob.len);
-        if (!out) {
-                response_free(resp);
-                return -ENOMEM;
-        }
-        memcpy(out, resp->rewrap->blob.data, resp->rewrap->blob.len);
-        *ret_blob = out;
-        *ret_blob_len = resp->rewrap->blob.len;
-        if (ret_version)
+        r = blob_out(&resp->rewrap->blob, ret_blob, ret_blob_len);
+        if (r >= 0 && ret_version)
                 *ret_version = resp->rewrap->version;
         response_free(resp);
-        return 0;
+        return r;
 }
 
 _public_ int kek_get_key_version(kek_client *c, const char *key, kek_key_version *ret) {
@@ -700,14 +697,7 @@ static int batch_results(Kek__Response *resp, size_t n, bool rewrap, kek_blob *r
                         ret_results[i] = -EBADMSG;
                         continue;
                 }
-                ret_blobs[i].data = malloc(b->len);
-                if (!ret_blobs[i].data) {
-                        ret_results[i] = -ENOMEM;
-                        continue;
-                }
-                memcpy(ret_blobs[i].data, b->data, b->len);
-                ret_blobs[i].len = b->len;
-                ret_results[i] = 0;
+                ret_results[i] = blob_out(b, &ret_blobs[i].data, &ret_blobs[i].len);
         }
         return 0;
 }

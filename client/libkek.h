@@ -16,7 +16,7 @@
  * once. Cached AEKs live in memory that is excluded from core dumps, locked
  * when RLIMIT_MEMLOCK allows, and cleansed on eviction.
  *
- * All functions return 0 (or a count) on success and a negative number on
+ * All functions return 0 on success and a negative number on
  * failure: -errno for local conditions, or -(0x10000 + code) for a kekd error
  * code; kek_strerror() names both and kek_error_is_transient() tells whether
  * retrying may help. Output parameters are written only on success.
@@ -128,7 +128,7 @@ size_t kek_aek_size(const kek_aek *a);
 /*
  * Blocks: DEK = HKDF-SHA256(AEK, salt "kekd-dek-v1", info = block context);
  * seal = 0x01 | 96-bit random nonce | AES-256-GCM(DEK, plaintext) | tag, with
- * the block context as AAD. out must hold len + KEK_BLOCK_OVERHEAD bytes
+ * the format byte and the block context as AAD. out must hold len + KEK_BLOCK_OVERHEAD bytes
  * (seal) or len - KEK_BLOCK_OVERHEAD (open). A wrong AEK, a changed block or
  * another context fails with -EBADMSG.
  */

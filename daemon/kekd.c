@@ -36,7 +36,6 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
-#include <sys/xattr.h>
 #include <unistd.h>
 
 #include <systemd/sd-daemon.h>
@@ -441,148 +440,13 @@ static void socket_name(int fd, char *buf, size_t size) {
                 snprintf(buf, size, "%.*s", (int) sizeof(sa.sun_path), sa.sun_path);
 }
 
-/*
- * Whether the POSIX ACL of fd grants nothing beyond its owner and our own
- * user: no named group, no access for the owning group or others, and named
- * user entries only for our uid, read-only.
- */
-static bool acl_only_owner_and_us(int fd) {
-        enum { ACL_XATTR_VERSION = 2, TAG_USER_OBJ = 0x01, TAG_USER = 0x02, TAG_GROUP_OBJ = 0x04, TAG_GROUP = 0x08,
-               TAG_MASK = 0x10, TAG_OTHER = 0x20, PERM_WRITE = 0x02 };
-        uint8_t buf[4 + 8 * 32];
-        uint32_t version;
-        ssize_t n;
-
-        n = fgetxattr(fd, "system.posix_acl_access", buf, sizeof(buf));
-        if (n < 4 || (n - 4) % 8 != 0)
-                return false;
-        memcpy(&version, buf, 4);
-        if (le32toh(version) != ACL_XATTR_VERSION)
-                return false;
-        for (size_t off = 4; off < (size_t) n; off += 8) {
-                uint16_t tag, perm;
-                uint32_t id;
-
-                memcpy(&tag, buf + off, 2);
-                memcpy(&perm, buf + off + 2, 2);
-                memcpy(&id, buf + off + 4, 4);
-                tag = le16toh(tag);
-                perm = le16toh(perm);
-                switch (tag) {
-                case TAG_USER_OBJ:
-                case TAG_MASK:
-                        break;
-                case TAG_USER:
-                        if (le32toh(id) != (uint32_t) geteuid() || (perm & PERM_WRITE))
-                                return false;
-                        break;
-                case TAG_GROUP_OBJ:
-                case TAG_OTHER:
-                        if (perm != 0)
-                                return false;
-                        break;
-                case TAG_GROUP:
-                default:
-                        return false;
-                }
-        }
-        return true;
-}
-
-/*
- * The PIN as a systemd credential: $CREDENTIALS_DIRECTORY/kekd-pin, put
- * there by LoadCredential= (or SetCredentialEncrypted=) in kekd.service. The
- * rules are pin_read()'s, with one addition: systemd writes a credential
- * 0400 and owned by root, and gives the service's user read access either
- * by ownership (ramfs, which systemd 252 uses) or by an ACL entry (file
- * systems with ACLs, as newer systemd uses); an ACL shows its mask in the
- * group bits of the mode (0440), so group read bits are accepted when they
- * are only such a mask. Returns 1 with the PIN, 0 when there is no such
- * credential, -errno with *ret_error.
- */
-static int credential_read_pin(const char *dir, Secret **ret, const char **ret_error) {
-        _cleanup_secret_ Secret *pin = NULL;
-        _cleanup_close_ int dfd = -1, fd = -1;
-        struct stat st;
-        size_t len = 0;
-        int r;
-
-        dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-        if (dfd < 0) {
-                *ret_error = "cannot open $CREDENTIALS_DIRECTORY";
-                return -errno;
-        }
-        fd = openat(dfd, PIN_CREDENTIAL, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY | O_NONBLOCK);
-        if (fd < 0) {
-                if (errno == ENOENT)
-                        return 0;
-                *ret_error = errno == ELOOP ? "credential is a symbolic link" : "cannot open credential";
-                return -errno;
-        }
-        if (fstat(fd, &st) < 0) {
-                *ret_error = "cannot stat credential";
-                return -errno;
-        }
-        if (!S_ISREG(st.st_mode)) {
-                *ret_error = "credential is not a regular file";
-                return -EINVAL;
-        }
-        if (st.st_uid != 0 && st.st_uid != geteuid()) {
-                *ret_error = "credential must be owned by root or by the user kekd runs as";
-                return -EPERM;
-        }
-        if ((st.st_mode & 0027) || ((st.st_mode & 0070) && !acl_only_owner_and_us(fd))) {
-                *ret_error = "credential is accessible by group or others";
-                return -EPERM;
-        }
-        if (st.st_size > (off_t) PIN_MAX_SIZE + 2) {
-                *ret_error = "credential is larger than a PIN can be";
-                return -EFBIG;
-        }
-
-        r = secret_new(PIN_MAX_SIZE + 2, &pin);
-        if (r < 0) {
-                *ret_error = "cannot allocate secure memory for the PIN";
-                return r;
-        }
-        while (len < pin->len) {
-                ssize_t n = read(fd, pin->data + len, pin->len - len);
-
-                if (n < 0) {
-                        if (errno == EINTR)
-                                continue;
-                        *ret_error = "cannot read credential";
-                        return -errno;
-                }
-                if (n == 0)
-                        break;
-                len += (size_t) n;
-        }
-        /* As pin_read(): one trailing LF, CR LF or CR is not part of the PIN. */
-        if (len > 0 && pin->data[len - 1] == '\n')
-                len--;
-        if (len > 0 && pin->data[len - 1] == '\r')
-                len--;
-        if (len == 0) {
-                *ret_error = "credential is empty";
-                return -EINVAL;
-        }
-        if (len > PIN_MAX_SIZE) {
-                *ret_error = "credential is larger than a PIN can be";
-                return -EFBIG;
-        }
-        secret_truncate(pin, len);
-        *ret = TAKE_PTR(pin);
-        return 1;
-}
-
 /* The credential kekd-pin when systemd passes one, else pin_file. Logs failures. */
 static int read_pin(const Config *config, Secret **ret) {
         const char *dir = getenv("CREDENTIALS_DIRECTORY"), *why = "unknown error";
         int r;
 
         if (dir && dir[0]) {
-                r = credential_read_pin(dir, ret, &why);
+                r = pin_read_credential(dir, PIN_CREDENTIAL, ret, &why);
                 if (r < 0)
                         return log_error_errno(r, "%s/%s: %s", dir, PIN_CREDENTIAL, why);
                 if (r > 0) {

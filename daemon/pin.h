@@ -14,3 +14,11 @@
 
 /* On failure *ret_error (if given) is a static description; never contains the PIN. */
 int pin_read(const char *path, Secret **ret, const char **ret_error);
+
+/*
+ * The PIN as a systemd credential, dir/name (LoadCredential=): the same
+ * rules, except that group read bits that are only the mask of an ACL
+ * granting kekd's own user read access are accepted. Returns 1 with the
+ * PIN, 0 when there is no such credential, -errno on failure.
+ */
+int pin_read_credential(const char *dir, const char *name, Secret **ret, const char **ret_error);

@@ -14,22 +14,6 @@ head -c 32 /dev/urandom >"$TESTDIR/aek"
 "$KEKCTL" wrap acct1 --context ctx-1 <"$TESTDIR/aek" >"$TESTDIR/blob"
 is "blob of a 32-byte AEK under 'acct1' is 71 bytes" "$(wc -c <"$TESTDIR/blob" | tr -d ' ')" 71
 
-# refused CODE DESCRIPTION KEKCTL-ARGS...: kekctl exits 1 and names CODE
-refused() {
-        code=$1
-        desc=$2
-        shift 2
-        kc "$@"
-        tap_n=$((tap_n + 1))
-        if [ "$KC_STATUS" -eq 1 ] && grep -q ": $code" "$TESTDIR/err"; then
-                echo "ok $tap_n - $desc: $code"
-        else
-                echo "not ok $tap_n - $desc: $code"
-                echo "#   exit $KC_STATUS, stderr: $(cat "$TESTDIR/err")"
-                tap_failed=$((tap_failed + 1))
-        fi
-}
-
 # flip FILE OFFSET OUT: copy of FILE with the low bit of one byte flipped
 flip() {
         cp "$1" "$3"

@@ -23,34 +23,6 @@ token_init lifecycle
 kekd_config
 ok "kekd starts" kekd_start
 
-# refused CODE DESCRIPTION KEKCTL-ARGS...: kekctl exits 1 and names CODE
-refused() {
-        code=$1
-        desc=$2
-        shift 2
-        kc "$@"
-        tap_n=$((tap_n + 1))
-        if [ "$KC_STATUS" -eq 1 ] && grep -q ": $code" "$TESTDIR/err"; then
-                echo "ok $tap_n - $desc: $code"
-        else
-                echo "not ok $tap_n - $desc: $code"
-                echo "#   exit $KC_STATUS, stderr: $(cat "$TESTDIR/err")"
-                tap_failed=$((tap_failed + 1))
-        fi
-}
-succeeds() {
-        desc=$1
-        shift
-        kc "$@"
-        tap_n=$((tap_n + 1))
-        if [ "$KC_STATUS" -eq 0 ]; then
-                echo "ok $tap_n - $desc"
-        else
-                echo "not ok $tap_n - $desc (exit $KC_STATUS)"
-                echo "#   stderr: $(cat "$TESTDIR/err")"
-                tap_failed=$((tap_failed + 1))
-        fi
-}
 # jget KEY: a top-level scalar from kekctl --json output in $TESTDIR/out
 jget() {
         sed -n "s/^  \"$1\":\(.*\)$/\1/p" "$TESTDIR/out" | head -1 | tr -d ' ",'

@@ -20,6 +20,10 @@ cleanup() {
                 kill -KILL "$KEKD_PID" 2>/dev/null
                 wait "$KEKD_PID" 2>/dev/null
         fi
+        if [ -n "${KEEP_TESTDIR:-}" ]; then
+                echo "# kept $TESTDIR" >&2
+                return
+        fi
         case "$TESTDIR" in
         */kekd-it.*) rm -rf -- "$TESTDIR" ;;
         esac
@@ -165,4 +169,35 @@ kc() {
         "$KEKCTL" "$@" >"$TESTDIR/out" 2>"$TESTDIR/err"
         KC_STATUS=$?
         return 0
+}
+
+# refused CODE DESCRIPTION KEKCTL-ARGS...: kekctl exits 1 and names CODE
+refused() {
+        code=$1
+        desc=$2
+        shift 2
+        kc "$@"
+        tap_n=$((tap_n + 1))
+        if [ "$KC_STATUS" -eq 1 ] && grep -q ": $code" "$TESTDIR/err"; then
+                echo "ok $tap_n - $desc: $code"
+        else
+                echo "not ok $tap_n - $desc: $code"
+                echo "#   exit $KC_STATUS, stderr: $(cat "$TESTDIR/err")"
+                tap_failed=$((tap_failed + 1))
+        fi
+}
+
+# succeeds DESCRIPTION KEKCTL-ARGS...: kekctl exits 0
+succeeds() {
+        desc=$1
+        shift
+        kc "$@"
+        tap_n=$((tap_n + 1))
+        if [ "$KC_STATUS" -eq 0 ]; then
+                echo "ok $tap_n - $desc"
+        else
+                echo "not ok $tap_n - $desc (exit $KC_STATUS)"
+                echo "#   stderr: $(cat "$TESTDIR/err")"
+                tap_failed=$((tap_failed + 1))
+        fi
 }
