@@ -140,11 +140,13 @@ static void response_free(Kek__Response *r) {
                 secret_cleanse(r->unwrap->plaintext.data, r->unwrap->plaintext.len);
                 secret_scrub_cpu_state();
         }
-        if (r->body_case == KEK__RESPONSE__BODY_BATCH && r->batch)
+        if (r->body_case == KEK__RESPONSE__BODY_BATCH && r->batch) {
                 for (size_t i = 0; i < r->batch->n_items; i++)
                         if (r->batch->items[i]->unwrap)
                                 secret_cleanse(r->batch->items[i]->unwrap->plaintext.data,
                                                r->batch->items[i]->unwrap->plaintext.len);
+                secret_scrub_cpu_state();
+        }
         kek__response__free_unpacked(r, NULL);
 }
 
@@ -769,6 +771,64 @@ _public_ int kek_rewrap_batch(kek_client *c, size_t n, const kek_blob *blobs, co
         r = batch_results(resp, n, true, ret_blobs, ret_results);
         response_free(resp);
         return r;
+}
+
+_public_ int kek_unwrap_batch(kek_client *c, size_t n, const kek_blob *blobs, const kek_blob *ctxs, kek_aek **ret_aeks,
+                              int *ret_results) {
+        Kek__Request req = KEK__REQUEST__INIT;
+        Kek__BatchUnwrapRequest b = KEK__BATCH_UNWRAP_REQUEST__INIT;
+        _cleanup_free_ Kek__UnwrapRequest *items = NULL;
+        _cleanup_free_ Kek__UnwrapRequest **ptrs = NULL;
+        Kek__Response *resp;
+        int r;
+
+        if (!c || !blobs || !ret_aeks || !ret_results || n == 0)
+                return -EINVAL;
+        items = calloc(n, sizeof(*items));
+        ptrs = calloc(n, sizeof(*ptrs));
+        if (!items || !ptrs)
+                return -ENOMEM;
+        for (size_t i = 0; i < n; i++) {
+                kek__unwrap_request__init(&items[i]);
+                items[i].blob = (ProtobufCBinaryData) { blobs[i].len, blobs[i].data };
+                if (ctxs)
+                        items[i].context = (ProtobufCBinaryData) { ctxs[i].len, ctxs[i].data };
+                ptrs[i] = &items[i];
+        }
+        b.n_items = n;
+        b.items = ptrs;
+        req.body_case = KEK__REQUEST__BODY_BATCH_UNWRAP;
+        req.batch_unwrap = &b;
+        r = call(c, &req, KEK__RESPONSE__BODY_BATCH, &resp);
+        if (r < 0)
+                return r;
+        if (resp->batch->n_items != n) {
+                response_free(resp);
+                return -EBADMSG;
+        }
+        for (size_t i = 0; i < n; i++) {
+                const Kek__BatchItemResult *it = resp->batch->items[i];
+                BlobView view;
+
+                ret_aeks[i] = NULL;
+                if (it->error || !it->unwrap) {
+                        ret_results[i] = it->error ? kekerr_from_wire((int) it->error->code) : -EBADMSG;
+                        continue;
+                }
+                ret_results[i] = aek_new(it->unwrap->plaintext.len, &ret_aeks[i]);
+                if (ret_results[i] < 0)
+                        continue;
+                memcpy(aek_data_mut(ret_aeks[i]), it->unwrap->plaintext.data, it->unwrap->plaintext.len);
+                if (c->cache && blob_parse(blobs[i].data, blobs[i].len, &view) >= 0) {
+                        uint8_t digest[16];
+
+                        cache_digest(c->cache, blobs[i].data, blobs[i].len, ctxs ? ctxs[i].data : NULL,
+                                     ctxs ? ctxs[i].len : 0, digest);
+                        cache_store(c->cache, digest, cache_key_id(view.key), view.version, ret_aeks[i], now_usec());
+                }
+        }
+        response_free(resp);
+        return 0;
 }
 
 _public_ int kek_key_new(kek_client *c, const char *name, uint32_t version, kek_key **ret) {

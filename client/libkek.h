@@ -105,6 +105,9 @@ int kek_wrap_batch(kek_client *c, const char *key, size_t n, kek_aek *const *aek
                    kek_blob *ret_blobs, int *ret_results);
 int kek_rewrap_batch(kek_client *c, size_t n, const kek_blob *blobs, const kek_blob *ctxs, kek_blob *ret_blobs,
                      int *ret_results);
+/* n unwraps in one request, bypassing cache lookups (a bulk read); results are cached. ret_aeks[i] or NULL. */
+int kek_unwrap_batch(kek_client *c, size_t n, const kek_blob *blobs, const kek_blob *ctxs, kek_aek **ret_aeks,
+                     int *ret_results);
 
 /* A handle for one key: version 0 follows the current version, else it is pinned. */
 typedef struct kek_key kek_key;

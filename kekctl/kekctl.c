@@ -31,6 +31,29 @@ enum {
         EXIT_USAGE = 2,
         EXIT_UNREACHABLE = 3,
         EXIT_IO = 4,
+        EXIT_HELP = 100,   /* internal: --help was printed; exits 0 */
+};
+
+/* Per-command usage, printed by "kekctl COMMAND --help". */
+static const struct {
+        const char *name, *usage, *what;
+} usages[] = {
+        { "create", "NAME [--rotate-after D] [--max-wraps N]", "Create a key; version 1 is generated in the HSM." },
+        { "list", "[--deleted]", "List keys; with --deleted only deleted ones, with their purge dates." },
+        { "show", "NAME", "Show a key, its rotation policy, its versions and their usage." },
+        { "version", "NAME", "Show the current version, the state and whether the vault is recoverable." },
+        { "rotate", "NAME", "Add a version generated in the HSM and make it current." },
+        { "policy", "NAME [--rotate-after D] [--max-wraps N]", "Change the rotation policy (only what is given)." },
+        { "disable", "NAME [--key-version N]", "Revoke a key, or one version." },
+        { "enable", "NAME [--key-version N]", "Restore a key, or one version." },
+        { "delete", "NAME", "Soft-delete a key: refused for all use, recoverable until its purge date." },
+        { "recover", "NAME", "Undo a delete, with all versions." },
+        { "purge", "NAME", "Destroy a deleted key's HSM objects (refused before the purge date under purge protection)." },
+        { "vault", "[--retention-days N] [--purge-protection on|off]", "Show or change the vault policy." },
+        { "check", "", "Verify the token against the key records; exit 1 when a problem is found." },
+        { "wrap", "NAME [--context CTX] [--key-version N] < aek > blob", "Wrap the bytes on stdin." },
+        { "unwrap", "[--context CTX] < blob > aek", "Unwrap the blob on stdin (never to a terminal)." },
+        { "rewrap", "[--context CTX] < blob > blob", "Re-wrap the blob on stdin under the key's current version." },
 };
 
 static const char *arg_socket;
@@ -294,6 +317,7 @@ static int parse_duration(const char *s, uint64_t *ret) {
 static int parse_cmd_opts(int argc, char *argv[], CmdOpts *o) {
         enum { ARG_CONTEXT = 0x100, ARG_VERSION, ARG_DELETED, ARG_ROTATE_AFTER, ARG_MAX_WRAPS, ARG_RETENTION, ARG_PP };
         static const struct option options[] = {
+                { "help", no_argument, NULL, 'h' },
                 { "json", no_argument, NULL, 'j' },
                 { "context", required_argument, NULL, ARG_CONTEXT },
                 { "key-version", required_argument, NULL, ARG_VERSION },
@@ -309,7 +333,7 @@ static int parse_cmd_opts(int argc, char *argv[], CmdOpts *o) {
 
         o->purge_protection = -1;
         optind = 0; /* full reset of GNU getopt, which permutes so options may follow arguments */
-        while ((c = getopt_long(argc, argv, "j", options, &idx)) >= 0) {
+        while ((c = getopt_long(argc, argv, "hj", options, &idx)) >= 0) {
                 unsigned need = c == ARG_CONTEXT ? OPT_CONTEXT
                                 : c == ARG_VERSION ? OPT_VERSION
                                 : c == ARG_DELETED ? OPT_DELETED
@@ -320,6 +344,12 @@ static int parse_cmd_opts(int argc, char *argv[], CmdOpts *o) {
                 if (need && !(o->allowed & need))
                         return usage_error("option '--%s' does not apply to '%s'", options[idx].name, argv[0]);
                 switch (c) {
+                case 'h':
+                        for (size_t i = 0; i < ELEMENTSOF(usages); i++)
+                                if (strcmp(usages[i].name, argv[0]) == 0)
+                                        printf("Usage: kekctl [OPTIONS] %s %s\n\n%s\n--json gives JSON output. See kekctl(8).\n",
+                                               usages[i].name, usages[i].usage, usages[i].what);
+                        return EXIT_HELP;
                 case 'j':
                         arg_json = true;
                         break;
@@ -927,6 +957,8 @@ int main(int argc, char *argv[]) {
         for (size_t i = 0; i < ELEMENTSOF(commands); i++)
                 if (strcmp(argv[optind], commands[i].name) == 0) {
                         r = commands[i].run(argc - optind, argv + optind);
+                        if (r == EXIT_HELP)
+                                r = 0;
                         /* Tables and JSON go through stdio: a full disk or closed pipe must not exit 0. */
                         if (fflush(stdout) != 0 || ferror(stdout)) {
                                 fprintf(stderr, "kekctl: cannot write stdout: %m\n");

@@ -175,6 +175,21 @@ static void test_roundtrip_and_blocks(void) {
         ok(kek_block_open2(other, platform, (const uint8_t *) "b", 1, sealed, sizeof(data) + KEK_BLOCK2_OVERHEAD, opened) == -EBADMSG,
            "double encryption with another AEK fails");
 
+        {
+                kek_blob blobs[3] = { blob, blob2, blob }, ctxs[3] = { { (uint8_t *) "account-1", 9 },
+                                                                      { (uint8_t *) "account-1", 9 },
+                                                                      { (uint8_t *) "wrong", 5 } };
+                kek_aek *got[3] = {};
+                int res[3] = { 1, 1, 1 };
+
+                ok(kek_unwrap_batch(c, 3, blobs, ctxs, got, res) == 0 && res[0] == 0 && res[1] == 0 &&
+                           res[2] == -(KEK_ERROR_BASE + KEK_E_BLOB_INVALID) && !got[2] &&
+                           memcmp(kek_aek_data(got[0]), kek_aek_data(aek), KEK_AEK_SIZE) == 0 &&
+                           memcmp(kek_aek_data(got[1]), kek_aek_data(aek), KEK_AEK_SIZE) == 0,
+                   "batch unwrap: two AEKs back, the wrong context fails alone");
+                for (int i = 0; i < 3; i++)
+                        kek_aek_unref(got[i]);
+        }
         kek_aek_unref(aek);
         kek_aek_unref(platform);
         kek_aek_unref(other);

@@ -50,6 +50,11 @@ kc wrap acct1 <"$TESTDIR/big"
 is "kekctl refuses a plaintext above 1024 bytes as a usage error" "$KC_STATUS" 2
 kc create "bad name"
 is "kekctl refuses an invalid key name as a usage error" "$KC_STATUS" 2
+bad=0
+for c in create list show version rotate policy disable enable delete recover purge vault check wrap unwrap rewrap; do
+        "$KEKCTL" "$c" --help >"$TESTDIR/out" 2>&1 && grep -q "^Usage: kekctl \[OPTIONS\] $c" "$TESTDIR/out" || bad=$((bad + 1))
+done
+is "every kekctl command has --help (exit 0, a usage line)" "$bad" 0
 ok "kekd still serves after the refusals" still_serving
 
 # raw NAME EXPECTED STEP...: kek-raw output must equal EXPECTED (lines joined by '|')
