@@ -1304,6 +1304,25 @@ static int usage_flush(Keystore *ks, const char *name) {
         return 0;
 }
 
+typedef char KeyName[KEY_NAME_MAX + 1];
+
+/*
+ * A copy of the names in the index, for loops whose steps replace or remove
+ * index entries (repair, maintenance, usage flushes): they look each key up
+ * again by name instead of holding pointers into the index.
+ */
+static int index_names(const Keystore *ks, KeyName **ret, size_t *ret_n) {
+        KeyName *names = calloc(ks->n_keys ? ks->n_keys : 1, sizeof(*names));
+
+        if (!names)
+                return -ENOMEM;
+        for (size_t i = 0; i < ks->n_keys; i++)
+                strcpy(names[i], ks->keys[i]->name);
+        *ret = names;
+        *ret_n = ks->n_keys;
+        return 0;
+}
+
 /* Rolls back a stale intent: the pending object (never used) goes, then the intent. */
 static int repair_pending(Keystore *ks, const Key *k) {
         HsmObject obj;
@@ -1366,7 +1385,7 @@ static int label_cmp(const void *a, const void *b) {
 
 /* Repairs what the token needs; returns the number of repairs. */
 static int repair(Keystore *ks, uint64_t now) {
-        _cleanup_free_ char (*names)[KEY_NAME_MAX + 1] = NULL;
+        _cleanup_free_ KeyName *names = NULL;
         HsmDataObject *d = NULL;
         size_t n = 0, n_names;
         int repaired = 0, r;
@@ -1385,13 +1404,9 @@ static int repair(Keystore *ks, uint64_t now) {
         r = keystore_load(ks);
         if (r < 0)
                 return r;
-        /* Work on a copy of the names: repairs replace index entries. */
-        n_names = ks->n_keys;
-        names = calloc(n_names ? n_names : 1, sizeof(*names));
-        if (!names)
-                return -ENOMEM;
-        for (size_t i = 0; i < n_names; i++)
-                strcpy(names[i], ks->keys[i]->name);
+        r = index_names(ks, &names, &n_names);
+        if (r < 0)
+                return r;
         for (size_t i = 0; i < n_names; i++) {
                 Key *k = index_get(ks, names[i]);
 
@@ -1421,15 +1436,13 @@ static int repair(Keystore *ks, uint64_t now) {
 }
 
 int keystore_flush_usage(Keystore *ks) {
-        _cleanup_free_ char (*names)[KEY_NAME_MAX + 1] = NULL;
-        size_t n_names = ks->n_keys;
+        _cleanup_free_ KeyName *names = NULL;
+        size_t n_names;
         int ret = 0;
 
-        names = calloc(n_names ? n_names : 1, sizeof(*names));
-        if (!names)
-                return -ENOMEM;
-        for (size_t i = 0; i < n_names; i++)
-                strcpy(names[i], ks->keys[i]->name);
+        ret = index_names(ks, &names, &n_names);
+        if (ret < 0)
+                return ret;
         for (size_t i = 0; i < n_names; i++) {
                 Key *k = index_get(ks, names[i]);
                 int r;
@@ -1444,19 +1457,16 @@ int keystore_flush_usage(Keystore *ks) {
 }
 
 int keystore_maintain(Keystore *ks, uint64_t now) {
-        _cleanup_free_ char (*names)[KEY_NAME_MAX + 1] = NULL;
+        _cleanup_free_ KeyName *names = NULL;
         size_t n_names;
         int changes, r;
 
         changes = repair(ks, now);
         if (changes < 0)
                 return changes;
-        n_names = ks->n_keys;
-        names = calloc(n_names ? n_names : 1, sizeof(*names));
-        if (!names)
-                return -ENOMEM;
-        for (size_t i = 0; i < n_names; i++)
-                strcpy(names[i], ks->keys[i]->name);
+        r = index_names(ks, &names, &n_names);
+        if (r < 0)
+                return r;
 
         for (size_t i = 0; i < n_names; i++) {
                 Key *k = index_get(ks, names[i]);
