@@ -11,7 +11,8 @@ PKGS="build-essential autoconf automake libtool pkg-config
       protobuf-c-compiler libprotobuf-c-dev libp11-kit-dev p11-kit
       libssl-dev libsystemd-dev libinih-dev libjson-c-dev
       softhsm2 opensc mandoc gdb
-      systemd socat acl"
+      systemd socat acl
+      clang libclang-rt-14-dev"
 
 missing=""
 for p in $PKGS; do
