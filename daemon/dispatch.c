@@ -43,22 +43,7 @@ typedef struct HandlerEntry {
         bool control;
 } HandlerEntry;
 
-/* Zeroed memory that lives until the reply is packed. */
-static void *reply_alloc(Reply *reply, size_t size) {
-        void **owned, *p;
-
-        owned = reallocarray(reply->owned, reply->n_owned + 1, sizeof(*owned));
-        if (!owned)
-                return NULL;
-        reply->owned = owned;
-        p = calloc(1, size ? size : 1);
-        if (!p)
-                return NULL;
-        reply->owned[reply->n_owned++] = p;
-        return p;
-}
-
-/* Takes ownership of a malloc'd buffer. */
+/* Takes ownership of a malloc'd buffer (freed at once if it cannot be recorded). */
 static int reply_own(Reply *reply, void *p) {
         void **owned = reallocarray(reply->owned, reply->n_owned + 1, sizeof(*owned));
 
@@ -69,6 +54,15 @@ static int reply_own(Reply *reply, void *p) {
         reply->owned = owned;
         reply->owned[reply->n_owned++] = p;
         return 0;
+}
+
+/* Zeroed memory that lives until the reply is packed. */
+static void *reply_alloc(Reply *reply, size_t size) {
+        void *p = calloc(1, size ? size : 1);
+
+        if (!p || reply_own(reply, p) < 0)
+                return NULL;
+        return p;
 }
 
 static int reply_own_secret(Reply *reply, Secret *s) {

@@ -1348,35 +1348,37 @@ static int repair_pending(Keystore *ks, const Key *k) {
 
 /* Removes the superseded records left by a crash between a write and its destroy. */
 static int repair_duplicates(Keystore *ks, const char *name) {
-        _cleanup_(key_freep) Key *best = NULL;
-        _cleanup_free_ HsmObject *old = NULL;
-        size_t n_old = 0;
+        _cleanup_free_ uint64_t *gen = NULL;
+        HsmDataObject *d = NULL;
+        size_t n = 0, readable = 0;
+        uint64_t max = 0;
         int r;
 
-        r = records_fetch(ks, name, &best, &old, &n_old);
+        r = hsm_list_data(ks->hsm, APP_KEYS, name, &d, &n);
         if (r < 0)
                 return r;
-        for (size_t i = 0; i < n_old; i++) {
-                HsmDataObject *d = NULL;
-                size_t n = 0;
-
-                if (old[i] == best->meta_handle)
-                        continue;
-                /* Only strictly older generations: an equal one belongs to a writer that is still deciding. */
-                if (hsm_list_data(ks->hsm, APP_KEYS, name, &d, &n) >= 0) {
-                        for (size_t j = 0; j < n; j++) {
-                                Key *k;
-
-                                if (d[j].handle != old[i] || key_from_record(&d[j], &k) < 0)
-                                        continue;
-                                if (k->generation < best->generation)
-                                        (void) hsm_destroy_object(ks->hsm, old[i]);
-                                key_free(k);
-                        }
-                        hsm_data_objects_free(d, n);
-                }
+        gen = calloc(n ? n : 1, sizeof(*gen));
+        if (!gen) {
+                hsm_data_objects_free(d, n);
+                return -ENOMEM;
         }
-        return n_old > 1;
+        for (size_t i = 0; i < n; i++) {
+                Key *k;
+
+                gen[i] = UINT64_MAX; /* unreadable: never destroyed here, check reports it */
+                if (key_from_record(&d[i], &k) < 0)
+                        continue;
+                gen[i] = k->generation;
+                max = MAX(max, gen[i]);
+                readable++;
+                key_free(k);
+        }
+        /* Only strictly older generations: an equal one belongs to a writer that is still deciding. */
+        for (size_t i = 0; i < n; i++)
+                if (gen[i] < max)
+                        (void) hsm_destroy_object(ks->hsm, d[i].handle);
+        hsm_data_objects_free(d, n);
+        return readable > 1;
 }
 
 static int label_cmp(const void *a, const void *b) {
