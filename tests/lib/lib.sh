@@ -124,12 +124,14 @@ EOF
         export KEKD_SOCKET
 }
 
-# kekd_start: starts kekd in the background and waits (<= 10 s) for its socket
+# kekd_start: starts kekd in the background and waits (<= 10 s, or
+# $KEKD_START_TIMEOUT s) for its socket. $KEKD_WRAPPER (e.g. valgrind) is
+# put in front of kekd; it must exec kekd in the same process.
 kekd_start() {
-        "$KEKD" -c "$CONF" 2>>"$TESTDIR/kekd.log" &
+        ${KEKD_WRAPPER:-} "$KEKD" -c "$CONF" 2>>"$TESTDIR/kekd.log" &
         KEKD_PID=$!
         i=0
-        while [ $i -lt 100 ]; do
+        while [ $i -lt $((${KEKD_START_TIMEOUT:-10} * 10)) ]; do
                 if [ -S "$SOCKET" ] && "$KEKCTL" list >/dev/null 2>&1; then
                         return 0
                 fi
