@@ -138,7 +138,7 @@ void kek_conn_response_free(Kek__Response *resp) {
 }
 
 int kek_conn_call(KekConn *c, Kek__Request *req, Kek__Response **ret) {
-        int r;
+        int r, sent;
 
         c->error[0] = 0;
         req->id = c->next_id++;
@@ -146,8 +146,10 @@ int kek_conn_call(KekConn *c, Kek__Request *req, Kek__Response **ret) {
         if (r < 0)
                 return r;
         r = send_all(c);
-        if (r < 0)
+        if (r < 0 && r != -EPIPE && r != -ECONNRESET)
                 return r;
+        /* A refused connection (a limit) carries one error frame before kekd closes it: read the reason. */
+        sent = r;
 
         for (;;) {
                 const uint8_t *payload;
@@ -156,7 +158,7 @@ int kek_conn_call(KekConn *c, Kek__Request *req, Kek__Response **ret) {
 
                 r = recv_frame(c, &payload, &len);
                 if (r < 0)
-                        return r;
+                        return sent < 0 ? sent : r;
                 resp = kek__response__unpack(NULL, len, payload);
                 frame_buf_consume(&c->in, FRAME_HEADER_SIZE + len);
                 if (!resp)

@@ -28,6 +28,8 @@ static const char *const names[] = {
         [14] = "UNSUPPORTED",
         [15] = "CONFLICT",
         [16] = "PURGE_PROTECTED",
+        [17] = "APPROVAL_REQUIRED",
+        [18] = "LIMIT_EXCEEDED",
 };
 
 _Static_assert(ELEMENTSOF(names) == _KEKERR_MAX - KEKERR_BASE, "every KekErr has a name");

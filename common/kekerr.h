@@ -31,6 +31,8 @@ typedef enum KekErr {
         KEKERR_UNSUPPORTED = KEKERR_BASE + 14,       /* request type this kekd does not serve */
         KEKERR_CONFLICT = KEKERR_BASE + 15,          /* concurrent change to the same key; retry */
         KEKERR_PURGE_PROTECTED = KEKERR_BASE + 16,   /* purge before the scheduled date under purge protection */
+        KEKERR_APPROVAL_REQUIRED = KEKERR_BASE + 17, /* dual control: submit for a second officer's approval */
+        KEKERR_LIMIT_EXCEEDED = KEKERR_BASE + 18,    /* a per-peer limit is reached */
         _KEKERR_MAX,
 } KekErr;
 

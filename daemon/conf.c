@@ -279,6 +279,12 @@ static int handler(void *user, const char *section, const char *name, const char
                         c->max_connections = (unsigned) u;
                         return 1;
                 }
+                if (strcmp(name, "max_connections_per_uid") == 0) {
+                        if (!set_number(s, section, name, value, 1, 65536, 10, &u))
+                                return 0;
+                        c->max_connections_per_uid = (unsigned) u;
+                        return 1;
+                }
         } else if (strcmp(section, "keys") == 0) {
                 if (strcmp(name, "refresh_interval") == 0) {
                         if (!set_number(s, section, name, value, 1, 3600, 10, &u))
@@ -298,6 +304,8 @@ static int handler(void *user, const char *section, const char *name, const char
         } else if (strcmp(section, "access") == 0) {
                 if (strcmp(name, "admin_group") == 0)
                         return set_string(s, &c->admin_group, section, name, value);
+                if (strcmp(name, "officer_group") == 0)
+                        return set_string(s, &c->officer_group, section, name, value);
         } else if (strcmp(section, "log") == 0) {
                 if (strcmp(name, "level") == 0) {
                         int l = parse_log_level(value);
@@ -305,6 +313,12 @@ static int handler(void *user, const char *section, const char *name, const char
                         if (l < 0)
                                 return fail(s, "'level' in [log] must be error, warning, notice, info or debug, got '%s'", value);
                         c->log_level = l;
+                        return 1;
+                }
+                if (strcmp(name, "audit_interval") == 0) {
+                        if (!set_number(s, section, name, value, 1, 3600, 10, &u))
+                                return 0;
+                        c->audit_interval = (unsigned) u;
                         return 1;
                 }
         } else
@@ -331,6 +345,8 @@ static Config *config_new(void) {
         c->socket_mode = 0660;
         c->max_frame = FRAME_MAX_DEFAULT;
         c->max_connections = 1024;
+        c->max_connections_per_uid = 256;
+        c->audit_interval = 60;
         c->idle_timeout = 300;
         c->refresh_interval = 5;
         c->log_level = LOG_INFO;
@@ -349,6 +365,7 @@ Config *config_free(Config *c) {
         free(c->socket_path);
         free(c->socket_group);
         free(c->admin_group);
+        free(c->officer_group);
         free(c);
         return NULL;
 }

@@ -19,13 +19,16 @@ typedef struct Config {
         char *socket_path;      /* [server] socket */
         mode_t socket_mode;     /* [server] socket_mode, octal */
         char *socket_group;     /* [server] socket_group, optional */
-        char *admin_group;      /* [access] admin_group: members may run lifecycle and vault operations */
+        char *admin_group;      /* [access] admin_group: administrators (vault policy, grants) and officers */
+        char *officer_group;    /* [access] officer_group: key officers (lifecycle) */
         size_t max_frame;       /* [server] max_frame, bytes */
         unsigned max_connections; /* [server] max_connections */
+        unsigned max_connections_per_uid; /* [server] max_connections_per_uid */
         unsigned idle_timeout;  /* [server] idle_timeout, seconds: an idle connection is closed after it */
         unsigned refresh_interval; /* [keys] refresh_interval, seconds: bound on seeing other nodes' changes */
         bool allow_unrecoverable;  /* [keys] allow_unrecoverable: wrap without purge protection (development) */
         int log_level;          /* [log] level: syslog priority */
+        unsigned audit_interval; /* [log] audit_interval, seconds: data-plane audit counts are written this often */
 } Config;
 
 /*

@@ -13,6 +13,8 @@
 #include <string.h>
 
 #include "common/kekerr.h"
+#include "daemon/approval.h"
+#include "daemon/audit.h"
 #include "daemon/clock.h"
 #include "dispatch.h"
 #include "proto/kek.pb-c.h"
@@ -31,6 +33,11 @@ typedef struct Reply {
         Secret **secrets;       /* plaintexts referenced by the response, cleansed after packing */
         size_t n_secrets;
         bool oom;
+        const Peer *peer;       /* who asked; never NULL inside handlers */
+        bool approved;          /* running an approved dual-control request: the gate is passed */
+        Kek__Request *inner;    /* the approved request, freed after packing */
+        AuditApproval approval;
+        char approval_id[APPROVAL_ID_LEN + 1];
 } Reply;
 
 typedef int (*Handler)(Dispatcher *d, const Kek__Request *req, Reply *reply, DispatchOutcome *outcome);
@@ -40,7 +47,8 @@ typedef struct HandlerEntry {
         const char *op;
         Handler handler;
         Role required_role;
-        bool control;
+        bool control;      /* audited one record per operation */
+        bool data;         /* audited in aggregate (batches count their items themselves) */
 } HandlerEntry;
 
 /* Takes ownership of a malloc'd buffer (freed at once if it cannot be recorded). */
@@ -84,6 +92,8 @@ static void reply_done(Reply *reply) {
         for (size_t i = 0; i < reply->n_secrets; i++)
                 secret_free(reply->secrets[i]);
         free(reply->secrets);
+        if (reply->inner)
+                kek__request__free_unpacked(reply->inner, NULL);
 }
 
 _printf_(3, 4) static int reply_error(Reply *reply, int r, const char *fmt, ...) {
@@ -154,6 +164,49 @@ static void set_outcome_key(DispatchOutcome *o, const char *key) {
         o->key[i] = 0;
 }
 
+/* --- access ---------------------------------------------------------------------- */
+
+static const char *grant_op_name(uint32_t op) {
+        return op == GRANT_WRAP ? "wrap" : op == GRANT_UNWRAP ? "unwrap" : op == GRANT_REWRAP ? "rewrap" : "get";
+}
+
+bool dispatch_peer_may(Dispatcher *d, const Peer *p, const Key *k, uint32_t ops) {
+        if (peer_has_role(p, ROLE_OFFICER) && ops == GRANT_GET)
+                return true; /* officers see every key's metadata, not its use */
+        return k && grants_allow(k->grants, k->n_grants, p, ops);
+}
+
+/*
+ * Data-plane access to key name: a grant of op for the peer. A key that does
+ * not exist is refused the same way, so a peer without grants cannot probe
+ * which names exist.
+ */
+static int authorize(Dispatcher *d, Reply *reply, const char *name, const char *shown, uint32_t op) {
+        const Key *k = NULL;
+
+        if (reply->peer->superuser)
+                return 0;
+        if (keystore_find(d->keystore, name, &k) >= 0 && grants_allow(k->grants, k->n_grants, reply->peer, op))
+                return 0;
+        return reply_error(reply, -KEKERR_PERMISSION_DENIED, "uid %u has no %s grant on key '%s'",
+                           (unsigned) reply->peer->uid, op == GRANT_ALL ? "" : grant_op_name(op), shown);
+}
+
+/* Dual control: whether this operation must go through submit/approve. */
+static bool needs_approval(Dispatcher *d, Reply *reply, uint32_t bit) {
+        if (reply->approved)
+                return false;
+        /* The vault policy as the token has it now, within a second: another node may have just set it. */
+        (void) keystore_refresh(d->keystore, LISTING_MAX_AGE_USEC);
+        return (keystore_vault(d->keystore)->dual_control & bit) != 0;
+}
+
+static int approval_required(Reply *reply, const char *op, const char *key) {
+        return reply_error(reply, -KEKERR_APPROVAL_REQUIRED,
+                           "%s%s%s%s is under dual control: submit it with 'kekctl request' and have another officer approve it",
+                           op, key && key[0] ? " of key '" : "", key ? key : "", key && key[0] ? "'" : "");
+}
+
 /* --- data plane ------------------------------------------------------------------ */
 
 static int check_sizes(Reply *reply, size_t pt_len, bool check_pt, size_t ctx_len) {
@@ -174,6 +227,9 @@ static int do_wrap(Dispatcher *d, const Kek__WrapRequest *w, Reply *reply, Dispa
 
         set_outcome_key(o, w->key);
         o->version = w->version;
+        r = authorize(d, reply, w->key, o->key, GRANT_WRAP);
+        if (r < 0)
+                return r;
         r = check_sizes(reply, w->plaintext.len, true, w->context.len);
         if (r < 0)
                 return r;
@@ -211,6 +267,9 @@ static int do_unwrap(Dispatcher *d, const Kek__UnwrapRequest *u, Reply *reply, D
                 return reply_error(reply, -KEKERR_BLOB_INVALID, "not a kekd blob (bad format byte, length or key name)");
         set_outcome_key(o, view.key);
         o->version = view.version;
+        r = authorize(d, reply, view.key, o->key, GRANT_UNWRAP);
+        if (r < 0)
+                return r;
         r = keystore_unwrap(d->keystore, u->blob.data, u->blob.len, u->context.data, u->context.len, d->now_usec(), &pt,
                             &view);
         if (r < 0)
@@ -243,6 +302,9 @@ static int do_rewrap(Dispatcher *d, const Kek__RewrapRequest *w, Reply *reply, D
                 return reply_error(reply, -KEKERR_BLOB_INVALID, "not a kekd blob (bad format byte, length or key name)");
         set_outcome_key(o, view.key);
         o->version = view.version;
+        r = authorize(d, reply, view.key, o->key, GRANT_REWRAP);
+        if (r < 0)
+                return r;
         r = keystore_rewrap(d->keystore, w->blob.data, w->blob.len, w->context.data, w->context.len, d->now_usec(),
                             &blob, &blob_len, &version, &old);
         if (r < 0)
@@ -324,7 +386,7 @@ static int batch_item_error(Reply *reply, Kek__BatchItemResult *item, int r) {
         return 0;
 }
 
-#define BATCH_HANDLER(name, field, item_fn, result_field)                                               \
+#define BATCH_HANDLER(name, field, item_fn, result_field, item_op)                                      \
         static int name(Dispatcher *d, const Kek__Request *req, Reply *reply, DispatchOutcome *o) {     \
                 Kek__BatchResponse *b;                                                                  \
                 Kek__BatchItemResult **items;                                                           \
@@ -341,6 +403,7 @@ static int batch_item_error(Reply *reply, Kek__BatchItemResult *item, int r) {
                         DispatchOutcome io = {};                                                        \
                                                                                                         \
                         r = item_fn(d, req->field->items[i], reply, &io, &items[i]->result_field);      \
+                        audit_data(d->audit, reply->peer, item_op, io.key, io.version, r < 0 ? r : 0);  \
                         if (i == 0) {                                                                   \
                                 set_outcome_key(o, io.key);                                             \
                                 o->version = io.version;                                                \
@@ -351,9 +414,9 @@ static int batch_item_error(Reply *reply, Kek__BatchItemResult *item, int r) {
                 return 0;                                                                               \
         }
 
-BATCH_HANDLER(handle_batch_wrap, batch_wrap, do_wrap, wrap)
-BATCH_HANDLER(handle_batch_unwrap, batch_unwrap, do_unwrap, unwrap)
-BATCH_HANDLER(handle_batch_rewrap, batch_rewrap, do_rewrap, rewrap)
+BATCH_HANDLER(handle_batch_wrap, batch_wrap, do_wrap, wrap, "wrap")
+BATCH_HANDLER(handle_batch_unwrap, batch_unwrap, do_unwrap, unwrap, "unwrap")
+BATCH_HANDLER(handle_batch_rewrap, batch_rewrap, do_rewrap, rewrap, "rewrap")
 
 static int handle_get_key_version(Dispatcher *d, const Kek__Request *req, Reply *reply, DispatchOutcome *o) {
         Kek__GetKeyVersionResponse *g;
@@ -362,6 +425,10 @@ static int handle_get_key_version(Dispatcher *d, const Kek__Request *req, Reply 
         int r;
 
         set_outcome_key(o, req->get_key_version->key);
+        /* Any grant on the key lets a client ask for its current version. */
+        r = authorize(d, reply, req->get_key_version->key, o->key, GRANT_ALL);
+        if (r < 0)
+                return r;
         r = keystore_find(d->keystore, req->get_key_version->key, &k);
         if (r < 0)
                 return keyerr(d, reply, r, o->key, 0);
@@ -423,6 +490,23 @@ static Kek__KeyInfo *key_info(Dispatcher *d, Reply *reply, const Key *k) {
         }
         ki->n_versions = k->n_versions;
         ki->versions = vp;
+        /* Who may use a key is the officers' business, not its users'. */
+        if (k->n_grants > 0 && peer_has_role(reply->peer, ROLE_OFFICER)) {
+                Kek__Grant *gi = reply_alloc(reply, k->n_grants * sizeof(*gi));
+                Kek__Grant **gp = reply_alloc(reply, k->n_grants * sizeof(*gp));
+
+                if (!gi || !gp)
+                        return NULL;
+                for (size_t j = 0; j < k->n_grants; j++) {
+                        kek__grant__init(&gi[j]);
+                        gi[j].group = k->grants[j].group;
+                        gi[j].id = k->grants[j].id;
+                        gi[j].ops = k->grants[j].ops;
+                        gp[j] = &gi[j];
+                }
+                ki->n_grants = k->n_grants;
+                ki->grants = gp;
+        }
         return ki;
 }
 
@@ -472,6 +556,11 @@ static int handle_get_key(Dispatcher *d, const Kek__Request *req, Reply *reply, 
         int r;
 
         set_outcome_key(o, req->get_key->key);
+        if (!peer_has_role(reply->peer, ROLE_OFFICER)) {
+                r = authorize(d, reply, req->get_key->key, o->key, GRANT_GET);
+                if (r < 0)
+                        return r;
+        }
         r = keystore_find(d->keystore, req->get_key->key, &k);
         if (r < 0)
                 return keyerr(d, reply, r, o->key, 0);
@@ -500,6 +589,8 @@ static int handle_list_keys(Dispatcher *d, const Kek__Request *req, Reply *reply
                         continue; /* being purged or being created */
                 if (k->state == KEY_DELETED && !req->list_keys->include_deleted)
                         continue;
+                if (!dispatch_peer_may(d, reply->peer, k, GRANT_GET))
+                        continue; /* crypto users see the keys they may get */
                 infos[m] = key_info(d, reply, k);
                 if (!infos[m++])
                         return -ENOMEM;
@@ -557,6 +648,8 @@ static int handle_delete_key(Dispatcher *d, const Kek__Request *req, Reply *repl
         int r;
 
         set_outcome_key(o, req->delete_key->key);
+        if (needs_approval(d, reply, DUAL_CONTROL_DELETE))
+                return approval_required(reply, "delete-key", o->key);
         r = keystore_delete(d->keystore, o->key, d->now_usec(), &k);
         if (r < 0)
                 return keyerr(d, reply, r, o->key, 0);
@@ -576,13 +669,16 @@ static int handle_recover_key(Dispatcher *d, const Kek__Request *req, Reply *rep
         return reply_key_info(d, reply, k, o);
 }
 
+static int reply_empty(Reply *reply);
+
 static int handle_purge_key(Dispatcher *d, const Kek__Request *req, Reply *reply, DispatchOutcome *o) {
-        Kek__Empty *e;
         const Key *k = NULL;
         uint64_t purge_at = 0;
         int r;
 
         set_outcome_key(o, req->purge_key->key);
+        if (needs_approval(d, reply, DUAL_CONTROL_PURGE))
+                return approval_required(reply, "purge-key", o->key);
         if (keystore_find(d->keystore, o->key, &k) >= 0)
                 purge_at = k->scheduled_purge_usec;
         r = keystore_purge(d->keystore, o->key, d->now_usec());
@@ -593,13 +689,7 @@ static int handle_purge_key(Dispatcher *d, const Kek__Request *req, Reply *reply
                                    o->key, (unsigned long long) (purge_at / 1000000));
         if (r < 0)
                 return keyerr(d, reply, r, o->key, 0);
-        e = reply_alloc(reply, sizeof(*e));
-        if (!e)
-                return -ENOMEM;
-        kek__empty__init(e);
-        reply->resp.body_case = KEK__RESPONSE__BODY_EMPTY;
-        reply->resp.empty = e;
-        return 0;
+        return reply_empty(reply);
 }
 
 static int reply_vault(Dispatcher *d, Reply *reply) {
@@ -613,6 +703,8 @@ static int reply_vault(Dispatcher *d, Reply *reply) {
         kek__vault_policy__init(p);
         p->retention_days = v->retention_days;
         p->purge_protection = v->purge_protection;
+        p->dual_control = v->dual_control;
+        p->approval_window_seconds = v->approval_window_sec;
         resp->policy = p;
         resp->allow_unrecoverable = keystore_allow_unrecoverable(d->keystore);
         reply->resp.body_case = KEK__RESPONSE__BODY_VAULT_POLICY;
@@ -630,18 +722,59 @@ static int handle_get_vault_policy(Dispatcher *d, const Kek__Request *req, Reply
 
 static int handle_set_vault_policy(Dispatcher *d, const Kek__Request *req, Reply *reply, DispatchOutcome *o) {
         const Kek__SetVaultPolicyRequest *s = req->set_vault_policy;
-        int pp = s->purge_protection == KEK__SWITCH__ON ? 1 : s->purge_protection == KEK__SWITCH__OFF ? 0 : -1;
+        VaultChange c = {
+                .retention_days = s->retention_days,
+                .purge_protection = s->purge_protection == KEK__SWITCH__ON ? 1 : s->purge_protection == KEK__SWITCH__OFF ? 0 : -1,
+                .set_dual_control = s->set_dual_control,
+                .dual_control = s->dual_control,
+                .approval_window_sec = s->approval_window_seconds,
+        };
         int r;
 
-        r = keystore_set_vault(d->keystore, s->retention_days, pp);
+        if (needs_approval(d, reply, DUAL_CONTROL_VAULT_POLICY) && vault_change_weakens(keystore_vault(d->keystore), &c))
+                return approval_required(reply, "a weaker vault policy", NULL);
+        r = keystore_set_vault(d->keystore, &c);
         if (r == -KEKERR_INVALID_ARGUMENT)
-                return reply_error(reply, r, "retention must be %u..%u days", RETENTION_DAYS_MIN, RETENTION_DAYS_MAX);
+                return reply_error(reply, r, "retention must be %u..%u days, the approval window %u..%u s, dual control a set of purge, delete, last-grant, vault-policy",
+                                   RETENTION_DAYS_MIN, RETENTION_DAYS_MAX, APPROVAL_WINDOW_MIN, APPROVAL_WINDOW_MAX);
         if (r == -KEKERR_PERMISSION_DENIED)
-                return reply_error(reply, r, pp == 0 ? "purge protection cannot be switched off once on"
-                                                     : "with purge protection on, retention can only be raised");
+                return reply_error(reply, r, c.purge_protection == 0 ? "purge protection cannot be switched off once on"
+                                                                     : "with purge protection on, retention can only be raised");
         if (r < 0)
                 return r;
         return reply_vault(d, reply);
+}
+
+static int handle_set_grant(Dispatcher *d, const Kek__Request *req, Reply *reply, DispatchOutcome *o) {
+        const Kek__SetGrantRequest *s = req->set_grant;
+        Grant g;
+        const Key *k;
+        int r;
+
+        set_outcome_key(o, s->key);
+        if (!s->grant || s->grant->ops == 0 || (s->grant->ops & ~(uint32_t) GRANT_ALL))
+                return reply_error(reply, -KEKERR_INVALID_ARGUMENT, "a grant names a uid or gid and a non-empty set of get, wrap, unwrap, rewrap");
+        g = (Grant) { .group = s->grant->group, .id = s->grant->id, .ops = s->grant->ops };
+        r = keystore_find(d->keystore, s->key, &k);
+        if (r < 0)
+                return keyerr(d, reply, r, o->key, 0);
+        if (s->revoke) {
+                bool last = true;
+
+                /* Would the key be left with no grant at all? */
+                for (size_t i = 0; i < k->n_grants && last; i++)
+                        last = k->grants[i].group == g.group && k->grants[i].id == g.id && (k->grants[i].ops & ~g.ops) == 0;
+                if (k->n_grants > 0 && last && needs_approval(d, reply, DUAL_CONTROL_LAST_GRANT))
+                        return approval_required(reply, "revoking the last grant", o->key);
+        }
+        r = keystore_set_grant(d->keystore, s->key, &g, s->revoke, &k);
+        if (r == -KEKERR_INVALID_ARGUMENT)
+                return reply_error(reply, r, s->revoke ? "%s %u has no grant on key '%s'" : "key '%s' has the maximum of %u grants%s",
+                                   s->revoke ? (g.group ? "gid" : "uid") : o->key, s->revoke ? g.id : GRANTS_MAX,
+                                   s->revoke ? o->key : "; grant a group instead");
+        if (r < 0)
+                return keyerr(d, reply, r, o->key, 0);
+        return reply_key_info(d, reply, k, o);
 }
 
 static int handle_check(Dispatcher *d, const Kek__Request *req, Reply *reply, DispatchOutcome *o) {
@@ -675,6 +808,207 @@ static int handle_check(Dispatcher *d, const Kek__Request *req, Reply *reply, Di
         check_report_done(&rep);
         reply->resp.body_case = KEK__RESPONSE__BODY_CHECK;
         reply->resp.check = c;
+        return 0;
+}
+
+/* --- dual control ------------------------------------------------------------------ */
+
+static const HandlerEntry *handler_find(Kek__Request__BodyCase type);
+
+static bool dual_controllable(Kek__Request__BodyCase t) {
+        return t == KEK__REQUEST__BODY_PURGE_KEY || t == KEK__REQUEST__BODY_DELETE_KEY ||
+               t == KEK__REQUEST__BODY_SET_GRANT || t == KEK__REQUEST__BODY_SET_VAULT_POLICY;
+}
+
+static const char *request_key(const Kek__Request *r) {
+        switch (r->body_case) {
+        case KEK__REQUEST__BODY_PURGE_KEY:
+                return r->purge_key->key;
+        case KEK__REQUEST__BODY_DELETE_KEY:
+                return r->delete_key->key;
+        case KEK__REQUEST__BODY_SET_GRANT:
+                return r->set_grant->key;
+        default:
+                return "";
+        }
+}
+
+static const char *role_needed(Role role) {
+        return role == ROLE_ADMIN ? "an administrator: root, kekd's user or a member of [access] admin_group"
+                                  : "a key officer: root, kekd's user, or a member of [access] officer_group or admin_group";
+}
+
+static Kek__ApprovalInfo *approval_info(Reply *reply, const Approval *a) {
+        Kek__ApprovalInfo *info = reply_alloc(reply, sizeof(*info));
+        char *id = reply_alloc(reply, sizeof(a->id)), *op = reply_alloc(reply, sizeof(a->op)),
+             *key = reply_alloc(reply, sizeof(a->key));
+
+        if (!info || !id || !op || !key)
+                return NULL;
+        memcpy(id, a->id, sizeof(a->id));
+        memcpy(op, a->op, sizeof(a->op));
+        memcpy(key, a->key, sizeof(a->key));
+        kek__approval_info__init(info);
+        info->id = id;
+        info->op = op;
+        info->key = key;
+        info->requester_uid = a->requester_uid;
+        info->requester_pid = a->requester_pid;
+        info->created_usec = a->created_usec;
+        info->expires_usec = a->expires_usec;
+        return info;
+}
+
+static void reply_set_approval(Reply *reply, const Approval *a) {
+        memcpy(reply->approval_id, a->id, sizeof(reply->approval_id));
+        reply->approval = (AuditApproval) { reply->approval_id, a->requester_uid };
+}
+
+static int handle_submit_approval(Dispatcher *d, const Kek__Request *req, Reply *reply, DispatchOutcome *o) {
+        const Kek__Request *inner = req->submit_approval->request;
+        _cleanup_free_ uint8_t *buf = NULL;
+        const HandlerEntry *h;
+        uint64_t now = d->now_usec();
+        Approval a = {};
+        size_t len;
+        int r;
+
+        if (!inner || !dual_controllable(inner->body_case) || !(h = handler_find(inner->body_case)))
+                return reply_error(reply, -KEKERR_INVALID_ARGUMENT,
+                                   "only purge-key, delete-key, set-grant and set-vault-policy can be submitted for approval");
+        set_outcome_key(o, request_key(inner));
+        if (!peer_has_role(reply->peer, h->required_role))
+                return reply_error(reply, -KEKERR_PERMISSION_DENIED, "%s needs %s", h->op, role_needed(h->required_role));
+        len = kek__request__get_packed_size(inner);
+        buf = malloc(len ? len : 1);
+        if (!buf)
+                return -ENOMEM;
+        kek__request__pack(inner, buf);
+        (void) keystore_refresh(d->keystore, LISTING_MAX_AGE_USEC);
+        snprintf(a.op, sizeof(a.op), "%s", h->op);
+        snprintf(a.key, sizeof(a.key), "%s", o->key);
+        a.requester_uid = (uint32_t) reply->peer->uid;
+        a.requester_pid = (uint32_t) reply->peer->pid;
+        a.created_usec = now;
+        a.expires_usec = now + (uint64_t) keystore_vault(d->keystore)->approval_window_sec * USEC_PER_SEC;
+        a.request = buf;
+        a.request_len = len;
+        r = approval_submit(keystore_hsm(d->keystore), now, &a);
+        if (r == -KEKERR_LIMIT_EXCEEDED)
+                return reply_error(reply, r, "%u requests are pending already; approve or cancel some first", APPROVALS_MAX);
+        if (r < 0)
+                return r;
+        reply_set_approval(reply, &a);
+        reply->resp.approval = approval_info(reply, &a);
+        if (!reply->resp.approval)
+                return -ENOMEM;
+        reply->resp.body_case = KEK__RESPONSE__BODY_APPROVAL;
+        return 0;
+}
+
+/* Looks up a pending request for approve/cancel; the caller owns *ret. */
+static int approval_lookup(Dispatcher *d, Reply *reply, const char *id, Approval *ret) {
+        int r = approval_get(keystore_hsm(d->keystore), id, d->now_usec(), ret);
+
+        if (r == -ENOENT)
+                return reply_error(reply, -KEKERR_INVALID_ARGUMENT,
+                                   "no such pending request: unknown, already approved, cancelled or expired");
+        return r;
+}
+
+static int handle_approve(Dispatcher *d, const Kek__Request *req, Reply *reply, DispatchOutcome *o) {
+        const HandlerEntry *h;
+        Kek__Request *inner;
+        Approval a = {};
+        int r;
+
+        r = approval_lookup(d, reply, req->approve->id, &a);
+        if (r < 0)
+                return r;
+        set_outcome_key(o, a.key);
+        reply_set_approval(reply, &a);
+        inner = kek__request__unpack(NULL, a.request_len, a.request);
+        approval_done(&a);
+        if (!inner)
+                return reply_error(reply, -KEKERR_INTERNAL, "the stored request does not decode");
+        reply->inner = inner;
+        h = handler_find(inner->body_case);
+        if (!h || !dual_controllable(inner->body_case))
+                return reply_error(reply, -KEKERR_INTERNAL, "the stored request is not one that needs approval");
+        o->op = h->op;
+        /* The point of dual control: the approver is not the requester, whatever their roles. */
+        if (a.requester_uid == (uint32_t) reply->peer->uid)
+                return reply_error(reply, -KEKERR_PERMISSION_DENIED,
+                                   "request %s was submitted by uid %u: another officer must approve it", a.id,
+                                   a.requester_uid);
+        if (!peer_has_role(reply->peer, h->required_role))
+                return reply_error(reply, -KEKERR_PERMISSION_DENIED, "approving %s needs %s", h->op,
+                                   role_needed(h->required_role));
+        r = approval_claim(keystore_hsm(d->keystore), &a);
+        if (r == -ENOENT)
+                return reply_error(reply, -KEKERR_CONFLICT, "request %s was approved or cancelled meanwhile", a.id);
+        if (r < 0)
+                return r;
+        reply->approved = true;
+        return h->handler(d, inner, reply, o);
+}
+
+static int reply_empty(Reply *reply) {
+        Kek__Empty *e = reply_alloc(reply, sizeof(*e));
+
+        if (!e)
+                return -ENOMEM;
+        kek__empty__init(e);
+        reply->resp.body_case = KEK__RESPONSE__BODY_EMPTY;
+        reply->resp.empty = e;
+        return 0;
+}
+
+static int handle_cancel_approval(Dispatcher *d, const Kek__Request *req, Reply *reply, DispatchOutcome *o) {
+        Approval a = {};
+        int r;
+
+        r = approval_lookup(d, reply, req->cancel_approval->id, &a);
+        if (r < 0)
+                return r;
+        set_outcome_key(o, a.key);
+        reply_set_approval(reply, &a);
+        approval_done(&a);
+        r = approval_claim(keystore_hsm(d->keystore), &a);
+        if (r == -ENOENT)
+                return reply_error(reply, -KEKERR_CONFLICT, "request %s was approved or cancelled meanwhile", a.id);
+        if (r < 0)
+                return r;
+        return reply_empty(reply);
+}
+
+static int handle_list_approvals(Dispatcher *d, const Kek__Request *req, Reply *reply, DispatchOutcome *o) {
+        Kek__ApprovalList *l;
+        Approval *list = NULL;
+        size_t n = 0;
+        int r;
+
+        r = approval_list(keystore_hsm(d->keystore), d->now_usec(), &list, &n);
+        if (r < 0)
+                return r;
+        l = reply_alloc(reply, sizeof(*l));
+        if (l) {
+                kek__approval_list__init(l);
+                l->approvals = reply_alloc(reply, n * sizeof(*l->approvals));
+        }
+        if (!l || !l->approvals) {
+                approvals_free(list, n);
+                return -ENOMEM;
+        }
+        for (size_t i = 0; i < n; i++)
+                if (!(l->approvals[i] = approval_info(reply, &list[i]))) {
+                        approvals_free(list, n);
+                        return -ENOMEM;
+                }
+        l->n_approvals = n;
+        approvals_free(list, n);
+        reply->resp.body_case = KEK__RESPONSE__BODY_APPROVALS;
+        reply->resp.approvals = l;
         return 0;
 }
 
@@ -718,26 +1052,31 @@ static int handle_watch(Dispatcher *d, const Kek__Request *req, Reply *reply, Di
 }
 
 static const HandlerEntry handlers[] = {
-        { KEK__REQUEST__BODY_WRAP, "wrap", handle_wrap, ROLE_CRYPTO_USER, false },
-        { KEK__REQUEST__BODY_UNWRAP, "unwrap", handle_unwrap, ROLE_CRYPTO_USER, false },
-        { KEK__REQUEST__BODY_REWRAP, "rewrap", handle_rewrap, ROLE_CRYPTO_USER, false },
-        { KEK__REQUEST__BODY_BATCH_WRAP, "batch-wrap", handle_batch_wrap, ROLE_CRYPTO_USER, false },
-        { KEK__REQUEST__BODY_BATCH_UNWRAP, "batch-unwrap", handle_batch_unwrap, ROLE_CRYPTO_USER, false },
-        { KEK__REQUEST__BODY_BATCH_REWRAP, "batch-rewrap", handle_batch_rewrap, ROLE_CRYPTO_USER, false },
-        { KEK__REQUEST__BODY_GET_KEY_VERSION, "get-key-version", handle_get_key_version, ROLE_CRYPTO_USER, false },
-        { KEK__REQUEST__BODY_CREATE_KEY, "create-key", handle_create_key, ROLE_OFFICER, true },
-        { KEK__REQUEST__BODY_LIST_KEYS, "list-keys", handle_list_keys, ROLE_CRYPTO_USER, false },
-        { KEK__REQUEST__BODY_GET_KEY, "get-key", handle_get_key, ROLE_CRYPTO_USER, false },
-        { KEK__REQUEST__BODY_ROTATE_KEY, "rotate-key", handle_rotate_key, ROLE_OFFICER, true },
-        { KEK__REQUEST__BODY_SET_ROTATION_POLICY, "set-rotation-policy", handle_set_rotation_policy, ROLE_OFFICER, true },
-        { KEK__REQUEST__BODY_SET_ENABLED, "set-enabled", handle_set_enabled, ROLE_OFFICER, true },
-        { KEK__REQUEST__BODY_DELETE_KEY, "delete-key", handle_delete_key, ROLE_OFFICER, true },
-        { KEK__REQUEST__BODY_RECOVER_KEY, "recover-key", handle_recover_key, ROLE_OFFICER, true },
-        { KEK__REQUEST__BODY_PURGE_KEY, "purge-key", handle_purge_key, ROLE_OFFICER, true },
-        { KEK__REQUEST__BODY_GET_VAULT_POLICY, "get-vault-policy", handle_get_vault_policy, ROLE_CRYPTO_USER, false },
-        { KEK__REQUEST__BODY_SET_VAULT_POLICY, "set-vault-policy", handle_set_vault_policy, ROLE_ADMIN, true },
-        { KEK__REQUEST__BODY_CHECK, "check", handle_check, ROLE_OFFICER, true },
-        { KEK__REQUEST__BODY_WATCH, "watch", handle_watch, ROLE_CRYPTO_USER, false },
+        { KEK__REQUEST__BODY_WRAP, "wrap", handle_wrap, ROLE_CRYPTO_USER, false, true },
+        { KEK__REQUEST__BODY_UNWRAP, "unwrap", handle_unwrap, ROLE_CRYPTO_USER, false, true },
+        { KEK__REQUEST__BODY_REWRAP, "rewrap", handle_rewrap, ROLE_CRYPTO_USER, false, true },
+        { KEK__REQUEST__BODY_BATCH_WRAP, "batch-wrap", handle_batch_wrap, ROLE_CRYPTO_USER, false, false },
+        { KEK__REQUEST__BODY_BATCH_UNWRAP, "batch-unwrap", handle_batch_unwrap, ROLE_CRYPTO_USER, false, false },
+        { KEK__REQUEST__BODY_BATCH_REWRAP, "batch-rewrap", handle_batch_rewrap, ROLE_CRYPTO_USER, false, false },
+        { KEK__REQUEST__BODY_GET_KEY_VERSION, "get-key-version", handle_get_key_version, ROLE_CRYPTO_USER, false, true },
+        { KEK__REQUEST__BODY_CREATE_KEY, "create-key", handle_create_key, ROLE_OFFICER, true, false },
+        { KEK__REQUEST__BODY_LIST_KEYS, "list-keys", handle_list_keys, ROLE_CRYPTO_USER, false, false },
+        { KEK__REQUEST__BODY_GET_KEY, "get-key", handle_get_key, ROLE_CRYPTO_USER, false, false },
+        { KEK__REQUEST__BODY_ROTATE_KEY, "rotate-key", handle_rotate_key, ROLE_OFFICER, true, false },
+        { KEK__REQUEST__BODY_SET_ROTATION_POLICY, "set-rotation-policy", handle_set_rotation_policy, ROLE_OFFICER, true, false },
+        { KEK__REQUEST__BODY_SET_ENABLED, "set-enabled", handle_set_enabled, ROLE_OFFICER, true, false },
+        { KEK__REQUEST__BODY_DELETE_KEY, "delete-key", handle_delete_key, ROLE_OFFICER, true, false },
+        { KEK__REQUEST__BODY_RECOVER_KEY, "recover-key", handle_recover_key, ROLE_OFFICER, true, false },
+        { KEK__REQUEST__BODY_PURGE_KEY, "purge-key", handle_purge_key, ROLE_OFFICER, true, false },
+        { KEK__REQUEST__BODY_GET_VAULT_POLICY, "get-vault-policy", handle_get_vault_policy, ROLE_CRYPTO_USER, false, false },
+        { KEK__REQUEST__BODY_SET_VAULT_POLICY, "set-vault-policy", handle_set_vault_policy, ROLE_ADMIN, true, false },
+        { KEK__REQUEST__BODY_CHECK, "check", handle_check, ROLE_OFFICER, true, false },
+        { KEK__REQUEST__BODY_WATCH, "watch", handle_watch, ROLE_CRYPTO_USER, false, false },
+        { KEK__REQUEST__BODY_SET_GRANT, "set-grant", handle_set_grant, ROLE_ADMIN, true, false },
+        { KEK__REQUEST__BODY_SUBMIT_APPROVAL, "submit-approval", handle_submit_approval, ROLE_OFFICER, true, false },
+        { KEK__REQUEST__BODY_APPROVE, "approve", handle_approve, ROLE_OFFICER, true, false },
+        { KEK__REQUEST__BODY_CANCEL_APPROVAL, "cancel-approval", handle_cancel_approval, ROLE_OFFICER, true, false },
+        { KEK__REQUEST__BODY_LIST_APPROVALS, "list-approvals", handle_list_approvals, ROLE_OFFICER, false, false },
 };
 
 static const HandlerEntry *handler_find(Kek__Request__BodyCase type) {
@@ -770,6 +1109,8 @@ static void request_cleanse(Kek__Request *req) {
 
 int dispatch_frame(Dispatcher *d, const Peer *peer, const uint8_t *payload, size_t len, FrameBuf *out,
                    DispatchOutcome *ret_outcome) {
+        /* No credentials: no role and no grant. */
+        static const Peer nobody = { .uid = (uid_t) -1, .gid = (gid_t) -1, .pid = 0 };
         DispatchOutcome o = { .op = "invalid" };
         const HandlerEntry *h;
         Kek__Request *req;
@@ -787,13 +1128,13 @@ int dispatch_frame(Dispatcher *d, const Peer *peer, const uint8_t *payload, size
 
         kek__response__init(&reply.resp);
         reply.resp.id = req->id;
+        reply.peer = peer ? peer : &nobody;
         o.id = req->id;
         h = handler_find(req->body_case);
-        if (h && h->required_role > ROLE_CRYPTO_USER && !(peer && peer->officer)) {
+        if (h && !peer_has_role(reply.peer, h->required_role)) {
                 o.op = h->op;
                 o.control = h->control;
-                r = reply_error(&reply, -KEKERR_PERMISSION_DENIED,
-                                "%s needs a key officer: root, kekd's user or a member of the admin group", h->op);
+                r = reply_error(&reply, -KEKERR_PERMISSION_DENIED, "%s needs %s", h->op, role_needed(h->required_role));
         } else if (h) {
                 o.op = h->op;
                 o.control = h->control;
@@ -803,6 +1144,11 @@ int dispatch_frame(Dispatcher *d, const Peer *peer, const uint8_t *payload, size
         else
                 r = reply_error(&reply, -KEKERR_MALFORMED_REQUEST, "request has no operation");
         o.error = r < 0 ? r : 0;
+        if (h && (h->control || o.error == -KEKERR_PERMISSION_DENIED || o.error == -KEKERR_APPROVAL_REQUIRED))
+                audit_control(d->audit, reply.peer, o.op, o.key, o.version, o.error,
+                              reply.approval.id ? &reply.approval : NULL);
+        else if (h && h->data)
+                audit_data(d->audit, reply.peer, o.op, o.key, o.version, o.error);
 
         if (r < 0)
                 r = dispatch_append_error(out, d->max_frame, req->id, r, reply.message);

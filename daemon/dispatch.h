@@ -17,28 +17,10 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "daemon/access.h"
 #include "keystore.h"
 #include "proto/frame.h"
 
-typedef struct Peer {
-        uid_t uid;
-        gid_t gid;
-        pid_t pid;
-        bool officer;      /* may run ROLE_OFFICER and ROLE_ADMIN operations */
-} Peer;
-
-/*
- * Who may run an operation: the table's required_role column, checked
- * before the handler runs. A crypto user is any peer the socket's mode and
- * group let in; officers and administrators are root, kekd's own user and
- * members of [access] admin_group (Peer.officer, decided by the transport
- * from the peer's credentials). Per-key grants refine this later.
- */
-typedef enum Role {
-        ROLE_CRYPTO_USER,  /* data plane: wrap, unwrap, get-key-version on granted keys */
-        ROLE_OFFICER,      /* key lifecycle */
-        ROLE_ADMIN,        /* vault policy, grants */
-} Role;
 
 typedef struct DispatchOutcome {
         const char *op;            /* "wrap", "create-key", ... or "invalid" */
@@ -51,14 +33,20 @@ typedef struct DispatchOutcome {
         uint64_t id;               /* the request's id */
 } DispatchOutcome;
 
+typedef struct Audit Audit;
+
 typedef struct Dispatcher {
         Keystore *keystore;
+        Audit *audit;                  /* NULL: no audit records (tests, fuzzers) */
         size_t max_frame;
         uint64_t (*now_usec)(void);    /* wall clock, see daemon/clock.h; replaceable in tests */
 } Dispatcher;
 
 int dispatch_frame(Dispatcher *d, const Peer *peer, const uint8_t *payload, size_t len, FrameBuf *out,
                    DispatchOutcome *ret_outcome);
+
+/* Whether p may see (GRANT_GET) or use (other GRANT_* bits, any of them) key k; for Watch events. */
+bool dispatch_peer_may(Dispatcher *d, const Peer *p, const Key *k, uint32_t ops);
 
 /* Appends one Watch event for key name (k NULL: the key is gone) with the subscription's id. */
 int dispatch_append_event(FrameBuf *out, size_t max_frame, uint64_t id, const char *name, const Key *k);

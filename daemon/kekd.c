@@ -42,6 +42,7 @@
 #include <systemd/sd-event.h>
 
 #include "common/kekerr.h"
+#include "daemon/audit.h"
 #include "daemon/clock.h"
 #include "daemon/conf.h"
 #include "daemon/dispatch.h"
@@ -115,6 +116,7 @@ typedef struct Daemon {
         Keystore *keystore;
         Server *server;
         Dispatcher dispatcher;
+        Audit *audit;
         bool socket_from_systemd;
         bool last_refresh_failed;
         bool last_reload_failed;   /* shown in STATUS= until a reload succeeds */
@@ -122,6 +124,7 @@ typedef struct Daemon {
         uint64_t refresh_usec;
         uint64_t watchdog_ping_usec;
         sd_event_source *refresh_source;
+        sd_event_source *audit_source;
         sd_event_source *watchdog_source;
         sd_event_source *drain_timeout_source;
         sd_event_source *drain_check_source;
@@ -129,6 +132,7 @@ typedef struct Daemon {
 
 static void daemon_done(Daemon *d) {
         d->refresh_source = sd_event_source_disable_unref(d->refresh_source);
+        d->audit_source = sd_event_source_disable_unref(d->audit_source);
         d->watchdog_source = sd_event_source_disable_unref(d->watchdog_source);
         d->drain_timeout_source = sd_event_source_disable_unref(d->drain_timeout_source);
         d->drain_check_source = sd_event_source_disable_unref(d->drain_check_source);
@@ -195,6 +199,15 @@ static int on_refresh(sd_event_source *s, uint64_t usec, void *userdata) {
         return 0;
 }
 
+/* Every audit_interval: one audit record per (op, key, version, peer, result) of the data plane. */
+static int on_audit(sd_event_source *s, uint64_t usec, void *userdata) {
+        Daemon *d = userdata;
+
+        (void) audit_flush(d->audit);
+        reschedule(s, usec, (uint64_t) d->config->audit_interval * USEC_PER_SEC);
+        return 0;
+}
+
 static int on_watchdog(sd_event_source *s, uint64_t usec, void *userdata) {
         Daemon *d = userdata;
 
@@ -245,6 +258,9 @@ static void warn_restart_needed(const Daemon *d, const Config *old, const Config
                 { old->max_connections != new->max_connections, "server", "max_connections", false },
                 { old->idle_timeout != new->idle_timeout, "server", "idle_timeout", false },
                 { !streq_ptr(old->admin_group, new->admin_group), "access", "admin_group", false },
+                { !streq_ptr(old->officer_group, new->officer_group), "access", "officer_group", false },
+                { old->max_connections_per_uid != new->max_connections_per_uid, "server", "max_connections_per_uid", false },
+                { old->audit_interval != new->audit_interval, "log", "audit_interval", false },
         };
 
         for (size_t i = 0; i < ELEMENTSOF(settings); i++) {
@@ -468,6 +484,7 @@ static int run(int argc, char *argv[]) {
         _cleanup_(keystore_freep) Keystore *keystore = NULL;
         _cleanup_(sd_event_unrefp) sd_event *event = NULL;
         _cleanup_(server_freep) Server *server = NULL;
+        _cleanup_(audit_freep) Audit *audit = NULL;
         _cleanup_(daemon_done) Daemon d = {};
         _cleanup_free_ char *error = NULL;
         const char *why = NULL;
@@ -580,6 +597,15 @@ static int run(int argc, char *argv[]) {
                 log_error_errno(r, "Cannot set up the refresh timer");
                 return 1;
         }
+        r = audit_new(&audit);
+        if (r >= 0)
+                r = sd_event_add_time_relative(event, &d.audit_source, CLOCK_MONOTONIC,
+                                               (uint64_t) config->audit_interval * USEC_PER_SEC, 0, on_audit, &d);
+        if (r < 0) {
+                log_error_errno(r, "Cannot set up the audit trail");
+                return 1;
+        }
+        d.audit = audit;
         r = sd_watchdog_enabled(false, &watchdog_usec);
         if (r < 0)
                 log_warning_errno(r, "Ignoring the watchdog settings passed by systemd (WATCHDOG_USEC, WATCHDOG_PID)");
@@ -600,7 +626,8 @@ static int run(int argc, char *argv[]) {
         if (r < 0)
                 return 1;
         d.socket_from_systemd = r > 0;
-        d.dispatcher = (Dispatcher) { .keystore = keystore, .max_frame = config->max_frame, .now_usec = clock_now_usec };
+        d.dispatcher = (Dispatcher) { .keystore = keystore, .audit = audit, .max_frame = config->max_frame,
+                                      .now_usec = clock_now_usec };
         r = server_new(event, config, &d.dispatcher, listen_fd, &server);
         if (r < 0)
                 return 1;
@@ -621,6 +648,7 @@ static int run(int argc, char *argv[]) {
         /* Unwrap counts and last-use times since the last refresh would be lost otherwise. */
         if (keystore_flush_usage(keystore) < 0)
                 log_warning("Could not record the latest key usage in the token");
+        (void) audit_flush(audit);
         d.server = NULL;
         server = server_free(server);
         if (r < 0) {

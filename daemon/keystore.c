@@ -62,33 +62,27 @@ static bool key_observably_differs(const Key *a, const Key *b) {
         for (size_t i = 0; i < a->n_versions; i++)
                 if (a->versions[i].id != b->versions[i].id || a->versions[i].enabled != b->versions[i].enabled)
                         return true;
+        /* Grants decide who may see the key's events and use it (a revocation must reach the client). */
+        if (a->n_grants != b->n_grants)
+                return true;
+        for (size_t i = 0; i < a->n_grants; i++)
+                if (a->grants[i].group != b->grants[i].group || a->grants[i].id != b->grants[i].id ||
+                    a->grants[i].ops != b->grants[i].ops)
+                        return true;
         return false;
 }
 
 static void notify_change(Keystore *ks, const char *name, const Key *old, const Key *new) {
         if (ks->on_change && key_observably_differs(old, new))
-                ks->on_change(name, new && !new->purging ? new : NULL, ks->on_change_userdata);
+                ks->on_change(name, old && !old->purging ? old : NULL, new && !new->purging ? new : NULL,
+                              ks->on_change_userdata);
 }
 
-static Key *key_free(Key *k) {
-        if (!k)
-                return NULL;
-        free(k->versions);
-        free(k);
-        return NULL;
-}
-DEFINE_TRIVIAL_CLEANUP_FUNC(Key, key_free);
 
 static void keys_free(Key **keys, size_t n) {
         for (size_t i = 0; i < n; i++)
                 key_free(keys[i]);
         free(keys);
-}
-
-static int version_cmp(const void *a, const void *b) {
-        uint32_t x = ((const KeyVersion *) a)->id, y = ((const KeyVersion *) b)->id;
-
-        return x < y ? -1 : x > y;
 }
 
 /* Position of name in the index, or where it would go (*found says which). */
@@ -119,12 +113,6 @@ static Key *index_get(Keystore *ks, const char *name) {
         return found ? ks->keys[i] : NULL;
 }
 
-const KeyVersion *key_find_version(const Key *k, uint32_t version) {
-        KeyVersion needle = { .id = version };
-
-        return bsearch(&needle, k->versions, k->n_versions, sizeof(KeyVersion), version_cmp);
-}
-
 static KeyVersion *key_version(Key *k, uint32_t version) {
         return (KeyVersion *) key_find_version(k, version);
 }
@@ -135,132 +123,6 @@ uint64_t key_max_wraps(const Key *k) {
 
 static uint64_t lease_size(const Key *k) {
         return MIN((uint64_t) LEASE_MAX, MAX((uint64_t) 1, key_max_wraps(k) / 16));
-}
-
-static KeyStateValue state_from_wire(Kek__KeyState s) {
-        return s == KEK__KEY_STATE__DISABLED ? KEY_DISABLED : s == KEK__KEY_STATE__DELETED ? KEY_DELETED : KEY_ENABLED;
-}
-
-static Kek__KeyState state_to_wire(KeyStateValue s) {
-        return s == KEY_DISABLED ? KEK__KEY_STATE__DISABLED : s == KEY_DELETED ? KEK__KEY_STATE__DELETED : KEK__KEY_STATE__ENABLED;
-}
-
-/* Decodes one metadata object into a Key; -EBADMSG if it is not a sound record. */
-static int key_from_record(const HsmDataObject *d, Key **ret) {
-        _cleanup_(key_freep) Key *k = NULL;
-        Kek__KeyRecord *rec;
-        int r = -EBADMSG;
-
-        rec = kek__key_record__unpack(NULL, d->value_len, d->value);
-        if (!rec)
-                return -EBADMSG;
-        if (rec->format != 1 || !key_name_valid(rec->name) || strcmp(rec->name, d->label) != 0 ||
-            (rec->n_versions == 0 && rec->pending_version == 0 && !rec->purging))
-                goto finish;
-
-        k = calloc(1, sizeof(*k));
-        if (!k || !(k->versions = calloc(rec->n_versions ? rec->n_versions : 1, sizeof(KeyVersion)))) {
-                r = -ENOMEM;
-                goto finish;
-        }
-        strcpy(k->name, rec->name);
-        k->created_usec = rec->created_usec;
-        k->current_version = rec->current_version;
-        k->state = state_from_wire(rec->state);
-        k->state_before_delete = state_from_wire(rec->state_before_delete);
-        if (rec->policy) {
-                k->policy.rotate_after_sec = rec->policy->rotate_after_seconds;
-                k->policy.max_wraps = rec->policy->max_wraps;
-        }
-        k->deleted_usec = rec->deleted_usec;
-        k->scheduled_purge_usec = rec->scheduled_purge_usec;
-        k->pending_version = rec->pending_version;
-        k->pending_since_usec = rec->pending_since_usec;
-        snprintf(k->pending_owner, sizeof(k->pending_owner), "%s", rec->pending_owner ?: "");
-        k->purging = rec->purging;
-        k->generation = rec->generation;
-        k->meta_handle = d->handle;
-        for (size_t i = 0; i < rec->n_versions; i++) {
-                const Kek__VersionInfo *v = rec->versions[i];
-
-                if (v->id == 0)
-                        goto finish;
-                k->versions[i] = (KeyVersion) {
-                        .id = v->id,
-                        .created_usec = v->created_usec,
-                        .enabled = v->enabled,
-                        .wraps_reserved = v->wraps,
-                        .unwraps = v->unwraps,
-                        .last_use_usec = v->last_use_usec,
-                };
-        }
-        k->n_versions = rec->n_versions;
-        qsort(k->versions, k->n_versions, sizeof(KeyVersion), version_cmp);
-        for (size_t i = 1; i < k->n_versions; i++)
-                if (k->versions[i].id == k->versions[i - 1].id)
-                        goto finish;
-        if (k->n_versions > 0 && !key_find_version(k, k->current_version))
-                goto finish;
-
-        *ret = TAKE_PTR(k);
-        r = 0;
-finish:
-        kek__key_record__free_unpacked(rec, NULL);
-        return r;
-}
-
-/* Serialises a key's record; the buffer is malloc'd. */
-static int key_to_record(const Key *k, uint8_t **ret, size_t *ret_len) {
-        _cleanup_free_ Kek__VersionInfo *vi = NULL;
-        _cleanup_free_ Kek__VersionInfo **vp = NULL;
-        Kek__KeyRecord rec = KEK__KEY_RECORD__INIT;
-        Kek__RotationPolicy pol = KEK__ROTATION_POLICY__INIT;
-        uint8_t *buf;
-        size_t n;
-
-        vi = calloc(k->n_versions ? k->n_versions : 1, sizeof(*vi));
-        vp = calloc(k->n_versions ? k->n_versions : 1, sizeof(*vp));
-        if (!vi || !vp)
-                return -ENOMEM;
-        for (size_t i = 0; i < k->n_versions; i++) {
-                const KeyVersion *v = &k->versions[i];
-
-                kek__version_info__init(&vi[i]);
-                vi[i].id = v->id;
-                vi[i].created_usec = v->created_usec;
-                vi[i].enabled = v->enabled;
-                vi[i].wraps = v->wraps_reserved;
-                vi[i].unwraps = v->unwraps;
-                vi[i].last_use_usec = v->last_use_usec;
-                vp[i] = &vi[i];
-        }
-        pol.rotate_after_seconds = k->policy.rotate_after_sec;
-        pol.max_wraps = k->policy.max_wraps;
-        rec.format = 1;
-        rec.name = (char *) k->name;
-        rec.created_usec = k->created_usec;
-        rec.current_version = k->current_version;
-        rec.state = state_to_wire(k->state);
-        rec.state_before_delete = state_to_wire(k->state_before_delete);
-        rec.n_versions = k->n_versions;
-        rec.versions = vp;
-        rec.policy = &pol;
-        rec.deleted_usec = k->deleted_usec;
-        rec.scheduled_purge_usec = k->scheduled_purge_usec;
-        rec.pending_version = k->pending_version;
-        rec.pending_since_usec = k->pending_since_usec;
-        rec.pending_owner = (char *) k->pending_owner;
-        rec.purging = k->purging;
-        rec.generation = k->generation;
-
-        n = kek__key_record__get_packed_size(&rec);
-        buf = malloc(n ? n : 1);
-        if (!buf)
-                return -ENOMEM;
-        kek__key_record__pack(&rec, buf);
-        *ret = buf;
-        *ret_len = n;
-        return 0;
 }
 
 /*
@@ -497,7 +359,15 @@ static int vault_load(Keystore *ks) {
 
                 if (v && v->format == 1 && v->retention_days >= RETENTION_DAYS_MIN &&
                     v->retention_days <= RETENTION_DAYS_MAX && (!found || v->generation > ks->vault_generation)) {
-                        ks->vault = (VaultPolicy) { v->retention_days, v->purge_protection };
+                        ks->vault = (VaultPolicy) {
+                                .retention_days = v->retention_days,
+                                .purge_protection = v->purge_protection,
+                                .dual_control = v->dual_control & DUAL_CONTROL_ALL,
+                                .approval_window_sec = v->approval_window_seconds >= APPROVAL_WINDOW_MIN &&
+                                                                       v->approval_window_seconds <= APPROVAL_WINDOW_MAX
+                                                               ? v->approval_window_seconds
+                                                               : APPROVAL_WINDOW_DEFAULT,
+                        };
                         ks->vault_generation = v->generation;
                         found = true;
                 }
@@ -508,7 +378,7 @@ static int vault_load(Keystore *ks) {
         if (!found) {
                 if (ks->vault_generation > 0)
                         return -KEKERR_HSM_UNAVAILABLE; /* we saw a vault record before: it cannot have gone */
-                ks->vault = (VaultPolicy) { RETENTION_DAYS_DEFAULT, false };
+                ks->vault = (VaultPolicy) { RETENTION_DAYS_DEFAULT, false, 0, APPROVAL_WINDOW_DEFAULT };
         }
         /* One-way: once seen on, purge protection stays on for this kekd whatever a listing says. */
         ks->vault.purge_protection = ks->vault.purge_protection || ks->purge_protection_seen;
@@ -649,6 +519,10 @@ static int keystore_sync(Keystore *ks) {
         if (hsm_generation(ks->hsm) == ks->generation)
                 return 0;
         return keystore_load(ks);
+}
+
+Hsm *keystore_hsm(const Keystore *ks) {
+        return ks->hsm;
 }
 
 size_t keystore_n_keys(const Keystore *ks) {
@@ -956,6 +830,29 @@ int keystore_recover(Keystore *ks, const char *name, const Key **ret) {
         return key_mutate(ks, name, recover_fn, NULL, ret);
 }
 
+typedef struct GrantChange {
+        Grant grant;
+        bool revoke;
+} GrantChange;
+
+static int set_grant_fn(Keystore *ks, Key *k, void *userdata) {
+        const GrantChange *c = userdata;
+        int r;
+
+        if (k->purging)
+                return -KEKERR_UNKNOWN_KEY;
+        r = grants_apply(&k->grants, &k->n_grants, &c->grant, c->revoke);
+        if (r == -EINVAL || r == -E2BIG || r == -ENOENT)
+                return -KEKERR_INVALID_ARGUMENT;
+        return r;
+}
+
+int keystore_set_grant(Keystore *ks, const char *name, const Grant *grant, bool revoke, const Key **ret) {
+        GrantChange c = { *grant, revoke };
+
+        return key_mutate(ks, name, set_grant_fn, &c, ret);
+}
+
 static int purge_begin(Keystore *ks, Key *k, void *userdata) {
         k->purging = true;
         return 0;
@@ -1018,7 +915,13 @@ int keystore_purge(Keystore *ks, const char *name, uint64_t now) {
         return purge_finish(ks, name);
 }
 
-int keystore_set_vault(Keystore *ks, uint32_t retention_days, int purge_protection) {
+bool vault_change_weakens(const VaultPolicy *cur, const VaultChange *c) {
+        return (c->retention_days != 0 && c->retention_days < cur->retention_days) ||
+               (c->set_dual_control && (cur->dual_control & ~c->dual_control) != 0) ||
+               (c->approval_window_sec != 0 && c->approval_window_sec > cur->approval_window_sec);
+}
+
+int keystore_set_vault(Keystore *ks, const VaultChange *c) {
         Kek__VaultRecord rec = KEK__VAULT_RECORD__INIT;
         HsmDataObject *d = NULL;
         _cleanup_free_ uint8_t *buf = NULL;
@@ -1031,24 +934,37 @@ int keystore_set_vault(Keystore *ks, uint32_t retention_days, int purge_protecti
         if (r < 0)
                 return r;
         v = ks->vault;
-        if (retention_days != 0) {
-                if (retention_days < RETENTION_DAYS_MIN || retention_days > RETENTION_DAYS_MAX)
+        if (c->retention_days != 0) {
+                if (c->retention_days < RETENTION_DAYS_MIN || c->retention_days > RETENTION_DAYS_MAX)
                         return -KEKERR_INVALID_ARGUMENT;
-                if (v.purge_protection && retention_days < v.retention_days)
+                if (v.purge_protection && c->retention_days < v.retention_days)
                         return -KEKERR_PERMISSION_DENIED; /* would shorten the protection */
-                v.retention_days = retention_days;
+                v.retention_days = c->retention_days;
         }
-        if (purge_protection == 0 && v.purge_protection)
+        if (c->purge_protection == 0 && v.purge_protection)
                 return -KEKERR_PERMISSION_DENIED; /* one-way */
-        if (purge_protection == 1)
+        if (c->purge_protection == 1)
                 v.purge_protection = true;
+        if (c->set_dual_control) {
+                if (c->dual_control & ~(uint32_t) DUAL_CONTROL_ALL)
+                        return -KEKERR_INVALID_ARGUMENT;
+                v.dual_control = c->dual_control;
+        }
+        if (c->approval_window_sec != 0) {
+                if (c->approval_window_sec < APPROVAL_WINDOW_MIN || c->approval_window_sec > APPROVAL_WINDOW_MAX)
+                        return -KEKERR_INVALID_ARGUMENT;
+                v.approval_window_sec = c->approval_window_sec;
+        }
         if (v.retention_days == ks->vault.retention_days && v.purge_protection == ks->vault.purge_protection &&
+            v.dual_control == ks->vault.dual_control && v.approval_window_sec == ks->vault.approval_window_sec &&
             ks->vault_generation > 0)
                 return 0; /* nothing to change: no rewrite, no window */
 
         rec.format = 1;
         rec.retention_days = v.retention_days;
         rec.purge_protection = v.purge_protection;
+        rec.dual_control = v.dual_control;
+        rec.approval_window_seconds = v.approval_window_sec;
         rec.generation = ks->vault_generation + 1;
         len = kek__vault_record__get_packed_size(&rec);
         buf = malloc(len);

@@ -30,73 +30,54 @@
 #include "common/secret.h"
 #include "pkcs11/hsm.h"
 #include "proto/blob.h"
+#include "daemon/record.h"
 
 #define WRAP_BUDGET_DEFAULT (1ULL << 30)     /* far below the 2^32 random-IV bound of AES-GCM */
 #define WRAP_BUDGET_MAX (1ULL << 32)         /* NIST SP 800-38D: at most 2^32 invocations with random IVs */
 #define RETENTION_DAYS_MIN 7u
 #define RETENTION_DAYS_MAX 90u
 #define RETENTION_DAYS_DEFAULT 90u
-#define OWNER_MAX 80u
 
-typedef enum KeyStateValue {
-        KEY_ENABLED = 1,
-        KEY_DISABLED = 2,
-        KEY_DELETED = 3,
-} KeyStateValue;
 
-typedef struct RotationPolicy {
-        uint64_t rotate_after_sec;  /* 0: never by age */
-        uint64_t max_wraps;         /* 0: WRAP_BUDGET_DEFAULT */
-} RotationPolicy;
+/* Dual-control bits (DualControl in proto/kek.proto). */
+enum {
+        DUAL_CONTROL_PURGE = 1u << 0,
+        DUAL_CONTROL_DELETE = 1u << 1,
+        DUAL_CONTROL_LAST_GRANT = 1u << 2,
+        DUAL_CONTROL_VAULT_POLICY = 1u << 3,
+        DUAL_CONTROL_ALL = (1u << 4) - 1,
+};
+#define APPROVAL_WINDOW_MIN 60u
+#define APPROVAL_WINDOW_MAX (7u * 24 * 3600)
+#define APPROVAL_WINDOW_DEFAULT 3600u
 
 typedef struct VaultPolicy {
         uint32_t retention_days;
         bool purge_protection;
+        uint32_t dual_control;          /* DUAL_CONTROL_* bits */
+        uint32_t approval_window_sec;
 } VaultPolicy;
 
-typedef struct KeyVersion {
-        uint32_t id;
-        uint64_t created_usec;
-        bool enabled;
-        bool present;              /* the key object exists in the token */
-        HsmObject handle;
-        /* usage as recorded in the token */
-        uint64_t wraps_reserved;
-        uint64_t unwraps;
-        uint64_t last_use_usec;
-        /* this kekd's share, not yet in the token */
-        uint64_t lease_left;       /* reserved wraps not used yet */
-        uint64_t unwraps_pending;
-        uint64_t last_use_pending;
-} KeyVersion;
+typedef struct VaultChange {
+        uint32_t retention_days;        /* 0: unchanged */
+        int purge_protection;           /* -1 unchanged, 1 on, 0 off (refused once on) */
+        bool set_dual_control;
+        uint32_t dual_control;
+        uint32_t approval_window_sec;   /* 0: unchanged */
+} VaultChange;
 
-typedef struct Key {
-        char name[KEY_NAME_MAX + 1];
-        uint64_t created_usec;
-        uint32_t current_version;  /* 0 while the first version is being created */
-        KeyStateValue state;
-        KeyStateValue state_before_delete;
-        KeyVersion *versions;      /* sorted by id */
-        size_t n_versions;
-        RotationPolicy policy;
-        uint64_t deleted_usec;
-        uint64_t scheduled_purge_usec;
-        uint32_t pending_version;
-        uint64_t pending_since_usec;
-        char pending_owner[OWNER_MAX];
-        bool purging;
-        uint64_t generation;
-        HsmObject meta_handle;
-} Key;
+/* Whether applying c would weaken the policy cur (shorter retention, fewer dual-control bits, a longer window). */
+bool vault_change_weakens(const VaultPolicy *cur, const VaultChange *c);
 
 typedef struct Keystore Keystore;
 
 /*
  * Called after the index changed what a client may observe of a key: its
- * state, current version, a version's enabled flag, or its existence (k is
- * NULL when the key is gone). Drives the Watch stream.
+ * state, current version, a version's enabled flag, its grants, or its
+ * existence (k is NULL when the key is gone, old NULL when it is new).
+ * Drives the Watch stream.
  */
-typedef void (*KeyChangeFn)(const char *name, const Key *k, void *userdata);
+typedef void (*KeyChangeFn)(const char *name, const Key *old, const Key *k, void *userdata);
 void keystore_set_change_callback(Keystore *ks, KeyChangeFn fn, void *userdata);
 
 typedef struct CheckReport {
@@ -119,11 +100,13 @@ int keystore_load(Keystore *ks);
 /* keystore_load() unless the index is younger than max_age_usec: clients cannot force reload storms. */
 int keystore_refresh(Keystore *ks, uint64_t max_age_usec);
 
+/* The HSM the keystore uses, for other records kept in the same token (daemon/approval.h). */
+Hsm *keystore_hsm(const Keystore *ks);
+
 size_t keystore_n_keys(const Keystore *ks);
 const Key *keystore_key_at(const Keystore *ks, size_t i);
 /* -KEKERR_UNKNOWN_KEY if absent. Pointers stay valid until the next keystore call. */
 int keystore_find(Keystore *ks, const char *name, const Key **ret);
-const KeyVersion *key_find_version(const Key *k, uint32_t version);
 uint64_t key_max_wraps(const Key *k);
 
 const VaultPolicy *keystore_vault(const Keystore *ks);
@@ -139,8 +122,9 @@ int keystore_set_enabled(Keystore *ks, const char *name, uint32_t version, bool 
 int keystore_delete(Keystore *ks, const char *name, uint64_t now, const Key **ret);
 int keystore_recover(Keystore *ks, const char *name, const Key **ret);
 int keystore_purge(Keystore *ks, const char *name, uint64_t now);
-/* retention_days 0: unchanged; purge_protection -1 unchanged, 1 on, 0 off (refused once on). */
-int keystore_set_vault(Keystore *ks, uint32_t retention_days, int purge_protection);
+int keystore_set_vault(Keystore *ks, const VaultChange *c);
+/* Adds or (revoke) removes operations of one principal's grant on a key; administrators only. */
+int keystore_set_grant(Keystore *ks, const char *name, const Grant *grant, bool revoke, const Key **ret);
 
 /* Data plane. */
 int keystore_wrap(Keystore *ks, const char *name, uint32_t version, const uint8_t *pt, size_t pt_len,

@@ -52,8 +52,9 @@ const char *error_text(int r) {
 int log_fullv(int level, int error, const char *const *fields, const char *fmt, va_list ap) {
         char msg[1024];
 
-        if (level > max_level)
+        if (!(level & LOG_FORCE) && level > max_level)
                 return error;
+        level &= ~LOG_FORCE;
         (void) vsnprintf(msg, sizeof(msg), fmt, ap);
 
         if (use_journal) {

@@ -14,6 +14,9 @@
 
 #include "common/macro.h"
 
+/* Or'ed into a level: the record is written whatever the configured level (audit records). */
+#define LOG_FORCE 0x100
+
 void log_setup(int max_level);
 int log_get_max_level(void);
 

@@ -50,8 +50,10 @@ struct Server {
         sd_event_source *resume_source;
         size_t max_frame;
         unsigned max_connections;
+        unsigned max_connections_per_uid;
         uint64_t idle_timeout_usec;
         gid_t admin_gid;               /* (gid_t) -1: no admin group */
+        gid_t officer_gid;             /* (gid_t) -1: no officer group */
         int fd_limit;                  /* connections get descriptors below this */
         bool draining;
         uint64_t last_fd_warning_usec;
@@ -141,7 +143,7 @@ static void log_outcome(const Conn *c, const DispatchOutcome *o) {
         if (o->error == 0)
                 return;
         serious = o->error == -KEKERR_HSM_UNAVAILABLE || o->error == -KEKERR_INTERNAL ||
-                  o->error == -KEKERR_PERMISSION_DENIED || o->error > -KEKERR_BASE;
+                  o->error > -KEKERR_BASE; /* refusals are audit records (daemon/audit.c) */
         if (!serious && log_get_max_level() < LOG_DEBUG)
                 return;
         snprintf(key, sizeof(key), "KEK_KEY=%s", o->key);
@@ -259,23 +261,61 @@ static int on_conn_io(sd_event_source *source, int fd, uint32_t revents, void *u
         return 0;
 }
 
-/* Root, kekd's own user, and members of the admin group (primary or supplementary) are officers. */
-static bool peer_is_officer(const Server *s, int fd, const struct ucred *cred) {
-        gid_t groups[256];
-        socklen_t len = sizeof(groups);
+/*
+ * The peer's identity and roles from its socket credentials (access.h):
+ * SO_PEERCRED for uid, gid and pid, SO_PEERGROUPS for the supplementary
+ * groups. A peer whose groups cannot be read gets no group-based role.
+ */
+static void peer_identify(const Server *s, int fd, const struct ucred *cred, Peer *ret) {
+        _cleanup_free_ gid_t *groups = NULL;
+        socklen_t len = PEER_GROUPS_MAX * sizeof(gid_t);
+        Peer p = { .uid = cred->uid, .gid = cred->gid, .pid = cred->pid };
+        size_t n = 0;
 
-        if (cred->uid == 0 || cred->uid == geteuid())
-                return true;
-        if (s->admin_gid == (gid_t) -1)
-                return false;
-        if (cred->gid == s->admin_gid)
-                return true;
-        if (getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, groups, &len) < 0)
-                return false; /* more groups than we read, or no SO_PEERGROUPS: not an officer */
-        for (size_t i = 0; i < len / sizeof(gid_t); i++)
-                if (groups[i] == s->admin_gid)
-                        return true;
-        return false;
+        groups = malloc(len);
+        if (groups && getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, groups, &len) < 0 && errno == ERANGE) {
+                /* More groups than we keep for grants: read them all for the role decision. */
+                gid_t *more = realloc(groups, len);
+
+                if (more) {
+                        groups = more;
+                        if (getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, groups, &len) < 0)
+                                len = 0;
+                } else
+                        len = 0;
+        } else if (!groups)
+                len = 0;
+        n = len / sizeof(gid_t);
+        for (size_t i = 0; i < n && p.n_groups < PEER_GROUPS_MAX; i++)
+                p.groups[p.n_groups++] = groups[i];
+        p.superuser = cred->uid == 0 || cred->uid == geteuid();
+        for (size_t i = 0; i <= n; i++) {
+                gid_t g = i < n ? groups[i] : cred->gid;
+
+                if (s->admin_gid != (gid_t) -1 && g == s->admin_gid)
+                        p.admin = true;
+                if (s->officer_gid != (gid_t) -1 && g == s->officer_gid)
+                        p.officer = true;
+        }
+        *ret = p;
+}
+
+/* A refused connection gets one error frame (id 0) before it is closed, so the client can say why. */
+static void refuse_connection(int fd, size_t max_frame, int error, const char *message) {
+        FrameBuf out;
+
+        frame_buf_init(&out);
+        if (dispatch_append_error(&out, max_frame, 0, error, message) >= 0)
+                (void) send(fd, frame_buf_head(&out), frame_buf_size(&out), MSG_NOSIGNAL | MSG_DONTWAIT);
+        frame_buf_done(&out);
+}
+
+static unsigned connections_of(const Server *s, uid_t uid) {
+        unsigned n = 0;
+
+        for (const Conn *c = s->conns; c; c = c->next)
+                n += c->peer.uid == uid && !c->drop;
+        return n;
 }
 
 static int on_accept(sd_event_source *source, int fd, uint32_t revents, void *userdata) {
@@ -315,6 +355,18 @@ static int on_accept(sd_event_source *source, int fd, uint32_t revents, void *us
         if (s->n_connections >= s->max_connections) {
                 log_warning("Refusing connection of uid %u pid %d: max_connections=%u reached", (unsigned) cred.uid,
                             (int) cred.pid, s->max_connections);
+                refuse_connection(cfd, s->max_frame, -KEKERR_LIMIT_EXCEEDED, "kekd serves max_connections connections already; retry later");
+                return 0;
+        }
+        if (connections_of(s, cred.uid) >= s->max_connections_per_uid) {
+                char msg[128];
+
+                /* One user's processes cannot take every connection: the others keep being served. */
+                log_warning("Refusing connection of uid %u pid %d: max_connections_per_uid=%u reached", (unsigned) cred.uid,
+                            (int) cred.pid, s->max_connections_per_uid);
+                snprintf(msg, sizeof(msg), "uid %u has max_connections_per_uid=%u connections already; close some or retry later",
+                         (unsigned) cred.uid, s->max_connections_per_uid);
+                refuse_connection(cfd, s->max_frame, -KEKERR_LIMIT_EXCEEDED, msg);
                 return 0;
         }
 
@@ -322,7 +374,7 @@ static int on_accept(sd_event_source *source, int fd, uint32_t revents, void *us
         if (!c)
                 return log_error_errno(-ENOMEM, "Cannot accept connection"), 0;
         c->fd = TAKE_FD(cfd);
-        c->peer = (Peer) { .uid = cred.uid, .gid = cred.gid, .pid = cred.pid, .officer = peer_is_officer(s, c->fd, &cred) };
+        peer_identify(s, c->fd, &cred, &c->peer);
         c->progress_usec = clock_mono_usec();
         frame_buf_init(&c->in);
         frame_buf_init(&c->out);
@@ -395,17 +447,28 @@ static int socket_open(const Config *config, int *ret_fd) {
 }
 
 /* Keystore change callback: one event to every watcher; a watcher that does not read is dropped. */
-static void on_key_change(const char *name, const Key *k, void *userdata) {
+static bool peer_sees(Server *s, const Peer *p, const Key *k) {
+        return k && (dispatch_peer_may(s->dispatcher, p, k, GRANT_GET) || dispatch_peer_may(s->dispatcher, p, k, GRANT_ALL));
+}
+
+static void on_key_change(const char *name, const Key *old, const Key *k, void *userdata) {
         Server *s = userdata;
 
         for (Conn *c = s->conns; c; c = c->next) {
+                bool sees;
+
                 if (!c->watching || c->closing)
+                        continue;
+                /* A peer hears only of keys it may see; one that just lost its grant hears "gone" and drops its AEKs. */
+                sees = peer_sees(s, &c->peer, k);
+                if (!sees && !peer_sees(s, &c->peer, old))
                         continue;
                 /* This may run inside a request of any connection, c included: mark, never free here. */
                 if (c->drop)
                         continue;
                 if (frame_buf_size(&c->out) > 4 * OUTPUT_HIGH_WATER ||
-                    dispatch_append_event(&c->out, s->max_frame, c->watch_id, name, k) < 0 || conn_flush(c) < 0) {
+                    dispatch_append_event(&c->out, s->max_frame, c->watch_id, name, sees ? k : NULL) < 0 ||
+                    conn_flush(c) < 0) {
                         log_debug("Dropping watcher pid %d: not reading its events", (int) c->peer.pid);
                         c->drop = c->closing = true;
                 }
@@ -457,9 +520,11 @@ int server_new(sd_event *event, const Config *config, Dispatcher *dispatcher, in
         s->dispatcher = dispatcher;
         s->max_frame = config->max_frame;
         s->max_connections = config->max_connections;
+        s->max_connections_per_uid = config->max_connections_per_uid;
         s->idle_timeout_usec = (uint64_t) config->idle_timeout * USEC_PER_SEC;
         s->listen_fd = -1;
         s->admin_gid = (gid_t) -1;
+        s->officer_gid = (gid_t) -1;
         {
                 struct rlimit rl;
 
@@ -473,6 +538,13 @@ int server_new(sd_event *event, const Config *config, Dispatcher *dispatcher, in
                 if (!g)
                         return log_error_errno(-ESRCH, "admin_group '%s' does not exist", config->admin_group);
                 s->admin_gid = g->gr_gid;
+        }
+        if (config->officer_group) {
+                struct group *g = getgrnam(config->officer_group);
+
+                if (!g)
+                        return log_error_errno(-ESRCH, "officer_group '%s' does not exist", config->officer_group);
+                s->officer_gid = g->gr_gid;
         }
 
         if (listen_fd >= 0) {

@@ -13,6 +13,8 @@
 
 #include <errno.h>
 #include <getopt.h>
+#include <grp.h>
+#include <pwd.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -24,6 +26,7 @@
 #include "client/conn.h"
 #include "common/kekerr.h"
 #include "common/secret.h"
+#include "daemon/access.h"
 #include "proto/blob.h"
 
 enum {
@@ -32,6 +35,7 @@ enum {
         EXIT_UNREACHABLE = 3,
         EXIT_IO = 4,
         EXIT_HELP = 100,   /* internal: --help was printed; exits 0 */
+        EXIT_SUBMITTED = 101, /* internal: "kekctl request" submitted the request; exits 0 */
 };
 
 /* Per-command usage, printed by "kekctl COMMAND --help". */
@@ -49,15 +53,27 @@ static const struct {
         { "delete", "NAME", "Soft-delete a key: refused for all use, recoverable until its purge date." },
         { "recover", "NAME", "Undo a delete, with all versions." },
         { "purge", "NAME", "Destroy a deleted key's HSM objects (refused before the purge date under purge protection)." },
-        { "vault", "[--retention-days N] [--purge-protection on|off]", "Show or change the vault policy." },
+        { "vault", "[--retention-days N] [--purge-protection on|off] [--dual-control OPS|none] [--approval-window D]",
+          "Show or change the vault policy. Dual control OPS: a comma list of purge, delete, last-grant, vault-policy." },
         { "check", "", "Verify the token against the key records; exit 1 when a problem is found." },
         { "wrap", "NAME [--context CTX] [--key-version N] < aek > blob", "Wrap the bytes on stdin." },
         { "unwrap", "[--context CTX] < blob > aek", "Unwrap the blob on stdin (never to a terminal)." },
         { "rewrap", "[--context CTX] < blob > blob", "Re-wrap the blob on stdin under the key's current version." },
+        { "grant", "NAME user:USER|group:GROUP [--ops OPS]",
+          "Let a user (uid) or group (gid) use a key. OPS: a comma list of get, wrap, unwrap, rewrap, or all (default)." },
+        { "revoke", "NAME user:USER|group:GROUP [--ops OPS]",
+          "Take operations (default: all) away from a grant; clients of that identity drop their cached AEKs." },
+        { "grants", "NAME", "List who may use a key, and for what." },
+        { "request", "purge|delete|revoke|vault ARGS...",
+          "Submit an operation under dual control for another officer's approval; prints the request id." },
+        { "approve", "ID", "Approve and run a request submitted by another officer." },
+        { "requests", "", "List the pending dual-control requests." },
+        { "cancel", "ID", "Withdraw or deny a pending request." },
 };
 
 static const char *arg_socket;
 static bool arg_json;
+static bool arg_request;   /* "kekctl request ...": submit the command's request for approval instead */
 static int arg_timeout_ms = 30000;
 
 static void help(void) {
@@ -82,6 +98,18 @@ static void help(void) {
                "                                  show or change soft-delete retention and purge protection\n"
                "                                  (purge protection cannot be switched off once on)\n"
                "  check                           verify the token against the key records\n"
+               "Access:\n"
+               "  grant NAME user:U|group:G [--ops OPS]   let a uid or gid use a key (OPS: get,wrap,unwrap,rewrap|all)\n"
+               "  revoke NAME user:U|group:G [--ops OPS]  take operations away (default all)\n"
+               "  grants NAME                     who may use a key\n"
+               "Dual control:\n"
+               "  vault --dual-control OPS|none [--approval-window D]\n"
+               "                                  operations needing two officers (purge,delete,last-grant,vault-policy)\n"
+               "  request purge|delete|revoke|vault ARGS...\n"
+               "                                  submit such an operation; prints its id\n"
+               "  approve ID                      run a request submitted by another officer\n"
+               "  requests                        pending requests\n"
+               "  cancel ID                       withdraw or deny a request\n"
                "Data:\n"
                "  wrap NAME [--context CTX] [--key-version N]\n"
                "                                  wrap the bytes on stdin, blob to stdout\n"
@@ -144,6 +172,50 @@ static void format_time(uint64_t usec, char *buf, size_t size) {
                 snprintf(buf, size, "-");
 }
 
+/* "user:alice" / "group:1234": how a grant's principal is shown. */
+static const char *principal_string(const Kek__Grant *g, char buf[static 96]) {
+        if (g->group) {
+                struct group *gr = getgrgid((gid_t) g->id);
+
+                if (gr)
+                        snprintf(buf, 96, "group:%s", gr->gr_name);
+                else
+                        snprintf(buf, 96, "group:%u", g->id);
+        } else {
+                struct passwd *pw = getpwuid((uid_t) g->id);
+
+                if (pw)
+                        snprintf(buf, 96, "user:%s", pw->pw_name);
+                else
+                        snprintf(buf, 96, "user:%u", g->id);
+        }
+        return buf;
+}
+
+static json_object *grants_json(Kek__Grant *const *grants, size_t n) {
+        json_object *a = json_object_new_array();
+        char p[96], ops[32];
+
+        for (size_t i = 0; i < n; i++) {
+                json_object *j = json_object_new_object();
+
+                json_object_object_add(j, "principal", json_object_new_string(principal_string(grants[i], p)));
+                json_object_object_add(j, grants[i]->group ? "gid" : "uid", json_object_new_int64(grants[i]->id));
+                json_object_object_add(j, "ops", json_object_new_string(grant_ops_to_string(grants[i]->ops, ops)));
+                json_object_array_add(a, j);
+        }
+        return a;
+}
+
+static void print_grants(Kek__Grant *const *grants, size_t n) {
+        char p[96], ops[32];
+
+        printf("%-32s %-8s %s\n", "PRINCIPAL", "ID", "OPERATIONS");
+        for (size_t i = 0; i < n; i++)
+                printf("%-32s %-8u %s\n", principal_string(grants[i], p), grants[i]->id,
+                       grant_ops_to_string(grants[i]->ops, ops));
+}
+
 static json_object *key_info_json(const Kek__KeyInfo *k) {
         json_object *o = json_object_new_object(), *vs = json_object_new_array();
 
@@ -173,6 +245,7 @@ static json_object *key_info_json(const Kek__KeyInfo *k) {
                 json_object_array_add(vs, j);
         }
         json_object_object_add(o, "versions", vs);
+        json_object_object_add(o, "grants", grants_json(k->grants, k->n_grants));
         return o;
 }
 
@@ -213,6 +286,53 @@ static void print_key_info(const Kek__KeyInfo *k) {
                        (unsigned long long) v->wraps, (unsigned long long) v->unwraps, u,
                        v->id == k->current_version ? "  (current)" : "");
         }
+        if (k->n_grants > 0) {
+                printf("\n");
+                print_grants(k->grants, k->n_grants);
+        }
+}
+
+static void print_approvals(Kek__ApprovalInfo *const *a, size_t n, bool submitted) {
+        char t[64], u[64];
+
+        if (arg_json) {
+                json_object *arr = json_object_new_array();
+
+                for (size_t i = 0; i < n; i++) {
+                        json_object *j = json_object_new_object();
+
+                        json_object_object_add(j, "id", json_object_new_string(a[i]->id));
+                        json_object_object_add(j, "op", json_object_new_string(a[i]->op));
+                        json_object_object_add(j, "key", json_object_new_string(a[i]->key));
+                        json_object_object_add(j, "requester_uid", json_object_new_int64(a[i]->requester_uid));
+                        json_object_object_add(j, "requester_pid", json_object_new_int64(a[i]->requester_pid));
+                        json_object_object_add(j, "created_usec", json_object_new_uint64(a[i]->created_usec));
+                        json_object_object_add(j, "expires_usec", json_object_new_uint64(a[i]->expires_usec));
+                        if (submitted) {
+                                print_json(j);
+                                json_object_put(arr);
+                                return;
+                        }
+                        json_object_array_add(arr, j);
+                }
+                print_json(arr);
+                return;
+        }
+        if (submitted) {
+                format_time(a[0]->expires_usec, u, sizeof(u));
+                printf("Submitted %s%s%s%s for approval.\nRequest:  %s\nExpires:  %s\n"
+                       "Another officer approves it with: kekctl approve %s\n",
+                       a[0]->op, a[0]->key[0] ? " of key '" : "", a[0]->key, a[0]->key[0] ? "'" : "", a[0]->id, u,
+                       a[0]->id);
+                return;
+        }
+        printf("%-32s  %-16s %-20s %9s  %-23s  %s\n", "ID", "OP", "KEY", "REQUESTER", "SUBMITTED", "EXPIRES");
+        for (size_t i = 0; i < n; i++) {
+                format_time(a[i]->created_usec, t, sizeof(t));
+                format_time(a[i]->expires_usec, u, sizeof(u));
+                printf("%-32s  %-16s %-20s %9u  %-23s  %s\n", a[i]->id, a[i]->op, a[i]->key[0] ? a[i]->key : "-",
+                       a[i]->requester_uid, t, u);
+        }
 }
 
 /* Sends req, expects a response of body type want; on success the caller frees *ret. */
@@ -226,6 +346,24 @@ static int call(Kek__Request *req, const char *what, Kek__Response__BodyCase wan
         if (r < 0) {
                 fprintf(stderr, "kekctl: cannot connect to kekd at %s: %s\n", path, strerror(-r));
                 return EXIT_UNREACHABLE;
+        }
+        if (arg_request && req->body_case != KEK__REQUEST__BODY_GET_KEY) {
+                Kek__Request sub = KEK__REQUEST__INIT;
+                Kek__SubmitApprovalRequest sr = KEK__SUBMIT_APPROVAL_REQUEST__INIT;
+
+                sr.request = req;
+                sub.body_case = KEK__REQUEST__BODY_SUBMIT_APPROVAL;
+                sub.submit_approval = &sr;
+                r = kek_conn_call(c, &sub, &resp);
+                if (r < 0)
+                        return report(c, r, "request");
+                if (resp->body_case != KEK__RESPONSE__BODY_APPROVAL) {
+                        kek_conn_response_free(resp);
+                        return report(c, -EBADMSG, "request");
+                }
+                print_approvals(&resp->approval, 1, true);
+                kek_conn_response_free(resp);
+                return EXIT_SUBMITTED;
         }
         r = kek_conn_call(c, req, &resp);
         if (r < 0)
@@ -262,6 +400,10 @@ typedef struct CmdOpts {
         uint64_t max_wraps;
         uint32_t retention_days;
         int purge_protection;      /* -1 unchanged, 0 off, 1 on */
+        uint32_t ops;              /* grant/revoke: GRANT_* bits */
+        bool has_dual_control;
+        uint32_t dual_control;
+        uint64_t approval_window;
 } CmdOpts;
 
 enum {
@@ -270,7 +412,48 @@ enum {
         OPT_DELETED = 1 << 2,
         OPT_POLICY = 1 << 3,
         OPT_VAULT = 1 << 4,
+        OPT_OPS = 1 << 5,
 };
+
+/* "purge,delete" -> DualControl bits (proto/kek.proto); "none" -> 0. */
+static int parse_dual_control(const char *s, uint32_t *ret) {
+        static const struct {
+                const char *name;
+                uint32_t bit;
+        } names[] = { { "purge", 1 }, { "delete", 2 }, { "last-grant", 4 }, { "vault-policy", 8 } };
+        uint32_t bits = 0;
+
+        if (strcmp(s, "none") == 0) {
+                *ret = 0;
+                return 0;
+        }
+        while (*s) {
+                size_t l = strcspn(s, ","), i;
+
+                for (i = 0; i < ELEMENTSOF(names); i++)
+                        if (strlen(names[i].name) == l && strncmp(s, names[i].name, l) == 0)
+                                break;
+                if (i == ELEMENTSOF(names))
+                        return -EINVAL;
+                bits |= names[i].bit;
+                s += l;
+                if (*s == ',' && *++s == 0)
+                        return -EINVAL;
+        }
+        *ret = bits;
+        return bits ? 0 : -EINVAL;
+}
+
+static const char *dual_control_string(uint32_t bits, char buf[static 64]) {
+        static const char *const names[] = { "purge", "delete", "last-grant", "vault-policy" };
+        size_t len = 0;
+
+        buf[0] = 0;
+        for (size_t i = 0; i < ELEMENTSOF(names); i++)
+                if (bits & (1u << i))
+                        len += (size_t) snprintf(buf + len, 64 - len, "%s%s", len ? "," : "", names[i]);
+        return len ? buf : "none";
+}
 
 static int parse_u64(const char *s, uint64_t max, uint64_t *ret) {
         char *end;
@@ -315,7 +498,8 @@ static int parse_duration(const char *s, uint64_t *ret) {
  * command allows them. Leaves optind at the first positional argument.
  */
 static int parse_cmd_opts(int argc, char *argv[], CmdOpts *o) {
-        enum { ARG_CONTEXT = 0x100, ARG_VERSION, ARG_DELETED, ARG_ROTATE_AFTER, ARG_MAX_WRAPS, ARG_RETENTION, ARG_PP };
+        enum { ARG_CONTEXT = 0x100, ARG_VERSION, ARG_DELETED, ARG_ROTATE_AFTER, ARG_MAX_WRAPS, ARG_RETENTION, ARG_PP,
+               ARG_OPS, ARG_DUAL, ARG_WINDOW };
         static const struct option options[] = {
                 { "help", no_argument, NULL, 'h' },
                 { "json", no_argument, NULL, 'j' },
@@ -326,6 +510,9 @@ static int parse_cmd_opts(int argc, char *argv[], CmdOpts *o) {
                 { "max-wraps", required_argument, NULL, ARG_MAX_WRAPS },
                 { "retention-days", required_argument, NULL, ARG_RETENTION },
                 { "purge-protection", required_argument, NULL, ARG_PP },
+                { "ops", required_argument, NULL, ARG_OPS },
+                { "dual-control", required_argument, NULL, ARG_DUAL },
+                { "approval-window", required_argument, NULL, ARG_WINDOW },
                 {},
         };
         uint64_t v;
@@ -338,8 +525,9 @@ static int parse_cmd_opts(int argc, char *argv[], CmdOpts *o) {
                                 : c == ARG_VERSION ? OPT_VERSION
                                 : c == ARG_DELETED ? OPT_DELETED
                                 : c == ARG_ROTATE_AFTER || c == ARG_MAX_WRAPS ? OPT_POLICY
-                                : c == ARG_RETENTION || c == ARG_PP ? OPT_VAULT
-                                                                     : 0;
+                                : c == ARG_RETENTION || c == ARG_PP || c == ARG_DUAL || c == ARG_WINDOW ? OPT_VAULT
+                                : c == ARG_OPS                                                         ? OPT_OPS
+                                                                                                       : 0;
 
                 if (need && !(o->allowed & need))
                         return usage_error("option '--%s' does not apply to '%s'", options[idx].name, argv[0]);
@@ -389,6 +577,21 @@ static int parse_cmd_opts(int argc, char *argv[], CmdOpts *o) {
                                 o->purge_protection = 0; /* kekd refuses it once on; let it say so */
                         else
                                 return usage_error("invalid --purge-protection '%s' (on or off)", optarg);
+                        break;
+                case ARG_OPS:
+                        if (grant_ops_from_string(optarg, &o->ops) < 0)
+                                return usage_error("invalid --ops '%s' (a comma list of get, wrap, unwrap, rewrap, or all)", optarg);
+                        break;
+                case ARG_DUAL:
+                        if (parse_dual_control(optarg, &o->dual_control) < 0)
+                                return usage_error("invalid --dual-control '%s' (a comma list of purge, delete, last-grant, "
+                                                   "vault-policy, or none)", optarg);
+                        o->has_dual_control = true;
+                        break;
+                case ARG_WINDOW:
+                        if (parse_duration(optarg, &o->approval_window) < 0 || o->approval_window < 60 ||
+                            o->approval_window > 7 * 86400)
+                                return usage_error("invalid --approval-window '%s' (60 s .. 7 d)", optarg);
                         break;
                 default:
                         return EXIT_USAGE;
@@ -677,6 +880,7 @@ static int cmd_vault(int argc, char *argv[]) {
         CmdOpts o = { .allowed = OPT_VAULT };
         Kek__Response *resp;
         const Kek__VaultPolicyResponse *v;
+        char dc[64];
         int r;
 
         r = parse_cmd_opts(argc, argv, &o);
@@ -684,8 +888,11 @@ static int cmd_vault(int argc, char *argv[]) {
                 return r;
         if (argc - optind != 0)
                 return usage_error("vault takes only options");
-        if (o.retention_days || o.purge_protection >= 0) {
+        if (o.retention_days || o.purge_protection >= 0 || o.has_dual_control || o.approval_window) {
                 sr.retention_days = o.retention_days;
+                sr.set_dual_control = o.has_dual_control;
+                sr.dual_control = o.dual_control;
+                sr.approval_window_seconds = (uint32_t) o.approval_window;
                 sr.purge_protection = o.purge_protection < 0 ? KEK__SWITCH__UNCHANGED
                                       : o.purge_protection ? KEK__SWITCH__ON
                                                            : KEK__SWITCH__OFF;
@@ -707,11 +914,17 @@ static int cmd_vault(int argc, char *argv[]) {
                 json_object_object_add(j, "purge_protection", json_object_new_boolean(v->policy && v->policy->purge_protection));
                 json_object_object_add(j, "recoverable", json_object_new_boolean(v->policy && v->policy->purge_protection));
                 json_object_object_add(j, "allow_unrecoverable", json_object_new_boolean(v->allow_unrecoverable));
+                json_object_object_add(j, "dual_control", json_object_new_string(dual_control_string(v->policy ? v->policy->dual_control : 0, dc)));
+                json_object_object_add(j, "approval_window_seconds",
+                                       json_object_new_int64(v->policy ? v->policy->approval_window_seconds : 0));
                 print_json(j);
         } else {
                 printf("Soft delete:       on, %u days retention\nPurge protection:  %s\nRecoverable:       %s\n",
                        v->policy ? v->policy->retention_days : 0, v->policy && v->policy->purge_protection ? "on" : "off",
                        v->policy && v->policy->purge_protection ? "yes" : "no (wraps are refused)");
+                printf("Dual control:      %s (requests can be approved for %u s)\n",
+                       dual_control_string(v->policy ? v->policy->dual_control : 0, dc),
+                       v->policy ? v->policy->approval_window_seconds : 0);
                 if (v->allow_unrecoverable)
                         printf("Warning:           this kekd serves wraps anyway (allow_unrecoverable, development only)\n");
         }
@@ -898,6 +1111,219 @@ static int cmd_rewrap(int argc, char *argv[]) {
         return blob_cmd(argc, argv, true);
 }
 
+/* "user:NAME|UID" or "group:NAME|GID" */
+static int parse_principal(const char *s, Kek__Grant *g) {
+        const char *v;
+        uint64_t id;
+
+        if (strncmp(s, "user:", 5) == 0) {
+                v = s + 5;
+                g->group = false;
+                if (parse_u64(v, UINT32_MAX - 1, &id) >= 0)
+                        g->id = (uint32_t) id;
+                else {
+                        struct passwd *pw = getpwnam(v);
+
+                        if (!pw)
+                                return usage_error("no such user '%s'", v);
+                        g->id = (uint32_t) pw->pw_uid;
+                }
+                return 0;
+        }
+        if (strncmp(s, "group:", 6) == 0) {
+                v = s + 6;
+                g->group = true;
+                if (parse_u64(v, UINT32_MAX - 1, &id) >= 0)
+                        g->id = (uint32_t) id;
+                else {
+                        struct group *gr = getgrnam(v);
+
+                        if (!gr)
+                                return usage_error("no such group '%s'", v);
+                        g->id = (uint32_t) gr->gr_gid;
+                }
+                return 0;
+        }
+        return usage_error("invalid principal '%s': use user:NAME, user:UID, group:NAME or group:GID", s);
+}
+
+static int set_grant(int argc, char *argv[], bool revoke) {
+        Kek__Request req = KEK__REQUEST__INIT;
+        Kek__SetGrantRequest sg = KEK__SET_GRANT_REQUEST__INIT;
+        Kek__Grant g = KEK__GRANT__INIT;
+        CmdOpts o = { .allowed = OPT_OPS };
+        int r;
+
+        r = parse_cmd_opts(argc, argv, &o);
+        if (r != 0)
+                return r;
+        if (argc - optind != 2)
+                return usage_error("%s takes a key name and a principal (user:NAME or group:NAME)", argv[0]);
+        if (!key_name_valid(argv[optind]))
+                return usage_error("invalid key name '%s'", argv[optind]);
+        r = parse_principal(argv[optind + 1], &g);
+        if (r != 0)
+                return r;
+        g.ops = o.ops ? o.ops : GRANT_ALL;
+        sg.key = argv[optind];
+        sg.grant = &g;
+        sg.revoke = revoke;
+        req.body_case = KEK__REQUEST__BODY_SET_GRANT;
+        req.set_grant = &sg;
+        return call_key_info(&req, argv[0]);
+}
+
+static int cmd_grant(int argc, char *argv[]) {
+        return set_grant(argc, argv, false);
+}
+
+static int cmd_revoke(int argc, char *argv[]) {
+        return set_grant(argc, argv, true);
+}
+
+static int cmd_grants(int argc, char *argv[]) {
+        Kek__Request req = KEK__REQUEST__INIT;
+        Kek__GetKeyRequest gr = KEK__GET_KEY_REQUEST__INIT;
+        Kek__Response *resp;
+        CmdOpts o = {};
+        const char *name;
+        int r;
+
+        r = parse_name_cmd(argc, argv, &o, &name);
+        if (r != 0)
+                return r;
+        gr.key = (char *) name;
+        req.body_case = KEK__REQUEST__BODY_GET_KEY;
+        req.get_key = &gr;
+        r = call(&req, "grants", KEK__RESPONSE__BODY_KEY_INFO, &resp);
+        if (r != 0)
+                return r;
+        if (arg_json)
+                print_json(grants_json(resp->key_info->key->grants, resp->key_info->key->n_grants));
+        else
+                print_grants(resp->key_info->key->grants, resp->key_info->key->n_grants);
+        kek_conn_response_free(resp);
+        return 0;
+}
+
+static int cmd_purge(int argc, char *argv[]);
+static int cmd_delete(int argc, char *argv[]);
+static int cmd_vault(int argc, char *argv[]);
+
+static int cmd_request(int argc, char *argv[]) {
+        static const struct {
+                const char *name;
+                int (*run)(int argc, char *argv[]);
+        } submittable[] = { { "purge", cmd_purge }, { "delete", cmd_delete }, { "revoke", cmd_revoke }, { "vault", cmd_vault } };
+
+        if (argc >= 2 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)) {
+                CmdOpts o = {};
+
+                return parse_cmd_opts(argc, argv, &o);
+        }
+        if (argc < 2)
+                return usage_error("request needs a command: purge, delete, revoke or vault");
+        for (size_t i = 0; i < ELEMENTSOF(submittable); i++)
+                if (strcmp(argv[1], submittable[i].name) == 0) {
+                        arg_request = true;
+                        return submittable[i].run(argc - 1, argv + 1);
+                }
+        return usage_error("'%s' cannot be submitted for approval: only purge, delete, revoke and vault", argv[1]);
+}
+
+/* Parses options and exactly one request id. */
+static int parse_id_cmd(int argc, char *argv[], const char **ret_id) {
+        CmdOpts o = {};
+        int r = parse_cmd_opts(argc, argv, &o);
+
+        if (r != 0)
+                return r;
+        if (argc - optind != 1 || strlen(argv[optind]) != 32 || strspn(argv[optind], "0123456789abcdef") != 32)
+                return usage_error("%s takes one request id (32 hex digits, from 'kekctl requests')", argv[0]);
+        *ret_id = argv[optind];
+        return 0;
+}
+
+static int cmd_approve(int argc, char *argv[]) {
+        _cleanup_(kek_conn_freep) KekConn *c = NULL;
+        const char *path = arg_socket ?: getenv("KEKD_SOCKET") ?: KEK_DEFAULT_SOCKET;
+        Kek__Request req = KEK__REQUEST__INIT;
+        Kek__ApproveRequest ar = KEK__APPROVE_REQUEST__INIT;
+        Kek__Response *resp;
+        const char *id;
+        int r;
+
+        r = parse_id_cmd(argc, argv, &id);
+        if (r != 0)
+                return r;
+        ar.id = (char *) id;
+        req.body_case = KEK__REQUEST__BODY_APPROVE;
+        req.approve = &ar;
+        /* The answer is the approved operation's own: key info, a vault policy or nothing. */
+        r = kek_conn_open(path, arg_timeout_ms, &c);
+        if (r < 0) {
+                fprintf(stderr, "kekctl: cannot connect to kekd at %s: %s\n", path, strerror(-r));
+                return EXIT_UNREACHABLE;
+        }
+        r = kek_conn_call(c, &req, &resp);
+        if (r < 0)
+                return report(c, r, "approve");
+        if (!arg_json)
+                printf("Approved request %s.\n", id);
+        if (resp->body_case == KEK__RESPONSE__BODY_KEY_INFO && resp->key_info->key)
+                print_key_info(resp->key_info->key);
+        else if (arg_json)
+                printf("{ \"approved\": \"%s\" }\n", id);
+        kek_conn_response_free(resp);
+        return 0;
+}
+
+static int cmd_requests(int argc, char *argv[]) {
+        Kek__Request req = KEK__REQUEST__INIT;
+        Kek__ListApprovalsRequest lr = KEK__LIST_APPROVALS_REQUEST__INIT;
+        Kek__Response *resp;
+        CmdOpts o = {};
+        int r;
+
+        r = parse_cmd_opts(argc, argv, &o);
+        if (r != 0)
+                return r;
+        if (argc - optind != 0)
+                return usage_error("requests takes no arguments");
+        req.body_case = KEK__REQUEST__BODY_LIST_APPROVALS;
+        req.list_approvals = &lr;
+        r = call(&req, "requests", KEK__RESPONSE__BODY_APPROVALS, &resp);
+        if (r != 0)
+                return r;
+        print_approvals(resp->approvals->approvals, resp->approvals->n_approvals, false);
+        kek_conn_response_free(resp);
+        return 0;
+}
+
+static int cmd_cancel(int argc, char *argv[]) {
+        Kek__Request req = KEK__REQUEST__INIT;
+        Kek__CancelApprovalRequest cr = KEK__CANCEL_APPROVAL_REQUEST__INIT;
+        Kek__Response *resp;
+        const char *id;
+        int r;
+
+        r = parse_id_cmd(argc, argv, &id);
+        if (r != 0)
+                return r;
+        cr.id = (char *) id;
+        req.body_case = KEK__REQUEST__BODY_CANCEL_APPROVAL;
+        req.cancel_approval = &cr;
+        r = call(&req, "cancel", KEK__RESPONSE__BODY_EMPTY, &resp);
+        if (r != 0)
+                return r;
+        kek_conn_response_free(resp);
+        if (arg_json)
+                printf("{ \"cancelled\": \"%s\" }\n", id);
+        else
+                printf("Cancelled request %s.\n", id);
+        return 0;
+}
+
 static const struct {
         const char *name;
         int (*run)(int argc, char *argv[]);
@@ -907,7 +1333,9 @@ static const struct {
         { "disable", cmd_disable }, { "enable", cmd_enable },   { "delete", cmd_delete },
         { "recover", cmd_recover }, { "purge", cmd_purge },     { "vault", cmd_vault },
         { "check", cmd_check },     { "wrap", cmd_wrap },       { "unwrap", cmd_unwrap },
-        { "rewrap", cmd_rewrap },
+        { "rewrap", cmd_rewrap },   { "grant", cmd_grant },     { "revoke", cmd_revoke },
+        { "grants", cmd_grants },   { "request", cmd_request }, { "approve", cmd_approve },
+        { "requests", cmd_requests }, { "cancel", cmd_cancel },
 };
 
 int main(int argc, char *argv[]) {
@@ -957,7 +1385,7 @@ int main(int argc, char *argv[]) {
         for (size_t i = 0; i < ELEMENTSOF(commands); i++)
                 if (strcmp(argv[optind], commands[i].name) == 0) {
                         r = commands[i].run(argc - optind, argv + optind);
-                        if (r == EXIT_HELP)
+                        if (r == EXIT_HELP || r == EXIT_SUBMITTED)
                                 r = 0;
                         /* Tables and JSON go through stdio: a full disk or closed pipe must not exit 0. */
                         if (fflush(stdout) != 0 || ferror(stdout)) {

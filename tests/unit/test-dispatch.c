@@ -25,7 +25,7 @@ typedef struct Env {
         Dispatcher d;
 } Env;
 
-static const Peer peer = { .uid = 1000, .gid = 1000, .pid = 42, .officer = true };
+static const Peer peer = { .uid = 0, .gid = 0, .pid = 42, .superuser = true };
 static uint64_t fixed_now(void) {
         return 1700000000ULL * 1000000ULL;
 }

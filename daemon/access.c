@@ -1,0 +1,140 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * Role and grant decisions (see access.h). Grants are a short list (at most
+ * GRANTS_MAX per key) searched linearly: a key with more principals than
+ * that should use a group.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/macro.h"
+#include "daemon/access.h"
+
+bool peer_has_role(const Peer *p, Role role) {
+        if (!p)
+                return false;
+        if (p->superuser)
+                return true;
+        switch (role) {
+        case ROLE_CRYPTO_USER:
+                return true; /* per key: grants_allow() decides */
+        case ROLE_OFFICER:
+                return p->officer || p->admin;
+        case ROLE_ADMIN:
+                return p->admin;
+        }
+        return false;
+}
+
+bool peer_in_group(const Peer *p, gid_t gid) {
+        if (p->gid == gid)
+                return true;
+        for (unsigned i = 0; i < p->n_groups && i < PEER_GROUPS_MAX; i++)
+                if (p->groups[i] == gid)
+                        return true;
+        return false;
+}
+
+bool grants_allow(const Grant *grants, size_t n, const Peer *p, uint32_t op) {
+        if (!p)
+                return false;
+        if (p->superuser)
+                return true;
+        for (size_t i = 0; i < n; i++) {
+                if (!(grants[i].ops & op))
+                        continue;
+                if (grants[i].group ? peer_in_group(p, (gid_t) grants[i].id) : grants[i].id == (uint32_t) p->uid)
+                        return true;
+        }
+        return false;
+}
+
+int grants_apply(Grant **grants, size_t *n, const Grant *change, bool revoke) {
+        Grant *g = *grants;
+        size_t i;
+
+        if (change->ops == 0 || (change->ops & ~(uint32_t) GRANT_ALL))
+                return -EINVAL;
+        for (i = 0; i < *n; i++)
+                if (g[i].group == change->group && g[i].id == change->id)
+                        break;
+        if (revoke) {
+                if (i == *n)
+                        return -ENOENT;
+                g[i].ops &= ~change->ops;
+                if (g[i].ops == 0) {
+                        memmove(&g[i], &g[i + 1], (*n - i - 1) * sizeof(*g));
+                        (*n)--;
+                }
+                return 0;
+        }
+        if (i < *n) {
+                g[i].ops |= change->ops;
+                return 0;
+        }
+        if (*n >= GRANTS_MAX)
+                return -E2BIG;
+        g = reallocarray(g, *n + 1, sizeof(*g));
+        if (!g)
+                return -ENOMEM;
+        g[*n] = *change;
+        *grants = g;
+        (*n)++;
+        return 0;
+}
+
+static const struct {
+        uint32_t bit;
+        const char *name;
+} op_names[] = {
+        { GRANT_GET, "get" },
+        { GRANT_WRAP, "wrap" },
+        { GRANT_UNWRAP, "unwrap" },
+        { GRANT_REWRAP, "rewrap" },
+};
+
+const char *grant_ops_to_string(uint32_t ops, char buf[static 32]) {
+        size_t len = 0;
+
+        buf[0] = 0;
+        for (size_t i = 0; i < ELEMENTSOF(op_names); i++)
+                if (ops & op_names[i].bit) {
+                        size_t l = strlen(op_names[i].name);
+
+                        if (len)
+                                buf[len++] = ',';
+                        memcpy(buf + len, op_names[i].name, l + 1);
+                        len += l;
+                }
+        return buf;
+}
+
+int grant_ops_from_string(const char *s, uint32_t *ret) {
+        uint32_t ops = 0;
+
+        if (!s || !*s)
+                return -EINVAL;
+        if (strcmp(s, "all") == 0) {
+                *ret = GRANT_ALL;
+                return 0;
+        }
+        while (*s) {
+                size_t l = strcspn(s, ",");
+                size_t i;
+
+                for (i = 0; i < ELEMENTSOF(op_names); i++)
+                        if (strlen(op_names[i].name) == l && strncmp(s, op_names[i].name, l) == 0)
+                                break;
+                if (i == ELEMENTSOF(op_names))
+                        return -EINVAL;
+                ops |= op_names[i].bit;
+                s += l;
+                if (*s == ',' && *++s == 0)
+                        return -EINVAL;
+        }
+        *ret = ops;
+        return 0;
+}

@@ -1,0 +1,82 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * Who may do what. A peer is identified by its Unix socket credentials
+ * (SO_PEERCRED, SO_PEERGROUPS), read by the transport when it connects; the
+ * roles below are decided then, from kekd's [access] configuration. Per-key
+ * grants decide the data plane. Everything here is pure, so the decisions
+ * are unit tested without a socket.
+ *
+ * Roles (kekd.conf(5), kekctl(8)):
+ *   superuser   root and kekd's own user: every operation on every key.
+ *               They can read the PIN and the token anyway; refusing them
+ *               would be theatre, not protection.
+ *   admin       [access] admin_group: vault policy, grants, and everything
+ *               an officer may do.
+ *   officer     [access] officer_group: key lifecycle (create, rotate,
+ *               disable, delete, recover, purge, check, approvals).
+ *   crypto user anyone the socket lets in: get, wrap, unwrap and rewrap,
+ *               only on keys with a matching grant. Officers and admins
+ *               are crypto users of a key only through a grant too:
+ *               managing keys and using them are separate duties.
+ */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#define PEER_GROUPS_MAX 64u
+#define GRANTS_MAX 64u
+
+/* Grant operation bits (GrantOp in proto/kek.proto). */
+enum {
+        GRANT_GET = 1u << 0,
+        GRANT_WRAP = 1u << 1,
+        GRANT_UNWRAP = 1u << 2,
+        GRANT_REWRAP = 1u << 3,
+        GRANT_ALL = GRANT_GET | GRANT_WRAP | GRANT_UNWRAP | GRANT_REWRAP,
+};
+
+typedef struct Grant {
+        bool group;
+        uint32_t id;       /* uid, or gid when group */
+        uint32_t ops;      /* GRANT_* bits, never 0 in a stored grant */
+} Grant;
+
+typedef struct Peer {
+        uid_t uid;
+        gid_t gid;
+        pid_t pid;
+        gid_t groups[PEER_GROUPS_MAX];   /* supplementary groups, as far as they fit */
+        unsigned n_groups;
+        bool superuser;
+        bool admin;
+        bool officer;
+} Peer;
+
+typedef enum Role {
+        ROLE_CRYPTO_USER,  /* data plane; per key through grants */
+        ROLE_OFFICER,      /* key lifecycle */
+        ROLE_ADMIN,        /* vault policy, grants */
+} Role;
+
+bool peer_has_role(const Peer *p, Role role);
+bool peer_in_group(const Peer *p, gid_t gid);
+
+/* Whether the grants let p do op (one GRANT_* bit). Superusers need no grant. */
+bool grants_allow(const Grant *grants, size_t n, const Peer *p, uint32_t op);
+
+/*
+ * Adds change->ops to the grant of change's principal (creating it), or with
+ * revoke removes them (deleting a grant left with no ops). *grants is
+ * reallocated as needed. -EINVAL for no ops or bits outside GRANT_ALL,
+ * -E2BIG past GRANTS_MAX, -ENOENT when revoking from a principal without a
+ * grant.
+ */
+int grants_apply(Grant **grants, size_t *n, const Grant *change, bool revoke);
+
+/* "get,wrap,unwrap,rewrap" for ops; buf must hold 32 bytes. */
+const char *grant_ops_to_string(uint32_t ops, char buf[static 32]);
+/* Parses "wrap,unwrap", "all"; -EINVAL on anything else. */
+int grant_ops_from_string(const char *s, uint32_t *ret);
