@@ -459,9 +459,15 @@ static void on_key_change(const char *name, const Key *old, const Key *k, void *
 
                 if (!c->watching || c->closing)
                         continue;
-                /* A peer hears only of keys it may see; one that just lost its grant hears "gone" and drops its AEKs. */
+                /*
+                 * A peer hears only of keys it may see. One that may no longer unwrap with the key (a
+                 * revoked grant) hears "gone", which makes libkek drop the key's cached AEKs.
+                 */
                 sees = peer_sees(s, &c->peer, k);
-                if (!sees && !peer_sees(s, &c->peer, old))
+                if (old && dispatch_peer_may(s->dispatcher, &c->peer, old, GRANT_UNWRAP) &&
+                    !dispatch_peer_may(s->dispatcher, &c->peer, k, GRANT_UNWRAP))
+                        sees = false;
+                else if (!sees && !peer_sees(s, &c->peer, old))
                         continue;
                 /* This may run inside a request of any connection, c included: mark, never free here. */
                 if (c->drop)

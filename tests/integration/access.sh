@@ -141,7 +141,18 @@ allowed adm "admin 1301 grants group users get on k1" grant k1 group:users --ops
 allowed b "uid 1102 lists keys" list --json
 is "... and sees k1 through its group" "$(grep -c '"name":"k1"' "$TESTDIR/out")" 1
 KAS_IN=$TESTDIR/blob1 denied b PERMISSION_DENIED "... but still may not unwrap" unwrap --context c
+# A libkek client of uid 1101 holding k1's AEK in its cache loses it when the grant goes.
+mkdir "$TESTDIR/probe" && chown 1101 "$TESTDIR/probe"
+(exec setpriv --reuid=1101 --regid="$USERS" --clear-groups "$KEK_CACHE_PROBE" "$TESTDIR/blob1" c "$TESTDIR/probe/ready" 10) \
+        >"$TESTDIR/probe.out" 2>&1 &
+PROBE=$!
+i=0
+while [ ! -e "$TESTDIR/probe/ready" ] && [ $i -lt 100 ] && kill -0 $PROBE 2>/dev/null; do sleep 0.05; i=$((i + 1)); done
+ok "a libkek client of uid 1101 caches k1's AEK (a hit without round trip)" [ -e "$TESTDIR/probe/ready" ]
 allowed adm "admin 1301 revokes unwrap from uid 1101" revoke k1 user:1101 --ops unwrap
+wait $PROBE
+is "... and the client drops the cached AEK at once (Watch), not after its refresh" "$?" 0
+diag "$(cat "$TESTDIR/probe.out")"
 KAS_IN=$TESTDIR/blob1 denied a PERMISSION_DENIED "uid 1101 unwraps after the revoke" unwrap --context c
 KAS_IN=$TESTDIR/aek allowed a "... and still wraps" wrap k1 --context c
 

@@ -36,7 +36,10 @@ if ! command -v setpriv >/dev/null || [ "$(id -u)" -ne 0 ] || ! getent group nog
         diag "not root, or no setpriv/nogroup: access tests not run"
 else
         as_nobody wrap acct --context c <"$TESTDIR/aek" >"$TESTDIR/blob" 2>"$TESTDIR/err"
-        is "an ordinary peer in the socket group may wrap" "$?" 0
+        is "an ordinary peer in the socket group may not wrap without a grant" "$?" 1
+        kc grant acct user:nobody
+        as_nobody wrap acct --context c <"$TESTDIR/aek" >"$TESTDIR/blob" 2>"$TESTDIR/err"
+        is "an ordinary peer with a grant may wrap" "$?" 0
         as_nobody unwrap --context c <"$TESTDIR/blob" 2>"$TESTDIR/err" | cmp -s - "$TESTDIR/aek"
         is "... and unwrap" "$?" 0
         as_nobody version acct >/dev/null 2>&1
