@@ -23,11 +23,10 @@
 #include "daemon/clock.h"
 #include "daemon/keystore.h"
 #include "daemon/log.h"
+#include "daemon/vault.h"
 #include "proto/kek.pb-c.h"
 
 #define APP_KEYS "kekd"
-#define APP_VAULT "kekd-vault"
-#define VAULT_LABEL "vault"
 #define MISS_RELOAD_INTERVAL_USEC (1 * USEC_PER_SEC)
 #define PENDING_STALE_USEC (60 * USEC_PER_SEC)
 #define LEASE_MAX 16384u
@@ -38,9 +37,7 @@ struct Keystore {
         size_t n_keys;
         uint64_t generation;          /* hsm_generation() the index was built at */
         uint64_t last_load_mono_usec;
-        VaultPolicy vault;
-        uint64_t vault_generation;
-        bool purge_protection_seen;
+        Vault vault;
         bool allow_unrecoverable;
         char owner[OWNER_MAX];
         KeyChangeFn on_change;
@@ -345,47 +342,6 @@ static int key_mutate(Keystore *ks, const char *name, MutateFn fn, void *userdat
         return 0;
 }
 
-static int vault_load(Keystore *ks) {
-        HsmDataObject *d = NULL;
-        size_t n = 0;
-        bool found = false;
-        int r;
-
-        r = hsm_list_data(ks->hsm, APP_VAULT, VAULT_LABEL, &d, &n);
-        if (r < 0)
-                return r;
-        for (size_t i = 0; i < n; i++) {
-                Kek__VaultRecord *v = kek__vault_record__unpack(NULL, d[i].value_len, d[i].value);
-
-                if (v && v->format == 1 && v->retention_days >= RETENTION_DAYS_MIN &&
-                    v->retention_days <= RETENTION_DAYS_MAX && (!found || v->generation > ks->vault_generation)) {
-                        ks->vault = (VaultPolicy) {
-                                .retention_days = v->retention_days,
-                                .purge_protection = v->purge_protection,
-                                .dual_control = v->dual_control & DUAL_CONTROL_ALL,
-                                .approval_window_sec = v->approval_window_seconds >= APPROVAL_WINDOW_MIN &&
-                                                                       v->approval_window_seconds <= APPROVAL_WINDOW_MAX
-                                                               ? v->approval_window_seconds
-                                                               : APPROVAL_WINDOW_DEFAULT,
-                        };
-                        ks->vault_generation = v->generation;
-                        found = true;
-                }
-                if (v)
-                        kek__vault_record__free_unpacked(v, NULL);
-        }
-        hsm_data_objects_free(d, n);
-        if (!found) {
-                if (ks->vault_generation > 0)
-                        return -KEKERR_HSM_UNAVAILABLE; /* we saw a vault record before: it cannot have gone */
-                ks->vault = (VaultPolicy) { RETENTION_DAYS_DEFAULT, false, 0, APPROVAL_WINDOW_DEFAULT };
-        }
-        /* One-way: once seen on, purge protection stays on for this kekd whatever a listing says. */
-        ks->vault.purge_protection = ks->vault.purge_protection || ks->purge_protection_seen;
-        ks->purge_protection_seen = ks->vault.purge_protection;
-        return 0;
-}
-
 int keystore_new(Hsm *hsm, const char *owner, Keystore **ret) {
         _cleanup_(keystore_freep) Keystore *ks = NULL;
         int r;
@@ -479,7 +435,7 @@ int keystore_load(Keystore *ks) {
         }
         for (size_t i = 0; i < n; i++)
                 carry_runtime(keys[i], index_get(ks, keys[i]->name));
-        r = vault_load(ks);
+        r = vault_load(&ks->vault, ks->hsm);
         if (r < 0)
                 goto fail;
         /* Changes made through other kekd instances, as this refresh finds them. */
@@ -534,11 +490,11 @@ const Key *keystore_key_at(const Keystore *ks, size_t i) {
 }
 
 const VaultPolicy *keystore_vault(const Keystore *ks) {
-        return &ks->vault;
+        return &ks->vault.policy;
 }
 
 bool keystore_recoverable(const Keystore *ks) {
-        return ks->vault.purge_protection;
+        return ks->vault.policy.purge_protection;
 }
 
 static int find_mutable(Keystore *ks, const char *name, Key **ret) {
@@ -810,10 +766,10 @@ int keystore_delete(Keystore *ks, const char *name, uint64_t now, const Key **re
         DeleteArgs a = { .now = now };
         int r;
 
-        r = vault_load(ks); /* the retention in force now, not at our last refresh */
+        r = vault_load(&ks->vault, ks->hsm); /* the retention in force now, not at our last refresh */
         if (r < 0)
                 return r;
-        a.retention_days = ks->vault.retention_days;
+        a.retention_days = ks->vault.policy.retention_days;
         return key_mutate(ks, name, delete_fn, &a, ret);
 }
 
@@ -903,10 +859,10 @@ int keystore_purge(Keystore *ks, const char *name, uint64_t now) {
         if (!k->purging) {
                 if (k->state != KEY_DELETED)
                         return -KEKERR_INVALID_ARGUMENT;
-                r = vault_load(ks);
+                r = vault_load(&ks->vault, ks->hsm);
                 if (r < 0)
                         return r;
-                if (ks->vault.purge_protection && now < k->scheduled_purge_usec)
+                if (ks->vault.policy.purge_protection && now < k->scheduled_purge_usec)
                         return -KEKERR_PURGE_PROTECTED;
                 r = key_mutate(ks, name, purge_begin, NULL, NULL);
                 if (r < 0)
@@ -915,75 +871,8 @@ int keystore_purge(Keystore *ks, const char *name, uint64_t now) {
         return purge_finish(ks, name);
 }
 
-bool vault_change_weakens(const VaultPolicy *cur, const VaultChange *c) {
-        return (c->retention_days != 0 && c->retention_days < cur->retention_days) ||
-               (c->set_dual_control && (cur->dual_control & ~c->dual_control) != 0) ||
-               (c->approval_window_sec != 0 && c->approval_window_sec > cur->approval_window_sec);
-}
-
 int keystore_set_vault(Keystore *ks, const VaultChange *c) {
-        Kek__VaultRecord rec = KEK__VAULT_RECORD__INIT;
-        HsmDataObject *d = NULL;
-        _cleanup_free_ uint8_t *buf = NULL;
-        VaultPolicy v;
-        HsmObject h;
-        size_t n = 0, len;
-        int r;
-
-        r = vault_load(ks);
-        if (r < 0)
-                return r;
-        v = ks->vault;
-        if (c->retention_days != 0) {
-                if (c->retention_days < RETENTION_DAYS_MIN || c->retention_days > RETENTION_DAYS_MAX)
-                        return -KEKERR_INVALID_ARGUMENT;
-                if (v.purge_protection && c->retention_days < v.retention_days)
-                        return -KEKERR_PERMISSION_DENIED; /* would shorten the protection */
-                v.retention_days = c->retention_days;
-        }
-        if (c->purge_protection == 0 && v.purge_protection)
-                return -KEKERR_PERMISSION_DENIED; /* one-way */
-        if (c->purge_protection == 1)
-                v.purge_protection = true;
-        if (c->set_dual_control) {
-                if (c->dual_control & ~(uint32_t) DUAL_CONTROL_ALL)
-                        return -KEKERR_INVALID_ARGUMENT;
-                v.dual_control = c->dual_control;
-        }
-        if (c->approval_window_sec != 0) {
-                if (c->approval_window_sec < APPROVAL_WINDOW_MIN || c->approval_window_sec > APPROVAL_WINDOW_MAX)
-                        return -KEKERR_INVALID_ARGUMENT;
-                v.approval_window_sec = c->approval_window_sec;
-        }
-        if (v.retention_days == ks->vault.retention_days && v.purge_protection == ks->vault.purge_protection &&
-            v.dual_control == ks->vault.dual_control && v.approval_window_sec == ks->vault.approval_window_sec &&
-            ks->vault_generation > 0)
-                return 0; /* nothing to change: no rewrite, no window */
-
-        rec.format = 1;
-        rec.retention_days = v.retention_days;
-        rec.purge_protection = v.purge_protection;
-        rec.dual_control = v.dual_control;
-        rec.approval_window_seconds = v.approval_window_sec;
-        rec.generation = ks->vault_generation + 1;
-        len = kek__vault_record__get_packed_size(&rec);
-        buf = malloc(len);
-        if (!buf)
-                return -ENOMEM;
-        kek__vault_record__pack(&rec, buf);
-        r = hsm_list_data(ks->hsm, APP_VAULT, VAULT_LABEL, &d, &n);
-        if (r < 0)
-                return r;
-        r = hsm_create_data(ks->hsm, APP_VAULT, VAULT_LABEL, buf, len, &h);
-        if (r >= 0) {
-                for (size_t i = 0; i < n; i++)
-                        (void) hsm_destroy_object(ks->hsm, d[i].handle);
-                ks->vault = v;
-                ks->vault_generation = rec.generation;
-                ks->purge_protection_seen = v.purge_protection;
-        }
-        hsm_data_objects_free(d, n);
-        return r;
+        return vault_set(&ks->vault, ks->hsm, c);
 }
 
 /* --- data plane ---------------------------------------------------------------- */

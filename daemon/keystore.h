@@ -31,43 +31,11 @@
 #include "pkcs11/hsm.h"
 #include "proto/blob.h"
 #include "daemon/record.h"
+#include "daemon/vault.h"
 
 #define WRAP_BUDGET_DEFAULT (1ULL << 30)     /* far below the 2^32 random-IV bound of AES-GCM */
 #define WRAP_BUDGET_MAX (1ULL << 32)         /* NIST SP 800-38D: at most 2^32 invocations with random IVs */
-#define RETENTION_DAYS_MIN 7u
-#define RETENTION_DAYS_MAX 90u
-#define RETENTION_DAYS_DEFAULT 90u
 
-
-/* Dual-control bits (DualControl in proto/kek.proto). */
-enum {
-        DUAL_CONTROL_PURGE = 1u << 0,
-        DUAL_CONTROL_DELETE = 1u << 1,
-        DUAL_CONTROL_LAST_GRANT = 1u << 2,
-        DUAL_CONTROL_VAULT_POLICY = 1u << 3,
-        DUAL_CONTROL_ALL = (1u << 4) - 1,
-};
-#define APPROVAL_WINDOW_MIN 60u
-#define APPROVAL_WINDOW_MAX (7u * 24 * 3600)
-#define APPROVAL_WINDOW_DEFAULT 3600u
-
-typedef struct VaultPolicy {
-        uint32_t retention_days;
-        bool purge_protection;
-        uint32_t dual_control;          /* DUAL_CONTROL_* bits */
-        uint32_t approval_window_sec;
-} VaultPolicy;
-
-typedef struct VaultChange {
-        uint32_t retention_days;        /* 0: unchanged */
-        int purge_protection;           /* -1 unchanged, 1 on, 0 off (refused once on) */
-        bool set_dual_control;
-        uint32_t dual_control;
-        uint32_t approval_window_sec;   /* 0: unchanged */
-} VaultChange;
-
-/* Whether applying c would weaken the policy cur (shorter retention, fewer dual-control bits, a longer window). */
-bool vault_change_weakens(const VaultPolicy *cur, const VaultChange *c);
 
 typedef struct Keystore Keystore;
 

@@ -1,0 +1,64 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * The vault policy: soft-delete retention, purge protection and dual
+ * control, one private CKO_DATA object in the token (VaultRecord in
+ * proto/kek.proto, CKA_APPLICATION "kekd-vault", CKA_LABEL "vault"), written
+ * copy-on-write like key records: generation N+1 is created before N is
+ * destroyed and readers take the highest readable generation.
+ *
+ * Invariants: purge protection is one-way, and sticky in this process (once
+ * seen on, a listing that raced another node's rewrite cannot switch it off
+ * here); with it on, retention can only grow. A record once seen cannot
+ * silently vanish: a listing without one is a transient HSM failure.
+ */
+#pragma once
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "pkcs11/hsm.h"
+
+#define RETENTION_DAYS_MIN 7u
+#define RETENTION_DAYS_MAX 90u
+#define RETENTION_DAYS_DEFAULT 90u
+
+/* Dual-control bits (DualControl in proto/kek.proto). */
+enum {
+        DUAL_CONTROL_PURGE = 1u << 0,
+        DUAL_CONTROL_DELETE = 1u << 1,
+        DUAL_CONTROL_LAST_GRANT = 1u << 2,
+        DUAL_CONTROL_VAULT_POLICY = 1u << 3,
+        DUAL_CONTROL_ALL = (1u << 4) - 1,
+};
+#define APPROVAL_WINDOW_MIN 60u
+#define APPROVAL_WINDOW_MAX (7u * 24 * 3600)
+#define APPROVAL_WINDOW_DEFAULT 3600u
+
+typedef struct VaultPolicy {
+        uint32_t retention_days;
+        bool purge_protection;
+        uint32_t dual_control;          /* DUAL_CONTROL_* bits */
+        uint32_t approval_window_sec;
+} VaultPolicy;
+
+typedef struct VaultChange {
+        uint32_t retention_days;        /* 0: unchanged */
+        int purge_protection;           /* -1 unchanged, 1 on, 0 off (refused once on) */
+        bool set_dual_control;
+        uint32_t dual_control;
+        uint32_t approval_window_sec;   /* 0: unchanged */
+} VaultChange;
+
+/* Whether applying c would weaken the policy cur (shorter retention, fewer dual-control bits, a longer window). */
+bool vault_change_weakens(const VaultPolicy *cur, const VaultChange *c);
+
+typedef struct Vault {
+        VaultPolicy policy;
+        uint64_t generation;            /* 0: no record seen yet */
+        bool purge_protection_seen;
+} Vault;
+
+/* Reads the policy from the token into vault (defaults when there is no record yet). */
+int vault_load(Vault *vault, Hsm *hsm);
+/* Applies c: -KEKERR_INVALID_ARGUMENT for out-of-range values, -KEKERR_PERMISSION_DENIED for a forbidden weakening. */
+int vault_set(Vault *vault, Hsm *hsm, const VaultChange *c);
