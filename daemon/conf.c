@@ -33,7 +33,7 @@ typedef struct ParseState {
         bool failed;
 } ParseState;
 
-static const char *const sections[] = { "hsm", "server", "keys", "access", "log" };
+static const char *const sections[] = { "hsm", "server", "keys", "access", "metrics", "log" };
 
 /* Stands in for a value too long for inih's line buffer; the handler swaps in s->long_value. */
 #define LONG_VALUE_MARK "\x1f"
@@ -306,6 +306,18 @@ static int handler(void *user, const char *section, const char *name, const char
                         return set_string(s, &c->admin_group, section, name, value);
                 if (strcmp(name, "officer_group") == 0)
                         return set_string(s, &c->officer_group, section, name, value);
+        } else if (strcmp(section, "metrics") == 0) {
+                if (strcmp(name, "file") == 0) {
+                        if (value[0] != '/')
+                                return fail(s, "'file' in [metrics] must be an absolute path, got '%s'", value);
+                        return set_string(s, &c->metrics_file, section, name, value);
+                }
+                if (strcmp(name, "interval") == 0) {
+                        if (!set_number(s, section, name, value, 1, 3600, 10, &u))
+                                return 0;
+                        c->metrics_interval = (unsigned) u;
+                        return 1;
+                }
         } else if (strcmp(section, "log") == 0) {
                 if (strcmp(name, "level") == 0) {
                         int l = parse_log_level(value);
@@ -347,6 +359,7 @@ static Config *config_new(void) {
         c->max_connections = 1024;
         c->max_connections_per_uid = 256;
         c->audit_interval = 60;
+        c->metrics_interval = 15;
         c->idle_timeout = 300;
         c->refresh_interval = 5;
         c->log_level = LOG_INFO;
@@ -366,6 +379,7 @@ Config *config_free(Config *c) {
         free(c->socket_group);
         free(c->admin_group);
         free(c->officer_group);
+        free(c->metrics_file);
         free(c);
         return NULL;
 }

@@ -28,6 +28,8 @@ typedef struct Config {
         unsigned refresh_interval; /* [keys] refresh_interval, seconds: bound on seeing other nodes' changes */
         bool allow_unrecoverable;  /* [keys] allow_unrecoverable: wrap without purge protection (development) */
         int log_level;          /* [log] level: syslog priority */
+        char *metrics_file;     /* [metrics] file: Prometheus textfile; NULL: none */
+        unsigned metrics_interval; /* [metrics] interval, seconds */
         unsigned audit_interval; /* [log] audit_interval, seconds: data-plane audit counts are written this often */
 } Config;
 

@@ -16,6 +16,7 @@
 #include "daemon/approval.h"
 #include "daemon/audit.h"
 #include "daemon/clock.h"
+#include "daemon/metrics.h"
 #include "dispatch.h"
 #include "proto/kek.pb-c.h"
 
@@ -1012,6 +1013,43 @@ static int handle_list_approvals(Dispatcher *d, const Kek__Request *req, Reply *
         return 0;
 }
 
+static int handle_status(Dispatcher *d, const Kek__Request *req, Reply *reply, DispatchOutcome *o) {
+        Kek__StatusResponse *st = reply_alloc(reply, sizeof(*st));
+        char *text = NULL, *token, *version;
+        size_t len, versions = 0;
+        HsmStats hs;
+        int r;
+
+        if (!st)
+                return -ENOMEM;
+        kek__status_response__init(st);
+        if (d->metrics) {
+                r = metrics_render(d->metrics, d->keystore, &text, &len);
+                if (r < 0 || reply_own(reply, text) < 0)
+                        return -ENOMEM;
+                st->metrics = text;
+        }
+        token = reply_alloc(reply, strlen(hsm_token_label(keystore_hsm(d->keystore))) + 1);
+        version = reply_alloc(reply, strlen(PACKAGE_VERSION) + 1);
+        if (!token || !version)
+                return -ENOMEM;
+        strcpy(token, hsm_token_label(keystore_hsm(d->keystore)));
+        strcpy(version, PACKAGE_VERSION);
+        st->token = token;
+        st->version = version;
+        st->started_usec = d->started_usec;
+        st->keys = (uint32_t) keystore_n_keys(d->keystore);
+        for (size_t i = 0; i < keystore_n_keys(d->keystore); i++)
+                versions += keystore_key_at(d->keystore, i)->n_versions;
+        st->versions = (uint32_t) versions;
+        st->clients = metrics_clients(d->metrics);
+        hsm_stats(keystore_hsm(d->keystore), &hs);
+        st->hsm_session_open = hs.session_open;
+        reply->resp.body_case = KEK__RESPONSE__BODY_STATUS;
+        reply->resp.status = st;
+        return 0;
+}
+
 int dispatch_append_event(FrameBuf *out, size_t max_frame, uint64_t id, const char *name, const Key *k) {
         Kek__Response resp = KEK__RESPONSE__INIT;
         Kek__KeyEvent ev = KEK__KEY_EVENT__INIT;
@@ -1077,6 +1115,7 @@ static const HandlerEntry handlers[] = {
         { KEK__REQUEST__BODY_APPROVE, "approve", handle_approve, ROLE_OFFICER, true, false },
         { KEK__REQUEST__BODY_CANCEL_APPROVAL, "cancel-approval", handle_cancel_approval, ROLE_OFFICER, true, false },
         { KEK__REQUEST__BODY_LIST_APPROVALS, "list-approvals", handle_list_approvals, ROLE_OFFICER, false, false },
+        { KEK__REQUEST__BODY_STATUS, "status", handle_status, ROLE_OFFICER, false, false },
 };
 
 static const HandlerEntry *handler_find(Kek__Request__BodyCase type) {
@@ -1112,6 +1151,7 @@ int dispatch_frame(Dispatcher *d, const Peer *peer, const uint8_t *payload, size
         /* No credentials: no role and no grant. */
         static const Peer nobody = { .uid = (uid_t) -1, .gid = (gid_t) -1, .pid = 0 };
         DispatchOutcome o = { .op = "invalid" };
+        uint64_t start = d->metrics ? clock_mono_usec() : 0;
         const HandlerEntry *h;
         Kek__Request *req;
         Reply reply = {};
@@ -1149,6 +1189,8 @@ int dispatch_frame(Dispatcher *d, const Peer *peer, const uint8_t *payload, size
                               reply.approval.id ? &reply.approval : NULL);
         else if (h && h->data)
                 audit_data(d->audit, reply.peer, o.op, o.key, o.version, o.error);
+        if (d->metrics)
+                metrics_request(d->metrics, o.op, o.key, o.error, clock_mono_usec() - start, o.items);
 
         if (r < 0)
                 r = dispatch_append_error(out, d->max_frame, req->id, r, reply.message);

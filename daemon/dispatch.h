@@ -34,10 +34,13 @@ typedef struct DispatchOutcome {
 } DispatchOutcome;
 
 typedef struct Audit Audit;
+typedef struct Metrics Metrics;
 
 typedef struct Dispatcher {
         Keystore *keystore;
         Audit *audit;                  /* NULL: no audit records (tests, fuzzers) */
+        Metrics *metrics;              /* NULL: no metrics */
+        uint64_t started_usec;         /* wall clock at start, for status */
         size_t max_frame;
         uint64_t (*now_usec)(void);    /* wall clock, see daemon/clock.h; replaceable in tests */
 } Dispatcher;

@@ -48,6 +48,7 @@
 #include "daemon/dispatch.h"
 #include "daemon/keystore.h"
 #include "daemon/log.h"
+#include "daemon/metrics.h"
 #include "daemon/pin.h"
 #include "daemon/server.h"
 #include "pkcs11/hsm.h"
@@ -117,7 +118,9 @@ typedef struct Daemon {
         Server *server;
         Dispatcher dispatcher;
         Audit *audit;
+        Metrics *metrics;
         bool socket_from_systemd;
+        bool metrics_failed;       /* the last write of the metrics file failed (logged once per failure streak) */
         bool last_refresh_failed;
         bool last_reload_failed;   /* shown in STATUS= until a reload succeeds */
         bool draining;
@@ -125,6 +128,7 @@ typedef struct Daemon {
         uint64_t watchdog_ping_usec;
         sd_event_source *refresh_source;
         sd_event_source *audit_source;
+        sd_event_source *metrics_source;
         sd_event_source *watchdog_source;
         sd_event_source *drain_timeout_source;
         sd_event_source *drain_check_source;
@@ -133,6 +137,7 @@ typedef struct Daemon {
 static void daemon_done(Daemon *d) {
         d->refresh_source = sd_event_source_disable_unref(d->refresh_source);
         d->audit_source = sd_event_source_disable_unref(d->audit_source);
+        d->metrics_source = sd_event_source_disable_unref(d->metrics_source);
         d->watchdog_source = sd_event_source_disable_unref(d->watchdog_source);
         d->drain_timeout_source = sd_event_source_disable_unref(d->drain_timeout_source);
         d->drain_check_source = sd_event_source_disable_unref(d->drain_check_source);
@@ -208,6 +213,22 @@ static int on_audit(sd_event_source *s, uint64_t usec, void *userdata) {
         return 0;
 }
 
+/* Every [metrics] interval: the Prometheus textfile. A failure is logged when it starts and when it ends. */
+static int on_metrics(sd_event_source *s, uint64_t usec, void *userdata) {
+        Daemon *d = userdata;
+        int r;
+
+        r = metrics_write_file(d->metrics, d->keystore, d->config->metrics_file);
+        if (r < 0 && !d->metrics_failed)
+                log_warning_errno(r, "Cannot write the metrics file %s; retrying every %u s", d->config->metrics_file,
+                                  d->config->metrics_interval);
+        else if (r >= 0 && d->metrics_failed)
+                log_notice("Writing the metrics file %s again", d->config->metrics_file);
+        d->metrics_failed = r < 0;
+        reschedule(s, usec, (uint64_t) d->config->metrics_interval * USEC_PER_SEC);
+        return 0;
+}
+
 static int on_watchdog(sd_event_source *s, uint64_t usec, void *userdata) {
         Daemon *d = userdata;
 
@@ -261,6 +282,8 @@ static void warn_restart_needed(const Daemon *d, const Config *old, const Config
                 { !streq_ptr(old->officer_group, new->officer_group), "access", "officer_group", false },
                 { old->max_connections_per_uid != new->max_connections_per_uid, "server", "max_connections_per_uid", false },
                 { old->audit_interval != new->audit_interval, "log", "audit_interval", false },
+                { !streq_ptr(old->metrics_file, new->metrics_file), "metrics", "file", false },
+                { old->metrics_interval != new->metrics_interval, "metrics", "interval", false },
         };
 
         for (size_t i = 0; i < ELEMENTSOF(settings); i++) {
@@ -485,6 +508,7 @@ static int run(int argc, char *argv[]) {
         _cleanup_(sd_event_unrefp) sd_event *event = NULL;
         _cleanup_(server_freep) Server *server = NULL;
         _cleanup_(audit_freep) Audit *audit = NULL;
+        _cleanup_(metrics_freep) Metrics *metrics = NULL;
         _cleanup_(daemon_done) Daemon d = {};
         _cleanup_free_ char *error = NULL;
         const char *why = NULL;
@@ -606,6 +630,15 @@ static int run(int argc, char *argv[]) {
                 return 1;
         }
         d.audit = audit;
+        r = metrics_new(clock_now_usec(), &metrics);
+        if (r >= 0 && config->metrics_file)
+                r = sd_event_add_time_relative(event, &d.metrics_source, CLOCK_MONOTONIC,
+                                               (uint64_t) config->metrics_interval * USEC_PER_SEC, 0, on_metrics, &d);
+        if (r < 0) {
+                log_error_errno(r, "Cannot set up metrics");
+                return 1;
+        }
+        d.metrics = metrics;
         r = sd_watchdog_enabled(false, &watchdog_usec);
         if (r < 0)
                 log_warning_errno(r, "Ignoring the watchdog settings passed by systemd (WATCHDOG_USEC, WATCHDOG_PID)");
@@ -626,7 +659,8 @@ static int run(int argc, char *argv[]) {
         if (r < 0)
                 return 1;
         d.socket_from_systemd = r > 0;
-        d.dispatcher = (Dispatcher) { .keystore = keystore, .audit = audit, .max_frame = config->max_frame,
+        d.dispatcher = (Dispatcher) { .keystore = keystore, .audit = audit, .metrics = metrics,
+                                      .started_usec = clock_now_usec(), .max_frame = config->max_frame,
                                       .now_usec = clock_now_usec };
         r = server_new(event, config, &d.dispatcher, listen_fd, &server);
         if (r < 0)
@@ -649,6 +683,8 @@ static int run(int argc, char *argv[]) {
         if (keystore_flush_usage(keystore) < 0)
                 log_warning("Could not record the latest key usage in the token");
         (void) audit_flush(audit);
+        if (config->metrics_file)
+                (void) metrics_write_file(metrics, keystore, config->metrics_file);
         d.server = NULL;
         server = server_free(server);
         if (r < 0) {

@@ -23,6 +23,7 @@
 #include "common/kekerr.h"
 #include "daemon/clock.h"
 #include "daemon/log.h"
+#include "daemon/metrics.h"
 #include "daemon/server.h"
 
 #define READ_CHUNK 16384u
@@ -58,6 +59,7 @@ struct Server {
         bool draining;
         uint64_t last_fd_warning_usec;
         unsigned n_connections;
+        unsigned n_watchers;
         Conn *conns;
 };
 
@@ -87,6 +89,8 @@ static Conn *conn_free(Conn *c) {
                 if (c->next)
                         c->next->prev = c->prev;
                 c->server->n_connections--;
+                c->server->n_watchers -= c->watching;
+                metrics_set_clients(c->server->dispatcher->metrics, c->server->n_connections, c->server->n_watchers);
         }
         sd_event_source_disable_unref(c->source);
         safe_close(c->fd);
@@ -187,6 +191,9 @@ static int conn_process(Conn *c) {
                 frame_buf_consume(&c->in, FRAME_HEADER_SIZE + len);
                 log_outcome(c, &o);
                 if (o.watch && o.error == 0) {
+                        if (!c->watching)
+                                s->n_watchers++;
+                        metrics_set_clients(s->dispatcher->metrics, s->n_connections, s->n_watchers);
                         c->watching = true;
                         c->watch_id = o.id;
                 }
@@ -389,6 +396,7 @@ static int on_accept(sd_event_source *source, int fd, uint32_t revents, void *us
                 s->conns->prev = c;
         s->conns = c;
         s->n_connections++;
+        metrics_set_clients(s->dispatcher->metrics, s->n_connections, s->n_watchers);
         log_debug("Connection from uid %u gid %u pid %d", (unsigned) cred.uid, (unsigned) cred.gid, (int) cred.pid);
         return 0;
 }

@@ -27,6 +27,7 @@
 #include "common/kekerr.h"
 #include "common/secret.h"
 #include "daemon/access.h"
+#include "kekctl/status.h"
 #include "proto/blob.h"
 
 enum {
@@ -69,6 +70,8 @@ static const struct {
         { "approve", "ID", "Approve and run a request submitted by another officer." },
         { "requests", "", "List the pending dual-control requests." },
         { "cancel", "ID", "Withdraw or deny a pending request." },
+        { "status", "[--prometheus]",
+          "kekd's state and per-operation figures; --prometheus prints the metrics text as kekd writes it." },
 };
 
 static const char *arg_socket;
@@ -110,6 +113,8 @@ static void help(void) {
                "  approve ID                      run a request submitted by another officer\n"
                "  requests                        pending requests\n"
                "  cancel ID                       withdraw or deny a request\n"
+               "Service:\n"
+               "  status [--prometheus]           state, HSM session, clients, per-operation counts and latency\n"
                "Data:\n"
                "  wrap NAME [--context CTX] [--key-version N]\n"
                "                                  wrap the bytes on stdin, blob to stdout\n"
@@ -404,6 +409,7 @@ typedef struct CmdOpts {
         bool has_dual_control;
         uint32_t dual_control;
         uint64_t approval_window;
+        bool prometheus;
 } CmdOpts;
 
 enum {
@@ -413,6 +419,7 @@ enum {
         OPT_POLICY = 1 << 3,
         OPT_VAULT = 1 << 4,
         OPT_OPS = 1 << 5,
+        OPT_PROMETHEUS = 1 << 6,
 };
 
 /* "purge,delete" -> DualControl bits (proto/kek.proto); "none" -> 0. */
@@ -499,7 +506,7 @@ static int parse_duration(const char *s, uint64_t *ret) {
  */
 static int parse_cmd_opts(int argc, char *argv[], CmdOpts *o) {
         enum { ARG_CONTEXT = 0x100, ARG_VERSION, ARG_DELETED, ARG_ROTATE_AFTER, ARG_MAX_WRAPS, ARG_RETENTION, ARG_PP,
-               ARG_OPS, ARG_DUAL, ARG_WINDOW };
+               ARG_OPS, ARG_DUAL, ARG_WINDOW, ARG_PROMETHEUS };
         static const struct option options[] = {
                 { "help", no_argument, NULL, 'h' },
                 { "json", no_argument, NULL, 'j' },
@@ -513,6 +520,7 @@ static int parse_cmd_opts(int argc, char *argv[], CmdOpts *o) {
                 { "ops", required_argument, NULL, ARG_OPS },
                 { "dual-control", required_argument, NULL, ARG_DUAL },
                 { "approval-window", required_argument, NULL, ARG_WINDOW },
+                { "prometheus", no_argument, NULL, ARG_PROMETHEUS },
                 {},
         };
         uint64_t v;
@@ -527,6 +535,7 @@ static int parse_cmd_opts(int argc, char *argv[], CmdOpts *o) {
                                 : c == ARG_ROTATE_AFTER || c == ARG_MAX_WRAPS ? OPT_POLICY
                                 : c == ARG_RETENTION || c == ARG_PP || c == ARG_DUAL || c == ARG_WINDOW ? OPT_VAULT
                                 : c == ARG_OPS                                                         ? OPT_OPS
+                                : c == ARG_PROMETHEUS                                                  ? OPT_PROMETHEUS
                                                                                                        : 0;
 
                 if (need && !(o->allowed & need))
@@ -577,6 +586,9 @@ static int parse_cmd_opts(int argc, char *argv[], CmdOpts *o) {
                                 o->purge_protection = 0; /* kekd refuses it once on; let it say so */
                         else
                                 return usage_error("invalid --purge-protection '%s' (on or off)", optarg);
+                        break;
+                case ARG_PROMETHEUS:
+                        o->prometheus = true;
                         break;
                 case ARG_OPS:
                         if (grant_ops_from_string(optarg, &o->ops) < 0)
@@ -1324,6 +1336,28 @@ static int cmd_cancel(int argc, char *argv[]) {
         return 0;
 }
 
+static int cmd_status(int argc, char *argv[]) {
+        Kek__Request req = KEK__REQUEST__INIT;
+        Kek__StatusRequest sr = KEK__STATUS_REQUEST__INIT;
+        Kek__Response *resp;
+        CmdOpts o = { .allowed = OPT_PROMETHEUS };
+        int r;
+
+        r = parse_cmd_opts(argc, argv, &o);
+        if (r != 0)
+                return r;
+        if (argc - optind != 0)
+                return usage_error("status takes only options");
+        req.body_case = KEK__REQUEST__BODY_STATUS;
+        req.status = &sr;
+        r = call(&req, "status", KEK__RESPONSE__BODY_STATUS, &resp);
+        if (r != 0)
+                return r;
+        r = status_print(resp->status, o.prometheus ? STATUS_PROMETHEUS : arg_json ? STATUS_JSON : STATUS_HUMAN);
+        kek_conn_response_free(resp);
+        return r < 0 ? EXIT_IO : 0;
+}
+
 static const struct {
         const char *name;
         int (*run)(int argc, char *argv[]);
@@ -1335,7 +1369,7 @@ static const struct {
         { "check", cmd_check },     { "wrap", cmd_wrap },       { "unwrap", cmd_unwrap },
         { "rewrap", cmd_rewrap },   { "grant", cmd_grant },     { "revoke", cmd_revoke },
         { "grants", cmd_grants },   { "request", cmd_request }, { "approve", cmd_approve },
-        { "requests", cmd_requests }, { "cancel", cmd_cancel },
+        { "requests", cmd_requests }, { "cancel", cmd_cancel }, { "status", cmd_status },
 };
 
 int main(int argc, char *argv[]) {

@@ -37,6 +37,8 @@ struct Hsm {
         uint64_t backoff_usec;
         CK_RV last_rv;
         char token_label[33];
+        HsmErrorCount errors[HSM_ERROR_KINDS];   /* non-OK return values, by value */
+        unsigned n_errors;
 };
 
 #define REOPEN_BACKOFF_MIN_USEC (100 * 1000ULL)
@@ -68,8 +70,64 @@ static bool rv_is_session_loss(CK_RV rv) {
         }
 }
 
+static const char *rv_name(CK_RV rv) {
+        static const struct {
+                CK_RV rv;
+                const char *name;
+        } names[] = {
+                { CKR_HOST_MEMORY, "CKR_HOST_MEMORY" },
+                { CKR_GENERAL_ERROR, "CKR_GENERAL_ERROR" },
+                { CKR_FUNCTION_FAILED, "CKR_FUNCTION_FAILED" },
+                { CKR_ARGUMENTS_BAD, "CKR_ARGUMENTS_BAD" },
+                { CKR_ATTRIBUTE_SENSITIVE, "CKR_ATTRIBUTE_SENSITIVE" },
+                { CKR_DATA_LEN_RANGE, "CKR_DATA_LEN_RANGE" },
+                { CKR_DEVICE_ERROR, "CKR_DEVICE_ERROR" },
+                { CKR_DEVICE_MEMORY, "CKR_DEVICE_MEMORY" },
+                { CKR_DEVICE_REMOVED, "CKR_DEVICE_REMOVED" },
+                { CKR_ENCRYPTED_DATA_INVALID, "CKR_ENCRYPTED_DATA_INVALID" },
+                { CKR_ENCRYPTED_DATA_LEN_RANGE, "CKR_ENCRYPTED_DATA_LEN_RANGE" },
+                { CKR_KEY_HANDLE_INVALID, "CKR_KEY_HANDLE_INVALID" },
+                { CKR_OBJECT_HANDLE_INVALID, "CKR_OBJECT_HANDLE_INVALID" },
+                { CKR_OPERATION_ACTIVE, "CKR_OPERATION_ACTIVE" },
+                { CKR_PIN_INCORRECT, "CKR_PIN_INCORRECT" },
+                { CKR_PIN_LOCKED, "CKR_PIN_LOCKED" },
+                { CKR_SESSION_CLOSED, "CKR_SESSION_CLOSED" },
+                { CKR_SESSION_HANDLE_INVALID, "CKR_SESSION_HANDLE_INVALID" },
+                { CKR_TOKEN_NOT_PRESENT, "CKR_TOKEN_NOT_PRESENT" },
+                { CKR_TOKEN_NOT_RECOGNIZED, "CKR_TOKEN_NOT_RECOGNIZED" },
+                { CKR_USER_NOT_LOGGED_IN, "CKR_USER_NOT_LOGGED_IN" },
+                { CKR_CRYPTOKI_NOT_INITIALIZED, "CKR_CRYPTOKI_NOT_INITIALIZED" },
+                { CKR_BUFFER_TOO_SMALL, "CKR_BUFFER_TOO_SMALL" },
+        };
+
+        for (size_t i = 0; i < ELEMENTSOF(names); i++)
+                if (names[i].rv == rv)
+                        return names[i].name;
+        return "CKR_OTHER";
+}
+
+/* Counts a non-OK return value for metrics; the table keeps the first HSM_ERROR_KINDS names seen. */
+static void count_error(Hsm *h, CK_RV rv) {
+        const char *name = rv_name(rv);
+
+        for (unsigned i = 0; i < h->n_errors; i++)
+                if (h->errors[i].name == name) {
+                        h->errors[i].count++;
+                        return;
+                }
+        if (h->n_errors < HSM_ERROR_KINDS)
+                h->errors[h->n_errors++] = (HsmErrorCount) { name, 1 };
+}
+
+void hsm_stats(const Hsm *h, HsmStats *ret) {
+        *ret = (HsmStats) { .session_open = h->session_open, .reopens = h->generation, .n_errors = h->n_errors };
+        memcpy(ret->errors, h->errors, sizeof(ret->errors));
+}
+
 static int rv_to_errno(Hsm *h, CK_RV rv) {
         h->last_rv = rv;
+        if (rv != CKR_OK)
+                count_error(h, rv);
         switch (rv) {
         case CKR_OK:
                 return 0;

@@ -33,6 +33,20 @@
 typedef struct Hsm Hsm;
 typedef unsigned long HsmObject;
 
+#define HSM_ERROR_KINDS 24u
+
+typedef struct HsmErrorCount {
+        const char *name;              /* "CKR_DEVICE_ERROR", static */
+        uint64_t count;
+} HsmErrorCount;
+
+typedef struct HsmStats {
+        bool session_open;
+        uint64_t reopens;              /* sessions reopened after a failure (hsm_generation()) */
+        HsmErrorCount errors[HSM_ERROR_KINDS];
+        unsigned n_errors;
+} HsmStats;
+
 typedef struct HsmKeyRef {
         char label[HSM_KEY_LABEL_MAX + 1];
         uint32_t version;              /* from CKA_ID (4 bytes big-endian) */
@@ -66,6 +80,8 @@ DEFINE_TRIVIAL_CLEANUP_FUNC(Hsm, hsm_free);
 uint64_t hsm_generation(const Hsm *h);
 /* Name of the last PKCS#11 return value that made a call fail ("CKR_DEVICE_ERROR"), for logs. */
 const char *hsm_last_error(const Hsm *h);
+/* Counters for metrics: whether a session is open, reopens, non-OK return values by name. */
+void hsm_stats(const Hsm *h, HsmStats *ret);
 /* Token label and serial, for status output. */
 const char *hsm_token_label(const Hsm *h);
 

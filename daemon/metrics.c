@@ -1,0 +1,263 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * Metrics collection and exposition (see metrics.h). Request series live in
+ * an open-addressing table keyed by (op, key, result); op and result are
+ * static strings compared by pointer, so the hot path hashes only the key
+ * name. Histograms are per operation with fixed buckets from 50 us to 1 s,
+ * the range between a cached HSM operation and a stalled device.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "common/kekerr.h"
+#include "daemon/metrics.h"
+
+#define SLOTS (METRICS_SERIES_MAX * 2)
+#define OPS_MAX 48u
+
+static const uint64_t bucket_usec[] = { 50, 100, 250, 500, 1000, 2500, 5000, 10000, 25000, 100000, 250000, 1000000 };
+#define N_BUCKETS ELEMENTSOF(bucket_usec)
+
+typedef struct Series {
+        const char *op;        /* NULL: free slot */
+        const char *result;
+        char key[KEY_NAME_MAX + 1];
+        uint64_t count;
+} Series;
+
+typedef struct OpStats {
+        const char *op;
+        uint64_t buckets[N_BUCKETS];   /* non-cumulative; summed when rendered */
+        uint64_t count;
+        uint64_t sum_usec;
+        uint64_t items;
+} OpStats;
+
+struct Metrics {
+        uint64_t start_usec;
+        Series *series;
+        unsigned n_series;
+        uint64_t series_dropped;   /* requests counted under key="_other" */
+        OpStats ops[OPS_MAX];
+        unsigned n_ops;
+        unsigned clients, watchers;
+};
+
+int metrics_new(uint64_t start_realtime_usec, Metrics **ret) {
+        Metrics *m = calloc(1, sizeof(*m));
+
+        if (!m || !(m->series = calloc(SLOTS, sizeof(Series)))) {
+                free(m);
+                return -ENOMEM;
+        }
+        m->start_usec = start_realtime_usec;
+        *ret = m;
+        return 0;
+}
+
+Metrics *metrics_free(Metrics *m) {
+        if (!m)
+                return NULL;
+        free(m->series);
+        free(m);
+        return NULL;
+}
+
+static const char *result_name(int result) {
+        if (result == 0)
+                return "OK";
+        return kekerr_name(result) ?: "SYSTEM_ERROR";
+}
+
+static void count_series(Metrics *m, const char *op, const char *key, const char *result) {
+        uint32_t h = 2166136261u;
+
+        for (const char *c = key; *c; c++)
+                h = (h ^ (uint8_t) *c) * 16777619u;
+        h = (h ^ (uint32_t) (uintptr_t) op) * 16777619u;
+        h = (h ^ (uint32_t) (uintptr_t) result) * 16777619u;
+        for (uint32_t i = h % SLOTS;; i = (i + 1) % SLOTS) {
+                Series *s = &m->series[i];
+
+                if (!s->op) {
+                        if (m->n_series >= METRICS_SERIES_MAX && strcmp(key, "_other") != 0) {
+                                m->series_dropped++;
+                                count_series(m, op, "_other", result);
+                                return;
+                        }
+                        *s = (Series) { .op = op, .result = result };
+                        snprintf(s->key, sizeof(s->key), "%s", key);
+                        m->n_series++;
+                }
+                if (s->op == op && s->result == result && strcmp(s->key, key) == 0) {
+                        s->count++;
+                        return;
+                }
+        }
+}
+
+void metrics_request(Metrics *m, const char *op, const char *key, int result, uint64_t duration_usec, unsigned items) {
+        OpStats *o = NULL;
+        size_t b;
+
+        if (!m || !op)
+                return;
+        count_series(m, op, key ? key : "", result_name(result));
+        for (unsigned i = 0; i < m->n_ops; i++)
+                if (m->ops[i].op == op) {
+                        o = &m->ops[i];
+                        break;
+                }
+        if (!o) {
+                if (m->n_ops >= OPS_MAX)
+                        return;
+                o = &m->ops[m->n_ops++];
+                o->op = op;
+        }
+        for (b = 0; b < N_BUCKETS && duration_usec > bucket_usec[b]; b++)
+                ;
+        if (b < N_BUCKETS)
+                o->buckets[b]++;
+        o->count++;
+        o->sum_usec += duration_usec;
+        o->items += items;
+}
+
+void metrics_set_clients(Metrics *m, unsigned clients, unsigned watchers) {
+        if (!m)
+                return;
+        m->clients = clients;
+        m->watchers = watchers;
+}
+
+unsigned metrics_clients(const Metrics *m) {
+        return m ? m->clients : 0;
+}
+
+static void render_keys(FILE *f, const Keystore *ks) {
+        size_t n[4] = {}, versions = 0;
+        HsmStats hs;
+
+        for (size_t i = 0; i < keystore_n_keys(ks); i++) {
+                const Key *k = keystore_key_at(ks, i);
+
+                if (k->state >= KEY_ENABLED && k->state <= KEY_DELETED)
+                        n[k->state]++;
+                versions += k->n_versions;
+        }
+        fputs("# HELP kekd_keys Keys in the token, by state.\n# TYPE kekd_keys gauge\n", f);
+        fprintf(f, "kekd_keys{state=\"enabled\"} %zu\nkekd_keys{state=\"disabled\"} %zu\nkekd_keys{state=\"deleted\"} %zu\n",
+                n[KEY_ENABLED], n[KEY_DISABLED], n[KEY_DELETED]);
+        fprintf(f, "# HELP kekd_key_versions Key versions in the token.\n# TYPE kekd_key_versions gauge\nkekd_key_versions %zu\n",
+                versions);
+        hsm_stats(keystore_hsm(ks), &hs);
+        fprintf(f, "# HELP kekd_hsm_session_open Whether kekd holds a logged-in HSM session.\n"
+                   "# TYPE kekd_hsm_session_open gauge\nkekd_hsm_session_open %d\n", hs.session_open ? 1 : 0);
+        fprintf(f, "# HELP kekd_hsm_session_reopens_total HSM sessions reopened after a failure.\n"
+                   "# TYPE kekd_hsm_session_reopens_total counter\nkekd_hsm_session_reopens_total %llu\n",
+                (unsigned long long) hs.reopens);
+        fputs("# HELP kekd_hsm_errors_total PKCS#11 calls that did not return CKR_OK, by return value.\n"
+              "# TYPE kekd_hsm_errors_total counter\n", f);
+        for (unsigned i = 0; i < hs.n_errors; i++)
+                fprintf(f, "kekd_hsm_errors_total{rv=\"%s\"} %llu\n", hs.errors[i].name,
+                        (unsigned long long) hs.errors[i].count);
+}
+
+int metrics_render(const Metrics *m, const Keystore *ks, char **ret, size_t *ret_len) {
+        char *buf = NULL;
+        size_t len = 0;
+        FILE *f;
+
+        f = open_memstream(&buf, &len);
+        if (!f)
+                return -errno;
+        fprintf(f, "# HELP kekd_start_time_seconds When this kekd started, seconds since the epoch.\n"
+                   "# TYPE kekd_start_time_seconds gauge\nkekd_start_time_seconds %llu\n",
+                (unsigned long long) (m->start_usec / 1000000));
+        fprintf(f, "# HELP kekd_clients Connected clients.\n# TYPE kekd_clients gauge\nkekd_clients %u\n", m->clients);
+        fprintf(f, "# HELP kekd_watchers Clients subscribed to key events.\n# TYPE kekd_watchers gauge\nkekd_watchers %u\n",
+                m->watchers);
+        fputs("# HELP kekd_requests_total Requests handled, by operation, key and result.\n"
+              "# TYPE kekd_requests_total counter\n", f);
+        for (uint32_t i = 0; i < SLOTS; i++) {
+                const Series *s = &m->series[i];
+
+                if (s->op)
+                        fprintf(f, "kekd_requests_total{op=\"%s\",key=\"%s\",result=\"%s\"} %llu\n", s->op, s->key,
+                                s->result, (unsigned long long) s->count);
+        }
+        fprintf(f, "# HELP kekd_requests_other_key_total Requests counted under key=\"_other\" (series limit reached).\n"
+                   "# TYPE kekd_requests_other_key_total counter\nkekd_requests_other_key_total %llu\n",
+                (unsigned long long) m->series_dropped);
+        fputs("# HELP kekd_request_duration_seconds Time kekd spent on a request, by operation.\n"
+              "# TYPE kekd_request_duration_seconds histogram\n", f);
+        for (unsigned i = 0; i < m->n_ops; i++) {
+                const OpStats *o = &m->ops[i];
+                uint64_t cum = 0;
+
+                for (size_t b = 0; b < N_BUCKETS; b++) {
+                        cum += o->buckets[b];
+                        fprintf(f, "kekd_request_duration_seconds_bucket{op=\"%s\",le=\"%g\"} %llu\n", o->op,
+                                (double) bucket_usec[b] / 1e6, (unsigned long long) cum);
+                }
+                fprintf(f, "kekd_request_duration_seconds_bucket{op=\"%s\",le=\"+Inf\"} %llu\n", o->op,
+                        (unsigned long long) o->count);
+                fprintf(f, "kekd_request_duration_seconds_sum{op=\"%s\"} %.6f\n", o->op, (double) o->sum_usec / 1e6);
+                fprintf(f, "kekd_request_duration_seconds_count{op=\"%s\"} %llu\n", o->op, (unsigned long long) o->count);
+        }
+        fputs("# HELP kekd_batch_items_total Items carried by batch requests, by operation.\n"
+              "# TYPE kekd_batch_items_total counter\n", f);
+        for (unsigned i = 0; i < m->n_ops; i++)
+                if (m->ops[i].items > 0)
+                        fprintf(f, "kekd_batch_items_total{op=\"%s\"} %llu\n", m->ops[i].op,
+                                (unsigned long long) m->ops[i].items);
+        if (ks)
+                render_keys(f, ks);
+        if (fclose(f) != 0) {
+                free(buf);
+                return -ENOMEM;
+        }
+        *ret = buf;
+        *ret_len = len;
+        return 0;
+}
+
+int metrics_write_file(const Metrics *m, const Keystore *ks, const char *path) {
+        _cleanup_free_ char *text = NULL, *tmp = NULL;
+        size_t len, done = 0;
+        int fd, r;
+
+        r = metrics_render(m, ks, &text, &len);
+        if (r < 0)
+                return r;
+        if (asprintf(&tmp, "%s.XXXXXX", path) < 0)
+                return -ENOMEM;
+        fd = mkostemp(tmp, O_CLOEXEC);
+        if (fd < 0)
+                return -errno;
+        /* Readable by the collector (node_exporter runs as another user). */
+        if (fchmod(fd, 0644) < 0)
+                r = -errno;
+        while (r >= 0 && done < len) {
+                ssize_t n = write(fd, text + done, len - done);
+
+                if (n < 0)
+                        r = errno == EINTR ? 0 : -errno;
+                else
+                        done += (size_t) n;
+        }
+        if (close(fd) < 0 && r >= 0)
+                r = -errno;
+        if (r >= 0 && rename(tmp, path) < 0)
+                r = -errno;
+        if (r < 0)
+                (void) unlink(tmp);
+        return r;
+}

@@ -1,0 +1,41 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * Operational metrics in the Prometheus text format: requests by operation,
+ * key and result, latency histograms by operation, batch items, HSM session
+ * state, reopens and PKCS#11 errors by return value, clients and watchers,
+ * keys by state. kekd writes them to [metrics] file every interval (the
+ * node_exporter textfile collector convention: written to a temporary file
+ * in the same directory and renamed, so a scrape never sees half a file),
+ * and `kekctl status` asks for the same text live (StatusRequest).
+ *
+ * Memory is bounded: at most METRICS_SERIES_MAX (op, key, result) series;
+ * requests beyond that are counted under key="_other". Label values are
+ * operation names, error names and key names, which kekd restricts to
+ * [A-Za-z0-9._-] (others show as '?'), so no escaping is needed and no
+ * peer-chosen byte reaches the file.
+ */
+#pragma once
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/macro.h"
+#include "daemon/keystore.h"
+
+#define METRICS_SERIES_MAX 4096u
+
+typedef struct Metrics Metrics;
+
+int metrics_new(uint64_t start_realtime_usec, Metrics **ret);
+Metrics *metrics_free(Metrics *m);
+DEFINE_TRIVIAL_CLEANUP_FUNC(Metrics, metrics_free);
+
+/* One request: op from the dispatch table (a static string), result 0 or negative, items for batches. */
+void metrics_request(Metrics *m, const char *op, const char *key, int result, uint64_t duration_usec, unsigned items);
+void metrics_set_clients(Metrics *m, unsigned clients, unsigned watchers);
+unsigned metrics_clients(const Metrics *m);
+
+/* The whole exposition, NUL-terminated and malloc'd. ks (may be NULL) gives the key and HSM figures. */
+int metrics_render(const Metrics *m, const Keystore *ks, char **ret, size_t *ret_len);
+/* Renders and replaces path atomically (mode 0644). */
+int metrics_write_file(const Metrics *m, const Keystore *ks, const char *path);
