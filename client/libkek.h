@@ -54,6 +54,8 @@ enum {
         KEK_E_UNSUPPORTED = 14,
         KEK_E_CONFLICT = 15,
         KEK_E_PURGE_PROTECTED = 16,
+        KEK_E_APPROVAL_REQUIRED = 17,
+        KEK_E_LIMIT_EXCEEDED = 18,    /* transient: a per-peer connection limit */
 };
 
 typedef struct kek_client kek_client;

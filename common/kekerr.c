@@ -61,6 +61,6 @@ int kekerr_from_wire(int code) {
 }
 
 bool kekerr_is_transient(int r) {
-        return r == -KEKERR_HSM_UNAVAILABLE || r == -KEKERR_CONFLICT || r == -ECONNREFUSED || r == -ENOENT || r == -ECONNRESET ||
+        return r == -KEKERR_HSM_UNAVAILABLE || r == -KEKERR_CONFLICT || r == -KEKERR_LIMIT_EXCEEDED || r == -ECONNREFUSED || r == -ENOENT || r == -ECONNRESET ||
                r == -EPIPE || r == -ETIMEDOUT || r == -EAGAIN;
 }
