@@ -25,7 +25,8 @@ typedef struct Env {
         Dispatcher d;
 } Env;
 
-static const Peer peer = { .uid = 0, .gid = 0, .pid = 42, .superuser = true };
+static const Peer root_peer = { .uid = 0, .gid = 0, .pid = 42, .superuser = true };
+static const Peer *peer = &root_peer;
 static uint64_t fixed_now(void) {
         return 1700000000ULL * 1000000ULL;
 }
@@ -61,7 +62,7 @@ static int run_raw(Env *e, const uint8_t *payload, size_t len, Kek__Response **r
         int r, q;
 
         frame_buf_init(&out);
-        r = dispatch_frame(&e->d, &peer, payload, len, &out, NULL);
+        r = dispatch_frame(&e->d, peer, payload, len, &out, NULL);
         q = frame_parse(frame_buf_head(&out), frame_buf_size(&out), FRAME_MAX_LIMIT, &p, &plen);
         *ret = q == 1 && FRAME_HEADER_SIZE + plen == frame_buf_size(&out) ? kek__response__unpack(NULL, plen, p) : NULL;
         frame_buf_done(&out);
@@ -136,6 +137,110 @@ static int unwrap_matches(Env *e, const ProtobufCBinaryData *blob, const uint8_t
 }
 
 #define N_AEKS 100
+
+/*
+ * Every request type against each role: a crypto user (no grants), an
+ * officer and an administrator. The table's required role must refuse with
+ * PERMISSION_DENIED before the handler runs, and only then.
+ */
+static void test_role_matrix(Env *e) {
+        static const Peer user = { .uid = 5001, .gid = 5001, .pid = 43 };
+        static const Peer officer = { .uid = 5002, .gid = 5002, .pid = 44, .officer = true };
+        static const Peer admin = { .uid = 5003, .gid = 5003, .pid = 45, .admin = true };
+        static const struct {
+                Kek__Request__BodyCase type;
+                const char *op;
+                Role role;
+        } cases[] = {
+                { KEK__REQUEST__BODY_CREATE_KEY, "create-key", ROLE_OFFICER },
+                { KEK__REQUEST__BODY_ROTATE_KEY, "rotate-key", ROLE_OFFICER },
+                { KEK__REQUEST__BODY_SET_ROTATION_POLICY, "set-rotation-policy", ROLE_OFFICER },
+                { KEK__REQUEST__BODY_SET_ENABLED, "set-enabled", ROLE_OFFICER },
+                { KEK__REQUEST__BODY_DELETE_KEY, "delete-key", ROLE_OFFICER },
+                { KEK__REQUEST__BODY_RECOVER_KEY, "recover-key", ROLE_OFFICER },
+                { KEK__REQUEST__BODY_PURGE_KEY, "purge-key", ROLE_OFFICER },
+                { KEK__REQUEST__BODY_CHECK, "check", ROLE_OFFICER },
+                { KEK__REQUEST__BODY_SUBMIT_APPROVAL, "submit-approval", ROLE_OFFICER },
+                { KEK__REQUEST__BODY_APPROVE, "approve", ROLE_OFFICER },
+                { KEK__REQUEST__BODY_CANCEL_APPROVAL, "cancel-approval", ROLE_OFFICER },
+                { KEK__REQUEST__BODY_LIST_APPROVALS, "list-approvals", ROLE_OFFICER },
+                { KEK__REQUEST__BODY_STATUS, "status", ROLE_OFFICER },
+                { KEK__REQUEST__BODY_SET_VAULT_POLICY, "set-vault-policy", ROLE_ADMIN },
+                { KEK__REQUEST__BODY_SET_GRANT, "set-grant", ROLE_ADMIN },
+                { KEK__REQUEST__BODY_GET_VAULT_POLICY, "get-vault-policy", ROLE_CRYPTO_USER },
+                { KEK__REQUEST__BODY_LIST_KEYS, "list-keys", ROLE_CRYPTO_USER },
+                { KEK__REQUEST__BODY_WATCH, "watch", ROLE_CRYPTO_USER },
+        };
+        const Peer *peers[] = { &user, &officer, &admin };
+        const char *names[] = { "crypto user", "officer", "administrator" };
+        const Role roles[] = { ROLE_CRYPTO_USER, ROLE_OFFICER, ROLE_ADMIN };
+        unsigned wrong = 0;
+
+        for (size_t i = 0; i < ELEMENTSOF(cases); i++)
+                for (size_t p = 0; p < ELEMENTSOF(peers); p++) {
+                        /* Empty bodies: the handlers refuse them as invalid or unknown, never as PERMISSION_DENIED. */
+                        Kek__Request req = KEK__REQUEST__INIT;
+                        Kek__CreateKeyRequest ck = KEK__CREATE_KEY_REQUEST__INIT;
+                        Kek__RotateKeyRequest rk = KEK__ROTATE_KEY_REQUEST__INIT;
+                        Kek__SetRotationPolicyRequest sp = KEK__SET_ROTATION_POLICY_REQUEST__INIT;
+                        Kek__SetEnabledRequest se = KEK__SET_ENABLED_REQUEST__INIT;
+                        Kek__DeleteKeyRequest dk = KEK__DELETE_KEY_REQUEST__INIT;
+                        Kek__RecoverKeyRequest rc = KEK__RECOVER_KEY_REQUEST__INIT;
+                        Kek__PurgeKeyRequest pk = KEK__PURGE_KEY_REQUEST__INIT;
+                        Kek__CheckRequest ch = KEK__CHECK_REQUEST__INIT;
+                        Kek__SubmitApprovalRequest sa = KEK__SUBMIT_APPROVAL_REQUEST__INIT;
+                        Kek__ApproveRequest ap = KEK__APPROVE_REQUEST__INIT;
+                        Kek__CancelApprovalRequest ca = KEK__CANCEL_APPROVAL_REQUEST__INIT;
+                        Kek__ListApprovalsRequest la = KEK__LIST_APPROVALS_REQUEST__INIT;
+                        Kek__StatusRequest st = KEK__STATUS_REQUEST__INIT;
+                        Kek__SetVaultPolicyRequest sv = KEK__SET_VAULT_POLICY_REQUEST__INIT;
+                        Kek__SetGrantRequest sg = KEK__SET_GRANT_REQUEST__INIT;
+                        Kek__GetVaultPolicyRequest gv = KEK__GET_VAULT_POLICY_REQUEST__INIT;
+                        Kek__ListKeysRequest lk = KEK__LIST_KEYS_REQUEST__INIT;
+                        Kek__WatchRequest wa = KEK__WATCH_REQUEST__INIT;
+                        Kek__Response *r;
+                        bool denied, want;
+
+                        ck.key = rk.key = sp.key = se.key = dk.key = rc.key = pk.key = sg.key = (char *) "nosuchkey";
+                        ap.id = ca.id = (char *) "0123456789abcdef0123456789abcdef";
+                        req.body_case = cases[i].type;
+                        switch (cases[i].type) {
+                        case KEK__REQUEST__BODY_CREATE_KEY: req.create_key = &ck; ck.key = (char *) "matrix-key"; break;
+                        case KEK__REQUEST__BODY_ROTATE_KEY: req.rotate_key = &rk; break;
+                        case KEK__REQUEST__BODY_SET_ROTATION_POLICY: req.set_rotation_policy = &sp; break;
+                        case KEK__REQUEST__BODY_SET_ENABLED: req.set_enabled = &se; break;
+                        case KEK__REQUEST__BODY_DELETE_KEY: req.delete_key = &dk; break;
+                        case KEK__REQUEST__BODY_RECOVER_KEY: req.recover_key = &rc; break;
+                        case KEK__REQUEST__BODY_PURGE_KEY: req.purge_key = &pk; break;
+                        case KEK__REQUEST__BODY_CHECK: req.check = &ch; break;
+                        case KEK__REQUEST__BODY_SUBMIT_APPROVAL: req.submit_approval = &sa; break;
+                        case KEK__REQUEST__BODY_APPROVE: req.approve = &ap; break;
+                        case KEK__REQUEST__BODY_CANCEL_APPROVAL: req.cancel_approval = &ca; break;
+                        case KEK__REQUEST__BODY_LIST_APPROVALS: req.list_approvals = &la; break;
+                        case KEK__REQUEST__BODY_STATUS: req.status = &st; break;
+                        case KEK__REQUEST__BODY_SET_VAULT_POLICY: req.set_vault_policy = &sv; break;
+                        case KEK__REQUEST__BODY_SET_GRANT: req.set_grant = &sg; break;
+                        case KEK__REQUEST__BODY_GET_VAULT_POLICY: req.get_vault_policy = &gv; break;
+                        case KEK__REQUEST__BODY_LIST_KEYS: req.list_keys = &lk; break;
+                        case KEK__REQUEST__BODY_WATCH: req.watch = &wa; break;
+                        default: break;
+                        }
+                        peer = peers[p];
+                        r = run(e, &req);
+                        peer = &root_peer;
+                        denied = error_of(r) == -KEKERR_PERMISSION_DENIED;
+                        want = cases[i].role > roles[p];
+                        if (denied != want) {
+                                diag("%s by a %s: %s, want %s", cases[i].op, names[p], denied ? "refused" : "allowed",
+                                     want ? "refused" : "allowed");
+                                wrong++;
+                        }
+                        if (r)
+                                kek__response__free_unpacked(r, NULL);
+                }
+        is_int(wrong, 0, "%zu request types x 3 roles: refused exactly when the role is below the table's",
+               ELEMENTSOF(cases));
+}
 
 int main(void) {
         Env e = {};
@@ -391,12 +496,48 @@ int main(void) {
                         kek__response__free_unpacked(r, NULL);
         }
 
+        test_role_matrix(&e);
+        {
+                /* Data plane: a grant is what lets a crypto user (or an officer) wrap. */
+                static const Peer user = { .uid = 5001, .gid = 5001, .pid = 43 };
+                Kek__Request req = KEK__REQUEST__INIT;
+                Kek__SetGrantRequest sg = KEK__SET_GRANT_REQUEST__INIT;
+                Kek__Grant g = KEK__GRANT__INIT;
+
+                peer = &user;
+                r = do_wrap(&e, "acct1", aeks[0], lens[0], ctx[0], 0);
+                peer = &root_peer;
+                is_int(error_of(r), -KEKERR_PERMISSION_DENIED, "wrap by uid 5001 without a grant: PERMISSION_DENIED");
+                kek__response__free_unpacked(r, NULL);
+                g.id = 5001;
+                g.ops = 2; /* GRANT_WRAP */
+                sg.key = (char *) "acct1";
+                sg.grant = &g;
+                req.body_case = KEK__REQUEST__BODY_SET_GRANT;
+                req.set_grant = &sg;
+                r = run(&e, &req);
+                ok(r && r->body_case == KEK__RESPONSE__BODY_KEY_INFO && r->key_info->key->n_grants == 1,
+                   "root grants uid 5001 wrap on acct1");
+                kek__response__free_unpacked(r, NULL);
+                peer = &user;
+                r = do_wrap(&e, "acct1", aeks[0], lens[0], ctx[0], 0);
+                is_int(error_of(r), 0, "wrap by uid 5001 with the grant succeeds");
+                if (r && r->body_case == KEK__RESPONSE__BODY_WRAP) {
+                        Kek__Response *u = do_unwrap(&e, r->wrap->blob.data, r->wrap->blob.len, ctx[0]);
+
+                        is_int(error_of(u), -KEKERR_PERMISSION_DENIED, "... but not unwrap (wrap-only grant)");
+                        kek__response__free_unpacked(u, NULL);
+                }
+                kek__response__free_unpacked(r, NULL);
+                peer = &root_peer;
+        }
+
         /* restart: a new HSM session and keystore find the keys, old blobs unwrap */
         env_close(&e);
         if (ok(env_open(&e) == 0, "HSM and keystore reopened")) {
                 const Key *k = NULL;
 
-                is_int(keystore_n_keys(e.ks), 2, "both keys found in the token after reopening");
+                is_int(keystore_n_keys(e.ks), 3, "all three keys (acct1, acct2, matrix-key) found in the token after reopening");
                 ok(keystore_find(e.ks, "acct1", &k) == 0 && k->current_version == 2 && k->n_versions == 2,
                    "acct1 still has both versions, version 2 current");
                 bad = 0;
