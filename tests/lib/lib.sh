@@ -74,7 +74,27 @@ diag() {
         echo "# $*"
 }
 
+# secrets_absent: kekd's log holds neither the PIN nor any AEK this test
+# used ($TESTDIR/aek*): raw, as hex or as base64. Run by done_testing, so
+# every integration test's log is searched.
+secrets_absent() {
+        [ -s "$TESTDIR/kekd.log" ] || return 0
+        grep -qF -- "$TEST_PIN" "$TESTDIR/kekd.log" && { echo "#   the PIN is in kekd.log"; return 1; }
+        loghex=$(od -An -tx1 -v "$TESTDIR/kekd.log" | tr -d ' \n')
+        for f in "$TESTDIR"/aek*; do
+                [ -f "$f" ] && [ -s "$f" ] || continue
+                hex=$(od -An -tx1 -v "$f" | tr -d ' \n')
+                case $loghex in *"$hex"*) echo "#   $f is in kekd.log (raw)"; return 1 ;; esac
+                grep -qiF -- "$hex" "$TESTDIR/kekd.log" && { echo "#   $f is in kekd.log (hex)"; return 1; }
+                grep -qF -- "$(base64 -w0 "$f")" "$TESTDIR/kekd.log" && { echo "#   $f is in kekd.log (base64)"; return 1; }
+        done
+        return 0
+}
+
 done_testing() {
+        if [ -s "$TESTDIR/kekd.log" ]; then
+                ok "kekd's log holds no PIN and no AEK of this test (raw, hex, base64)" secrets_absent
+        fi
         echo "1..$tap_n"
         [ "$tap_failed" -eq 0 ] && [ "$tap_n" -gt 0 ]
         exit $?
