@@ -622,7 +622,7 @@ static int handle_set_rotation_policy(Dispatcher *d, const Kek__Request *req, Re
 
         set_outcome_key(o, req->set_rotation_policy->key);
         (void) policy_from_wire(req->set_rotation_policy->policy, &pol);
-        r = keystore_set_policy(d->keystore, o->key, &pol, &k);
+        r = keystore_set_policy(d->keystore, req->set_rotation_policy->key, &pol, &k);
         if (r == -KEKERR_INVALID_ARGUMENT)
                 return reply_error(reply, r, "rotation age must be at most 100 years and the wrap budget at most 2^32");
         if (r < 0)
@@ -651,7 +651,7 @@ static int handle_delete_key(Dispatcher *d, const Kek__Request *req, Reply *repl
         set_outcome_key(o, req->delete_key->key);
         if (needs_approval(d, reply, DUAL_CONTROL_DELETE))
                 return approval_required(reply, "delete-key", o->key);
-        r = keystore_delete(d->keystore, o->key, d->now_usec(), &k);
+        r = keystore_delete(d->keystore, req->delete_key->key, d->now_usec(), &k);
         if (r < 0)
                 return keyerr(d, reply, r, o->key, 0);
         return reply_key_info(d, reply, k, o);
@@ -662,7 +662,7 @@ static int handle_recover_key(Dispatcher *d, const Kek__Request *req, Reply *rep
         int r;
 
         set_outcome_key(o, req->recover_key->key);
-        r = keystore_recover(d->keystore, o->key, &k);
+        r = keystore_recover(d->keystore, req->recover_key->key, &k);
         if (r == -KEKERR_INVALID_ARGUMENT)
                 return reply_error(reply, r, "key '%s' is not deleted; nothing to recover", o->key);
         if (r < 0)
@@ -680,9 +680,9 @@ static int handle_purge_key(Dispatcher *d, const Kek__Request *req, Reply *reply
         set_outcome_key(o, req->purge_key->key);
         if (needs_approval(d, reply, DUAL_CONTROL_PURGE))
                 return approval_required(reply, "purge-key", o->key);
-        if (keystore_find(d->keystore, o->key, &k) >= 0)
+        if (keystore_find(d->keystore, req->purge_key->key, &k) >= 0)
                 purge_at = k->scheduled_purge_usec;
-        r = keystore_purge(d->keystore, o->key, d->now_usec());
+        r = keystore_purge(d->keystore, req->purge_key->key, d->now_usec());
         if (r == -KEKERR_INVALID_ARGUMENT)
                 return reply_error(reply, r, "key '%s' is not deleted; delete it before purging", o->key);
         if (r == -KEKERR_PURGE_PROTECTED)
