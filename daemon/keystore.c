@@ -38,6 +38,7 @@ struct Keystore {
         uint64_t generation;          /* hsm_generation() the index was built at */
         uint64_t last_load_mono_usec;
         Vault vault;
+        bool reload_needed;           /* a write's outcome is unknown: re-read the token before answering */
         bool allow_unrecoverable;
         char owner[OWNER_MAX];
         KeyChangeFn on_change;
@@ -165,25 +166,42 @@ static int records_fetch(Keystore *ks, const char *name, Key **ret, HsmObject **
         return 0;
 }
 
+/* A fresh random nonce for a record write (never 0). */
+static uint64_t writer_nonce(void) {
+        uint64_t w = 0;
+
+        while (w == 0)
+                if (RAND_bytes((uint8_t *) &w, sizeof(w)) != 1)
+                        w = clock_mono_usec() ^ ((uint64_t) getpid() << 32);
+        return w;
+}
+
 /*
- * Whether a record other than ours (handle mine) of this key has generation
- * >= gen: another kekd wrote concurrently, from the same or a newer state.
+ * Whether a record other than ours (the one written with nonce mine) of
+ * this key has generation >= gen: another kekd wrote concurrently, from the
+ * same or a newer state. Ours is told by its nonce, not its handle: handles
+ * may change when the listing itself has to reopen the session. The handle
+ * our record has now goes to *ret_mine (0 if it is not found).
  */
-static int record_contested(Keystore *ks, const char *name, HsmObject mine, uint64_t gen) {
+static int record_contested(Keystore *ks, const char *name, uint64_t mine, uint64_t gen, HsmObject *ret_mine) {
         HsmDataObject *d = NULL;
         size_t n = 0;
         bool contested = false;
         int r;
 
+        *ret_mine = 0;
         r = hsm_list_data(ks->hsm, APP_KEYS, name, &d, &n);
         if (r < 0)
                 return r;
-        for (size_t i = 0; i < n && !contested; i++) {
+        for (size_t i = 0; i < n; i++) {
                 Key *k;
 
-                if (d[i].handle == mine || key_from_record(&d[i], &k) < 0)
+                if (key_from_record(&d[i], &k) < 0)
                         continue;
-                contested = k->generation >= gen;
+                if (k->writer == mine)
+                        *ret_mine = d[i].handle;
+                else if (k->generation >= gen)
+                        contested = true;
                 key_free(k);
         }
         hsm_data_objects_free(d, n);
@@ -204,16 +222,27 @@ static int record_write(Keystore *ks, Key *k, const HsmObject *old, size_t n_old
         int r;
 
         k->generation++;
+        k->writer = writer_nonce();
         r = key_to_record(k, &buf, &len);
         if (r < 0)
                 return r;
         r = hsm_create_data(ks->hsm, APP_KEYS, k->name, buf, len, &h);
-        if (r < 0)
+        if (r < 0) {
+                /* The object may exist all the same (a reply lost on the way): what we serve must be re-read. */
+                ks->reload_needed = true;
                 return r;
-        r = record_contested(ks, k->name, h, k->generation);
+        }
+        r = record_contested(ks, k->name, k->writer, k->generation, &h);
         if (r != 0) {
-                (void) hsm_destroy_object(ks->hsm, h);
+                if (r > 0 && h)
+                        (void) hsm_destroy_object(ks->hsm, h);
+                ks->reload_needed = true;
                 return r < 0 ? r : -EAGAIN;
+        }
+        if (!h) {
+                /* Our record is not there after all. */
+                ks->reload_needed = true;
+                return -KEKERR_HSM_UNAVAILABLE;
         }
         k->meta_handle = h;
         for (size_t i = 0; i < n_old; i++) {
@@ -451,11 +480,14 @@ int keystore_load(Keystore *ks) {
                 }
         }
 
+        if (ks->generation != 0 && gen != ks->generation)
+                log_notice("The HSM session was lost and reopened; the key index was read again");
         keys_free(ks->keys, ks->n_keys);
         ks->keys = keys;
         ks->n_keys = n;
         ks->generation = gen;
         ks->last_load_mono_usec = clock_mono_usec();
+        ks->reload_needed = false;
         hsm_data_objects_free(data, n_data);
         return 0;
 fail:
@@ -465,14 +497,15 @@ fail:
 }
 
 int keystore_refresh(Keystore *ks, uint64_t max_age_usec) {
-        if (hsm_generation(ks->hsm) == ks->generation && clock_mono_usec() - ks->last_load_mono_usec < max_age_usec)
+        if (hsm_generation(ks->hsm) == ks->generation && !ks->reload_needed &&
+            clock_mono_usec() - ks->last_load_mono_usec < max_age_usec)
                 return 0;
         return keystore_load(ks);
 }
 
 /* Reloads when the HSM session was reopened since the index was built (handles may be stale). */
 static int keystore_sync(Keystore *ks) {
-        if (hsm_generation(ks->hsm) == ks->generation)
+        if (hsm_generation(ks->hsm) == ks->generation && !ks->reload_needed)
                 return 0;
         return keystore_load(ks);
 }
@@ -535,6 +568,29 @@ static bool policy_valid(const RotationPolicy *p) {
 
 /* --- lifecycle ----------------------------------------------------------------- */
 
+#define VERSION_OBJECTS_MAX 8
+
+/*
+ * Destroys every key object (name, version): an unrecorded version, of an
+ * operation that failed. Looked up afresh, never by a remembered handle.
+ * Returns 0 once none is left, <0 if that cannot be confirmed.
+ */
+static int version_objects_destroy(Keystore *ks, const char *name, uint32_t version) {
+        for (unsigned i = 0; i < VERSION_OBJECTS_MAX; i++) {
+                HsmObject obj;
+                int r = hsm_find_key(ks->hsm, name, version, &obj);
+
+                if (r == -ENOENT)
+                        return 0;
+                if (r < 0)
+                        return r;
+                r = hsm_destroy_object(ks->hsm, obj);
+                if (r < 0 && r != -ENOENT)
+                        return r;
+        }
+        return -KEKERR_HSM_UNAVAILABLE;
+}
+
 int keystore_create(Keystore *ks, const char *name, const RotationPolicy *policy, uint64_t now, const Key **ret) {
         _cleanup_(key_freep) Key *k = NULL;
         _cleanup_free_ uint8_t *buf = NULL;
@@ -565,22 +621,32 @@ int keystore_create(Keystore *ks, const char *name, const RotationPolicy *policy
         k->pending_version = 1;
         k->pending_since_usec = now;
         snprintf(k->pending_owner, sizeof(k->pending_owner), "%s", ks->owner);
+        k->writer = writer_nonce();
         r = key_to_record(k, &buf, &len);
         if (r < 0)
                 return r;
         r = hsm_create_data(ks->hsm, APP_KEYS, name, buf, len, &k->meta_handle);
-        if (r < 0)
+        if (r < 0) {
+                ks->reload_needed = true; /* the intent may exist: repair rolls it back */
                 return r;
+        }
         /* Another kekd creating the same name at the same moment: both back off rather than make two KEKs. */
-        r = record_contested(ks, name, k->meta_handle, 0);
+        r = record_contested(ks, name, k->writer, 0, &k->meta_handle);
         if (r != 0) {
-                (void) hsm_destroy_object(ks->hsm, k->meta_handle);
+                if (r > 0 && k->meta_handle)
+                        (void) hsm_destroy_object(ks->hsm, k->meta_handle);
                 return r < 0 ? r : -KEKERR_CONFLICT;
         }
+        if (!k->meta_handle)
+                return -KEKERR_HSM_UNAVAILABLE;
 
+        /* A version-1 object without a record can only be an orphan of an earlier failed attempt. */
+        r = version_objects_destroy(ks, name, 1);
+        if (r < 0)
+                return r; /* the intent stays; repair finishes the rollback */
         r = hsm_generate_aes_key(ks->hsm, name, 1, &obj);
         if (r < 0)
-                goto rollback;
+                return r; /* idem: the object may exist all the same (a lost reply) */
         k->versions[0] = (KeyVersion) { .id = 1, .created_usec = now, .enabled = true, .present = true, .handle = obj };
         k->n_versions = 1;
         k->current_version = 1;
@@ -593,18 +659,23 @@ int keystore_create(Keystore *ks, const char *name, const RotationPolicy *policy
                 r = record_write(ks, k, &old, 1);
         }
         if (r < 0) {
-                (void) hsm_destroy_object(ks->hsm, obj);
-                if (r == -EAGAIN)
-                        r = -KEKERR_CONFLICT;
-                goto rollback;
+                /*
+                 * The commit may have happened all the same (a lost reply): only a fresh read
+                 * tells. If it did not, the intent stays and repair destroys the object.
+                 */
+                Key *fresh = NULL;
+
+                if (records_fetch(ks, name, &fresh, NULL, NULL) >= 0 && key_find_version(fresh, 1) && !fresh->pending_version) {
+                        if (!(*ret = index_put(ks, fresh)))
+                                return -ENOMEM;
+                        return 0;
+                }
+                key_free(fresh);
+                return r == -EAGAIN ? -KEKERR_CONFLICT : r;
         }
         if (!(*ret = index_put(ks, TAKE_PTR(k))))
                 return -ENOMEM;
         return 0;
-rollback:
-        /* Best effort; if this fails too, repair finds the stale intent and finishes the rollback. */
-        (void) hsm_destroy_object(ks->hsm, k->meta_handle);
-        return r;
 }
 
 static bool pending_is_stale(const Keystore *ks, const Key *k, uint64_t now) {
@@ -688,20 +759,38 @@ int keystore_rotate(Keystore *ks, const char *name, uint64_t now, const Key **re
         r = key_mutate(ks, name, rotate_begin, &ri, NULL);
         if (r < 0)
                 return r;
-        r = hsm_generate_aes_key(ks->hsm, name, ri.version, &obj);
-        if (r < 0) {
-                (void) key_mutate(ks, name, pending_clear, &ri.version, NULL);
-                return r;
-        }
-        r = key_mutate(ks, name, rotate_commit, &ri, ret);
-        if (r < 0) {
-                /* Not recorded, so never used: the object goes; repair clears the intent if we cannot. */
-                (void) hsm_destroy_object(ks->hsm, obj);
-                if (r != -KEKERR_CONFLICT)
+        /*
+         * From here on the record holds our intent for ri.version. The intent is cleared only
+         * once no object of that version is left, so an id is never used twice; whatever we
+         * cannot confirm stays for repair to finish.
+         */
+        r = version_objects_destroy(ks, name, ri.version);
+        if (r >= 0)
+                r = hsm_generate_aes_key(ks->hsm, name, ri.version, &obj);
+        if (r >= 0)
+                r = key_mutate(ks, name, rotate_commit, &ri, ret);
+        if (r >= 0)
+                return 0;
+        {
+                /* The commit may have happened all the same (a lost reply): only a fresh read tells. */
+                _cleanup_(key_freep) Key *fresh = NULL;
+                int q = records_fetch(ks, name, &fresh, NULL, NULL);
+
+                if (q >= 0 && key_find_version(fresh, ri.version) && fresh->pending_version != ri.version) {
+                        const Key *put = index_put(ks, TAKE_PTR(fresh));
+
+                        if (!put)
+                                return -ENOMEM;
+                        if (ret)
+                                *ret = put;
+                        return 0;
+                }
+                /* Not recorded: the object goes, and then our intent, if it is still there. */
+                if (q >= 0 && !key_find_version(fresh, ri.version) && version_objects_destroy(ks, name, ri.version) >= 0 &&
+                    fresh->pending_version == ri.version)
                         (void) key_mutate(ks, name, pending_clear, &ri.version, NULL);
-                return r;
         }
-        return 0;
+        return r;
 }
 
 static int set_policy_fn(Keystore *ks, Key *k, void *userdata) {
@@ -877,13 +966,26 @@ int keystore_set_vault(Keystore *ks, const VaultChange *c) {
 
 /* --- data plane ---------------------------------------------------------------- */
 
-static int check_usable(const Key *k, const KeyVersion *v) {
+static int check_usable(Keystore *ks, const Key *k, KeyVersion *v) {
+        int r;
+
         if (k->state == KEY_DELETED)
                 return -KEKERR_KEY_DELETED;
         if (k->state == KEY_DISABLED || !v->enabled)
                 return -KEKERR_KEY_DISABLED;
-        if (!v->present)
-                return -KEKERR_UNKNOWN_VERSION;
+        if (!v->present) {
+                /*
+                 * Recorded but not found when the index was built: look again, so a lookup that
+                 * failed then is not taken for a missing object. Only a definite "not there" is
+                 * UNKNOWN_VERSION (which libkek treats as a revocation); anything else is transient.
+                 */
+                r = hsm_find_key(ks->hsm, k->name, v->id, &v->handle);
+                if (r == -ENOENT)
+                        return -KEKERR_UNKNOWN_VERSION;
+                if (r < 0)
+                        return -KEKERR_HSM_UNAVAILABLE;
+                v->present = true;
+        }
         return 0;
 }
 
@@ -955,7 +1057,7 @@ int keystore_wrap(Keystore *ks, const char *name, uint32_t version, const uint8_
                 v = key_version(k, version == 0 ? k->current_version : version);
                 if (!v)
                         return -KEKERR_UNKNOWN_VERSION;
-                r = check_usable(k, v);
+                r = check_usable(ks, k, v);
                 if (r < 0)
                         return r;
                 if (!ks->allow_unrecoverable && !keystore_recoverable(ks))
@@ -1022,7 +1124,7 @@ int keystore_unwrap(Keystore *ks, const uint8_t *blob, size_t blob_len, const ui
         v = key_version(k, view.version);
         if (!v)
                 return -KEKERR_UNKNOWN_VERSION;
-        r = check_usable(k, v);
+        r = check_usable(ks, k, v);
         if (r < 0)
                 return r;
         alen = blob_aad(view.header, view.header_len, ctx, ctx_len, aad);
@@ -1130,17 +1232,14 @@ static int index_names(const Keystore *ks, KeyName **ret, size_t *ret_n) {
 
 /* Rolls back a stale intent: the pending object (never used) goes, then the intent. */
 static int repair_pending(Keystore *ks, const Key *k) {
-        HsmObject obj;
         uint32_t version = k->pending_version;
         char name[KEY_NAME_MAX + 1];
         int r;
 
         snprintf(name, sizeof(name), "%s", k->name);
-        if (hsm_find_key(ks->hsm, name, version, &obj) >= 0) {
-                r = hsm_destroy_object(ks->hsm, obj);
-                if (r < 0 && r != -ENOENT)
-                        return r;
-        }
+        r = version_objects_destroy(ks, name, version);
+        if (r < 0)
+                return r;
         if (k->n_versions == 0) {
                 /* An interrupted create: nothing was ever served, the whole key goes. */
                 r = key_mutate(ks, name, purge_begin, NULL, NULL);

@@ -82,6 +82,7 @@ int key_from_record(const HsmDataObject *d, Key **ret) {
         snprintf(k->pending_owner, sizeof(k->pending_owner), "%s", rec->pending_owner ?: "");
         k->purging = rec->purging;
         k->generation = rec->generation;
+        k->writer = rec->writer;
         k->meta_handle = d->handle;
         for (size_t i = 0; i < rec->n_versions; i++) {
                 const Kek__VersionInfo *v = rec->versions[i];
@@ -183,6 +184,7 @@ int key_to_record(const Key *k, uint8_t **ret, size_t *ret_len) {
         rec.pending_owner = (char *) k->pending_owner;
         rec.purging = k->purging;
         rec.generation = k->generation;
+        rec.writer = k->writer;
         rec.n_grants = k->n_grants;
         rec.grants = gp;
 

@@ -65,6 +65,7 @@ typedef struct Key {
         bool purging;
         uint64_t generation;
         HsmObject meta_handle;
+        uint64_t writer;           /* nonce of the write that produced this record */
         Grant *grants;             /* access for crypto users, at most GRANTS_MAX */
         size_t n_grants;
 } Key;

@@ -37,12 +37,13 @@ struct Hsm {
         uint64_t backoff_usec;
         CK_RV last_rv;
         char token_label[33];
+        uint64_t reopens;          /* sessions opened again after a loss */
         HsmErrorCount errors[HSM_ERROR_KINDS];   /* non-OK return values, by value */
         unsigned n_errors;
 };
 
 #define REOPEN_BACKOFF_MIN_USEC (100 * 1000ULL)
-#define REOPEN_BACKOFF_MAX_USEC (30 * 1000 * 1000ULL)
+#define REOPEN_BACKOFF_MAX_USEC (5 * 1000 * 1000ULL)   /* a recovered HSM is used again within 5 s */
 #define LIST_ATTEMPTS 5
 
 static uint64_t mono_usec(void) {
@@ -120,7 +121,7 @@ static void count_error(Hsm *h, CK_RV rv) {
 }
 
 void hsm_stats(const Hsm *h, HsmStats *ret) {
-        *ret = (HsmStats) { .session_open = h->session_open, .reopens = h->generation, .n_errors = h->n_errors };
+        *ret = (HsmStats) { .session_open = h->session_open, .reopens = h->reopens, .n_errors = h->n_errors };
         memcpy(ret->errors, h->errors, sizeof(ret->errors));
 }
 
@@ -268,6 +269,7 @@ static int ensure_session(Hsm *h) {
                 return -KEKERR_HSM_UNAVAILABLE;
         }
         h->backoff_usec = 0;
+        h->reopens++;
         h->generation++; /* handles from before may not be valid in the new session */
         return 0;
 }

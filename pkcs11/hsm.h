@@ -42,7 +42,7 @@ typedef struct HsmErrorCount {
 
 typedef struct HsmStats {
         bool session_open;
-        uint64_t reopens;              /* sessions reopened after a failure (hsm_generation()) */
+        uint64_t reopens;              /* sessions reopened after a loss */
         HsmErrorCount errors[HSM_ERROR_KINDS];
         unsigned n_errors;
 } HsmStats;

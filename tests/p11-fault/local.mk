@@ -1,2 +1,27 @@
 # SPDX-License-Identifier: LGPL-2.1-or-later
 # Included from Makefile.am (paths relative to the top source dir).
+
+# p11-fault: a PKCS#11 module for the tests only, wrapping SoftHSM2 and failing
+# chosen calls ($P11_FAULT, $P11_FAULT_FILE; see the header of p11-fault.c).
+# Built by "make check", never installed; -rpath makes libtool build a real
+# dlopen()able shared object in tests/p11-fault/.libs/.
+check_LTLIBRARIES = tests/p11-fault/p11-fault.la
+tests_p11_fault_p11_fault_la_SOURCES = tests/p11-fault/p11-fault.c
+tests_p11_fault_p11_fault_la_CFLAGS = $(AM_CFLAGS) $(P11KIT_CFLAGS) -pthread -fvisibility=hidden
+tests_p11_fault_p11_fault_la_LDFLAGS = $(AM_LDFLAGS) -module -avoid-version -shared -rpath /nowhere -Wl,--no-undefined
+tests_p11_fault_p11_fault_la_LIBADD = -ldl -lpthread
+
+# A long-lived libkek client driven line by line by fault.sh (cache through an outage).
+check_PROGRAMS += tests/p11-fault/fault-client
+tests_p11_fault_fault_client_SOURCES = tests/p11-fault/fault-client.c
+tests_p11_fault_fault_client_LDADD = client/libkek.la
+
+TESTS += tests/integration/fault.sh
+EXTRA_DIST += tests/integration/fault.sh
+
+# P11_FAULT_MODULE: the real module p11-fault wraps.
+AM_TESTS_ENVIRONMENT += \
+	P11_FAULT_LIB='$(abs_top_builddir)/tests/p11-fault/.libs/p11-fault.so' \
+	P11_FAULT_MODULE='$(SOFTHSM2_MODULE)' \
+	P11_FAULT_CLIENT='$(abs_top_builddir)/tests/p11-fault/fault-client' \
+	; export P11_FAULT_LIB P11_FAULT_MODULE P11_FAULT_CLIENT;
