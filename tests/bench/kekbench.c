@@ -45,6 +45,21 @@ static pid_t kekd_pid = -1;
 static const char *kekd_bin;
 static unsigned n_ops = 20000;
 static bool quick, cache_only;
+static const char *only;        /* comma-separated phases, NULL: all */
+static unsigned startup_keys;
+static bool keep_token;
+
+static bool phase(const char *name) {
+        const char *p;
+        size_t n = strlen(name);
+
+        if (!only)
+                return true;
+        for (p = only; (p = strstr(p, name)); p += n)
+                if ((p == only || p[-1] == ',') && (p[n] == 0 || p[n] == ','))
+                        return true;
+        return false;
+}
 
 static uint64_t now_ns(void) {
         struct timespec ts;
@@ -77,6 +92,61 @@ typedef struct Row {
 } Row;
 
 static Row rows[64];
+
+/* CPU time (us) of a process, and of this process. */
+static double proc_cpu_us(pid_t pid) {
+        char path[64];
+        unsigned long long ns = 0;
+        FILE *f;
+
+        if (pid <= 0)
+                return 0;
+        /* precise run time in ns (kekd is single-threaded) */
+        snprintf(path, sizeof(path), "/proc/%d/schedstat", (int) pid);
+        f = fopen(path, "re");
+        if (!f)
+                return 0;
+        if (fscanf(f, "%llu", &ns) != 1)
+                ns = 0;
+        fclose(f);
+        return (double) ns / 1e3;
+}
+
+static double self_cpu_us(void) {
+        struct timespec ts;
+
+        clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+        return (double) ts.tv_sec * 1e6 + (double) ts.tv_nsec / 1e3;
+}
+
+/* System-wide busy CPU (us) from /proc/stat: busy minus ours is what others used. */
+static double sys_busy_us(void) {
+        unsigned long long u, n, s, i, w, irq, sirq;
+        FILE *f = fopen("/proc/stat", "re");
+        double r = 0;
+
+        if (f && fscanf(f, "cpu %llu %llu %llu %llu %llu %llu %llu", &u, &n, &s, &i, &w, &irq, &sirq) == 7)
+                r = (double) (u + n + s + irq + sirq) * 1e6 / (double) sysconf(_SC_CLK_TCK);
+        if (f)
+                fclose(f);
+        return r;
+}
+
+static double cpu0_kekd, cpu0_self, cpu0_sys;
+
+static void cpu_mark(void) {
+        cpu0_kekd = proc_cpu_us(kekd_pid);
+        cpu0_self = self_cpu_us();
+        cpu0_sys = sys_busy_us();
+}
+
+/* Appends "CPU us/op: kekd K, client C, others O" to the stderr progress. */
+static void cpu_report(const char *name, double ops) {
+        double k = proc_cpu_us(kekd_pid) - cpu0_kekd, c = self_cpu_us() - cpu0_self, sys = sys_busy_us() - cpu0_sys;
+
+        fprintf(stderr, "kekbench: cpu %s: kekd %.1f us/op, kekbench %.1f us/op, others %.0f%% of machine\n", name,
+                k / ops, c / ops, sys > 0 ? 100.0 * MAX(sys - k - c, 0.0) / sys : 0.0);
+}
 static size_t n_rows;
 
 static int cmp_u64(const void *a, const void *b) {
@@ -151,6 +221,7 @@ static double bench_raw(unsigned threads) {
         char name[64];
         Row *r;
 
+        cpu_mark();
         t0 = now_ns();
         for (unsigned i = 0; i < threads; i++) {
                 a[i] = (RawArg) { .ops = n_ops, .lat = lat + (size_t) i * n_ops };
@@ -160,6 +231,7 @@ static double bench_raw(unsigned threads) {
                 pthread_join(th[i], NULL);
         wall = now_ns() - t0;
         snprintf(name, sizeof(name), "raw PKCS#11 wrap+unwrap, %u thr", threads);
+        cpu_report(name, (double) n_ops * threads);
         r = add_row(name, lat, (size_t) n_ops * threads, wall, rss_kb(getpid()));
         free(lat);
         return r->ops_per_s;
@@ -287,6 +359,7 @@ static double bench_daemon(unsigned clients, unsigned batch) {
 
         for (unsigned i = 0; i < clients; i++)
                 a[i] = (DArg) { .c = client(false), .ops = per, .batch = batch, .lat = lat + (size_t) i * per };
+        cpu_mark();
         t0 = now_ns();
         for (unsigned i = 0; i < clients; i++)
                 pthread_create(&th[i], NULL, daemon_worker, &a[i]);
@@ -298,6 +371,7 @@ static double bench_daemon(unsigned clients, unsigned batch) {
         wall = now_ns() - t0;
         snprintf(name, sizeof(name), "kekd wrap+unwrap, %u cl%s%s", clients, batch > 1 ? ", batch " : "",
                  batch > 1 ? "64" : "");
+        cpu_report(name, (double) per * clients);
         r = add_row(name, lat, (size_t) per * clients, wall, rss_kb(kekd_pid));
         if (errors)
                 snprintf(r->ratio, sizeof(r->ratio), "%d ERRORS", errors);
@@ -495,6 +569,12 @@ int main(int argc, char *argv[]) {
                         quick = true;
                 else if (strcmp(argv[i], "--cache-only") == 0)
                         cache_only = true;
+                else if (strcmp(argv[i], "--keep-token") == 0)
+                        keep_token = true;
+                else if (strcmp(argv[i], "--only") == 0 && i + 1 < argc)
+                        only = argv[++i];
+                else if (strcmp(argv[i], "--startup-keys") == 0 && i + 1 < argc)
+                        startup_keys = (unsigned) strtoul(argv[++i], NULL, 10);
                 else if (strcmp(argv[i], "--ops") == 0 && i + 1 < argc)
                         n_ops = (unsigned) strtoul(argv[++i], NULL, 10);
                 else {
@@ -534,6 +614,7 @@ int main(int argc, char *argv[]) {
                 if (r != 0 || waitpid(p, NULL, 0) < 0)
                         return 1;
         }
+        fprintf(stderr, "kekbench: kekd pid %d\n", (int) kekd_pid);
         fprintf(stderr, "kekbench: %u ops per row%s; SoftHSM2 token in %s\n", n_ops, quick ? " (quick)" : "", tok.dir);
 
 #define PROGRESS() fprintf(stderr, "kekbench: %s: %.0f ops/s\n", rows[n_rows - 1].name, rows[n_rows - 1].ops_per_s)
@@ -543,37 +624,66 @@ int main(int argc, char *argv[]) {
                 bench_cache(1000000);
                 goto print;
         }
-        raw1 = bench_raw(1);
-        PROGRESS();
-        raw2 = bench_raw(2);
-        PROGRESS();
-        d1 = bench_daemon(1, 1);
-        snprintf(rows[n_rows - 1].ratio, sizeof(rows[0].ratio), "%.2f x raw, p50 %.1f x",
-                 d1 / raw1, rows[n_rows - 1].p50_us / rows[0].p50_us);
-        (void) bench_daemon(4, 1);
-        PROGRESS();
-        snprintf(rows[n_rows - 1].ratio, sizeof(rows[0].ratio), "%.2f x raw", rows[n_rows - 1].ops_per_s / raw1);
-        d16 = bench_daemon(16, 1);
-        PROGRESS();
-        snprintf(rows[n_rows - 1].ratio, sizeof(rows[0].ratio), "%.2f x raw", d16 / raw1);
-        d64 = bench_daemon(64, 1);
-        PROGRESS();
-        snprintf(rows[n_rows - 1].ratio, sizeof(rows[0].ratio), "%.2f x raw", d64 / raw1);
-        (void) bench_daemon(16, 64);
-        PROGRESS();
-        snprintf(rows[n_rows - 1].ratio, sizeof(rows[0].ratio), "%.2f x raw", rows[n_rows - 1].ops_per_s / raw1);
-        bench_cache(1000);
-        PROGRESS();
-        bench_cache(quick ? 10000 : 100000);
-        PROGRESS();
-        if (!quick)
-                bench_cache(1000000);
-        rw = bench_rewrap(quick ? 10000 : 100000);
-        /* A rewrap is one unwrap and one wrap: the raw row does exactly that pair. */
-        if (!rows[n_rows - 1].ratio[0])
-                snprintf(rows[n_rows - 1].ratio, sizeof(rows[0].ratio), "%.2f x raw", rw / raw1);
-        bench_startup(quick ? 100 : 1000, 10);
+        if (phase("raw1") || phase("d1") || phase("d4") || phase("d16") || phase("d64") || phase("b16") || phase("rewrap")) {
+                raw1 = bench_raw(1);
+                PROGRESS();
+        }
+        if (phase("raw2")) {
+                raw2 = bench_raw(2);
+                PROGRESS();
+                snprintf(rows[n_rows - 1].ratio, sizeof(rows[0].ratio), "%.2f x 1 thread", raw2 / raw1);
+        }
+        if (phase("raw4")) {
+                double raw4 = bench_raw(4);
+
+                PROGRESS();
+                snprintf(rows[n_rows - 1].ratio, sizeof(rows[0].ratio), "%.2f x 1 thread", raw4 / raw1);
+        }
+        if (phase("d1")) {
+                d1 = bench_daemon(1, 1);
+                PROGRESS();
+                snprintf(rows[n_rows - 1].ratio, sizeof(rows[0].ratio), "%.2f x raw, p50 %.1f x",
+                         d1 / raw1, rows[n_rows - 1].p50_us / rows[0].p50_us);
+        }
+        if (phase("d4")) {
+                (void) bench_daemon(4, 1);
+                PROGRESS();
+                snprintf(rows[n_rows - 1].ratio, sizeof(rows[0].ratio), "%.2f x raw", rows[n_rows - 1].ops_per_s / raw1);
+        }
+        if (phase("d16")) {
+                d16 = bench_daemon(16, 1);
+                PROGRESS();
+                snprintf(rows[n_rows - 1].ratio, sizeof(rows[0].ratio), "%.2f x raw", d16 / raw1);
+        }
+        if (phase("d64")) {
+                d64 = bench_daemon(64, 1);
+                PROGRESS();
+                snprintf(rows[n_rows - 1].ratio, sizeof(rows[0].ratio), "%.2f x raw", d64 / raw1);
+        }
+        if (phase("b16")) {
+                (void) bench_daemon(16, 64);
+                PROGRESS();
+                snprintf(rows[n_rows - 1].ratio, sizeof(rows[0].ratio), "%.2f x raw", rows[n_rows - 1].ops_per_s / raw1);
+        }
+        if (phase("cache")) {
+                bench_cache(1000);
+                PROGRESS();
+                bench_cache(quick ? 10000 : 100000);
+                PROGRESS();
+                if (!quick)
+                        bench_cache(1000000);
+        }
+        if (phase("rewrap")) {
+                rw = bench_rewrap(quick ? 10000 : 100000);
+                /* A rewrap is one unwrap and one wrap: the raw row does exactly that pair. */
+                if (!rows[n_rows - 1].ratio[0])
+                        snprintf(rows[n_rows - 1].ratio, sizeof(rows[0].ratio), "%.2f x raw", rw / raw1);
+        }
+        if (phase("startup"))
+                bench_startup(startup_keys ? startup_keys : quick ? 100 : 1000, 10);
         (void) raw2;
+        (void) d16;
+        (void) d64;
 
 print:
         printf("| %-40s | %10s | %9s | %9s | %9s | %9s | %-22s |\n", "benchmark", "ops/s", "p50 us", "p99 us", "p999 us",
@@ -581,9 +691,11 @@ print:
         printf("|%s|%s|%s|%s|%s|%s|%s|\n", "------------------------------------------", "------------", "-----------",
                "-----------", "-----------", "-----------", "------------------------");
         for (size_t i = 0; i < n_rows; i++)
-                print_row(&rows[i], i == 1 && !cache_only ? (rows[1].ops_per_s / rows[0].ops_per_s < 1 ? "slower than 1 thread" : "faster than 1 thread")
-                                           : rows[i].ratio);
+                print_row(&rows[i], rows[i].ratio);
         kekd_stop();
-        token_done(&tok);
+        if (keep_token)
+                fprintf(stderr, "kekbench: kept token %s (SOFTHSM2_CONF=%s, config %s)\n", tok.dir, tok.conf, conf_path);
+        else
+                token_done(&tok);
         return 0;
 }
