@@ -1,13 +1,14 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
  * libkek's client (API in libkek.h). Threads and locks:
- *  - callers: any number; each request gets an id, is written under
- *    write_lock, and its caller sleeps on cond until the reader delivers the
- *    response with that id, or the timeout passes.
- *  - the reader thread: one per live connection; reads frames and hands them
- *    to waiting callers under lock. When the connection dies it fails every
- *    pending request with -ECONNRESET and exits; the next request reconnects,
- *    no sooner than the backoff allows.
+ *  - callers: any number; each request gets an id and is written under
+ *    write_lock. Then one waiting caller at a time (the one holding
+ *    "reading") reads frames from the socket itself and hands each response
+ *    to its caller under lock; the others sleep on cond until their response
+ *    is delivered, the reading role is free again, or the timeout passes. A
+ *    lone caller thus reads its own response: no thread handoff per request.
+ *    When the connection dies every pending request fails with -ECONNRESET;
+ *    the next request reconnects, no sooner than the backoff allows.
  *  - the watch thread: its own connection with a Watch subscription; applies
  *    key events to the cache, reconnects with backoff, and forces
  *    re-validation of the cache whenever it (re)subscribes, since events may
@@ -63,8 +64,8 @@ struct kek_client {
         pthread_mutex_t write_lock;  /* one writer at a time on fd */
         int fd;
         bool connected;
-        bool reader_running;
-        pthread_t reader;
+        bool reading;                /* a caller is reading from fd (owns inbuf) */
+        FrameBuf inbuf;
         uint64_t next_id;
         Pending *pending;
         uint64_t next_connect_usec, backoff_usec;
@@ -150,8 +151,21 @@ static void response_free(Kek__Response *r) {
         kek__response__free_unpacked(r, NULL);
 }
 
-/* Reads frames from fd into buf until one is complete; <0 on EOF or error. */
-static int read_frame(int fd, FrameBuf *buf, Kek__Response **ret) {
+/* Milliseconds left until deadline (CLOCK_MONOTONIC), at least 0. */
+static int ms_left(const struct timespec *deadline) {
+        struct timespec now;
+        int64_t ms;
+
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        ms = (int64_t) (deadline->tv_sec - now.tv_sec) * 1000 + (deadline->tv_nsec - now.tv_nsec) / 1000000;
+        return ms < 0 ? 0 : ms > INT32_MAX ? INT32_MAX : (int) ms;
+}
+
+/*
+ * Reads from fd into buf until a frame is complete; <0 on EOF or error, or
+ * -ETIMEDOUT at deadline (NULL: none), leaving a partial frame in buf.
+ */
+static int read_frame_until(int fd, FrameBuf *buf, const struct timespec *deadline, Kek__Response **ret) {
         for (;;) {
                 const uint8_t *payload;
                 uint8_t *tail;
@@ -170,51 +184,62 @@ static int read_frame(int fd, FrameBuf *buf, Kek__Response **ret) {
                 r = frame_buf_reserve(buf, 16384, &tail);
                 if (r < 0)
                         return r;
-                n = recv(fd, tail, 16384, 0);
-                if (n < 0 && errno == EINTR)
+                n = recv(fd, tail, 16384, MSG_DONTWAIT);
+                if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
+                        struct pollfd pfd = { .fd = fd, .events = POLLIN };
+
+                        r = poll(&pfd, 1, deadline ? ms_left(deadline) : -1);
+                        if (r == 0)
+                                return -ETIMEDOUT;
+                        if (r < 0 && errno != EINTR)
+                                return -errno;
                         continue;
+                }
                 if (n <= 0)
                         return n == 0 ? -ECONNRESET : -errno;
                 frame_buf_commit(buf, (size_t) n);
         }
 }
 
-static void *reader_main(void *userdata) {
-        kek_client *c = userdata;
-        FrameBuf buf;
-        int r;
-
-        frame_buf_init(&buf);
-        for (;;) {
-                Kek__Response *resp = NULL;
-
-                r = read_frame(c->fd, &buf, &resp);
-                if (r < 0)
-                        break;
-                pthread_mutex_lock(&c->lock);
-                for (Pending *p = c->pending; p; p = p->next)
-                        if (p->id == resp->id && !p->done) {
-                                p->resp = TAKE_PTR(resp);
-                                p->done = true;
-                                break;
-                        }
-                pthread_cond_broadcast(&c->cond);
-                pthread_mutex_unlock(&c->lock);
-                response_free(resp); /* an answer nobody waits for any more (timed out) */
-                /* Unpacking went through this thread's stack and registers; it may have been an AEK. */
-                secret_scrub_cpu_state();
-        }
-        frame_buf_done(&buf);
-        pthread_mutex_lock(&c->lock);
+/* With c->lock held: the connection is gone; every pending request fails. */
+static void connection_lost(kek_client *c) {
         c->connected = false;
         for (Pending *p = c->pending; p; p = p->next)
                 if (!p->done) {
                         p->done = true;
                         p->error = -ECONNRESET;
                 }
-        pthread_cond_broadcast(&c->cond);
+}
+
+/*
+ * With c->lock held, c->reading taken by the caller: reads one frame (lock
+ * dropped meanwhile) and delivers it. Returns <0 on timeout (nothing lost:
+ * the next reader continues the frame) or when the connection died.
+ */
+static int read_and_deliver(kek_client *c, const struct timespec *deadline) {
+        Kek__Response *resp = NULL;
+        int fd = c->fd, r;
+
         pthread_mutex_unlock(&c->lock);
-        return NULL;
+        r = read_frame_until(fd, &c->inbuf, deadline, &resp);
+        /* Unpacking went through this thread's stack and registers; it may have been an AEK. */
+        if (r >= 0)
+                secret_scrub_cpu_state();
+        pthread_mutex_lock(&c->lock);
+        if (r == -ETIMEDOUT)
+                return r;
+        if (r < 0) {
+                connection_lost(c);
+                return r;
+        }
+        for (Pending *p = c->pending; p; p = p->next)
+                if (p->id == resp->id && !p->done) {
+                        p->resp = TAKE_PTR(resp);
+                        p->done = true;
+                        break;
+                }
+        response_free(resp); /* an answer nobody waits for any more (timed out) */
+        return 0;
 }
 
 /* With c->lock held: a live connection, or a transient error (kekd down, backoff running). */
@@ -222,19 +247,26 @@ static int ensure_connected(kek_client *c) {
         uint64_t now;
         int fd;
 
+        if (c->connected && !c->reading && !c->pending) {
+                /* Nobody reads while idle: notice here a peer that closed the connection meanwhile. */
+                struct pollfd pfd = { .fd = c->fd, .events = POLLIN };
+
+                if (poll(&pfd, 1, 0) > 0 && frame_buf_size(&c->inbuf) == 0) {
+                        uint8_t b;
+
+                        if (recv(c->fd, &b, 1, MSG_PEEK | MSG_DONTWAIT) <= 0)
+                                c->connected = false;
+                }
+        }
         if (c->connected)
                 return 0;
-        if (c->reader_running) {
-                /* The old reader has finished (connected is false); reap it before a new one starts. */
-                pthread_mutex_unlock(&c->lock);
-                pthread_join(c->reader, NULL);
-                pthread_mutex_lock(&c->lock);
-                c->reader_running = false;
-                if (c->connected)
-                        return 0; /* another caller reconnected meanwhile */
+        if (c->reading || c->pending)
+                return -ECONNRESET; /* the old connection's callers have not all left yet */
+        if (c->fd >= 0) {
                 safe_close(c->fd);
                 c->fd = -1;
         }
+        frame_buf_done(&c->inbuf);
         now = now_usec();
         if (now < c->next_connect_usec)
                 return -ECONNREFUSED;
@@ -247,13 +279,6 @@ static int ensure_connected(kek_client *c) {
         c->fd = fd;
         c->connected = true;
         c->backoff_usec = 0;
-        if (pthread_create(&c->reader, NULL, reader_main, c) != 0) {
-                c->connected = false;
-                safe_close(c->fd);
-                c->fd = -1;
-                return -EAGAIN;
-        }
-        c->reader_running = true;
         return 0;
 }
 
@@ -277,7 +302,7 @@ static int call(kek_client *c, Kek__Request *req, Kek__Response__BodyCase want, 
         Pending p = {};
         struct timespec deadline = deadline_after(c->timeout_usec);
         FrameBuf out;
-        int r;
+        int fd, r;
 
         pthread_mutex_lock(&c->lock);
         r = ensure_connected(c);
@@ -285,6 +310,7 @@ static int call(kek_client *c, Kek__Request *req, Kek__Response__BodyCase want, 
                 pthread_mutex_unlock(&c->lock);
                 return r;
         }
+        fd = c->fd;
         p.id = req->id = ++c->next_id;
         p.next = c->pending;
         c->pending = &p;
@@ -295,15 +321,27 @@ static int call(kek_client *c, Kek__Request *req, Kek__Response__BodyCase want, 
         r = frame_append_message(&out, &req->base, FRAME_MAX_LIMIT);
         if (r >= 0) {
                 pthread_mutex_lock(&c->write_lock);
-                r = send_all(c->fd, frame_buf_head(&out), frame_buf_size(&out));
+                r = send_all(fd, frame_buf_head(&out), frame_buf_size(&out));
                 pthread_mutex_unlock(&c->write_lock);
         }
         frame_buf_done(&out); /* cleansed: it may have carried an AEK */
 
         pthread_mutex_lock(&c->lock);
-        while (r >= 0 && !p.done)
-                if (pthread_cond_timedwait(&c->cond, &c->lock, &deadline) == ETIMEDOUT && !p.done)
+        if (r < 0)
+                connection_lost(c); /* a failed send leaves the stream in an unknown state */
+        while (r >= 0 && !p.done) {
+                if (!c->reading && c->connected && c->fd == fd) {
+                        int q;
+
+                        c->reading = true;
+                        q = read_and_deliver(c, &deadline);
+                        c->reading = false;
+                        pthread_cond_broadcast(&c->cond); /* delivered something, or the role is free */
+                        if (q == -ETIMEDOUT && !p.done)
+                                r = -ETIMEDOUT;
+                } else if (pthread_cond_timedwait(&c->cond, &c->lock, &deadline) == ETIMEDOUT && !p.done)
                         r = -ETIMEDOUT;
+        }
         for (Pending **q = &c->pending; *q; q = &(*q)->next)
                 if (*q == &p) {
                         *q = p.next;
@@ -396,8 +434,8 @@ static void *watch_main(void *userdata) {
                         while (r >= 0) {
                                 Kek__Response *resp = NULL;
 
-                                r = read_frame(fd, &buf, &resp);
-                                if (r < 0)
+                                r = read_frame_until(fd, &buf, NULL, &resp);
+                                if (r < 0 || !resp)
                                         break;
                                 if (resp->body_case == KEK__RESPONSE__BODY_EVENT && resp->event) {
                                         apply_event(c, resp->event);
@@ -484,13 +522,8 @@ _public_ void kek_client_free(kek_client *c) {
                 pthread_mutex_unlock(&c->watch_lock);
                 pthread_join(c->watcher, NULL);
         }
-        pthread_mutex_lock(&c->lock);
-        if (c->fd >= 0)
-                (void) shutdown(c->fd, SHUT_RDWR);
-        pthread_mutex_unlock(&c->lock);
-        if (c->reader_running)
-                pthread_join(c->reader, NULL);
         safe_close(c->fd);
+        frame_buf_done(&c->inbuf);
         cache_free(c->cache);
         pthread_cond_destroy(&c->cond);
         pthread_cond_destroy(&c->watch_cond);
