@@ -325,20 +325,23 @@ static void *daemon_worker(void *userdata) {
                         free(blob);
                         a->lat[i] = now_ns() - t0;
                 } else {
-                        /* a batch wrap, then a batch rewrap standing in for the unwrap half (same HSM work) */
+                        /* a batch wrap, then a batch unwrap: one encryption and one decryption per op, like raw */
                         if (kek_wrap_batch(a->c, "bench", a->batch, aeks, ctxs, blobs, res) < 0)
                                 a->error = 1;
                         else {
-                                kek_blob out[64];
+                                kek_aek *got[64];
 
                                 for (unsigned j = 0; j < a->batch; j++)
                                         a->error |= res[j] < 0;
-                                if (kek_rewrap_batch(a->c, a->batch, blobs, ctxs, out, res) < 0)
+                                if (kek_unwrap_batch(a->c, a->batch, blobs, ctxs, got, res) < 0)
                                         a->error = 1;
-                                for (unsigned j = 0; j < a->batch; j++) {
+                                else
+                                        for (unsigned j = 0; j < a->batch; j++) {
+                                                a->error |= res[j] < 0;
+                                                kek_aek_unref(res[j] < 0 ? NULL : got[j]);
+                                        }
+                                for (unsigned j = 0; j < a->batch; j++)
                                         free(blobs[j].data);
-                                        free(out[j].data);
-                                }
                         }
                         for (unsigned j = 0; j < a->batch && i + j < a->ops; j++)
                                 a->lat[i + j] = (now_ns() - t0) / a->batch;
