@@ -17,6 +17,7 @@
 #include "config.h"
 
 #include <errno.h>
+#include <sched.h>
 #include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
@@ -262,6 +263,14 @@ static double kekd_start(void) {
         if (posix_spawn(&kekd_pid, kekd_bin, &fa, NULL, argv, environ) != 0)
                 kekd_pid = -1;
         posix_spawn_file_actions_destroy(&fa);
+        if (kekd_pid > 0 && getenv("KEKBENCH_KEKD_CPU")) {
+                /* placement experiments: pin kekd to one CPU */
+                cpu_set_t set;
+
+                CPU_ZERO(&set);
+                CPU_SET(atoi(getenv("KEKBENCH_KEKD_CPU")), &set);
+                (void) sched_setaffinity(kekd_pid, sizeof(set), &set);
+        }
         for (int i = 0; kekd_pid > 0 && i < 60000; i++) {
                 if (kekd_up())
                         return (double) (now_ns() - t0) / 1e3;
@@ -588,6 +597,14 @@ int main(int argc, char *argv[]) {
         if (quick)
                 n_ops = MIN(n_ops, 5000u);
         kekd_bin = getenv("KEKD") ?: "daemon/kekd";
+        if (getenv("KEKBENCH_CLIENT_CPU")) {
+                /* placement experiments: pin this process (client threads) to one CPU */
+                cpu_set_t set;
+
+                CPU_ZERO(&set);
+                CPU_SET(atoi(getenv("KEKBENCH_CLIENT_CPU")), &set);
+                (void) sched_setaffinity(0, sizeof(set), &set);
+        }
         signal(SIGPIPE, SIG_IGN);
         if (secret_heap_init(1 << 20) < 0 || token_setup(&tok, "bench") < 0)
                 return 1;
