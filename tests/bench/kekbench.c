@@ -43,6 +43,9 @@ extern char **environ;
 static TestToken tok;
 static char sock_path[4200], conf_path[4200];
 static pid_t kekd_pid = -1;
+/* KEKBENCH_KEKD_INSTANCES=2: a second kekd on the same token; clients alternate (an HSM pool's best case) */
+static char sock2_path[4200], conf2_path[4200];
+static pid_t kekd2_pid = -1;
 static const char *kekd_bin;
 static unsigned n_ops = 20000;
 static bool quick, cache_only;
@@ -136,14 +139,14 @@ static double sys_busy_us(void) {
 static double cpu0_kekd, cpu0_self, cpu0_sys;
 
 static void cpu_mark(void) {
-        cpu0_kekd = proc_cpu_us(kekd_pid);
+        cpu0_kekd = proc_cpu_us(kekd_pid) + proc_cpu_us(kekd2_pid);
         cpu0_self = self_cpu_us();
         cpu0_sys = sys_busy_us();
 }
 
 /* Appends "CPU us/op: kekd K, client C, others O" to the stderr progress. */
 static void cpu_report(const char *name, double ops) {
-        double k = proc_cpu_us(kekd_pid) - cpu0_kekd, c = self_cpu_us() - cpu0_self, sys = sys_busy_us() - cpu0_sys;
+        double k = proc_cpu_us(kekd_pid) + proc_cpu_us(kekd2_pid) - cpu0_kekd, c = self_cpu_us() - cpu0_self, sys = sys_busy_us() - cpu0_sys;
 
         fprintf(stderr, "kekbench: cpu %s: kekd %.1f us/op, kekbench %.1f us/op, others %.0f%% of machine\n", name,
                 k / ops, c / ops, sys > 0 ? 100.0 * MAX(sys - k - c, 0.0) / sys : 0.0);
@@ -287,8 +290,8 @@ static void kekd_stop(void) {
         kekd_pid = -1;
 }
 
-static kek_client *client(bool cache) {
-        kek_options o = { .socket_path = sock_path, .cache_disabled = !cache, .watch_disabled = true,
+static kek_client *client_at(bool cache, const char *path) {
+        kek_options o = { .socket_path = path, .cache_disabled = !cache, .watch_disabled = true,
                           .timeout_ms = 60000, .cache_entries = 2000000 };
         kek_client *c = NULL;
 
@@ -297,6 +300,10 @@ static kek_client *client(bool cache) {
                 exit(1);
         }
         return c;
+}
+
+static kek_client *client(bool cache) {
+        return client_at(cache, sock_path);
 }
 
 typedef struct DArg {
@@ -370,7 +377,7 @@ static double bench_daemon(unsigned clients, unsigned batch) {
         Row *r;
 
         for (unsigned i = 0; i < clients; i++)
-                a[i] = (DArg) { .c = client(false), .ops = per, .batch = batch, .lat = lat + (size_t) i * per };
+                a[i] = (DArg) { .c = client_at(false, kekd2_pid > 0 && i % 2 ? sock2_path : sock_path), .ops = per, .batch = batch, .lat = lat + (size_t) i * per };
         cpu_mark();
         t0 = now_ns();
         for (unsigned i = 0; i < clients; i++)
@@ -634,6 +641,28 @@ int main(int argc, char *argv[]) {
                 if (r != 0 || waitpid(p, NULL, 0) < 0)
                         return 1;
         }
+        if (getenv("KEKBENCH_KEKD_INSTANCES") && atoi(getenv("KEKBENCH_KEKD_INSTANCES")) == 2) {
+                char *argv2[] = { (char *) kekd_bin, "-c", conf2_path, NULL };
+                posix_spawn_file_actions_t fa;
+
+                snprintf(sock2_path, sizeof(sock2_path), "%s/kekd2.sock", tok.dir);
+                snprintf(conf2_path, sizeof(conf2_path), "%s/kekd2.conf", tok.dir);
+                f = fopen(conf2_path, "we");
+                if (!f)
+                        return 1;
+                fprintf(f, "[hsm]\nmodule = %s\ntoken = %s\npin_file = %s\n[server]\nsocket = %s\nmax_frame = 1048576\n"
+                           "[keys]\nallow_unrecoverable = yes\nrefresh_interval = 60\n[log]\nlevel = warning\n",
+                        tok.module, tok.uri, tok.pin_file, sock2_path);
+                fclose(f);
+                posix_spawn_file_actions_init(&fa);
+                posix_spawn_file_actions_addopen(&fa, STDERR_FILENO, "/dev/null", O_WRONLY, 0);
+                if (posix_spawn(&kekd2_pid, kekd_bin, &fa, NULL, argv2, environ) != 0)
+                        kekd2_pid = -1;
+                posix_spawn_file_actions_destroy(&fa);
+                for (int i = 0; i < 10000 && access(sock2_path, F_OK) < 0; i++)
+                        usleep(1000);
+                usleep(100000);
+        }
         fprintf(stderr, "kekbench: kekd pid %d\n", (int) kekd_pid);
         fprintf(stderr, "kekbench: %u ops per row%s; SoftHSM2 token in %s\n", n_ops, quick ? " (quick)" : "", tok.dir);
 
@@ -713,6 +742,10 @@ print:
         for (size_t i = 0; i < n_rows; i++)
                 print_row(&rows[i], rows[i].ratio);
         kekd_stop();
+        if (kekd2_pid > 0) {
+                kill(kekd2_pid, SIGTERM);
+                waitpid(kekd2_pid, NULL, 0);
+        }
         if (keep_token)
                 fprintf(stderr, "kekbench: kept token %s (SOFTHSM2_CONF=%s, config %s)\n", tok.dir, tok.conf, conf_path);
         else
