@@ -37,6 +37,8 @@
  * secret; kekd never forks, so no two processes can share pool contents.
  */
 #define IV_POOL_IVS 512u
+/* Maintenance reuses an index at most this old instead of reading the token again (start-up: just loaded). */
+#define REPAIR_FRESH_USEC (500 * 1000ULL)
 
 struct Keystore {
         Hsm *hsm;
@@ -50,6 +52,8 @@ struct Keystore {
         char owner[OWNER_MAX];
         KeyChangeFn on_change;
         void *on_change_userdata;
+        char (*dup_names)[KEY_NAME_MAX + 1]; /* names with more than one record object, as the last load found them */
+        size_t n_dup_names;
         uint8_t iv_pool[IV_POOL_IVS * BLOB_IV_SIZE];
         size_t iv_pool_used;          /* bytes handed out; sizeof(iv_pool) when empty */
 };
@@ -415,6 +419,7 @@ Keystore *keystore_free(Keystore *ks) {
         if (!ks)
                 return NULL;
         keys_free(ks->keys, ks->n_keys);
+        free(ks->dup_names);
         free(ks);
         return NULL;
 }
@@ -425,6 +430,37 @@ void keystore_set_allow_unrecoverable(Keystore *ks, bool allow) {
 
 bool keystore_allow_unrecoverable(const Keystore *ks) {
         return ks->allow_unrecoverable;
+}
+
+static int label_cmp(const void *a, const void *b) {
+        return strcmp(((const HsmDataObject *) a)->label, ((const HsmDataObject *) b)->label);
+}
+
+/*
+ * The names with more than one record object (readable or not), for repair:
+ * a crash between writing a record and destroying its predecessor leaves two.
+ * Sorts d by label.
+ */
+static int find_dup_names(HsmDataObject *d, size_t n, char (**ret)[KEY_NAME_MAX + 1], size_t *ret_n) {
+        char (*names)[KEY_NAME_MAX + 1] = NULL;
+        size_t m = 0;
+
+        qsort(d, n, sizeof(*d), label_cmp);
+        for (size_t i = 1; i < n; i++)
+                if (strcmp(d[i].label, d[i - 1].label) == 0 && (i + 1 == n || strcmp(d[i].label, d[i + 1].label) != 0) &&
+                    key_name_valid(d[i].label)) {
+                        char (*p)[KEY_NAME_MAX + 1] = reallocarray(names, m + 1, sizeof(*names));
+
+                        if (!p) {
+                                free(names);
+                                return -ENOMEM;
+                        }
+                        names = p;
+                        strcpy(names[m++], d[i].label);
+                }
+        *ret = names;
+        *ret_n = m;
+        return 0;
 }
 
 static int load_cmp(const void *a, const void *b) {
@@ -439,14 +475,18 @@ static int load_cmp(const void *a, const void *b) {
 int keystore_load(Keystore *ks) {
         HsmDataObject *data = NULL;
         _cleanup_free_ HsmKeyRef *refs = NULL;
+        char (*dups)[KEY_NAME_MAX + 1] = NULL;
         Key **keys = NULL;
-        size_t n_data = 0, n_refs = 0, n = 0, m = 0;
+        size_t n_data = 0, n_refs = 0, n = 0, m = 0, n_dups = 0;
         uint64_t gen = hsm_generation(ks->hsm);
         int r;
 
         r = hsm_list_data(ks->hsm, APP_KEYS, NULL, &data, &n_data);
         if (r < 0)
                 return r;
+        r = find_dup_names(data, n_data, &dups, &n_dups);
+        if (r < 0)
+                goto fail;
         r = hsm_list_keys(ks->hsm, &refs, &n_refs);
         if (r < 0)
                 goto fail;
@@ -509,6 +549,9 @@ int keystore_load(Keystore *ks) {
         keys_free(ks->keys, ks->n_keys);
         ks->keys = keys;
         ks->n_keys = n;
+        free(ks->dup_names);
+        ks->dup_names = dups;
+        ks->n_dup_names = n_dups;
         ks->generation = gen;
         ks->last_load_mono_usec = clock_mono_usec();
         ks->reload_needed = false;
@@ -516,6 +559,7 @@ int keystore_load(Keystore *ks) {
         return 0;
 fail:
         keys_free(keys, n);
+        free(dups);
         hsm_data_objects_free(data, n_data);
         return r;
 }
@@ -1309,31 +1353,33 @@ static int repair_duplicates(Keystore *ks, const char *name) {
         return readable > 1;
 }
 
-static int label_cmp(const void *a, const void *b) {
-        return strcmp(((const HsmDataObject *) a)->label, ((const HsmDataObject *) b)->label);
-}
-
-/* Repairs what the token needs; returns the number of repairs. */
-static int repair(Keystore *ks, uint64_t now) {
-        _cleanup_free_ KeyName *names = NULL;
-        HsmDataObject *d = NULL;
-        size_t n = 0, n_names;
+/*
+ * Repairs what the token needs; returns the number of repairs. Reads the
+ * token unless the index is younger than max_age_usec (at start-up it was
+ * just loaded): that one load also names the keys with duplicate records.
+ */
+static int repair(Keystore *ks, uint64_t now, uint64_t max_age_usec) {
+        _cleanup_free_ KeyName *names = NULL, *dups = NULL;
+        size_t n_names, n_dups;
         int repaired = 0, r;
 
-        /* Names with more than one record object: sort by label, compare neighbours. */
-        r = hsm_list_data(ks->hsm, APP_KEYS, NULL, &d, &n);
+        r = keystore_refresh(ks, max_age_usec);
         if (r < 0)
                 return r;
-        qsort(d, n, sizeof(*d), label_cmp);
-        for (size_t i = 1; i < n; i++)
-                if (strcmp(d[i].label, d[i - 1].label) == 0 && (i + 1 == n || strcmp(d[i].label, d[i + 1].label) != 0) &&
-                    key_name_valid(d[i].label) && repair_duplicates(ks, d[i].label) > 0)
+        /* Names with more than one record object: a copy, the reload below replaces the list. */
+        n_dups = ks->n_dup_names;
+        dups = calloc(n_dups ? n_dups : 1, sizeof(*dups));
+        if (!dups)
+                return -ENOMEM;
+        memcpy(dups, ks->dup_names, n_dups * sizeof(*dups));
+        for (size_t i = 0; i < n_dups; i++)
+                if (repair_duplicates(ks, dups[i]) > 0)
                         repaired++;
-        hsm_data_objects_free(d, n);
-
-        r = keystore_load(ks);
-        if (r < 0)
-                return r;
+        if (repaired > 0) {
+                r = keystore_load(ks);
+                if (r < 0)
+                        return r;
+        }
         r = index_names(ks, &names, &n_names);
         if (r < 0)
                 return r;
@@ -1391,7 +1437,7 @@ int keystore_maintain(Keystore *ks, uint64_t now) {
         size_t n_names;
         int changes, r;
 
-        changes = repair(ks, now);
+        changes = repair(ks, now, REPAIR_FRESH_USEC);
         if (changes < 0)
                 return changes;
         r = index_names(ks, &names, &n_names);
@@ -1477,7 +1523,7 @@ int keystore_check(Keystore *ks, uint64_t now, CheckReport *ret) {
         size_t n = 0, n_refs = 0;
         int r;
 
-        r = repair(ks, now);
+        r = repair(ks, now, 0);
         if (r < 0)
                 return r;
         rep.repaired = (unsigned) r;
