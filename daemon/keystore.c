@@ -477,13 +477,21 @@ int keystore_load(Keystore *ks) {
         _cleanup_free_ HsmKeyRef *refs = NULL;
         char (*dups)[KEY_NAME_MAX + 1] = NULL;
         Key **keys = NULL;
-        size_t n_data = 0, n_refs = 0, n = 0, m = 0, n_dups = 0;
+        size_t n_all = 0, n_data = 0, n_refs = 0, n = 0, m = 0, n_dups = 0;
         uint64_t gen = hsm_generation(ks->hsm);
         int r;
 
-        r = hsm_list_data(ks->hsm, APP_KEYS, NULL, &data, &n_data);
+        /* Key records and vault records in one scan of the token; key records first. */
+        r = hsm_list_data_multi(ks->hsm, (const char *const[]) { APP_KEYS, VAULT_APP }, 2, &data, &n_all);
         if (r < 0)
                 return r;
+        for (size_t i = 0; i < n_all; i++)
+                if (data[i].app == 0) {
+                        HsmDataObject t = data[n_data];
+
+                        data[n_data++] = data[i];
+                        data[i] = t;
+                }
         r = find_dup_names(data, n_data, &dups, &n_dups);
         if (r < 0)
                 goto fail;
@@ -528,7 +536,7 @@ int keystore_load(Keystore *ks) {
         }
         for (size_t i = 0; i < n; i++)
                 carry_runtime(keys[i], index_get(ks, keys[i]->name));
-        r = vault_load(&ks->vault, ks->hsm);
+        r = vault_apply(&ks->vault, data + n_data, n_all - n_data);
         if (r < 0)
                 goto fail;
         /* Changes made through other kekd instances, as this refresh finds them. */
@@ -555,12 +563,12 @@ int keystore_load(Keystore *ks) {
         ks->generation = gen;
         ks->last_load_mono_usec = clock_mono_usec();
         ks->reload_needed = false;
-        hsm_data_objects_free(data, n_data);
+        hsm_data_objects_free(data, n_all);
         return 0;
 fail:
         keys_free(keys, n);
         free(dups);
-        hsm_data_objects_free(data, n_data);
+        hsm_data_objects_free(data, n_all);
         return r;
 }
 

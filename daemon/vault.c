@@ -6,25 +6,24 @@
 
 #include <errno.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "common/kekerr.h"
 #include "daemon/vault.h"
 #include "proto/kek.pb-c.h"
 
-#define APP_VAULT "kekd-vault"
+#define APP_VAULT VAULT_APP
 #define VAULT_LABEL "vault"
 
-int vault_load(Vault *vault, Hsm *hsm) {
-        HsmDataObject *d = NULL;
-        size_t n = 0;
+int vault_apply(Vault *vault, const HsmDataObject *d, size_t n) {
         bool found = false;
-        int r;
 
-        r = hsm_list_data(hsm, APP_VAULT, VAULT_LABEL, &d, &n);
-        if (r < 0)
-                return r;
         for (size_t i = 0; i < n; i++) {
-                Kek__VaultRecord *v = kek__vault_record__unpack(NULL, d[i].value_len, d[i].value);
+                Kek__VaultRecord *v;
+
+                if (strcmp(d[i].label, VAULT_LABEL) != 0)
+                        continue;
+                v = kek__vault_record__unpack(NULL, d[i].value_len, d[i].value);
 
                 if (v && v->format == 1 && v->retention_days >= RETENTION_DAYS_MIN &&
                     v->retention_days <= RETENTION_DAYS_MAX && (!found || v->generation > vault->generation)) {
@@ -43,7 +42,6 @@ int vault_load(Vault *vault, Hsm *hsm) {
                 if (v)
                         kek__vault_record__free_unpacked(v, NULL);
         }
-        hsm_data_objects_free(d, n);
         if (!found) {
                 if (vault->generation > 0)
                         return -KEKERR_HSM_UNAVAILABLE; /* we saw a vault record before: it cannot have gone */
@@ -53,6 +51,19 @@ int vault_load(Vault *vault, Hsm *hsm) {
         vault->policy.purge_protection = vault->policy.purge_protection || vault->purge_protection_seen;
         vault->purge_protection_seen = vault->policy.purge_protection;
         return 0;
+}
+
+int vault_load(Vault *vault, Hsm *hsm) {
+        HsmDataObject *d = NULL;
+        size_t n = 0;
+        int r;
+
+        r = hsm_list_data(hsm, APP_VAULT, VAULT_LABEL, &d, &n);
+        if (r < 0)
+                return r;
+        r = vault_apply(vault, d, n);
+        hsm_data_objects_free(d, n);
+        return r;
 }
 
 bool vault_change_weakens(const VaultPolicy *cur, const VaultChange *c) {

@@ -58,7 +58,12 @@ typedef struct Vault {
         bool purge_protection_seen;
 } Vault;
 
+/* The CKA_APPLICATION of vault records (keystore_load lists them with the key records in one scan). */
+#define VAULT_APP "kekd-vault"
+
 /* Reads the policy from the token into vault (defaults when there is no record yet). */
 int vault_load(Vault *vault, Hsm *hsm);
+/* The same from vault records already read (d: data objects of VAULT_APP). */
+int vault_apply(Vault *vault, const HsmDataObject *d, size_t n);
 /* Applies c: -KEKERR_INVALID_ARGUMENT for out-of-range values, -KEKERR_PERMISSION_DENIED for a forbidden weakening. */
 int vault_set(Vault *vault, Hsm *hsm, const VaultChange *c);

@@ -699,42 +699,91 @@ void hsm_data_objects_free(HsmDataObject *d, size_t n) {
         free(d);
 }
 
-static int data_object_read(Hsm *h, CK_OBJECT_HANDLE o, HsmDataObject *d) {
+#define APP_MAX 64u
+#define VALUE_INLINE 4096u
+
+/* Which of apps app_buf (len bytes) names; -EBADMSG if none (apps NULL: any, index 0). */
+static int app_index(const char *const *apps, size_t n_apps, const uint8_t *app_buf, CK_ULONG len, unsigned *ret) {
+        if (!apps) {
+                *ret = 0;
+                return 0;
+        }
+        for (size_t i = 0; i < n_apps; i++)
+                if (len == strlen(apps[i]) && memcmp(app_buf, apps[i], len) == 0) {
+                        *ret = (unsigned) i;
+                        return 0;
+                }
+        return -EBADMSG;
+}
+
+/*
+ * Reads label, application and value of one data object: one
+ * C_GetAttributeValue into buffers that fit every record kekd writes, two
+ * (sizes, then values) for anything bigger. -EBADMSG: not one of ours.
+ */
+static int data_object_read(Hsm *h, CK_OBJECT_HANDLE o, const char *const *apps, size_t n_apps, HsmDataObject *d) {
+        uint8_t app[APP_MAX], value[VALUE_INLINE];
         CK_ATTRIBUTE a[] = {
-                { CKA_LABEL, NULL, 0 },
-                { CKA_VALUE, NULL, 0 },
+                { CKA_LABEL, d->label, HSM_KEY_LABEL_MAX },
+                { CKA_APPLICATION, app, sizeof(app) },
+                { CKA_VALUE, value, sizeof(value) },
         };
         CK_RV rv;
+        int r;
 
+        rv = h->module->C_GetAttributeValue(h->session, o, a, ELEMENTSOF(a));
+        if (rv == CKR_OK) {
+                r = app_index(apps, n_apps, app, a[1].ulValueLen, &d->app);
+                if (r >= 0) {
+                        d->value = malloc(a[2].ulValueLen ? a[2].ulValueLen : 1);
+                        r = d->value ? 0 : -ENOMEM;
+                }
+                if (r >= 0) {
+                        memcpy(d->value, value, a[2].ulValueLen);
+                        d->label[a[0].ulValueLen] = 0;
+                        d->value_len = a[2].ulValueLen;
+                        d->handle = o;
+                }
+                secret_cleanse(value, sizeof(value)); /* a foreign object's value is none of our business */
+                return r;
+        }
+        secret_cleanse(value, sizeof(value));
+        if (rv != CKR_BUFFER_TOO_SMALL)
+                return rv_to_errno(h, rv);
+
+        /* Something is bigger than our buffers: sizes first. */
+        for (size_t i = 0; i < ELEMENTSOF(a); i++) {
+                a[i].pValue = NULL;
+                a[i].ulValueLen = 0;
+        }
         rv = h->module->C_GetAttributeValue(h->session, o, a, ELEMENTSOF(a));
         if (rv != CKR_OK)
                 return rv_to_errno(h, rv);
-        if (a[0].ulValueLen > HSM_KEY_LABEL_MAX || a[1].ulValueLen > 1024 * 1024)
+        if (a[0].ulValueLen > HSM_KEY_LABEL_MAX || a[1].ulValueLen > sizeof(app) || a[2].ulValueLen > 1024 * 1024)
                 return -EBADMSG;
-        d->value = malloc(a[1].ulValueLen ? a[1].ulValueLen : 1);
+        d->value = malloc(a[2].ulValueLen ? a[2].ulValueLen : 1);
         if (!d->value)
                 return -ENOMEM;
         a[0].pValue = d->label;
-        a[1].pValue = d->value;
+        a[1].pValue = app;
+        a[2].pValue = d->value;
         rv = h->module->C_GetAttributeValue(h->session, o, a, ELEMENTSOF(a));
-        if (rv != CKR_OK || a[0].ulValueLen > HSM_KEY_LABEL_MAX) {
+        r = rv != CKR_OK ? rv_to_errno(h, rv) : a[0].ulValueLen > HSM_KEY_LABEL_MAX ? -EBADMSG
+                                                 : app_index(apps, n_apps, app, a[1].ulValueLen, &d->app);
+        if (r < 0) {
                 free(d->value);
                 d->value = NULL;
-                return rv != CKR_OK ? rv_to_errno(h, rv) : -EBADMSG;
+                return r;
         }
         d->label[a[0].ulValueLen] = 0;
-        d->value_len = a[1].ulValueLen;
+        d->value_len = a[2].ulValueLen;
         d->handle = o;
         return 0;
 }
 
-int hsm_list_data(Hsm *h, const char *application, const char *label, HsmDataObject **ret, size_t *ret_n) {
-        CK_OBJECT_CLASS cls = CKO_DATA;
-        CK_ATTRIBUTE tmpl[] = {
-                { CKA_CLASS, &cls, sizeof(cls) },
-                { CKA_APPLICATION, (void *) application, strlen(application) },
-                { CKA_LABEL, (void *) label, label ? strlen(label) : 0 },
-        };
+/* Lists the data objects matching tmpl, keeping those of apps (NULL: all). */
+static int list_data(Hsm *h, CK_ATTRIBUTE *tmpl, CK_ULONG n_tmpl, const char *const *apps, size_t n_apps,
+                     HsmDataObject **ret, size_t *ret_n) {
         /*
          * Records are replaced by "create new, destroy old". A listing that
          * races such a replacement can find the old object and then not read
@@ -747,14 +796,14 @@ int hsm_list_data(Hsm *h, const char *application, const char *label, HsmDataObj
                 bool vanished = false;
                 int r;
 
-                r = find_all(h, tmpl, label ? 3 : 2, &objs, &n);
+                r = find_all(h, tmpl, n_tmpl, &objs, &n);
                 if (r < 0)
                         return r;
                 d = calloc(n ? n : 1, sizeof(*d));
                 if (!d)
                         return -ENOMEM;
                 for (size_t i = 0; i < n; i++) {
-                        r = data_object_read(h, objs[i], &d[k]);
+                        r = data_object_read(h, objs[i], apps, n_apps, &d[k]);
                         if (r == -ENOENT) {
                                 vanished = true;
                                 continue;
@@ -775,6 +824,26 @@ int hsm_list_data(Hsm *h, const char *application, const char *label, HsmDataObj
                 hsm_data_objects_free(d, k);
         }
         return -KEKERR_HSM_UNAVAILABLE;
+}
+
+int hsm_list_data(Hsm *h, const char *application, const char *label, HsmDataObject **ret, size_t *ret_n) {
+        CK_OBJECT_CLASS cls = CKO_DATA;
+        CK_ATTRIBUTE tmpl[] = {
+                { CKA_CLASS, &cls, sizeof(cls) },
+                { CKA_APPLICATION, (void *) application, strlen(application) },
+                { CKA_LABEL, (void *) label, label ? strlen(label) : 0 },
+        };
+
+        return list_data(h, tmpl, label ? 3 : 2, &application, 1, ret, ret_n);
+}
+
+int hsm_list_data_multi(Hsm *h, const char *const *apps, size_t n_apps, HsmDataObject **ret, size_t *ret_n) {
+        CK_OBJECT_CLASS cls = CKO_DATA;
+        CK_ATTRIBUTE tmpl[] = {
+                { CKA_CLASS, &cls, sizeof(cls) },
+        };
+
+        return list_data(h, tmpl, ELEMENTSOF(tmpl), apps, n_apps, ret, ret_n);
 }
 
 int hsm_find_key(Hsm *h, const char *label, uint32_t version, HsmObject *ret) {

@@ -55,6 +55,7 @@ typedef struct HsmKeyRef {
 
 typedef struct HsmDataObject {
         char label[HSM_KEY_LABEL_MAX + 1];
+        unsigned app;                  /* hsm_list_data_multi(): index of its application */
         uint8_t *value;
         size_t value_len;
         HsmObject handle;
@@ -109,6 +110,8 @@ int hsm_find_key(Hsm *h, const char *label, uint32_t version, HsmObject *ret);
  * caller writes a new object and destroys the old one (see keystore.c).
  */
 int hsm_list_data(Hsm *h, const char *application, const char *label, HsmDataObject **ret, size_t *ret_n);
+/* The same for several applications in one scan of the token; d[i].app says whose. */
+int hsm_list_data_multi(Hsm *h, const char *const *apps, size_t n_apps, HsmDataObject **ret, size_t *ret_n);
 void hsm_data_objects_free(HsmDataObject *d, size_t n);
 int hsm_create_data(Hsm *h, const char *application, const char *label, const uint8_t *value, size_t len,
                     HsmObject *ret);
