@@ -29,7 +29,7 @@
 #define APP_KEYS "kekd"
 #define MISS_RELOAD_INTERVAL_USEC (1 * USEC_PER_SEC)
 #define PENDING_STALE_USEC (60 * USEC_PER_SEC)
-#define LEASE_MAX 16384u
+#define LEASE_MAX (1u << 20)
 /*
  * IVs are drawn from a pool refilled by one RAND_bytes() call: OpenSSL 3's
  * per-call cost (DRBG locks, parameter lookups, fork check) was about 2% of
