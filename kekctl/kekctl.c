@@ -340,7 +340,7 @@ static void print_approvals(Kek__ApprovalInfo *const *a, size_t n, bool submitte
         }
 }
 
-/* Sends req, expects a response of body type want; on success the caller frees *ret. */
+/* Sends req, expects a response of body type want (NOT_SET: any); on success the caller frees *ret. */
 static int call(Kek__Request *req, const char *what, Kek__Response__BodyCase want, Kek__Response **ret) {
         _cleanup_(kek_conn_freep) KekConn *c = NULL;
         const char *path = arg_socket ?: getenv("KEKD_SOCKET") ?: KEK_DEFAULT_SOCKET;
@@ -373,7 +373,7 @@ static int call(Kek__Request *req, const char *what, Kek__Response__BodyCase wan
         r = kek_conn_call(c, req, &resp);
         if (r < 0)
                 return report(c, r, what);
-        if (resp->body_case != want) {
+        if (want != KEK__RESPONSE__BODY__NOT_SET && resp->body_case != want) {
                 kek_conn_response_free(resp);
                 return report(c, -EBADMSG, what);
         }
@@ -1257,8 +1257,6 @@ static int parse_id_cmd(int argc, char *argv[], const char **ret_id) {
 }
 
 static int cmd_approve(int argc, char *argv[]) {
-        _cleanup_(kek_conn_freep) KekConn *c = NULL;
-        const char *path = arg_socket ?: getenv("KEKD_SOCKET") ?: KEK_DEFAULT_SOCKET;
         Kek__Request req = KEK__REQUEST__INIT;
         Kek__ApproveRequest ar = KEK__APPROVE_REQUEST__INIT;
         Kek__Response *resp;
@@ -1272,14 +1270,9 @@ static int cmd_approve(int argc, char *argv[]) {
         req.body_case = KEK__REQUEST__BODY_APPROVE;
         req.approve = &ar;
         /* The answer is the approved operation's own: key info, a vault policy or nothing. */
-        r = kek_conn_open(path, arg_timeout_ms, &c);
-        if (r < 0) {
-                fprintf(stderr, "kekctl: cannot connect to kekd at %s: %s\n", path, strerror(-r));
-                return EXIT_UNREACHABLE;
-        }
-        r = kek_conn_call(c, &req, &resp);
-        if (r < 0)
-                return report(c, r, "approve");
+        r = call(&req, "approve", KEK__RESPONSE__BODY__NOT_SET, &resp);
+        if (r != 0)
+                return r;
         if (!arg_json)
                 printf("Approved request %s.\n", id);
         if (resp->body_case == KEK__RESPONSE__BODY_KEY_INFO && resp->key_info->key)

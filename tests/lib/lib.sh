@@ -186,9 +186,12 @@ kekd_alive() {
         [ -n "$KEKD_PID" ] && kill -0 "$KEKD_PID" 2>/dev/null
 }
 
-# kc ARGS...: kekctl; stdout to $TESTDIR/out, stderr to $TESTDIR/err, status in $KC_STATUS
+# kc ARGS...: kekctl; stdout to $TESTDIR/out, stderr to $TESTDIR/err, status in
+# $KC_STATUS. $KC_AS (e.g. "setpriv --reuid=1101 ...") runs it as another
+# user; $KC_IN names its standard input.
 kc() {
-        "$KEKCTL" "$@" >"$TESTDIR/out" 2>"$TESTDIR/err"
+        # shellcheck disable=SC2086 # KC_AS is a command prefix, split on purpose
+        ${KC_AS:-} "$KEKCTL" "$@" <"${KC_IN:-/dev/stdin}" >"$TESTDIR/out" 2>"$TESTDIR/err"
         KC_STATUS=$?
         return 0
 }
