@@ -29,6 +29,13 @@
 #define APP_KEYS "kekd"
 #define MISS_RELOAD_INTERVAL_USEC (1 * USEC_PER_SEC)
 #define PENDING_STALE_USEC (60 * USEC_PER_SEC)
+/*
+ * Unwrap counts and last-use times are written at most this often (and at
+ * shutdown): each write replaces a record object, and SoftHSM2 keeps the
+ * memory of replaced objects until C_Finalize, so writing them every refresh
+ * grew kekd by kilobytes a second.
+ */
+#define USAGE_FLUSH_INTERVAL_USEC (60 * USEC_PER_SEC)
 #define LEASE_MAX (1u << 20)
 /*
  * IVs are drawn from a pool refilled by one RAND_bytes() call: OpenSSL 3's
@@ -46,6 +53,7 @@ struct Keystore {
         size_t n_keys;
         uint64_t generation;          /* hsm_generation() the index was built at */
         uint64_t last_load_mono_usec;
+        uint64_t last_usage_flush_mono_usec;
         Vault vault;
         bool reload_needed;           /* a write's outcome is unknown: re-read the token before answering */
         bool allow_unrecoverable;
@@ -1442,6 +1450,7 @@ int keystore_flush_usage(Keystore *ks) {
 
 int keystore_maintain(Keystore *ks, uint64_t now) {
         _cleanup_free_ KeyName *names = NULL;
+        bool flush_usage = clock_mono_usec() - ks->last_usage_flush_mono_usec >= USAGE_FLUSH_INTERVAL_USEC;
         size_t n_names;
         int changes, r;
 
@@ -1488,12 +1497,14 @@ int keystore_maintain(Keystore *ks, uint64_t now) {
                         }
                 }
                 k = index_get(ks, names[i]);
-                if (k && usage_pending(k)) {
+                if (k && usage_pending(k) && flush_usage) {
                         r = usage_flush(ks, names[i]);
                         if (r < 0)
                                 log_debug("Cannot record usage of key '%s': %s", names[i], error_text(r));
                 }
         }
+        if (flush_usage)
+                ks->last_usage_flush_mono_usec = clock_mono_usec();
         return changes;
 }
 

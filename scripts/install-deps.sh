@@ -4,7 +4,8 @@
 # nothing when all of them are present; otherwise apt-get update, then one
 # apt-get install. Uses sudo when not run as root.
 # tests/integration/systemd.sh uses systemd (systemd-socket-activate,
-# systemd-analyze), socat (reads sd_notify datagrams) and acl (setfacl).
+# systemd-analyze), socat (reads sd_notify datagrams) and acl (setfacl);
+# clang and its fuzzer runtime build the fuzzers; valgrind runs make memcheck.
 set -eu
 
 PKGS="build-essential autoconf automake libtool pkg-config
@@ -12,7 +13,7 @@ PKGS="build-essential autoconf automake libtool pkg-config
       libssl-dev libsystemd-dev libinih-dev libjson-c-dev
       softhsm2 opensc mandoc gdb
       systemd socat acl
-      clang libclang-rt-14-dev"
+      clang libclang-rt-14-dev valgrind"
 
 missing=""
 for p in $PKGS; do

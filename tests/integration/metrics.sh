@@ -29,7 +29,7 @@ is "7 wraps" "$i" 7
 refused UNKNOWN_KEY "a wrap with an unknown key" version nokey
 
 i=0
-until grep -q 'kekd_requests_total{op="unwrap",key="m1",result="BLOB_INVALID"} 1' "$TESTDIR/kekd.prom" 2>/dev/null ||
+until grep -q 'kekd_requests_total{op="get-key-version",key="nokey",result="UNKNOWN_KEY"} 1' "$TESTDIR/kekd.prom" 2>/dev/null ||
         [ $i -ge 40 ]; do
         sleep 0.1
         i=$((i + 1))
