@@ -161,6 +161,18 @@ step kekctl enable "$ACCOUNT" "; kekstore get account-42 photo   # reads resume"
 "$KEKCTL" enable "$ACCOUNT" >/dev/null
 "$KEKSTORE" -s "$DEV/kekd.sock" "$STORE" get account-42 photo | cmp - "$DEV/data" && echo "read back identical"
 
+step kekctl grant "$ACCOUNT" user:nobody --ops wrap,unwrap "   # storage processes use keys only through grants"
+"$KEKCTL" grant "$ACCOUNT" user:nobody --ops wrap,unwrap >/dev/null
+"$KEKCTL" grants "$ACCOUNT"
+step kekctl vault --dual-control purge,delete "   # from now on these need two officers"
+"$KEKCTL" vault --dual-control purge,delete
+if "$KEKCTL" delete "$ACCOUNT" >/dev/null 2>&1; then
+        echo "unexpected: the delete was not refused"; exit 1
+fi
+echo "delete refused: APPROVAL_REQUIRED (kekctl request delete ..., then kekctl approve ID by another officer)"
+step kekctl status
+"$KEKCTL" status
+
 rm -f "$DEV/aek" "$DEV/data"
 echo
 if [ "$KEEP" -eq 1 ]; then
