@@ -113,6 +113,12 @@ allowed adm "admin 1301 lists k1's grants" grants k1
 contains "... user 1101 with wrap,unwrap" "$TESTDIR/out" "wrap,unwrap"
 kas adm grant k1 user:1101 --ops fly
 is "kekctl refuses a grant of no such op as a usage error" "$KC_STATUS" 2
+for bad in "grant k1 bob" "grant k1 user:no-such-user-kekd" "grant k1 group:no-such-group-kekd" \
+        "vault --dual-control everything" "approve 1234" "cancel ZZZZ5678901234567890123456789012"; do
+        # shellcheck disable=SC2086 # the words are the arguments
+        kas adm $bad
+        is "kekctl $bad: usage error" "$KC_STATUS" 2
+done
 KAS_IN=$TESTDIR/aek allowed a "uid 1101 wraps with k1 now" wrap k1 --context c
 cp "$TESTDIR/out" "$TESTDIR/blob-a"
 KAS_IN=$TESTDIR/blob-a allowed a "uid 1101 unwraps its blob" unwrap --context c
@@ -204,13 +210,14 @@ for i in 1 2 3; do
 done
 # The holders connect in the background: try until the cap shows (bounded).
 i=0
-while [ $i -lt 50 ]; do
+while [ $i -lt 100 ]; do
         kas a version k1
         [ "$KC_STATUS" -eq 1 ] && grep -q ": LIMIT_EXCEEDED" "$TESTDIR/err" && break
         sleep 0.1
         i=$((i + 1))
 done
 is "uid 1101's fourth connection is refused" "$(grep -o LIMIT_EXCEEDED "$TESTDIR/err")" LIMIT_EXCEEDED
+[ "$i" -lt 100 ] || diag "after $i attempts: exit $KC_STATUS, $(cat "$TESTDIR/err"); kekd: $(grep -c 'max_connections_per_uid=3 reached' "$TESTDIR/kekd.log") refusals logged"
 contains "... with the reason" "$TESTDIR/err" "max_connections_per_uid=3"
 allowed b "uid 1102 is still served" list
 succeeds "root is still served" list
