@@ -1,7 +1,8 @@
 #!/bin/sh
 # SPDX-License-Identifier: LGPL-2.1-or-later
 # Crash consistency: kekd is killed with SIGKILL at random moments while a
-# client loops over rotate, delete, recover, disable and enable. After each
+# client loops over rotate, delete, recover, disable, enable, grant and
+# revoke on four keys, and create, delete and purge on two more. After each
 # restart (which repairs interrupted operations) `kekctl check` must find the
 # token consistent with the records: no version named by a record missing, no
 # orphaned version object, no duplicate record. At the end every key still
@@ -28,12 +29,16 @@ churn() {
         n=0
         while [ $n -lt 300 ]; do
                 k=k$(rnd 4)
-                case $(rnd 6) in
+                p=p$(rnd 2)
+                case $(rnd 9) in
                 0 | 1) "$KEKCTL" rotate "$k" ;;
                 2) "$KEKCTL" delete "$k" ;;
                 3) "$KEKCTL" recover "$k" ;;
                 4) "$KEKCTL" disable "$k" ;;
                 5) "$KEKCTL" enable "$k" ;;
+                6) "$KEKCTL" grant "$k" "user:$((1000 + $(rnd 3)))" --ops wrap,unwrap ;;
+                7) "$KEKCTL" revoke "$k" "user:$((1000 + $(rnd 3)))" ;;
+                8) "$KEKCTL" create "$p" && "$KEKCTL" delete "$p" && "$KEKCTL" purge "$p" ;;
                 esac >/dev/null 2>&1
                 [ $? -eq 3 ] && break # kekd unreachable: it was killed
                 n=$((n + 1))
