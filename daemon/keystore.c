@@ -1387,7 +1387,8 @@ static int repair(Keystore *ks, uint64_t now, uint64_t max_age_usec) {
         dups = calloc(n_dups ? n_dups : 1, sizeof(*dups));
         if (!dups)
                 return -ENOMEM;
-        memcpy(dups, ks->dup_names, n_dups * sizeof(*dups));
+        if (n_dups > 0)
+                memcpy(dups, ks->dup_names, n_dups * sizeof(*dups));
         for (size_t i = 0; i < n_dups; i++)
                 if (repair_duplicates(ks, dups[i]) > 0)
                         repaired++;
