@@ -821,12 +821,29 @@ static bool dual_controllable(Kek__Request__BodyCase t) {
                t == KEK__REQUEST__BODY_SET_GRANT || t == KEK__REQUEST__BODY_SET_VAULT_POLICY;
 }
 
+/* The key a request names (for refusals, audit and approvals), or "". */
 static const char *request_key(const Kek__Request *r) {
         switch (r->body_case) {
+        case KEK__REQUEST__BODY_WRAP:
+                return r->wrap->key;
+        case KEK__REQUEST__BODY_GET_KEY_VERSION:
+                return r->get_key_version->key;
+        case KEK__REQUEST__BODY_CREATE_KEY:
+                return r->create_key->key;
+        case KEK__REQUEST__BODY_GET_KEY:
+                return r->get_key->key;
+        case KEK__REQUEST__BODY_ROTATE_KEY:
+                return r->rotate_key->key;
+        case KEK__REQUEST__BODY_SET_ROTATION_POLICY:
+                return r->set_rotation_policy->key;
+        case KEK__REQUEST__BODY_SET_ENABLED:
+                return r->set_enabled->key;
         case KEK__REQUEST__BODY_PURGE_KEY:
                 return r->purge_key->key;
         case KEK__REQUEST__BODY_DELETE_KEY:
                 return r->delete_key->key;
+        case KEK__REQUEST__BODY_RECOVER_KEY:
+                return r->recover_key->key;
         case KEK__REQUEST__BODY_SET_GRANT:
                 return r->set_grant->key;
         default:
@@ -1174,7 +1191,9 @@ int dispatch_frame(Dispatcher *d, const Peer *peer, const uint8_t *payload, size
         if (h && !peer_has_role(reply.peer, h->required_role)) {
                 o.op = h->op;
                 o.control = h->control;
-                r = reply_error(&reply, -KEKERR_PERMISSION_DENIED, "%s needs %s", h->op, role_needed(h->required_role));
+                set_outcome_key(&o, request_key(req));
+                r = reply_error(&reply, -KEKERR_PERMISSION_DENIED, "%s%s%s%s needs %s", h->op, o.key[0] ? " of key '" : "",
+                                o.key, o.key[0] ? "'" : "", role_needed(h->required_role));
         } else if (h) {
                 o.op = h->op;
                 o.control = h->control;
