@@ -612,6 +612,17 @@ static int parse_cmd_opts(int argc, char *argv[], CmdOpts *o) {
         return 0;
 }
 
+/* Parses options; the command takes no other arguments. */
+static int parse_no_args_cmd(int argc, char *argv[], CmdOpts *o) {
+        int r = parse_cmd_opts(argc, argv, o);
+
+        if (r != 0)
+                return r;
+        if (argc - optind != 0)
+                return usage_error("%s takes options only, no arguments", argv[0]);
+        return 0;
+}
+
 /* Parses options and exactly one key name argument. */
 static int parse_name_cmd(int argc, char *argv[], CmdOpts *o, const char **ret_name) {
         int r = parse_cmd_opts(argc, argv, o);
@@ -810,11 +821,9 @@ static int cmd_list(int argc, char *argv[]) {
         json_object *a = NULL;
         int r;
 
-        r = parse_cmd_opts(argc, argv, &o);
+        r = parse_no_args_cmd(argc, argv, &o);
         if (r != 0)
                 return r;
-        if (argc - optind != 0)
-                return usage_error("list takes no arguments");
         lr.include_deleted = o.deleted;
         req.body_case = KEK__REQUEST__BODY_LIST_KEYS;
         req.list_keys = &lr;
@@ -895,11 +904,9 @@ static int cmd_vault(int argc, char *argv[]) {
         char dc[64];
         int r;
 
-        r = parse_cmd_opts(argc, argv, &o);
+        r = parse_no_args_cmd(argc, argv, &o);
         if (r != 0)
                 return r;
-        if (argc - optind != 0)
-                return usage_error("vault takes only options");
         if (o.retention_days || o.purge_protection >= 0 || o.has_dual_control || o.approval_window) {
                 sr.retention_days = o.retention_days;
                 sr.set_dual_control = o.has_dual_control;
@@ -951,11 +958,9 @@ static int cmd_check(int argc, char *argv[]) {
         CmdOpts o = {};
         int r;
 
-        r = parse_cmd_opts(argc, argv, &o);
+        r = parse_no_args_cmd(argc, argv, &o);
         if (r != 0)
                 return r;
-        if (argc - optind != 0)
-                return usage_error("check takes no arguments");
         req.body_case = KEK__REQUEST__BODY_CHECK;
         req.check = &cr;
         r = call(&req, "check", KEK__RESPONSE__BODY_CHECK, &resp);
@@ -1290,11 +1295,9 @@ static int cmd_requests(int argc, char *argv[]) {
         CmdOpts o = {};
         int r;
 
-        r = parse_cmd_opts(argc, argv, &o);
+        r = parse_no_args_cmd(argc, argv, &o);
         if (r != 0)
                 return r;
-        if (argc - optind != 0)
-                return usage_error("requests takes no arguments");
         req.body_case = KEK__REQUEST__BODY_LIST_APPROVALS;
         req.list_approvals = &lr;
         r = call(&req, "requests", KEK__RESPONSE__BODY_APPROVALS, &resp);
@@ -1336,11 +1339,9 @@ static int cmd_status(int argc, char *argv[]) {
         CmdOpts o = { .allowed = OPT_PROMETHEUS };
         int r;
 
-        r = parse_cmd_opts(argc, argv, &o);
+        r = parse_no_args_cmd(argc, argv, &o);
         if (r != 0)
                 return r;
-        if (argc - optind != 0)
-                return usage_error("status takes only options");
         req.body_case = KEK__REQUEST__BODY_STATUS;
         req.status = &sr;
         r = call(&req, "status", KEK__RESPONSE__BODY_STATUS, &resp);
