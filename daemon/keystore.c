@@ -793,7 +793,12 @@ static int rotate_begin(Keystore *ks, Key *k, void *userdata) {
 
         if (k->state == KEY_DELETED)
                 return -KEKERR_KEY_DELETED;
-        if (k->pending_version && !pending_is_stale(ks, k, ri->now))
+        /*
+         * Any intent still here is another operation's, live or not rolled back yet: never
+         * overwrite it, or the object it may have made would be orphaned (keystore_rotate()
+         * rolls back a stale one first).
+         */
+        if (k->pending_version)
                 return -KEKERR_CONFLICT;
         ri->version = k->n_versions ? k->versions[k->n_versions - 1].id + 1 : 1;
         if (k->pending_version >= ri->version)
@@ -835,10 +840,26 @@ static int pending_clear(Keystore *ks, Key *k, void *userdata) {
         return 0;
 }
 
+static int repair_pending(Keystore *ks, const Key *k);
+
 int keystore_rotate(Keystore *ks, const char *name, uint64_t now, const Key **ret) {
         RotateIntent ri = { .ks = ks, .now = now };
         HsmObject obj;
         int r;
+
+        {
+                /* An interrupted change left its intent: finish its rollback before starting ours. */
+                _cleanup_(key_freep) Key *cur = NULL;
+
+                r = records_fetch(ks, name, &cur, NULL, NULL);
+                if (r < 0)
+                        return r;
+                if (cur->pending_version && pending_is_stale(ks, cur, now)) {
+                        r = repair_pending(ks, cur);
+                        if (r < 0)
+                                return r;
+                }
+        }
 
         r = key_mutate(ks, name, rotate_begin, &ri, NULL);
         if (r < 0)
