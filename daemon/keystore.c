@@ -848,10 +848,14 @@ int keystore_rotate(Keystore *ks, const char *name, uint64_t now, const Key **re
         int r;
 
         {
-                /* An interrupted change left its intent: finish its rollback before starting ours. */
-                _cleanup_(key_freep) Key *cur = NULL;
+                /*
+                 * An interrupted change left its intent: finish its rollback before starting ours.
+                 * The index knows our own (it is re-read after any write of unknown outcome); one
+                 * it does not know makes rotate_begin() refuse, never overwrite.
+                 */
+                Key *cur;
 
-                r = records_fetch(ks, name, &cur, NULL, NULL);
+                r = find_mutable(ks, name, &cur);
                 if (r < 0)
                         return r;
                 if (cur->pending_version && pending_is_stale(ks, cur, now)) {

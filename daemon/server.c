@@ -455,8 +455,9 @@ static int socket_open(const Config *config, int *ret_fd) {
 }
 
 /* Keystore change callback: one event to every watcher; a watcher that does not read is dropped. */
+/* Officers see every key; others the keys they hold any grant on. */
 static bool peer_sees(Server *s, const Peer *p, const Key *k) {
-        return k && (dispatch_peer_may(s->dispatcher, p, k, GRANT_GET) || dispatch_peer_may(s->dispatcher, p, k, GRANT_ALL));
+        return k && (peer_has_role(p, ROLE_OFFICER) || dispatch_peer_may(s->dispatcher, p, k, GRANT_ALL));
 }
 
 static void on_key_change(const char *name, const Key *old, const Key *k, void *userdata) {
