@@ -242,6 +242,12 @@ static int handler(void *user, const char *section, const char *name, const char
                                 return fail(s, "'pin_file' in [hsm] must be an absolute path");
                         return set_string(s, &c->pin_file, section, name, value);
                 }
+                if (strcmp(name, "sessions") == 0) {
+                        if (!set_number(s, section, name, value, 1, 64, 10, &u))
+                                return 0;
+                        c->sessions = (unsigned) u;
+                        return 1;
+                }
         } else if (strcmp(section, "server") == 0) {
                 if (strcmp(name, "socket") == 0) {
                         if (value[0] != '/')
@@ -358,6 +364,7 @@ static Config *config_new(void) {
         c->max_frame = FRAME_MAX_DEFAULT;
         c->max_connections = 1024;
         c->max_connections_per_uid = 256;
+        c->sessions = 1;
         c->audit_interval = 60;
         c->metrics_interval = 15;
         c->idle_timeout = 300;

@@ -18,6 +18,7 @@
 #include "daemon/clock.h"
 #include "daemon/metrics.h"
 #include "dispatch.h"
+#include "daemon/cryptopool.h"
 #include "proto/kek.pb-c.h"
 
 
@@ -43,6 +44,11 @@ typedef struct Reply {
 
 typedef int (*Handler)(Dispatcher *d, const Kek__Request *req, Reply *reply, DispatchOutcome *outcome);
 
+typedef struct DataItem DataItem;
+/* A request in steps (dispatch_frames()): prepare it, run its HSM work with others', answer it. */
+typedef int (*PrepareFn)(Dispatcher *d, const Kek__Request *req, Reply *reply, DataItem *it);
+typedef int (*AnswerFn)(Dispatcher *d, DataItem *it, Reply *reply);
+
 typedef struct HandlerEntry {
         Kek__Request__BodyCase type;
         const char *op;
@@ -50,6 +56,8 @@ typedef struct HandlerEntry {
         Role required_role;
         bool control;      /* audited one record per operation */
         bool data;         /* audited in aggregate (batches count their items themselves) */
+        PrepareFn prepare; /* single wrap/unwrap/rewrap: may share an HSM run with other connections' */
+        AnswerFn answer;
 } HandlerEntry;
 
 /* Takes ownership of a malloc'd buffer (freed at once if it cannot be recorded). */
@@ -218,131 +226,205 @@ static int check_sizes(Reply *reply, size_t pt_len, bool check_pt, size_t ctx_le
         return 0;
 }
 
-/* One wrap into *ret (response storage owned by reply). */
-static int do_wrap(Dispatcher *d, const Kek__WrapRequest *w, Reply *reply, DispatchOutcome *o, Kek__WrapResponse **ret) {
-        Kek__WrapResponse *resp;
-        uint8_t *blob = NULL;
-        size_t blob_len;
-        uint32_t version;
+/*
+ * Data-plane requests take three steps (keystore.h): prepare each item
+ * (authorization, sizes, keystore checks), run the HSM calls of all items
+ * (spread over the HSM sessions, daemon/cryptopool.h), then finish and answer
+ * each item in order. A single request is a batch of one.
+ */
+struct DataItem {
+        CryptoOp op;
+        DispatchOutcome o;
+        bool answered;          /* refused in prepare; its error is already in the reply */
+};
+
+static void data_items_free(DataItem *items, size_t n) {
+        for (size_t i = 0; items && i < n; i++)
+                crypto_op_done(&items[i].op);
+        free(items);
+}
+
+static void run_pass(Dispatcher *d, CryptoOp *ops, size_t stride, size_t n) {
+        if (d->pool)
+                crypto_pool_run(d->pool, crypto_op_run, ops, stride, n);
+        else
+                for (size_t i = 0; i < n; i++)
+                        crypto_op_run(keystore_hsm(d->keystore), (uint8_t *) ops + i * stride);
+}
+
+/* The HSM work of n prepared ops, stride bytes apart. */
+static void run_ops(Dispatcher *d, CryptoOp *ops, size_t stride, size_t n) {
+        run_pass(d, ops, stride, n);
+        if (keystore_targets(d->keystore, ops, stride, n) > 0)
+                run_pass(d, ops, stride, n);  /* rewraps: encrypt what authenticated */
+        keystore_finish(d->keystore, ops, stride, n);
+}
+
+static void run_items(Dispatcher *d, DataItem *items, size_t n) {
+        run_ops(d, &items[0].op, sizeof(*items), n);
+}
+
+static int wrap_prepare(Dispatcher *d, const Kek__WrapRequest *w, Reply *reply, DataItem *it) {
         int r;
 
-        set_outcome_key(o, w->key);
-        o->version = w->version;
-        r = authorize(d, reply, w->key, o->key, GRANT_WRAP);
+        set_outcome_key(&it->o, w->key);
+        it->o.version = w->version;
+        r = authorize(d, reply, w->key, it->o.key, GRANT_WRAP);
         if (r < 0)
                 return r;
         r = check_sizes(reply, w->plaintext.len, true, w->context.len);
         if (r < 0)
                 return r;
-        r = keystore_wrap(d->keystore, w->key, w->version, w->plaintext.data, w->plaintext.len, w->context.data,
-                          w->context.len, d->now_usec(), &blob, &blob_len, &version);
+        (void) keystore_wrap_prepare(d->keystore, w->key, w->version, w->plaintext.data, w->plaintext.len,
+                                     w->context.data, w->context.len, d->now_usec(), &it->op);
+        return 0;
+}
+
+static int wrap_answer(Dispatcher *d, DataItem *it, Reply *reply, Kek__WrapResponse **ret) {
+        Kek__WrapResponse *resp;
+        int r = it->op.result;
+
         if (r == -ENOSPC)
                 return reply_error(reply, -KEKERR_INVALID_ARGUMENT,
-                                   "key '%s' version %u has used its wrap budget; wrap with the current version", o->key,
-                                   w->version);
+                                   "key '%s' version %u has used its wrap budget; wrap with the current version",
+                                   it->o.key, it->o.version);
         if (r < 0)
-                return keyerr(d, reply, r, o->key, w->version);
-        if (reply_own(reply, blob) < 0 || !(resp = reply_alloc(reply, sizeof(*resp))))
+                return keyerr(d, reply, r, it->o.key, it->o.version);
+        if (reply_own(reply, it->op.blob) < 0) {
+                it->op.blob = NULL; /* freed by reply_own */
                 return -ENOMEM;
-        o->version = version;
+        }
+        resp = reply_alloc(reply, sizeof(*resp));
+        if (!resp) {
+                it->op.blob = NULL;
+                return -ENOMEM;
+        }
+        it->o.version = it->op.version;
         kek__wrap_response__init(resp);
-        resp->blob = (ProtobufCBinaryData) { blob_len, blob };
-        resp->version = version;
+        resp->blob = (ProtobufCBinaryData) { it->op.blob_len, TAKE_PTR(it->op.blob) };
+        resp->version = it->op.version;
         *ret = resp;
         return 0;
 }
 
-static int do_unwrap(Dispatcher *d, const Kek__UnwrapRequest *u, Reply *reply, DispatchOutcome *o,
-                     Kek__UnwrapResponse **ret) {
-        Kek__UnwrapResponse *resp;
-        Secret *pt = NULL;
+/* Parses the blob here too, so refusals name its key and version. */
+static int blob_prepare(Dispatcher *d, const ProtobufCBinaryData *blob, const ProtobufCBinaryData *context,
+                        uint32_t op, Reply *reply, DataItem *it) {
         BlobView view;
-        char *key;
         int r;
 
-        r = check_sizes(reply, 0, false, u->context.len);
+        r = check_sizes(reply, 0, false, context->len);
         if (r < 0)
                 return r;
-        /* Parse here too, so refusals name the key and version of the blob. */
-        if (blob_parse(u->blob.data, u->blob.len, &view) < 0)
+        if (blob_parse(blob->data, blob->len, &view) < 0)
                 return reply_error(reply, -KEKERR_BLOB_INVALID, "not a kekd blob (bad format byte, length or key name)");
-        set_outcome_key(o, view.key);
-        o->version = view.version;
-        r = authorize(d, reply, view.key, o->key, GRANT_UNWRAP);
+        set_outcome_key(&it->o, view.key);
+        it->o.version = view.version;
+        return authorize(d, reply, view.key, it->o.key, op);
+}
+
+static int unwrap_prepare(Dispatcher *d, const Kek__UnwrapRequest *u, Reply *reply, DataItem *it) {
+        int r = blob_prepare(d, &u->blob, &u->context, GRANT_UNWRAP, reply, it);
+
         if (r < 0)
                 return r;
-        r = keystore_unwrap(d->keystore, u->blob.data, u->blob.len, u->context.data, u->context.len, d->now_usec(), &pt,
-                            &view);
+        (void) keystore_unwrap_prepare(d->keystore, u->blob.data, u->blob.len, u->context.data, u->context.len,
+                                       d->now_usec(), &it->op);
+        return 0;
+}
+
+static int unwrap_answer(Dispatcher *d, DataItem *it, Reply *reply, Kek__UnwrapResponse **ret) {
+        Kek__UnwrapResponse *resp;
+        Secret *pt;
+        char *key;
+        int r = it->op.result;
+
         if (r < 0)
-                return keyerr(d, reply, r, o->key, o->version);
+                return keyerr(d, reply, r, it->o.key, it->o.version);
+        pt = TAKE_PTR(it->op.plaintext);
         if (reply_own_secret(reply, pt) < 0 || !(resp = reply_alloc(reply, sizeof(*resp))) ||
-            !(key = reply_alloc(reply, strlen(view.key) + 1)))
+            !(key = reply_alloc(reply, strlen(it->op.view.key) + 1)))
                 return -ENOMEM;
-        strcpy(key, view.key);
+        strcpy(key, it->op.view.key);
         kek__unwrap_response__init(resp);
         resp->plaintext = (ProtobufCBinaryData) { pt->len, pt->data };
         resp->key = key;
-        resp->version = view.version;
+        resp->version = it->op.view.version;
         *ret = resp;
         return 0;
 }
 
-static int do_rewrap(Dispatcher *d, const Kek__RewrapRequest *w, Reply *reply, DispatchOutcome *o,
-                     Kek__RewrapResponse **ret) {
+static int rewrap_prepare(Dispatcher *d, const Kek__RewrapRequest *w, Reply *reply, DataItem *it) {
+        int r = blob_prepare(d, &w->blob, &w->context, GRANT_REWRAP, reply, it);
+
+        if (r < 0)
+                return r;
+        (void) keystore_rewrap_prepare(d->keystore, w->blob.data, w->blob.len, w->context.data, w->context.len,
+                                       d->now_usec(), &it->op);
+        return 0;
+}
+
+static int rewrap_answer(Dispatcher *d, DataItem *it, Reply *reply, Kek__RewrapResponse **ret) {
         Kek__RewrapResponse *resp;
-        uint8_t *blob = NULL;
-        size_t blob_len;
-        uint32_t version, old;
-        BlobView view;
-        int r;
+        int r = it->op.result;
 
-        r = check_sizes(reply, 0, false, w->context.len);
         if (r < 0)
-                return r;
-        if (blob_parse(w->blob.data, w->blob.len, &view) < 0)
-                return reply_error(reply, -KEKERR_BLOB_INVALID, "not a kekd blob (bad format byte, length or key name)");
-        set_outcome_key(o, view.key);
-        o->version = view.version;
-        r = authorize(d, reply, view.key, o->key, GRANT_REWRAP);
-        if (r < 0)
-                return r;
-        r = keystore_rewrap(d->keystore, w->blob.data, w->blob.len, w->context.data, w->context.len, d->now_usec(),
-                            &blob, &blob_len, &version, &old);
-        if (r < 0)
-                return keyerr(d, reply, r, o->key, r == -KEKERR_KEY_DISABLED || r == -KEKERR_UNKNOWN_VERSION ? o->version : 0);
-        if (reply_own(reply, blob) < 0 || !(resp = reply_alloc(reply, sizeof(*resp))))
+                return keyerr(d, reply, r, it->o.key,
+                              r == -KEKERR_KEY_DISABLED || r == -KEKERR_UNKNOWN_VERSION ? it->o.version : 0);
+        if (reply_own(reply, it->op.blob) < 0) {
+                it->op.blob = NULL;
                 return -ENOMEM;
+        }
+        resp = reply_alloc(reply, sizeof(*resp));
+        if (!resp) {
+                it->op.blob = NULL;
+                return -ENOMEM;
+        }
         kek__rewrap_response__init(resp);
-        resp->blob = (ProtobufCBinaryData) { blob_len, blob };
-        resp->version = version;
-        resp->old_version = old;
+        resp->blob = (ProtobufCBinaryData) { it->op.blob_len, TAKE_PTR(it->op.blob) };
+        resp->version = it->op.version;
+        resp->old_version = it->op.view.version;
         *ret = resp;
         return 0;
 }
 
-static int handle_wrap(Dispatcher *d, const Kek__Request *req, Reply *reply, DispatchOutcome *o) {
-        int r = do_wrap(d, req->wrap, reply, o, &reply->resp.wrap);
+#define SINGLE_HANDLER(name, field, prepare_fn, answer_fn, body)                                        \
+        static int name(Dispatcher *d, const Kek__Request *req, Reply *reply, DispatchOutcome *o) {     \
+                DataItem it = {};                                                                       \
+                int r;                                                                                  \
+                                                                                                        \
+                r = prepare_fn(d, req->field, reply, &it);                                              \
+                if (r >= 0) {                                                                           \
+                        run_items(d, &it, 1);                                                           \
+                        r = answer_fn(d, &it, reply, &reply->resp.field);                               \
+                }                                                                                       \
+                crypto_op_done(&it.op);                                                                 \
+                set_outcome_key(o, it.o.key);                                                           \
+                o->version = it.o.version;                                                              \
+                if (r >= 0)                                                                             \
+                        reply->resp.body_case = body;                                                   \
+                return r;                                                                               \
+        }
 
-        if (r >= 0)
-                reply->resp.body_case = KEK__RESPONSE__BODY_WRAP;
-        return r;
-}
+SINGLE_HANDLER(handle_wrap, wrap, wrap_prepare, wrap_answer, KEK__RESPONSE__BODY_WRAP)
+SINGLE_HANDLER(handle_unwrap, unwrap, unwrap_prepare, unwrap_answer, KEK__RESPONSE__BODY_UNWRAP)
+SINGLE_HANDLER(handle_rewrap, rewrap, rewrap_prepare, rewrap_answer, KEK__RESPONSE__BODY_REWRAP)
 
-static int handle_unwrap(Dispatcher *d, const Kek__Request *req, Reply *reply, DispatchOutcome *o) {
-        int r = do_unwrap(d, req->unwrap, reply, o, &reply->resp.unwrap);
+#define STAGED(prepare_name, answer_name, field, prepare_fn, answer_fn, body)                           \
+        static int prepare_name(Dispatcher *d, const Kek__Request *req, Reply *reply, DataItem *it) {   \
+                return prepare_fn(d, req->field, reply, it);                                            \
+        }                                                                                               \
+        static int answer_name(Dispatcher *d, DataItem *it, Reply *reply) {                             \
+                int r = answer_fn(d, it, reply, &reply->resp.field);                                    \
+                                                                                                        \
+                if (r >= 0)                                                                             \
+                        reply->resp.body_case = body;                                                   \
+                return r;                                                                               \
+        }
 
-        if (r >= 0)
-                reply->resp.body_case = KEK__RESPONSE__BODY_UNWRAP;
-        return r;
-}
-
-static int handle_rewrap(Dispatcher *d, const Kek__Request *req, Reply *reply, DispatchOutcome *o) {
-        int r = do_rewrap(d, req->rewrap, reply, o, &reply->resp.rewrap);
-
-        if (r >= 0)
-                reply->resp.body_case = KEK__RESPONSE__BODY_REWRAP;
-        return r;
-}
+STAGED(stage_wrap, answer_wrap, wrap, wrap_prepare, wrap_answer, KEK__RESPONSE__BODY_WRAP)
+STAGED(stage_unwrap, answer_unwrap, unwrap, unwrap_prepare, unwrap_answer, KEK__RESPONSE__BODY_UNWRAP)
+STAGED(stage_rewrap, answer_rewrap, rewrap, rewrap_prepare, rewrap_answer, KEK__RESPONSE__BODY_REWRAP)
 
 /* Batches: each item is handled in order and gets its own result; the batch itself succeeds. */
 static int batch_begin(Reply *reply, size_t n, Kek__BatchResponse **ret_batch, Kek__BatchItemResult ***ret_items) {
@@ -387,37 +469,61 @@ static int batch_item_error(Reply *reply, Kek__BatchItemResult *item, int r) {
         return 0;
 }
 
-#define BATCH_HANDLER(name, field, item_fn, result_field, item_op)                                      \
+/*
+ * Prepare every item (a refusal is answered at once, while its message is
+ * the reply's), run all HSM calls, then answer the rest in order.
+ */
+#define BATCH_HANDLER(name, field, prepare_fn, answer_fn, result_field, item_op)                        \
         static int name(Dispatcher *d, const Kek__Request *req, Reply *reply, DispatchOutcome *o) {     \
+                size_t n = req->field->n_items;                                                         \
                 Kek__BatchResponse *b;                                                                  \
-                Kek__BatchItemResult **items;                                                           \
+                Kek__BatchItemResult **results;                                                         \
+                DataItem *items;                                                                        \
                 int r;                                                                                  \
                                                                                                         \
-                if (req->field->n_items > BATCH_MAX_ITEMS)                                              \
+                if (n > BATCH_MAX_ITEMS)                                                                \
                         return reply_error(reply, -KEKERR_INVALID_ARGUMENT,                             \
                                            "a batch holds at most %u items", BATCH_MAX_ITEMS);          \
-                r = batch_begin(reply, req->field->n_items, &b, &items);                                \
+                r = batch_begin(reply, n, &b, &results);                                                \
                 if (r < 0)                                                                              \
                         return r;                                                                       \
-                o->items = (unsigned) req->field->n_items;                                              \
-                for (size_t i = 0; i < req->field->n_items; i++) {                                      \
-                        DispatchOutcome io = {};                                                        \
+                o->items = (unsigned) n;                                                                \
+                if (n == 0)                                                                             \
+                        return 0;                                                                       \
+                items = calloc(n, sizeof(*items));                                                      \
+                if (!items)                                                                             \
+                        return -ENOMEM;                                                                 \
+                for (size_t i = 0; i < n && r >= 0; i++) {                                              \
+                        int e = prepare_fn(d, req->field->items[i], reply, &items[i]);                  \
                                                                                                         \
-                        r = item_fn(d, req->field->items[i], reply, &io, &items[i]->result_field);      \
-                        audit_data(d->audit, reply->peer, item_op, io.key, io.version, r < 0 ? r : 0);  \
-                        if (i == 0) {                                                                   \
-                                set_outcome_key(o, io.key);                                             \
-                                o->version = io.version;                                                \
+                        if (e < 0) {                                                                    \
+                                items[i].op.result = e;                                                 \
+                                items[i].answered = true;                                               \
+                                r = batch_item_error(reply, results[i], e);                             \
                         }                                                                               \
-                        if (r < 0 && batch_item_error(reply, items[i], r) < 0)                          \
-                                return -ENOMEM;                                                         \
                 }                                                                                       \
-                return 0;                                                                               \
+                if (r >= 0)                                                                             \
+                        run_items(d, items, n);                                                         \
+                for (size_t i = 0; i < n && r >= 0; i++) {                                              \
+                        int e = items[i].op.result;                                                     \
+                                                                                                        \
+                        if (!items[i].answered) {                                                       \
+                                e = answer_fn(d, &items[i], reply, &results[i]->result_field);          \
+                                if (e < 0)                                                              \
+                                        r = batch_item_error(reply, results[i], e);                     \
+                        }                                                                               \
+                        audit_data(d->audit, reply->peer, item_op, items[i].o.key, items[i].o.version,  \
+                                   e < 0 ? e : 0);                                                      \
+                }                                                                                       \
+                set_outcome_key(o, items[0].o.key);                                                     \
+                o->version = items[0].o.version;                                                        \
+                data_items_free(items, n);                                                              \
+                return r;                                                                               \
         }
 
-BATCH_HANDLER(handle_batch_wrap, batch_wrap, do_wrap, wrap, "wrap")
-BATCH_HANDLER(handle_batch_unwrap, batch_unwrap, do_unwrap, unwrap, "unwrap")
-BATCH_HANDLER(handle_batch_rewrap, batch_rewrap, do_rewrap, rewrap, "rewrap")
+BATCH_HANDLER(handle_batch_wrap, batch_wrap, wrap_prepare, wrap_answer, wrap, "wrap")
+BATCH_HANDLER(handle_batch_unwrap, batch_unwrap, unwrap_prepare, unwrap_answer, unwrap, "unwrap")
+BATCH_HANDLER(handle_batch_rewrap, batch_rewrap, rewrap_prepare, rewrap_answer, rewrap, "rewrap")
 
 static int handle_get_key_version(Dispatcher *d, const Kek__Request *req, Reply *reply, DispatchOutcome *o) {
         Kek__GetKeyVersionResponse *g;
@@ -1061,6 +1167,7 @@ static int handle_status(Dispatcher *d, const Kek__Request *req, Reply *reply, D
         st->versions = (uint32_t) versions;
         st->clients = metrics_clients(d->metrics);
         hsm_stats(keystore_hsm(d->keystore), &hs);
+        crypto_pool_stats(d->pool, &hs);
         st->hsm_session_open = hs.session_open;
         reply->resp.body_case = KEK__RESPONSE__BODY_STATUS;
         reply->resp.status = st;
@@ -1107,32 +1214,32 @@ static int handle_watch(Dispatcher *d, const Kek__Request *req, Reply *reply, Di
 }
 
 static const HandlerEntry handlers[] = {
-        { KEK__REQUEST__BODY_WRAP, "wrap", handle_wrap, ROLE_CRYPTO_USER, false, true },
-        { KEK__REQUEST__BODY_UNWRAP, "unwrap", handle_unwrap, ROLE_CRYPTO_USER, false, true },
-        { KEK__REQUEST__BODY_REWRAP, "rewrap", handle_rewrap, ROLE_CRYPTO_USER, false, true },
-        { KEK__REQUEST__BODY_BATCH_WRAP, "batch-wrap", handle_batch_wrap, ROLE_CRYPTO_USER, false, false },
-        { KEK__REQUEST__BODY_BATCH_UNWRAP, "batch-unwrap", handle_batch_unwrap, ROLE_CRYPTO_USER, false, false },
-        { KEK__REQUEST__BODY_BATCH_REWRAP, "batch-rewrap", handle_batch_rewrap, ROLE_CRYPTO_USER, false, false },
-        { KEK__REQUEST__BODY_GET_KEY_VERSION, "get-key-version", handle_get_key_version, ROLE_CRYPTO_USER, false, true },
-        { KEK__REQUEST__BODY_CREATE_KEY, "create-key", handle_create_key, ROLE_OFFICER, true, false },
-        { KEK__REQUEST__BODY_LIST_KEYS, "list-keys", handle_list_keys, ROLE_CRYPTO_USER, false, false },
-        { KEK__REQUEST__BODY_GET_KEY, "get-key", handle_get_key, ROLE_CRYPTO_USER, false, false },
-        { KEK__REQUEST__BODY_ROTATE_KEY, "rotate-key", handle_rotate_key, ROLE_OFFICER, true, false },
-        { KEK__REQUEST__BODY_SET_ROTATION_POLICY, "set-rotation-policy", handle_set_rotation_policy, ROLE_OFFICER, true, false },
-        { KEK__REQUEST__BODY_SET_ENABLED, "set-enabled", handle_set_enabled, ROLE_OFFICER, true, false },
-        { KEK__REQUEST__BODY_DELETE_KEY, "delete-key", handle_delete_key, ROLE_OFFICER, true, false },
-        { KEK__REQUEST__BODY_RECOVER_KEY, "recover-key", handle_recover_key, ROLE_OFFICER, true, false },
-        { KEK__REQUEST__BODY_PURGE_KEY, "purge-key", handle_purge_key, ROLE_OFFICER, true, false },
-        { KEK__REQUEST__BODY_GET_VAULT_POLICY, "get-vault-policy", handle_get_vault_policy, ROLE_CRYPTO_USER, false, false },
-        { KEK__REQUEST__BODY_SET_VAULT_POLICY, "set-vault-policy", handle_set_vault_policy, ROLE_ADMIN, true, false },
-        { KEK__REQUEST__BODY_CHECK, "check", handle_check, ROLE_OFFICER, true, false },
-        { KEK__REQUEST__BODY_WATCH, "watch", handle_watch, ROLE_CRYPTO_USER, false, false },
-        { KEK__REQUEST__BODY_SET_GRANT, "set-grant", handle_set_grant, ROLE_ADMIN, true, false },
-        { KEK__REQUEST__BODY_SUBMIT_APPROVAL, "submit-approval", handle_submit_approval, ROLE_OFFICER, true, false },
-        { KEK__REQUEST__BODY_APPROVE, "approve", handle_approve, ROLE_OFFICER, true, false },
-        { KEK__REQUEST__BODY_CANCEL_APPROVAL, "cancel-approval", handle_cancel_approval, ROLE_OFFICER, true, false },
-        { KEK__REQUEST__BODY_LIST_APPROVALS, "list-approvals", handle_list_approvals, ROLE_OFFICER, false, false },
-        { KEK__REQUEST__BODY_STATUS, "status", handle_status, ROLE_OFFICER, false, false },
+        { KEK__REQUEST__BODY_WRAP, "wrap", handle_wrap, ROLE_CRYPTO_USER, false, true, stage_wrap, answer_wrap },
+        { KEK__REQUEST__BODY_UNWRAP, "unwrap", handle_unwrap, ROLE_CRYPTO_USER, false, true, stage_unwrap, answer_unwrap },
+        { KEK__REQUEST__BODY_REWRAP, "rewrap", handle_rewrap, ROLE_CRYPTO_USER, false, true, stage_rewrap, answer_rewrap },
+        { KEK__REQUEST__BODY_BATCH_WRAP, "batch-wrap", handle_batch_wrap, ROLE_CRYPTO_USER, false, false, NULL, NULL },
+        { KEK__REQUEST__BODY_BATCH_UNWRAP, "batch-unwrap", handle_batch_unwrap, ROLE_CRYPTO_USER, false, false, NULL, NULL },
+        { KEK__REQUEST__BODY_BATCH_REWRAP, "batch-rewrap", handle_batch_rewrap, ROLE_CRYPTO_USER, false, false, NULL, NULL },
+        { KEK__REQUEST__BODY_GET_KEY_VERSION, "get-key-version", handle_get_key_version, ROLE_CRYPTO_USER, false, true, NULL, NULL },
+        { KEK__REQUEST__BODY_CREATE_KEY, "create-key", handle_create_key, ROLE_OFFICER, true, false, NULL, NULL },
+        { KEK__REQUEST__BODY_LIST_KEYS, "list-keys", handle_list_keys, ROLE_CRYPTO_USER, false, false, NULL, NULL },
+        { KEK__REQUEST__BODY_GET_KEY, "get-key", handle_get_key, ROLE_CRYPTO_USER, false, false, NULL, NULL },
+        { KEK__REQUEST__BODY_ROTATE_KEY, "rotate-key", handle_rotate_key, ROLE_OFFICER, true, false, NULL, NULL },
+        { KEK__REQUEST__BODY_SET_ROTATION_POLICY, "set-rotation-policy", handle_set_rotation_policy, ROLE_OFFICER, true, false, NULL, NULL },
+        { KEK__REQUEST__BODY_SET_ENABLED, "set-enabled", handle_set_enabled, ROLE_OFFICER, true, false, NULL, NULL },
+        { KEK__REQUEST__BODY_DELETE_KEY, "delete-key", handle_delete_key, ROLE_OFFICER, true, false, NULL, NULL },
+        { KEK__REQUEST__BODY_RECOVER_KEY, "recover-key", handle_recover_key, ROLE_OFFICER, true, false, NULL, NULL },
+        { KEK__REQUEST__BODY_PURGE_KEY, "purge-key", handle_purge_key, ROLE_OFFICER, true, false, NULL, NULL },
+        { KEK__REQUEST__BODY_GET_VAULT_POLICY, "get-vault-policy", handle_get_vault_policy, ROLE_CRYPTO_USER, false, false, NULL, NULL },
+        { KEK__REQUEST__BODY_SET_VAULT_POLICY, "set-vault-policy", handle_set_vault_policy, ROLE_ADMIN, true, false, NULL, NULL },
+        { KEK__REQUEST__BODY_CHECK, "check", handle_check, ROLE_OFFICER, true, false, NULL, NULL },
+        { KEK__REQUEST__BODY_WATCH, "watch", handle_watch, ROLE_CRYPTO_USER, false, false, NULL, NULL },
+        { KEK__REQUEST__BODY_SET_GRANT, "set-grant", handle_set_grant, ROLE_ADMIN, true, false, NULL, NULL },
+        { KEK__REQUEST__BODY_SUBMIT_APPROVAL, "submit-approval", handle_submit_approval, ROLE_OFFICER, true, false, NULL, NULL },
+        { KEK__REQUEST__BODY_APPROVE, "approve", handle_approve, ROLE_OFFICER, true, false, NULL, NULL },
+        { KEK__REQUEST__BODY_CANCEL_APPROVAL, "cancel-approval", handle_cancel_approval, ROLE_OFFICER, true, false, NULL, NULL },
+        { KEK__REQUEST__BODY_LIST_APPROVALS, "list-approvals", handle_list_approvals, ROLE_OFFICER, false, false, NULL, NULL },
+        { KEK__REQUEST__BODY_STATUS, "status", handle_status, ROLE_OFFICER, false, false, NULL, NULL },
 };
 
 static const HandlerEntry *handler_find(Kek__Request__BodyCase type) {
@@ -1163,69 +1270,156 @@ static void request_cleanse(Kek__Request *req) {
                         secret_cleanse(req->batch_wrap->items[i]->plaintext.data, req->batch_wrap->items[i]->plaintext.len);
 }
 
-int dispatch_frame(Dispatcher *d, const Peer *peer, const uint8_t *payload, size_t len, FrameBuf *out,
-                   DispatchOutcome *ret_outcome) {
+/* One request's way through dispatch_frames(). */
+typedef struct JobState {
+        DataItem item;                 /* staged requests: their op, at stride sizeof(JobState) */
+        Kek__Request *req;
+        Reply reply;
+        const HandlerEntry *h;
+        DispatchOutcome o;
+        uint64_t start;
+        int r;
+        bool staged;                   /* answered by answer() after the group's HSM run */
+} JobState;
+
+/* Decodes and checks the role; st->r < 0 is a refusal already described in the reply. */
+static void job_begin(Dispatcher *d, const DispatchJob *j, JobState *st) {
         /* No credentials: no role and no grant. */
         static const Peer nobody = { .uid = (uid_t) -1, .gid = (gid_t) -1, .pid = 0 };
-        DispatchOutcome o = { .op = "invalid" };
-        uint64_t start = d->metrics ? clock_mono_usec() : 0;
-        const HandlerEntry *h;
-        Kek__Request *req;
-        Reply reply = {};
-        int r;
 
-        req = kek__request__unpack(NULL, len, payload);
-        if (!req) {
-                o.error = -KEKERR_MALFORMED_REQUEST;
-                r = dispatch_append_error(out, d->max_frame, 0, o.error, "frame is not a decodable Request message");
-                if (ret_outcome)
-                        *ret_outcome = o;
-                return r < 0 ? r : -KEKERR_MALFORMED_REQUEST;
+        st->o = (DispatchOutcome) { .op = "invalid" };
+        st->start = d->metrics ? clock_mono_usec() : 0;
+        st->req = kek__request__unpack(NULL, j->len, j->payload);
+        if (!st->req)
+                return;
+        kek__response__init(&st->reply.resp);
+        st->reply.resp.id = st->req->id;
+        st->reply.peer = j->peer ? j->peer : &nobody;
+        st->o.id = st->req->id;
+        st->h = handler_find(st->req->body_case);
+        if (st->h) {
+                st->o.op = st->h->op;
+                st->o.control = st->h->control;
         }
+        if (st->h && !peer_has_role(st->reply.peer, st->h->required_role)) {
+                set_outcome_key(&st->o, request_key(st->req));
+                st->r = reply_error(&st->reply, -KEKERR_PERMISSION_DENIED, "%s%s%s%s needs %s", st->h->op,
+                                    st->o.key[0] ? " of key '" : "", st->o.key, st->o.key[0] ? "'" : "",
+                                    role_needed(st->h->required_role));
+        } else if (!st->h && st->req->base.n_unknown_fields > 0)
+                st->r = reply_error(&st->reply, -KEKERR_UNSUPPORTED, "request type not supported by this kekd");
+        else if (!st->h)
+                st->r = reply_error(&st->reply, -KEKERR_MALFORMED_REQUEST, "request has no operation");
+}
 
-        kek__response__init(&reply.resp);
-        reply.resp.id = req->id;
-        reply.peer = peer ? peer : &nobody;
-        o.id = req->id;
-        h = handler_find(req->body_case);
-        if (h && !peer_has_role(reply.peer, h->required_role)) {
-                o.op = h->op;
-                o.control = h->control;
-                set_outcome_key(&o, request_key(req));
-                r = reply_error(&reply, -KEKERR_PERMISSION_DENIED, "%s%s%s%s needs %s", h->op, o.key[0] ? " of key '" : "",
-                                o.key, o.key[0] ? "'" : "", role_needed(h->required_role));
-        } else if (h) {
-                o.op = h->op;
-                o.control = h->control;
-                r = h->handler(d, req, &reply, &o);
-        } else if (req->base.n_unknown_fields > 0)
-                r = reply_error(&reply, -KEKERR_UNSUPPORTED, "request type not supported by this kekd");
-        else
-                r = reply_error(&reply, -KEKERR_MALFORMED_REQUEST, "request has no operation");
-        o.error = r < 0 ? r : 0;
-        if (h && (h->control || o.error == -KEKERR_PERMISSION_DENIED || o.error == -KEKERR_APPROVAL_REQUIRED))
-                audit_control(d->audit, reply.peer, o.op, o.key, o.version, o.error,
-                              reply.approval.id ? &reply.approval : NULL);
+/* Audit, metrics, the reply frame, cleanup. */
+static void job_end(Dispatcher *d, DispatchJob *j, JobState *st) {
+        const HandlerEntry *h = st->h;
+        DispatchOutcome *o = &st->o;
+        int r = st->r;
+
+        if (!st->req) {
+                o->error = -KEKERR_MALFORMED_REQUEST;
+                r = dispatch_append_error(j->out, d->max_frame, 0, o->error, "frame is not a decodable Request message");
+                j->outcome = *o;
+                j->result = r < 0 ? r : -KEKERR_MALFORMED_REQUEST;
+                return;
+        }
+        o->error = r < 0 ? r : 0;
+        if (h && (h->control || o->error == -KEKERR_PERMISSION_DENIED || o->error == -KEKERR_APPROVAL_REQUIRED))
+                audit_control(d->audit, st->reply.peer, o->op, o->key, o->version, o->error,
+                              st->reply.approval.id ? &st->reply.approval : NULL);
         else if (h && h->data)
-                audit_data(d->audit, reply.peer, o.op, o.key, o.version, o.error);
+                audit_data(d->audit, st->reply.peer, o->op, o->key, o->version, o->error);
         if (d->metrics)
-                metrics_request(d->metrics, o.op, o.key, o.error, clock_mono_usec() - start, o.items);
+                metrics_request(d->metrics, o->op, o->key, o->error, clock_mono_usec() - st->start, o->items);
 
         if (r < 0)
-                r = dispatch_append_error(out, d->max_frame, req->id, r, reply.message);
+                r = dispatch_append_error(j->out, d->max_frame, st->req->id, r, st->reply.message);
         else {
-                r = frame_append_message(out, &reply.resp.base, d->max_frame);
+                r = frame_append_message(j->out, &st->reply.resp.base, d->max_frame);
                 if (r == -EMSGSIZE) {
-                        o.error = -KEKERR_INVALID_ARGUMENT;
-                        r = dispatch_append_error(out, d->max_frame, req->id, o.error,
+                        o->error = -KEKERR_INVALID_ARGUMENT;
+                        r = dispatch_append_error(j->out, d->max_frame, st->req->id, o->error,
                                                   "response would exceed the maximum frame size; send smaller batches");
                 }
         }
 
-        reply_done(&reply);
-        request_cleanse(req);
-        kek__request__free_unpacked(req, NULL);
+        crypto_op_done(&st->item.op);
+        reply_done(&st->reply);
+        request_cleanse(st->req);
+        kek__request__free_unpacked(st->req, NULL);
+        st->req = NULL;
+        j->outcome = *o;
+        j->result = r < 0 ? r : 0;
+}
+
+/* Runs the HSM work of the staged jobs in [from, to) together, then answers each in order. */
+static void group_flush(Dispatcher *d, DispatchJob *jobs, JobState *sts, size_t from, size_t to) {
+        if (from >= to)
+                return;
+        run_ops(d, &sts[from].item.op, sizeof(*sts), to - from);
+        for (size_t i = from; i < to; i++) {
+                JobState *st = &sts[i];
+
+                if (st->staged) {
+                        st->r = st->h->answer(d, &st->item, &st->reply);
+                        set_outcome_key(&st->o, st->item.o.key);
+                        st->o.version = st->item.o.version;
+                }
+                job_end(d, &jobs[i], st);
+        }
+}
+
+void dispatch_frames(Dispatcher *d, DispatchJob *jobs, size_t n) {
+        _cleanup_free_ JobState *sts = NULL;
+        JobState one;
+        size_t from = 0;
+
+        if (n == 0)
+                return;
+        if (n == 1) {
+                one = (JobState) {};
+                sts = NULL;
+        } else if (!(sts = calloc(n, sizeof(*sts)))) {
+                /* No memory for the group: one at a time still answers everyone. */
+                for (size_t i = 0; i < n; i++)
+                        dispatch_frames(d, &jobs[i], 1);
+                return;
+        }
+        for (size_t i = 0; i < n; i++) {
+                JobState *st = sts ? &sts[i] : &one;
+
+                job_begin(d, &jobs[i], st);
+                if (st->req && st->h && st->h->prepare) {
+                        /* Refused ones stay in the group too (op.result says so): answers keep their order. */
+                        if (st->r >= 0) {
+                                st->r = st->h->prepare(d, st->req, &st->reply, &st->item);
+                                set_outcome_key(&st->o, st->item.o.key);
+                                st->o.version = st->item.o.version;
+                        }
+                        if (st->r >= 0)
+                                st->staged = true;
+                        else
+                                st->item.op.result = st->r;
+                        continue;
+                }
+                /* Anything else runs on its own, after the staged requests before it. */
+                group_flush(d, jobs, sts ? sts : &one, from, i);
+                if (st->req && st->r >= 0)
+                        st->r = st->h->handler(d, st->req, &st->reply, &st->o);
+                job_end(d, &jobs[i], st);
+                from = i + 1;
+        }
+        group_flush(d, jobs, sts ? sts : &one, from, n);
+}
+
+int dispatch_frame(Dispatcher *d, const Peer *peer, const uint8_t *payload, size_t len, FrameBuf *out,
+                   DispatchOutcome *ret_outcome) {
+        DispatchJob j = { .peer = peer, .payload = payload, .len = len, .out = out };
+
+        dispatch_frames(d, &j, 1);
         if (ret_outcome)
-                *ret_outcome = o;
-        return r < 0 ? r : 0;
+                *ret_outcome = j.outcome;
+        return j.result;
 }

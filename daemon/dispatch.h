@@ -35,11 +35,13 @@ typedef struct DispatchOutcome {
 
 typedef struct Audit Audit;
 typedef struct Metrics Metrics;
+typedef struct CryptoPool CryptoPool;
 
 typedef struct Dispatcher {
         Keystore *keystore;
         Audit *audit;                  /* NULL: no audit records (tests, fuzzers) */
         Metrics *metrics;              /* NULL: no metrics */
+        CryptoPool *pool;              /* NULL: every HSM call on the keystore's session */
         uint64_t started_usec;         /* wall clock at start, for status */
         size_t max_frame;
         uint64_t (*now_usec)(void);    /* wall clock, see daemon/clock.h; replaceable in tests */
@@ -47,6 +49,25 @@ typedef struct Dispatcher {
 
 int dispatch_frame(Dispatcher *d, const Peer *peer, const uint8_t *payload, size_t len, FrameBuf *out,
                    DispatchOutcome *ret_outcome);
+
+/*
+ * Several frames at once, typically one from each connection that had one
+ * ready: each job is answered exactly as dispatch_frame() would answer it,
+ * in order, into its own out, but the HSM calls of the single wrap, unwrap
+ * and rewrap requests among them run together on the HSM sessions
+ * (daemon/cryptopool.h). Any other request runs on its own, after the
+ * requests before it. result is what dispatch_frame() would return.
+ */
+typedef struct DispatchJob {
+        const Peer *peer;
+        const uint8_t *payload;
+        size_t len;
+        FrameBuf *out;
+        DispatchOutcome outcome;       /* out */
+        int result;                    /* out */
+} DispatchJob;
+
+void dispatch_frames(Dispatcher *d, DispatchJob *jobs, size_t n);
 
 /* Whether p may see (GRANT_GET) or use (other GRANT_* bits, any of them) key k; for Watch events. */
 bool dispatch_peer_may(Dispatcher *d, const Peer *p, const Key *k, uint32_t ops);

@@ -45,6 +45,7 @@
 #include "daemon/audit.h"
 #include "daemon/clock.h"
 #include "daemon/conf.h"
+#include "daemon/cryptopool.h"
 #include "daemon/dispatch.h"
 #include "daemon/keystore.h"
 #include "daemon/log.h"
@@ -505,6 +506,7 @@ static int run(int argc, char *argv[]) {
         _cleanup_(secret_freep) Secret *pin = NULL;
         _cleanup_(hsm_freep) Hsm *hsm = NULL;
         _cleanup_(keystore_freep) Keystore *keystore = NULL;
+        _cleanup_(crypto_pool_freep) CryptoPool *pool = NULL;   /* freed before hsm: its sessions are hsm's */
         _cleanup_(sd_event_unrefp) sd_event *event = NULL;
         _cleanup_(server_freep) Server *server = NULL;
         _cleanup_(audit_freep) Audit *audit = NULL;
@@ -659,7 +661,14 @@ static int run(int argc, char *argv[]) {
         if (r < 0)
                 return 1;
         d.socket_from_systemd = r > 0;
-        d.dispatcher = (Dispatcher) { .keystore = keystore, .audit = audit, .metrics = metrics,
+        r = crypto_pool_new(hsm, config->sessions, &pool);
+        if (r < 0) {
+                log_error_errno(r, "Cannot open %u sessions on token '%s' (%s)", config->sessions,
+                                hsm_token_label(hsm), hsm_last_error(hsm));
+                return 1;
+        }
+        metrics_set_pool(metrics, pool);
+        d.dispatcher = (Dispatcher) { .keystore = keystore, .audit = audit, .metrics = metrics, .pool = pool,
                                       .started_usec = clock_now_usec(), .max_frame = config->max_frame,
                                       .now_usec = clock_now_usec };
         r = server_new(event, config, &d.dispatcher, listen_fd, &server);
@@ -669,11 +678,12 @@ static int run(int argc, char *argv[]) {
 
         if (d.socket_from_systemd) {
                 socket_name(listen_fd, where, sizeof(where));
-                log_info("Serving %zu keys from token '%s' on %s, the socket passed by systemd",
-                         keystore_n_keys(keystore), hsm_token_label(hsm), where);
+                log_info("Serving %zu keys from token '%s' on %s, the socket passed by systemd (%u HSM session%s)",
+                         keystore_n_keys(keystore), hsm_token_label(hsm), where, config->sessions,
+                         config->sessions == 1 ? "" : "s");
         } else
-                log_info("Serving %zu keys from token '%s' on %s", keystore_n_keys(keystore), hsm_token_label(hsm),
-                         config->socket_path);
+                log_info("Serving %zu keys from token '%s' on %s (%u HSM session%s)", keystore_n_keys(keystore),
+                         hsm_token_label(hsm), config->socket_path, config->sessions, config->sessions == 1 ? "" : "s");
         notify_status(&d, true);
 
         r = sd_event_loop(event);

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
- * The keystore index, lifecycle and crypto operations (see keystore.h for the
+ * The keystore index and lifecycle (see keystore.h for the
  * consistency invariants). The index is a name-sorted array of Key pointers;
  * every change to a key goes through key_mutate(): read the freshest record
  * from the token, change it, write generation+1, destroy the old object, and
@@ -22,6 +22,7 @@
 #include "common/kekerr.h"
 #include "daemon/clock.h"
 #include "daemon/keystore.h"
+#include "daemon/keystore-internal.h"
 #include "daemon/log.h"
 #include "daemon/vault.h"
 #include "proto/kek.pb-c.h"
@@ -36,49 +37,9 @@
  * grew kekd by kilobytes a second.
  */
 #define USAGE_FLUSH_INTERVAL_USEC (60 * USEC_PER_SEC)
-#define LEASE_MAX (1u << 20)
-/*
- * IVs are drawn from a pool refilled by one RAND_bytes() call: OpenSSL 3's
- * per-call cost (DRBG locks, parameter lookups, fork check) was about 2% of
- * kekd's CPU at one call per wrap (16 clients). IVs are public, so the pool holds nothing
- * secret; kekd never forks, so no two processes can share pool contents.
- */
-#define IV_POOL_IVS 512u
 /* Maintenance reuses an index at most this old instead of reading the token again (start-up: just loaded). */
 #define REPAIR_FRESH_USEC (500 * 1000ULL)
 
-struct Keystore {
-        Hsm *hsm;
-        Key **keys;
-        size_t n_keys;
-        uint64_t generation;          /* hsm_generation() the index was built at */
-        uint64_t last_load_mono_usec;
-        uint64_t last_usage_flush_mono_usec;
-        Vault vault;
-        bool reload_needed;           /* a write's outcome is unknown: re-read the token before answering */
-        bool allow_unrecoverable;
-        char owner[OWNER_MAX];
-        KeyChangeFn on_change;
-        void *on_change_userdata;
-        char (*dup_names)[KEY_NAME_MAX + 1]; /* names with more than one record object, as the last load found them */
-        size_t n_dup_names;
-        uint8_t iv_pool[IV_POOL_IVS * BLOB_IV_SIZE];
-        size_t iv_pool_used;          /* bytes handed out; sizeof(iv_pool) when empty */
-};
-
-/* A fresh random IV from the pool; -EIO if the DRBG fails. */
-static int iv_next(Keystore *ks, uint8_t iv[BLOB_IV_SIZE]) {
-        if (ks->iv_pool_used + BLOB_IV_SIZE > sizeof(ks->iv_pool)) {
-                if (RAND_bytes(ks->iv_pool, sizeof(ks->iv_pool)) != 1)
-                        return -EIO;
-                ks->iv_pool_used = 0;
-        }
-        memcpy(iv, ks->iv_pool + ks->iv_pool_used, BLOB_IV_SIZE);
-        /* never handed out twice */
-        memset(ks->iv_pool + ks->iv_pool_used, 0, BLOB_IV_SIZE);
-        ks->iv_pool_used += BLOB_IV_SIZE;
-        return 0;
-}
 
 void keystore_set_change_callback(Keystore *ks, KeyChangeFn fn, void *userdata) {
         ks->on_change = fn;
@@ -139,14 +100,14 @@ static size_t index_pos(Key *const *keys, size_t n, const char *name, bool *foun
         return lo;
 }
 
-static Key *index_get(Keystore *ks, const char *name) {
+Key *index_get(Keystore *ks, const char *name) {
         bool found;
         size_t i = index_pos(ks->keys, ks->n_keys, name, &found);
 
         return found ? ks->keys[i] : NULL;
 }
 
-static KeyVersion *key_version(Key *k, uint32_t version) {
+KeyVersion *key_version(Key *k, uint32_t version) {
         return (KeyVersion *) key_find_version(k, version);
 }
 
@@ -154,7 +115,7 @@ uint64_t key_max_wraps(const Key *k) {
         return k->policy.max_wraps ? k->policy.max_wraps : WRAP_BUDGET_DEFAULT;
 }
 
-static uint64_t lease_size(const Key *k) {
+uint64_t lease_size(const Key *k) {
         return MIN((uint64_t) LEASE_MAX, MAX((uint64_t) 1, key_max_wraps(k) / 16));
 }
 
@@ -356,8 +317,6 @@ static void index_remove(Keystore *ks, const char *name) {
         ks->n_keys--;
 }
 
-typedef int (*MutateFn)(Keystore *ks, Key *k, void *userdata);
-
 #define MUTATE_ATTEMPTS 4
 
 /*
@@ -365,7 +324,7 @@ typedef int (*MutateFn)(Keystore *ks, Key *k, void *userdata);
  * may run more than once (when another kekd wrote concurrently), each time on
  * the freshest record, so it must derive everything from that record.
  */
-static int key_mutate(Keystore *ks, const char *name, MutateFn fn, void *userdata, const Key **ret) {
+int key_mutate(Keystore *ks, const char *name, MutateFn fn, void *userdata, const Key **ret) {
         _cleanup_(key_freep) Key *k = NULL;
         Key *put;
         int r = -EAGAIN;
@@ -614,7 +573,7 @@ bool keystore_recoverable(const Keystore *ks) {
         return ks->vault.policy.purge_protection;
 }
 
-static int find_mutable(Keystore *ks, const char *name, Key **ret) {
+int find_mutable(Keystore *ks, const char *name, Key **ret) {
         Key *k;
         int r;
 
@@ -1071,200 +1030,6 @@ int keystore_purge(Keystore *ks, const char *name, uint64_t now) {
 
 int keystore_set_vault(Keystore *ks, const VaultChange *c) {
         return vault_set(&ks->vault, ks->hsm, c);
-}
-
-/* --- data plane ---------------------------------------------------------------- */
-
-static int check_usable(Keystore *ks, const Key *k, KeyVersion *v) {
-        int r;
-
-        if (k->state == KEY_DELETED)
-                return -KEKERR_KEY_DELETED;
-        if (k->state == KEY_DISABLED || !v->enabled)
-                return -KEKERR_KEY_DISABLED;
-        if (!v->present) {
-                /*
-                 * Recorded but not found when the index was built: look again, so a lookup that
-                 * failed then is not taken for a missing object. Only a definite "not there" is
-                 * UNKNOWN_VERSION (which libkek treats as a revocation); anything else is transient.
-                 */
-                r = hsm_find_key(ks->hsm, k->name, v->id, &v->handle);
-                if (r == -ENOENT)
-                        return -KEKERR_UNKNOWN_VERSION;
-                if (r < 0)
-                        return -KEKERR_HSM_UNAVAILABLE;
-                v->present = true;
-        }
-        return 0;
-}
-
-/*
- * An object vanished under us (purged through another kekd, or a stale
- * handle): re-read the token and report a transient failure; the retry gets
- * the definitive answer from the fresh index.
- */
-static int handle_gone(Keystore *ks, int r) {
-        if (r == -ENOENT) {
-                (void) keystore_load(ks);
-                return -KEKERR_HSM_UNAVAILABLE;
-        }
-        return r;
-}
-
-typedef struct LeaseArgs {
-        uint32_t version;
-        uint64_t granted;
-} LeaseArgs;
-
-static int lease_fn(Keystore *ks, Key *k, void *userdata) {
-        LeaseArgs *a = userdata;
-        KeyVersion *v = key_version(k, a->version);
-        uint64_t max = key_max_wraps(k);
-
-        if (!v)
-                return -KEKERR_UNKNOWN_VERSION;
-        if (v->wraps_reserved >= max)
-                return -ENOSPC;
-        a->granted = MIN(lease_size(k), max - v->wraps_reserved);
-        v->wraps_reserved += a->granted;
-        return 0;
-}
-
-/* Makes sure this kekd may do one more wrap with (name, version); -ENOSPC when the budget is spent. */
-static int lease_take(Keystore *ks, const char *name, uint32_t version) {
-        LeaseArgs a = { .version = version };
-        const Key *k;
-        KeyVersion *v;
-        int r;
-
-        r = key_mutate(ks, name, lease_fn, &a, &k);
-        if (r < 0)
-                return r;
-        v = key_version((Key *) k, version);
-        if (!v)
-                return -KEKERR_UNKNOWN_VERSION;
-        v->lease_left += a.granted;
-        return 0;
-}
-
-int keystore_wrap(Keystore *ks, const char *name, uint32_t version, const uint8_t *pt, size_t pt_len,
-                  const uint8_t *ctx, size_t ctx_len, uint64_t now, uint8_t **ret_blob, size_t *ret_blob_len,
-                  uint32_t *ret_version) {
-        uint8_t header[BLOB_HEADER_MAX], aad[BLOB_AAD_MAX];
-        _cleanup_free_ uint8_t *blob = NULL;
-        KeyVersion *v;
-        Key *k;
-        int hlen, alen, r;
-        size_t len;
-
-        if (pt_len == 0 || pt_len > AEK_MAX_SIZE || ctx_len > CONTEXT_MAX_SIZE)
-                return -KEKERR_INVALID_ARGUMENT;
-        for (unsigned attempt = 0;; attempt++) {
-                r = find_mutable(ks, name, &k);
-                if (r < 0)
-                        return r;
-                v = key_version(k, version == 0 ? k->current_version : version);
-                if (!v)
-                        return -KEKERR_UNKNOWN_VERSION;
-                r = check_usable(ks, k, v);
-                if (r < 0)
-                        return r;
-                if (!ks->allow_unrecoverable && !keystore_recoverable(ks))
-                        return -KEKERR_KEY_NOT_RECOVERABLE;
-                if (v->lease_left > 0)
-                        break;
-                if (attempt > 1)
-                        return -KEKERR_CONFLICT;
-                r = lease_take(ks, name, v->id);
-                if (r == -ENOSPC) {
-                        if (version != 0)
-                                return -ENOSPC; /* a pinned version past its budget: the caller must follow the current one */
-                        /* The current version spent its budget before the timer rotated it: rotate now. */
-                        log_info("Key '%s' version %u used its wrap budget; rotating", name, v->id);
-                        r = keystore_rotate(ks, name, now, NULL);
-                }
-                if (r < 0)
-                        return r;
-        }
-
-        hlen = blob_header(k->name, v->id, header);
-        if (hlen < 0)
-                return hlen;
-        alen = blob_aad(header, (size_t) hlen, ctx, ctx_len, aad);
-        if (alen < 0)
-                return alen;
-        len = (size_t) hlen + BLOB_IV_SIZE + pt_len + BLOB_TAG_SIZE;
-        blob = malloc(len);
-        if (!blob)
-                return -ENOMEM;
-        memcpy(blob, header, (size_t) hlen);
-        /* A fresh random 96-bit IV per wrap; the per-version wrap budget keeps collisions negligible. */
-        if (iv_next(ks, blob + hlen) < 0)
-                return -EIO;
-        r = hsm_encrypt_gcm(ks->hsm, v->handle, blob + hlen, aad, (size_t) alen, pt, pt_len,
-                            blob + hlen + BLOB_IV_SIZE);
-        if (r < 0)
-                return handle_gone(ks, r);
-        v->lease_left--;
-        v->last_use_pending = now;
-        *ret_version = v->id;
-        *ret_blob_len = len;
-        *ret_blob = TAKE_PTR(blob);
-        return 0;
-}
-
-int keystore_unwrap(Keystore *ks, const uint8_t *blob, size_t blob_len, const uint8_t *ctx, size_t ctx_len,
-                    uint64_t now, Secret **ret_plaintext, BlobView *ret_view) {
-        uint8_t aad[BLOB_AAD_MAX];
-        Secret *pt = NULL;
-        KeyVersion *v;
-        Key *k;
-        BlobView view;
-        int alen, r;
-
-        if (ctx_len > CONTEXT_MAX_SIZE)
-                return -KEKERR_INVALID_ARGUMENT;
-        r = blob_parse(blob, blob_len, &view);
-        if (r < 0)
-                return r;
-        r = find_mutable(ks, view.key, &k);
-        if (r < 0)
-                return r;
-        v = key_version(k, view.version);
-        if (!v)
-                return -KEKERR_UNKNOWN_VERSION;
-        r = check_usable(ks, k, v);
-        if (r < 0)
-                return r;
-        alen = blob_aad(view.header, view.header_len, ctx, ctx_len, aad);
-        if (alen < 0)
-                return alen;
-        r = hsm_decrypt_gcm(ks->hsm, v->handle, view.iv, aad, (size_t) alen, view.ciphertext,
-                            view.ciphertext_len, &pt);
-        if (r < 0)
-                return handle_gone(ks, r);
-        v->unwraps_pending++;
-        v->last_use_pending = now;
-        *ret_plaintext = pt;
-        *ret_view = view;
-        return 0;
-}
-
-int keystore_rewrap(Keystore *ks, const uint8_t *blob, size_t blob_len, const uint8_t *ctx, size_t ctx_len,
-                    uint64_t now, uint8_t **ret_blob, size_t *ret_blob_len, uint32_t *ret_version,
-                    uint32_t *ret_old_version) {
-        _cleanup_secret_ Secret *pt = NULL;
-        BlobView view;
-        int r;
-
-        r = keystore_unwrap(ks, blob, blob_len, ctx, ctx_len, now, &pt, &view);
-        if (r < 0)
-                return r;
-        r = keystore_wrap(ks, view.key, 0, pt->data, pt->len, ctx, ctx_len, now, ret_blob, ret_blob_len, ret_version);
-        if (r < 0)
-                return r;
-        *ret_old_version = view.version;
-        return 0;
 }
 
 /* --- maintenance and check ----------------------------------------------------- */

@@ -94,7 +94,68 @@ int keystore_set_vault(Keystore *ks, const VaultChange *c);
 /* Adds or (revoke) removes operations of one principal's grant on a key; administrators only. */
 int keystore_set_grant(Keystore *ks, const char *name, const Grant *grant, bool revoke, const Key **ret);
 
-/* Data plane. */
+/*
+ * Data plane. Each operation takes steps, so that the HSM work of a batch can
+ * run on several sessions at once (daemon/cryptopool.h):
+ *   prepare  keystore thread: checks, wrap lease, IV, AAD; copies what the
+ *            HSM call needs into the CryptoOp (no pointers into the index);
+ *   run      any thread with its own Hsm session: only C_Encrypt/C_Decrypt;
+ *   targets  rewrap only, keystore thread: a blob that authenticated gets
+ *            its new version, lease and IV (so a blob that does not spends
+ *            no wrap budget), then run again encrypts it;
+ *   finish   keystore thread: usage counts; a vanished object re-reads the
+ *            token (once per call) and the op becomes transient.
+ * A step that fails sets op->result; later steps then leave the op alone.
+ * keystore_wrap() and friends are the steps in a row on the keystore's session.
+ */
+typedef enum CryptoKind {
+        CRYPTO_WRAP = 1,
+        CRYPTO_UNWRAP,
+        CRYPTO_REWRAP,
+} CryptoKind;
+
+typedef struct CryptoOp {
+        CryptoKind kind;
+        int result;                    /* 0, or the first step's error */
+        uint64_t now;
+        const uint8_t *ctx;            /* the caller's context, which must outlive the op */
+        size_t ctx_len;
+        /* unwrap, rewrap: the blob, which must outlive the op */
+        BlobView view;
+        HsmObject src;
+        uint8_t src_aad[BLOB_AAD_MAX];
+        size_t src_aad_len;
+        Secret *plaintext;             /* unwrap: the result; rewrap: between its two runs */
+        /* wrap, rewrap: the version wrapped under and the new blob */
+        char key[KEY_NAME_MAX + 1];
+        uint32_t version;
+        HsmObject dst;
+        uint8_t dst_aad[BLOB_AAD_MAX];
+        size_t dst_aad_len;
+        size_t dst_header_len;
+        const uint8_t *pt;             /* wrap: the caller's plaintext, which must outlive the op */
+        size_t pt_len;
+        uint8_t *blob;                 /* header || IV from prepare, ciphertext || tag from run */
+        size_t blob_len;
+} CryptoOp;
+
+int keystore_wrap_prepare(Keystore *ks, const char *name, uint32_t version, const uint8_t *pt, size_t pt_len,
+                          const uint8_t *ctx, size_t ctx_len, uint64_t now, CryptoOp *op);
+int keystore_unwrap_prepare(Keystore *ks, const uint8_t *blob, size_t blob_len, const uint8_t *ctx, size_t ctx_len,
+                            uint64_t now, CryptoOp *op);
+int keystore_rewrap_prepare(Keystore *ks, const uint8_t *blob, size_t blob_len, const uint8_t *ctx, size_t ctx_len,
+                            uint64_t now, CryptoOp *op);
+/* Thread-safe for distinct h; the signature of a CryptoPoolFn. */
+void crypto_op_run(Hsm *h, void *op);
+/*
+ * ops: n CryptoOps, stride bytes apart (they may sit inside the caller's
+ * items). keystore_targets() returns how many ops need another run.
+ */
+size_t keystore_targets(Keystore *ks, CryptoOp *ops, size_t stride, size_t n);
+void keystore_finish(Keystore *ks, CryptoOp *ops, size_t stride, size_t n);
+/* Frees what the op still owns (blob, plaintext); the op may be reused after. */
+void crypto_op_done(CryptoOp *op);
+
 int keystore_wrap(Keystore *ks, const char *name, uint32_t version, const uint8_t *pt, size_t pt_len,
                   const uint8_t *ctx, size_t ctx_len, uint64_t now, uint8_t **ret_blob, size_t *ret_blob_len,
                   uint32_t *ret_version);

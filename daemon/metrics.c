@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "common/kekerr.h"
+#include "daemon/cryptopool.h"
 #include "daemon/metrics.h"
 
 #define SLOTS (METRICS_SERIES_MAX * 2)
@@ -48,7 +49,12 @@ struct Metrics {
         OpStats ops[OPS_MAX];
         unsigned n_ops;
         unsigned clients, watchers;
+        const CryptoPool *pool;
 };
+
+void metrics_set_pool(Metrics *m, const CryptoPool *pool) {
+        m->pool = pool;
+}
 
 int metrics_new(uint64_t start_realtime_usec, Metrics **ret) {
         Metrics *m = calloc(1, sizeof(*m));
@@ -141,7 +147,7 @@ unsigned metrics_clients(const Metrics *m) {
         return m ? m->clients : 0;
 }
 
-static void render_keys(FILE *f, const Keystore *ks) {
+static void render_keys(FILE *f, const Metrics *m, const Keystore *ks) {
         size_t n[4] = {}, versions = 0;
         HsmStats hs;
 
@@ -158,11 +164,14 @@ static void render_keys(FILE *f, const Keystore *ks) {
         fprintf(f, "# HELP kekd_key_versions Key versions in the token.\n# TYPE kekd_key_versions gauge\nkekd_key_versions %zu\n",
                 versions);
         hsm_stats(keystore_hsm(ks), &hs);
+        crypto_pool_stats(m->pool, &hs);
         fprintf(f, "# HELP kekd_hsm_session_open Whether kekd holds a logged-in HSM session.\n"
                    "# TYPE kekd_hsm_session_open gauge\nkekd_hsm_session_open %d\n", hs.session_open ? 1 : 0);
         fprintf(f, "# HELP kekd_hsm_session_reopens_total HSM sessions reopened after a failure.\n"
                    "# TYPE kekd_hsm_session_reopens_total counter\nkekd_hsm_session_reopens_total %llu\n",
                 (unsigned long long) hs.reopens);
+        fprintf(f, "# HELP kekd_hsm_sessions HSM sessions kekd uses ([hsm] sessions).\n"
+                   "# TYPE kekd_hsm_sessions gauge\nkekd_hsm_sessions %u\n", crypto_pool_sessions(m->pool));
         fputs("# HELP kekd_hsm_errors_total PKCS#11 calls that did not return CKR_OK, by return value.\n"
               "# TYPE kekd_hsm_errors_total counter\n", f);
         for (unsigned i = 0; i < hs.n_errors; i++)
@@ -219,7 +228,7 @@ int metrics_render(const Metrics *m, const Keystore *ks, char **ret, size_t *ret
                         fprintf(f, "kekd_batch_items_total{op=\"%s\"} %llu\n", m->ops[i].op,
                                 (unsigned long long) m->ops[i].items);
         if (ks)
-                render_keys(f, ks);
+                render_keys(f, m, ks);
         if (fclose(f) != 0) {
                 free(buf);
                 return -ENOMEM;

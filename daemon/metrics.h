@@ -25,6 +25,7 @@
 #define METRICS_SERIES_MAX 4096u
 
 typedef struct Metrics Metrics;
+typedef struct CryptoPool CryptoPool;
 
 int metrics_new(uint64_t start_realtime_usec, Metrics **ret);
 Metrics *metrics_free(Metrics *m);
@@ -34,6 +35,8 @@ DEFINE_TRIVIAL_CLEANUP_FUNC(Metrics, metrics_free);
 void metrics_request(Metrics *m, const char *op, const char *key, int result, uint64_t duration_usec, unsigned items);
 void metrics_set_clients(Metrics *m, unsigned clients, unsigned watchers);
 unsigned metrics_clients(const Metrics *m);
+/* The HSM worker pool whose sessions' counters join the keystore session's (NULL: none). */
+void metrics_set_pool(Metrics *m, const CryptoPool *pool);
 
 /* The whole exposition, NUL-terminated and malloc'd. ks (may be NULL) gives the key and HSM figures. */
 int metrics_render(const Metrics *m, const Keystore *ks, char **ret, size_t *ret_len);

@@ -2,7 +2,12 @@
 /*
  * Unix-socket transport for kekd (see server.h). Single-threaded: the HSM
  * calls run inline in the event loop, in request order, which is also the
- * order replies must leave in. Memory per connection is bounded by
+ * order replies must leave in. With [hsm] sessions > 1 the loop first reads
+ * every connection that is ready and then hands one frame of each to
+ * dispatch_frames() together (a lower-priority defer source), so the single
+ * wrap/unwrap/rewrap requests of different clients share one run over the HSM
+ * sessions; each connection still has at most one request in dispatch and
+ * gets its replies in order. Memory per connection is bounded by
  * max_frame + header for input and OUTPUT_HIGH_WATER (plus one reply) for
  * output; past the high-water mark the connection is not read until the peer
  * drains its replies.
@@ -22,6 +27,7 @@
 
 #include "common/kekerr.h"
 #include "daemon/clock.h"
+#include "daemon/cryptopool.h"
 #include "daemon/log.h"
 #include "daemon/metrics.h"
 #include "daemon/server.h"
@@ -31,6 +37,8 @@
 #define SWEEP_INTERVAL_USEC (1 * USEC_PER_SEC)
 #define STALL_TIMEOUT_USEC (30 * USEC_PER_SEC)     /* a frame begun but not finished, or replies not read */
 #define ACCEPT_PAUSE_USEC (250 * 1000ULL)          /* after EMFILE/ENFILE */
+/* Frames handed to dispatch_frames() in one round; the rest wait for the next round. */
+#define GROUP_MAX 256u
 /*
  * Descriptors kept for the HSM module: SoftHSM2 opens object files on every
  * refresh, and one it cannot open it treats as gone for the rest of the
@@ -49,6 +57,9 @@ struct Server {
         sd_event_source *listen_source;
         sd_event_source *sweep_source;
         sd_event_source *resume_source;
+        sd_event_source *group_source; /* NULL: one session, every frame is dispatched when read */
+        DispatchJob *jobs;             /* GROUP_MAX, for the group round */
+        Conn **job_conns;
         size_t max_frame;
         unsigned max_connections;
         unsigned max_connections_per_uid;
@@ -74,6 +85,7 @@ struct Conn {
         bool watching;          /* subscribed to key events */
         bool drop;              /* to be freed by its own handler or the sweep, never mid-request */
         uint64_t watch_id;
+        bool queued;    /* has a complete frame waiting for the next group round */
         bool eof;       /* the peer sent all it will send (it may still read) */
         bool closing;   /* no more requests: flush output, then close */
 };
@@ -117,8 +129,9 @@ static void conn_update_events(Conn *c) {
 
         if (!c->closing && !c->eof && frame_buf_size(&c->out) < OUTPUT_HIGH_WATER)
                 ev |= EPOLLIN;
-        /* Writability also wakes us for input held back by backpressure: the socket is writable once drained. */
-        if (frame_buf_size(&c->out) > 0 || conn_input_pending(c))
+        /* Writability also wakes us for input held back by backpressure: the socket is writable once drained.
+         * A queued connection's input waits for the group round instead. */
+        if (frame_buf_size(&c->out) > 0 || (!c->queued && conn_input_pending(c)))
                 ev |= EPOLLOUT;
         (void) sd_event_source_set_io_events(c->source, ev);
 }
@@ -158,6 +171,43 @@ static void log_outcome(const Conn *c, const DispatchOutcome *o) {
         log_full(serious ? LOG_WARNING : LOG_DEBUG, o->error, fields, "%s of key '%s' failed", o->op, o->key);
 }
 
+/*
+ * After one frame of c was dispatched (r: dispatch_frame()'s result): drops
+ * it from the input and notes a Watch. Returns <0 when the connection must
+ * close, 0 when it must not be given more frames now, 1 when it may.
+ */
+static int conn_dispatched(Conn *c, size_t len, const DispatchOutcome *o, int r) {
+        Server *s = c->server;
+
+        frame_buf_consume(&c->in, FRAME_HEADER_SIZE + len);
+        log_outcome(c, o);
+        if (o->watch && o->error == 0) {
+                if (!c->watching)
+                        s->n_watchers++;
+                metrics_set_clients(s->dispatcher->metrics, s->n_connections, s->n_watchers);
+                c->watching = true;
+                c->watch_id = o->id;
+        }
+        if (r == -KEKERR_MALFORMED_REQUEST) {
+                c->closing = true;
+                return 0;
+        }
+        if (r < 0)
+                return log_error_errno(r, "Failed to queue reply for pid %d", (int) c->peer.pid);
+        if (frame_buf_size(&c->out) >= OUTPUT_HIGH_WATER)
+                return 0; /* resume when the peer has read its replies */
+        return 1;
+}
+
+/* Whether c's input starts with a complete frame (not an error, not a partial one). */
+static bool conn_frame_ready(const Conn *c) {
+        const uint8_t *p;
+        size_t n;
+
+        return !c->closing && !c->drop && frame_buf_size(&c->out) < OUTPUT_HIGH_WATER &&
+               frame_parse(frame_buf_head(&c->in), frame_buf_size(&c->in), c->server->max_frame, &p, &n) == 1;
+}
+
 /* Runs every complete frame in the input buffer. Returns <0 when the connection must close. */
 static int conn_process(Conn *c) {
         Server *s = c->server;
@@ -188,23 +238,9 @@ static int conn_process(Conn *c) {
                         return 0;
                 }
                 r = dispatch_frame(s->dispatcher, &c->peer, payload, len, &c->out, &o);
-                frame_buf_consume(&c->in, FRAME_HEADER_SIZE + len);
-                log_outcome(c, &o);
-                if (o.watch && o.error == 0) {
-                        if (!c->watching)
-                                s->n_watchers++;
-                        metrics_set_clients(s->dispatcher->metrics, s->n_connections, s->n_watchers);
-                        c->watching = true;
-                        c->watch_id = o.id;
-                }
-                if (r == -KEKERR_MALFORMED_REQUEST) {
-                        c->closing = true;
-                        return 0;
-                }
-                if (r < 0)
-                        return log_error_errno(r, "Failed to queue reply for pid %d", (int) c->peer.pid);
-                if (frame_buf_size(&c->out) >= OUTPUT_HIGH_WATER)
-                        return 0; /* resume when the peer has read its replies */
+                r = conn_dispatched(c, len, &o, r);
+                if (r <= 0)
+                        return r;
         }
         return 0;
 }
@@ -255,7 +291,11 @@ static int on_conn_io(sd_event_source *source, int fd, uint32_t revents, void *u
         if ((revents & (EPOLLIN | EPOLLHUP | EPOLLERR)) && !c->closing && !c->eof &&
             frame_buf_size(&c->out) < OUTPUT_HIGH_WATER)
                 r = conn_read(c);
-        if (r >= 0 && frame_buf_size(&c->out) < OUTPUT_HIGH_WATER)
+        if (r >= 0 && c->server->group_source && conn_frame_ready(c)) {
+                /* Wait for the group round, which runs once every ready connection has been read. */
+                c->queued = true;
+                (void) sd_event_source_set_enabled(c->server->group_source, SD_EVENT_ONESHOT);
+        } else if (r >= 0 && !c->queued && frame_buf_size(&c->out) < OUTPUT_HIGH_WATER)
                 r = conn_process(c);
         if (r >= 0)
                 r = conn_flush(c);
@@ -265,6 +305,66 @@ static int on_conn_io(sd_event_source *source, int fd, uint32_t revents, void *u
                 return 0;
         }
         conn_update_events(c);
+        return 0;
+}
+
+/* Ends one connection's part in a group round, as on_conn_io() would. */
+static void conn_settle(Conn *c, int r) {
+        if (r >= 0)
+                r = conn_flush(c);
+        if (r < 0 || (c->closing && frame_buf_size(&c->out) == 0) || (c->server->draining && conn_idle(c))) {
+                conn_free(c);
+                return;
+        }
+        conn_update_events(c);
+}
+
+/*
+ * One group round: the first frame of every queued connection, dispatched
+ * together. A connection with more complete frames stays queued for the
+ * next round; one without goes back to conn_process() for what is left
+ * (end of input, a framing error).
+ */
+static int on_group(sd_event_source *source, void *userdata) {
+        Server *s = userdata;
+        size_t n = 0;
+        bool more = false;
+
+        for (Conn *c = s->conns; c; c = c->next) {
+                const uint8_t *payload;
+                size_t len;
+
+                if (!c->queued)
+                        continue;
+                if (n == GROUP_MAX) {
+                        more = true;
+                        break;
+                }
+                if (!conn_frame_ready(c) ||
+                    frame_parse(frame_buf_head(&c->in), frame_buf_size(&c->in), s->max_frame, &payload, &len) != 1) {
+                        c->queued = false;
+                        continue;
+                }
+                s->jobs[n] = (DispatchJob) { .peer = &c->peer, .payload = payload, .len = len, .out = &c->out };
+                s->job_conns[n++] = c;
+        }
+        dispatch_frames(s->dispatcher, s->jobs, n);
+        for (size_t i = 0; i < n; i++) {
+                Conn *c = s->job_conns[i];
+                int r = conn_dispatched(c, s->jobs[i].len, &s->jobs[i].outcome, s->jobs[i].result);
+
+                if (r > 0 && conn_frame_ready(c))
+                        more = true;
+                else {
+                        c->queued = false;
+                        if (r >= 0 && frame_buf_size(&c->out) < OUTPUT_HIGH_WATER)
+                                r = conn_process(c);
+                }
+                conn_settle(c, r);
+        }
+        /* Queued connections this round did not reach (GROUP_MAX) or that have more frames. */
+        if (more)
+                (void) sd_event_source_set_enabled(source, SD_EVENT_ONESHOT);
         return 0;
 }
 
@@ -588,6 +688,20 @@ int server_new(sd_event *event, const Config *config, Dispatcher *dispatcher, in
                 r = sd_event_source_set_enabled(s->resume_source, SD_EVENT_OFF);
         if (r < 0)
                 return log_error_errno(r, "Cannot set up connection timers");
+        if (crypto_pool_sessions(dispatcher->pool) > 1) {
+                s->jobs = calloc(GROUP_MAX, sizeof(*s->jobs));
+                s->job_conns = calloc(GROUP_MAX, sizeof(*s->job_conns));
+                if (!s->jobs || !s->job_conns)
+                        return -ENOMEM;
+                r = sd_event_add_defer(event, &s->group_source, on_group, s);
+                /* After every ready connection was read: they are all at priority NORMAL. */
+                if (r >= 0)
+                        r = sd_event_source_set_priority(s->group_source, SD_EVENT_PRIORITY_NORMAL + 10);
+                if (r >= 0)
+                        r = sd_event_source_set_enabled(s->group_source, SD_EVENT_OFF);
+                if (r < 0)
+                        return log_error_errno(r, "Cannot set up request grouping");
+        }
         *ret = TAKE_PTR(s);
         return 0;
 }
@@ -602,6 +716,9 @@ Server *server_free(Server *s) {
         sd_event_source_disable_unref(s->listen_source);
         sd_event_source_disable_unref(s->sweep_source);
         sd_event_source_disable_unref(s->resume_source);
+        sd_event_source_disable_unref(s->group_source);
+        free(s->jobs);
+        free(s->job_conns);
         safe_close(s->listen_fd);
         if (s->owns_path)
                 (void) unlink(s->socket_path);

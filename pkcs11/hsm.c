@@ -28,6 +28,7 @@ struct Hsm {
         CK_FUNCTION_LIST *module;
         P11KitUri *uri;
         Secret *pin;
+        Hsm *parent;              /* hsm_open_session(): module, URI and PIN belong to the parent */
         CK_SLOT_ID slot;
         CK_SESSION_HANDLE session;
         bool session_open;
@@ -123,6 +124,22 @@ static void count_error(Hsm *h, CK_RV rv) {
 void hsm_stats(const Hsm *h, HsmStats *ret) {
         *ret = (HsmStats) { .session_open = h->session_open, .reopens = h->reopens, .n_errors = h->n_errors };
         memcpy(ret->errors, h->errors, sizeof(ret->errors));
+}
+
+void hsm_stats_merge(const Hsm *h, HsmStats *acc) {
+        acc->session_open = acc->session_open && h->session_open;
+        acc->reopens += h->reopens;
+        for (unsigned i = 0; i < h->n_errors; i++) {
+                unsigned j;
+
+                for (j = 0; j < acc->n_errors; j++)
+                        if (acc->errors[j].name == h->errors[i].name)
+                                break;
+                if (j < acc->n_errors)
+                        acc->errors[j].count += h->errors[i].count;
+                else if (acc->n_errors < HSM_ERROR_KINDS)
+                        acc->errors[acc->n_errors++] = h->errors[i];
+        }
 }
 
 static int rv_to_errno(Hsm *h, CK_RV rv) {
@@ -370,9 +387,38 @@ int hsm_open(const char *module, const char *token_uri, const Secret *pin, Hsm *
         return 0;
 }
 
+int hsm_open_session(Hsm *parent, Hsm **ret) {
+        _cleanup_free_ Hsm *h = NULL;
+        const char *why;
+        int r;
+
+        if (!parent || parent->parent)
+                return -EINVAL;
+        h = calloc(1, sizeof(*h));
+        if (!h)
+                return -ENOMEM;
+        h->parent = parent;
+        h->module = parent->module;
+        h->uri = parent->uri;
+        h->pin = parent->pin;
+        memcpy(h->token_label, parent->token_label, sizeof(h->token_label));
+        /* The token is already logged in through the parent: C_Login answers CKR_USER_ALREADY_LOGGED_IN. */
+        r = session_open(h, &why);
+        if (r < 0)
+                return r;
+        *ret = TAKE_PTR(h);
+        return 0;
+}
+
 Hsm *hsm_free(Hsm *h) {
         if (!h)
                 return NULL;
+        if (h->parent) {
+                /* Module, URI and PIN are the parent's; it is freed after its sessions. */
+                session_close(h);
+                free(h);
+                return NULL;
+        }
         if (h->module) {
                 session_close(h);
                 (void) p11_kit_module_finalize(h->module);

@@ -15,7 +15,8 @@
  * After a device or session failure the next call reopens the session and logs
  * in again, then retries once. Object handles may change across such a reopen
  * on real HSMs, so hsm_generation() increments and holders of handles re-read
- * them. Not thread-safe: one Hsm per thread.
+ * them. Not thread-safe: one Hsm per thread; hsm_open_session() gives another
+ * thread its own session on the same token.
  */
 #pragma once
 
@@ -74,6 +75,13 @@ typedef struct HsmKeyAttrs {
  * receives a static description of what went wrong.
  */
 int hsm_open(const char *module, const char *token_uri, const Secret *pin, Hsm **ret, const char **ret_error);
+/*
+ * A second session on parent's token, for another thread (daemon/cryptopool.h):
+ * PKCS#11 object handles belong to the application, so handles found through
+ * parent are valid here. Shares parent's module, URI and PIN: free it before
+ * parent. Its own errors, reopens and backoff; hsm_stats() reports them.
+ */
+int hsm_open_session(Hsm *parent, Hsm **ret);
 Hsm *hsm_free(Hsm *h);
 DEFINE_TRIVIAL_CLEANUP_FUNC(Hsm, hsm_free);
 
@@ -83,6 +91,8 @@ uint64_t hsm_generation(const Hsm *h);
 const char *hsm_last_error(const Hsm *h);
 /* Counters for metrics: whether a session is open, reopens, non-OK return values by name. */
 void hsm_stats(const Hsm *h, HsmStats *ret);
+/* Adds another session's counters to acc (from hsm_stats()); open only if all are. */
+void hsm_stats_merge(const Hsm *h, HsmStats *acc);
 /* Token label and serial, for status output. */
 const char *hsm_token_label(const Hsm *h);
 

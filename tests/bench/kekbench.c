@@ -41,6 +41,13 @@
 extern char **environ;
 
 static TestToken tok;
+/*
+ * The PKCS#11 module of the raw rows and of kekd: SoftHSM2, or $KEKBENCH_MODULE,
+ * e.g. tests/p11-fault's pass-through with P11_FAULT='C_Encrypt:delay_ms=1;...'
+ * to stand in for a network HSM whose calls take a millisecond.
+ */
+static const char *module;
+static unsigned sessions = 1;        /* [hsm] sessions of the benchmark's kekd (KEKBENCH_SESSIONS) */
 static char sock_path[4200], conf_path[4200];
 static pid_t kekd_pid = -1;
 /* KEKBENCH_KEKD_INSTANCES=2: a second kekd on the same token; clients alternate (an HSM pool's best case) */
@@ -194,7 +201,7 @@ static void *raw_worker(void *userdata) {
         HsmObject key;
         uint8_t iv[12] = { 1 }, aad[64] = { 2 }, pt[32] = { 3 }, ct[48];
 
-        if (pin_read(tok.pin_file, &pin, NULL) < 0 || hsm_open(tok.module, tok.uri, pin, &h, NULL) < 0 ||
+        if (pin_read(tok.pin_file, &pin, NULL) < 0 || hsm_open(module, tok.uri, pin, &h, NULL) < 0 ||
             hsm_find_key(h, "bench", 1, &key) < 0) {
                 a->error = 1;
                 goto finish;
@@ -253,6 +260,19 @@ static bool kekd_up(void) {
         if (fd >= 0)
                 close(fd);
         return up;
+}
+
+/* kekd's configuration; sessions: [hsm] sessions (the HSM worker pool). */
+static int write_conf(const char *path, const char *sock, unsigned n_sessions) {
+        FILE *f = fopen(path, "we");
+
+        if (!f)
+                return -errno;
+        fprintf(f, "[hsm]\nmodule = %s\ntoken = %s\npin_file = %s\nsessions = %u\n[server]\nsocket = %s\n"
+                   "max_frame = 1048576\n[keys]\nallow_unrecoverable = yes\nrefresh_interval = 60\n"
+                   "[log]\nlevel = warning\n",
+                module, tok.uri, tok.pin_file, n_sessions, sock);
+        return fclose(f) == 0 ? 0 : -errno;
 }
 
 /* Starts kekd; returns the microseconds until its socket answers. */
@@ -538,7 +558,7 @@ static void bench_startup(unsigned keys, unsigned versions) {
         Row *r;
 
         kekd_stop();
-        if (versions > 16 || pin_read(tok.pin_file, &pin, NULL) < 0 || hsm_open(tok.module, tok.uri, pin, &h, NULL) < 0) {
+        if (versions > 16 || pin_read(tok.pin_file, &pin, NULL) < 0 || hsm_open(module, tok.uri, pin, &h, NULL) < 0) {
                 fprintf(stderr, "kekbench: cannot open the token for the start-up test\n");
                 return;
         }
@@ -581,7 +601,6 @@ finish:
 
 int main(int argc, char *argv[]) {
         double raw1 = 0, raw2 = 0, d1 = 0, d16 = 0, d64 = 0, rw = 0;
-        FILE *f;
 
         for (int i = 1; i < argc; i++) {
                 if (strcmp(argv[i], "--quick") == 0)
@@ -617,13 +636,10 @@ int main(int argc, char *argv[]) {
                 return 1;
         snprintf(sock_path, sizeof(sock_path), "%s/kekd.sock", tok.dir);
         snprintf(conf_path, sizeof(conf_path), "%s/kekd.conf", tok.dir);
-        f = fopen(conf_path, "we");
-        if (!f)
+        module = getenv("KEKBENCH_MODULE") ?: tok.module;
+        sessions = getenv("KEKBENCH_SESSIONS") ? (unsigned) atoi(getenv("KEKBENCH_SESSIONS")) : 1;
+        if (write_conf(conf_path, sock_path, sessions) < 0)
                 return 1;
-        fprintf(f, "[hsm]\nmodule = %s\ntoken = %s\npin_file = %s\n[server]\nsocket = %s\nmax_frame = 1048576\n"
-                   "[keys]\nallow_unrecoverable = yes\nrefresh_interval = 60\n[log]\nlevel = warning\n",
-                tok.module, tok.uri, tok.pin_file, sock_path);
-        fclose(f);
         if (kekd_start() < 0) {
                 fprintf(stderr, "kekbench: kekd did not start (KEKD=%s)\n", kekd_bin);
                 return 1;
@@ -647,13 +663,8 @@ int main(int argc, char *argv[]) {
 
                 snprintf(sock2_path, sizeof(sock2_path), "%s/kekd2.sock", tok.dir);
                 snprintf(conf2_path, sizeof(conf2_path), "%s/kekd2.conf", tok.dir);
-                f = fopen(conf2_path, "we");
-                if (!f)
+                if (write_conf(conf2_path, sock2_path, sessions) < 0)
                         return 1;
-                fprintf(f, "[hsm]\nmodule = %s\ntoken = %s\npin_file = %s\n[server]\nsocket = %s\nmax_frame = 1048576\n"
-                           "[keys]\nallow_unrecoverable = yes\nrefresh_interval = 60\n[log]\nlevel = warning\n",
-                        tok.module, tok.uri, tok.pin_file, sock2_path);
-                fclose(f);
                 posix_spawn_file_actions_init(&fa);
                 posix_spawn_file_actions_addopen(&fa, STDERR_FILENO, "/dev/null", O_WRONLY, 0);
                 if (posix_spawn(&kekd2_pid, kekd_bin, &fa, NULL, argv2, environ) != 0)
@@ -673,7 +684,8 @@ int main(int argc, char *argv[]) {
                 bench_cache(1000000);
                 goto print;
         }
-        if (phase("raw1") || phase("d1") || phase("d4") || phase("d16") || phase("d64") || phase("b16") || phase("rewrap")) {
+        if (phase("raw1") || phase("d1") || phase("d4") || phase("d16") || phase("d64") || phase("b16") || phase("rewrap") ||
+            phase("sessions")) {
                 raw1 = bench_raw(1);
                 PROGRESS();
         }
@@ -713,6 +725,48 @@ int main(int argc, char *argv[]) {
                 (void) bench_daemon(16, 64);
                 PROGRESS();
                 snprintf(rows[n_rows - 1].ratio, sizeof(rows[0].ratio), "%.2f x raw", rows[n_rows - 1].ops_per_s / raw1);
+        }
+        if (phase("sessions")) {
+                /*
+                 * The HSM worker pool: kekd restarted with 1, 2 and 4 sessions; 16 clients
+                 * single and batched, and batch rewrap.
+                 */
+                static const unsigned ns[] = { 1, 2, 4 };
+                double base_s = 0, base_b = 0, base_rw = 0;
+
+                for (size_t i = 0; i < ELEMENTSOF(ns); i++) {
+                        double b, w, one;
+
+                        kekd_stop();
+                        if (write_conf(conf_path, sock_path, ns[i]) < 0 || kekd_start() < 0) {
+                                fprintf(stderr, "kekbench: kekd did not start with %u sessions\n", ns[i]);
+                                return 1;
+                        }
+                        one = bench_daemon(16, 1);
+                        snprintf(rows[n_rows - 1].name, sizeof(rows[0].name), "kekd 16 cl, %u session%s", ns[i],
+                                 ns[i] > 1 ? "s" : "");
+                        base_s = base_s ?: one;
+                        snprintf(rows[n_rows - 1].ratio, sizeof(rows[0].ratio), "%.2f x raw, %.2f x 1 sess",
+                                 raw1 > 0 ? one / raw1 : 0, one / base_s);
+                        PROGRESS();
+                        b = bench_daemon(16, 64);
+                        snprintf(rows[n_rows - 1].name, sizeof(rows[0].name), "kekd 16 cl, batch 64, %u session%s", ns[i],
+                                 ns[i] > 1 ? "s" : "");
+                        base_b = base_b ?: b;
+                        snprintf(rows[n_rows - 1].ratio, sizeof(rows[0].ratio), "%.2f x raw, %.2f x 1 sess",
+                                 raw1 > 0 ? b / raw1 : 0, b / base_b);
+                        PROGRESS();
+                        w = bench_rewrap(n_ops);
+                        snprintf(rows[n_rows - 1].name, sizeof(rows[0].name), "kekd rewrap batch 64, %u session%s", ns[i],
+                                 ns[i] > 1 ? "s" : "");
+                        base_rw = base_rw ?: w;
+                        snprintf(rows[n_rows - 1].ratio, sizeof(rows[0].ratio), "%.2f x raw, %.2f x 1 sess",
+                                 raw1 > 0 ? w / raw1 : 0, w / base_rw);
+                        PROGRESS();
+                }
+                kekd_stop();
+                if (write_conf(conf_path, sock_path, sessions) < 0 || kekd_start() < 0)
+                        return 1;
         }
         if (phase("cache")) {
                 bench_cache(1000);

@@ -5,7 +5,7 @@
 # exit, and every wait is bounded in count and time.
 #
 # Environment from Makefile.am: KEKD, KEKCTL, KEK_RAW, KEK_TEST_ATTRS,
-# SOFTHSM2_MODULE.
+# SOFTHSM2_MODULE. $KEKD_SESSIONS sets kekd's [hsm] sessions (default 1).
 
 set -u
 
@@ -128,6 +128,7 @@ kekd_config() {
 module = $SOFTHSM2_MODULE
 token = $TOKEN_URI
 pin_file = $TESTDIR/pin
+sessions = ${KEKD_SESSIONS:-1}
 
 [server]
 socket = $SOCKET
@@ -153,7 +154,11 @@ kekd_start() {
         i=0
         while [ $i -lt $((${KEKD_START_TIMEOUT:-10} * 10)) ]; do
                 if [ -S "$SOCKET" ] && "$KEKCTL" list >/dev/null 2>&1; then
-                        return 0
+                        # A run with $KEKD_SESSIONS must really have that many (the sessions-*.sh tests).
+                        [ -z "${KEKD_SESSIONS:-}" ] && return 0
+                        grep -q "(${KEKD_SESSIONS} HSM session" "$TESTDIR/kekd.log" && return 0
+                        echo "# kekd does not say it serves with ${KEKD_SESSIONS} HSM sessions"
+                        return 1
                 fi
                 kill -0 "$KEKD_PID" 2>/dev/null || break
                 sleep 0.1

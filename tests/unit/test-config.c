@@ -99,6 +99,7 @@ static void test_full(void) {
                     "module = /usr/lib/softhsm/libsofthsm2.so\n"
                     "token = pkcs11:token=kekd;serial=0123456789abcdef\n"
                     "pin_file = /etc/kekd/pin\n"
+                    "sessions = 4\n"
                     "\n"
                     "; another comment\n"
                     "[server]\n"
@@ -122,6 +123,7 @@ static void test_full(void) {
         ok(streq_ptr(c->socket_group, "kek"), "full: socket_group '%s'", c->socket_group ?: "(null)");
         is_int(c->max_frame, 131072, "full: max_frame");
         is_int(c->max_connections, 17, "full: max_connections");
+        is_int(c->sessions, 4, "full: sessions 4");
         is_int(c->log_level, LOG_DEBUG, "full: log level debug");
         config_free(c);
 }
@@ -141,6 +143,7 @@ static void test_minimal(void) {
         ok(c->socket_group == NULL, "minimal: no socket_group by default");
         is_int(c->max_frame, 65536, "minimal: default max_frame 65536");
         is_int(c->max_connections, 1024, "minimal: default max_connections 1024");
+        is_int(c->sessions, 1, "minimal: default sessions 1 (no HSM worker threads)");
         is_int(c->log_level, LOG_INFO, "minimal: default log level LOG_INFO");
         config_free(c);
 }
@@ -291,6 +294,18 @@ static void test_errors(void) {
         FAILS_AT(HSM "[server]\nmax_connections = 65537\n", 6, "max_connections 65537",
                  "'max_connections' in [server]");
         FAILS_AT(HSM "[server]\nmax_connections = -5\n", 6, "max_connections -5", "'max_connections' in [server]");
+
+        /* HSM sessions: 1..64, a line of the [hsm] section (line 5, after HSM's four). */
+        {
+                Config *c = load_ok(HSM "sessions = 64\n", "sessions 64");
+
+                if (c)
+                        is_int(c->sessions, 64, "upper bound: sessions 64");
+                config_free(c);
+        }
+        FAILS_AT(HSM "sessions = 0\n", 5, "sessions 0", "'sessions' in [hsm]");
+        FAILS_AT(HSM "sessions = 65\n", 5, "sessions 65", "'sessions' in [hsm]", "65");
+        FAILS_AT(HSM "sessions = many\n", 5, "sessions many", "'sessions' in [hsm]", "many");
 
         FAILS_AT(HSM "[log]\nlevel = verbose\n", 6, "level verbose", "'level' in [log]", "verbose");
         FAILS_AT(HSM "[log]\nlevel = INFO\n", 6, "level INFO", "'level' in [log]", "INFO");

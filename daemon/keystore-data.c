@@ -1,0 +1,351 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * The keystore's data plane: wrap, unwrap and rewrap (see keystore.h for the
+ * three steps). Invariants:
+ *  - Every wrap takes one unit of its version's lease before the HSM is asked:
+ *    a crash or a failed call over-counts the wrap budget, never under-counts
+ *    it. A rewrap takes its unit only after its blob authenticated, so
+ *    tampered blobs cannot spend a key's budget and force rotations.
+ *  - Each wrap gets a fresh random IV on the keystore's thread.
+ *  - run() reads only the CryptoOp and calls only its own Hsm, so any number
+ *    of them may run at once on different sessions; prepare, targets and
+ *    finish are the only steps that touch the index.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/rand.h>
+
+#include "common/kekerr.h"
+#include "daemon/keystore-internal.h"
+#include "daemon/log.h"
+
+/* A fresh random IV from the pool; -EIO if the DRBG fails. */
+static int iv_next(Keystore *ks, uint8_t iv[BLOB_IV_SIZE]) {
+        if (ks->iv_pool_used + BLOB_IV_SIZE > sizeof(ks->iv_pool)) {
+                if (RAND_bytes(ks->iv_pool, sizeof(ks->iv_pool)) != 1)
+                        return -EIO;
+                ks->iv_pool_used = 0;
+        }
+        memcpy(iv, ks->iv_pool + ks->iv_pool_used, BLOB_IV_SIZE);
+        /* never handed out twice */
+        memset(ks->iv_pool + ks->iv_pool_used, 0, BLOB_IV_SIZE);
+        ks->iv_pool_used += BLOB_IV_SIZE;
+        return 0;
+}
+
+static int check_usable(Keystore *ks, const Key *k, KeyVersion *v) {
+        int r;
+
+        if (k->state == KEY_DELETED)
+                return -KEKERR_KEY_DELETED;
+        if (k->state == KEY_DISABLED || !v->enabled)
+                return -KEKERR_KEY_DISABLED;
+        if (!v->present) {
+                /*
+                 * Recorded but not found when the index was built: look again, so a lookup that
+                 * failed then is not taken for a missing object. Only a definite "not there" is
+                 * UNKNOWN_VERSION (which libkek treats as a revocation); anything else is transient.
+                 */
+                r = hsm_find_key(keystore_hsm(ks), k->name, v->id, &v->handle);
+                if (r == -ENOENT)
+                        return -KEKERR_UNKNOWN_VERSION;
+                if (r < 0)
+                        return -KEKERR_HSM_UNAVAILABLE;
+                v->present = true;
+        }
+        return 0;
+}
+
+typedef struct LeaseArgs {
+        uint32_t version;
+        uint64_t granted;
+} LeaseArgs;
+
+static int lease_fn(Keystore *ks, Key *k, void *userdata) {
+        LeaseArgs *a = userdata;
+        KeyVersion *v = key_version(k, a->version);
+        uint64_t max = key_max_wraps(k);
+
+        if (!v)
+                return -KEKERR_UNKNOWN_VERSION;
+        if (v->wraps_reserved >= max)
+                return -ENOSPC;
+        a->granted = MIN(lease_size(k), max - v->wraps_reserved);
+        v->wraps_reserved += a->granted;
+        return 0;
+}
+
+/* Makes sure this kekd may do one more wrap with (name, version); -ENOSPC when the budget is spent. */
+static int lease_take(Keystore *ks, const char *name, uint32_t version) {
+        LeaseArgs a = { .version = version };
+        const Key *k;
+        KeyVersion *v;
+        int r;
+
+        r = key_mutate(ks, name, lease_fn, &a, &k);
+        if (r < 0)
+                return r;
+        v = key_version((Key *) k, version);
+        if (!v)
+                return -KEKERR_UNKNOWN_VERSION;
+        v->lease_left += a.granted;
+        return 0;
+}
+
+
+/*
+ * The wrap half of wrap and rewrap: picks the version (0: the current one),
+ * takes a lease unit, and lays out header || IV of the new blob in op.
+ */
+static int wrap_target(Keystore *ks, const char *name, uint32_t version, size_t pt_len, const uint8_t *ctx,
+                       size_t ctx_len, uint64_t now, CryptoOp *op) {
+        uint8_t header[BLOB_HEADER_MAX];
+        _cleanup_free_ uint8_t *blob = NULL;
+        KeyVersion *v;
+        Key *k;
+        int hlen, alen, r;
+        size_t len;
+
+        for (unsigned attempt = 0;; attempt++) {
+                r = find_mutable(ks, name, &k);
+                if (r < 0)
+                        return r;
+                v = key_version(k, version == 0 ? k->current_version : version);
+                if (!v)
+                        return -KEKERR_UNKNOWN_VERSION;
+                r = check_usable(ks, k, v);
+                if (r < 0)
+                        return r;
+                if (!keystore_allow_unrecoverable(ks) && !keystore_recoverable(ks))
+                        return -KEKERR_KEY_NOT_RECOVERABLE;
+                if (v->lease_left > 0)
+                        break;
+                if (attempt > 1)
+                        return -KEKERR_CONFLICT;
+                r = lease_take(ks, name, v->id);
+                if (r == -ENOSPC) {
+                        if (version != 0)
+                                return -ENOSPC; /* a pinned version past its budget: the caller must follow the current one */
+                        /* The current version spent its budget before the timer rotated it: rotate now. */
+                        log_info("Key '%s' version %u used its wrap budget; rotating", name, v->id);
+                        r = keystore_rotate(ks, name, now, NULL);
+                }
+                if (r < 0)
+                        return r;
+        }
+
+        hlen = blob_header(k->name, v->id, header);
+        if (hlen < 0)
+                return hlen;
+        alen = blob_aad(header, (size_t) hlen, ctx, ctx_len, op->dst_aad);
+        if (alen < 0)
+                return alen;
+        len = (size_t) hlen + BLOB_IV_SIZE + pt_len + BLOB_TAG_SIZE;
+        blob = malloc(len);
+        if (!blob)
+                return -ENOMEM;
+        memcpy(blob, header, (size_t) hlen);
+        /* A fresh random 96-bit IV per wrap; the per-version wrap budget keeps collisions negligible. */
+        if (iv_next(ks, blob + hlen) < 0)
+                return -EIO;
+        v->lease_left--;
+        snprintf(op->key, sizeof(op->key), "%s", k->name);
+        op->version = v->id;
+        op->dst = v->handle;
+        op->dst_aad_len = (size_t) alen;
+        op->dst_header_len = (size_t) hlen;
+        op->blob_len = len;
+        op->blob = TAKE_PTR(blob);
+        return 0;
+}
+
+/* The unwrap half of unwrap and rewrap. */
+static int unwrap_source(Keystore *ks, const uint8_t *blob, size_t blob_len, const uint8_t *ctx, size_t ctx_len,
+                         CryptoOp *op) {
+        KeyVersion *v;
+        Key *k;
+        int alen, r;
+
+        if (ctx_len > CONTEXT_MAX_SIZE)
+                return -KEKERR_INVALID_ARGUMENT;
+        r = blob_parse(blob, blob_len, &op->view);
+        if (r < 0)
+                return r;
+        r = find_mutable(ks, op->view.key, &k);
+        if (r < 0)
+                return r;
+        v = key_version(k, op->view.version);
+        if (!v)
+                return -KEKERR_UNKNOWN_VERSION;
+        r = check_usable(ks, k, v);
+        if (r < 0)
+                return r;
+        alen = blob_aad(op->view.header, op->view.header_len, ctx, ctx_len, op->src_aad);
+        if (alen < 0)
+                return alen;
+        op->src_aad_len = (size_t) alen;
+        op->src = v->handle;
+        return 0;
+}
+
+int keystore_wrap_prepare(Keystore *ks, const char *name, uint32_t version, const uint8_t *pt, size_t pt_len,
+                          const uint8_t *ctx, size_t ctx_len, uint64_t now, CryptoOp *op) {
+        *op = (CryptoOp) { .kind = CRYPTO_WRAP, .now = now, .pt = pt, .pt_len = pt_len, .ctx = ctx, .ctx_len = ctx_len };
+        if (pt_len == 0 || pt_len > AEK_MAX_SIZE || ctx_len > CONTEXT_MAX_SIZE)
+                return (op->result = -KEKERR_INVALID_ARGUMENT);
+        return (op->result = wrap_target(ks, name, version, pt_len, ctx, ctx_len, now, op));
+}
+
+int keystore_unwrap_prepare(Keystore *ks, const uint8_t *blob, size_t blob_len, const uint8_t *ctx, size_t ctx_len,
+                            uint64_t now, CryptoOp *op) {
+        *op = (CryptoOp) { .kind = CRYPTO_UNWRAP, .now = now, .ctx = ctx, .ctx_len = ctx_len };
+        return (op->result = unwrap_source(ks, blob, blob_len, ctx, ctx_len, op));
+}
+
+int keystore_rewrap_prepare(Keystore *ks, const uint8_t *blob, size_t blob_len, const uint8_t *ctx, size_t ctx_len,
+                            uint64_t now, CryptoOp *op) {
+        *op = (CryptoOp) { .kind = CRYPTO_REWRAP, .now = now, .ctx = ctx, .ctx_len = ctx_len };
+        return (op->result = unwrap_source(ks, blob, blob_len, ctx, ctx_len, op));
+}
+
+static int run_encrypt(Hsm *h, CryptoOp *op, const uint8_t *pt, size_t pt_len) {
+        uint8_t *iv = op->blob + op->dst_header_len;
+
+        return hsm_encrypt_gcm(h, op->dst, iv, op->dst_aad, op->dst_aad_len, pt, pt_len, iv + BLOB_IV_SIZE);
+}
+
+void crypto_op_run(Hsm *h, void *userdata) {
+        CryptoOp *op = userdata;
+
+        if (op->result < 0)
+                return;
+        if (op->kind == CRYPTO_WRAP)
+                op->result = run_encrypt(h, op, op->pt, op->pt_len);
+        else if (op->kind == CRYPTO_REWRAP && op->blob) {
+                /* Second run of a rewrap: the plaintext has been in secure memory only, and is cleansed now. */
+                op->result = run_encrypt(h, op, op->plaintext->data, op->plaintext->len);
+                op->plaintext = secret_free(op->plaintext);
+        } else if (op->kind == CRYPTO_UNWRAP || op->kind == CRYPTO_REWRAP)
+                op->result = hsm_decrypt_gcm(h, op->src, op->view.iv, op->src_aad, op->src_aad_len, op->view.ciphertext,
+                                             op->view.ciphertext_len, &op->plaintext);
+        else
+                op->result = -EINVAL;
+}
+
+size_t keystore_targets(Keystore *ks, CryptoOp *ops, size_t stride, size_t n) {
+        size_t more = 0;
+
+        for (size_t i = 0; i < n; i++) {
+                CryptoOp *op = (CryptoOp *) ((uint8_t *) ops + i * stride);
+
+                if (op->kind != CRYPTO_REWRAP || op->result < 0 || !op->plaintext || op->blob)
+                        continue;
+                op->result = wrap_target(ks, op->view.key, 0, op->plaintext->len, op->ctx, op->ctx_len, op->now, op);
+                if (op->result < 0)
+                        op->plaintext = secret_free(op->plaintext);
+                else
+                        more++;
+        }
+        return more;
+}
+
+void keystore_finish(Keystore *ks, CryptoOp *ops, size_t stride, size_t n) {
+        bool reload = false;
+
+        for (size_t i = 0; i < n; i++) {
+                CryptoOp *op = (CryptoOp *) ((uint8_t *) ops + i * stride);
+                Key *k;
+                KeyVersion *v;
+
+                if (op->result == -ENOENT) {
+                        /* An object vanished under us (purged through another kekd, or a stale handle):
+                         * re-read the token; the retry gets the definitive answer from the fresh index. */
+                        op->result = -KEKERR_HSM_UNAVAILABLE;
+                        reload = true;
+                }
+                if (op->result < 0)
+                        continue;
+                /* Versions are found again by name: an earlier op may have rotated or reloaded. */
+                if (op->kind != CRYPTO_WRAP && (k = index_get(ks, op->view.key)) && (v = key_version(k, op->view.version))) {
+                        v->unwraps_pending++;
+                        v->last_use_pending = MAX(v->last_use_pending, op->now);
+                }
+                if (op->kind != CRYPTO_UNWRAP && (k = index_get(ks, op->key)) && (v = key_version(k, op->version)))
+                        v->last_use_pending = MAX(v->last_use_pending, op->now);
+        }
+        if (reload)
+                (void) keystore_load(ks);
+}
+
+void crypto_op_done(CryptoOp *op) {
+        if (!op)
+                return;
+        free(op->blob);
+        op->blob = NULL;
+        op->plaintext = secret_free(op->plaintext);
+}
+
+/* The steps in a row on the keystore's own session. */
+static void run_one(Keystore *ks, CryptoOp *op) {
+        crypto_op_run(keystore_hsm(ks), op);
+        if (keystore_targets(ks, op, sizeof(*op), 1) > 0)
+                crypto_op_run(keystore_hsm(ks), op);
+        keystore_finish(ks, op, sizeof(*op), 1);
+}
+
+int keystore_wrap(Keystore *ks, const char *name, uint32_t version, const uint8_t *pt, size_t pt_len,
+                  const uint8_t *ctx, size_t ctx_len, uint64_t now, uint8_t **ret_blob, size_t *ret_blob_len,
+                  uint32_t *ret_version) {
+        CryptoOp op;
+        int r;
+
+        (void) keystore_wrap_prepare(ks, name, version, pt, pt_len, ctx, ctx_len, now, &op);
+        run_one(ks, &op);
+        r = op.result;
+        if (r >= 0) {
+                *ret_version = op.version;
+                *ret_blob_len = op.blob_len;
+                *ret_blob = TAKE_PTR(op.blob);
+        }
+        crypto_op_done(&op);
+        return r;
+}
+
+int keystore_unwrap(Keystore *ks, const uint8_t *blob, size_t blob_len, const uint8_t *ctx, size_t ctx_len,
+                    uint64_t now, Secret **ret_plaintext, BlobView *ret_view) {
+        CryptoOp op;
+        int r;
+
+        (void) keystore_unwrap_prepare(ks, blob, blob_len, ctx, ctx_len, now, &op);
+        run_one(ks, &op);
+        r = op.result;
+        if (r >= 0) {
+                *ret_plaintext = TAKE_PTR(op.plaintext);
+                *ret_view = op.view;
+        }
+        crypto_op_done(&op);
+        return r;
+}
+
+int keystore_rewrap(Keystore *ks, const uint8_t *blob, size_t blob_len, const uint8_t *ctx, size_t ctx_len,
+                    uint64_t now, uint8_t **ret_blob, size_t *ret_blob_len, uint32_t *ret_version,
+                    uint32_t *ret_old_version) {
+        CryptoOp op;
+        int r;
+
+        (void) keystore_rewrap_prepare(ks, blob, blob_len, ctx, ctx_len, now, &op);
+        run_one(ks, &op);
+        r = op.result;
+        if (r >= 0) {
+                *ret_version = op.version;
+                *ret_old_version = op.view.version;
+                *ret_blob_len = op.blob_len;
+                *ret_blob = TAKE_PTR(op.blob);
+        }
+        crypto_op_done(&op);
+        return r;
+}

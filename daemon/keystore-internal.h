@@ -1,0 +1,49 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * What keystore.c (index, lifecycle, maintenance) and keystore-data.c (the
+ * data plane) share; nothing outside those two files includes this. The
+ * index is touched only by the thread that owns the keystore: the data plane
+ * hands HSM work to other threads as CryptoOps that carry copies (handles,
+ * IVs, AAD), never pointers into the index.
+ */
+#pragma once
+
+#include "daemon/keystore.h"
+
+#define LEASE_MAX (1u << 20)
+/*
+ * IVs are drawn from a pool refilled by one RAND_bytes() call: OpenSSL 3's
+ * per-call cost (DRBG locks, parameter lookups, fork check) was about 2% of
+ * kekd's CPU at one call per wrap (16 clients). IVs are public, so the pool holds nothing
+ * secret; kekd never forks, so no two processes can share pool contents.
+ */
+#define IV_POOL_IVS 512u
+
+struct Keystore {
+        Hsm *hsm;
+        Key **keys;
+        size_t n_keys;
+        uint64_t generation;          /* hsm_generation() the index was built at */
+        uint64_t last_load_mono_usec;
+        uint64_t last_usage_flush_mono_usec;
+        Vault vault;
+        bool reload_needed;           /* a write's outcome is unknown: re-read the token before answering */
+        bool allow_unrecoverable;
+        char owner[OWNER_MAX];
+        KeyChangeFn on_change;
+        void *on_change_userdata;
+        char (*dup_names)[KEY_NAME_MAX + 1]; /* names with more than one record object, as the last load found them */
+        size_t n_dup_names;
+        uint8_t iv_pool[IV_POOL_IVS * BLOB_IV_SIZE];
+        size_t iv_pool_used;          /* bytes handed out; sizeof(iv_pool) when empty */
+};
+
+/* Changes one key: fresh read, fn, write generation+1, index (see keystore.c). */
+typedef int (*MutateFn)(Keystore *ks, Key *k, void *userdata);
+int key_mutate(Keystore *ks, const char *name, MutateFn fn, void *userdata, const Key **ret);
+
+Key *index_get(Keystore *ks, const char *name);
+KeyVersion *key_version(Key *k, uint32_t version);
+uint64_t lease_size(const Key *k);
+/* The key, re-reading the token if it is stale or the name is unknown (another kekd may have created it). */
+int find_mutable(Keystore *ks, const char *name, Key **ret);
