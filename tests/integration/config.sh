@@ -29,12 +29,15 @@ start_fails() {
         fi
 }
 
+# The line numbers of the lines broken below, in the test configuration as lib.sh writes it.
+level_line=$(grep -n '^level = debug$' "$CONF" | cut -d: -f1)
+mode_line=$(grep -n '^socket_mode = 0600$' "$CONF" | cut -d: -f1)
 sed 's/^level = debug$/level = loud/' "$CONF" >"$TESTDIR/bad.conf"
-start_fails "bad log level names file and line" "bad.conf:16: 'level' in [log] must be error, warning, notice, info or debug, got 'loud'"
+start_fails "bad log level names file and line" "bad.conf:$level_line: 'level' in [log] must be error, warning, notice, info or debug, got 'loud'"
 sed 's/^socket_mode = 0600$/socket_mod = 0600/' "$CONF" >"$TESTDIR/bad.conf"
-start_fails "unknown key names file and line" "bad.conf:9: unknown key 'socket_mod' in [server]"
+start_fails "unknown key names file and line" "bad.conf:$mode_line: unknown key 'socket_mod' in [server]"
 sed 's/^socket_mode = 0600$/socket_mode = 0666/' "$CONF" >"$TESTDIR/bad.conf"
-start_fails "socket mode open to others is refused" "bad.conf:9: 'socket_mode' in [server] must not grant access to others"
+start_fails "socket mode open to others is refused" "bad.conf:$mode_line: 'socket_mode' in [server] must not grant access to others"
 sed '/^pin_file/d' "$CONF" >"$TESTDIR/bad.conf"
 start_fails "missing pin_file is named" "missing required 'pin_file' in [hsm]"
 printf '[hsm]\nmodule = x\nthis line is wrong\n' >"$TESTDIR/bad.conf"
