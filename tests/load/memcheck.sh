@@ -1,7 +1,7 @@
 #!/bin/sh
 # SPDX-License-Identifier: LGPL-2.1-or-later
 # "make memcheck": valgrind memcheck over our own C code, in four parts:
-#   unit     tests/unit/test-{frame,blob,config,dispatch}, each under valgrind;
+#   unit     tests/unit/test-{frame,blob,config,dispatch,cryptopool}, each under valgrind;
 #   kekd     integration tests with kekd under valgrind (lib.sh's KEKD_WRAPPER);
 #   kekctl   errors.sh with kekctl (all its commands) under valgrind as well;
 #   libkek   integration/libkek.sh with tests/libkek-test (libkek) under
@@ -25,7 +25,7 @@
 # exists; none is needed today.
 set -u
 
-MEMCHECK_TESTS_DEFAULT="roundtrip lifecycle multinode crash limits kekstore systemd fault"
+MEMCHECK_TESTS_DEFAULT="roundtrip sessions-roundtrip lifecycle multinode crash limits kekstore systemd fault"
 MEMCHECK_KEKCTL_TESTS_DEFAULT="errors"
 
 if [ $# -ne 3 ] || [ "$1" = --help ]; then
@@ -59,7 +59,8 @@ if ! command -v "$valgrind" >/dev/null 2>&1; then
         exit 1
 fi
 for f in daemon/kekd kekctl/kekctl tests/kek-raw tests/test-attrs tests/libkek-test \
-        tests/unit/test-frame tests/unit/test-blob tests/unit/test-config tests/unit/test-dispatch; do
+        tests/unit/test-frame tests/unit/test-blob tests/unit/test-config tests/unit/test-dispatch \
+        tests/unit/test-cryptopool; do
         if [ ! -x "$builddir/$f" ]; then
                 echo "memcheck: $builddir/$f is missing: run make memcheck (it builds the test programs)" >&2
                 exit 1
@@ -202,7 +203,7 @@ for part in $parts; do
         case $part in
         unit)
                 mkdir -p "$dir/unit"
-                for t in test-frame test-blob test-config test-dispatch; do
+                for t in test-frame test-blob test-config test-dispatch test-cryptopool; do
                         # shellcheck disable=SC2086 # $vg is a command line
                         run_tap "unit/$t" "$dir/unit/$t.tap" "$builddir/libtool" --mode=execute $vg \
                                 --log-file="$dir/unit/$t.%p.log" "$builddir/tests/unit/$t" || failed=1
