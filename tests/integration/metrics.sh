@@ -42,6 +42,7 @@ contains "... the refusal for an unknown key" "$P" 'kekd_requests_total{op="get-
 contains "a latency histogram per operation" "$P" 'kekd_request_duration_seconds_count{op="wrap"} 7'
 contains "... with an +Inf bucket" "$P" 'kekd_request_duration_seconds_bucket{op="wrap",le="+Inf"} 7'
 contains "the HSM session is open" "$P" "kekd_hsm_session_open 1"
+contains "... and kekd says how many sessions it uses ([hsm] sessions)" "$P" "kekd_hsm_sessions ${KEKD_SESSIONS:-1}"
 contains "keys by state" "$P" 'kekd_keys{state="enabled"} 1'
 contains "types are declared" "$P" "# TYPE kekd_request_duration_seconds histogram"
 is "the file is readable by a collector (0644)" "$(stat -c %a "$P")" 644
