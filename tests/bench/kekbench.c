@@ -16,6 +16,7 @@
  */
 #include "config.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <sched.h>
 #include <fcntl.h>
@@ -104,23 +105,37 @@ typedef struct Row {
 
 static Row rows[64];
 
-/* CPU time (us) of a process, and of this process. */
+/* CPU time (us) of a process, all its threads ([hsm] sessions > 1 adds workers), and of this process. */
 static double proc_cpu_us(pid_t pid) {
         char path[64];
-        unsigned long long ns = 0;
-        FILE *f;
+        unsigned long long total = 0;
+        struct dirent *de;
+        DIR *dir;
 
         if (pid <= 0)
                 return 0;
-        /* precise run time in ns (kekd is single-threaded) */
-        snprintf(path, sizeof(path), "/proc/%d/schedstat", (int) pid);
-        f = fopen(path, "re");
-        if (!f)
+        snprintf(path, sizeof(path), "/proc/%d/task", (int) pid);
+        dir = opendir(path);
+        if (!dir)
                 return 0;
-        if (fscanf(f, "%llu", &ns) != 1)
-                ns = 0;
-        fclose(f);
-        return (double) ns / 1e3;
+        while ((de = readdir(dir))) {
+                char p[320];
+                unsigned long long ns;
+                FILE *f;
+
+                if (de->d_name[0] == '.')
+                        continue;
+                /* precise run time in ns, per thread */
+                snprintf(p, sizeof(p), "/proc/%d/task/%s/schedstat", (int) pid, de->d_name);
+                f = fopen(p, "re");
+                if (!f)
+                        continue;
+                if (fscanf(f, "%llu", &ns) == 1)
+                        total += ns;
+                fclose(f);
+        }
+        closedir(dir);
+        return (double) total / 1e3;
 }
 
 static double self_cpu_us(void) {
