@@ -5,14 +5,17 @@
  * the ratios the targets are stated in (docs/performance.md). Built by make,
  * never run by make check: it prints figures, it asserts nothing.
  *
- *   kekbench [--quick] [--ops N]
+ *   kekbench [--quick] [--cache-only] [--ops N] [--only PHASE,...] [--startup-keys N] [--keep-token]
  *
  * Rows: raw in-process PKCS#11 (the C_EncryptInit/C_Encrypt and
- * C_DecryptInit/C_Decrypt pairs kekd issues, via pkcs11/hsm.c) with 1 and 2
- * threads; kekd over its socket through libkek with the cache off, 1/4/16/64
- * clients, single ops and pipelined batches of 64; libkek cache hits with
- * 1k/100k/1M cached AEKs; rewrap of 100k blobs in batches; kekd start-up with
- * 1,000 keys x 10 versions in the token.
+ * C_DecryptInit/C_Decrypt pairs kekd issues, via pkcs11/hsm.c) with 1, 2 and
+ * 4 threads; kekd over its socket through libkek with the cache off, 1/4/16/64
+ * clients, single ops and pipelined batches of 64; the same with kekd
+ * restarted at [hsm] sessions = 1, 2, 4; libkek cache hits with 1k/100k/1M
+ * cached AEKs; rewrap of 100k blobs in batches; kekd start-up with 1,000
+ * keys x 10 versions in the token. Environment: KEKD, KEKCTL, KEKBENCH_MODULE
+ * (another PKCS#11 module, e.g. tests/p11-fault with a delay), KEKBENCH_SESSIONS,
+ * KEKBENCH_KEKD_CPU / KEKBENCH_CLIENT_CPU (placement), KEKBENCH_KEKD_INSTANCES=2.
  */
 #include "config.h"
 
@@ -631,7 +634,7 @@ int main(int argc, char *argv[]) {
                 else if (strcmp(argv[i], "--ops") == 0 && i + 1 < argc)
                         n_ops = (unsigned) strtoul(argv[++i], NULL, 10);
                 else {
-                        fprintf(stderr, "usage: kekbench [--quick] [--cache-only] [--ops N]\n");
+                        fprintf(stderr, "usage: kekbench [--quick] [--cache-only] [--ops N] [--only PHASE,...] [--startup-keys N] [--keep-token]\n");
                         return 2;
                 }
         }
