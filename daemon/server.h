@@ -2,7 +2,9 @@
 /*
  * The transport: a listening Unix socket and its connections on an sd-event
  * loop. Bytes are read into a per-connection FrameBuf; every complete frame is
- * handed to dispatch_frame() and its reply queued for writing. A frame whose
+ * handed to dispatch_frame() and its reply queued for writing (with [hsm]
+ * sessions > 1, one frame of each ready connection goes to dispatch_frames()
+ * in one round, so their HSM calls run together). A frame whose
  * declared length exceeds max_frame, an undecodable frame, or a connection that
  * ends in the middle of a frame gets one error reply (id 0) and is closed; no
  * peer can stop the daemon or other connections. Replies are written in
