@@ -96,7 +96,7 @@ static void *worker_main(void *userdata) {
         return NULL;
 }
 
-int crypto_pool_new(Hsm *main, unsigned sessions, CryptoPool **ret) {
+int crypto_pool_new(Hsm *main, unsigned sessions, CryptoPool **ret, const char **ret_error) {
         _cleanup_(crypto_pool_freep) CryptoPool *p = NULL;
         sigset_t all, saved;
         int r = 0;
@@ -120,7 +120,7 @@ int crypto_pool_new(Hsm *main, unsigned sessions, CryptoPool **ret) {
         for (unsigned i = 0; i < sessions - 1; i++) {
                 Worker *w = &p->workers[p->n_workers];
 
-                r = hsm_open_session(main, &w->hsm);
+                r = hsm_open_session(main, &w->hsm, ret_error);
                 if (r < 0)
                         return r;
                 w->pool = p;

@@ -25,8 +25,11 @@ typedef struct CryptoPool CryptoPool;
 /* Runs one item on session h; must touch nothing but the item and h. */
 typedef void (*CryptoPoolFn)(Hsm *h, void *item);
 
-/* main: the caller's session, used by the caller's share of each run. */
-int crypto_pool_new(Hsm *main, unsigned sessions, CryptoPool **ret);
+/*
+ * main: the caller's session, used by the caller's share of each run. On
+ * failure *ret_error (if given) says what the token refused, for the log.
+ */
+int crypto_pool_new(Hsm *main, unsigned sessions, CryptoPool **ret, const char **ret_error);
 CryptoPool *crypto_pool_free(CryptoPool *p);
 DEFINE_TRIVIAL_CLEANUP_FUNC(CryptoPool, crypto_pool_free);
 

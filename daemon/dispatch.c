@@ -504,10 +504,13 @@ static int batch_item_error(Reply *reply, Kek__BatchItemResult *item, int r) {
                 }                                                                                       \
                 if (r >= 0)                                                                             \
                         run_items(d, items, n);                                                         \
-                for (size_t i = 0; i < n && r >= 0; i++) {                                              \
+                /* Every item is audited, also after out-of-memory ended the answers: it did HSM work. */ \
+                for (size_t i = 0; i < n; i++) {                                                        \
                         int e = items[i].op.result;                                                     \
                                                                                                         \
-                        if (!items[i].answered) {                                                       \
+                        if (r < 0)                                                                      \
+                                e = r;                                                                  \
+                        else if (!items[i].answered) {                                                  \
                                 e = answer_fn(d, &items[i], reply, &results[i]->result_field);          \
                                 if (e < 0)                                                              \
                                         r = batch_item_error(reply, results[i], e);                     \

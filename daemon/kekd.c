@@ -661,10 +661,11 @@ static int run(int argc, char *argv[]) {
         if (r < 0)
                 return 1;
         d.socket_from_systemd = r > 0;
-        r = crypto_pool_new(hsm, config->sessions, &pool);
+        why = NULL;
+        r = crypto_pool_new(hsm, config->sessions, &pool, &why);
         if (r < 0) {
-                log_error_errno(r, "Cannot open %u sessions on token '%s' (%s)", config->sessions,
-                                hsm_token_label(hsm), hsm_last_error(hsm));
+                log_error_errno(r, "Cannot open %u sessions on token '%s': %s", config->sessions,
+                                hsm_token_label(hsm), why ? why : "no worker thread");
                 return 1;
         }
         metrics_set_pool(metrics, pool);

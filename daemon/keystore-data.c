@@ -197,19 +197,25 @@ int keystore_wrap_prepare(Keystore *ks, const char *name, uint32_t version, cons
         *op = (CryptoOp) { .kind = CRYPTO_WRAP, .now = now, .pt = pt, .pt_len = pt_len, .ctx = ctx, .ctx_len = ctx_len };
         if (pt_len == 0 || pt_len > AEK_MAX_SIZE || ctx_len > CONTEXT_MAX_SIZE)
                 return (op->result = -KEKERR_INVALID_ARGUMENT);
-        return (op->result = wrap_target(ks, name, version, pt_len, ctx, ctx_len, now, op));
+        op->result = wrap_target(ks, name, version, pt_len, ctx, ctx_len, now, op);
+        op->pending = op->result >= 0;
+        return op->result;
 }
 
 int keystore_unwrap_prepare(Keystore *ks, const uint8_t *blob, size_t blob_len, const uint8_t *ctx, size_t ctx_len,
                             uint64_t now, CryptoOp *op) {
         *op = (CryptoOp) { .kind = CRYPTO_UNWRAP, .now = now, .ctx = ctx, .ctx_len = ctx_len };
-        return (op->result = unwrap_source(ks, blob, blob_len, ctx, ctx_len, op));
+        op->result = unwrap_source(ks, blob, blob_len, ctx, ctx_len, op);
+        op->pending = op->result >= 0;
+        return op->result;
 }
 
 int keystore_rewrap_prepare(Keystore *ks, const uint8_t *blob, size_t blob_len, const uint8_t *ctx, size_t ctx_len,
                             uint64_t now, CryptoOp *op) {
         *op = (CryptoOp) { .kind = CRYPTO_REWRAP, .now = now, .ctx = ctx, .ctx_len = ctx_len };
-        return (op->result = unwrap_source(ks, blob, blob_len, ctx, ctx_len, op));
+        op->result = unwrap_source(ks, blob, blob_len, ctx, ctx_len, op);
+        op->pending = op->result >= 0;
+        return op->result;
 }
 
 static int run_encrypt(Hsm *h, CryptoOp *op, const uint8_t *pt, size_t pt_len) {
@@ -218,22 +224,46 @@ static int run_encrypt(Hsm *h, CryptoOp *op, const uint8_t *pt, size_t pt_len) {
         return hsm_encrypt_gcm(h, op->dst, iv, op->dst_aad, op->dst_aad_len, pt, pt_len, iv + BLOB_IV_SIZE);
 }
 
+/*
+ * One HSM call of op. A session reopened meanwhile (by this call or by any
+ * other session of the token) may have renumbered handles on a real HSM, so
+ * the call's answer is not trusted then: transient, and the keystore
+ * re-reads its handles before the next request.
+ */
+static int run_call(Hsm *h, CryptoOp *op) {
+        uint64_t gen = hsm_generation(h);
+        int r;
+
+        if (op->kind == CRYPTO_WRAP)
+                r = run_encrypt(h, op, op->pt, op->pt_len);
+        else if (op->kind == CRYPTO_REWRAP && op->blob)
+                r = run_encrypt(h, op, op->plaintext->data, op->plaintext->len);
+        else if (op->kind == CRYPTO_UNWRAP || op->kind == CRYPTO_REWRAP) {
+                r = hsm_decrypt_gcm(h, op->src, op->view.iv, op->src_aad, op->src_aad_len, op->view.ciphertext,
+                                    op->view.ciphertext_len, &op->plaintext);
+                if (r >= 0 && hsm_generation(h) == gen)
+                        op->src_ok = true;
+        } else
+                return -EINVAL;
+        if (r == -ENOENT)
+                op->gone = true;
+        if (r >= 0 && hsm_generation(h) != gen)
+                r = -KEKERR_HSM_UNAVAILABLE;
+        return r;
+}
+
 void crypto_op_run(Hsm *h, void *userdata) {
         CryptoOp *op = userdata;
+        bool second = op->kind == CRYPTO_REWRAP && op->blob;
 
-        if (op->result < 0)
+        /* Only what is pending: a group may hold ops that ran already (a rewrap's second run). */
+        if (op->result < 0 || !op->pending)
                 return;
-        if (op->kind == CRYPTO_WRAP)
-                op->result = run_encrypt(h, op, op->pt, op->pt_len);
-        else if (op->kind == CRYPTO_REWRAP && op->blob) {
-                /* Second run of a rewrap: the plaintext has been in secure memory only, and is cleansed now. */
-                op->result = run_encrypt(h, op, op->plaintext->data, op->plaintext->len);
+        op->pending = false;
+        op->result = run_call(h, op);
+        /* A rewrap's plaintext has been in secure memory only, and is cleansed once encrypted again. */
+        if (op->result < 0 || second)
                 op->plaintext = secret_free(op->plaintext);
-        } else if (op->kind == CRYPTO_UNWRAP || op->kind == CRYPTO_REWRAP)
-                op->result = hsm_decrypt_gcm(h, op->src, op->view.iv, op->src_aad, op->src_aad_len, op->view.ciphertext,
-                                             op->view.ciphertext_len, &op->plaintext);
-        else
-                op->result = -EINVAL;
 }
 
 size_t keystore_targets(Keystore *ks, CryptoOp *ops, size_t stride, size_t n) {
@@ -247,8 +277,10 @@ size_t keystore_targets(Keystore *ks, CryptoOp *ops, size_t stride, size_t n) {
                 op->result = wrap_target(ks, op->view.key, 0, op->plaintext->len, op->ctx, op->ctx_len, op->now, op);
                 if (op->result < 0)
                         op->plaintext = secret_free(op->plaintext);
-                else
+                else {
+                        op->pending = true;
                         more++;
+                }
         }
         return more;
 }
@@ -261,20 +293,20 @@ void keystore_finish(Keystore *ks, CryptoOp *ops, size_t stride, size_t n) {
                 Key *k;
                 KeyVersion *v;
 
-                if (op->result == -ENOENT) {
+                if (op->gone && op->result == -ENOENT) {
                         /* An object vanished under us (purged through another kekd, or a stale handle):
                          * re-read the token; the retry gets the definitive answer from the fresh index. */
                         op->result = -KEKERR_HSM_UNAVAILABLE;
                         reload = true;
                 }
-                if (op->result < 0)
-                        continue;
-                /* Versions are found again by name: an earlier op may have rotated or reloaded. */
-                if (op->kind != CRYPTO_WRAP && (k = index_get(ks, op->view.key)) && (v = key_version(k, op->view.version))) {
+                /* Versions are found again by name: an earlier op may have rotated or reloaded.
+                 * A blob that authenticated counts as used even if its rewrap failed after. */
+                if (op->src_ok && (k = index_get(ks, op->view.key)) && (v = key_version(k, op->view.version))) {
                         v->unwraps_pending++;
                         v->last_use_pending = MAX(v->last_use_pending, op->now);
                 }
-                if (op->kind != CRYPTO_UNWRAP && (k = index_get(ks, op->key)) && (v = key_version(k, op->version)))
+                if (op->result >= 0 && op->kind != CRYPTO_UNWRAP && (k = index_get(ks, op->key)) &&
+                    (v = key_version(k, op->version)))
                         v->last_use_pending = MAX(v->last_use_pending, op->now);
         }
         if (reload)

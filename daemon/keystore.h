@@ -117,6 +117,9 @@ typedef enum CryptoKind {
 typedef struct CryptoOp {
         CryptoKind kind;
         int result;                    /* 0, or the first step's error */
+        bool pending;                  /* prepared (or targeted) and not yet run: the next run does its call */
+        bool src_ok;                   /* unwrap, rewrap: the blob authenticated (usage counts it) */
+        bool gone;                     /* the HSM no longer knew a handle: finish re-reads the token */
         uint64_t now;
         const uint8_t *ctx;            /* the caller's context, which must outlive the op */
         size_t ctx_len;

@@ -165,7 +165,7 @@ static void render_keys(FILE *f, const Metrics *m, const Keystore *ks) {
                 versions);
         hsm_stats(keystore_hsm(ks), &hs);
         crypto_pool_stats(m->pool, &hs);
-        fprintf(f, "# HELP kekd_hsm_session_open Whether kekd holds a logged-in HSM session.\n"
+        fprintf(f, "# HELP kekd_hsm_session_open Whether kekd holds a logged-in HSM session (all of them, with [hsm] sessions > 1).\n"
                    "# TYPE kekd_hsm_session_open gauge\nkekd_hsm_session_open %d\n", hs.session_open ? 1 : 0);
         fprintf(f, "# HELP kekd_hsm_session_reopens_total HSM sessions reopened after a failure.\n"
                    "# TYPE kekd_hsm_session_reopens_total counter\nkekd_hsm_session_reopens_total %llu\n",

@@ -60,6 +60,7 @@ struct Server {
         sd_event_source *group_source; /* NULL: one session, every frame is dispatched when read */
         DispatchJob *jobs;             /* GROUP_MAX, for the group round */
         Conn **job_conns;
+        Conn *group_resume;            /* where the next round starts: after the last full round's end */
         size_t max_frame;
         unsigned max_connections;
         unsigned max_connections_per_uid;
@@ -94,6 +95,8 @@ static Conn *conn_free(Conn *c) {
         if (!c)
                 return NULL;
         if (c->server) {
+                if (c->server->group_resume == c)
+                        c->server->group_resume = c->next;
                 if (c->prev)
                         c->prev->next = c->next;
                 else
@@ -126,6 +129,17 @@ static bool conn_input_pending(const Conn *c) {
 
 static void conn_update_events(Conn *c) {
         uint32_t ev = 0;
+
+        /*
+         * A queued connection is not watched at all until its group round: reading on would
+         * grow its input without bound, and a peer that hung up would make epoll report
+         * EPOLLHUP on every iteration, ahead of the lower-priority round, for ever.
+         */
+        if (c->queued) {
+                (void) sd_event_source_set_enabled(c->source, SD_EVENT_OFF);
+                return;
+        }
+        (void) sd_event_source_set_enabled(c->source, SD_EVENT_ON);
 
         if (!c->closing && !c->eof && frame_buf_size(&c->out) < OUTPUT_HIGH_WATER)
                 ev |= EPOLLIN;
@@ -327,26 +341,40 @@ static void conn_settle(Conn *c, int r) {
  */
 static int on_group(sd_event_source *source, void *userdata) {
         Server *s = userdata;
+        Conn *start = s->group_resume ? s->group_resume : s->conns;
         size_t n = 0;
         bool more = false;
 
-        for (Conn *c = s->conns; c; c = c->next) {
+        /*
+         * Once around the list from where the last full round stopped, so no connection waits
+         * behind GROUP_MAX others; at most n_connections steps, as connections may go meanwhile.
+         */
+        s->group_resume = NULL;
+        for (unsigned steps = s->n_connections; start && steps > 0; steps--) {
+                Conn *c = start, *next = c->next;  /* never c, and only c can be freed below */
                 const uint8_t *payload;
                 size_t len;
+                int r;
 
+                start = next ? next : s->conns;
                 if (!c->queued)
                         continue;
                 if (n == GROUP_MAX) {
+                        s->group_resume = c;
                         more = true;
                         break;
                 }
-                if (!conn_frame_ready(c) ||
-                    frame_parse(frame_buf_head(&c->in), frame_buf_size(&c->in), s->max_frame, &payload, &len) != 1) {
-                        c->queued = false;
+                if (conn_frame_ready(c) &&
+                    frame_parse(frame_buf_head(&c->in), frame_buf_size(&c->in), s->max_frame, &payload, &len) == 1) {
+                        s->jobs[n] = (DispatchJob) { .peer = &c->peer, .payload = payload, .len = len, .out = &c->out };
+                        s->job_conns[n++] = c;
                         continue;
                 }
-                s->jobs[n] = (DispatchJob) { .peer = &c->peer, .payload = payload, .len = len, .out = &c->out };
-                s->job_conns[n++] = c;
+                /* Nothing to dispatch after all (closing, output backed up, a framing error): as on_conn_io(). */
+                c->queued = false;
+                r = frame_buf_size(&c->out) < OUTPUT_HIGH_WATER ? conn_process(c) : 0;
+                conn_settle(c, r); /* may free c */
+                start = next ? next : s->conns;
         }
         dispatch_frames(s->dispatcher, s->jobs, n);
         for (size_t i = 0; i < n; i++) {

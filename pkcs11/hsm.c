@@ -33,7 +33,7 @@ struct Hsm {
         CK_SESSION_HANDLE session;
         bool session_open;
         bool login_refused;       /* the token rejected the PIN: never retry, it could lock the user */
-        uint64_t generation;
+        uint64_t generation;      /* the parent's counts for all its sessions: see generation_bump() */
         uint64_t next_open_usec;  /* backoff for reopening a lost session */
         uint64_t backoff_usec;
         CK_RV last_rv;
@@ -52,6 +52,17 @@ static uint64_t mono_usec(void) {
 
         clock_gettime(CLOCK_MONOTONIC, &ts);
         return (uint64_t) ts.tv_sec * 1000000ULL + (uint64_t) ts.tv_nsec / 1000;
+}
+
+/*
+ * One counter for the parent and all its sessions (hsm_open_session()): a
+ * session lost anywhere may mean the token was reset and handles renumbered,
+ * so every holder of handles must see it, whichever session noticed.
+ */
+static void generation_bump(Hsm *h) {
+        Hsm *root = h->parent ? h->parent : h;
+
+        (void) __atomic_add_fetch(&root->generation, 1, __ATOMIC_ACQ_REL);
 }
 
 static bool rv_is_session_loss(CK_RV rv) {
@@ -287,7 +298,7 @@ static int ensure_session(Hsm *h) {
         }
         h->backoff_usec = 0;
         h->reopens++;
-        h->generation++; /* handles from before may not be valid in the new session */
+        generation_bump(h); /* handles from before may not be valid in the new session */
         return 0;
 }
 
@@ -301,7 +312,7 @@ static bool recover(Hsm *h, CK_RV rv) {
         if (!rv_is_session_loss(rv))
                 return false;
         session_close(h);
-        h->generation++;
+        generation_bump(h);
         return ensure_session(h) >= 0;
 }
 
@@ -311,7 +322,7 @@ static int handle_call_failed(Hsm *h, CK_RV rv) {
 
         if (rv_is_session_loss(rv)) {
                 session_close(h);
-                h->generation++;
+                generation_bump(h);
         }
         return r;
 }
@@ -387,10 +398,13 @@ int hsm_open(const char *module, const char *token_uri, const Secret *pin, Hsm *
         return 0;
 }
 
-int hsm_open_session(Hsm *parent, Hsm **ret) {
+int hsm_open_session(Hsm *parent, Hsm **ret, const char **ret_error) {
         _cleanup_free_ Hsm *h = NULL;
-        const char *why;
+        const char *dummy;
         int r;
+
+        if (!ret_error)
+                ret_error = &dummy;
 
         if (!parent || parent->parent)
                 return -EINVAL;
@@ -403,7 +417,7 @@ int hsm_open_session(Hsm *parent, Hsm **ret) {
         h->pin = parent->pin;
         memcpy(h->token_label, parent->token_label, sizeof(h->token_label));
         /* The token is already logged in through the parent: C_Login answers CKR_USER_ALREADY_LOGGED_IN. */
-        r = session_open(h, &why);
+        r = session_open(h, ret_error);
         if (r < 0)
                 return r;
         *ret = TAKE_PTR(h);
@@ -432,7 +446,9 @@ Hsm *hsm_free(Hsm *h) {
 }
 
 uint64_t hsm_generation(const Hsm *h) {
-        return h->generation;
+        const Hsm *root = h->parent ? h->parent : h;
+
+        return __atomic_load_n(&root->generation, __ATOMIC_ACQUIRE);
 }
 
 const char *hsm_last_error(const Hsm *h) {

@@ -79,13 +79,15 @@ int hsm_open(const char *module, const char *token_uri, const Secret *pin, Hsm *
  * A second session on parent's token, for another thread (daemon/cryptopool.h):
  * PKCS#11 object handles belong to the application, so handles found through
  * parent are valid here. Shares parent's module, URI and PIN: free it before
- * parent. Its own errors, reopens and backoff; hsm_stats() reports them.
+ * parent. Its own errors, reopens and backoff (hsm_stats() reports them), but
+ * parent's hsm_generation(): a session lost in any of them bumps it, so the
+ * holder of handles re-reads them whichever session noticed.
  */
-int hsm_open_session(Hsm *parent, Hsm **ret);
+int hsm_open_session(Hsm *parent, Hsm **ret, const char **ret_error);
 Hsm *hsm_free(Hsm *h);
 DEFINE_TRIVIAL_CLEANUP_FUNC(Hsm, hsm_free);
 
-/* Incremented each time the session had to be reopened (handles may have changed). */
+/* Incremented each time a session had to be reopened (handles may have changed); safe from any thread. */
 uint64_t hsm_generation(const Hsm *h);
 /* Name of the last PKCS#11 return value that made a call fail ("CKR_DEVICE_ERROR"), for logs. */
 const char *hsm_last_error(const Hsm *h);

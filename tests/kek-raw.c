@@ -8,6 +8,7 @@
  *     frame:HEX    send a frame: 4-byte big-endian length of HEX, then HEX
  *     header:N     send only a frame header declaring N bytes
  *     shut         shutdown(SHUT_WR): the peer sees end of input
+ *     close        close the connection at once, read nothing, print "gone" and exit
  *     hold:MS      keep the connection open for MS milliseconds first
  *
  * Afterwards it reads response frames until the daemon closes the connection
@@ -122,6 +123,12 @@ int main(int argc, char *argv[]) {
                         r = send_all(fd, h, 4);
                 } else if (strcmp(argv[i], "shut") == 0) {
                         r = shutdown(fd, SHUT_WR) < 0 ? -errno : 0;
+                } else if (strcmp(argv[i], "close") == 0) {
+                        /* Hang up entirely, without reading what kekd answers. */
+                        free(b);
+                        close(fd);
+                        printf("gone\n");
+                        return 0;
                 } else if (strncmp(argv[i], "hold:", 5) == 0) {
                         usleep((useconds_t) strtoul(argv[i] + 5, NULL, 10) * 1000);
                 } else {

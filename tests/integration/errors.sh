@@ -79,6 +79,12 @@ raw "create with an invalid name: INVALID_ARGUMENT" "id=9 error=INVALID_ARGUMENT
 raw "pipelined requests are answered in order with their ids" "id=1 ok=list_keys|id=2 ok=get_key_version|id=3 error=UNKNOWN_KEY|open" \
         raw:000000050801aa01000000000b080262070a0561636374310000000b080362070a056e6f6b6579
 
+# clients that send a request and hang up at once: kekd answers into the void and goes on
+for i in 1 2 3 4 5; do "$KEK_RAW" "$SOCKET" raw:000000050801aa0100 close >/dev/null; done
+ok "after 5 clients hung up right after their request, another is served within 5 s" \
+        timeout 5 "$KEKCTL" list
+ok "... and kekd is still the same process" kekd_alive
+
 # a client that stalls inside a frame holds only its own connection
 "$KEK_RAW" "$SOCKET" header:100 raw:0801 hold:3000 >/dev/null &
 stall=$!
