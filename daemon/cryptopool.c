@@ -52,8 +52,13 @@ static size_t work(CryptoPool *p, Hsm *h, CryptoPoolFn fn, uint8_t *items, size_
         size_t did = 0;
 
         for (;;) {
-                size_t i = __atomic_fetch_add(&p->next, 1, __ATOMIC_RELAXED);
+                size_t i;
 
+                /* A session that is down (reopen backoff) would fail every item it took in
+                 * microseconds and so take most of them: leave them to the sessions that work. */
+                if (h != p->main && !hsm_is_open(h))
+                        return did;
+                i = __atomic_fetch_add(&p->next, 1, __ATOMIC_RELAXED);
                 if (i >= n)
                         return did;
                 fn(h, items + i * stride);
@@ -200,6 +205,11 @@ void crypto_pool_run(CryptoPool *p, CryptoPoolFn fn, void *items, size_t stride,
         p->items = NULL;
         p->n = 0;
         pthread_mutex_unlock(&p->lock);
+}
+
+void crypto_pool_ready(CryptoPool *p) {
+        for (unsigned i = 0; p && i < p->n_workers; i++)
+                (void) hsm_ready(p->workers[i].hsm);
 }
 
 void crypto_pool_stats(const CryptoPool *p, HsmStats *acc) {

@@ -41,5 +41,12 @@ unsigned crypto_pool_sessions(const CryptoPool *p);
  */
 void crypto_pool_run(CryptoPool *p, CryptoPoolFn fn, void *items, size_t stride, size_t n);
 
+/*
+ * Reopens lost worker sessions (between runs, from the caller's thread). Call
+ * it before taking handles for a run: a reopen moves hsm_generation(), and
+ * handles taken before it are not trusted after it.
+ */
+void crypto_pool_ready(CryptoPool *p);
+
 /* Adds the workers' session counters to acc (between runs only). */
 void crypto_pool_stats(const CryptoPool *p, HsmStats *acc);

@@ -504,13 +504,15 @@ static int batch_item_error(Reply *reply, Kek__BatchItemResult *item, int r) {
                 }                                                                                       \
                 if (r >= 0)                                                                             \
                         run_items(d, items, n);                                                         \
-                /* Every item is audited, also after out-of-memory ended the answers: it did HSM work. */ \
+                /* Every item is audited, also after out-of-memory ended the answers.                 */ \
                 for (size_t i = 0; i < n; i++) {                                                        \
                         int e = items[i].op.result;                                                     \
                                                                                                         \
-                        if (r < 0)                                                                      \
+                        if (items[i].answered)                                                          \
+                                ; /* refused in prepare: its own reason */                              \
+                        else if (r < 0)                                                                 \
                                 e = r;                                                                  \
-                        else if (!items[i].answered) {                                                  \
+                        else {                                                                          \
                                 e = answer_fn(d, &items[i], reply, &results[i]->result_field);          \
                                 if (e < 0)                                                              \
                                         r = batch_item_error(reply, results[i], e);                     \
@@ -1381,6 +1383,8 @@ void dispatch_frames(Dispatcher *d, DispatchJob *jobs, size_t n) {
 
         if (n == 0)
                 return;
+        /* Lost worker sessions reopen now, before any handle is taken for this call's runs. */
+        crypto_pool_ready(d->pool);
         if (n == 1) {
                 one = (JobState) {};
                 sts = NULL;

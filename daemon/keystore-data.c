@@ -153,6 +153,7 @@ static int wrap_target(Keystore *ks, const char *name, uint32_t version, size_t 
         if (iv_next(ks, blob + hlen) < 0)
                 return -EIO;
         v->lease_left--;
+        op->generation = ks->generation;
         snprintf(op->key, sizeof(op->key), "%s", k->name);
         op->version = v->id;
         op->dst = v->handle;
@@ -189,6 +190,7 @@ static int unwrap_source(Keystore *ks, const uint8_t *blob, size_t blob_len, con
                 return alen;
         op->src_aad_len = (size_t) alen;
         op->src = v->handle;
+        op->generation = ks->generation;
         return 0;
 }
 
@@ -225,14 +227,18 @@ static int run_encrypt(Hsm *h, CryptoOp *op, const uint8_t *pt, size_t pt_len) {
 }
 
 /*
- * One HSM call of op. A session reopened meanwhile (by this call or by any
- * other session of the token) may have renumbered handles on a real HSM, so
- * the call's answer is not trusted then: transient, and the keystore
- * re-reads its handles before the next request.
+ * One HSM call of op. A session reopened since op's handles were read (by
+ * any session of the token, before or during this call) may have renumbered
+ * them on a real HSM: then the call is not made, or its answer not trusted,
+ * and the op is transient; the keystore re-reads its handles before the next
+ * request.
  */
 static int run_call(Hsm *h, CryptoOp *op) {
-        uint64_t gen = hsm_generation(h);
+        uint64_t gen = op->generation;
         int r;
+
+        if (hsm_generation(h) != gen)
+                return -KEKERR_HSM_UNAVAILABLE;
 
         if (op->kind == CRYPTO_WRAP)
                 r = run_encrypt(h, op, op->pt, op->pt_len);

@@ -439,7 +439,7 @@ static int load_cmp(const void *a, const void *b) {
         return x->generation > y->generation ? -1 : x->generation < y->generation; /* highest first */
 }
 
-int keystore_load(Keystore *ks) {
+static int load_index(Keystore *ks) {
         HsmDataObject *data = NULL;
         _cleanup_free_ HsmKeyRef *refs = NULL;
         char (*dups)[KEY_NAME_MAX + 1] = NULL;
@@ -536,6 +536,20 @@ fail:
         keys_free(keys, n);
         free(dups);
         hsm_data_objects_free(data, n_all);
+        return r;
+}
+
+int keystore_load(Keystore *ks) {
+        int r = load_index(ks);
+
+        /*
+         * The index holds handles valid at ks->generation, which the data plane stamps on
+         * its ops (keystore-data.c). A session reopened during the listing (at its start,
+         * after a loss) may have renumbered what was listed before it: list once more, so
+         * the generation is exact and the first request after a loss is served.
+         */
+        if (r >= 0 && hsm_generation(ks->hsm) != ks->generation)
+                r = load_index(ks);
         return r;
 }
 

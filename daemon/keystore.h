@@ -120,6 +120,7 @@ typedef struct CryptoOp {
         bool pending;                  /* prepared (or targeted) and not yet run: the next run does its call */
         bool src_ok;                   /* unwrap, rewrap: the blob authenticated (usage counts it) */
         bool gone;                     /* the HSM no longer knew a handle: finish re-reads the token */
+        uint64_t generation;           /* hsm_generation() the handles below are valid at */
         uint64_t now;
         const uint8_t *ctx;            /* the caller's context, which must outlive the op */
         size_t ctx_len;

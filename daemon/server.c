@@ -143,9 +143,8 @@ static void conn_update_events(Conn *c) {
 
         if (!c->closing && !c->eof && frame_buf_size(&c->out) < OUTPUT_HIGH_WATER)
                 ev |= EPOLLIN;
-        /* Writability also wakes us for input held back by backpressure: the socket is writable once drained.
-         * A queued connection's input waits for the group round instead. */
-        if (frame_buf_size(&c->out) > 0 || (!c->queued && conn_input_pending(c)))
+        /* Writability also wakes us for input held back by backpressure: the socket is writable once drained. */
+        if (frame_buf_size(&c->out) > 0 || conn_input_pending(c))
                 ev |= EPOLLOUT;
         (void) sd_event_source_set_io_events(c->source, ev);
 }

@@ -302,6 +302,14 @@ static int ensure_session(Hsm *h) {
         return 0;
 }
 
+int hsm_ready(Hsm *h) {
+        return ensure_session(h);
+}
+
+bool hsm_is_open(const Hsm *h) {
+        return h->session_open;
+}
+
 /*
  * Called after a failed C_* call: if the failure means the session is gone,
  * drop it and try to reopen it. Returns true when a call that names no

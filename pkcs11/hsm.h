@@ -87,6 +87,14 @@ int hsm_open_session(Hsm *parent, Hsm **ret, const char **ret_error);
 Hsm *hsm_free(Hsm *h);
 DEFINE_TRIVIAL_CLEANUP_FUNC(Hsm, hsm_free);
 
+/*
+ * Reopens the session now if it was lost (with the usual backoff), so that the
+ * generation moves before handles are taken, not in the middle of using them.
+ * -KEKERR_HSM_UNAVAILABLE while the token cannot be reached.
+ */
+int hsm_ready(Hsm *h);
+/* Whether the session is open (the owner's thread only). */
+bool hsm_is_open(const Hsm *h);
 /* Incremented each time a session had to be reopened (handles may have changed); safe from any thread. */
 uint64_t hsm_generation(const Hsm *h);
 /* Name of the last PKCS#11 return value that made a call fail ("CKR_DEVICE_ERROR"), for logs. */
