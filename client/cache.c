@@ -15,6 +15,14 @@
  * context that has absorbed the salt already and is copied into a
  * per-thread context, so no allocation and no re-initialisation of the
  * hash happens on the hit path.
+ *
+ * The bucket array and the entries are two fixed tables sized by the bound
+ * at creation (entries come from the table's free list, never from malloc),
+ * mapped lazily and, from 2 MiB on, with transparent huge pages where the
+ * kernel allows them (madvise mode): with a million entries a hit's three
+ * random accesses otherwise each miss the TLB as well as the cache
+ * (measured: 1.27-1.44 us per hit on 4 KiB pages, 0.96-1.14 us with huge
+ * pages; docs/performance.md).
  */
 #include "config.h"
 
@@ -23,6 +31,7 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include <openssl/evp.h>
 #include <openssl/rand.h>
@@ -45,6 +54,9 @@ struct Cache {
         pthread_mutex_t lock;
         Entry **buckets;
         size_t n_buckets;            /* power of two */
+        Entry *slots;                /* max entries, handed out in order, then recycled through free */
+        size_t slots_used;
+        Entry *free;                 /* recycled slots, linked through hnext */
         size_t n, max;
         Entry *head, *tail;
         Entry *hand;                 /* CLOCK: the next eviction candidate, moving towards the head; NULL: tail */
@@ -53,6 +65,22 @@ struct Cache {
         EVP_MD_CTX *salted;          /* SHA-256 after the salt; never updated after cache_new() */
         uint64_t hits, misses, refreshes, evictions, drops, stale_served;
 };
+
+/* Zeroed memory for a table, touched only as it is used; huge pages from 2 MiB on where allowed. */
+static void *table_new(size_t size) {
+        void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+
+        if (p == MAP_FAILED)
+                return NULL;
+        if (size >= (2u << 20))
+                (void) madvise(p, size, MADV_HUGEPAGE); /* a hint: without it, 4 KiB pages */
+        return p;
+}
+
+static void table_free(void *p, size_t size) {
+        if (p)
+                (void) munmap(p, size);
+}
 
 int cache_new(size_t max_entries, Cache **ret) {
         Cache *c;
@@ -65,27 +93,43 @@ int cache_new(size_t max_entries, Cache **ret) {
         c->n_buckets = 16;
         while (c->n_buckets < max_entries)
                 c->n_buckets <<= 1;
-        c->buckets = calloc(c->n_buckets, sizeof(*c->buckets));
+        c->max = max_entries;
+        c->buckets = table_new(c->n_buckets * sizeof(*c->buckets));
+        c->slots = table_new(c->max * sizeof(*c->slots));
         c->sha256 = EVP_MD_fetch(NULL, "SHA256", NULL);
         c->salted = EVP_MD_CTX_new();
-        if (!c->buckets || !c->sha256 || !c->salted || RAND_bytes(c->salt, sizeof(c->salt)) != 1 ||
+        if (!c->buckets || !c->slots || !c->sha256 || !c->salted || RAND_bytes(c->salt, sizeof(c->salt)) != 1 ||
             EVP_DigestInit_ex(c->salted, c->sha256, NULL) != 1 ||
             EVP_DigestUpdate(c->salted, c->salt, sizeof(c->salt)) != 1) {
                 EVP_MD_CTX_free(c->salted);
                 EVP_MD_free(c->sha256);
-                free(c->buckets);
+                table_free(c->buckets, c->n_buckets * sizeof(*c->buckets));
+                table_free(c->slots, c->max * sizeof(*c->slots));
                 free(c);
                 return -ENOMEM;
         }
-        c->max = max_entries;
         pthread_mutex_init(&c->lock, NULL);
         *ret = c;
         return 0;
 }
 
-static void entry_free(Entry *e) {
+/* A zeroed slot; NULL only if all max are in use (the caller evicts first). */
+static Entry *entry_new(Cache *c) {
+        Entry *e = c->free;
+
+        if (e) {
+                c->free = e->hnext;
+                memset(e, 0, sizeof(*e));
+                return e;
+        }
+        return c->slots_used < c->max ? &c->slots[c->slots_used++] : NULL;
+}
+
+static void entry_free(Cache *c, Entry *e) {
         kek_aek_unref(e->aek);
-        free(e);
+        memset(e, 0, sizeof(*e));
+        e->hnext = c->free;
+        c->free = e;
 }
 
 static void lru_unlink(Cache *c, Entry *e) {
@@ -129,7 +173,7 @@ static void entry_remove(Cache *c, Entry *e) {
                 *p = e->hnext;
         lru_unlink(c, e);
         c->n--;
-        entry_free(e);
+        entry_free(c, e);
 }
 
 void cache_clear(Cache *c) {
@@ -145,7 +189,8 @@ Cache *cache_free(Cache *c) {
         cache_clear(c);
         EVP_MD_CTX_free(c->salted);
         EVP_MD_free(c->sha256);
-        free(c->buckets);
+        table_free(c->buckets, c->n_buckets * sizeof(*c->buckets));
+        table_free(c->slots, c->max * sizeof(*c->slots));
         pthread_mutex_destroy(&c->lock);
         free(c);
         return NULL;
@@ -250,11 +295,6 @@ void cache_store(Cache *c, const uint8_t digest[16], uint64_t key_id, uint32_t v
                 pthread_mutex_unlock(&c->lock);
                 return;
         }
-        e = calloc(1, sizeof(*e));
-        if (!e) {
-                pthread_mutex_unlock(&c->lock); /* not cached: the next use unwraps again */
-                return;
-        }
         if (c->n >= c->max) {
                 Entry *victim = c->hand ? c->hand : c->tail;
 
@@ -266,6 +306,11 @@ void cache_store(Cache *c, const uint8_t digest[16], uint64_t key_id, uint32_t v
                 c->evictions++;
                 c->hand = victim->prev;
                 entry_remove(c, victim);
+        }
+        e = entry_new(c);
+        if (!e) {
+                pthread_mutex_unlock(&c->lock); /* not cached: the next use unwraps again */
+                return;
         }
         memcpy(e->digest, digest, 16);
         e->key_id = key_id;
