@@ -52,11 +52,11 @@ typedef int (*AnswerFn)(Dispatcher *d, DataItem *it, Reply *reply);
 typedef struct HandlerEntry {
         Kek__Request__BodyCase type;
         const char *op;
-        Handler handler;
+        Handler handler;   /* NULL for the rows prepare/answer serve */
         Role required_role;
         bool control;      /* audited one record per operation */
         bool data;         /* audited in aggregate (batches count their items themselves) */
-        PrepareFn prepare; /* single wrap/unwrap/rewrap: may share an HSM run with other connections' */
+        PrepareFn prepare; /* single wrap/unwrap/rewrap, instead of handler: may share an HSM run */
         AnswerFn answer;
 } HandlerEntry;
 
@@ -244,24 +244,8 @@ static void data_items_free(DataItem *items, size_t n) {
         free(items);
 }
 
-static void run_pass(Dispatcher *d, CryptoOp *ops, size_t stride, size_t n) {
-        if (d->pool)
-                crypto_pool_run(d->pool, crypto_op_run, ops, stride, n);
-        else
-                for (size_t i = 0; i < n; i++)
-                        crypto_op_run(keystore_hsm(d->keystore), (uint8_t *) ops + i * stride);
-}
-
-/* The HSM work of n prepared ops, stride bytes apart. */
-static void run_ops(Dispatcher *d, CryptoOp *ops, size_t stride, size_t n) {
-        run_pass(d, ops, stride, n);
-        if (keystore_targets(d->keystore, ops, stride, n) > 0)
-                run_pass(d, ops, stride, n);  /* rewraps: encrypt what authenticated */
-        keystore_finish(d->keystore, ops, stride, n);
-}
-
 static void run_items(Dispatcher *d, DataItem *items, size_t n) {
-        run_ops(d, &items[0].op, sizeof(*items), n);
+        keystore_run(d->keystore, d->pool, &items[0].op, sizeof(*items), n);
 }
 
 static int wrap_prepare(Dispatcher *d, const Kek__WrapRequest *w, Reply *reply, DataItem *it) {
@@ -387,28 +371,6 @@ static int rewrap_answer(Dispatcher *d, DataItem *it, Reply *reply, Kek__RewrapR
         *ret = resp;
         return 0;
 }
-
-#define SINGLE_HANDLER(name, field, prepare_fn, answer_fn, body)                                        \
-        static int name(Dispatcher *d, const Kek__Request *req, Reply *reply, DispatchOutcome *o) {     \
-                DataItem it = {};                                                                       \
-                int r;                                                                                  \
-                                                                                                        \
-                r = prepare_fn(d, req->field, reply, &it);                                              \
-                if (r >= 0) {                                                                           \
-                        run_items(d, &it, 1);                                                           \
-                        r = answer_fn(d, &it, reply, &reply->resp.field);                               \
-                }                                                                                       \
-                crypto_op_done(&it.op);                                                                 \
-                set_outcome_key(o, it.o.key);                                                           \
-                o->version = it.o.version;                                                              \
-                if (r >= 0)                                                                             \
-                        reply->resp.body_case = body;                                                   \
-                return r;                                                                               \
-        }
-
-SINGLE_HANDLER(handle_wrap, wrap, wrap_prepare, wrap_answer, KEK__RESPONSE__BODY_WRAP)
-SINGLE_HANDLER(handle_unwrap, unwrap, unwrap_prepare, unwrap_answer, KEK__RESPONSE__BODY_UNWRAP)
-SINGLE_HANDLER(handle_rewrap, rewrap, rewrap_prepare, rewrap_answer, KEK__RESPONSE__BODY_REWRAP)
 
 #define STAGED(prepare_name, answer_name, field, prepare_fn, answer_fn, body)                           \
         static int prepare_name(Dispatcher *d, const Kek__Request *req, Reply *reply, DataItem *it) {   \
@@ -1062,7 +1024,7 @@ static int handle_approve(Dispatcher *d, const Kek__Request *req, Reply *reply, 
                 return reply_error(reply, -KEKERR_INTERNAL, "the stored request does not decode");
         reply->inner = inner;
         h = handler_find(inner->body_case);
-        if (!h || !dual_controllable(inner->body_case))
+        if (!h || !h->handler || !dual_controllable(inner->body_case))
                 return reply_error(reply, -KEKERR_INTERNAL, "the stored request is not one that needs approval");
         o->op = h->op;
         /* The point of dual control: the approver is not the requester, whatever their roles. */
@@ -1219,9 +1181,9 @@ static int handle_watch(Dispatcher *d, const Kek__Request *req, Reply *reply, Di
 }
 
 static const HandlerEntry handlers[] = {
-        { KEK__REQUEST__BODY_WRAP, "wrap", handle_wrap, ROLE_CRYPTO_USER, false, true, stage_wrap, answer_wrap },
-        { KEK__REQUEST__BODY_UNWRAP, "unwrap", handle_unwrap, ROLE_CRYPTO_USER, false, true, stage_unwrap, answer_unwrap },
-        { KEK__REQUEST__BODY_REWRAP, "rewrap", handle_rewrap, ROLE_CRYPTO_USER, false, true, stage_rewrap, answer_rewrap },
+        { KEK__REQUEST__BODY_WRAP, "wrap", NULL, ROLE_CRYPTO_USER, false, true, stage_wrap, answer_wrap },
+        { KEK__REQUEST__BODY_UNWRAP, "unwrap", NULL, ROLE_CRYPTO_USER, false, true, stage_unwrap, answer_unwrap },
+        { KEK__REQUEST__BODY_REWRAP, "rewrap", NULL, ROLE_CRYPTO_USER, false, true, stage_rewrap, answer_rewrap },
         { KEK__REQUEST__BODY_BATCH_WRAP, "batch-wrap", handle_batch_wrap, ROLE_CRYPTO_USER, false, false, NULL, NULL },
         { KEK__REQUEST__BODY_BATCH_UNWRAP, "batch-unwrap", handle_batch_unwrap, ROLE_CRYPTO_USER, false, false, NULL, NULL },
         { KEK__REQUEST__BODY_BATCH_REWRAP, "batch-rewrap", handle_batch_rewrap, ROLE_CRYPTO_USER, false, false, NULL, NULL },
@@ -1363,7 +1325,7 @@ static void job_end(Dispatcher *d, DispatchJob *j, JobState *st) {
 static void group_flush(Dispatcher *d, DispatchJob *jobs, JobState *sts, size_t from, size_t to) {
         if (from >= to)
                 return;
-        run_ops(d, &sts[from].item.op, sizeof(*sts), to - from);
+        keystore_run(d->keystore, d->pool, &sts[from].item.op, sizeof(*sts), to - from);
         for (size_t i = from; i < to; i++) {
                 JobState *st = &sts[i];
 

@@ -20,6 +20,7 @@
 #include <openssl/rand.h>
 
 #include "common/kekerr.h"
+#include "daemon/cryptopool.h"
 #include "daemon/keystore-internal.h"
 #include "daemon/log.h"
 
@@ -327,12 +328,19 @@ void crypto_op_done(CryptoOp *op) {
         op->plaintext = secret_free(op->plaintext);
 }
 
-/* The steps in a row on the keystore's own session. */
-static void run_one(Keystore *ks, CryptoOp *op) {
-        crypto_op_run(keystore_hsm(ks), op);
-        if (keystore_targets(ks, op, sizeof(*op), 1) > 0)
-                crypto_op_run(keystore_hsm(ks), op);
-        keystore_finish(ks, op, sizeof(*op), 1);
+static void run_pass(Keystore *ks, CryptoPool *pool, CryptoOp *ops, size_t stride, size_t n) {
+        if (pool)
+                crypto_pool_run(pool, crypto_op_run, ops, stride, n);
+        else
+                for (size_t i = 0; i < n; i++)
+                        crypto_op_run(keystore_hsm(ks), (uint8_t *) ops + i * stride);
+}
+
+void keystore_run(Keystore *ks, CryptoPool *pool, CryptoOp *ops, size_t stride, size_t n) {
+        run_pass(ks, pool, ops, stride, n);
+        if (keystore_targets(ks, ops, stride, n) > 0)
+                run_pass(ks, pool, ops, stride, n); /* rewraps: encrypt what authenticated */
+        keystore_finish(ks, ops, stride, n);
 }
 
 int keystore_wrap(Keystore *ks, const char *name, uint32_t version, const uint8_t *pt, size_t pt_len,
@@ -342,7 +350,7 @@ int keystore_wrap(Keystore *ks, const char *name, uint32_t version, const uint8_
         int r;
 
         (void) keystore_wrap_prepare(ks, name, version, pt, pt_len, ctx, ctx_len, now, &op);
-        run_one(ks, &op);
+        keystore_run(ks, NULL, &op, sizeof(op), 1);
         r = op.result;
         if (r >= 0) {
                 *ret_version = op.version;
@@ -359,7 +367,7 @@ int keystore_unwrap(Keystore *ks, const uint8_t *blob, size_t blob_len, const ui
         int r;
 
         (void) keystore_unwrap_prepare(ks, blob, blob_len, ctx, ctx_len, now, &op);
-        run_one(ks, &op);
+        keystore_run(ks, NULL, &op, sizeof(op), 1);
         r = op.result;
         if (r >= 0) {
                 *ret_plaintext = TAKE_PTR(op.plaintext);
@@ -376,7 +384,7 @@ int keystore_rewrap(Keystore *ks, const uint8_t *blob, size_t blob_len, const ui
         int r;
 
         (void) keystore_rewrap_prepare(ks, blob, blob_len, ctx, ctx_len, now, &op);
-        run_one(ks, &op);
+        keystore_run(ks, NULL, &op, sizeof(op), 1);
         r = op.result;
         if (r >= 0) {
                 *ret_version = op.version;

@@ -106,7 +106,8 @@ int keystore_set_grant(Keystore *ks, const char *name, const Grant *grant, bool 
  *   finish   keystore thread: usage counts; a vanished object re-reads the
  *            token (once per call) and the op becomes transient.
  * A step that fails sets op->result; later steps then leave the op alone.
- * keystore_wrap() and friends are the steps in a row on the keystore's session.
+ * keystore_run() takes an op from run to finish; keystore_wrap() and friends
+ * are prepare and keystore_run() on the keystore's own session.
  */
 typedef enum CryptoKind {
         CRYPTO_WRAP = 1,
@@ -159,6 +160,12 @@ size_t keystore_targets(Keystore *ks, CryptoOp *ops, size_t stride, size_t n);
 void keystore_finish(Keystore *ks, CryptoOp *ops, size_t stride, size_t n);
 /* Frees what the op still owns (blob, plaintext); the op may be reused after. */
 void crypto_op_done(CryptoOp *op);
+/*
+ * The steps after prepare, in a row: run (over pool's sessions; NULL: the
+ * keystore's own session), targets, run again if needed, finish.
+ */
+typedef struct CryptoPool CryptoPool;
+void keystore_run(Keystore *ks, CryptoPool *pool, CryptoOp *ops, size_t stride, size_t n);
 
 int keystore_wrap(Keystore *ks, const char *name, uint32_t version, const uint8_t *pt, size_t pt_len,
                   const uint8_t *ctx, size_t ctx_len, uint64_t now, uint8_t **ret_blob, size_t *ret_blob_len,

@@ -750,37 +750,26 @@ int main(int argc, char *argv[]) {
                  * single and batched, and batch rewrap.
                  */
                 static const unsigned ns[] = { 1, 2, 4 };
-                double base_s = 0, base_b = 0, base_rw = 0;
+                static const char *const what[] = { "kekd 16 cl", "kekd 16 cl, batch 64", "kekd rewrap batch 64" };
+                double base[3] = {};
 
                 for (size_t i = 0; i < ELEMENTSOF(ns); i++) {
-                        double b, w, one;
-
                         kekd_stop();
                         if (write_conf(conf_path, sock_path, ns[i]) < 0 || kekd_start() < 0) {
                                 fprintf(stderr, "kekbench: kekd did not start with %u sessions\n", ns[i]);
                                 return 1;
                         }
-                        one = bench_daemon(16, 1);
-                        snprintf(rows[n_rows - 1].name, sizeof(rows[0].name), "kekd 16 cl, %u session%s", ns[i],
-                                 ns[i] > 1 ? "s" : "");
-                        base_s = base_s ?: one;
-                        snprintf(rows[n_rows - 1].ratio, sizeof(rows[0].ratio), "%.2f x raw, %.2f x 1 sess",
-                                 raw1 > 0 ? one / raw1 : 0, one / base_s);
-                        PROGRESS();
-                        b = bench_daemon(16, 64);
-                        snprintf(rows[n_rows - 1].name, sizeof(rows[0].name), "kekd 16 cl, batch 64, %u session%s", ns[i],
-                                 ns[i] > 1 ? "s" : "");
-                        base_b = base_b ?: b;
-                        snprintf(rows[n_rows - 1].ratio, sizeof(rows[0].ratio), "%.2f x raw, %.2f x 1 sess",
-                                 raw1 > 0 ? b / raw1 : 0, b / base_b);
-                        PROGRESS();
-                        w = bench_rewrap(n_ops);
-                        snprintf(rows[n_rows - 1].name, sizeof(rows[0].name), "kekd rewrap batch 64, %u session%s", ns[i],
-                                 ns[i] > 1 ? "s" : "");
-                        base_rw = base_rw ?: w;
-                        snprintf(rows[n_rows - 1].ratio, sizeof(rows[0].ratio), "%.2f x raw, %.2f x 1 sess",
-                                 raw1 > 0 ? w / raw1 : 0, w / base_rw);
-                        PROGRESS();
+                        for (size_t j = 0; j < ELEMENTSOF(what); j++) {
+                                double v = j == 0 ? bench_daemon(16, 1) : j == 1 ? bench_daemon(16, 64) : bench_rewrap(n_ops);
+                                Row *row = &rows[n_rows - 1];
+
+                                base[j] = base[j] ?: v;
+                                snprintf(row->name, sizeof(row->name), "%s, %u session%s", what[j], ns[i],
+                                         ns[i] > 1 ? "s" : "");
+                                snprintf(row->ratio, sizeof(row->ratio), "%.2f x raw, %.2f x 1 sess",
+                                         raw1 > 0 ? v / raw1 : 0, v / base[j]);
+                                PROGRESS();
+                        }
                 }
                 kekd_stop();
                 if (write_conf(conf_path, sock_path, sessions) < 0 || kekd_start() < 0)
