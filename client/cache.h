@@ -26,9 +26,14 @@ typedef enum CacheResult {
 int cache_new(size_t max_entries, Cache **ret);
 Cache *cache_free(Cache *c);
 
-/* Digest of (blob, ctx) under this cache's random salt. */
-void cache_digest(const Cache *c, const uint8_t *blob, size_t blob_len, const uint8_t *ctx, size_t ctx_len,
-                  uint8_t out[16]);
+/*
+ * Keyed digest (SipHash-2-4-128 under this cache's random key) of (blob, ctx).
+ * <0 if OpenSSL cannot compute it: then the cache must be neither asked nor filled.
+ */
+int cache_digest(const Cache *c, const uint8_t *blob, size_t blob_len, const uint8_t *ctx, size_t ctx_len,
+                 uint8_t out[16]);
+/* Whether digests restart each thread's MAC under the key it holds (the fast path), not re-key it. */
+bool cache_digest_restarts(const Cache *c);
 uint64_t cache_key_id(const char *name);
 
 /* On FRESH or STALE, *ret_aek is a new reference and *ret_last_ok when kekd last confirmed it. */

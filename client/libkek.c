@@ -636,7 +636,8 @@ _public_ int kek_unwrap(kek_client *c, const uint8_t *blob, size_t blob_len, con
         if (blob_parse(blob, blob_len, &view) < 0)
                 return -KEKERR_BLOB_INVALID;
 
-        cache_digest(c->cache, blob, blob_len, ctx, ctx_len, digest);
+        if (cache_digest(c->cache, blob, blob_len, ctx, ctx_len, digest) < 0)
+                return unwrap_remote(c, blob, blob_len, ctx, ctx_len, ret);
         now = now_usec();
         cr = cache_lookup(c->cache, digest, now, c->refresh_usec, &cached, &last_ok);
         if (cr == CACHE_FRESH) {
@@ -855,9 +856,10 @@ _public_ int kek_unwrap_batch(kek_client *c, size_t n, const kek_blob *blobs, co
                 if (c->cache && blob_parse(blobs[i].data, blobs[i].len, &view) >= 0) {
                         uint8_t digest[16];
 
-                        cache_digest(c->cache, blobs[i].data, blobs[i].len, ctxs ? ctxs[i].data : NULL,
-                                     ctxs ? ctxs[i].len : 0, digest);
-                        cache_store(c->cache, digest, cache_key_id(view.key), view.version, ret_aeks[i], now_usec());
+                        if (cache_digest(c->cache, blobs[i].data, blobs[i].len, ctxs ? ctxs[i].data : NULL,
+                                         ctxs ? ctxs[i].len : 0, digest) >= 0)
+                                cache_store(c->cache, digest, cache_key_id(view.key), view.version, ret_aeks[i],
+                                            now_usec());
                 }
         }
         response_free(resp);

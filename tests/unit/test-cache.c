@@ -3,10 +3,14 @@
  * The AEK cache without a daemon: digests separate blob from context,
  * lookups report fresh, stale and miss by age, CLOCK eviction spares the
  * entries used since the hand last passed, and dropping a key removes
- * exactly its entries (or only the named versions).
+ * exactly its entries (or only the named versions). Digests are keyed per
+ * cache, the same from every thread and on every call (each thread's MAC
+ * context restarts under its key), and another cache's key on the same
+ * thread does not leak into them.
  */
 #include "config.h"
 
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -22,11 +26,60 @@ static kek_aek *aek(uint8_t b) {
         return a;
 }
 
+static int digest_failures;
+
 static void digest_of(Cache *c, int i, uint8_t d[16]) {
         char blob[32];
 
         snprintf(blob, sizeof(blob), "blob-%d", i);
-        cache_digest(c, (const uint8_t *) blob, strlen(blob), (const uint8_t *) "ctx", 3, d);
+        if (cache_digest(c, (const uint8_t *) blob, strlen(blob), (const uint8_t *) "ctx", 3, d) < 0) {
+                digest_failures++;
+                memset(d, 0xff, 16);
+        }
+}
+
+typedef struct DigestJob {
+        Cache *c;
+        uint8_t d[16];
+        int r;
+} DigestJob;
+
+static void *digest_thread(void *p) {
+        DigestJob *j = p;
+
+        j->r = cache_digest(j->c, (const uint8_t *) "blob-7", 6, (const uint8_t *) "ctx", 3, j->d);
+        return NULL;
+}
+
+/* Keys: per cache, stable across calls and threads, not carried from one cache to another. */
+static void test_digest_keys(void) {
+        Cache *a = NULL, *b = NULL;
+        uint8_t a1[16], a2[16], a3[16], b1[16], b2[16];
+        DigestJob job = {};
+        pthread_t t;
+
+        if (!ok(cache_new(4, &a) == 0 && cache_new(4, &b) == 0, "two caches"))
+                goto out;
+        /* OpenSSL 3.0 restarts a MAC under its key; were that lost, cache_new() would re-key every digest. */
+        ok(cache_digest_restarts(a) && cache_digest_restarts(b), "digests take the fast path (the MAC restarts under its key)");
+        digest_of(a, 7, a1);
+        digest_of(a, 7, a2);
+        ok(memcmp(a1, a2, 16) == 0, "a digest repeated on one thread is equal (the restarted MAC keeps the key)");
+        digest_of(b, 7, b1);
+        ok(memcmp(a1, b1, 16) != 0, "another cache digests the same input differently (its own key)");
+        digest_of(a, 7, a3);
+        digest_of(b, 7, b2);
+        ok(memcmp(a1, a3, 16) == 0 && memcmp(b1, b2, 16) == 0, "alternating caches on one thread: each keeps its digest");
+        job.c = a;
+        ok(pthread_create(&t, NULL, digest_thread, &job) == 0 && pthread_join(t, NULL) == 0 && job.r == 0 &&
+           memcmp(job.d, a1, 16) == 0, "another thread computes the same digest for the same cache");
+        for (int i = 0; i < 16; i++)
+                digest_of(a, 1000 + i, i % 2 ? a2 : a3);
+        ok(memcmp(a2, a3, 16) != 0, "different blobs, different digests");
+        is_int(digest_failures, 0, "every digest was computed");
+out:
+        cache_free(a);
+        cache_free(b);
 }
 
 static bool cached(Cache *c, int i, uint64_t now) {
@@ -50,9 +103,10 @@ int main(void) {
 
         if (!ok(cache_new(4, &c) == 0, "a cache of 4 entries"))
                 return tap_done();
-        cache_digest(c, (const uint8_t *) "ab", 2, (const uint8_t *) "c", 1, d1);
-        cache_digest(c, (const uint8_t *) "a", 1, (const uint8_t *) "bc", 2, d2);
+        ok(cache_digest(c, (const uint8_t *) "ab", 2, (const uint8_t *) "c", 1, d1) == 0 &&
+           cache_digest(c, (const uint8_t *) "a", 1, (const uint8_t *) "bc", 2, d2) == 0, "digests computed");
         ok(memcmp(d1, d2, 16) != 0, "(blob ab, context c) and (blob a, context bc) have different digests");
+        test_digest_keys();
 
         for (int i = 0; i < 4; i++) {
                 kek_aek *x = aek((uint8_t) i);
