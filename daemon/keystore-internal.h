@@ -25,6 +25,7 @@ struct Keystore {
         size_t n_keys;
         uint64_t generation;          /* hsm_generation() the index was built at */
         uint64_t last_load_mono_usec;
+        uint64_t index_read_mono_usec; /* when the reading the index was built from began */
         uint64_t last_usage_flush_mono_usec;
         Vault vault;
         bool reload_needed;           /* a write's outcome is unknown: re-read the token before answering */

@@ -439,19 +439,65 @@ static int load_cmp(const void *a, const void *b) {
         return x->generation > y->generation ? -1 : x->generation < y->generation; /* highest first */
 }
 
-static int load_index(Keystore *ks) {
-        HsmDataObject *data = NULL;
-        _cleanup_free_ HsmKeyRef *refs = NULL;
-        char (*dups)[KEY_NAME_MAX + 1] = NULL;
-        Key **keys = NULL;
-        size_t n_all = 0, n_data = 0, n_refs = 0, n = 0, m = 0, n_dups = 0;
-        uint64_t gen = hsm_generation(ks->hsm);
+/*
+ * One reading of the token: the records and the key objects, as the index is
+ * built from them. Taken by load_index() on the keystore's session, or by
+ * keystore_read_token() on a thread with a session of its own (the periodic
+ * refresh, so the loop keeps serving while a large token is listed); the
+ * counters say whether the reading may still become the index.
+ */
+struct KeystoreRead {
+        HsmDataObject *data;
+        size_t n_all;
+        HsmKeyRef *refs;
+        size_t n_refs;
+        uint64_t generation;          /* hsm_generation() before the reading: its handles' */
+        uint64_t writes;              /* hsm_writes() before the reading */
+        uint64_t started_mono_usec;
+        bool reload_needed;           /* ks->reload_needed before the reading */
+};
+
+static void read_clear(KeystoreRead *rd) {
+        hsm_data_objects_free(rd->data, rd->n_all);
+        free(rd->refs);
+        rd->data = NULL;
+        rd->refs = NULL;
+        rd->n_all = rd->n_refs = 0;
+}
+
+static void read_begin(Keystore *ks, KeystoreRead *rd) {
+        *rd = (KeystoreRead) {
+                .generation = hsm_generation(ks->hsm),
+                .writes = hsm_writes(ks->hsm),
+                .started_mono_usec = clock_mono_usec(),
+                .reload_needed = ks->reload_needed,
+        };
+}
+
+/* Touches only rd and h: runs on any thread that owns h. */
+static int read_token(KeystoreRead *rd, Hsm *h) {
         int r;
 
-        /* Key records and vault records in one scan of the token; key records first. */
-        r = hsm_list_data_multi(ks->hsm, (const char *const[]) { APP_KEYS, VAULT_APP }, 2, &data, &n_all);
+        read_clear(rd);
+        /* Key records and vault records in one scan of the token; the key objects in another. */
+        r = hsm_list_data_multi(h, (const char *const[]) { APP_KEYS, VAULT_APP }, 2, &rd->data, &rd->n_all);
+        if (r >= 0)
+                r = hsm_list_keys(h, &rd->refs, &rd->n_refs);
         if (r < 0)
-                return r;
+                read_clear(rd);
+        return r;
+}
+
+/* The reading becomes the index; on failure the previous index stays. */
+static int index_apply(Keystore *ks, KeystoreRead *rd) {
+        HsmDataObject *data = rd->data;
+        HsmKeyRef *refs = rd->refs;
+        char (*dups)[KEY_NAME_MAX + 1] = NULL;
+        Key **keys = NULL;
+        size_t n_all = rd->n_all, n_data = 0, n_refs = rd->n_refs, n = 0, m = 0, n_dups = 0;
+        int r;
+
+        /* Key records first. */
         for (size_t i = 0; i < n_all; i++)
                 if (data[i].app == 0) {
                         HsmDataObject t = data[n_data];
@@ -460,9 +506,6 @@ static int load_index(Keystore *ks) {
                         data[i] = t;
                 }
         r = find_dup_names(data, n_data, &dups, &n_dups);
-        if (r < 0)
-                goto fail;
-        r = hsm_list_keys(ks->hsm, &refs, &n_refs);
         if (r < 0)
                 goto fail;
         keys = calloc(n_data ? n_data : 1, sizeof(*keys));
@@ -519,7 +562,7 @@ static int load_index(Keystore *ks) {
                 }
         }
 
-        if (ks->generation != 0 && gen != ks->generation)
+        if (ks->last_load_mono_usec != 0 && rd->generation != ks->generation)
                 log_notice("The HSM session was lost and reopened; the key index was read again");
         keys_free(ks->keys, ks->n_keys);
         ks->keys = keys;
@@ -527,15 +570,26 @@ static int load_index(Keystore *ks) {
         free(ks->dup_names);
         ks->dup_names = dups;
         ks->n_dup_names = n_dups;
-        ks->generation = gen;
+        ks->generation = rd->generation;
         ks->last_load_mono_usec = clock_mono_usec();
+        ks->index_read_mono_usec = rd->started_mono_usec;
         ks->reload_needed = false;
-        hsm_data_objects_free(data, n_all);
         return 0;
 fail:
         keys_free(keys, n);
         free(dups);
-        hsm_data_objects_free(data, n_all);
+        return r;
+}
+
+static int load_index(Keystore *ks) {
+        KeystoreRead rd;
+        int r;
+
+        read_begin(ks, &rd);
+        r = read_token(&rd, ks->hsm);
+        if (r >= 0)
+                r = index_apply(ks, &rd);
+        read_clear(&rd);
         return r;
 }
 
@@ -551,6 +605,60 @@ int keystore_load(Keystore *ks) {
         if (r >= 0 && hsm_generation(ks->hsm) != ks->generation)
                 r = load_index(ks);
         return r;
+}
+
+int keystore_read_new(Keystore *ks, KeystoreRead **ret) {
+        KeystoreRead *rd = calloc(1, sizeof(*rd));
+
+        if (!rd)
+                return -ENOMEM;
+        read_begin(ks, rd);
+        *ret = rd;
+        return 0;
+}
+
+int keystore_read_token(KeystoreRead *rd, Hsm *h) {
+        uint64_t gen;
+        int r;
+
+        r = hsm_ready(h); /* a session lost in an earlier reading reopens before the count is taken */
+        if (r < 0)
+                return r;
+        gen = hsm_generation(h);
+        r = read_token(rd, h);
+
+        /* h lost its session during the reading: what was listed before may name other objects. */
+        if (r >= 0 && hsm_generation(h) != gen) {
+                read_clear(rd);
+                r = -ESTALE;
+        }
+        return r;
+}
+
+int keystore_read_apply(Keystore *ks, KeystoreRead *rd) {
+        int r;
+
+        /* Never an older reading over a newer index: that could undo another node's disable. */
+        if (ks->index_read_mono_usec >= rd->started_mono_usec)
+                return 0;
+        /*
+         * A write of ours, a session reopened or a write's outcome in doubt since the reading
+         * began: it may predate the change (a disable done here would be undone), or its
+         * handles the reopen. Read again.
+         */
+        if (hsm_generation(ks->hsm) != rd->generation || hsm_writes(ks->hsm) != rd->writes ||
+            (ks->reload_needed && !rd->reload_needed))
+                return -ESTALE;
+        r = index_apply(ks, rd);
+        return r < 0 ? r : 1;
+}
+
+KeystoreRead *keystore_read_free(KeystoreRead *rd) {
+        if (rd) {
+                read_clear(rd);
+                free(rd);
+        }
+        return NULL;
 }
 
 int keystore_refresh(Keystore *ks, uint64_t max_age_usec) {
@@ -813,6 +921,7 @@ static int pending_clear(Keystore *ks, Key *k, void *userdata) {
         return 0;
 }
 
+/* 1 rolled back, 0 nothing to do (the token's record no longer holds that intent), <0 error. */
 static int repair_pending(Keystore *ks, const Key *k);
 
 int keystore_rotate(Keystore *ks, const char *name, uint64_t now, const Key **ret) {
@@ -1122,20 +1231,42 @@ static int index_names(const Keystore *ks, KeyName **ret, size_t *ret_n) {
 static int repair_pending(Keystore *ks, const Key *k) {
         uint32_t version = k->pending_version;
         char name[KEY_NAME_MAX + 1];
+        bool same, created;
+        Key *cur = NULL;
         int r;
 
         snprintf(name, sizeof(name), "%s", k->name);
+        /*
+         * The index may come from a reading that began seconds ago (the refresh reads on its
+         * own thread): the intent's owner may have committed the version since. Destroy only
+         * what the token's record still names as the same intent.
+         */
+        r = records_fetch(ks, name, &cur, NULL, NULL);
+        if (r == -KEKERR_UNKNOWN_KEY)
+                return 0;
+        if (r < 0)
+                return r;
+        same = cur->pending_version == version && cur->pending_since_usec == k->pending_since_usec &&
+               strcmp(cur->pending_owner, k->pending_owner) == 0;
+        created = cur->n_versions == 0;
+        key_free(cur);
+        if (!same) {
+                ks->reload_needed = true; /* the index is behind the token */
+                return 0;
+        }
         r = version_objects_destroy(ks, name, version);
         if (r < 0)
                 return r;
-        if (k->n_versions == 0) {
+        if (created) {
                 /* An interrupted create: nothing was ever served, the whole key goes. */
                 r = key_mutate(ks, name, purge_begin, NULL, NULL);
                 if (r < 0)
                         return r;
-                return purge_finish(ks, name);
+                r = purge_finish(ks, name);
+                return r < 0 ? r : 1;
         }
-        return key_mutate(ks, name, pending_clear, &version, NULL);
+        r = key_mutate(ks, name, pending_clear, &version, NULL);
+        return r < 0 ? r : 1;
 }
 
 /* Removes the superseded records left by a crash between a write and its destroy. */
@@ -1223,7 +1354,7 @@ static int repair(Keystore *ks, uint64_t now, uint64_t max_age_usec) {
                         r = repair_pending(ks, k);
                         if (r < 0)
                                 log_warning_errno(r, "Cannot roll back the interrupted change of key '%s'", names[i]);
-                        else {
+                        else if (r > 0) {
                                 log_notice("Rolled back an interrupted change of key '%s': version %u was never recorded", names[i], version);
                                 repaired++;
                         }

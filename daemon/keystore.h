@@ -68,6 +68,28 @@ int keystore_load(Keystore *ks);
 /* keystore_load() unless the index is younger than max_age_usec: clients cannot force reload storms. */
 int keystore_refresh(Keystore *ks, uint64_t max_age_usec);
 
+/*
+ * The same reading of the token, in three steps, so that the listing (0.7 s
+ * with 10,000 key objects on SoftHSM2, one round trip per object on a
+ * network HSM) runs on another thread while the loop serves:
+ * keystore_read_new() on the loop notes the session generation and this
+ * process's writes; keystore_read_token() on any thread lists through h, a
+ * session of its own (hsm_open_session() of keystore_hsm()), touching only rd
+ * and h; keystore_read_apply() on the loop makes it the index. It returns 1
+ * when applied, 0 when the index was read since (nothing to do), -ESTALE when
+ * this process wrote to the token, lost a session or doubted a write's outcome
+ * meanwhile: the reading may predate that change, read again.
+ * keystore_read_token() is -ESTALE too when h itself lost its session during
+ * the reading (a detached session, hsm_set_detached(), moves only its own
+ * generation).
+ */
+typedef struct KeystoreRead KeystoreRead;
+int keystore_read_new(Keystore *ks, KeystoreRead **ret);
+int keystore_read_token(KeystoreRead *rd, Hsm *h);
+int keystore_read_apply(Keystore *ks, KeystoreRead *rd);
+KeystoreRead *keystore_read_free(KeystoreRead *rd);
+DEFINE_TRIVIAL_CLEANUP_FUNC(KeystoreRead, keystore_read_free);
+
 /* The HSM the keystore uses, for other records kept in the same token (daemon/approval.h). */
 Hsm *keystore_hsm(const Keystore *ks);
 

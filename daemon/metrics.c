@@ -18,6 +18,7 @@
 
 #include "common/kekerr.h"
 #include "daemon/cryptopool.h"
+#include "daemon/hsmtask.h"
 #include "daemon/metrics.h"
 
 #define SLOTS (METRICS_SERIES_MAX * 2)
@@ -50,10 +51,15 @@ struct Metrics {
         unsigned n_ops;
         unsigned clients, watchers;
         const CryptoPool *pool;
+        const HsmTask *task;
 };
 
 void metrics_set_pool(Metrics *m, const CryptoPool *pool) {
         m->pool = pool;
+}
+
+void metrics_set_task(Metrics *m, const HsmTask *task) {
+        m->task = task;
 }
 
 int metrics_new(uint64_t start_realtime_usec, Metrics **ret) {
@@ -165,6 +171,7 @@ static void render_keys(FILE *f, const Metrics *m, const Keystore *ks) {
                 versions);
         hsm_stats(keystore_hsm(ks), &hs);
         crypto_pool_stats(m->pool, &hs);
+        hsm_task_stats(m->task, &hs);
         fprintf(f, "# HELP kekd_hsm_session_open Whether kekd holds a logged-in HSM session (all of them, with [hsm] sessions > 1).\n"
                    "# TYPE kekd_hsm_session_open gauge\nkekd_hsm_session_open %d\n", hs.session_open ? 1 : 0);
         fprintf(f, "# HELP kekd_hsm_session_reopens_total HSM sessions reopened after a failure.\n"

@@ -37,6 +37,9 @@ void metrics_set_clients(Metrics *m, unsigned clients, unsigned watchers);
 unsigned metrics_clients(const Metrics *m);
 /* The HSM worker pool whose sessions' counters join the keystore session's (NULL: none). */
 void metrics_set_pool(Metrics *m, const CryptoPool *pool);
+/* The background refresh's session, whose errors and reopens count too (NULL: none). */
+typedef struct HsmTask HsmTask;
+void metrics_set_task(Metrics *m, const HsmTask *task);
 
 /* The whole exposition, NUL-terminated and malloc'd. ks (may be NULL) gives the key and HSM figures. */
 int metrics_render(const Metrics *m, const Keystore *ks, char **ret, size_t *ret_len);

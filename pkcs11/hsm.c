@@ -33,7 +33,9 @@ struct Hsm {
         CK_SESSION_HANDLE session;
         bool session_open;
         bool login_refused;       /* the token rejected the PIN: never retry, it could lock the user */
+        bool detached;            /* its losses move its own generation, not the parent's: hsm_set_detached() */
         uint64_t generation;      /* the parent's counts for all its sessions: see generation_bump() */
+        uint64_t writes;          /* the parent's: objects created or destroyed through any session, tried or done */
         uint64_t next_open_usec;  /* backoff for reopening a lost session */
         uint64_t backoff_usec;
         CK_RV last_rv;
@@ -46,6 +48,13 @@ struct Hsm {
 #define REOPEN_BACKOFF_MIN_USEC (100 * 1000ULL)
 #define REOPEN_BACKOFF_MAX_USEC (5 * 1000 * 1000ULL)   /* a recovered HSM is used again within 5 s */
 #define LIST_ATTEMPTS 5
+
+/* Counted before the call: one that fails in transit may still have changed the token. */
+static void write_bump(Hsm *h) {
+        Hsm *root = h->parent ? h->parent : h;
+
+        (void) __atomic_add_fetch(&root->writes, 1, __ATOMIC_ACQ_REL);
+}
 
 static uint64_t mono_usec(void) {
         struct timespec ts;
@@ -60,7 +69,7 @@ static uint64_t mono_usec(void) {
  * so every holder of handles must see it, whichever session noticed.
  */
 static void generation_bump(Hsm *h) {
-        Hsm *root = h->parent ? h->parent : h;
+        Hsm *root = h->parent && !h->detached ? h->parent : h;
 
         (void) __atomic_add_fetch(&root->generation, 1, __ATOMIC_ACQ_REL);
 }
@@ -137,20 +146,27 @@ void hsm_stats(const Hsm *h, HsmStats *ret) {
         memcpy(ret->errors, h->errors, sizeof(ret->errors));
 }
 
-void hsm_stats_merge(const Hsm *h, HsmStats *acc) {
-        acc->session_open = acc->session_open && h->session_open;
-        acc->reopens += h->reopens;
-        for (unsigned i = 0; i < h->n_errors; i++) {
+void hsm_stats_add(const HsmStats *s, HsmStats *acc) {
+        acc->session_open = acc->session_open && s->session_open;
+        acc->reopens += s->reopens;
+        for (unsigned i = 0; i < s->n_errors; i++) {
                 unsigned j;
 
                 for (j = 0; j < acc->n_errors; j++)
-                        if (acc->errors[j].name == h->errors[i].name)
+                        if (acc->errors[j].name == s->errors[i].name)
                                 break;
                 if (j < acc->n_errors)
-                        acc->errors[j].count += h->errors[i].count;
+                        acc->errors[j].count += s->errors[i].count;
                 else if (acc->n_errors < HSM_ERROR_KINDS)
-                        acc->errors[acc->n_errors++] = h->errors[i];
+                        acc->errors[acc->n_errors++] = s->errors[i];
         }
+}
+
+void hsm_stats_merge(const Hsm *h, HsmStats *acc) {
+        HsmStats s;
+
+        hsm_stats(h, &s);
+        hsm_stats_add(&s, acc);
 }
 
 static int rv_to_errno(Hsm *h, CK_RV rv) {
@@ -279,12 +295,10 @@ static int session_open(Hsm *h, const char **ret_error) {
  * attempts so a dead HSM is not hammered, and never again after the token
  * refused the PIN (real HSMs lock or wipe after a few wrong logins).
  */
-static int ensure_session(Hsm *h) {
+static int session_reopen(Hsm *h) {
         uint64_t now;
         int r;
 
-        if (h->session_open)
-                return 0;
         if (h->login_refused)
                 return -KEKERR_HSM_UNAVAILABLE;
         now = mono_usec();
@@ -302,8 +316,16 @@ static int ensure_session(Hsm *h) {
         return 0;
 }
 
+static int ensure_session(Hsm *h) {
+        return h->session_open ? 0 : session_reopen(h);
+}
+
 int hsm_ready(Hsm *h) {
         return ensure_session(h);
+}
+
+void hsm_set_detached(Hsm *h) {
+        h->detached = true;
 }
 
 bool hsm_is_open(const Hsm *h) {
@@ -454,9 +476,15 @@ Hsm *hsm_free(Hsm *h) {
 }
 
 uint64_t hsm_generation(const Hsm *h) {
-        const Hsm *root = h->parent ? h->parent : h;
+        const Hsm *root = h->parent && !h->detached ? h->parent : h;
 
         return __atomic_load_n(&root->generation, __ATOMIC_ACQUIRE);
+}
+
+uint64_t hsm_writes(const Hsm *h) {
+        const Hsm *root = h->parent ? h->parent : h;
+
+        return __atomic_load_n(&root->writes, __ATOMIC_ACQUIRE);
 }
 
 const char *hsm_last_error(const Hsm *h) {
@@ -512,6 +540,7 @@ int hsm_generate_aes_key(Hsm *h, const char *label, uint32_t version, HsmObject 
         if (r < 0)
                 return r;
         /* No blind retry: a call that failed in transit may have created the object (written intents cover it). */
+        write_bump(h);
         rv = h->module->C_GenerateKey(h->session, &mech, tmpl, ELEMENTSOF(tmpl), &o);
         if (rv != CKR_OK)
                 return handle_call_failed(h, rv);
@@ -526,6 +555,7 @@ int hsm_destroy_object(Hsm *h, HsmObject o) {
         r = ensure_session(h);
         if (r < 0)
                 return r;
+        write_bump(h);
         rv = h->module->C_DestroyObject(h->session, o);
         if (rv != CKR_OK)
                 return handle_call_failed(h, rv);
@@ -961,6 +991,7 @@ int hsm_create_data(Hsm *h, const char *application, const char *label, const ui
         r = ensure_session(h);
         if (r < 0)
                 return r;
+        write_bump(h);
         rv = h->module->C_CreateObject(h->session, tmpl, ELEMENTSOF(tmpl), &o);
         if (rv != CKR_OK)
                 return handle_call_failed(h, rv);

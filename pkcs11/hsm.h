@@ -93,16 +93,33 @@ DEFINE_TRIVIAL_CLEANUP_FUNC(Hsm, hsm_free);
  * -KEKERR_HSM_UNAVAILABLE while the token cannot be reached.
  */
 int hsm_ready(Hsm *h);
+/*
+ * For a session of hsm_open_session() that only reads and keeps no handle
+ * between its jobs (daemon/hsmtask.h): from now on its losses and reopens
+ * move its own hsm_generation(), not the parent's, so a hiccup of that
+ * session neither fails the requests in flight on the others nor makes
+ * their holder read the token again. A real reset of the token closes the
+ * other sessions too, and they move the parent's generation themselves.
+ */
+void hsm_set_detached(Hsm *h);
 /* Whether the session is open (the owner's thread only). */
 bool hsm_is_open(const Hsm *h);
 /* Incremented each time a session had to be reopened (handles may have changed); safe from any thread. */
 uint64_t hsm_generation(const Hsm *h);
+/*
+ * Objects created or destroyed (or attempted) through h's token by any of the
+ * parent's sessions; safe from any thread. A reader that saw the same count
+ * before and after its listing knows this process changed nothing meanwhile.
+ */
+uint64_t hsm_writes(const Hsm *h);
 /* Name of the last PKCS#11 return value that made a call fail ("CKR_DEVICE_ERROR"), for logs. */
 const char *hsm_last_error(const Hsm *h);
 /* Counters for metrics: whether a session is open, reopens, non-OK return values by name. */
 void hsm_stats(const Hsm *h, HsmStats *ret);
 /* Adds another session's counters to acc (from hsm_stats()); open only if all are. */
 void hsm_stats_merge(const Hsm *h, HsmStats *acc);
+/* The same from counters taken earlier with hsm_stats(). */
+void hsm_stats_add(const HsmStats *s, HsmStats *acc);
 /* Token label and serial, for status output. */
 const char *hsm_token_label(const Hsm *h);
 

@@ -32,25 +32,15 @@ if [ ! -f "${P11_FAULT_LIB:-}" ] || [ ! -x "${P11_FAULT_CLIENT:-}" ]; then
         exit 99
 fi
 
-FAULTS="$TESTDIR/faults"
-FLOG="$TESTDIR/faults.log"
-P11_FAULT_MODULE=$SOFTHSM2_MODULE
-P11_FAULT_FILE=$FAULTS
-P11_FAULT_LOG=$FLOG
+p11_fault_setup
 P11_FAULT_TRACE='*'
 P11_FAULT_SEED=${P11_FAULT_SEED:-7}
-export P11_FAULT_MODULE P11_FAULT_FILE P11_FAULT_LOG P11_FAULT_TRACE P11_FAULT_SEED
-: >"$FAULTS"
-: >"$FLOG"
+export P11_FAULT_TRACE P11_FAULT_SEED
 : >"$FLOG.all"
 T_START=$(date +%s)
 
 # --- helpers -------------------------------------------------------------------
 
-# fault_set RULES: replaces the rule file (write aside, then rename: never read half-written)
-fault_set() {
-        printf '%s\n' "$1" >"$FAULTS.tmp" && mv -f "$FAULTS.tmp" "$FAULTS"
-}
 fault_clear() {
         fault_set ""
 }
@@ -225,9 +215,10 @@ REFRESH_INTERVAL=1
 token_init fault
 ok "kekd starts on the p11-fault module" start_kekd
 ok "kekd loaded the module (its calls are traced)" grep -q '^trace C_Login CKR_OK' "$FLOG"
-# A new session logs in; with [hsm] sessions > 1 the token may still be logged in through another one.
-LOGIN_AGAIN='^trace C_Login CKR_OK'
-[ "${KEKD_SESSIONS:-1}" -gt 1 ] && LOGIN_AGAIN='^trace C_Login CKR_\(OK\|USER_ALREADY_LOGGED_IN\)'
+# A new session logs in; the token may still be logged in through another one (the
+# refresh's session, and the workers' with [hsm] sessions > 1): the login is then refused
+# as already done, which kekd accepts.
+LOGIN_AGAIN='^trace C_Login CKR_\(OK\|USER_ALREADY_LOGGED_IN\)'
 aek aek1
 succeeds "create s1" create s1
 ok "wrap under s1" wrap_to s1 c1 aek1 b1
@@ -491,12 +482,12 @@ n_blobs=0
 for b in "$TESTDIR"/rand/*.blob; do
         [ -f "$b" ] || continue
         n_blobs=$((n_blobs + 1))
-        if ! "$KEKCTL" unwrap --context "$(cat "${b%.blob}.ctx")" <"$b" 2>/dev/null | cmp -s - "$TESTDIR/aekr"; then
+        if ! "$KEKCTL" unwrap --context "$(cat "${b%.blob}.ctx")" <"$b" 2>"$TESTDIR/lost.err" | cmp -s - "$TESTDIR/aekr"; then
                 # blob v1: 0x01 | len | key name | version (BE32) | ...
                 len=$(od -An -tu1 -j1 -N1 "$b" | tr -d ' ')
                 k=$(dd if="$b" bs=1 skip=2 count="$len" 2>/dev/null)
                 v=$(od -An -tu1 -j$((2 + len)) -N4 "$b" | awk '{ print $1 * 16777216 + $2 * 65536 + $3 * 256 + $4 }')
-                diag "lost: a blob of key '$k' version $v"
+                diag "lost: a blob of key '$k' version $v: $(cat "$TESTDIR/lost.err")"
                 # a version with two key objects (a reused ID) or none is a known bug, not a new one
                 if [ "$(dup_versions "$k")" -gt 0 ] ||
                         grep -q "key '$k' version $v is named in its record but missing" "$TESTDIR/check7.out"; then

@@ -118,6 +118,25 @@ EOF
         TOKEN_URI="pkcs11:token=$TOKEN_LABEL"
 }
 
+# p11_fault_setup: for tests that run kekd on tests/p11-fault (a module wrapping
+# SoftHSM2, see p11-fault.c): its rules come from $FAULTS (fault_set), what it
+# injected goes to $FLOG; the caller points kekd.conf's module at $P11_FAULT_LIB.
+p11_fault_setup() {
+        FAULTS="$TESTDIR/faults"
+        FLOG="$TESTDIR/faults.log"
+        P11_FAULT_MODULE=$SOFTHSM2_MODULE
+        P11_FAULT_FILE=$FAULTS
+        P11_FAULT_LOG=$FLOG
+        export P11_FAULT_MODULE P11_FAULT_FILE P11_FAULT_LOG
+        : >"$FAULTS"
+        : >"$FLOG"
+}
+
+# fault_set RULES: replaces the rule file (write aside, then rename: never read half-written)
+fault_set() {
+        printf '%s\n' "$1" >"$FAULTS.tmp" && mv -f "$FAULTS.tmp" "$FAULTS"
+}
+
 # kekd_config [EXTRA LINES...]: writes $TESTDIR/kekd.conf for the token
 kekd_config() {
         SOCKET="$TESTDIR/kekd.sock"

@@ -16,8 +16,8 @@ check_PROGRAMS += tests/p11-fault/fault-client
 tests_p11_fault_fault_client_SOURCES = tests/p11-fault/fault-client.c
 tests_p11_fault_fault_client_LDADD = client/libkek.la
 
-TESTS += tests/integration/fault.sh
-EXTRA_DIST += tests/integration/fault.sh
+TESTS += tests/integration/fault.sh tests/integration/refresh.sh
+EXTRA_DIST += tests/integration/fault.sh tests/integration/refresh.sh
 
 # P11_FAULT_MODULE: the real module p11-fault wraps.
 AM_TESTS_ENVIRONMENT += \
