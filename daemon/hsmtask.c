@@ -20,8 +20,7 @@
 #include "daemon/hsmtask.h"
 
 struct HsmTask {
-        Hsm *parent;
-        Hsm *hsm;                    /* the task's session, opened at the first job */
+        Hsm *hsm;                    /* the task's session, detached, opened with the task */
         int efd;
         sd_event_source *source;
         pthread_t thread;

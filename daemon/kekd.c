@@ -798,12 +798,12 @@ static int run(int argc, char *argv[]) {
         if (keystore_flush_usage(keystore) < 0)
                 log_warning("Could not record the latest key usage in the token");
         (void) audit_flush(audit);
-        /* Then wait for a reading still under way (its thread uses the reading and hsm). */
-        d.refresh_task = task = hsm_task_free(task);
-        metrics_set_task(metrics, NULL);
-        d.refresh_read = keystore_read_free(d.refresh_read);
         if (config->metrics_file)
                 (void) metrics_write_file(metrics, keystore, config->metrics_file);
+        /* Then wait for a reading still under way (its thread uses the reading and hsm). */
+        metrics_set_task(metrics, NULL);
+        d.refresh_task = task = hsm_task_free(task);
+        d.refresh_read = keystore_read_free(d.refresh_read);
         d.server = NULL;
         server = server_free(server);
         if (r < 0) {

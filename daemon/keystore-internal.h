@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
- * What keystore.c (index, lifecycle, maintenance) and keystore-data.c (the
- * data plane) share; nothing outside those two files includes this. The
+ * What keystore.c (index, lifecycle, maintenance), keystore-index.c (building
+ * the index from the token) and keystore-data.c (the data plane) share;
+ * nothing outside those files includes this. The
  * index is touched only by the thread that owns the keystore: the data plane
  * hands HSM work to other threads as CryptoOps that carry copies (handles,
  * IVs, AAD), never pointers into the index.
@@ -10,6 +11,7 @@
 
 #include "daemon/keystore.h"
 
+#define APP_KEYS "kekd"
 #define LEASE_MAX (1u << 20)
 /*
  * IVs are drawn from a pool refilled by one RAND_bytes() call: OpenSSL 3's
@@ -44,6 +46,13 @@ typedef int (*MutateFn)(Keystore *ks, Key *k, void *userdata);
 int key_mutate(Keystore *ks, const char *name, MutateFn fn, void *userdata, const Key **ret);
 
 Key *index_get(Keystore *ks, const char *name);
+/* Position of name in the sorted keys (or where it would go), *found whether it is there. */
+size_t index_pos(Key *const *keys, size_t n, const char *name, bool *found);
+void keys_free(Key **keys, size_t n);
+/* Tells the change callback (watchers) that name went from old to new (either may be NULL). */
+void notify_change(Keystore *ks, const char *name, const Key *old, const Key *new);
+/* Takes this kekd's unflushed usage and leases from old into k (never handles). */
+void carry_runtime(Key *k, const Key *old);
 KeyVersion *key_version(Key *k, uint32_t version);
 uint64_t lease_size(const Key *k);
 /* The key, re-reading the token if it is stale or the name is unknown (another kekd may have created it). */
