@@ -453,7 +453,12 @@ diag "$i operations in $t7 ms: $n_ok ok, $n_transient refused transiently, $n_un
 ok "kekd never died" kekd_alive
 ok "300 operations ran, or as many as 25 s allowed (at least 100): $i" test "$i" -ge 100
 ok "faults fired ($n_fired)" test "$n_fired" -ge 10
-ok "some operations still succeeded ($n_ok of $i)" test "$((n_ok * 4))" -ge "$i"
+# At least 1 in 4 succeeds; 1 in 8 under valgrind ($KEKD_WRAPPER, make memcheck), which runs kekd
+# 10-50 x slower with its threads taking turns (the refresh's reading holds the lock while the loop
+# waits), so more requests fall into the reopen backoff of a lost session: 71-119 of 300 measured there.
+min_ok_div=4
+[ -n "${KEKD_WRAPPER:-}" ] && min_ok_div=8
+ok "some operations still succeeded ($n_ok of $i, at least 1 in $min_ok_div)" test "$((n_ok * min_ok_div))" -ge "$i"
 is "no operation got a definitive refusal because of a fault (but UNKNOWN_VERSION)" "$n_bad" 0
 known_bug $n_unknown_version "no operation got UNKNOWN_VERSION because of a fault" "$BUG_PRESENT"
 ok "service resumes after the faults (within 10 s)" wait_until 10 wrap_works s1
