@@ -295,10 +295,12 @@ static int session_open(Hsm *h, const char **ret_error) {
  * attempts so a dead HSM is not hammered, and never again after the token
  * refused the PIN (real HSMs lock or wipe after a few wrong logins).
  */
-static int session_reopen(Hsm *h) {
+static int ensure_session(Hsm *h) {
         uint64_t now;
         int r;
 
+        if (h->session_open)
+                return 0;
         if (h->login_refused)
                 return -KEKERR_HSM_UNAVAILABLE;
         now = mono_usec();
@@ -314,10 +316,6 @@ static int session_reopen(Hsm *h) {
         h->reopens++;
         generation_bump(h); /* handles from before may not be valid in the new session */
         return 0;
-}
-
-static int ensure_session(Hsm *h) {
-        return h->session_open ? 0 : session_reopen(h);
 }
 
 int hsm_ready(Hsm *h) {
