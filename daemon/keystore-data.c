@@ -6,7 +6,7 @@
  *    a crash or a failed call over-counts the wrap budget, never under-counts
  *    it. A rewrap takes its unit only after its blob authenticated, so
  *    tampered blobs cannot spend a key's budget and force rotations.
- *  - Each wrap gets a fresh random IV on the keystore's thread.
+ *  - Each wrap gets a fresh random IV from the kernel, drawn for it alone.
  *  - run() reads only the CryptoOp and calls only its own Hsm, so any number
  *    of them may run at once on different sessions; prepare, targets and
  *    finish are the only steps that touch the index.
@@ -14,27 +14,33 @@
 #include "config.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include <openssl/rand.h>
+#include <sys/random.h>
 
 #include "common/kekerr.h"
 #include "daemon/cryptopool.h"
 #include "daemon/keystore-internal.h"
 #include "daemon/log.h"
 
-/* A fresh random IV from the pool; -EIO if the DRBG fails. */
-static int iv_next(Keystore *ks, uint8_t iv[BLOB_IV_SIZE]) {
-        if (ks->iv_pool_used + BLOB_IV_SIZE > sizeof(ks->iv_pool)) {
-                if (RAND_bytes(ks->iv_pool, sizeof(ks->iv_pool)) != 1)
-                        return -EIO;
-                ks->iv_pool_used = 0;
-        }
-        memcpy(iv, ks->iv_pool + ks->iv_pool_used, BLOB_IV_SIZE);
-        /* never handed out twice */
-        memset(ks->iv_pool + ks->iv_pool_used, 0, BLOB_IV_SIZE);
-        ks->iv_pool_used += BLOB_IV_SIZE;
+/*
+ * A fresh random IV, drawn for the wrap that uses it and for no other: no IV
+ * exists in kekd's memory before its wrap, so a restored VM snapshot, a
+ * cloned VM or a copied process image holds none that the next wraps would
+ * use. getrandom(2) rather than a user-space DRBG: the kernel's CRNG keeps no
+ * state in this process and is reseeded when the hypervisor reports a VM
+ * fork or restore (vmgenid), which a DRBG's reseed-on-fork does not see.
+ * Uniqueness across several kekd on one token, restarts and restores rests
+ * on these draws being independent and on the wrap budget, which bounds the
+ * wraps of a version across every kekd (leases live in the token) far below
+ * the 2^32 random-IV bound of NIST SP 800-38D. -EIO if the kernel fails.
+ */
+static int iv_new(uint8_t iv[BLOB_IV_SIZE]) {
+        /* Up to 256 bytes, getrandom() neither returns short nor is interrupted once seeded. */
+        if (getrandom(iv, BLOB_IV_SIZE, 0) != (ssize_t) BLOB_IV_SIZE)
+                return -EIO;
         return 0;
 }
 
@@ -151,7 +157,7 @@ static int wrap_target(Keystore *ks, const char *name, uint32_t version, size_t 
                 return -ENOMEM;
         memcpy(blob, header, (size_t) hlen);
         /* A fresh random 96-bit IV per wrap; the per-version wrap budget keeps collisions negligible. */
-        if (iv_next(ks, blob + hlen) < 0)
+        if (iv_new(blob + hlen) < 0)
                 return -EIO;
         v->lease_left--;
         op->generation = ks->generation;

@@ -13,13 +13,6 @@
 
 #define APP_KEYS "kekd"
 #define LEASE_MAX (1u << 20)
-/*
- * IVs are drawn from a pool refilled by one RAND_bytes() call: OpenSSL 3's
- * per-call cost (DRBG locks, parameter lookups, fork check) was about 2% of
- * kekd's CPU at one call per wrap (16 clients). IVs are public, so the pool holds nothing
- * secret; kekd never forks, so no two processes can share pool contents.
- */
-#define IV_POOL_IVS 512u
 
 struct Keystore {
         Hsm *hsm;
@@ -37,8 +30,6 @@ struct Keystore {
         void *on_change_userdata;
         char (*dup_names)[KEY_NAME_MAX + 1]; /* names with more than one record object, as the last load found them */
         size_t n_dup_names;
-        uint8_t iv_pool[IV_POOL_IVS * BLOB_IV_SIZE];
-        size_t iv_pool_used;          /* bytes handed out; sizeof(iv_pool) when empty */
 };
 
 /* Changes one key: fresh read, fn, write generation+1, index (see keystore.c). */

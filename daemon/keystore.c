@@ -372,7 +372,6 @@ int keystore_new(Hsm *hsm, const char *owner, Keystore **ret) {
         if (!ks)
                 return -ENOMEM;
         ks->hsm = hsm;
-        ks->iv_pool_used = sizeof(ks->iv_pool);
         snprintf(ks->owner, sizeof(ks->owner), "%s", owner);
         r = keystore_load(ks);
         if (r < 0)
