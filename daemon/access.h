@@ -61,6 +61,21 @@ typedef enum Role {
         ROLE_ADMIN,        /* vault policy, grants */
 } Role;
 
+/* Who kekd itself is, and its [access] groups ((gid_t) -1: none configured). */
+typedef struct AccessConfig {
+        uid_t self_uid;
+        gid_t admin_gid;
+        gid_t officer_gid;
+} AccessConfig;
+
+/*
+ * A peer from its socket credentials: superuser for uid 0 and kekd's own
+ * user; admin or officer when its primary group or any of its supplementary
+ * groups is the configured one. All n groups count for the roles; the first
+ * PEER_GROUPS_MAX are kept for group grants.
+ */
+void peer_init(Peer *ret, const AccessConfig *a, uid_t uid, gid_t gid, pid_t pid, const gid_t *groups, size_t n);
+
 bool peer_has_role(const Peer *p, Role role);
 bool peer_in_group(const Peer *p, gid_t gid);
 
