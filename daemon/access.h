@@ -2,7 +2,7 @@
 /*
  * Who may do what. A peer is identified by its Unix socket credentials
  * (SO_PEERCRED, SO_PEERGROUPS), read by the transport when it connects; the
- * roles below are decided then, from kekd's [access] configuration. Per-key
+ * roles below are decided then (peer_init), from kekd's [access] configuration. Per-key
  * grants decide the data plane. Everything here is pure, so the decisions
  * are unit tested without a socket.
  *
@@ -13,7 +13,7 @@
  *   admin       [access] admin_group: vault policy, grants, and everything
  *               an officer may do.
  *   officer     [access] officer_group: key lifecycle (create, rotate,
- *               disable, delete, recover, purge, check, approvals).
+ *               disable, delete, recover, purge), check, status, approvals.
  *   crypto user anyone the socket lets in: get, wrap, unwrap and rewrap,
  *               only on keys with a matching grant. Officers and admins
  *               are crypto users of a key only through a grant too:
