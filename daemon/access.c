@@ -13,6 +13,24 @@
 #include "common/macro.h"
 #include "daemon/access.h"
 
+void peer_init(Peer *ret, const AccessConfig *a, uid_t uid, gid_t gid, pid_t pid, const gid_t *groups, size_t n) {
+        Peer p = { .uid = uid, .gid = gid, .pid = pid };
+
+        for (size_t i = 0; i < n && p.n_groups < PEER_GROUPS_MAX; i++)
+                p.groups[p.n_groups++] = groups[i];
+        p.superuser = uid == 0 || uid == a->self_uid;
+        /* The primary group counts as much as the supplementary ones (i == n). */
+        for (size_t i = 0; i <= n; i++) {
+                gid_t g = i < n ? groups[i] : gid;
+
+                if (a->admin_gid != (gid_t) -1 && g == a->admin_gid)
+                        p.admin = true;
+                if (a->officer_gid != (gid_t) -1 && g == a->officer_gid)
+                        p.officer = true;
+        }
+        *ret = p;
+}
+
 bool peer_has_role(const Peer *p, Role role) {
         if (!p)
                 return false;

@@ -2,7 +2,7 @@
 /*
  * Who may do what. A peer is identified by its Unix socket credentials
  * (SO_PEERCRED, SO_PEERGROUPS), read by the transport when it connects; the
- * roles below are decided then, from kekd's [access] configuration. Per-key
+ * roles below are decided then (peer_init), from kekd's [access] configuration. Per-key
  * grants decide the data plane. Everything here is pure, so the decisions
  * are unit tested without a socket.
  *
@@ -13,7 +13,7 @@
  *   admin       [access] admin_group: vault policy, grants, and everything
  *               an officer may do.
  *   officer     [access] officer_group: key lifecycle (create, rotate,
- *               disable, delete, recover, purge, check, approvals).
+ *               disable, delete, recover, purge), check, status, approvals.
  *   crypto user anyone the socket lets in: get, wrap, unwrap and rewrap,
  *               only on keys with a matching grant. Officers and admins
  *               are crypto users of a key only through a grant too:
@@ -60,6 +60,21 @@ typedef enum Role {
         ROLE_OFFICER,      /* key lifecycle */
         ROLE_ADMIN,        /* vault policy, grants */
 } Role;
+
+/* Who kekd itself is, and its [access] groups ((gid_t) -1: none configured). */
+typedef struct AccessConfig {
+        uid_t self_uid;
+        gid_t admin_gid;
+        gid_t officer_gid;
+} AccessConfig;
+
+/*
+ * A peer from its socket credentials: superuser for uid 0 and kekd's own
+ * user; admin or officer when its primary group or any of its supplementary
+ * groups is the configured one. All n groups count for the roles; the first
+ * PEER_GROUPS_MAX are kept for group grants.
+ */
+void peer_init(Peer *ret, const AccessConfig *a, uid_t uid, gid_t gid, pid_t pid, const gid_t *groups, size_t n);
 
 bool peer_has_role(const Peer *p, Role role);
 bool peer_in_group(const Peer *p, gid_t gid);

@@ -6,7 +6,7 @@
  * through one kekd can be approved through another on the same token.
  *
  * Invariants: a record is never modified, only created and destroyed.
- * approval_take() destroys the record before the caller runs the request:
+ * approval_claim() destroys the record before the caller runs the request:
  * whoever destroys it owns the approval, and a crash after the claim loses
  * the approval (the officers submit again) but never applies an operation
  * twice. Expired records are destroyed when seen. At most APPROVALS_MAX

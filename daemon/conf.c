@@ -9,6 +9,7 @@
 #include <errno.h>
 #include <stdarg.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <limits.h>
 #include <stdio.h>
 #include <string.h>
@@ -34,6 +35,61 @@ typedef struct ParseState {
 } ParseState;
 
 static const char *const sections[] = { "hsm", "server", "keys", "access", "metrics", "log" };
+
+#define KEY(s, n, r, t, f) { s, n, CONFIG_RELOAD_##r, CONFIG_##t, offsetof(Config, f) }
+const ConfigKey config_keys[] = {
+        KEY("hsm", "module", RESTART, STRING, module),
+        KEY("hsm", "token", RESTART, STRING, token_uri),
+        KEY("hsm", "pin_file", RESTART, STRING, pin_file),
+        KEY("hsm", "sessions", RESTART, UNSIGNED, sessions),
+        KEY("server", "socket", SOCKET, STRING, socket_path),
+        KEY("server", "socket_mode", SOCKET, MODE, socket_mode),
+        KEY("server", "socket_group", SOCKET, STRING, socket_group),
+        KEY("server", "max_frame", RESTART, SIZE, max_frame),
+        KEY("server", "max_connections", RESTART, UNSIGNED, max_connections),
+        KEY("server", "max_connections_per_uid", RESTART, UNSIGNED, max_connections_per_uid),
+        KEY("server", "idle_timeout", RESTART, UNSIGNED, idle_timeout),
+        KEY("keys", "refresh_interval", APPLY, UNSIGNED, refresh_interval),
+        KEY("keys", "allow_unrecoverable", APPLY, BOOL, allow_unrecoverable),
+        KEY("access", "admin_group", RESTART, STRING, admin_group),
+        KEY("access", "officer_group", RESTART, STRING, officer_group),
+        KEY("metrics", "file", RESTART, STRING, metrics_file),
+        KEY("metrics", "interval", RESTART, UNSIGNED, metrics_interval),
+        KEY("log", "level", APPLY, INT, log_level),
+        KEY("log", "audit_interval", RESTART, UNSIGNED, audit_interval),
+};
+#undef KEY
+const size_t config_n_keys = ELEMENTSOF(config_keys);
+
+static const ConfigKey *config_key_find(const char *section, const char *name) {
+        for (size_t i = 0; i < config_n_keys; i++)
+                if (strcmp(config_keys[i].section, section) == 0 && strcmp(config_keys[i].name, name) == 0)
+                        return &config_keys[i];
+        return NULL;
+}
+
+bool config_key_changed(const ConfigKey *k, const Config *a, const Config *b) {
+        const char *pa = (const char *) a + k->offset, *pb = (const char *) b + k->offset;
+
+        switch (k->type) {
+        case CONFIG_STRING: {
+                const char *sa = *(char *const *) pa, *sb = *(char *const *) pb;
+
+                return sa && sb ? strcmp(sa, sb) != 0 : sa != sb;
+        }
+        case CONFIG_UNSIGNED:
+                return *(const unsigned *) pa != *(const unsigned *) pb;
+        case CONFIG_SIZE:
+                return *(const size_t *) pa != *(const size_t *) pb;
+        case CONFIG_MODE:
+                return *(const mode_t *) pa != *(const mode_t *) pb;
+        case CONFIG_BOOL:
+                return *(const bool *) pa != *(const bool *) pb;
+        case CONFIG_INT:
+                return *(const int *) pa != *(const int *) pb;
+        }
+        return true; /* an unknown type is reported rather than missed */
+}
 
 /* Stands in for a value too long for inih's line buffer; the handler swaps in s->long_value. */
 #define LONG_VALUE_MARK "\x1f"
@@ -226,6 +282,13 @@ static int handler(void *user, const char *section, const char *name, const char
                 return 1; /* section header (only with INI_CALL_HANDLER_ON_NEW_SECTION builds) */
         if (strcmp(value, LONG_VALUE_MARK) == 0 && s->long_value)
                 value = s->long_value;
+        /* Only listed keys: each one's reload treatment is then known (conf.h). */
+        if (!config_key_find(section, name)) {
+                for (size_t i = 0; i < ELEMENTSOF(sections); i++)
+                        if (strcmp(section, sections[i]) == 0)
+                                return fail(s, "unknown key '%s' in [%s]", name, section);
+                return fail(s, "unknown section [%s]", section);
+        }
 
         if (strcmp(section, "hsm") == 0) {
                 if (strcmp(name, "module") == 0)

@@ -35,6 +35,40 @@ typedef struct Config {
 } Config;
 
 /*
+ * Every key kekd.conf knows, and what a reload (SIGHUP) does with a changed
+ * value. The parser accepts only the keys listed in config_keys[], so a key
+ * cannot be added without saying how a reload treats it, and kekd warns
+ * about every changed key it cannot apply.
+ */
+typedef enum ConfigReload {
+        CONFIG_RELOAD_APPLY,   /* reload_config() in kekd.c applies the new value */
+        CONFIG_RELOAD_RESTART, /* only a restart applies it: a change is warned about */
+        CONFIG_RELOAD_SOCKET,  /* as RESTART, but moot while systemd passes the socket */
+} ConfigReload;
+
+typedef enum ConfigType {
+        CONFIG_STRING,   /* char * */
+        CONFIG_UNSIGNED, /* unsigned */
+        CONFIG_SIZE,     /* size_t */
+        CONFIG_MODE,     /* mode_t */
+        CONFIG_BOOL,     /* bool */
+        CONFIG_INT,      /* int */
+} ConfigType;
+
+typedef struct ConfigKey {
+        const char *section, *name;
+        ConfigReload reload;
+        ConfigType type;
+        size_t offset;   /* of the field in Config */
+} ConfigKey;
+
+extern const ConfigKey config_keys[];
+extern const size_t config_n_keys;
+
+/* Whether key k has different values in a and b. */
+bool config_key_changed(const ConfigKey *k, const Config *a, const Config *b);
+
+/*
  * Parses path into a new Config. On failure returns -errno / -EINVAL and, if
  * ret_error is given, a malloc'd message "PATH:LINE: what is wrong".
  */

@@ -352,47 +352,22 @@ static const char *log_level_name(int level) {
         }
 }
 
-static bool streq_ptr(const char *a, const char *b) {
-        return a && b ? strcmp(a, b) == 0 : a == b;
-}
-
 /*
- * Settings that only a restart applies: a changed one is reported, and the
- * running value stays. Every Config field is either here or applied by
- * reload_config().
+ * Keys that only a restart applies (conf.h, config_keys[]): a changed one is
+ * reported, and the running value stays. reload_config() applies the rest.
  */
 static void warn_restart_needed(const Daemon *d, const Config *old, const Config *new) {
-        const struct {
-                bool changed;
-                const char *section, *key;
-                bool socket; /* ignored when systemd passes the socket */
-        } settings[] = {
-                { !streq_ptr(old->module, new->module), "hsm", "module", false },
-                { !streq_ptr(old->token_uri, new->token_uri), "hsm", "token", false },
-                { !streq_ptr(old->pin_file, new->pin_file), "hsm", "pin_file", false },
-                { !streq_ptr(old->socket_path, new->socket_path), "server", "socket", true },
-                { old->socket_mode != new->socket_mode, "server", "socket_mode", true },
-                { !streq_ptr(old->socket_group, new->socket_group), "server", "socket_group", true },
-                { old->max_frame != new->max_frame, "server", "max_frame", false },
-                { old->max_connections != new->max_connections, "server", "max_connections", false },
-                { old->idle_timeout != new->idle_timeout, "server", "idle_timeout", false },
-                { !streq_ptr(old->admin_group, new->admin_group), "access", "admin_group", false },
-                { !streq_ptr(old->officer_group, new->officer_group), "access", "officer_group", false },
-                { old->max_connections_per_uid != new->max_connections_per_uid, "server", "max_connections_per_uid", false },
-                { old->audit_interval != new->audit_interval, "log", "audit_interval", false },
-                { !streq_ptr(old->metrics_file, new->metrics_file), "metrics", "file", false },
-                { old->metrics_interval != new->metrics_interval, "metrics", "interval", false },
-        };
+        for (size_t i = 0; i < config_n_keys; i++) {
+                const ConfigKey *k = &config_keys[i];
 
-        for (size_t i = 0; i < ELEMENTSOF(settings); i++) {
-                if (!settings[i].changed)
+                if (k->reload == CONFIG_RELOAD_APPLY || !config_key_changed(k, old, new))
                         continue;
-                if (settings[i].socket && d->socket_from_systemd)
+                if (k->reload == CONFIG_RELOAD_SOCKET && d->socket_from_systemd)
                         log_info("'%s' in [%s] changed; it does not apply while systemd passes the socket",
-                                 settings[i].key, settings[i].section);
+                                 k->name, k->section);
                 else
                         log_warning("'%s' in [%s] changed; the change takes effect only when kekd is restarted",
-                                    settings[i].key, settings[i].section);
+                                    k->name, k->section);
         }
 }
 

@@ -2,12 +2,13 @@
 /*
  * The keystore: kekd's in-memory index of the keys held in the token, their
  * lifecycle, and the wrap/unwrap operations on them. The token is the
- * database (DESIGN.md): each key has a CKO_DATA metadata record (a
- * Kek__KeyRecord) and one AES secret key object per version (CKA_LABEL = key
- * name, CKA_ID = version); the vault policy is one more record. The index is
- * rebuilt from the token at start, every refresh interval and whenever the
- * HSM session had to be reopened, so changes made through another kekd on
- * the same token are honoured within that interval.
+ * database (TOKEN LAYOUT in kekd-protocol(7)): each key has a CKO_DATA
+ * metadata record (a Kek__KeyRecord) and one AES secret key object per
+ * version (CKA_LABEL = key name, CKA_ID = version); the vault policy is one
+ * more record. The index is rebuilt from the token at start, every refresh
+ * interval (read on the refresh task's thread, keystore_read_*) and whenever
+ * the HSM session had to be reopened, so changes made through another kekd
+ * on the same token are honoured within that interval.
  *
  * Consistency invariants, whatever point a kekd dies at:
  *  - Records are never modified in place: a change writes generation N+1 as a

@@ -403,8 +403,7 @@ static int on_group(sd_event_source *source, void *userdata) {
 static void peer_identify(const Server *s, int fd, const struct ucred *cred, Peer *ret) {
         _cleanup_free_ gid_t *groups = NULL;
         socklen_t len = PEER_GROUPS_MAX * sizeof(gid_t);
-        Peer p = { .uid = cred->uid, .gid = cred->gid, .pid = cred->pid };
-        size_t n = 0;
+        const AccessConfig a = { .self_uid = geteuid(), .admin_gid = s->admin_gid, .officer_gid = s->officer_gid };
 
         groups = malloc(len);
         if (groups && getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, groups, &len) < 0 && errno == ERANGE) {
@@ -419,19 +418,7 @@ static void peer_identify(const Server *s, int fd, const struct ucred *cred, Pee
                         len = 0;
         } else if (!groups)
                 len = 0;
-        n = len / sizeof(gid_t);
-        for (size_t i = 0; i < n && p.n_groups < PEER_GROUPS_MAX; i++)
-                p.groups[p.n_groups++] = groups[i];
-        p.superuser = cred->uid == 0 || cred->uid == geteuid();
-        for (size_t i = 0; i <= n; i++) {
-                gid_t g = i < n ? groups[i] : cred->gid;
-
-                if (s->admin_gid != (gid_t) -1 && g == s->admin_gid)
-                        p.admin = true;
-                if (s->officer_gid != (gid_t) -1 && g == s->officer_gid)
-                        p.officer = true;
-        }
-        *ret = p;
+        peer_init(ret, &a, cred->uid, cred->gid, cred->pid, groups, len / sizeof(gid_t));
 }
 
 /* A refused connection gets one error frame (id 0) before it is closed, so the client can say why. */

@@ -91,5 +91,29 @@ fi
 
 ok "kekd starts with the good configuration" kekd_start
 ok "the socket has mode 0600 as configured" test "$(stat -c %a "$SOCKET")" = 600
+
+# SIGHUP with a changed key that only a restart applies: kekd says so, naming
+# the key, and keeps serving. [hsm] sessions was once silently ignored.
+reloaded() {
+        [ "$(grep -c "Reloaded configuration from $CONF" "$TESTDIR/kekd.log")" -ge 1 ]
+}
+old_sessions=$(sed -n 's/^sessions = //p' "$CONF")
+sed -i "s/^sessions = .*/sessions = $((old_sessions + 1))/" "$CONF"
+sed -i 's/^refresh_interval = .*/refresh_interval = 7/' "$CONF"
+kill -HUP "$KEKD_PID"
+i=0
+while ! reloaded && [ $i -lt 100 ]; do
+        sleep 0.1
+        i=$((i + 1))
+done
+ok "SIGHUP reloads the configuration" reloaded
+contains "a changed [hsm] sessions is named as needing a restart" "$TESTDIR/kekd.log" \
+        "'sessions' in [hsm] changed; the change takes effect only when kekd is restarted"
+ok "a changed key that reload applies is not reported as needing a restart" \
+        sh -c "! grep -qF \"'refresh_interval' in [keys] changed; the change takes effect only\" '$TESTDIR/kekd.log'"
+contains "... it is applied instead" "$TESTDIR/kekd.log" "refresh_interval changed from 1 s to 7 s"
+ok "kekd keeps serving after the reload" kekd_alive
+kc list
+is "... and answers" "$KC_STATUS" 0
 kekd_stop
 done_testing

@@ -545,6 +545,51 @@ static void test_load_file(void) {
         is_int(rmdir(dir), 0, "remove %s", dir);
 }
 
+/*
+ * config_keys[] (what SIGHUP does with each key): every key of two configs
+ * that differ everywhere is seen as changed, none of a config against
+ * itself, and [hsm] sessions is one that only a restart applies (a reload
+ * once ignored a change to it without a word).
+ */
+static void test_reload_keys(void) {
+        static const char a_text[] =
+                "[hsm]\nmodule = /a.so\ntoken = pkcs11:token=a\npin_file = /a/pin\nsessions = 1\n"
+                "[server]\nsocket = /a.sock\nsocket_mode = 0600\nsocket_group = ga\nmax_frame = 8192\n"
+                "max_connections = 10\nmax_connections_per_uid = 5\nidle_timeout = 30\n"
+                "[keys]\nrefresh_interval = 5\nallow_unrecoverable = no\n"
+                "[access]\nadmin_group = aa\nofficer_group = oa\n"
+                "[metrics]\nfile = /a.prom\ninterval = 15\n"
+                "[log]\nlevel = info\naudit_interval = 60\n";
+        static const char b_text[] =
+                "[hsm]\nmodule = /b.so\ntoken = pkcs11:token=b\npin_file = /b/pin\nsessions = 4\n"
+                "[server]\nsocket = /b.sock\nsocket_mode = 0660\nsocket_group = gb\nmax_frame = 16384\n"
+                "max_connections = 20\nmax_connections_per_uid = 6\nidle_timeout = 31\n"
+                "[keys]\nrefresh_interval = 6\nallow_unrecoverable = yes\n"
+                "[access]\nadmin_group = ab\nofficer_group = ob\n"
+                "[metrics]\nfile = /b.prom\ninterval = 16\n"
+                "[log]\nlevel = debug\naudit_interval = 61\n";
+        Config *a = load_ok(a_text, "reload: config a"), *b = load_ok(b_text, "reload: config b");
+        const ConfigKey *sessions = NULL;
+
+        if (!a || !b) {
+                config_free(a);
+                config_free(b);
+                return;
+        }
+        for (size_t i = 0; i < config_n_keys; i++) {
+                const ConfigKey *k = &config_keys[i];
+
+                ok(config_key_changed(k, a, b), "reload: [%s] %s differs between a and b", k->section, k->name);
+                ok(!config_key_changed(k, a, a), "reload: [%s] %s of a equals itself", k->section, k->name);
+                if (strcmp(k->section, "hsm") == 0 && strcmp(k->name, "sessions") == 0)
+                        sessions = k;
+        }
+        ok(sessions != NULL, "reload: [hsm] sessions is listed");
+        ok(sessions && sessions->reload == CONFIG_RELOAD_RESTART, "reload: [hsm] sessions needs a restart");
+        config_free(a);
+        config_free(b);
+}
+
 int main(void) {
         test_full();
         test_minimal();
@@ -556,5 +601,6 @@ int main(void) {
         test_long_lines();
         test_indented();
         test_load_file();
+        test_reload_keys();
         return tap_done();
 }
