@@ -404,21 +404,26 @@ static void peer_identify(const Server *s, int fd, const struct ucred *cred, Pee
         _cleanup_free_ gid_t *groups = NULL;
         socklen_t len = PEER_GROUPS_MAX * sizeof(gid_t);
         const AccessConfig a = { .self_uid = geteuid(), .admin_gid = s->admin_gid, .officer_gid = s->officer_gid };
+        size_t n = 0;
 
+        /* Any failure leaves the peer with no supplementary groups: a buffer the kernel did
+         * not fill must never be read as group ids (they could match admin_gid). */
         groups = malloc(len);
-        if (groups && getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, groups, &len) < 0 && errno == ERANGE) {
-                /* More groups than we keep for grants: read them all for the role decision. */
-                gid_t *more = realloc(groups, len);
+        if (groups) {
+                if (getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, groups, &len) >= 0)
+                        n = len / sizeof(gid_t);
+                else if (errno == ERANGE) {
+                        /* More groups than we keep for grants: read them all for the role decision. */
+                        gid_t *more = realloc(groups, len);
 
-                if (more) {
-                        groups = more;
-                        if (getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, groups, &len) < 0)
-                                len = 0;
-                } else
-                        len = 0;
-        } else if (!groups)
-                len = 0;
-        peer_init(ret, &a, cred->uid, cred->gid, cred->pid, groups, len / sizeof(gid_t));
+                        if (more) {
+                                groups = more;
+                                if (getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, groups, &len) >= 0)
+                                        n = len / sizeof(gid_t);
+                        }
+                }
+        }
+        peer_init(ret, &a, cred->uid, cred->gid, cred->pid, groups, n);
 }
 
 /* A refused connection gets one error frame (id 0) before it is closed, so the client can say why. */
