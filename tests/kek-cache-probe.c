@@ -5,7 +5,7 @@
  *
  *   kek-cache-probe BLOBFILE CONTEXT READYFILE SECONDS
  *
- * It unwraps the blob once (a round trip), checks that the next unwrap is a
+ * It waits for its Watch stream, unwraps the blob once (a round trip), checks that the next unwrap is a
  * cache hit (no round trip), creates READYFILE, then unwraps every 20 ms. It
  * prints "dropped after N ms: ERROR" and exits 0 as soon as an unwrap fails
  * with a definitive error and the cache holds no entry any more; it exits 1
@@ -47,6 +47,18 @@ int main(int argc, char *argv[]) {
         close(fd);
         if (kek_client_new(&opts, &c) < 0)
                 return 2;
+        /* The Watch subscription's first event marks the whole cache stale (events may have
+         * been missed): wait for it, bounded, so it cannot land between the two unwraps below. */
+        start = mono_ms();
+        do {
+                kek_stats_get(c, &st);
+                if (!st.watch_connected)
+                        usleep(10 * 1000);
+        } while (!st.watch_connected && mono_ms() - start < 20000);
+        if (!st.watch_connected) {
+                fprintf(stderr, "the Watch stream did not connect within 20 s\n");
+                return 2;
+        }
         r = kek_unwrap(c, blob, (size_t) n, (const uint8_t *) argv[2], strlen(argv[2]), &aek);
         if (r < 0) {
                 fprintf(stderr, "first unwrap: %s\n", kek_strerror(r));
