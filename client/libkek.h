@@ -12,8 +12,10 @@
  * unwrapping again every refresh_sec (6..60). When kekd or the HSM is
  * unavailable (a transient error) entries keep serving for grace_sec past
  * their last successful unwrap; on a definitive refusal (key disabled,
- * deleted, unknown, permission removed) every entry of that key is dropped at
- * once. Cached AEKs live in memory that is excluded from core dumps, locked
+ * deleted, unknown, permission removed) of a key and version the cache holds
+ * entries for, every entry of that key is dropped at once (a refusal of a
+ * version it holds nothing of may come from a forged blob header and drops
+ * nothing else). Cached AEKs live in memory that is excluded from core dumps, locked
  * when RLIMIT_MEMLOCK allows, and cleansed on eviction.
  *
  * All functions return 0 on success and a negative number on
