@@ -64,6 +64,20 @@ typedef struct Entry {
         kek_aek *aek;
 } Entry;
 
+/*
+ * How many entries one (key, version) has: kek_unwrap() drops a whole key on
+ * a refusal only if the version the blob names is one kekd confirmed for
+ * this cache before (the header of a refused blob is not authenticated).
+ * Nodes come from a fixed table of max slots, as entries do: there are never
+ * more distinct versions than entries.
+ */
+typedef struct KeyVer {
+        struct KeyVer *hnext;
+        uint64_t key_id;
+        uint32_t version;
+        uint32_t count;
+} KeyVer;
+
 typedef struct Bucket {
         Entry *head;
         kek_aek *aek;                /* head->aek, read with the head so both misses overlap */
@@ -79,6 +93,10 @@ struct Cache {
         size_t n, max;
         Entry *head, *tail;
         Entry *hand;                 /* CLOCK: the next eviction candidate, moving towards the head; NULL: tail */
+        KeyVer **kv_buckets;         /* n_buckets chains of (key, version) counts */
+        KeyVer *kv_slots;            /* max nodes, handed out in order, then recycled through kv_free */
+        size_t kv_used;
+        KeyVer *kv_free;
         uint8_t key[16];             /* SipHash key, random per cache */
         uint64_t serial;             /* tells the per-thread MAC contexts which key they hold */
         bool rekey;                  /* re-key on every digest: this OpenSSL does not restart under the old key */
@@ -118,10 +136,14 @@ int cache_new(size_t max_entries, Cache **ret) {
         c->max = max_entries;
         c->buckets = table_new(c->n_buckets * sizeof(*c->buckets));
         c->slots = table_new(c->max * sizeof(*c->slots));
+        c->kv_buckets = table_new(c->n_buckets * sizeof(*c->kv_buckets));
+        c->kv_slots = table_new(c->max * sizeof(*c->kv_slots));
         c->serial = __atomic_add_fetch(&cache_serial, 1, __ATOMIC_RELAXED);
-        if (!c->buckets || !c->slots || RAND_bytes(c->key, sizeof(c->key)) != 1) {
+        if (!c->buckets || !c->slots || !c->kv_buckets || !c->kv_slots || RAND_bytes(c->key, sizeof(c->key)) != 1) {
                 table_free(c->buckets, c->n_buckets * sizeof(*c->buckets));
                 table_free(c->slots, c->max * sizeof(*c->slots));
+                table_free(c->kv_buckets, c->n_buckets * sizeof(*c->kv_buckets));
+                table_free(c->kv_slots, c->max * sizeof(*c->kv_slots));
                 free(c);
                 return -ENOMEM;
         }
@@ -200,6 +222,40 @@ static void bucket_sync(Bucket *b) {
         b->aek = b->head ? b->head->aek : NULL;
 }
 
+static KeyVer **kv_find(Cache *c, uint64_t key_id, uint32_t version) {
+        KeyVer **p = &c->kv_buckets[(key_id ^ (uint64_t) version * 0x9e3779b97f4a7c15ULL) & (c->n_buckets - 1)];
+
+        while (*p && ((*p)->key_id != key_id || (*p)->version != version))
+                p = &(*p)->hnext;
+        return p;
+}
+
+/* Counts one more entry of (key, version); never fails, as there are at most max nodes in use. */
+static void kv_add(Cache *c, uint64_t key_id, uint32_t version) {
+        KeyVer **p = kv_find(c, key_id, version), *kv = *p;
+
+        if (!kv) {
+                kv = c->kv_free;
+                if (kv)
+                        c->kv_free = kv->hnext;
+                else
+                        kv = &c->kv_slots[c->kv_used++]; /* kv_used <= n <= max */
+                *kv = (KeyVer) { .key_id = key_id, .version = version };
+                *p = kv;
+        }
+        kv->count++;
+}
+
+static void kv_sub(Cache *c, uint64_t key_id, uint32_t version) {
+        KeyVer **p = kv_find(c, key_id, version), *kv = *p;
+
+        if (!kv || --kv->count > 0)
+                return;
+        *p = kv->hnext;
+        kv->hnext = c->kv_free;
+        c->kv_free = kv;
+}
+
 /* Unlinks e from its bucket and the LRU, and frees it. */
 static void entry_remove(Cache *c, Entry *e) {
         Bucket *b = bucket_of(c, e->digest);
@@ -211,6 +267,7 @@ static void entry_remove(Cache *c, Entry *e) {
                 *p = e->hnext;
         bucket_sync(b);
         lru_unlink(c, e);
+        kv_sub(c, e->key_id, e->version);
         c->n--;
         entry_free(c, e);
 }
@@ -229,6 +286,8 @@ Cache *cache_free(Cache *c) {
         OPENSSL_cleanse(c->key, sizeof(c->key));
         table_free(c->buckets, c->n_buckets * sizeof(*c->buckets));
         table_free(c->slots, c->max * sizeof(*c->slots));
+        table_free(c->kv_buckets, c->n_buckets * sizeof(*c->kv_buckets));
+        table_free(c->kv_slots, c->max * sizeof(*c->kv_slots));
         pthread_mutex_destroy(&c->lock);
         free(c);
         return NULL;
@@ -320,13 +379,31 @@ bool cache_digest_restarts(const Cache *c) {
         return !c->rekey;
 }
 
-uint64_t cache_key_id(const char *name) {
-        uint64_t h = 1469598103934665603ULL;
+int cache_key_id(const Cache *c, const char *name, uint64_t *ret) {
+        static const uint8_t label[] = "kekd-cache-key-id";
+        uint8_t d[16];
+        int r;
 
-        /* FNV-1a: a collision can only drop more entries on revocation, never fewer. */
-        for (; name && *name; name++)
-                h = (h ^ (uint8_t) *name) * 1099511628211ULL;
-        return h;
+        /*
+         * Keyed like the entries, so nobody without the cache's key can pick a name whose id is
+         * another key's: a refusal for that name would otherwise drop the other key's entries.
+         */
+        if (!name)
+                return -EINVAL;
+        r = cache_digest(c, (const uint8_t *) name, strlen(name), label, sizeof(label), d);
+        if (r < 0)
+                return r;
+        memcpy(ret, d, sizeof(*ret));
+        return 0;
+}
+
+bool cache_holds(Cache *c, uint64_t key_id, uint32_t version) {
+        bool held;
+
+        pthread_mutex_lock(&c->lock);
+        held = *kv_find(c, key_id, version) != NULL;
+        pthread_mutex_unlock(&c->lock);
+        return held;
 }
 
 static Entry *find(Cache *c, const uint8_t digest[16]) {
@@ -399,6 +476,7 @@ void cache_store(Cache *c, const uint8_t digest[16], uint64_t key_id, uint32_t v
         e->version = version;
         e->fetched_usec = e->last_ok_usec = now;
         e->aek = kek_aek_ref(aek);
+        kv_add(c, key_id, version);
         e->hnext = bucket_of(c, digest)->head;
         bucket_of(c, digest)->head = e;
         bucket_sync(bucket_of(c, digest));

@@ -3,7 +3,7 @@
  * libkek's AEK cache: entries keyed by a 128-bit digest of (blob, context),
  * each holding a reference to its kek_aek, the key and version it was
  * wrapped under, when it was last fetched and last confirmed by kekd. Bounded
- * in size with LRU eviction; an evicted or dropped AEK is released (and
+ * in size with CLOCK eviction; an evicted or dropped AEK is released (and
  * cleansed once no caller holds it). Thread-safe: one mutex, held for
  * O(1) work except the O(n) revocation drops.
  */
@@ -34,7 +34,13 @@ int cache_digest(const Cache *c, const uint8_t *blob, size_t blob_len, const uin
                  uint8_t out[16]);
 /* Whether digests restart each thread's MAC under the key it holds (the fast path), not re-key it. */
 bool cache_digest_restarts(const Cache *c);
-uint64_t cache_key_id(const char *name);
+/*
+ * The id entries of key name are stored under: keyed by this cache (a name
+ * colliding with another's id cannot be chosen). <0 as for cache_digest().
+ */
+int cache_key_id(const Cache *c, const char *name, uint64_t *ret);
+/* Whether the cache holds an entry of that key and version, i.e. one kekd confirmed to this cache. */
+bool cache_holds(Cache *c, uint64_t key_id, uint32_t version);
 
 /* On FRESH or STALE, *ret_aek is a new reference and *ret_last_ok when kekd last confirmed it. */
 CacheResult cache_lookup(Cache *c, const uint8_t digest[16], uint64_t now, uint64_t refresh_usec, kek_aek **ret_aek,

@@ -393,7 +393,10 @@ static void apply_event(kek_client *c, const Kek__KeyEvent *ev) {
                 cache_mark_stale(c->cache);
                 return;
         }
-        id = cache_key_id(ev->key);
+        if (cache_key_id(c->cache, ev->key, &id) < 0) {
+                cache_clear(c->cache); /* cannot tell the key's entries apart: a revocation must not be missed */
+                return;
+        }
         if (ev->gone || ev->state != KEK__KEY_STATE__ENABLED)
                 (void) cache_drop_key(c->cache, id, NULL, 0);
         else if (ev->n_disabled_versions > 0)
@@ -624,7 +627,7 @@ _public_ int kek_unwrap(kek_client *c, const uint8_t *blob, size_t blob_len, con
                         kek_aek **ret) {
         uint8_t digest[16];
         kek_aek *cached = NULL, *fresh = NULL;
-        uint64_t last_ok = 0, now;
+        uint64_t last_ok = 0, now, key_id;
         CacheResult cr;
         BlobView view;
         int r;
@@ -644,16 +647,29 @@ _public_ int kek_unwrap(kek_client *c, const uint8_t *blob, size_t blob_len, con
                 *ret = cached;
                 return 0;
         }
+        if (cache_key_id(c->cache, view.key, &key_id) < 0) {
+                /* The same MAC just worked; without an id nothing can be stored or dropped safely. */
+                kek_aek_unref(cached);
+                return unwrap_remote(c, blob, blob_len, ctx, ctx_len, ret);
+        }
 
         r = unwrap_remote(c, blob, blob_len, ctx, ctx_len, &fresh);
         if (r >= 0) {
-                cache_store(c->cache, digest, cache_key_id(view.key), view.version, fresh, now_usec());
+                cache_store(c->cache, digest, key_id, view.version, fresh, now_usec());
                 kek_aek_unref(cached);
                 *ret = fresh;
                 return 0;
         }
         if (is_revocation(r)) {
-                (void) cache_drop_key(c->cache, cache_key_id(view.key), NULL, 0);
+                /*
+                 * kekd refuses a missing or disabled version, or a key, from the blob's header
+                 * before anything authenticates it, so anyone able to hand us a blob can make it
+                 * name any key and version. The refusal is about entries kekd confirmed to us
+                 * only if we hold that very version: then the whole key goes, else only this
+                 * blob's own entry (if any; it cannot exist without its version being held).
+                 */
+                if (cache_holds(c->cache, key_id, view.version))
+                        (void) cache_drop_key(c->cache, key_id, NULL, 0);
                 kek_aek_unref(cached);
                 return r;
         }
@@ -855,11 +871,12 @@ _public_ int kek_unwrap_batch(kek_client *c, size_t n, const kek_blob *blobs, co
                 memcpy(aek_data_mut(ret_aeks[i]), it->unwrap->plaintext.data, it->unwrap->plaintext.len);
                 if (c->cache && blob_parse(blobs[i].data, blobs[i].len, &view) >= 0) {
                         uint8_t digest[16];
+                        uint64_t key_id;
 
                         if (cache_digest(c->cache, blobs[i].data, blobs[i].len, ctxs ? ctxs[i].data : NULL,
-                                         ctxs ? ctxs[i].len : 0, digest) >= 0)
-                                cache_store(c->cache, digest, cache_key_id(view.key), view.version, ret_aeks[i],
-                                            now_usec());
+                                         ctxs ? ctxs[i].len : 0, digest) >= 0 &&
+                            cache_key_id(c->cache, view.key, &key_id) >= 0)
+                                cache_store(c->cache, digest, key_id, view.version, ret_aeks[i], now_usec());
                 }
         }
         response_free(resp);

@@ -12,8 +12,10 @@
  * unwrapping again every refresh_sec (6..60). When kekd or the HSM is
  * unavailable (a transient error) entries keep serving for grace_sec past
  * their last successful unwrap; on a definitive refusal (key disabled,
- * deleted, unknown, permission removed) every entry of that key is dropped at
- * once. Cached AEKs live in memory that is excluded from core dumps, locked
+ * deleted, unknown, permission removed) of a key and version the cache holds
+ * entries for, every entry of that key is dropped at once (a refusal of a
+ * version it holds nothing of may come from a forged blob header and drops
+ * nothing else). Cached AEKs live in memory that is excluded from core dumps, locked
  * when RLIMIT_MEMLOCK allows, and cleansed on eviction.
  *
  * All functions return 0 on success and a negative number on
@@ -131,11 +133,16 @@ const uint8_t *kek_aek_data(const kek_aek *a);
 size_t kek_aek_size(const kek_aek *a);
 
 /*
- * Blocks: DEK = HKDF-SHA256(AEK, salt "kekd-dek-v1", info = block context);
- * seal = 0x01 | 96-bit random nonce | AES-256-GCM(DEK, plaintext) | tag, with
- * the format byte and the block context as AAD. out must hold len + KEK_BLOCK_OVERHEAD bytes
- * (seal) or len - KEK_BLOCK_OVERHEAD (open). A wrong AEK, a changed block or
- * another context fails with -EBADMSG.
+ * Blocks (libkek(3), BLOCK FORMATS). Keys must be KEK_AEK_SIZE bytes to seal
+ * (and to open the bound formats), at least 16 to open the old ones: else
+ * -EINVAL. out must hold len + KEK_BLOCK_OVERHEAD bytes (seal) or
+ * len - KEK_BLOCK_OVERHEAD (open); KEK_BLOCK2_OVERHEAD for the double forms.
+ * A wrong key, a changed block or other bound values fail with -EBADMSG.
+ *
+ * Format 0x01 (kek_block_seal): DEK = HKDF-SHA256(AEK, salt "kekd-dek-v1",
+ * info = block context); 0x01 | 96-bit random nonce | AES-256-GCM | tag,
+ * AAD = format byte | context. It binds neither the object's length nor a
+ * generation: a truncated object or an older copy of a block still opens.
  */
 int kek_block_seal(const kek_aek *aek, const uint8_t *bctx, size_t bctx_len, const uint8_t *in, size_t len, uint8_t *out);
 int kek_block_open(const kek_aek *aek, const uint8_t *bctx, size_t bctx_len, const uint8_t *in, size_t len, uint8_t *out);
@@ -143,12 +150,39 @@ int kek_block_open(const kek_aek *aek, const uint8_t *bctx, size_t bctx_len, con
 /*
  * Double encryption: the inner layer as above, then an outer layer with an
  * independent platform key and another AEAD (ChaCha20-Poly1305, format 0x02),
- * so a weakness of one algorithm or one key does not expose the data.
+ * so a weakness of one algorithm or one key does not expose the data. In
+ * format 0x02 the inner layer is a valid 0x01 block; the _ex forms bind the role.
  */
 int kek_block_seal2(const kek_aek *aek, const kek_aek *platform_key, const uint8_t *bctx, size_t bctx_len,
                     const uint8_t *in, size_t len, uint8_t *out);
 int kek_block_open2(const kek_aek *aek, const kek_aek *platform_key, const uint8_t *bctx, size_t bctx_len,
                     const uint8_t *in, size_t len, uint8_t *out);
+
+/*
+ * Bound blocks (formats 0x03, and 0x04 outside 0x03 for the double form): a
+ * block opens only with the values it was sealed with, which go into the DEK
+ * derivation and the AAD with the layer's role. Give every rewrite of an
+ * object a new generation (rollback; one DEK per block and generation keeps
+ * random nonces far from their bound), every block its index, the object's
+ * plaintext length, and KEK_BLOCK_FINAL on the last block only (truncation).
+ * Opening takes what the caller expects, not what the block says.
+ */
+#define KEK_BLOCK_FINAL 0x1u
+typedef struct kek_block_params {
+        uint64_t generation;           /* the object's write generation */
+        uint64_t index;                /* the block's position in the object */
+        uint64_t total_len;            /* the object's plaintext length */
+        uint32_t flags;                /* KEK_BLOCK_FINAL on the last block; other bits must be 0 */
+} kek_block_params;
+
+int kek_block_seal_ex(const kek_aek *aek, const kek_block_params *p, const uint8_t *bctx, size_t bctx_len,
+                      const uint8_t *in, size_t len, uint8_t *out);
+int kek_block_open_ex(const kek_aek *aek, const kek_block_params *p, const uint8_t *bctx, size_t bctx_len,
+                      const uint8_t *in, size_t len, uint8_t *out);
+int kek_block_seal2_ex(const kek_aek *aek, const kek_aek *platform_key, const kek_block_params *p, const uint8_t *bctx,
+                       size_t bctx_len, const uint8_t *in, size_t len, uint8_t *out);
+int kek_block_open2_ex(const kek_aek *aek, const kek_aek *platform_key, const kek_block_params *p, const uint8_t *bctx,
+                       size_t bctx_len, const uint8_t *in, size_t len, uint8_t *out);
 
 const char *kek_strerror(int r);
 bool kek_error_is_transient(int r);

@@ -6,7 +6,8 @@
  * re-validation after the refresh interval, serving through a kekd outage
  * for the grace period and failing after it, revocation push (disable seen
  * within 1 s through Watch, and within the refresh interval with Watch off),
- * enable resuming, many threads at once, and no plaintext AEK in a core file
+ * enable resuming, blobs forged to name another version dropping nothing
+ * beyond their own entry (issue 20.1), many threads at once, and no plaintext AEK in a core file
  * of a client process (gcore). Prints TAP.
  */
 #include "config.h"
@@ -470,6 +471,118 @@ static void test_core(const char *self) {
         kek_client_free(c);
 }
 
+/*
+ * Issue 20.1: a blob's key and version are refused by kekd before anything
+ * authenticates them, so a forged version must not empty the cache. N
+ * accounts cached under v2 of "fv" (v1 disabled, Watch off so that only the
+ * refusals themselves act on the cache), then blobs claiming version
+ * 2147483647 and the disabled v1: nothing beyond their own entries goes and
+ * the next N reads are all hits. A refusal of the held v2 drops them all.
+ */
+#define FORGED_N 1000
+#define FORGED_BATCH 250
+
+static void unwrap_all(kek_client *c, const kek_blob *blobs, const kek_blob *ctxs, kek_aek *const *aeks, size_t *ret_same) {
+        size_t same = 0;
+
+        for (size_t i = 0; i < FORGED_N; i++) {
+                kek_aek *got = NULL;
+
+                if (kek_unwrap(c, blobs[i].data, blobs[i].len, ctxs[i].data, ctxs[i].len, &got) == 0 &&
+                    memcmp(kek_aek_data(got), kek_aek_data(aeks[i]), KEK_AEK_SIZE) == 0)
+                        same++;
+                kek_aek_unref(got);
+        }
+        *ret_same = same;
+}
+
+static void forged_check(kek_client *c, const kek_blob *good, uint32_t version, int want, const char *what,
+                         const kek_blob *blobs, const kek_blob *ctxs, kek_aek *const *aeks) {
+        uint8_t *f = malloc(good->len);
+        size_t off = 2 + (size_t) good->data[1], same = 0;
+        kek_aek *got = NULL;
+        kek_stats s0, s1, s2;
+        int r;
+
+        memcpy(f, good->data, good->len);
+        f[off] = (uint8_t) (version >> 24);
+        f[off + 1] = (uint8_t) (version >> 16);
+        f[off + 2] = (uint8_t) (version >> 8);
+        f[off + 3] = (uint8_t) version;
+        kek_stats_get(c, &s0);
+        r = kek_unwrap(c, f, good->len, ctxs[0].data, ctxs[0].len, &got);
+        kek_aek_unref(got);
+        kek_stats_get(c, &s1);
+        ok(r == want, "a blob forged to claim %s is refused (%s)", what, kek_strerror(r));
+        ok(s1.entries == FORGED_N && s1.drops == s0.drops, "... and drops no cached entry (%llu of %d left, %llu drops)",
+           (unsigned long long) s1.entries, FORGED_N, (unsigned long long) (s1.drops - s0.drops));
+        unwrap_all(c, blobs, ctxs, aeks, &same);
+        kek_stats_get(c, &s2);
+        ok(same == FORGED_N && s2.requests == s1.requests && s2.hits - s1.hits == FORGED_N,
+           "... the next %d reads are all cache hits (%zu right, %llu requests to kekd, %llu hits)", FORGED_N, same,
+           (unsigned long long) (s2.requests - s1.requests), (unsigned long long) (s2.hits - s1.hits));
+        free(f);
+}
+
+static void test_forged_version(void) {
+        kek_options o = { .socket_path = sock, .refresh_sec = 60, .watch_disabled = true, .timeout_ms = 60000 };
+        kek_client *c = NULL;
+        kek_aek *aeks[FORGED_N] = {}, *got[FORGED_N] = {};
+        kek_blob blobs[FORGED_N] = {}, ctxs[FORGED_N] = {}, spare = {};
+        kek_aek *spare_aek = NULL;
+        char ctxbuf[FORGED_N][16];
+        int res[FORGED_N];
+        size_t wrapped = 0, cached = 0;
+        kek_stats s0, s1;
+        int r;
+
+        ok(kekctl("create", "fv", NULL, NULL) == 0 && kekctl("rotate", "fv", NULL, NULL) == 0 &&
+                   kekctl("disable", "fv", "--key-version", "1") == 0,
+           "key 'fv' rotated to version 2, version 1 disabled");
+        ok(kek_client_new(&o, &c) == 0, "a client without Watch");
+        for (size_t i = 0; i < FORGED_N; i++) {
+                snprintf(ctxbuf[i], sizeof(ctxbuf[i]), "acct-%zu", i);
+                ctxs[i] = (kek_blob) { (uint8_t *) ctxbuf[i], strlen(ctxbuf[i]) };
+                (void) kek_aek_generate(&aeks[i]);
+        }
+        for (size_t i = 0; i < FORGED_N; i += FORGED_BATCH)
+                if (kek_wrap_batch(c, "fv", FORGED_BATCH, aeks + i, ctxs + i, blobs + i, res + i) == 0)
+                        for (size_t j = i; j < i + FORGED_BATCH; j++)
+                                wrapped += res[j] == 0;
+        for (size_t i = 0; i < FORGED_N; i += FORGED_BATCH)
+                if (kek_unwrap_batch(c, FORGED_BATCH, blobs + i, ctxs + i, got + i, res + i) == 0)
+                        for (size_t j = i; j < i + FORGED_BATCH; j++)
+                                cached += res[j] == 0;
+        for (size_t i = 0; i < FORGED_N; i++)
+                kek_aek_unref(got[i]);
+        kek_stats_get(c, &s0);
+        ok(wrapped == FORGED_N && cached == FORGED_N && s0.entries == FORGED_N, "%d accounts wrapped under v2 and cached (%llu)",
+           FORGED_N, (unsigned long long) s0.entries);
+        if (s0.entries == FORGED_N) {
+                forged_check(c, &blobs[0], 2147483647u, -(KEK_ERROR_BASE + KEK_E_UNKNOWN_VERSION), "version 2147483647", blobs,
+                             ctxs, aeks);
+                forged_check(c, &blobs[0], 1, -(KEK_ERROR_BASE + KEK_E_KEY_DISABLED), "the disabled version 1", blobs, ctxs,
+                             aeks);
+        }
+
+        /* An authenticated signal: kekd refuses version 2 itself, which this cache holds. */
+        r = wrap_new(c, "fv", "spare", &spare_aek, &spare);
+        ok(r == 0 && kekctl("disable", "fv", NULL, NULL) == 0, "a spare blob under v2, then key 'fv' disabled");
+        r = kek_unwrap(c, spare.data, spare.len, (const uint8_t *) "spare", 5, &got[0]);
+        kek_stats_get(c, &s1);
+        ok(r == -(KEK_ERROR_BASE + KEK_E_KEY_DISABLED) && s1.entries == 0 && s1.drops - s0.drops == FORGED_N,
+           "a refusal of the held version 2 drops every entry of the key (%s, %llu left, %llu drops)", kek_strerror(r),
+           (unsigned long long) s1.entries, (unsigned long long) (s1.drops - s0.drops));
+
+        for (size_t i = 0; i < FORGED_N; i++) {
+                kek_aek_unref(aeks[i]);
+                free(blobs[i].data);
+        }
+        kek_aek_unref(spare_aek);
+        free(spare.data);
+        kek_client_free(c);
+}
+
 int main(int argc, char *argv[]) {
         if (argc == 3 && strcmp(argv[1], "core-child") == 0) {
                 sock = getenv("KEKD_SOCKET");
@@ -494,6 +607,7 @@ int main(int argc, char *argv[]) {
         test_cache_hits();
         test_threads();
         test_revocation();
+        test_forged_version();
         test_core(argv[0]);
         test_refresh_and_grace();
         kekd_kill(SIGTERM);

@@ -3,23 +3,35 @@
  * kekstore: an example storage program on libkek. It keeps files in a
  * directory as encrypted blocks: each account has its own AEK, stored only
  * wrapped by a kekd key (ACCOUNT/aek.blob, context "kekstore:ACCOUNT"), and
- * every 4 KiB block of a file is sealed with a DEK derived from the AEK and
- * the block's context "ACCOUNT/NAME/N", so blocks cannot be swapped between
- * files, positions or accounts unnoticed.
+ * every 4 KiB block of a file is sealed with kek_block_seal_ex() under the
+ * block context "ACCOUNT/NAME" and the file's generation, the block's index,
+ * the file's length and a final flag on its last block: blocks cannot be
+ * swapped between files, positions or accounts, dropped from the end, or
+ * replaced by a copy from an earlier write, unnoticed.
  *
  *   kekstore [-s SOCKET] DIR put ACCOUNT NAME KEY < data   (KEY wraps a new account's AEK)
  *   kekstore [-s SOCKET] DIR get ACCOUNT NAME > data
  *   kekstore [-s SOCKET] DIR rewrap ACCOUNT                 (AEK re-wrapped under the key's current version)
  *   kekstore [-s SOCKET] DIR info ACCOUNT
  *
- * File format: "KST1", then per block a 4-byte big-endian length and the
- * sealed block (see kek_block_seal()). Exit status 0 ok, 1 refused or
- * corrupt, 2 usage, 3 kekd unreachable, 4 local I/O.
+ * File format: "KST2", the generation and the plaintext length (8 bytes
+ * big-endian each), then per block a 4-byte big-endian length and the sealed
+ * block (format 0x03, libkek(3)); a file has at least one block, so that even
+ * an empty one has a final block. Every put takes the next generation and
+ * records it in ACCOUNT/NAME.gen after the file: get refuses a file older
+ * than that record (a whole file put back). The record stands in for what a
+ * real storage system keeps in metadata the storage cannot roll back.
+ * "KST1" files (format 0x01 blocks, context "ACCOUNT/NAME/N", which detect
+ * neither truncation nor rollback) are still read, with a warning, unless a
+ * record shows that a KST2 file was written since (a downgrade).
+ * get writes nothing until every block has opened. Exit status 0 ok,
+ * 1 refused or corrupt, 2 usage, 3 kekd unreachable, 4 local I/O.
  */
 #include "config.h"
 
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,7 +41,9 @@
 #include "client/libkek.h"
 
 #define BLOCK 4096u
-#define MAGIC "KST1"
+#define MAGIC_V1 "KST1"
+#define MAGIC "KST2"
+#define HEADER 20u             /* magic, generation, length */
 
 static int fail(int r, const char *what) {
         fprintf(stderr, "kekstore: %s: %s\n", what, kek_strerror(r));
@@ -139,63 +153,238 @@ static int account_aek(kek_client *c, const char *dir, const char *account, cons
         return r;
 }
 
+static void put_be64(uint8_t *p, uint64_t v) {
+        for (int i = 0; i < 8; i++)
+                p[i] = (uint8_t) (v >> (56 - 8 * i));
+}
+
+static uint64_t get_be64(const uint8_t *p) {
+        uint64_t v = 0;
+
+        for (int i = 0; i < 8; i++)
+                v = v << 8 | p[i];
+        return v;
+}
+
+/* The generation last written for ACCOUNT/NAME, 0 if none is recorded. */
+static int read_generation(const char *dir, const char *account, const char *name, uint64_t *ret) {
+        char path[4096];
+        uint8_t *buf = NULL;
+        size_t len = 0;
+        int r;
+
+        snprintf(path, sizeof(path), "%s/%s/%s.gen", dir, account, name);
+        r = read_file(path, &buf, &len);
+        if (r == -ENOENT) {
+                *ret = 0;
+                return 0;
+        }
+        if (r < 0)
+                return r;
+        r = len == 8 ? 0 : -EBADMSG;
+        if (r >= 0)
+                *ret = get_be64(buf);
+        free(buf);
+        return r;
+}
+
+static int write_generation(const char *dir, const char *account, const char *name, uint64_t gen) {
+        char path[4096];
+        uint8_t buf[8];
+
+        snprintf(path, sizeof(path), "%s/%s/%s.gen", dir, account, name);
+        put_be64(buf, gen);
+        return write_file(path, buf, sizeof(buf));
+}
+
+static int read_stdin(uint8_t **ret, size_t *ret_len) {
+        uint8_t *buf = NULL, *p;
+        size_t len = 0, cap = 0, n;
+
+        do {
+                if (cap - len < BLOCK) {
+                        p = realloc(buf, cap + 65536);
+                        if (!p) {
+                                free(buf);
+                                return -ENOMEM;
+                        }
+                        buf = p;
+                        cap += 65536;
+                }
+                n = fread(buf + len, 1, cap - len, stdin);
+                len += n;
+        } while (n > 0);
+        if (ferror(stdin)) {
+                free(buf);
+                return -EIO;
+        }
+        *ret = buf;
+        *ret_len = len;
+        return 0;
+}
+
+static size_t n_blocks(uint64_t total) {
+        return total == 0 ? 1 : (size_t) ((total + BLOCK - 1) / BLOCK);
+}
+
 static int cmd_put(kek_client *c, const char *dir, const char *account, const char *name, const char *key) {
-        uint8_t in[BLOCK], *out = NULL, *p;
         char path[4096], bctx[1024];
+        uint8_t *in = NULL, *out = NULL, *old = NULL;
+        size_t len = 0, old_len = 0, n, off = HEADER;
+        uint64_t gen = 0;
         kek_aek *aek = NULL;
-        size_t n, len = 4, cap = 4;
         int r;
 
         r = account_aek(c, dir, account, key, &aek);
         if (r < 0)
                 return fail(r, "account key");
-        out = malloc(cap);
+        snprintf(path, sizeof(path), "%s/%s/%s.kst", dir, account, name);
+        /* The next generation: past the record and past the file there now (a put that crashed before the record). */
+        r = read_generation(dir, account, name, &gen);
+        if (r >= 0 && read_file(path, &old, &old_len) >= 0 && old_len >= HEADER && memcmp(old, MAGIC, 4) == 0 &&
+            get_be64(old + 4) > gen)
+                gen = get_be64(old + 4);
+        free(old);
+        if (r >= 0)
+                r = read_stdin(&in, &len);
+        if (r < 0) {
+                kek_aek_unref(aek);
+                return fail(r, "put");
+        }
+        gen++;
+        n = n_blocks(len);
+        out = malloc(HEADER + len + n * (4 + KEK_BLOCK_OVERHEAD));
         if (!out)
-                return 4;
-        memcpy(out, MAGIC, 4);
-        for (unsigned idx = 0; (n = fread(in, 1, sizeof(in), stdin)) > 0; idx++) {
-                size_t sealed = n + KEK_BLOCK_OVERHEAD;
+                r = -ENOMEM;
+        else {
+                memcpy(out, MAGIC, 4);
+                put_be64(out + 4, gen);
+                put_be64(out + 12, len);
+        }
+        snprintf(bctx, sizeof(bctx), "%s/%s", account, name);
+        for (size_t i = 0; r >= 0 && i < n; i++) {
+                size_t chunk = i + 1 < n ? BLOCK : len - i * BLOCK, sealed = chunk + KEK_BLOCK_OVERHEAD;
+                kek_block_params p = { .generation = gen, .index = i, .total_len = len,
+                                       .flags = i + 1 == n ? KEK_BLOCK_FINAL : 0 };
 
-                p = realloc(out, cap + 4 + sealed);
-                if (!p) {
-                        r = -ENOMEM;
-                        break;
-                }
-                out = p;
-                cap += 4 + sealed;
-                out[len] = (uint8_t) (sealed >> 24);
-                out[len + 1] = (uint8_t) (sealed >> 16);
-                out[len + 2] = (uint8_t) (sealed >> 8);
-                out[len + 3] = (uint8_t) sealed;
-                snprintf(bctx, sizeof(bctx), "%s/%s/%u", account, name, idx);
-                r = kek_block_seal(aek, (const uint8_t *) bctx, strlen(bctx), in, n, out + len + 4);
-                if (r < 0)
-                        break;
-                len += 4 + sealed;
+                out[off] = (uint8_t) (sealed >> 24);
+                out[off + 1] = (uint8_t) (sealed >> 16);
+                out[off + 2] = (uint8_t) (sealed >> 8);
+                out[off + 3] = (uint8_t) sealed;
+                r = kek_block_seal_ex(aek, &p, (const uint8_t *) bctx, strlen(bctx), in + i * BLOCK, chunk, out + off + 4);
+                off += 4 + sealed;
         }
         kek_aek_unref(aek);
-        if (r >= 0) {
-                snprintf(path, sizeof(path), "%s/%s/%s.kst", dir, account, name);
-                r = write_file(path, out, len);
-        }
+        free(in);
+        if (r >= 0)
+                r = write_file(path, out, off);
+        if (r >= 0)
+                r = write_generation(dir, account, name, gen);
         free(out);
         return r < 0 ? fail(r, "put") : 0;
 }
 
+/* Opens the blocks of a KST1 file (no length, no generation) into plain. */
+static int open_v1(kek_aek *aek, const char *account, const char *name, const uint8_t *data, size_t len, uint8_t *plain,
+                   size_t *ret_len) {
+        char bctx[1024];
+        size_t off = 4, out = 0;
+        int r = 0;
+
+        for (unsigned idx = 0; off < len && r >= 0; idx++) {
+                size_t sealed;
+
+                if (len - off < 4)
+                        return -EBADMSG;
+                sealed = (size_t) data[off] << 24 | (size_t) data[off + 1] << 16 | (size_t) data[off + 2] << 8 | data[off + 3];
+                off += 4;
+                if (sealed < KEK_BLOCK_OVERHEAD || sealed > BLOCK + KEK_BLOCK_OVERHEAD || sealed > len - off)
+                        return -EBADMSG;
+                snprintf(bctx, sizeof(bctx), "%s/%s/%u", account, name, idx);
+                r = kek_block_open(aek, (const uint8_t *) bctx, strlen(bctx), data + off, sealed, plain + out);
+                out += sealed - KEK_BLOCK_OVERHEAD;
+                off += sealed;
+        }
+        *ret_len = out;
+        return r;
+}
+
+/*
+ * Opens the blocks of a KST2 file into plain, each with the values the reader expects: the header's
+ * generation and length (which every block binds), its index, and the final flag on the last one the
+ * length calls for. Returns -ENODATA when blocks are missing, -EBADMSG when one does not open.
+ */
+static int open_v2(kek_aek *aek, const char *account, const char *name, const uint8_t *data, size_t len, uint8_t *plain,
+                   size_t *ret_len, size_t *ret_blocks_found) {
+        uint64_t gen = get_be64(data + 4), total = get_be64(data + 12);
+        size_t n, off = HEADER, i;
+        char bctx[1024];
+        int r = 0;
+
+        /* total comes from the header, unchecked: each block must be in the file before it is written out. */
+        n = n_blocks(total);
+        snprintf(bctx, sizeof(bctx), "%s/%s", account, name);
+        for (i = 0; i < n && r >= 0; i++) {
+                size_t chunk = i + 1 < n ? BLOCK : (size_t) (total - i * BLOCK), sealed;
+                kek_block_params p = { .generation = gen, .index = i, .total_len = total,
+                                       .flags = i + 1 == n ? KEK_BLOCK_FINAL : 0 };
+
+                if (off == len)
+                        break;
+                if (len - off < 4)
+                        return -EBADMSG;
+                sealed = (size_t) data[off] << 24 | (size_t) data[off + 1] << 16 | (size_t) data[off + 2] << 8 | data[off + 3];
+                off += 4;
+                if (sealed != chunk + KEK_BLOCK_OVERHEAD || sealed > len - off)
+                        return -EBADMSG;
+                r = kek_block_open_ex(aek, &p, (const uint8_t *) bctx, strlen(bctx), data + off, sealed, plain + i * BLOCK);
+                off += sealed;
+        }
+        *ret_blocks_found = i;
+        if (r < 0)
+                return r;
+        if (i < n)
+                return -ENODATA;
+        if (off != len)
+                return -EBADMSG; /* bytes after the final block */
+        *ret_len = (size_t) total;
+        return 0;
+}
+
 static int cmd_get(kek_client *c, const char *dir, const char *account, const char *name) {
-        char path[4096], bctx[1024];
-        uint8_t *data = NULL, plain[BLOCK];
+        char path[4096];
+        uint8_t *data = NULL, *plain = NULL;
         kek_aek *aek = NULL;
-        size_t len = 0, off = 4;
+        size_t len = 0, plain_len = 0, found = 0;
+        uint64_t recorded = 0;
+        bool v1;
         int r;
 
         snprintf(path, sizeof(path), "%s/%s/%s.kst", dir, account, name);
         r = read_file(path, &data, &len);
         if (r < 0)
                 return fail(r, path);
-        if (len < 4 || memcmp(data, MAGIC, 4) != 0) {
+        v1 = len >= 4 && memcmp(data, MAGIC_V1, 4) == 0;
+        if (!v1 && (len < HEADER || memcmp(data, MAGIC, 4) != 0)) {
                 free(data);
                 fprintf(stderr, "kekstore: %s: not a kekstore file\n", path);
+                return 1;
+        }
+        r = read_generation(dir, account, name, &recorded);
+        if (r < 0) {
+                free(data);
+                return fail(r, "generation record");
+        }
+        if (v1 && recorded > 0) {
+                free(data);
+                fprintf(stderr, "kekstore: %s: an old-format (KST1) file where generation %" PRIu64
+                                " was written: refused (rolled back)\n", path, recorded);
+                return 1;
+        }
+        if (!v1 && get_be64(data + 4) < recorded) {
+                fprintf(stderr, "kekstore: %s: generation %" PRIu64 " is older than the last one written, %" PRIu64
+                                ": refused (rolled back)\n", path, get_be64(data + 4), recorded);
+                free(data);
                 return 1;
         }
         r = account_aek(c, dir, account, NULL, &aek);
@@ -203,31 +392,30 @@ static int cmd_get(kek_client *c, const char *dir, const char *account, const ch
                 free(data);
                 return fail(r, "account key");
         }
-        for (unsigned idx = 0; off < len && r >= 0; idx++) {
-                size_t sealed;
-
-                if (len - off < 4) {
-                        r = -EBADMSG;
-                        break;
-                }
-                sealed = (size_t) data[off] << 24 | (size_t) data[off + 1] << 16 | (size_t) data[off + 2] << 8 | data[off + 3];
-                off += 4;
-                if (sealed < KEK_BLOCK_OVERHEAD || sealed > BLOCK + KEK_BLOCK_OVERHEAD || sealed > len - off) {
-                        r = -EBADMSG;
-                        break;
-                }
-                snprintf(bctx, sizeof(bctx), "%s/%s/%u", account, name, idx);
-                r = kek_block_open(aek, (const uint8_t *) bctx, strlen(bctx), data + off, sealed, plain);
-                if (r >= 0 && fwrite(plain, 1, sealed - KEK_BLOCK_OVERHEAD, stdout) != sealed - KEK_BLOCK_OVERHEAD)
-                        r = -EIO;
-                off += sealed;
-        }
+        plain = malloc(len + 1); /* plaintext is never longer than the file */
+        if (!plain)
+                r = -ENOMEM;
+        else if (v1) {
+                fprintf(stderr, "kekstore: %s: old format (KST1): truncation and rollback are not detected; put it again\n",
+                        path);
+                r = open_v1(aek, account, name, data, len, plain, &plain_len);
+        } else
+                r = open_v2(aek, account, name, data, len, plain, &plain_len, &found);
         kek_aek_unref(aek);
+        if (r >= 0 && fwrite(plain, 1, plain_len, stdout) != plain_len)
+                r = -EIO;
+        if (plain)
+                explicit_bzero(plain, len + 1);
+        free(plain);
+        if (r == -ENODATA)
+                fprintf(stderr, "kekstore: %s: truncated: %zu of %zu blocks\n", path, found,
+                        n_blocks(get_be64(data + 12)));
+        else if (r == -EBADMSG)
+                fprintf(stderr, "kekstore: %s: a block does not authenticate (corrupt, truncated, moved, from an "
+                                "earlier write or from another account)\n", path);
         free(data);
-        if (r == -EBADMSG) {
-                fprintf(stderr, "kekstore: %s: a block does not authenticate (corrupt, moved or from another account)\n", path);
+        if (r == -ENODATA || r == -EBADMSG)
                 return 1;
-        }
         return r < 0 ? fail(r, "get") : 0;
 }
 

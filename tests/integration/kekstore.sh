@@ -3,7 +3,8 @@
 # The example storage program on libkek, through the README's demo flow:
 # write, rotate (still reads), rewrap (AEK moves to the new version),
 # disable (reads refused), enable (reads resume); and tampered or misplaced
-# blocks are refused.
+# blocks, truncated files and blocks or files from an earlier write are
+# refused.
 . "$TESTLIB"
 
 token_init kekstore
@@ -53,5 +54,44 @@ is "another account's file is refused (its AEK differs)" "$?" 1
 cp "$STORE/acct42/photo.kst" "$STORE/acct42/other.kst"
 ks get acct42 other >/dev/null 2>&1
 is "a file copied under another name is refused (block context)" "$?" 1
+
+# Truncation and rollback (issue 20.4): a file of 3 blocks (4096, 4096, 1808
+# bytes) cut after its second block, with and without its header's length
+# changed to match; one block put back from an earlier write; the whole
+# earlier file put back. Each is refused with exit 1 and no output.
+cp "$TESTDIR/saved" "$STORE/acct42/photo.kst"
+ks put acct42 doc store <"$TESTDIR/data"
+cp "$STORE/acct42/doc.kst" "$TESTDIR/doc.old"
+head -c 10000 /dev/urandom >"$TESTDIR/data2"
+ks put acct42 doc store <"$TESTDIR/data2"
+ks get acct42 doc >"$TESTDIR/out"
+ok "a rewritten file reads back its new data" cmp -s "$TESTDIR/out" "$TESTDIR/data2"
+cp "$STORE/acct42/doc.kst" "$TESTDIR/doc.new"
+size=$(wc -c <"$TESTDIR/doc.new")
+hdr=4
+[ "$(head -c 4 "$TESTDIR/doc.new")" = KST2 ] && hdr=20
+refused() { # what, file: exit 1, nothing on stdout, the reason on stderr
+        ks get acct42 doc >"$TESTDIR/out" 2>"$TESTDIR/err"
+        is "$1 is refused" "$?" 1
+        ok "... with nothing written" test ! -s "$TESTDIR/out"
+        contains "... saying so ($2)" "$TESTDIR/err" "$2"
+}
+head -c $((size - 4 - 1808 - 29)) "$TESTDIR/doc.new" >"$STORE/acct42/doc.kst"
+refused "the file cut to its first 2 blocks" "truncated: 2 of 3 blocks"
+printf '\000\000\000\000\000\000\040\000' | dd of="$STORE/acct42/doc.kst" bs=1 seek=12 conv=notrunc 2>/dev/null
+refused "... also with its header's length set to 8192" "does not authenticate"
+cp "$TESTDIR/doc.new" "$STORE/acct42/doc.kst"
+dd if="$TESTDIR/doc.old" of="$STORE/acct42/doc.kst" bs=1 skip=$((hdr + 4129)) seek=$((hdr + 4129)) count=4129 \
+        conv=notrunc 2>/dev/null
+refused "block 1 put back from the earlier write" "does not authenticate"
+cp "$TESTDIR/doc.old" "$STORE/acct42/doc.kst"
+refused "the whole earlier file put back" "rolled back"
+cp "$TESTDIR/doc.new" "$STORE/acct42/doc.kst"
+ks get acct42 doc >"$TESTDIR/out"
+ok "the current file still reads" cmp -s "$TESTDIR/out" "$TESTDIR/data2"
+: >"$TESTDIR/empty"
+ks put acct42 empty store <"$TESTDIR/empty" && ks get acct42 empty >"$TESTDIR/out"
+is "an empty file round trips (one empty final block)" "$?" 0
+ok "... empty" test ! -s "$TESTDIR/out"
 kekd_stop
 done_testing

@@ -136,7 +136,10 @@ int main(void) {
         is_int(st.evictions, 1, "one eviction counted");
         is_int(st.entries, 4, "four entries");
 
+        ok(cache_holds(c, 1, 1) && cache_holds(c, 2, 1) && cache_holds(c, 3, 1) && !cache_holds(c, 1, 2) &&
+           !cache_holds(c, 4, 1), "the cache knows which (key, version) it holds entries of");
         is_int(cache_drop_key(c, 1, NULL, 0), 2, "dropping key 1 removes its two entries");
+        ok(!cache_holds(c, 1, 1) && cache_holds(c, 2, 1), "... and no longer holds key 1, still key 2");
         ok(!cached(c, 0, 100) && !cached(c, 1, 100) && cached(c, 2, 100), "... 0 and 1 gone, 2 kept");
         {
                 uint32_t v = 2;
@@ -155,6 +158,20 @@ int main(void) {
         cache_stats(c, &st);
         is_int(st.entries, 4, "990 more stores keep the bound");
         ok(cached(c, 2, 100), "an entry used between every store is never evicted");
+        ok(cache_holds(c, 9, 1) && cache_holds(c, 2, 1) && cache_holds(c, 3, 1) == cached(c, 4, 100),
+           "through evictions the (key, version) counts follow the entries");
+        cache_clear(c);
+        ok(!cache_holds(c, 9, 1) && !cache_holds(c, 2, 1) && !cache_holds(c, 3, 1), "a cleared cache holds no version");
+        {
+                Cache *c2 = NULL;
+                uint64_t a1 = 0, a2 = 0, b1 = 0;
+
+                ok(cache_new(4, &c2) == 0 && cache_key_id(c, "acct", &a1) == 0 && cache_key_id(c, "acct", &a2) == 0 &&
+                           cache_key_id(c2, "acct", &b1) == 0,
+                   "key ids computed");
+                ok(a1 == a2 && a1 != b1, "a key's id is stable in one cache and keyed: another cache gives another id");
+                cache_free(c2);
+        }
         cache_free(c);
         return tap_done();
 }
