@@ -570,7 +570,7 @@ int keystore_create(Keystore *ks, const char *name, const RotationPolicy *policy
                         r = repair_pending(ks, existing);
                 else
                         r = -KEKERR_CONFLICT; /* another kekd is creating it right now */
-                key_free(existing);
+                existing = key_free(existing);
                 if (r < 0)
                         return r;
                 if (r == 0)
@@ -608,13 +608,15 @@ int keystore_create(Keystore *ks, const char *name, const RotationPolicy *policy
         }
         /* Another kekd creating the same name at the same moment: both back off rather than make two KEKs. */
         r = record_contested(ks, name, k->writer, 0, &k->meta_handle);
-        if (r != 0) {
-                if (r > 0 && k->meta_handle)
+        if (r > 0) {
+                if (k->meta_handle)
                         (void) hsm_destroy_object(ks->hsm, k->meta_handle);
-                return r < 0 ? r : -KEKERR_CONFLICT;
+                return -KEKERR_CONFLICT;
         }
+        if (r < 0)
+                return create_rollback(ks, &in, writer, r);
         if (!k->meta_handle)
-                return -KEKERR_HSM_UNAVAILABLE;
+                return create_rollback(ks, &in, writer, -KEKERR_HSM_UNAVAILABLE);
 
         /* A version-1 object without a record can only be an orphan of an earlier failed attempt. */
         r = version_objects_destroy(ks, name, 1);
