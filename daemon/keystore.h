@@ -18,7 +18,9 @@
  *    "purging" first, then destroys objects, then the record. Repair (at
  *    start and periodically) rolls back stale intents and finishes purges, so
  *    no version named by a record is ever missing and no object of ours is
- *    left without a record.
+ *    left without a record. A create that fails rolls itself back before it
+ *    answers; a key whose creation is not complete exists for no request
+ *    (key_exists()).
  *  - Wrap budgets are leases recorded before use: a crash over-counts, by
  *    at most one lease per version this kekd wrapped with; a clean stop
  *    gives the unused part back (keystore_settle()).
