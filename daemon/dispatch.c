@@ -659,7 +659,7 @@ static int handle_list_keys(Dispatcher *d, const Kek__Request *req, Reply *reply
         for (size_t i = 0; i < n; i++) {
                 const Key *k = keystore_key_at(d->keystore, i);
 
-                if (k->purging || k->n_versions == 0)
+                if (!key_exists(k))
                         continue; /* being purged or being created */
                 if (k->state == KEY_DELETED && !req->list_keys->include_deleted)
                         continue;
@@ -1106,7 +1106,7 @@ static int handle_list_approvals(Dispatcher *d, const Kek__Request *req, Reply *
 static int handle_status(Dispatcher *d, const Kek__Request *req, Reply *reply, DispatchOutcome *o) {
         Kek__StatusResponse *st = reply_alloc(reply, sizeof(*st));
         char *text = NULL, *token, *version;
-        size_t len, versions = 0;
+        size_t len, keys = 0, versions = 0;
         HsmStats hs;
         int r;
 
@@ -1128,9 +1128,15 @@ static int handle_status(Dispatcher *d, const Kek__Request *req, Reply *reply, D
         st->token = token;
         st->version = version;
         st->started_usec = d->started_usec;
-        st->keys = (uint32_t) keystore_n_keys(d->keystore);
-        for (size_t i = 0; i < keystore_n_keys(d->keystore); i++)
-                versions += keystore_key_at(d->keystore, i)->n_versions;
+        for (size_t i = 0; i < keystore_n_keys(d->keystore); i++) {
+                const Key *k = keystore_key_at(d->keystore, i);
+
+                if (!key_exists(k))
+                        continue; /* being created or purged */
+                keys++;
+                versions += k->n_versions;
+        }
+        st->keys = (uint32_t) keys;
         st->versions = (uint32_t) versions;
         st->clients = metrics_clients(d->metrics);
         hsm_stats(keystore_hsm(d->keystore), &hs);

@@ -161,14 +161,16 @@ static unsigned n_clients(const Daemon *d) {
 
 /* "Serving 3 keys (5 versions) to 2 clients": what systemctl status shows. */
 static void format_status(const Daemon *d, char *buf, size_t size) {
-        size_t keys = keystore_n_keys(d->keystore), versions = 0;
+        size_t keys = 0, versions = 0;
         unsigned clients = n_clients(d);
 
-        for (size_t i = 0; i < keys; i++) {
+        for (size_t i = 0; i < keystore_n_keys(d->keystore); i++) {
                 const Key *k = keystore_key_at(d->keystore, i);
 
-                if (k)
-                        versions += k->n_versions;
+                if (!key_exists(k))
+                        continue; /* being created or purged */
+                keys++;
+                versions += k->n_versions;
         }
         snprintf(buf, size, "Serving %zu %s (%zu %s) to %u %s%s%s", keys, plural(keys, "key", "keys"), versions,
                  plural(versions, "version", "versions"), clients, plural(clients, "client", "clients"),
@@ -769,9 +771,13 @@ static int run(int argc, char *argv[]) {
         r = sd_event_loop(event);
         if (!d.draining)
                 (void) sd_notify(false, "STOPPING=1");
-        /* Unwrap counts and last-use times since the last refresh would be lost otherwise. */
-        if (keystore_flush_usage(keystore) < 0)
-                log_warning("Could not record the latest key usage in the token");
+        /*
+         * Unwrap counts and last-use times since the last refresh would be lost otherwise, and
+         * the unused part of our wrap leases would stay counted as wraps. After the drain: no
+         * wrap follows.
+         */
+        if (keystore_settle(keystore) < 0)
+                log_warning("Could not record the latest key usage and return unused wrap leases in the token");
         (void) audit_flush(audit);
         if (config->metrics_file)
                 (void) metrics_write_file(metrics, keystore, config->metrics_file);

@@ -3,9 +3,12 @@
  * The keystore's data plane: wrap, unwrap and rewrap (see keystore.h for the
  * three steps). Invariants:
  *  - Every wrap takes one unit of its version's lease before the HSM is asked:
- *    a crash or a failed call over-counts the wrap budget, never under-counts
- *    it. A rewrap takes its unit only after its blob authenticated, so
- *    tampered blobs cannot spend a key's budget and force rotations.
+ *    a crash over-counts the wrap budget, never under-counts it. A wrap whose
+ *    HSM call failed gives its unit back to the lease (its ciphertext never
+ *    left kekd); a clean stop gives the unused lease back to the record
+ *    (keystore_settle()). A rewrap takes its unit only after its blob
+ *    authenticated, so tampered blobs cannot spend a key's budget and force
+ *    rotations.
  *  - Each wrap gets a fresh random IV from the kernel, drawn for it alone.
  *  - run() reads only the CryptoOp and calls only its own Hsm, so any number
  *    of them may run at once on different sessions; prepare, targets and
@@ -321,6 +324,14 @@ void keystore_finish(Keystore *ks, CryptoOp *ops, size_t stride, size_t n) {
                 if (op->result >= 0 && op->kind != CRYPTO_UNWRAP && (k = index_get(ks, op->key)) &&
                     (v = key_version(k, op->version)))
                         v->last_use_pending = MAX(v->last_use_pending, op->now);
+                /*
+                 * A wrap that took its lease unit (it has a blob) and then failed: the HSM refused,
+                 * or its answer was not trusted. No ciphertext left kekd, so no IV was exposed: the
+                 * unit goes back to the lease, where a settle returns it to the record.
+                 */
+                if (op->result < 0 && op->blob && op->kind != CRYPTO_UNWRAP && (k = index_get(ks, op->key)) &&
+                    (v = key_version(k, op->version)))
+                        v->lease_left++;
         }
         if (reload)
                 (void) keystore_load(ks);

@@ -65,10 +65,18 @@ static bool key_observably_differs(const Key *a, const Key *b) {
         return false;
 }
 
+bool key_exists(const Key *k) {
+        return k && !k->purging && k->n_versions > 0;
+}
+
 void notify_change(Keystore *ks, const char *name, const Key *old, const Key *new) {
+        /* A key being created or purged is no key to watchers either. */
+        if (!key_exists(old))
+                old = NULL;
+        if (!key_exists(new))
+                new = NULL;
         if (ks->on_change && key_observably_differs(old, new))
-                ks->on_change(name, old && !old->purging ? old : NULL, new && !new->purging ? new : NULL,
-                              ks->on_change_userdata);
+                ks->on_change(name, old, new, ks->on_change_userdata);
 }
 
 
@@ -229,10 +237,17 @@ static int record_write(Keystore *ks, Key *k, const HsmObject *old, size_t n_old
         }
         r = record_contested(ks, k->name, k->writer, k->generation, &h);
         if (r != 0) {
-                if (r > 0 && h)
-                        (void) hsm_destroy_object(ks->hsm, h);
                 ks->reload_needed = true;
-                return r < 0 ? r : -EAGAIN;
+                if (r < 0)
+                        return r;
+                /*
+                 * Withdrawn, the caller may re-apply its change to the other writer's record. Not
+                 * withdrawn, ours may still be the record read next, and a change applied twice
+                 * (a lease given back twice) could under-count: the outcome is unknown.
+                 */
+                if (h && (r = hsm_destroy_object(ks->hsm, h)) < 0 && r != -ENOENT)
+                        return -KEKERR_HSM_UNAVAILABLE;
+                return -EAGAIN;
         }
         if (!h) {
                 /* Our record is not there after all. */
@@ -256,10 +271,13 @@ static int record_write(Keystore *ks, Key *k, const HsmObject *old, size_t n_old
  * behind our back is seen as missing, not served through a stale handle.
  */
 void carry_runtime(Key *k, const Key *old) {
+        /* A key purged and created again under the same name is another key: nothing of ours is in its record. */
+        if (old && old->created_usec != k->created_usec)
+                return;
         for (size_t i = 0; old && i < k->n_versions; i++) {
                 const KeyVersion *ov = key_find_version(old, k->versions[i].id);
 
-                if (!ov)
+                if (!ov || ov->created_usec != k->versions[i].created_usec)
                         continue;
                 k->versions[i].lease_left = ov->lease_left;
                 k->versions[i].unwraps_pending = ov->unwraps_pending;
@@ -321,9 +339,11 @@ static void index_remove(Keystore *ks, const char *name) {
 /*
  * Fresh read, change, write, index. fn returns <0 to refuse, 0 to write; it
  * may run more than once (when another kekd wrote concurrently), each time on
- * the freshest record, so it must derive everything from that record.
+ * the freshest record, so it must derive everything from that record. A key
+ * that is not fully created is UNKNOWN_KEY, unless half_made: only the
+ * rollback of its creation may change it.
  */
-int key_mutate(Keystore *ks, const char *name, MutateFn fn, void *userdata, const Key **ret) {
+static int mutate(Keystore *ks, const char *name, MutateFn fn, void *userdata, bool half_made, const Key **ret) {
         _cleanup_(key_freep) Key *k = NULL;
         Key *put;
         int r = -EAGAIN;
@@ -345,8 +365,9 @@ int key_mutate(Keystore *ks, const char *name, MutateFn fn, void *userdata, cons
                 r = records_fetch(ks, name, &k, &old, &n_old);
                 if (r < 0)
                         return r;
-                if (k->purging)
-                        return -KEKERR_UNKNOWN_KEY; /* being purged: as good as gone */
+                /* Being purged: as good as gone. Being created: not there yet. */
+                if (k->purging || (!key_exists(k) && !half_made))
+                        return -KEKERR_UNKNOWN_KEY;
                 r = fn(ks, k, userdata);
                 if (r < 0)
                         return r;
@@ -362,6 +383,10 @@ int key_mutate(Keystore *ks, const char *name, MutateFn fn, void *userdata, cons
         if (ret)
                 *ret = put;
         return 0;
+}
+
+int key_mutate(Keystore *ks, const char *name, MutateFn fn, void *userdata, const Key **ret) {
+        return mutate(ks, name, fn, userdata, false, ret);
 }
 
 int keystore_new(Hsm *hsm, const char *owner, Keystore **ret) {
@@ -441,7 +466,7 @@ int find_mutable(Keystore *ks, const char *name, Key **ret) {
                         return r;
                 k = index_get(ks, name);
         }
-        if (!k || k->purging || (k->n_versions == 0 && k->pending_version))
+        if (!key_exists(k))
                 return -KEKERR_UNKNOWN_KEY;
         *ret = k;
         return 0;
@@ -485,11 +510,52 @@ static int version_objects_destroy(Keystore *ks, const char *name, uint32_t vers
         return -KEKERR_HSM_UNAVAILABLE;
 }
 
+/* An intent as a record holds it: which version, since when, whose. */
+typedef struct Intent {
+        char name[KEY_NAME_MAX + 1];
+        uint32_t version;
+        uint64_t since_usec;
+        char owner[OWNER_MAX];
+} Intent;
+
+static bool pending_is_stale(const Keystore *ks, const Key *k, uint64_t now);
+/* 1 rolled back, 0 nothing to do (the token's record no longer holds that intent), <0 error. */
+static int intent_rollback(Keystore *ks, const Intent *in);
+static int repair_pending(Keystore *ks, const Key *k);
+
+/*
+ * A create that failed once its intent may be in the token: rolled back
+ * before it answers, so the name is free again at once. Only while the
+ * name's records are all our intent's (writer): another record means another
+ * kekd's create or our commit, whose version-1 object must not be destroyed
+ * here. What cannot be rolled back now stays for repair; until then the key
+ * does not exist for any request (key_exists()). Returns err.
+ */
+static int create_rollback(Keystore *ks, const Intent *in, uint64_t writer, int err) {
+        HsmObject mine;
+        int r;
+
+        r = record_contested(ks, in->name, writer, 0, &mine);
+        if (r > 0) {
+                log_debug("Not rolling back the failed creation of key '%s': the token holds another record of it",
+                          in->name);
+                return err;
+        }
+        if (r == 0)
+                r = intent_rollback(ks, in);
+        if (r < 0)
+                log_debug("Cannot roll back the failed creation of key '%s' now (%s); repair will",
+                          in->name, error_text(r));
+        return err;
+}
+
 int keystore_create(Keystore *ks, const char *name, const RotationPolicy *policy, uint64_t now, const Key **ret) {
         _cleanup_(key_freep) Key *k = NULL;
         _cleanup_free_ uint8_t *buf = NULL;
         Key *existing = NULL;
         HsmObject obj;
+        Intent in = { .version = 1, .since_usec = now };
+        uint64_t writer;
         size_t len;
         int r;
 
@@ -497,6 +563,19 @@ int keystore_create(Keystore *ks, const char *name, const RotationPolicy *policy
                 return -KEKERR_INVALID_ARGUMENT;
         /* A deleted key keeps its name until it is purged, as in the cloud service. */
         r = records_fetch(ks, name, &existing, NULL, NULL);
+        if (r >= 0 && !existing->purging && !key_exists(existing)) {
+                /* A creation that failed and could not be rolled back then: finish that first. */
+                if (pending_is_stale(ks, existing, now))
+                        r = repair_pending(ks, existing);
+                else
+                        r = -KEKERR_CONFLICT; /* another kekd is creating it right now */
+                existing = key_free(existing);
+                if (r < 0)
+                        return r;
+                if (r == 0)
+                        return -KEKERR_CONFLICT;
+                r = records_fetch(ks, name, &existing, NULL, NULL);
+        }
         key_free(existing);
         if (r >= 0)
                 return -KEKERR_KEY_EXISTS;
@@ -515,32 +594,36 @@ int keystore_create(Keystore *ks, const char *name, const RotationPolicy *policy
         k->pending_version = 1;
         k->pending_since_usec = now;
         snprintf(k->pending_owner, sizeof(k->pending_owner), "%s", ks->owner);
-        k->writer = writer_nonce();
+        k->writer = writer = writer_nonce();
+        strcpy(in.name, name);
+        strcpy(in.owner, k->pending_owner);
         r = key_to_record(k, &buf, &len);
         if (r < 0)
                 return r;
         r = hsm_create_data(ks->hsm, APP_KEYS, name, buf, len, &k->meta_handle);
         if (r < 0) {
-                ks->reload_needed = true; /* the intent may exist: repair rolls it back */
-                return r;
+                ks->reload_needed = true; /* the intent may exist all the same (a lost reply) */
+                return create_rollback(ks, &in, writer, r);
         }
         /* Another kekd creating the same name at the same moment: both back off rather than make two KEKs. */
         r = record_contested(ks, name, k->writer, 0, &k->meta_handle);
-        if (r != 0) {
-                if (r > 0 && k->meta_handle)
+        if (r > 0) {
+                if (k->meta_handle)
                         (void) hsm_destroy_object(ks->hsm, k->meta_handle);
-                return r < 0 ? r : -KEKERR_CONFLICT;
+                return -KEKERR_CONFLICT;
         }
+        if (r < 0)
+                return create_rollback(ks, &in, writer, r);
         if (!k->meta_handle)
-                return -KEKERR_HSM_UNAVAILABLE;
+                return create_rollback(ks, &in, writer, -KEKERR_HSM_UNAVAILABLE);
 
         /* A version-1 object without a record can only be an orphan of an earlier failed attempt. */
         r = version_objects_destroy(ks, name, 1);
         if (r < 0)
-                return r; /* the intent stays; repair finishes the rollback */
+                return create_rollback(ks, &in, writer, r);
         r = hsm_generate_aes_key(ks->hsm, name, 1, &obj);
         if (r < 0)
-                return r; /* idem: the object may exist all the same (a lost reply) */
+                return create_rollback(ks, &in, writer, r); /* the object may exist all the same (a lost reply) */
         k->versions[0] = (KeyVersion) { .id = 1, .created_usec = now, .enabled = true, .present = true, .handle = obj };
         k->n_versions = 1;
         k->current_version = 1;
@@ -555,7 +638,7 @@ int keystore_create(Keystore *ks, const char *name, const RotationPolicy *policy
         if (r < 0) {
                 /*
                  * The commit may have happened all the same (a lost reply): only a fresh read
-                 * tells. If it did not, the intent stays and repair destroys the object.
+                 * tells. If it did not, the object and the intent go.
                  */
                 Key *fresh = NULL;
 
@@ -565,7 +648,7 @@ int keystore_create(Keystore *ks, const char *name, const RotationPolicy *policy
                         return 0;
                 }
                 key_free(fresh);
-                return r == -EAGAIN ? -KEKERR_CONFLICT : r;
+                return create_rollback(ks, &in, writer, r == -EAGAIN ? -KEKERR_CONFLICT : r);
         }
         if (!(*ret = index_put(ks, TAKE_PTR(k))))
                 return -ENOMEM;
@@ -649,9 +732,6 @@ static int pending_clear(Keystore *ks, Key *k, void *userdata) {
         k->pending_owner[0] = 0;
         return 0;
 }
-
-/* 1 rolled back, 0 nothing to do (the token's record no longer holds that intent), <0 error. */
-static int repair_pending(Keystore *ks, const Key *k);
 
 int keystore_rotate(Keystore *ks, const char *name, uint64_t now, const Key **ret) {
         RotateIntent ri = { .ks = ks, .now = now };
@@ -866,6 +946,8 @@ int keystore_purge(Keystore *ks, const char *name, uint64_t now) {
         if (r < 0)
                 return r;
         if (!k->purging) {
+                if (!key_exists(k))
+                        return -KEKERR_UNKNOWN_KEY; /* being created: repair rolls a failed creation back */
                 if (k->state != KEY_DELETED)
                         return -KEKERR_INVALID_ARGUMENT;
                 r = vault_load(&ks->vault, ks->hsm);
@@ -886,16 +968,31 @@ int keystore_set_vault(Keystore *ks, const VaultChange *c) {
 
 /* --- maintenance and check ----------------------------------------------------- */
 
+typedef struct UsageFlush {
+        const Key *mine;   /* a snapshot of this kekd's runtime state of the key */
+        bool settle;
+} UsageFlush;
+
+/*
+ * Adds this kekd's unflushed usage to the freshest record; with settle, also
+ * takes this kekd's unused lease off the version's wrap count. Reservations
+ * in a record are the sum of every kekd's leases, so taking off our own
+ * unused part leaves another kekd's reservation whole however the writes
+ * interleave (key_mutate() re-applies this to the freshest record).
+ */
 static int usage_flush_fn(Keystore *ks, Key *k, void *userdata) {
-        const Key *mine = userdata;
+        const UsageFlush *a = userdata;
 
         for (size_t i = 0; i < k->n_versions; i++) {
-                const KeyVersion *m = key_find_version(mine, k->versions[i].id);
+                KeyVersion *v = &k->versions[i];
+                const KeyVersion *m = key_find_version(a->mine, v->id);
 
                 if (!m)
                         continue;
-                k->versions[i].unwraps += m->unwraps_pending;
-                k->versions[i].last_use_usec = MAX(k->versions[i].last_use_usec, m->last_use_pending);
+                v->unwraps += m->unwraps_pending;
+                v->last_use_usec = MAX(v->last_use_usec, m->last_use_pending);
+                if (a->settle)
+                        v->wraps_reserved -= MIN(v->wraps_reserved, m->lease_left);
         }
         return 0;
 }
@@ -907,10 +1004,23 @@ static bool usage_pending(const Key *k) {
         return false;
 }
 
-/* Writes this kekd's unwrap counts and last-use times of one key into its record. */
-static int usage_flush(Keystore *ks, const char *name) {
+static bool lease_pending(const Key *k) {
+        for (size_t i = 0; i < k->n_versions; i++)
+                if (k->versions[i].lease_left > 0)
+                        return true;
+        return false;
+}
+
+/*
+ * Writes this kekd's unwrap counts and last-use times of one key into its
+ * record; with settle (at shutdown, after the last wrap) also gives back the
+ * unused part of its leases. Not retried when the write's outcome is unknown:
+ * it may have been applied, and applying it twice would under-count.
+ */
+static int usage_flush(Keystore *ks, const char *name, bool settle) {
         _cleanup_(key_freep) Key *mine = NULL;
         Key *cur = index_get(ks, name), *k;
+        UsageFlush a = { .settle = settle };
         int r;
 
         if (!cur)
@@ -921,7 +1031,8 @@ static int usage_flush(Keystore *ks, const char *name) {
                 return -ENOMEM;
         memcpy(mine->versions, cur->versions, cur->n_versions * sizeof(KeyVersion));
         mine->n_versions = cur->n_versions;
-        r = key_mutate(ks, name, usage_flush_fn, mine, NULL);
+        a.mine = mine;
+        r = key_mutate(ks, name, usage_flush_fn, &a, NULL);
         if (r < 0)
                 return r;
         k = index_get(ks, name);
@@ -932,6 +1043,8 @@ static int usage_flush(Keystore *ks, const char *name) {
                         k->versions[i].unwraps_pending -= MIN(k->versions[i].unwraps_pending, m->unwraps_pending);
                         if (k->versions[i].last_use_pending <= m->last_use_pending)
                                 k->versions[i].last_use_pending = 0;
+                        if (settle)
+                                k->versions[i].lease_left -= MIN(k->versions[i].lease_left, m->lease_left);
                 }
         }
         return 0;
@@ -956,46 +1069,53 @@ static int index_names(const Keystore *ks, KeyName **ret, size_t *ret_n) {
         return 0;
 }
 
-/* Rolls back a stale intent: the pending object (never used) goes, then the intent. */
-static int repair_pending(Keystore *ks, const Key *k) {
-        uint32_t version = k->pending_version;
-        char name[KEY_NAME_MAX + 1];
+/* Rolls back an intent: the pending object (never used) goes, then the intent. */
+static int intent_rollback(Keystore *ks, const Intent *in) {
+        uint32_t version = in->version;
         bool same, created;
         Key *cur = NULL;
         int r;
 
-        snprintf(name, sizeof(name), "%s", k->name);
         /*
          * The index may come from a reading that began seconds ago (the refresh reads on its
          * own thread): the intent's owner may have committed the version since. Destroy only
          * what the token's record still names as the same intent.
          */
-        r = records_fetch(ks, name, &cur, NULL, NULL);
+        r = records_fetch(ks, in->name, &cur, NULL, NULL);
         if (r == -KEKERR_UNKNOWN_KEY)
                 return 0;
         if (r < 0)
                 return r;
-        same = cur->pending_version == version && cur->pending_since_usec == k->pending_since_usec &&
-               strcmp(cur->pending_owner, k->pending_owner) == 0;
+        same = cur->pending_version == version && cur->pending_since_usec == in->since_usec &&
+               strcmp(cur->pending_owner, in->owner) == 0;
         created = cur->n_versions == 0;
         key_free(cur);
         if (!same) {
                 ks->reload_needed = true; /* the index is behind the token */
                 return 0;
         }
-        r = version_objects_destroy(ks, name, version);
+        r = version_objects_destroy(ks, in->name, version);
         if (r < 0)
                 return r;
         if (created) {
                 /* An interrupted create: nothing was ever served, the whole key goes. */
-                r = key_mutate(ks, name, purge_begin, NULL, NULL);
+                r = mutate(ks, in->name, purge_begin, NULL, true, NULL);
                 if (r < 0)
                         return r;
-                r = purge_finish(ks, name);
+                r = purge_finish(ks, in->name);
                 return r < 0 ? r : 1;
         }
-        r = key_mutate(ks, name, pending_clear, &version, NULL);
+        r = key_mutate(ks, in->name, pending_clear, &version, NULL);
         return r < 0 ? r : 1;
+}
+
+/* Rolls back a stale intent the index holds (repair). */
+static int repair_pending(Keystore *ks, const Key *k) {
+        Intent in = { .version = k->pending_version, .since_usec = k->pending_since_usec };
+
+        snprintf(in.name, sizeof(in.name), "%s", k->name);
+        snprintf(in.owner, sizeof(in.owner), "%s", k->pending_owner);
+        return intent_rollback(ks, &in);
 }
 
 /* Removes the superseded records left by a crash between a write and its destroy. */
@@ -1092,7 +1212,7 @@ static int repair(Keystore *ks, uint64_t now, uint64_t max_age_usec) {
         return repaired;
 }
 
-int keystore_flush_usage(Keystore *ks) {
+int keystore_settle(Keystore *ks) {
         _cleanup_free_ KeyName *names = NULL;
         size_t n_names;
         int ret = 0;
@@ -1104,9 +1224,9 @@ int keystore_flush_usage(Keystore *ks) {
                 Key *k = index_get(ks, names[i]);
                 int r;
 
-                if (!k || !usage_pending(k))
+                if (!k || (!usage_pending(k) && !lease_pending(k)))
                         continue;
-                r = usage_flush(ks, names[i]);
+                r = usage_flush(ks, names[i], true);
                 if (r < 0 && ret >= 0)
                         ret = r;
         }
@@ -1163,7 +1283,7 @@ int keystore_maintain(Keystore *ks, uint64_t now) {
                 }
                 k = index_get(ks, names[i]);
                 if (k && usage_pending(k) && flush_usage) {
-                        r = usage_flush(ks, names[i]);
+                        r = usage_flush(ks, names[i], false);
                         if (r < 0)
                                 log_debug("Cannot record usage of key '%s': %s", names[i], error_text(r));
                 }

@@ -19,8 +19,12 @@
  *    "purging" first, then destroys objects, then the record. Repair (at
  *    start and periodically) rolls back stale intents and finishes purges, so
  *    no version named by a record is ever missing and no object of ours is
- *    left without a record.
- *  - Wrap budgets are leases recorded before use: a crash over-counts.
+ *    left without a record. A create that fails rolls itself back before it
+ *    answers; a key whose creation is not complete exists for no request
+ *    (key_exists()).
+ *  - Wrap budgets are leases recorded before use: a crash over-counts, by
+ *    at most one lease per version this kekd wrapped with; a clean stop
+ *    gives the unused part back (keystore_settle()).
  */
 #pragma once
 
@@ -94,6 +98,13 @@ DEFINE_TRIVIAL_CLEANUP_FUNC(KeystoreRead, keystore_read_free);
 /* The HSM the keystore uses, for other records kept in the same token (daemon/approval.h). */
 Hsm *keystore_hsm(const Keystore *ks);
 
+/*
+ * Whether k exists for clients: its creation is complete (its first version
+ * recorded) and it is not being purged. The index also holds keys that do
+ * not, for repair; every request treats them as UNKNOWN_KEY.
+ */
+bool key_exists(const Key *k);
+/* The index, keys that do not exist included: callers that count or list keys skip those. */
 size_t keystore_n_keys(const Keystore *ks);
 const Key *keystore_key_at(const Keystore *ks, size_t i);
 /* -KEKERR_UNKNOWN_KEY if absent. Pointers stay valid until the next keystore call. */
@@ -200,8 +211,13 @@ int keystore_rewrap(Keystore *ks, const uint8_t *blob, size_t blob_len, const ui
                     uint64_t now, uint8_t **ret_blob, size_t *ret_blob_len, uint32_t *ret_version,
                     uint32_t *ret_old_version);
 
-/* Writes this kekd's unflushed usage (unwrap counts, last use) of every key; at shutdown. */
-int keystore_flush_usage(Keystore *ks);
+/*
+ * At shutdown, after the last wrap: writes this kekd's unflushed usage
+ * (unwrap counts, last use) of every key and gives back the unused part of
+ * its wrap leases, so each version's wrap count is its real count. A key
+ * whose write fails keeps its lease counted (over-counted, never under).
+ */
+int keystore_settle(Keystore *ks);
 
 /*
  * Periodic work: repair stale intents, purge keys past their purge date,

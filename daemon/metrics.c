@@ -160,6 +160,8 @@ static void render_keys(FILE *f, const Metrics *m, const Keystore *ks) {
         for (size_t i = 0; i < keystore_n_keys(ks); i++) {
                 const Key *k = keystore_key_at(ks, i);
 
+                if (!key_exists(k))
+                        continue; /* being created or purged */
                 if (k->state >= KEY_ENABLED && k->state <= KEY_DELETED)
                         n[k->state]++;
                 versions += k->n_versions;

@@ -18,6 +18,9 @@ tests_p11_fault_fault_client_LDADD = client/libkek.la
 
 TESTS += tests/integration/fault.sh tests/integration/refresh.sh
 EXTRA_DIST += tests/integration/fault.sh tests/integration/refresh.sh
+# Wrap leases settled at a clean stop (lease.sh); a failed create rolled back at once (create-fault.sh).
+TESTS += tests/integration/lease.sh tests/integration/create-fault.sh
+EXTRA_DIST += tests/integration/lease.sh tests/integration/create-fault.sh
 
 # P11_FAULT_MODULE: the real module p11-fault wraps.
 AM_TESTS_ENVIRONMENT += \
