@@ -6,10 +6,11 @@
 # in $P11_FAULT_LOG that its fault really fired, then the outcome:
 #  1. C_Encrypt CKR_DEVICE_ERROR once: that wrap gets HSM_UNAVAILABLE, the next
 #     one succeeds, kekd lives on.
-#  2. CKR_SESSION_HANDLE_INVALID on C_Decrypt and C_EncryptInit: kekd opens a
-#     new session, logs in again and retries on the spot: the operation that
-#     met the loss succeeds, and so does every one after it, at its first try
-#     (none waits through a reopen backoff).
+#  2. CKR_SESSION_HANDLE_INVALID on C_Decrypt and C_EncryptInit, alone and
+#     among 8 unwraps at once: kekd opens a new session, logs in again and
+#     retries on the spot: the operation that met the loss succeeds, and so
+#     does every one after or beside it, at its first try (none waits through
+#     a reopen backoff).
 #  3. CKR_USER_NOT_LOGGED_IN: kekd logs in again (a listing is retried, so is
 #     a C_Encrypt, and the operations after it succeed at their first try);
 #     CKR_TOKEN_NOT_PRESENT on every call for a window, CKR_DEVICE_REMOVED for
@@ -283,6 +284,24 @@ for fn in C_Decrypt C_EncryptInit; do
         ok "... kekd opened a new session" grep -q '^trace C_OpenSession CKR_OK' "$FLOG"
         ok "... and logged in again" grep -q "$LOGIN_AGAIN" "$FLOG"
 done
+# Requests in flight together (several connections; with [hsm] sessions > 1 kekd runs them
+# as one group over its sessions): the loss met by one of them costs none of them.
+mark
+fault_set 'C_Decrypt:rv=CKR_SESSION_HANDLE_INVALID'
+pids=""
+for j in 1 2 3 4 5 6 7 8; do
+        "$KEKCTL" unwrap --context c1 <"$TESTDIR/b1" >"$TESTDIR/par.$j" 2>"$TESTDIR/par.$j.err" &
+        pids="$pids $!"
+done
+n_fail=0
+for pid in $pids; do
+        wait "$pid" || n_fail=$((n_fail + 1))
+done
+for j in 1 2 3 4 5 6 7 8; do
+        cmp -s "$TESTDIR/par.$j" "$TESTDIR/aek1" || n_fail=$((n_fail + 1))
+done
+is "8 unwraps at once, one of them meets CKR_SESSION_HANDLE_INVALID: none fails" "$n_fail" 0
+is "... the fault fired once" "$(fired C_Decrypt CKR_SESSION_HANDLE_INVALID)" 1
 ok "kekd is alive" kekd_alive
 
 # --- 3. not logged in; token gone for a while ---------------------------------------------
