@@ -10,6 +10,7 @@
  *   device, token and session failures  -> -KEKERR_HSM_UNAVAILABLE (transient)
  *   GCM tag mismatch / bad ciphertext    -> -KEKERR_BLOB_INVALID
  *   object handle no longer valid        -> -ENOENT
+ *   encrypt/decrypt: session or login lost, and open again -> -ESTALE
  * The last CK_RV is kept for the caller's log line (hsm_last_error()).
  *
  * After a device or session failure the next call reopens the session and logs
