@@ -237,34 +237,81 @@ static int run_encrypt(Hsm *h, CryptoOp *op, const uint8_t *pt, size_t pt_len) {
 }
 
 /*
- * One HSM call of op. A session reopened since op's handles were read (by
- * any session of the token, before or during this call) may have renumbered
- * them on a real HSM: then the call is not made, or its answer not trusted,
- * and the op is transient; the keystore re-reads its handles before the next
- * request.
+ * Finds op's key object again in h's session, at the generation that session
+ * has now: the handles prepare stamped on op came from an index read before a
+ * session was reopened. A search changes nothing in the token.
  */
-static int run_call(Hsm *h, CryptoOp *op) {
-        uint64_t gen = op->generation;
+static int refind(Hsm *h, CryptoOp *op) {
+        bool encrypt = op->kind == CRYPTO_WRAP || (op->kind == CRYPTO_REWRAP && op->blob);
+        uint64_t gen;
         int r;
 
-        if (hsm_generation(h) != gen)
-                return -KEKERR_HSM_UNAVAILABLE;
+        r = hsm_ready(h);
+        if (r < 0)
+                return r;
+        gen = hsm_generation(h);
+        if (encrypt)
+                r = hsm_find_key(h, op->key, op->version, &op->dst);
+        else
+                r = hsm_find_key(h, op->view.key, op->view.version, &op->src);
+        if (r < 0)
+                return r;
+        op->generation = gen;
+        return 0;
+}
 
+static int call_once(Hsm *h, CryptoOp *op) {
         if (op->kind == CRYPTO_WRAP)
-                r = run_encrypt(h, op, op->pt, op->pt_len);
-        else if (op->kind == CRYPTO_REWRAP && op->blob)
-                r = run_encrypt(h, op, op->plaintext->data, op->plaintext->len);
-        else if (op->kind == CRYPTO_UNWRAP || op->kind == CRYPTO_REWRAP) {
-                r = hsm_decrypt_gcm(h, op->src, op->view.iv, op->src_aad, op->src_aad_len, op->view.ciphertext,
-                                    op->view.ciphertext_len, &op->plaintext);
-                if (r >= 0 && hsm_generation(h) == gen)
-                        op->src_ok = true;
-        } else
-                return -EINVAL;
+                return run_encrypt(h, op, op->pt, op->pt_len);
+        if (op->kind == CRYPTO_REWRAP && op->blob)
+                return run_encrypt(h, op, op->plaintext->data, op->plaintext->len);
+        if (op->kind == CRYPTO_UNWRAP || op->kind == CRYPTO_REWRAP)
+                return hsm_decrypt_gcm(h, op->src, op->view.iv, op->src_aad, op->src_aad_len, op->view.ciphertext,
+                                       op->view.ciphertext_len, &op->plaintext);
+        return -EINVAL;
+}
+
+/*
+ * One HSM call of op. A session reopened since op's handles were read (by
+ * any session of the token, before or during this call) may have renumbered
+ * them on a real HSM: then the call is not made, or its answer not trusted.
+ * Encrypt and decrypt change nothing in the token, so op finds its key again
+ * by name and version in the session as it is now and makes the call once
+ * more: when another session's reopen moved the generation, and when this
+ * call's own session or login was lost and is open again (-ESTALE from
+ * hsm.c). Any other failure is not retried (a device error may last); a
+ * second reopen makes the op transient. The keystore re-reads its index
+ * before the next request.
+ */
+static int run_call(Hsm *h, CryptoOp *op) {
+        bool decrypt = op->kind == CRYPTO_UNWRAP || (op->kind == CRYPTO_REWRAP && !op->blob);
+        bool retried = false, stale = false;
+        int r;
+
+        for (;;) {
+                if (stale || hsm_generation(h) != op->generation) {
+                        if (retried)
+                                return -KEKERR_HSM_UNAVAILABLE;
+                        retried = true;
+                        r = refind(h, op);
+                        if (r < 0)
+                                break;
+                }
+                r = call_once(h, op);
+                if (r != -ESTALE && hsm_generation(h) == op->generation)
+                        break;
+                /* Made with a handle that may have named another object: neither answer is trusted. */
+                if (decrypt)
+                        op->plaintext = secret_free(op->plaintext);
+                /* Its own failure (a device error, say) that lost the session: no retry, it may last. */
+                if (r < 0 && r != -ESTALE)
+                        return -KEKERR_HSM_UNAVAILABLE;
+                stale = true;
+        }
+        if (r >= 0 && decrypt)
+                op->src_ok = true;
         if (r == -ENOENT)
                 op->gone = true;
-        if (r >= 0 && hsm_generation(h) != gen)
-                r = -KEKERR_HSM_UNAVAILABLE;
         return r;
 }
 

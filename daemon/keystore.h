@@ -133,7 +133,9 @@ int keystore_set_grant(Keystore *ks, const char *name, const Grant *grant, bool 
  * run on several sessions at once (daemon/cryptopool.h):
  *   prepare  keystore thread: checks, wrap lease, IV, AAD; copies what the
  *            HSM call needs into the CryptoOp (no pointers into the index);
- *   run      any thread with its own Hsm session: only C_Encrypt/C_Decrypt;
+ *   run      any thread with its own Hsm session: only C_Encrypt/C_Decrypt,
+ *            and a search for the op's key object when a session was
+ *            reopened since prepare (then the call is made once more);
  *   targets  rewrap only, keystore thread: a blob that authenticated gets
  *            its new version, lease and IV (so a blob that does not spends
  *            no wrap budget), then run again encrypts it;

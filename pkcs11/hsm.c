@@ -10,6 +10,12 @@
  *    or session went away.
  *  - A failed call that looks like a lost session marks the session dead; the
  *    next call (and one retry of the failing call) reopens it.
+ *  - A lost session or login alone (CKR_SESSION_HANDLE_INVALID,
+ *    CKR_SESSION_CLOSED, CKR_USER_NOT_LOGGED_IN: the token itself answered)
+ *    is reopened and logged in on the spot, outside the backoff, which only
+ *    failed reopens start. Calls that only read are then made once more; the
+ *    GCM calls return -ESTALE so that their caller finds the key again first.
+ *    Nothing that writes is ever repeated here.
  */
 #include "config.h"
 
@@ -90,6 +96,15 @@ static bool rv_is_session_loss(CK_RV rv) {
         default:
                 return false;
         }
+}
+
+/*
+ * The token answered, but our session or its login is gone: a new session (and
+ * login) on the spot should serve the same call. Other losses (device errors,
+ * token removed) may last; they wait for the next call and its backoff.
+ */
+static bool rv_is_relogin(CK_RV rv) {
+        return rv == CKR_SESSION_HANDLE_INVALID || rv == CKR_SESSION_CLOSED || rv == CKR_USER_NOT_LOGGED_IN;
 }
 
 static const char *rv_name(CK_RV rv) {
@@ -355,6 +370,36 @@ static int handle_call_failed(Hsm *h, CK_RV rv) {
         return r;
 }
 
+/*
+ * The same for a call that changed nothing in the token (encrypt, decrypt),
+ * which its caller may therefore make again: after a lost session or login
+ * (rv_is_relogin()) the session is reopened now and -ESTALE says "open again,
+ * but the handle you passed may be stale: find the object again, then retry
+ * once". The generation moved, so the caller can tell the two reopens apart.
+ */
+static int idempotent_call_failed(Hsm *h, CK_RV rv) {
+        int r = handle_call_failed(h, rv);
+
+        if (rv_is_relogin(rv) && ensure_session(h) >= 0)
+                return -ESTALE;
+        return r;
+}
+
+/*
+ * A read in the middle of a listing failed. After a lost session or login
+ * the session is dropped and -ESTALE asks the listing to start again (once):
+ * the handles it found belong to the session that is gone.
+ */
+static int read_failed(Hsm *h, CK_RV rv) {
+        int r = rv_to_errno(h, rv);
+
+        if (!rv_is_relogin(rv))
+                return r;
+        session_close(h);
+        generation_bump(h);
+        return -ESTALE;
+}
+
 int hsm_open(const char *module, const char *token_uri, const Secret *pin, Hsm **ret, const char **ret_error) {
         _cleanup_(hsm_freep) Hsm *h = NULL;
         const char *dummy;
@@ -593,7 +638,7 @@ int hsm_encrypt_gcm(Hsm *h, HsmObject key, const uint8_t iv[HSM_GCM_IV_SIZE], co
                 return r;
         rv = gcm_encrypt_once(h, &mech, key, pt, pt_len, out);
         if (rv != CKR_OK)
-                return handle_call_failed(h, rv);
+                return idempotent_call_failed(h, rv);
         return 0;
 }
 
@@ -645,13 +690,13 @@ int hsm_decrypt_gcm(Hsm *h, HsmObject key, const uint8_t iv[HSM_GCM_IV_SIZE], co
                 return r;
         rv = gcm_decrypt_once(h, &mech, key, ct, ct_len, pt);
         if (rv != CKR_OK)
-                return handle_call_failed(h, rv);
+                return idempotent_call_failed(h, rv);
         *ret = TAKE_PTR(pt);
         return 0;
 }
 
-/* Collects all handles matching tmpl. */
-static int find_all(Hsm *h, CK_ATTRIBUTE *tmpl, CK_ULONG n_tmpl, CK_OBJECT_HANDLE **ret, size_t *ret_n) {
+/* Collects all handles matching tmpl; -ESTALE: the session or login was lost after the search began. */
+static int find_all_once(Hsm *h, CK_ATTRIBUTE *tmpl, CK_ULONG n_tmpl, CK_OBJECT_HANDLE **ret, size_t *ret_n) {
         _cleanup_free_ CK_OBJECT_HANDLE *objs = NULL;
         size_t n = 0, cap = 0;
         CK_RV rv;
@@ -681,7 +726,7 @@ static int find_all(Hsm *h, CK_ATTRIBUTE *tmpl, CK_ULONG n_tmpl, CK_OBJECT_HANDL
                 rv = h->module->C_FindObjects(h->session, objs + n, cap - n, &got);
                 if (rv != CKR_OK) {
                         (void) h->module->C_FindObjectsFinal(h->session);
-                        return rv_to_errno(h, rv);
+                        return read_failed(h, rv);
                 }
                 if (got == 0)
                         break;
@@ -689,10 +734,19 @@ static int find_all(Hsm *h, CK_ATTRIBUTE *tmpl, CK_ULONG n_tmpl, CK_OBJECT_HANDL
         }
         rv = h->module->C_FindObjectsFinal(h->session);
         if (rv != CKR_OK)
-                return rv_to_errno(h, rv);
+                return read_failed(h, rv);
         *ret = TAKE_PTR(objs);
         *ret_n = n;
         return 0;
+}
+
+/* The same, searching once more in a new session after a lost session or login (a search changes nothing). */
+static int find_all(Hsm *h, CK_ATTRIBUTE *tmpl, CK_ULONG n_tmpl, CK_OBJECT_HANDLE **ret, size_t *ret_n) {
+        int r = find_all_once(h, tmpl, n_tmpl, ret, ret_n);
+
+        if (r == -ESTALE)
+                r = find_all_once(h, tmpl, n_tmpl, ret, ret_n);
+        return r == -ESTALE ? -KEKERR_HSM_UNAVAILABLE : r;
 }
 
 /*
@@ -708,7 +762,7 @@ static int find_all(Hsm *h, CK_ATTRIBUTE *tmpl, CK_ULONG n_tmpl, CK_OBJECT_HANDL
         { CKA_NEVER_EXTRACTABLE, &(yes), sizeof(yes) },              \
         { CKA_LOCAL, &(yes), sizeof(yes) }
 
-int hsm_list_keys(Hsm *h, HsmKeyRef **ret, size_t *ret_n) {
+static int list_keys_once(Hsm *h, HsmKeyRef **ret, size_t *ret_n) {
         CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
         CK_KEY_TYPE type = CKK_AES;
         CK_BBOOL yes = CK_TRUE, no = CK_FALSE;
@@ -738,7 +792,7 @@ int hsm_list_keys(Hsm *h, HsmKeyRef **ret, size_t *ret_n) {
                 if (rv == CKR_OBJECT_HANDLE_INVALID)
                         continue; /* destroyed by another node meanwhile */
                 if (rv != CKR_OK)
-                        return rv_to_errno(h, rv);
+                        return read_failed(h, rv);
                 if (a[1].ulValueLen != sizeof(id) || a[0].ulValueLen > HSM_KEY_LABEL_MAX)
                         continue;
                 keys[k].label[a[0].ulValueLen] = 0;
@@ -749,6 +803,15 @@ int hsm_list_keys(Hsm *h, HsmKeyRef **ret, size_t *ret_n) {
         *ret = TAKE_PTR(keys);
         *ret_n = k;
         return 0;
+}
+
+int hsm_list_keys(Hsm *h, HsmKeyRef **ret, size_t *ret_n) {
+        /* After a lost session or login, list again: the handles found belong to the old session. */
+        int r = list_keys_once(h, ret, ret_n);
+
+        if (r == -ESTALE)
+                r = list_keys_once(h, ret, ret_n);
+        return r == -ESTALE ? -KEKERR_HSM_UNAVAILABLE : r;
 }
 
 int hsm_key_attributes(Hsm *h, HsmObject key, HsmKeyAttrs *ret) {
@@ -847,7 +910,7 @@ static int data_object_read(Hsm *h, CK_OBJECT_HANDLE o, const char *const *apps,
         }
         secret_cleanse(value, sizeof(value));
         if (rv != CKR_BUFFER_TOO_SMALL)
-                return rv_to_errno(h, rv);
+                return read_failed(h, rv);
 
         /* Something is bigger than our buffers: sizes first. */
         for (size_t i = 0; i < ELEMENTSOF(a); i++) {
@@ -856,7 +919,7 @@ static int data_object_read(Hsm *h, CK_OBJECT_HANDLE o, const char *const *apps,
         }
         rv = h->module->C_GetAttributeValue(h->session, o, a, ELEMENTSOF(a));
         if (rv != CKR_OK)
-                return rv_to_errno(h, rv);
+                return read_failed(h, rv);
         if (a[0].ulValueLen > HSM_KEY_LABEL_MAX || a[1].ulValueLen > sizeof(app) || a[2].ulValueLen > 1024 * 1024)
                 return -EBADMSG;
         d->value = malloc(a[2].ulValueLen ? a[2].ulValueLen : 1);
@@ -866,7 +929,7 @@ static int data_object_read(Hsm *h, CK_OBJECT_HANDLE o, const char *const *apps,
         a[1].pValue = app;
         a[2].pValue = d->value;
         rv = h->module->C_GetAttributeValue(h->session, o, a, ELEMENTSOF(a));
-        r = rv != CKR_OK ? rv_to_errno(h, rv) : a[0].ulValueLen > HSM_KEY_LABEL_MAX ? -EBADMSG
+        r = rv != CKR_OK ? read_failed(h, rv) : a[0].ulValueLen > HSM_KEY_LABEL_MAX ? -EBADMSG
                                                  : app_index(apps, n_apps, app, a[1].ulValueLen, &d->app);
         if (r < 0) {
                 free(d->value);
@@ -887,6 +950,8 @@ static int list_data(Hsm *h, CK_ATTRIBUTE *tmpl, CK_ULONG n_tmpl, const char *co
          * races such a replacement can find the old object and then not read
          * it; the key must not look absent then, so list again.
          */
+        bool relogged = false;
+
         for (unsigned attempt = 0; attempt < LIST_ATTEMPTS; attempt++) {
                 _cleanup_free_ CK_OBJECT_HANDLE *objs = NULL;
                 HsmDataObject *d;
@@ -908,9 +973,14 @@ static int list_data(Hsm *h, CK_ATTRIBUTE *tmpl, CK_ULONG n_tmpl, const char *co
                         }
                         if (r == -EBADMSG)
                                 continue; /* not one of ours */
+                        if (r == -ESTALE && !relogged) {
+                                /* Session or login lost: list again, once, in the new session. */
+                                relogged = vanished = true;
+                                break;
+                        }
                         if (r < 0) {
                                 hsm_data_objects_free(d, k);
-                                return r;
+                                return r == -ESTALE ? -KEKERR_HSM_UNAVAILABLE : r;
                         }
                         k++;
                 }

@@ -10,13 +10,19 @@
  *   device, token and session failures  -> -KEKERR_HSM_UNAVAILABLE (transient)
  *   GCM tag mismatch / bad ciphertext    -> -KEKERR_BLOB_INVALID
  *   object handle no longer valid        -> -ENOENT
+ *   encrypt/decrypt: session or login lost, and open again -> -ESTALE
  * The last CK_RV is kept for the caller's log line (hsm_last_error()).
  *
  * After a device or session failure the next call reopens the session and logs
  * in again, then retries once. Object handles may change across such a reopen
  * on real HSMs, so hsm_generation() increments and holders of handles re-read
- * them. Not thread-safe: one Hsm per thread; hsm_open_session() gives another
- * thread its own session on the same token.
+ * them. A lost session or login alone (CKR_SESSION_HANDLE_INVALID,
+ * CKR_SESSION_CLOSED, CKR_USER_NOT_LOGGED_IN) is reopened within the failing
+ * call, outside the reopen backoff (only failed reopens back off): listings
+ * then search again once; encrypt and decrypt return -ESTALE (see there).
+ * Calls that create or destroy objects are never repeated: one that failed in
+ * transit may have been done. Not thread-safe: one Hsm per thread;
+ * hsm_open_session() gives another thread its own session on the same token.
  */
 #pragma once
 
@@ -126,10 +132,16 @@ const char *hsm_token_label(const Hsm *h);
 int hsm_generate_aes_key(Hsm *h, const char *label, uint32_t version, HsmObject *ret);
 int hsm_destroy_object(Hsm *h, HsmObject o);
 
-/* out must have room for pt_len + HSM_GCM_TAG_SIZE bytes (ciphertext || tag). */
+/*
+ * -ESTALE: the session or its login was lost in this call and is open again
+ * (hsm_generation() moved). Encrypt and decrypt change nothing in the token,
+ * so the caller may find the key again (hsm_find_key(): key may be stale) and
+ * make the call once more; a second -ESTALE is to be taken as transient.
+ * out must have room for pt_len + HSM_GCM_TAG_SIZE bytes (ciphertext || tag).
+ */
 int hsm_encrypt_gcm(Hsm *h, HsmObject key, const uint8_t iv[HSM_GCM_IV_SIZE], const uint8_t *aad,
                     size_t aad_len, const uint8_t *pt, size_t pt_len, uint8_t *out);
-/* ct is ciphertext || tag; the plaintext lands in a new Secret. */
+/* ct is ciphertext || tag; the plaintext lands in a new Secret. -ESTALE as for hsm_encrypt_gcm(). */
 int hsm_decrypt_gcm(Hsm *h, HsmObject key, const uint8_t iv[HSM_GCM_IV_SIZE], const uint8_t *aad,
                     size_t aad_len, const uint8_t *ct, size_t ct_len, Secret **ret);
 

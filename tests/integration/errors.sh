@@ -81,8 +81,8 @@ raw "pipelined requests are answered in order with their ids" "id=1 ok=list_keys
 
 # clients that send a request and hang up at once: kekd answers into the void and goes on
 for i in 1 2 3 4 5; do "$KEK_RAW" "$SOCKET" raw:000000050801aa0100 close >/dev/null; done
-ok "after 5 clients hung up right after their request, another is served within 5 s" \
-        timeout 5 "$KEKCTL" list
+ok "after 5 clients hung up right after their request, another is served (waited up to 30 s)" \
+        timeout 30 "$KEKCTL" list
 ok "... and kekd is still the same process" kekd_alive
 
 # a client that stalls inside a frame holds only its own connection

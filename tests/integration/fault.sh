@@ -6,9 +6,13 @@
 # in $P11_FAULT_LOG that its fault really fired, then the outcome:
 #  1. C_Encrypt CKR_DEVICE_ERROR once: that wrap gets HSM_UNAVAILABLE, the next
 #     one succeeds, kekd lives on.
-#  2. CKR_SESSION_HANDLE_INVALID on C_Decrypt and C_EncryptInit: kekd opens a
-#     new session, logs in again, later operations succeed.
-#  3. CKR_USER_NOT_LOGGED_IN: kekd logs in again (a listing is retried);
+#  2. CKR_SESSION_HANDLE_INVALID on C_Decrypt and C_EncryptInit, alone and
+#     among 8 unwraps at once: kekd opens a new session, logs in again and
+#     retries on the spot: the operation that met the loss succeeds, and so
+#     does every one after or beside it, at its first try (none waits through
+#     a reopen backoff).
+#  3. CKR_USER_NOT_LOGGED_IN: kekd logs in again (a listing is retried, so is
+#     a C_Encrypt, and the operations after it succeed at their first try);
 #     CKR_TOKEN_NOT_PRESENT on every call for a window, CKR_DEVICE_REMOVED for
 #     K calls: refusals are transient, kekd survives and recovers.
 #  4. libkek serves cached AEKs through an HSM outage (fresh, and stale within
@@ -22,6 +26,10 @@
 #  7. rate=0.05 CKR_DEVICE_ERROR on every call during 300 mixed kekctl and
 #     libkek operations: kekd never dies, never gives a definitive refusal
 #     for a fault, no acknowledged wrap is lost, `kekctl check` is clean.
+#  8. (with the timer out of the way) a lost session or login in the middle
+#     of a listing, or on C_Decrypt, costs no request: each is retried once.
+# No check asserts elapsed time: the machine may be busy. Waits are for a
+# condition, bounded in time.
 # Six kekd bugs were found with this test (the BUG_* texts below) and fixed;
 # their assertions are ordinary failures. FAULT_STRICT=0 turns them back into
 # TAP TODO (expected failures, with the bug in the reason) for bisecting.
@@ -140,6 +148,18 @@ wait_until() {
 wrap_works() {
         wrap_to "$1" probe aek1 probe.blob
 }
+# at_once N: N unwraps of b1 and N wraps under s1 in a row, right away, no retry;
+# prints how many failed (a request that meets a reopen backoff fails at once)
+at_once() {
+        n_fail=0
+        j=0
+        while [ $j -lt "$1" ]; do
+                unwraps_to c1 b1 aek1 || n_fail=$((n_fail + 1))
+                wrap_to s1 c1 aek1 b1n || n_fail=$((n_fail + 1))
+                j=$((j + 1))
+        done
+        echo $n_fail
+}
 check_clean() {
         kc check
         [ "$KC_STATUS" -eq 0 ]
@@ -244,6 +264,7 @@ is "... kekctl exits 1 (refused by kekd)" "$KC_STATUS" 1
 is "... the fault fired once" "$(fired C_Encrypt CKR_DEVICE_ERROR)" 1
 ok "the next wrap succeeds" wrap_to s1 c1 aek1 b1b
 ok "... and its blob unwraps" unwraps_to c1 b1b aek1
+is "... and so do the 5 unwraps and 5 wraps after it, at their first try" "$(at_once 5)" 0
 ok "kekd is alive" kekd_alive
 ok "kekd logged the refused wrap as HSM_UNAVAILABLE" grep -q "s1'.*failed.*HSM_UNAVAILABLE" "$TESTDIR/kekd.log"
 
@@ -257,16 +278,31 @@ for fn in C_Decrypt C_EncryptInit; do
         else
                 kc wrap s1 --context c1 <"$TESTDIR/aek1"
         fi
-        c=$(code)
-        ok "$fn: the operation that met the lost session succeeds or is refused transiently ($c)" \
-                sh -c "[ $c = ok ] || [ $c = HSM_UNAVAILABLE ]"
+        is "$fn: the operation that met the lost session succeeds (new session, login, one retry)" "$(code)" ok
         is "... the fault fired once" "$(fired $fn CKR_SESSION_HANDLE_INVALID)" 1
-        ok "... later unwraps succeed" unwraps_to c1 b1 aek1
-        ok "... later wraps succeed" wrap_to s1 c1 aek1 b1c
+        is "... the 5 unwraps and 5 wraps after it all succeed at their first try" "$(at_once 5)" 0
         ok "... kekd opened a new session" grep -q '^trace C_OpenSession CKR_OK' "$FLOG"
         ok "... and logged in again" grep -q "$LOGIN_AGAIN" "$FLOG"
 done
-ok "kekd logged the failure of the operation that lost its session" grep -q "failed.*HSM_UNAVAILABLE" "$TESTDIR/kekd.log"
+# Requests in flight together (several connections; with [hsm] sessions > 1 kekd runs them
+# as one group over its sessions): the loss met by one of them costs none of them.
+mark
+fault_set 'C_Decrypt:rv=CKR_SESSION_HANDLE_INVALID'
+pids=""
+for j in 1 2 3 4 5 6 7 8; do
+        "$KEKCTL" unwrap --context c1 <"$TESTDIR/b1" >"$TESTDIR/par.$j" 2>"$TESTDIR/par.$j.err" &
+        pids="$pids $!"
+done
+for pid in $pids; do
+        wait "$pid"
+done
+n_fail=0
+for j in 1 2 3 4 5 6 7 8; do
+        # the plaintext came out, or that unwrap failed
+        cmp -s "$TESTDIR/par.$j" "$TESTDIR/aek1" || n_fail=$((n_fail + 1))
+done
+is "8 unwraps at once, one of them meets CKR_SESSION_HANDLE_INVALID: none fails" "$n_fail" 0
+is "... the fault fired once" "$(fired C_Decrypt CKR_SESSION_HANDLE_INVALID)" 1
 ok "kekd is alive" kekd_alive
 
 # --- 3. not logged in; token gone for a while ---------------------------------------------
@@ -281,11 +317,9 @@ succeeds "enable s1 again" enable s1
 mark
 fault_set 'C_Encrypt:rv=CKR_USER_NOT_LOGGED_IN'
 kc wrap s1 --context c1 <"$TESTDIR/aek1"
-c=$(code)
-ok "a wrap whose C_Encrypt meets CKR_USER_NOT_LOGGED_IN succeeds or is refused transiently ($c)" \
-        sh -c "[ $c = ok ] || [ $c = HSM_UNAVAILABLE ]"
+is "a wrap whose C_Encrypt meets CKR_USER_NOT_LOGGED_IN succeeds (new login, one retry)" "$(code)" ok
 is "... the fault fired once" "$(fired C_Encrypt CKR_USER_NOT_LOGGED_IN)" 1
-ok "... the next wrap succeeds" wrap_to s1 c1 aek1 b1c
+is "... the 5 unwraps and 5 wraps after it all succeed at their first try" "$(at_once 5)" 0
 ok "... after a new login" grep -q "$LOGIN_AGAIN" "$FLOG"
 
 mark
@@ -304,7 +338,7 @@ refused HSM_UNAVAILABLE "... and still refuses transiently" wrap s1 --context c1
 n=$(fired '*' CKR_TOKEN_NOT_PRESENT)
 ok "the faults fired ($n calls failed)" test "$n" -ge 3
 fault_clear
-ok "service resumes once the token is back (within 10 s)" wait_until 10 wrap_works s1
+ok "service resumes once the token is back (waited up to 30 s)" wait_until 30 wrap_works s1
 diag "recovered $WAITED ms after the token came back"
 ok "a blob from before the outage unwraps" unwraps_to c1 b1 aek1
 
@@ -312,7 +346,7 @@ mark
 fault_set '*:rv=CKR_DEVICE_REMOVED:count=5'
 kc wrap s1 --context c1 <"$TESTDIR/aek1"
 is "device removed: wrap refused transiently" "$(code)" HSM_UNAVAILABLE
-ok "service resumes by itself after 5 failed calls (within 10 s)" wait_until 10 wrap_works s1
+ok "service resumes by itself after 5 failed calls (waited up to 30 s)" wait_until 30 wrap_works s1
 diag "recovered after $WAITED ms"
 is "... exactly 5 calls failed" "$(fired '*' CKR_DEVICE_REMOVED)" 5
 fault_clear
@@ -341,8 +375,10 @@ t_slow=$(($(now_ms) - t0))
 fault_clear
 is "all 10 unwraps succeed, with and without 150 ms on C_Decrypt" "$bad" 0
 is "... the delay fired for each of the 5 slow ones" "$(since | grep -c '^C_Decrypt delay_ms=150 ')" 5
-ok "... which took at least 5 x 150 ms longer ($t_base ms -> $t_slow ms)" test $((t_slow - t_base)) -ge 700
-ok "... and not unboundedly longer (< 5 x 150 ms + 3 s)" test $((t_slow - t_base)) -lt 3750
+# A lower bound only (the delays are sleeps in the module); $t_base is for the log, as any
+# upper bound or comparison would be with the machine busy.
+diag "5 unwraps in $t_base ms, 5 with the delay in $t_slow ms"
+ok "... which took at least 5 x 150 ms ($t_slow ms)" test "$t_slow" -ge 750
 
 # --- 4. libkek through an outage ----------------------------------------------------
 diag "4. libkek serves its cache through an outage (at $(($(date +%s) - T_START)) s)"
@@ -362,7 +398,7 @@ refused HSM_UNAVAILABLE "HSM down: a fresh wrap through kekctl" wrap s4 --contex
 n=$(fired '*' CKR_DEVICE_ERROR)
 ok "the outage's faults fired ($n calls failed)" test "$n" -ge 2
 fault_clear
-ok "service resumes after the outage (within 10 s)" wait_until 10 wrap_works s4
+ok "service resumes after the outage (waited up to 30 s)" wait_until 30 wrap_works s4
 client unwrap c4x "$TESTDIR/b4x" "$TESTDIR/aek4x"
 is "the AEK that failed during the outage now unwraps" "$(echo "$CL" | cut -d' ' -f1)" ok
 client stats
@@ -387,7 +423,7 @@ n_bad=0
 n_unknown_version=0
 i=0
 t7=$(now_ms)
-t_end=$(($(date +%s) + 25))
+t_end=$(($(date +%s) + 150)) # a bound for a very busy machine, not a measure
 while [ $i -lt 300 ] && [ "$(date +%s)" -lt $t_end ]; do
         k=r$((i % 4))
         case $((i % 10)) in
@@ -451,7 +487,7 @@ fault_clear
 t7=$(($(now_ms) - t7))
 diag "$i operations in $t7 ms: $n_ok ok, $n_transient refused transiently, $n_unknown_version UNKNOWN_VERSION, $n_bad otherwise; $n_fired faults injected"
 ok "kekd never died" kekd_alive
-ok "300 operations ran, or as many as 25 s allowed (at least 100): $i" test "$i" -ge 100
+ok "300 operations ran, or as many as 150 s allowed (at least 100): $i" test "$i" -ge 100
 ok "faults fired ($n_fired)" test "$n_fired" -ge 10
 # At least 1 in 4 succeeds; 1 in 8 under valgrind ($KEKD_WRAPPER, make memcheck), which runs kekd
 # 10-50 x slower with its threads taking turns (the refresh's reading holds the lock while the loop
@@ -461,7 +497,7 @@ min_ok_div=4
 ok "some operations still succeeded ($n_ok of $i, at least 1 in $min_ok_div)" test "$((n_ok * min_ok_div))" -ge "$i"
 is "no operation got a definitive refusal because of a fault (but UNKNOWN_VERSION)" "$n_bad" 0
 known_bug $n_unknown_version "no operation got UNKNOWN_VERSION because of a fault" "$BUG_PRESENT"
-ok "service resumes after the faults (within 10 s)" wait_until 10 wrap_works s1
+ok "service resumes after the faults (waited up to 30 s)" wait_until 30 wrap_works s1
 kc check
 cp "$TESTDIR/out" "$TESTDIR/check7.out"
 sed 's/^/#   | /' "$TESTDIR/check7.out"
@@ -839,6 +875,27 @@ n=0
 [ "$(code)" = KEY_DELETED ] && n=1
 known_bug $n "a delete whose last listing loses the session is not refused with KEY_DELETED ($(code), key $(kstate bug5))" "$BUG_CONTESTED"
 
+# --- 8. a lost session or login in a listing or an unwrap (no timer to take the fault) ---
+diag "8. lost session or login in a listing, in C_Decrypt (at $(($(date +%s) - T_START)) s)"
+succeeds "create x8" create x8
+aek aek8
+ok "wrap under x8" wrap_to x8 c8 aek8 b8
+for f in C_GetAttributeValue:CKR_SESSION_HANDLE_INVALID C_FindObjects:CKR_SESSION_CLOSED \
+        C_GetAttributeValue:CKR_USER_NOT_LOGGED_IN; do
+        mark
+        fault_set "${f%%:*}:rv=${f#*:}"
+        succeeds "a disable whose record reading meets ${f#*:} on ${f%%:*} succeeds (listed again in a new session)" disable x8
+        is "... the fault fired once" "$(fired "${f%%:*}" "${f#*:}")" 1
+        is "... the key is disabled" "$(kstate x8)" "disabled:1"
+        fault_clear
+        succeeds "... enable x8 again" enable x8
+done
+mark
+fault_set 'C_Decrypt:rv=CKR_SESSION_CLOSED'
+ok "an unwrap whose C_Decrypt meets CKR_SESSION_CLOSED succeeds (one retry)" unwraps_to c8 b8 aek8
+is "... the fault fired once" "$(fired C_Decrypt CKR_SESSION_CLOSED)" 1
+fault_clear
+
 # The timer alone repairs an interrupted rotation whose rollback failed too: the
 # new version's object was made but reported lost, and the record that would
 # clear the intent cannot be written.
@@ -854,8 +911,8 @@ refused HSM_UNAVAILABLE "rotate whose new version is reported lost, with no reco
 is "... the new version was made ('after')" "$(fired C_GenerateKey CKR_DEVICE_ERROR)" 1
 ok "... and the rollback's record write failed" test "$(fired C_CreateObject CKR_DEVICE_ERROR)" -ge 1
 fault_clear
-ok "the timer rolls the interrupted rotation back (within 5 s)" \
-        wait_until 5 grep -q "Rolled back an interrupted change of key 'tr'" "$TESTDIR/kekd.log"
+ok "the timer rolls the interrupted rotation back (waited up to 30 s)" \
+        wait_until 30 grep -q "Rolled back an interrupted change of key 'tr'" "$TESTDIR/kekd.log"
 diag "repaired $WAITED ms after the faults were removed"
 is "... the key is as before" "$(kstate tr)" "$before"
 kc check

@@ -27,7 +27,8 @@ A() { "$KEKCTL" -s "$SOCK_A" "$@"; }
 B() { "$KEKCTL" -s "$SOCK_B" "$@"; }
 now_ms() { echo $(($(date +%s%N) / 1000000)); }
 
-# within DESCRIPTION COMMAND...: COMMAND succeeds within 3 s; reports how long it took
+# within DESCRIPTION COMMAND...: COMMAND succeeds, polled for up to 30 s (a bound for a
+# busy machine; the refresh interval is 1 s); reports how long it took
 within() {
         desc=$1
         shift
@@ -35,10 +36,10 @@ within() {
         i=0
         until "$@" >/dev/null 2>&1; do
                 i=$((i + 1))
-                if [ $i -ge 60 ]; then
+                if [ $i -ge 600 ]; then
                         tap_n=$((tap_n + 1))
                         tap_failed=$((tap_failed + 1))
-                        echo "not ok $tap_n - $desc (not within 3 s)"
+                        echo "not ok $tap_n - $desc (not within 30 s)"
                         return
                 fi
                 sleep 0.05

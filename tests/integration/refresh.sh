@@ -5,8 +5,10 @@
 # C_FindObjectsInit delayed by 1.5 s, so each reading of the token takes 3 s
 # or more (two searches) and, with refresh_interval = 1, one is nearly always
 # under way:
-#  1. wraps issued back to back for 8 s each complete within 1 s; a refresh
-#     on the serving thread would hold some of them for up to 3 s;
+#  1. wraps issued back to back succeed, and some of them begin and end while
+#     one delayed search is under way (p11-fault logs the delay when the call
+#     comes in, the trace when it returns); a refresh on the serving thread
+#     would hold every wrap until its search returned;
 #  2. a key disabled while a reading is under way stays disabled after that
 #     reading lands: a reading that began before a write of this kekd is read
 #     again, never applied (four rounds, each timed by the fault log to fall
@@ -16,7 +18,9 @@
 #     kekd re-read the token for the serving sessions: the reading's session
 #     is detached, its loss is its own;
 #  4. kekd logs no failed refresh, no fallback to the serving thread, and
-#     stops cleanly, within the reading under way.
+#     stops cleanly once the reading under way is done.
+# No check asserts elapsed time (the machine may be busy): the order of events
+# in the fault log says what ran during what, and waits are bounded.
 # Each section runs on a kekd started for it, so none reaches kekd's first
 # usage flush (60 s after its start, a record write with searches of its own).
 . "$TESTLIB"
@@ -27,6 +31,8 @@ if [ ! -f "${P11_FAULT_LIB:-}" ]; then
 fi
 
 p11_fault_setup
+P11_FAULT_TRACE=C_FindObjectsInit
+export P11_FAULT_TRACE
 
 # restart_kekd: a fresh kekd on the same token, started without delays
 restart_kekd() {
@@ -37,6 +43,24 @@ restart_kekd() {
 # delayed: the delayed searches logged so far
 delayed() {
         grep -c "^C_FindObjectsInit delay_ms=1500" "$FLOG"
+}
+# returned / pending: the delayed searches that have returned (their trace line,
+# written after the call, names the same call=N) / that have not yet
+delayed_calls() {
+        awk -v want="$1" '
+                /^C_FindObjectsInit delay_ms=/ { for (i = 1; i <= NF; i++) if ($i ~ /^call=/) d[$i] = 1 }
+                /^trace C_FindObjectsInit / { for (i = 1; i <= NF; i++) if ($i ~ /^call=/) t[$i] = 1 }
+                END {
+                        n = 0
+                        for (c in d) if ((c in t) == (want == "returned")) n++
+                        print n
+                }' "$FLOG"
+}
+returned() {
+        delayed_calls returned
+}
+pending() {
+        delayed_calls pending
 }
 now_ms() {
         echo $(($(date +%s%N) / 1000000))
@@ -63,21 +87,20 @@ sleep 1.5
 
 # --- 1. serving while the token is read --------------------------------------
 diag "1. wraps during readings of the token"
-max=0 n=0 fails=0
-end=$(($(now_ms) + 8000))
-while [ "$(now_ms)" -lt $end ]; do
-        t0=$(now_ms)
+# A wrap "inside" a search: one was pending when it began, and none returned before it ended.
+inside=0 n=0 fails=0
+end=$(($(date +%s) + 60)) # a bound for a very busy machine, not a measure
+while [ $inside -lt 5 ] && [ $n -lt 1000 ] && [ "$(date +%s)" -lt $end ]; do
+        p0=$(pending)
+        r0=$(returned)
         "$KEKCTL" wrap r1 --context "acct-$n" <"$TESTDIR/aek" >/dev/null 2>>"$TESTDIR/wrap.err" || fails=$((fails + 1))
-        dt=$(($(now_ms) - t0))
-        [ $dt -gt 500 ] && diag "wrap $n took $dt ms"
-        [ $dt -gt $max ] && max=$dt
+        [ "$p0" -gt 0 ] && [ "$(returned)" -eq "$r0" ] && inside=$((inside + 1))
         n=$((n + 1))
 done
-diag "$n wraps, slowest $max ms, $fails failed"
+diag "$n wraps, $inside of them inside a delayed search of a reading, $fails failed"
 is "every wrap during the readings succeeded" "$fails" 0
-ok "$n wraps, the slowest in $max ms (< 1000; a reading takes >= 3000)" [ "$n" -ge 20 -a "$max" -lt 1000 ]
-readings=$(delayed)
-ok "the token was being read meanwhile: $readings delayed searches" [ "$readings" -ge 3 ]
+ok "wraps are served while a reading waits on the token ($inside wraps began and ended inside one delayed search)" \
+        [ "$inside" -ge 5 ]
 
 # --- 2. a write of ours during a reading ---------------------------------------
 diag "2. disable during a reading"
@@ -88,7 +111,7 @@ for round in 1 2 3 4; do
         # A reading makes two delayed searches, records first: wait for a second one to begin.
         i=0
         c=$(delayed)
-        while [ $i -lt 100 ] && { [ "$(delayed)" -eq "$c" ] || [ $(($(delayed) % 2)) -ne 0 ]; }; do
+        while [ $i -lt 300 ] && { [ "$(delayed)" -eq "$c" ] || [ $(($(delayed) % 2)) -ne 0 ]; }; do
                 sleep 0.05
                 i=$((i + 1))
         done
@@ -118,11 +141,15 @@ KC_IN=""
 n_lost=$(grep -c "session was lost and reopened" "$TESTDIR/kekd.log")
 : >"$FLOG"
 fault_set "C_FindObjectsInit:rv=CKR_DEVICE_ERROR:count=1"
-fails=0
-end=$(($(now_ms) + 3000))
-while [ "$(now_ms)" -lt $end ]; do
+# Wraps until the fault fired in a reading (bounded), then ten more.
+fails=0 n=0 after=0
+end=$(($(date +%s) + 30)) # a bound, not a measure; well before kekd's first usage flush
+while [ $after -lt 10 ] && [ $n -lt 1000 ] && [ "$(date +%s)" -lt $end ]; do
         "$KEKCTL" wrap r1 --context y <"$TESTDIR/aek" >/dev/null 2>>"$TESTDIR/wrap.err" || fails=$((fails + 1))
+        grep -q '^C_FindObjectsInit CKR_DEVICE_ERROR' "$FLOG" && after=$((after + 1))
+        n=$((n + 1))
 done
+diag "$n wraps, $after of them after the fault fired"
 is "the fault hit a reading of the token" "$(grep -c '^C_FindObjectsInit CKR_DEVICE_ERROR' "$FLOG")" 1
 is "no wrap failed meanwhile" "$fails" 0
 is "the serving sessions were not disturbed: no re-read for a lost session" \
@@ -134,15 +161,13 @@ ok "no refresh failed" sh -c "! grep -q 'Periodic refresh of the keys failed' '$
 ok "the background session opened (no fallback to the serving thread)" \
         sh -c "! grep -q 'Cannot open an HSM session for the background refresh' '$TESTDIR/kekd.log'"
 fault_set "C_FindObjectsInit:delay_ms=1500"
-c=$(delayed)
 i=0
-while [ $i -lt 100 ] && [ "$(delayed)" -eq "$c" ]; do
+while [ $i -lt 300 ] && [ "$(pending)" -eq 0 ]; do
         sleep 0.05
         i=$((i + 1))
 done
-t0=$(now_ms)
-kekd_stop
-dt=$(($(now_ms) - t0))
+ok "a reading's delayed search is under way" [ "$(pending)" -gt 0 ]
+kekd_stop # SIGTERM; SIGKILL if kekd is still there 10 s later
 is "kekd stops cleanly on SIGTERM during a reading" "$KEKD_STATUS" 0
-ok "... once that reading is done: $dt ms (< 5000)" [ "$dt" -lt 5000 ]
+is "... once that reading's delayed search had returned (none was cut short)" "$(pending)" 0
 done_testing

@@ -265,7 +265,8 @@ ok "with a client in the middle of a request, kekd waits after SIGTERM" kekd_ali
 kekd_wait_exit 10
 t=$(($(date +%s) - t0))
 is "... and exits 0 when the drain's bound has passed" "$KEKD_STATUS" 0
-ok "... after about 5 s ($t s)" test "$t" -ge 4 -a "$t" -le 8
+# A lower bound only: kekd_wait_exit bounds the wait, and a busy machine may take longer.
+ok "... not before the drain's bound of 5 s ($t s)" test "$t" -ge 4
 ok "... saying it closed the connection" log_has "1 client still connected after 5 s; closing their connections"
 kill "$RAW_PID" 2>/dev/null
 
