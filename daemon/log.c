@@ -12,6 +12,8 @@
 #include <sys/stat.h>
 #include <sys/uio.h>
 
+/* We send CODE_FILE= and friends of our caller: sd_journal_sendv() must not add log.c's. */
+#define SD_JOURNAL_SUPPRESS_LOCATION
 #include <systemd/sd-journal.h>
 
 #include "common/kekerr.h"
@@ -49,7 +51,8 @@ const char *error_text(int r) {
         return strerror(r < 0 ? -r : r);
 }
 
-int log_fullv(int level, int error, const char *const *fields, const char *fmt, va_list ap) {
+int log_internalv(int level, int error, const char *file, int line, const char *func, const char *const *fields,
+                  const char *fmt, va_list ap) {
         char msg[1024];
 
         if (!(level & LOG_FORCE) && level > max_level)
@@ -59,16 +62,31 @@ int log_fullv(int level, int error, const char *const *fields, const char *fmt, 
 
         if (use_journal) {
                 struct iovec iov[32];
-                char m[sizeof(msg) + 16], prio[32], err[64];
+                char m[sizeof(msg) + 96], prio[32], err[64], errnum[32], cfile[256], cline[32], cfunc[128];
                 size_t n = 0;
 
-                snprintf(m, sizeof(m), "MESSAGE=%s", msg);
+                /* The reason goes into MESSAGE= too: "systemctl status" and plain journalctl show nothing else. */
+                if (error != 0)
+                        snprintf(m, sizeof(m), "MESSAGE=%s: %s", msg, error_text(error));
+                else
+                        snprintf(m, sizeof(m), "MESSAGE=%s", msg);
                 snprintf(prio, sizeof(prio), "PRIORITY=%d", level);
+                snprintf(cfile, sizeof(cfile), "CODE_FILE=%s", file ? file : "");
+                snprintf(cline, sizeof(cline), "CODE_LINE=%d", line);
+                snprintf(cfunc, sizeof(cfunc), "CODE_FUNC=%s", func ? func : "");
                 iov[n++] = (struct iovec) { m, strlen(m) };
                 iov[n++] = (struct iovec) { prio, strlen(prio) };
+                iov[n++] = (struct iovec) { cfile, strlen(cfile) };
+                iov[n++] = (struct iovec) { cline, strlen(cline) };
+                iov[n++] = (struct iovec) { cfunc, strlen(cfunc) };
                 if (error != 0) {
                         snprintf(err, sizeof(err), "KEK_ERROR=%s", error_text(error));
                         iov[n++] = (struct iovec) { err, strlen(err) };
+                        /* A system error also gets the journal's standard field; domain errors have none. */
+                        if (!kekerr_name(error)) {
+                                snprintf(errnum, sizeof(errnum), "ERRNO=%d", error < 0 ? -error : error);
+                                iov[n++] = (struct iovec) { errnum, strlen(errnum) };
+                        }
                 }
                 for (size_t i = 0; fields && fields[i] && n < ELEMENTSOF(iov); i++)
                         iov[n++] = (struct iovec) { (void *) fields[i], strlen(fields[i]) };
@@ -86,12 +104,13 @@ int log_fullv(int level, int error, const char *const *fields, const char *fmt, 
         return error;
 }
 
-int log_full(int level, int error, const char *const *fields, const char *fmt, ...) {
+int log_internal(int level, int error, const char *file, int line, const char *func, const char *const *fields,
+                 const char *fmt, ...) {
         va_list ap;
         int r;
 
         va_start(ap, fmt);
-        r = log_fullv(level, error, fields, fmt, ap);
+        r = log_internalv(level, error, file, line, func, fields, fmt, ap);
         va_end(ap);
         return r;
 }
