@@ -31,6 +31,7 @@ typedef struct DispatchOutcome {
         unsigned items;            /* batch: number of items */
         bool watch;                /* the peer subscribed to key events (Watch) */
         uint64_t id;               /* the request's id */
+        char reason[160];          /* a refused frame (MALFORMED_REQUEST): why, by rule and field name, never content */
 } DispatchOutcome;
 
 typedef struct Audit Audit;
