@@ -79,9 +79,10 @@ is "kekd's pid did not change" "$KEKD_PID" "$PID"
 is "create-key 'a<NUL>b': MALFORMED_REQUEST, connection closed" \
         "$("$KEK_RAW" "$SOCKET" frame:0809a201050a03610062)" "$(printf 'id=0 error=MALFORMED_REQUEST\nclosed')"
 refused UNKNOWN_KEY "... and no key 'a' exists" show a
-# Wrap under "hk\0secretname" (hk exists: before the fix this wrapped under hk)
+# Wrap under "hk\0secretname" (hk exists: before the fix this wrapped under hk), a 16-byte plaintext
+pt=$(od -An -tx1 -v "$TESTDIR/aek" | tr -d ' \n' | cut -c1-32)
 is "wrap under 'hk<NUL>secretname': MALFORMED_REQUEST, connection closed" \
-        "$("$KEK_RAW" "$SOCKET" frame:080a52210a0d686b007365637265746e616d651210$(od -An -tx1 -v "$TESTDIR/aek" | tr -d ' \n' | cut -c1-32))" \
+        "$("$KEK_RAW" "$SOCKET" "frame:080a52210a0d686b007365637265746e616d651210$pt")" \
         "$(printf 'id=0 error=MALFORMED_REQUEST\nclosed')"
 # CreateKey "k\xff" and "k\xc0\x80" (an overlong NUL)
 is "create-key with byte FF: MALFORMED_REQUEST" "$("$KEK_RAW" "$SOCKET" frame:080ba201040a026bff)" \
