@@ -1254,7 +1254,12 @@ typedef struct JobState {
         bool refused;                  /* refused (st->r) before the request was unpacked */
 } JobState;
 
-/* Decodes and checks the role; st->r < 0 is a refusal already described in the reply. */
+/*
+ * Checks the frame (proto/wirecheck.h: nesting, strings, encoding), then the
+ * peer's role for the operation it names, and only then decodes it; st->r < 0
+ * is a refusal already described in the reply, st->req NULL without
+ * st->refused a frame refused as MALFORMED_REQUEST (st->o.reason says why).
+ */
 static void job_begin(Dispatcher *d, const DispatchJob *j, JobState *st) {
         /* No credentials: no role and no grant. */
         static const Peer nobody = { .uid = (uid_t) -1, .gid = (gid_t) -1, .pid = 0 };
