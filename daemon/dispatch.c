@@ -20,6 +20,7 @@
 #include "dispatch.h"
 #include "daemon/cryptopool.h"
 #include "proto/kek.pb-c.h"
+#include "proto/wirecheck.h"
 
 
 /* Listings may be this old; a client asking more often gets the same snapshot, not a token scan. */
@@ -1018,7 +1019,10 @@ static int handle_approve(Dispatcher *d, const Kek__Request *req, Reply *reply, 
                 return r;
         set_outcome_key(o, a.key);
         reply_set_approval(reply, &a);
-        inner = kek__request__unpack(NULL, a.request_len, a.request);
+        /* Stored by a kekd that checked it, but read from the token: checked again before it is unpacked. */
+        inner = wirecheck_message(&kek__request__descriptor, a.request, a.request_len, NULL, NULL) == 0
+                        ? kek__request__unpack(NULL, a.request_len, a.request)
+                        : NULL;
         approval_done(&a);
         if (!inner)
                 return reply_error(reply, -KEKERR_INTERNAL, "the stored request does not decode");
@@ -1253,33 +1257,66 @@ typedef struct JobState {
         uint64_t start;
         int r;
         bool staged;                   /* answered by answer() after the group's HSM run */
+        bool refused;                  /* refused (st->r) before the request was unpacked */
 } JobState;
 
-/* Decodes and checks the role; st->r < 0 is a refusal already described in the reply. */
+/*
+ * Checks the frame (proto/wirecheck.h: nesting, strings, encoding), then the
+ * peer's role for the operation it names, and only then decodes it; st->r < 0
+ * is a refusal already described in the reply, st->req NULL without
+ * st->refused a frame refused as MALFORMED_REQUEST (st->o.reason says why).
+ */
 static void job_begin(Dispatcher *d, const DispatchJob *j, JobState *st) {
         /* No credentials: no role and no grant. */
         static const Peer nobody = { .uid = (uid_t) -1, .gid = (gid_t) -1, .pid = 0 };
 
+        WireCheckInfo info;
+        WireCheckError e;
+
         st->o = (DispatchOutcome) { .op = "invalid" };
         st->start = d->metrics ? clock_mono_usec() : 0;
-        st->req = kek__request__unpack(NULL, j->len, j->payload);
-        if (!st->req)
-                return;
         kek__response__init(&st->reply.resp);
-        st->reply.resp.id = st->req->id;
         st->reply.peer = j->peer ? j->peer : &nobody;
-        st->o.id = st->req->id;
-        st->h = handler_find(st->req->body_case);
+        /* Nothing recurses over the peer's bytes before they passed the bounded check. */
+        if (wirecheck_message(&kek__request__descriptor, j->payload, j->len, &info, &e) < 0) {
+                wirecheck_error_text(&e, st->o.reason, sizeof(st->o.reason));
+                return;
+        }
+        st->o.id = info.id;
+        st->reply.resp.id = info.id;
+        st->h = handler_find((Kek__Request__BodyCase) info.oneof_case);
         if (st->h) {
                 st->o.op = st->h->op;
                 st->o.control = st->h->control;
         }
+        /* A role the peer lacks is refused before its request is unpacked. */
         if (st->h && !peer_has_role(st->reply.peer, st->h->required_role)) {
-                set_outcome_key(&st->o, request_key(st->req));
+                char key[KEY_NAME_MAX + 1] = "";
+
+                memcpy(key, info.key ? (const char *) info.key : "", MIN(info.key_len, sizeof(key) - 1));
+                set_outcome_key(&st->o, key);
+                st->refused = true;
                 st->r = reply_error(&st->reply, -KEKERR_PERMISSION_DENIED, "%s%s%s%s needs %s", st->h->op,
                                     st->o.key[0] ? " of key '" : "", st->o.key, st->o.key[0] ? "'" : "",
                                     role_needed(st->h->required_role));
-        } else if (!st->h && st->req->base.n_unknown_fields > 0)
+                return;
+        }
+        st->req = kek__request__unpack(NULL, j->len, j->payload);
+        if (!st->req) {
+                snprintf(st->o.reason, sizeof(st->o.reason), "not a decodable Request message");
+                return;
+        }
+        st->o.id = st->req->id;
+        st->reply.resp.id = st->req->id;
+        if (st->req->body_case != (Kek__Request__BodyCase) info.oneof_case) {
+                /* The check and protobuf-c read the same bytes differently: trust neither. */
+                snprintf(st->o.reason, sizeof(st->o.reason), "operation %u read as %u", info.oneof_case,
+                         (unsigned) st->req->body_case);
+                kek__request__free_unpacked(st->req, NULL);
+                st->req = NULL;
+                return;
+        }
+        if (!st->h && st->req->base.n_unknown_fields > 0)
                 st->r = reply_error(&st->reply, -KEKERR_UNSUPPORTED, "request type not supported by this kekd");
         else if (!st->h)
                 st->r = reply_error(&st->reply, -KEKERR_MALFORMED_REQUEST, "request has no operation");
@@ -1291,9 +1328,13 @@ static void job_end(Dispatcher *d, DispatchJob *j, JobState *st) {
         DispatchOutcome *o = &st->o;
         int r = st->r;
 
-        if (!st->req) {
+        if (!st->req && !st->refused) {
+                char message[sizeof(o->reason) + 48];
+
                 o->error = -KEKERR_MALFORMED_REQUEST;
-                r = dispatch_append_error(j->out, d->max_frame, 0, o->error, "frame is not a decodable Request message");
+                snprintf(message, sizeof(message), "frame is not a valid Request message: %s", o->reason);
+                r = dispatch_append_error(j->out, d->max_frame, 0, o->error, message);
+                reply_done(&st->reply);
                 j->outcome = *o;
                 j->result = r < 0 ? r : -KEKERR_MALFORMED_REQUEST;
                 return;
@@ -1308,21 +1349,23 @@ static void job_end(Dispatcher *d, DispatchJob *j, JobState *st) {
                 metrics_request(d->metrics, o->op, o->key, o->error, clock_mono_usec() - st->start, o->items);
 
         if (r < 0)
-                r = dispatch_append_error(j->out, d->max_frame, st->req->id, r, st->reply.message);
+                r = dispatch_append_error(j->out, d->max_frame, o->id, r, st->reply.message);
         else {
                 r = frame_append_message(j->out, &st->reply.resp.base, d->max_frame);
                 if (r == -EMSGSIZE) {
                         o->error = -KEKERR_INVALID_ARGUMENT;
-                        r = dispatch_append_error(j->out, d->max_frame, st->req->id, o->error,
+                        r = dispatch_append_error(j->out, d->max_frame, o->id, o->error,
                                                   "response would exceed the maximum frame size; send smaller batches");
                 }
         }
 
         crypto_op_done(&st->item.op);
         reply_done(&st->reply);
-        request_cleanse(st->req);
-        kek__request__free_unpacked(st->req, NULL);
-        st->req = NULL;
+        if (st->req) {
+                request_cleanse(st->req);
+                kek__request__free_unpacked(st->req, NULL);
+                st->req = NULL;
+        }
         j->outcome = *o;
         j->result = r < 0 ? r : 0;
 }

@@ -7,9 +7,11 @@
  *
  * Contract of dispatch_frame(): it always appends exactly one response frame to
  * out. It returns 0 when the connection may continue, or
- * -KEKERR_MALFORMED_REQUEST when the payload was not a decodable Request, in
- * which case the caller sends the reply and closes that connection (never the
- * daemon). Request bytes that carried a plaintext are cleansed before return.
+ * -KEKERR_MALFORMED_REQUEST when the payload was not a decodable Request or
+ * broke a rule of proto/wirecheck.h (nesting, a NUL or invalid UTF-8 in a
+ * string), which is checked before anything is decoded; then the caller sends
+ * the reply and closes that connection (never the daemon), and
+ * DispatchOutcome.reason says why. Request bytes that carried a plaintext are cleansed before return.
  */
 #pragma once
 
@@ -31,6 +33,7 @@ typedef struct DispatchOutcome {
         unsigned items;            /* batch: number of items */
         bool watch;                /* the peer subscribed to key events (Watch) */
         uint64_t id;               /* the request's id */
+        char reason[160];          /* a refused frame (MALFORMED_REQUEST): why, by rule and field name, never content */
 } DispatchOutcome;
 
 typedef struct Audit Audit;
