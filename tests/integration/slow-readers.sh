@@ -1,0 +1,138 @@
+#!/bin/sh
+# SPDX-License-Identifier: LGPL-2.1-or-later
+# Memory kekd holds for peers that do not read ([server] max_queued_output,
+# daemon/server.c). First WATCHERS watchers that never read while COUNT key
+# events are sent, then RR connections that pipeline StatusRequests and never
+# read the answers (tests/kek-slow.c). kekd's RSS stays within a bound derived
+# from the budget while they fill their buffers (the peak: VmHWM, reset
+# through /proc/PID/clear_refs), kekd closes them, and its RSS (VmRSS) comes
+# back near the baseline once they are gone; a watcher that reads and kekctl
+# are served throughout.
+. "$TESTLIB"
+
+BUDGET=1048576                 # max_queued_output, bytes
+WATCHERS=200
+COUNT=1000                     # key events (SetEnabled requests)
+RR=64                          # request/response connections that do not read
+RR_REQUESTS=1000               # StatusRequests each (1.5 KB and more per answer)
+# In kB above the baseline. While they fill: twice the budget (a block
+# doubles as it grows) and 4 MiB for the allocator and everything else.
+# Before the fix, 200 watchers took 14-16 MiB, 64 such connections 17-20 MiB.
+DURING_MAX=$((2 * BUDGET / 1024 + 4096))
+# After they are gone: 3 MiB (before the fix glibc kept all of it).
+AFTER_MAX=3072
+KEY=slow-readers-event-source-with-a-name-of-the-longest-length-0064
+HOLD_MS=300000                 # kek-slow's own bound; it is killed by PID before
+
+rss() { awk '/^VmRSS:/ { print $2 }' "/proc/$KEKD_PID/status"; }
+peak() { awk '/^VmHWM:/ { print $2 }' "/proc/$KEKD_PID/status"; }
+reset_peak() { echo 5 >"/proc/$KEKD_PID/clear_refs"; }
+metric() { "$KEKCTL" status --prometheus 2>/dev/null | awk -v m="$1" '$1 == m { print $2 }'; }
+
+# wait_for SECONDS COMMAND...: polls COMMAND every 0.2 s, at most SECONDS
+wait_for() {
+        n=$(($1 * 5))
+        shift
+        while [ "$n" -gt 0 ]; do
+                "$@" && return 0
+                sleep 0.2
+                n=$((n - 1))
+        done
+        return 1
+}
+# last_closed FILE: the last "closed C" of a kek-slow hold, 0 if none
+last_closed() { awk 'BEGIN { c = 0 } $1 == "closed" { c = $2 } $1 == "all-closed" { c = "all" } END { print c }' "$1"; }
+closed_at_least() { c=$(last_closed "$1"); [ "$c" = all ] || [ "$c" -ge "$2" ]; }
+has_line() { grep -q "$2" "$1" 2>/dev/null; }
+watchers_are() { [ "$(metric kekd_watchers)" = "$1" ]; }
+clients_at_most() { c=$(metric kekd_clients); [ -n "$c" ] && [ "$c" -le "$1" ]; }
+rss_within() { [ "$(rss)" -le $(($1 + AFTER_MAX)) ]; }
+kill_pid() { kill "$1" 2>/dev/null; wait "$1" 2>/dev/null; }
+FPID="" HPID="" TPID=""
+trap 'for p in $FPID $HPID $TPID; do kill "$p" 2>/dev/null; done; cleanup' EXIT
+
+# serve_while PID: kekctl asks for the key's version while PID runs (at most 600 times);
+# prints "served S failed F"
+serve_while() {
+        s=0 f=0 i=0
+        while kill -0 "$1" 2>/dev/null && [ $i -lt 600 ]; do
+                if "$KEKCTL" version "$KEY" >/dev/null 2>&1; then s=$((s + 1)); else f=$((f + 1)); fi
+                i=$((i + 1))
+        done
+        echo "served $s failed $f"
+}
+
+# With socket buffers of megabytes the kernel would hold what this test wants kekd to hold.
+if [ "$(cat /proc/sys/net/core/wmem_default 2>/dev/null || echo 0)" -gt 1048576 ]; then
+        echo "1..0 # SKIP net.core.wmem_default is above 1 MiB"
+        exit 77
+fi
+token_init slowreaders
+kekd_config
+printf '\n[server]\nmax_queued_output = %s\n' "$BUDGET" >>"$CONF"
+ok "kekd starts with max_queued_output = $BUDGET" kekd_start
+kc create "$KEY"
+is "a key with a 64-character name" "$KC_STATUS" 0
+# Warm up (token objects, sessions, heap), then take the baseline.
+"$KEK_SLOW" "$SOCKET" toggle "$KEY" 100 >"$TESTDIR/warm.out"
+contains "100 events of warm-up" "$TESTDIR/warm.out" "ok 100 err 0"
+ok "kekd's peak RSS can be reset (/proc/PID/clear_refs)" reset_peak
+BASE=$(rss)
+diag "baseline RSS ${BASE} kB"
+
+# --- watchers that never read ----------------------------------------------
+"$KEK_SLOW" "$SOCKET" follow "$COUNT" "$HOLD_MS" >"$TESTDIR/follow.out" &
+FPID=$!
+"$KEK_SLOW" "$SOCKET" hold "$WATCHERS" watch "$HOLD_MS" >"$TESTDIR/watchers.out" &
+HPID=$!
+ok "$WATCHERS watchers that never read, and one that reads, are subscribed" \
+        wait_for 30 watchers_are $((WATCHERS + 1))
+diag "RSS with the watchers connected $(rss) kB"
+reset_peak
+"$KEK_SLOW" "$SOCKET" toggle "$KEY" "$COUNT" >"$TESTDIR/toggle.out" &
+TPID=$!
+serve_while "$TPID" >"$TESTDIR/served.out"
+wait "$TPID"
+contains "$COUNT key events are made" "$TESTDIR/toggle.out" "ok $COUNT err 0"
+DURING=$(peak)
+diag "peak RSS while the watchers' buffers fill: ${DURING} kB ($((DURING - BASE)) kB above the baseline)"
+ok "... and kekd's RSS stays within ${DURING_MAX} kB of the baseline meanwhile" [ "$DURING" -le $((BASE + DURING_MAX)) ]
+contains "kekctl is served meanwhile" "$TESTDIR/served.out" "failed 0"
+ok "... at least once" [ "$(awk '{ print $2 }' "$TESTDIR/served.out")" -ge 1 ]
+wait_for 60 has_line "$TESTDIR/follow.out" events
+contains "the watcher that reads gets every event and keeps its subscription" "$TESTDIR/follow.out" "events $COUNT done"
+kill_pid "$FPID"
+# What was left when the events ended stays: at most the budget.
+ok "kekd closes watchers that do not read" wait_for 10 closed_at_least "$TESTDIR/watchers.out" 1
+diag "watchers closed by kekd: $(last_closed "$TESTDIR/watchers.out") of $WATCHERS"
+DROPS=$(metric kekd_output_budget_drops_total)
+ok "kekd_output_budget_drops_total counts them (${DROPS:-none})" [ "${DROPS:-0}" -ge 1 ]
+QUEUED=$(metric kekd_output_queued_bytes)
+ok "kekd_output_queued_bytes is within the budget (${QUEUED:-none})" [ "${QUEUED:-$((BUDGET + 1))}" -le "$BUDGET" ]
+contains "the drop is logged" "$TESTDIR/kekd.log" "exceeded max_queued_output=$BUDGET"
+kill_pid "$HPID"
+ok "the remaining watchers are gone once they hang up" wait_for 30 clients_at_most 1
+ok "kekd's RSS comes back within ${AFTER_MAX} kB of the baseline" wait_for 10 rss_within "$BASE"
+diag "RSS after the watchers are gone: $(rss) kB"
+
+# --- connections that do not read their answers ----------------------------
+reset_peak
+BASE2=$(rss)
+"$KEK_SLOW" "$SOCKET" hold "$RR" "status:$RR_REQUESTS" "$HOLD_MS" >"$TESTDIR/rr.out" &
+HPID=$!
+ok "$RR connections send $RR_REQUESTS StatusRequests each" wait_for 30 has_line "$TESTDIR/rr.out" ready
+# kekd stops reading each at 256 KiB of answers; together they pass the budget many times over.
+ok "kekd closes connections that do not read their answers" wait_for 20 closed_at_least "$TESTDIR/rr.out" 1
+diag "connections closed by kekd: $(last_closed "$TESTDIR/rr.out") of $RR"
+QUEUED=$(metric kekd_output_queued_bytes)
+ok "what it holds for the others is within the budget (${QUEUED:-none})" [ "${QUEUED:-$((BUDGET + 1))}" -le "$BUDGET" ]
+DURING=$(peak)
+diag "peak RSS while they fill: ${DURING} kB ($((DURING - BASE2)) kB above the RSS before)"
+ok "... and kekd's RSS stays within ${DURING_MAX} kB meanwhile" [ "$DURING" -le $((BASE2 + DURING_MAX)) ]
+succeeds "kekctl is served" version "$KEY"
+kill_pid "$HPID"
+ok "the rest are gone once they hang up" wait_for 30 clients_at_most 1
+ok "kekd's RSS comes back within ${AFTER_MAX} kB of the first baseline" wait_for 10 rss_within "$BASE"
+diag "RSS after: $(rss) kB"
+ok "kekd is still running" kekd_alive
+done_testing
