@@ -3,11 +3,13 @@
 # Memory kekd holds for peers that do not read ([server] max_queued_output,
 # daemon/server.c). First WATCHERS watchers that never read while COUNT key
 # events are sent, then RR connections that pipeline StatusRequests and never
-# read the answers (tests/kek-slow.c). kekd's RSS stays within a bound derived
-# from the budget while they fill their buffers (the peak: VmHWM, reset
-# through /proc/PID/clear_refs), kekd closes them, and its RSS (VmRSS) comes
-# back near the baseline once they are gone; a watcher that reads and kekctl
-# are served throughout.
+# read the answers (tests/kek-slow.c), each on a fresh kekd. kekd's RSS stays
+# within a bound derived from the budget while they fill their buffers (the
+# peak: VmHWM, reset through /proc/PID/clear_refs), kekd closes them, and its
+# RSS (VmRSS) comes back near the baseline once they are gone; a watcher that
+# reads and kekctl are served throughout. Last (as root, with setpriv), the
+# uid holding the most loses its connections first: another uid's one
+# connection stays although it is the largest.
 . "$TESTLIB"
 
 BUDGET=1048576                 # max_queued_output, bytes
@@ -48,8 +50,8 @@ watchers_are() { [ "$(metric kekd_watchers)" = "$1" ]; }
 clients_at_most() { c=$(metric kekd_clients); [ -n "$c" ] && [ "$c" -le "$1" ]; }
 rss_within() { [ "$(rss)" -le $(($1 + AFTER_MAX)) ]; }
 kill_pid() { kill "$1" 2>/dev/null; wait "$1" 2>/dev/null; }
-FPID="" HPID="" TPID=""
-trap 'for p in $FPID $HPID $TPID; do kill "$p" 2>/dev/null; done; cleanup' EXIT
+FPID="" HPID="" TPID="" RPID=""
+trap 'for p in $FPID $HPID $TPID $RPID; do kill "$p" 2>/dev/null; done; cleanup' EXIT
 
 # serve_while PID: kekctl asks for the key's version while PID runs (at most 600 times);
 # prints "served S failed F"
@@ -67,18 +69,26 @@ if [ "$(cat /proc/sys/net/core/wmem_default 2>/dev/null || echo 0)" -gt 1048576 
         echo "1..0 # SKIP net.core.wmem_default is above 1 MiB"
         exit 77
 fi
+# fresh_kekd: (re)starts kekd, warms it up (token objects, sessions, heap), resets its peak RSS, sets BASE
+fresh_kekd() {
+        kekd_stop
+        ok "kekd starts with max_queued_output = $BUDGET" kekd_start
+        "$KEK_SLOW" "$SOCKET" toggle "$KEY" 100 >"$TESTDIR/warm.out"
+        contains "100 events of warm-up" "$TESTDIR/warm.out" "ok 100 err 0"
+        ok "kekd's peak RSS can be reset (/proc/PID/clear_refs)" reset_peak
+        BASE=$(rss)
+        diag "baseline RSS ${BASE} kB"
+}
+
 token_init slowreaders
 kekd_config
+chmod 0711 "$TESTDIR" # another uid must reach the socket inside (last part)
+sed -i "s|^socket_mode = 0600|socket_mode = 0660\nsocket_group = nogroup|" "$CONF"
 printf '\n[server]\nmax_queued_output = %s\n' "$BUDGET" >>"$CONF"
-ok "kekd starts with max_queued_output = $BUDGET" kekd_start
+ok "kekd starts" kekd_start
 kc create "$KEY"
 is "a key with a 64-character name" "$KC_STATUS" 0
-# Warm up (token objects, sessions, heap), then take the baseline.
-"$KEK_SLOW" "$SOCKET" toggle "$KEY" 100 >"$TESTDIR/warm.out"
-contains "100 events of warm-up" "$TESTDIR/warm.out" "ok 100 err 0"
-ok "kekd's peak RSS can be reset (/proc/PID/clear_refs)" reset_peak
-BASE=$(rss)
-diag "baseline RSS ${BASE} kB"
+fresh_kekd
 
 # --- watchers that never read ----------------------------------------------
 "$KEK_SLOW" "$SOCKET" follow "$COUNT" "$HOLD_MS" >"$TESTDIR/follow.out" &
@@ -116,8 +126,7 @@ ok "kekd's RSS comes back within ${AFTER_MAX} kB of the baseline" wait_for 10 rs
 diag "RSS after the watchers are gone: $(rss) kB"
 
 # --- connections that do not read their answers ----------------------------
-reset_peak
-BASE2=$(rss)
+fresh_kekd
 "$KEK_SLOW" "$SOCKET" hold "$RR" "status:$RR_REQUESTS" "$HOLD_MS" >"$TESTDIR/rr.out" &
 HPID=$!
 ok "$RR connections send $RR_REQUESTS StatusRequests each" wait_for 30 has_line "$TESTDIR/rr.out" ready
@@ -127,12 +136,37 @@ diag "connections closed by kekd: $(last_closed "$TESTDIR/rr.out") of $RR"
 QUEUED=$(metric kekd_output_queued_bytes)
 ok "what it holds for the others is within the budget (${QUEUED:-none})" [ "${QUEUED:-$((BUDGET + 1))}" -le "$BUDGET" ]
 DURING=$(peak)
-diag "peak RSS while they fill: ${DURING} kB ($((DURING - BASE2)) kB above the RSS before)"
-ok "... and kekd's RSS stays within ${DURING_MAX} kB meanwhile" [ "$DURING" -le $((BASE2 + DURING_MAX)) ]
+diag "peak RSS while they fill: ${DURING} kB ($((DURING - BASE)) kB above the baseline)"
+ok "... and kekd's RSS stays within ${DURING_MAX} kB of the baseline meanwhile" [ "$DURING" -le $((BASE + DURING_MAX)) ]
 succeeds "kekctl is served" version "$KEY"
 kill_pid "$HPID"
 ok "the rest are gone once they hang up" wait_for 30 clients_at_most 1
-ok "kekd's RSS comes back within ${AFTER_MAX} kB of the first baseline" wait_for 10 rss_within "$BASE"
+ok "kekd's RSS comes back within ${AFTER_MAX} kB of the baseline" wait_for 10 rss_within "$BASE"
 diag "RSS after: $(rss) kB"
 ok "kekd is still running" kekd_alive
+
+# --- per-uid fairness ----------------------------------------------------------
+# uid 0 has one connection that does not read its answers: about 100 KiB left
+# after its socket is full, more than any one of nobody's 40 watchers will
+# hold, but little beside their sum. Past the budget, nobody's watchers go.
+if [ "$(id -u)" -ne 0 ] || ! command -v setpriv >/dev/null || ! getent group nogroup >/dev/null; then
+        diag "not root, or no setpriv/nogroup: per-uid fairness not tested"
+else
+        fresh_kekd
+        kc grant "$KEY" user:nobody
+        "$KEK_SLOW" "$SOCKET" hold 1 "status:$RR_REQUESTS" "$HOLD_MS" >"$TESTDIR/root.out" &
+        RPID=$!
+        wait_for 30 has_line "$TESTDIR/root.out" ready
+        (exec setpriv --reuid=nobody --regid=nogroup --clear-groups "$KEK_SLOW" "$SOCKET" hold 40 watch "$HOLD_MS") \
+                >"$TESTDIR/nobody.out" 2>&1 &
+        HPID=$!
+        ok "nobody's 40 watchers are subscribed" wait_for 30 watchers_are 40
+        "$KEK_SLOW" "$SOCKET" toggle "$KEY" 500 >"$TESTDIR/toggle.out"
+        contains "500 key events are made" "$TESTDIR/toggle.out" "ok 500 err 0"
+        ok "nobody's watchers are closed" wait_for 10 closed_at_least "$TESTDIR/nobody.out" 1
+        diag "nobody's watchers closed by kekd: $(last_closed "$TESTDIR/nobody.out") of 40"
+        is "uid 0's larger connection is not" "$(last_closed "$TESTDIR/root.out")" 0
+        kill_pid "$HPID"
+        kill_pid "$RPID"
+fi
 done_testing
