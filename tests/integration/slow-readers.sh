@@ -146,26 +146,30 @@ diag "RSS after: $(rss) kB"
 ok "kekd is still running" kekd_alive
 
 # --- per-uid fairness ----------------------------------------------------------
-# uid 0 has one connection that does not read its answers: about 100 KiB left
-# after its socket is full, more than any one of nobody's 40 watchers will
-# hold, but little beside their sum. Past the budget, nobody's watchers go.
+# uid 0 has one watcher that does not read, with 300 events ahead of
+# nobody's 40: it holds more than any one of them all along (64 against 32
+# KiB when they pass the budget), but far less than their sum. Past the
+# budget, nobody's watchers go, and only they; a plain largest-first choice
+# would take uid 0's first.
 if [ "$(id -u)" -ne 0 ] || ! command -v setpriv >/dev/null || ! getent group nogroup >/dev/null; then
         diag "not root, or no setpriv/nogroup: per-uid fairness not tested"
 else
         fresh_kekd
         kc grant "$KEY" user:nobody
-        "$KEK_SLOW" "$SOCKET" hold 1 "status:$RR_REQUESTS" "$HOLD_MS" >"$TESTDIR/root.out" &
+        "$KEK_SLOW" "$SOCKET" hold 1 watch "$HOLD_MS" >"$TESTDIR/root.out" &
         RPID=$!
-        wait_for 30 has_line "$TESTDIR/root.out" ready
+        ok "uid 0's watcher is subscribed" wait_for 30 watchers_are 1
+        "$KEK_SLOW" "$SOCKET" toggle "$KEY" 300 >"$TESTDIR/toggle.out"
+        contains "300 key events are made" "$TESTDIR/toggle.out" "ok 300 err 0"
         (exec setpriv --reuid=nobody --regid=nogroup --clear-groups "$KEK_SLOW" "$SOCKET" hold 40 watch "$HOLD_MS") \
                 >"$TESTDIR/nobody.out" 2>&1 &
         HPID=$!
-        ok "nobody's 40 watchers are subscribed" wait_for 30 watchers_are 40
+        ok "nobody's 40 watchers are subscribed" wait_for 30 watchers_are 41
         "$KEK_SLOW" "$SOCKET" toggle "$KEY" 500 >"$TESTDIR/toggle.out"
         contains "500 key events are made" "$TESTDIR/toggle.out" "ok 500 err 0"
         ok "nobody's watchers are closed" wait_for 10 closed_at_least "$TESTDIR/nobody.out" 1
         diag "nobody's watchers closed by kekd: $(last_closed "$TESTDIR/nobody.out") of 40"
-        is "uid 0's larger connection is not" "$(last_closed "$TESTDIR/root.out")" 0
+        is "uid 0's larger watcher is not" "$(last_closed "$TESTDIR/root.out")" 0
         kill_pid "$HPID"
         kill_pid "$RPID"
 fi
