@@ -321,6 +321,8 @@ static void server_enforce_budget(Server *s) {
                 conn_drop(victim);
                 s->budget_drops++;
         }
+        if (dropped == 0)
+                return; /* only dropped connections' late replies are over: they go with their sockets */
         metrics_set_output(s->dispatcher->metrics, s->out_held, s->budget_drops);
         log_warning("Output held for peers exceeded max_queued_output=%zu: closed %u connection(s) that did not read "
                     "%zu bytes, first of uid %u pid %d", s->max_queued_output, dropped, freed, (unsigned) uid, (int) pid);
