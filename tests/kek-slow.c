@@ -16,9 +16,10 @@
  *     or MS milliseconds pass; prints "events X done|closed|open".
  *   kek-slow SOCKET toggle KEY COUNT
  *     Sends COUNT SetEnabled requests for KEY, disable and enable in turn,
- *     at most WINDOW in flight, reads every response and prints
- *     "ok X err Y"; exits 0 when all succeeded. Each one is a key event for
- *     every watcher, at the cost of one token write.
+ *     each after the answer to the one before; one that fails (a transient
+ *     HSM error) is sent again, up to RETRIES times. Prints "ok X retried Y"
+ *     and exits 0 when all COUNT succeeded. Each one is a key event for every
+ *     watcher, at the cost of one token write.
  *
  * Every loop is bounded: by N and K, by MS, and by COUNT with a poll
  * timeout that ends the run after 60 s without a response.
@@ -27,6 +28,7 @@
 
 #include <errno.h>
 #include <poll.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -38,7 +40,7 @@
 #include "proto/frame.h"
 #include "proto/kek.pb-c.h"
 
-#define WINDOW 32u
+#define RETRIES 5u
 #define N_MAX 4096u
 
 static int connect_to(const char *path) {
@@ -233,7 +235,7 @@ static int follow(const char *path, unsigned long want, unsigned long ms) {
 }
 
 static int toggle(const char *path, const char *key, unsigned long count) {
-        unsigned long sent = 0, answered = 0, ok = 0, err = 0;
+        unsigned long ok = 0, retried = 0;
         FrameBuf in;
         int fd = connect_to(path);
 
@@ -242,50 +244,57 @@ static int toggle(const char *path, const char *key, unsigned long count) {
                 return 3;
         }
         frame_buf_init(&in);
-        while (answered < count) {
-                struct pollfd p = { .fd = fd, .events = POLLIN };
-                const uint8_t *payload;
-                uint8_t *tail;
-                size_t len;
-                ssize_t n;
+        for (unsigned long i = 0; i < count; i++) {
+                Kek__Request req = KEK__REQUEST__INIT;
+                Kek__SetEnabledRequest s = KEK__SET_ENABLED_REQUEST__INIT;
+                bool done = false;
 
-                while (sent < count && sent - answered < WINDOW) {
-                        Kek__Request req = KEK__REQUEST__INIT;
-                        Kek__SetEnabledRequest s = KEK__SET_ENABLED_REQUEST__INIT;
+                s.key = (char *) key;
+                s.enabled = i % 2 == 1; /* disable first: the key starts enabled */
+                req.id = i + 1;
+                req.body_case = KEK__REQUEST__BODY_SET_ENABLED;
+                req.set_enabled = &s;
+                /* A transient HSM error (SoftHSM2 under load) is retried: every change must be one event. */
+                for (unsigned attempt = 0; attempt < RETRIES && !done; attempt++) {
+                        const uint8_t *payload;
+                        size_t len;
+                        int r;
 
-                        s.key = (char *) key;
-                        s.enabled = sent % 2 == 1; /* disable first: the key starts enabled */
-                        req.id = ++sent;
-                        req.body_case = KEK__REQUEST__BODY_SET_ENABLED;
-                        req.set_enabled = &s;
+                        if (attempt > 0)
+                                retried++;
                         if (send_request(fd, &req) < 0)
-                                goto done;
-                }
-                if (poll(&p, 1, 60000) <= 0)
-                        break;
-                if (frame_buf_reserve(&in, 65536, &tail) < 0)
-                        break;
-                n = recv(fd, tail, 65536, 0);
-                if (n <= 0)
-                        break;
-                frame_buf_commit(&in, (size_t) n);
-                while (frame_parse(frame_buf_head(&in), frame_buf_size(&in), FRAME_MAX_LIMIT, &payload, &len) == 1) {
-                        Kek__Response *resp = kek__response__unpack(NULL, len, payload);
+                                goto out;
+                        while ((r = frame_parse(frame_buf_head(&in), frame_buf_size(&in), FRAME_MAX_LIMIT, &payload, &len)) == 0) {
+                                struct pollfd p = { .fd = fd, .events = POLLIN };
+                                uint8_t *tail;
+                                ssize_t n;
 
-                        answered++;
-                        if (resp && resp->body_case == KEK__RESPONSE__BODY_KEY_INFO)
-                                ok++;
-                        else
-                                err++;
-                        if (resp)
-                                kek__response__free_unpacked(resp, NULL);
+                                if (poll(&p, 1, 60000) <= 0 || frame_buf_reserve(&in, 65536, &tail) < 0)
+                                        goto out;
+                                n = recv(fd, tail, 65536, 0);
+                                if (n <= 0)
+                                        goto out;
+                                frame_buf_commit(&in, (size_t) n);
+                        }
+                        if (r < 0)
+                                goto out;
+                        {
+                                Kek__Response *resp = kek__response__unpack(NULL, len, payload);
+
+                                done = resp && resp->body_case == KEK__RESPONSE__BODY_KEY_INFO;
+                                if (resp)
+                                        kek__response__free_unpacked(resp, NULL);
+                        }
                         frame_buf_consume(&in, FRAME_HEADER_SIZE + len);
                 }
+                if (!done)
+                        break;
+                ok++;
         }
-done:
+out:
         frame_buf_done(&in);
         close(fd);
-        printf("ok %lu err %lu\n", ok, err + (count - answered));
+        printf("ok %lu retried %lu\n", ok, retried);
         return ok == count ? 0 : 1;
 }
 

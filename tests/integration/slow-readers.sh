@@ -10,6 +10,9 @@
 # reads and kekctl are served throughout. Last (as root, with setpriv), the
 # uid holding the most loses its connections first: another uid's one
 # connection stays although it is the largest.
+# The background refresh reading the token while thousands of SetEnabled write it
+# makes SoftHSM2 fail writes now and then (HSM_UNAVAILABLE); this test is not about that.
+REFRESH_INTERVAL=3600
 . "$TESTLIB"
 
 BUDGET=1048576                 # max_queued_output, bytes
@@ -74,7 +77,7 @@ fresh_kekd() {
         kekd_stop
         ok "kekd starts with max_queued_output = $BUDGET" kekd_start
         "$KEK_SLOW" "$SOCKET" toggle "$KEY" 100 >"$TESTDIR/warm.out"
-        contains "100 events of warm-up" "$TESTDIR/warm.out" "ok 100 err 0"
+        contains "100 events of warm-up" "$TESTDIR/warm.out" "ok 100 retried"
         ok "kekd's peak RSS can be reset (/proc/PID/clear_refs)" reset_peak
         BASE=$(rss)
         diag "baseline RSS ${BASE} kB"
@@ -103,7 +106,7 @@ reset_peak
 TPID=$!
 serve_while "$TPID" >"$TESTDIR/served.out"
 wait "$TPID"
-contains "$COUNT key events are made" "$TESTDIR/toggle.out" "ok $COUNT err 0"
+contains "$COUNT key events are made" "$TESTDIR/toggle.out" "ok $COUNT retried"
 DURING=$(peak)
 diag "peak RSS while the watchers' buffers fill: ${DURING} kB ($((DURING - BASE)) kB above the baseline)"
 ok "... and kekd's RSS stays within ${DURING_MAX} kB of the baseline meanwhile" [ "$DURING" -le $((BASE + DURING_MAX)) ]
@@ -160,13 +163,13 @@ else
         RPID=$!
         ok "uid 0's watcher is subscribed" wait_for 30 watchers_are 1
         "$KEK_SLOW" "$SOCKET" toggle "$KEY" 300 >"$TESTDIR/toggle.out"
-        contains "300 key events are made" "$TESTDIR/toggle.out" "ok 300 err 0"
+        contains "300 key events are made" "$TESTDIR/toggle.out" "ok 300 retried"
         (exec setpriv --reuid=nobody --regid=nogroup --clear-groups "$KEK_SLOW" "$SOCKET" hold 40 watch "$HOLD_MS") \
                 >"$TESTDIR/nobody.out" 2>&1 &
         HPID=$!
         ok "nobody's 40 watchers are subscribed" wait_for 30 watchers_are 41
         "$KEK_SLOW" "$SOCKET" toggle "$KEY" 500 >"$TESTDIR/toggle.out"
-        contains "500 key events are made" "$TESTDIR/toggle.out" "ok 500 err 0"
+        contains "500 key events are made" "$TESTDIR/toggle.out" "ok 500 retried"
         ok "nobody's watchers are closed" wait_for 10 closed_at_least "$TESTDIR/nobody.out" 1
         diag "nobody's watchers closed by kekd: $(last_closed "$TESTDIR/nobody.out") of 40"
         is "uid 0's larger watcher is not" "$(last_closed "$TESTDIR/root.out")" 0
