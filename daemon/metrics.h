@@ -35,6 +35,8 @@ DEFINE_TRIVIAL_CLEANUP_FUNC(Metrics, metrics_free);
 void metrics_request(Metrics *m, const char *op, const char *key, int result, uint64_t duration_usec, unsigned items);
 void metrics_set_clients(Metrics *m, unsigned clients, unsigned watchers);
 unsigned metrics_clients(const Metrics *m);
+/* Bytes held for output peers have not read, and connections closed for holding too much of it (server.c). */
+void metrics_set_output(Metrics *m, size_t queued_bytes, uint64_t budget_drops);
 /* The HSM worker pool whose sessions' counters join the keystore session's (NULL: none). */
 void metrics_set_pool(Metrics *m, const CryptoPool *pool);
 /* The background refresh's session, whose errors and reopens count too (NULL: none). */
