@@ -25,8 +25,8 @@
 
 #include "client/conn.h"
 #include "common/kekerr.h"
+#include "common/opnames.h"
 #include "common/secret.h"
-#include "daemon/access.h"
 #include "kekctl/status.h"
 #include "proto/blob.h"
 
@@ -422,46 +422,6 @@ enum {
         OPT_PROMETHEUS = 1 << 6,
 };
 
-/* "purge,delete" -> DualControl bits (proto/kek.proto); "none" -> 0. */
-static int parse_dual_control(const char *s, uint32_t *ret) {
-        static const struct {
-                const char *name;
-                uint32_t bit;
-        } names[] = { { "purge", 1 }, { "delete", 2 }, { "last-grant", 4 }, { "vault-policy", 8 } };
-        uint32_t bits = 0;
-
-        if (strcmp(s, "none") == 0) {
-                *ret = 0;
-                return 0;
-        }
-        while (*s) {
-                size_t l = strcspn(s, ","), i;
-
-                for (i = 0; i < ELEMENTSOF(names); i++)
-                        if (strlen(names[i].name) == l && strncmp(s, names[i].name, l) == 0)
-                                break;
-                if (i == ELEMENTSOF(names))
-                        return -EINVAL;
-                bits |= names[i].bit;
-                s += l;
-                if (*s == ',' && *++s == 0)
-                        return -EINVAL;
-        }
-        *ret = bits;
-        return bits ? 0 : -EINVAL;
-}
-
-static const char *dual_control_string(uint32_t bits, char buf[static 64]) {
-        static const char *const names[] = { "purge", "delete", "last-grant", "vault-policy" };
-        size_t len = 0;
-
-        buf[0] = 0;
-        for (size_t i = 0; i < ELEMENTSOF(names); i++)
-                if (bits & (1u << i))
-                        len += (size_t) snprintf(buf + len, 64 - len, "%s%s", len ? "," : "", names[i]);
-        return len ? buf : "none";
-}
-
 static int parse_u64(const char *s, uint64_t max, uint64_t *ret) {
         char *end;
         unsigned long long v;
@@ -595,7 +555,7 @@ static int parse_cmd_opts(int argc, char *argv[], CmdOpts *o) {
                                 return usage_error("invalid --ops '%s' (a comma list of get, wrap, unwrap, rewrap, or all)", optarg);
                         break;
                 case ARG_DUAL:
-                        if (parse_dual_control(optarg, &o->dual_control) < 0)
+                        if (dual_control_from_string(optarg, &o->dual_control) < 0)
                                 return usage_error("invalid --dual-control '%s' (a comma list of purge, delete, last-grant, "
                                                    "vault-policy, or none)", optarg);
                         o->has_dual_control = true;
@@ -933,7 +893,7 @@ static int cmd_vault(int argc, char *argv[]) {
                 json_object_object_add(j, "purge_protection", json_object_new_boolean(v->policy && v->policy->purge_protection));
                 json_object_object_add(j, "recoverable", json_object_new_boolean(v->policy && v->policy->purge_protection));
                 json_object_object_add(j, "allow_unrecoverable", json_object_new_boolean(v->allow_unrecoverable));
-                json_object_object_add(j, "dual_control", json_object_new_string(dual_control_string(v->policy ? v->policy->dual_control : 0, dc)));
+                json_object_object_add(j, "dual_control", json_object_new_string(dual_control_to_string(v->policy ? v->policy->dual_control : 0, dc)));
                 json_object_object_add(j, "approval_window_seconds",
                                        json_object_new_int64(v->policy ? v->policy->approval_window_seconds : 0));
                 print_json(j);
@@ -942,7 +902,7 @@ static int cmd_vault(int argc, char *argv[]) {
                        v->policy ? v->policy->retention_days : 0, v->policy && v->policy->purge_protection ? "on" : "off",
                        v->policy && v->policy->purge_protection ? "yes" : "no (wraps are refused)");
                 printf("Dual control:      %s (requests can be approved for %u s)\n",
-                       dual_control_string(v->policy ? v->policy->dual_control : 0, dc),
+                       dual_control_to_string(v->policy ? v->policy->dual_control : 0, dc),
                        v->policy ? v->policy->approval_window_seconds : 0);
                 if (v->allow_unrecoverable)
                         printf("Warning:           this kekd serves wraps anyway (allow_unrecoverable, development only)\n");
