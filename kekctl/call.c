@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
  * kekctl's requests to kekd (see call.h), over the client transport of
- * client/conn.h: one connection per command.
+ * client/transport.h: one connection per command.
  */
 #include "config.h"
 
@@ -9,7 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "client/conn.h"
+#include "client/transport.h"
 #include "common/kekerr.h"
 #include "kekctl/call.h"
 #include "kekctl/options.h"
@@ -55,18 +55,18 @@ int call(Kek__Request *req, const char *what, Kek__Response__BodyCase want, Kek_
                 if (r < 0)
                         return report(c, r, "request");
                 if (resp->body_case != KEK__RESPONSE__BODY_APPROVAL) {
-                        kek_conn_response_free(resp);
+                        kek_response_free(resp);
                         return report(c, -EBADMSG, "request");
                 }
                 print_approvals(&resp->approval, 1, true);
-                kek_conn_response_free(resp);
+                kek_response_free(resp);
                 return EXIT_SUBMITTED;
         }
         r = kek_conn_call(c, req, &resp);
         if (r < 0)
                 return report(c, r, what);
         if (want != KEK__RESPONSE__BODY__NOT_SET && resp->body_case != want) {
-                kek_conn_response_free(resp);
+                kek_response_free(resp);
                 return report(c, -EBADMSG, what);
         }
         *ret = resp;
@@ -82,6 +82,6 @@ int call_key_info(Kek__Request *req, const char *what) {
                 return r;
         if (resp->key_info->key)
                 print_key_info(resp->key_info->key);
-        kek_conn_response_free(resp);
+        kek_response_free(resp);
         return 0;
 }

@@ -18,7 +18,7 @@ extern bool arg_request;           /* "kekctl request ...": submit the command's
 
 /*
  * Sends req, expects a response of body type want (NOT_SET: any). 0 with
- * *ret for the caller to free with kek_conn_response_free(), or the exit
+ * *ret for the caller to free with kek_response_free(), or the exit
  * status (EXIT_SUBMITTED when the request went for approval).
  */
 int call(Kek__Request *req, const char *what, Kek__Response__BodyCase want, Kek__Response **ret);

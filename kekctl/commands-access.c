@@ -12,7 +12,7 @@
 #include <string.h>
 
 #include "common/opnames.h"
-#include "client/conn.h"
+#include "client/transport.h"
 #include "kekctl/call.h"
 #include "kekctl/commands.h"
 #include "kekctl/options.h"
@@ -108,6 +108,6 @@ int cmd_grants(CmdOpts *o, int argc, char *argv[]) {
                 print_json(grants_json(resp->key_info->key->grants, resp->key_info->key->n_grants));
         else
                 print_grants(resp->key_info->key->grants, resp->key_info->key->n_grants);
-        kek_conn_response_free(resp);
+        kek_response_free(resp);
         return 0;
 }

@@ -8,7 +8,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "client/conn.h"
+#include "client/transport.h"
 #include "kekctl/call.h"
 #include "kekctl/commands.h"
 #include "kekctl/options.h"
@@ -54,7 +54,7 @@ int cmd_approve(CmdOpts *o, int argc, char *argv[]) {
                 print_key_info(resp->key_info->key);
         else if (arg_json)
                 printf("{ \"approved\": \"%s\" }\n", id);
-        kek_conn_response_free(resp);
+        kek_response_free(resp);
         return 0;
 }
 
@@ -73,7 +73,7 @@ int cmd_requests(CmdOpts *o, int argc, char *argv[]) {
         if (r != 0)
                 return r;
         print_approvals(resp->approvals->approvals, resp->approvals->n_approvals, false);
-        kek_conn_response_free(resp);
+        kek_response_free(resp);
         return 0;
 }
 
@@ -93,7 +93,7 @@ int cmd_cancel(CmdOpts *o, int argc, char *argv[]) {
         r = call(&req, "cancel", KEK__RESPONSE__BODY_EMPTY, &resp);
         if (r != 0)
                 return r;
-        kek_conn_response_free(resp);
+        kek_response_free(resp);
         if (arg_json)
                 printf("{ \"cancelled\": \"%s\" }\n", id);
         else

@@ -13,7 +13,7 @@
 #include <unistd.h>
 
 #include "common/secret.h"
-#include "client/conn.h"
+#include "client/transport.h"
 #include "kekctl/call.h"
 #include "kekctl/commands.h"
 #include "kekctl/options.h"
@@ -100,7 +100,7 @@ int cmd_wrap(CmdOpts *o, int argc, char *argv[]) {
         if (r != 0)
                 return r;
         r = write_stdout(resp->wrap->blob.data, resp->wrap->blob.len);
-        kek_conn_response_free(resp);
+        kek_response_free(resp);
         return r;
 }
 
@@ -144,7 +144,7 @@ static int blob_cmd(CmdOpts *o, int argc, char *argv[], bool rewrap) {
                         return r;
                 r = write_stdout(resp->unwrap->plaintext.data, resp->unwrap->plaintext.len);
         }
-        kek_conn_response_free(resp);
+        kek_response_free(resp);
         return r;
 }
 

@@ -9,7 +9,7 @@
 
 #include <stdio.h>
 
-#include "client/conn.h"
+#include "client/transport.h"
 #include "kekctl/call.h"
 #include "kekctl/commands.h"
 #include "kekctl/options.h"
@@ -79,7 +79,7 @@ int cmd_list(CmdOpts *o, int argc, char *argv[]) {
         }
         if (a)
                 print_json(a);
-        kek_conn_response_free(resp);
+        kek_response_free(resp);
         return 0;
 }
 
@@ -126,7 +126,7 @@ int cmd_version(CmdOpts *o, int argc, char *argv[]) {
                 printf("Key:         %s\nCurrent:     %u\nState:       %s\nRecoverable: %s\n", resp->get_key_version->key,
                        resp->get_key_version->current_version, state_name(resp->get_key_version->state),
                        resp->get_key_version->recoverable ? "yes" : "no");
-        kek_conn_response_free(resp);
+        kek_response_free(resp);
         return 0;
 }
 
@@ -170,7 +170,7 @@ int cmd_policy(CmdOpts *o, int argc, char *argv[]) {
                 pol.rotate_after_seconds = resp->key_info->key->policy->rotate_after_seconds;
                 pol.max_wraps = resp->key_info->key->policy->max_wraps;
         }
-        kek_conn_response_free(resp);
+        kek_response_free(resp);
         if (o->has_rotate_after)
                 pol.rotate_after_seconds = o->rotate_after;
         if (o->has_max_wraps)
@@ -253,7 +253,7 @@ int cmd_purge(CmdOpts *o, int argc, char *argv[]) {
         r = call(&req, "purge", KEK__RESPONSE__BODY_EMPTY, &resp);
         if (r != 0)
                 return r;
-        kek_conn_response_free(resp);
+        kek_response_free(resp);
         if (arg_json)
                 printf("{ \"purged\": \"%s\" }\n", name);
         else

@@ -9,7 +9,7 @@
 #include <stdio.h>
 
 #include "common/opnames.h"
-#include "client/conn.h"
+#include "client/transport.h"
 #include "kekctl/call.h"
 #include "kekctl/commands.h"
 #include "kekctl/options.h"
@@ -68,7 +68,7 @@ int cmd_vault(CmdOpts *o, int argc, char *argv[]) {
                 if (v->allow_unrecoverable)
                         printf("Warning:           this kekd serves wraps anyway (allow_unrecoverable, development only)\n");
         }
-        kek_conn_response_free(resp);
+        kek_response_free(resp);
         return 0;
 }
 
@@ -105,7 +105,7 @@ int cmd_check(CmdOpts *o, int argc, char *argv[]) {
                         printf("The token is consistent with the key records.\n");
         }
         r = resp->check->n_problems > 0 ? EXIT_REFUSED : 0;
-        kek_conn_response_free(resp);
+        kek_response_free(resp);
         return r;
 }
 
@@ -124,6 +124,6 @@ int cmd_status(CmdOpts *o, int argc, char *argv[]) {
         if (r != 0)
                 return r;
         r = status_print(resp->status, o->prometheus ? STATUS_PROMETHEUS : arg_json ? STATUS_JSON : STATUS_HUMAN);
-        kek_conn_response_free(resp);
+        kek_response_free(resp);
         return r < 0 ? EXIT_IO : 0;
 }

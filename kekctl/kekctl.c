@@ -16,7 +16,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "client/conn.h"
+#include "client/transport.h"
 #include "common/opnames.h"
 #include "common/secret.h"
 #include "kekctl/call.h"
