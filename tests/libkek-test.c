@@ -482,14 +482,20 @@ static size_t relay_held(Relay *r) {
 typedef struct Inflight {
         kek_client *c;
         const kek_blob *blob;
+        bool batch;
         int r;
 } Inflight;
 
 static void *inflight_main(void *userdata) {
         Inflight *f = userdata;
+        kek_blob ctx = { (uint8_t *) "if", 2 };
         kek_aek *got = NULL;
+        int r;
 
-        f->r = kek_unwrap(f->c, f->blob->data, f->blob->len, (const uint8_t *) "if", 2, &got);
+        if (f->batch)
+                f->r = kek_unwrap_batch(f->c, 1, f->blob, &ctx, &got, &r) < 0 ? -EIO : r;
+        else
+                f->r = kek_unwrap(f->c, f->blob->data, f->blob->len, ctx.data, ctx.len, &got);
         kek_aek_unref(got);
         return NULL;
 }
@@ -500,25 +506,26 @@ static void *inflight_main(void *userdata) {
  * It must not be cached as fresh: the next unwrap goes to kekd and is refused, instead of being
  * served from the cache for refresh_sec (60 s here).
  */
-static void test_inflight_revocation(void) {
+static void test_inflight_revocation(bool batch) {
         static Relay relay;
+        const char *key = batch ? "inflight-b" : "inflight";
         kek_options o = { .refresh_sec = 60, .grace_sec = 300, .timeout_ms = 30000 };
         kek_client *c = NULL;
         kek_aek *aek = NULL, *got = NULL;
         kek_blob blob = {};
-        Inflight f = { .blob = &blob };
+        Inflight f = { .blob = &blob, .batch = batch };
         pthread_t t;
         kek_stats s = {};
         uint64_t events0, requests0, t0;
         bool held = false, event = false;
         int r;
 
-        if (!ok(relay_start(&relay), "a relay to kekd"))
+        memset(&relay, 0, sizeof(relay));
+        if (!ok(relay_start(&relay), "%s: a relay to kekd", batch ? "kek_unwrap_batch()" : "kek_unwrap()"))
                 return;
         o.socket_path = relay.path;
-        ok(kekctl("create", "inflight", NULL, NULL) == 0 && kek_client_new(&o, &c) == 0 &&
-                   wrap_new(c, "inflight", "if", &aek, &blob) == 0,
-           "key 'inflight' created, a blob wrapped under it through the relay");
+        ok(kekctl("create", key, NULL, NULL) == 0 && kek_client_new(&o, &c) == 0 && wrap_new(c, key, "if", &aek, &blob) == 0,
+           "key '%s' created, a blob wrapped under it through the relay", key);
         for (t0 = mono_ms(); !s.watch_connected && mono_ms() - t0 < 10000; usleep(10 * 1000))
                 kek_stats_get(c, &s);
         events0 = s.watch_events;
@@ -530,7 +537,7 @@ static void test_inflight_revocation(void) {
         for (t0 = mono_ms(); !held && mono_ms() - t0 < 20000; usleep(10 * 1000))
                 held = relay_held(&relay) > 0;
         ok(held, "kekd has answered; the relay holds the answer");
-        ok(kekctl("disable", "inflight", NULL, NULL) == 0, "key 'inflight' disabled meanwhile");
+        ok(kekctl("disable", key, NULL, NULL) == 0, "key '%s' disabled meanwhile", key);
         for (t0 = mono_ms(); !event && mono_ms() - t0 < 20000; usleep(10 * 1000)) {
                 kek_stats_get(c, &s);
                 event = s.watch_events > events0;
@@ -853,7 +860,8 @@ int main(int argc, char *argv[]) {
         test_cache_hits();
         test_threads();
         test_revocation();
-        test_inflight_revocation();
+        test_inflight_revocation(false);
+        test_inflight_revocation(true);
         test_forged_version();
         test_core(argv[0]);
         test_refresh_and_grace();
