@@ -524,8 +524,10 @@ static void test_inflight_revocation(bool batch) {
         if (!ok(relay_start(&relay), "%s: a relay to kekd", batch ? "kek_unwrap_batch()" : "kek_unwrap()"))
                 return;
         o.socket_path = relay.path;
-        ok(kekctl("create", key, NULL, NULL) == 0 && kek_client_new(&o, &c) == 0 && wrap_new(c, key, "if", &aek, &blob) == 0,
-           "key '%s' created, a blob wrapped under it through the relay", key);
+        if (!ok(kekctl("create", key, NULL, NULL) == 0 && kek_client_new(&o, &c) == 0 &&
+                        wrap_new(c, key, "if", &aek, &blob) == 0,
+                "key '%s' created, a blob wrapped under it through the relay", key))
+                goto out;
         for (t0 = mono_ms(); !s.watch_connected && mono_ms() - t0 < 10000; usleep(10 * 1000))
                 kek_stats_get(c, &s);
         events0 = s.watch_events;
