@@ -1,0 +1,136 @@
+#!/bin/sh
+# SPDX-License-Identifier: LGPL-2.1-or-later
+# Two kekd on one token, a settle racing a lease (review finding F1): kekd A
+# gives its unused lease back at SIGTERM (writes generation N+1) and, while
+# A lists the token to see whether its write was contested, kekd B takes a
+# lease and writes N+2 on top of A's N+1. B's record already holds A's
+# change, so A must not withdraw it and subtract its lease a second time:
+# wrap budgets over-count, never under-count.
+#
+# Made deterministic with p11-fault (A only; B uses SoftHSM2 directly):
+# every C_FindObjectsInit of A is delayed, and p11-fault logs the delay as
+# the call begins. Once A's settle record is written (traced C_CreateObject)
+# and A's next C_FindObjectsInit (the contested listing) has begun, A is
+# stopped (SIGSTOP) inside that delay, before the listing reaches the token;
+# B wraps; A is continued. No step depends on how fast the machine is.
+. "$TESTLIB"
+
+if [ ! -f "${P11_FAULT_LIB:-}" ]; then
+        echo "Bail out! P11_FAULT_LIB not built (make check builds it)"
+        exit 99
+fi
+
+p11_fault_setup
+P11_FAULT_TRACE=C_CreateObject,C_FindObjects # "trace ..." lines in $FLOG, after the call returned
+export P11_FAULT_TRACE
+token_init leaserace
+PID_B=""
+STOPPED=""
+trap '[ -z "$STOPPED" ] || kill -CONT $STOPPED 2>/dev/null; [ -z "$PID_B" ] || kill -KILL $PID_B 2>/dev/null; cleanup' EXIT
+
+# wraps KEY VERSION [SOCKET]: the wrap count `kekctl show --json` reports for that version
+wraps() {
+        "$KEKCTL" ${3:+-s "$3"} show --json "$1" 2>"$TESTDIR/err" | awk -v v="$2" '
+                /"id":/ { gsub(/[^0-9]/, ""); id = $0 }
+                /"wraps":/ && id == v { gsub(/[^0-9]/, ""); print; exit }'
+}
+# wait_for SECONDS COMMAND...: until COMMAND succeeds, polling every 0.05 s, at most SECONDS
+wait_for() {
+        n=$(($1 * 20))
+        shift
+        i=0
+        until "$@"; do
+                [ $i -ge $n ] && return 1
+                sleep 0.05
+                i=$((i + 1))
+        done
+}
+# contested_listing_begun PID: in $FLOG, after PID's traced C_CreateObject (its
+# settle record), a delayed C_FindObjectsInit of PID has begun
+contested_listing_begun() {
+        awk -v p="pid=$1" '
+                index($0, p) && /^trace C_CreateObject CKR_OK/ { created = 1 }
+                index($0, p) && created && /^C_FindObjectsInit delay_ms=/ { found = 1 }
+                END { exit !found }' "$FLOG"
+}
+# listing_returned PID: PID's traced C_FindObjects after that delayed C_FindObjectsInit
+listing_returned() {
+        awk -v p="pid=$1" '
+                index($0, p) && /^trace C_CreateObject CKR_OK/ { created = 1 }
+                index($0, p) && created && /^C_FindObjectsInit delay_ms=/ { begun = 1 }
+                index($0, p) && begun && /^trace C_FindObjects / { found = 1 }
+                END { exit !found }' "$FLOG"
+}
+listing_pending() {
+        ! listing_returned "$1"
+}
+b_knows() {
+        "$KEKCTL" -s "$SOCK_B" show lk >/dev/null 2>&1
+}
+b_lists() {
+        "$KEKCTL" -s "$SOCK_B" list >/dev/null 2>&1
+}
+a_gone() {
+        ! kill -0 "$KEKD_PID" 2>/dev/null
+}
+b_gone() {
+        ! kill -0 "$PID_B" 2>/dev/null
+}
+
+head -c 32 /dev/urandom >"$TESTDIR/aek"
+# A: through p11-fault; B: the same token through SoftHSM2 itself, its own socket
+kekd_config
+CONF_B="$TESTDIR/b.conf"
+SOCK_B="$TESTDIR/b.sock"
+sed "s|^socket = .*|socket = $SOCK_B|" "$CONF" >"$CONF_B"
+sed -i "s|^module = .*|module = $P11_FAULT_LIB|" "$CONF"
+ok "kekd A starts on p11-fault" kekd_start
+PID_A=$KEKD_PID
+"$KEKD" -c "$CONF_B" 2>>"$TESTDIR/kekd-b.log" &
+PID_B=$!
+ok "kekd B starts on the same token" wait_for 10 b_lists
+
+succeeds "create lk with a budget of 1600 (a lease of 100)" create lk --max-wraps 1600
+succeeds "one wrap through A" wrap lk --context c <"$TESTDIR/aek"
+ok "B sees lk" wait_for 10 b_knows
+is "the record holds A's lease: 100" "$(wraps lk 1 "$SOCK_B")" 100
+
+# Delay every C_FindObjectsInit of A from now on; SIGTERM makes A settle.
+: >"$FLOG"
+fault_set "C_FindObjectsInit:delay_ms=4000:count=inf"
+kill -TERM "$PID_A"
+ok "A has written its settle record and begun its contested listing" wait_for 60 contested_listing_begun "$PID_A"
+kill -STOP "$PID_A"
+STOPPED=$PID_A
+succeeds "B wraps while A is stopped before its listing reaches the token" -s "$SOCK_B" wrap lk --context c <"$TESTDIR/aek"
+cp "$TESTDIR/out" "$TESTDIR/blob-b"
+ok "... and A's contested listing had not returned by then (the race is set up)" listing_pending "$PID_A"
+kill -CONT "$PID_A"
+STOPPED=""
+ok "A exits" wait_for 60 a_gone
+wait "$PID_A"
+is "... with status 0" "$?" 0
+KEKD_PID=""
+ok "A's contested listing did run (after B's write)" listing_returned "$PID_A"
+contains "A found its settle in B's newer record instead of applying it again" "$TESTDIR/kekd.log" \
+        "was built on by another kekd"
+fault_set ""
+
+# A again, fresh: it holds no lease, so it shows the record as it is.
+ok "A starts again" kekd_start
+is "while B runs, the record holds A's wrap and B's whole lease: 1 + 100" "$(wraps lk 1)" 101
+is "B reports the 2 wraps done (the record less its 99 unused)" "$(wraps lk 1 "$SOCK_B")" 2
+succeeds "B's blob unwraps through A" unwrap --context c <"$TESTDIR/blob-b"
+kill -TERM "$PID_B"
+ok "B exits" wait_for 10 b_gone
+wait "$PID_B"
+is "... with status 0" "$?" 0
+PID_B=""
+kekd_stop TERM
+ok "A starts once more" kekd_start
+is "after both settled, the count is the real number of wraps: 2" "$(wraps lk 1)" 2
+kc check
+is "check finds the token consistent" "$KC_STATUS" 0
+
+kekd_stop
+done_testing
