@@ -17,7 +17,9 @@
 # the call begins. Once A's settle record is written (traced C_CreateObject)
 # and A's next C_FindObjectsInit (the contested listing) has begun, A is
 # stopped (SIGSTOP) inside that delay, before the listing reaches the token;
-# B wraps; A is continued. No step depends on how fast the machine is.
+# B writes; A is continued. The one timing assumption is that the test stops
+# A within those 4 s; if it does not, "the race is set up" fails (a loaded
+# machine can make the test fail, never pass wrongly).
 . "$TESTLIB"
 
 if [ ! -f "${P11_FAULT_LIB:-}" ]; then
