@@ -175,17 +175,14 @@ static int wrap_target(Keystore *ks, const char *name, uint32_t version, size_t 
 }
 
 /* The unwrap half of unwrap and rewrap. */
-static int unwrap_source(Keystore *ks, const uint8_t *blob, size_t blob_len, const uint8_t *ctx, size_t ctx_len,
-                         CryptoOp *op) {
+static int unwrap_source(Keystore *ks, const BlobView *view, const uint8_t *ctx, size_t ctx_len, CryptoOp *op) {
         KeyVersion *v;
         Key *k;
         int alen, r;
 
         if (ctx_len > CONTEXT_MAX_SIZE)
                 return -KEKERR_INVALID_ARGUMENT;
-        r = blob_parse(blob, blob_len, &op->view);
-        if (r < 0)
-                return r;
+        op->view = *view;
         r = find_mutable(ks, op->view.key, &k);
         if (r < 0)
                 return r;
@@ -214,18 +211,18 @@ int keystore_wrap_prepare(Keystore *ks, const char *name, uint32_t version, cons
         return op->result;
 }
 
-int keystore_unwrap_prepare(Keystore *ks, const uint8_t *blob, size_t blob_len, const uint8_t *ctx, size_t ctx_len,
-                            uint64_t now, CryptoOp *op) {
+int keystore_unwrap_prepare(Keystore *ks, const BlobView *view, const uint8_t *ctx, size_t ctx_len, uint64_t now,
+                            CryptoOp *op) {
         *op = (CryptoOp) { .kind = CRYPTO_UNWRAP, .now = now, .ctx = ctx, .ctx_len = ctx_len };
-        op->result = unwrap_source(ks, blob, blob_len, ctx, ctx_len, op);
+        op->result = unwrap_source(ks, view, ctx, ctx_len, op);
         op->pending = op->result >= 0;
         return op->result;
 }
 
-int keystore_rewrap_prepare(Keystore *ks, const uint8_t *blob, size_t blob_len, const uint8_t *ctx, size_t ctx_len,
-                            uint64_t now, CryptoOp *op) {
+int keystore_rewrap_prepare(Keystore *ks, const BlobView *view, const uint8_t *ctx, size_t ctx_len, uint64_t now,
+                            CryptoOp *op) {
         *op = (CryptoOp) { .kind = CRYPTO_REWRAP, .now = now, .ctx = ctx, .ctx_len = ctx_len };
-        op->result = unwrap_source(ks, blob, blob_len, ctx, ctx_len, op);
+        op->result = unwrap_source(ks, view, ctx, ctx_len, op);
         op->pending = op->result >= 0;
         return op->result;
 }
@@ -315,8 +312,9 @@ static int run_call(Hsm *h, CryptoOp *op) {
         return r;
 }
 
-void crypto_op_run(Hsm *h, void *userdata) {
-        CryptoOp *op = userdata;
+/* A CryptoPoolFn: item is one of the run's CryptoOp pointers. */
+static void crypto_op_run(Hsm *h, void *item) {
+        CryptoOp *op = *(CryptoOp **) item;
         bool second = op->kind == CRYPTO_REWRAP && op->blob;
 
         /* Only what is pending: a group may hold ops that ran already (a rewrap's second run). */
@@ -329,11 +327,12 @@ void crypto_op_run(Hsm *h, void *userdata) {
                 op->plaintext = secret_free(op->plaintext);
 }
 
-size_t keystore_targets(Keystore *ks, CryptoOp *ops, size_t stride, size_t n) {
+/* Rewraps whose blob authenticated get their new version, lease and IV; returns how many need another run. */
+static size_t keystore_targets(Keystore *ks, CryptoOp **ops, size_t n) {
         size_t more = 0;
 
         for (size_t i = 0; i < n; i++) {
-                CryptoOp *op = (CryptoOp *) ((uint8_t *) ops + i * stride);
+                CryptoOp *op = ops[i];
 
                 if (op->kind != CRYPTO_REWRAP || op->result < 0 || !op->plaintext || op->blob)
                         continue;
@@ -348,11 +347,12 @@ size_t keystore_targets(Keystore *ks, CryptoOp *ops, size_t stride, size_t n) {
         return more;
 }
 
-void keystore_finish(Keystore *ks, CryptoOp *ops, size_t stride, size_t n) {
+/* Usage counts; a vanished object re-reads the token (once per call) and the op becomes transient. */
+static void keystore_finish(Keystore *ks, CryptoOp **ops, size_t n) {
         bool reload = false;
 
         for (size_t i = 0; i < n; i++) {
-                CryptoOp *op = (CryptoOp *) ((uint8_t *) ops + i * stride);
+                CryptoOp *op = ops[i];
                 Key *k;
                 KeyVersion *v;
 
@@ -392,29 +392,29 @@ void crypto_op_done(CryptoOp *op) {
         op->plaintext = secret_free(op->plaintext);
 }
 
-static void run_pass(Keystore *ks, CryptoPool *pool, CryptoOp *ops, size_t stride, size_t n) {
+static void run_pass(Keystore *ks, CryptoPool *pool, CryptoOp **ops, size_t n) {
         if (pool)
-                crypto_pool_run(pool, crypto_op_run, ops, stride, n);
+                crypto_pool_run(pool, crypto_op_run, ops, sizeof(*ops), n);
         else
                 for (size_t i = 0; i < n; i++)
-                        crypto_op_run(keystore_hsm(ks), (uint8_t *) ops + i * stride);
+                        crypto_op_run(keystore_hsm(ks), &ops[i]);
 }
 
-void keystore_run(Keystore *ks, CryptoPool *pool, CryptoOp *ops, size_t stride, size_t n) {
-        run_pass(ks, pool, ops, stride, n);
-        if (keystore_targets(ks, ops, stride, n) > 0)
-                run_pass(ks, pool, ops, stride, n); /* rewraps: encrypt what authenticated */
-        keystore_finish(ks, ops, stride, n);
+void keystore_run(Keystore *ks, CryptoPool *pool, CryptoOp **ops, size_t n) {
+        run_pass(ks, pool, ops, n);
+        if (keystore_targets(ks, ops, n) > 0)
+                run_pass(ks, pool, ops, n); /* rewraps: encrypt what authenticated */
+        keystore_finish(ks, ops, n);
 }
 
 int keystore_wrap(Keystore *ks, const char *name, uint32_t version, const uint8_t *pt, size_t pt_len,
                   const uint8_t *ctx, size_t ctx_len, uint64_t now, uint8_t **ret_blob, size_t *ret_blob_len,
                   uint32_t *ret_version) {
-        CryptoOp op;
+        CryptoOp op, *ops[] = { &op };
         int r;
 
         (void) keystore_wrap_prepare(ks, name, version, pt, pt_len, ctx, ctx_len, now, &op);
-        keystore_run(ks, NULL, &op, sizeof(op), 1);
+        keystore_run(ks, NULL, ops, 1);
         r = op.result;
         if (r >= 0) {
                 *ret_version = op.version;
@@ -427,11 +427,15 @@ int keystore_wrap(Keystore *ks, const char *name, uint32_t version, const uint8_
 
 int keystore_unwrap(Keystore *ks, const uint8_t *blob, size_t blob_len, const uint8_t *ctx, size_t ctx_len,
                     uint64_t now, Secret **ret_plaintext, BlobView *ret_view) {
-        CryptoOp op;
+        CryptoOp op, *ops[] = { &op };
+        BlobView view;
         int r;
 
-        (void) keystore_unwrap_prepare(ks, blob, blob_len, ctx, ctx_len, now, &op);
-        keystore_run(ks, NULL, &op, sizeof(op), 1);
+        r = blob_parse(blob, blob_len, &view);
+        if (r < 0)
+                return r;
+        (void) keystore_unwrap_prepare(ks, &view, ctx, ctx_len, now, &op);
+        keystore_run(ks, NULL, ops, 1);
         r = op.result;
         if (r >= 0) {
                 *ret_plaintext = TAKE_PTR(op.plaintext);
@@ -444,11 +448,15 @@ int keystore_unwrap(Keystore *ks, const uint8_t *blob, size_t blob_len, const ui
 int keystore_rewrap(Keystore *ks, const uint8_t *blob, size_t blob_len, const uint8_t *ctx, size_t ctx_len,
                     uint64_t now, uint8_t **ret_blob, size_t *ret_blob_len, uint32_t *ret_version,
                     uint32_t *ret_old_version) {
-        CryptoOp op;
+        CryptoOp op, *ops[] = { &op };
+        BlobView view;
         int r;
 
-        (void) keystore_rewrap_prepare(ks, blob, blob_len, ctx, ctx_len, now, &op);
-        keystore_run(ks, NULL, &op, sizeof(op), 1);
+        r = blob_parse(blob, blob_len, &view);
+        if (r < 0)
+                return r;
+        (void) keystore_rewrap_prepare(ks, &view, ctx, ctx_len, now, &op);
+        keystore_run(ks, NULL, ops, 1);
         r = op.result;
         if (r >= 0) {
                 *ret_version = op.version;
