@@ -19,6 +19,7 @@
 #include "daemon/cryptopool.h"
 #include "daemon/handlers.h"
 #include "daemon/metrics.h"
+#include "proto/wirecheck.h"
 
 typedef enum AuditKind {
         AUDIT_NONE,        /* only refusals of the role or of approval (a batch audits its items itself) */
@@ -124,9 +125,43 @@ const char *request_key(const Kek__Request *r) {
 
 
 
-/* Decode: the message, once, and its row; a data-plane request's items. */
-static int phase_decode(Request *req) {
+/*
+ * Decode, first part: the frame's wire bytes are checked (proto/wirecheck.h:
+ * nesting, strings, encoding; bounded, no recursion) and its operation and
+ * key peeked from them; authorize, first part: the peer's role for that
+ * operation, refused before anything is unpacked.
+ */
+static int phase_check(Request *req, WireCheckInfo *info) {
         const Route *route;
+        WireCheckError e;
+
+        /* Nothing recurses over the peer's bytes before they passed the bounded check. */
+        if (wirecheck_message(&kek__request__descriptor, req->payload, req->len, info, &e) < 0) {
+                wirecheck_error_text(&e, req->outcome.reason, sizeof(req->outcome.reason));
+                return -KEKERR_MALFORMED_REQUEST;
+        }
+        req->outcome.id = info->id;
+        route = req->route = route_find((Kek__Request__BodyCase) info->oneof_case);
+        if (!route)
+                return 0; /* unpacked to tell an unknown operation from none */
+        req->outcome.op = route->op;
+        req->outcome.control = route->audit == AUDIT_CONTROL;
+        if (!peer_has_role(req->peer, route->role)) {
+                char key[KEY_NAME_MAX + 1] = "";
+                const char *shown = req->outcome.key;
+
+                memcpy(key, info->key ? (const char *) info->key : "", MIN(info->key_len, sizeof(key) - 1));
+                request_show_key(req->outcome.key, key);
+                return request_fail(req, request_error(req, -KEKERR_PERMISSION_DENIED, "%s%s%s%s needs %s", route->op,
+                                                       shown[0] ? " of key '" : "", shown, shown[0] ? "'" : "",
+                                                       access_role_text(route->role)));
+        }
+        return 0;
+}
+
+/* Decode, second part: the message, unpacked once; a data-plane request's items (blobs parsed once). */
+static int phase_decode(Request *req, const WireCheckInfo *info) {
+        const Route *route = req->route;
 
         req->msg = kek__request__unpack(NULL, req->len, req->payload);
         if (!req->msg) {
@@ -134,13 +169,18 @@ static int phase_decode(Request *req) {
                 return -KEKERR_MALFORMED_REQUEST;
         }
         req->outcome.id = req->msg->id;
-        route = req->route = route_find(req->msg->body_case);
+        if (req->msg->body_case != (Kek__Request__BodyCase) info->oneof_case) {
+                /* The check and protobuf-c read the same bytes differently: trust neither. */
+                snprintf(req->outcome.reason, sizeof(req->outcome.reason), "operation %u read as %u", info->oneof_case,
+                         (unsigned) req->msg->body_case);
+                kek__request__free_unpacked(req->msg, NULL);
+                req->msg = NULL;
+                return -KEKERR_MALFORMED_REQUEST;
+        }
         if (!route && req->msg->base.n_unknown_fields > 0)
                 return request_error(req, -KEKERR_UNSUPPORTED, "request type not supported by this kekd");
         if (!route)
                 return request_error(req, -KEKERR_MALFORMED_REQUEST, "request has no operation");
-        req->outcome.op = route->op;
-        req->outcome.control = route->audit == AUDIT_CONTROL;
         request_show_key(req->outcome.key, request_key(req->msg));
         return route->shares_run ? data_decode(req) : 0;
 }
@@ -160,16 +200,13 @@ static int check_grant(Dispatcher *d, Request *req, const char *name, const char
 }
 
 /*
- * Authorize, from the row: the role, then the grant on the key the request
+ * Authorize, second part, from the row: the grant on the key the request
  * (or each of its items) names. A refused item does not refuse its batch.
  */
 static int phase_authorize(Dispatcher *d, Request *req) {
         const Route *route = req->route;
         const char *key = req->outcome.key;
 
-        if (!peer_has_role(req->peer, route->role))
-                return request_error(req, -KEKERR_PERMISSION_DENIED, "%s%s%s%s needs %s", route->op,
-                                     key[0] ? " of key '" : "", key, key[0] ? "'" : "", access_role_text(route->role));
         if (!route->grant)
                 return 0;
         if (!route->shares_run)
@@ -189,10 +226,13 @@ static int phase_authorize(Dispatcher *d, Request *req) {
 
 /* Decode and authorize; a refusal is the request's error. Returns whether its handler may run. */
 static bool request_begin(Dispatcher *d, Request *req) {
+        WireCheckInfo info;
         int r;
 
         req->start_usec = d->metrics ? clock_mono_usec() : 0;
-        r = phase_decode(req);
+        r = phase_check(req, &info);
+        if (r >= 0)
+                r = phase_decode(req, &info);
         if (r >= 0)
                 r = phase_authorize(d, req);
         if (r < 0 && req->msg)
@@ -206,7 +246,7 @@ static void request_end(Dispatcher *d, Request *req) {
         RequestOutcome *o = &req->outcome;
         int r;
 
-        if (!req->msg) {
+        if (!req->msg && !req->answered) {
                 char message[sizeof(o->reason) + 48];
 
                 o->error = -KEKERR_MALFORMED_REQUEST;

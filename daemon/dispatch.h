@@ -4,10 +4,12 @@
  * socket I/O and no per-connection state, so the unit tests and fuzzers drive
  * it in-process. Every request takes the same fixed phases (dispatch.c):
  *
- *   decode     the frame is unpacked once and its operation found in the
- *              table; a batch's items (and their blobs) are parsed once;
- *   authorize  from the table's columns (role, grant), before any handler
- *              runs; every decision is access.c's;
+ *   decode     the frame's wire bytes are checked (proto/wirecheck.h) and
+ *              its operation peeked; after the role check it is unpacked,
+ *              once; a batch's items (and their blobs) are parsed once;
+ *   authorize  from the table's columns: the role before the frame is
+ *              unpacked, then the grant on each key named, before any
+ *              handler runs; every decision is access.c's;
  *   prepare    the handler: a control-plane handler does its whole work; a
  *              data-plane one prepares its items' HSM calls (keystore.h);
  *   run        the HSM calls of all prepared items of the requests handed
@@ -18,8 +20,10 @@
  * Contract of dispatch_requests(): each request gets exactly one reply frame
  * appended to its out, in order. req->result is 0 when the connection may
  * continue, or -KEKERR_MALFORMED_REQUEST when the payload was not a
- * decodable Request; then the caller sends the reply and closes that
- * connection (never the daemon), and outcome.reason says why. A request
+ * decodable Request or broke a rule of proto/wirecheck.h (nesting, a NUL or
+ * invalid UTF-8 in a string), which is checked before anything is decoded;
+ * then the caller sends the reply and closes that connection (never the
+ * daemon), and outcome.reason says why. A request
  * that is not a wrap, unwrap or rewrap (or a batch of them) runs on its own,
  * after the HSM work of the requests before it. Request bytes that carried a
  * plaintext are cleansed by request_done().

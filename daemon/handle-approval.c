@@ -15,6 +15,7 @@
 #include "common/kekerr.h"
 #include "daemon/approval.h"
 #include "daemon/handlers.h"
+#include "proto/wirecheck.h"
 
 static bool dual_controllable(Kek__Request__BodyCase t) {
         return t == KEK__REQUEST__BODY_PURGE_KEY || t == KEK__REQUEST__BODY_DELETE_KEY ||
@@ -110,7 +111,10 @@ int handle_approve(Dispatcher *d, const Kek__Request *m, Request *req) {
                 return r;
         request_show_key(req->outcome.key, a.key);
         reply_set_approval(req, &a);
-        inner = kek__request__unpack(NULL, a.request_len, a.request);
+        /* Stored by a kekd that checked it, but read from the token: checked again before it is unpacked. */
+        inner = wirecheck_message(&kek__request__descriptor, a.request, a.request_len, NULL, NULL) == 0
+                        ? kek__request__unpack(NULL, a.request_len, a.request)
+                        : NULL;
         approval_done(&a);
         if (!inner)
                 return request_error(req, -KEKERR_INTERNAL, "the stored request does not decode");

@@ -173,6 +173,12 @@ static void log_outcome(const Conn *c, const RequestOutcome *o) {
 
         if (o->error == 0)
                 return;
+        if (o->reason[0]) {
+                /* The one line about a frame that closes the connection; a peer's malformed input, not a fault of kekd. */
+                log_warning("Closing connection of uid %u pid %d: %s", (unsigned) c->peer.uid, (int) c->peer.pid,
+                            o->reason);
+                return;
+        }
         serious = o->error == -KEKERR_HSM_UNAVAILABLE || o->error == -KEKERR_INTERNAL ||
                   o->error > -KEKERR_BASE; /* refusals are audit records (daemon/audit.c) */
         if (!serious && log_get_max_level() < LOG_DEBUG)

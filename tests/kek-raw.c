@@ -10,6 +10,9 @@
  *     shut         shutdown(SHUT_WR): the peer sees end of input
  *     close        close the connection at once, read nothing, print "gone" and exit
  *     hold:MS      keep the connection open for MS milliseconds first
+ *     nest:N:F,G.. send a frame of at most N payload bytes: length-delimited
+ *                  fields F, G, ... nested in that order again and again, as
+ *                  deep as fits (F,G = 34,1: Request > SubmitApproval > Request ...)
  *
  * Afterwards it reads response frames until the daemon closes the connection
  * or nothing arrives for 1.5 s, printing one line per frame,
@@ -65,6 +68,62 @@ static int send_all(int fd, const uint8_t *p, size_t n) {
         return 0;
 }
 
+static size_t put_varint(uint8_t *p, uint64_t v) {
+        size_t n = 0;
+
+        do {
+                p[n++] = (uint8_t) (v & 0x7f) | (v > 0x7f ? 0x80 : 0);
+                v >>= 7;
+        } while (v);
+        return n;
+}
+
+/* The nest: step's payload, built from the inside out, then its outer levels cut until it starts with F. */
+static int nest(const char *spec, uint8_t **ret, size_t *ret_len) {
+        unsigned long size, fields[16];
+        size_t k = 0, start, len = 0, levels = 0;
+        char *e;
+        uint8_t *b;
+
+        size = strtoul(spec, &e, 10);
+        while (*e == ':' || (*e == ',' && k > 0)) {
+                if (k == 16)
+                        return -EINVAL;
+                fields[k++] = strtoul(e + 1, &e, 10);
+        }
+        if (*e || k == 0 || size == 0 || size > FRAME_MAX_LIMIT)
+                return -EINVAL;
+        b = malloc(size);
+        if (!b)
+                return -ENOMEM;
+        start = size;
+        for (;;) {
+                uint8_t h[20];
+                size_t n = put_varint(h, (uint64_t) fields[k - 1 - levels % k] << 3 | 2);
+
+                n += put_varint(h + n, len);
+                if (n > start)
+                        break;
+                start -= n;
+                memcpy(b + start, h, n);
+                len += n;
+                levels++;
+        }
+        for (; levels % k; levels--) {
+                size_t n = 0;
+
+                while (b[start + n++] & 0x80) {}
+                while (b[start + n++] & 0x80) {}
+                start += n;
+                len -= n;
+        }
+        memmove(b, b + start, len);
+        fprintf(stderr, "kek-raw: nest: %zu bytes, %zu levels\n", len, levels);
+        *ret = b;
+        *ret_len = len;
+        return 0;
+}
+
 static const char *body_name(Kek__Response__BodyCase c) {
         switch (c) {
         case KEK__RESPONSE__BODY_WRAP:
@@ -107,8 +166,8 @@ int main(int argc, char *argv[]) {
                         r = unhex(argv[i] + 4, &b, &n);
                         if (r >= 0)
                                 r = send_all(fd, b, n);
-                } else if (strncmp(argv[i], "frame:", 6) == 0) {
-                        r = unhex(argv[i] + 6, &b, &n);
+                } else if (strncmp(argv[i], "frame:", 6) == 0 || strncmp(argv[i], "nest:", 5) == 0) {
+                        r = argv[i][0] == 'f' ? unhex(argv[i] + 6, &b, &n) : nest(argv[i] + 5, &b, &n);
                         if (r >= 0) {
                                 uint8_t h[4] = { (uint8_t) (n >> 24), (uint8_t) (n >> 16), (uint8_t) (n >> 8), (uint8_t) n };
 

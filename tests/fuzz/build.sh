@@ -23,7 +23,7 @@ CLANG=${CLANG:-clang}
 san="-fsanitize=address,undefined -fno-sanitize-recover=undefined"
 flags="-g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined -I$src -I$build -I$build/proto"
 libs="$(pkg-config --libs libprotobuf-c libcrypto inih)"
-common="$src/proto/blob.c $src/proto/frame.c $src/common/kekerr.c $src/common/secret.c $build/proto/kek.pb-c.c"
+common="$src/proto/blob.c $src/proto/frame.c $src/proto/wirecheck.c $src/common/kekerr.c $src/common/secret.c $build/proto/kek.pb-c.c"
 for t in blob config frame; do
         extra=""
         [ "$t" = config ] && extra="$src/daemon/conf.c"
@@ -85,7 +85,12 @@ for t in blob config frame dispatch; do
         echo "==> fuzz-$t for $secs s"
         rm -f "$out"/crash-* "$out"/leak-* "$out"/timeout-* "$out"/oom-*
         status=0
-        "$out/fuzz-$t" -max_total_time="$secs" -max_len=4096 -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
+        # Inputs up to kekd's default max_frame, so nesting as deep as a frame allows is reachable;
+        # the dictionary has the Request's field tags (tests/fuzz/request.dict).
+        len=4096 dict=""
+        case $t in frame | dispatch) len=65536 dict="-dict=$src/tests/fuzz/request.dict" ;; esac
+        # shellcheck disable=SC2086
+        "$out/fuzz-$t" -max_total_time="$secs" -max_len=$len $dict -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
                 -artifact_prefix="$out/" "$work" >"$out/fuzz-$t.log" 2>&1 || status=$?
         grep -E "^(stat::number_of_executed_units|stat::average_exec_per_sec|stat::peak_rss_mb)|^#[0-9]+[[:space:]]+DONE|ERROR|SUMMARY" "$out/fuzz-$t.log" || true
         if [ $status -ne 0 ] || ls "$out"/crash-* "$out"/leak-* "$out"/timeout-* "$out"/oom-* >/dev/null 2>&1; then

@@ -62,13 +62,15 @@
 #include "proto/blob.h"
 #include "proto/frame.h"
 #include "proto/kek.pb-c.h"
+#include "proto/wirecheck.h"
 #include "tests/mock-p11/mock-p11.h"
 
 #ifndef MOCK_P11_MODULE
 #define MOCK_P11_MODULE "mock-p11.so"
 #endif
 
-#define FUZZ_MAX_FRAME 4096u
+/* As kekd's default: room for Request > SubmitApproval > Request ... some 15000 levels deep. */
+#define FUZZ_MAX_FRAME FRAME_MAX_DEFAULT
 #define FUZZ_EPOCH_USEC (1700000000ULL * USEC_PER_SEC)
 #define FUZZ_OWNER "fuzz-host:1"
 #define FUZZ_SECURE_HEAP (1024u * 1024u)   /* as kekd */
@@ -607,7 +609,10 @@ static void on_change(const char *name, const Key *old, const Key *k, void *user
 
 /* One frame through dispatch_frame(), checked against its contract; returns what dispatch returned. */
 static int run_frame(const Peer *peer, const uint8_t *payload, size_t len, FrameBuf *out) {
-        Kek__Request *req = kek__request__unpack(NULL, len, payload);
+        /* Only what passed the check is unpacked here too: protobuf-c recurses without a bound. */
+        Kek__Request *req = wirecheck_message(&kek__request__descriptor, payload, len, NULL, NULL) == 0
+                                    ? kek__request__unpack(NULL, len, payload)
+                                    : NULL;
         RequestOutcome o = {};
         Kek__Response *resp;
         const char *what;

@@ -38,7 +38,7 @@ static void seed_begin(Seed *s, uint8_t who, uint8_t clock) {
 
 static void seed_raw(Seed *s, const void *payload, size_t len) {
         if (s->len + FRAME_HEADER_SIZE + len > sizeof(s->data)) {
-                fprintf(stderr, "seed too large\n");  /* inputs are cut at -max_len=4096 */
+                fprintf(stderr, "seed too large\n");  /* inputs are cut at -max_len=65536 */
                 exit(EXIT_FAILURE);
         }
         s->data[s->len++] = (uint8_t) (len >> 24);
@@ -382,6 +382,45 @@ static const char *submitted_id(const Seed *s, size_t i) {
         }
         snprintf(id, sizeof(id), "%s", fz.submitted[i].id);
         return id;
+}
+
+/*
+ * The frame of issue 14: Request > SubmitApprovalRequest > Request > ... as
+ * deep as fits in the rest of the seed (some 15600 levels), built from the
+ * inside out; the outermost level is a Request's field 34.
+ */
+static void seed_deep(Seed *s) {
+        static uint8_t buf[FUZZ_MAX_FRAME];
+        size_t room = sizeof(s->data) - s->len - FRAME_HEADER_SIZE, start = room, len = 0, levels = 0;
+
+        for (;;) {
+                uint8_t h[16];
+                size_t n = 0;
+                uint64_t tag = levels % 2 ? KEK__REQUEST__BODY_SUBMIT_APPROVAL << 3 | 2 : 1 << 3 | 2, v = len;
+
+                do
+                        h[n++] = (uint8_t) (tag & 0x7f) | (tag > 0x7f ? 0x80 : 0);
+                while ((tag >>= 7));
+                do
+                        h[n++] = (uint8_t) (v & 0x7f) | (v > 0x7f ? 0x80 : 0);
+                while ((v >>= 7));
+                if (n > start)
+                        break;
+                start -= n;
+                memcpy(buf + start, h, n);
+                len += n;
+                levels++;
+        }
+        if (levels % 2) {
+                /* drop the outermost SubmitApprovalRequest.request: tag 0x0a, then its length */
+                size_t n = 2;
+
+                while (buf[start + n - 1] & 0x80)
+                        n++;
+                start += n;
+                len -= n;
+        }
+        seed_raw(s, buf + start, len);
 }
 
 /* Peers of four consecutive frames (then again): crypto user, officer, admin, root. */
@@ -755,6 +794,34 @@ int main(int argc, char *argv[]) {
                 named(&s, KEK__REQUEST__BODY_GET_KEY, "beta");
                 s.len -= 3; /* ends inside the second frame */
                 seed_write(&s, "truncated");
+        }
+        {
+                /* Strings cut at a NUL (issue 14): create "a\0b", wrap under "alpha\0x", an overlong NUL. */
+                static const uint8_t create_nul[] = { 0x08, 0x09, 0xa2, 0x01, 0x05, 0x0a, 0x03, 'a', 0x00, 'b' };
+                static const uint8_t wrap_nul[] = { 0x08, 0x0a, 0x52, 0x0d, 0x0a, 0x07, 'a', 'l', 'p', 'h', 'a', 0x00,
+                                                    'x', 0x12, 0x02, 'k', 'k' };
+                static const uint8_t create_overlong[] = { 0x08, 0x0b, 0xa2, 0x01, 0x05, 0x0a, 0x03, 'k', 0xc0, 0x80 };
+                /* id 12: submit_approval { request { submit_approval { request { delete_key { key "alpha" } } } } } */
+                static const uint8_t approval_in_approval[] = { 0x08, 0x0c, 0x92, 0x02, 0x11, 0x0a, 0x0f, 0x92, 0x02,
+                                                                0x0c, 0x0a, 0x0a, 0xd2, 0x01, 0x07, 0x0a, 0x05,
+                                                                'a', 'l', 'p', 'h', 'a' };
+
+                seed_begin(&s, ALL(O), 0);
+                seed_raw(&s, create_nul, sizeof(create_nul));
+                named(&s, KEK__REQUEST__BODY_GET_KEY, "a"); /* never reached: the connection closes */
+                seed_write(&s, "nul-in-key");
+                seed_begin(&s, ALL(U), 0);
+                seed_raw(&s, wrap_nul, sizeof(wrap_nul));
+                seed_write(&s, "nul-in-wrap-key");
+                seed_begin(&s, ALL(O), 0);
+                seed_raw(&s, create_overlong, sizeof(create_overlong));
+                seed_write(&s, "overlong-nul");
+                seed_begin(&s, ALL(R), 0);
+                seed_raw(&s, approval_in_approval, sizeof(approval_in_approval));
+                seed_write(&s, "approval-in-approval");
+                seed_begin(&s, ALL(U), 0);
+                seed_deep(&s);
+                seed_write(&s, "deep-nesting");
         }
 
         /* A whole life: create, rotate twice, disable a version, delete, recover, delete, purge. */

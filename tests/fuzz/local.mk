@@ -11,7 +11,7 @@ fuzz_files = tests/fuzz/build.sh tests/fuzz/fuzz-blob.c tests/fuzz/fuzz-config.c
 	tests/mock-p11/mock-p11.c tests/mock-p11/mock-p11.h \
 	tests/fuzz/corpus-blob/header-only tests/fuzz/corpus-blob/valid-shape tests/fuzz/corpus-blob/bad-format \
 	tests/fuzz/corpus-config/full tests/fuzz/corpus-config/bad \
-	tests/fuzz/corpus-frame/list-and-version tests/fuzz/corpus-frame/oversized \
+	tests/fuzz/corpus-frame/list-and-version tests/fuzz/corpus-frame/oversized tests/fuzz/corpus-frame/deep-nesting \
 	tests/fuzz/corpus-dispatch/batch-rewrap tests/fuzz/corpus-dispatch/batch-unwrap \
 	tests/fuzz/corpus-dispatch/batch-wrap tests/fuzz/corpus-dispatch/check tests/fuzz/corpus-dispatch/create-key \
 	tests/fuzz/corpus-dispatch/delete-recover tests/fuzz/corpus-dispatch/dual-control \
@@ -26,7 +26,9 @@ fuzz_files = tests/fuzz/build.sh tests/fuzz/fuzz-blob.c tests/fuzz/fuzz-config.c
 	tests/fuzz/corpus-dispatch/vault-policy tests/fuzz/corpus-dispatch/watch tests/fuzz/corpus-dispatch/wrap \
 	tests/fuzz/corpus-dispatch/wrap-budget tests/fuzz/corpus-dispatch/wrap-budget-pinned tests/fuzz/corpus-dispatch/limits \
 	tests/fuzz/corpus-dispatch/batch-limits tests/fuzz/corpus-dispatch/approval-limit tests/fuzz/corpus-dispatch/last-grant \
-	tests/fuzz/corpus-dispatch/truncated-key-name
+	tests/fuzz/corpus-dispatch/truncated-key-name \
+	tests/fuzz/corpus-dispatch/nul-in-key tests/fuzz/corpus-dispatch/nul-in-wrap-key tests/fuzz/corpus-dispatch/overlong-nul \
+	tests/fuzz/corpus-dispatch/approval-in-approval tests/fuzz/corpus-dispatch/deep-nesting tests/fuzz/request.dict
 EXTRA_DIST += $(fuzz_files)
 fuzz: all
 	fs='$(FUZZ_SECONDS)'; FUZZ_DISPATCH_SECONDS='$(FUZZ_DISPATCH_SECONDS)'; export FUZZ_DISPATCH_SECONDS; \
