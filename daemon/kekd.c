@@ -178,6 +178,15 @@ static void notify_status(const Daemon *d, bool ready) {
         (void) sd_notifyf(false, "%sSTATUS=%s", ready ? "READY=1\n" : "", status);
 }
 
+/* The metrics' view of the HSM sessions besides the keystore's (daemon/metrics.h). */
+static unsigned on_hsm_stats(HsmStats *acc, void *userdata) {
+        Daemon *d = userdata;
+
+        crypto_pool_stats(d->dispatcher.pool, acc);
+        hsm_task_stats(refresh_task(d->refresh), acc);
+        return crypto_pool_sessions(d->dispatcher.pool);
+}
+
 /* The refresh's report after each round (daemon/refresh.h): STATUS= says whether the last one failed. */
 static void on_refresh_report(bool failed, void *userdata) {
         Daemon *d = userdata;
@@ -619,7 +628,6 @@ static int run(int argc, char *argv[]) {
                                 hsm_token_label(hsm), why ? why : "no worker thread");
                 return 1;
         }
-        metrics_set_pool(metrics, pool);
         r = hsm_task_new(event, hsm, &task);
         if (r < 0)
                 log_warning_errno(r, "Cannot open an HSM session for the background refresh; "
@@ -631,7 +639,7 @@ static int run(int argc, char *argv[]) {
                 return 1;
         }
         d.refresh = refresh;
-        metrics_set_task(metrics, refresh_task(refresh));
+        metrics_set_hsm_source(metrics, on_hsm_stats, &d);
         d.dispatcher = (Dispatcher) { .keystore = keystore, .audit = audit, .metrics = metrics, .pool = pool,
                                       .started_usec = clock_now_usec(), .max_frame = config->max_frame,
                                       .now_usec = clock_now_usec };
@@ -664,7 +672,6 @@ static int run(int argc, char *argv[]) {
         if (config->metrics_file)
                 (void) metrics_write_file(metrics, keystore, config->metrics_file);
         /* Then wait for a reading still under way (its thread uses the reading and hsm). */
-        metrics_set_task(metrics, NULL);
         d.refresh = refresh = refresh_free(refresh);
         d.server = NULL;
         server = server_free(server);
