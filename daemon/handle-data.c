@@ -130,6 +130,7 @@ int data_decode(Request *req) {
 int handle_data_prepare(Dispatcher *d, const Kek__Request *m, Request *req) {
         const DataKind *k = kind_of(m);
         uint64_t now = d->now_usec();
+        size_t renew = 0;
 
         for (size_t i = 0; i < req->n_items; i++) {
                 RequestItem *it = &req->items[i];
@@ -156,9 +157,25 @@ int handle_data_prepare(Dispatcher *d, const Kek__Request *m, Request *req) {
 
                         r = keystore_rewrap_prepare(d->keystore, &it->view, w->context.data, w->context.len, now, &it->op);
                 }
+                if (r == KEYSTORE_NEEDS_RENEWAL)
+                        renew++;
                 /* A keystore refusal is read after the run, with the others (op.result); a size refusal now. */
-                if (r < 0 && it->op.kind == 0)
+                else if (r < 0 && it->op.kind == 0)
                         request_item_refuse(req, it, r);
+        }
+        /*
+         * The renewal step: wraps whose version had no lease of wrap budget left get one (or the key
+         * is rotated, keystore_wrap_renew()), writing the token, then are prepared again, in order.
+         */
+        for (size_t i = 0; renew > 0 && i < req->n_items; i++) {
+                RequestItem *it = &req->items[i];
+                const Kek__WrapRequest *w = it->wire;
+
+                if (it->error < 0 || it->op.kind != CRYPTO_WRAP || it->op.pending || it->op.result < 0)
+                        continue;
+                (void) keystore_wrap_prepare_renewed(d->keystore, w->key, w->version, w->plaintext.data, w->plaintext.len,
+                                                     w->context.data, w->context.len, now, &it->op);
+                renew--;
         }
         return 0;
 }

@@ -181,8 +181,20 @@ typedef struct CryptoOp {
         size_t blob_len;
 } CryptoOp;
 
+/*
+ * A wrap's prepare never writes the token. When the version has no lease of
+ * wrap budget left it returns KEYSTORE_NEEDS_RENEWAL (op not prepared): the
+ * caller runs keystore_wrap_renew(), a step of its own that takes a new lease
+ * or rotates a current version past its budget (writing the token), and
+ * prepares again. keystore_wrap_prepare_renewed() is those steps in a row,
+ * at most two renewals (then -KEKERR_CONFLICT).
+ */
+#define KEYSTORE_NEEDS_RENEWAL 1
 int keystore_wrap_prepare(Keystore *ks, const char *name, uint32_t version, const uint8_t *pt, size_t pt_len,
                           const uint8_t *ctx, size_t ctx_len, uint64_t now, CryptoOp *op);
+int keystore_wrap_renew(Keystore *ks, const char *name, uint32_t version, uint64_t now);
+int keystore_wrap_prepare_renewed(Keystore *ks, const char *name, uint32_t version, const uint8_t *pt, size_t pt_len,
+                                  const uint8_t *ctx, size_t ctx_len, uint64_t now, CryptoOp *op);
 /* view: the blob, parsed once by the caller (blob_parse()); its bytes must outlive the op. */
 int keystore_unwrap_prepare(Keystore *ks, const BlobView *view, const uint8_t *ctx, size_t ctx_len, uint64_t now,
                             CryptoOp *op);
