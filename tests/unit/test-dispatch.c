@@ -273,7 +273,7 @@ static void test_renewal_step(Env *e) {
         ok(keystore_find(e->ks, "renew1", &k) >= 0 && k->generation > gen, "... writing the key's record");
         q = keystore_wrap_prepare(e->ks, "renew1", 0, pt, sizeof(pt), NULL, 0, fixed_now(), &op);
         ok(q == 0 && op.pending && op.blob && op.version == 1, "prepared again: version 1, with its lease unit");
-        /* Not run: the unit goes back to the lease, as for a wrap whose HSM call failed. */
+        /* Not run and not finished: its unit stays spent (over-counted, never under). */
         crypto_op_done(&op);
 
         for (int i = 0; i < 3; i++) {
