@@ -34,6 +34,10 @@ typedef struct ParseState {
         bool failed;
 } ParseState;
 
+/* Bounds of [server] max_queued_output: 16 MiB unless 4 x max_frame is more; at most 64 GiB. */
+#define QUEUED_OUTPUT_DEFAULT ((size_t) 16 << 20)
+#define QUEUED_OUTPUT_LIMIT ((unsigned long) MIN(64ULL << 30, (unsigned long long) ULONG_MAX))
+
 static const char *const sections[] = { "hsm", "server", "keys", "access", "metrics", "log" };
 
 #define KEY(s, n, r, t, f) { s, n, CONFIG_RELOAD_##r, CONFIG_##t, offsetof(Config, f) }
@@ -336,6 +340,13 @@ static int handler(void *user, const char *section, const char *name, const char
                         c->max_frame = u;
                         return 1;
                 }
+                if (strcmp(name, "max_queued_output") == 0) {
+                        /* at least 4 x max_frame, checked once every key is known (finish()) */
+                        if (!set_number(s, section, name, value, 4 * 4096, QUEUED_OUTPUT_LIMIT, 10, &u))
+                                return 0;
+                        c->max_queued_output = u;
+                        return 1;
+                }
                 if (strcmp(name, "idle_timeout") == 0) {
                         if (!set_number(s, section, name, value, 1, 86400, 10, &u))
                                 return 0;
@@ -481,6 +492,11 @@ static int finish(ParseState *s, int line, const char *name, Config **ret, char 
                 if (missing)
                         r = -EINVAL;
         }
+        /* Room for a few maximal replies, so a peer that reads is never dropped for one. */
+        if (r == 0 && c->max_queued_output == 0)
+                c->max_queued_output = MAX(QUEUED_OUTPUT_DEFAULT, 4 * c->max_frame);
+        else if (r == 0 && c->max_queued_output < 4 * c->max_frame)
+                r = -EINVAL;
         if (r < 0) {
                 if (ret_error) {
                         char *m = NULL;
@@ -494,6 +510,9 @@ static int finish(ParseState *s, int line, const char *name, Config **ret, char 
                                 xasprintf(&m, "%s:%d: syntax error: expected '[section]' or 'key = value'", name, line);
                         else if (missing)
                                 xasprintf(&m, "%s: missing required '%s' in [hsm]", name, missing);
+                        else if (r == -EINVAL && c->max_queued_output < 4 * c->max_frame)
+                                xasprintf(&m, "%s: 'max_queued_output' in [server] must be at least 4 x max_frame (%zu), got %zu",
+                                          name, 4 * c->max_frame, c->max_queued_output);
                         else
                                 xasprintf(&m, "%s: cannot read: %s", name, strerror(-r));
                         *ret_error = m;

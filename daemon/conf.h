@@ -25,6 +25,7 @@ typedef struct Config {
         size_t max_frame;       /* [server] max_frame, bytes */
         unsigned max_connections; /* [server] max_connections */
         unsigned max_connections_per_uid; /* [server] max_connections_per_uid */
+        size_t max_queued_output; /* [server] max_queued_output, bytes: output held for all peers together */
         unsigned idle_timeout;  /* [server] idle_timeout, seconds: an idle connection is closed after it */
         unsigned refresh_interval; /* [keys] refresh_interval, seconds: bound on seeing other nodes' changes */
         bool allow_unrecoverable;  /* [keys] allow_unrecoverable: wrap without purge protection (development) */

@@ -48,6 +48,8 @@ struct Metrics {
         OpStats ops[OPS_MAX];
         unsigned n_ops;
         unsigned clients, watchers;
+        size_t output_queued;
+        uint64_t output_drops;
         MetricsHsmFn hsm_fn;
         void *hsm_userdata;
 };
@@ -144,6 +146,13 @@ void metrics_set_clients(Metrics *m, unsigned clients, unsigned watchers) {
         m->watchers = watchers;
 }
 
+void metrics_set_output(Metrics *m, size_t queued_bytes, uint64_t budget_drops) {
+        if (!m)
+                return;
+        m->output_queued = queued_bytes;
+        m->output_drops = budget_drops;
+}
+
 unsigned metrics_clients(const Metrics *m) {
         return m ? m->clients : 0;
 }
@@ -198,6 +207,11 @@ int metrics_render(const Metrics *m, const Keystore *ks, char **ret, size_t *ret
         fprintf(f, "# HELP kekd_clients Connected clients.\n# TYPE kekd_clients gauge\nkekd_clients %u\n", m->clients);
         fprintf(f, "# HELP kekd_watchers Clients subscribed to key events.\n# TYPE kekd_watchers gauge\nkekd_watchers %u\n",
                 m->watchers);
+        fprintf(f, "# HELP kekd_output_queued_bytes Memory held for replies and events not yet sent to their peers.\n"
+                   "# TYPE kekd_output_queued_bytes gauge\nkekd_output_queued_bytes %zu\n", m->output_queued);
+        fprintf(f, "# HELP kekd_output_budget_drops_total Connections closed because the output held for all peers "
+                   "exceeded max_queued_output.\n# TYPE kekd_output_budget_drops_total counter\n"
+                   "kekd_output_budget_drops_total %llu\n", (unsigned long long) m->output_drops);
         fputs("# HELP kekd_requests_total Requests handled, by operation, key and result.\n"
               "# TYPE kekd_requests_total counter\n", f);
         for (uint32_t i = 0; i < SLOTS; i++) {

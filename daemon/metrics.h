@@ -34,6 +34,8 @@ DEFINE_TRIVIAL_CLEANUP_FUNC(Metrics, metrics_free);
 void metrics_request(Metrics *m, const char *op, const char *key, int result, uint64_t duration_usec, unsigned items);
 void metrics_set_clients(Metrics *m, unsigned clients, unsigned watchers);
 unsigned metrics_clients(const Metrics *m);
+/* Bytes held for output peers have not read, and connections closed for holding too much of it (server.c). */
+void metrics_set_output(Metrics *m, size_t queued_bytes, uint64_t budget_drops);
 /*
  * Where the figures of kekd's other HSM sessions come from: fn adds the
  * counters of the sessions besides the keystore's (worker pool, refresh

@@ -11,7 +11,16 @@
  * order. Memory per connection is bounded by
  * max_frame + header for input and OUTPUT_HIGH_WATER (plus one reply) for
  * output; past the high-water mark the connection is not read until the peer
- * drains its replies.
+ * drains its replies. A watcher's events are bounded by 4 x OUTPUT_HIGH_WATER.
+ *
+ * The output blocks of all connections together are bounded by [server]
+ * max_queued_output (s->out_held is their sum, counted after every flush, so
+ * replies on their way out in the same round are not held against anyone):
+ * past it the biggest holders are closed (server_enforce_budget()). Output
+ * left after a flush means the peer's socket buffer is full, i.e. the peer is
+ * not reading. Output and input blocks are freed once drained, and after
+ * large ones were freed, malloc_trim() hands the memory back to the system
+ * on the next sweep.
  */
 #include "config.h"
 
@@ -21,6 +30,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <limits.h>
+#include <malloc.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -37,6 +47,15 @@
 #define SWEEP_INTERVAL_USEC (1 * USEC_PER_SEC)
 #define STALL_TIMEOUT_USEC (30 * USEC_PER_SEC)     /* a frame begun but not finished, or replies not read */
 #define ACCEPT_PAUSE_USEC (250 * 1000ULL)          /* after EMFILE/ENFILE */
+/*
+ * glibc keeps freed blocks in its heap (its mmap threshold rises to the size
+ * of the largest block freed), so without malloc_trim() the memory of dropped
+ * connections stays in kekd's RSS. The blocks of closed connections, and
+ * drained blocks from TRIM_BLOCK_MIN on, count towards TRIM_AFTER; smaller
+ * drained ones are reused by the next replies anyway.
+ */
+#define TRIM_BLOCK_MIN (64u * 1024u)
+#define TRIM_AFTER (1024u * 1024u)
 /* Frames handed to dispatch_requests() in one round; the rest wait for the next round. */
 #define ROUND_MAX 256u
 /*
@@ -72,6 +91,10 @@ struct Server {
         uint64_t last_fd_warning_usec;
         unsigned n_connections;
         unsigned n_watchers;
+        size_t max_queued_output;      /* budget for out_held */
+        size_t out_held;               /* sum of the connections' out_held */
+        size_t freed_since_trim;       /* bytes of large blocks freed since the last malloc_trim() */
+        uint64_t budget_drops;         /* connections closed by server_enforce_budget() */
         Conn *conns;
 };
 
@@ -82,6 +105,7 @@ struct Conn {
         Peer peer;
         sd_event_source *source;
         FrameBuf in, out;
+        size_t out_held;        /* out.cap as counted in server->out_held */
         uint64_t progress_usec; /* last time a byte moved either way (monotonic) */
         bool watching;          /* subscribed to key events */
         bool drop;              /* to be freed by its own handler or the sweep, never mid-request */
@@ -91,6 +115,12 @@ struct Conn {
         bool eof;       /* the peer sent all it will send (it may still read) */
         bool closing;   /* no more requests: flush output, then close */
 };
+
+/* Counts a freed block towards the next malloc_trim(): every one of a connection closed or dropped, large ones else. */
+static void note_freed(Server *s, size_t cap, bool gone) {
+        if (gone || cap >= TRIM_BLOCK_MIN)
+                s->freed_since_trim += cap;
+}
 
 static Conn *conn_free(Conn *c) {
         if (!c)
@@ -107,6 +137,10 @@ static Conn *conn_free(Conn *c) {
                 c->server->n_connections--;
                 c->server->n_watchers -= c->watching;
                 metrics_set_clients(c->server->dispatcher->metrics, c->server->n_connections, c->server->n_watchers);
+                note_freed(c->server, c->in.cap, true);
+                note_freed(c->server, c->out.cap, true);
+                c->server->out_held -= c->out_held;
+                metrics_set_output(c->server->dispatcher->metrics, c->server->out_held, c->server->budget_drops);
         }
         sd_event_source_disable_unref(c->source);
         safe_close(c->fd);
@@ -114,6 +148,45 @@ static Conn *conn_free(Conn *c) {
         frame_buf_done(&c->out);
         free(c);
         return NULL;
+}
+
+/* Counts c's output block in the server's total as it is now. */
+static void conn_account(Conn *c) {
+        Server *s = c->server;
+
+        if (!s)
+                return;
+        s->out_held = s->out_held - c->out_held + c->out.cap;
+        c->out_held = c->out.cap;
+        metrics_set_output(s->dispatcher->metrics, s->out_held, s->budget_drops);
+}
+
+/* Frees c's output block when drained, or moves what is left into a smaller one, and counts it. */
+static void conn_shrink_output(Conn *c) {
+        size_t cap = c->out.cap;
+
+        frame_buf_shrink(&c->out, 0);
+        if (c->server && c->out.cap < cap)
+                note_freed(c->server, cap, false);
+        conn_account(c);
+}
+
+/*
+ * Marks c to be closed without sending what is queued for it, and frees
+ * that at once. Never frees c: this runs inside other connections' requests
+ * (and c's own). The shutdown() ends the peer's stream at once (libkek's
+ * watcher reconnects and resyncs) and wakes on_conn_io() with a hangup,
+ * which frees c; a connection waiting for a round goes there.
+ */
+static void conn_drop(Conn *c) {
+        size_t cap = c->out.cap;
+
+        c->drop = c->closing = true;
+        frame_buf_done(&c->out);
+        if (c->server)
+                note_freed(c->server, cap, true);
+        conn_account(c);
+        (void) shutdown(c->fd, SHUT_RDWR);
 }
 
 /* Whether buffered input still needs conn_scan(): a complete frame, a framing error, or leftovers at EOF. */
@@ -152,18 +225,108 @@ static void conn_update_events(Conn *c) {
 
 /* Writes what the socket takes. Returns <0 if the connection is dead. */
 static int conn_flush(Conn *c) {
+        int r = 0;
+
         while (frame_buf_size(&c->out) > 0) {
                 ssize_t n = send(c->fd, frame_buf_head(&c->out), frame_buf_size(&c->out), MSG_NOSIGNAL | MSG_DONTWAIT);
 
                 if (n < 0) {
-                        if (errno == EAGAIN || errno == EINTR)
-                                return 0;
-                        return -errno;
+                        if (errno != EAGAIN && errno != EINTR)
+                                r = -errno;
+                        break;
                 }
                 frame_buf_consume(&c->out, (size_t) n);
                 c->progress_usec = clock_mono_usec();
         }
-        return 0;
+        conn_shrink_output(c);
+        return r;
+}
+
+static int cmp_uid_held(const void *a, const void *b) {
+        const Conn *x = *(Conn *const *) a, *y = *(Conn *const *) b;
+
+        if (x->peer.uid != y->peer.uid)
+                return x->peer.uid < y->peer.uid ? -1 : 1;
+        return x->out_held > y->out_held ? -1 : x->out_held < y->out_held;
+}
+
+/*
+ * Where v (n connections, sorted by cmp_uid_held()) holds the most for one
+ * uid: the index of that uid's largest holder, the first of its run.
+ */
+static size_t pick_victim(Conn **v, size_t n) {
+        size_t best = 0, best_sum = 0;
+
+        for (size_t i = 0, j; i < n; i = j) {
+                size_t sum = 0;
+
+                for (j = i; j < n && v[j]->peer.uid == v[i]->peer.uid; j++)
+                        sum += v[j]->out_held;
+                if (sum > best_sum) {
+                        best = i;
+                        best_sum = sum;
+                }
+        }
+        return best;
+}
+
+/*
+ * Keeps the output held for all peers within max_queued_output. Past it,
+ * the uid holding the most loses its largest holder, again, until 3/4 of
+ * the budget is left (so one overrun does not start a drop per event): a
+ * user's many connections go before another user's one, and a peer that
+ * reads holds nothing, as its output leaves at once. Dropped connections
+ * are only marked (conn_drop()); this runs inside requests.
+ */
+static void server_enforce_budget(Server *s) {
+        _cleanup_free_ Conn **v = NULL;
+        size_t n = 0, low = s->max_queued_output / 4 * 3, freed = 0;
+        unsigned dropped = 0;
+        uid_t uid = 0;
+        pid_t pid = 0;
+
+        if (s->out_held <= s->max_queued_output)
+                return;
+        v = malloc(MAX(s->n_connections, 1u) * sizeof(*v));
+        for (Conn *c = s->conns; c; c = c->next)
+                if (!c->drop && c->out_held > 0) {
+                        if (v)
+                                v[n] = c;
+                        n++;
+                }
+        if (v)
+                qsort(v, n, sizeof(*v), cmp_uid_held);
+        while (s->out_held > low && n > 0) {
+                Conn *victim = NULL;
+
+                if (v) {
+                        size_t i = pick_victim(v, n);
+
+                        victim = v[i];
+                        memmove(v + i, v + i + 1, (n - i - 1) * sizeof(*v));
+                } else
+                        /* No memory for the ranking: simply the largest holder. */
+                        for (Conn *c = s->conns; c; c = c->next)
+                                if (!c->drop && c->out_held > 0 && (!victim || c->out_held > victim->out_held))
+                                        victim = c;
+                n--;
+                if (!victim)
+                        break;
+                if (dropped++ == 0) {
+                        uid = victim->peer.uid;
+                        pid = victim->peer.pid;
+                }
+                freed += victim->out_held;
+                log_debug("Dropping %s of uid %u pid %d: %zu bytes of output unread", victim->watching ? "watcher" : "connection",
+                          (unsigned) victim->peer.uid, (int) victim->peer.pid, victim->out_held);
+                conn_drop(victim);
+                s->budget_drops++;
+        }
+        if (dropped == 0)
+                return; /* only dropped connections' late replies are over: they go with their sockets */
+        metrics_set_output(s->dispatcher->metrics, s->out_held, s->budget_drops);
+        log_warning("Output held for peers exceeded max_queued_output=%zu: closed %u connection(s) that did not read "
+                    "%zu bytes, first of uid %u pid %d", s->max_queued_output, dropped, freed, (unsigned) uid, (int) pid);
 }
 
 static void log_outcome(const Conn *c, const RequestOutcome *o) {
@@ -287,6 +450,22 @@ static int conn_read(Conn *c) {
         return 0;
 }
 
+/*
+ * An empty input buffer is freed: an idle connection (a watcher, say) then
+ * holds no block at all, and one large frame does not keep its block for the
+ * life of the connection. Only when empty: no frame of it can be waiting in
+ * a round.
+ */
+static void conn_shrink_input(Conn *c) {
+        size_t cap = c->in.cap;
+
+        if (frame_buf_size(&c->in) > 0)
+                return;
+        frame_buf_shrink(&c->in, 0);
+        if (c->in.cap < cap)
+                note_freed(c->server, cap, false);
+}
+
 /* Nothing buffered either way, and nothing waiting in the socket: closing now loses no request. */
 static bool conn_idle(Conn *c) {
         uint8_t b;
@@ -306,11 +485,13 @@ static bool conn_idle(Conn *c) {
 static void conn_settle(Conn *c, int r) {
         if (r >= 0)
                 r = conn_flush(c);
+        server_enforce_budget(c->server); /* may drop c */
         /* A peer that hung up entirely makes send() fail, so EPOLLHUP cannot keep us spinning here. */
-        if (r < 0 || (c->closing && frame_buf_size(&c->out) == 0) || (c->server->draining && conn_idle(c))) {
+        if (r < 0 || c->drop || (c->closing && frame_buf_size(&c->out) == 0) || (c->server->draining && conn_idle(c))) {
                 conn_free(c);
                 return;
         }
+        conn_shrink_input(c);
         conn_update_events(c);
 }
 
@@ -592,10 +773,11 @@ static void on_key_change(const char *name, const Key *old, const Key *k, void *
                     dispatch_append_event(&c->out, s->max_frame, c->watch_id, name, sees ? k : NULL) < 0 ||
                     conn_flush(c) < 0) {
                         log_debug("Dropping watcher pid %d: not reading its events", (int) c->peer.pid);
-                        c->drop = c->closing = true;
+                        conn_drop(c);
                 }
                 conn_update_events(c);
         }
+        server_enforce_budget(s);
 }
 
 static int on_resume_accept(sd_event_source *source, uint64_t usec, void *userdata) {
@@ -626,6 +808,10 @@ static int on_sweep(sd_event_source *source, uint64_t usec, void *userdata) {
                 log_debug("Closing %s connection of pid %d", busy ? "stalled" : "idle", (int) c->peer.pid);
                 conn_free(c);
         }
+        if (s->freed_since_trim >= TRIM_AFTER) {
+                (void) malloc_trim(0);
+                s->freed_since_trim = 0;
+        }
         (void) sd_event_source_set_time_relative(source, SWEEP_INTERVAL_USEC);
         (void) sd_event_source_set_enabled(source, SD_EVENT_ONESHOT);
         return 0;
@@ -643,6 +829,7 @@ int server_new(sd_event *event, const Config *config, Dispatcher *dispatcher, in
         s->max_frame = config->max_frame;
         s->max_connections = config->max_connections;
         s->max_connections_per_uid = config->max_connections_per_uid;
+        s->max_queued_output = config->max_queued_output;
         s->idle_timeout_usec = (uint64_t) config->idle_timeout * USEC_PER_SEC;
         s->listen_fd = -1;
         s->admin_gid = (gid_t) -1;

@@ -58,6 +58,32 @@ int frame_buf_reserve(FrameBuf *b, size_t n, uint8_t **ret_tail) {
         return 0;
 }
 
+void frame_buf_shrink(FrameBuf *b, size_t keep) {
+        size_t used = frame_buf_size(b), want;
+        uint8_t *p;
+
+        if (b->cap <= keep)
+                return;
+        if (used == 0) {
+                frame_buf_done(b);
+                return;
+        }
+        /* Only when most of the block is idle: moving costs a copy, at most once per halving. */
+        if (used > b->cap / 4)
+                return;
+        want = MAX(MAX(used * 2, keep), (size_t) 4096);
+        p = malloc(want);
+        if (!p)
+                return; /* keep the larger block: nothing is lost */
+        memcpy(p, b->data + b->start, used);
+        secret_cleanse(b->data, b->cap);
+        free(b->data);
+        b->data = p;
+        b->start = 0;
+        b->len = used;
+        b->cap = want;
+}
+
 void frame_buf_commit(FrameBuf *b, size_t n) {
         b->len += n;
 }

@@ -33,6 +33,15 @@ void frame_buf_init(FrameBuf *b);
 void frame_buf_done(FrameBuf *b);
 /* Makes room for at least n more bytes at the tail; returns the tail pointer. */
 int frame_buf_reserve(FrameBuf *b, size_t n, uint8_t **ret_tail);
+/*
+ * Gives memory back once the bytes are gone, as reserve() never does: a
+ * buffer whose block is larger than keep bytes is freed (cleansed) when
+ * empty, and moved into a block of twice its contents (at least keep, at
+ * least 4096 bytes) when its contents fill less than a quarter of the block.
+ * keep 0 frees every empty buffer. Pointers into the buffer are invalid
+ * afterwards. On out-of-memory the buffer stays as it is.
+ */
+void frame_buf_shrink(FrameBuf *b, size_t keep);
 void frame_buf_commit(FrameBuf *b, size_t n);
 int frame_buf_append(FrameBuf *b, const void *p, size_t n);
 void frame_buf_consume(FrameBuf *b, size_t n);

@@ -393,6 +393,34 @@ static void test_missing(void) {
                         "test.conf: missing required 'module' in [hsm]", "no [hsm] section");
 }
 
+/* [server] max_queued_output: its default, one that follows max_frame, its bounds. */
+static void test_queued_output(void) {
+        Config *c;
+
+        c = load_ok(HSM, "queued output default");
+        if (c)
+                is_int(c->max_queued_output, 16 * 1024 * 1024, "max_queued_output defaults to 16 MiB");
+        config_free(c);
+        c = load_ok(HSM "[server]\nmax_frame = 16777216\n", "queued output with a large max_frame");
+        if (c)
+                is_int(c->max_queued_output, 4 * 16777216, "max_queued_output defaults to 4 x max_frame when that is more");
+        config_free(c);
+        c = load_ok(HSM "[server]\nmax_queued_output = 1048576\n", "queued output set");
+        if (c)
+                is_int(c->max_queued_output, 1048576, "max_queued_output 1048576");
+        config_free(c);
+        c = load_ok(HSM "[server]\nmax_queued_output = 16384\nmax_frame = 4096\n", "queued output lower bound");
+        if (c)
+                is_int(c->max_queued_output, 16384, "max_queued_output 16384 with max_frame 4096");
+        config_free(c);
+        FAILS_AT(HSM "[server]\nmax_queued_output = 16383\n", 6, "max_queued_output below 16384",
+                 "'max_queued_output' in [server] must be between 16384 and");
+        FAILS_AT(HSM "[server]\nmax_queued_output = 1MiB\n", 6, "max_queued_output with a unit", "'max_queued_output' in [server]");
+        load_fails_with(HSM "[server]\nmax_queued_output = 262143\n", -EINVAL,
+                        "test.conf: 'max_queued_output' in [server] must be at least 4 x max_frame (262144), got 262143",
+                        "max_queued_output below 4 x max_frame");
+}
+
 static void test_long_lines(void) {
         char text[2048], token[300], comment[300];
         Config *c;
@@ -598,6 +626,7 @@ int main(void) {
         test_error_messages();
         test_error_lines();
         test_missing();
+        test_queued_output();
         test_long_lines();
         test_indented();
         test_load_file();

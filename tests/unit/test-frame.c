@@ -3,7 +3,7 @@
  * Unit tests of proto/frame.c: frame_parse() on short, complete, oversized,
  * empty and maximal frames, pipelined frames and a frame fed byte by byte; the
  * FrameBuf queue (reserve, commit, append, consume, compaction, growth,
- * cleansing, reset); and frame_append_message() round trips of a Kek__Request.
+ * cleansing, reset, shrinking); and frame_append_message() round trips of a Kek__Request.
  */
 #include "config.h"
 
@@ -264,6 +264,48 @@ static void test_buf_basic(void) {
         frame_buf_done(&b);
 }
 
+/* frame_buf_shrink(): the memory of a drained queue goes back, contents stay intact. */
+static void test_buf_shrink(void) {
+        static uint8_t chunk[1 << 20];
+        uint8_t *data;
+        FrameBuf b;
+
+        for (size_t i = 0; i < sizeof(chunk); i++)
+                chunk[i] = (uint8_t) (i % 253);
+        frame_buf_init(&b);
+        frame_buf_shrink(&b, 0);
+        ok(!b.data && b.cap == 0, "shrink: a new buffer stays empty");
+
+        is_int(frame_buf_append(&b, chunk, sizeof(chunk)), 0, "shrink: append 1 MiB");
+        is_int(b.cap, sizeof(chunk), "shrink: capacity 1 MiB");
+        data = b.data;
+        frame_buf_consume(&b, sizeof(chunk) / 2);
+        frame_buf_shrink(&b, 0);
+        ok(b.data == data && b.cap == sizeof(chunk), "shrink: half full: the block stays");
+
+        frame_buf_consume(&b, sizeof(chunk) / 2 - 1000);
+        frame_buf_shrink(&b, 0);
+        is_int(b.cap, 4096, "shrink: 1000 bytes left of 1 MiB: moved to a 4096-byte block");
+        ok(b.start == 0 && b.len == 1000, "shrink: head at data[0] (start=%zu len=%zu)", b.start, b.len);
+        ok(memcmp(frame_buf_head(&b), chunk + sizeof(chunk) - 1000, 1000) == 0, "shrink: the 1000 bytes intact");
+        is_int(frame_buf_append(&b, "xyz", 3), 0, "shrink: append after shrinking");
+        ok(frame_buf_size(&b) == 1003 && memcmp(frame_buf_head(&b) + 1000, "xyz", 3) == 0, "shrink: appended at the tail");
+
+        is_int(frame_buf_append(&b, chunk, 200000), 0, "shrink: grow again");
+        frame_buf_consume(&b, 1003 + 200000 - 20000);
+        frame_buf_shrink(&b, 65536);
+        is_int(b.cap, 65536, "shrink: keep 65536 is the smallest block it moves to");
+        ok(memcmp(frame_buf_head(&b), chunk + 180000, 20000) == 0, "shrink: contents intact after a move to keep");
+        frame_buf_consume(&b, 20000);
+        frame_buf_shrink(&b, 65536);
+        ok(b.data && b.cap == 65536, "shrink: an empty block of at most keep bytes stays");
+        frame_buf_shrink(&b, 0);
+        ok(!b.data && b.cap == 0 && b.start == 0 && b.len == 0, "shrink: keep 0 frees an empty buffer");
+        is_int(frame_buf_append(&b, "again", 5), 0, "shrink: usable after being freed");
+        ok(frame_buf_size(&b) == 5 && memcmp(frame_buf_head(&b), "again", 5) == 0, "shrink: content after reuse");
+        frame_buf_done(&b);
+}
+
 static void test_buf_compaction(void) {
         uint8_t chunk[3000], *data, *tail = NULL;
         FrameBuf b;
@@ -479,6 +521,7 @@ int main(void) {
         test_buf_basic();
         test_buf_compaction();
         test_buf_growth();
+        test_buf_shrink();
         test_append_message();
         return tap_done();
 }
