@@ -33,6 +33,7 @@
 #include "client/aek.h"
 #include "client/cache.h"
 #include "client/libkek.h"
+#include "client/transport.h"
 #include "common/kekerr.h"
 #include "common/macro.h"
 #include "common/secret.h"
@@ -42,7 +43,6 @@
 
 #define _public_ __attribute__((visibility("default")))
 
-#define DEFAULT_SOCKET "/run/kekd/kekd.sock"
 #define BACKOFF_MIN_USEC (50 * 1000ULL)
 #define BACKOFF_MAX_USEC (5 * 1000 * 1000ULL)
 
@@ -64,8 +64,8 @@ struct kek_client {
         pthread_mutex_t write_lock;  /* one writer at a time on fd */
         int fd;
         bool connected;
-        bool reading;                /* a caller is reading from fd (owns inbuf) */
-        FrameBuf inbuf;
+        bool reading;                /* a caller is reading from fd (owns in) */
+        KekReader in;                /* frames from fd; used by the reader only */
         uint64_t next_id;
         Pending *pending;
         uint64_t next_connect_usec, backoff_usec;
@@ -94,19 +94,6 @@ static uint64_t now_usec(void) {
         return (uint64_t) ts.tv_sec * 1000000ULL + (uint64_t) ts.tv_nsec / 1000;
 }
 
-static struct timespec deadline_after(uint64_t usec) {
-        struct timespec ts;
-
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        ts.tv_sec += (time_t) (usec / 1000000ULL);
-        ts.tv_nsec += (long) (usec % 1000000ULL) * 1000;
-        if (ts.tv_nsec >= 1000000000L) {
-                ts.tv_sec++;
-                ts.tv_nsec -= 1000000000L;
-        }
-        return ts;
-}
-
 static void cond_init_monotonic(pthread_cond_t *c) {
         pthread_condattr_t a;
 
@@ -114,91 +101,6 @@ static void cond_init_monotonic(pthread_cond_t *c) {
         pthread_condattr_setclock(&a, CLOCK_MONOTONIC);
         pthread_cond_init(c, &a);
         pthread_condattr_destroy(&a);
-}
-
-static int unix_connect(const char *path) {
-        struct sockaddr_un sa = { .sun_family = AF_UNIX };
-        int fd;
-
-        strcpy(sa.sun_path, path);
-        fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-        if (fd < 0)
-                return -errno;
-        if (connect(fd, (struct sockaddr *) &sa, sizeof(sa)) < 0) {
-                int r = -errno;
-
-                close(fd);
-                return r;
-        }
-        return fd;
-}
-
-/* Wipes the plaintexts a response may carry before protobuf-c frees it. */
-static void response_free(Kek__Response *r) {
-        if (!r)
-                return;
-        if (r->body_case == KEK__RESPONSE__BODY_UNWRAP && r->unwrap) {
-                secret_cleanse(r->unwrap->plaintext.data, r->unwrap->plaintext.len);
-                secret_scrub_cpu_state();
-        }
-        if (r->body_case == KEK__RESPONSE__BODY_BATCH && r->batch) {
-                for (size_t i = 0; i < r->batch->n_items; i++)
-                        if (r->batch->items[i]->unwrap)
-                                secret_cleanse(r->batch->items[i]->unwrap->plaintext.data,
-                                               r->batch->items[i]->unwrap->plaintext.len);
-                secret_scrub_cpu_state();
-        }
-        kek__response__free_unpacked(r, NULL);
-}
-
-/* Milliseconds left until deadline (CLOCK_MONOTONIC), at least 0. */
-static int ms_left(const struct timespec *deadline) {
-        struct timespec now;
-        int64_t ms;
-
-        clock_gettime(CLOCK_MONOTONIC, &now);
-        ms = (int64_t) (deadline->tv_sec - now.tv_sec) * 1000 + (deadline->tv_nsec - now.tv_nsec) / 1000000;
-        return ms < 0 ? 0 : ms > INT32_MAX ? INT32_MAX : (int) ms;
-}
-
-/*
- * Reads from fd into buf until a frame is complete; <0 on EOF or error, or
- * -ETIMEDOUT at deadline (NULL: none), leaving a partial frame in buf.
- */
-static int read_frame_until(int fd, FrameBuf *buf, const struct timespec *deadline, Kek__Response **ret) {
-        for (;;) {
-                const uint8_t *payload;
-                uint8_t *tail;
-                size_t len;
-                ssize_t n;
-                int r;
-
-                r = frame_parse(frame_buf_head(buf), frame_buf_size(buf), FRAME_MAX_LIMIT, &payload, &len);
-                if (r < 0)
-                        return -EBADMSG;
-                if (r > 0) {
-                        *ret = kek__response__unpack(NULL, len, payload);
-                        frame_buf_consume(buf, FRAME_HEADER_SIZE + len);
-                        return *ret ? 0 : -EBADMSG;
-                }
-                r = frame_buf_reserve(buf, 16384, &tail);
-                if (r < 0)
-                        return r;
-                n = recv(fd, tail, 16384, MSG_DONTWAIT);
-                if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
-                        struct pollfd pfd = { .fd = fd, .events = POLLIN };
-
-                        r = poll(&pfd, 1, deadline ? ms_left(deadline) : -1);
-                        if (r == 0)
-                                return -ETIMEDOUT;
-                        if (r < 0 && errno != EINTR)
-                                return -errno;
-                        continue;
-                }
-                if (n <= 0)
-                        return n == 0 ? -ECONNRESET : -errno;
-                frame_buf_commit(buf, (size_t) n);
-        }
 }
 
 /* With c->lock held: the connection is gone; every pending request fails. */
@@ -218,10 +120,10 @@ static void connection_lost(kek_client *c) {
  */
 static int read_and_deliver(kek_client *c, const struct timespec *deadline) {
         Kek__Response *resp = NULL;
-        int fd = c->fd, r;
+        int r;
 
         pthread_mutex_unlock(&c->lock);
-        r = read_frame_until(fd, &c->inbuf, deadline, &resp);
+        r = kek_reader_next(&c->in, deadline, &resp);
         /* Unpacking went through this thread's stack and registers; it may have been an AEK. */
         if (r >= 0)
                 secret_scrub_cpu_state();
@@ -238,7 +140,7 @@ static int read_and_deliver(kek_client *c, const struct timespec *deadline) {
                         p->done = true;
                         break;
                 }
-        response_free(resp); /* an answer nobody waits for any more (timed out) */
+        kek_response_free(resp); /* an answer nobody waits for any more (timed out) */
         return 0;
 }
 
@@ -251,7 +153,7 @@ static int ensure_connected(kek_client *c) {
                 /* Nobody reads while idle: notice here a peer that closed the connection meanwhile. */
                 struct pollfd pfd = { .fd = c->fd, .events = POLLIN };
 
-                if (poll(&pfd, 1, 0) > 0 && frame_buf_size(&c->inbuf) == 0) {
+                if (poll(&pfd, 1, 0) > 0 && frame_buf_size(&c->in.buf) == 0) {
                         uint8_t b;
 
                         if (recv(c->fd, &b, 1, MSG_PEEK | MSG_DONTWAIT) <= 0)
@@ -266,42 +168,27 @@ static int ensure_connected(kek_client *c) {
                 safe_close(c->fd);
                 c->fd = -1;
         }
-        frame_buf_done(&c->inbuf);
+        kek_reader_done(&c->in);
         now = now_usec();
         if (now < c->next_connect_usec)
                 return -ECONNREFUSED;
-        fd = unix_connect(c->socket_path);
+        fd = kek_transport_connect(c->socket_path);
         if (fd < 0) {
                 c->backoff_usec = MIN(MAX(c->backoff_usec * 2, BACKOFF_MIN_USEC), BACKOFF_MAX_USEC);
                 c->next_connect_usec = now + c->backoff_usec;
                 return fd;
         }
         c->fd = fd;
+        kek_reader_init(&c->in, fd);
         c->connected = true;
         c->backoff_usec = 0;
-        return 0;
-}
-
-static int send_all(int fd, const uint8_t *p, size_t n) {
-        while (n > 0) {
-                ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
-
-                if (w < 0) {
-                        if (errno == EINTR)
-                                continue;
-                        return -errno;
-                }
-                p += w;
-                n -= (size_t) w;
-        }
         return 0;
 }
 
 /* Sends req and waits for its response; an Error response becomes its negative code. */
 static int call(kek_client *c, Kek__Request *req, Kek__Response__BodyCase want, Kek__Response **ret) {
         Pending p = {};
-        struct timespec deadline = deadline_after(c->timeout_usec);
-        FrameBuf out;
+        struct timespec deadline = kek_deadline_after(c->timeout_usec);
         int fd, r;
 
         pthread_mutex_lock(&c->lock);
@@ -317,14 +204,9 @@ static int call(kek_client *c, Kek__Request *req, Kek__Response__BodyCase want, 
         c->requests++;
         pthread_mutex_unlock(&c->lock);
 
-        frame_buf_init(&out);
-        r = frame_append_message(&out, &req->base, FRAME_MAX_LIMIT);
-        if (r >= 0) {
-                pthread_mutex_lock(&c->write_lock);
-                r = send_all(fd, frame_buf_head(&out), frame_buf_size(&out));
-                pthread_mutex_unlock(&c->write_lock);
-        }
-        frame_buf_done(&out); /* cleansed: it may have carried an AEK */
+        pthread_mutex_lock(&c->write_lock);
+        r = kek_transport_send(fd, req, &deadline);
+        pthread_mutex_unlock(&c->write_lock);
 
         pthread_mutex_lock(&c->lock);
         if (r < 0)
@@ -350,17 +232,13 @@ static int call(kek_client *c, Kek__Request *req, Kek__Response__BodyCase want, 
         pthread_mutex_unlock(&c->lock);
 
         if (r < 0 || p.error < 0) {
-                response_free(p.resp);
+                kek_response_free(p.resp);
                 return r < 0 ? r : p.error;
         }
-        if (p.resp->body_case == KEK__RESPONSE__BODY_ERROR) {
-                r = kekerr_from_wire(p.resp->error ? (int) p.resp->error->code : KEK__ERROR_CODE__INTERNAL);
-                response_free(p.resp);
+        r = kek_response_result(p.resp, want);
+        if (r < 0) {
+                kek_response_free(p.resp);
                 return r;
-        }
-        if (p.resp->body_case != want) {
-                response_free(p.resp);
-                return -EBADMSG;
         }
         *ret = p.resp;
         return 0;
@@ -410,7 +288,7 @@ static void *watch_main(void *userdata) {
         for (;;) {
                 Kek__Request req = KEK__REQUEST__INIT;
                 Kek__WatchRequest w = KEK__WATCH_REQUEST__INIT;
-                FrameBuf buf;
+                KekReader in;
                 int fd, r;
 
                 pthread_mutex_lock(&c->watch_lock);
@@ -420,25 +298,21 @@ static void *watch_main(void *userdata) {
                 }
                 pthread_mutex_unlock(&c->watch_lock);
 
-                fd = unix_connect(c->socket_path);
+                fd = kek_transport_connect(c->socket_path);
                 if (fd >= 0) {
-                        frame_buf_init(&buf);
                         req.id = 1;
                         req.body_case = KEK__REQUEST__BODY_WATCH;
                         req.watch = &w;
-                        r = frame_append_message(&buf, &req.base, FRAME_MAX_LIMIT);
-                        if (r >= 0)
-                                r = send_all(fd, frame_buf_head(&buf), frame_buf_size(&buf));
-                        frame_buf_done(&buf);
+                        r = kek_transport_send(fd, &req, NULL);
                         pthread_mutex_lock(&c->watch_lock);
                         c->watch_fd = r >= 0 && !c->stopping ? fd : -1;
                         pthread_mutex_unlock(&c->watch_lock);
-                        frame_buf_init(&buf);
+                        kek_reader_init(&in, fd);
                         while (r >= 0) {
                                 Kek__Response *resp = NULL;
 
-                                r = read_frame_until(fd, &buf, NULL, &resp);
-                                if (r < 0 || !resp)
+                                r = kek_reader_next(&in, NULL, &resp);
+                                if (r < 0)
                                         break;
                                 if (resp->body_case == KEK__RESPONSE__BODY_EVENT && resp->event) {
                                         apply_event(c, resp->event);
@@ -449,9 +323,9 @@ static void *watch_main(void *userdata) {
                                         backoff = 0;
                                 } else
                                         r = -EBADMSG; /* Watch refused (e.g. permission): retry later */
-                                response_free(resp);
+                                kek_response_free(resp);
                         }
-                        frame_buf_done(&buf);
+                        kek_reader_done(&in);
                         pthread_mutex_lock(&c->watch_lock);
                         c->watch_fd = -1;
                         c->watch_connected = false;
@@ -461,7 +335,7 @@ static void *watch_main(void *userdata) {
                 backoff = MIN(MAX(backoff * 2, BACKOFF_MIN_USEC), BACKOFF_MAX_USEC);
                 pthread_mutex_lock(&c->watch_lock);
                 if (!c->stopping) {
-                        struct timespec deadline = deadline_after(backoff);
+                        struct timespec deadline = kek_deadline_after(backoff);
 
                         (void) pthread_cond_timedwait(&c->watch_cond, &c->watch_lock, &deadline);
                 }
@@ -474,7 +348,7 @@ static void *watch_main(void *userdata) {
 
 _public_ int kek_client_new(const kek_options *opts, kek_client **ret) {
         kek_options o = opts ? *opts : (kek_options) {};
-        const char *path = o.socket_path ?: getenv("KEKD_SOCKET") ?: DEFAULT_SOCKET;
+        const char *path = o.socket_path ?: getenv("KEKD_SOCKET") ?: KEK_DEFAULT_SOCKET;
         kek_client *c;
         int r;
 
@@ -526,7 +400,7 @@ _public_ void kek_client_free(kek_client *c) {
                 pthread_join(c->watcher, NULL);
         }
         safe_close(c->fd);
-        frame_buf_done(&c->inbuf);
+        kek_reader_done(&c->in);
         cache_free(c->cache);
         pthread_cond_destroy(&c->cond);
         pthread_cond_destroy(&c->watch_cond);
@@ -594,7 +468,7 @@ _public_ int kek_wrap(kek_client *c, const char *key, uint32_t version, const ui
         r = blob_out(&resp->wrap->blob, ret_blob, ret_blob_len);
         if (r >= 0 && ret_version)
                 *ret_version = resp->wrap->version;
-        response_free(resp);
+        kek_response_free(resp);
         return r;
 }
 
@@ -619,7 +493,7 @@ static int unwrap_remote(kek_client *c, const uint8_t *blob, size_t blob_len, co
                 memcpy(aek_data_mut(a), resp->unwrap->plaintext.data, resp->unwrap->plaintext.len);
                 *ret = a;
         }
-        response_free(resp);
+        kek_response_free(resp);
         return r;
 }
 
@@ -704,7 +578,7 @@ _public_ int kek_rewrap(kek_client *c, const uint8_t *blob, size_t blob_len, con
         r = blob_out(&resp->rewrap->blob, ret_blob, ret_blob_len);
         if (r >= 0 && ret_version)
                 *ret_version = resp->rewrap->version;
-        response_free(resp);
+        kek_response_free(resp);
         return r;
 }
 
@@ -727,7 +601,7 @@ _public_ int kek_get_key_version(kek_client *c, const char *key, kek_key_version
                 .state = (int) resp->get_key_version->state,
                 .recoverable = resp->get_key_version->recoverable,
         };
-        response_free(resp);
+        kek_response_free(resp);
         return 0;
 }
 
@@ -785,7 +659,7 @@ _public_ int kek_wrap_batch(kek_client *c, const char *key, size_t n, kek_aek *c
         if (r < 0)
                 return r;
         r = batch_results(resp, n, false, ret_blobs, ret_results);
-        response_free(resp);
+        kek_response_free(resp);
         return r;
 }
 
@@ -819,7 +693,7 @@ _public_ int kek_rewrap_batch(kek_client *c, size_t n, const kek_blob *blobs, co
         if (r < 0)
                 return r;
         r = batch_results(resp, n, true, ret_blobs, ret_results);
-        response_free(resp);
+        kek_response_free(resp);
         return r;
 }
 
@@ -853,7 +727,7 @@ _public_ int kek_unwrap_batch(kek_client *c, size_t n, const kek_blob *blobs, co
         if (r < 0)
                 return r;
         if (resp->batch->n_items != n) {
-                response_free(resp);
+                kek_response_free(resp);
                 return -EBADMSG;
         }
         for (size_t i = 0; i < n; i++) {
@@ -879,7 +753,7 @@ _public_ int kek_unwrap_batch(kek_client *c, size_t n, const kek_blob *blobs, co
                                 cache_store(c->cache, digest, key_id, view.version, ret_aeks[i], now_usec());
                 }
         }
-        response_free(resp);
+        kek_response_free(resp);
         return 0;
 }
 

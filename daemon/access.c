@@ -106,59 +106,6 @@ int grants_apply(Grant **grants, size_t *n, const Grant *change, bool revoke) {
         return 0;
 }
 
-static const struct {
-        uint32_t bit;
-        const char *name;
-} op_names[] = {
-        { GRANT_GET, "get" },
-        { GRANT_WRAP, "wrap" },
-        { GRANT_UNWRAP, "unwrap" },
-        { GRANT_REWRAP, "rewrap" },
-};
-
-const char *grant_ops_to_string(uint32_t ops, char buf[static 32]) {
-        size_t len = 0;
-
-        buf[0] = 0;
-        for (size_t i = 0; i < ELEMENTSOF(op_names); i++)
-                if (ops & op_names[i].bit) {
-                        size_t l = strlen(op_names[i].name);
-
-                        if (len)
-                                buf[len++] = ',';
-                        memcpy(buf + len, op_names[i].name, l + 1);
-                        len += l;
-                }
-        return buf;
-}
-
-int grant_ops_from_string(const char *s, uint32_t *ret) {
-        uint32_t ops = 0;
-
-        if (!s || !*s)
-                return -EINVAL;
-        if (strcmp(s, "all") == 0) {
-                *ret = GRANT_ALL;
-                return 0;
-        }
-        while (*s) {
-                size_t l = strcspn(s, ",");
-                size_t i;
-
-                for (i = 0; i < ELEMENTSOF(op_names); i++)
-                        if (strlen(op_names[i].name) == l && strncmp(s, op_names[i].name, l) == 0)
-                                break;
-                if (i == ELEMENTSOF(op_names))
-                        return -EINVAL;
-                ops |= op_names[i].bit;
-                s += l;
-                if (*s == ',' && *++s == 0)
-                        return -EINVAL;
-        }
-        *ret = ops;
-        return 0;
-}
-
 bool access_may(const Peer *p, const struct Key *k, uint32_t ops) {
         if (peer_has_role(p, ROLE_OFFICER) && ops == GRANT_GET)
                 return true; /* officers see every key's metadata, not its use */

@@ -26,17 +26,10 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "common/opnames.h"   /* GRANT_* bits and their names */
+
 #define PEER_GROUPS_MAX 64u
 #define GRANTS_MAX 64u
-
-/* Grant operation bits (GrantOp in proto/kek.proto). */
-enum {
-        GRANT_GET = 1u << 0,
-        GRANT_WRAP = 1u << 1,
-        GRANT_UNWRAP = 1u << 2,
-        GRANT_REWRAP = 1u << 3,
-        GRANT_ALL = GRANT_GET | GRANT_WRAP | GRANT_UNWRAP | GRANT_REWRAP,
-};
 
 typedef struct Grant {
         bool group;
@@ -90,11 +83,6 @@ bool grants_allow(const Grant *grants, size_t n, const Peer *p, uint32_t op);
  * grant.
  */
 int grants_apply(Grant **grants, size_t *n, const Grant *change, bool revoke);
-
-/* "get,wrap,unwrap,rewrap" for ops; buf must hold 32 bytes. */
-const char *grant_ops_to_string(uint32_t ops, char buf[static 32]);
-/* Parses "wrap,unwrap", "all"; -EINVAL on anything else. */
-int grant_ops_from_string(const char *s, uint32_t *ret);
 
 /*
  * Decisions on one key (k NULL: no such key). All of kekd's access rules on

@@ -53,6 +53,7 @@ const ConfigKey config_keys[] = {
         KEY("server", "max_connections", RESTART, UNSIGNED, max_connections),
         KEY("server", "max_connections_per_uid", RESTART, UNSIGNED, max_connections_per_uid),
         KEY("server", "idle_timeout", RESTART, UNSIGNED, idle_timeout),
+        KEY("server", "max_queued_output", RESTART, SIZE, max_queued_output),
         KEY("keys", "refresh_interval", APPLY, UNSIGNED, refresh_interval),
         KEY("keys", "allow_unrecoverable", APPLY, BOOL, allow_unrecoverable),
         KEY("access", "admin_group", RESTART, STRING, admin_group),

@@ -27,8 +27,46 @@
 #include <p11-kit/p11-kit.h>
 #include <p11-kit/uri.h>
 
+#include "ckr.h"
 #include "common/kekerr.h"
+#include "daemon/log.h"
 #include "hsm.h"
+
+/* The PKCS#11 functions this file calls, for the per-function error record (hsm_call_errors()). */
+#define CALLS(X)                                                                        \
+        X(C_Initialize) X(C_GetSlotList) X(C_GetSlotInfo) X(C_GetTokenInfo)             \
+        X(C_OpenSession) X(C_Login) X(C_GenerateKey) X(C_DestroyObject)                 \
+        X(C_CreateObject) X(C_EncryptInit) X(C_Encrypt) X(C_DecryptInit) X(C_Decrypt)   \
+        X(C_FindObjectsInit) X(C_FindObjects) X(C_FindObjectsFinal) X(C_GetAttributeValue)
+
+typedef enum Call {
+#define CALL_ENUM(f) CALL_##f,
+        CALLS(CALL_ENUM)
+#undef CALL_ENUM
+        _CALL_MAX,
+} Call;
+
+static const char *const call_names[] = {
+#define CALL_NAME(f) #f,
+        CALLS(CALL_NAME)
+#undef CALL_NAME
+};
+
+_Static_assert(_CALL_MAX == HSM_CALLS, "HSM_CALLS counts the functions of CALLS()");
+
+typedef struct CallRecord {
+        CK_RV rv;                 /* the last failure's return value */
+        uint64_t realtime_usec;
+        uint64_t count;
+} CallRecord;
+
+/*
+ * Every reported call goes through P11(): it notes which function is being
+ * called, so that the failure, mapped a few lines later by rv_to_errno(),
+ * names it. Cleanup calls whose result is ignored call the module directly
+ * and leave the note alone.
+ */
+#define P11(h, fn, ...) ((h)->call = CALL_##fn, (h)->module->fn(__VA_ARGS__))
 
 struct Hsm {
         CK_FUNCTION_LIST *module;
@@ -45,6 +83,10 @@ struct Hsm {
         uint64_t next_open_usec;  /* backoff for reopening a lost session */
         uint64_t backoff_usec;
         CK_RV last_rv;
+        Call call;                /* the function called last through P11() */
+        Call last_call;           /* the function that last failed */
+        CallRecord calls[_CALL_MAX];
+        char last_error[96];      /* hsm_last_error() */
         char token_label[33];
         uint64_t reopens;          /* sessions opened again after a loss */
         HsmErrorCount errors[HSM_ERROR_KINDS];   /* non-OK return values, by value */
@@ -107,45 +149,9 @@ static bool rv_is_relogin(CK_RV rv) {
         return rv == CKR_SESSION_HANDLE_INVALID || rv == CKR_SESSION_CLOSED || rv == CKR_USER_NOT_LOGGED_IN;
 }
 
-static const char *rv_name(CK_RV rv) {
-        static const struct {
-                CK_RV rv;
-                const char *name;
-        } names[] = {
-                { CKR_HOST_MEMORY, "CKR_HOST_MEMORY" },
-                { CKR_GENERAL_ERROR, "CKR_GENERAL_ERROR" },
-                { CKR_FUNCTION_FAILED, "CKR_FUNCTION_FAILED" },
-                { CKR_ARGUMENTS_BAD, "CKR_ARGUMENTS_BAD" },
-                { CKR_ATTRIBUTE_SENSITIVE, "CKR_ATTRIBUTE_SENSITIVE" },
-                { CKR_DATA_LEN_RANGE, "CKR_DATA_LEN_RANGE" },
-                { CKR_DEVICE_ERROR, "CKR_DEVICE_ERROR" },
-                { CKR_DEVICE_MEMORY, "CKR_DEVICE_MEMORY" },
-                { CKR_DEVICE_REMOVED, "CKR_DEVICE_REMOVED" },
-                { CKR_ENCRYPTED_DATA_INVALID, "CKR_ENCRYPTED_DATA_INVALID" },
-                { CKR_ENCRYPTED_DATA_LEN_RANGE, "CKR_ENCRYPTED_DATA_LEN_RANGE" },
-                { CKR_KEY_HANDLE_INVALID, "CKR_KEY_HANDLE_INVALID" },
-                { CKR_OBJECT_HANDLE_INVALID, "CKR_OBJECT_HANDLE_INVALID" },
-                { CKR_OPERATION_ACTIVE, "CKR_OPERATION_ACTIVE" },
-                { CKR_PIN_INCORRECT, "CKR_PIN_INCORRECT" },
-                { CKR_PIN_LOCKED, "CKR_PIN_LOCKED" },
-                { CKR_SESSION_CLOSED, "CKR_SESSION_CLOSED" },
-                { CKR_SESSION_HANDLE_INVALID, "CKR_SESSION_HANDLE_INVALID" },
-                { CKR_TOKEN_NOT_PRESENT, "CKR_TOKEN_NOT_PRESENT" },
-                { CKR_TOKEN_NOT_RECOGNIZED, "CKR_TOKEN_NOT_RECOGNIZED" },
-                { CKR_USER_NOT_LOGGED_IN, "CKR_USER_NOT_LOGGED_IN" },
-                { CKR_CRYPTOKI_NOT_INITIALIZED, "CKR_CRYPTOKI_NOT_INITIALIZED" },
-                { CKR_BUFFER_TOO_SMALL, "CKR_BUFFER_TOO_SMALL" },
-        };
-
-        for (size_t i = 0; i < ELEMENTSOF(names); i++)
-                if (names[i].rv == rv)
-                        return names[i].name;
-        return "CKR_OTHER";
-}
-
 /* Counts a non-OK return value for metrics; the table keeps the first HSM_ERROR_KINDS names seen. */
 static void count_error(Hsm *h, CK_RV rv) {
-        const char *name = rv_name(rv);
+        const char *name = ckr_name(rv);
 
         for (unsigned i = 0; i < h->n_errors; i++)
                 if (h->errors[i].name == name) {
@@ -184,13 +190,39 @@ void hsm_stats_merge(const Hsm *h, HsmStats *acc) {
         hsm_stats_add(&s, acc);
 }
 
-static int rv_to_errno(Hsm *h, CK_RV rv) {
+static uint64_t realtime_usec(void) {
+        struct timespec ts;
+
+        clock_gettime(CLOCK_REALTIME, &ts);
+        return (uint64_t) ts.tv_sec * 1000000ULL + (uint64_t) ts.tv_nsec / 1000;
+}
+
+/*
+ * Records a failed call of h->call: counters for metrics, the per-function
+ * record, and one debug line naming function and CKR (library code logs
+ * only at debug; the daemon logs the error where it handles it).
+ */
+static void note_failure(Hsm *h, CK_RV rv) {
+        CallRecord *c = &h->calls[h->call];
+
         h->last_rv = rv;
-        if (rv != CKR_OK)
-                count_error(h, rv);
-        switch (rv) {
-        case CKR_OK:
+        h->last_call = h->call;
+        count_error(h, rv);
+        c->rv = rv;
+        c->realtime_usec = realtime_usec();
+        c->count++;
+        log_debug("PKCS#11 %s failed: %s (0x%lx, %s)", call_names[h->call], ckr_name(rv), (unsigned long) rv,
+                  p11_kit_strerror(rv));
+}
+
+static int rv_to_errno(Hsm *h, CK_RV rv) {
+        if (rv == CKR_OK)
                 return 0;
+        note_failure(h, rv);
+        /* The token will not do this, whenever asked: not transient, so never "retry". */
+        if (ckr_is_refusal(rv))
+                return -KEKERR_UNSUPPORTED;
+        switch (rv) {
         case CKR_HOST_MEMORY:
         case CKR_DEVICE_MEMORY:
                 return -ENOMEM;
@@ -215,6 +247,23 @@ static int rv_to_errno(Hsm *h, CK_RV rv) {
         }
 }
 
+/*
+ * hsm_open()'s description of a failed call: "C_OpenSession failed:
+ * CKR_TOKEN_NOT_PRESENT (message)", and a hint if there is one. In a
+ * per-thread buffer, valid until the next hsm_open() or hsm_open_session()
+ * of this thread: the caller logs it at once. Returns rv_to_errno(rv).
+ */
+static int call_error(Hsm *h, CK_RV rv, const char *hint, const char **ret_error) {
+        static __thread char text[512];
+        const char *fn = call_names[h->call];
+        int r = rv_to_errno(h, rv);
+
+        snprintf(text, sizeof(text), "%s failed: %s (%s)%s%s", fn, ckr_name(rv), p11_kit_strerror(rv),
+                 hint ? "; " : "", hint ?: "");
+        *ret_error = text;
+        return r;
+}
+
 static void session_close(Hsm *h) {
         if (h->session_open)
                 (void) h->module->C_CloseSession(h->session);
@@ -226,27 +275,23 @@ static int find_slot(Hsm *h, const char **ret_error) {
         CK_ULONG n = 0, matches = 0;
         CK_RV rv;
 
-        rv = h->module->C_GetSlotList(CK_TRUE, NULL, &n);
-        if (rv != CKR_OK) {
-                *ret_error = "C_GetSlotList failed";
-                return rv_to_errno(h, rv);
-        }
+        rv = P11(h, C_GetSlotList, CK_TRUE, NULL, &n);
+        if (rv != CKR_OK)
+                return call_error(h, rv, NULL, ret_error);
         slots = calloc(n ? n : 1, sizeof(*slots));
         if (!slots)
                 return -ENOMEM;
-        rv = h->module->C_GetSlotList(CK_TRUE, slots, &n);
-        if (rv != CKR_OK) {
-                *ret_error = "C_GetSlotList failed";
-                return rv_to_errno(h, rv);
-        }
+        rv = P11(h, C_GetSlotList, CK_TRUE, slots, &n);
+        if (rv != CKR_OK)
+                return call_error(h, rv, NULL, ret_error);
         for (CK_ULONG i = 0; i < n; i++) {
                 CK_TOKEN_INFO ti;
                 CK_SLOT_INFO si;
 
-                if (h->module->C_GetSlotInfo(slots[i], &si) != CKR_OK ||
+                if (P11(h, C_GetSlotInfo, slots[i], &si) != CKR_OK ||
                     !p11_kit_uri_match_slot_info(h->uri, &si))
                         continue;
-                if (h->module->C_GetTokenInfo(slots[i], &ti) != CKR_OK ||
+                if (P11(h, C_GetTokenInfo, slots[i], &ti) != CKR_OK ||
                     !p11_kit_uri_match_token_info(h->uri, &ti))
                         continue;
                 /* Uninitialised tokens match an empty URI but cannot hold keys. */
@@ -284,23 +329,20 @@ static int session_open(Hsm *h, const char **ret_error) {
         r = find_slot(h, ret_error);
         if (r < 0)
                 return r;
-        rv = h->module->C_OpenSession(h->slot, CKF_SERIAL_SESSION | CKF_RW_SESSION, NULL, NULL, &h->session);
-        if (rv != CKR_OK) {
-                *ret_error = "C_OpenSession failed";
-                return rv_to_errno(h, rv);
-        }
+        rv = P11(h, C_OpenSession, h->slot, CKF_SERIAL_SESSION | CKF_RW_SESSION, NULL, NULL, &h->session);
+        if (rv != CKR_OK)
+                return call_error(h, rv, NULL, ret_error);
         h->session_open = true;
-        rv = h->module->C_Login(h->session, CKU_USER, h->pin->data, h->pin->len);
+        rv = P11(h, C_Login, h->session, CKU_USER, h->pin->data, h->pin->len);
         if (rv != CKR_OK && rv != CKR_USER_ALREADY_LOGGED_IN) {
                 session_close(h);
                 if (rv == CKR_PIN_INCORRECT || rv == CKR_PIN_LOCKED || rv == CKR_PIN_EXPIRED) {
                         h->login_refused = true;
-                        h->last_rv = rv;
+                        note_failure(h, rv);
                         *ret_error = rv == CKR_PIN_INCORRECT ? "login refused: PIN incorrect" : "login refused: PIN locked or expired";
                         return -EACCES;
                 }
-                *ret_error = "C_Login failed";
-                return rv_to_errno(h, rv);
+                return call_error(h, rv, NULL, ret_error);
         }
         return 0;
 }
@@ -352,11 +394,16 @@ bool hsm_is_open(const Hsm *h) {
  * after a reopen the handle may be stale, or on some HSMs name another object.
  */
 static bool recover(Hsm *h, CK_RV rv) {
+        Call failed = h->call;
+        bool reopened;
+
         if (!rv_is_session_loss(rv))
                 return false;
         session_close(h);
         generation_bump(h);
-        return ensure_session(h) >= 0;
+        reopened = ensure_session(h) >= 0;
+        h->call = failed; /* rv, if it is reported after all, is the failed call's */
+        return reopened;
 }
 
 /* Maps a failed call that used an object handle; a lost session becomes transient. */
@@ -455,12 +502,19 @@ int hsm_open(const char *module, const char *token_uri, const Secret *pin, Hsm *
                 }
         }
 
+        h->call = CALL_C_Initialize;
         rv = p11_kit_module_initialize(h->module);
         if (rv != CKR_OK) {
                 p11_kit_module_release(h->module);
                 h->module = NULL;
-                *ret_error = "C_Initialize of the PKCS#11 module failed";
-                return rv_to_errno(h, rv);
+                /* NSS softokn and a few others cannot start without C_Initialize parameters. */
+                return call_error(h, rv,
+                                  rv == CKR_ARGUMENTS_BAD
+                                          ? "the module may need C_Initialize parameters (NSS softokn does: "
+                                            "configdir=...); register it with p11-kit in a module file with "
+                                            "x-init-reserved: and set module = to its name, not its path"
+                                          : NULL,
+                                  ret_error);
         }
 
         r = session_open(h, ret_error);
@@ -531,7 +585,40 @@ uint64_t hsm_writes(const Hsm *h) {
 }
 
 const char *hsm_last_error(const Hsm *h) {
-        return h->last_rv == CKR_OK ? "no PKCS#11 error" : p11_kit_strerror(h->last_rv);
+        Hsm *m = (Hsm *) h; /* the text is a cache of last_call and last_rv */
+
+        if (h->last_rv == CKR_OK)
+                return "no PKCS#11 error";
+        snprintf(m->last_error, sizeof(m->last_error), "%s: %s", call_names[h->last_call], ckr_name(h->last_rv));
+        return m->last_error;
+}
+
+size_t hsm_call_errors(const Hsm *h, HsmCallError ret[HSM_CALLS]) {
+        size_t n = 0;
+
+        for (unsigned i = 0; i < _CALL_MAX; i++)
+                if (h->calls[i].count > 0)
+                        ret[n++] = (HsmCallError) {
+                                .function = call_names[i],
+                                .error = ckr_name(h->calls[i].rv),
+                                .realtime_usec = h->calls[i].realtime_usec,
+                                .count = h->calls[i].count,
+                        };
+        return n;
+}
+
+int hsm_last_call_error(const Hsm *h, HsmCallError *ret) {
+        const CallRecord *c = &h->calls[h->last_call];
+
+        if (h->last_rv == CKR_OK)
+                return -ENODATA;
+        *ret = (HsmCallError) {
+                .function = call_names[h->last_call],
+                .error = ckr_name(h->last_rv),
+                .realtime_usec = c->realtime_usec,
+                .count = c->count,
+        };
+        return 0;
 }
 
 const char *hsm_token_label(const Hsm *h) {
@@ -584,7 +671,7 @@ int hsm_generate_aes_key(Hsm *h, const char *label, uint32_t version, HsmObject 
                 return r;
         /* No blind retry: a call that failed in transit may have created the object (written intents cover it). */
         write_bump(h);
-        rv = h->module->C_GenerateKey(h->session, &mech, tmpl, ELEMENTSOF(tmpl), &o);
+        rv = P11(h, C_GenerateKey, h->session, &mech, tmpl, ELEMENTSOF(tmpl), &o);
         if (rv != CKR_OK)
                 return handle_call_failed(h, rv);
         *ret = o;
@@ -599,7 +686,7 @@ int hsm_destroy_object(Hsm *h, HsmObject o) {
         if (r < 0)
                 return r;
         write_bump(h);
-        rv = h->module->C_DestroyObject(h->session, o);
+        rv = P11(h, C_DestroyObject, h->session, o);
         if (rv != CKR_OK)
                 return handle_call_failed(h, rv);
         return 0;
@@ -610,10 +697,10 @@ static CK_RV gcm_encrypt_once(Hsm *h, CK_MECHANISM *mech, HsmObject key, const u
         CK_ULONG out_len = pt_len + HSM_GCM_TAG_SIZE;
         CK_RV rv;
 
-        rv = h->module->C_EncryptInit(h->session, mech, key);
+        rv = P11(h, C_EncryptInit, h->session, mech, key);
         if (rv != CKR_OK)
                 return rv;
-        rv = h->module->C_Encrypt(h->session, (CK_BYTE_PTR) pt, pt_len, out, &out_len);
+        rv = P11(h, C_Encrypt, h->session, (CK_BYTE_PTR) pt, pt_len, out, &out_len);
         if (rv == CKR_OK && out_len != pt_len + HSM_GCM_TAG_SIZE)
                 rv = CKR_GENERAL_ERROR;
         return rv;
@@ -648,10 +735,10 @@ static CK_RV gcm_decrypt_once(Hsm *h, CK_MECHANISM *mech, HsmObject key, const u
         CK_ULONG out_len = out->len;
         CK_RV rv;
 
-        rv = h->module->C_DecryptInit(h->session, mech, key);
+        rv = P11(h, C_DecryptInit, h->session, mech, key);
         if (rv != CKR_OK)
                 return rv;
-        rv = h->module->C_Decrypt(h->session, (CK_BYTE_PTR) ct, ct_len, out->data, &out_len);
+        rv = P11(h, C_Decrypt, h->session, (CK_BYTE_PTR) ct, ct_len, out->data, &out_len);
         /* SoftHSM2 2.6 reports a GCM tag mismatch from C_Decrypt as CKR_GENERAL_ERROR (newer
          * tokens say CKR_ENCRYPTED_DATA_INVALID). Only this call's error means "does not
          * authenticate"; the same code from C_DecryptInit is an HSM failure. */
@@ -705,9 +792,9 @@ static int find_all_once(Hsm *h, CK_ATTRIBUTE *tmpl, CK_ULONG n_tmpl, CK_OBJECT_
         r = ensure_session(h);
         if (r < 0)
                 return r;
-        rv = h->module->C_FindObjectsInit(h->session, tmpl, n_tmpl);
+        rv = P11(h, C_FindObjectsInit, h->session, tmpl, n_tmpl);
         if (rv != CKR_OK && recover(h, rv))
-                rv = h->module->C_FindObjectsInit(h->session, tmpl, n_tmpl);
+                rv = P11(h, C_FindObjectsInit, h->session, tmpl, n_tmpl);
         if (rv != CKR_OK)
                 return rv_to_errno(h, rv);
         for (;;) {
@@ -723,7 +810,7 @@ static int find_all_once(Hsm *h, CK_ATTRIBUTE *tmpl, CK_ULONG n_tmpl, CK_OBJECT_
                         objs = p;
                         cap += 1024;
                 }
-                rv = h->module->C_FindObjects(h->session, objs + n, cap - n, &got);
+                rv = P11(h, C_FindObjects, h->session, objs + n, cap - n, &got);
                 if (rv != CKR_OK) {
                         (void) h->module->C_FindObjectsFinal(h->session);
                         return read_failed(h, rv);
@@ -732,7 +819,7 @@ static int find_all_once(Hsm *h, CK_ATTRIBUTE *tmpl, CK_ULONG n_tmpl, CK_OBJECT_
                         break;
                 n += got;
         }
-        rv = h->module->C_FindObjectsFinal(h->session);
+        rv = P11(h, C_FindObjectsFinal, h->session);
         if (rv != CKR_OK)
                 return read_failed(h, rv);
         *ret = TAKE_PTR(objs);
@@ -784,7 +871,7 @@ static int list_keys_once(Hsm *h, HsmKeyRef **ret, size_t *ret_n) {
                         { CKA_LABEL, keys[k].label, HSM_KEY_LABEL_MAX },
                         { CKA_ID, id, sizeof(id) },
                 };
-                CK_RV rv = h->module->C_GetAttributeValue(h->session, objs[i], a, ELEMENTSOF(a));
+                CK_RV rv = P11(h, C_GetAttributeValue, h->session, objs[i], a, ELEMENTSOF(a));
 
                 /* Foreign objects (longer labels, other ID schemes) are not ours. */
                 if (rv == CKR_BUFFER_TOO_SMALL || rv == CKR_ATTRIBUTE_TYPE_INVALID)
@@ -834,10 +921,10 @@ int hsm_key_attributes(Hsm *h, HsmObject key, HsmKeyAttrs *ret) {
         r = ensure_session(h);
         if (r < 0)
                 return r;
-        rv = h->module->C_GetAttributeValue(h->session, key, a, ELEMENTSOF(a));
+        rv = P11(h, C_GetAttributeValue, h->session, key, a, ELEMENTSOF(a));
         if (rv != CKR_OK)
                 return rv_to_errno(h, rv);
-        rv = h->module->C_GetAttributeValue(h->session, key, &v, 1);
+        rv = P11(h, C_GetAttributeValue, h->session, key, &v, 1);
         secret_cleanse(value, sizeof(value));
         *ret = (HsmKeyAttrs) {
                 .token = token,
@@ -892,7 +979,7 @@ static int data_object_read(Hsm *h, CK_OBJECT_HANDLE o, const char *const *apps,
         CK_RV rv;
         int r;
 
-        rv = h->module->C_GetAttributeValue(h->session, o, a, ELEMENTSOF(a));
+        rv = P11(h, C_GetAttributeValue, h->session, o, a, ELEMENTSOF(a));
         if (rv == CKR_OK) {
                 r = app_index(apps, n_apps, app, a[1].ulValueLen, &d->app);
                 if (r >= 0) {
@@ -917,7 +1004,7 @@ static int data_object_read(Hsm *h, CK_OBJECT_HANDLE o, const char *const *apps,
                 a[i].pValue = NULL;
                 a[i].ulValueLen = 0;
         }
-        rv = h->module->C_GetAttributeValue(h->session, o, a, ELEMENTSOF(a));
+        rv = P11(h, C_GetAttributeValue, h->session, o, a, ELEMENTSOF(a));
         if (rv != CKR_OK)
                 return read_failed(h, rv);
         if (a[0].ulValueLen > HSM_KEY_LABEL_MAX || a[1].ulValueLen > sizeof(app) || a[2].ulValueLen > 1024 * 1024)
@@ -928,7 +1015,7 @@ static int data_object_read(Hsm *h, CK_OBJECT_HANDLE o, const char *const *apps,
         a[0].pValue = d->label;
         a[1].pValue = app;
         a[2].pValue = d->value;
-        rv = h->module->C_GetAttributeValue(h->session, o, a, ELEMENTSOF(a));
+        rv = P11(h, C_GetAttributeValue, h->session, o, a, ELEMENTSOF(a));
         r = rv != CKR_OK ? read_failed(h, rv) : a[0].ulValueLen > HSM_KEY_LABEL_MAX ? -EBADMSG
                                                  : app_index(apps, n_apps, app, a[1].ulValueLen, &d->app);
         if (r < 0) {
@@ -1060,7 +1147,7 @@ int hsm_create_data(Hsm *h, const char *application, const char *label, const ui
         if (r < 0)
                 return r;
         write_bump(h);
-        rv = h->module->C_CreateObject(h->session, tmpl, ELEMENTSOF(tmpl), &o);
+        rv = P11(h, C_CreateObject, h->session, tmpl, ELEMENTSOF(tmpl), &o);
         if (rv != CKR_OK)
                 return handle_call_failed(h, rv);
         *ret = o;

@@ -8,10 +8,19 @@
  *
  * CK_RV never leaves this module. Failures map to -errno or -KEKERR_*:
  *   device, token and session failures  -> -KEKERR_HSM_UNAVAILABLE (transient)
+ *   the token refuses what was asked: a template or attribute
+ *   (CKR_ATTRIBUTE_*, CKR_TEMPLATE_*), a mechanism (CKR_MECHANISM_*,
+ *   CKR_KEY_TYPE_INCONSISTENT, ...) or a function it does not implement
+ *   (CKR_FUNCTION_NOT_SUPPORTED)         -> -KEKERR_UNSUPPORTED (not transient:
+ *                                           asking again gets the same answer)
  *   GCM tag mismatch / bad ciphertext    -> -KEKERR_BLOB_INVALID
  *   object handle no longer valid        -> -ENOENT
  *   encrypt/decrypt: session or login lost, and open again -> -ESTALE
- * The last CK_RV is kept for the caller's log line (hsm_last_error()).
+ *   any other CKR                        -> -EIO
+ * Each failure is logged at debug level with the PKCS#11 function and the CKR
+ * name, and kept per function (hsm_call_errors()) and as the last one
+ * (hsm_last_error(), hsm_last_call_error()) for the caller's log line,
+ * status and metrics.
  *
  * After a device or session failure the next call reopens the session and logs
  * in again, then retries once. Object handles may change across such a reopen
@@ -41,6 +50,7 @@ typedef struct Hsm Hsm;
 typedef unsigned long HsmObject;
 
 #define HSM_ERROR_KINDS 24u
+#define HSM_CALLS 17u                  /* PKCS#11 functions this module calls */
 
 typedef struct HsmErrorCount {
         const char *name;              /* "CKR_DEVICE_ERROR", static */
@@ -53,6 +63,14 @@ typedef struct HsmStats {
         HsmErrorCount errors[HSM_ERROR_KINDS];
         unsigned n_errors;
 } HsmStats;
+
+/* The last failure of one PKCS#11 function on one Hsm (session). */
+typedef struct HsmCallError {
+        const char *function;          /* "C_EncryptInit", static */
+        const char *error;             /* "CKR_MECHANISM_INVALID", static */
+        uint64_t realtime_usec;        /* CLOCK_REALTIME when it last failed */
+        uint64_t count;                /* how often this function failed */
+} HsmCallError;
 
 typedef struct HsmKeyRef {
         char label[HSM_KEY_LABEL_MAX + 1];
@@ -78,7 +96,10 @@ typedef struct HsmKeyAttrs {
  * module: an absolute path to a PKCS#11 module, or the name of a module
  * registered with p11-kit. token_uri: "pkcs11:token=...;serial=..." (no
  * pin-value; a PIN inside a URI is refused). On failure *ret_error (if given)
- * receives a static description of what went wrong.
+ * receives a description of what went wrong, naming the PKCS#11 function and
+ * CKR if a call failed ("C_Initialize failed: CKR_ARGUMENTS_BAD (...); hint").
+ * It is static or in a per-thread buffer: valid until this thread's next
+ * hsm_open() or hsm_open_session().
  */
 int hsm_open(const char *module, const char *token_uri, const Secret *pin, Hsm **ret, const char **ret_error);
 /*
@@ -118,8 +139,20 @@ uint64_t hsm_generation(const Hsm *h);
  * before and after its listing knows this process changed nothing meanwhile.
  */
 uint64_t hsm_writes(const Hsm *h);
-/* Name of the last PKCS#11 return value that made a call fail ("CKR_DEVICE_ERROR"), for logs. */
+/*
+ * The last failed PKCS#11 call and its return value ("C_Encrypt: CKR_DEVICE_ERROR"),
+ * for logs; valid until the next call on h.
+ */
 const char *hsm_last_error(const Hsm *h);
+/* The same as a record; -ENODATA if no call on h has failed yet. */
+int hsm_last_call_error(const Hsm *h, HsmCallError *ret);
+/*
+ * The last failure of each PKCS#11 function that has failed on h, in a fixed
+ * order (not by time); returns how many were written to ret. The owner's
+ * thread only, like hsm_stats(): a daemon collects them where it collects
+ * the stats (see docs/tokens.md for kekctl status and metrics).
+ */
+size_t hsm_call_errors(const Hsm *h, HsmCallError ret[HSM_CALLS]);
 /* Counters for metrics: whether a session is open, reopens, non-OK return values by name. */
 void hsm_stats(const Hsm *h, HsmStats *ret);
 /* Adds another session's counters to acc (from hsm_stats()); open only if all are. */

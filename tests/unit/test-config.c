@@ -583,7 +583,7 @@ static void test_reload_keys(void) {
         static const char a_text[] =
                 "[hsm]\nmodule = /a.so\ntoken = pkcs11:token=a\npin_file = /a/pin\nsessions = 1\n"
                 "[server]\nsocket = /a.sock\nsocket_mode = 0600\nsocket_group = ga\nmax_frame = 8192\n"
-                "max_connections = 10\nmax_connections_per_uid = 5\nidle_timeout = 30\n"
+                "max_connections = 10\nmax_connections_per_uid = 5\nidle_timeout = 30\nmax_queued_output = 1048576\n"
                 "[keys]\nrefresh_interval = 5\nallow_unrecoverable = no\n"
                 "[access]\nadmin_group = aa\nofficer_group = oa\n"
                 "[metrics]\nfile = /a.prom\ninterval = 15\n"
@@ -591,7 +591,7 @@ static void test_reload_keys(void) {
         static const char b_text[] =
                 "[hsm]\nmodule = /b.so\ntoken = pkcs11:token=b\npin_file = /b/pin\nsessions = 4\n"
                 "[server]\nsocket = /b.sock\nsocket_mode = 0660\nsocket_group = gb\nmax_frame = 16384\n"
-                "max_connections = 20\nmax_connections_per_uid = 6\nidle_timeout = 31\n"
+                "max_connections = 20\nmax_connections_per_uid = 6\nidle_timeout = 31\nmax_queued_output = 2097152\n"
                 "[keys]\nrefresh_interval = 6\nallow_unrecoverable = yes\n"
                 "[access]\nadmin_group = ab\nofficer_group = ob\n"
                 "[metrics]\nfile = /b.prom\ninterval = 16\n"
