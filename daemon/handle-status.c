@@ -15,7 +15,7 @@
 int handle_status(Dispatcher *d, const Kek__Request *m, Request *req) {
         Kek__StatusResponse *st = request_alloc(req, sizeof(*st));
         char *text = NULL, *token, *version;
-        size_t len, keys = 0, versions = 0;
+        size_t len, keys, versions;
         HsmStats hs;
         int r;
 
@@ -37,14 +37,7 @@ int handle_status(Dispatcher *d, const Kek__Request *m, Request *req) {
         st->token = token;
         st->version = version;
         st->started_usec = d->started_usec;
-        for (size_t i = 0; i < keystore_n_keys(d->keystore); i++) {
-                const Key *k = keystore_key_at(d->keystore, i);
-
-                if (!key_exists(k))
-                        continue; /* being created or purged */
-                keys++;
-                versions += k->n_versions;
-        }
+        keystore_count(d->keystore, &keys, &versions);
         st->keys = (uint32_t) keys;
         st->versions = (uint32_t) versions;
         st->clients = metrics_clients(d->metrics);

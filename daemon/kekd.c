@@ -154,17 +154,10 @@ static unsigned n_clients(const Daemon *d) {
 
 /* "Serving 3 keys (5 versions) to 2 clients": what systemctl status shows. */
 static void format_status(const Daemon *d, char *buf, size_t size) {
-        size_t keys = 0, versions = 0;
+        size_t keys, versions;
         unsigned clients = n_clients(d);
 
-        for (size_t i = 0; i < keystore_n_keys(d->keystore); i++) {
-                const Key *k = keystore_key_at(d->keystore, i);
-
-                if (!key_exists(k))
-                        continue; /* being created or purged */
-                keys++;
-                versions += k->n_versions;
-        }
+        keystore_count(d->keystore, &keys, &versions);
         snprintf(buf, size, "Serving %zu %s (%zu %s) to %u %s%s%s", keys, plural(keys, "key", "keys"), versions,
                  plural(versions, "version", "versions"), clients, plural(clients, "client", "clients"),
                  d->last_refresh_failed ? "; the last refresh from the token failed" : "",

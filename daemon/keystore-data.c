@@ -468,18 +468,32 @@ int keystore_wrap(Keystore *ks, const char *name, uint32_t version, const uint8_
         return r;
 }
 
-int keystore_unwrap(Keystore *ks, const uint8_t *blob, size_t blob_len, const uint8_t *ctx, size_t ctx_len,
-                    uint64_t now, Secret **ret_plaintext, BlobView *ret_view) {
-        CryptoOp op, *ops[] = { &op };
+/* One unwrap or rewrap of blob on the keystore's own session: parse, prepare, run; op holds the outcome. */
+static int blob_op_run(Keystore *ks, CryptoKind kind, const uint8_t *blob, size_t blob_len, const uint8_t *ctx,
+                       size_t ctx_len, uint64_t now, CryptoOp *op) {
+        CryptoOp *ops[] = { op };
         BlobView view;
         int r;
 
+        *op = (CryptoOp) {};
+        if (ctx_len > CONTEXT_MAX_SIZE)
+                return -KEKERR_INVALID_ARGUMENT;
         r = blob_parse(blob, blob_len, &view);
         if (r < 0)
                 return r;
-        (void) keystore_unwrap_prepare(ks, &view, ctx, ctx_len, now, &op);
+        if (kind == CRYPTO_UNWRAP)
+                (void) keystore_unwrap_prepare(ks, &view, ctx, ctx_len, now, op);
+        else
+                (void) keystore_rewrap_prepare(ks, &view, ctx, ctx_len, now, op);
         keystore_run(ks, NULL, ops, 1);
-        r = op.result;
+        return op->result;
+}
+
+int keystore_unwrap(Keystore *ks, const uint8_t *blob, size_t blob_len, const uint8_t *ctx, size_t ctx_len,
+                    uint64_t now, Secret **ret_plaintext, BlobView *ret_view) {
+        CryptoOp op;
+        int r = blob_op_run(ks, CRYPTO_UNWRAP, blob, blob_len, ctx, ctx_len, now, &op);
+
         if (r >= 0) {
                 *ret_plaintext = TAKE_PTR(op.plaintext);
                 *ret_view = op.view;
@@ -491,16 +505,9 @@ int keystore_unwrap(Keystore *ks, const uint8_t *blob, size_t blob_len, const ui
 int keystore_rewrap(Keystore *ks, const uint8_t *blob, size_t blob_len, const uint8_t *ctx, size_t ctx_len,
                     uint64_t now, uint8_t **ret_blob, size_t *ret_blob_len, uint32_t *ret_version,
                     uint32_t *ret_old_version) {
-        CryptoOp op, *ops[] = { &op };
-        BlobView view;
-        int r;
+        CryptoOp op;
+        int r = blob_op_run(ks, CRYPTO_REWRAP, blob, blob_len, ctx, ctx_len, now, &op);
 
-        r = blob_parse(blob, blob_len, &view);
-        if (r < 0)
-                return r;
-        (void) keystore_rewrap_prepare(ks, &view, ctx, ctx_len, now, &op);
-        keystore_run(ks, NULL, ops, 1);
-        r = op.result;
         if (r >= 0) {
                 *ret_version = op.version;
                 *ret_old_version = op.view.version;

@@ -107,6 +107,8 @@ bool key_exists(const Key *k);
 /* The index, keys that do not exist included: callers that count or list keys skip those. */
 size_t keystore_n_keys(const Keystore *ks);
 const Key *keystore_key_at(const Keystore *ks, size_t i);
+/* The keys that exist for clients (key_exists()) and their versions, for status lines. */
+void keystore_count(const Keystore *ks, size_t *ret_keys, size_t *ret_versions);
 /* -KEKERR_UNKNOWN_KEY if absent. Pointers stay valid until the next keystore call. */
 int keystore_find(Keystore *ks, const char *name, const Key **ret);
 uint64_t key_max_wraps(const Key *k);
