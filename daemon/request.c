@@ -42,15 +42,10 @@ void request_done(Request *req) {
         req->items = NULL;
         req->n_items = 0;
         for (size_t i = 0; i < req->n_owned; i++)
-                free(req->owned[i]);
+                req->owned[i].release(req->owned[i].p);
         free(req->owned);
         req->owned = NULL;
         req->n_owned = 0;
-        for (size_t i = 0; i < req->n_secrets; i++)
-                secret_free(req->secrets[i]);
-        free(req->secrets);
-        req->secrets = NULL;
-        req->n_secrets = 0;
         if (req->inner)
                 kek__request__free_unpacked(req->inner, NULL);
         req->inner = NULL;
@@ -61,8 +56,9 @@ void request_done(Request *req) {
         req->msg = NULL;
 }
 
-void *request_own(Request *req, void *p) {
-        void **owned;
+/* Records p to be released with release; releases it at once (and fails) if it cannot be recorded. */
+static void *own(Request *req, void *p, void (*release)(void *p)) {
+        RequestOwned *owned;
 
         if (!p) {
                 req->oom = true;
@@ -70,13 +66,21 @@ void *request_own(Request *req, void *p) {
         }
         owned = reallocarray(req->owned, req->n_owned + 1, sizeof(*owned));
         if (!owned) {
-                free(p);
+                release(p);
                 req->oom = true;
                 return NULL;
         }
         req->owned = owned;
-        req->owned[req->n_owned++] = p;
+        req->owned[req->n_owned++] = (RequestOwned) { p, release };
         return p;
+}
+
+void *request_own(Request *req, void *p) {
+        return own(req, p, free);
+}
+
+static void release_secret(void *p) {
+        secret_free(p);
 }
 
 void *request_alloc(Request *req, size_t size) {
@@ -94,21 +98,7 @@ char *request_strdup(Request *req, const char *s) {
 }
 
 Secret *request_own_secret(Request *req, Secret *s) {
-        Secret **secrets;
-
-        if (!s) {
-                req->oom = true;
-                return NULL;
-        }
-        secrets = reallocarray(req->secrets, req->n_secrets + 1, sizeof(*secrets));
-        if (!secrets) {
-                secret_free(s);
-                req->oom = true;
-                return NULL;
-        }
-        req->secrets = secrets;
-        req->secrets[req->n_secrets++] = s;
-        return s;
+        return own(req, s, release_secret);
 }
 
 int request_error(Request *req, int r, const char *fmt, ...) {

@@ -62,6 +62,11 @@ typedef struct RequestItem {
         const char *message;       /* the refusal's text (the Request owns it), or NULL for the default */
 } RequestItem;
 
+typedef struct RequestOwned {
+        void *p;
+        void (*release)(void *p);  /* free(), or a Secret's cleansing free */
+} RequestOwned;
+
 typedef struct Request {
         /* in: set by the transport */
         const Peer *peer;          /* never NULL once dispatched */
@@ -83,10 +88,8 @@ typedef struct Request {
         int error;                 /* the request's error, 0 while it succeeds */
         bool oom;                  /* an allocation failed: the reply is ENOMEM */
         bool answered;             /* resp holds the answer (or error is set) */
-        void **owned;
+        RequestOwned *owned;       /* what the reply points to, released by request_done() */
         size_t n_owned;
-        Secret **secrets;
-        size_t n_secrets;
 
         /* dual control */
         bool approved;             /* running an approved request: its gate is passed */

@@ -3,10 +3,13 @@
  * Unix-socket transport for kekd (see server.h). Single-threaded: the HSM
  * calls run from the event loop, in request order, which is also the order
  * replies must leave in. There is one route from a socket to the dispatcher,
- * whatever [hsm] sessions is: the loop first reads every connection that is
- * ready and then hands one frame of each to dispatch_requests() together (a
- * round, on a lower-priority defer source), so the wrap/unwrap/rewrap
- * requests of different clients share one run over the HSM sessions; each
+ * server_dispatch(): frames as an array of requests (dispatch_requests()).
+ * With [hsm] sessions > 1 the loop first reads every connection that is
+ * ready and then hands one frame of each over together (a round, on a
+ * lower-priority defer source), so the wrap/unwrap/rewrap requests of
+ * different clients share one run over the HSM sessions; with one session
+ * nothing could share a run, so each frame is handed over as it is read
+ * (an array of one), without a round's extra loop iteration. Either way each
  * connection has at most one request in dispatch and gets its replies in
  * order. Memory per connection is bounded by
  * max_frame + header for input and OUTPUT_HIGH_WATER (plus one reply) for
@@ -38,6 +41,7 @@
 
 #include "common/kekerr.h"
 #include "daemon/clock.h"
+#include "daemon/cryptopool.h"
 #include "daemon/log.h"
 #include "daemon/metrics.h"
 #include "daemon/server.h"
@@ -77,8 +81,9 @@ struct Server {
         sd_event_source *sweep_source;
         sd_event_source *resume_source;
         sd_event_source *round_source; /* on_round(), enabled when a connection is queued */
-        Request *reqs;                 /* ROUND_MAX, for a round */
+        Request *reqs;                 /* ROUND_MAX (one with one session), for server_dispatch() */
         Conn **req_conns;
+        int *req_results;
         Conn *round_resume;            /* where the next round starts: after the last full round's end */
         size_t max_frame;
         unsigned max_connections;
@@ -495,6 +500,21 @@ static void conn_settle(Conn *c, int r) {
         conn_update_events(c);
 }
 
+/*
+ * The only way a frame reaches the dispatcher: the first frame of each of
+ * the n connections (each scanned by conn_scan(), c->frame_len), as one
+ * array of requests (dispatch.h). rs[i] is conn_dispatched()'s result for
+ * conns[i]: < 0 when it must close.
+ */
+static void server_dispatch(Server *s, Conn **conns, size_t n, int *rs) {
+        for (size_t i = 0; i < n; i++)
+                request_init(&s->reqs[i], &conns[i]->peer, frame_buf_head(&conns[i]->in) + FRAME_HEADER_SIZE,
+                             conns[i]->frame_len, &conns[i]->out);
+        dispatch_requests(s->dispatcher, s->reqs, n);
+        for (size_t i = 0; i < n; i++)
+                rs[i] = conn_dispatched(conns[i], &s->reqs[i]);
+}
+
 static int on_conn_io(sd_event_source *source, int fd, uint32_t revents, void *userdata) {
         Conn *c = userdata;
         int r = 0;
@@ -506,8 +526,12 @@ static int on_conn_io(sd_event_source *source, int fd, uint32_t revents, void *u
         if ((revents & (EPOLLIN | EPOLLHUP | EPOLLERR)) && !c->closing && !c->eof &&
             frame_buf_size(&c->out) < OUTPUT_HIGH_WATER)
                 r = conn_read(c);
-        if (r >= 0)
-                (void) conn_queue(c);
+        if (r >= 0 && c->server->round_source)
+                (void) conn_queue(c); /* for the next round */
+        else
+                /* One session: no other client's calls could share the run; each frame is dispatched as read. */
+                while (r >= 0 && frame_buf_size(&c->out) < OUTPUT_HIGH_WATER && conn_scan(c, &c->frame_len) == 1)
+                        server_dispatch(c->server, &c, 1, &r);
         conn_settle(c, r);
         return 0;
 }
@@ -544,7 +568,6 @@ static int on_round(sd_event_source *source, void *userdata) {
                         break;
                 }
                 if (!c->drop && !c->closing) {
-                        request_init(&s->reqs[n], &c->peer, frame_buf_head(&c->in) + FRAME_HEADER_SIZE, c->frame_len, &c->out);
                         s->req_conns[n++] = c;
                         continue;
                 }
@@ -553,10 +576,10 @@ static int on_round(sd_event_source *source, void *userdata) {
                 start = next ? next : s->conns;
         }
         if (n > 0)
-                dispatch_requests(s->dispatcher, s->reqs, n);
+                server_dispatch(s, s->req_conns, n, s->req_results);
         for (size_t i = 0; i < n; i++) {
                 Conn *c = s->req_conns[i];
-                int r = conn_dispatched(c, &s->reqs[i]);
+                int r = s->req_results[i];
 
                 c->queued = false;
                 if (r >= 0 && conn_queue(c))
@@ -884,16 +907,19 @@ int server_new(sd_event *event, const Config *config, Dispatcher *dispatcher, in
                 return log_error_errno(r, "Cannot set up connection timers");
         s->reqs = calloc(ROUND_MAX, sizeof(*s->reqs));
         s->req_conns = calloc(ROUND_MAX, sizeof(*s->req_conns));
-        if (!s->reqs || !s->req_conns)
+        s->req_results = calloc(ROUND_MAX, sizeof(*s->req_results));
+        if (!s->reqs || !s->req_conns || !s->req_results)
                 return -ENOMEM;
-        r = sd_event_add_defer(event, &s->round_source, on_round, s);
-        /* After every ready connection was read: they are all at priority NORMAL. */
-        if (r >= 0)
-                r = sd_event_source_set_priority(s->round_source, SD_EVENT_PRIORITY_NORMAL + 10);
-        if (r >= 0)
-                r = sd_event_source_set_enabled(s->round_source, SD_EVENT_OFF);
-        if (r < 0)
-                return log_error_errno(r, "Cannot set up request rounds");
+        if (crypto_pool_sessions(dispatcher->pool) > 1) {
+                r = sd_event_add_defer(event, &s->round_source, on_round, s);
+                /* After every ready connection was read: they are all at priority NORMAL. */
+                if (r >= 0)
+                        r = sd_event_source_set_priority(s->round_source, SD_EVENT_PRIORITY_NORMAL + 10);
+                if (r >= 0)
+                        r = sd_event_source_set_enabled(s->round_source, SD_EVENT_OFF);
+                if (r < 0)
+                        return log_error_errno(r, "Cannot set up request rounds");
+        }
         *ret = TAKE_PTR(s);
         return 0;
 }
@@ -911,6 +937,7 @@ Server *server_free(Server *s) {
         sd_event_source_disable_unref(s->round_source);
         free(s->reqs);
         free(s->req_conns);
+        free(s->req_results);
         safe_close(s->listen_fd);
         if (s->owns_path)
                 (void) unlink(s->socket_path);

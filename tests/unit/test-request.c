@@ -59,9 +59,15 @@ static void test_memory(void) {
         ok(z && z[0] == 0 && z[31] == 0, "request_alloc() memory is zeroed");
         ok(request_own(&req, malloc(8)) && req.n_owned == 3, "request_own() takes a buffer");
         ok(!req.oom, "no failure so far");
+        {
+                Secret *pt = NULL;
+
+                ok(secret_new(16, &pt) >= 0 && request_own_secret(&req, pt) == pt && req.n_owned == 4,
+                   "request_own_secret() takes a plaintext (freed, cleansed, by request_done())");
+        }
         ok(!request_own_secret(&req, NULL) && req.oom, "a NULL secret (a failed allocation) sets the sticky flag");
         request_done(&req);
-        ok(req.n_owned == 0 && !req.owned && req.n_secrets == 0, "request_done() released everything");
+        ok(req.n_owned == 0 && !req.owned, "request_done() released everything");
         frame_buf_done(&out);
 }
 
@@ -193,6 +199,8 @@ static void test_items_and_names(void) {
 }
 
 int main(void) {
+        if (!ok(secret_heap_init(1 << 20) >= 0, "secure heap initialised"))
+                return tap_done();
         test_init();
         test_memory();
         test_oom_sticky();
