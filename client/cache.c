@@ -35,6 +35,18 @@
  * two). Measured with a million entries: 1.27-1.44 us per hit on 4 KiB
  * pages, 1.10-1.18 us with the tables on huge pages, below 1 us with the
  * MAC and the prefetch (docs/performance.md).
+ *
+ * Answers in flight: a thread that misses asks kekd without the lock, and
+ * a Watch event may drop the key before the answer comes back. Every drop
+ * of a key, clear and mark-stale advances an epoch; a key's drop records
+ * it in one of DROP_SLOTS slots chosen by the key id, a clear (a drop of
+ * every key) and a mark-stale each in a global one. cache_store() compares
+ * the epoch its caller took before asking with those: an answer that
+ * predates a drop of its key or a clear is not stored, one that predates a
+ * mark-stale is stored stale. Two keys sharing a slot cost one extra
+ * unwrap, never a revoked entry. The cost is one atomic load before each
+ * round trip (a plain load on x86-64) and three compares under the lock the
+ * store takes anyway; drops are rare events.
  */
 #include "config.h"
 
@@ -78,6 +90,9 @@ typedef struct KeyVer {
         uint32_t count;
 } KeyVer;
 
+/* Slots of per-key drop epochs: keys sharing one only re-ask kekd (see the top of the file). */
+#define DROP_SLOTS 64u
+
 typedef struct Bucket {
         Entry *head;
         kek_aek *aek;                /* head->aek, read with the head so both misses overlap */
@@ -101,6 +116,10 @@ struct Cache {
         uint64_t serial;             /* tells the per-thread MAC contexts which key they hold */
         bool rekey;                  /* re-key on every digest: this OpenSSL does not restart under the old key */
         uint64_t hits, misses, refreshes, evictions, drops, stale_served;
+        uint64_t epoch;              /* advanced by every drop of a key, clear and mark-stale (under lock) */
+        uint64_t clear_epoch;        /* epoch of the last clear */
+        uint64_t stale_epoch;        /* epoch of the last mark-stale */
+        uint64_t drop_epoch[DROP_SLOTS]; /* epoch of the last drop of a key hashing to the slot */
 };
 
 /* Zeroed memory for a table, touched only as it is used; huge pages from 2 MiB on where allowed. */
@@ -272,8 +291,28 @@ static void entry_remove(Cache *c, Entry *e) {
         entry_free(c, e);
 }
 
+static size_t drop_slot(uint64_t key_id) {
+        return (size_t) ((key_id * 0x9e3779b97f4a7c15ULL) >> 58); /* top 6 bits: DROP_SLOTS */
+}
+
+/*
+ * Under the lock. cache_epoch() reads without it: a value older than the newest only makes a store
+ * more cautious (skipped or stale), never one that predates a drop look newer.
+ */
+static uint64_t epoch_advance(Cache *c) {
+        uint64_t e = c->epoch + 1;
+
+        __atomic_store_n(&c->epoch, e, __ATOMIC_RELEASE);
+        return e;
+}
+
+uint64_t cache_epoch(Cache *c) {
+        return __atomic_load_n(&c->epoch, __ATOMIC_ACQUIRE);
+}
+
 void cache_clear(Cache *c) {
         pthread_mutex_lock(&c->lock);
+        c->clear_epoch = epoch_advance(c); /* as a drop of every key: an answer in flight is not stored */
         while (c->head)
                 entry_remove(c, c->head);
         pthread_mutex_unlock(&c->lock);
@@ -438,10 +477,18 @@ CacheResult cache_lookup(Cache *c, const uint8_t digest[16], uint64_t now, uint6
         return res;
 }
 
-void cache_store(Cache *c, const uint8_t digest[16], uint64_t key_id, uint32_t version, kek_aek *aek, uint64_t now) {
+void cache_store(Cache *c, const uint8_t digest[16], uint64_t key_id, uint32_t version, kek_aek *aek, uint64_t now,
+                 uint64_t epoch) {
+        uint64_t fetched = now;
         Entry *e;
 
         pthread_mutex_lock(&c->lock);
+        if (c->drop_epoch[drop_slot(key_id)] > epoch || c->clear_epoch > epoch) {
+                pthread_mutex_unlock(&c->lock); /* the key was dropped while this answer was in flight */
+                return;
+        }
+        if (c->stale_epoch > epoch)
+                fetched = 0; /* as cache_mark_stale() leaves it: re-validated at its next use */
         e = find(c, digest);
         if (e) {
                 c->refreshes++;
@@ -450,7 +497,8 @@ void cache_store(Cache *c, const uint8_t digest[16], uint64_t key_id, uint32_t v
                         e->aek = kek_aek_ref(aek);
                         bucket_sync(bucket_of(c, digest));
                 }
-                e->fetched_usec = e->last_ok_usec = now;
+                e->fetched_usec = fetched;
+                e->last_ok_usec = now;
                 pthread_mutex_unlock(&c->lock);
                 return;
         }
@@ -474,7 +522,8 @@ void cache_store(Cache *c, const uint8_t digest[16], uint64_t key_id, uint32_t v
         memcpy(e->digest, digest, 16);
         e->key_id = key_id;
         e->version = version;
-        e->fetched_usec = e->last_ok_usec = now;
+        e->fetched_usec = fetched;
+        e->last_ok_usec = now;
         e->aek = kek_aek_ref(aek);
         kv_add(c, key_id, version);
         e->hnext = bucket_of(c, digest)->head;
@@ -501,6 +550,7 @@ size_t cache_drop_key(Cache *c, uint64_t key_id, const uint32_t *versions, size_
         size_t dropped = 0;
 
         pthread_mutex_lock(&c->lock);
+        c->drop_epoch[drop_slot(key_id)] = epoch_advance(c);
         for (Entry *e = c->head, *next; e; e = next) {
                 bool match = e->key_id == key_id;
 
@@ -522,6 +572,7 @@ size_t cache_drop_key(Cache *c, uint64_t key_id, const uint32_t *versions, size_
 
 void cache_mark_stale(Cache *c) {
         pthread_mutex_lock(&c->lock);
+        c->stale_epoch = epoch_advance(c);
         for (Entry *e = c->head; e; e = e->next)
                 e->fetched_usec = 0;
         pthread_mutex_unlock(&c->lock);

@@ -45,12 +45,23 @@ bool cache_holds(Cache *c, uint64_t key_id, uint32_t version);
 /* On FRESH or STALE, *ret_aek is a new reference and *ret_last_ok when kekd last confirmed it. */
 CacheResult cache_lookup(Cache *c, const uint8_t digest[16], uint64_t now, uint64_t refresh_usec, kek_aek **ret_aek,
                          uint64_t *ret_last_ok);
-/* Inserts or refreshes an entry (takes its own reference to aek). */
-void cache_store(Cache *c, const uint8_t digest[16], uint64_t key_id, uint32_t version, kek_aek *aek, uint64_t now);
+/*
+ * The cache's drop epoch: take it before asking kekd, and pass it to cache_store() with the answer.
+ * An answer is older than any drop or mark-stale that happened while it was in flight (a Watch
+ * event for a disabled key): storing it as fetched now would serve a revoked AEK for refresh_sec.
+ */
+uint64_t cache_epoch(Cache *c);
+/*
+ * Inserts or refreshes an entry (takes its own reference to aek), unless a drop that may have
+ * covered key_id happened after epoch: then nothing is stored and an entry stored since is left
+ * alone. After a mark-stale since epoch, the entry is stored already stale.
+ */
+void cache_store(Cache *c, const uint8_t digest[16], uint64_t key_id, uint32_t version, kek_aek *aek, uint64_t now,
+                 uint64_t epoch);
 void cache_drop_entry(Cache *c, const uint8_t digest[16]);
-/* Drops the entries of a key: all versions when n_versions is 0. Returns how many. */
+/* Drops the entries of a key: all versions when n_versions is 0. Returns how many. Advances the epoch. */
 size_t cache_drop_key(Cache *c, uint64_t key_id, const uint32_t *versions, size_t n_versions);
-/* Forces re-validation of every entry at its next use (after missed events). */
+/* Forces re-validation of every entry at its next use (after missed events). Advances the epoch. */
 void cache_mark_stale(Cache *c);
 void cache_clear(Cache *c);
 void cache_stats(Cache *c, kek_stats *stats);

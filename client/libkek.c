@@ -501,7 +501,7 @@ _public_ int kek_unwrap(kek_client *c, const uint8_t *blob, size_t blob_len, con
                         kek_aek **ret) {
         uint8_t digest[16];
         kek_aek *cached = NULL, *fresh = NULL;
-        uint64_t last_ok = 0, now, key_id;
+        uint64_t last_ok = 0, now, key_id, epoch;
         CacheResult cr;
         BlobView view;
         int r;
@@ -527,9 +527,11 @@ _public_ int kek_unwrap(kek_client *c, const uint8_t *blob, size_t blob_len, con
                 return unwrap_remote(c, blob, blob_len, ctx, ctx_len, ret);
         }
 
+        /* Before asking: a Watch drop that lands while the answer is in flight must win over it. */
+        epoch = cache_epoch(c->cache);
         r = unwrap_remote(c, blob, blob_len, ctx, ctx_len, &fresh);
         if (r >= 0) {
-                cache_store(c->cache, digest, key_id, view.version, fresh, now_usec());
+                cache_store(c->cache, digest, key_id, view.version, fresh, now_usec(), epoch);
                 kek_aek_unref(cached);
                 *ret = fresh;
                 return 0;
@@ -704,6 +706,7 @@ _public_ int kek_unwrap_batch(kek_client *c, size_t n, const kek_blob *blobs, co
         _cleanup_free_ Kek__UnwrapRequest *items = NULL;
         _cleanup_free_ Kek__UnwrapRequest **ptrs = NULL;
         Kek__Response *resp;
+        uint64_t epoch;
         int r;
 
         if (!c || !blobs || !ret_aeks || !ret_results || n == 0)
@@ -723,6 +726,7 @@ _public_ int kek_unwrap_batch(kek_client *c, size_t n, const kek_blob *blobs, co
         b.items = ptrs;
         req.body_case = KEK__REQUEST__BODY_BATCH_UNWRAP;
         req.batch_unwrap = &b;
+        epoch = c->cache ? cache_epoch(c->cache) : 0; /* as in kek_unwrap(): taken before asking */
         r = call(c, &req, KEK__RESPONSE__BODY_BATCH, &resp);
         if (r < 0)
                 return r;
@@ -750,7 +754,7 @@ _public_ int kek_unwrap_batch(kek_client *c, size_t n, const kek_blob *blobs, co
                         if (cache_digest(c->cache, blobs[i].data, blobs[i].len, ctxs ? ctxs[i].data : NULL,
                                          ctxs ? ctxs[i].len : 0, digest) >= 0 &&
                             cache_key_id(c->cache, view.key, &key_id) >= 0)
-                                cache_store(c->cache, digest, key_id, view.version, ret_aeks[i], now_usec());
+                                cache_store(c->cache, digest, key_id, view.version, ret_aeks[i], now_usec(), epoch);
                 }
         }
         kek_response_free(resp);

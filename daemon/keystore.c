@@ -11,6 +11,7 @@
 #include "config.h"
 
 #include <errno.h>
+#include <inttypes.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -179,17 +180,48 @@ static uint64_t writer_nonce(void) {
         return w;
 }
 
+/* What record_contested() found besides our record; >0: something of generation >= ours. */
+enum {
+        CONTEST_NONE = 0,     /* no other record of generation >= ours */
+        CONTEST_RIVAL = 1,    /* another writer's record, not built on ours, is as new or newer */
+        CONTEST_INCLUDED = 2, /* the newest records were all built on ours: our change is in them */
+        CONTEST_UNKNOWN = 3,  /* cannot tell whether the newest records hold our change */
+};
+
 /*
- * Whether a record other than ours (the one written with nonce mine) of
- * this key has generation >= gen: another kekd wrote concurrently, from the
- * same or a newer state. Ours is told by its nonce, not its handle: handles
- * may change when the listing itself has to reopen the session. The handle
- * our record has now goes to *ret_mine (0 if it is not found).
+ * Whether other, built from a record of generation >= gen, holds the change
+ * of the write with nonce mine (whose record has generation gen). Its
+ * ancestors name the writers of generations other-1, other-2, ... as far as
+ * they go: mine among them is proof; their reaching down to gen without it
+ * is proof of the contrary. A record without ancestry (an older kekd's)
+ * counts as a rival, as it did before records had one.
+ */
+static int record_verdict(const Key *other, uint64_t mine, uint64_t gen) {
+        for (size_t i = 0; i < other->n_ancestors; i++)
+                if (other->ancestors[i] == mine)
+                        return CONTEST_INCLUDED;
+        if (other->n_ancestors == 0 || other->generation <= gen || other->generation - gen <= other->n_ancestors)
+                return CONTEST_RIVAL;
+        return CONTEST_UNKNOWN;
+}
+
+/*
+ * Lists this key's records after we wrote ours (nonce mine, generation gen)
+ * and says whether another kekd wrote concurrently: CONTEST_NONE if no other
+ * record has generation >= gen; otherwise the verdict on the newest of them
+ * (the ones the next reader picks): CONTEST_INCLUDED if every one of those
+ * was built on ours (directly or through others: our change is in it and
+ * must not be applied again), CONTEST_RIVAL if none was, CONTEST_UNKNOWN if
+ * they disagree or their ancestry is too short to tell. Ours is told by its
+ * nonce, not its handle: handles may change when the listing itself has to
+ * reopen the session. The handle our record has now goes to *ret_mine (0 if
+ * it is not found: a writer that built on it may have destroyed it).
  */
 static int record_contested(Keystore *ks, const char *name, uint64_t mine, uint64_t gen, HsmObject *ret_mine) {
         HsmDataObject *d = NULL;
-        size_t n = 0;
-        bool contested = false;
+        size_t n = 0, seen[4] = {};
+        uint64_t top = 0;
+        bool any = false;
         int r;
 
         *ret_mine = 0;
@@ -203,27 +235,62 @@ static int record_contested(Keystore *ks, const char *name, uint64_t mine, uint6
                         continue;
                 if (k->writer == mine)
                         *ret_mine = d[i].handle;
-                else if (k->generation >= gen)
-                        contested = true;
+                else if (k->generation >= gen) {
+                        if (!any || k->generation > top) {
+                                any = true;
+                                top = k->generation;
+                                memset(seen, 0, sizeof(seen));
+                        }
+                        if (k->generation == top)
+                                seen[record_verdict(k, mine, gen)]++;
+                }
                 key_free(k);
         }
         hsm_data_objects_free(d, n);
-        return contested;
+        if (!any)
+                return CONTEST_NONE;
+        if (seen[CONTEST_UNKNOWN] == 0 && seen[CONTEST_RIVAL] == 0)
+                return CONTEST_INCLUDED;
+        if (seen[CONTEST_UNKNOWN] == 0 && seen[CONTEST_INCLUDED] == 0)
+                return CONTEST_RIVAL;
+        return CONTEST_UNKNOWN;
 }
 
 /*
- * Writes k as the next generation. Before the records it replaces are
- * destroyed, the token is listed again: if another kekd wrote the same or a
- * later generation meanwhile, ours is withdrawn and -EAGAIN tells the caller
- * to re-read and re-apply its change, so no acknowledged change (a disable,
- * a delete) is ever silently overwritten by a concurrent one.
+ * Writes k as the next generation, naming the record it was built on (and
+ * that one's ancestors) as its ancestors. Before the records it replaces are
+ * destroyed, the token is listed again (record_contested()):
+ *  - no other record as new as ours: ours stands;
+ *  - a newer record of another kekd was built on ours (it read ours before
+ *    we finished): our change is in it, so this write succeeded; applying it
+ *    again (a lease given back twice) would under-count. The index is
+ *    re-read before the next answer: ours is no longer the newest and may
+ *    already be destroyed by that writer;
+ *  - another kekd wrote the same or a later generation not built on ours:
+ *    ours is withdrawn and -EAGAIN tells the caller to re-read and re-apply
+ *    its change, so no acknowledged change (a disable, a delete) is ever
+ *    silently overwritten by a concurrent one;
+ *  - cannot tell (more than ANCESTORS_MAX writes since ours, or the newest
+ *    records disagree): ours is withdrawn and -KEKERR_CONFLICT returned
+ *    without re-applying: the change may be in force or not, and a change
+ *    applied twice could under-count where one lost only over-counts.
  */
 static int record_write(Keystore *ks, Key *k, const HsmObject *old, size_t n_old) {
         _cleanup_free_ uint8_t *buf = NULL;
         HsmObject h;
         size_t len;
-        int r;
+        int r, q;
 
+        /* The record we read becomes our parent; a parent without a writer ends the known chain. */
+        if (k->writer == 0)
+                k->n_ancestors = 0;
+        else {
+                size_t n = MIN(k->n_ancestors, (size_t) ANCESTORS_MAX - 1);
+
+                memmove(k->ancestors + 1, k->ancestors, n * sizeof(uint64_t));
+                k->ancestors[0] = k->writer;
+                k->n_ancestors = n + 1;
+        }
         k->generation++;
         k->writer = writer_nonce();
         r = key_to_record(k, &buf, &len);
@@ -236,28 +303,33 @@ static int record_write(Keystore *ks, Key *k, const HsmObject *old, size_t n_old
                 return r;
         }
         r = record_contested(ks, k->name, k->writer, k->generation, &h);
-        if (r != 0) {
+        if (r < 0) {
                 ks->reload_needed = true;
-                if (r < 0)
-                        return r;
+                return r;
+        }
+        if (r == CONTEST_RIVAL || r == CONTEST_UNKNOWN) {
+                ks->reload_needed = true;
                 /*
                  * Withdrawn, the caller may re-apply its change to the other writer's record. Not
                  * withdrawn, ours may still be the record read next, and a change applied twice
                  * (a lease given back twice) could under-count: the outcome is unknown.
                  */
-                if (h && (r = hsm_destroy_object(ks->hsm, h)) < 0 && r != -ENOENT)
+                if (h && (q = hsm_destroy_object(ks->hsm, h)) < 0 && q != -ENOENT)
                         return -KEKERR_HSM_UNAVAILABLE;
-                return -EAGAIN;
+                return r == CONTEST_RIVAL ? -EAGAIN : -KEKERR_CONFLICT;
         }
-        if (!h) {
+        if (r == CONTEST_INCLUDED) {
+                log_debug("Record of key '%s' generation %" PRIu64 " was built on by another kekd: written",
+                          k->name, k->generation);
+                ks->reload_needed = true;
+        } else if (!h) {
                 /* Our record is not there after all. */
                 ks->reload_needed = true;
                 return -KEKERR_HSM_UNAVAILABLE;
         }
         k->meta_handle = h;
         for (size_t i = 0; i < n_old; i++) {
-                int q = hsm_destroy_object(ks->hsm, old[i]);
-
+                q = hsm_destroy_object(ks->hsm, old[i]);
                 /* A leftover lower generation is harmless: readers pick the highest, repair removes it. */
                 if (q < 0 && q != -ENOENT)
                         log_debug("Could not destroy superseded record of key '%s': %s", k->name, error_text(q));

@@ -25,6 +25,11 @@
  *  - Wrap budgets are leases recorded before use: a crash over-counts, by
  *    at most one lease per version this kekd wrapped with; a clean stop
  *    gives the unused part back (keystore_settle()).
+ *  - A change is written once: when several kekd write one key at once, a
+ *    write that another kekd's newer record was built on (its ancestors
+ *    name ours) stands; only a write that no newer record holds is
+ *    withdrawn and re-applied, and one that cannot be told is withdrawn and
+ *    fails without being re-applied (budgets over-count, never under-count).
  */
 #pragma once
 

@@ -83,6 +83,10 @@ int key_from_record(const HsmDataObject *d, Key **ret) {
         k->purging = rec->purging;
         k->generation = rec->generation;
         k->writer = rec->writer;
+        /* Only the nearest ancestors matter; a longer list (a future kekd) is cut, not refused. */
+        k->n_ancestors = MIN(rec->n_ancestors, (size_t) ANCESTORS_MAX);
+        if (k->n_ancestors > 0)
+                memcpy(k->ancestors, rec->ancestors, k->n_ancestors * sizeof(uint64_t));
         k->meta_handle = d->handle;
         for (size_t i = 0; i < rec->n_versions; i++) {
                 const Kek__VersionInfo *v = rec->versions[i];
@@ -185,6 +189,8 @@ int key_to_record(const Key *k, uint8_t **ret, size_t *ret_len) {
         rec.purging = k->purging;
         rec.generation = k->generation;
         rec.writer = k->writer;
+        rec.n_ancestors = k->n_ancestors;
+        rec.ancestors = (uint64_t *) k->ancestors;
         rec.n_grants = k->n_grants;
         rec.grants = gp;
 

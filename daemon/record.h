@@ -20,6 +20,8 @@
 #include "pkcs11/hsm.h"
 
 #define OWNER_MAX 80u
+/* Writers a record names as its ancestors (KeyRecord.ancestors): 16 writes by others while we decide. */
+#define ANCESTORS_MAX 16u
 
 typedef enum KeyStateValue {
         KEY_ENABLED = 1,
@@ -66,6 +68,8 @@ typedef struct Key {
         uint64_t generation;
         HsmObject meta_handle;
         uint64_t writer;           /* nonce of the write that produced this record */
+        uint64_t ancestors[ANCESTORS_MAX]; /* writers of the records it was built on, parent first */
+        size_t n_ancestors;        /* 0: unknown (a record of an older kekd) */
         Grant *grants;             /* access for crypto users, at most GRANTS_MAX */
         size_t n_grants;
 } Key;

@@ -6,7 +6,9 @@
  * re-validation after the refresh interval, serving through a kekd outage
  * for the grace period and failing after it, revocation push (disable seen
  * within 1 s through Watch, and within the refresh interval with Watch off),
- * enable resuming, blobs forged to name another version dropping nothing
+ * enable resuming, a disable whose Watch event lands while an unwrap's answer
+ * is on its way (held by a relay) not undone when that answer is cached
+ * (issue F3), blobs forged to name another version dropping nothing
  * beyond their own entry (issue 20.1), many threads at once, and no plaintext AEK in a core file
  * of a client process (gcore). Prints TAP.
  */
@@ -14,6 +16,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <spawn.h>
@@ -306,6 +309,258 @@ static void test_revocation(void) {
         free(blob.data);
         kek_client_free(w);
         kek_client_free(t);
+}
+
+/*
+ * A relay between a client and kekd, on its own socket, that can hold kekd's answers on one
+ * connection: armed, it holds every answer on the next connection the client sends a request on,
+ * until released. Other connections (the Watch stream) pass through. This stands for a client
+ * thread that has its answer from kekd but has not stored it yet, as a breakpoint in cache_store()
+ * would, without touching the library.
+ */
+#define RELAY_MAX 8
+
+typedef struct Relay {
+        char path[108];
+        int lfd;
+        pthread_t thread;
+        pthread_mutex_t lock;
+        bool armed, release, stop;   /* under lock */
+        size_t held_bytes;           /* under lock: answer bytes held so far */
+        int cfd[RELAY_MAX], kfd[RELAY_MAX];
+        bool held[RELAY_MAX];
+        uint8_t buf[65536];          /* what the held connection's answers hold back */
+        size_t buf_len;
+} Relay;
+
+static bool write_all(int fd, const uint8_t *p, size_t n) {
+        while (n > 0) {
+                ssize_t w = write(fd, p, n);
+
+                if (w <= 0)
+                        return false;
+                p += w;
+                n -= (size_t) w;
+        }
+        return true;
+}
+
+static void relay_close(Relay *r, int i) {
+        close(r->cfd[i]);
+        close(r->kfd[i]);
+        r->cfd[i] = r->kfd[i] = -1;
+        r->held[i] = false;
+}
+
+static void *relay_main(void *userdata) {
+        Relay *r = userdata;
+
+        for (;;) {
+                struct pollfd p[1 + 2 * RELAY_MAX];
+                uint8_t b[4096];
+                bool stop, release;
+
+                pthread_mutex_lock(&r->lock);
+                stop = r->stop;
+                release = r->release;
+                pthread_mutex_unlock(&r->lock);
+                if (stop)
+                        break;
+                for (int i = 0; i < RELAY_MAX; i++)
+                        if (release && r->held[i]) {
+                                (void) write_all(r->cfd[i], r->buf, r->buf_len);
+                                r->buf_len = 0;
+                                r->held[i] = false;
+                        }
+                p[0] = (struct pollfd) { .fd = r->lfd, .events = POLLIN };
+                for (int i = 0; i < RELAY_MAX; i++) {
+                        p[1 + 2 * i] = (struct pollfd) { .fd = r->cfd[i], .events = POLLIN };
+                        p[2 + 2 * i] = (struct pollfd) { .fd = r->kfd[i], .events = POLLIN };
+                }
+                if (poll(p, 1 + 2 * RELAY_MAX, 10) < 0)
+                        continue;
+                if (p[0].revents & POLLIN) {
+                        struct sockaddr_un sa = { .sun_family = AF_UNIX };
+                        int c = accept4(r->lfd, NULL, NULL, SOCK_CLOEXEC), k = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0), i;
+
+                        snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", sock);
+                        for (i = 0; i < RELAY_MAX && r->cfd[i] >= 0; i++)
+                                ;
+                        if (c >= 0 && k >= 0 && i < RELAY_MAX && connect(k, (struct sockaddr *) &sa, sizeof(sa)) == 0) {
+                                r->cfd[i] = c;
+                                r->kfd[i] = k;
+                        } else {
+                                if (c >= 0)
+                                        close(c);
+                                if (k >= 0)
+                                        close(k);
+                        }
+                }
+                for (int i = 0; i < RELAY_MAX; i++) {
+                        ssize_t n;
+
+                        if (r->cfd[i] >= 0 && p[1 + 2 * i].revents) {
+                                n = read(r->cfd[i], b, sizeof(b));
+                                if (n <= 0 || !write_all(r->kfd[i], b, (size_t) n)) {
+                                        relay_close(r, i);
+                                        continue;
+                                }
+                                pthread_mutex_lock(&r->lock);
+                                if (r->armed) {
+                                        r->armed = false;
+                                        r->held[i] = true;
+                                }
+                                pthread_mutex_unlock(&r->lock);
+                        }
+                        if (r->kfd[i] >= 0 && p[2 + 2 * i].revents) {
+                                n = read(r->kfd[i], b, sizeof(b));
+                                if (n <= 0) {
+                                        relay_close(r, i);
+                                        continue;
+                                }
+                                if (r->held[i] && r->buf_len + (size_t) n <= sizeof(r->buf)) {
+                                        memcpy(r->buf + r->buf_len, b, (size_t) n);
+                                        r->buf_len += (size_t) n;
+                                        pthread_mutex_lock(&r->lock);
+                                        r->held_bytes = r->buf_len;
+                                        pthread_mutex_unlock(&r->lock);
+                                } else if (r->held[i] || !write_all(r->cfd[i], b, (size_t) n))
+                                        relay_close(r, i);
+                        }
+                }
+        }
+        for (int i = 0; i < RELAY_MAX; i++)
+                if (r->cfd[i] >= 0)
+                        relay_close(r, i);
+        return NULL;
+}
+
+static bool relay_start(Relay *r) {
+        struct sockaddr_un sa = { .sun_family = AF_UNIX };
+
+        pthread_mutex_init(&r->lock, NULL);
+        for (int i = 0; i < RELAY_MAX; i++)
+                r->cfd[i] = r->kfd[i] = -1;
+        snprintf(r->path, sizeof(r->path), "%s/relay.sock", testdir);
+        snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", r->path);
+        (void) unlink(r->path);
+        r->lfd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (r->lfd < 0 || bind(r->lfd, (struct sockaddr *) &sa, sizeof(sa)) < 0 || listen(r->lfd, 8) < 0 ||
+            pthread_create(&r->thread, NULL, relay_main, r) != 0) {
+                if (r->lfd >= 0)
+                        close(r->lfd);
+                return false;
+        }
+        return true;
+}
+
+static void relay_stop(Relay *r) {
+        pthread_mutex_lock(&r->lock);
+        r->stop = true;
+        pthread_mutex_unlock(&r->lock);
+        pthread_join(r->thread, NULL);
+        close(r->lfd);
+        (void) unlink(r->path);
+        pthread_mutex_destroy(&r->lock);
+}
+
+static void relay_set(Relay *r, bool *flag) {
+        pthread_mutex_lock(&r->lock);
+        *flag = true;
+        pthread_mutex_unlock(&r->lock);
+}
+
+static size_t relay_held(Relay *r) {
+        size_t n;
+
+        pthread_mutex_lock(&r->lock);
+        n = r->held_bytes;
+        pthread_mutex_unlock(&r->lock);
+        return n;
+}
+
+typedef struct Inflight {
+        kek_client *c;
+        const kek_blob *blob;
+        bool batch;
+        int r;
+} Inflight;
+
+static void *inflight_main(void *userdata) {
+        Inflight *f = userdata;
+        kek_blob ctx = { (uint8_t *) "if", 2 };
+        kek_aek *got = NULL;
+        int r;
+
+        if (f->batch)
+                f->r = kek_unwrap_batch(f->c, 1, f->blob, &ctx, &got, &r) < 0 ? -EIO : r;
+        else
+                f->r = kek_unwrap(f->c, f->blob->data, f->blob->len, ctx.data, ctx.len, &got);
+        kek_aek_unref(got);
+        return NULL;
+}
+
+/*
+ * Issue F3: kekd has answered an unwrap (the relay holds the answer), then the key is disabled and
+ * the client applies the Watch event, and only then does the answer reach the unwrapping thread.
+ * It must not be cached as fresh: the next unwrap goes to kekd and is refused, instead of being
+ * served from the cache for refresh_sec (60 s here).
+ */
+static void test_inflight_revocation(bool batch) {
+        static Relay relay;
+        const char *key = batch ? "inflight-b" : "inflight";
+        kek_options o = { .refresh_sec = 60, .grace_sec = 300, .timeout_ms = 30000 };
+        kek_client *c = NULL;
+        kek_aek *aek = NULL, *got = NULL;
+        kek_blob blob = {};
+        Inflight f = { .blob = &blob, .batch = batch };
+        pthread_t t;
+        kek_stats s = {};
+        uint64_t events0, requests0, t0;
+        bool held = false, event = false;
+        int r;
+
+        memset(&relay, 0, sizeof(relay));
+        if (!ok(relay_start(&relay), "%s: a relay to kekd", batch ? "kek_unwrap_batch()" : "kek_unwrap()"))
+                return;
+        o.socket_path = relay.path;
+        if (!ok(kekctl("create", key, NULL, NULL) == 0 && kek_client_new(&o, &c) == 0 &&
+                        wrap_new(c, key, "if", &aek, &blob) == 0,
+                "key '%s' created, a blob wrapped under it through the relay", key))
+                goto out;
+        for (t0 = mono_ms(); !s.watch_connected && mono_ms() - t0 < 10000; usleep(10 * 1000))
+                kek_stats_get(c, &s);
+        events0 = s.watch_events;
+        f.c = c;
+        relay_set(&relay, &relay.armed);
+        if (!ok(s.watch_connected && pthread_create(&t, NULL, inflight_main, &f) == 0,
+                "subscribed; an unwrap started, its answer to be held"))
+                goto out;
+        for (t0 = mono_ms(); !held && mono_ms() - t0 < 20000; usleep(10 * 1000))
+                held = relay_held(&relay) > 0;
+        ok(held, "kekd has answered; the relay holds the answer");
+        ok(kekctl("disable", key, NULL, NULL) == 0, "key '%s' disabled meanwhile", key);
+        for (t0 = mono_ms(); !event && mono_ms() - t0 < 20000; usleep(10 * 1000)) {
+                kek_stats_get(c, &s);
+                event = s.watch_events > events0;
+        }
+        ok(event, "the client applied the Watch event before the answer reached it");
+        relay_set(&relay, &relay.release);
+        pthread_join(t, NULL);
+        ok(f.r == 0, "the held unwrap succeeds (kekd answered before the disable: %s)", f.r ? kek_strerror(f.r) : "ok");
+        kek_stats_get(c, &s);
+        requests0 = s.requests;
+        r = kek_unwrap(c, blob.data, blob.len, (const uint8_t *) "if", 2, &got);
+        kek_aek_unref(got);
+        kek_stats_get(c, &s);
+        ok(r == -(KEK_ERROR_BASE + KEK_E_KEY_DISABLED) && s.requests == requests0 + 1,
+           "the answer was not cached: the next unwrap asks kekd and is refused (%s, %llu request(s))",
+           r ? kek_strerror(r) : "ok", (unsigned long long) (s.requests - requests0));
+out:
+        kek_aek_unref(aek);
+        free(blob.data);
+        kek_client_free(c);
+        relay_stop(&relay);
 }
 
 typedef struct Worker {
@@ -607,6 +862,8 @@ int main(int argc, char *argv[]) {
         test_cache_hits();
         test_threads();
         test_revocation();
+        test_inflight_revocation(false);
+        test_inflight_revocation(true);
         test_forged_version();
         test_core(argv[0]);
         test_refresh_and_grace();

@@ -18,9 +18,13 @@
  * big-endian each), then per block a 4-byte big-endian length and the sealed
  * block (format 0x03, libkek(3)); a file has at least one block, so that even
  * an empty one has a final block. Every put takes the next generation and
- * records it in ACCOUNT/NAME.gen after the file: get refuses a file older
- * than that record (a whole file put back). The record stands in for what a
- * real storage system keeps in metadata the storage cannot roll back.
+ * records it in ACCOUNT/NAME.gen after the file: get refuses a file whose
+ * generation is not the record's (a whole file put back, or a forged header).
+ * The record stands in for what a real storage system keeps in metadata the
+ * storage cannot roll back, and is the only authority: the header is not
+ * authenticated until its blocks open, so put takes the next generation from
+ * the record alone (a forged header must not make it jump or wrap) and
+ * refuses to go past 2^64-1.
  * "KST1" files (format 0x01 blocks, context "ACCOUNT/NAME/N", which detect
  * neither truncation nor rollback) are still read, with a warning, unless a
  * record shows that a KST2 file was written since (a downgrade).
@@ -223,14 +227,15 @@ static int read_stdin(uint8_t **ret, size_t *ret_len) {
         return 0;
 }
 
-static size_t n_blocks(uint64_t total) {
-        return total == 0 ? 1 : (size_t) ((total + BLOCK - 1) / BLOCK);
+/* Blocks a plaintext of total bytes takes; never wraps (total comes from an unauthenticated header). */
+static uint64_t n_blocks(uint64_t total) {
+        return total == 0 ? 1 : total / BLOCK + (total % BLOCK != 0);
 }
 
 static int cmd_put(kek_client *c, const char *dir, const char *account, const char *name, const char *key) {
         char path[4096], bctx[1024];
-        uint8_t *in = NULL, *out = NULL, *old = NULL;
-        size_t len = 0, old_len = 0, n, off = HEADER;
+        uint8_t *in = NULL, *out = NULL;
+        size_t len = 0, n, off = HEADER;
         uint64_t gen = 0;
         kek_aek *aek = NULL;
         int r;
@@ -239,12 +244,14 @@ static int cmd_put(kek_client *c, const char *dir, const char *account, const ch
         if (r < 0)
                 return fail(r, "account key");
         snprintf(path, sizeof(path), "%s/%s/%s.kst", dir, account, name);
-        /* The next generation: past the record and past the file there now (a put that crashed before the record). */
+        /*
+         * The next generation comes from the record only: the file's header is not authenticated, and
+         * trusting it let a forged 2^64-1 wrap the counter to 0 (every old file then passed, KST1 too).
+         * A put that crashed before its record left a file of record + 1, which this put replaces.
+         */
         r = read_generation(dir, account, name, &gen);
-        if (r >= 0 && read_file(path, &old, &old_len) >= 0 && old_len >= HEADER && memcmp(old, MAGIC, 4) == 0 &&
-            get_be64(old + 4) > gen)
-                gen = get_be64(old + 4);
-        free(old);
+        if (r >= 0 && gen == UINT64_MAX)
+                r = -EOVERFLOW;
         if (r >= 0)
                 r = read_stdin(&in, &len);
         if (r < 0) {
@@ -252,7 +259,7 @@ static int cmd_put(kek_client *c, const char *dir, const char *account, const ch
                 return fail(r, "put");
         }
         gen++;
-        n = n_blocks(len);
+        n = (size_t) n_blocks(len);
         out = malloc(HEADER + len + n * (4 + KEK_BLOCK_OVERHEAD));
         if (!out)
                 r = -ENOMEM;
@@ -316,12 +323,17 @@ static int open_v1(kek_aek *aek, const char *account, const char *name, const ui
  */
 static int open_v2(kek_aek *aek, const char *account, const char *name, const uint8_t *data, size_t len, uint8_t *plain,
                    size_t *ret_len, size_t *ret_blocks_found) {
-        uint64_t gen = get_be64(data + 4), total = get_be64(data + 12);
-        size_t n, off = HEADER, i;
+        uint64_t gen = get_be64(data + 4), total = get_be64(data + 12), n;
+        size_t off = HEADER, i;
         char bctx[1024];
         int r = 0;
 
-        /* total comes from the header, unchecked: each block must be in the file before it is written out. */
+        /*
+         * total comes from the header, unchecked: n stays 64-bit and never wraps (in size_t,
+         * n_blocks(2^64-1) was 0, a file without blocks passed and 2^64-1 bytes were written
+         * from plain), so a total the file cannot hold is a file with blocks missing. Each block
+         * must be in the file before it is opened, so i * BLOCK stays within plain.
+         */
         n = n_blocks(total);
         snprintf(bctx, sizeof(bctx), "%s/%s", account, name);
         for (i = 0; i < n && r >= 0; i++) {
@@ -381,9 +393,11 @@ static int cmd_get(kek_client *c, const char *dir, const char *account, const ch
                                 " was written: refused (rolled back)\n", path, recorded);
                 return 1;
         }
-        if (!v1 && get_be64(data + 4) < recorded) {
-                fprintf(stderr, "kekstore: %s: generation %" PRIu64 " is older than the last one written, %" PRIu64
-                                ": refused (rolled back)\n", path, get_be64(data + 4), recorded);
+        if (!v1 && get_be64(data + 4) != recorded) {
+                /* Newer than the record: a forged header, or a put that never recorded its file. */
+                fprintf(stderr, "kekstore: %s: generation %" PRIu64 " is not the last one written, %" PRIu64
+                                ": refused (%s)\n", path, get_be64(data + 4), recorded,
+                        get_be64(data + 4) < recorded ? "rolled back" : "corrupt");
                 free(data);
                 return 1;
         }
@@ -408,7 +422,7 @@ static int cmd_get(kek_client *c, const char *dir, const char *account, const ch
                 explicit_bzero(plain, len + 1);
         free(plain);
         if (r == -ENODATA)
-                fprintf(stderr, "kekstore: %s: truncated: %zu of %zu blocks\n", path, found,
+                fprintf(stderr, "kekstore: %s: truncated: %zu of %" PRIu64 " blocks\n", path, found,
                         n_blocks(get_be64(data + 12)));
         else if (r == -EBADMSG)
                 fprintf(stderr, "kekstore: %s: a block does not authenticate (corrupt, truncated, moved, from an "

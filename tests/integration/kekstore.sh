@@ -89,6 +89,22 @@ refused "the whole earlier file put back" "rolled back"
 cp "$TESTDIR/doc.new" "$STORE/acct42/doc.kst"
 ks get acct42 doc >"$TESTDIR/out"
 ok "the current file still reads" cmp -s "$TESTDIR/out" "$TESTDIR/data2"
+
+# A forged header (issue F2): its generation 2^64-1 is refused on get, and a
+# put over it takes the record's next generation, not the header's (which
+# wrapped to 0: the earlier file then read again). F4: a header whose
+# length is 2^64-1 with no block after it is truncated, not an I/O error.
+gen_of() { od -An -tx1 "$STORE/acct42/doc.gen" | tr -d ' \n'; }
+is "the record holds generation 2" "$(gen_of)" 0000000000000002
+printf 'KST2\377\377\377\377\377\377\377\377\000\000\000\000\000\000\000\000' >"$STORE/acct42/doc.kst"
+refused "a header forged to generation 2^64-1" "refused (corrupt)"
+ks put acct42 doc store <"$TESTDIR/data"
+is "a put over the forged header succeeds" "$?" 0
+is "... and records generation 3, the record's next" "$(gen_of)" 0000000000000003
+cp "$TESTDIR/doc.old" "$STORE/acct42/doc.kst"
+refused "the earliest file put back after that" "rolled back"
+{ printf KST2; cat "$STORE/acct42/doc.gen"; printf '\377\377\377\377\377\377\377\377'; } >"$STORE/acct42/doc.kst"
+refused "a header-only file of length 2^64-1" "truncated: 0 of 4503599627370496 blocks"
 : >"$TESTDIR/empty"
 ks put acct42 empty store <"$TESTDIR/empty" && ks get acct42 empty >"$TESTDIR/out"
 is "an empty file round trips (one empty final block)" "$?" 0

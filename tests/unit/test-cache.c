@@ -6,7 +6,9 @@
  * exactly its entries (or only the named versions). Digests are keyed per
  * cache, the same from every thread and on every call (each thread's MAC
  * context restarts under its key), and another cache's key on the same
- * thread does not leak into them.
+ * thread does not leak into them. An answer taken before a drop of its key
+ * (or a clear) is not stored, one taken before a mark-stale is stored
+ * stale: a Watch event that lands while an unwrap is in flight wins.
  */
 #include "config.h"
 
@@ -94,6 +96,64 @@ static bool cached(Cache *c, int i, uint64_t now) {
         return r != CACHE_MISS;
 }
 
+/* Stores digest i of key_id with the given epoch at time 100; what a lookup at 100 then finds. */
+static CacheResult store_then_lookup(Cache *c, int i, uint64_t key_id, uint64_t epoch) {
+        kek_aek *x = aek((uint8_t) i), *a = NULL;
+        uint8_t d[16];
+        uint64_t last_ok;
+        CacheResult r;
+
+        digest_of(c, i, d);
+        cache_store(c, d, key_id, 1, x, 100, epoch);
+        kek_aek_unref(x);
+        r = cache_lookup(c, d, 100, 1000, &a, &last_ok);
+        kek_aek_unref(a);
+        return r;
+}
+
+/* The in-flight rule: the epoch taken before asking kekd decides whether its answer may be served fresh. */
+static void test_epochs(void) {
+        Cache *c = NULL;
+        uint64_t e0, e1;
+
+        if (!ok(cache_new(16, &c) == 0, "a cache for the epoch rule"))
+                return;
+        e0 = cache_epoch(c);
+        is_int(store_then_lookup(c, 1, 1, e0), CACHE_FRESH, "an answer with no drop since its epoch is stored fresh");
+        e0 = cache_epoch(c);
+        (void) cache_drop_key(c, 1, NULL, 0);
+        ok(cache_epoch(c) > e0, "dropping a key advances the epoch");
+        is_int(store_then_lookup(c, 2, 1, e0), CACHE_MISS,
+               "an answer in flight while its key was dropped is not stored (the revoked AEK is not served)");
+        ok(!cache_holds(c, 1, 1), "... and its key is not held");
+        /* Ids 1 and 2 use different drop slots (a shared slot would only cost a re-unwrap). */
+        is_int(store_then_lookup(c, 3, 2, e0), CACHE_FRESH, "an answer of another key from the same epoch is stored fresh");
+        is_int(store_then_lookup(c, 4, 1, cache_epoch(c)), CACHE_FRESH,
+               "an answer asked for after the drop is stored fresh");
+        {
+                /* A newer answer stored meanwhile is left alone by the older one. */
+                kek_aek *x = aek(5), *a = NULL;
+                uint8_t d[16];
+                uint64_t last_ok;
+
+                digest_of(c, 4, d);
+                cache_store(c, d, 1, 1, x, 100, e0);
+                kek_aek_unref(x);
+                ok(cache_lookup(c, d, 100, 1000, &a, &last_ok) == CACHE_FRESH && kek_aek_data(a)[0] == 4,
+                   "... and an older answer does not replace it");
+                kek_aek_unref(a);
+        }
+        e1 = cache_epoch(c);
+        cache_mark_stale(c);
+        is_int(store_then_lookup(c, 6, 2, e1), CACHE_STALE,
+               "an answer in flight across a mark-stale is stored stale (re-validated at its next use)");
+        is_int(store_then_lookup(c, 7, 2, cache_epoch(c)), CACHE_FRESH, "... one asked for after it is fresh");
+        e1 = cache_epoch(c);
+        cache_clear(c);
+        is_int(store_then_lookup(c, 8, 2, e1), CACHE_MISS, "an answer in flight across a clear is not stored");
+        cache_free(c);
+}
+
 int main(void) {
         Cache *c = NULL;
         uint8_t d1[16], d2[16];
@@ -107,13 +167,14 @@ int main(void) {
            cache_digest(c, (const uint8_t *) "a", 1, (const uint8_t *) "bc", 2, d2) == 0, "digests computed");
         ok(memcmp(d1, d2, 16) != 0, "(blob ab, context c) and (blob a, context bc) have different digests");
         test_digest_keys();
+        test_epochs();
 
         for (int i = 0; i < 4; i++) {
                 kek_aek *x = aek((uint8_t) i);
                 uint8_t d[16];
 
                 digest_of(c, i, d);
-                cache_store(c, d, i < 2 ? 1 : 2, 1, x, 100);
+                cache_store(c, d, i < 2 ? 1 : 2, 1, x, 100, cache_epoch(c));
                 kek_aek_unref(x);
         }
         ok(cached(c, 0, 100) && cached(c, 1, 100), "entries 0 and 1 are hits (and now referenced)");
@@ -126,7 +187,7 @@ int main(void) {
                 uint8_t d[16];
 
                 digest_of(c, 4, d);
-                cache_store(c, d, 3, 1, x, 100);
+                cache_store(c, d, 3, 1, x, 100, cache_epoch(c));
                 kek_aek_unref(x);
         }
         ok(!cached(c, 3, 100), "a store into the full cache evicts the one entry not used since: 3");
@@ -151,7 +212,7 @@ int main(void) {
                 uint8_t d[16];
 
                 digest_of(c, i, d);
-                cache_store(c, d, 9, 1, x, 100);
+                cache_store(c, d, 9, 1, x, 100, cache_epoch(c));
                 kek_aek_unref(x);
                 (void) cached(c, 2, 100); /* keep using entry 2 */
         }
