@@ -11,7 +11,9 @@
 #include <string.h>
 
 #include "common/macro.h"
+#include "common/kekerr.h"
 #include "daemon/access.h"
+#include "daemon/record.h"
 
 void peer_init(Peer *ret, const AccessConfig *a, uid_t uid, gid_t gid, pid_t pid, const gid_t *groups, size_t n) {
         Peer p = { .uid = uid, .gid = gid, .pid = pid };
@@ -102,4 +104,29 @@ int grants_apply(Grant **grants, size_t *n, const Grant *change, bool revoke) {
         *grants = g;
         (*n)++;
         return 0;
+}
+
+bool access_may(const Peer *p, const struct Key *k, uint32_t ops) {
+        if (peer_has_role(p, ROLE_OFFICER) && ops == GRANT_GET)
+                return true; /* officers see every key's metadata, not its use */
+        return k && grants_allow(k->grants, k->n_grants, p, ops);
+}
+
+bool access_sees(const Peer *p, const struct Key *k) {
+        return k && (peer_has_role(p, ROLE_OFFICER) || access_may(p, k, GRANT_ALL));
+}
+
+int access_check_key(const Peer *p, const struct Key *k, uint32_t op) {
+        if (p && p->superuser)
+                return 0;
+        return access_may(p, k, op) ? 0 : -KEKERR_PERMISSION_DENIED;
+}
+
+const char *access_role_text(Role role) {
+        return role == ROLE_ADMIN ? "an administrator: root, kekd's user or a member of [access] admin_group"
+                                  : "a key officer: root, kekd's user, or a member of [access] officer_group or admin_group";
+}
+
+const char *access_op_name(uint32_t op) {
+        return op == GRANT_WRAP ? "wrap" : op == GRANT_UNWRAP ? "unwrap" : op == GRANT_REWRAP ? "rewrap" : op == GRANT_GET ? "get" : "";
 }

@@ -83,3 +83,24 @@ bool grants_allow(const Grant *grants, size_t n, const Peer *p, uint32_t op);
  * grant.
  */
 int grants_apply(Grant **grants, size_t *n, const Grant *change, bool revoke);
+
+/*
+ * Decisions on one key (k NULL: no such key). All of kekd's access rules on
+ * keys are these three; the dispatcher and the Watch stream only ask.
+ */
+struct Key;
+/* Whether p may see (GRANT_GET) or use (other GRANT_* bits, any of them) k; officers see every key's metadata. */
+bool access_may(const Peer *p, const struct Key *k, uint32_t ops);
+/* Whether p hears of k on the Watch stream: officers of every key, others of keys they hold any grant on. */
+bool access_sees(const Peer *p, const struct Key *k);
+/*
+ * The data-plane and read check of a request: superusers always, else
+ * access_may(). A key that does not exist is refused like one without a
+ * grant, so a peer cannot probe which names exist. 0 or -KEKERR_PERMISSION_DENIED.
+ */
+int access_check_key(const Peer *p, const struct Key *k, uint32_t op);
+
+/* Who has role, for a refusal's message. */
+const char *access_role_text(Role role);
+/* "wrap", "unwrap", "rewrap" or "get" for one GRANT_* bit, "" for several. */
+const char *access_op_name(uint32_t op);

@@ -9,6 +9,8 @@
 #include <stdlib.h>
 #include <time.h>
 
+#include <systemd/sd-event.h>
+
 #include "daemon/clock.h"
 
 uint64_t clock_mono_usec(void) {
@@ -55,4 +57,14 @@ uint64_t clock_now_usec(void) {
         t += (uint64_t) test_offset_usec();
 #endif
         return t;
+}
+
+/* Next run of a one-shot timer: interval after now, so a slow run cannot make the next one start at once. */
+void clock_reschedule(sd_event_source *s, uint64_t fallback_now, uint64_t interval) {
+        uint64_t now;
+
+        if (sd_event_now(sd_event_source_get_event(s), CLOCK_MONOTONIC, &now) < 0)
+                now = fallback_now;
+        (void) sd_event_source_set_time(s, now + interval);
+        (void) sd_event_source_set_enabled(s, SD_EVENT_ONESHOT);
 }

@@ -52,6 +52,7 @@
 #include "daemon/log.h"
 #include "daemon/metrics.h"
 #include "daemon/pin.h"
+#include "daemon/refresh.h"
 #include "daemon/server.h"
 #include "pkcs11/hsm.h"
 
@@ -126,15 +127,8 @@ typedef struct Daemon {
         bool last_refresh_failed;
         bool last_reload_failed;   /* shown in STATUS= until a reload succeeds */
         bool draining;
-        unsigned refresh_retries;  /* readings taken again this round (raced our writes) */
-        unsigned refresh_read_failures; /* background readings failed in a row */
-        unsigned refresh_busy_rounds; /* intervals a background reading has been under way */
-        uint64_t refresh_usec;
-        uint64_t refresh_due_usec;
-        HsmTask *refresh_task;     /* reads the token for the refresh on a session and thread of its own */
-        KeystoreRead *refresh_read; /* the reading in progress: the task's thread owns it until its done */
+        Refresh *refresh;          /* re-reads the token every refresh_interval (daemon/refresh.h) */
         uint64_t watchdog_ping_usec;
-        sd_event_source *refresh_source;
         sd_event_source *audit_source;
         sd_event_source *metrics_source;
         sd_event_source *watchdog_source;
@@ -143,7 +137,6 @@ typedef struct Daemon {
 } Daemon;
 
 static void daemon_done(Daemon *d) {
-        d->refresh_source = sd_event_source_disable_unref(d->refresh_source);
         d->audit_source = sd_event_source_disable_unref(d->audit_source);
         d->metrics_source = sd_event_source_disable_unref(d->metrics_source);
         d->watchdog_source = sd_event_source_disable_unref(d->watchdog_source);
@@ -161,17 +154,10 @@ static unsigned n_clients(const Daemon *d) {
 
 /* "Serving 3 keys (5 versions) to 2 clients": what systemctl status shows. */
 static void format_status(const Daemon *d, char *buf, size_t size) {
-        size_t keys = 0, versions = 0;
+        size_t keys, versions;
         unsigned clients = n_clients(d);
 
-        for (size_t i = 0; i < keystore_n_keys(d->keystore); i++) {
-                const Key *k = keystore_key_at(d->keystore, i);
-
-                if (!key_exists(k))
-                        continue; /* being created or purged */
-                keys++;
-                versions += k->n_versions;
-        }
+        keystore_count(d->keystore, &keys, &versions);
         snprintf(buf, size, "Serving %zu %s (%zu %s) to %u %s%s%s", keys, plural(keys, "key", "keys"), versions,
                  plural(versions, "version", "versions"), clients, plural(clients, "client", "clients"),
                  d->last_refresh_failed ? "; the last refresh from the token failed" : "",
@@ -185,123 +171,21 @@ static void notify_status(const Daemon *d, bool ready) {
         (void) sd_notifyf(false, "%sSTATUS=%s", ready ? "READY=1\n" : "", status);
 }
 
-/* Next run of a one-shot timer: interval after now, so a slow run cannot make the next one start at once. */
-static void reschedule(sd_event_source *s, uint64_t fallback_now, uint64_t interval) {
-        uint64_t now;
+/* The metrics' view of the HSM sessions besides the keystore's (daemon/metrics.h). */
+static unsigned on_hsm_stats(HsmStats *acc, void *userdata) {
+        Daemon *d = userdata;
 
-        if (sd_event_now(sd_event_source_get_event(s), CLOCK_MONOTONIC, &now) < 0)
-                now = fallback_now;
-        (void) sd_event_source_set_time(s, now + interval);
-        (void) sd_event_source_set_enabled(s, SD_EVENT_ONESHOT);
+        crypto_pool_stats(d->dispatcher.pool, acc);
+        hsm_task_stats(refresh_task(d->refresh), acc);
+        return crypto_pool_sessions(d->dispatcher.pool);
 }
 
-/*
- * Every refresh interval: re-read the token (changes made through other
- * kekd instances), repair interrupted operations, purge, rotate by policy and
- * record usage. The interval is the bound on how late another node's
- * disable or delete is honoured here.
- *
- * The reading runs on the refresh task's thread and session while the loop
- * serves (with 10,000 key objects on SoftHSM2 it took 0.7-1 s of every 5 s
- * refresh, in which every client waited); the loop then makes it the index
- * and does the rest, which writes only when something is due. The loop reads
- * the token itself only as a fallback: after a reading raced writes of ours
- * three times, after three readings failed in a row (the loop's sessions may
- * be fine while the task's is away), or when one has not returned for three
- * intervals (a hung call: the loop then hangs too, and the watchdog sees it).
- */
-#define REFRESH_READ_RETRIES 2
-#define REFRESH_READ_FAILURES_MAX 3
-#define REFRESH_STUCK_ROUNDS 3
+/* The refresh's report after each round (daemon/refresh.h): STATUS= says whether the last one failed. */
+static void on_refresh_report(bool failed, void *userdata) {
+        Daemon *d = userdata;
 
-static void refresh_finish(Daemon *d) {
-        int r = keystore_maintain(d->keystore, clock_now_usec());
-
-        if (r < 0)
-                log_warning_errno(r, "Periodic refresh of the keys failed; serving the last known state");
-        d->last_refresh_failed = r < 0;
+        d->last_refresh_failed = failed;
         notify_status(d, false);
-        if (!d->draining)
-                reschedule(d->refresh_source, d->refresh_due_usec, d->refresh_usec);
-}
-
-/* On the task's thread: d->refresh_read is not touched by the loop until on_refresh_read(). */
-static int refresh_read(Hsm *h, void *userdata) {
-        Daemon *d = userdata;
-
-        return keystore_read_token(d->refresh_read, h);
-}
-
-static void on_refresh_read(int r, void *userdata);
-
-static int refresh_read_start(Daemon *d) {
-        int r;
-
-        if (!d->refresh_task || hsm_task_busy(d->refresh_task))
-                return -EBUSY;
-        r = keystore_read_new(d->keystore, &d->refresh_read);
-        if (r >= 0)
-                r = hsm_task_start(d->refresh_task, refresh_read, on_refresh_read, d);
-        if (r < 0) {
-                d->refresh_read = keystore_read_free(d->refresh_read);
-                log_warning_errno(r, "Cannot start the background reading of the token; reading it on the serving thread");
-        }
-        return r;
-}
-
-static void on_refresh_read(int r, void *userdata) {
-        Daemon *d = userdata;
-
-        d->refresh_busy_rounds = 0;
-        if (r >= 0)
-                r = keystore_read_apply(d->keystore, d->refresh_read);
-        d->refresh_read = keystore_read_free(d->refresh_read);
-        if (d->draining)
-                return;
-        /*
-         * Read again after a race with a write of ours (-ESTALE), or when a request had the
-         * index read on the loop meanwhile (0): it is no longer fresh enough for repair.
-         */
-        if ((r == -ESTALE || r == 0) && d->refresh_retries++ < REFRESH_READ_RETRIES && refresh_read_start(d) >= 0)
-                return;
-        if (r < 0 && r != -ESTALE) {
-                if (d->refresh_read_failures++ == 0)
-                        log_warning_errno(r, "The background reading of the token failed; serving the last known "
-                                             "state, trying again in %u s", d->config->refresh_interval);
-                if (d->refresh_read_failures < REFRESH_READ_FAILURES_MAX) {
-                        d->last_refresh_failed = true;
-                        notify_status(d, false);
-                        reschedule(d->refresh_source, d->refresh_due_usec, d->refresh_usec);
-                        return;
-                }
-        } else if (r >= 0 && d->refresh_read_failures > 0) {
-                log_notice("The background reading of the token works again");
-                d->refresh_read_failures = 0;
-        }
-        /* keystore_maintain() reads the token itself if the index is old, and reports. */
-        refresh_finish(d);
-}
-
-static int on_refresh(sd_event_source *s, uint64_t usec, void *userdata) {
-        Daemon *d = userdata;
-
-        d->refresh_due_usec = usec;
-        if (hsm_task_busy(d->refresh_task)) {
-                if (++d->refresh_busy_rounds == REFRESH_STUCK_ROUNDS)
-                        log_warning("The background reading of the token has not returned for %u refresh intervals; "
-                                    "reading it on the serving thread",
-                                    REFRESH_STUCK_ROUNDS);
-                if (d->refresh_busy_rounds >= REFRESH_STUCK_ROUNDS)
-                        refresh_finish(d);
-                else
-                        reschedule(s, usec, d->refresh_usec);
-                return 0;
-        }
-        d->refresh_retries = 0;
-        if (refresh_read_start(d) >= 0)
-                return 0; /* on_refresh_read() goes on */
-        refresh_finish(d);
-        return 0;
 }
 
 /* Every audit_interval: one audit record per (op, key, version, peer, result) of the data plane. */
@@ -309,7 +193,7 @@ static int on_audit(sd_event_source *s, uint64_t usec, void *userdata) {
         Daemon *d = userdata;
 
         (void) audit_flush(d->audit);
-        reschedule(s, usec, (uint64_t) d->config->audit_interval * USEC_PER_SEC);
+        clock_reschedule(s, usec, (uint64_t) d->config->audit_interval * USEC_PER_SEC);
         return 0;
 }
 
@@ -325,7 +209,7 @@ static int on_metrics(sd_event_source *s, uint64_t usec, void *userdata) {
         else if (r >= 0 && d->metrics_failed)
                 log_notice("Writing the metrics file %s again", d->config->metrics_file);
         d->metrics_failed = r < 0;
-        reschedule(s, usec, (uint64_t) d->config->metrics_interval * USEC_PER_SEC);
+        clock_reschedule(s, usec, (uint64_t) d->config->metrics_interval * USEC_PER_SEC);
         return 0;
 }
 
@@ -333,7 +217,7 @@ static int on_watchdog(sd_event_source *s, uint64_t usec, void *userdata) {
         Daemon *d = userdata;
 
         (void) sd_notify(false, "WATCHDOG=1");
-        reschedule(s, usec, d->watchdog_ping_usec);
+        clock_reschedule(s, usec, d->watchdog_ping_usec);
         return 0;
 }
 
@@ -401,8 +285,7 @@ static void reload_config(Daemon *d) {
         if (new->refresh_interval != old->refresh_interval) {
                 log_notice("refresh_interval changed from %u s to %u s", old->refresh_interval, new->refresh_interval);
                 old->refresh_interval = new->refresh_interval;
-                d->refresh_usec = (uint64_t) new->refresh_interval * USEC_PER_SEC;
-                reschedule(d->refresh_source, clock_mono_usec(), d->refresh_usec);
+                refresh_set_interval(d->refresh, (uint64_t) new->refresh_interval * USEC_PER_SEC);
         }
         if (new->allow_unrecoverable != old->allow_unrecoverable) {
                 old->allow_unrecoverable = new->allow_unrecoverable;
@@ -470,7 +353,7 @@ static int on_terminate(sd_event_source *s, const struct signalfd_siginfo *si, v
                 return sd_event_exit(d->event, 0);
         }
         d->draining = true;
-        (void) sd_event_source_set_enabled(d->refresh_source, SD_EVENT_OFF);
+        refresh_stop(d->refresh);
         (void) sd_notifyf(false, "STOPPING=1\nSTATUS=Stopping: finishing the requests of %u %s", n,
                           plural(n, "client", "clients"));
         server_drain(d->server);
@@ -582,6 +465,7 @@ static int run(int argc, char *argv[]) {
         _cleanup_(keystore_freep) Keystore *keystore = NULL;
         _cleanup_(crypto_pool_freep) CryptoPool *pool = NULL;   /* freed before hsm: its sessions are hsm's */
         _cleanup_(hsm_task_freep) HsmTask *task = NULL;         /* likewise */
+        _cleanup_(refresh_freep) Refresh *refresh = NULL;        /* owns task once made; freed before keystore and hsm */
         _cleanup_(sd_event_unrefp) sd_event *event = NULL;
         _cleanup_(server_freep) Server *server = NULL;
         _cleanup_(audit_freep) Audit *audit = NULL;
@@ -682,7 +566,6 @@ static int run(int argc, char *argv[]) {
         d.event = event;
         d.config = config;
         d.keystore = keystore;
-        d.refresh_usec = (uint64_t) config->refresh_interval * USEC_PER_SEC;
 
         r = sd_event_add_signal(event, NULL, SIGTERM, on_terminate, &d);
         if (r >= 0)
@@ -691,11 +574,6 @@ static int run(int argc, char *argv[]) {
                 r = sd_event_add_signal(event, NULL, SIGHUP, on_sighup, &d);
         if (r < 0) {
                 log_error_errno(r, "Cannot set up signal handling");
-                return 1;
-        }
-        r = sd_event_add_time_relative(event, &d.refresh_source, CLOCK_MONOTONIC, d.refresh_usec, 0, on_refresh, &d);
-        if (r < 0) {
-                log_error_errno(r, "Cannot set up the refresh timer");
                 return 1;
         }
         r = audit_new(&audit);
@@ -743,13 +621,18 @@ static int run(int argc, char *argv[]) {
                                 hsm_token_label(hsm), why ? why : "no worker thread");
                 return 1;
         }
-        metrics_set_pool(metrics, pool);
         r = hsm_task_new(event, hsm, &task);
         if (r < 0)
                 log_warning_errno(r, "Cannot open an HSM session for the background refresh; "
                                      "the token is read on the serving thread");
-        d.refresh_task = task;
-        metrics_set_task(metrics, task);
+        r = refresh_new(event, keystore, TAKE_PTR(task), (uint64_t) config->refresh_interval * USEC_PER_SEC,
+                        on_refresh_report, &d, &refresh);
+        if (r < 0) {
+                log_error_errno(r, "Cannot set up the refresh timer");
+                return 1;
+        }
+        d.refresh = refresh;
+        metrics_set_hsm_source(metrics, on_hsm_stats, &d);
         d.dispatcher = (Dispatcher) { .keystore = keystore, .audit = audit, .metrics = metrics, .pool = pool,
                                       .started_usec = clock_now_usec(), .max_frame = config->max_frame,
                                       .now_usec = clock_now_usec };
@@ -782,9 +665,7 @@ static int run(int argc, char *argv[]) {
         if (config->metrics_file)
                 (void) metrics_write_file(metrics, keystore, config->metrics_file);
         /* Then wait for a reading still under way (its thread uses the reading and hsm). */
-        metrics_set_task(metrics, NULL);
-        d.refresh_task = task = hsm_task_free(task);
-        d.refresh_read = keystore_read_free(d.refresh_read);
+        d.refresh = refresh = refresh_free(refresh);
         d.server = NULL;
         server = server_free(server);
         if (r < 0) {

@@ -108,11 +108,38 @@ static int lease_take(Keystore *ks, const char *name, uint32_t version) {
 
 
 /*
- * The wrap half of wrap and rewrap: picks the version (0: the current one),
- * takes a lease unit, and lays out header || IV of the new blob in op.
+ * The renewal step of a wrap, on its own (it writes the token): the version
+ * wrapped under (0: the current one) gets a new lease of wrap budget, or, when
+ * the current version has spent its budget before the timer rotated it, the
+ * key is rotated. -ENOSPC for a pinned version past its budget.
+ */
+int keystore_wrap_renew(Keystore *ks, const char *name, uint32_t version, uint64_t now) {
+        const Key *k;
+        uint32_t id;
+        int r;
+
+        r = keystore_find(ks, name, &k);
+        if (r < 0)
+                return r;
+        id = version == 0 ? k->current_version : version;
+        r = lease_take(ks, name, id);
+        if (r != -ENOSPC)
+                return r;
+        if (version != 0)
+                return -ENOSPC; /* a pinned version past its budget: the caller must follow the current one */
+        log_info("Key '%s' version %u used its wrap budget; rotating", name, id);
+        return keystore_rotate(ks, name, now, NULL);
+}
+
+/*
+ * The wrap half of wrap and rewrap: picks the version (0: the current one)
+ * and lays out header || IV of the new blob in op, taking one unit of the
+ * version's lease. Never writes the token: with no lease left it returns
+ * KEYSTORE_NEEDS_RENEWAL, and the caller runs keystore_wrap_renew() as a step
+ * of its own and prepares again.
  */
 static int wrap_target(Keystore *ks, const char *name, uint32_t version, size_t pt_len, const uint8_t *ctx,
-                       size_t ctx_len, uint64_t now, CryptoOp *op) {
+                       size_t ctx_len, CryptoOp *op) {
         uint8_t header[BLOB_HEADER_MAX];
         _cleanup_free_ uint8_t *blob = NULL;
         KeyVersion *v;
@@ -120,33 +147,19 @@ static int wrap_target(Keystore *ks, const char *name, uint32_t version, size_t 
         int hlen, alen, r;
         size_t len;
 
-        for (unsigned attempt = 0;; attempt++) {
-                r = find_mutable(ks, name, &k);
-                if (r < 0)
-                        return r;
-                v = key_version(k, version == 0 ? k->current_version : version);
-                if (!v)
-                        return -KEKERR_UNKNOWN_VERSION;
-                r = check_usable(ks, k, v);
-                if (r < 0)
-                        return r;
-                if (!keystore_allow_unrecoverable(ks) && !keystore_recoverable(ks))
-                        return -KEKERR_KEY_NOT_RECOVERABLE;
-                if (v->lease_left > 0)
-                        break;
-                if (attempt > 1)
-                        return -KEKERR_CONFLICT;
-                r = lease_take(ks, name, v->id);
-                if (r == -ENOSPC) {
-                        if (version != 0)
-                                return -ENOSPC; /* a pinned version past its budget: the caller must follow the current one */
-                        /* The current version spent its budget before the timer rotated it: rotate now. */
-                        log_info("Key '%s' version %u used its wrap budget; rotating", name, v->id);
-                        r = keystore_rotate(ks, name, now, NULL);
-                }
-                if (r < 0)
-                        return r;
-        }
+        r = find_mutable(ks, name, &k);
+        if (r < 0)
+                return r;
+        v = key_version(k, version == 0 ? k->current_version : version);
+        if (!v)
+                return -KEKERR_UNKNOWN_VERSION;
+        r = check_usable(ks, k, v);
+        if (r < 0)
+                return r;
+        if (!keystore_allow_unrecoverable(ks) && !keystore_recoverable(ks))
+                return -KEKERR_KEY_NOT_RECOVERABLE;
+        if (v->lease_left == 0)
+                return KEYSTORE_NEEDS_RENEWAL;
 
         hlen = blob_header(k->name, v->id, header);
         if (hlen < 0)
@@ -175,17 +188,14 @@ static int wrap_target(Keystore *ks, const char *name, uint32_t version, size_t 
 }
 
 /* The unwrap half of unwrap and rewrap. */
-static int unwrap_source(Keystore *ks, const uint8_t *blob, size_t blob_len, const uint8_t *ctx, size_t ctx_len,
-                         CryptoOp *op) {
+static int unwrap_source(Keystore *ks, const BlobView *view, const uint8_t *ctx, size_t ctx_len, CryptoOp *op) {
         KeyVersion *v;
         Key *k;
         int alen, r;
 
         if (ctx_len > CONTEXT_MAX_SIZE)
                 return -KEKERR_INVALID_ARGUMENT;
-        r = blob_parse(blob, blob_len, &op->view);
-        if (r < 0)
-                return r;
+        op->view = *view;
         r = find_mutable(ks, op->view.key, &k);
         if (r < 0)
                 return r;
@@ -209,23 +219,42 @@ int keystore_wrap_prepare(Keystore *ks, const char *name, uint32_t version, cons
         *op = (CryptoOp) { .kind = CRYPTO_WRAP, .now = now, .pt = pt, .pt_len = pt_len, .ctx = ctx, .ctx_len = ctx_len };
         if (pt_len == 0 || pt_len > AEK_MAX_SIZE || ctx_len > CONTEXT_MAX_SIZE)
                 return (op->result = -KEKERR_INVALID_ARGUMENT);
-        op->result = wrap_target(ks, name, version, pt_len, ctx, ctx_len, now, op);
+        op->result = wrap_target(ks, name, version, pt_len, ctx, ctx_len, op);
+        if (op->result == KEYSTORE_NEEDS_RENEWAL) {
+                op->result = 0; /* not prepared: not run either */
+                return KEYSTORE_NEEDS_RENEWAL;
+        }
         op->pending = op->result >= 0;
         return op->result;
 }
 
-int keystore_unwrap_prepare(Keystore *ks, const uint8_t *blob, size_t blob_len, const uint8_t *ctx, size_t ctx_len,
-                            uint64_t now, CryptoOp *op) {
+int keystore_wrap_prepare_renewed(Keystore *ks, const char *name, uint32_t version, const uint8_t *pt, size_t pt_len,
+                                  const uint8_t *ctx, size_t ctx_len, uint64_t now, CryptoOp *op) {
+        int r = keystore_wrap_prepare(ks, name, version, pt, pt_len, ctx, ctx_len, now, op);
+
+        for (unsigned attempt = 0; r == KEYSTORE_NEEDS_RENEWAL; attempt++) {
+                /* Twice renewed and still no lease: other kekd take the budget as fast; retry later. */
+                r = attempt < 2 ? keystore_wrap_renew(ks, name, version, now) : -KEKERR_CONFLICT;
+                if (r >= 0)
+                        r = keystore_wrap_prepare(ks, name, version, pt, pt_len, ctx, ctx_len, now, op);
+        }
+        if (r < 0)
+                op->result = r;
+        return r;
+}
+
+int keystore_unwrap_prepare(Keystore *ks, const BlobView *view, const uint8_t *ctx, size_t ctx_len, uint64_t now,
+                            CryptoOp *op) {
         *op = (CryptoOp) { .kind = CRYPTO_UNWRAP, .now = now, .ctx = ctx, .ctx_len = ctx_len };
-        op->result = unwrap_source(ks, blob, blob_len, ctx, ctx_len, op);
+        op->result = unwrap_source(ks, view, ctx, ctx_len, op);
         op->pending = op->result >= 0;
         return op->result;
 }
 
-int keystore_rewrap_prepare(Keystore *ks, const uint8_t *blob, size_t blob_len, const uint8_t *ctx, size_t ctx_len,
-                            uint64_t now, CryptoOp *op) {
+int keystore_rewrap_prepare(Keystore *ks, const BlobView *view, const uint8_t *ctx, size_t ctx_len, uint64_t now,
+                            CryptoOp *op) {
         *op = (CryptoOp) { .kind = CRYPTO_REWRAP, .now = now, .ctx = ctx, .ctx_len = ctx_len };
-        op->result = unwrap_source(ks, blob, blob_len, ctx, ctx_len, op);
+        op->result = unwrap_source(ks, view, ctx, ctx_len, op);
         op->pending = op->result >= 0;
         return op->result;
 }
@@ -315,8 +344,9 @@ static int run_call(Hsm *h, CryptoOp *op) {
         return r;
 }
 
-void crypto_op_run(Hsm *h, void *userdata) {
-        CryptoOp *op = userdata;
+/* A CryptoPoolFn: item is one of the run's CryptoOp pointers. */
+static void crypto_op_run(Hsm *h, void *item) {
+        CryptoOp *op = *(CryptoOp **) item;
         bool second = op->kind == CRYPTO_REWRAP && op->blob;
 
         /* Only what is pending: a group may hold ops that ran already (a rewrap's second run). */
@@ -329,15 +359,23 @@ void crypto_op_run(Hsm *h, void *userdata) {
                 op->plaintext = secret_free(op->plaintext);
 }
 
-size_t keystore_targets(Keystore *ks, CryptoOp *ops, size_t stride, size_t n) {
+/* Rewraps whose blob authenticated get their new version, lease and IV; returns how many need another run. */
+static size_t keystore_targets(Keystore *ks, CryptoOp **ops, size_t n) {
         size_t more = 0;
 
         for (size_t i = 0; i < n; i++) {
-                CryptoOp *op = (CryptoOp *) ((uint8_t *) ops + i * stride);
+                CryptoOp *op = ops[i];
 
                 if (op->kind != CRYPTO_REWRAP || op->result < 0 || !op->plaintext || op->blob)
                         continue;
-                op->result = wrap_target(ks, op->view.key, 0, op->plaintext->len, op->ctx, op->ctx_len, op->now, op);
+                op->result = wrap_target(ks, op->view.key, 0, op->plaintext->len, op->ctx, op->ctx_len, op);
+                /* Its renewal is a step of its own here too, taken at most twice (then another kekd keeps
+                 * taking the budget: CONFLICT, retry). */
+                for (unsigned attempt = 0; op->result == KEYSTORE_NEEDS_RENEWAL; attempt++) {
+                        op->result = attempt < 2 ? keystore_wrap_renew(ks, op->view.key, 0, op->now) : -KEKERR_CONFLICT;
+                        if (op->result >= 0)
+                                op->result = wrap_target(ks, op->view.key, 0, op->plaintext->len, op->ctx, op->ctx_len, op);
+                }
                 if (op->result < 0)
                         op->plaintext = secret_free(op->plaintext);
                 else {
@@ -348,11 +386,12 @@ size_t keystore_targets(Keystore *ks, CryptoOp *ops, size_t stride, size_t n) {
         return more;
 }
 
-void keystore_finish(Keystore *ks, CryptoOp *ops, size_t stride, size_t n) {
+/* Usage counts; a vanished object re-reads the token (once per call) and the op becomes transient. */
+static void keystore_finish(Keystore *ks, CryptoOp **ops, size_t n) {
         bool reload = false;
 
         for (size_t i = 0; i < n; i++) {
-                CryptoOp *op = (CryptoOp *) ((uint8_t *) ops + i * stride);
+                CryptoOp *op = ops[i];
                 Key *k;
                 KeyVersion *v;
 
@@ -392,29 +431,33 @@ void crypto_op_done(CryptoOp *op) {
         op->plaintext = secret_free(op->plaintext);
 }
 
-static void run_pass(Keystore *ks, CryptoPool *pool, CryptoOp *ops, size_t stride, size_t n) {
+static void run_pass(Keystore *ks, CryptoPool *pool, CryptoOp **ops, size_t n) {
         if (pool)
-                crypto_pool_run(pool, crypto_op_run, ops, stride, n);
+                crypto_pool_run(pool, crypto_op_run, ops, sizeof(*ops), n);
         else
                 for (size_t i = 0; i < n; i++)
-                        crypto_op_run(keystore_hsm(ks), (uint8_t *) ops + i * stride);
+                        crypto_op_run(keystore_hsm(ks), &ops[i]);
 }
 
-void keystore_run(Keystore *ks, CryptoPool *pool, CryptoOp *ops, size_t stride, size_t n) {
-        run_pass(ks, pool, ops, stride, n);
-        if (keystore_targets(ks, ops, stride, n) > 0)
-                run_pass(ks, pool, ops, stride, n); /* rewraps: encrypt what authenticated */
-        keystore_finish(ks, ops, stride, n);
+void keystore_run(Keystore *ks, CryptoPool *pool, CryptoOp **ops, size_t n) {
+        run_pass(ks, pool, ops, n);
+        if (keystore_targets(ks, ops, n) > 0)
+                run_pass(ks, pool, ops, n); /* rewraps: encrypt what authenticated */
+        keystore_finish(ks, ops, n);
 }
 
 int keystore_wrap(Keystore *ks, const char *name, uint32_t version, const uint8_t *pt, size_t pt_len,
                   const uint8_t *ctx, size_t ctx_len, uint64_t now, uint8_t **ret_blob, size_t *ret_blob_len,
                   uint32_t *ret_version) {
-        CryptoOp op;
+        CryptoOp op, *ops[] = { &op };
         int r;
 
-        (void) keystore_wrap_prepare(ks, name, version, pt, pt_len, ctx, ctx_len, now, &op);
-        keystore_run(ks, NULL, &op, sizeof(op), 1);
+        r = keystore_wrap_prepare_renewed(ks, name, version, pt, pt_len, ctx, ctx_len, now, &op);
+        if (r < 0) {
+                crypto_op_done(&op);
+                return r;
+        }
+        keystore_run(ks, NULL, ops, 1);
         r = op.result;
         if (r >= 0) {
                 *ret_version = op.version;
@@ -425,14 +468,32 @@ int keystore_wrap(Keystore *ks, const char *name, uint32_t version, const uint8_
         return r;
 }
 
+/* One unwrap or rewrap of blob on the keystore's own session: parse, prepare, run; op holds the outcome. */
+static int blob_op_run(Keystore *ks, CryptoKind kind, const uint8_t *blob, size_t blob_len, const uint8_t *ctx,
+                       size_t ctx_len, uint64_t now, CryptoOp *op) {
+        CryptoOp *ops[] = { op };
+        BlobView view;
+        int r;
+
+        *op = (CryptoOp) {};
+        if (ctx_len > CONTEXT_MAX_SIZE)
+                return -KEKERR_INVALID_ARGUMENT;
+        r = blob_parse(blob, blob_len, &view);
+        if (r < 0)
+                return r;
+        if (kind == CRYPTO_UNWRAP)
+                (void) keystore_unwrap_prepare(ks, &view, ctx, ctx_len, now, op);
+        else
+                (void) keystore_rewrap_prepare(ks, &view, ctx, ctx_len, now, op);
+        keystore_run(ks, NULL, ops, 1);
+        return op->result;
+}
+
 int keystore_unwrap(Keystore *ks, const uint8_t *blob, size_t blob_len, const uint8_t *ctx, size_t ctx_len,
                     uint64_t now, Secret **ret_plaintext, BlobView *ret_view) {
         CryptoOp op;
-        int r;
+        int r = blob_op_run(ks, CRYPTO_UNWRAP, blob, blob_len, ctx, ctx_len, now, &op);
 
-        (void) keystore_unwrap_prepare(ks, blob, blob_len, ctx, ctx_len, now, &op);
-        keystore_run(ks, NULL, &op, sizeof(op), 1);
-        r = op.result;
         if (r >= 0) {
                 *ret_plaintext = TAKE_PTR(op.plaintext);
                 *ret_view = op.view;
@@ -445,11 +506,8 @@ int keystore_rewrap(Keystore *ks, const uint8_t *blob, size_t blob_len, const ui
                     uint64_t now, uint8_t **ret_blob, size_t *ret_blob_len, uint32_t *ret_version,
                     uint32_t *ret_old_version) {
         CryptoOp op;
-        int r;
+        int r = blob_op_run(ks, CRYPTO_REWRAP, blob, blob_len, ctx, ctx_len, now, &op);
 
-        (void) keystore_rewrap_prepare(ks, blob, blob_len, ctx, ctx_len, now, &op);
-        keystore_run(ks, NULL, &op, sizeof(op), 1);
-        r = op.result;
         if (r >= 0) {
                 *ret_version = op.version;
                 *ret_old_version = op.view.version;

@@ -544,6 +544,19 @@ int find_mutable(Keystore *ks, const char *name, Key **ret) {
         return 0;
 }
 
+void keystore_count(const Keystore *ks, size_t *ret_keys, size_t *ret_versions) {
+        size_t keys = 0, versions = 0;
+
+        for (size_t i = 0; i < ks->n_keys; i++) {
+                if (!key_exists(ks->keys[i]))
+                        continue; /* being created or purged */
+                keys++;
+                versions += ks->keys[i]->n_versions;
+        }
+        *ret_keys = keys;
+        *ret_versions = versions;
+}
+
 int keystore_find(Keystore *ks, const char *name, const Key **ret) {
         Key *k;
         int r = find_mutable(ks, name, &k);

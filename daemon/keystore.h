@@ -112,6 +112,8 @@ bool key_exists(const Key *k);
 /* The index, keys that do not exist included: callers that count or list keys skip those. */
 size_t keystore_n_keys(const Keystore *ks);
 const Key *keystore_key_at(const Keystore *ks, size_t i);
+/* The keys that exist for clients (key_exists()) and their versions, for status lines. */
+void keystore_count(const Keystore *ks, size_t *ret_keys, size_t *ret_versions);
 /* -KEKERR_UNKNOWN_KEY if absent. Pointers stay valid until the next keystore call. */
 int keystore_find(Keystore *ks, const char *name, const Key **ret);
 uint64_t key_max_wraps(const Key *k);
@@ -147,8 +149,9 @@ int keystore_set_grant(Keystore *ks, const char *name, const Grant *grant, bool 
  *   finish   keystore thread: usage counts; a vanished object re-reads the
  *            token (once per call) and the op becomes transient.
  * A step that fails sets op->result; later steps then leave the op alone.
- * keystore_run() takes an op from run to finish; keystore_wrap() and friends
- * are prepare and keystore_run() on the keystore's own session.
+ * Prepare returns that same error; after keystore_run() op->result is the
+ * op's one outcome. keystore_wrap() and friends are prepare and
+ * keystore_run() on the keystore's own session.
  */
 typedef enum CryptoKind {
         CRYPTO_WRAP = 1,
@@ -185,28 +188,35 @@ typedef struct CryptoOp {
         size_t blob_len;
 } CryptoOp;
 
+/*
+ * A wrap's prepare never writes the token. When the version has no lease of
+ * wrap budget left it returns KEYSTORE_NEEDS_RENEWAL (op not prepared): the
+ * caller runs keystore_wrap_renew(), a step of its own that takes a new lease
+ * or rotates a current version past its budget (writing the token), and
+ * prepares again. keystore_wrap_prepare_renewed() is those steps in a row,
+ * at most two renewals (then -KEKERR_CONFLICT).
+ */
+#define KEYSTORE_NEEDS_RENEWAL 1
 int keystore_wrap_prepare(Keystore *ks, const char *name, uint32_t version, const uint8_t *pt, size_t pt_len,
                           const uint8_t *ctx, size_t ctx_len, uint64_t now, CryptoOp *op);
-int keystore_unwrap_prepare(Keystore *ks, const uint8_t *blob, size_t blob_len, const uint8_t *ctx, size_t ctx_len,
-                            uint64_t now, CryptoOp *op);
-int keystore_rewrap_prepare(Keystore *ks, const uint8_t *blob, size_t blob_len, const uint8_t *ctx, size_t ctx_len,
-                            uint64_t now, CryptoOp *op);
-/* Thread-safe for distinct h; the signature of a CryptoPoolFn. */
-void crypto_op_run(Hsm *h, void *op);
-/*
- * ops: n CryptoOps, stride bytes apart (they may sit inside the caller's
- * items). keystore_targets() returns how many ops need another run.
- */
-size_t keystore_targets(Keystore *ks, CryptoOp *ops, size_t stride, size_t n);
-void keystore_finish(Keystore *ks, CryptoOp *ops, size_t stride, size_t n);
+int keystore_wrap_renew(Keystore *ks, const char *name, uint32_t version, uint64_t now);
+int keystore_wrap_prepare_renewed(Keystore *ks, const char *name, uint32_t version, const uint8_t *pt, size_t pt_len,
+                                  const uint8_t *ctx, size_t ctx_len, uint64_t now, CryptoOp *op);
+/* view: the blob, parsed once by the caller (blob_parse()); its bytes must outlive the op. */
+int keystore_unwrap_prepare(Keystore *ks, const BlobView *view, const uint8_t *ctx, size_t ctx_len, uint64_t now,
+                            CryptoOp *op);
+int keystore_rewrap_prepare(Keystore *ks, const BlobView *view, const uint8_t *ctx, size_t ctx_len, uint64_t now,
+                            CryptoOp *op);
 /* Frees what the op still owns (blob, plaintext); the op may be reused after. */
 void crypto_op_done(CryptoOp *op);
 /*
- * The steps after prepare, in a row: run (over pool's sessions; NULL: the
- * keystore's own session), targets, run again if needed, finish.
+ * The steps after prepare, in a row, for n prepared ops (ops that failed
+ * prepare are left alone): run (over pool's sessions; NULL: the keystore's
+ * own session), targets, run again if needed, finish. Each op's result is
+ * then in op->result.
  */
 typedef struct CryptoPool CryptoPool;
-void keystore_run(Keystore *ks, CryptoPool *pool, CryptoOp *ops, size_t stride, size_t n);
+void keystore_run(Keystore *ks, CryptoPool *pool, CryptoOp **ops, size_t n);
 
 int keystore_wrap(Keystore *ks, const char *name, uint32_t version, const uint8_t *pt, size_t pt_len,
                   const uint8_t *ctx, size_t ctx_len, uint64_t now, uint8_t **ret_blob, size_t *ret_blob_len,

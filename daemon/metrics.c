@@ -17,8 +17,6 @@
 #include <unistd.h>
 
 #include "common/kekerr.h"
-#include "daemon/cryptopool.h"
-#include "daemon/hsmtask.h"
 #include "daemon/metrics.h"
 
 #define SLOTS (METRICS_SERIES_MAX * 2)
@@ -52,16 +50,13 @@ struct Metrics {
         unsigned clients, watchers;
         size_t output_queued;
         uint64_t output_drops;
-        const CryptoPool *pool;
-        const HsmTask *task;
+        MetricsHsmFn hsm_fn;
+        void *hsm_userdata;
 };
 
-void metrics_set_pool(Metrics *m, const CryptoPool *pool) {
-        m->pool = pool;
-}
-
-void metrics_set_task(Metrics *m, const HsmTask *task) {
-        m->task = task;
+void metrics_set_hsm_source(Metrics *m, MetricsHsmFn fn, void *userdata) {
+        m->hsm_fn = fn;
+        m->hsm_userdata = userdata;
 }
 
 int metrics_new(uint64_t start_realtime_usec, Metrics **ret) {
@@ -164,6 +159,7 @@ unsigned metrics_clients(const Metrics *m) {
 
 static void render_keys(FILE *f, const Metrics *m, const Keystore *ks) {
         size_t n[4] = {}, versions = 0;
+        unsigned sessions = 1;
         HsmStats hs;
 
         for (size_t i = 0; i < keystore_n_keys(ks); i++) {
@@ -181,15 +177,15 @@ static void render_keys(FILE *f, const Metrics *m, const Keystore *ks) {
         fprintf(f, "# HELP kekd_key_versions Key versions in the token.\n# TYPE kekd_key_versions gauge\nkekd_key_versions %zu\n",
                 versions);
         hsm_stats(keystore_hsm(ks), &hs);
-        crypto_pool_stats(m->pool, &hs);
-        hsm_task_stats(m->task, &hs);
+        if (m->hsm_fn)
+                sessions = m->hsm_fn(&hs, m->hsm_userdata);
         fprintf(f, "# HELP kekd_hsm_session_open Whether kekd holds a logged-in HSM session (all of them, with [hsm] sessions > 1).\n"
                    "# TYPE kekd_hsm_session_open gauge\nkekd_hsm_session_open %d\n", hs.session_open ? 1 : 0);
         fprintf(f, "# HELP kekd_hsm_session_reopens_total HSM sessions reopened after a failure.\n"
                    "# TYPE kekd_hsm_session_reopens_total counter\nkekd_hsm_session_reopens_total %llu\n",
                 (unsigned long long) hs.reopens);
         fprintf(f, "# HELP kekd_hsm_sessions HSM sessions kekd uses ([hsm] sessions).\n"
-                   "# TYPE kekd_hsm_sessions gauge\nkekd_hsm_sessions %u\n", crypto_pool_sessions(m->pool));
+                   "# TYPE kekd_hsm_sessions gauge\nkekd_hsm_sessions %u\n", sessions);
         fputs("# HELP kekd_hsm_errors_total PKCS#11 calls that did not return CKR_OK, by return value.\n"
               "# TYPE kekd_hsm_errors_total counter\n", f);
         for (unsigned i = 0; i < hs.n_errors; i++)

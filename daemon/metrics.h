@@ -25,7 +25,6 @@
 #define METRICS_SERIES_MAX 4096u
 
 typedef struct Metrics Metrics;
-typedef struct CryptoPool CryptoPool;
 
 int metrics_new(uint64_t start_realtime_usec, Metrics **ret);
 Metrics *metrics_free(Metrics *m);
@@ -37,11 +36,15 @@ void metrics_set_clients(Metrics *m, unsigned clients, unsigned watchers);
 unsigned metrics_clients(const Metrics *m);
 /* Bytes held for output peers have not read, and connections closed for holding too much of it (server.c). */
 void metrics_set_output(Metrics *m, size_t queued_bytes, uint64_t budget_drops);
-/* The HSM worker pool whose sessions' counters join the keystore session's (NULL: none). */
-void metrics_set_pool(Metrics *m, const CryptoPool *pool);
-/* The background refresh's session, whose errors and reopens count too (NULL: none). */
-typedef struct HsmTask HsmTask;
-void metrics_set_task(Metrics *m, const HsmTask *task);
+/*
+ * Where the figures of kekd's other HSM sessions come from: fn adds the
+ * counters of the sessions besides the keystore's (worker pool, refresh
+ * task) to acc and returns how many sessions serve requests ([hsm]
+ * sessions). Set by the owner of those sessions (kekd.c), so the metrics
+ * know nothing of the workers. Without one: the keystore's session alone.
+ */
+typedef unsigned (*MetricsHsmFn)(HsmStats *acc, void *userdata);
+void metrics_set_hsm_source(Metrics *m, MetricsHsmFn fn, void *userdata);
 
 /* The whole exposition, NUL-terminated and malloc'd. ks (may be NULL) gives the key and HSM figures. */
 int metrics_render(const Metrics *m, const Keystore *ks, char **ret, size_t *ret_len);

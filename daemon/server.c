@@ -1,13 +1,17 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
  * Unix-socket transport for kekd (see server.h). Single-threaded: the HSM
- * calls run inline in the event loop, in request order, which is also the
- * order replies must leave in. With [hsm] sessions > 1 the loop first reads
- * every connection that is ready and then hands one frame of each to
- * dispatch_frames() together (a lower-priority defer source), so the single
- * wrap/unwrap/rewrap requests of different clients share one run over the HSM
- * sessions; each connection still has at most one request in dispatch and
- * gets its replies in order. Memory per connection is bounded by
+ * calls run from the event loop, in request order, which is also the order
+ * replies must leave in. There is one route from a socket to the dispatcher,
+ * server_dispatch(): frames as an array of requests (dispatch_requests()).
+ * With [hsm] sessions > 1 the loop first reads every connection that is
+ * ready and then hands one frame of each over together (a round, on a
+ * lower-priority defer source), so the wrap/unwrap/rewrap requests of
+ * different clients share one run over the HSM sessions; with one session
+ * nothing could share a run, so each frame is handed over as it is read
+ * (an array of one), without a round's extra loop iteration. Either way each
+ * connection has at most one request in dispatch and gets its replies in
+ * order. Memory per connection is bounded by
  * max_frame + header for input and OUTPUT_HIGH_WATER (plus one reply) for
  * output; past the high-water mark the connection is not read until the peer
  * drains its replies. A watcher's events are bounded by 4 x OUTPUT_HIGH_WATER.
@@ -56,8 +60,8 @@
  */
 #define TRIM_BLOCK_MIN (64u * 1024u)
 #define TRIM_AFTER (1024u * 1024u)
-/* Frames handed to dispatch_frames() in one round; the rest wait for the next round. */
-#define GROUP_MAX 256u
+/* Frames handed to dispatch_requests() in one round; the rest wait for the next round. */
+#define ROUND_MAX 256u
 /*
  * Descriptors kept for the HSM module: SoftHSM2 opens object files on every
  * refresh, and one it cannot open it treats as gone for the rest of the
@@ -76,10 +80,11 @@ struct Server {
         sd_event_source *listen_source;
         sd_event_source *sweep_source;
         sd_event_source *resume_source;
-        sd_event_source *group_source; /* NULL: one session, every frame is dispatched when read */
-        DispatchJob *jobs;             /* GROUP_MAX, for the group round */
-        Conn **job_conns;
-        Conn *group_resume;            /* where the next round starts: after the last full round's end */
+        sd_event_source *round_source; /* on_round(), enabled when a connection is queued */
+        Request *reqs;                 /* ROUND_MAX (one with one session), for server_dispatch() */
+        Conn **req_conns;
+        int *req_results;
+        Conn *round_resume;            /* where the next round starts: after the last full round's end */
         size_t max_frame;
         unsigned max_connections;
         unsigned max_connections_per_uid;
@@ -110,7 +115,8 @@ struct Conn {
         bool watching;          /* subscribed to key events */
         bool drop;              /* to be freed by its own handler or the sweep, never mid-request */
         uint64_t watch_id;
-        bool queued;    /* has a complete frame waiting for the next group round */
+        bool queued;    /* has a complete frame (frame_len) waiting for the next round */
+        size_t frame_len;
         bool eof;       /* the peer sent all it will send (it may still read) */
         bool closing;   /* no more requests: flush output, then close */
 };
@@ -125,8 +131,8 @@ static Conn *conn_free(Conn *c) {
         if (!c)
                 return NULL;
         if (c->server) {
-                if (c->server->group_resume == c)
-                        c->server->group_resume = c->next;
+                if (c->server->round_resume == c)
+                        c->server->round_resume = c->next;
                 if (c->prev)
                         c->prev->next = c->next;
                 else
@@ -175,7 +181,7 @@ static void conn_shrink_output(Conn *c) {
  * that at once. Never frees c: this runs inside other connections' requests
  * (and c's own). The shutdown() ends the peer's stream at once (libkek's
  * watcher reconnects and resyncs) and wakes on_conn_io() with a hangup,
- * which frees c; a connection waiting for a group round goes there.
+ * which frees c; a connection waiting for a round goes there.
  */
 static void conn_drop(Conn *c) {
         size_t cap = c->out.cap;
@@ -188,7 +194,7 @@ static void conn_drop(Conn *c) {
         (void) shutdown(c->fd, SHUT_RDWR);
 }
 
-/* Whether buffered input still needs conn_process(): a complete frame, a framing error, or leftovers at EOF. */
+/* Whether buffered input still needs conn_scan(): a complete frame, a framing error, or leftovers at EOF. */
 static bool conn_input_pending(const Conn *c) {
         const uint8_t *p;
         size_t n;
@@ -204,7 +210,7 @@ static void conn_update_events(Conn *c) {
         uint32_t ev = 0;
 
         /*
-         * A queued connection is not watched at all until its group round: reading on would
+         * A queued connection is not watched at all until its round: reading on would
          * grow its input without bound, and a peer that hung up would make epoll report
          * EPOLLHUP on every iteration, ahead of the lower-priority round, for ever.
          */
@@ -328,7 +334,7 @@ static void server_enforce_budget(Server *s) {
                     "%zu bytes, first of uid %u pid %d", s->max_queued_output, dropped, freed, (unsigned) uid, (int) pid);
 }
 
-static void log_outcome(const Conn *c, const DispatchOutcome *o) {
+static void log_outcome(const Conn *c, const RequestOutcome *o) {
         char key[32 + KEY_NAME_MAX], op[64], uid[32], pid[32], result[64];
         const char *fields[] = { key, op, uid, pid, result, NULL };
         bool serious;
@@ -354,14 +360,60 @@ static void log_outcome(const Conn *c, const DispatchOutcome *o) {
 }
 
 /*
- * After one frame of c was dispatched (r: dispatch_frame()'s result): drops
- * it from the input and notes a Watch. Returns <0 when the connection must
- * close, 0 when it must not be given more frames now, 1 when it may.
+ * Looks at the start of c's input, once per frame: 1 when a complete frame
+ * is there (*ret_len its payload's length), else 0. At a framing error or at
+ * the end of input after the last complete frame, the last reply is queued
+ * and c is closing.
  */
-static int conn_dispatched(Conn *c, size_t len, const DispatchOutcome *o, int r) {
+static int conn_scan(Conn *c, size_t *ret_len) {
         Server *s = c->server;
+        const uint8_t *payload;
+        size_t len;
+        int r;
 
-        frame_buf_consume(&c->in, FRAME_HEADER_SIZE + len);
+        if (c->closing || c->drop)
+                return 0;
+        r = frame_parse(frame_buf_head(&c->in), frame_buf_size(&c->in), s->max_frame, &payload, &len);
+        if (r == 1) {
+                *ret_len = len;
+                return 1;
+        }
+        if (r == 0 && !c->eof)
+                return 0;
+        if (r == 0) {
+                /* Every complete frame is answered; only bytes of an unfinished one are an error. */
+                if (frame_buf_size(&c->in) > 0)
+                        (void) request_append_error(&c->out, s->max_frame, 0, -KEKERR_MALFORMED_REQUEST,
+                                                    "connection ended inside a frame (truncated frame)");
+        } else {
+                log_debug("Closing connection of pid %d: %s", (int) c->peer.pid, error_text(r));
+                (void) request_append_error(&c->out, s->max_frame, 0, r,
+                                            r == -KEKERR_FRAME_TOO_LARGE ? "frame exceeds max_frame; closing connection"
+                                                                          : "zero-length frame; closing connection");
+        }
+        c->closing = true;
+        return 0;
+}
+
+/*
+ * Queues c for the next round when its input starts with a complete frame
+ * and its replies are not backed up (then it is not read until that round);
+ * otherwise handles the end of its input. Returns whether it is queued.
+ */
+static bool conn_queue(Conn *c) {
+        if (!c->queued && frame_buf_size(&c->out) < OUTPUT_HIGH_WATER && conn_scan(c, &c->frame_len) == 1) {
+                c->queued = true;
+                (void) sd_event_source_set_enabled(c->server->round_source, SD_EVENT_ONESHOT);
+        }
+        return c->queued;
+}
+
+/* After one frame of c was dispatched (req): drops it from the input, logs, notes a Watch. Returns <0 to close. */
+static int conn_dispatched(Conn *c, const Request *req) {
+        Server *s = c->server;
+        const RequestOutcome *o = &req->outcome;
+
+        frame_buf_consume(&c->in, FRAME_HEADER_SIZE + req->len);
         log_outcome(c, o);
         if (o->watch && o->error == 0) {
                 if (!c->watching)
@@ -370,60 +422,12 @@ static int conn_dispatched(Conn *c, size_t len, const DispatchOutcome *o, int r)
                 c->watching = true;
                 c->watch_id = o->id;
         }
-        if (r == -KEKERR_MALFORMED_REQUEST) {
+        if (req->result == -KEKERR_MALFORMED_REQUEST) {
                 c->closing = true;
                 return 0;
         }
-        if (r < 0)
-                return log_error_errno(r, "Failed to queue reply for pid %d", (int) c->peer.pid);
-        if (frame_buf_size(&c->out) >= OUTPUT_HIGH_WATER)
-                return 0; /* resume when the peer has read its replies */
-        return 1;
-}
-
-/* Whether c's input starts with a complete frame (not an error, not a partial one). */
-static bool conn_frame_ready(const Conn *c) {
-        const uint8_t *p;
-        size_t n;
-
-        return !c->closing && !c->drop && frame_buf_size(&c->out) < OUTPUT_HIGH_WATER &&
-               frame_parse(frame_buf_head(&c->in), frame_buf_size(&c->in), c->server->max_frame, &p, &n) == 1;
-}
-
-/* Runs every complete frame in the input buffer. Returns <0 when the connection must close. */
-static int conn_process(Conn *c) {
-        Server *s = c->server;
-
-        while (!c->closing) {
-                const uint8_t *payload;
-                DispatchOutcome o;
-                size_t len;
-                int r;
-
-                r = frame_parse(frame_buf_head(&c->in), frame_buf_size(&c->in), s->max_frame, &payload, &len);
-                if (r == 0 && c->eof) {
-                        /* Every complete frame is answered; only bytes of an unfinished one are an error. */
-                        if (frame_buf_size(&c->in) > 0)
-                                (void) dispatch_append_error(&c->out, s->max_frame, 0, -KEKERR_MALFORMED_REQUEST,
-                                                             "connection ended inside a frame (truncated frame)");
-                        c->closing = true;
-                        return 0;
-                }
-                if (r == 0)
-                        return 0;
-                if (r < 0) {
-                        log_debug("Closing connection of pid %d: %s", (int) c->peer.pid, error_text(r));
-                        (void) dispatch_append_error(&c->out, s->max_frame, 0, r,
-                                                     r == -KEKERR_FRAME_TOO_LARGE ? "frame exceeds max_frame; closing connection"
-                                                                                   : "zero-length frame; closing connection");
-                        c->closing = true;
-                        return 0;
-                }
-                r = dispatch_frame(s->dispatcher, &c->peer, payload, len, &c->out, &o);
-                r = conn_dispatched(c, len, &o, r);
-                if (r <= 0)
-                        return r;
-        }
+        if (req->result < 0)
+                return log_error_errno(req->result, "Failed to queue reply for pid %d", (int) c->peer.pid);
         return 0;
 }
 
@@ -455,7 +459,7 @@ static int conn_read(Conn *c) {
  * An empty input buffer is freed: an idle connection (a watcher, say) then
  * holds no block at all, and one large frame does not keep its block for the
  * life of the connection. Only when empty: no frame of it can be waiting in
- * a group round.
+ * a round.
  */
 static void conn_shrink_input(Conn *c) {
         size_t cap = c->in.cap;
@@ -478,6 +482,39 @@ static bool conn_idle(Conn *c) {
         return n == 0 || (n < 0 && errno == EAGAIN);
 }
 
+/*
+ * Ends c's turn (an event on it, or its part in a round; r < 0: it failed):
+ * flushes what it can, and frees c when it is done, else watches it for
+ * what it needs next. The only place a connection is closed outside the sweep.
+ */
+static void conn_settle(Conn *c, int r) {
+        if (r >= 0)
+                r = conn_flush(c);
+        server_enforce_budget(c->server); /* may drop c */
+        /* A peer that hung up entirely makes send() fail, so EPOLLHUP cannot keep us spinning here. */
+        if (r < 0 || c->drop || (c->closing && frame_buf_size(&c->out) == 0) || (c->server->draining && conn_idle(c))) {
+                conn_free(c);
+                return;
+        }
+        conn_shrink_input(c);
+        conn_update_events(c);
+}
+
+/*
+ * The only way a frame reaches the dispatcher: the first frame of each of
+ * the n connections (each scanned by conn_scan(), c->frame_len), as one
+ * array of requests (dispatch.h). rs[i] is conn_dispatched()'s result for
+ * conns[i]: < 0 when it must close.
+ */
+static void server_dispatch(Server *s, Conn **conns, size_t n, int *rs) {
+        for (size_t i = 0; i < n; i++)
+                request_init(&s->reqs[i], &conns[i]->peer, frame_buf_head(&conns[i]->in) + FRAME_HEADER_SIZE,
+                             conns[i]->frame_len, &conns[i]->out);
+        dispatch_requests(s->dispatcher, s->reqs, n);
+        for (size_t i = 0; i < n; i++)
+                rs[i] = conn_dispatched(conns[i], &s->reqs[i]);
+}
+
 static int on_conn_io(sd_event_source *source, int fd, uint32_t revents, void *userdata) {
         Conn *c = userdata;
         int r = 0;
@@ -489,96 +526,67 @@ static int on_conn_io(sd_event_source *source, int fd, uint32_t revents, void *u
         if ((revents & (EPOLLIN | EPOLLHUP | EPOLLERR)) && !c->closing && !c->eof &&
             frame_buf_size(&c->out) < OUTPUT_HIGH_WATER)
                 r = conn_read(c);
-        if (r >= 0 && c->server->group_source && conn_frame_ready(c)) {
-                /* Wait for the group round, which runs once every ready connection has been read. */
-                c->queued = true;
-                (void) sd_event_source_set_enabled(c->server->group_source, SD_EVENT_ONESHOT);
-        } else if (r >= 0 && !c->queued && frame_buf_size(&c->out) < OUTPUT_HIGH_WATER)
-                r = conn_process(c);
-        if (r >= 0)
-                r = conn_flush(c);
-        server_enforce_budget(c->server); /* may drop c */
-        /* A peer that hung up entirely makes send() fail, so EPOLLHUP cannot keep us spinning here. */
-        if (r < 0 || c->drop || (c->closing && frame_buf_size(&c->out) == 0) || (c->server->draining && conn_idle(c))) {
-                conn_free(c);
-                return 0;
-        }
-        conn_shrink_input(c);
-        conn_update_events(c);
+        if (r >= 0 && c->server->round_source)
+                (void) conn_queue(c); /* for the next round */
+        else
+                /* One session: no other client's calls could share the run; each frame is dispatched as read. */
+                while (r >= 0 && frame_buf_size(&c->out) < OUTPUT_HIGH_WATER && conn_scan(c, &c->frame_len) == 1)
+                        server_dispatch(c->server, &c, 1, &r);
+        conn_settle(c, r);
         return 0;
 }
 
-/* Ends one connection's part in a group round, as on_conn_io() would. */
-static void conn_settle(Conn *c, int r) {
-        if (r >= 0)
-                r = conn_flush(c);
-        server_enforce_budget(c->server); /* may drop c */
-        if (r < 0 || c->drop || (c->closing && frame_buf_size(&c->out) == 0) || (c->server->draining && conn_idle(c))) {
-                conn_free(c);
-                return;
-        }
-        conn_shrink_input(c);
-        conn_update_events(c);
-}
-
 /*
- * One group round: the first frame of every queued connection, dispatched
- * together. A connection with more complete frames stays queued for the
- * next round; one without goes back to conn_process() for what is left
- * (end of input, a framing error).
+ * One round, the only way a frame reaches the dispatcher: the first frame
+ * of every queued connection, as one array of requests (dispatch.h), so the
+ * HSM calls of different clients' wraps, unwraps and rewraps run together
+ * over the HSM sessions. It runs after every ready connection was read (a
+ * defer source below their priority). A connection with another complete
+ * frame stays queued for the next round; so each has at most one request in
+ * dispatch and gets its replies in order.
  */
-static int on_group(sd_event_source *source, void *userdata) {
+static int on_round(sd_event_source *source, void *userdata) {
         Server *s = userdata;
-        Conn *start = s->group_resume ? s->group_resume : s->conns;
+        Conn *start = s->round_resume ? s->round_resume : s->conns;
         size_t n = 0;
         bool more = false;
 
         /*
          * Once around the list from where the last full round stopped, so no connection waits
-         * behind GROUP_MAX others; at most n_connections steps, as connections may go meanwhile.
+         * behind ROUND_MAX others; at most n_connections steps, as connections may go meanwhile.
          */
-        s->group_resume = NULL;
+        s->round_resume = NULL;
         for (unsigned steps = s->n_connections; start && steps > 0; steps--) {
                 Conn *c = start, *next = c->next;  /* never c, and only c can be freed below */
-                const uint8_t *payload;
-                size_t len;
-                int r;
 
                 start = next ? next : s->conns;
                 if (!c->queued)
                         continue;
-                if (n == GROUP_MAX) {
-                        s->group_resume = c;
+                if (n == ROUND_MAX) {
+                        s->round_resume = c;
                         more = true;
                         break;
                 }
-                if (conn_frame_ready(c) &&
-                    frame_parse(frame_buf_head(&c->in), frame_buf_size(&c->in), s->max_frame, &payload, &len) == 1) {
-                        s->jobs[n] = (DispatchJob) { .peer = &c->peer, .payload = payload, .len = len, .out = &c->out };
-                        s->job_conns[n++] = c;
+                if (!c->drop && !c->closing) {
+                        s->req_conns[n++] = c;
                         continue;
                 }
-                /* Nothing to dispatch after all (closing, output backed up, a framing error): as on_conn_io(). */
                 c->queued = false;
-                r = frame_buf_size(&c->out) < OUTPUT_HIGH_WATER ? conn_process(c) : 0;
-                conn_settle(c, r); /* may free c */
+                conn_settle(c, 0); /* may free c */
                 start = next ? next : s->conns;
         }
-        dispatch_frames(s->dispatcher, s->jobs, n);
+        if (n > 0)
+                server_dispatch(s, s->req_conns, n, s->req_results);
         for (size_t i = 0; i < n; i++) {
-                Conn *c = s->job_conns[i];
-                int r = conn_dispatched(c, s->jobs[i].len, &s->jobs[i].outcome, s->jobs[i].result);
+                Conn *c = s->req_conns[i];
+                int r = s->req_results[i];
 
-                if (r > 0 && conn_frame_ready(c))
+                c->queued = false;
+                if (r >= 0 && conn_queue(c))
                         more = true;
-                else {
-                        c->queued = false;
-                        if (r >= 0 && frame_buf_size(&c->out) < OUTPUT_HIGH_WATER)
-                                r = conn_process(c);
-                }
                 conn_settle(c, r);
         }
-        /* Queued connections this round did not reach (GROUP_MAX) or that have more frames. */
+        /* Queued connections this round did not reach (ROUND_MAX) or that have more frames. */
         if (more)
                 (void) sd_event_source_set_enabled(source, SD_EVENT_ONESHOT);
         return 0;
@@ -620,7 +628,7 @@ static void refuse_connection(int fd, size_t max_frame, int error, const char *m
         FrameBuf out;
 
         frame_buf_init(&out);
-        if (dispatch_append_error(&out, max_frame, 0, error, message) >= 0)
+        if (request_append_error(&out, max_frame, 0, error, message) >= 0)
                 (void) send(fd, frame_buf_head(&out), frame_buf_size(&out), MSG_NOSIGNAL | MSG_DONTWAIT);
         frame_buf_done(&out);
 }
@@ -763,10 +771,6 @@ static int socket_open(const Config *config, int *ret_fd) {
 }
 
 /* Keystore change callback: one event to every watcher; a watcher that does not read is dropped. */
-/* Officers see every key; others the keys they hold any grant on. */
-static bool peer_sees(Server *s, const Peer *p, const Key *k) {
-        return k && (peer_has_role(p, ROLE_OFFICER) || dispatch_peer_may(s->dispatcher, p, k, GRANT_ALL));
-}
 
 static void on_key_change(const char *name, const Key *old, const Key *k, void *userdata) {
         Server *s = userdata;
@@ -780,11 +784,10 @@ static void on_key_change(const char *name, const Key *old, const Key *k, void *
                  * A peer hears only of keys it may see. One that may no longer unwrap with the key (a
                  * revoked grant) hears "gone", which makes libkek drop the key's cached AEKs.
                  */
-                sees = peer_sees(s, &c->peer, k);
-                if (old && dispatch_peer_may(s->dispatcher, &c->peer, old, GRANT_UNWRAP) &&
-                    !dispatch_peer_may(s->dispatcher, &c->peer, k, GRANT_UNWRAP))
+                sees = access_sees(&c->peer, k);
+                if (old && access_may(&c->peer, old, GRANT_UNWRAP) && !access_may(&c->peer, k, GRANT_UNWRAP))
                         sees = false;
-                else if (!sees && !peer_sees(s, &c->peer, old))
+                else if (!sees && !access_sees(&c->peer, old))
                         continue;
                 /* This may run inside a request of any connection, c included: mark, never free here. */
                 if (c->drop)
@@ -902,19 +905,20 @@ int server_new(sd_event *event, const Config *config, Dispatcher *dispatcher, in
                 r = sd_event_source_set_enabled(s->resume_source, SD_EVENT_OFF);
         if (r < 0)
                 return log_error_errno(r, "Cannot set up connection timers");
+        s->reqs = calloc(ROUND_MAX, sizeof(*s->reqs));
+        s->req_conns = calloc(ROUND_MAX, sizeof(*s->req_conns));
+        s->req_results = calloc(ROUND_MAX, sizeof(*s->req_results));
+        if (!s->reqs || !s->req_conns || !s->req_results)
+                return -ENOMEM;
         if (crypto_pool_sessions(dispatcher->pool) > 1) {
-                s->jobs = calloc(GROUP_MAX, sizeof(*s->jobs));
-                s->job_conns = calloc(GROUP_MAX, sizeof(*s->job_conns));
-                if (!s->jobs || !s->job_conns)
-                        return -ENOMEM;
-                r = sd_event_add_defer(event, &s->group_source, on_group, s);
+                r = sd_event_add_defer(event, &s->round_source, on_round, s);
                 /* After every ready connection was read: they are all at priority NORMAL. */
                 if (r >= 0)
-                        r = sd_event_source_set_priority(s->group_source, SD_EVENT_PRIORITY_NORMAL + 10);
+                        r = sd_event_source_set_priority(s->round_source, SD_EVENT_PRIORITY_NORMAL + 10);
                 if (r >= 0)
-                        r = sd_event_source_set_enabled(s->group_source, SD_EVENT_OFF);
+                        r = sd_event_source_set_enabled(s->round_source, SD_EVENT_OFF);
                 if (r < 0)
-                        return log_error_errno(r, "Cannot set up request grouping");
+                        return log_error_errno(r, "Cannot set up request rounds");
         }
         *ret = TAKE_PTR(s);
         return 0;
@@ -930,9 +934,10 @@ Server *server_free(Server *s) {
         sd_event_source_disable_unref(s->listen_source);
         sd_event_source_disable_unref(s->sweep_source);
         sd_event_source_disable_unref(s->resume_source);
-        sd_event_source_disable_unref(s->group_source);
-        free(s->jobs);
-        free(s->job_conns);
+        sd_event_source_disable_unref(s->round_source);
+        free(s->reqs);
+        free(s->req_conns);
+        free(s->req_results);
         safe_close(s->listen_fd);
         if (s->owns_path)
                 (void) unlink(s->socket_path);

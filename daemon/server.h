@@ -1,10 +1,9 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
  * The transport: a listening Unix socket and its connections on an sd-event
- * loop. Bytes are read into a per-connection FrameBuf; every complete frame is
- * handed to dispatch_frame() and its reply queued for writing (with [hsm]
- * sessions > 1, one frame of each ready connection goes to dispatch_frames()
- * in one round, so their HSM calls run together). A frame whose
+ * loop. Bytes are read into a per-connection FrameBuf; one complete frame of
+ * each ready connection goes to dispatch_requests() in one round (so their
+ * HSM calls run together) and its reply is queued for writing. A frame whose
  * declared length exceeds max_frame, an undecodable frame, or a connection that
  * ends in the middle of a frame gets one error reply (id 0) and is closed; no
  * peer can stop the daemon or other connections. Replies are written in

@@ -602,8 +602,8 @@ static void on_change(const char *name, const Key *old, const Key *k, void *user
         kek__response__free_unpacked(ev, NULL);
         /* As server.c asks for every watcher. */
         for (size_t i = 0; i < ELEMENTSOF(peers); i++) {
-                (void) dispatch_peer_may(&fz.d, &peers[i], k, GRANT_GET);
-                (void) dispatch_peer_may(&fz.d, &peers[i], old, GRANT_UNWRAP);
+                (void) access_may(&peers[i], k, GRANT_GET);
+                (void) access_may(&peers[i], old, GRANT_UNWRAP);
         }
 }
 
@@ -613,7 +613,7 @@ static int run_frame(const Peer *peer, const uint8_t *payload, size_t len, Frame
         Kek__Request *req = wirecheck_message(&kek__request__descriptor, payload, len, NULL, NULL) == 0
                                     ? kek__request__unpack(NULL, len, payload)
                                     : NULL;
-        DispatchOutcome o = {};
+        RequestOutcome o = {};
         Kek__Response *resp;
         const char *what;
         size_t before = frame_buf_size(out);
@@ -693,8 +693,8 @@ static void run_transport_error(int error, FrameBuf *out) {
         size_t before = frame_buf_size(out);
         Kek__Response *resp;
 
-        if (dispatch_append_error(out, fz.d.max_frame, 0, error, NULL) < 0)
-                fail("dispatch_append_error(%d) failed", error);
+        if (request_append_error(out, fz.d.max_frame, 0, error, NULL) < 0)
+                fail("request_append_error(%d) failed", error);
         resp = take_response(out, before, fz.d.max_frame, "transport error");
         if (resp->id != 0 || resp->body_case != KEK__RESPONSE__BODY_ERROR || (int) resp->error->code != kekerr_to_wire(error))
                 fail("transport error %d not answered with id 0 and its code", error);

@@ -15,7 +15,9 @@
 #include <string.h>
 
 #include "common/macro.h"
+#include "common/kekerr.h"
 #include "daemon/access.h"
+#include "daemon/record.h"
 #include "tests/lib/tap.h"
 
 #define SELF_UID 990u
@@ -235,7 +237,50 @@ static void test_names(void) {
         is_int(ops, 99, "... failures leave the output alone");
 }
 
+/*
+ * The decisions on one key that the dispatcher's authorize phase and the
+ * Watch stream ask (access_may, access_sees, access_check_key), which used
+ * to be spread over dispatch.c and server.c.
+ */
+static void test_key_decisions(void) {
+        Grant grants[] = { { .group = false, .id = 1000, .ops = GRANT_WRAP }, { .group = true, .id = USERS_GID, .ops = GRANT_GET } };
+        Key k = { .grants = grants, .n_grants = ELEMENTSOF(grants) };
+        const gid_t officer_groups[] = { OFFICER_GID };
+        Peer user = peer(1000, 1000, NULL, 0), member = peer(1001, USERS_GID, NULL, 0), stranger = peer(1002, 1002, NULL, 0),
+             officer = peer(1003, 1003, officer_groups, 1), root = peer(0, 0, NULL, 0);
+
+        ok(access_may(&user, &k, GRANT_WRAP) && !access_may(&user, &k, GRANT_UNWRAP), "a user grant allows its op only");
+        ok(access_may(&member, &k, GRANT_GET) && !access_may(&member, &k, GRANT_WRAP), "a group grant allows its op only");
+        ok(!access_may(&stranger, &k, GRANT_ALL), "no grant: nothing");
+        ok(access_may(&user, &k, GRANT_ALL), "GRANT_ALL asks for any one of the ops");
+        ok(access_may(&officer, &k, GRANT_GET) && access_may(&officer, NULL, GRANT_GET),
+           "officers may get any key's metadata, even of a key that is not there");
+        ok(!access_may(&officer, &k, GRANT_WRAP) && !access_may(&officer, &k, GRANT_ALL),
+           "but may not use a key without a grant");
+        ok(!access_may(&user, NULL, GRANT_WRAP) && !access_may(&root, NULL, GRANT_WRAP),
+           "access_may() of no key: no use for anyone (Watch: the key is gone)");
+
+        ok(access_sees(&user, &k) && access_sees(&member, &k) && access_sees(&officer, &k) && !access_sees(&stranger, &k),
+           "Watch: those with a grant and officers see a key, others do not");
+        ok(!access_sees(&officer, NULL) && !access_sees(&root, NULL), "nobody sees a key that is not there");
+
+        is_int(access_check_key(&root, NULL, GRANT_WRAP), 0, "superusers pass without a key lookup");
+        is_int(access_check_key(&officer, NULL, GRANT_GET), 0, "officers' reads pass without a key lookup");
+        is_int(access_check_key(&user, NULL, GRANT_WRAP), -KEKERR_PERMISSION_DENIED,
+               "a key that is not there is refused like one without a grant (no probing)");
+        is_int(access_check_key(&user, &k, GRANT_WRAP), 0, "a grant passes");
+        is_int(access_check_key(&stranger, &k, GRANT_GET), -KEKERR_PERMISSION_DENIED, "no grant: PERMISSION_DENIED");
+        is_int(access_check_key(NULL, &k, GRANT_GET), -KEKERR_PERMISSION_DENIED, "no peer: PERMISSION_DENIED");
+
+        ok(strcmp(access_op_name(GRANT_WRAP), "wrap") == 0 && strcmp(access_op_name(GRANT_GET), "get") == 0 &&
+                   strcmp(access_op_name(GRANT_ALL), "") == 0,
+           "op names for refusals");
+        ok(strstr(access_role_text(ROLE_ADMIN), "admin_group") && strstr(access_role_text(ROLE_OFFICER), "officer_group"),
+           "role texts name the [access] setting");
+}
+
 int main(void) {
+        test_key_decisions();
         test_roles();
         test_in_group();
         test_grants_allow();

@@ -419,7 +419,7 @@ static Kek__Response *answer_of(FrameBuf *out) {
 
 /*
  * One round of the server's grouping: several connections' single requests in
- * one dispatch_frames() call, of every kind at once. A rewrap needs a second
+ * one dispatch_requests() call, of every kind at once. A rewrap needs a second
  * HSM run; the wrap and the unwraps of the same group must not run again then
  * (each repeat unwrap would leak its plaintext in the secure heap, which holds
  * 1 MiB here: 1500 rounds with a 1 KiB AEK would exhaust it).
@@ -466,7 +466,8 @@ static void test_mixed_groups(Dispatcher *d) {
                 Kek__UnwrapRequest u1 = KEK__UNWRAP_REQUEST__INIT, u2 = KEK__UNWRAP_REQUEST__INIT;
                 Kek__WrapRequest wr = KEK__WRAP_REQUEST__INIT;
                 Kek__GetKeyVersionRequest g = KEK__GET_KEY_VERSION_REQUEST__INIT;
-                DispatchJob jobs[5] = {};
+                Request jobs[5];
+                size_t lens[5];
                 FrameBuf outs[5];
                 uint8_t *bufs[5];
 
@@ -487,12 +488,10 @@ static void test_mixed_groups(Dispatcher *d) {
                 q[4].body_case = KEK__REQUEST__BODY_UNWRAP, q[4].unwrap = &u2;
                 for (int i = 0; i < 5; i++) {
                         frame_buf_init(&outs[i]);
-                        bufs[i] = pack(&q[i], &jobs[i].len);
-                        jobs[i].payload = bufs[i];
-                        jobs[i].peer = &root_peer;
-                        jobs[i].out = &outs[i];
+                        bufs[i] = pack(&q[i], &lens[i]);
+                        request_init(&jobs[i], &root_peer, bufs[i], lens[i], &outs[i]);
                 }
-                dispatch_frames(d, jobs, 5);
+                dispatch_requests(d, jobs, 5);
                 for (int i = 0; i < 5; i++) {
                         Kek__Response *a = answer_of(&outs[i]);
                         bool good = a && a->id == 100 + (uint64_t) i && jobs[i].result == 0;

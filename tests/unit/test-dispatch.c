@@ -242,6 +242,62 @@ static void test_role_matrix(Env *e) {
                ELEMENTSOF(cases));
 }
 
+/*
+ * A wrap's prepare never writes the token: a version with no lease of wrap
+ * budget left is reported (KEYSTORE_NEEDS_RENEWAL) and the renewal is a step
+ * of its own (keystore_wrap_renew()). Through dispatch, a batch whose wraps
+ * need renewals, and a rotation when the current version's budget is spent,
+ * still answers every item in order.
+ */
+static void test_renewal_step(Env *e) {
+        const RotationPolicy small = { .max_wraps = 2 }; /* a lease of 1 */
+        const uint8_t pt[16] = { 1, 2, 3 };
+        Kek__Request req = KEK__REQUEST__INIT;
+        Kek__BatchWrapRequest b = KEK__BATCH_WRAP_REQUEST__INIT;
+        Kek__WrapRequest w[3], *items[3];
+        Kek__Response *r;
+        const Key *k;
+        CryptoOp op;
+        uint64_t gen;
+        int q;
+
+        if (!ok(keystore_create(e->ks, "renew1", &small, fixed_now(), &k) >= 0, "key with a wrap budget of 2 created"))
+                return;
+        gen = k->generation;
+        q = keystore_wrap_prepare(e->ks, "renew1", 0, pt, sizeof(pt), NULL, 0, fixed_now(), &op);
+        is_int(q, KEYSTORE_NEEDS_RENEWAL, "prepare of a wrap without a lease says it needs a renewal");
+        ok(!op.pending && !op.blob, "... and prepared nothing");
+        ok(keystore_find(e->ks, "renew1", &k) >= 0 && k->generation == gen, "... and wrote nothing to the token");
+        crypto_op_done(&op);
+        is_int(keystore_wrap_renew(e->ks, "renew1", 0, fixed_now()), 0, "the renewal step takes a lease");
+        ok(keystore_find(e->ks, "renew1", &k) >= 0 && k->generation > gen, "... writing the key's record");
+        q = keystore_wrap_prepare(e->ks, "renew1", 0, pt, sizeof(pt), NULL, 0, fixed_now(), &op);
+        ok(q == 0 && op.pending && op.blob && op.version == 1, "prepared again: version 1, with its lease unit");
+        /* Not run and not finished: its unit stays spent (over-counted, never under). */
+        crypto_op_done(&op);
+
+        for (int i = 0; i < 3; i++) {
+                kek__wrap_request__init(&w[i]);
+                w[i].key = (char *) "renew1";
+                w[i].plaintext = (ProtobufCBinaryData) { sizeof(pt), (uint8_t *) pt };
+                items[i] = &w[i];
+        }
+        b.n_items = 3;
+        b.items = items;
+        req.id = 31;
+        req.body_case = KEK__REQUEST__BODY_BATCH_WRAP;
+        req.batch_wrap = &b;
+        r = run(e, &req);
+        ok(r && r->body_case == KEK__RESPONSE__BODY_BATCH && r->batch->n_items == 3 && !r->batch->items[0]->error &&
+                   !r->batch->items[1]->error && !r->batch->items[2]->error,
+           "a batch of 3 wraps over a budget of 2: every item wrapped (renewals and a rotation as steps)");
+        ok(r && r->body_case == KEK__RESPONSE__BODY_BATCH && r->batch->n_items == 3 && r->batch->items[0]->wrap &&
+                   r->batch->items[2]->wrap && r->batch->items[0]->wrap->version == 1 && r->batch->items[2]->wrap->version == 2,
+           "the first under version 1, the last under version 2 (rotated when version 1's budget was spent)");
+        if (r)
+                kek__response__free_unpacked(r, NULL);
+}
+
 int main(void) {
         Env e = {};
         Kek__Response *r;
@@ -544,6 +600,7 @@ int main(void) {
                 for (int i = 0; i < N_AEKS; i++)
                         bad += !unwrap_matches(&e, &blobs[i], aeks[i], lens[i], ctx[i]);
                 is_int(bad, 0, "all %d blobs unwrap after reopening", N_AEKS);
+                test_renewal_step(&e);
         }
 
 finish:

@@ -1,0 +1,90 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * Status and Watch (see handlers.h), and the encoding of the Watch stream's
+ * key events, which the transport sends outside any request.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <string.h>
+
+#include "daemon/cryptopool.h"
+#include "daemon/handlers.h"
+#include "daemon/metrics.h"
+
+int handle_status(Dispatcher *d, const Kek__Request *m, Request *req) {
+        Kek__StatusResponse *st = request_alloc(req, sizeof(*st));
+        char *text = NULL, *token, *version;
+        size_t len, keys, versions;
+        HsmStats hs;
+        int r;
+
+        if (!st)
+                return -ENOMEM;
+        kek__status_response__init(st);
+        if (d->metrics) {
+                r = metrics_render(d->metrics, d->keystore, &text, &len);
+                if (r < 0 || !request_own(req, text))
+                        return -ENOMEM;
+                st->metrics = text;
+        }
+        token = request_alloc(req, strlen(hsm_token_label(keystore_hsm(d->keystore))) + 1);
+        version = request_alloc(req, strlen(PACKAGE_VERSION) + 1);
+        if (!token || !version)
+                return -ENOMEM;
+        strcpy(token, hsm_token_label(keystore_hsm(d->keystore)));
+        strcpy(version, PACKAGE_VERSION);
+        st->token = token;
+        st->version = version;
+        st->started_usec = d->started_usec;
+        keystore_count(d->keystore, &keys, &versions);
+        st->keys = (uint32_t) keys;
+        st->versions = (uint32_t) versions;
+        st->clients = metrics_clients(d->metrics);
+        hsm_stats(keystore_hsm(d->keystore), &hs);
+        crypto_pool_stats(d->pool, &hs);
+        st->hsm_session_open = hs.session_open;
+        req->resp.body_case = KEK__RESPONSE__BODY_STATUS;
+        req->resp.status = st;
+        return 0;
+}
+
+int dispatch_append_event(FrameBuf *out, size_t max_frame, uint64_t id, const char *name, const Key *k) {
+        Kek__Response resp = KEK__RESPONSE__INIT;
+        Kek__KeyEvent ev = KEK__KEY_EVENT__INIT;
+        uint32_t disabled[64];
+        size_t n = 0;
+
+        ev.key = (char *) name;
+        if (k) {
+                ev.state = k->state == KEY_DISABLED ? KEK__KEY_STATE__DISABLED
+                           : k->state == KEY_DELETED ? KEK__KEY_STATE__DELETED
+                                                     : KEK__KEY_STATE__ENABLED;
+                ev.current_version = k->current_version;
+                for (size_t i = 0; i < k->n_versions && n < ELEMENTSOF(disabled); i++)
+                        if (!k->versions[i].enabled)
+                                disabled[n++] = k->versions[i].id;
+                ev.n_disabled_versions = n;
+                ev.disabled_versions = disabled;
+        } else
+                ev.gone = true;
+        resp.id = id;
+        resp.body_case = KEK__RESPONSE__BODY_EVENT;
+        resp.event = &ev;
+        return frame_append_message(out, &resp.base, max_frame);
+}
+
+int handle_watch(Dispatcher *d, const Kek__Request *m, Request *req) {
+        Kek__KeyEvent *ev = request_alloc(req, sizeof(*ev));
+
+        if (!ev)
+                return -ENOMEM;
+        /* The first event, with no key, says the stream is live. */
+        kek__key_event__init(ev);
+        ev->key = (char *) "";
+        req->outcome.watch = true;
+        req->resp.body_case = KEK__RESPONSE__BODY_EVENT;
+        req->resp.event = ev;
+        return 0;
+}
+
