@@ -89,19 +89,10 @@ int cmd_revoke(CmdOpts *o, int argc, char *argv[]) {
 }
 
 int cmd_grants(CmdOpts *o, int argc, char *argv[]) {
-        Kek__Request req = KEK__REQUEST__INIT;
-        Kek__GetKeyRequest gr = KEK__GET_KEY_REQUEST__INIT;
         Kek__Response *resp;
-        const char *name;
         int r;
 
-        r = parse_name_cmd(argc, argv, o, &name);
-        if (r != 0)
-                return r;
-        gr.key = (char *) name;
-        req.body_case = KEK__REQUEST__BODY_GET_KEY;
-        req.get_key = &gr;
-        r = call(&req, "grants", KEK__RESPONSE__BODY_KEY_INFO, &resp);
+        r = call_simple(o, argc, argv, KEK__REQUEST__BODY_GET_KEY, KEK__RESPONSE__BODY_KEY_INFO, NULL, &resp);
         if (r != 0)
                 return r;
         if (arg_json)
