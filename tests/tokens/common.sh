@@ -24,6 +24,8 @@ TOKEN_SO_PIN="87654321"
 TOKEN_PIDS=""
 TOKEN_CLEANUP=""
 TOKEN_DIR=$(mktemp -d "${TMPDIR:-/tmp}/kekd-tok.XXXXXX") || exit 99
+# wait_for (the set-up scripts silence its command's stderr: 2>/dev/null) and softhsm2_token
+. "$TOKENS_SRC/../lib/tap.sh"
 
 token_teardown() {
         for pid in $TOKEN_PIDS; do
@@ -68,19 +70,6 @@ token_spawn() {
 # token_remember PID: a process started otherwise (a daemon that forked itself)
 token_remember() {
         TOKEN_PIDS="$TOKEN_PIDS $1"
-}
-
-# wait_for SECONDS CMD...: until CMD succeeds, at most SECONDS (0.1 s steps)
-wait_for() {
-        limit=$(($1 * 10))
-        shift
-        i=0
-        while [ $i -lt $limit ]; do
-                "$@" 2>/dev/null && return 0
-                sleep 0.1
-                i=$((i + 1))
-        done
-        return 1
 }
 
 # token_install PACKAGE...: the Debian packages, unless present (install.sh)
