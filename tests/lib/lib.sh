@@ -21,13 +21,7 @@ cleanup() {
                 kill -KILL "$KEKD_PID" 2>/dev/null
                 wait "$KEKD_PID" 2>/dev/null
         fi
-        if [ -n "${KEEP_TESTDIR:-}" ]; then
-                echo "# kept $TESTDIR" >&2
-                return
-        fi
-        case "$TESTDIR" in
-        */kekd-it.*) rm -rf -- "$TESTDIR" ;;
-        esac
+        dir_remove "$TESTDIR" 'kekd-it.*' "${KEEP_TESTDIR:-}"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
@@ -143,15 +137,7 @@ kekd_stop() {
         sig=${1:-TERM}
         [ -n "$KEKD_PID" ] || return 0
         kill "-$sig" "$KEKD_PID" 2>/dev/null
-        i=0
-        while kill -0 "$KEKD_PID" 2>/dev/null && [ $i -lt 100 ]; do
-                sleep 0.1
-                i=$((i + 1))
-        done
-        if kill -0 "$KEKD_PID" 2>/dev/null; then
-                kill -KILL "$KEKD_PID" 2>/dev/null
-        fi
-        wait "$KEKD_PID" 2>/dev/null
+        pid_reap "$KEKD_PID" 10
         KEKD_STATUS=$?
         KEKD_PID=""
 }

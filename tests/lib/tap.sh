@@ -3,7 +3,8 @@
 # by tests/lib/lib.sh (the integration tests), tests/systemd/check-systemd.sh
 # and tests/tokens/common.sh, so each exists once: TAP output (ok, is,
 # contains, diag; the caller prints the plan from $tap_n and fails on
-# $tap_failed), a bounded wait, and a fresh SoftHSM2 token. POSIX sh.
+# $tap_failed), bounded waits, the removal of a private temp dir, and a
+# fresh SoftHSM2 token. POSIX sh.
 
 tap_n=0
 tap_failed=0
@@ -62,6 +63,31 @@ wait_for() {
                 sleep 0.1
         done
         return 0
+}
+
+# pid_reap PID SECONDS: PID (our child, already asked to exit) gets at most
+# SECONDS (0.1 s steps), then KILL; then it is reaped. Returns its wait status.
+pid_reap() {
+        r_max=$(($2 * 10))
+        r_i=0
+        while kill -0 "$1" 2>/dev/null && [ $r_i -lt $r_max ]; do
+                sleep 0.1
+                r_i=$((r_i + 1))
+        done
+        kill -0 "$1" 2>/dev/null && kill -KILL "$1" 2>/dev/null
+        wait "$1" 2>/dev/null
+}
+
+# dir_remove DIR GLOB KEEP: removes DIR, a private temp dir (only when its name
+# matches */GLOB: never anything else), or with KEEP non-empty says it is kept
+dir_remove() {
+        if [ -n "$3" ]; then
+                echo "# kept $1" >&2
+                return 0
+        fi
+        case "$1" in
+        */$2) rm -rf -- "$1" ;;
+        esac
 }
 
 # softhsm2_token DIR LABEL PIN SO_PIN: a fresh SoftHSM2 token in DIR/tokens,

@@ -41,7 +41,7 @@ LAUNCHER_PID=""
 INIT_PID=""
 CG_DIRS=""
 
-# TAP output (ok, diag) and wait_for
+# TAP output (ok, diag), wait_for and dir_remove
 . "$SRCDIR/tests/lib/tap.sh"
 
 bail() {
@@ -72,12 +72,8 @@ cleanup() {
                 done
                 [ -d "$d" ] && echo "# cgroup $d left behind" >&2
         done
-        if [ -n "$W" ] && [ -z "${KEEP_TESTDIR:-}" ]; then
-                case "$W" in
-                */kekd-check-systemd.*) rm -rf -- "$W" ;;
-                esac
-        elif [ -n "$W" ]; then
-                echo "# kept $W" >&2
+        if [ -n "$W" ]; then
+                dir_remove "$W" 'kekd-check-systemd.*' "${KEEP_TESTDIR:-}"
         fi
 }
 trap cleanup EXIT
