@@ -22,37 +22,36 @@
 /* "user:NAME|UID" or "group:NAME|GID" */
 static int parse_principal(const char *s, Kek__Grant *g) {
         const char *v;
+        bool group;
         uint64_t id;
 
         if (strncmp(s, "user:", 5) == 0) {
                 v = s + 5;
-                g->group = false;
-                if (parse_u64(v, UINT32_MAX - 1, &id) >= 0)
-                        g->id = (uint32_t) id;
-                else {
-                        struct passwd *pw = getpwnam(v);
-
-                        if (!pw)
-                                return usage_error("no such user '%s'", v);
-                        g->id = (uint32_t) pw->pw_uid;
-                }
-                return 0;
-        }
-        if (strncmp(s, "group:", 6) == 0) {
+                group = false;
+        } else if (strncmp(s, "group:", 6) == 0) {
                 v = s + 6;
-                g->group = true;
-                if (parse_u64(v, UINT32_MAX - 1, &id) >= 0)
-                        g->id = (uint32_t) id;
-                else {
+                group = true;
+        } else
+                return usage_error("invalid principal '%s': use user:NAME, user:UID, group:NAME or group:GID", s);
+        /* A number is taken as the id itself, as chown does; anything else is looked up. */
+        if (parse_u64(v, UINT32_MAX - 1, &id) < 0) {
+                if (group) {
                         struct group *gr = getgrnam(v);
 
                         if (!gr)
                                 return usage_error("no such group '%s'", v);
-                        g->id = (uint32_t) gr->gr_gid;
+                        id = gr->gr_gid;
+                } else {
+                        struct passwd *pw = getpwnam(v);
+
+                        if (!pw)
+                                return usage_error("no such user '%s'", v);
+                        id = pw->pw_uid;
                 }
-                return 0;
         }
-        return usage_error("invalid principal '%s': use user:NAME, user:UID, group:NAME or group:GID", s);
+        g->group = group;
+        g->id = (uint32_t) id;
+        return 0;
 }
 
 static int set_grant(CmdOpts *o, int argc, char *argv[], bool revoke) {
@@ -89,19 +88,10 @@ int cmd_revoke(CmdOpts *o, int argc, char *argv[]) {
 }
 
 int cmd_grants(CmdOpts *o, int argc, char *argv[]) {
-        Kek__Request req = KEK__REQUEST__INIT;
-        Kek__GetKeyRequest gr = KEK__GET_KEY_REQUEST__INIT;
         Kek__Response *resp;
-        const char *name;
         int r;
 
-        r = parse_name_cmd(argc, argv, o, &name);
-        if (r != 0)
-                return r;
-        gr.key = (char *) name;
-        req.body_case = KEK__REQUEST__BODY_GET_KEY;
-        req.get_key = &gr;
-        r = call(&req, "grants", KEK__RESPONSE__BODY_KEY_INFO, &resp);
+        r = call_simple(o, argc, argv, KEK__REQUEST__BODY_GET_KEY, KEK__RESPONSE__BODY_KEY_INFO, NULL, &resp);
         if (r != 0)
                 return r;
         if (arg_json)

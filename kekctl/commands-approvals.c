@@ -32,20 +32,12 @@ int cmd_request(CmdOpts *o, int argc, char *argv[]) {
 }
 
 int cmd_approve(CmdOpts *o, int argc, char *argv[]) {
-        Kek__Request req = KEK__REQUEST__INIT;
-        Kek__ApproveRequest ar = KEK__APPROVE_REQUEST__INIT;
         Kek__Response *resp;
         const char *id;
         int r;
 
-        r = parse_id_cmd(argc, argv, o, &id);
-        if (r != 0)
-                return r;
-        ar.id = (char *) id;
-        req.body_case = KEK__REQUEST__BODY_APPROVE;
-        req.approve = &ar;
         /* The answer is the approved operation's own: key info, a vault policy or nothing. */
-        r = call(&req, "approve", KEK__RESPONSE__BODY__NOT_SET, &resp);
+        r = call_simple(o, argc, argv, KEK__REQUEST__BODY_APPROVE, KEK__RESPONSE__BODY__NOT_SET, &id, &resp);
         if (r != 0)
                 return r;
         if (!arg_json)
@@ -59,17 +51,10 @@ int cmd_approve(CmdOpts *o, int argc, char *argv[]) {
 }
 
 int cmd_requests(CmdOpts *o, int argc, char *argv[]) {
-        Kek__Request req = KEK__REQUEST__INIT;
-        Kek__ListApprovalsRequest lr = KEK__LIST_APPROVALS_REQUEST__INIT;
         Kek__Response *resp;
         int r;
 
-        r = parse_no_args_cmd(argc, argv, o);
-        if (r != 0)
-                return r;
-        req.body_case = KEK__REQUEST__BODY_LIST_APPROVALS;
-        req.list_approvals = &lr;
-        r = call(&req, "requests", KEK__RESPONSE__BODY_APPROVALS, &resp);
+        r = call_simple(o, argc, argv, KEK__REQUEST__BODY_LIST_APPROVALS, KEK__RESPONSE__BODY_APPROVALS, NULL, &resp);
         if (r != 0)
                 return r;
         print_approvals(resp->approvals->approvals, resp->approvals->n_approvals, false);
@@ -78,19 +63,11 @@ int cmd_requests(CmdOpts *o, int argc, char *argv[]) {
 }
 
 int cmd_cancel(CmdOpts *o, int argc, char *argv[]) {
-        Kek__Request req = KEK__REQUEST__INIT;
-        Kek__CancelApprovalRequest cr = KEK__CANCEL_APPROVAL_REQUEST__INIT;
         Kek__Response *resp;
         const char *id;
         int r;
 
-        r = parse_id_cmd(argc, argv, o, &id);
-        if (r != 0)
-                return r;
-        cr.id = (char *) id;
-        req.body_case = KEK__REQUEST__BODY_CANCEL_APPROVAL;
-        req.cancel_approval = &cr;
-        r = call(&req, "cancel", KEK__RESPONSE__BODY_EMPTY, &resp);
+        r = call_simple(o, argc, argv, KEK__REQUEST__BODY_CANCEL_APPROVAL, KEK__RESPONSE__BODY_EMPTY, &id, &resp);
         if (r != 0)
                 return r;
         kek_response_free(resp);

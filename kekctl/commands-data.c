@@ -111,6 +111,7 @@ static int blob_cmd(CmdOpts *o, int argc, char *argv[], bool rewrap) {
         Kek__UnwrapRequest ur = KEK__UNWRAP_REQUEST__INIT;
         Kek__RewrapRequest rr = KEK__REWRAP_REQUEST__INIT;
         Kek__Response *resp;
+        const ProtobufCBinaryData *out;
         int r;
 
         r = parse_cmd_opts(argc, argv, o);
@@ -130,20 +131,17 @@ static int blob_cmd(CmdOpts *o, int argc, char *argv[], bool rewrap) {
                 rr.context = context_of(o);
                 req.body_case = KEK__REQUEST__BODY_REWRAP;
                 req.rewrap = &rr;
-                r = call(&req, "rewrap", KEK__RESPONSE__BODY_REWRAP, &resp);
-                if (r != 0)
-                        return r;
-                r = write_stdout(resp->rewrap->blob.data, resp->rewrap->blob.len);
         } else {
                 ur.blob = (ProtobufCBinaryData) { blob->len, blob->data };
                 ur.context = context_of(o);
                 req.body_case = KEK__REQUEST__BODY_UNWRAP;
                 req.unwrap = &ur;
-                r = call(&req, "unwrap", KEK__RESPONSE__BODY_UNWRAP, &resp);
-                if (r != 0)
-                        return r;
-                r = write_stdout(resp->unwrap->plaintext.data, resp->unwrap->plaintext.len);
         }
+        r = call(&req, argv[0], rewrap ? KEK__RESPONSE__BODY_REWRAP : KEK__RESPONSE__BODY_UNWRAP, &resp);
+        if (r != 0)
+                return r;
+        out = rewrap ? &resp->rewrap->blob : &resp->unwrap->plaintext;
+        r = write_stdout(out->data, out->len);
         kek_response_free(resp);
         return r;
 }

@@ -84,34 +84,14 @@ int cmd_list(CmdOpts *o, int argc, char *argv[]) {
 }
 
 int cmd_show(CmdOpts *o, int argc, char *argv[]) {
-        Kek__Request req = KEK__REQUEST__INIT;
-        Kek__GetKeyRequest gr = KEK__GET_KEY_REQUEST__INIT;
-        const char *name;
-        int r;
-
-        r = parse_name_cmd(argc, argv, o, &name);
-        if (r != 0)
-                return r;
-        gr.key = (char *) name;
-        req.body_case = KEK__REQUEST__BODY_GET_KEY;
-        req.get_key = &gr;
-        return call_key_info(&req, "show");
+        return call_simple_key_info(o, argc, argv, KEK__REQUEST__BODY_GET_KEY);
 }
 
 int cmd_version(CmdOpts *o, int argc, char *argv[]) {
-        Kek__Request req = KEK__REQUEST__INIT;
-        Kek__GetKeyVersionRequest gr = KEK__GET_KEY_VERSION_REQUEST__INIT;
         Kek__Response *resp;
-        const char *name;
         int r;
 
-        r = parse_name_cmd(argc, argv, o, &name);
-        if (r != 0)
-                return r;
-        gr.key = (char *) name;
-        req.body_case = KEK__REQUEST__BODY_GET_KEY_VERSION;
-        req.get_key_version = &gr;
-        r = call(&req, "version", KEK__RESPONSE__BODY_GET_KEY_VERSION, &resp);
+        r = call_simple(o, argc, argv, KEK__REQUEST__BODY_GET_KEY_VERSION, KEK__RESPONSE__BODY_GET_KEY_VERSION, NULL, &resp);
         if (r != 0)
                 return r;
         if (arg_json) {
@@ -131,18 +111,7 @@ int cmd_version(CmdOpts *o, int argc, char *argv[]) {
 }
 
 int cmd_rotate(CmdOpts *o, int argc, char *argv[]) {
-        Kek__Request req = KEK__REQUEST__INIT;
-        Kek__RotateKeyRequest rr = KEK__ROTATE_KEY_REQUEST__INIT;
-        const char *name;
-        int r;
-
-        r = parse_name_cmd(argc, argv, o, &name);
-        if (r != 0)
-                return r;
-        rr.key = (char *) name;
-        req.body_case = KEK__REQUEST__BODY_ROTATE_KEY;
-        req.rotate_key = &rr;
-        return call_key_info(&req, "rotate");
+        return call_simple_key_info(o, argc, argv, KEK__REQUEST__BODY_ROTATE_KEY);
 }
 
 int cmd_policy(CmdOpts *o, int argc, char *argv[]) {
@@ -208,49 +177,19 @@ int cmd_enable(CmdOpts *o, int argc, char *argv[]) {
 }
 
 int cmd_delete(CmdOpts *o, int argc, char *argv[]) {
-        Kek__Request req = KEK__REQUEST__INIT;
-        Kek__DeleteKeyRequest dr = KEK__DELETE_KEY_REQUEST__INIT;
-        const char *name;
-        int r;
-
-        r = parse_name_cmd(argc, argv, o, &name);
-        if (r != 0)
-                return r;
-        dr.key = (char *) name;
-        req.body_case = KEK__REQUEST__BODY_DELETE_KEY;
-        req.delete_key = &dr;
-        return call_key_info(&req, "delete");
+        return call_simple_key_info(o, argc, argv, KEK__REQUEST__BODY_DELETE_KEY);
 }
 
 int cmd_recover(CmdOpts *o, int argc, char *argv[]) {
-        Kek__Request req = KEK__REQUEST__INIT;
-        Kek__RecoverKeyRequest rr = KEK__RECOVER_KEY_REQUEST__INIT;
-        const char *name;
-        int r;
-
-        r = parse_name_cmd(argc, argv, o, &name);
-        if (r != 0)
-                return r;
-        rr.key = (char *) name;
-        req.body_case = KEK__REQUEST__BODY_RECOVER_KEY;
-        req.recover_key = &rr;
-        return call_key_info(&req, "recover");
+        return call_simple_key_info(o, argc, argv, KEK__REQUEST__BODY_RECOVER_KEY);
 }
 
 int cmd_purge(CmdOpts *o, int argc, char *argv[]) {
-        Kek__Request req = KEK__REQUEST__INIT;
-        Kek__PurgeKeyRequest pr = KEK__PURGE_KEY_REQUEST__INIT;
         Kek__Response *resp;
         const char *name;
         int r;
 
-        r = parse_name_cmd(argc, argv, o, &name);
-        if (r != 0)
-                return r;
-        pr.key = (char *) name;
-        req.body_case = KEK__REQUEST__BODY_PURGE_KEY;
-        req.purge_key = &pr;
-        r = call(&req, "purge", KEK__RESPONSE__BODY_EMPTY, &resp);
+        r = call_simple(o, argc, argv, KEK__REQUEST__BODY_PURGE_KEY, KEK__RESPONSE__BODY_EMPTY, &name, &resp);
         if (r != 0)
                 return r;
         kek_response_free(resp);

@@ -73,17 +73,10 @@ int cmd_vault(CmdOpts *o, int argc, char *argv[]) {
 }
 
 int cmd_check(CmdOpts *o, int argc, char *argv[]) {
-        Kek__Request req = KEK__REQUEST__INIT;
-        Kek__CheckRequest cr = KEK__CHECK_REQUEST__INIT;
         Kek__Response *resp;
         int r;
 
-        r = parse_no_args_cmd(argc, argv, o);
-        if (r != 0)
-                return r;
-        req.body_case = KEK__REQUEST__BODY_CHECK;
-        req.check = &cr;
-        r = call(&req, "check", KEK__RESPONSE__BODY_CHECK, &resp);
+        r = call_simple(o, argc, argv, KEK__REQUEST__BODY_CHECK, KEK__RESPONSE__BODY_CHECK, NULL, &resp);
         if (r != 0)
                 return r;
         if (arg_json) {
@@ -110,17 +103,10 @@ int cmd_check(CmdOpts *o, int argc, char *argv[]) {
 }
 
 int cmd_status(CmdOpts *o, int argc, char *argv[]) {
-        Kek__Request req = KEK__REQUEST__INIT;
-        Kek__StatusRequest sr = KEK__STATUS_REQUEST__INIT;
         Kek__Response *resp;
         int r;
 
-        r = parse_no_args_cmd(argc, argv, o);
-        if (r != 0)
-                return r;
-        req.body_case = KEK__REQUEST__BODY_STATUS;
-        req.status = &sr;
-        r = call(&req, "status", KEK__RESPONSE__BODY_STATUS, &resp);
+        r = call_simple(o, argc, argv, KEK__REQUEST__BODY_STATUS, KEK__RESPONSE__BODY_STATUS, NULL, &resp);
         if (r != 0)
                 return r;
         r = status_print(resp->status, o->prometheus ? STATUS_PROMETHEUS : arg_json ? STATUS_JSON : STATUS_HUMAN);

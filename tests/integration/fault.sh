@@ -218,13 +218,7 @@ client_stop() {
         if [ -n "$CLIENT_PID" ]; then
                 echo quit >&3 2>/dev/null
                 exec 3>&- 4<&-
-                i=0
-                while kill -0 "$CLIENT_PID" 2>/dev/null && [ $i -lt 20 ]; do
-                        sleep 0.1
-                        i=$((i + 1))
-                done
-                kill -KILL "$CLIENT_PID" 2>/dev/null
-                wait "$CLIENT_PID" 2>/dev/null
+                pid_reap "$CLIENT_PID" 2
                 CLIENT_PID=""
         fi
 }

@@ -30,19 +30,6 @@ cleanup_all() {
 }
 trap cleanup_all EXIT
 
-# wait_for SECONDS COMMAND...: until COMMAND succeeds, at most SECONDS
-wait_for() {
-        w_max=$(($1 * 10))
-        shift
-        w_i=0
-        until "$@"; do
-                w_i=$((w_i + 1))
-                [ $w_i -ge $w_max ] && return 1
-                sleep 0.1
-        done
-        return 0
-}
-
 # notify_listen: a fresh datagram socket at $NOTIFY; socat -v writes each
 # datagram to notify.raw after a header line
 notify_listen() {

@@ -9,9 +9,10 @@
 
 set -u
 
+# TAP output, wait_for and softhsm2_token
+. "$(dirname "$TESTLIB")/tap.sh"
+
 TEST_PIN="kekd-test-pin-7f3a9c"   # distinctive, so logs can be searched for it
-tap_n=0
-tap_failed=0
 KEKD_PID=""
 TESTDIR=$(mktemp -d "${TMPDIR:-/tmp}/kekd-it.XXXXXX") || exit 99
 
@@ -20,59 +21,10 @@ cleanup() {
                 kill -KILL "$KEKD_PID" 2>/dev/null
                 wait "$KEKD_PID" 2>/dev/null
         fi
-        if [ -n "${KEEP_TESTDIR:-}" ]; then
-                echo "# kept $TESTDIR" >&2
-                return
-        fi
-        case "$TESTDIR" in
-        */kekd-it.*) rm -rf -- "$TESTDIR" ;;
-        esac
+        dir_remove "$TESTDIR" 'kekd-it.*' "${KEEP_TESTDIR:-}"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
-
-# ok DESCRIPTION COMMAND...: passes when COMMAND exits 0
-ok() {
-        desc=$1
-        shift
-        tap_n=$((tap_n + 1))
-        if "$@"; then
-                echo "ok $tap_n - $desc"
-        else
-                echo "not ok $tap_n - $desc"
-                tap_failed=$((tap_failed + 1))
-        fi
-}
-
-# is DESCRIPTION GOT WANT
-is() {
-        tap_n=$((tap_n + 1))
-        if [ "$2" = "$3" ]; then
-                echo "ok $tap_n - $1"
-        else
-                echo "not ok $tap_n - $1"
-                echo "#   got:  $2"
-                echo "#   want: $3"
-                tap_failed=$((tap_failed + 1))
-        fi
-}
-
-# contains DESCRIPTION FILE STRING: FILE contains STRING (fixed string)
-contains() {
-        tap_n=$((tap_n + 1))
-        if grep -qF -- "$3" "$2"; then
-                echo "ok $tap_n - $1"
-        else
-                echo "not ok $tap_n - $1"
-                echo "#   '$3' not found in:"
-                sed 's/^/#   | /' "$2" | head -20
-                tap_failed=$((tap_failed + 1))
-        fi
-}
-
-diag() {
-        echo "# $*"
-}
 
 # secrets_absent: kekd's log holds neither the PIN nor any AEK this test
 # used ($TESTDIR/aek*): raw, as hex or as base64. Run by done_testing, so
@@ -103,15 +55,7 @@ done_testing() {
 # token_init LABEL: a fresh SoftHSM2 token in $TESTDIR/tokens
 token_init() {
         TOKEN_LABEL=$1
-        mkdir -p "$TESTDIR/tokens"
-        cat >"$TESTDIR/softhsm2.conf" <<EOF
-directories.tokendir = $TESTDIR/tokens
-objectstore.backend = file
-log.level = ERROR
-EOF
-        SOFTHSM2_CONF="$TESTDIR/softhsm2.conf"
-        export SOFTHSM2_CONF
-        softhsm2-util --init-token --free --label "$TOKEN_LABEL" --pin "$TEST_PIN" --so-pin 87654321 >/dev/null ||
+        softhsm2_token "$TESTDIR" "$TOKEN_LABEL" "$TEST_PIN" 87654321 ||
                 { echo "Bail out! softhsm2-util --init-token failed"; exit 99; }
         printf '%s\n' "$TEST_PIN" >"$TESTDIR/pin"
         chmod 0600 "$TESTDIR/pin"
@@ -193,15 +137,7 @@ kekd_stop() {
         sig=${1:-TERM}
         [ -n "$KEKD_PID" ] || return 0
         kill "-$sig" "$KEKD_PID" 2>/dev/null
-        i=0
-        while kill -0 "$KEKD_PID" 2>/dev/null && [ $i -lt 100 ]; do
-                sleep 0.1
-                i=$((i + 1))
-        done
-        if kill -0 "$KEKD_PID" 2>/dev/null; then
-                kill -KILL "$KEKD_PID" 2>/dev/null
-        fi
-        wait "$KEKD_PID" 2>/dev/null
+        pid_reap "$KEKD_PID" 10
         KEKD_STATUS=$?
         KEKD_PID=""
 }

@@ -36,45 +36,17 @@ PACKAGES="systemd dbus libp11-kit0 softhsm2 libssl3 libsystemd0 libprotobuf-c1 l
 PIN="sysd-pin-5c1e"
 WATCHDOG_SEC=5
 
-tap_n=0
-tap_failed=0
 W=""
 LAUNCHER_PID=""
 INIT_PID=""
 CG_DIRS=""
 
-ok() {
-        desc=$1
-        shift
-        tap_n=$((tap_n + 1))
-        if "$@"; then
-                echo "ok $tap_n - $desc"
-        else
-                echo "not ok $tap_n - $desc"
-                tap_failed=$((tap_failed + 1))
-        fi
-}
-
-diag() {
-        echo "# $*"
-}
+# TAP output (ok, diag), wait_for and dir_remove
+. "$SRCDIR/tests/lib/tap.sh"
 
 bail() {
         echo "Bail out! $*"
         exit 1
-}
-
-# wait_for SECONDS COMMAND...: until COMMAND succeeds, at most SECONDS
-wait_for() {
-        w_max=$(($1 * 5))
-        shift
-        w_i=0
-        until "$@"; do
-                w_i=$((w_i + 1))
-                [ $w_i -ge $w_max ] && return 1
-                sleep 0.2
-        done
-        return 0
 }
 
 cleanup() {
@@ -100,12 +72,8 @@ cleanup() {
                 done
                 [ -d "$d" ] && echo "# cgroup $d left behind" >&2
         done
-        if [ -n "$W" ] && [ -z "${KEEP_TESTDIR:-}" ]; then
-                case "$W" in
-                */kekd-check-systemd.*) rm -rf -- "$W" ;;
-                esac
-        elif [ -n "$W" ]; then
-                echo "# kept $W" >&2
+        if [ -n "$W" ]; then
+                dir_remove "$W" 'kekd-check-systemd.*' "${KEEP_TESTDIR:-}"
         fi
 }
 trap cleanup EXIT

@@ -24,27 +24,17 @@ TOKEN_SO_PIN="87654321"
 TOKEN_PIDS=""
 TOKEN_CLEANUP=""
 TOKEN_DIR=$(mktemp -d "${TMPDIR:-/tmp}/kekd-tok.XXXXXX") || exit 99
+# wait_for (the set-up scripts silence its command's stderr: 2>/dev/null), pid_reap, dir_remove, softhsm2_token
+. "$TOKENS_SRC/../lib/tap.sh"
 
 token_teardown() {
         for pid in $TOKEN_PIDS; do
                 kill -TERM "$pid" 2>/dev/null || continue
-                i=0
-                while kill -0 "$pid" 2>/dev/null && [ $i -lt 50 ]; do
-                        sleep 0.1
-                        i=$((i + 1))
-                done
-                kill -KILL "$pid" 2>/dev/null
-                wait "$pid" 2>/dev/null
+                pid_reap "$pid" 5
         done
         # Implementation-specific clean-up (system places it insisted on).
         [ -n "$TOKEN_CLEANUP" ] && eval "$TOKEN_CLEANUP"
-        if [ -n "${KEEP_TOKEN_DIR:-}" ]; then
-                echo "# kept $TOKEN_DIR" >&2
-                return
-        fi
-        case "$TOKEN_DIR" in
-        */kekd-tok.*) rm -rf -- "$TOKEN_DIR" ;;
-        esac
+        dir_remove "$TOKEN_DIR" 'kekd-tok.*' "${KEEP_TOKEN_DIR:-}"
 }
 trap token_teardown EXIT
 trap 'exit 130' INT TERM
@@ -68,19 +58,6 @@ token_spawn() {
 # token_remember PID: a process started otherwise (a daemon that forked itself)
 token_remember() {
         TOKEN_PIDS="$TOKEN_PIDS $1"
-}
-
-# wait_for SECONDS CMD...: until CMD succeeds, at most SECONDS (0.1 s steps)
-wait_for() {
-        limit=$(($1 * 10))
-        shift
-        i=0
-        while [ $i -lt $limit ]; do
-                "$@" 2>/dev/null && return 0
-                sleep 0.1
-                i=$((i + 1))
-        done
-        return 1
 }
 
 # token_install PACKAGE...: the Debian packages, unless present (install.sh)

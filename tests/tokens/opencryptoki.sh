@@ -33,7 +33,7 @@ chmod -R 0770 "$store"
 TOKEN_CLEANUP='rm -rf "$store"; mv "$TOKEN_DIR/swtok.orig" "$store"; rm -f /dev/shm/*opencryptoki* /dev/shm/var.lib.opencryptoki* 2>/dev/null'
 
 token_spawn pkcsslotd -f
-wait_for 20 sh -c "pkcsconf -s -c $SLOT >/dev/null" || token_fail "pkcsslotd does not answer"
+wait_for 20 sh -c "pkcsconf -s -c $SLOT >/dev/null" 2>/dev/null || token_fail "pkcsslotd does not answer"
 echo "$TOKEN_LABEL" | pkcsconf -c $SLOT -I -S 87654321 >/dev/null || token_fail "pkcsconf -I"
 pkcsconf -c $SLOT -P -S 87654321 -n "$SO_PIN" || token_fail "pkcsconf -P (SO PIN change)"
 pkcsconf -c $SLOT -u -S "$SO_PIN" -n "kfirst12" || token_fail "pkcsconf -u (user PIN)"

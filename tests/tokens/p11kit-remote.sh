@@ -14,22 +14,15 @@ provider=${SOFTHSM2_MODULE:-/usr/lib/softhsm/libsofthsm2.so}
 client=$(dpkg -L p11-kit-modules 2>/dev/null | grep '/p11-kit-client\.so$' | head -1)
 [ -f "$client" ] || token_fail "no p11-kit-client.so" 77
 
-mkdir -p "$TOKEN_DIR/tokens" "$TOKEN_DIR/run"
+mkdir -p "$TOKEN_DIR/run"
 chmod 0700 "$TOKEN_DIR/run"
-cat >"$TOKEN_DIR/softhsm2.conf" <<EOC
-directories.tokendir = $TOKEN_DIR/tokens
-objectstore.backend = file
-log.level = ERROR
-EOC
-SOFTHSM2_CONF="$TOKEN_DIR/softhsm2.conf"
 XDG_RUNTIME_DIR="$TOKEN_DIR/run"
-export SOFTHSM2_CONF XDG_RUNTIME_DIR
-softhsm2-util --init-token --free --label "$TOKEN_LABEL" --pin "$TOKEN_PIN" --so-pin "$TOKEN_SO_PIN" >/dev/null ||
-        token_fail "softhsm2-util --init-token"
+export XDG_RUNTIME_DIR
+softhsm2_token "$TOKEN_DIR" "$TOKEN_LABEL" "$TOKEN_PIN" "$TOKEN_SO_PIN" || token_fail "softhsm2-util --init-token"
 
 token_spawn p11-kit server -f -s -n "$TOKEN_DIR/run/p11-kit.sock" --provider "$provider" "pkcs11:token=$TOKEN_LABEL" \
         >"$TOKEN_DIR/server.env" 2>"$TOKEN_DIR/server.log"
-wait_for 20 test -S "$TOKEN_DIR/run/p11-kit.sock" || { cat "$TOKEN_DIR/server.log" >&2; token_fail "p11-kit server has no socket"; }
+wait_for 20 test -S "$TOKEN_DIR/run/p11-kit.sock" 2>/dev/null || { cat "$TOKEN_DIR/server.log" >&2; token_fail "p11-kit server has no socket"; }
 P11_KIT_SERVER_ADDRESS="unix:path=$TOKEN_DIR/run/p11-kit.sock"
 export P11_KIT_SERVER_ADDRESS
 # kekd and pkcs11-tool must not reach the token any other way than through the socket.

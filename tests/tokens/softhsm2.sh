@@ -9,15 +9,6 @@ TOKEN_LABEL=kekd-tok-softhsm2
 token_install softhsm2 opensc
 module=${SOFTHSM2_MODULE:-/usr/lib/softhsm/libsofthsm2.so}
 [ -f "$module" ] || module=/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so
-mkdir -p "$TOKEN_DIR/tokens"
-cat >"$TOKEN_DIR/softhsm2.conf" <<EOC
-directories.tokendir = $TOKEN_DIR/tokens
-objectstore.backend = file
-log.level = ERROR
-EOC
-SOFTHSM2_CONF="$TOKEN_DIR/softhsm2.conf"
-export SOFTHSM2_CONF
-softhsm2-util --init-token --free --label "$TOKEN_LABEL" --pin "$TOKEN_PIN" --so-pin "$TOKEN_SO_PIN" >/dev/null ||
-        token_fail "softhsm2-util --init-token"
+softhsm2_token "$TOKEN_DIR" "$TOKEN_LABEL" "$TOKEN_PIN" "$TOKEN_SO_PIN" || token_fail "softhsm2-util --init-token"
 token_pin_file
 token_run "$module" "pkcs11:token=$TOKEN_LABEL" "$module" -- "$@"

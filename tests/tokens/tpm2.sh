@@ -32,11 +32,11 @@ token_spawn swtpm socket --tpm2 --tpmstate dir="$TOKEN_DIR/tpm" --flags not-need
         --server type=tcp,port=$port,bindaddr=127.0.0.1 --ctrl type=tcp,port=$((port + 1)),bindaddr=127.0.0.1 \
         >"$TOKEN_DIR/swtpm.log" 2>&1
 swtpm_pid=$TOKEN_LAST_PID
-wait_for 20 sh -c "ss -ltn | grep -q '127.0.0.1:$port '" || token_fail "swtpm does not listen"
+wait_for 20 sh -c "ss -ltn | grep -q '127.0.0.1:$port '" 2>/dev/null || token_fail "swtpm does not listen"
 kill -0 "$swtpm_pid" || token_fail "swtpm exited: $(cat "$TOKEN_DIR/swtpm.log")"
 
 token_spawn dbus-daemon --session --nofork --address="unix:path=$TOKEN_DIR/bus" >"$TOKEN_DIR/dbus.log" 2>&1
-wait_for 20 test -S "$TOKEN_DIR/bus" || token_fail "dbus-daemon has no socket"
+wait_for 20 test -S "$TOKEN_DIR/bus" 2>/dev/null || token_fail "dbus-daemon has no socket"
 DBUS_SESSION_BUS_ADDRESS="unix:path=$TOKEN_DIR/bus"
 export DBUS_SESSION_BUS_ADDRESS
 token_spawn tpm2-abrmd --session --allow-root --tcti="swtpm:host=127.0.0.1,port=$port" >"$TOKEN_DIR/abrmd.log" 2>&1
@@ -45,7 +45,7 @@ TPM2TOOLS_TCTI=$TPM2_PKCS11_TCTI
 TPM2_PKCS11_STORE="$TOKEN_DIR/store"
 TPM2_PKCS11_LOG_LEVEL=0
 export TPM2_PKCS11_TCTI TPM2TOOLS_TCTI TPM2_PKCS11_STORE TPM2_PKCS11_LOG_LEVEL
-wait_for 30 sh -c "tpm2_ptool init --path='$TOKEN_DIR/store' >'$TOKEN_DIR/ptool.log' 2>&1" ||
+wait_for 30 sh -c "tpm2_ptool init --path='$TOKEN_DIR/store' >'$TOKEN_DIR/ptool.log' 2>&1" 2>/dev/null ||
         token_fail "tpm2_ptool init: $(tail -3 "$TOKEN_DIR/ptool.log"; tail -3 "$TOKEN_DIR/abrmd.log")"
 tpm2_ptool addtoken --pid=1 --label="$TOKEN_LABEL" --sopin="$TOKEN_SO_PIN" --userpin="$TOKEN_PIN" \
         --path="$TOKEN_DIR/store" >>"$TOKEN_DIR/ptool.log" 2>&1 || token_fail "tpm2_ptool addtoken: $(tail -3 "$TOKEN_DIR/ptool.log")"
