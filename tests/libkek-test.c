@@ -83,6 +83,10 @@ static bool socket_up(void) {
 static bool kekd_start(void) {
         char log[4096];
         char *argv[] = { (char *) kekd_path, "-c", (char *) conf, NULL };
+        /* As lib.sh's kekd_start: $KEKD_START_TIMEOUT seconds (default 10); make memcheck sets 60,
+         * since kekd under valgrind on a busy machine can take longer than 10 s to serve. */
+        const char *t = getenv("KEKD_START_TIMEOUT");
+        int tenths = (t && atoi(t) > 0 ? atoi(t) : 10) * 10;
         posix_spawn_file_actions_t fa;
 
         snprintf(log, sizeof(log), "%s/kekd.log", testdir);
@@ -91,7 +95,7 @@ static bool kekd_start(void) {
         if (posix_spawn(&kekd_pid, kekd_path, &fa, NULL, argv, environ) != 0)
                 kekd_pid = -1;
         posix_spawn_file_actions_destroy(&fa);
-        for (int i = 0; kekd_pid > 0 && i < 100; i++) {
+        for (int i = 0; kekd_pid > 0 && i < tenths; i++) {
                 if (socket_up())
                         return true;
                 usleep(100 * 1000);
