@@ -23,6 +23,9 @@
  * Calls that create or destroy objects are never repeated: one that failed in
  * transit may have been done. Not thread-safe: one Hsm per thread;
  * hsm_open_session() gives another thread its own session on the same token.
+ * Calls on token objects (create, destroy, generate, find, read attributes)
+ * are made one at a time across all sessions and threads of the process;
+ * encrypt and decrypt run in parallel.
  */
 #pragma once
 

@@ -21,6 +21,9 @@ EXTRA_DIST += tests/integration/fault.sh tests/integration/refresh.sh
 # Wrap leases settled at a clean stop (lease.sh); a failed create rolled back at once (create-fault.sh).
 TESTS += tests/integration/lease.sh tests/integration/create-fault.sh
 EXTRA_DIST += tests/integration/lease.sh tests/integration/create-fault.sh
+# No key vanishes while the refresh thread reads the token (store-race.sh).
+TESTS += tests/integration/store-race.sh
+EXTRA_DIST += tests/integration/store-race.sh
 
 # P11_FAULT_MODULE: the real module p11-fault wraps.
 AM_TESTS_ENVIRONMENT += \

@@ -54,7 +54,12 @@
  * call= counts the calls of that function since the module was loaded. With
  * $P11_FAULT_TRACE (a comma-separated list of function names, or '*'), every
  * call of those functions is logged too, after it returned, as
- * "trace C_Login CKR_OK call=2 pid=1234". A rule that does not parse is
+ * "trace C_Login CKR_OK call=2 pid=1234". With $P11_FAULT_OVERLAP=1, calls
+ * on token objects (create, copy, destroy, find, get or set attributes,
+ * generate, unwrap, derive) are watched across threads: the first such call
+ * of each thread logs "store-thread N pid=1234", and one that begins while
+ * another is in flight (delays included) logs "overlap C_CreateObject while
+ * C_FindObjectsInit pid=1234". A rule that does not parse is
  * reported on stderr and in the log ("p11-fault: ..."); in $P11_FAULT it
  * makes C_GetFunctionList fail, in the file it disables every file rule.
  */
@@ -178,6 +183,13 @@ static struct stat file_st;
 static uint64_t calls[N_FUNCTIONS];
 static bool trace[N_FUNCTIONS];
 static uint64_t prng_state;
+/* $P11_FAULT_OVERLAP: object calls in flight, the last one begun, the threads seen making them. */
+#define STORE_THREADS_MAX 64
+static bool overlap_watch;
+static unsigned store_in_flight;
+static int store_last_fn;
+static pthread_t store_threads[STORE_THREADS_MAX];
+static unsigned n_store_threads;
 
 static uint64_t prng_next(void) {
         /* xorshift64*: small, fast and good enough to pick which calls fail */
@@ -491,15 +503,60 @@ static CK_RV fault_after(int fn, const Decision *d, CK_RV rv) {
         return rv;
 }
 
+static bool is_store_fn(int fn) {
+        switch (fn) {
+        case FN_C_CreateObject: case FN_C_CopyObject: case FN_C_DestroyObject: case FN_C_GetAttributeValue:
+        case FN_C_SetAttributeValue: case FN_C_FindObjectsInit: case FN_C_FindObjects: case FN_C_FindObjectsFinal:
+        case FN_C_GenerateKey: case FN_C_GenerateKeyPair: case FN_C_UnwrapKey: case FN_C_DeriveKey:
+                return true;
+        default:
+                return false;
+        }
+}
+
+/* Before an object call (and its injected delay): logs a new thread and an overlap. */
+static void store_enter(int fn) {
+        pthread_t self = pthread_self();
+        bool known = false;
+
+        if (!overlap_watch || !is_store_fn(fn))
+                return;
+        pthread_mutex_lock(&lock);
+        for (unsigned i = 0; i < n_store_threads && !known; i++)
+                known = pthread_equal(store_threads[i], self);
+        if (!known && n_store_threads < STORE_THREADS_MAX) {
+                store_threads[n_store_threads++] = self;
+                log_line("store-thread %u pid=%d", n_store_threads, (int) getpid());
+        }
+        if (store_in_flight > 0)
+                log_line("overlap %s while %s pid=%d", function_names[fn], function_names[store_last_fn], (int) getpid());
+        store_in_flight++;
+        store_last_fn = fn;
+        pthread_mutex_unlock(&lock);
+}
+
+static void store_leave(int fn) {
+        if (!overlap_watch || !is_store_fn(fn))
+                return;
+        pthread_mutex_lock(&lock);
+        store_in_flight--;
+        pthread_mutex_unlock(&lock);
+}
+
 #define FORWARD(name, params, args)                                     \
         static CK_RV fault_##name params {                              \
                 Decision d;                                             \
+                CK_RV rv;                                               \
                                                                         \
                 if (!real)                                              \
                         return CKR_CRYPTOKI_NOT_INITIALIZED;            \
+                store_enter(FN_##name);                                 \
                 if (fault_before(FN_##name, &d))                        \
-                        return d.rv;                                    \
-                return fault_after(FN_##name, &d, real->name args);     \
+                        rv = d.rv;                                      \
+                else                                                    \
+                        rv = fault_after(FN_##name, &d, real->name args); \
+                store_leave(FN_##name);                                 \
+                return rv;                                              \
         }
 
 FORWARD(C_Initialize, (CK_VOID_PTR init_args), (init_args))
@@ -666,6 +723,8 @@ static CK_RV setup(void) {
                 return CKR_GENERAL_ERROR;
         }
         prng_state = seed ? seed : 0x9E3779B97F4A7C15ULL;
+        e = getenv("P11_FAULT_OVERLAP");
+        overlap_watch = e && strcmp(e, "1") == 0;
 
         e = getenv("P11_FAULT_TRACE");
         if (e && *e) {
