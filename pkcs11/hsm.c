@@ -631,6 +631,16 @@ int hsm_destroy_object(Hsm *h, HsmObject o) {
         return 0;
 }
 
+int hsm_destroy_listed(Hsm *h, HsmObject o, uint64_t generation) {
+        int r = ensure_session(h); /* a reopen here moves the generation too */
+
+        if (r < 0)
+                return r;
+        if (hsm_generation(h) != generation)
+                return -KEKERR_HSM_UNAVAILABLE;
+        return hsm_destroy_object(h, o);
+}
+
 static CK_RV gcm_encrypt_once(Hsm *h, CK_MECHANISM *mech, HsmObject key, const uint8_t *pt, size_t pt_len,
                               uint8_t *out) {
         CK_ULONG out_len = pt_len + HSM_GCM_TAG_SIZE;

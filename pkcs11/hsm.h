@@ -134,6 +134,13 @@ const char *hsm_token_label(const Hsm *h);
 
 int hsm_generate_aes_key(Hsm *h, const char *label, uint32_t version, HsmObject *ret);
 int hsm_destroy_object(Hsm *h, HsmObject o);
+/*
+ * Destroys an object found by a listing or search made when hsm_generation()
+ * was generation. If a session was reopened since, the handle may name
+ * another object now (some HSMs renumber): nothing is destroyed and
+ * -KEKERR_HSM_UNAVAILABLE is returned; list again.
+ */
+int hsm_destroy_listed(Hsm *h, HsmObject o, uint64_t generation);
 
 /*
  * -ESTALE: the session or its login was lost in this call and is open again

@@ -19,6 +19,10 @@
 #     at once; every request succeeds (a transient error is retried by
 #     kek-slow), every key is there after each round and after a restart,
 #     and `kekctl check` is clean.
+#  3. A destroy never goes through a handle listed before a session was
+#     reopened ($P11_FAULT_RENUMBER=1: p11-fault renumbers handles then, as
+#     some HSMs do): a lost session in the middle of each of 4 disables
+#     leaves every key and KEK version in place (hsm_destroy_listed()).
 # No check asserts elapsed time; every loop is bounded in count.
 REFRESH_INTERVAL=1
 . "$TESTLIB"
@@ -113,6 +117,46 @@ ok "kekd starts again on the same token" kekd_start
 ok "every key is there after the restart" all_there $KEYS
 succeeds "kekctl check is clean after the restart" check
 diag "p11-fault: $(wc -l <"$FLOG") lines, $(overlaps) overlaps"
+
+
+# --- 3. no destroy through a handle from before a reopen -----------------------
+# p11-fault renumbers handles at every C_CloseSession, as HSMs may after a reset;
+# the timer is out of the way so that nth counts only the request's own calls.
+# A SetEnabled lists the key's records, writes the new one and lists again (the
+# contest): that second search meets a lost session, kekd reopens and searches
+# again, then destroys the superseded record. Through the handle it listed
+# first, which now names another object (another record, a KEK version), the
+# destroy would take that; kekd leaves it (a superseded record is harmless,
+# repair removes it) and the key and every other stay whole.
+kekd_stop
+P11_FAULT_RENUMBER=1
+export P11_FAULT_RENUMBER
+REFRESH_INTERVAL=3600
+kekd_config
+sed -i "s|^module = .*|module = $P11_FAULT_LIB|" "$CONF"
+fault_set ""
+ok "kekd starts on p11-fault renumbering handles" kekd_start
+lost=0 losses=0
+for k in $KEYS; do
+        before=$(grep -c "CKR_SESSION_HANDLE_INVALID" "$FLOG")
+        fault_set "C_FindObjectsInit:rv=CKR_SESSION_HANDLE_INVALID:nth=2"
+        kc disable "$k"
+        [ "$(grep -c "CKR_SESSION_HANDLE_INVALID" "$FLOG")" -gt "$before" ] && losses=$((losses + 1))
+        fault_set ""
+        all_there $KEYS || lost=1
+done
+is "the lost session met each of the 4 disables" "$losses" 4
+is "every key is there after them" "$lost" 0
+succeeds "kekctl check is clean" check
+contains "... and says so" "$TESTDIR/out" "The token is consistent with the key records"
+for k in $KEYS; do
+        kc enable "$k"
+        head -c 32 /dev/urandom >"$TESTDIR/aek-$k"
+        KC_IN="$TESTDIR/aek-$k" kc wrap "$k"
+        cp "$TESTDIR/out" "$TESTDIR/blob-$k"
+        KC_IN="$TESTDIR/blob-$k" kc unwrap
+        ok "key $k enables and wraps and unwraps with its KEK" cmp -s "$TESTDIR/out" "$TESTDIR/aek-$k"
+done
 
 kekd_stop
 done_testing
