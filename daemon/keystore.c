@@ -592,12 +592,13 @@ static int version_objects_destroy(Keystore *ks, const char *name, uint32_t vers
         for (unsigned i = 0; i < VERSION_OBJECTS_MAX; i++) {
                 HsmObject obj;
                 int r = hsm_find_key(ks->hsm, name, version, &obj);
+                uint64_t gen = hsm_generation(ks->hsm); /* the generation obj was found at */
 
                 if (r == -ENOENT)
                         return 0;
                 if (r < 0)
                         return r;
-                r = hsm_destroy_listed(ks->hsm, obj, hsm_generation(ks->hsm));
+                r = hsm_destroy_listed(ks->hsm, obj, gen);
                 if (r < 0 && r != -ENOENT)
                         return r;
         }
