@@ -83,11 +83,13 @@ static int approvals_read(Hsm *h, const char *label, uint64_t now, Approval **re
         HsmDataObject *d = NULL;
         Approval *list;
         size_t n = 0, m = 0;
+        uint64_t gen;
         int r;
 
         r = hsm_list_data(h, APP_APPROVAL, label, &d, &n);
         if (r < 0)
                 return r;
+        gen = hsm_generation(h);
         list = calloc(n ? n : 1, sizeof(*list));
         if (!list) {
                 hsm_data_objects_free(d, n);
@@ -102,11 +104,12 @@ static int approvals_read(Hsm *h, const char *label, uint64_t now, Approval **re
                 }
                 if (r < 0 || now >= list[m].expires_usec) {
                         /* Expired or unreadable: nobody can approve it any more. */
-                        (void) hsm_destroy_object(h, d[i].handle);
+                        (void) hsm_destroy_listed(h, d[i].handle, gen);
                         if (r >= 0)
                                 approval_done(&list[m]);
                         continue;
                 }
+                list[m].generation = gen;
                 m++;
         }
         hsm_data_objects_free(d, n);
@@ -155,7 +158,10 @@ int approval_submit(Hsm *h, uint64_t now, Approval *a) {
         if (!buf)
                 return -ENOMEM;
         kek__approval_record__pack(&rec, buf);
-        return hsm_create_data(h, APP_APPROVAL, a->id, buf, len, &a->handle);
+        r = hsm_create_data(h, APP_APPROVAL, a->id, buf, len, &a->handle);
+        if (r >= 0)
+                a->generation = hsm_generation(h);
+        return r;
 }
 
 int approval_get(Hsm *h, const char *id, uint64_t now, Approval *ret) {
@@ -179,5 +185,5 @@ int approval_get(Hsm *h, const char *id, uint64_t now, Approval *ret) {
 }
 
 int approval_claim(Hsm *h, const Approval *a) {
-        return hsm_destroy_object(h, a->handle);
+        return hsm_destroy_listed(h, a->handle, a->generation);
 }

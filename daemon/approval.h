@@ -36,6 +36,7 @@ typedef struct Approval {
         uint8_t *request;        /* the packed inner Request */
         size_t request_len;
         HsmObject handle;
+        uint64_t generation;     /* hsm_generation() handle is valid at (hsm_destroy_listed()) */
 } Approval;
 
 void approval_done(Approval *a);
@@ -47,5 +48,9 @@ int approval_submit(Hsm *h, uint64_t now, Approval *a);
 int approval_list(Hsm *h, uint64_t now, Approval **ret, size_t *ret_n);
 /* One pending request by id, without claiming it. -ENOENT if unknown or expired. */
 int approval_get(Hsm *h, const char *id, uint64_t now, Approval *ret);
-/* Claims a (from approval_get()) by destroying its record. -ENOENT if another claim won. */
+/*
+ * Claims a (from approval_get()) by destroying its record. -ENOENT if another
+ * claim won; -KEKERR_HSM_UNAVAILABLE, nothing destroyed, if the session was
+ * reopened since a was read (its handle may name another object now).
+ */
 int approval_claim(Hsm *h, const Approval *a);

@@ -215,9 +215,11 @@ static int record_verdict(const Key *other, uint64_t mine, uint64_t gen) {
  * they disagree or their ancestry is too short to tell. Ours is told by its
  * nonce, not its handle: handles may change when the listing itself has to
  * reopen the session. The handle our record has now goes to *ret_mine (0 if
- * it is not found: a writer that built on it may have destroyed it).
+ * it is not found: a writer that built on it may have destroyed it), valid
+ * while hsm_generation() is *ret_handle_gen (see hsm_destroy_listed()).
  */
-static int record_contested(Keystore *ks, const char *name, uint64_t mine, uint64_t gen, HsmObject *ret_mine) {
+static int record_contested(Keystore *ks, const char *name, uint64_t mine, uint64_t gen, HsmObject *ret_mine,
+                            uint64_t *ret_handle_gen) {
         HsmDataObject *d = NULL;
         size_t n = 0, seen[4] = {};
         uint64_t top = 0;
@@ -228,6 +230,7 @@ static int record_contested(Keystore *ks, const char *name, uint64_t mine, uint6
         r = hsm_list_data(ks->hsm, APP_KEYS, name, &d, &n);
         if (r < 0)
                 return r;
+        *ret_handle_gen = hsm_generation(ks->hsm);
         for (size_t i = 0; i < n; i++) {
                 Key *k;
 
@@ -274,10 +277,14 @@ static int record_contested(Keystore *ks, const char *name, uint64_t mine, uint6
  *    records disagree): ours is withdrawn and -KEKERR_CONFLICT returned
  *    without re-applying: the change may be in force or not, and a change
  *    applied twice could under-count where one lost only over-counts.
+ * old_gen is hsm_generation() when old was listed: after a reopen since, those
+ * handles may name other objects (our new record, another key's) and are left
+ * alone.
  */
-static int record_write(Keystore *ks, Key *k, const HsmObject *old, size_t n_old) {
+static int record_write(Keystore *ks, Key *k, const HsmObject *old, size_t n_old, uint64_t old_gen) {
         _cleanup_free_ uint8_t *buf = NULL;
         HsmObject h;
+        uint64_t h_gen = 0;
         size_t len;
         int r, q;
 
@@ -302,7 +309,7 @@ static int record_write(Keystore *ks, Key *k, const HsmObject *old, size_t n_old
                 ks->reload_needed = true;
                 return r;
         }
-        r = record_contested(ks, k->name, k->writer, k->generation, &h);
+        r = record_contested(ks, k->name, k->writer, k->generation, &h, &h_gen);
         if (r < 0) {
                 ks->reload_needed = true;
                 return r;
@@ -314,7 +321,7 @@ static int record_write(Keystore *ks, Key *k, const HsmObject *old, size_t n_old
                  * withdrawn, ours may still be the record read next, and a change applied twice
                  * (a lease given back twice) could under-count: the outcome is unknown.
                  */
-                if (h && (q = hsm_destroy_object(ks->hsm, h)) < 0 && q != -ENOENT)
+                if (h && (q = hsm_destroy_listed(ks->hsm, h, h_gen)) < 0 && q != -ENOENT)
                         return -KEKERR_HSM_UNAVAILABLE;
                 return r == CONTEST_RIVAL ? -EAGAIN : -KEKERR_CONFLICT;
         }
@@ -329,7 +336,7 @@ static int record_write(Keystore *ks, Key *k, const HsmObject *old, size_t n_old
         }
         k->meta_handle = h;
         for (size_t i = 0; i < n_old; i++) {
-                q = hsm_destroy_object(ks->hsm, old[i]);
+                q = hsm_destroy_listed(ks->hsm, old[i], old_gen);
                 /* A leftover lower generation is harmless: readers pick the highest, repair removes it. */
                 if (q < 0 && q != -ENOENT)
                         log_debug("Could not destroy superseded record of key '%s': %s", k->name, error_text(q));
@@ -425,6 +432,7 @@ static int mutate(Keystore *ks, const char *name, MutateFn fn, void *userdata, b
         for (unsigned attempt = 0; attempt < MUTATE_ATTEMPTS && r == -EAGAIN; attempt++) {
                 _cleanup_free_ HsmObject *old = NULL;
                 size_t n_old = 0;
+                uint64_t old_gen;
 
                 if (attempt > 0) {
                         uint8_t jitter = 0;
@@ -437,13 +445,14 @@ static int mutate(Keystore *ks, const char *name, MutateFn fn, void *userdata, b
                 r = records_fetch(ks, name, &k, &old, &n_old);
                 if (r < 0)
                         return r;
+                old_gen = hsm_generation(ks->hsm);
                 /* Being purged: as good as gone. Being created: not there yet. */
                 if (k->purging || (!key_exists(k) && !half_made))
                         return -KEKERR_UNKNOWN_KEY;
                 r = fn(ks, k, userdata);
                 if (r < 0)
                         return r;
-                r = record_write(ks, k, old, n_old);
+                r = record_write(ks, k, old, n_old, old_gen);
         }
         if (r == -EAGAIN)
                 return -KEKERR_CONFLICT;
@@ -583,12 +592,13 @@ static int version_objects_destroy(Keystore *ks, const char *name, uint32_t vers
         for (unsigned i = 0; i < VERSION_OBJECTS_MAX; i++) {
                 HsmObject obj;
                 int r = hsm_find_key(ks->hsm, name, version, &obj);
+                uint64_t gen = hsm_generation(ks->hsm); /* the generation obj was found at */
 
                 if (r == -ENOENT)
                         return 0;
                 if (r < 0)
                         return r;
-                r = hsm_destroy_object(ks->hsm, obj);
+                r = hsm_destroy_listed(ks->hsm, obj, gen);
                 if (r < 0 && r != -ENOENT)
                         return r;
         }
@@ -618,9 +628,10 @@ static int repair_pending(Keystore *ks, const Key *k);
  */
 static int create_rollback(Keystore *ks, const Intent *in, uint64_t writer, int err) {
         HsmObject mine;
+        uint64_t mine_gen;
         int r;
 
-        r = record_contested(ks, in->name, writer, 0, &mine);
+        r = record_contested(ks, in->name, writer, 0, &mine, &mine_gen);
         if (r > 0) {
                 log_debug("Not rolling back the failed creation of key '%s': the token holds another record of it",
                           in->name);
@@ -640,7 +651,7 @@ int keystore_create(Keystore *ks, const char *name, const RotationPolicy *policy
         Key *existing = NULL;
         HsmObject obj;
         Intent in = { .version = 1, .since_usec = now };
-        uint64_t writer;
+        uint64_t writer, intent_gen = 0;
         size_t len;
         int r;
 
@@ -691,10 +702,10 @@ int keystore_create(Keystore *ks, const char *name, const RotationPolicy *policy
                 return create_rollback(ks, &in, writer, r);
         }
         /* Another kekd creating the same name at the same moment: both back off rather than make two KEKs. */
-        r = record_contested(ks, name, k->writer, 0, &k->meta_handle);
+        r = record_contested(ks, name, k->writer, 0, &k->meta_handle, &intent_gen);
         if (r > 0) {
                 if (k->meta_handle)
-                        (void) hsm_destroy_object(ks->hsm, k->meta_handle);
+                        (void) hsm_destroy_listed(ks->hsm, k->meta_handle, intent_gen);
                 return -KEKERR_CONFLICT;
         }
         if (r < 0)
@@ -718,7 +729,7 @@ int keystore_create(Keystore *ks, const char *name, const RotationPolicy *policy
         {
                 HsmObject old = k->meta_handle;
 
-                r = record_write(ks, k, &old, 1);
+                r = record_write(ks, k, &old, 1, intent_gen);
         }
         if (r < 0) {
                 /*
@@ -993,23 +1004,26 @@ static int purge_finish(Keystore *ks, const char *name) {
         HsmDataObject *d = NULL;
         _cleanup_free_ HsmKeyRef *refs = NULL;
         size_t n = 0, n_refs = 0;
+        uint64_t gen;
         int r;
 
         /* Key objects first: while any remain, the record (saying "purging") stays to finish the job. */
         r = hsm_list_keys(ks->hsm, &refs, &n_refs);
         if (r < 0)
                 return r;
+        gen = hsm_generation(ks->hsm);
         for (size_t i = 0; i < n_refs; i++)
                 if (strcmp(refs[i].label, name) == 0) {
-                        r = hsm_destroy_object(ks->hsm, refs[i].handle);
+                        r = hsm_destroy_listed(ks->hsm, refs[i].handle, gen);
                         if (r < 0 && r != -ENOENT)
                                 return r;
                 }
         r = hsm_list_data(ks->hsm, APP_KEYS, name, &d, &n);
         if (r < 0)
                 return r;
+        gen = hsm_generation(ks->hsm);
         for (size_t i = 0; i < n; i++) {
-                int q = hsm_destroy_object(ks->hsm, d[i].handle);
+                int q = hsm_destroy_listed(ks->hsm, d[i].handle, gen);
 
                 if (q < 0 && q != -ENOENT && r >= 0)
                         r = q;
@@ -1208,12 +1222,13 @@ static int repair_duplicates(Keystore *ks, const char *name) {
         _cleanup_free_ uint64_t *gen = NULL;
         HsmDataObject *d = NULL;
         size_t n = 0, readable = 0;
-        uint64_t max = 0;
+        uint64_t max = 0, listed_gen;
         int r;
 
         r = hsm_list_data(ks->hsm, APP_KEYS, name, &d, &n);
         if (r < 0)
                 return r;
+        listed_gen = hsm_generation(ks->hsm);
         gen = calloc(n ? n : 1, sizeof(*gen));
         if (!gen) {
                 hsm_data_objects_free(d, n);
@@ -1233,7 +1248,7 @@ static int repair_duplicates(Keystore *ks, const char *name) {
         /* Only strictly older generations: an equal one belongs to a writer that is still deciding. */
         for (size_t i = 0; i < n; i++)
                 if (gen[i] < max)
-                        (void) hsm_destroy_object(ks->hsm, d[i].handle);
+                        (void) hsm_destroy_listed(ks->hsm, d[i].handle, listed_gen);
         hsm_data_objects_free(d, n);
         return readable > 1;
 }

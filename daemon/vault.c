@@ -79,6 +79,7 @@ int vault_set(Vault *vault, Hsm *hsm, const VaultChange *c) {
         VaultPolicy v;
         HsmObject h;
         size_t n = 0, len;
+        uint64_t gen;
         int r;
 
         r = vault_load(vault, hsm);
@@ -125,10 +126,12 @@ int vault_set(Vault *vault, Hsm *hsm, const VaultChange *c) {
         r = hsm_list_data(hsm, APP_VAULT, VAULT_LABEL, &d, &n);
         if (r < 0)
                 return r;
+        gen = hsm_generation(hsm);
         r = hsm_create_data(hsm, APP_VAULT, VAULT_LABEL, buf, len, &h);
         if (r >= 0) {
+                /* Listed before the create: after a reopen their handles may name ours; left for the next write. */
                 for (size_t i = 0; i < n; i++)
-                        (void) hsm_destroy_object(hsm, d[i].handle);
+                        (void) hsm_destroy_listed(hsm, d[i].handle, gen);
                 vault->policy = v;
                 vault->generation = rec.generation;
                 vault->purge_protection_seen = v.purge_protection;

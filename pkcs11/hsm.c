@@ -16,10 +16,13 @@
  *    failed reopens start. Calls that only read are then made once more; the
  *    GCM calls return -ESTALE so that their caller finds the key again first.
  *    Nothing that writes is ever repeated here.
+ *  - Calls that create, destroy, find or read token objects are made one at a
+ *    time in the process, whichever session or thread makes them (store_call()).
  */
 #include "config.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -92,6 +95,29 @@ struct Hsm {
         HsmErrorCount errors[HSM_ERROR_KINDS];   /* non-OK return values, by value */
         unsigned n_errors;
 };
+
+/*
+ * Held around every call that creates, destroys, finds or reads token objects,
+ * in every session of the process: a module may not keep its object store
+ * consistent while two threads use it at once. SoftHSM2 2.6's file store does
+ * not: its re-index of the token directory (C_FindObjectsInit, on the refresh
+ * thread's session) racing a C_CreateObject on the main session wrote the new
+ * record's file empty or torn after the call had succeeded and the record had
+ * been read back, so the superseded record was destroyed and the key was gone
+ * from the token (tests/integration/store-race.sh). Held for one call only,
+ * never across a listing: the main loop waits for at most one call of the
+ * refresh thread. Encrypt and decrypt do not take it.
+ */
+static pthread_mutex_t store_lock = PTHREAD_MUTEX_INITIALIZER;
+
+#define store_call(expr)                                \
+        ({                                              \
+                CK_RV _rv;                              \
+                pthread_mutex_lock(&store_lock);        \
+                _rv = (expr);                           \
+                pthread_mutex_unlock(&store_lock);      \
+                _rv;                                    \
+        })
 
 #define REOPEN_BACKOFF_MIN_USEC (100 * 1000ULL)
 #define REOPEN_BACKOFF_MAX_USEC (5 * 1000 * 1000ULL)   /* a recovered HSM is used again within 5 s */
@@ -671,7 +697,7 @@ int hsm_generate_aes_key(Hsm *h, const char *label, uint32_t version, HsmObject 
                 return r;
         /* No blind retry: a call that failed in transit may have created the object (written intents cover it). */
         write_bump(h);
-        rv = P11(h, C_GenerateKey, h->session, &mech, tmpl, ELEMENTSOF(tmpl), &o);
+        rv = store_call(P11(h, C_GenerateKey, h->session, &mech, tmpl, ELEMENTSOF(tmpl), &o));
         if (rv != CKR_OK)
                 return handle_call_failed(h, rv);
         *ret = o;
@@ -686,10 +712,20 @@ int hsm_destroy_object(Hsm *h, HsmObject o) {
         if (r < 0)
                 return r;
         write_bump(h);
-        rv = P11(h, C_DestroyObject, h->session, o);
+        rv = store_call(P11(h, C_DestroyObject, h->session, o));
         if (rv != CKR_OK)
                 return handle_call_failed(h, rv);
         return 0;
+}
+
+int hsm_destroy_listed(Hsm *h, HsmObject o, uint64_t generation) {
+        int r = ensure_session(h); /* a reopen here moves the generation too */
+
+        if (r < 0)
+                return r;
+        if (hsm_generation(h) != generation)
+                return -KEKERR_HSM_UNAVAILABLE;
+        return hsm_destroy_object(h, o);
 }
 
 static CK_RV gcm_encrypt_once(Hsm *h, CK_MECHANISM *mech, HsmObject key, const uint8_t *pt, size_t pt_len,
@@ -792,9 +828,9 @@ static int find_all_once(Hsm *h, CK_ATTRIBUTE *tmpl, CK_ULONG n_tmpl, CK_OBJECT_
         r = ensure_session(h);
         if (r < 0)
                 return r;
-        rv = P11(h, C_FindObjectsInit, h->session, tmpl, n_tmpl);
+        rv = store_call(P11(h, C_FindObjectsInit, h->session, tmpl, n_tmpl));
         if (rv != CKR_OK && recover(h, rv))
-                rv = P11(h, C_FindObjectsInit, h->session, tmpl, n_tmpl);
+                rv = store_call(P11(h, C_FindObjectsInit, h->session, tmpl, n_tmpl));
         if (rv != CKR_OK)
                 return rv_to_errno(h, rv);
         for (;;) {
@@ -804,22 +840,22 @@ static int find_all_once(Hsm *h, CK_ATTRIBUTE *tmpl, CK_ULONG n_tmpl, CK_OBJECT_
                         CK_OBJECT_HANDLE *p = reallocarray(objs, cap + 1024, sizeof(*objs));
 
                         if (!p) {
-                                (void) h->module->C_FindObjectsFinal(h->session);
+                                (void) store_call(h->module->C_FindObjectsFinal(h->session));
                                 return -ENOMEM;
                         }
                         objs = p;
                         cap += 1024;
                 }
-                rv = P11(h, C_FindObjects, h->session, objs + n, cap - n, &got);
+                rv = store_call(P11(h, C_FindObjects, h->session, objs + n, cap - n, &got));
                 if (rv != CKR_OK) {
-                        (void) h->module->C_FindObjectsFinal(h->session);
+                        (void) store_call(h->module->C_FindObjectsFinal(h->session));
                         return read_failed(h, rv);
                 }
                 if (got == 0)
                         break;
                 n += got;
         }
-        rv = P11(h, C_FindObjectsFinal, h->session);
+        rv = store_call(P11(h, C_FindObjectsFinal, h->session));
         if (rv != CKR_OK)
                 return read_failed(h, rv);
         *ret = TAKE_PTR(objs);
@@ -871,7 +907,7 @@ static int list_keys_once(Hsm *h, HsmKeyRef **ret, size_t *ret_n) {
                         { CKA_LABEL, keys[k].label, HSM_KEY_LABEL_MAX },
                         { CKA_ID, id, sizeof(id) },
                 };
-                CK_RV rv = P11(h, C_GetAttributeValue, h->session, objs[i], a, ELEMENTSOF(a));
+                CK_RV rv = store_call(P11(h, C_GetAttributeValue, h->session, objs[i], a, ELEMENTSOF(a)));
 
                 /* Foreign objects (longer labels, other ID schemes) are not ours. */
                 if (rv == CKR_BUFFER_TOO_SMALL || rv == CKR_ATTRIBUTE_TYPE_INVALID)
@@ -921,10 +957,10 @@ int hsm_key_attributes(Hsm *h, HsmObject key, HsmKeyAttrs *ret) {
         r = ensure_session(h);
         if (r < 0)
                 return r;
-        rv = P11(h, C_GetAttributeValue, h->session, key, a, ELEMENTSOF(a));
+        rv = store_call(P11(h, C_GetAttributeValue, h->session, key, a, ELEMENTSOF(a)));
         if (rv != CKR_OK)
                 return rv_to_errno(h, rv);
-        rv = P11(h, C_GetAttributeValue, h->session, key, &v, 1);
+        rv = store_call(P11(h, C_GetAttributeValue, h->session, key, &v, 1));
         secret_cleanse(value, sizeof(value));
         *ret = (HsmKeyAttrs) {
                 .token = token,
@@ -979,7 +1015,7 @@ static int data_object_read(Hsm *h, CK_OBJECT_HANDLE o, const char *const *apps,
         CK_RV rv;
         int r;
 
-        rv = P11(h, C_GetAttributeValue, h->session, o, a, ELEMENTSOF(a));
+        rv = store_call(P11(h, C_GetAttributeValue, h->session, o, a, ELEMENTSOF(a)));
         if (rv == CKR_OK) {
                 r = app_index(apps, n_apps, app, a[1].ulValueLen, &d->app);
                 if (r >= 0) {
@@ -1004,7 +1040,7 @@ static int data_object_read(Hsm *h, CK_OBJECT_HANDLE o, const char *const *apps,
                 a[i].pValue = NULL;
                 a[i].ulValueLen = 0;
         }
-        rv = P11(h, C_GetAttributeValue, h->session, o, a, ELEMENTSOF(a));
+        rv = store_call(P11(h, C_GetAttributeValue, h->session, o, a, ELEMENTSOF(a)));
         if (rv != CKR_OK)
                 return read_failed(h, rv);
         if (a[0].ulValueLen > HSM_KEY_LABEL_MAX || a[1].ulValueLen > sizeof(app) || a[2].ulValueLen > 1024 * 1024)
@@ -1015,7 +1051,7 @@ static int data_object_read(Hsm *h, CK_OBJECT_HANDLE o, const char *const *apps,
         a[0].pValue = d->label;
         a[1].pValue = app;
         a[2].pValue = d->value;
-        rv = P11(h, C_GetAttributeValue, h->session, o, a, ELEMENTSOF(a));
+        rv = store_call(P11(h, C_GetAttributeValue, h->session, o, a, ELEMENTSOF(a)));
         r = rv != CKR_OK ? read_failed(h, rv) : a[0].ulValueLen > HSM_KEY_LABEL_MAX ? -EBADMSG
                                                  : app_index(apps, n_apps, app, a[1].ulValueLen, &d->app);
         if (r < 0) {
@@ -1147,7 +1183,7 @@ int hsm_create_data(Hsm *h, const char *application, const char *label, const ui
         if (r < 0)
                 return r;
         write_bump(h);
-        rv = P11(h, C_CreateObject, h->session, tmpl, ELEMENTSOF(tmpl), &o);
+        rv = store_call(P11(h, C_CreateObject, h->session, tmpl, ELEMENTSOF(tmpl), &o));
         if (rv != CKR_OK)
                 return handle_call_failed(h, rv);
         *ret = o;

@@ -32,6 +32,9 @@
  * Calls that create or destroy objects are never repeated: one that failed in
  * transit may have been done. Not thread-safe: one Hsm per thread;
  * hsm_open_session() gives another thread its own session on the same token.
+ * Calls on token objects (create, destroy, generate, find, read attributes)
+ * are made one at a time across all sessions and threads of the process;
+ * encrypt and decrypt run in parallel.
  */
 #pragma once
 
@@ -164,6 +167,13 @@ const char *hsm_token_label(const Hsm *h);
 
 int hsm_generate_aes_key(Hsm *h, const char *label, uint32_t version, HsmObject *ret);
 int hsm_destroy_object(Hsm *h, HsmObject o);
+/*
+ * Destroys an object found by a listing or search made when hsm_generation()
+ * was generation. If a session was reopened since, the handle may name
+ * another object now (some HSMs renumber): nothing is destroyed and
+ * -KEKERR_HSM_UNAVAILABLE is returned; list again.
+ */
+int hsm_destroy_listed(Hsm *h, HsmObject o, uint64_t generation);
 
 /*
  * -ESTALE: the session or its login was lost in this call and is open again

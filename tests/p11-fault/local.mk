@@ -24,6 +24,9 @@ EXTRA_DIST += tests/integration/lease.sh tests/integration/create-fault.sh
 # A settle racing another kekd's lease take is applied once (lease-race.sh, review finding F1).
 TESTS += tests/integration/lease-race.sh
 EXTRA_DIST += tests/integration/lease-race.sh
+# No key vanishes while the refresh thread reads the token (store-race.sh).
+TESTS += tests/integration/store-race.sh
+EXTRA_DIST += tests/integration/store-race.sh
 
 # P11_FAULT_MODULE: the real module p11-fault wraps.
 AM_TESTS_ENVIRONMENT += \

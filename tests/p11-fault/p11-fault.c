@@ -54,7 +54,18 @@
  * call= counts the calls of that function since the module was loaded. With
  * $P11_FAULT_TRACE (a comma-separated list of function names, or '*'), every
  * call of those functions is logged too, after it returned, as
- * "trace C_Login CKR_OK call=2 pid=1234". A rule that does not parse is
+ * "trace C_Login CKR_OK call=2 pid=1234". With $P11_FAULT_OVERLAP=1, calls
+ * on token objects (create, copy, destroy, find, get or set attributes,
+ * generate, unwrap, derive) are watched across threads: the first such call
+ * of each thread logs "store-thread N pid=1234", and one that begins while
+ * another is in flight (delays included) logs "overlap C_CreateObject while
+ * C_FindObjectsInit pid=1234". With $P11_FAULT_RENUMBER=1 the module
+ * renumbers object handles whenever a session is closed, as some HSMs do
+ * after a reset: every handle kekd passes or gets (C_FindObjects,
+ * C_CreateObject, C_GenerateKey, C_DestroyObject, C_GetAttributeValue,
+ * C_EncryptInit, C_DecryptInit) is shifted by the number of C_CloseSession
+ * calls so far, so a handle kept from before names the object one below it
+ * now. A rule that does not parse is
  * reported on stderr and in the log ("p11-fault: ..."); in $P11_FAULT it
  * makes C_GetFunctionList fail, in the file it disables every file rule.
  */
@@ -178,6 +189,24 @@ static struct stat file_st;
 static uint64_t calls[N_FUNCTIONS];
 static bool trace[N_FUNCTIONS];
 static uint64_t prng_state;
+/* $P11_FAULT_OVERLAP: object calls in flight, the last one begun, the threads seen making them. */
+#define STORE_THREADS_MAX 64
+static bool overlap_watch;
+static unsigned store_in_flight;
+static int store_last_fn;
+static pthread_t store_threads[STORE_THREADS_MAX];
+static unsigned n_store_threads;
+/* $P11_FAULT_RENUMBER: handles are the real ones plus handle_shift, which each C_CloseSession moves. */
+static bool renumber;
+static CK_ULONG handle_shift;
+
+static CK_OBJECT_HANDLE h_in(CK_OBJECT_HANDLE o) {
+        return renumber && o != CK_INVALID_HANDLE ? o - __atomic_load_n(&handle_shift, __ATOMIC_ACQUIRE) : o;
+}
+
+static CK_OBJECT_HANDLE h_out(CK_OBJECT_HANDLE o) {
+        return renumber && o != CK_INVALID_HANDLE ? o + __atomic_load_n(&handle_shift, __ATOMIC_ACQUIRE) : o;
+}
 
 static uint64_t prng_next(void) {
         /* xorshift64*: small, fast and good enough to pick which calls fail */
@@ -491,16 +520,68 @@ static CK_RV fault_after(int fn, const Decision *d, CK_RV rv) {
         return rv;
 }
 
-#define FORWARD(name, params, args)                                     \
+static bool is_store_fn(int fn) {
+        switch (fn) {
+        case FN_C_CreateObject: case FN_C_CopyObject: case FN_C_DestroyObject: case FN_C_GetAttributeValue:
+        case FN_C_SetAttributeValue: case FN_C_FindObjectsInit: case FN_C_FindObjects: case FN_C_FindObjectsFinal:
+        case FN_C_GenerateKey: case FN_C_GenerateKeyPair: case FN_C_UnwrapKey: case FN_C_DeriveKey:
+                return true;
+        default:
+                return false;
+        }
+}
+
+/* Before an object call (and its injected delay): logs a new thread and an overlap. */
+static void store_enter(int fn) {
+        pthread_t self = pthread_self();
+        bool known = false;
+
+        if (!overlap_watch || !is_store_fn(fn))
+                return;
+        pthread_mutex_lock(&lock);
+        for (unsigned i = 0; i < n_store_threads && !known; i++)
+                known = pthread_equal(store_threads[i], self);
+        if (!known && n_store_threads < STORE_THREADS_MAX) {
+                store_threads[n_store_threads++] = self;
+                log_line("store-thread %u pid=%d", n_store_threads, (int) getpid());
+        }
+        if (store_in_flight > 0)
+                log_line("overlap %s while %s pid=%d", function_names[fn], function_names[store_last_fn], (int) getpid());
+        store_in_flight++;
+        store_last_fn = fn;
+        pthread_mutex_unlock(&lock);
+}
+
+static void store_leave(int fn) {
+        if (!overlap_watch || !is_store_fn(fn))
+                return;
+        pthread_mutex_lock(&lock);
+        store_in_flight--;
+        pthread_mutex_unlock(&lock);
+}
+
+/* post: run after a real call that returned CKR_OK (handle renumbering). */
+#define FORWARD_POST(name, params, args, post)                          \
         static CK_RV fault_##name params {                              \
                 Decision d;                                             \
+                CK_RV rv;                                               \
                                                                         \
                 if (!real)                                              \
                         return CKR_CRYPTOKI_NOT_INITIALIZED;            \
+                store_enter(FN_##name);                                 \
                 if (fault_before(FN_##name, &d))                        \
-                        return d.rv;                                    \
-                return fault_after(FN_##name, &d, real->name args);     \
+                        rv = d.rv;                                      \
+                else {                                                  \
+                        rv = real->name args;                           \
+                        if (rv == CKR_OK) {                             \
+                                post;                                   \
+                        }                                               \
+                        rv = fault_after(FN_##name, &d, rv);            \
+                }                                                       \
+                store_leave(FN_##name);                                 \
+                return rv;                                              \
         }
+#define FORWARD(name, params, args) FORWARD_POST(name, params, args, (void) 0)
 
 FORWARD(C_Initialize, (CK_VOID_PTR init_args), (init_args))
 FORWARD(C_Finalize, (CK_VOID_PTR reserved), (reserved))
@@ -522,7 +603,8 @@ FORWARD(C_SetPIN, (CK_SESSION_HANDLE s, CK_UTF8CHAR_PTR old_pin, CK_ULONG old_le
 FORWARD(C_OpenSession, (CK_SLOT_ID slot_id, CK_FLAGS flags, CK_VOID_PTR app, CK_NOTIFY notify,
                         CK_SESSION_HANDLE_PTR s),
         (slot_id, flags, app, notify, s))
-FORWARD(C_CloseSession, (CK_SESSION_HANDLE s), (s))
+FORWARD_POST(C_CloseSession, (CK_SESSION_HANDLE s), (s),
+             if (renumber) __atomic_add_fetch(&handle_shift, 1, __ATOMIC_ACQ_REL))
 FORWARD(C_CloseAllSessions, (CK_SLOT_ID slot_id), (slot_id))
 FORWARD(C_GetSessionInfo, (CK_SESSION_HANDLE s, CK_SESSION_INFO_PTR info), (s, info))
 FORWARD(C_GetOperationState, (CK_SESSION_HANDLE s, CK_BYTE_PTR state, CK_ULONG_PTR state_len), (s, state, state_len))
@@ -532,28 +614,29 @@ FORWARD(C_SetOperationState, (CK_SESSION_HANDLE s, CK_BYTE_PTR state, CK_ULONG s
 FORWARD(C_Login, (CK_SESSION_HANDLE s, CK_USER_TYPE user, CK_UTF8CHAR_PTR pin, CK_ULONG pin_len),
         (s, user, pin, pin_len))
 FORWARD(C_Logout, (CK_SESSION_HANDLE s), (s))
-FORWARD(C_CreateObject, (CK_SESSION_HANDLE s, CK_ATTRIBUTE_PTR tmpl, CK_ULONG n, CK_OBJECT_HANDLE_PTR o),
-        (s, tmpl, n, o))
+FORWARD_POST(C_CreateObject, (CK_SESSION_HANDLE s, CK_ATTRIBUTE_PTR tmpl, CK_ULONG n, CK_OBJECT_HANDLE_PTR o),
+             (s, tmpl, n, o), *o = h_out(*o))
 FORWARD(C_CopyObject, (CK_SESSION_HANDLE s, CK_OBJECT_HANDLE o, CK_ATTRIBUTE_PTR tmpl, CK_ULONG n,
                        CK_OBJECT_HANDLE_PTR new_o),
         (s, o, tmpl, n, new_o))
-FORWARD(C_DestroyObject, (CK_SESSION_HANDLE s, CK_OBJECT_HANDLE o), (s, o))
+FORWARD(C_DestroyObject, (CK_SESSION_HANDLE s, CK_OBJECT_HANDLE o), (s, h_in(o)))
 FORWARD(C_GetObjectSize, (CK_SESSION_HANDLE s, CK_OBJECT_HANDLE o, CK_ULONG_PTR size), (s, o, size))
 FORWARD(C_GetAttributeValue, (CK_SESSION_HANDLE s, CK_OBJECT_HANDLE o, CK_ATTRIBUTE_PTR tmpl, CK_ULONG n),
-        (s, o, tmpl, n))
+        (s, h_in(o), tmpl, n))
 FORWARD(C_SetAttributeValue, (CK_SESSION_HANDLE s, CK_OBJECT_HANDLE o, CK_ATTRIBUTE_PTR tmpl, CK_ULONG n),
         (s, o, tmpl, n))
 FORWARD(C_FindObjectsInit, (CK_SESSION_HANDLE s, CK_ATTRIBUTE_PTR tmpl, CK_ULONG n), (s, tmpl, n))
-FORWARD(C_FindObjects, (CK_SESSION_HANDLE s, CK_OBJECT_HANDLE_PTR o, CK_ULONG max, CK_ULONG_PTR n), (s, o, max, n))
+FORWARD_POST(C_FindObjects, (CK_SESSION_HANDLE s, CK_OBJECT_HANDLE_PTR o, CK_ULONG max, CK_ULONG_PTR n),
+             (s, o, max, n), for (CK_ULONG i = 0; i < *n; i++) o[i] = h_out(o[i]))
 FORWARD(C_FindObjectsFinal, (CK_SESSION_HANDLE s), (s))
-FORWARD(C_EncryptInit, (CK_SESSION_HANDLE s, CK_MECHANISM_PTR m, CK_OBJECT_HANDLE key), (s, m, key))
+FORWARD(C_EncryptInit, (CK_SESSION_HANDLE s, CK_MECHANISM_PTR m, CK_OBJECT_HANDLE key), (s, m, h_in(key)))
 FORWARD(C_Encrypt, (CK_SESSION_HANDLE s, CK_BYTE_PTR in, CK_ULONG in_len, CK_BYTE_PTR out, CK_ULONG_PTR out_len),
         (s, in, in_len, out, out_len))
 FORWARD(C_EncryptUpdate, (CK_SESSION_HANDLE s, CK_BYTE_PTR in, CK_ULONG in_len, CK_BYTE_PTR out,
                           CK_ULONG_PTR out_len),
         (s, in, in_len, out, out_len))
 FORWARD(C_EncryptFinal, (CK_SESSION_HANDLE s, CK_BYTE_PTR out, CK_ULONG_PTR out_len), (s, out, out_len))
-FORWARD(C_DecryptInit, (CK_SESSION_HANDLE s, CK_MECHANISM_PTR m, CK_OBJECT_HANDLE key), (s, m, key))
+FORWARD(C_DecryptInit, (CK_SESSION_HANDLE s, CK_MECHANISM_PTR m, CK_OBJECT_HANDLE key), (s, m, h_in(key)))
 FORWARD(C_Decrypt, (CK_SESSION_HANDLE s, CK_BYTE_PTR in, CK_ULONG in_len, CK_BYTE_PTR out, CK_ULONG_PTR out_len),
         (s, in, in_len, out, out_len))
 FORWARD(C_DecryptUpdate, (CK_SESSION_HANDLE s, CK_BYTE_PTR in, CK_ULONG in_len, CK_BYTE_PTR out,
@@ -596,9 +679,9 @@ FORWARD(C_SignEncryptUpdate, (CK_SESSION_HANDLE s, CK_BYTE_PTR in, CK_ULONG in_l
 FORWARD(C_DecryptVerifyUpdate, (CK_SESSION_HANDLE s, CK_BYTE_PTR in, CK_ULONG in_len, CK_BYTE_PTR out,
                                 CK_ULONG_PTR out_len),
         (s, in, in_len, out, out_len))
-FORWARD(C_GenerateKey, (CK_SESSION_HANDLE s, CK_MECHANISM_PTR m, CK_ATTRIBUTE_PTR tmpl, CK_ULONG n,
-                        CK_OBJECT_HANDLE_PTR key),
-        (s, m, tmpl, n, key))
+FORWARD_POST(C_GenerateKey, (CK_SESSION_HANDLE s, CK_MECHANISM_PTR m, CK_ATTRIBUTE_PTR tmpl, CK_ULONG n,
+                             CK_OBJECT_HANDLE_PTR key),
+             (s, m, tmpl, n, key), *key = h_out(*key))
 FORWARD(C_GenerateKeyPair, (CK_SESSION_HANDLE s, CK_MECHANISM_PTR m, CK_ATTRIBUTE_PTR pub_tmpl, CK_ULONG pub_n,
                             CK_ATTRIBUTE_PTR priv_tmpl, CK_ULONG priv_n, CK_OBJECT_HANDLE_PTR pub,
                             CK_OBJECT_HANDLE_PTR priv),
@@ -666,6 +749,10 @@ static CK_RV setup(void) {
                 return CKR_GENERAL_ERROR;
         }
         prng_state = seed ? seed : 0x9E3779B97F4A7C15ULL;
+        e = getenv("P11_FAULT_OVERLAP");
+        overlap_watch = e && strcmp(e, "1") == 0;
+        e = getenv("P11_FAULT_RENUMBER");
+        renumber = e && strcmp(e, "1") == 0;
 
         e = getenv("P11_FAULT_TRACE");
         if (e && *e) {
