@@ -10,6 +10,7 @@
  *     shut         shutdown(SHUT_WR): the peer sees end of input
  *     close        close the connection at once, read nothing, print "gone" and exit
  *     hold:MS      keep the connection open for MS milliseconds first
+ *     mark:PATH    create the file PATH: tells a test that the steps before it are done
  *     nest:N:F,G.. send a frame of at most N payload bytes: length-delimited
  *                  fields F, G, ... nested in that order again and again, as
  *                  deep as fits (F,G = 34,1: Request > SubmitApproval > Request ...)
@@ -21,6 +22,7 @@
 #include "config.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -190,6 +192,12 @@ int main(int argc, char *argv[]) {
                         return 0;
                 } else if (strncmp(argv[i], "hold:", 5) == 0) {
                         usleep((useconds_t) strtoul(argv[i] + 5, NULL, 10) * 1000);
+                } else if (strncmp(argv[i], "mark:", 5) == 0) {
+                        int m = open(argv[i] + 5, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+
+                        r = m < 0 ? -errno : 0;
+                        if (m >= 0)
+                                close(m);
                 } else {
                         fprintf(stderr, "kek-raw: unknown step '%s'\n", argv[i]);
                         return 2;

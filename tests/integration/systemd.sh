@@ -215,17 +215,19 @@ ok "... as the log says" log_has "Watchdog: telling systemd every 100 ms that ke
 
 # Twenty pipelined GetKeyVersion requests (ids 1..20) in flight when SIGTERM arrives: all are answered,
 # then the connection is closed as idle and kekd exits without waiting for the drain's bound.
+# The twenty frames go out in one write, and SIGTERM waits until the client says it is done
+# (mark:): on a busy machine a client still sending its frames one by one is not "in flight".
 frames=""
 i=1
 while [ $i -le 20 ]; do
-        frames="$frames frame:08$(printf '%02x' $i)62060a0461636374"
+        frames="${frames}0000000a08$(printf '%02x' $i)62060a0461636374"
         i=$((i + 1))
 done
-# shellcheck disable=SC2086
-"$KEK_RAW" "$SOCKET" $frames hold:3000 >"$TESTDIR/raw.out" 2>&1 &
+"$KEK_RAW" "$SOCKET" "raw:$frames" "mark:$TESTDIR/raw.sent" hold:3000 >"$TESTDIR/raw.out" 2>&1 &
 RAW_PID=$!
 BG_PIDS="$BG_PIDS $RAW_PID"
 ok "kekd has accepted the client" wait_for 5 log_has "Connection from uid $(id -u) gid $(id -g) pid $RAW_PID"
+ok "... which has sent its 20 requests" wait_for 10 test -e "$TESTDIR/raw.sent"
 kill -TERM "$KEKD_PID"
 ok "SIGTERM starts the drain" wait_for 5 log_has "SIGTERM: stopping"
 wait "$RAW_PID"
