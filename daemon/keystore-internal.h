@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
- * What keystore.c (index, lifecycle, maintenance), keystore-index.c (building
- * the index from the token) and keystore-data.c (the data plane) share;
- * nothing outside those files includes this. The
+ * What keystore.c (index, lifecycle, maintenance), keystore-records.c (the
+ * records in the token), keystore-index.c (building the index from the
+ * token) and keystore-data.c (the data plane) share; nothing outside those
+ * files includes this. The
  * index is touched only by the thread that owns the keystore: the data plane
  * hands HSM work to other threads as CryptoOps that carry copies (handles,
  * IVs, AAD), never pointers into the index.
@@ -31,6 +32,24 @@ struct Keystore {
         char (*dup_names)[KEY_NAME_MAX + 1]; /* names with more than one record object, as the last load found them */
         size_t n_dup_names;
 };
+
+/* --- the key records in the token (keystore-records.c) --- */
+/* What record_contested() found besides our record; >0: something of generation >= ours. */
+enum {
+        CONTEST_NONE = 0,     /* no other record of generation >= ours */
+        CONTEST_RIVAL = 1,    /* another writer's record, not built on ours, is as new or newer */
+        CONTEST_INCLUDED = 2, /* the newest records were all built on ours: our change is in them */
+        CONTEST_UNKNOWN = 3,  /* cannot tell whether the newest records hold our change */
+};
+/* The freshest readable record of name in *ret; all its record handles in *ret_old. -KEKERR_UNKNOWN_KEY if none. */
+int records_fetch(Keystore *ks, const char *name, Key **ret, HsmObject **ret_old, size_t *ret_n_old);
+/* A fresh random nonce for a record write (never 0). */
+uint64_t writer_nonce(void);
+/* Whether another kekd wrote a record of name of generation >= gen after ours (nonce mine): CONTEST_*. */
+int record_contested(Keystore *ks, const char *name, uint64_t mine, uint64_t gen, HsmObject *ret_mine,
+                     uint64_t *ret_handle_gen);
+/* Writes k as the next generation and destroys old (listed at old_gen): 0, -EAGAIN (re-apply), or an error. */
+int record_write(Keystore *ks, Key *k, const HsmObject *old, size_t n_old, uint64_t old_gen);
 
 /* Changes one key: fresh read, fn, write generation+1, index (see keystore.c). */
 typedef int (*MutateFn)(Keystore *ks, Key *k, void *userdata);
