@@ -15,6 +15,17 @@
 REFRESH_INTERVAL=3600
 . "$TESTLIB"
 
+# rss_ok DESCRIPTION COMMAND...: ok, but skipped when kekd is built with ASan,
+# whose quarantine and shadow make its RSS say nothing about kekd's own buffers.
+rss_ok() {
+        if kekd_sanitized; then
+                tap_n=$((tap_n + 1))
+                echo "ok $tap_n # SKIP $1 (kekd built with ASan)"
+                return 0
+        fi
+        ok "$@"
+}
+
 BUDGET=1048576                 # max_queued_output, bytes
 WATCHERS=200
 COUNT=1000                     # key events (SetEnabled requests)
@@ -113,7 +124,7 @@ wait "$TPID"
 contains "$COUNT key events are made" "$TESTDIR/toggle.out" "ok $COUNT retried"
 DURING=$(peak)
 diag "peak RSS while the watchers' buffers fill: ${DURING} kB ($((DURING - BASE)) kB above the baseline)"
-ok "... and kekd's RSS stays within ${DURING_MAX} kB of the baseline meanwhile" [ "$DURING" -le $((BASE + DURING_MAX)) ]
+rss_ok "... and kekd's RSS stays within ${DURING_MAX} kB of the baseline meanwhile" [ "$DURING" -le $((BASE + DURING_MAX)) ]
 contains "kekctl is served meanwhile" "$TESTDIR/served.out" "failed 0"
 ok "... at least once" [ "$(awk '{ print $2 }' "$TESTDIR/served.out")" -ge 1 ]
 wait_for 60 has_line "$TESTDIR/follow.out" events
@@ -129,7 +140,7 @@ ok "kekd_output_queued_bytes is within the budget (${QUEUED:-none})" [ "${QUEUED
 contains "the drop is logged" "$TESTDIR/kekd.log" "exceeded max_queued_output=$BUDGET"
 kill_pid "$HPID"
 ok "the remaining watchers are gone once they hang up" wait_for 30 clients_at_most 1
-ok "kekd's RSS comes back within ${AFTER_MAX} kB of the baseline" wait_for 10 rss_within "$BASE"
+rss_ok "kekd's RSS comes back within ${AFTER_MAX} kB of the baseline" wait_for 10 rss_within "$BASE"
 diag "RSS after the watchers are gone: $(rss) kB"
 
 # --- connections that do not read their answers ----------------------------
@@ -144,11 +155,11 @@ QUEUED=$(metric kekd_output_queued_bytes)
 ok "what it holds for the others is within the budget (${QUEUED:-none})" [ "${QUEUED:-$((BUDGET + 1))}" -le "$BUDGET" ]
 DURING=$(peak)
 diag "peak RSS while they fill: ${DURING} kB ($((DURING - BASE)) kB above the baseline)"
-ok "... and kekd's RSS stays within ${DURING_MAX} kB of the baseline meanwhile" [ "$DURING" -le $((BASE + DURING_MAX)) ]
+rss_ok "... and kekd's RSS stays within ${DURING_MAX} kB of the baseline meanwhile" [ "$DURING" -le $((BASE + DURING_MAX)) ]
 succeeds "kekctl is served" version "$KEY"
 kill_pid "$HPID"
 ok "the rest are gone once they hang up" wait_for 30 clients_at_most 1
-ok "kekd's RSS comes back within ${AFTER_MAX_RR} kB of the baseline" wait_for 10 rss_within "$BASE" "$AFTER_MAX_RR"
+rss_ok "kekd's RSS comes back within ${AFTER_MAX_RR} kB of the baseline" wait_for 10 rss_within "$BASE" "$AFTER_MAX_RR"
 diag "RSS after: $(rss) kB"
 ok "kekd is still running" kekd_alive
 

@@ -142,6 +142,12 @@ kekd_stop() {
         KEKD_PID=""
 }
 
+# kekd_sanitized: kekd is built with AddressSanitizer (configure --enable-sanitizers):
+# its RSS holds ASan's quarantine and shadow, and gcore would write out the shadow.
+kekd_sanitized() {
+        grep -qa __asan_init "$KEKD"
+}
+
 kekd_alive() {
         [ -n "$KEKD_PID" ] && kill -0 "$KEKD_PID" 2>/dev/null
 }

@@ -57,7 +57,8 @@ static void ref_dek(const kek_aek *k, const char *salt, const uint8_t *bind, siz
         uint8_t info[256];
         size_t out_len = 32;
 
-        memcpy(info, bind, bind_len);
+        if (bind_len > 0) /* the v1 formats bind nothing: bind may be NULL */
+                memcpy(info, bind, bind_len);
         memcpy(info + bind_len, bctx, strlen(bctx));
         if (!pc || EVP_PKEY_derive_init(pc) != 1 || EVP_PKEY_CTX_set_hkdf_md(pc, EVP_sha256()) != 1 ||
             EVP_PKEY_CTX_set1_hkdf_salt(pc, (const uint8_t *) salt, (int) strlen(salt)) != 1 ||
