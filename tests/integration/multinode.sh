@@ -10,18 +10,7 @@ token_init multi
 kekd_config
 ok "node A starts" kekd_start
 SOCK_A=$SOCKET
-CONF_B="$TESTDIR/b.conf"
-SOCK_B="$TESTDIR/b.sock"
-sed "s|^socket = .*|socket = $SOCK_B|" "$CONF" >"$CONF_B"
-"$KEKD" -c "$CONF_B" 2>>"$TESTDIR/kekd-b.log" &
-PID_B=$!
-trap 'kill -KILL $PID_B 2>/dev/null; cleanup' EXIT
-i=0
-until "$KEKCTL" -s "$SOCK_B" list >/dev/null 2>&1 || [ $i -ge 100 ]; do
-        sleep 0.1
-        i=$((i + 1))
-done
-ok "node B starts on the same token" kill -0 $PID_B
+ok "node B starts on the same token" kekd_b_start
 
 A() { "$KEKCTL" -s "$SOCK_A" "$@"; }
 B() { "$KEKCTL" -s "$SOCK_B" "$@"; }

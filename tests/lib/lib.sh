@@ -17,6 +17,10 @@ KEKD_PID=""
 TESTDIR=$(mktemp -d "${TMPDIR:-/tmp}/kekd-it.XXXXXX") || exit 99
 
 cleanup() {
+        if [ -n "${PID_B:-}" ] && kill -0 "$PID_B" 2>/dev/null; then
+                kill -KILL "$PID_B" 2>/dev/null
+                wait "$PID_B" 2>/dev/null
+        fi
         if [ -n "$KEKD_PID" ] && kill -0 "$KEKD_PID" 2>/dev/null; then
                 kill -KILL "$KEKD_PID" 2>/dev/null
                 wait "$KEKD_PID" 2>/dev/null
@@ -146,6 +150,23 @@ kekd_stop() {
 # its RSS holds ASan's quarantine and shadow, and gcore would write out the shadow.
 kekd_sanitized() {
         grep -qa __asan_init "$KEKD"
+}
+
+# kekd_b_start: a second kekd on the same token, with $CONF but its own
+# socket ($SOCK_B, config $CONF_B, log kekd-b.log), PID in $PID_B (killed on
+# exit); waits (<= 10 s) until it answers. Fails if it is not running then.
+kekd_b_start() {
+        CONF_B="$TESTDIR/b.conf"
+        SOCK_B="$TESTDIR/b.sock"
+        sed "s|^socket = .*|socket = $SOCK_B|" "$CONF" >"$CONF_B"
+        "$KEKD" -c "$CONF_B" 2>>"$TESTDIR/kekd-b.log" &
+        PID_B=$!
+        i=0
+        until "$KEKCTL" -s "$SOCK_B" list >/dev/null 2>&1 || [ $i -ge 100 ]; do
+                sleep 0.1
+                i=$((i + 1))
+        done
+        kill -0 "$PID_B" 2>/dev/null
 }
 
 kekd_alive() {
