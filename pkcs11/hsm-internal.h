@@ -1,0 +1,111 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * What the files of the HSM module share, and nothing outside pkcs11/
+ * includes: the Hsm object, the P11() call wrapper that records which
+ * function failed, the process-wide lock for token-object calls and the
+ * failure mappings of hsm.c. hsm.c owns sessions, login, errors and stats;
+ * hsm-objects.c the key and data objects; hsm-crypt.c encrypt and decrypt.
+ * Every C_* call of the project is in these files.
+ */
+#pragma once
+
+#include <pthread.h>
+
+#include <p11-kit/p11-kit.h>
+#include <p11-kit/uri.h>
+
+#include "hsm.h"
+
+/* The PKCS#11 functions pkcs11/ calls, for the per-function error record (hsm_call_errors()). */
+#define CALLS(X)                                                                        \
+        X(C_Initialize) X(C_GetSlotList) X(C_GetSlotInfo) X(C_GetTokenInfo)             \
+        X(C_OpenSession) X(C_Login) X(C_GenerateKey) X(C_DestroyObject)                 \
+        X(C_CreateObject) X(C_EncryptInit) X(C_Encrypt) X(C_DecryptInit) X(C_Decrypt)   \
+        X(C_FindObjectsInit) X(C_FindObjects) X(C_FindObjectsFinal) X(C_GetAttributeValue) \
+        X(C_GetMechanismList) X(C_GetMechanismInfo) X(C_SignInit) X(C_Sign) X(C_VerifyInit) X(C_Verify)
+
+typedef enum Call {
+#define CALL_ENUM(f) CALL_##f,
+        CALLS(CALL_ENUM)
+#undef CALL_ENUM
+        _CALL_MAX,
+} Call;
+
+
+
+typedef struct CallRecord {
+        CK_RV rv;                 /* the last failure's return value */
+        uint64_t realtime_usec;
+        uint64_t count;
+} CallRecord;
+
+/*
+ * Every reported call goes through P11(): it notes which function is being
+ * called, so that the failure, mapped a few lines later by rv_to_errno(),
+ * names it. Cleanup calls whose result is ignored call the module directly
+ * and leave the note alone.
+ */
+#define P11(h, fn, ...) ((h)->call = CALL_##fn, (h)->module->fn(__VA_ARGS__))
+
+struct Hsm {
+        CK_FUNCTION_LIST *module;
+        P11KitUri *uri;
+        Secret *pin;
+        Hsm *parent;              /* hsm_open_session(): module, URI and PIN belong to the parent */
+        CK_SLOT_ID slot;
+        CK_SESSION_HANDLE session;
+        bool session_open;
+        bool login_refused;       /* the token rejected the PIN: never retry, it could lock the user */
+        bool detached;            /* its losses move its own generation, not the parent's: hsm_set_detached() */
+        uint64_t generation;      /* the parent's counts for all its sessions: see generation_bump() */
+        uint64_t writes;          /* the parent's: objects created or destroyed through any session, tried or done */
+        uint64_t next_open_usec;  /* backoff for reopening a lost session */
+        uint64_t backoff_usec;
+        CK_RV last_rv;
+        Call call;                /* the function called last through P11() */
+        Call last_call;           /* the function that last failed */
+        CallRecord calls[_CALL_MAX];
+        char last_error[96];      /* hsm_last_error() */
+        char token_label[33];
+        uint64_t reopens;          /* sessions opened again after a loss */
+        HsmErrorCount errors[HSM_ERROR_KINDS];   /* non-OK return values, by value */
+        unsigned n_errors;
+};
+
+/*
+ * Held around every call that creates, destroys, finds or reads token objects,
+ * in every session of the process: a module may not keep its object store
+ * consistent while two threads use it at once. SoftHSM2 2.6's file store does
+ * not: its re-index of the token directory (C_FindObjectsInit, on the refresh
+ * thread's session) racing a C_CreateObject on the main session wrote the new
+ * record's file empty or torn after the call had succeeded and the record had
+ * been read back, so the superseded record was destroyed and the key was gone
+ * from the token (tests/integration/store-race.sh). Held for one call only,
+ * never across a listing: the main loop waits for at most one call of the
+ * refresh thread. Encrypt and decrypt do not take it.
+ */
+extern pthread_mutex_t hsm_store_lock;
+
+#define store_call(expr)                                \
+        ({                                              \
+                CK_RV _rv;                              \
+                pthread_mutex_lock(&hsm_store_lock);         \
+                _rv = (expr);                           \
+                pthread_mutex_unlock(&hsm_store_lock);      \
+                _rv;                                    \
+        })
+
+/* Counted before the call: one that fails in transit may still have changed the token. */
+void hsm_write_bump(Hsm *h);
+/* Maps a failed call's CK_RV to -errno / -KEKERR_* (see hsm.h), recording it for hsm_call_errors(). */
+int hsm_rv_to_errno(Hsm *h, CK_RV rv);
+/* Opens the session if it is not open, with backoff; -KEKERR_HSM_UNAVAILABLE while it cannot. */
+int hsm_ensure_session(Hsm *h);
+/* After a failed call that names no handle: reopens a lost session; true if the call may be made once more. */
+bool hsm_recover(Hsm *h, CK_RV rv);
+/* Maps a failed call that used an object handle; a lost session becomes transient. */
+int hsm_handle_failed(Hsm *h, CK_RV rv);
+/* The same for encrypt/decrypt, which change nothing: -ESTALE after a lost session or login reopened now. */
+int hsm_idempotent_failed(Hsm *h, CK_RV rv);
+/* A read in the middle of a listing failed: -ESTALE asks the listing to start again (once). */
+int hsm_read_failed(Hsm *h, CK_RV rv);

@@ -1,0 +1,469 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * kekd's objects in the token (see hsm.h): KEK versions, generated inside the
+ * token and never extractable, and the private CKO_DATA objects that hold key
+ * records. Invariants: calls on token objects go through store_call() (one at
+ * a time in the process); nothing that creates or destroys an object is ever
+ * repeated after a failure (it may have been done); listings search once more
+ * after a lost session, since a search changes nothing.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/kekerr.h"
+#include "hsm-internal.h"
+
+#define LIST_ATTEMPTS 5              /* listings of records racing their replacement */
+
+static void version_to_id(uint32_t version, uint8_t id[4]) {
+        id[0] = (uint8_t) (version >> 24);
+        id[1] = (uint8_t) (version >> 16);
+        id[2] = (uint8_t) (version >> 8);
+        id[3] = (uint8_t) version;
+}
+
+int hsm_generate_aes_key(Hsm *h, const char *label, uint32_t version, HsmObject *ret) {
+        CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
+        CK_KEY_TYPE type = CKK_AES;
+        CK_ULONG value_len = 32;
+        CK_BBOOL yes = CK_TRUE, no = CK_FALSE;
+        CK_MECHANISM mech = { CKM_AES_KEY_GEN, NULL, 0 };
+        CK_OBJECT_HANDLE o;
+        uint8_t id[4];
+        CK_ATTRIBUTE tmpl[] = {
+                { CKA_CLASS, &cls, sizeof(cls) },
+                { CKA_KEY_TYPE, &type, sizeof(type) },
+                { CKA_VALUE_LEN, &value_len, sizeof(value_len) },
+                { CKA_LABEL, (void *) label, strlen(label) },
+                { CKA_ID, id, sizeof(id) },
+                { CKA_TOKEN, &yes, sizeof(yes) },
+                { CKA_PRIVATE, &yes, sizeof(yes) },
+                { CKA_SENSITIVE, &yes, sizeof(yes) },
+                { CKA_EXTRACTABLE, &no, sizeof(no) },
+                { CKA_MODIFIABLE, &no, sizeof(no) },
+                { CKA_COPYABLE, &no, sizeof(no) },
+                { CKA_ENCRYPT, &yes, sizeof(yes) },
+                { CKA_DECRYPT, &yes, sizeof(yes) },
+                { CKA_WRAP, &no, sizeof(no) },
+                { CKA_UNWRAP, &no, sizeof(no) },
+                { CKA_SIGN, &no, sizeof(no) },
+                { CKA_VERIFY, &no, sizeof(no) },
+                { CKA_DERIVE, &no, sizeof(no) },
+        };
+        CK_RV rv;
+        int r;
+
+        if (strlen(label) > HSM_KEY_LABEL_MAX)
+                return -EINVAL;
+        version_to_id(version, id);
+        r = hsm_ensure_session(h);
+        if (r < 0)
+                return r;
+        /* No blind retry: a call that failed in transit may have created the object (written intents cover it). */
+        hsm_write_bump(h);
+        rv = store_call(P11(h, C_GenerateKey, h->session, &mech, tmpl, ELEMENTSOF(tmpl), &o));
+        if (rv != CKR_OK)
+                return hsm_handle_failed(h, rv);
+        *ret = o;
+        return 0;
+}
+
+int hsm_destroy_object(Hsm *h, HsmObject o) {
+        CK_RV rv;
+        int r;
+
+        r = hsm_ensure_session(h);
+        if (r < 0)
+                return r;
+        hsm_write_bump(h);
+        rv = store_call(P11(h, C_DestroyObject, h->session, o));
+        if (rv != CKR_OK)
+                return hsm_handle_failed(h, rv);
+        return 0;
+}
+
+int hsm_destroy_listed(Hsm *h, HsmObject o, uint64_t generation) {
+        int r = hsm_ensure_session(h); /* a reopen here moves the generation too */
+
+        if (r < 0)
+                return r;
+        if (hsm_generation(h) != generation)
+                return -KEKERR_HSM_UNAVAILABLE;
+        return hsm_destroy_object(h, o);
+}
+
+/* Collects all handles matching tmpl; -ESTALE: the session or login was lost after the search began. */
+static int find_all_once(Hsm *h, CK_ATTRIBUTE *tmpl, CK_ULONG n_tmpl, CK_OBJECT_HANDLE **ret, size_t *ret_n) {
+        _cleanup_free_ CK_OBJECT_HANDLE *objs = NULL;
+        size_t n = 0, cap = 0;
+        CK_RV rv;
+        int r;
+
+        r = hsm_ensure_session(h);
+        if (r < 0)
+                return r;
+        rv = store_call(P11(h, C_FindObjectsInit, h->session, tmpl, n_tmpl));
+        if (rv != CKR_OK && hsm_recover(h, rv))
+                rv = store_call(P11(h, C_FindObjectsInit, h->session, tmpl, n_tmpl));
+        if (rv != CKR_OK)
+                return hsm_rv_to_errno(h, rv);
+        for (;;) {
+                CK_ULONG got = 0;
+
+                if (cap - n < 256) {
+                        CK_OBJECT_HANDLE *p = reallocarray(objs, cap + 1024, sizeof(*objs));
+
+                        if (!p) {
+                                (void) store_call(h->module->C_FindObjectsFinal(h->session));
+                                return -ENOMEM;
+                        }
+                        objs = p;
+                        cap += 1024;
+                }
+                rv = store_call(P11(h, C_FindObjects, h->session, objs + n, cap - n, &got));
+                if (rv != CKR_OK) {
+                        (void) store_call(h->module->C_FindObjectsFinal(h->session));
+                        return hsm_read_failed(h, rv);
+                }
+                if (got == 0)
+                        break;
+                n += got;
+        }
+        rv = store_call(P11(h, C_FindObjectsFinal, h->session));
+        if (rv != CKR_OK)
+                return hsm_read_failed(h, rv);
+        *ret = TAKE_PTR(objs);
+        *ret_n = n;
+        return 0;
+}
+
+/* The same, searching once more in a new session after a lost session or login (a search changes nothing). */
+static int find_all(Hsm *h, CK_ATTRIBUTE *tmpl, CK_ULONG n_tmpl, CK_OBJECT_HANDLE **ret, size_t *ret_n) {
+        int r = find_all_once(h, tmpl, n_tmpl, ret, ret_n);
+
+        if (r == -ESTALE)
+                r = find_all_once(h, tmpl, n_tmpl, ret, ret_n);
+        return r == -ESTALE ? -KEKERR_HSM_UNAVAILABLE : r;
+}
+
+/*
+ * Only keys that were generated on the token and can never leave it are KEKs:
+ * an extractable or imported object planted under a key's label and ID by
+ * another application on the same token is never adopted.
+ */
+#define KEK_SEARCH_TEMPLATE(cls, type, yes, no)                      \
+        { CKA_CLASS, &(cls), sizeof(cls) },                          \
+        { CKA_KEY_TYPE, &(type), sizeof(type) },                     \
+        { CKA_SENSITIVE, &(yes), sizeof(yes) },                      \
+        { CKA_EXTRACTABLE, &(no), sizeof(no) },                      \
+        { CKA_NEVER_EXTRACTABLE, &(yes), sizeof(yes) },              \
+        { CKA_LOCAL, &(yes), sizeof(yes) }
+
+static int list_keys_once(Hsm *h, HsmKeyRef **ret, size_t *ret_n) {
+        CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
+        CK_KEY_TYPE type = CKK_AES;
+        CK_BBOOL yes = CK_TRUE, no = CK_FALSE;
+        CK_ATTRIBUTE tmpl[] = { KEK_SEARCH_TEMPLATE(cls, type, yes, no) };
+        _cleanup_free_ CK_OBJECT_HANDLE *objs = NULL;
+        _cleanup_free_ HsmKeyRef *keys = NULL;
+        size_t n = 0, k = 0;
+        int r;
+
+        r = find_all(h, tmpl, ELEMENTSOF(tmpl), &objs, &n);
+        if (r < 0)
+                return r;
+        keys = calloc(n ? n : 1, sizeof(*keys));
+        if (!keys)
+                return -ENOMEM;
+        for (size_t i = 0; i < n; i++) {
+                uint8_t id[4];
+                CK_ATTRIBUTE a[] = {
+                        { CKA_LABEL, keys[k].label, HSM_KEY_LABEL_MAX },
+                        { CKA_ID, id, sizeof(id) },
+                };
+                CK_RV rv = store_call(P11(h, C_GetAttributeValue, h->session, objs[i], a, ELEMENTSOF(a)));
+
+                /* Foreign objects (longer labels, other ID schemes) are not ours. */
+                if (rv == CKR_BUFFER_TOO_SMALL || rv == CKR_ATTRIBUTE_TYPE_INVALID)
+                        continue;
+                if (rv == CKR_OBJECT_HANDLE_INVALID)
+                        continue; /* destroyed by another node meanwhile */
+                if (rv != CKR_OK)
+                        return hsm_read_failed(h, rv);
+                if (a[1].ulValueLen != sizeof(id) || a[0].ulValueLen > HSM_KEY_LABEL_MAX)
+                        continue;
+                keys[k].label[a[0].ulValueLen] = 0;
+                keys[k].version = (uint32_t) id[0] << 24 | (uint32_t) id[1] << 16 | (uint32_t) id[2] << 8 | id[3];
+                keys[k].handle = objs[i];
+                k++;
+        }
+        *ret = TAKE_PTR(keys);
+        *ret_n = k;
+        return 0;
+}
+
+int hsm_list_keys(Hsm *h, HsmKeyRef **ret, size_t *ret_n) {
+        /* After a lost session or login, list again: the handles found belong to the old session. */
+        int r = list_keys_once(h, ret, ret_n);
+
+        if (r == -ESTALE)
+                r = list_keys_once(h, ret, ret_n);
+        return r == -ESTALE ? -KEKERR_HSM_UNAVAILABLE : r;
+}
+
+int hsm_key_attributes(Hsm *h, HsmObject key, HsmKeyAttrs *ret) {
+        CK_BBOOL token = 0, priv = 0, sens = 0, asens = 0, extr = 1, nextr = 0;
+        CK_ULONG vlen = 0;
+        uint8_t value[64];
+        CK_ATTRIBUTE a[] = {
+                { CKA_TOKEN, &token, sizeof(token) },
+                { CKA_PRIVATE, &priv, sizeof(priv) },
+                { CKA_SENSITIVE, &sens, sizeof(sens) },
+                { CKA_ALWAYS_SENSITIVE, &asens, sizeof(asens) },
+                { CKA_EXTRACTABLE, &extr, sizeof(extr) },
+                { CKA_NEVER_EXTRACTABLE, &nextr, sizeof(nextr) },
+                { CKA_VALUE_LEN, &vlen, sizeof(vlen) },
+        };
+        CK_ATTRIBUTE v = { CKA_VALUE, value, sizeof(value) };
+        CK_RV rv;
+        int r;
+
+        r = hsm_ensure_session(h);
+        if (r < 0)
+                return r;
+        rv = store_call(P11(h, C_GetAttributeValue, h->session, key, a, ELEMENTSOF(a)));
+        if (rv != CKR_OK)
+                return hsm_rv_to_errno(h, rv);
+        rv = store_call(P11(h, C_GetAttributeValue, h->session, key, &v, 1));
+        secret_cleanse(value, sizeof(value));
+        *ret = (HsmKeyAttrs) {
+                .token = token,
+                .private_ = priv,
+                .sensitive = sens,
+                .always_sensitive = asens,
+                .extractable = extr,
+                .never_extractable = nextr,
+                .value_len = vlen,
+                .value_readable = rv == CKR_OK && v.ulValueLen != CK_UNAVAILABLE_INFORMATION,
+        };
+        return 0;
+}
+
+void hsm_data_objects_free(HsmDataObject *d, size_t n) {
+        if (!d)
+                return;
+        for (size_t i = 0; i < n; i++)
+                free(d[i].value);
+        free(d);
+}
+
+#define APP_MAX 64u
+#define VALUE_INLINE 4096u
+
+/* Which of apps app_buf (len bytes) names; -EBADMSG if none (apps NULL: any, index 0). */
+static int app_index(const char *const *apps, size_t n_apps, const uint8_t *app_buf, CK_ULONG len, unsigned *ret) {
+        if (!apps) {
+                *ret = 0;
+                return 0;
+        }
+        for (size_t i = 0; i < n_apps; i++)
+                if (len == strlen(apps[i]) && memcmp(app_buf, apps[i], len) == 0) {
+                        *ret = (unsigned) i;
+                        return 0;
+                }
+        return -EBADMSG;
+}
+
+/*
+ * Reads label, application and value of one data object: one
+ * C_GetAttributeValue into buffers that fit every record kekd writes, two
+ * (sizes, then values) for anything bigger. -EBADMSG: not one of ours.
+ */
+static int data_object_read(Hsm *h, CK_OBJECT_HANDLE o, const char *const *apps, size_t n_apps, HsmDataObject *d) {
+        uint8_t app[APP_MAX], value[VALUE_INLINE];
+        CK_ATTRIBUTE a[] = {
+                { CKA_LABEL, d->label, HSM_KEY_LABEL_MAX },
+                { CKA_APPLICATION, app, sizeof(app) },
+                { CKA_VALUE, value, sizeof(value) },
+        };
+        CK_RV rv;
+        int r;
+
+        rv = store_call(P11(h, C_GetAttributeValue, h->session, o, a, ELEMENTSOF(a)));
+        if (rv == CKR_OK) {
+                r = app_index(apps, n_apps, app, a[1].ulValueLen, &d->app);
+                if (r >= 0) {
+                        d->value = malloc(a[2].ulValueLen ? a[2].ulValueLen : 1);
+                        r = d->value ? 0 : -ENOMEM;
+                }
+                if (r >= 0) {
+                        memcpy(d->value, value, a[2].ulValueLen);
+                        d->label[a[0].ulValueLen] = 0;
+                        d->value_len = a[2].ulValueLen;
+                        d->handle = o;
+                }
+                secret_cleanse(value, sizeof(value)); /* a foreign object's value is none of our business */
+                return r;
+        }
+        secret_cleanse(value, sizeof(value));
+        if (rv != CKR_BUFFER_TOO_SMALL)
+                return hsm_read_failed(h, rv);
+
+        /* Something is bigger than our buffers: sizes first. */
+        for (size_t i = 0; i < ELEMENTSOF(a); i++) {
+                a[i].pValue = NULL;
+                a[i].ulValueLen = 0;
+        }
+        rv = store_call(P11(h, C_GetAttributeValue, h->session, o, a, ELEMENTSOF(a)));
+        if (rv != CKR_OK)
+                return hsm_read_failed(h, rv);
+        if (a[0].ulValueLen > HSM_KEY_LABEL_MAX || a[1].ulValueLen > sizeof(app) || a[2].ulValueLen > 1024 * 1024)
+                return -EBADMSG;
+        d->value = malloc(a[2].ulValueLen ? a[2].ulValueLen : 1);
+        if (!d->value)
+                return -ENOMEM;
+        a[0].pValue = d->label;
+        a[1].pValue = app;
+        a[2].pValue = d->value;
+        rv = store_call(P11(h, C_GetAttributeValue, h->session, o, a, ELEMENTSOF(a)));
+        r = rv != CKR_OK ? hsm_read_failed(h, rv) : a[0].ulValueLen > HSM_KEY_LABEL_MAX ? -EBADMSG
+                                                 : app_index(apps, n_apps, app, a[1].ulValueLen, &d->app);
+        if (r < 0) {
+                free(d->value);
+                d->value = NULL;
+                return r;
+        }
+        d->label[a[0].ulValueLen] = 0;
+        d->value_len = a[2].ulValueLen;
+        d->handle = o;
+        return 0;
+}
+
+/* Lists the data objects matching tmpl, keeping those of apps (NULL: all). */
+static int list_data(Hsm *h, CK_ATTRIBUTE *tmpl, CK_ULONG n_tmpl, const char *const *apps, size_t n_apps,
+                     HsmDataObject **ret, size_t *ret_n) {
+        /*
+         * Records are replaced by "create new, destroy old". A listing that
+         * races such a replacement can find the old object and then not read
+         * it; the key must not look absent then, so list again.
+         */
+        bool relogged = false;
+
+        for (unsigned attempt = 0; attempt < LIST_ATTEMPTS; attempt++) {
+                _cleanup_free_ CK_OBJECT_HANDLE *objs = NULL;
+                HsmDataObject *d;
+                size_t n = 0, k = 0;
+                bool vanished = false;
+                int r;
+
+                r = find_all(h, tmpl, n_tmpl, &objs, &n);
+                if (r < 0)
+                        return r;
+                d = calloc(n ? n : 1, sizeof(*d));
+                if (!d)
+                        return -ENOMEM;
+                for (size_t i = 0; i < n; i++) {
+                        r = data_object_read(h, objs[i], apps, n_apps, &d[k]);
+                        if (r == -ENOENT) {
+                                vanished = true;
+                                continue;
+                        }
+                        if (r == -EBADMSG)
+                                continue; /* not one of ours */
+                        if (r == -ESTALE && !relogged) {
+                                /* Session or login lost: list again, once, in the new session. */
+                                relogged = vanished = true;
+                                break;
+                        }
+                        if (r < 0) {
+                                hsm_data_objects_free(d, k);
+                                return r == -ESTALE ? -KEKERR_HSM_UNAVAILABLE : r;
+                        }
+                        k++;
+                }
+                if (!vanished) {
+                        *ret = d;
+                        *ret_n = k;
+                        return 0;
+                }
+                hsm_data_objects_free(d, k);
+        }
+        return -KEKERR_HSM_UNAVAILABLE;
+}
+
+int hsm_list_data(Hsm *h, const char *application, const char *label, HsmDataObject **ret, size_t *ret_n) {
+        CK_OBJECT_CLASS cls = CKO_DATA;
+        CK_ATTRIBUTE tmpl[] = {
+                { CKA_CLASS, &cls, sizeof(cls) },
+                { CKA_APPLICATION, (void *) application, strlen(application) },
+                { CKA_LABEL, (void *) label, label ? strlen(label) : 0 },
+        };
+
+        return list_data(h, tmpl, label ? 3 : 2, &application, 1, ret, ret_n);
+}
+
+int hsm_list_data_multi(Hsm *h, const char *const *apps, size_t n_apps, HsmDataObject **ret, size_t *ret_n) {
+        CK_OBJECT_CLASS cls = CKO_DATA;
+        CK_ATTRIBUTE tmpl[] = {
+                { CKA_CLASS, &cls, sizeof(cls) },
+        };
+
+        return list_data(h, tmpl, ELEMENTSOF(tmpl), apps, n_apps, ret, ret_n);
+}
+
+int hsm_find_key(Hsm *h, const char *label, uint32_t version, HsmObject *ret) {
+        CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
+        CK_KEY_TYPE type = CKK_AES;
+        CK_BBOOL yes = CK_TRUE, no = CK_FALSE;
+        uint8_t id[4];
+        CK_ATTRIBUTE tmpl[] = {
+                KEK_SEARCH_TEMPLATE(cls, type, yes, no),
+                { CKA_LABEL, (void *) label, strlen(label) },
+                { CKA_ID, id, sizeof(id) },
+        };
+        _cleanup_free_ CK_OBJECT_HANDLE *objs = NULL;
+        size_t n = 0;
+        int r;
+
+        version_to_id(version, id);
+        r = find_all(h, tmpl, ELEMENTSOF(tmpl), &objs, &n);
+        if (r < 0)
+                return r;
+        if (n == 0)
+                return -ENOENT;
+        *ret = objs[0];
+        return 0;
+}
+
+int hsm_create_data(Hsm *h, const char *application, const char *label, const uint8_t *value, size_t len,
+                    HsmObject *ret) {
+        CK_OBJECT_CLASS cls = CKO_DATA;
+        CK_BBOOL yes = CK_TRUE, no = CK_FALSE;
+        CK_ATTRIBUTE tmpl[] = {
+                { CKA_CLASS, &cls, sizeof(cls) },
+                { CKA_TOKEN, &yes, sizeof(yes) },
+                { CKA_PRIVATE, &yes, sizeof(yes) },
+                /* records are immutable: a change is a new object, then the old one is destroyed */
+                { CKA_MODIFIABLE, &no, sizeof(no) },
+                { CKA_APPLICATION, (void *) application, strlen(application) },
+                { CKA_LABEL, (void *) label, strlen(label) },
+                { CKA_VALUE, (void *) value, len },
+        };
+        CK_OBJECT_HANDLE o;
+        CK_RV rv;
+        int r;
+
+        r = hsm_ensure_session(h);
+        if (r < 0)
+                return r;
+        hsm_write_bump(h);
+        rv = store_call(P11(h, C_CreateObject, h->session, tmpl, ELEMENTSOF(tmpl), &o));
+        if (rv != CKR_OK)
+                return hsm_handle_failed(h, rv);
+        *ret = o;
+        return 0;
+}
