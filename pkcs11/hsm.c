@@ -582,3 +582,24 @@ int hsm_last_call_error(const Hsm *h, HsmCallError *ret) {
 const char *hsm_token_label(const Hsm *h) {
         return h->token_label;
 }
+
+int hsm_mechanism_info(Hsm *h, unsigned long mechanism, HsmMechanismInfo *ret) {
+        CK_MECHANISM_INFO mi = {};
+        CK_RV rv;
+        int r;
+
+        r = hsm_ensure_session(h);
+        if (r < 0)
+                return r;
+        rv = P11(h, C_GetMechanismInfo, h->slot, (CK_MECHANISM_TYPE) mechanism, &mi);
+        if (rv == CKR_MECHANISM_INVALID)
+                return -ENOENT; /* not offered: an answer, not a failure to record */
+        if (rv != CKR_OK)
+                return hsm_rv_to_errno(h, rv);
+        *ret = (HsmMechanismInfo) {
+                .min_key_size = mi.ulMinKeySize,
+                .max_key_size = mi.ulMaxKeySize,
+                .flags = mi.flags,
+        };
+        return 0;
+}

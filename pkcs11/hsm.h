@@ -162,6 +162,15 @@ void hsm_stats(const Hsm *h, HsmStats *ret);
 void hsm_stats_merge(const Hsm *h, HsmStats *acc);
 /* The same from counters taken earlier with hsm_stats(). */
 void hsm_stats_add(const HsmStats *s, HsmStats *acc);
+/* What C_GetMechanismInfo says of one mechanism (CKM_* value); key sizes as the token counts them. */
+typedef struct HsmMechanismInfo {
+        unsigned long min_key_size, max_key_size;
+        unsigned long flags;           /* CKF_ENCRYPT, CKF_DECRYPT, CKF_SIGN, CKF_GENERATE, ... */
+} HsmMechanismInfo;
+
+/* The token's answer for mechanism (a CKM_* value); -ENOENT if it does not offer it. */
+int hsm_mechanism_info(Hsm *h, unsigned long mechanism, HsmMechanismInfo *ret);
+
 /* Token label and serial, for status output. */
 const char *hsm_token_label(const Hsm *h);
 
