@@ -19,7 +19,9 @@ void frame_buf_init(FrameBuf *b) {
 void frame_buf_done(FrameBuf *b) {
         if (!b)
                 return;
-        secret_cleanse(b->data, b->cap);
+        /* Only what was ever written: a block is freed whenever a connection goes idle (server.c),
+         * and cleansing all of a 4 KiB block for a 100-byte frame was most of a request's cost. */
+        secret_cleanse(b->data, b->dirty);
         free(b->data);
         *b = (FrameBuf) {};
 }
@@ -47,12 +49,15 @@ int frame_buf_reserve(FrameBuf *b, size_t n, uint8_t **ret_tail) {
                         return -ENOMEM;
                 if (b->data) {
                         memcpy(p, b->data, b->len);
-                        secret_cleanse(b->data, b->cap);
+                        secret_cleanse(b->data, b->dirty);
                         free(b->data);
                 }
                 b->data = p;
                 b->cap = want;
+                b->dirty = b->len;
         }
+        /* The caller may write all n bytes and commit fewer (or none, on an error). */
+        b->dirty = MAX(b->dirty, b->len + n);
         if (ret_tail)
                 *ret_tail = b->data + b->len;
         return 0;
@@ -76,9 +81,10 @@ void frame_buf_shrink(FrameBuf *b, size_t keep) {
         if (!p)
                 return; /* keep the larger block: nothing is lost */
         memcpy(p, b->data + b->start, used);
-        secret_cleanse(b->data, b->cap);
+        secret_cleanse(b->data, b->dirty);
         free(b->data);
         b->data = p;
+        b->dirty = used;
         b->start = 0;
         b->len = used;
         b->cap = want;
@@ -86,6 +92,7 @@ void frame_buf_shrink(FrameBuf *b, size_t keep) {
 
 void frame_buf_commit(FrameBuf *b, size_t n) {
         b->len += n;
+        b->dirty = MAX(b->dirty, b->len);
 }
 
 int frame_buf_append(FrameBuf *b, const void *p, size_t n) {

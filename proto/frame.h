@@ -27,6 +27,7 @@ typedef struct FrameBuf {
         size_t start;   /* first unconsumed byte */
         size_t len;     /* bytes in use, counted from data[0] */
         size_t cap;
+        size_t dirty;   /* bytes from data[0] handed out for writing since the block was new: what is cleansed */
 } FrameBuf;
 
 void frame_buf_init(FrameBuf *b);
