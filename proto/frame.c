@@ -56,8 +56,6 @@ int frame_buf_reserve(FrameBuf *b, size_t n, uint8_t **ret_tail) {
                 b->cap = want;
                 b->dirty = b->len;
         }
-        /* The caller may write all n bytes and commit fewer (or none, on an error). */
-        b->dirty = MAX(b->dirty, b->len + n);
         if (ret_tail)
                 *ret_tail = b->data + b->len;
         return 0;
@@ -103,7 +101,7 @@ int frame_buf_append(FrameBuf *b, const void *p, size_t n) {
         if (r < 0)
                 return r;
         memcpy(tail, p, n);
-        b->len += n;
+        frame_buf_commit(b, n);
         return 0;
 }
 
@@ -148,6 +146,6 @@ int frame_append_message(FrameBuf *b, const ProtobufCMessage *m, size_t max_fram
         tail[2] = (uint8_t) (n >> 8);
         tail[3] = (uint8_t) n;
         protobuf_c_message_pack(m, tail + FRAME_HEADER_SIZE);
-        b->len += FRAME_HEADER_SIZE + n;
+        frame_buf_commit(b, FRAME_HEADER_SIZE + n);
         return 0;
 }
