@@ -123,6 +123,22 @@ static void count_error(Hsm *h, CK_RV rv) {
 void hsm_stats(const Hsm *h, HsmStats *ret) {
         *ret = (HsmStats) { .session_open = h->session_open, .reopens = h->reopens, .n_errors = h->n_errors };
         memcpy(ret->errors, h->errors, sizeof(ret->errors));
+        ret->n_calls = (unsigned) hsm_call_errors(h, ret->calls);
+}
+
+/* Adds one function's record to acc: one entry per function (static names compare by pointer). */
+static void call_error_add(const HsmCallError *c, HsmStats *acc) {
+        for (unsigned j = 0; j < acc->n_calls; j++)
+                if (acc->calls[j].function == c->function) {
+                        acc->calls[j].count += c->count;
+                        if (c->realtime_usec > acc->calls[j].realtime_usec) {
+                                acc->calls[j].realtime_usec = c->realtime_usec;
+                                acc->calls[j].error = c->error;
+                        }
+                        return;
+                }
+        if (acc->n_calls < HSM_CALLS)
+                acc->calls[acc->n_calls++] = *c;
 }
 
 void hsm_stats_add(const HsmStats *s, HsmStats *acc) {
@@ -139,6 +155,8 @@ void hsm_stats_add(const HsmStats *s, HsmStats *acc) {
                 else if (acc->n_errors < HSM_ERROR_KINDS)
                         acc->errors[acc->n_errors++] = s->errors[i];
         }
+        for (unsigned i = 0; i < s->n_calls; i++)
+                call_error_add(&s->calls[i], acc);
 }
 
 void hsm_stats_merge(const Hsm *h, HsmStats *acc) {
