@@ -191,13 +191,34 @@ static void note_failure(Hsm *h, CK_RV rv) {
                   p11_kit_strerror(rv));
 }
 
+/*
+ * The last refusal of any session of the process, "C_EncryptInit:
+ * CKR_MECHANISM_INVALID", for the wire message of -KEKERR_UNSUPPORTED: the
+ * crypto runs on worker sessions, the reply is written on the main thread,
+ * and a refusal is the token's standing answer, so the latest one is the
+ * one that request got (or the same as it).
+ */
+static pthread_mutex_t refusal_lock = PTHREAD_MUTEX_INITIALIZER;
+static char refusal_text[96];
+
+const char *hsm_last_refusal(char *buf, size_t size) {
+        pthread_mutex_lock(&refusal_lock);
+        snprintf(buf, size, "%s", refusal_text);
+        pthread_mutex_unlock(&refusal_lock);
+        return buf[0] ? buf : NULL;
+}
+
 int hsm_rv_to_errno(Hsm *h, CK_RV rv) {
         if (rv == CKR_OK)
                 return 0;
         note_failure(h, rv);
         /* The token will not do this, whenever asked: not transient, so never "retry". */
-        if (ckr_is_refusal(rv))
+        if (ckr_is_refusal(rv)) {
+                pthread_mutex_lock(&refusal_lock);
+                snprintf(refusal_text, sizeof(refusal_text), "%s: %s", call_names[h->call], ckr_name(rv));
+                pthread_mutex_unlock(&refusal_lock);
                 return -KEKERR_UNSUPPORTED;
+        }
         switch (rv) {
         case CKR_HOST_MEMORY:
         case CKR_DEVICE_MEMORY:

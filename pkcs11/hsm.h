@@ -150,6 +150,12 @@ uint64_t hsm_writes(const Hsm *h);
  * for logs; valid until the next call on h.
  */
 const char *hsm_last_error(const Hsm *h);
+/*
+ * The last refusal (-KEKERR_UNSUPPORTED) of any session of the process,
+ * "C_EncryptInit: CKR_MECHANISM_INVALID", copied into buf; NULL if none yet.
+ * Safe from any thread: for the wire message of a permanent refusal.
+ */
+const char *hsm_last_refusal(char *buf, size_t size);
 /* The same as a record; -ENODATA if no call on h has failed yet. */
 int hsm_last_call_error(const Hsm *h, HsmCallError *ret);
 /*
