@@ -169,7 +169,17 @@ key_attrs() {
 }
 
 diag "token $TOKEN_NAME: $(grep '^module' "$TOKEN_HSM_CONF")"
-step start "kekd starts on the token" kekd_start || { done_testing; }
+# A token kekd cannot serve must be refused at start with one line that names the cause (issue 16).
+refused_clearly() {
+        kill -0 "$KEKD_PID" 2>/dev/null && return 1
+        n=$(grep -c '^kekd\[error\]: Refusing to start: ' "$TESTDIR/kekd.log")
+        diag "$(grep -m1 '^kekd\[error\]: Refusing to start: ' "$TESTDIR/kekd.log" | cut -c1-400)"
+        [ "$n" -eq 1 ] && [ "$(grep -c '^kekd\[error\]' "$TESTDIR/kekd.log")" -eq 1 ]
+}
+if ! step start "kekd starts on the token" kekd_start; then
+        step refused-clearly "a refusal at start is one error line naming the cause" refused_clearly
+        done_testing
+fi
 healthy_at_start=no
 healthy && healthy_at_start=yes
 can_wrap=no
