@@ -247,7 +247,7 @@ int probe_run(Hsm *h, const ProbeProfile *profs, size_t n_profiles, ProbeResult 
                 else if (all)
                         note_error(h, &p);
                 else if (!p.error[0])
-                        snprintf(p.error, sizeof(p.error), "C_GetMechanismInfo: CKR_MECHANISM_INVALID");
+                        snprintf(p.error, sizeof(p.error), "not in C_GetMechanismList");
         }
         (void) hsm_destroy_object(h, key); /* a session object: gone with the session anyway */
         if (!p.profile) {

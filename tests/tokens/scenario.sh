@@ -58,6 +58,13 @@ todo_reason() {
 # why: the step's last PKCS#11 failure in kekd's log (function and CKR), else
 # the earlier step it depends on, else kekctl's error
 why() {
+        if r=$(grep -m1 'Refusing to start: ' "$TESTDIR/kekd.log"); then
+                c=$(printf '%s\n' "$r" | grep -o '(C_[A-Za-z]*: CKR_[A-Z_0-9]*)' | head -1 | tr -d '()')
+                [ -n "$c" ] || c=$(printf '%s\n' "$r" | grep -o 'offers no [^(]*(CKM_[A-Z_0-9]*)' | head -1 |
+                        sed 's/.*(\(CKM_[A-Z_0-9]*\))/no \1/')
+                echo "refused: ${c:-see log}"
+                return
+        fi
         p=$(tail -n "+$((log_mark + 1))" "$TESTDIR/kekd.log" | grep -o 'PKCS#11 C_[A-Za-z]* failed: CKR_[A-Z_0-9]*' |
                 tail -1 | sed 's/^PKCS#11 //; s/ failed: /: /')
         if [ -n "$p" ]; then
