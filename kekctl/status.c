@@ -35,6 +35,7 @@ typedef struct OpRow {
 typedef struct InfoRow {
         char v[4][64];
         unsigned long long value;
+        double last;               /* calls: kekd_hsm_call_last_error_timestamp_seconds */
 } InfoRow;
 
 typedef struct Parsed {
@@ -144,7 +145,12 @@ static void parse(const char *text, Parsed *p) {
                          info_row(line, end, val, "kekd_token_capability", cap_labels, p->caps, &p->n_caps) ||
                          info_row(line, end, val, "kekd_token_template_attribute", attr_labels, p->attrs, &p->n_attrs))
                         ;
-                else if (strncmp(line, "kekd_token_probe_ok{", 20) == 0) {
+                else if (strncmp(line, "kekd_hsm_call_last_error_timestamp_seconds{", 43) == 0 &&
+                         (v = label(line, end, "function", &vlen))) {
+                        for (unsigned i = 0; i < p->n_calls; i++)
+                                if (strlen(p->calls[i].v[0]) == vlen && strncmp(p->calls[i].v[0], v, vlen) == 0)
+                                        p->calls[i].last = strtod(val, NULL);
+                } else if (strncmp(line, "kekd_token_probe_ok{", 20) == 0) {
                         p->have_probe = true;
                         p->probe_ok = strtoull(val, NULL, 10);
                         label_copy(line, end, "profile", p->profile, sizeof(p->profile));
@@ -198,6 +204,7 @@ static void json_add_probe(json_object *o, const Parsed *p) {
                 json_object_object_add(j, "function", json_object_new_string(p->calls[i].v[0]));
                 json_object_object_add(j, "error", json_object_new_string(p->calls[i].v[1]));
                 json_object_object_add(j, "count", json_object_new_uint64(p->calls[i].value));
+                json_object_object_add(j, "last_usec", json_object_new_uint64((uint64_t) (p->calls[i].last * 1e6)));
                 json_object_array_add(calls, j);
         }
         json_object_object_add(o, "hsm_call_errors", calls);
@@ -231,9 +238,16 @@ static void json_add_probe(json_object *o, const Parsed *p) {
 
 static void print_probe(const Parsed *p) {
         printf("HSM calls:    %s", p->n_calls ? "" : "no failures\n");
-        for (unsigned i = 0; i < p->n_calls; i++)
-                printf("%s %s x%llu%s", p->calls[i].v[0], p->calls[i].v[1], p->calls[i].value,
+        for (unsigned i = 0; i < p->n_calls; i++) {
+                time_t t = (time_t) p->calls[i].last;
+                char when[32] = "?";
+                struct tm tm;
+
+                if (t > 0 && gmtime_r(&t, &tm))
+                        strftime(when, sizeof(when), "%H:%M:%S UTC", &tm);
+                printf("%s %s x%llu (last %s)%s", p->calls[i].v[0], p->calls[i].v[1], p->calls[i].value, when,
                        i + 1 < p->n_calls ? ", " : "\n");
+        }
         if (!p->have_probe)
                 return;
         printf("Token probe:  %s", p->probe_ok == 1 ? "profile " : "NO WORKING PROFILE");

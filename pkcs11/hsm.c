@@ -7,7 +7,8 @@
  * files. Invariants:
  *  - KEK versions are created by C_GenerateKey inside the token with
  *    CKA_SENSITIVE=TRUE, CKA_EXTRACTABLE=FALSE, CKA_PRIVATE=TRUE,
- *    CKA_TOKEN=TRUE, CKA_MODIFIABLE=FALSE, CKA_COPYABLE=FALSE and only
+ *    CKA_TOKEN=TRUE, CKA_MODIFIABLE=FALSE, CKA_COPYABLE=FALSE (left out on a
+ *    token that does not know it, hsm-objects.c) and only
  *    CKA_ENCRYPT/CKA_DECRYPT usage, so no call here or anywhere can export them.
  *  - The PIN is kept (in secure memory) only to log in again after the token
  *    or session went away.

@@ -108,6 +108,7 @@ contains "the wire error names the function and CKR" "$TESTDIR/err" "C_EncryptIn
 ok "the wire error is not HSM_UNAVAILABLE" sh -c "! grep -q HSM_UNAVAILABLE '$TESTDIR/err'"
 "$KEKCTL" status >"$TESTDIR/status" 2>&1
 contains "status names the function and its last CKR" "$TESTDIR/status" "C_EncryptInit CKR_MECHANISM_INVALID x"
+contains "status says when it last failed" "$TESTDIR/status" " UTC)"
 "$KEKCTL" status --prometheus >"$TESTDIR/metrics" 2>&1
 contains "metrics by function and CKR" "$TESTDIR/metrics" 'kekd_hsm_call_errors_total{function="C_EncryptInit",error="CKR_MECHANISM_INVALID"}'
 kc check
