@@ -213,9 +213,12 @@ static int find_all(Hsm *h, CK_ATTRIBUTE *tmpl, CK_ULONG n_tmpl, CK_OBJECT_HANDL
  * key has CKA_ALWAYS_SENSITIVE and CKA_NEVER_EXTRACTABLE FALSE, PKCS#11
  * 2.40 section 4.10). These four are what every token reports; CKA_LOCAL
  * is not asked for, since NSS softokn does not set it on generated keys.
+ * Token objects only: the capability probe's throwaway key is a session
+ * object of this process.
  */
 #define KEK_SEARCH_TEMPLATE(cls, type, yes, no)                      \
         { CKA_CLASS, &(cls), sizeof(cls) },                          \
+        { CKA_TOKEN, &(yes), sizeof(yes) },                          \
         { CKA_KEY_TYPE, &(type), sizeof(type) },                     \
         { CKA_SENSITIVE, &(yes), sizeof(yes) },                      \
         { CKA_EXTRACTABLE, &(no), sizeof(no) },                      \
@@ -275,13 +278,16 @@ int hsm_list_keys(Hsm *h, HsmKeyRef **ret, size_t *ret_n) {
 }
 
 /*
- * Why a secret key object is not a KEK kekd can use; NULL if it is one
- * (what KEK_SEARCH_TEMPLATE and list_keys_once() accept). Values a token
- * did not give (CK_UNAVAILABLE_INFORMATION) count as the unsafe answer.
+ * Why a secret key object is not a key kekd can use; NULL if it is one: a
+ * KEK (what KEK_SEARCH_TEMPLATE and list_keys_once() accept) or, with the
+ * same attributes but CKK_GENERIC_SECRET, the MAC key an encrypt-then-MAC
+ * profile keeps beside a version's AES key under the same label and ID.
+ * Values a token did not give (CK_UNAVAILABLE_INFORMATION) count as the
+ * unsafe answer.
  */
 static const char *unclassified_reason(const CK_ATTRIBUTE *a, CK_KEY_TYPE type, CK_BBOOL sens, CK_BBOOL extr,
                                        CK_BBOOL asens, CK_BBOOL nextr) {
-        if (a[0].ulValueLen != sizeof(type) || type != CKK_AES)
+        if (a[0].ulValueLen != sizeof(type) || (type != CKK_AES && type != CKK_GENERIC_SECRET))
                 return "not an AES key";
         if (a[1].ulValueLen != sizeof(CK_BBOOL) || !sens)
                 return "not sensitive";

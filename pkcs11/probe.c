@@ -217,7 +217,8 @@ int probe_run(Hsm *h, const ProbeProfile *profs, size_t n_profiles, ProbeResult 
                 goto finish;
         }
 
-        r = hsm_generate_kek(h, "kekd-probe", 0, false, &key);
+        /* A label no key can have (key names have no spaces), a version none has (they start at 1). */
+        r = hsm_generate_kek(h, "kekd probe", 0, false, &key);
         hsm_template_attrs(h, p.attrs);
         if (r < 0) {
                 note_error(h, &p);
