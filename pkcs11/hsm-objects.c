@@ -52,7 +52,7 @@ int hsm_generate_kek(Hsm *h, const char *label, uint32_t version, bool token_obj
         CK_MECHANISM mech = { CKM_AES_KEY_GEN, NULL, 0 };
         CK_OBJECT_HANDLE o;
         uint8_t id[4];
-        CK_ATTRIBUTE tmpl[18] = {
+        const CK_ATTRIBUTE required[] = {
                 { CKA_CLASS, &cls, sizeof(cls) },
                 { CKA_KEY_TYPE, &type, sizeof(type) },
                 { CKA_VALUE_LEN, &value_len, sizeof(value_len) },
@@ -71,14 +71,15 @@ int hsm_generate_kek(Hsm *h, const char *label, uint32_t version, bool token_obj
                 { CKA_VERIFY, &no, sizeof(no) },
                 { CKA_DERIVE, &no, sizeof(no) },
         };
-        CK_ULONG n = 17, n_required = 17;
+        CK_ATTRIBUTE tmpl[ELEMENTSOF(required) + HSM_OPTIONAL_ATTRS];
+        CK_ULONG n = ELEMENTSOF(required), n_required = ELEMENTSOF(required);
         Hsm *rt = root(h);
         CK_RV rv;
         int r;
 
-        _Static_assert(ELEMENTSOF(tmpl) >= 17 + HSM_OPTIONAL_ATTRS, "room for the optional attributes");
         if (strlen(label) > HSM_KEY_LABEL_MAX)
                 return -EINVAL;
+        memcpy(tmpl, required, sizeof(required));
         for (unsigned i = 0; i < HSM_OPTIONAL_ATTRS; i++)
                 if (!__atomic_load_n(&rt->optional_refused[i], __ATOMIC_ACQUIRE))
                         tmpl[n++] = (CK_ATTRIBUTE) { optional_attrs[i], &no, sizeof(no) };
