@@ -16,6 +16,8 @@
 
 #include "common/kekerr.h"
 #include "daemon/handlers.h"
+#include "daemon/metrics.h"
+#include "pkcs11/probe.h"
 
 /* Names the key (and version) in the message of a key-related refusal. */
 int key_error(Dispatcher *d, Request *req, int r, uint32_t version) {
@@ -395,14 +397,23 @@ int handle_set_grant(Dispatcher *d, const Kek__Request *m, Request *req) {
 int handle_check(Dispatcher *d, const Kek__Request *m, Request *req) {
         Kek__CheckResponse *c;
         CheckReport rep = {};
+        const ProbeProfile *profiles;
+        ProbeResult probe;
+        size_t n_profiles;
+        bool bad_probe;
         char **problems;
         int r;
 
         r = keystore_check(d->keystore, d->now_usec(), &rep);
         if (r < 0)
                 return r;
+        /* The token is probed again (issue 16); status shows this result from now on. */
+        profiles = probe_profiles(&n_profiles);
+        bad_probe = probe_run(keystore_hsm(d->keystore), profiles, n_profiles, &probe) < 0;
+        if (d->metrics)
+                metrics_set_probe(d->metrics, &probe);
         c = request_alloc(req, sizeof(*c));
-        problems = request_alloc(req, rep.n_problems * sizeof(*problems));
+        problems = request_alloc(req, (rep.n_problems + 1) * sizeof(*problems));
         if (!c || !problems) {
                 check_report_done(&rep);
                 return -ENOMEM;
@@ -419,6 +430,8 @@ int handle_check(Dispatcher *d, const Kek__Request *m, Request *req) {
                 }
         }
         c->n_problems = rep.n_problems;
+        if (bad_probe && (problems[c->n_problems] = request_strdup(req, probe.message)))
+                c->n_problems++;
         c->problems = problems;
         check_report_done(&rep);
         req->resp.body_case = KEK__RESPONSE__BODY_CHECK;

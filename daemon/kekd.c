@@ -55,6 +55,7 @@
 #include "daemon/refresh.h"
 #include "daemon/server.h"
 #include "pkcs11/hsm.h"
+#include "pkcs11/probe.h"
 
 #define DEFAULT_CONFIG SYSCONFDIR "/kekd/kekd.conf"
 #define SECURE_HEAP_SIZE (1024u * 1024u)
@@ -473,6 +474,9 @@ static int run(int argc, char *argv[]) {
         _cleanup_(daemon_done) Daemon d = {};
         _cleanup_free_ char *error = NULL;
         const char *why = NULL;
+        const ProbeProfile *profiles;
+        size_t n_profiles;
+        ProbeResult probe;
         char owner[OWNER_MAX], host[64] = "localhost", where[160];
         uint64_t watchdog_usec;
         sigset_t mask;
@@ -541,6 +545,18 @@ static int run(int argc, char *argv[]) {
         }
         pin = secret_free(pin); /* the Hsm keeps its own copy for re-login */
 
+        /*
+         * Never ready on a token that cannot wrap (issue 16): a real self-test under a throwaway
+         * key made with the KEK template, before anything is read or served. One line says why.
+         */
+        profiles = probe_profiles(&n_profiles);
+        r = probe_run(hsm, profiles, n_profiles, &probe);
+        if (r < 0) {
+                log_error("Refusing to start: %s", probe.message);
+                return 1;
+        }
+        log_info("Token '%s' passed the capability probe: profile %s", hsm_token_label(hsm), probe.profile);
+
         (void) gethostname(host, sizeof(host) - 1);
         snprintf(owner, sizeof(owner), "%s:%d", host, (int) getpid());
         r = keystore_new(hsm, owner, &keystore);
@@ -594,6 +610,7 @@ static int run(int argc, char *argv[]) {
                 return 1;
         }
         d.metrics = metrics;
+        metrics_set_probe(metrics, &probe);
         r = sd_watchdog_enabled(false, &watchdog_usec);
         if (r < 0)
                 log_warning_errno(r, "Ignoring the watchdog settings passed by systemd (WATCHDOG_USEC, WATCHDOG_PID)");

@@ -1209,7 +1209,8 @@ int keystore_check(Keystore *ks, uint64_t now, CheckReport *ret) {
         CheckReport rep = {};
         HsmDataObject *d = NULL;
         _cleanup_free_ HsmKeyRef *refs = NULL;
-        size_t n = 0, n_refs = 0;
+        _cleanup_free_ HsmKeyIssue *issues = NULL;
+        size_t n = 0, n_refs = 0, n_issues = 0;
         int r;
 
         r = repair(ks, now, 0);
@@ -1277,6 +1278,14 @@ int keystore_check(Keystore *ks, uint64_t now, CheckReport *ret) {
                                     refs[i].label, refs[i].version)) < 0)
                         goto finish;
         }
+        /* A key object under a key's name that no search adopts would be a version lost in silence. */
+        r = hsm_list_unclassified(ks->hsm, &issues, &n_issues);
+        for (size_t i = 0; r >= 0 && i < n_issues; i++)
+                if (index_get(ks, issues[i].label))
+                        r = report_add(&rep, "key object labelled '%s' is not used as a KEK: %s", issues[i].label,
+                                       issues[i].reason);
+        if (r < 0)
+                goto finish;
         r = 0;
         *ret = rep;
         rep = (CheckReport) {};

@@ -52,7 +52,62 @@ struct Metrics {
         uint64_t output_drops;
         MetricsHsmFn hsm_fn;
         void *hsm_userdata;
+        bool have_probe;
+        ProbeResult probe;         /* the last capability probe: at start, then each `check` */
 };
+
+void metrics_set_probe(Metrics *m, const ProbeResult *p) {
+        m->probe = *p;
+        m->have_probe = true;
+}
+
+static int answer_value(ProbeAnswer a) {
+        return a == PROBE_YES ? 1 : 0;
+}
+
+/* The cached probe as info-style series (value 1, the facts in labels) and 0/1 capabilities. */
+static void render_probe(FILE *f, const Metrics *m, const Keystore *ks) {
+        static const char *const states[] = { "untried", "accepted", "dropped" };
+        const ProbeResult *p = &m->probe;
+        HsmTemplateAttr attrs[HSM_OPTIONAL_ATTRS];
+        char flags[256];
+
+        if (!m->have_probe)
+                return;
+        fputs("# HELP kekd_token_probe_ok Whether the last capability probe found a working profile (start, check).\n"
+              "# TYPE kekd_token_probe_ok gauge\n", f);
+        fprintf(f, "kekd_token_probe_ok{profile=\"%s\"} %d\n", p->profile ?: "", p->profile ? 1 : 0);
+        probe_flags_text(p->token_flags, false, flags, sizeof(flags));
+        fprintf(f, "# HELP kekd_token_info The token's flags (C_GetTokenInfo).\n# TYPE kekd_token_info gauge\n"
+                   "kekd_token_info{flags=\"%s\"} 1\n", flags);
+        fputs("# HELP kekd_token_mechanism Mechanisms kekd could use that the token offers, with flags and key sizes.\n"
+              "# TYPE kekd_token_mechanism gauge\n", f);
+        for (unsigned i = 0; i < PROBE_MECHANISMS; i++) {
+                const ProbeMechanism *x = &p->mechanisms[i];
+
+                if (!x->offered)
+                        continue;
+                probe_flags_text(x->info.flags, true, flags, sizeof(flags));
+                fprintf(f, "kekd_token_mechanism{mechanism=\"%s\",flags=\"%s\",min_key_size=\"%lu\",max_key_size=\"%lu\"} 1\n",
+                        x->name, flags, x->info.min_key_size, x->info.max_key_size);
+        }
+        fputs("# HELP kekd_token_capability What the probe tried with throwaway objects: 1 works, 0 refused.\n"
+              "# TYPE kekd_token_capability gauge\n", f);
+        if (p->private_data != PROBE_UNKNOWN)
+                fprintf(f, "kekd_token_capability{capability=\"private_data_objects\"} %d\n", answer_value(p->private_data));
+        if (p->key_template != PROBE_UNKNOWN)
+                fprintf(f, "kekd_token_capability{capability=\"key_template\"} %d\n", answer_value(p->key_template));
+        /* Live, not the probe's copy: a KEK generated since may have settled an untried attribute. */
+        if (ks)
+                hsm_template_attrs(keystore_hsm(ks), attrs);
+        else
+                memcpy(attrs, p->attrs, sizeof(attrs));
+        fputs("# HELP kekd_token_template_attribute Optional KEK template attributes: accepted, dropped (refused by the token) or untried.\n"
+              "# TYPE kekd_token_template_attribute gauge\n", f);
+        for (unsigned i = 0; i < HSM_OPTIONAL_ATTRS; i++)
+                fprintf(f, "kekd_token_template_attribute{attribute=\"%s\",state=\"%s\"} 1\n", attrs[i].name,
+                        states[attrs[i].state]);
+}
 
 void metrics_set_hsm_source(Metrics *m, MetricsHsmFn fn, void *userdata) {
         m->hsm_fn = fn;
@@ -191,6 +246,18 @@ static void render_keys(FILE *f, const Metrics *m, const Keystore *ks) {
         for (unsigned i = 0; i < hs.n_errors; i++)
                 fprintf(f, "kekd_hsm_errors_total{rv=\"%s\"} %llu\n", hs.errors[i].name,
                         (unsigned long long) hs.errors[i].count);
+        /* Which call failed, and how: the CKR label is the function's latest failure (one series per function). */
+        fputs("# HELP kekd_hsm_call_errors_total Failed PKCS#11 calls by function; error is the latest failure's CKR.\n"
+              "# TYPE kekd_hsm_call_errors_total counter\n", f);
+        for (unsigned i = 0; i < hs.n_calls; i++)
+                fprintf(f, "kekd_hsm_call_errors_total{function=\"%s\",error=\"%s\"} %llu\n", hs.calls[i].function,
+                        hs.calls[i].error, (unsigned long long) hs.calls[i].count);
+        fputs("# HELP kekd_hsm_call_last_error_timestamp_seconds When each PKCS#11 function last failed.\n"
+              "# TYPE kekd_hsm_call_last_error_timestamp_seconds gauge\n", f);
+        for (unsigned i = 0; i < hs.n_calls; i++)
+                fprintf(f, "kekd_hsm_call_last_error_timestamp_seconds{function=\"%s\"} %llu.%06llu\n",
+                        hs.calls[i].function, (unsigned long long) (hs.calls[i].realtime_usec / 1000000),
+                        (unsigned long long) (hs.calls[i].realtime_usec % 1000000));
 }
 
 int metrics_render(const Metrics *m, const Keystore *ks, char **ret, size_t *ret_len) {
@@ -248,6 +315,7 @@ int metrics_render(const Metrics *m, const Keystore *ks, char **ret, size_t *ret
                                 (unsigned long long) m->ops[i].items);
         if (ks)
                 render_keys(f, m, ks);
+        render_probe(f, m, ks);
         if (fclose(f) != 0) {
                 free(buf);
                 return -ENOMEM;

@@ -2,7 +2,8 @@
 /*
  * Operational metrics in the Prometheus text format: requests by operation,
  * key and result, latency histograms by operation, batch items, HSM session
- * state, reopens and PKCS#11 errors by return value, clients and watchers,
+ * state, reopens and PKCS#11 errors by return value and by function (with
+ * the latest CKR and its time), the token's capability probe, clients and watchers,
  * keys by state. kekd writes them to [metrics] file every interval (the
  * node_exporter textfile collector convention: written to a temporary file
  * in the same directory and renamed, so a scrape never sees half a file),
@@ -21,6 +22,7 @@
 
 #include "common/macro.h"
 #include "daemon/keystore.h"
+#include "pkcs11/probe.h"
 
 #define METRICS_SERIES_MAX 4096u
 
@@ -45,6 +47,9 @@ void metrics_set_output(Metrics *m, size_t queued_bytes, uint64_t budget_drops);
  */
 typedef unsigned (*MetricsHsmFn)(HsmStats *acc, void *userdata);
 void metrics_set_hsm_source(Metrics *m, MetricsHsmFn fn, void *userdata);
+
+/* Keeps a copy of the capability probe's result (kekd.c at start, handle_check()) for status and the file. */
+void metrics_set_probe(Metrics *m, const ProbeResult *p);
 
 /* The whole exposition, NUL-terminated and malloc'd. ks (may be NULL) gives the key and HSM figures. */
 int metrics_render(const Metrics *m, const Keystore *ks, char **ret, size_t *ret_len);

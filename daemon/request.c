@@ -14,6 +14,7 @@
 
 #include "common/kekerr.h"
 #include "daemon/request.h"
+#include "pkcs11/hsm.h"
 
 /* No credentials: no role and no grant. */
 static const Peer nobody = { .uid = (uid_t) -1, .gid = (gid_t) -1, .pid = 0 };
@@ -141,8 +142,16 @@ const char *request_default_message(int r) {
                 return "blob does not authenticate: tampered, truncated, or wrong context";
         case -KEKERR_MALFORMED_REQUEST:
                 return "malformed request";
-        case -KEKERR_UNSUPPORTED:
-                return "request type not supported by this kekd";
+        case -KEKERR_UNSUPPORTED: {
+                /* Only the token refuses without a message of its own (dispatch names unknown requests). */
+                static __thread char text[160];
+                char ckr[96];
+
+                if (!hsm_last_refusal(ckr, sizeof(ckr)))
+                        return "the token refuses this operation";
+                snprintf(text, sizeof(text), "the token refuses this operation (%s)", ckr);
+                return text;
+        }
         case -KEKERR_KEY_NOT_RECOVERABLE:
                 return "key isn't recoverable: the vault must have purge protection on (soft delete is always on)";
         case -KEKERR_CONFLICT:

@@ -29,11 +29,25 @@ typedef struct OpRow {
         unsigned n_buckets;
 } OpRow;
 
+#define ROWS_MAX 32
+
+/* One labelled series of the capability probe or the per-function errors: up to four label values. */
+typedef struct InfoRow {
+        char v[4][64];
+        unsigned long long value;
+        double last;               /* calls: kekd_hsm_call_last_error_timestamp_seconds */
+} InfoRow;
+
 typedef struct Parsed {
         OpRow ops[OPS_MAX];
         unsigned n_ops;
         unsigned long long watchers, reopens, hsm_errors;
         char errors_text[256];
+        InfoRow calls[ROWS_MAX], mechs[ROWS_MAX], caps[ROWS_MAX], attrs[ROWS_MAX];
+        unsigned n_calls, n_mechs, n_caps, n_attrs;
+        bool have_probe;
+        unsigned long long probe_ok;
+        char profile[64], token_flags[256];
 } Parsed;
 
 static OpRow *row(Parsed *p, const char *op, size_t len) {
@@ -64,7 +78,38 @@ static const char *label(const char *line, const char *end, const char *name, si
         return v;
 }
 
+/* Copies label name's value into dst (empty if absent). */
+static void label_copy(const char *line, const char *end, const char *name, char *dst, size_t size) {
+        size_t len;
+        const char *v = label(line, end, name, &len);
+
+        if (!v)
+                len = 0;
+        snprintf(dst, size, "%.*s", (int) len, v ? v : "");
+}
+
+/* A series with up to four labels (names, NULL-padded) into rows[*n]; false if it is not one. */
+static bool info_row(const char *line, const char *end, const char *val, const char *metric, const char *const names[4],
+                     InfoRow *rows, unsigned *n) {
+        size_t l = strlen(metric);
+
+        if (strncmp(line, metric, l) != 0 || line[l] != '{')
+                return false;
+        if (*n >= ROWS_MAX)
+                return true;
+        for (unsigned i = 0; i < 4; i++)
+                if (names[i])
+                        label_copy(line, end, names[i], rows[*n].v[i], sizeof(rows[*n].v[i]));
+        rows[*n].value = strtoull(val, NULL, 10);
+        (*n)++;
+        return true;
+}
+
 static void parse(const char *text, Parsed *p) {
+        static const char *const call_labels[4] = { "function", "error" },
+                             *const mech_labels[4] = { "mechanism", "flags", "min_key_size", "max_key_size" },
+                             *const cap_labels[4] = { "capability" }, *const attr_labels[4] = { "attribute", "state" };
+
         const char *line = text;
 
         while (line && *line) {
@@ -95,6 +140,22 @@ static void parse(const char *text, Parsed *p) {
                 else if (strncmp(line, "kekd_request_duration_seconds_count{", 36) == 0 &&
                          (op = label(line, end, "op", &len)) && (r = row(p, op, len)))
                         r->count = strtoull(val, NULL, 10);
+                else if (info_row(line, end, val, "kekd_hsm_call_errors_total", call_labels, p->calls, &p->n_calls) ||
+                         info_row(line, end, val, "kekd_token_mechanism", mech_labels, p->mechs, &p->n_mechs) ||
+                         info_row(line, end, val, "kekd_token_capability", cap_labels, p->caps, &p->n_caps) ||
+                         info_row(line, end, val, "kekd_token_template_attribute", attr_labels, p->attrs, &p->n_attrs))
+                        ;
+                else if (strncmp(line, "kekd_hsm_call_last_error_timestamp_seconds{", 43) == 0 &&
+                         (v = label(line, end, "function", &vlen))) {
+                        for (unsigned i = 0; i < p->n_calls; i++)
+                                if (strlen(p->calls[i].v[0]) == vlen && strncmp(p->calls[i].v[0], v, vlen) == 0)
+                                        p->calls[i].last = strtod(val, NULL);
+                } else if (strncmp(line, "kekd_token_probe_ok{", 20) == 0) {
+                        p->have_probe = true;
+                        p->probe_ok = strtoull(val, NULL, 10);
+                        label_copy(line, end, "profile", p->profile, sizeof(p->profile));
+                } else if (strncmp(line, "kekd_token_info{", 16) == 0)
+                        label_copy(line, end, "flags", p->token_flags, sizeof(p->token_flags));
                 else if (strncmp(line, "kekd_watchers ", 14) == 0)
                         p->watchers = strtoull(val, NULL, 10);
                 else if (strncmp(line, "kekd_hsm_session_reopens_total ", 31) == 0)
@@ -131,6 +192,75 @@ static void format_usec(double sec, char *buf, size_t size) {
                 snprintf(buf, size, "%.0f us", sec * 1e6);
         else
                 snprintf(buf, size, "%.1f ms", sec * 1e3);
+}
+
+/* The per-function errors and the capability probe, from the metrics (kekd_hsm_call_*, kekd_token_*). */
+static void json_add_probe(json_object *o, const Parsed *p) {
+        json_object *calls = json_object_new_array(), *probe, *mechs, *caps, *attrs;
+
+        for (unsigned i = 0; i < p->n_calls; i++) {
+                json_object *j = json_object_new_object();
+
+                json_object_object_add(j, "function", json_object_new_string(p->calls[i].v[0]));
+                json_object_object_add(j, "error", json_object_new_string(p->calls[i].v[1]));
+                json_object_object_add(j, "count", json_object_new_uint64(p->calls[i].value));
+                json_object_object_add(j, "last_usec", json_object_new_uint64((uint64_t) (p->calls[i].last * 1e6)));
+                json_object_array_add(calls, j);
+        }
+        json_object_object_add(o, "hsm_call_errors", calls);
+        if (!p->have_probe)
+                return;
+        probe = json_object_new_object();
+        mechs = json_object_new_array();
+        caps = json_object_new_object();
+        attrs = json_object_new_object();
+        json_object_object_add(probe, "ok", json_object_new_boolean(p->probe_ok == 1));
+        json_object_object_add(probe, "profile", json_object_new_string(p->profile));
+        json_object_object_add(probe, "token_flags", json_object_new_string(p->token_flags));
+        for (unsigned i = 0; i < p->n_mechs; i++) {
+                json_object *j = json_object_new_object();
+
+                json_object_object_add(j, "mechanism", json_object_new_string(p->mechs[i].v[0]));
+                json_object_object_add(j, "flags", json_object_new_string(p->mechs[i].v[1]));
+                json_object_object_add(j, "min_key_size", json_object_new_uint64(strtoull(p->mechs[i].v[2], NULL, 10)));
+                json_object_object_add(j, "max_key_size", json_object_new_uint64(strtoull(p->mechs[i].v[3], NULL, 10)));
+                json_object_array_add(mechs, j);
+        }
+        json_object_object_add(probe, "mechanisms", mechs);
+        for (unsigned i = 0; i < p->n_caps; i++)
+                json_object_object_add(caps, p->caps[i].v[0], json_object_new_boolean(p->caps[i].value == 1));
+        json_object_object_add(probe, "capabilities", caps);
+        for (unsigned i = 0; i < p->n_attrs; i++)
+                json_object_object_add(attrs, p->attrs[i].v[0], json_object_new_string(p->attrs[i].v[1]));
+        json_object_object_add(probe, "template_attributes", attrs);
+        json_object_object_add(o, "probe", probe);
+}
+
+static void print_probe(const Parsed *p) {
+        printf("HSM calls:    %s", p->n_calls ? "" : "no failures\n");
+        for (unsigned i = 0; i < p->n_calls; i++) {
+                time_t t = (time_t) p->calls[i].last;
+                char when[32] = "?";
+                struct tm tm;
+
+                if (t > 0 && gmtime_r(&t, &tm))
+                        strftime(when, sizeof(when), "%H:%M:%S UTC", &tm);
+                printf("%s %s x%llu (last %s)%s", p->calls[i].v[0], p->calls[i].v[1], p->calls[i].value, when,
+                       i + 1 < p->n_calls ? ", " : "\n");
+        }
+        if (!p->have_probe)
+                return;
+        printf("Token probe:  %s", p->probe_ok == 1 ? "profile " : "NO WORKING PROFILE");
+        printf("%s", p->probe_ok == 1 ? p->profile : "");
+        for (unsigned i = 0; i < p->n_caps; i++)
+                printf("; %s %s", p->caps[i].v[0], p->caps[i].value == 1 ? "yes" : "REFUSED");
+        for (unsigned i = 0; i < p->n_attrs; i++)
+                printf("; %s %s", p->attrs[i].v[0], p->attrs[i].v[1]);
+        printf("\nToken flags:  %s\n", p->token_flags[0] ? p->token_flags : "-");
+        printf("Mechanisms:   %s", p->n_mechs ? "" : "none kekd could use\n");
+        for (unsigned i = 0; i < p->n_mechs; i++)
+                printf("%s (%s; key %s-%s)%s", p->mechs[i].v[0], p->mechs[i].v[1], p->mechs[i].v[2], p->mechs[i].v[3],
+                       i + 1 < p->n_mechs ? ", " : "\n");
 }
 
 int status_print(const Kek__StatusResponse *st, StatusFormat format) {
@@ -174,6 +304,7 @@ int status_print(const Kek__StatusResponse *st, StatusFormat format) {
                         json_object_object_add(ops, r->op, j);
                 }
                 json_object_object_add(o, "operations", ops);
+                json_add_probe(o, p);
                 puts(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_NOSLASHESCAPE));
                 json_object_put(o);
                 return 0;
@@ -183,6 +314,7 @@ int status_print(const Kek__StatusResponse *st, StatusFormat format) {
         printf("HSM session:  %s, %llu reopened after failures\n", st->hsm_session_open ? "open" : "CLOSED",
                p->reopens);
         printf("HSM errors:   %s\n", p->errors_text[0] ? p->errors_text : "none");
+        print_probe(p);
         printf("Keys:         %u (%u versions)\n", st->keys, st->versions);
         printf("Clients:      %u (%llu watching key events)\n", st->clients, p->watchers);
         printf("\n%-20s %12s %10s %10s %10s %10s\n", "OPERATION", "OK", "ERRORS", "MEAN", "P50 <=", "P99 <=");

@@ -70,6 +70,9 @@ struct Hsm {
         uint64_t reopens;          /* sessions opened again after a loss */
         HsmErrorCount errors[HSM_ERROR_KINDS];   /* non-OK return values, by value */
         unsigned n_errors;
+        /* The parent's, for all its sessions (atomics): optional template attributes (hsm_template_attrs()). */
+        bool optional_refused[HSM_OPTIONAL_ATTRS];
+        bool optional_accepted[HSM_OPTIONAL_ATTRS];
 };
 
 /*
@@ -94,6 +97,12 @@ extern pthread_mutex_t hsm_store_lock;
                 pthread_mutex_unlock(&hsm_store_lock);      \
                 _rv;                                    \
         })
+
+/*
+ * Generates an AES-256 KEK with kekd's template (hsm-objects.c); a session
+ * object (token_object false) for the capability probe's throwaway key.
+ */
+int hsm_generate_kek(Hsm *h, const char *label, uint32_t version, bool token_object, HsmObject *ret);
 
 /* Counted before the call: one that fails in transit may still have changed the token. */
 void hsm_write_bump(Hsm *h);

@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "common/kekerr.h"
+#include "daemon/log.h"
 #include "hsm-internal.h"
 
 #define LIST_ATTEMPTS 5              /* listings of records racing their replacement */
@@ -26,26 +27,42 @@ static void version_to_id(uint32_t version, uint8_t id[4]) {
         id[3] = (uint8_t) version;
 }
 
-int hsm_generate_aes_key(Hsm *h, const char *label, uint32_t version, HsmObject *ret) {
+/*
+ * Attributes of the KEK template that a token may not know (PKCS#11 2.40
+ * added CKA_COPYABLE; openCryptoki 3.8 and NSS answer
+ * CKR_ATTRIBUTE_TYPE_INVALID). They are dropped when refused. The security
+ * attributes (CKA_TOKEN, CKA_PRIVATE, CKA_SENSITIVE, CKA_EXTRACTABLE, the
+ * usage flags) are never optional: a token that refuses one of them is
+ * refused. Without CKA_COPYABLE=FALSE a copy could be made, but only with
+ * CKA_SENSITIVE and CKA_EXTRACTABLE=FALSE kept (CKA_MODIFIABLE=FALSE and
+ * the spec's rule that a copy can never become extractable again).
+ */
+static const CK_ATTRIBUTE_TYPE optional_attrs[HSM_OPTIONAL_ATTRS] = { CKA_COPYABLE };
+static const char *const optional_names[HSM_OPTIONAL_ATTRS] = { "CKA_COPYABLE" };
+
+static Hsm *root(Hsm *h) {
+        return h->parent ? h->parent : h;
+}
+
+int hsm_generate_kek(Hsm *h, const char *label, uint32_t version, bool token_object, HsmObject *ret) {
         CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
         CK_KEY_TYPE type = CKK_AES;
         CK_ULONG value_len = 32;
-        CK_BBOOL yes = CK_TRUE, no = CK_FALSE;
+        CK_BBOOL yes = CK_TRUE, no = CK_FALSE, token = token_object ? CK_TRUE : CK_FALSE;
         CK_MECHANISM mech = { CKM_AES_KEY_GEN, NULL, 0 };
         CK_OBJECT_HANDLE o;
         uint8_t id[4];
-        CK_ATTRIBUTE tmpl[] = {
+        const CK_ATTRIBUTE required[] = {
                 { CKA_CLASS, &cls, sizeof(cls) },
                 { CKA_KEY_TYPE, &type, sizeof(type) },
                 { CKA_VALUE_LEN, &value_len, sizeof(value_len) },
                 { CKA_LABEL, (void *) label, strlen(label) },
                 { CKA_ID, id, sizeof(id) },
-                { CKA_TOKEN, &yes, sizeof(yes) },
+                { CKA_TOKEN, &token, sizeof(token) },
                 { CKA_PRIVATE, &yes, sizeof(yes) },
                 { CKA_SENSITIVE, &yes, sizeof(yes) },
                 { CKA_EXTRACTABLE, &no, sizeof(no) },
                 { CKA_MODIFIABLE, &no, sizeof(no) },
-                { CKA_COPYABLE, &no, sizeof(no) },
                 { CKA_ENCRYPT, &yes, sizeof(yes) },
                 { CKA_DECRYPT, &yes, sizeof(yes) },
                 { CKA_WRAP, &no, sizeof(no) },
@@ -54,22 +71,62 @@ int hsm_generate_aes_key(Hsm *h, const char *label, uint32_t version, HsmObject 
                 { CKA_VERIFY, &no, sizeof(no) },
                 { CKA_DERIVE, &no, sizeof(no) },
         };
+        CK_ATTRIBUTE tmpl[ELEMENTSOF(required) + HSM_OPTIONAL_ATTRS];
+        CK_ULONG n = ELEMENTSOF(required), n_required = ELEMENTSOF(required);
+        Hsm *rt = root(h);
         CK_RV rv;
         int r;
 
         if (strlen(label) > HSM_KEY_LABEL_MAX)
                 return -EINVAL;
+        memcpy(tmpl, required, sizeof(required));
+        for (unsigned i = 0; i < HSM_OPTIONAL_ATTRS; i++)
+                if (!__atomic_load_n(&rt->optional_refused[i], __ATOMIC_ACQUIRE))
+                        tmpl[n++] = (CK_ATTRIBUTE) { optional_attrs[i], &no, sizeof(no) };
         version_to_id(version, id);
         r = hsm_ensure_session(h);
         if (r < 0)
                 return r;
         /* No blind retry: a call that failed in transit may have created the object (written intents cover it). */
         hsm_write_bump(h);
-        rv = store_call(P11(h, C_GenerateKey, h->session, &mech, tmpl, ELEMENTSOF(tmpl), &o));
+        rv = store_call(P11(h, C_GenerateKey, h->session, &mech, tmpl, n, &o));
+        if (rv == CKR_ATTRIBUTE_TYPE_INVALID && n > n_required) {
+                /*
+                 * The token does not know an optional attribute: an answer
+                 * about the template, so nothing was created and asking once
+                 * more without them repeats no write. Remembered for the
+                 * token (every session), so the next KEK does not ask again.
+                 */
+                log_debug("PKCS#11 C_GenerateKey: CKR_ATTRIBUTE_TYPE_INVALID; again without the optional attributes");
+                for (unsigned i = 0; i < HSM_OPTIONAL_ATTRS; i++)
+                        __atomic_store_n(&rt->optional_refused[i], true, __ATOMIC_RELEASE);
+                hsm_write_bump(h);
+                rv = store_call(P11(h, C_GenerateKey, h->session, &mech, tmpl, n_required, &o));
+        }
         if (rv != CKR_OK)
                 return hsm_handle_failed(h, rv);
+        for (unsigned i = 0; i < HSM_OPTIONAL_ATTRS; i++)
+                if (!__atomic_load_n(&rt->optional_refused[i], __ATOMIC_ACQUIRE))
+                        __atomic_store_n(&rt->optional_accepted[i], true, __ATOMIC_RELEASE);
         *ret = o;
         return 0;
+}
+
+int hsm_generate_aes_key(Hsm *h, const char *label, uint32_t version, HsmObject *ret) {
+        return hsm_generate_kek(h, label, version, true, ret);
+}
+
+size_t hsm_template_attrs(const Hsm *h, HsmTemplateAttr ret[HSM_OPTIONAL_ATTRS]) {
+        const Hsm *rt = h->parent ? h->parent : h;
+
+        for (unsigned i = 0; i < HSM_OPTIONAL_ATTRS; i++)
+                ret[i] = (HsmTemplateAttr) {
+                        .name = optional_names[i],
+                        .state = __atomic_load_n(&rt->optional_refused[i], __ATOMIC_ACQUIRE)    ? HSM_ATTR_DROPPED
+                                 : __atomic_load_n(&rt->optional_accepted[i], __ATOMIC_ACQUIRE) ? HSM_ATTR_ACCEPTED
+                                                                                                : HSM_ATTR_UNTRIED,
+                };
+        return HSM_OPTIONAL_ATTRS;
 }
 
 int hsm_destroy_object(Hsm *h, HsmObject o) {
@@ -151,17 +208,23 @@ static int find_all(Hsm *h, CK_ATTRIBUTE *tmpl, CK_ULONG n_tmpl, CK_OBJECT_HANDL
 }
 
 /*
- * Only keys that were generated on the token and can never leave it are KEKs:
- * an extractable or imported object planted under a key's label and ID by
- * another application on the same token is never adopted.
+ * Only keys that were sensitive and unextractable from their creation on are
+ * KEKs: an extractable or imported object planted under a key's label and ID
+ * by another application on the same token is never adopted (an imported
+ * key has CKA_ALWAYS_SENSITIVE and CKA_NEVER_EXTRACTABLE FALSE, PKCS#11
+ * 2.40 section 4.10). These four are what every token reports; CKA_LOCAL
+ * is not asked for, since NSS softokn does not set it on generated keys.
+ * Token objects only: the capability probe's throwaway key is a session
+ * object of this process.
  */
 #define KEK_SEARCH_TEMPLATE(cls, type, yes, no)                      \
         { CKA_CLASS, &(cls), sizeof(cls) },                          \
+        { CKA_TOKEN, &(yes), sizeof(yes) },                          \
         { CKA_KEY_TYPE, &(type), sizeof(type) },                     \
         { CKA_SENSITIVE, &(yes), sizeof(yes) },                      \
         { CKA_EXTRACTABLE, &(no), sizeof(no) },                      \
-        { CKA_NEVER_EXTRACTABLE, &(yes), sizeof(yes) },              \
-        { CKA_LOCAL, &(yes), sizeof(yes) }
+        { CKA_ALWAYS_SENSITIVE, &(yes), sizeof(yes) },               \
+        { CKA_NEVER_EXTRACTABLE, &(yes), sizeof(yes) }
 
 static int list_keys_once(Hsm *h, HsmKeyRef **ret, size_t *ret_n) {
         CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
@@ -212,6 +275,94 @@ int hsm_list_keys(Hsm *h, HsmKeyRef **ret, size_t *ret_n) {
 
         if (r == -ESTALE)
                 r = list_keys_once(h, ret, ret_n);
+        return r == -ESTALE ? -KEKERR_HSM_UNAVAILABLE : r;
+}
+
+/*
+ * Why a secret key object is not a key kekd can use; NULL if it is one: a
+ * KEK (what KEK_SEARCH_TEMPLATE and list_keys_once() accept) or, with the
+ * same attributes but CKK_GENERIC_SECRET, the MAC key an encrypt-then-MAC
+ * profile keeps beside a version's AES key under the same label and ID.
+ * Values a token did not give (CK_UNAVAILABLE_INFORMATION) count as the
+ * unsafe answer.
+ */
+static const char *unclassified_reason(const CK_ATTRIBUTE *a, CK_KEY_TYPE type, CK_BBOOL sens, CK_BBOOL extr,
+                                       CK_BBOOL asens, CK_BBOOL nextr) {
+        if (a[0].ulValueLen != sizeof(type) || (type != CKK_AES && type != CKK_GENERIC_SECRET))
+                return "not an AES key";
+        if (a[1].ulValueLen != sizeof(CK_BBOOL) || !sens)
+                return "not sensitive";
+        if (a[2].ulValueLen != sizeof(CK_BBOOL) || extr)
+                return "extractable";
+        if (a[3].ulValueLen != sizeof(CK_BBOOL) || !asens || a[4].ulValueLen != sizeof(CK_BBOOL) || !nextr)
+                return "imported or once extractable (CKA_ALWAYS_SENSITIVE or CKA_NEVER_EXTRACTABLE not TRUE)";
+        if (a[6].ulValueLen != 4)
+                return "CKA_ID is not 4 bytes (kekd's version number)";
+        return NULL;
+}
+
+static int list_unclassified_once(Hsm *h, HsmKeyIssue **ret, size_t *ret_n) {
+        CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
+        CK_BBOOL yes = CK_TRUE;
+        CK_ATTRIBUTE tmpl[] = {
+                { CKA_CLASS, &cls, sizeof(cls) },
+                { CKA_TOKEN, &yes, sizeof(yes) },
+        };
+        _cleanup_free_ CK_OBJECT_HANDLE *objs = NULL;
+        _cleanup_free_ HsmKeyIssue *out = NULL;
+        size_t n = 0, k = 0;
+        int r;
+
+        r = find_all(h, tmpl, ELEMENTSOF(tmpl), &objs, &n);
+        if (r < 0)
+                return r;
+        out = calloc(n ? n : 1, sizeof(*out));
+        if (!out)
+                return -ENOMEM;
+        for (size_t i = 0; i < n; i++) {
+                CK_KEY_TYPE type = 0;
+                CK_BBOOL sens = 0, extr = 1, asens = 0, nextr = 0;
+                uint8_t id[64];
+                CK_ATTRIBUTE a[] = {
+                        { CKA_KEY_TYPE, &type, sizeof(type) },
+                        { CKA_SENSITIVE, &sens, sizeof(sens) },
+                        { CKA_EXTRACTABLE, &extr, sizeof(extr) },
+                        { CKA_ALWAYS_SENSITIVE, &asens, sizeof(asens) },
+                        { CKA_NEVER_EXTRACTABLE, &nextr, sizeof(nextr) },
+                        { CKA_LABEL, out[k].label, HSM_KEY_LABEL_MAX },
+                        { CKA_ID, id, sizeof(id) },
+                };
+                const char *why;
+                CK_RV rv = store_call(P11(h, C_GetAttributeValue, h->session, objs[i], a, ELEMENTSOF(a)));
+
+                if (rv == CKR_OBJECT_HANDLE_INVALID)
+                        continue; /* destroyed by another node meanwhile */
+                /* Attributes it does not have or will not show come back as CK_UNAVAILABLE_INFORMATION. */
+                if (rv != CKR_OK && rv != CKR_ATTRIBUTE_TYPE_INVALID && rv != CKR_ATTRIBUTE_SENSITIVE &&
+                    rv != CKR_BUFFER_TOO_SMALL)
+                        return hsm_read_failed(h, rv);
+                /* No label, or longer than any key name: not kekd's label scheme. */
+                if (a[5].ulValueLen == CK_UNAVAILABLE_INFORMATION || a[5].ulValueLen == 0 ||
+                    a[5].ulValueLen > HSM_KEY_LABEL_MAX)
+                        continue;
+                why = unclassified_reason(a, type, sens, extr, asens, nextr);
+                if (!why)
+                        continue;
+                out[k].label[a[5].ulValueLen] = 0;
+                out[k].reason = why;
+                out[k].handle = objs[i];
+                k++;
+        }
+        *ret = TAKE_PTR(out);
+        *ret_n = k;
+        return 0;
+}
+
+int hsm_list_unclassified(Hsm *h, HsmKeyIssue **ret, size_t *ret_n) {
+        int r = list_unclassified_once(h, ret, ret_n);
+
+        if (r == -ESTALE)
+                r = list_unclassified_once(h, ret, ret_n);
         return r == -ESTALE ? -KEKERR_HSM_UNAVAILABLE : r;
 }
 

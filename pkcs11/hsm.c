@@ -7,7 +7,8 @@
  * files. Invariants:
  *  - KEK versions are created by C_GenerateKey inside the token with
  *    CKA_SENSITIVE=TRUE, CKA_EXTRACTABLE=FALSE, CKA_PRIVATE=TRUE,
- *    CKA_TOKEN=TRUE, CKA_MODIFIABLE=FALSE, CKA_COPYABLE=FALSE and only
+ *    CKA_TOKEN=TRUE, CKA_MODIFIABLE=FALSE, CKA_COPYABLE=FALSE (left out on a
+ *    token that does not know it, hsm-objects.c) and only
  *    CKA_ENCRYPT/CKA_DECRYPT usage, so no call here or anywhere can export them.
  *  - The PIN is kept (in secure memory) only to log in again after the token
  *    or session went away.
@@ -123,6 +124,22 @@ static void count_error(Hsm *h, CK_RV rv) {
 void hsm_stats(const Hsm *h, HsmStats *ret) {
         *ret = (HsmStats) { .session_open = h->session_open, .reopens = h->reopens, .n_errors = h->n_errors };
         memcpy(ret->errors, h->errors, sizeof(ret->errors));
+        ret->n_calls = (unsigned) hsm_call_errors(h, ret->calls);
+}
+
+/* Adds one function's record to acc: one entry per function (static names compare by pointer). */
+static void call_error_add(const HsmCallError *c, HsmStats *acc) {
+        for (unsigned j = 0; j < acc->n_calls; j++)
+                if (acc->calls[j].function == c->function) {
+                        acc->calls[j].count += c->count;
+                        if (c->realtime_usec > acc->calls[j].realtime_usec) {
+                                acc->calls[j].realtime_usec = c->realtime_usec;
+                                acc->calls[j].error = c->error;
+                        }
+                        return;
+                }
+        if (acc->n_calls < HSM_CALLS)
+                acc->calls[acc->n_calls++] = *c;
 }
 
 void hsm_stats_add(const HsmStats *s, HsmStats *acc) {
@@ -139,6 +156,8 @@ void hsm_stats_add(const HsmStats *s, HsmStats *acc) {
                 else if (acc->n_errors < HSM_ERROR_KINDS)
                         acc->errors[acc->n_errors++] = s->errors[i];
         }
+        for (unsigned i = 0; i < s->n_calls; i++)
+                call_error_add(&s->calls[i], acc);
 }
 
 void hsm_stats_merge(const Hsm *h, HsmStats *acc) {
@@ -173,13 +192,34 @@ static void note_failure(Hsm *h, CK_RV rv) {
                   p11_kit_strerror(rv));
 }
 
+/*
+ * The last refusal of any session of the process, "C_EncryptInit:
+ * CKR_MECHANISM_INVALID", for the wire message of -KEKERR_UNSUPPORTED: the
+ * crypto runs on worker sessions, the reply is written on the main thread,
+ * and a refusal is the token's standing answer, so the latest one is the
+ * one that request got (or the same as it).
+ */
+static pthread_mutex_t refusal_lock = PTHREAD_MUTEX_INITIALIZER;
+static char refusal_text[96];
+
+const char *hsm_last_refusal(char *buf, size_t size) {
+        pthread_mutex_lock(&refusal_lock);
+        snprintf(buf, size, "%s", refusal_text);
+        pthread_mutex_unlock(&refusal_lock);
+        return buf[0] ? buf : NULL;
+}
+
 int hsm_rv_to_errno(Hsm *h, CK_RV rv) {
         if (rv == CKR_OK)
                 return 0;
         note_failure(h, rv);
         /* The token will not do this, whenever asked: not transient, so never "retry". */
-        if (ckr_is_refusal(rv))
+        if (ckr_is_refusal(rv)) {
+                pthread_mutex_lock(&refusal_lock);
+                snprintf(refusal_text, sizeof(refusal_text), "%s: %s", call_names[h->call], ckr_name(rv));
+                pthread_mutex_unlock(&refusal_lock);
                 return -KEKERR_UNSUPPORTED;
+        }
         switch (rv) {
         case CKR_HOST_MEMORY:
         case CKR_DEVICE_MEMORY:

@@ -60,13 +60,6 @@ typedef struct HsmErrorCount {
         uint64_t count;
 } HsmErrorCount;
 
-typedef struct HsmStats {
-        bool session_open;
-        uint64_t reopens;              /* sessions reopened after a loss */
-        HsmErrorCount errors[HSM_ERROR_KINDS];
-        unsigned n_errors;
-} HsmStats;
-
 /* The last failure of one PKCS#11 function on one Hsm (session). */
 typedef struct HsmCallError {
         const char *function;          /* "C_EncryptInit", static */
@@ -74,6 +67,16 @@ typedef struct HsmCallError {
         uint64_t realtime_usec;        /* CLOCK_REALTIME when it last failed */
         uint64_t count;                /* how often this function failed */
 } HsmCallError;
+
+typedef struct HsmStats {
+        bool session_open;
+        uint64_t reopens;              /* sessions reopened after a loss */
+        HsmErrorCount errors[HSM_ERROR_KINDS];
+        unsigned n_errors;
+        /* Per function (hsm_call_errors()); merged: counts add up, the latest failure's CKR is kept. */
+        HsmCallError calls[HSM_CALLS];
+        unsigned n_calls;
+} HsmStats;
 
 typedef struct HsmKeyRef {
         char label[HSM_KEY_LABEL_MAX + 1];
@@ -147,6 +150,12 @@ uint64_t hsm_writes(const Hsm *h);
  * for logs; valid until the next call on h.
  */
 const char *hsm_last_error(const Hsm *h);
+/*
+ * The last refusal (-KEKERR_UNSUPPORTED) of any session of the process,
+ * "C_EncryptInit: CKR_MECHANISM_INVALID", copied into buf; NULL if none yet.
+ * Safe from any thread: for the wire message of a permanent refusal.
+ */
+const char *hsm_last_refusal(char *buf, size_t size);
 /* The same as a record; -ENODATA if no call on h has failed yet. */
 int hsm_last_call_error(const Hsm *h, HsmCallError *ret);
 /*
@@ -175,6 +184,37 @@ int hsm_mechanism_info(Hsm *h, unsigned long mechanism, HsmMechanismInfo *ret);
 const char *hsm_token_label(const Hsm *h);
 
 int hsm_generate_aes_key(Hsm *h, const char *label, uint32_t version, HsmObject *ret);
+
+/*
+ * Optional attributes of the KEK template (CKA_COPYABLE): a token that
+ * answers CKR_ATTRIBUTE_TYPE_INVALID gets the template again without them,
+ * and is not asked again (for any session). The security attributes are
+ * never dropped. What happened to each, for the capability probe's report.
+ */
+#define HSM_OPTIONAL_ATTRS 1u
+typedef enum HsmAttrState {
+        HSM_ATTR_UNTRIED,              /* no KEK generated yet */
+        HSM_ATTR_ACCEPTED,
+        HSM_ATTR_DROPPED,              /* the token refused it: left out */
+} HsmAttrState;
+typedef struct HsmTemplateAttr {
+        const char *name;              /* "CKA_COPYABLE", static */
+        HsmAttrState state;
+} HsmTemplateAttr;
+size_t hsm_template_attrs(const Hsm *h, HsmTemplateAttr ret[HSM_OPTIONAL_ATTRS]);
+
+/*
+ * Token secret-key objects with a label of at most HSM_KEY_LABEL_MAX bytes
+ * that kekd does not take for a KEK, and why ("extractable", "not an AES
+ * key", ...): `kekctl check` reports those whose label names a key, so a
+ * key version that no search finds is never silently lost. Free with free().
+ */
+typedef struct HsmKeyIssue {
+        char label[HSM_KEY_LABEL_MAX + 1];
+        const char *reason;            /* static */
+        HsmObject handle;
+} HsmKeyIssue;
+int hsm_list_unclassified(Hsm *h, HsmKeyIssue **ret, size_t *ret_n);
 int hsm_destroy_object(Hsm *h, HsmObject o);
 /*
  * Destroys an object found by a listing or search made when hsm_generation()

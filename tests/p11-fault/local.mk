@@ -27,6 +27,9 @@ EXTRA_DIST += tests/integration/lease-race.sh
 # No key vanishes while the refresh thread reads the token (store-race.sh).
 TESTS += tests/integration/store-race.sh
 EXTRA_DIST += tests/integration/store-race.sh
+# The capability probe, templates without CKA_COPYABLE, searches without CKA_LOCAL (probe.sh, issue 16).
+TESTS += tests/integration/probe.sh
+EXTRA_DIST += tests/integration/probe.sh
 
 # P11_FAULT_MODULE: the real module p11-fault wraps.
 AM_TESTS_ENVIRONMENT += \

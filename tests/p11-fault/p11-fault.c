@@ -65,7 +65,14 @@
  * C_CreateObject, C_GenerateKey, C_DestroyObject, C_GetAttributeValue,
  * C_EncryptInit, C_DecryptInit) is shifted by the number of C_CloseSession
  * calls so far, so a handle kept from before names the object one below it
- * now. A rule that does not parse is
+ * now. Two switches emulate tokens that are not SoftHSM2 (issue 16):
+ * $P11_FAULT_REJECT_ATTRS (comma-separated CKA_ names or numbers) makes
+ * C_GenerateKey and C_CreateObject answer CKR_ATTRIBUTE_TYPE_INVALID to a
+ * template that has one of them, without calling the real module, as
+ * openCryptoki 3.8 does for CKA_COPYABLE (logged "C_GenerateKey
+ * CKR_ATTRIBUTE_TYPE_INVALID reject=0x171 pid=..."); $P11_FAULT_NO_LOCAL=1
+ * makes every object report CKA_LOCAL FALSE, in C_GetAttributeValue and in
+ * C_FindObjectsInit templates, as NSS softokn's generated keys do. A rule that does not parse is
  * reported on stderr and in the log ("p11-fault: ..."); in $P11_FAULT it
  * makes C_GetFunctionList fail, in the file it disables every file rule.
  */
@@ -148,7 +155,18 @@ static const struct {
         { "CKR_USER_NOT_LOGGED_IN", CKR_USER_NOT_LOGGED_IN },
         { "CKR_USER_ALREADY_LOGGED_IN", CKR_USER_ALREADY_LOGGED_IN },
         { "CKR_CRYPTOKI_NOT_INITIALIZED", CKR_CRYPTOKI_NOT_INITIALIZED },
+        { "CKR_MECHANISM_INVALID", CKR_MECHANISM_INVALID },
+        { "CKR_FUNCTION_NOT_SUPPORTED", CKR_FUNCTION_NOT_SUPPORTED },
+        { "CKR_ATTRIBUTE_TYPE_INVALID", CKR_ATTRIBUTE_TYPE_INVALID },
+        { "CKR_ATTRIBUTE_VALUE_INVALID", CKR_ATTRIBUTE_VALUE_INVALID },
+        { "CKR_TEMPLATE_INCONSISTENT", CKR_TEMPLATE_INCONSISTENT },
 };
+
+#define REJECT_MAX 8
+/* $P11_FAULT_REJECT_ATTRS and $P11_FAULT_NO_LOCAL, read once in setup(). */
+static CK_ATTRIBUTE_TYPE reject_attrs[REJECT_MAX];
+static unsigned n_reject_attrs;
+static bool no_local;
 
 typedef struct Rule {
         int function;            /* FN_* or FN_ANY */
@@ -560,6 +578,51 @@ static void store_leave(int fn) {
         pthread_mutex_unlock(&lock);
 }
 
+/* $P11_FAULT_REJECT_ATTRS: whether tmpl has an attribute the emulated token does not know (logged). */
+static bool template_rejected(int fn, const CK_ATTRIBUTE *tmpl, CK_ULONG n) {
+        for (CK_ULONG i = 0; i < n; i++)
+                for (unsigned j = 0; j < n_reject_attrs; j++)
+                        if (tmpl[i].type == reject_attrs[j]) {
+                                pthread_mutex_lock(&lock);
+                                calls[fn]++;
+                                log_line("%s CKR_ATTRIBUTE_TYPE_INVALID reject=0x%lx pid=%d", function_names[fn],
+                                         (unsigned long) reject_attrs[j], (int) getpid());
+                                pthread_mutex_unlock(&lock);
+                                return true;
+                        }
+        return false;
+}
+
+/* $P11_FAULT_NO_LOCAL: every CKA_LOCAL read back is FALSE. */
+static void local_hide(CK_ATTRIBUTE *tmpl, CK_ULONG n) {
+        for (CK_ULONG i = 0; no_local && i < n; i++)
+                if (tmpl[i].type == CKA_LOCAL && tmpl[i].pValue && tmpl[i].ulValueLen == sizeof(CK_BBOOL))
+                        *(CK_BBOOL *) tmpl[i].pValue = CK_FALSE;
+}
+
+/*
+ * $P11_FAULT_NO_LOCAL: a search for CKA_LOCAL TRUE finds what a token that
+ * never sets it would find (nothing), by asking the real module for FALSE.
+ * The copy is per thread and lives until its next search.
+ */
+static CK_ATTRIBUTE *local_search(CK_ATTRIBUTE *tmpl, CK_ULONG n) {
+        static __thread CK_ATTRIBUTE copy[64];
+        static const CK_BBOOL no = CK_FALSE;
+        bool changed = false;
+
+        if (!no_local || n > 64)
+                return tmpl;
+        for (CK_ULONG i = 0; i < n; i++) {
+                copy[i] = tmpl[i];
+                if (tmpl[i].type == CKA_LOCAL && tmpl[i].ulValueLen == sizeof(CK_BBOOL) && tmpl[i].pValue &&
+                    *(CK_BBOOL *) tmpl[i].pValue) {
+                        copy[i].pValue = (void *) &no;
+                        changed = true;
+                }
+        }
+        return changed ? copy : tmpl;
+}
+
 /* post: run after a real call that returned CKR_OK (handle renumbering). */
 #define FORWARD_POST(name, params, args, post)                          \
         static CK_RV fault_##name params {                              \
@@ -614,18 +677,26 @@ FORWARD(C_SetOperationState, (CK_SESSION_HANDLE s, CK_BYTE_PTR state, CK_ULONG s
 FORWARD(C_Login, (CK_SESSION_HANDLE s, CK_USER_TYPE user, CK_UTF8CHAR_PTR pin, CK_ULONG pin_len),
         (s, user, pin, pin_len))
 FORWARD(C_Logout, (CK_SESSION_HANDLE s), (s))
+#define fault_C_CreateObject fwd_C_CreateObject
 FORWARD_POST(C_CreateObject, (CK_SESSION_HANDLE s, CK_ATTRIBUTE_PTR tmpl, CK_ULONG n, CK_OBJECT_HANDLE_PTR o),
              (s, tmpl, n, o), *o = h_out(*o))
+#undef fault_C_CreateObject
+
+static CK_RV fault_C_CreateObject(CK_SESSION_HANDLE s, CK_ATTRIBUTE_PTR tmpl, CK_ULONG n, CK_OBJECT_HANDLE_PTR o) {
+        if (template_rejected(FN_C_CreateObject, tmpl, n))
+                return CKR_ATTRIBUTE_TYPE_INVALID;
+        return fwd_C_CreateObject(s, tmpl, n, o);
+}
 FORWARD(C_CopyObject, (CK_SESSION_HANDLE s, CK_OBJECT_HANDLE o, CK_ATTRIBUTE_PTR tmpl, CK_ULONG n,
                        CK_OBJECT_HANDLE_PTR new_o),
         (s, o, tmpl, n, new_o))
 FORWARD(C_DestroyObject, (CK_SESSION_HANDLE s, CK_OBJECT_HANDLE o), (s, h_in(o)))
 FORWARD(C_GetObjectSize, (CK_SESSION_HANDLE s, CK_OBJECT_HANDLE o, CK_ULONG_PTR size), (s, o, size))
-FORWARD(C_GetAttributeValue, (CK_SESSION_HANDLE s, CK_OBJECT_HANDLE o, CK_ATTRIBUTE_PTR tmpl, CK_ULONG n),
-        (s, h_in(o), tmpl, n))
+FORWARD_POST(C_GetAttributeValue, (CK_SESSION_HANDLE s, CK_OBJECT_HANDLE o, CK_ATTRIBUTE_PTR tmpl, CK_ULONG n),
+             (s, h_in(o), tmpl, n), local_hide(tmpl, n))
 FORWARD(C_SetAttributeValue, (CK_SESSION_HANDLE s, CK_OBJECT_HANDLE o, CK_ATTRIBUTE_PTR tmpl, CK_ULONG n),
         (s, o, tmpl, n))
-FORWARD(C_FindObjectsInit, (CK_SESSION_HANDLE s, CK_ATTRIBUTE_PTR tmpl, CK_ULONG n), (s, tmpl, n))
+FORWARD(C_FindObjectsInit, (CK_SESSION_HANDLE s, CK_ATTRIBUTE_PTR tmpl, CK_ULONG n), (s, local_search(tmpl, n), n))
 FORWARD_POST(C_FindObjects, (CK_SESSION_HANDLE s, CK_OBJECT_HANDLE_PTR o, CK_ULONG max, CK_ULONG_PTR n),
              (s, o, max, n), for (CK_ULONG i = 0; i < *n; i++) o[i] = h_out(o[i]))
 FORWARD(C_FindObjectsFinal, (CK_SESSION_HANDLE s), (s))
@@ -679,9 +750,18 @@ FORWARD(C_SignEncryptUpdate, (CK_SESSION_HANDLE s, CK_BYTE_PTR in, CK_ULONG in_l
 FORWARD(C_DecryptVerifyUpdate, (CK_SESSION_HANDLE s, CK_BYTE_PTR in, CK_ULONG in_len, CK_BYTE_PTR out,
                                 CK_ULONG_PTR out_len),
         (s, in, in_len, out, out_len))
+#define fault_C_GenerateKey fwd_C_GenerateKey
 FORWARD_POST(C_GenerateKey, (CK_SESSION_HANDLE s, CK_MECHANISM_PTR m, CK_ATTRIBUTE_PTR tmpl, CK_ULONG n,
                              CK_OBJECT_HANDLE_PTR key),
              (s, m, tmpl, n, key), *key = h_out(*key))
+#undef fault_C_GenerateKey
+
+static CK_RV fault_C_GenerateKey(CK_SESSION_HANDLE s, CK_MECHANISM_PTR m, CK_ATTRIBUTE_PTR tmpl, CK_ULONG n,
+                                 CK_OBJECT_HANDLE_PTR key) {
+        if (template_rejected(FN_C_GenerateKey, tmpl, n))
+                return CKR_ATTRIBUTE_TYPE_INVALID;
+        return fwd_C_GenerateKey(s, m, tmpl, n, key);
+}
 FORWARD(C_GenerateKeyPair, (CK_SESSION_HANDLE s, CK_MECHANISM_PTR m, CK_ATTRIBUTE_PTR pub_tmpl, CK_ULONG pub_n,
                             CK_ATTRIBUTE_PTR priv_tmpl, CK_ULONG priv_n, CK_OBJECT_HANDLE_PTR pub,
                             CK_OBJECT_HANDLE_PTR priv),
@@ -771,6 +851,42 @@ static CK_RV setup(void) {
                         for (int i = 0; i < N_FUNCTIONS; i++)
                                 if (fn == FN_ANY || fn == i)
                                         trace[i] = true;
+                }
+                free(copy);
+        }
+
+        e = getenv("P11_FAULT_NO_LOCAL");
+        no_local = e && strcmp(e, "1") == 0;
+        e = getenv("P11_FAULT_REJECT_ATTRS");
+        if (e && *e) {
+                static const struct {
+                        const char *name;
+                        CK_ATTRIBUTE_TYPE type;
+                } names[] = { { "CKA_COPYABLE", CKA_COPYABLE }, { "CKA_DESTROYABLE", CKA_DESTROYABLE },
+                              { "CKA_MODIFIABLE", CKA_MODIFIABLE }, { "CKA_SENSITIVE", CKA_SENSITIVE },
+                              { "CKA_EXTRACTABLE", CKA_EXTRACTABLE }, { "CKA_PRIVATE", CKA_PRIVATE } };
+                char *copy = strdup(e), *p, *save = NULL;
+
+                if (!copy)
+                        return CKR_HOST_MEMORY;
+                for (p = strtok_r(copy, ", ", &save); p; p = strtok_r(NULL, ", ", &save)) {
+                        uint64_t u;
+                        bool found = false;
+
+                        for (size_t i = 0; i < sizeof(names) / sizeof(names[0]) && !found; i++)
+                                if (strcmp(names[i].name, p) == 0 && n_reject_attrs < REJECT_MAX) {
+                                        reject_attrs[n_reject_attrs++] = names[i].type;
+                                        found = true;
+                                }
+                        if (!found && parse_u64(p, 0, 0, ULONG_MAX, &u) && n_reject_attrs < REJECT_MAX) {
+                                reject_attrs[n_reject_attrs++] = (CK_ATTRIBUTE_TYPE) u;
+                                found = true;
+                        }
+                        if (!found) {
+                                fprintf(stderr, "p11-fault: P11_FAULT_REJECT_ATTRS: unknown attribute '%s'\n", p);
+                                free(copy);
+                                return CKR_GENERAL_ERROR;
+                        }
                 }
                 free(copy);
         }

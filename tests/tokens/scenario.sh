@@ -58,6 +58,13 @@ todo_reason() {
 # why: the step's last PKCS#11 failure in kekd's log (function and CKR), else
 # the earlier step it depends on, else kekctl's error
 why() {
+        if r=$(grep -m1 'Refusing to start: ' "$TESTDIR/kekd.log"); then
+                c=$(printf '%s\n' "$r" | grep -o '(C_[A-Za-z]*: CKR_[A-Z_0-9]*)' | head -1 | tr -d '()')
+                [ -n "$c" ] || c=$(printf '%s\n' "$r" | grep -o 'offers no [^(]*(CKM_[A-Z_0-9]*)' | head -1 |
+                        sed 's/.*(\(CKM_[A-Z_0-9]*\))/no \1/')
+                echo "refused: ${c:-see log}"
+                return
+        fi
         p=$(tail -n "+$((log_mark + 1))" "$TESTDIR/kekd.log" | grep -o 'PKCS#11 C_[A-Za-z]* failed: CKR_[A-Z_0-9]*' |
                 tail -1 | sed 's/^PKCS#11 //; s/ failed: /: /')
         if [ -n "$p" ]; then
@@ -169,7 +176,17 @@ key_attrs() {
 }
 
 diag "token $TOKEN_NAME: $(grep '^module' "$TOKEN_HSM_CONF")"
-step start "kekd starts on the token" kekd_start || { done_testing; }
+# A token kekd cannot serve must be refused at start with one line that names the cause (issue 16).
+refused_clearly() {
+        kill -0 "$KEKD_PID" 2>/dev/null && return 1
+        n=$(grep -c '^kekd\[error\]: Refusing to start: ' "$TESTDIR/kekd.log")
+        diag "$(grep -m1 '^kekd\[error\]: Refusing to start: ' "$TESTDIR/kekd.log" | cut -c1-400)"
+        [ "$n" -eq 1 ] && [ "$(grep -c '^kekd\[error\]' "$TESTDIR/kekd.log")" -eq 1 ]
+}
+if ! step start "kekd starts on the token" kekd_start; then
+        step refused-clearly "a refusal at start is one error line naming the cause" refused_clearly
+        done_testing
+fi
 healthy_at_start=no
 healthy && healthy_at_start=yes
 can_wrap=no

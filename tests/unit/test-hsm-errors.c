@@ -120,10 +120,28 @@ static void test_refusals(const TestToken *t, const char *lib, const Secret *pin
         if (!ok(hsm_generate_aes_key(h, "k", 1, &key) == 0, "a key is generated"))
                 return;
 
-        /* openCryptoki: CKA_COPYABLE unknown. */
+        {
+                HsmTemplateAttr at[HSM_OPTIONAL_ATTRS];
+                HsmKeyAttrs ka;
+
+                hsm_template_attrs(h, at);
+                ok(strcmp(at[0].name, "CKA_COPYABLE") == 0 && at[0].state == HSM_ATTR_ACCEPTED,
+                   "SoftHSM2 accepts CKA_COPYABLE");
+                /* openCryptoki 3.8: CKA_COPYABLE unknown. The first template has it: dropped, and asked again. */
+                rules("C_GenerateKey:rv=0x12:count=1"); /* CKR_ATTRIBUTE_TYPE_INVALID */
+                r = hsm_generate_aes_key(h, "k", 2, &o);
+                is_int(r, 0, "C_GenerateKey CKR_ATTRIBUTE_TYPE_INVALID: generated again without the optional attribute");
+                hsm_template_attrs(h, at);
+                ok(at[0].state == HSM_ATTR_DROPPED, "CKA_COPYABLE is recorded as dropped");
+                is_int(hsm_last_call_error(h, &last), -ENODATA, "the answer about the template is not a failure");
+                ok(r == 0 && hsm_key_attributes(h, o, &ka) == 0 && ka.sensitive && !ka.extractable &&
+                           ka.never_extractable && ka.always_sensitive && ka.private_ && ka.token && !ka.value_readable,
+                   "the key is still sensitive, never extractable, private, a token object");
+        }
+        /* Without optional attributes left, the same answer is a refusal. */
         rules("C_GenerateKey:rv=0x12:count=1"); /* CKR_ATTRIBUTE_TYPE_INVALID */
-        r = hsm_generate_aes_key(h, "k", 2, &o);
-        is_int(r, -KEKERR_UNSUPPORTED, "C_GenerateKey CKR_ATTRIBUTE_TYPE_INVALID: UNSUPPORTED");
+        r = hsm_generate_aes_key(h, "k", 3, &o);
+        is_int(r, -KEKERR_UNSUPPORTED, "C_GenerateKey CKR_ATTRIBUTE_TYPE_INVALID without optional attributes: UNSUPPORTED");
         ok(!kekerr_is_transient(r), "and that is not transient");
         is_int(strcmp(hsm_last_error(h), "C_GenerateKey: CKR_ATTRIBUTE_TYPE_INVALID"), 0, "hsm_last_error: %s",
                hsm_last_error(h));

@@ -1,0 +1,271 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * The capability probe (see probe.h). Invariants: every object it makes is
+ * a throwaway, destroyed before it returns (the KEK-template key is a
+ * session object, gone with the session even if the destroy fails; the
+ * data object must be a token object, since that is what kekd stores, and
+ * carries CKA_APPLICATION "kekd-probe", which no listing of kekd reads);
+ * no step is skipped silently: a step not tried stays PROBE_UNKNOWN; the
+ * refusal message names the PKCS#11 function and CKR that failed and what
+ * the token offers instead.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/kekerr.h"
+#include "hsm-internal.h"
+#include "probe.h"
+
+static const struct {
+        const char *name;
+        CK_MECHANISM_TYPE type;
+} wanted[PROBE_MECHANISMS] = {
+        { "CKM_AES_KEY_GEN", CKM_AES_KEY_GEN },
+        { "CKM_AES_GCM", CKM_AES_GCM },
+        { "CKM_AES_CBC_PAD", CKM_AES_CBC_PAD },
+        { "CKM_AES_CTR", CKM_AES_CTR },
+        { "CKM_AES_ECB", CKM_AES_ECB },
+        { "CKM_AES_CMAC", CKM_AES_CMAC },
+        { "CKM_AES_KEY_WRAP", CKM_AES_KEY_WRAP },
+        { "CKM_AES_KEY_WRAP_PAD", CKM_AES_KEY_WRAP_PAD },
+        { "CKM_SHA256_HMAC", CKM_SHA256_HMAC },
+        { "CKM_GENERIC_SECRET_KEY_GEN", CKM_GENERIC_SECRET_KEY_GEN },
+        { "CKM_SHA256", CKM_SHA256 },
+};
+
+static const ProbeProfile profiles[] = {
+        { "gcm", "AES-GCM (CKM_AES_GCM)", { CKM_AES_GCM, 0 }, probe_selftest_gcm },
+};
+
+const ProbeProfile *probe_profiles(size_t *ret_n) {
+        *ret_n = ELEMENTSOF(profiles);
+        return profiles;
+}
+
+void probe_flags_text(unsigned long flags, bool mechanism, char *buf, size_t size) {
+        static const struct {
+                unsigned long flag;
+                const char *name;
+        } mech[] = {
+                { CKF_HW, "hw" }, { CKF_ENCRYPT, "encrypt" }, { CKF_DECRYPT, "decrypt" },
+                { CKF_DIGEST, "digest" }, { CKF_SIGN, "sign" }, { CKF_VERIFY, "verify" },
+                { CKF_GENERATE, "generate" }, { CKF_WRAP, "wrap" }, { CKF_UNWRAP, "unwrap" },
+                { CKF_DERIVE, "derive" },
+        }, token[] = {
+                { CKF_RNG, "rng" }, { CKF_WRITE_PROTECTED, "write_protected" },
+                { CKF_LOGIN_REQUIRED, "login_required" }, { CKF_USER_PIN_INITIALIZED, "user_pin_initialized" },
+                { CKF_PROTECTED_AUTHENTICATION_PATH, "protected_authentication_path" },
+                { CKF_TOKEN_INITIALIZED, "token_initialized" }, { CKF_USER_PIN_LOCKED, "user_pin_locked" },
+                { CKF_USER_PIN_TO_BE_CHANGED, "user_pin_to_be_changed" },
+        };
+        size_t n = mechanism ? ELEMENTSOF(mech) : ELEMENTSOF(token), len = 0;
+
+        if (size == 0)
+                return;
+        buf[0] = 0;
+        for (size_t i = 0; i < n; i++) {
+                unsigned long f = mechanism ? mech[i].flag : token[i].flag;
+                const char *name = mechanism ? mech[i].name : token[i].name;
+
+                if ((flags & f) && len < size)
+                        len += (size_t) snprintf(buf + len, size - len, "%s%s", len ? "," : "", name);
+        }
+}
+
+int probe_selftest_gcm(Hsm *h, HsmObject key) {
+        static const uint8_t iv[HSM_GCM_IV_SIZE] = "kekd-probe!";
+        static const uint8_t aad[] = "kekd capability probe";
+        static const uint8_t pt[32] = "a known test value, not a secret";
+        uint8_t ct[sizeof(pt) + HSM_GCM_TAG_SIZE];
+        _cleanup_(secret_freep) Secret *back = NULL;
+        int r;
+
+        r = hsm_encrypt_gcm(h, key, iv, aad, sizeof(aad), pt, sizeof(pt), ct);
+        if (r < 0)
+                return r;
+        r = hsm_decrypt_gcm(h, key, iv, aad, sizeof(aad), ct, sizeof(ct), &back);
+        if (r < 0)
+                return r;
+        if (back->len != sizeof(pt) || memcmp(back->data, pt, sizeof(pt)) != 0)
+                return -KEKERR_BLOB_INVALID; /* decrypted to something else: not a working GCM */
+        back = secret_free(back);
+        ct[sizeof(ct) - 1] ^= 1;
+        r = hsm_decrypt_gcm(h, key, iv, aad, sizeof(aad), ct, sizeof(ct), &back);
+        if (r >= 0)
+                return -KEKERR_BLOB_INVALID; /* a tampered tag accepted: never use it */
+        return r == -KEKERR_BLOB_INVALID ? 0 : r;
+}
+
+static bool offered(const ProbeResult *p, CK_MECHANISM_TYPE type) {
+        for (unsigned i = 0; i < PROBE_MECHANISMS; i++)
+                if (p->mechanisms[i].type == type)
+                        return p->mechanisms[i].offered;
+        return false;
+}
+
+/* "CKM_AES_ECB, CKM_SHA256_HMAC": the probed mechanisms the token offers. */
+static void offered_text(const ProbeResult *p, char *buf, size_t size) {
+        size_t len = 0;
+
+        buf[0] = 0;
+        for (unsigned i = 0; i < PROBE_MECHANISMS; i++)
+                if (p->mechanisms[i].offered && len < size)
+                        len += (size_t) snprintf(buf + len, size - len, "%s%s", len ? ", " : "", p->mechanisms[i].name);
+        if (!buf[0])
+                snprintf(buf, size, "none of them");
+}
+
+static void note_error(Hsm *h, ProbeResult *p) {
+        if (!p->error[0])
+                snprintf(p->error, sizeof(p->error), "%s", hsm_last_error(h));
+}
+
+static int read_mechanisms(Hsm *h, ProbeResult *p) {
+        _cleanup_free_ CK_MECHANISM_TYPE *list = NULL;
+        CK_ULONG n = 0;
+        CK_RV rv;
+
+        rv = P11(h, C_GetMechanismList, h->slot, NULL, &n);
+        if (rv == CKR_OK) {
+                list = calloc(n ? n : 1, sizeof(*list));
+                if (!list)
+                        return -ENOMEM;
+                rv = P11(h, C_GetMechanismList, h->slot, list, &n);
+        }
+        if (rv != CKR_OK)
+                return hsm_rv_to_errno(h, rv);
+        for (unsigned i = 0; i < PROBE_MECHANISMS; i++) {
+                ProbeMechanism *m = &p->mechanisms[i];
+                bool listed = false;
+                int r;
+
+                *m = (ProbeMechanism) { .name = wanted[i].name, .type = wanted[i].type };
+                for (CK_ULONG j = 0; j < n && !listed; j++)
+                        listed = list[j] == wanted[i].type;
+                if (!listed)
+                        continue;
+                r = hsm_mechanism_info(h, wanted[i].type, &m->info);
+                if (r == -ENOENT)
+                        continue;
+                if (r < 0)
+                        return r;
+                m->offered = true;
+        }
+        return 0;
+}
+
+/* Stores and destroys a private token data object, as kekd's records are. */
+static int try_private_data(Hsm *h, ProbeResult *p) {
+        static const uint8_t value[] = "probe";
+        HsmObject o;
+        int r;
+
+        r = hsm_create_data(h, "kekd-probe", "probe", value, sizeof(value), &o);
+        if (r == -KEKERR_UNSUPPORTED) {
+                p->private_data = PROBE_NO;
+                note_error(h, p);
+                return r;
+        }
+        if (r < 0)
+                return r;
+        p->private_data = PROBE_YES;
+        (void) hsm_destroy_object(h, o); /* a leftover is harmless: no listing of kekd reads "kekd-probe" */
+        return 0;
+}
+
+int probe_run(Hsm *h, const ProbeProfile *profs, size_t n_profiles, ProbeResult *ret) {
+        ProbeResult p = {};
+        char offers[256];
+        const char *token = hsm_token_label(h);
+        HsmObject key;
+        CK_TOKEN_INFO ti;
+        CK_RV rv;
+        int r;
+
+        r = hsm_ensure_session(h);
+        if (r >= 0) {
+                rv = P11(h, C_GetTokenInfo, h->slot, &ti);
+                r = hsm_rv_to_errno(h, rv);
+                if (r >= 0)
+                        p.token_flags = ti.flags;
+        }
+        if (r >= 0)
+                r = read_mechanisms(h, &p);
+        if (r < 0) {
+                note_error(h, &p);
+                snprintf(p.message, sizeof(p.message), "cannot probe token '%s': %s", token, p.error);
+                goto finish;
+        }
+        offered_text(&p, offers, sizeof(offers));
+
+        r = try_private_data(h, &p);
+        if (r == -KEKERR_UNSUPPORTED) {
+                snprintf(p.message, sizeof(p.message),
+                         "token '%s' refuses private data objects (%s): kekd keeps its key records in private "
+                         "CKO_DATA token objects and cannot run on it; NSS softokn is such a token (see "
+                         "docs/tokens.md, issue 16)",
+                         token, p.error);
+                goto finish;
+        }
+        if (r < 0) {
+                note_error(h, &p);
+                snprintf(p.message, sizeof(p.message), "cannot probe token '%s': %s", token, p.error);
+                goto finish;
+        }
+
+        /* A label no key can have (key names have no spaces), a version none has (they start at 1). */
+        r = hsm_generate_kek(h, "kekd probe", 0, false, &key);
+        hsm_template_attrs(h, p.attrs);
+        if (r < 0) {
+                note_error(h, &p);
+                if (r == -KEKERR_UNSUPPORTED) {
+                        p.key_template = PROBE_NO;
+                        snprintf(p.message, sizeof(p.message),
+                                 "token '%s' cannot generate kekd's KEK (%s): kekd needs C_GenerateKey with "
+                                 "CKM_AES_KEY_GEN to make AES-256 keys in the token, sensitive and never "
+                                 "extractable%s (issue 16)",
+                                 token, p.error,
+                                 offered(&p, CKM_AES_KEY_GEN) ? "; the token lists CKM_AES_KEY_GEN but refuses it"
+                                                              : "; the token does not offer CKM_AES_KEY_GEN");
+                } else
+                        snprintf(p.message, sizeof(p.message), "cannot probe token '%s': %s", token, p.error);
+                goto finish;
+        }
+        p.key_template = PROBE_YES;
+
+        for (size_t i = 0; i < n_profiles && !p.profile; i++) {
+                bool all = true;
+
+                for (unsigned j = 0; j < ELEMENTSOF(profs[i].mechanisms) && profs[i].mechanisms[j]; j++)
+                        all = all && offered(&p, profs[i].mechanisms[j]);
+                r = all ? profs[i].selftest(h, key) : -KEKERR_UNSUPPORTED;
+                if (r >= 0)
+                        p.profile = profs[i].name;
+                else if (all)
+                        note_error(h, &p);
+                else if (!p.error[0])
+                        snprintf(p.error, sizeof(p.error), "not in C_GetMechanismList");
+        }
+        (void) hsm_destroy_object(h, key); /* a session object: gone with the session anyway */
+        if (!p.profile) {
+                /* One sentence: what is missing, for which profile, and what the token has instead. */
+                const ProbeProfile *first = n_profiles ? &profs[0] : NULL;
+                bool has = first && offered(&p, first->mechanisms[0]);
+
+                snprintf(p.message, sizeof(p.message),
+                         "token '%s' %s %s (%s): kekd needs it for profile %s; the token offers %s; no profile of "
+                         "this kekd works with those (issue 16)",
+                         token, has ? "fails kekd's self-test with" : "offers no", first ? first->needs : "-",
+                         p.error, first ? first->name : "-", offers);
+                r = -KEKERR_UNSUPPORTED;
+                goto finish;
+        }
+        r = 0;
+finish:
+        *ret = p;
+        return r;
+}

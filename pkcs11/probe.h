@@ -1,0 +1,78 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * The capability probe (issue 16): what a token offers kekd, measured rather
+ * than assumed. It reads the mechanisms kekd could use (C_GetMechanismList,
+ * C_GetMechanismInfo: flags and key sizes) and the token flags, stores and
+ * destroys a private token data object (kekd's records are such objects),
+ * generates a throwaway session key with the KEK template and runs a real
+ * encrypt/decrypt self-test under each mechanism profile with it, then
+ * destroys it. kekd probes once at start (and refuses to start when no
+ * profile works) and again on `kekctl check`; status shows the cached
+ * result, so the data path never waits for a probe.
+ *
+ * The result holds only static strings and fixed buffers (no secrets, no
+ * peer bytes): it can be copied by value. probe_run() uses the Hsm like any
+ * other call: on the owner's thread only.
+ */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "pkcs11/hsm.h"
+
+#define PROBE_MECHANISMS 11u
+#define PROBE_ERROR_MAX 96u
+
+typedef struct ProbeMechanism {
+        const char *name;              /* "CKM_AES_GCM", static */
+        unsigned long type;
+        bool offered;                  /* in C_GetMechanismList and C_GetMechanismInfo answered */
+        HsmMechanismInfo info;
+} ProbeMechanism;
+
+/*
+ * A mechanism profile as the self-test sees it: the mechanisms it needs and
+ * a round trip under a key generated with the KEK template (session object).
+ * selftest returns 0 when it encrypted, decrypted back and refused a
+ * tampered ciphertext. The profile list grows with the blob formats.
+ */
+typedef struct ProbeProfile {
+        const char *name;              /* "gcm" */
+        const char *needs;             /* "AES-GCM (CKM_AES_GCM)", for the refusal message */
+        unsigned long mechanisms[3];   /* all needed, 0-terminated */
+        int (*selftest)(Hsm *h, HsmObject key);
+} ProbeProfile;
+
+typedef enum ProbeAnswer {
+        PROBE_UNKNOWN,                 /* not tried: an earlier step failed, or the token was unreachable */
+        PROBE_YES,
+        PROBE_NO,
+} ProbeAnswer;
+
+typedef struct ProbeResult {
+        ProbeMechanism mechanisms[PROBE_MECHANISMS];
+        unsigned long token_flags;     /* CK_TOKEN_INFO.flags */
+        ProbeAnswer private_data;      /* a private token CKO_DATA object can be stored */
+        ProbeAnswer key_template;      /* C_GenerateKey accepted the KEK template */
+        HsmTemplateAttr attrs[HSM_OPTIONAL_ATTRS];
+        const char *profile;           /* the first profile whose self-test passed, or NULL */
+        char error[PROBE_ERROR_MAX];   /* the failing call of the first step that failed: "C_Encrypt: CKR_..." */
+        char message[512];             /* empty when usable, else the one sentence to log and show */
+} ProbeResult;
+
+/* The profiles this kekd implements, in order of preference; *ret_n is their number. */
+const ProbeProfile *probe_profiles(size_t *ret_n);
+/* The self-test of profile "gcm": AES-256-GCM with a caller IV (blob format 1). */
+int probe_selftest_gcm(Hsm *h, HsmObject key);
+
+/*
+ * Probes the token behind h. 0: usable (ret->profile set); -KEKERR_UNSUPPORTED:
+ * the token cannot serve kekd, ret->message says why and what would work;
+ * -KEKERR_HSM_UNAVAILABLE (or another -errno): the probe could not finish,
+ * ret->message says where. ret is written in every case.
+ */
+int probe_run(Hsm *h, const ProbeProfile *profiles, size_t n_profiles, ProbeResult *ret);
+
+/* "encrypt,decrypt,generate"-style names of CKF_ flags (mechanism: mechanism flags, else token flags). */
+void probe_flags_text(unsigned long flags, bool mechanism, char *buf, size_t size);
