@@ -91,12 +91,15 @@ int key_from_record(const HsmDataObject *d, Key **ret) {
         for (size_t i = 0; i < rec->n_versions; i++) {
                 const Kek__VersionInfo *v = rec->versions[i];
 
+                /* A profile this kekd does not know (a newer kekd's) is kept as it is, and that
+                 * version refused when used (keystore-data.c), so its other versions still serve. */
                 if (v->id == 0)
                         goto finish;
                 k->versions[i] = (KeyVersion) {
                         .id = v->id,
                         .created_usec = v->created_usec,
                         .enabled = v->enabled,
+                        .profile = (HsmProfile) v->profile,
                         .wraps_reserved = v->wraps,
                         .unwraps = v->unwraps,
                         .last_use_usec = v->last_use_usec,
@@ -165,6 +168,7 @@ int key_to_record(const Key *k, uint8_t **ret, size_t *ret_len) {
                 vi[i].id = v->id;
                 vi[i].created_usec = v->created_usec;
                 vi[i].enabled = v->enabled;
+                vi[i].profile = (uint32_t) v->profile;
                 vi[i].wraps = v->wraps_reserved;
                 vi[i].unwraps = v->unwraps;
                 vi[i].last_use_usec = v->last_use_usec;

@@ -24,7 +24,9 @@
 #include "common/secret.h"
 #include "pkcs11/hsm-internal.h"
 #include "pkcs11/hsm.h"
+#include "daemon/record.h"
 #include "proto/blob.h"
+#include "proto/kek.pb-c.h"
 #include "tests/lib/tap.h"
 #include "tests/lib/token.h"
 
@@ -265,6 +267,45 @@ static void test_available(Hsm *h) {
         is_int(hsm_profile_available(h, (HsmProfile) 77, &missing), -EINVAL, "an unknown profile is an error");
 }
 
+/* VersionInfo.profile in the key record: kept per version; absent (an older kekd's record) is gcm. */
+static void test_record(void) {
+        KeyVersion vs[3] = {
+                { .id = 1, .enabled = true, .profile = HSM_PROFILE_GCM },
+                { .id = 2, .enabled = true, .profile = HSM_PROFILE_CTR_HMAC },
+                { .id = 3, .enabled = true, .profile = (HsmProfile) 9 }, /* a newer kekd's profile */
+        };
+        Key k = { .name = "rec", .current_version = 2, .state = KEY_ENABLED, .versions = vs, .n_versions = 3 };
+        Kek__VersionInfo vi = KEK__VERSION_INFO__INIT, *vp[] = { &vi };
+        Kek__KeyRecord rec = KEK__KEY_RECORD__INIT;
+        HsmDataObject d = { .label = "rec" };
+        _cleanup_(key_freep) Key *back = NULL, *old = NULL;
+        _cleanup_free_ uint8_t *buf = NULL;
+        uint8_t old_buf[256];
+        size_t len = 0;
+
+        ok(key_to_record(&k, &buf, &len) == 0, "record with profiles serialised");
+        d.value = buf;
+        d.value_len = len;
+        ok(key_from_record(&d, &back) == 0 && back->n_versions == 3, "record with profiles read back");
+        ok(back && back->versions[0].profile == HSM_PROFILE_GCM && back->versions[1].profile == HSM_PROFILE_CTR_HMAC &&
+                   back->versions[2].profile == (HsmProfile) 9,
+           "each version keeps its profile, an unknown one too");
+
+        /* A record as an older kekd wrote it: VersionInfo has no field 7. */
+        vi.id = 1;
+        vi.enabled = true;
+        rec.format = 1;
+        rec.name = (char *) "rec";
+        rec.current_version = 1;
+        rec.n_versions = 1;
+        rec.versions = vp;
+        len = kek__key_record__pack(&rec, old_buf);
+        d.value = old_buf;
+        d.value_len = len;
+        ok(key_from_record(&d, &old) == 0 && old->versions[0].profile == HSM_PROFILE_GCM,
+           "a record without profiles reads as gcm");
+}
+
 int main(void) {
         _cleanup_secret_ Secret *pin = NULL;
         _cleanup_(hsm_freep) Hsm *h = NULL;
@@ -273,6 +314,7 @@ int main(void) {
         TestToken t;
 
         test_names();
+        test_record();
         if (token_setup(&t, "profiles") < 0) {
                 printf("Bail out! no SoftHSM2 token\n");
                 return 99;
