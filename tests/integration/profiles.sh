@@ -9,8 +9,10 @@
 # extractable), `check` naming a version whose MAC key is gone, and purge
 # leaving no object. Then: a key created under gcm keeps its gcm versions
 # when kekd is restarted with ctr-hmac, and its new versions get ctr-hmac,
-# so both kinds of blob unwrap side by side; and a token that does not
-# generate GCM IVs refuses gcm-token-iv wraps instead of using a zero IV.
+# so both kinds of blob unwrap side by side; a token that does not generate
+# GCM IVs refuses gcm-token-iv wraps instead of using a zero IV; and on
+# tests/p11-fault's FIPS emulation (P11_FAULT_TOKEN_IV=1), which refuses
+# kekd's IVs, gcm is refused and gcm-token-iv runs the whole lifecycle.
 . "$TESTLIB"
 
 token_init profiles
@@ -152,6 +154,39 @@ ok "kekd starts with profile = gcm-token-iv" start_with gcm-token-iv
 succeeds "create t" create t
 aek aek-t
 refused UNSUPPORTED "a wrap is refused when the token does not generate the IV" wrap t <"$TESTDIR/aek-t"
+kekd_stop
+
+# --- gcm-token-iv on a token that generates GCM IVs (p11-fault's FIPS emulation) ---
+if [ ! -f "${P11_FAULT_LIB:-}" ]; then
+        echo "Bail out! P11_FAULT_LIB not built (make check builds it)"
+        exit 99
+fi
+p11_fault_setup
+P11_FAULT_TOKEN_IV=1
+export P11_FAULT_TOKEN_IV
+start_fips() {
+        kekd_config
+        sed -i -e "s|^module = .*|module = $P11_FAULT_LIB|" -e "s|^sessions = .*|&\nprofile = $1|" "$CONF"
+        kekd_start
+}
+ok "kekd starts on the FIPS emulation with profile = gcm" start_fips gcm
+succeeds "create fg" create fg
+refused UNSUPPORTED "gcm: the token refuses kekd's IV" wrap fg <"$TESTDIR/aek-t"
+contains "p11-fault refused the caller's IV" "$FLOG" "token-iv refused a caller IV"
+kekd_stop
+ok "kekd starts on the FIPS emulation with profile = gcm-token-iv" start_fips gcm-token-iv
+lifecycle gcm-token-iv f 3 12 16
+contains "the token generated the IVs" "$FLOG" "token-iv generated"
+ok "fg rotates to gcm-token-iv" kc rotate fg
+ok "fg wraps under its gcm-token-iv version" wrap_to fg c1 aek-t b-fg
+is "its blob is format 3" "$(byte_at b-fg 0)" 3
+ok "fg's blob unwraps" unwraps_to c1 b-fg aek-t
+# Two wraps of the same AEK under the same version: the token's IVs differ, and none is zero.
+ok "a second wrap of the same AEK" wrap_to f c1 aek-f-1 b-f-9
+iv1=$(od -An -tx1 -j 7 -N12 "$TESTDIR/b-f-1" | tr -d ' \n')
+iv9=$(od -An -tx1 -j 7 -N12 "$TESTDIR/b-f-9" | tr -d ' \n')
+ok "the IVs of two wraps differ ($iv1, $iv9)" [ "$iv1" != "$iv9" ]
+ok "no blob carries an all-zero IV" test "$iv1" != 000000000000000000000000 -a "$iv9" != 000000000000000000000000
 kekd_stop
 
 done_testing

@@ -259,6 +259,42 @@ static void test_mac_key(Hsm *h) {
            "MAC key destroyed, then not found");
 }
 
+/*
+ * gcm-token-iv on tests/p11-fault's FIPS emulation ($P11_FAULT_TOKEN_IV=1):
+ * a caller's IV is refused, the token's IV comes back, differs per wrap, and
+ * OpenSSL's AES-256-GCM under that IV gives the same ciphertext and tag.
+ */
+static void test_token_iv(const TestToken *t, const char *lib, const Secret *pin) {
+        _cleanup_(hsm_freep) Hsm *h = NULL;
+        uint8_t aad[20], pt[32], got[48], want[48], iv1[12] = {}, iv2[12] = {}, zero[12] = {}, mine[12] = { 7 };
+        _cleanup_secret_ Secret *dec = NULL;
+        const char *why = NULL;
+        HsmObject key;
+        int r;
+
+        setenv("P11_FAULT_TOKEN_IV", "1", 1);
+        setenv("P11_FAULT_MODULE", t->module, 1);
+        r = hsm_open(lib, t->uri, pin, &h, &why);
+        unsetenv("P11_FAULT_TOKEN_IV");
+        if (!ok(r == 0, "token-iv: the token opens through p11-fault (%s)", why ?: "ok"))
+                return;
+        ok(create_known_key(h, CKK_AES, K_AES, &key) == 0, "token-iv: test-only AES key of known value created");
+        memset(aad, 0x3c, sizeof(aad));
+        memset(pt, 0x5a, sizeof(pt));
+        is_int(hsm_profile_encrypt(h, HSM_PROFILE_GCM, key, 0, mine, aad, sizeof(aad), pt, sizeof(pt), got),
+               -KEKERR_UNSUPPORTED, "token-iv: the token refuses a caller's IV (CKR_MECHANISM_PARAM_INVALID)");
+        r = hsm_profile_encrypt(h, HSM_PROFILE_GCM_TOKEN_IV, key, 0, iv1, aad, sizeof(aad), pt, sizeof(pt), got);
+        is_int(r, 0, "token-iv: gcm-token-iv encrypts");
+        ok(memcmp(iv1, zero, sizeof(zero)) != 0, "token-iv: the token's IV came back");
+        ref_gcm(iv1, aad, sizeof(aad), pt, sizeof(pt), want);
+        ok(memcmp(got, want, sizeof(want)) == 0, "token-iv: ciphertext and tag equal OpenSSL's AES-256-GCM under that IV");
+        r = hsm_profile_decrypt(h, HSM_PROFILE_GCM_TOKEN_IV, key, 0, iv1, aad, sizeof(aad), want, sizeof(want), &dec);
+        ok(r == 0 && dec && dec->len == sizeof(pt) && memcmp(dec->data, pt, sizeof(pt)) == 0,
+           "token-iv: OpenSSL's ciphertext decrypts with the token's IV");
+        r = hsm_profile_encrypt(h, HSM_PROFILE_GCM_TOKEN_IV, key, 0, iv2, aad, sizeof(aad), pt, sizeof(pt), got);
+        ok(r == 0 && memcmp(iv1, iv2, sizeof(iv1)) != 0, "token-iv: the next wrap gets another IV");
+}
+
 static void test_available(Hsm *h) {
         const char *missing = NULL;
 
@@ -331,6 +367,10 @@ int main(void) {
         test_gcm_kat(h, key);
         test_mac_key(h);
         h = hsm_free(h);
+        if (getenv("P11_FAULT_LIB") && access(getenv("P11_FAULT_LIB"), R_OK) == 0)
+                test_token_iv(&t, getenv("P11_FAULT_LIB"), pin);
+        else
+                tap_skip("token-iv: P11_FAULT_LIB not built (run through make check)");
         token_done(&t);
         return tap_done();
 }
