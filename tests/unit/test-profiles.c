@@ -326,6 +326,24 @@ static void test_record(void) {
         ok(back && back->versions[0].profile == HSM_PROFILE_GCM && back->versions[1].profile == HSM_PROFILE_CTR_HMAC &&
                    back->versions[2].profile == (HsmProfile) 9,
            "each version keeps its profile, an unknown one too");
+        {
+                Kek__KeyRecord *r = kek__key_record__unpack(NULL, len, buf);
+
+                ok(r && r->format == 2, "a record with a version not under gcm is format 2 (older kekd refuse it whole)");
+                kek__key_record__free_unpacked(r, NULL);
+        }
+        {
+                _cleanup_free_ uint8_t *gbuf = NULL;
+                size_t glen = 0;
+                Kek__KeyRecord *r;
+
+                k.n_versions = 1;
+                k.current_version = 1;
+                ok(key_to_record(&k, &gbuf, &glen) == 0, "a record with gcm versions only serialised");
+                r = kek__key_record__unpack(NULL, glen, gbuf);
+                ok(r && r->format == 1, "a record with gcm versions only stays format 1");
+                kek__key_record__free_unpacked(r, NULL);
+        }
 
         /* A record as an older kekd wrote it: VersionInfo has no field 7. */
         vi.id = 1;
@@ -340,6 +358,14 @@ static void test_record(void) {
         d.value_len = len;
         ok(key_from_record(&d, &old) == 0 && old->versions[0].profile == HSM_PROFILE_GCM,
            "a record without profiles reads as gcm");
+        {
+                _cleanup_(key_freep) Key *future = NULL;
+
+                rec.format = 3;
+                len = kek__key_record__pack(&rec, old_buf);
+                d.value_len = len;
+                is_int(key_from_record(&d, &future), -EBADMSG, "a record of format 3 is refused");
+        }
 }
 
 int main(void) {
