@@ -177,7 +177,7 @@ kekd_stop
 ok "kekd starts on the FIPS emulation with profile = gcm-token-iv" start_fips gcm-token-iv
 lifecycle gcm-token-iv f 3 12 16
 contains "the token generated the IVs" "$FLOG" "token-iv generated"
-ok "fg rotates to gcm-token-iv" kc rotate fg
+succeeds "fg rotates to gcm-token-iv" rotate fg
 ok "fg wraps under its gcm-token-iv version" wrap_to fg c1 aek-t b-fg
 is "its blob is format 3" "$(byte_at b-fg 0)" 3
 ok "fg's blob unwraps" unwraps_to c1 b-fg aek-t
@@ -186,7 +186,8 @@ ok "a second wrap of the same AEK" wrap_to f c1 aek-f-1 b-f-9
 iv1=$(od -An -tx1 -j 7 -N12 "$TESTDIR/b-f-1" | tr -d ' \n')
 iv9=$(od -An -tx1 -j 7 -N12 "$TESTDIR/b-f-9" | tr -d ' \n')
 ok "the IVs of two wraps differ ($iv1, $iv9)" [ "$iv1" != "$iv9" ]
-ok "no blob carries an all-zero IV" test "$iv1" != 000000000000000000000000 -a "$iv9" != 000000000000000000000000
+ok "no blob carries an all-zero IV" test "${#iv1}" -eq 24 -a "${#iv9}" -eq 24 -a "$iv1" != 000000000000000000000000 -a \
+        "$iv9" != 000000000000000000000000
 kekd_stop
 
 done_testing
