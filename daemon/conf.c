@@ -326,8 +326,8 @@ static int handler(void *user, const char *section, const char *name, const char
                                 return 1;
                         }
                         if (hsm_profile_from_name(value, &p) < 0)
-                                return fail(s, "'profile' in [hsm] must be auto, gcm, ctr-hmac or gcm-token-iv, got '%s'",
-                                            value);
+                                return fail(s, "'profile' in [hsm] must be auto, gcm, cbc-hmac, ctr-hmac or gcm-token-iv, "
+                                            "got '%s'", value);
                         c->profile = (int) p;
                         return 1;
                 }

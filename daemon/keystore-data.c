@@ -180,7 +180,7 @@ static int wrap_target(Keystore *ks, const char *name, uint32_t version, size_t 
         alen = blob_aad(header, (size_t) hlen, ctx, ctx_len, op->dst_aad);
         if (alen < 0)
                 return alen;
-        len = (size_t) hlen + iv_len + pt_len + tag_len;
+        len = (size_t) hlen + iv_len + hsm_profile_ct_size(v->profile, pt_len); /* cbc-hmac pads */
         blob = calloc(1, len);
         if (!blob)
                 return -ENOMEM;

@@ -2,12 +2,15 @@
 /*
  * The mechanism profile of new key versions (pkcs11/hsm.h, docs/profiles.md)
  * and the objects a version of each profile has in the token: its AES key,
- * and for ctr-hmac a MAC key with the same label and ID. Invariants:
+ * and for ctr-hmac and cbc-hmac a MAC key with the same label and ID. Invariants:
  *  - A version's profile is chosen once, when it is created, and recorded
  *    with it; what the token offers later, or a changed configuration, never
  *    changes how an existing version encrypts.
  *  - The choice is `[hsm] profile` if pinned, refused when the token does not
- *    offer it; otherwise ("auto") the first of gcm, ctr-hmac the token offers.
+ *    offer it; otherwise ("auto") the first of gcm, cbc-hmac, ctr-hmac the
+ *    token offers: GCM is one call and the v1 format; CBC-PAD keeps the whole
+ *    encryption in the token (no keystream in kekd's memory); CTR needs only
+ *    AES-ECB, which even p11-kit 0.24's RPC carries.
  *    gcm-token-iv is used only when pinned: no mechanism information tells a
  *    token that generates GCM IVs from one that takes the caller's.
  *  - Every object of a version is destroyed by version_objects_destroy()
@@ -32,7 +35,7 @@ void keystore_set_profile(Keystore *ks, int profile) {
 
 /* Which profile a new version gets; the answer is kept (a token's mechanisms do not change under it). */
 static int profile_choose(Keystore *ks, HsmProfile *ret) {
-        static const HsmProfile preference[] = { HSM_PROFILE_GCM, HSM_PROFILE_CTR_HMAC };
+        static const HsmProfile preference[] = { HSM_PROFILE_GCM, HSM_PROFILE_CBC_HMAC, HSM_PROFILE_CTR_HMAC };
         const char *missing = NULL;
         int r;
 
@@ -61,8 +64,8 @@ static int profile_choose(Keystore *ks, HsmProfile *ret) {
                                 break;
                 }
                 if (i == ELEMENTSOF(preference)) {
-                        log_warning("Token '%s' offers no mechanism profile kekd can use (gcm needs CKM_AES_GCM; ctr-hmac "
-                                    "needs %s): no key version can be created",
+                        log_warning("Token '%s' offers no mechanism profile kekd can use (gcm needs CKM_AES_GCM, cbc-hmac "
+                                    "CKM_AES_CBC_PAD; ctr-hmac needs %s): no key version can be created",
                                     hsm_token_label(ks->hsm), missing);
                         return -KEKERR_UNSUPPORTED;
                 }

@@ -124,6 +124,7 @@ static const char *const profile_names[_HSM_PROFILE_MAX] = {
         [HSM_PROFILE_GCM] = "gcm",
         [HSM_PROFILE_CTR_HMAC] = "ctr-hmac",
         [HSM_PROFILE_GCM_TOKEN_IV] = "gcm-token-iv",
+        [HSM_PROFILE_CBC_HMAC] = "cbc-hmac",
 };
 
 const char *hsm_profile_name(HsmProfile p) {
@@ -140,15 +141,25 @@ int hsm_profile_from_name(const char *s, HsmProfile *ret) {
 }
 
 bool hsm_profile_has_mac_key(HsmProfile p) {
-        return p == HSM_PROFILE_CTR_HMAC;
+        return p == HSM_PROFILE_CTR_HMAC || p == HSM_PROFILE_CBC_HMAC;
 }
 
 size_t hsm_profile_iv_size(HsmProfile p) {
-        return p == HSM_PROFILE_CTR_HMAC ? HSM_CTR_IV_SIZE : HSM_GCM_IV_SIZE;
+        return hsm_profile_has_mac_key(p) ? HSM_CTR_IV_SIZE : HSM_GCM_IV_SIZE;
 }
 
+#define AES_BLOCK 16u
+
 size_t hsm_profile_overhead(HsmProfile p) {
-        return p == HSM_PROFILE_CTR_HMAC ? HSM_HMAC_TAG_SIZE : HSM_GCM_TAG_SIZE;
+        return p == HSM_PROFILE_CBC_HMAC ? AES_BLOCK + HSM_HMAC_TAG_SIZE
+               : p == HSM_PROFILE_CTR_HMAC ? HSM_HMAC_TAG_SIZE
+                                            : HSM_GCM_TAG_SIZE;
+}
+
+size_t hsm_profile_ct_size(HsmProfile p, size_t pt_len) {
+        if (p == HSM_PROFILE_CBC_HMAC)
+                return (pt_len / AES_BLOCK + 1) * AES_BLOCK + HSM_HMAC_TAG_SIZE; /* PKCS#7 pads 1..16 bytes */
+        return pt_len + hsm_profile_overhead(p);
 }
 
 typedef struct MechNeed {
@@ -168,6 +179,12 @@ int hsm_profile_available(Hsm *h, HsmProfile p, const char **ret_missing) {
                 { CKM_GENERIC_SECRET_KEY_GEN, CKF_GENERATE, "CKM_GENERIC_SECRET_KEY_GEN" },
                 { CKM_SHA256_HMAC, CKF_SIGN, "CKM_SHA256_HMAC" },
         };
+        static const MechNeed cbc_hmac[] = {
+                { CKM_AES_KEY_GEN, CKF_GENERATE, "CKM_AES_KEY_GEN" },
+                { CKM_AES_CBC_PAD, CKF_ENCRYPT | CKF_DECRYPT, "CKM_AES_CBC_PAD" },
+                { CKM_GENERIC_SECRET_KEY_GEN, CKF_GENERATE, "CKM_GENERIC_SECRET_KEY_GEN" },
+                { CKM_SHA256_HMAC, CKF_SIGN, "CKM_SHA256_HMAC" },
+        };
         const MechNeed *need;
         size_t n;
 
@@ -178,6 +195,9 @@ int hsm_profile_available(Hsm *h, HsmProfile p, const char **ret_missing) {
                 break;
         case HSM_PROFILE_CTR_HMAC:
                 need = ctr_hmac, n = ELEMENTSOF(ctr_hmac);
+                break;
+        case HSM_PROFILE_CBC_HMAC:
+                need = cbc_hmac, n = ELEMENTSOF(cbc_hmac);
                 break;
         default:
                 return -EINVAL;
@@ -199,7 +219,6 @@ int hsm_profile_available(Hsm *h, HsmProfile p, const char **ret_missing) {
 
 /* Bounds every profile's buffers; kekd's AEKs are far smaller (AEK_MAX_SIZE). */
 #define PROFILE_PT_MAX (64u * 1024u)
-#define AES_BLOCK 16u
 
 /*
  * The AES-CTR keystream for len bytes from the initial counter block iv: the
@@ -338,6 +357,81 @@ int hsm_decrypt_ctr_hmac(Hsm *h, HsmObject key, HsmObject mac_key, const uint8_t
 }
 
 /*
+ * cbc-hmac: AES-256-CBC with PKCS#7 padding, whole in the token, then the
+ * same tag as ctr-hmac. Unwrap authenticates before it decrypts, so a
+ * padding error can only follow a forged tag: there is no padding oracle.
+ */
+int hsm_encrypt_cbc_hmac(Hsm *h, HsmObject key, HsmObject mac_key, const uint8_t iv[HSM_CTR_IV_SIZE],
+                         const uint8_t *aad, size_t aad_len, const uint8_t *pt, size_t pt_len, uint8_t *out) {
+        CK_MECHANISM mech = { CKM_AES_CBC_PAD, (CK_BYTE_PTR) iv, HSM_CTR_IV_SIZE };
+        size_t len = (pt_len / AES_BLOCK + 1) * AES_BLOCK;
+        CK_ULONG out_len = len;
+        int err = 0, r;
+        CK_RV rv;
+
+        if (pt_len == 0 || pt_len > PROFILE_PT_MAX || aad_len > PROFILE_PT_MAX)
+                return -EINVAL;
+        r = hsm_ensure_session(h);
+        if (r < 0)
+                return r;
+        rv = P11(h, C_EncryptInit, h->session, &mech, key);
+        if (rv == CKR_OK)
+                rv = P11(h, C_Encrypt, h->session, (CK_BYTE_PTR) pt, pt_len, out, &out_len);
+        if (rv == CKR_OK && out_len != len)
+                rv = CKR_GENERAL_ERROR;
+        if (rv == CKR_OK)
+                rv = ctr_hmac_tag(h, mac_key, iv, aad, aad_len, out, len, out + len, &err);
+        if (err < 0)
+                return err;
+        if (rv != CKR_OK)
+                return hsm_idempotent_failed(h, rv);
+        return 0;
+}
+
+int hsm_decrypt_cbc_hmac(Hsm *h, HsmObject key, HsmObject mac_key, const uint8_t iv[HSM_CTR_IV_SIZE],
+                         const uint8_t *aad, size_t aad_len, const uint8_t *ct, size_t ct_len, Secret **ret) {
+        CK_MECHANISM mech = { CKM_AES_CBC_PAD, (CK_BYTE_PTR) iv, HSM_CTR_IV_SIZE };
+        _cleanup_secret_ Secret *pt = NULL;
+        uint8_t tag[HSM_HMAC_TAG_SIZE];
+        CK_ULONG out_len;
+        size_t len;
+        int err = 0, r;
+        CK_RV rv;
+
+        if (ct_len < AES_BLOCK + HSM_HMAC_TAG_SIZE || (ct_len - HSM_HMAC_TAG_SIZE) % AES_BLOCK != 0 ||
+            ct_len - HSM_HMAC_TAG_SIZE > PROFILE_PT_MAX + AES_BLOCK || aad_len > PROFILE_PT_MAX)
+                return -KEKERR_BLOB_INVALID;
+        len = ct_len - HSM_HMAC_TAG_SIZE;
+        r = hsm_ensure_session(h);
+        if (r < 0)
+                return r;
+        rv = ctr_hmac_tag(h, mac_key, iv, aad, aad_len, ct, len, tag, &err);
+        if (err < 0)
+                return err;
+        if (rv != CKR_OK)
+                return hsm_idempotent_failed(h, rv);
+        if (CRYPTO_memcmp(tag, ct + len, HSM_HMAC_TAG_SIZE) != 0)
+                return -KEKERR_BLOB_INVALID;
+        r = secret_new(len, &pt); /* some tokens size the output by the input, padding included */
+        if (r < 0)
+                return r;
+        out_len = len;
+        rv = P11(h, C_DecryptInit, h->session, &mech, key);
+        if (rv == CKR_OK)
+                rv = P11(h, C_Decrypt, h->session, (CK_BYTE_PTR) ct, len, pt->data, &out_len);
+        /* Only a forged tag gets here with bad padding; say so as for any blob that does not authenticate. */
+        if (rv == CKR_ENCRYPTED_DATA_INVALID || rv == CKR_ENCRYPTED_DATA_LEN_RANGE)
+                return -KEKERR_BLOB_INVALID;
+        if (rv == CKR_OK && (out_len == 0 || out_len > len - 1 || out_len < len - AES_BLOCK))
+                rv = CKR_GENERAL_ERROR;
+        if (rv != CKR_OK)
+                return hsm_idempotent_failed(h, rv);
+        secret_truncate(pt, out_len);
+        *ret = TAKE_PTR(pt);
+        return 0;
+}
+
+/*
  * gcm-token-iv: the IV buffer is given zeroed and the token writes the IV it
  * generated into it (as FIPS-mode HSMs do with CK_GCM_PARAMS.pIv). A token
  * that used the zero IV instead would reuse it on every wrap: an IV still
@@ -383,6 +477,8 @@ int hsm_profile_encrypt(Hsm *h, HsmProfile p, HsmObject key, HsmObject mac_key, 
                 return hsm_encrypt_ctr_hmac(h, key, mac_key, iv, aad, aad_len, pt, pt_len, out);
         case HSM_PROFILE_GCM_TOKEN_IV:
                 return encrypt_gcm_token_iv(h, key, iv, aad, aad_len, pt, pt_len, out);
+        case HSM_PROFILE_CBC_HMAC:
+                return hsm_encrypt_cbc_hmac(h, key, mac_key, iv, aad, aad_len, pt, pt_len, out);
         default:
                 return -EINVAL;
         }
@@ -396,6 +492,8 @@ int hsm_profile_decrypt(Hsm *h, HsmProfile p, HsmObject key, HsmObject mac_key, 
                 return hsm_decrypt_gcm(h, key, iv, aad, aad_len, ct, ct_len, ret);
         case HSM_PROFILE_CTR_HMAC:
                 return hsm_decrypt_ctr_hmac(h, key, mac_key, iv, aad, aad_len, ct, ct_len, ret);
+        case HSM_PROFILE_CBC_HMAC:
+                return hsm_decrypt_cbc_hmac(h, key, mac_key, iv, aad, aad_len, ct, ct_len, ret);
         default:
                 return -EINVAL;
         }

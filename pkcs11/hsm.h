@@ -214,11 +214,16 @@ int hsm_decrypt_gcm(Hsm *h, HsmObject key, const uint8_t iv[HSM_GCM_IV_SIZE], co
  *                 one 128-bit big-endian number, as OpenSSL's AES-CTR does).
  *   gcm-token-iv  CKM_AES_GCM whose 96-bit IV the token generates (FIPS-mode
  *                 HSMs): kekd passes a zeroed IV buffer and reads the IV back.
+ *   cbc-hmac      encrypt-then-MAC as ctr-hmac, with AES-256-CBC and PKCS#7
+ *                 padding done whole in the token (CKM_AES_CBC_PAD, 128-bit
+ *                 IV drawn by kekd): the ciphertext is the plaintext padded
+ *                 to the next multiple of 16 bytes (hsm_profile_ct_size()).
  */
 typedef enum HsmProfile {
         HSM_PROFILE_GCM = 0,           /* a record without a profile means this */
         HSM_PROFILE_CTR_HMAC = 1,
         HSM_PROFILE_GCM_TOKEN_IV = 2,
+        HSM_PROFILE_CBC_HMAC = 3,
         _HSM_PROFILE_MAX,
 } HsmProfile;
 
@@ -226,7 +231,7 @@ typedef enum HsmProfile {
 #define HSM_HMAC_TAG_SIZE 32u
 #define HSM_PROFILE_IV_MAX 16u
 
-/* "gcm", "ctr-hmac", "gcm-token-iv"; NULL for an unknown value. */
+/* "gcm", "ctr-hmac", "gcm-token-iv", "cbc-hmac"; NULL for an unknown value. */
 const char *hsm_profile_name(HsmProfile p);
 /* The profile named s; -EINVAL if none is. */
 int hsm_profile_from_name(const char *s, HsmProfile *ret);
@@ -234,8 +239,10 @@ int hsm_profile_from_name(const char *s, HsmProfile *ret);
 bool hsm_profile_has_mac_key(HsmProfile p);
 /* Bytes of IV in a blob of profile p. */
 size_t hsm_profile_iv_size(HsmProfile p);
-/* Bytes a ciphertext of profile p adds to the plaintext (the tag). */
+/* Bytes a ciphertext of profile p adds to the plaintext at most (the tag, and cbc-hmac's padding). */
 size_t hsm_profile_overhead(HsmProfile p);
+/* Bytes of ciphertext || tag of profile p for a pt_len-byte plaintext. */
+size_t hsm_profile_ct_size(HsmProfile p, size_t pt_len);
 /*
  * Whether the token offers every mechanism p needs, with the flags it needs
  * (C_GetMechanismInfo): 1 yes, 0 no (*ret_missing, if given, names the first
@@ -249,7 +256,7 @@ int hsm_profile_available(Hsm *h, HsmProfile p, const char **ret_missing);
  * One encryption under profile p with the version's AES key (and MAC key,
  * for profiles that have one; otherwise ignored). iv holds
  * hsm_profile_iv_size(p) bytes: the caller's random IV, or for gcm-token-iv
- * receives the token's. out has room for pt_len + hsm_profile_overhead(p)
+ * receives the token's. out has room for hsm_profile_ct_size(p, pt_len)
  * bytes (ciphertext || tag). -ESTALE as for hsm_encrypt_gcm().
  */
 int hsm_profile_encrypt(Hsm *h, HsmProfile p, HsmObject key, HsmObject mac_key, uint8_t *iv, const uint8_t *aad,
@@ -261,6 +268,11 @@ int hsm_profile_decrypt(Hsm *h, HsmProfile p, HsmObject key, HsmObject mac_key, 
 int hsm_encrypt_ctr_hmac(Hsm *h, HsmObject key, HsmObject mac_key, const uint8_t iv[HSM_CTR_IV_SIZE],
                          const uint8_t *aad, size_t aad_len, const uint8_t *pt, size_t pt_len, uint8_t *out);
 int hsm_decrypt_ctr_hmac(Hsm *h, HsmObject key, HsmObject mac_key, const uint8_t iv[HSM_CTR_IV_SIZE],
+                         const uint8_t *aad, size_t aad_len, const uint8_t *ct, size_t ct_len, Secret **ret);
+/* cbc-hmac (see above); out: hsm_profile_ct_size(HSM_PROFILE_CBC_HMAC, pt_len) bytes. */
+int hsm_encrypt_cbc_hmac(Hsm *h, HsmObject key, HsmObject mac_key, const uint8_t iv[HSM_CTR_IV_SIZE],
+                         const uint8_t *aad, size_t aad_len, const uint8_t *pt, size_t pt_len, uint8_t *out);
+int hsm_decrypt_cbc_hmac(Hsm *h, HsmObject key, HsmObject mac_key, const uint8_t iv[HSM_CTR_IV_SIZE],
                          const uint8_t *aad, size_t aad_len, const uint8_t *ct, size_t ct_len, Secret **ret);
 
 /*

@@ -32,14 +32,16 @@ bool key_name_valid(const char *name) {
         return true;
 }
 
-/* The formats by profile number (pkcs11/hsm.h HsmProfile: 0 gcm, 1 ctr-hmac, 2 gcm-token-iv). */
+/* The formats by profile number (pkcs11/hsm.h HsmProfile: 0 gcm, 1 ctr-hmac, 2 gcm-token-iv, 3 cbc-hmac). */
 static const struct {
         uint8_t format;
         uint8_t iv_len, tag_len;
+        uint8_t block;             /* cbc-hmac: the ciphertext is whole blocks, padding included */
 } formats[] = {
-        [0] = { BLOB_FORMAT_V1, BLOB_IV_SIZE, BLOB_TAG_SIZE },
-        [1] = { BLOB_FORMAT_CTR_HMAC, 16, 32 },
-        [2] = { BLOB_FORMAT_GCM_TOKEN_IV, BLOB_IV_SIZE, BLOB_TAG_SIZE },
+        [0] = { BLOB_FORMAT_V1, BLOB_IV_SIZE, BLOB_TAG_SIZE, 0 },
+        [1] = { BLOB_FORMAT_CTR_HMAC, 16, 32, 0 },
+        [2] = { BLOB_FORMAT_GCM_TOKEN_IV, BLOB_IV_SIZE, BLOB_TAG_SIZE, 0 },
+        [3] = { BLOB_FORMAT_CBC_HMAC, 16, 32, 16 },
 };
 
 int blob_format_of_profile(unsigned profile) {
@@ -70,7 +72,7 @@ int blob_parse(const uint8_t *blob, size_t len, BlobView *ret) {
         v.iv_len = formats[p].iv_len;
         v.tag_len = formats[p].tag_len;
         /* Each format's bound: the longest name and AEK (1122 bytes for v1, as always). */
-        if (len > BLOB_HEADER_MAX + v.iv_len + AEK_MAX_SIZE + v.tag_len)
+        if (len > BLOB_HEADER_MAX + v.iv_len + AEK_MAX_SIZE + formats[p].block + v.tag_len)
                 return -KEKERR_BLOB_INVALID;
         n = blob[1];
         if (n == 0 || n > KEY_NAME_MAX)
@@ -95,6 +97,8 @@ int blob_parse(const uint8_t *blob, size_t len, BlobView *ret) {
         off += v.iv_len;
         v.ciphertext = blob + off;
         v.ciphertext_len = len - off;
+        if (formats[p].block && (v.ciphertext_len - v.tag_len) % formats[p].block != 0)
+                return -KEKERR_BLOB_INVALID;
         *ret = v;
         return 0;
 }

@@ -55,22 +55,23 @@ with_flipped() {
         printf "$(printf '\\%03o' "$4")" | dd of="$TESTDIR/$2" bs=1 seek="$3" conv=notrunc 2>/dev/null
 }
 
-# lifecycle PROFILE KEY FORMAT IV TAG
+# lifecycle PROFILE KEY FORMAT IV TAG [CT32 CT1024]: CT* are the ciphertext sizes of a 32- and a
+# 1024-byte AEK (the AEK's size but for cbc-hmac's padding)
 lifecycle() {
-        p=$1 k=$2 fmt=$3 iv=$4 tag=$5
+        p=$1 k=$2 fmt=$3 iv=$4 tag=$5 ct32=${6:-32} ct1024=${7:-1024}
         n=$(printf %s "$k" | wc -c)
         succeeds "$p: create $k" create "$k"
         aek "aek-$k-1"
         aek "aek-$k-2" 1024
         ok "$p: wrap a 32-byte AEK" wrap_to "$k" c1 "aek-$k-1" "b-$k-1"
         is "$p: the blob's format byte is $fmt" "$(byte_at "b-$k-1" 0)" "$fmt"
-        is "$p: the blob is header + $iv-byte IV + 32 + $tag-byte tag" "$(size_of "b-$k-1")" $((6 + n + iv + 32 + tag))
+        is "$p: the blob is header + $iv-byte IV + $ct32 + $tag-byte tag" "$(size_of "b-$k-1")" $((6 + n + iv + ct32 + tag))
         ok "$p: wrap a 1024-byte AEK" wrap_to "$k" c2 "aek-$k-2" "b-$k-2"
-        is "$p: the largest blob is $((6 + n + iv + 1024 + tag)) bytes" "$(size_of "b-$k-2")" $((6 + n + iv + 1024 + tag))
+        is "$p: the largest blob is $((6 + n + iv + ct1024 + tag)) bytes" "$(size_of "b-$k-2")" $((6 + n + iv + ct1024 + tag))
         ok "$p: unwrap" unwraps_to c1 "b-$k-1" "aek-$k-1"
         ok "$p: unwrap the 1024-byte AEK" unwraps_to c2 "b-$k-2" "aek-$k-2"
         refused BLOB_INVALID "$p: unwrap with a wrong context" unwrap --context c9 <"$TESTDIR/b-$k-1"
-        for other in 1 2 3; do
+        for other in 1 2 3 4; do
                 [ "$other" -eq "$fmt" ] && continue
                 with_flipped "b-$k-1" "b-$k-x" 0 "$other"
                 refused BLOB_INVALID "$p: the blob with format byte $other is refused" unwrap --context c1 <"$TESTDIR/b-$k-x"
@@ -110,10 +111,21 @@ contains "ctr-hmac: check finds the token consistent" "$TESTDIR/out" "consistent
 kc --json show c
 ok "ctr-hmac: show reports the profile of each version" grep -q '"profile":1' "$TESTDIR/out"
 
+kekd_stop
+
+ok "kekd starts with profile = cbc-hmac" start_with cbc-hmac
+lifecycle cbc-hmac b 4 16 32 48 1040
+is "cbc-hmac: a MAC key and an AES key per version" "$(secret_keys b AES):$(secret_keys b Generic)" 2:2
+"$KEK_TEST_ATTRS" "$SOFTHSM2_MODULE" "$TOKEN_URI" "$TESTDIR/pin" --mac b >"$TESTDIR/attrs" 2>&1
+is "cbc-hmac: its MAC keys are sensitive, never extractable, unreadable" "$?:$(grep -c ' OK$' "$TESTDIR/attrs")" 0:2
+succeeds "cbc-hmac: check" check
+contains "cbc-hmac: check finds the token consistent" "$TESTDIR/out" "consistent"
+
 # --- restart: the records say which profile each version has ---------------------
 kekd_stop
 ok "kekd restarts with profile = auto" start_with auto
 ok "after restart: the gcm blob unwraps" unwraps_to c1 b-g-1 aek-g-1
+ok "after restart: the cbc-hmac blob unwraps" unwraps_to c3 b-b-3 aek-b-1
 ok "after restart: the ctr-hmac version 1 blob unwraps" unwraps_to c1 b-c-1 aek-c-1
 ok "after restart: the ctr-hmac version 2 blob unwraps" unwraps_to c3 b-c-3 aek-c-1
 ok "after restart: wrap under ctr-hmac's current version" wrap_to c c4 aek-c-1 b-c-4

@@ -227,7 +227,7 @@ static void test_parse_invalid(void) {
         memset(&v, 0xee, sizeof(v));
         is_int(blob_parse(NULL, 0, &v), -KEKERR_BLOB_INVALID, "invalid: NULL");
 
-        static const uint8_t formats[] = { 0x00, 0x04, 0x10, 0x81, 0xff };
+        static const uint8_t formats[] = { 0x00, 0x05, 0x10, 0x81, 0xff };
         for (size_t i = 0; i < ELEMENTSOF(formats); i++) {
                 len = build_blob(blob, formats[i], 3, "abc", 1, 32 + BLOB_TAG_SIZE);
                 memset(&v, 0xee, sizeof(v));
@@ -329,7 +329,8 @@ static void test_parse_profiles(void) {
         is_int(blob_format_of_profile(0), 0x01, "profile gcm is format 0x01");
         is_int(blob_format_of_profile(1), 0x02, "profile ctr-hmac is format 0x02");
         is_int(blob_format_of_profile(2), 0x03, "profile gcm-token-iv is format 0x03");
-        is_int(blob_format_of_profile(3), -EINVAL, "no format for an unknown profile");
+        is_int(blob_format_of_profile(3), 0x04, "profile cbc-hmac is format 0x04");
+        is_int(blob_format_of_profile(4), -EINVAL, "no format for an unknown profile");
         is_int(blob_header_profile(1, "k", 2, header), 7, "header of a ctr-hmac version");
         ok(header[0] == 0x02 && header[1] == 1 && header[2] == 'k' && header[6] == 2, "its format byte is 0x02");
         is_int(blob_header_profile(9, "k", 2, header), -EINVAL, "header of an unknown profile refused");
@@ -346,10 +347,28 @@ static void test_parse_profiles(void) {
         len = build_blob(blob, 0x02, 1, "k", 1, 4 + 1 + 32);
         is_int(blob_parse(blob, len, &v), 0, "ctr-hmac: minimum blob accepted");
         is_int(blob_parse(blob, len - 1, &v), -KEKERR_BLOB_INVALID, "ctr-hmac: one byte less is refused");
-        /* Maximum: BLOB_MAX_SIZE. */
+        /* Maximum: 1142 bytes. */
         len = build_blob(blob, 0x02, 64, NAME64, 1, 4 + AEK_MAX_SIZE + 32);
-        is_int(len, BLOB_MAX_SIZE, "ctr-hmac: largest blob is BLOB_MAX_SIZE");
+        is_int(len, 1142, "ctr-hmac: largest blob is 1142 bytes");
         is_int(blob_parse(blob, len, &v), 0, "ctr-hmac: largest blob accepted");
+        is_int(blob_parse(blob, len + 1, &v), -KEKERR_BLOB_INVALID, "ctr-hmac: one byte more is refused");
+
+        /* cbc-hmac: 16-byte IV, whole blocks of ciphertext (padding included), 32-byte tag. */
+        len = build_blob(blob, 0x04, 3, "abc", 5, 4 + 48 + 32);
+        memset(&v, 0xee, sizeof(v));
+        is_int(blob_parse(blob, len, &v), 0, "cbc-hmac blob accepted");
+        ok(v.format == 0x04 && v.profile == 3 && v.iv_len == 16 && v.tag_len == 32 && v.ciphertext_len == 80,
+           "cbc-hmac: format, profile, sizes");
+        len = build_blob(blob, 0x04, 3, "abc", 5, 4 + 47 + 32);
+        is_int(blob_parse(blob, len, &v), -KEKERR_BLOB_INVALID, "cbc-hmac: a ciphertext that is not whole blocks is refused");
+        len = build_blob(blob, 0x04, 3, "abc", 5, 4 + 16 + 32);
+        is_int(blob_parse(blob, len, &v), 0, "cbc-hmac: minimum blob (one block) accepted");
+        len = build_blob(blob, 0x04, 3, "abc", 5, 4 + 32);
+        is_int(blob_parse(blob, len, &v), -KEKERR_BLOB_INVALID, "cbc-hmac: a tag alone is refused");
+        len = build_blob(blob, 0x04, 64, NAME64, 1, 4 + AEK_MAX_SIZE + 16 + 32);
+        is_int(len, BLOB_MAX_SIZE, "cbc-hmac: largest blob (1024-byte AEK, a block of padding) is BLOB_MAX_SIZE");
+        is_int(BLOB_MAX_SIZE, 1158, "BLOB_MAX_SIZE is 1158 bytes");
+        is_int(blob_parse(blob, len, &v), 0, "cbc-hmac: largest blob accepted");
 
         len = build_blob(blob, 0x03, 3, "abc", 5, 32 + BLOB_TAG_SIZE);
         is_int(blob_parse(blob, len, &v), 0, "gcm-token-iv blob accepted");

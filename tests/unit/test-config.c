@@ -313,7 +313,7 @@ static void test_errors(void) {
         {
                 static const struct { const char *text; int want; } good[] = {
                         { "auto", -1 }, { "gcm", HSM_PROFILE_GCM }, { "ctr-hmac", HSM_PROFILE_CTR_HMAC },
-                        { "gcm-token-iv", HSM_PROFILE_GCM_TOKEN_IV },
+                        { "gcm-token-iv", HSM_PROFILE_GCM_TOKEN_IV }, { "cbc-hmac", HSM_PROFILE_CBC_HMAC },
                 };
                 char text[256], what[64];
 

@@ -94,6 +94,84 @@ static void ref_ctr_hmac(const uint8_t *iv, const uint8_t *aad, size_t aad_len, 
         free(mac_in);
 }
 
+/* OpenSSL's AES-256-CBC with PKCS#7 padding, then the same HMAC: out is ct || tag; returns the ct length. */
+static size_t ref_cbc_hmac(const uint8_t *iv, const uint8_t *aad, size_t aad_len, const uint8_t *pt, size_t len,
+                           uint8_t *out) {
+        EVP_CIPHER_CTX *c = EVP_CIPHER_CTX_new();
+        size_t ct_len, tag_len = 32;
+        uint8_t *mac_in;
+        int n = 0, m = 0;
+
+        EVP_EncryptInit_ex(c, EVP_aes_256_cbc(), NULL, K_AES, iv);
+        EVP_EncryptUpdate(c, out, &n, pt, (int) len);
+        EVP_EncryptFinal_ex(c, out + n, &m);
+        EVP_CIPHER_CTX_free(c);
+        ct_len = (size_t) (n + m);
+        mac_in = malloc(4 + aad_len + 16 + ct_len);
+        mac_in[0] = (uint8_t) (aad_len >> 24);
+        mac_in[1] = (uint8_t) (aad_len >> 16);
+        mac_in[2] = (uint8_t) (aad_len >> 8);
+        mac_in[3] = (uint8_t) aad_len;
+        memcpy(mac_in + 4, aad, aad_len);
+        memcpy(mac_in + 4 + aad_len, iv, 16);
+        memcpy(mac_in + 4 + aad_len + 16, out, ct_len);
+        (void) EVP_Q_mac(NULL, "HMAC", NULL, "SHA256", NULL, K_MAC, sizeof(K_MAC), mac_in, 4 + aad_len + 16 + ct_len,
+                         out + ct_len, 32, &tag_len);
+        free(mac_in);
+        return ct_len;
+}
+
+static void test_cbc_hmac_kat(Hsm *h, HsmObject key, HsmObject mac) {
+        static const size_t lens[] = { 1, 15, 16, 40, AEK_MAX_SIZE };
+        uint8_t header[BLOB_HEADER_MAX], aad[BLOB_AAD_MAX], pt[AEK_MAX_SIZE];
+        uint8_t got[AEK_MAX_SIZE + 48], want[AEK_MAX_SIZE + 48];
+        int hl = blob_header_profile(HSM_PROFILE_CBC_HMAC, "kat", 7, header), al;
+        size_t cl;
+
+        for (size_t i = 0; i < sizeof(pt); i++)
+                pt[i] = (uint8_t) (i * 13 + 5);
+        al = blob_aad(header, (size_t) hl, (const uint8_t *) "ctx", 3, aad);
+        for (size_t t = 0; t < ELEMENTSOF(lens); t++) {
+                size_t len = lens[t];
+                _cleanup_secret_ Secret *dec = NULL;
+                int r;
+
+                memset(got, 0, sizeof(got));
+                cl = ref_cbc_hmac(CTR_IV, aad, (size_t) al, pt, len, want);
+                is_int(cl + 32, hsm_profile_ct_size(HSM_PROFILE_CBC_HMAC, len), "cbc-hmac: %zu bytes: ciphertext size as OpenSSL's", len);
+                r = hsm_encrypt_cbc_hmac(h, key, mac, CTR_IV, aad, (size_t) al, pt, len, got);
+                is_int(r, 0, "cbc-hmac: %zu bytes encrypted in the token", len);
+                ok(memcmp(got, want, cl + 32) == 0, "cbc-hmac: %zu bytes: ciphertext and tag equal OpenSSL's", len);
+                r = hsm_decrypt_cbc_hmac(h, key, mac, CTR_IV, aad, (size_t) al, want, cl + 32, &dec);
+                ok(r == 0 && dec && dec->len == len && memcmp(dec->data, pt, len) == 0,
+                   "cbc-hmac: %zu bytes: OpenSSL's ciphertext decrypts to the plaintext (%d)", len, r);
+        }
+        cl = ref_cbc_hmac(CTR_IV, aad, (size_t) al, pt, 40, want);
+        for (int what = 0; what < 3; what++) {
+                _cleanup_secret_ Secret *dec = NULL;
+                uint8_t ct[48 + 32], iv[16];
+                static const char *names[] = { "the last ciphertext byte (padding)", "a tag byte", "an IV byte" };
+
+                memcpy(ct, want, sizeof(ct));
+                memcpy(iv, CTR_IV, sizeof(iv));
+                if (what == 0)
+                        ct[47] ^= 1;
+                else if (what == 1)
+                        ct[48] ^= 1;
+                else
+                        iv[0] ^= 1;
+                is_int(hsm_decrypt_cbc_hmac(h, key, mac, iv, aad, (size_t) al, ct, sizeof(ct), &dec), -KEKERR_BLOB_INVALID,
+                       "cbc-hmac: %s changed: refused", names[what]);
+                ok(!dec, "cbc-hmac: %s changed: no plaintext", names[what]);
+        }
+        {
+                _cleanup_secret_ Secret *dec = NULL;
+
+                is_int(hsm_decrypt_cbc_hmac(h, key, mac, CTR_IV, aad, (size_t) al, want, 47 + 32, &dec), -KEKERR_BLOB_INVALID,
+                       "cbc-hmac: a ciphertext that is not whole blocks is refused");
+        }
+}
+
 /* OpenSSL's AES-256-GCM: out is ct || 16-byte tag. */
 static void ref_gcm(const uint8_t *iv, const uint8_t *aad, size_t aad_len, const uint8_t *pt, size_t len, uint8_t *out) {
         EVP_CIPHER_CTX *c = EVP_CIPHER_CTX_new();
@@ -300,6 +378,7 @@ static void test_available(Hsm *h) {
 
         is_int(hsm_profile_available(h, HSM_PROFILE_GCM, &missing), 1, "SoftHSM2 offers gcm");
         is_int(hsm_profile_available(h, HSM_PROFILE_CTR_HMAC, &missing), 1, "SoftHSM2 offers ctr-hmac");
+        is_int(hsm_profile_available(h, HSM_PROFILE_CBC_HMAC, &missing), 1, "SoftHSM2 offers cbc-hmac");
         is_int(hsm_profile_available(h, (HsmProfile) 77, &missing), -EINVAL, "an unknown profile is an error");
 }
 
@@ -390,6 +469,7 @@ int main(void) {
         ok(create_known_key(h, CKK_GENERIC_SECRET, K_MAC, &mac) == 0, "test-only HMAC key of known value created");
         test_available(h);
         test_ctr_hmac_kat(h, key, mac);
+        test_cbc_hmac_kat(h, key, mac);
         test_gcm_kat(h, key);
         test_mac_key(h);
         h = hsm_free(h);
