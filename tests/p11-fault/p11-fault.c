@@ -65,16 +65,18 @@
  * C_CreateObject, C_GenerateKey, C_DestroyObject, C_GetAttributeValue,
  * C_EncryptInit, C_DecryptInit) is shifted by the number of C_CloseSession
  * calls so far, so a handle kept from before names the object one below it
- * now. With $P11_FAULT_TOKEN_IV=1 the module generates AES-GCM IVs itself,
- * as FIPS-mode HSMs do (AWS CloudHSM, Luna and nShield in FIPS mode): a
+ * now. A rule that does not parse is
+ * reported on stderr and in the log ("p11-fault: ..."); in $P11_FAULT it
+ * makes C_GetFunctionList fail, in the file it disables every file rule.
+ *
+ * With $P11_FAULT_TOKEN_IV=1 the module generates AES-GCM IVs itself, as
+ * FIPS-mode HSMs do (AWS CloudHSM, Luna and nShield in FIPS mode): a
  * C_EncryptInit(CKM_AES_GCM) whose CK_GCM_PARAMS IV buffer (12 bytes) holds
  * anything but zeros is refused with CKR_MECHANISM_PARAM_INVALID, and into a
  * zeroed one the module writes a random IV of its own, which the real module
  * then uses and the caller reads back ("token-iv refused a caller IV" or
  * "token-iv generated" is logged). Decryption takes the caller's IV as
- * always. A rule that does not parse is
- * reported on stderr and in the log ("p11-fault: ..."); in $P11_FAULT it
- * makes C_GetFunctionList fail, in the file it disables every file rule.
+ * always.
  */
 #include "config.h"
 
