@@ -29,7 +29,8 @@
 #include "daemon/log.h"
 
 /*
- * A fresh random IV (12 bytes for gcm, 16 for ctr-hmac: hsm_profile_iv_size()), drawn for the wrap that uses it and for no other: no IV
+ * A fresh random IV (hsm_profile_iv_size(): 12 bytes for gcm, 16 for the
+ * HMAC profiles), drawn for the wrap that uses it and for no other: no IV
  * exists in kekd's memory before its wrap, so a restored VM snapshot, a
  * cloned VM or a copied process image holds none that the next wraps would
  * use. getrandom(2) rather than a user-space DRBG: the kernel's CRNG keeps no
@@ -185,7 +186,7 @@ static int wrap_target(Keystore *ks, const char *name, uint32_t version, size_t 
         if (!blob)
                 return -ENOMEM;
         memcpy(blob, header, (size_t) hlen);
-        /* A fresh random IV per wrap (gcm: 96 bits, ctr-hmac: 128); the per-version wrap budget keeps
+        /* A fresh random IV per wrap (gcm: 96 bits, HMAC profiles: 128); the per-version wrap budget keeps
          * collisions negligible. gcm-token-iv: the token writes its own into the blob in run. */
         if (v->profile != HSM_PROFILE_GCM_TOKEN_IV && iv_new(blob + hlen, iv_len) < 0)
                 return -EIO;
