@@ -48,6 +48,8 @@ int key_macs_destroy(Keystore *ks, const char *name);
 /* For check: 1 and a sentence in why if v's profile or MAC key is wrong (unknown profile, MAC key missing or
  * readable), 0 if sound, <0 if the token could not be asked. */
 int version_profile_problem(Keystore *ks, const Key *k, KeyVersion *v, char *why, size_t why_len);
+/* For check: reports (through add) every MAC key whose version its key's record does not name (orphans). */
+int mac_orphans_report(Keystore *ks, CheckReport *rep, int (*add)(CheckReport *rep, const char *fmt, ...));
 /* Finds v's MAC key if its profile has one and it is not known yet; -ENOENT if the token has none. */
 int version_mac_find(Keystore *ks, const char *name, KeyVersion *v);
 

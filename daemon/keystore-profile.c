@@ -184,3 +184,25 @@ int version_profile_problem(Keystore *ks, const Key *k, KeyVersion *v, char *why
         }
         return 0;
 }
+
+int mac_orphans_report(Keystore *ks, CheckReport *rep, int (*add)(CheckReport *rep, const char *fmt, ...)) {
+        _cleanup_free_ HsmKeyRef *refs = NULL;
+        size_t n = 0;
+        int r;
+
+        r = hsm_list_mac_keys(ks->hsm, &refs, &n);
+        if (r < 0)
+                return r;
+        for (size_t i = 0; i < n; i++) {
+                Key *k = index_get(ks, refs[i].label);
+                const KeyVersion *v = k ? key_find_version(k, refs[i].version) : NULL;
+
+                if (!k || refs[i].version == k->pending_version || (v && hsm_profile_has_mac_key(v->profile)))
+                        continue;
+                r = add(rep, "key '%s': MAC key for version %u is not in its record, or its version has no MAC key (orphan)",
+                        refs[i].label, refs[i].version);
+                if (r < 0)
+                        return r;
+        }
+        return 0;
+}

@@ -1290,6 +1290,9 @@ int keystore_check(Keystore *ks, uint64_t now, CheckReport *ret) {
                                     refs[i].label, refs[i].version)) < 0)
                         goto finish;
         }
+        r = mac_orphans_report(ks, &rep, report_add);
+        if (r < 0)
+                goto finish;
         r = 0;
         *ret = rep;
         rep = (CheckReport) {};

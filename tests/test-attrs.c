@@ -11,8 +11,8 @@
  * test-attrs MODULE URI PIN_FILE --mac NAME...: the same for the MAC keys of
  * the encrypt-then-MAC profiles (hsm_list_mac_keys()).
  * test-attrs MODULE URI PIN_FILE --destroy-mac NAME VERSION: destroys the MAC
- * key of one version, for tests of a token that lost it
- * (tests/integration/profiles.sh).
+ * key of one version, for tests of a token that lost it; --generate-mac NAME
+ * VERSION makes one no record names (tests/integration/profiles.sh).
  */
 #include "config.h"
 
@@ -43,6 +43,15 @@ int main(int argc, char *argv[]) {
         if (hsm_open(argv[1], argv[2], pin, &h, &why) < 0) {
                 fprintf(stderr, "test-attrs: cannot open token: %s\n", why ?: "?");
                 return 2;
+        }
+        if (strcmp(argv[4], "--generate-mac") == 0) {
+                HsmObject o;
+
+                if (argc != 7 || hsm_generate_mac_key(h, argv[5], (uint32_t) strtoul(argv[6], NULL, 10), &o) < 0) {
+                        fprintf(stderr, "test-attrs: no MAC key %s v%s generated\n", argv[5], argc == 7 ? argv[6] : "?");
+                        return 1;
+                }
+                return 0;
         }
         if (strcmp(argv[4], "--destroy-mac") == 0) {
                 HsmObject o;

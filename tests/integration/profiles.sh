@@ -153,6 +153,13 @@ kc check
 contains "check names the version whose MAC key is gone" "$TESTDIR/out" "key 'c' version 1 (ctr-hmac): its MAC key is missing"
 refused UNKNOWN_VERSION "its blobs are refused as of an unknown version" unwrap --context c1 <"$TESTDIR/b-c-1"
 ok "the other version still unwraps" unwraps_to c3 b-c-3 aek-c-1
+ok "an orphan MAC key of c version 7 is made (test-only)" \
+        "$KEK_TEST_ATTRS" "$SOFTHSM2_MODULE" "$TOKEN_URI" "$TESTDIR/pin" --generate-mac c 7
+ok "and one of the gcm key g's version 1" "$KEK_TEST_ATTRS" "$SOFTHSM2_MODULE" "$TOKEN_URI" "$TESTDIR/pin" --generate-mac g 1
+kc check
+contains "check reports the MAC key of a version the record does not name" "$TESTDIR/out" \
+        "key 'c': MAC key for version 7 is not in its record"
+contains "check reports a MAC key of a gcm version" "$TESTDIR/out" "key 'g': MAC key for version 1 is not in its record"
 
 # --- purge destroys both keys of every version ----------------------------------
 succeeds "delete c" delete c
