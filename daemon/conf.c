@@ -18,6 +18,7 @@
 #include <ini.h>
 
 #include "daemon/conf.h"
+#include "pkcs11/hsm.h"
 #include "proto/frame.h"
 
 typedef struct ParseState {
@@ -46,6 +47,7 @@ const ConfigKey config_keys[] = {
         KEY("hsm", "token", RESTART, STRING, token_uri),
         KEY("hsm", "pin_file", RESTART, STRING, pin_file),
         KEY("hsm", "sessions", RESTART, UNSIGNED, sessions),
+        KEY("hsm", "profile", RESTART, INT, profile),
         KEY("server", "socket", SOCKET, STRING, socket_path),
         KEY("server", "socket_mode", SOCKET, MODE, socket_mode),
         KEY("server", "socket_group", SOCKET, STRING, socket_group),
@@ -316,6 +318,19 @@ static int handler(void *user, const char *section, const char *name, const char
                         c->sessions = (unsigned) u;
                         return 1;
                 }
+                if (strcmp(name, "profile") == 0) {
+                        HsmProfile p;
+
+                        if (strcmp(value, "auto") == 0) {
+                                c->profile = -1;
+                                return 1;
+                        }
+                        if (hsm_profile_from_name(value, &p) < 0)
+                                return fail(s, "'profile' in [hsm] must be auto, gcm, cbc-hmac, ctr-hmac or gcm-token-iv, "
+                                            "got '%s'", value);
+                        c->profile = (int) p;
+                        return 1;
+                }
         } else if (strcmp(section, "server") == 0) {
                 if (strcmp(name, "socket") == 0) {
                         if (value[0] != '/')
@@ -444,6 +459,7 @@ static Config *config_new(void) {
         c->metrics_interval = 15;
         c->idle_timeout = 300;
         c->refresh_interval = 5;
+        c->profile = -1;
         c->log_level = LOG_INFO;
         c->socket_path = strdup("/run/kekd/kekd.sock");
         if (!c->socket_path)

@@ -17,6 +17,7 @@ typedef struct Config {
         char *token_uri;        /* [hsm] token: PKCS#11 URI */
         char *pin_file;         /* [hsm] pin_file */
         unsigned sessions;      /* [hsm] sessions: HSM sessions (and threads) for batches, 1 = no threads */
+        int profile;            /* [hsm] profile: mechanism profile of new key versions (HsmProfile), -1 = auto */
         char *socket_path;      /* [server] socket */
         mode_t socket_mode;     /* [server] socket_mode, octal */
         char *socket_group;     /* [server] socket_group, optional */

@@ -565,6 +565,7 @@ static int run(int argc, char *argv[]) {
                 return 1;
         }
         keystore_set_allow_unrecoverable(keystore, config->allow_unrecoverable);
+        keystore_set_profile(keystore, config->profile);
         if (config->allow_unrecoverable)
                 log_warning("allow_unrecoverable is set: keys are served for wrap although the vault has no purge "
                             "protection. For development only; a deleted key could be purged at once.");

@@ -29,7 +29,8 @@
 #include "daemon/log.h"
 
 /*
- * A fresh random IV, drawn for the wrap that uses it and for no other: no IV
+ * A fresh random IV (hsm_profile_iv_size(): 12 bytes for gcm, 16 for the
+ * HMAC profiles), drawn for the wrap that uses it and for no other: no IV
  * exists in kekd's memory before its wrap, so a restored VM snapshot, a
  * cloned VM or a copied process image holds none that the next wraps would
  * use. getrandom(2) rather than a user-space DRBG: the kernel's CRNG keeps no
@@ -40,9 +41,9 @@
  * wraps of a version across every kekd (leases live in the token) far below
  * the 2^32 random-IV bound of NIST SP 800-38D. -EIO if the kernel fails.
  */
-static int iv_new(uint8_t iv[BLOB_IV_SIZE]) {
+static int iv_new(uint8_t *iv, size_t len) {
         /* Up to 256 bytes, getrandom() neither returns short nor is interrupted once seeded. */
-        if (getrandom(iv, BLOB_IV_SIZE, 0) != (ssize_t) BLOB_IV_SIZE)
+        if (getrandom(iv, len, 0) != (ssize_t) len)
                 return -EIO;
         return 0;
 }
@@ -67,6 +68,15 @@ static int check_usable(Keystore *ks, const Key *k, KeyVersion *v) {
                         return -KEKERR_HSM_UNAVAILABLE;
                 v->present = true;
         }
+        /* A newer kekd's profile: this one cannot use the version (its others still serve). */
+        if (!hsm_profile_name(v->profile))
+                return -KEKERR_UNSUPPORTED;
+        /* Its MAC key is half of the version: without it, the version is missing, as above. */
+        r = version_mac_find(ks, k->name, v);
+        if (r == -ENOENT)
+                return -KEKERR_UNKNOWN_VERSION;
+        if (r < 0)
+                return -KEKERR_HSM_UNAVAILABLE;
         return 0;
 }
 
@@ -145,7 +155,7 @@ static int wrap_target(Keystore *ks, const char *name, uint32_t version, size_t 
         KeyVersion *v;
         Key *k;
         int hlen, alen, r;
-        size_t len;
+        size_t len, iv_len, tag_len;
 
         r = find_mutable(ks, name, &k);
         if (r < 0)
@@ -161,24 +171,32 @@ static int wrap_target(Keystore *ks, const char *name, uint32_t version, size_t 
         if (v->lease_left == 0)
                 return KEYSTORE_NEEDS_RENEWAL;
 
-        hlen = blob_header(k->name, v->id, header);
+        /* The version's profile decides the format byte (authenticated in the header), IV and tag. */
+        r = blob_profile_sizes(v->profile, &iv_len, &tag_len);
+        if (r < 0)
+                return -KEKERR_UNSUPPORTED;
+        hlen = blob_header_profile(v->profile, k->name, v->id, header);
         if (hlen < 0)
                 return hlen;
         alen = blob_aad(header, (size_t) hlen, ctx, ctx_len, op->dst_aad);
         if (alen < 0)
                 return alen;
-        len = (size_t) hlen + BLOB_IV_SIZE + pt_len + BLOB_TAG_SIZE;
-        blob = malloc(len);
+        len = (size_t) hlen + iv_len + hsm_profile_ct_size(v->profile, pt_len); /* cbc-hmac pads */
+        blob = calloc(1, len);
         if (!blob)
                 return -ENOMEM;
         memcpy(blob, header, (size_t) hlen);
-        /* A fresh random 96-bit IV per wrap; the per-version wrap budget keeps collisions negligible. */
-        if (iv_new(blob + hlen) < 0)
+        /* A fresh random IV per wrap (gcm: 96 bits, HMAC profiles: 128); the per-version wrap budget keeps
+         * collisions negligible. gcm-token-iv: the token writes its own into the blob in run. */
+        if (v->profile != HSM_PROFILE_GCM_TOKEN_IV && iv_new(blob + hlen, iv_len) < 0)
                 return -EIO;
         v->lease_left--;
         op->generation = ks->generation;
         snprintf(op->key, sizeof(op->key), "%s", k->name);
         op->version = v->id;
+        op->dst_profile = v->profile;
+        op->dst_iv_len = iv_len;
+        op->dst_mac = v->mac_handle;
         op->dst = v->handle;
         op->dst_aad_len = (size_t) alen;
         op->dst_header_len = (size_t) hlen;
@@ -205,11 +223,15 @@ static int unwrap_source(Keystore *ks, const BlobView *view, const uint8_t *ctx,
         r = check_usable(ks, k, v);
         if (r < 0)
                 return r;
+        /* A blob of another profile than its version's: the format byte was changed, or it is forged. */
+        if (op->view.profile != (unsigned) v->profile)
+                return -KEKERR_BLOB_INVALID;
         alen = blob_aad(op->view.header, op->view.header_len, ctx, ctx_len, op->src_aad);
         if (alen < 0)
                 return alen;
         op->src_aad_len = (size_t) alen;
         op->src = v->handle;
+        op->src_mac = v->mac_handle;
         op->generation = ks->generation;
         return 0;
 }
@@ -262,7 +284,8 @@ int keystore_rewrap_prepare(Keystore *ks, const BlobView *view, const uint8_t *c
 static int run_encrypt(Hsm *h, CryptoOp *op, const uint8_t *pt, size_t pt_len) {
         uint8_t *iv = op->blob + op->dst_header_len;
 
-        return hsm_encrypt_gcm(h, op->dst, iv, op->dst_aad, op->dst_aad_len, pt, pt_len, iv + BLOB_IV_SIZE);
+        return hsm_profile_encrypt(h, op->dst_profile, op->dst, op->dst_mac, iv, op->dst_aad, op->dst_aad_len, pt, pt_len,
+                                   iv + op->dst_iv_len);
 }
 
 /*
@@ -279,10 +302,15 @@ static int refind(Hsm *h, CryptoOp *op) {
         if (r < 0)
                 return r;
         gen = hsm_generation(h);
-        if (encrypt)
+        if (encrypt) {
                 r = hsm_find_key(h, op->key, op->version, &op->dst);
-        else
+                if (r >= 0 && hsm_profile_has_mac_key(op->dst_profile))
+                        r = hsm_find_mac_key(h, op->key, op->version, &op->dst_mac);
+        } else {
                 r = hsm_find_key(h, op->view.key, op->view.version, &op->src);
+                if (r >= 0 && hsm_profile_has_mac_key(op->view.profile))
+                        r = hsm_find_mac_key(h, op->view.key, op->view.version, &op->src_mac);
+        }
         if (r < 0)
                 return r;
         op->generation = gen;
@@ -295,8 +323,9 @@ static int call_once(Hsm *h, CryptoOp *op) {
         if (op->kind == CRYPTO_REWRAP && op->blob)
                 return run_encrypt(h, op, op->plaintext->data, op->plaintext->len);
         if (op->kind == CRYPTO_UNWRAP || op->kind == CRYPTO_REWRAP)
-                return hsm_decrypt_gcm(h, op->src, op->view.iv, op->src_aad, op->src_aad_len, op->view.ciphertext,
-                                       op->view.ciphertext_len, &op->plaintext);
+                return hsm_profile_decrypt(h, (HsmProfile) op->view.profile, op->src, op->src_mac, op->view.iv,
+                                           op->src_aad, op->src_aad_len, op->view.ciphertext, op->view.ciphertext_len,
+                                           &op->plaintext);
         return -EINVAL;
 }
 

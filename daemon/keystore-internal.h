@@ -31,7 +31,27 @@ struct Keystore {
         void *on_change_userdata;
         char (*dup_names)[KEY_NAME_MAX + 1]; /* names with more than one record object, as the last load found them */
         size_t n_dup_names;
+        int profile_pin;              /* [hsm] profile: an HsmProfile, or -1 for auto */
+        bool profile_known;           /* profile below is the choice for new versions */
+        HsmProfile profile;
 };
+
+/* --- mechanism profiles and the objects of a version (keystore-profile.c) --- */
+/* Generates a new version's objects under the profile new versions get: its AES key and, if the profile has one,
+ * its MAC key (*ret_mac 0 otherwise). On failure, what was made is left for the caller's rollback. */
+int version_keys_generate(Keystore *ks, const char *name, uint32_t version, HsmProfile *ret_profile, HsmObject *ret_key,
+                          HsmObject *ret_mac);
+/* Destroys every MAC key object (name, version); 0 once none is left. */
+int version_macs_destroy(Keystore *ks, const char *name, uint32_t version);
+/* Destroys every MAC key object of name (purge). */
+int key_macs_destroy(Keystore *ks, const char *name);
+/* For check: 1 and a sentence in why if v's profile or MAC key is wrong (unknown profile, MAC key missing or
+ * readable), 0 if sound, <0 if the token could not be asked. */
+int version_profile_problem(Keystore *ks, const Key *k, KeyVersion *v, char *why, size_t why_len);
+/* For check: reports (through add) every MAC key whose version its key's record does not name (orphans). */
+int mac_orphans_report(Keystore *ks, CheckReport *rep, int (*add)(CheckReport *rep, const char *fmt, ...));
+/* Finds v's MAC key if its profile has one and it is not known yet; -ENOENT if the token has none. */
+int version_mac_find(Keystore *ks, const char *name, KeyVersion *v);
 
 /* --- the key records in the token (keystore-records.c) --- */
 /* What record_contested() found besides our record; >0: something of generation >= ours. */

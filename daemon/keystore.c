@@ -163,6 +163,8 @@ static Key *index_put(Keystore *ks, Key *k) {
                 if (ov && ov->present && hsm_generation(ks->hsm) == ks->generation) {
                         k->versions[i].handle = ov->handle;
                         k->versions[i].present = true;
+                        k->versions[i].mac_handle = ov->mac_handle;
+                        k->versions[i].mac_present = ov->mac_present;
                 } else if (hsm_find_key(ks->hsm, k->name, k->versions[i].id, &k->versions[i].handle) >= 0)
                         k->versions[i].present = true;
         }
@@ -263,6 +265,7 @@ int keystore_new(Hsm *hsm, const char *owner, Keystore **ret) {
         if (!ks)
                 return -ENOMEM;
         ks->hsm = hsm;
+        ks->profile_pin = -1; /* auto until keystore_set_profile() */
         snprintf(ks->owner, sizeof(ks->owner), "%s", owner);
         r = keystore_load(ks);
         if (r < 0)
@@ -380,7 +383,7 @@ static int version_objects_destroy(Keystore *ks, const char *name, uint32_t vers
                 uint64_t gen = hsm_generation(ks->hsm); /* the generation obj was found at */
 
                 if (r == -ENOENT)
-                        return 0;
+                        return version_macs_destroy(ks, name, version); /* and its MAC key, if its profile had one */
                 if (r < 0)
                         return r;
                 r = hsm_destroy_listed(ks->hsm, obj, gen);
@@ -434,7 +437,8 @@ int keystore_create(Keystore *ks, const char *name, const RotationPolicy *policy
         _cleanup_(key_freep) Key *k = NULL;
         _cleanup_free_ uint8_t *buf = NULL;
         Key *existing = NULL;
-        HsmObject obj;
+        HsmObject obj, mac;
+        HsmProfile profile;
         Intent in = { .version = 1, .since_usec = now };
         uint64_t writer, intent_gen = 0;
         size_t len;
@@ -502,10 +506,11 @@ int keystore_create(Keystore *ks, const char *name, const RotationPolicy *policy
         r = version_objects_destroy(ks, name, 1);
         if (r < 0)
                 return create_rollback(ks, &in, writer, r);
-        r = hsm_generate_aes_key(ks->hsm, name, 1, &obj);
+        r = version_keys_generate(ks, name, 1, &profile, &obj, &mac);
         if (r < 0)
                 return create_rollback(ks, &in, writer, r); /* the object may exist all the same (a lost reply) */
-        k->versions[0] = (KeyVersion) { .id = 1, .created_usec = now, .enabled = true, .present = true, .handle = obj };
+        k->versions[0] = (KeyVersion) { .id = 1, .created_usec = now, .enabled = true, .profile = profile, .present = true,
+                                        .handle = obj, .mac_present = mac != 0, .mac_handle = mac };
         k->n_versions = 1;
         k->current_version = 1;
         k->pending_version = 0;
@@ -560,6 +565,7 @@ typedef struct RotateIntent {
         const Keystore *ks;
         uint64_t now;
         uint32_t version;
+        HsmProfile profile;        /* of the new version, once its objects exist */
 } RotateIntent;
 
 static int rotate_begin(Keystore *ks, Key *k, void *userdata) {
@@ -595,7 +601,8 @@ static int rotate_commit(Keystore *ks, Key *k, void *userdata) {
         if (!vs)
                 return -ENOMEM;
         k->versions = vs;
-        k->versions[k->n_versions++] = (KeyVersion) { .id = ri->version, .created_usec = ri->now, .enabled = true };
+        k->versions[k->n_versions++] = (KeyVersion) { .id = ri->version, .created_usec = ri->now, .enabled = true,
+                                                      .profile = ri->profile };
         k->current_version = ri->version;
         k->pending_version = 0;
         k->pending_since_usec = 0;
@@ -616,7 +623,7 @@ static int pending_clear(Keystore *ks, Key *k, void *userdata) {
 
 int keystore_rotate(Keystore *ks, const char *name, uint64_t now, const Key **ret) {
         RotateIntent ri = { .ks = ks, .now = now };
-        HsmObject obj;
+        HsmObject obj, mac;
         int r;
 
         {
@@ -647,7 +654,7 @@ int keystore_rotate(Keystore *ks, const char *name, uint64_t now, const Key **re
          */
         r = version_objects_destroy(ks, name, ri.version);
         if (r >= 0)
-                r = hsm_generate_aes_key(ks->hsm, name, ri.version, &obj);
+                r = version_keys_generate(ks, name, ri.version, &ri.profile, &obj, &mac);
         if (r >= 0)
                 r = key_mutate(ks, name, rotate_commit, &ri, ret);
         if (r >= 0)
@@ -793,6 +800,9 @@ static int purge_finish(Keystore *ks, const char *name) {
         int r;
 
         /* Key objects first: while any remain, the record (saying "purging") stays to finish the job. */
+        r = key_macs_destroy(ks, name);
+        if (r < 0)
+                return r;
         r = hsm_list_keys(ks->hsm, &refs, &n_refs);
         if (r < 0)
                 return r;
@@ -1252,6 +1262,7 @@ int keystore_check(Keystore *ks, uint64_t now, CheckReport *ret) {
                 for (size_t j = 0; j < k->n_versions; j++) {
                         const KeyVersion *v = &k->versions[j];
                         HsmKeyAttrs a;
+                        char why[160];
 
                         rep.versions++;
                         if (!v->present) {
@@ -1266,6 +1277,8 @@ int keystore_check(Keystore *ks, uint64_t now, CheckReport *ret) {
                                         a.token && !a.value_readable))
                                 r = report_add(&rep, "key '%s' version %u is not a sensitive, never-extractable token key",
                                                k->name, v->id);
+                        if (r >= 0 && (r = version_profile_problem(ks, k, (KeyVersion *) v, why, sizeof(why))) > 0)
+                                r = report_add(&rep, "%s", why);
                         if (r < 0)
                                 goto finish;
                 }
@@ -1284,6 +1297,8 @@ int keystore_check(Keystore *ks, uint64_t now, CheckReport *ret) {
                 if (index_get(ks, issues[i].label))
                         r = report_add(&rep, "key object labelled '%s' is not used as a KEK: %s", issues[i].label,
                                        issues[i].reason);
+        if (r >= 0)
+                r = mac_orphans_report(ks, &rep, report_add);
         if (r < 0)
                 goto finish;
         r = 0;

@@ -71,6 +71,8 @@ DEFINE_TRIVIAL_CLEANUP_FUNC(Keystore, keystore_free);
 
 /* Serve wraps although the vault is not recoverable (development only). */
 void keystore_set_allow_unrecoverable(Keystore *ks, bool allow);
+/* [hsm] profile: the mechanism profile of new key versions (an HsmProfile), or -1 to choose from what the token offers. */
+void keystore_set_profile(Keystore *ks, int profile);
 bool keystore_allow_unrecoverable(const Keystore *ks);
 
 /* Rebuilds the index and vault policy from the token; the previous index stays on failure. */
@@ -170,21 +172,25 @@ typedef struct CryptoOp {
         const uint8_t *ctx;            /* the caller's context, which must outlive the op */
         size_t ctx_len;
         /* unwrap, rewrap: the blob, which must outlive the op */
-        BlobView view;
+        BlobView view;                 /* view.profile: the source version's profile (checked against its record) */
         HsmObject src;
+        HsmObject src_mac;             /* the source version's MAC key, for profiles that have one */
         uint8_t src_aad[BLOB_AAD_MAX];
         size_t src_aad_len;
         Secret *plaintext;             /* unwrap: the result; rewrap: between its two runs */
         /* wrap, rewrap: the version wrapped under and the new blob */
         char key[KEY_NAME_MAX + 1];
         uint32_t version;
+        HsmProfile dst_profile;
         HsmObject dst;
+        HsmObject dst_mac;
         uint8_t dst_aad[BLOB_AAD_MAX];
         size_t dst_aad_len;
         size_t dst_header_len;
         const uint8_t *pt;             /* wrap: the caller's plaintext, which must outlive the op */
         size_t pt_len;
-        uint8_t *blob;                 /* header || IV from prepare, ciphertext || tag from run */
+        size_t dst_iv_len;
+        uint8_t *blob;                 /* header || IV from prepare (gcm-token-iv: the token's, from run), ciphertext || tag from run */
         size_t blob_len;
 } CryptoOp;
 

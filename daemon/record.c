@@ -57,7 +57,8 @@ int key_from_record(const HsmDataObject *d, Key **ret) {
         rec = kek__key_record__unpack(NULL, d->value_len, d->value);
         if (!rec)
                 return -EBADMSG;
-        if (rec->format != 1 || !key_name_valid(rec->name) || strcmp(rec->name, d->label) != 0 ||
+        /* Format 2: a record with versions of other profiles than gcm (see key_to_record()). */
+        if ((rec->format != 1 && rec->format != 2) || !key_name_valid(rec->name) || strcmp(rec->name, d->label) != 0 ||
             (rec->n_versions == 0 && rec->pending_version == 0 && !rec->purging))
                 goto finish;
 
@@ -91,12 +92,15 @@ int key_from_record(const HsmDataObject *d, Key **ret) {
         for (size_t i = 0; i < rec->n_versions; i++) {
                 const Kek__VersionInfo *v = rec->versions[i];
 
+                /* A profile this kekd does not know (a newer kekd's) is kept as it is, and that
+                 * version refused when used (keystore-data.c), so its other versions still serve. */
                 if (v->id == 0)
                         goto finish;
                 k->versions[i] = (KeyVersion) {
                         .id = v->id,
                         .created_usec = v->created_usec,
                         .enabled = v->enabled,
+                        .profile = (HsmProfile) v->profile,
                         .wraps_reserved = v->wraps,
                         .unwraps = v->unwraps,
                         .last_use_usec = v->last_use_usec,
@@ -165,6 +169,7 @@ int key_to_record(const Key *k, uint8_t **ret, size_t *ret_len) {
                 vi[i].id = v->id;
                 vi[i].created_usec = v->created_usec;
                 vi[i].enabled = v->enabled;
+                vi[i].profile = (uint32_t) v->profile;
                 vi[i].wraps = v->wraps_reserved;
                 vi[i].unwraps = v->unwraps;
                 vi[i].last_use_usec = v->last_use_usec;
@@ -172,7 +177,15 @@ int key_to_record(const Key *k, uint8_t **ret, size_t *ret_len) {
         }
         pol.rotate_after_seconds = k->policy.rotate_after_sec;
         pol.max_wraps = k->policy.max_wraps;
+        /*
+         * A kekd that predates mechanism profiles ignores VersionInfo.profile: it would take a
+         * ctr-hmac version for gcm, use its AES key under GCM, and write the record back without
+         * the field. Format 2 makes it refuse such a record whole instead (it accepts only 1).
+         */
         rec.format = 1;
+        for (size_t i = 0; i < k->n_versions; i++)
+                if (k->versions[i].profile != HSM_PROFILE_GCM)
+                        rec.format = 2;
         rec.name = (char *) k->name;
         rec.created_usec = k->created_usec;
         rec.current_version = k->current_version;

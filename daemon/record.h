@@ -38,8 +38,11 @@ typedef struct KeyVersion {
         uint32_t id;
         uint64_t created_usec;
         bool enabled;
+        HsmProfile profile;        /* how it encrypts (pkcs11/hsm.h); its blobs carry the matching format */
         bool present;              /* the key object exists in the token */
         HsmObject handle;
+        bool mac_present;          /* profiles with a MAC key: found (mac_handle valid at the index's generation) */
+        HsmObject mac_handle;
         /* usage as recorded in the token */
         uint64_t wraps_reserved;
         uint64_t unwraps;

@@ -101,6 +101,7 @@ json_object *key_info_json(const Kek__KeyInfo *k) {
 
                 json_object_object_add(j, "id", json_object_new_int64(v->id));
                 json_object_object_add(j, "enabled", json_object_new_boolean(v->enabled));
+                json_object_object_add(j, "profile", json_object_new_int((int) v->profile)); /* 0 gcm, 1 ctr-hmac, 2 gcm-token-iv, 3 cbc-hmac */
                 json_object_object_add(j, "created_usec", json_object_new_uint64(v->created_usec));
                 json_object_object_add(j, "wraps", json_object_new_uint64(v->wraps));
                 json_object_object_add(j, "unwraps", json_object_new_uint64(v->unwraps));

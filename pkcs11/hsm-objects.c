@@ -618,3 +618,131 @@ int hsm_create_data(Hsm *h, const char *application, const char *label, const ui
         *ret = o;
         return 0;
 }
+
+/* --- MAC keys of the encrypt-then-MAC profiles (hsm.h) ----------------------- */
+
+int hsm_generate_mac_key(Hsm *h, const char *label, uint32_t version, HsmObject *ret) {
+        CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
+        CK_KEY_TYPE type = CKK_GENERIC_SECRET;
+        CK_ULONG value_len = 32;
+        CK_BBOOL yes = CK_TRUE, no = CK_FALSE;
+        CK_MECHANISM mech = { CKM_GENERIC_SECRET_KEY_GEN, NULL, 0 };
+        CK_OBJECT_HANDLE o;
+        uint8_t id[4];
+        CK_ATTRIBUTE tmpl[] = {
+                { CKA_CLASS, &cls, sizeof(cls) },
+                { CKA_KEY_TYPE, &type, sizeof(type) },
+                { CKA_VALUE_LEN, &value_len, sizeof(value_len) },
+                { CKA_LABEL, (void *) label, strlen(label) },
+                { CKA_ID, id, sizeof(id) },
+                { CKA_TOKEN, &yes, sizeof(yes) },
+                { CKA_PRIVATE, &yes, sizeof(yes) },
+                { CKA_SENSITIVE, &yes, sizeof(yes) },
+                { CKA_EXTRACTABLE, &no, sizeof(no) },
+                { CKA_MODIFIABLE, &no, sizeof(no) },
+                { CKA_ENCRYPT, &no, sizeof(no) },
+                { CKA_DECRYPT, &no, sizeof(no) },
+                { CKA_WRAP, &no, sizeof(no) },
+                { CKA_UNWRAP, &no, sizeof(no) },
+                { CKA_SIGN, &yes, sizeof(yes) },
+                { CKA_VERIFY, &yes, sizeof(yes) },
+                { CKA_DERIVE, &no, sizeof(no) },
+        };
+        CK_RV rv;
+        int r;
+
+        if (strlen(label) > HSM_KEY_LABEL_MAX)
+                return -EINVAL;
+        version_to_id(version, id);
+        r = hsm_ensure_session(h);
+        if (r < 0)
+                return r;
+        hsm_write_bump(h); /* no blind retry, as for the AES key */
+        rv = store_call(P11(h, C_GenerateKey, h->session, &mech, tmpl, ELEMENTSOF(tmpl), &o));
+        if (rv != CKR_OK)
+                return hsm_handle_failed(h, rv);
+        *ret = o;
+        return 0;
+}
+
+/* As KEK_SEARCH_TEMPLATE: only a key generated in the token that never left it, and one that signs. */
+#define MAC_SEARCH_TEMPLATE(cls, type, yes, no)                      \
+        { CKA_CLASS, &(cls), sizeof(cls) },                          \
+        { CKA_KEY_TYPE, &(type), sizeof(type) },                     \
+        { CKA_SENSITIVE, &(yes), sizeof(yes) },                      \
+        { CKA_EXTRACTABLE, &(no), sizeof(no) },                      \
+        { CKA_NEVER_EXTRACTABLE, &(yes), sizeof(yes) },              \
+        { CKA_LOCAL, &(yes), sizeof(yes) },                          \
+        { CKA_SIGN, &(yes), sizeof(yes) }
+
+int hsm_find_mac_key(Hsm *h, const char *label, uint32_t version, HsmObject *ret) {
+        CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
+        CK_KEY_TYPE type = CKK_GENERIC_SECRET;
+        CK_BBOOL yes = CK_TRUE, no = CK_FALSE;
+        uint8_t id[4];
+        CK_ATTRIBUTE tmpl[] = {
+                MAC_SEARCH_TEMPLATE(cls, type, yes, no),
+                { CKA_LABEL, (void *) label, strlen(label) },
+                { CKA_ID, id, sizeof(id) },
+        };
+        _cleanup_free_ CK_OBJECT_HANDLE *objs = NULL;
+        size_t n = 0;
+        int r;
+
+        version_to_id(version, id);
+        r = find_all(h, tmpl, ELEMENTSOF(tmpl), &objs, &n);
+        if (r < 0)
+                return r;
+        if (n == 0)
+                return -ENOENT;
+        *ret = objs[0];
+        return 0;
+}
+
+static int list_mac_keys_once(Hsm *h, HsmKeyRef **ret, size_t *ret_n) {
+        CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
+        CK_KEY_TYPE type = CKK_GENERIC_SECRET;
+        CK_BBOOL yes = CK_TRUE, no = CK_FALSE;
+        CK_ATTRIBUTE tmpl[] = { MAC_SEARCH_TEMPLATE(cls, type, yes, no) };
+        _cleanup_free_ CK_OBJECT_HANDLE *objs = NULL;
+        _cleanup_free_ HsmKeyRef *keys = NULL;
+        size_t n = 0, k = 0;
+        int r;
+
+        r = find_all(h, tmpl, ELEMENTSOF(tmpl), &objs, &n);
+        if (r < 0)
+                return r;
+        keys = calloc(n ? n : 1, sizeof(*keys));
+        if (!keys)
+                return -ENOMEM;
+        for (size_t i = 0; i < n; i++) {
+                uint8_t id[4];
+                CK_ATTRIBUTE a[] = {
+                        { CKA_LABEL, keys[k].label, HSM_KEY_LABEL_MAX },
+                        { CKA_ID, id, sizeof(id) },
+                };
+                CK_RV rv = store_call(P11(h, C_GetAttributeValue, h->session, objs[i], a, ELEMENTSOF(a)));
+
+                if (rv == CKR_BUFFER_TOO_SMALL || rv == CKR_ATTRIBUTE_TYPE_INVALID || rv == CKR_OBJECT_HANDLE_INVALID)
+                        continue; /* not ours, or destroyed meanwhile */
+                if (rv != CKR_OK)
+                        return hsm_read_failed(h, rv);
+                if (a[1].ulValueLen != sizeof(id) || a[0].ulValueLen > HSM_KEY_LABEL_MAX)
+                        continue;
+                keys[k].label[a[0].ulValueLen] = 0;
+                keys[k].version = (uint32_t) id[0] << 24 | (uint32_t) id[1] << 16 | (uint32_t) id[2] << 8 | id[3];
+                keys[k].handle = objs[i];
+                k++;
+        }
+        *ret = TAKE_PTR(keys);
+        *ret_n = k;
+        return 0;
+}
+
+int hsm_list_mac_keys(Hsm *h, HsmKeyRef **ret, size_t *ret_n) {
+        int r = list_mac_keys_once(h, ret, ret_n);
+
+        if (r == -ESTALE)
+                r = list_mac_keys_once(h, ret, ret_n);
+        return r == -ESTALE ? -KEKERR_HSM_UNAVAILABLE : r;
+}

@@ -237,6 +237,97 @@ int hsm_encrypt_gcm(Hsm *h, HsmObject key, const uint8_t iv[HSM_GCM_IV_SIZE], co
 int hsm_decrypt_gcm(Hsm *h, HsmObject key, const uint8_t iv[HSM_GCM_IV_SIZE], const uint8_t *aad,
                     size_t aad_len, const uint8_t *ct, size_t ct_len, Secret **ret);
 
+/*
+ * Mechanism profiles: how a key version encrypts, chosen when the version is
+ * created and kept in its record (daemon/record.h) and, as the blob format
+ * byte, in every blob (proto/blob.h). docs/profiles.md gives each one's
+ * security argument. The values are stored in records: never renumber.
+ *   gcm           CKM_AES_GCM, 96-bit IV drawn by kekd, 128-bit tag.
+ *   ctr-hmac      encrypt-then-MAC: AES-256-CTR whose counter blocks the
+ *                 token encrypts with CKM_AES_ECB under the version's AES
+ *                 key (kekd XORs the keystream in secure memory), then
+ *                 CKM_SHA256_HMAC under a second key of the version, a
+ *                 CKK_GENERIC_SECRET generated in the token
+ *                 (hsm_generate_mac_key()), over
+ *                 be32(aad_len) || aad || iv || ciphertext. 128-bit IV
+ *                 drawn by kekd (the initial counter block, incremented as
+ *                 one 128-bit big-endian number, as OpenSSL's AES-CTR does).
+ *   gcm-token-iv  CKM_AES_GCM whose 96-bit IV the token generates (FIPS-mode
+ *                 HSMs): kekd passes a zeroed IV buffer and reads the IV back.
+ *   cbc-hmac      encrypt-then-MAC as ctr-hmac, with AES-256-CBC and PKCS#7
+ *                 padding done whole in the token (CKM_AES_CBC_PAD, 128-bit
+ *                 IV drawn by kekd): the ciphertext is the plaintext padded
+ *                 to the next multiple of 16 bytes (hsm_profile_ct_size()).
+ */
+typedef enum HsmProfile {
+        HSM_PROFILE_GCM = 0,           /* a record without a profile means this */
+        HSM_PROFILE_CTR_HMAC = 1,
+        HSM_PROFILE_GCM_TOKEN_IV = 2,
+        HSM_PROFILE_CBC_HMAC = 3,
+        _HSM_PROFILE_MAX,
+} HsmProfile;
+
+#define HSM_CTR_IV_SIZE 16u
+#define HSM_HMAC_TAG_SIZE 32u
+#define HSM_PROFILE_IV_MAX 16u
+
+/* "gcm", "ctr-hmac", "gcm-token-iv", "cbc-hmac"; NULL for an unknown value. */
+const char *hsm_profile_name(HsmProfile p);
+/* The profile named s; -EINVAL if none is. */
+int hsm_profile_from_name(const char *s, HsmProfile *ret);
+/* Whether a version of profile p has a MAC key besides its AES key. */
+bool hsm_profile_has_mac_key(HsmProfile p);
+/* Bytes of IV in a blob of profile p. */
+size_t hsm_profile_iv_size(HsmProfile p);
+/* Bytes a ciphertext of profile p adds to the plaintext at most (the tag, and cbc-hmac's padding). */
+size_t hsm_profile_overhead(HsmProfile p);
+/* Bytes of ciphertext || tag of profile p for a pt_len-byte plaintext. */
+size_t hsm_profile_ct_size(HsmProfile p, size_t pt_len);
+/*
+ * Whether the token offers every mechanism p needs, with the flags it needs
+ * (C_GetMechanismInfo): 1 yes, 0 no (*ret_missing, if given, names the first
+ * mechanism missing: "CKM_AES_GCM"), <0 if the token could not be asked.
+ * gcm-token-iv is never chosen from mechanism information alone (a token
+ * that offers GCM does not say whether it generates IVs): it is 1 when GCM is
+ * offered, and is used only when pinned by configuration.
+ */
+int hsm_profile_available(Hsm *h, HsmProfile p, const char **ret_missing);
+/*
+ * One encryption under profile p with the version's AES key (and MAC key,
+ * for profiles that have one; otherwise ignored). iv holds
+ * hsm_profile_iv_size(p) bytes: the caller's random IV, or for gcm-token-iv
+ * receives the token's. out has room for hsm_profile_ct_size(p, pt_len)
+ * bytes (ciphertext || tag). -ESTALE as for hsm_encrypt_gcm().
+ */
+int hsm_profile_encrypt(Hsm *h, HsmProfile p, HsmObject key, HsmObject mac_key, uint8_t *iv, const uint8_t *aad,
+                        size_t aad_len, const uint8_t *pt, size_t pt_len, uint8_t *out);
+/* The inverse; -KEKERR_BLOB_INVALID when the tag does not authenticate. */
+int hsm_profile_decrypt(Hsm *h, HsmProfile p, HsmObject key, HsmObject mac_key, const uint8_t *iv,
+                        const uint8_t *aad, size_t aad_len, const uint8_t *ct, size_t ct_len, Secret **ret);
+/* ctr-hmac (see above); out: pt_len + HSM_HMAC_TAG_SIZE bytes. */
+int hsm_encrypt_ctr_hmac(Hsm *h, HsmObject key, HsmObject mac_key, const uint8_t iv[HSM_CTR_IV_SIZE],
+                         const uint8_t *aad, size_t aad_len, const uint8_t *pt, size_t pt_len, uint8_t *out);
+int hsm_decrypt_ctr_hmac(Hsm *h, HsmObject key, HsmObject mac_key, const uint8_t iv[HSM_CTR_IV_SIZE],
+                         const uint8_t *aad, size_t aad_len, const uint8_t *ct, size_t ct_len, Secret **ret);
+/* cbc-hmac (see above); out: hsm_profile_ct_size(HSM_PROFILE_CBC_HMAC, pt_len) bytes. */
+int hsm_encrypt_cbc_hmac(Hsm *h, HsmObject key, HsmObject mac_key, const uint8_t iv[HSM_CTR_IV_SIZE],
+                         const uint8_t *aad, size_t aad_len, const uint8_t *pt, size_t pt_len, uint8_t *out);
+int hsm_decrypt_cbc_hmac(Hsm *h, HsmObject key, HsmObject mac_key, const uint8_t iv[HSM_CTR_IV_SIZE],
+                         const uint8_t *aad, size_t aad_len, const uint8_t *ct, size_t ct_len, Secret **ret);
+
+/*
+ * The MAC key of a version: CKK_GENERIC_SECRET, 32 bytes, generated in the
+ * token (CKM_GENERIC_SECRET_KEY_GEN), sensitive, never extractable, usable
+ * for sign and verify only. It carries the same CKA_LABEL and CKA_ID as the
+ * version's AES key; its key type tells them apart, so hsm_list_keys() and
+ * hsm_find_key() (CKK_AES) never see it.
+ */
+int hsm_generate_mac_key(Hsm *h, const char *label, uint32_t version, HsmObject *ret);
+/* Finds the MAC key (label, version); -ENOENT if absent. */
+int hsm_find_mac_key(Hsm *h, const char *label, uint32_t version, HsmObject *ret);
+/* All MAC keys (as hsm_list_keys() for AES keys). Free with free(). */
+int hsm_list_mac_keys(Hsm *h, HsmKeyRef **ret, size_t *ret_n);
+
 /* All AES secret keys on the token with a 4-byte CKA_ID. Free with free(). */
 int hsm_list_keys(Hsm *h, HsmKeyRef **ret, size_t *ret_n);
 int hsm_key_attributes(Hsm *h, HsmObject key, HsmKeyAttrs *ret);

@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
- * Encoding and parsing of the v1 blob (layout in blob.h). No crypto here: the
- * AES-GCM operation runs inside the HSM; this file only decides which bytes are
- * authenticated and rejects malformed input before the HSM sees it.
+ * Encoding and parsing of blobs (layout and formats in blob.h). No crypto
+ * here: the profile's operations run inside the HSM; this file only decides
+ * which bytes are authenticated and rejects malformed input before the HSM
+ * sees it.
  */
 #include "config.h"
 
@@ -11,6 +12,7 @@
 
 #include "blob.h"
 #include "common/kekerr.h"
+#include "common/macro.h"
 
 bool key_name_valid(const char *name) {
         size_t n;
@@ -30,17 +32,53 @@ bool key_name_valid(const char *name) {
         return true;
 }
 
+/* The formats by profile number (pkcs11/hsm.h HsmProfile: 0 gcm, 1 ctr-hmac, 2 gcm-token-iv, 3 cbc-hmac). */
+static const struct {
+        uint8_t format;
+        uint8_t iv_len, tag_len;
+        uint8_t block;             /* cbc-hmac: the ciphertext is whole blocks, padding included */
+} formats[] = {
+        [0] = { BLOB_FORMAT_V1, BLOB_IV_SIZE, BLOB_TAG_SIZE, 0 },
+        [1] = { BLOB_FORMAT_CTR_HMAC, 16, 32, 0 },
+        [2] = { BLOB_FORMAT_GCM_TOKEN_IV, BLOB_IV_SIZE, BLOB_TAG_SIZE, 0 },
+        [3] = { BLOB_FORMAT_CBC_HMAC, 16, 32, 16 },
+};
+
+int blob_format_of_profile(unsigned profile) {
+        return profile < ELEMENTSOF(formats) ? formats[profile].format : -EINVAL;
+}
+
+int blob_profile_sizes(unsigned profile, size_t *ret_iv_len, size_t *ret_tag_len) {
+        if (profile >= ELEMENTSOF(formats))
+                return -EINVAL;
+        *ret_iv_len = formats[profile].iv_len;
+        *ret_tag_len = formats[profile].tag_len;
+        return 0;
+}
+
 int blob_parse(const uint8_t *blob, size_t len, BlobView *ret) {
         BlobView v = {};
         size_t n, off;
+        unsigned p;
 
-        if (!blob || len < 2 || len > BLOB_MAX_SIZE || blob[0] != BLOB_FORMAT_V1)
+        if (!blob || len < 2 || len > BLOB_MAX_SIZE)
+                return -KEKERR_BLOB_INVALID;
+        for (p = 0; p < ELEMENTSOF(formats) && formats[p].format != blob[0]; p++)
+                ;
+        if (p == ELEMENTSOF(formats))
+                return -KEKERR_BLOB_INVALID;
+        v.format = blob[0];
+        v.profile = p;
+        v.iv_len = formats[p].iv_len;
+        v.tag_len = formats[p].tag_len;
+        /* Each format's bound: the longest name and AEK (1122 bytes for v1, as always). */
+        if (len > BLOB_HEADER_MAX + v.iv_len + AEK_MAX_SIZE + formats[p].block + v.tag_len)
                 return -KEKERR_BLOB_INVALID;
         n = blob[1];
         if (n == 0 || n > KEY_NAME_MAX)
                 return -KEKERR_BLOB_INVALID;
         /* header, IV, at least one byte of ciphertext, tag */
-        if (len < 2 + n + 4 + BLOB_IV_SIZE + 1 + BLOB_TAG_SIZE)
+        if (len < 2 + n + 4 + v.iv_len + 1 + v.tag_len)
                 return -KEKERR_BLOB_INVALID;
         memcpy(v.key, blob + 2, n);
         v.key[n] = 0;
@@ -56,20 +94,27 @@ int blob_parse(const uint8_t *blob, size_t len, BlobView *ret) {
         v.header = blob;
         v.header_len = off;
         v.iv = blob + off;
-        off += BLOB_IV_SIZE;
+        off += v.iv_len;
         v.ciphertext = blob + off;
         v.ciphertext_len = len - off;
+        if (formats[p].block && (v.ciphertext_len - v.tag_len) % formats[p].block != 0)
+                return -KEKERR_BLOB_INVALID;
         *ret = v;
         return 0;
 }
 
 int blob_header(const char *key, uint32_t version, uint8_t *out) {
+        return blob_header_profile(0, key, version, out);
+}
+
+int blob_header_profile(unsigned profile, const char *key, uint32_t version, uint8_t *out) {
+        int format = blob_format_of_profile(profile);
         size_t n;
 
-        if (!key_name_valid(key) || version == 0)
+        if (format < 0 || !key_name_valid(key) || version == 0)
                 return -EINVAL;
         n = strlen(key);
-        out[0] = BLOB_FORMAT_V1;
+        out[0] = (uint8_t) format;
         out[1] = (uint8_t) n;
         memcpy(out + 2, key, n);
         out[2 + n] = (uint8_t) (version >> 24);

@@ -7,10 +7,17 @@
  * CKA_VALUE refused. Prints one line per object; exits 1 if any object breaks
  * an invariant or a named key has no object, 0 otherwise. Used by
  * tests/integration/attributes.sh, next to the same check with pkcs11-tool.
+ *
+ * test-attrs MODULE URI PIN_FILE --mac NAME...: the same for the MAC keys of
+ * the encrypt-then-MAC profiles (hsm_list_mac_keys()).
+ * test-attrs MODULE URI PIN_FILE --destroy-mac NAME VERSION: destroys the MAC
+ * key of one version, for tests of a token that lost it; --generate-mac NAME
+ * VERSION makes one no record names (tests/integration/profiles.sh).
  */
 #include "config.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "daemon/pin.h"
@@ -23,6 +30,7 @@ int main(int argc, char *argv[]) {
         const char *why = NULL;
         size_t n = 0;
         int bad = 0;
+        bool mac;
 
         if (argc < 5) {
                 fprintf(stderr, "usage: test-attrs MODULE URI PIN_FILE NAME...\n");
@@ -36,11 +44,31 @@ int main(int argc, char *argv[]) {
                 fprintf(stderr, "test-attrs: cannot open token: %s\n", why ?: "?");
                 return 2;
         }
-        if (hsm_list_keys(h, &refs, &n) < 0) {
+        if (strcmp(argv[4], "--generate-mac") == 0) {
+                HsmObject o;
+
+                if (argc != 7 || hsm_generate_mac_key(h, argv[5], (uint32_t) strtoul(argv[6], NULL, 10), &o) < 0) {
+                        fprintf(stderr, "test-attrs: no MAC key %s v%s generated\n", argv[5], argc == 7 ? argv[6] : "?");
+                        return 1;
+                }
+                return 0;
+        }
+        if (strcmp(argv[4], "--destroy-mac") == 0) {
+                HsmObject o;
+
+                if (argc != 7 || hsm_find_mac_key(h, argv[5], (uint32_t) strtoul(argv[6], NULL, 10), &o) < 0 ||
+                    hsm_destroy_object(h, o) < 0) {
+                        fprintf(stderr, "test-attrs: no MAC key %s v%s destroyed\n", argv[5], argc == 7 ? argv[6] : "?");
+                        return 1;
+                }
+                return 0;
+        }
+        mac = strcmp(argv[4], "--mac") == 0;
+        if ((mac ? hsm_list_mac_keys(h, &refs, &n) : hsm_list_keys(h, &refs, &n)) < 0) {
                 fprintf(stderr, "test-attrs: cannot list keys\n");
                 return 2;
         }
-        for (int a = 4; a < argc; a++) {
+        for (int a = 4 + mac; a < argc; a++) {
                 unsigned found = 0;
 
                 for (size_t i = 0; i < n; i++) {

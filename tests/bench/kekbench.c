@@ -15,7 +15,10 @@
  * cached AEKs; rewrap of 100k blobs in batches; kekd start-up with 1,000
  * keys x 10 versions in the token, then 16 clients on that token with the
  * default refresh interval (the slowest request shows whether the periodic
- * reading of the token held them up). Environment: KEKD, KEKCTL, KEKBENCH_MODULE
+ * reading of the token held them up); per mechanism profile (docs/profiles.md,
+ * phase "profiles"), the raw PKCS#11 calls of one wrap+unwrap in-process
+ * (hsm_profile_encrypt/decrypt) beside kekd with [hsm] profile pinned, 16
+ * clients in batches of 64. Environment: KEKD, KEKCTL, KEKBENCH_MODULE
  * (another PKCS#11 module, e.g. tests/p11-fault with a delay), KEKBENCH_SESSIONS,
  * KEKBENCH_KEKD_CPU / KEKBENCH_CLIENT_CPU (placement), KEKBENCH_KEKD_INSTANCES=2.
  */
@@ -214,17 +217,27 @@ typedef struct RawArg {
         unsigned ops;
         uint64_t *lat;
         int error;
+        HsmProfile profile;            /* the calls of this profile (gcm: C_EncryptInit/C_Encrypt, C_DecryptInit/C_Decrypt) */
+        const char *key;               /* its key, version 1 ("bench" when NULL) */
 } RawArg;
+
+/* The key of the kekd rows ("bench"; the profile rows use one key per profile). */
+static const char *bench_key = "bench";
+/* [hsm] profile of the benchmark's kekd; NULL: not set (auto). */
+static const char *conf_profile;
 
 static void *raw_worker(void *userdata) {
         RawArg *a = userdata;
         Secret *pin = NULL;
         Hsm *h = NULL;
-        HsmObject key;
-        uint8_t iv[12] = { 1 }, aad[64] = { 2 }, pt[32] = { 3 }, ct[48];
+        HsmObject key, mac = 0;
+        uint8_t iv[HSM_PROFILE_IV_MAX] = { 1 }, aad[64] = { 2 }, pt[32] = { 3 }, ct[32 + 16 + HSM_HMAC_TAG_SIZE];
+        size_t ct_len = hsm_profile_ct_size(a->profile, sizeof(pt));
+        const char *name = a->key ?: "bench";
 
         if (pin_read(tok.pin_file, &pin, NULL) < 0 || hsm_open(module, tok.uri, pin, &h, NULL) < 0 ||
-            hsm_find_key(h, "bench", 1, &key) < 0) {
+            hsm_find_key(h, name, 1, &key) < 0 ||
+            (hsm_profile_has_mac_key(a->profile) && hsm_find_mac_key(h, name, 1, &mac) < 0)) {
                 a->error = 1;
                 goto finish;
         }
@@ -233,8 +246,8 @@ static void *raw_worker(void *userdata) {
                 uint64_t t0 = now_ns();
 
                 iv[0] = (uint8_t) i;
-                if (hsm_encrypt_gcm(h, key, iv, aad, sizeof(aad), pt, sizeof(pt), ct) < 0 ||
-                    hsm_decrypt_gcm(h, key, iv, aad, sizeof(aad), ct, sizeof(ct), &out) < 0) {
+                if (hsm_profile_encrypt(h, a->profile, key, mac, iv, aad, sizeof(aad), pt, sizeof(pt), ct) < 0 ||
+                    hsm_profile_decrypt(h, a->profile, key, mac, iv, aad, sizeof(aad), ct, ct_len, &out) < 0) {
                         a->error = 1;
                         break;
                 }
@@ -247,7 +260,7 @@ finish:
         return NULL;
 }
 
-static double bench_raw(unsigned threads) {
+static double bench_raw_profile(unsigned threads, HsmProfile profile, const char *key) {
         pthread_t th[8];
         RawArg a[8];
         uint64_t *lat = calloc((size_t) n_ops * threads, sizeof(uint64_t)), t0, wall;
@@ -257,17 +270,27 @@ static double bench_raw(unsigned threads) {
         cpu_mark();
         t0 = now_ns();
         for (unsigned i = 0; i < threads; i++) {
-                a[i] = (RawArg) { .ops = n_ops, .lat = lat + (size_t) i * n_ops };
+                a[i] = (RawArg) { .ops = n_ops, .lat = lat + (size_t) i * n_ops, .profile = profile, .key = key };
                 pthread_create(&th[i], NULL, raw_worker, &a[i]);
         }
         for (unsigned i = 0; i < threads; i++)
                 pthread_join(th[i], NULL);
         wall = now_ns() - t0;
-        snprintf(name, sizeof(name), "raw PKCS#11 wrap+unwrap, %u thr", threads);
+        if (key)
+                snprintf(name, sizeof(name), "raw PKCS#11 %s wrap+unwrap, %u thr", hsm_profile_name(profile), threads);
+        else
+                snprintf(name, sizeof(name), "raw PKCS#11 wrap+unwrap, %u thr", threads);
         cpu_report(name, (double) n_ops * threads);
         r = add_row(name, lat, (size_t) n_ops * threads, wall, rss_kb(getpid()));
+        for (unsigned i = 0; i < threads; i++)
+                if (a[i].error)
+                        snprintf(r->ratio, sizeof(r->ratio), "ERRORS");
         free(lat);
         return r->ops_per_s;
+}
+
+static double bench_raw(unsigned threads) {
+        return bench_raw_profile(threads, HSM_PROFILE_GCM, NULL);
 }
 
 /* --- kekd ------------------------------------------------------------------------ */
@@ -290,10 +313,11 @@ static int write_conf(const char *path, const char *sock, unsigned n_sessions) {
 
         if (!f)
                 return -errno;
-        fprintf(f, "[hsm]\nmodule = %s\ntoken = %s\npin_file = %s\nsessions = %u\n[server]\nsocket = %s\n"
+        fprintf(f, "[hsm]\nmodule = %s\ntoken = %s\npin_file = %s\nsessions = %u\n%s%s%s[server]\nsocket = %s\n"
                    "max_frame = 1048576\n[keys]\nallow_unrecoverable = yes\nrefresh_interval = %u\n"
                    "[log]\nlevel = warning\n",
-                module, tok.uri, tok.pin_file, n_sessions, sock, refresh_interval);
+                module, tok.uri, tok.pin_file, n_sessions, conf_profile ? "profile = " : "", conf_profile ?: "",
+                conf_profile ? "\n" : "", sock, refresh_interval);
         return fclose(f) == 0 ? 0 : -errno;
 }
 
@@ -375,7 +399,7 @@ static void *daemon_worker(void *userdata) {
                         size_t len = 0;
                         kek_aek *back = NULL;
 
-                        if (kek_wrap(a->c, "bench", 0, kek_aek_data(aek), KEK_AEK_SIZE, (const uint8_t *) "bench", 5, &blob,
+                        if (kek_wrap(a->c, bench_key, 0, kek_aek_data(aek), KEK_AEK_SIZE, (const uint8_t *) "bench", 5, &blob,
                                      &len, NULL) < 0 ||
                             kek_unwrap(a->c, blob, len, (const uint8_t *) "bench", 5, &back) < 0)
                                 a->error = 1;
@@ -384,7 +408,7 @@ static void *daemon_worker(void *userdata) {
                         a->lat[i] = now_ns() - t0;
                 } else {
                         /* a batch wrap, then a batch unwrap: one encryption and one decryption per op, like raw */
-                        if (kek_wrap_batch(a->c, "bench", a->batch, aeks, ctxs, blobs, res) < 0)
+                        if (kek_wrap_batch(a->c, bench_key, a->batch, aeks, ctxs, blobs, res) < 0)
                                 a->error = 1;
                         else {
                                 kek_aek *got[64];
@@ -649,6 +673,59 @@ static void bench_refresh(unsigned keys) {
                 snprintf(r->ratio, sizeof(r->ratio), "slowest %.0f ms", r->max_us / 1000);
 }
 
+/* kekctl create NAME on the benchmark's kekd. */
+static int create_key(const char *name) {
+        char *cargv[] = { (char *) (getenv("KEKCTL") ?: "kekctl/kekctl"), "-s", sock_path, "create", (char *) name, NULL };
+        posix_spawn_file_actions_t fa;
+        int r, status = 0;
+        pid_t p;
+
+        posix_spawn_file_actions_init(&fa);
+        posix_spawn_file_actions_addopen(&fa, STDOUT_FILENO, "/dev/null", O_WRONLY, 0);
+        r = posix_spawn(&p, cargv[0], &fa, NULL, cargv, environ);
+        posix_spawn_file_actions_destroy(&fa);
+        if (r != 0 || waitpid(p, &status, 0) < 0 || !WIFEXITED(status) || WEXITSTATUS(status) != 0)
+                return -1;
+        return 0;
+}
+
+/*
+ * Per mechanism profile: kekd restarted with [hsm] profile pinned, a key of
+ * that profile, the raw calls of one wrap+unwrap in-process on one session
+ * (what kekd's single session makes per op), then kekd with 16 clients in
+ * batches of 64; the ratio is the issue-16 target (>= 0.85 x raw).
+ */
+static int bench_profiles(void) {
+        static const HsmProfile ps[] = { HSM_PROFILE_GCM, HSM_PROFILE_CBC_HMAC, HSM_PROFILE_CTR_HMAC };
+
+        for (size_t i = 0; i < ELEMENTSOF(ps); i++) {
+                char key[32];
+                double raw, d;
+                Row *row;
+
+                snprintf(key, sizeof(key), "bench-%s", hsm_profile_name(ps[i]));
+                conf_profile = hsm_profile_name(ps[i]);
+                kekd_stop();
+                if (write_conf(conf_path, sock_path, 1) < 0 || kekd_start() < 0 || create_key(key) < 0) {
+                        fprintf(stderr, "kekbench: no kekd with profile %s\n", conf_profile);
+                        return -1;
+                }
+                raw = bench_raw_profile(1, ps[i], key);
+                fprintf(stderr, "kekbench: %s: %.0f ops/s\n", rows[n_rows - 1].name, raw);
+                bench_key = key;
+                d = bench_daemon(16, 64);
+                bench_key = "bench";
+                row = &rows[n_rows - 1];
+                snprintf(row->name, sizeof(row->name), "kekd %s 16 cl, batch 64", conf_profile);
+                if (!row->ratio[0])
+                        snprintf(row->ratio, sizeof(row->ratio), "%.2f x raw %s", raw > 0 ? d / raw : 0, conf_profile);
+                fprintf(stderr, "kekbench: %s: %.0f ops/s\n", row->name, d);
+        }
+        conf_profile = NULL;
+        kekd_stop();
+        return write_conf(conf_path, sock_path, sessions) < 0 || kekd_start() < 0 ? -1 : 0;
+}
+
 int main(int argc, char *argv[]) {
         double raw1 = 0, raw2 = 0, d1 = 0, d16 = 0, d64 = 0, rw = 0;
 
@@ -694,19 +771,8 @@ int main(int argc, char *argv[]) {
                 fprintf(stderr, "kekbench: kekd did not start (KEKD=%s)\n", kekd_bin);
                 return 1;
         }
-        {
-                char *cargv[] = { (char *) (getenv("KEKCTL") ?: "kekctl/kekctl"), "-s", sock_path, "create", "bench", NULL };
-                posix_spawn_file_actions_t fa;
-                pid_t p;
-                int r;
-
-                posix_spawn_file_actions_init(&fa);
-                posix_spawn_file_actions_addopen(&fa, STDOUT_FILENO, "/dev/null", O_WRONLY, 0);
-                r = posix_spawn(&p, cargv[0], &fa, NULL, cargv, environ);
-                posix_spawn_file_actions_destroy(&fa);
-                if (r != 0 || waitpid(p, NULL, 0) < 0)
-                        return 1;
-        }
+        if (create_key("bench") < 0)
+                return 1;
         if (getenv("KEKBENCH_KEKD_INSTANCES") && atoi(getenv("KEKBENCH_KEKD_INSTANCES")) == 2) {
                 char *argv2[] = { (char *) kekd_bin, "-c", conf2_path, NULL };
                 posix_spawn_file_actions_t fa;
@@ -821,6 +887,8 @@ int main(int argc, char *argv[]) {
                 if (!rows[n_rows - 1].ratio[0])
                         snprintf(rows[n_rows - 1].ratio, sizeof(rows[0].ratio), "%.2f x raw", rw / raw1);
         }
+        if (phase("profiles") && bench_profiles() < 0)
+                return 1;
         if (phase("startup") || phase("refresh"))
                 bench_startup(startup_keys ? startup_keys : quick ? 100 : 1000, 10);
         if (phase("refresh"))

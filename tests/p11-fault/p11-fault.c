@@ -75,6 +75,15 @@
  * C_FindObjectsInit templates, as NSS softokn's generated keys do. A rule that does not parse is
  * reported on stderr and in the log ("p11-fault: ..."); in $P11_FAULT it
  * makes C_GetFunctionList fail, in the file it disables every file rule.
+ *
+ * With $P11_FAULT_TOKEN_IV=1 the module generates AES-GCM IVs itself, as
+ * FIPS-mode HSMs do (AWS CloudHSM, Luna and nShield in FIPS mode): a
+ * C_EncryptInit(CKM_AES_GCM) whose CK_GCM_PARAMS IV buffer (12 bytes) holds
+ * anything but zeros is refused with CKR_MECHANISM_PARAM_INVALID, and into a
+ * zeroed one the module writes a random IV of its own, which the real module
+ * then uses and the caller reads back ("token-iv refused a caller IV" or
+ * "token-iv generated" is logged). Decryption takes the caller's IV as
+ * always.
  */
 #include "config.h"
 
@@ -91,6 +100,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -217,6 +227,9 @@ static unsigned n_store_threads;
 /* $P11_FAULT_RENUMBER: handles are the real ones plus handle_shift, which each C_CloseSession moves. */
 static bool renumber;
 static CK_ULONG handle_shift;
+
+/* $P11_FAULT_TOKEN_IV: C_EncryptInit(CKM_AES_GCM) generates the IV (see the top of this file). */
+static bool token_iv;
 
 static CK_OBJECT_HANDLE h_in(CK_OBJECT_HANDLE o) {
         return renumber && o != CK_INVALID_HANDLE ? o - __atomic_load_n(&handle_shift, __ATOMIC_ACQUIRE) : o;
@@ -700,7 +713,41 @@ FORWARD(C_FindObjectsInit, (CK_SESSION_HANDLE s, CK_ATTRIBUTE_PTR tmpl, CK_ULONG
 FORWARD_POST(C_FindObjects, (CK_SESSION_HANDLE s, CK_OBJECT_HANDLE_PTR o, CK_ULONG max, CK_ULONG_PTR n),
              (s, o, max, n), for (CK_ULONG i = 0; i < *n; i++) o[i] = h_out(o[i]))
 FORWARD(C_FindObjectsFinal, (CK_SESSION_HANDLE s), (s))
-FORWARD(C_EncryptInit, (CK_SESSION_HANDLE s, CK_MECHANISM_PTR m, CK_OBJECT_HANDLE key), (s, m, h_in(key)))
+static CK_RV token_iv_rule(CK_MECHANISM_PTR m) {
+        static const CK_BYTE zero[12];
+        CK_GCM_PARAMS *p;
+
+        if (!token_iv || !m || m->mechanism != CKM_AES_GCM)
+                return CKR_OK;
+        p = m->pParameter;
+        if (!p || m->ulParameterLen != sizeof(*p) || !p->pIv || p->ulIvLen != sizeof(zero))
+                return CKR_MECHANISM_PARAM_INVALID;
+        if (memcmp(p->pIv, zero, sizeof(zero)) != 0) {
+                log_line("token-iv refused a caller IV pid=%d", (int) getpid());
+                return CKR_MECHANISM_PARAM_INVALID;
+        }
+        do
+                if (getrandom(p->pIv, sizeof(zero), 0) != (ssize_t) sizeof(zero))
+                        return CKR_DEVICE_ERROR;
+        while (memcmp(p->pIv, zero, sizeof(zero)) == 0);
+        log_line("token-iv generated pid=%d", (int) getpid());
+        return CKR_OK;
+}
+
+/* C_EncryptInit with the token-IV rule before the real call (a refusal never reaches the real module). */
+static CK_RV fault_C_EncryptInit(CK_SESSION_HANDLE s, CK_MECHANISM_PTR m, CK_OBJECT_HANDLE key) {
+        Decision d;
+        CK_RV rv;
+
+        if (!real)
+                return CKR_CRYPTOKI_NOT_INITIALIZED;
+        if (fault_before(FN_C_EncryptInit, &d))
+                return d.rv;
+        rv = token_iv_rule(m);
+        if (rv == CKR_OK)
+                rv = real->C_EncryptInit(s, m, h_in(key));
+        return fault_after(FN_C_EncryptInit, &d, rv);
+}
 FORWARD(C_Encrypt, (CK_SESSION_HANDLE s, CK_BYTE_PTR in, CK_ULONG in_len, CK_BYTE_PTR out, CK_ULONG_PTR out_len),
         (s, in, in_len, out, out_len))
 FORWARD(C_EncryptUpdate, (CK_SESSION_HANDLE s, CK_BYTE_PTR in, CK_ULONG in_len, CK_BYTE_PTR out,
@@ -833,6 +880,8 @@ static CK_RV setup(void) {
         overlap_watch = e && strcmp(e, "1") == 0;
         e = getenv("P11_FAULT_RENUMBER");
         renumber = e && strcmp(e, "1") == 0;
+        e = getenv("P11_FAULT_TOKEN_IV");
+        token_iv = e && strcmp(e, "1") == 0;
 
         e = getenv("P11_FAULT_TRACE");
         if (e && *e) {

@@ -171,8 +171,14 @@ key_attrs() {
                 [ "$(access_items | grep -cx "$flag")" -eq "$n" ] || { diag "not every key is $flag"; return 1; }
         done
         ! access_items | grep -qx extractable || { diag "a KEK is extractable"; return 1; }
-        # Only encrypt and decrypt: no wrap, unwrap, sign, verify or derive.
-        ! grep '^ *Usage:' "$TESTDIR/p11" | grep -Eq 'wrap|sign|verify|derive'
+        # AES keys (KEKs) encrypt and decrypt only: no wrap, unwrap, sign, verify or derive. The MAC keys
+        # of ctr-hmac versions (Generic secret, docs/profiles.md) sign and verify only.
+        awk '/^Secret Key Object/ { t = ($0 ~ /Generic secret/) ? "mac" : "kek" } /^ *Usage:/ { print t ":" $0 }' \
+                "$TESTDIR/p11" >"$TESTDIR/usage"
+        ! grep '^kek:' "$TESTDIR/usage" | grep -Eq 'wrap|sign|verify|derive' || { diag "a KEK may do more than encrypt/decrypt"; return 1; }
+        ! grep '^mac:' "$TESTDIR/usage" | grep -Eq 'encrypt|decrypt|wrap|derive' || { diag "a MAC key may do more than sign/verify"; return 1; }
+        # (pkcs11-tool prints no "sign" for secret keys; that MAC keys sign is shown by every wrap.)
+        ! grep '^mac:' "$TESTDIR/usage" | grep -v verify | grep -q . || { diag "a MAC key cannot verify"; return 1; }
 }
 
 diag "token $TOKEN_NAME: $(grep '^module' "$TOKEN_HSM_CONF")"
@@ -231,7 +237,7 @@ show() {
         kekctl_ok --json show acct && grep -q '"id": *2' "$TESTDIR/out" && grep -q '"id": *1' "$TESTDIR/out"
 }
 step show "show lists both versions" show
-step attributes "KEKs: sensitive, never extractable, local, encrypt/decrypt only (pkcs11-tool)" key_attrs
+step attributes "KEKs: sensitive, never extractable, local, encrypt/decrypt only; MAC keys sign/verify only (pkcs11-tool)" key_attrs
 healthy_never_without_wrap() {
         diag "healthy after start: $healthy_at_start; a wrap succeeded: $can_wrap"
         [ "$healthy_at_start" = no ] || [ "$can_wrap" = yes ]

@@ -194,11 +194,12 @@ static void test_parse_valid(void) {
         ok(v.header_len == 7 && v.iv == blob + 7 && v.ciphertext == blob + 19 && v.ciphertext_len == 17,
            "parse: minimum blob offsets");
 
-        /* Maximum: 64-char name and a 1024-byte AEK is exactly BLOB_MAX_SIZE. */
+        /* Maximum: 64-char name and a 1024-byte AEK is exactly BLOB_V1_MAX_SIZE (1122). */
         len = build_blob(blob, 0x01, 64, NAME64, UINT32_MAX, AEK_MAX_SIZE + BLOB_TAG_SIZE);
-        is_int(len, BLOB_MAX_SIZE, "parse: largest blob is BLOB_MAX_SIZE");
+        is_int(len, BLOB_V1_MAX_SIZE, "parse: largest v1 blob is BLOB_V1_MAX_SIZE");
+        is_int(BLOB_V1_MAX_SIZE, 1122, "parse: the v1 bound is still 1122 bytes");
         memset(&v, 0xee, sizeof(v));
-        is_int(blob_parse(blob, len, &v), 0, "parse: BLOB_MAX_SIZE blob accepted");
+        is_int(blob_parse(blob, len, &v), 0, "parse: BLOB_V1_MAX_SIZE blob accepted");
         ok(strcmp(v.key, NAME64) == 0, "parse: 64-char key NUL-terminated in the view");
         ok(v.version == UINT32_MAX, "parse: version 0xffffffff");
         ok(v.header_len == 70 && v.iv == blob + 70 && v.ciphertext == blob + 82 &&
@@ -226,7 +227,7 @@ static void test_parse_invalid(void) {
         memset(&v, 0xee, sizeof(v));
         is_int(blob_parse(NULL, 0, &v), -KEKERR_BLOB_INVALID, "invalid: NULL");
 
-        static const uint8_t formats[] = { 0x00, 0x02, 0x10, 0x81, 0xff };
+        static const uint8_t formats[] = { 0x00, 0x05, 0x10, 0x81, 0xff };
         for (size_t i = 0; i < ELEMENTSOF(formats); i++) {
                 len = build_blob(blob, formats[i], 3, "abc", 1, 32 + BLOB_TAG_SIZE);
                 memset(&v, 0xee, sizeof(v));
@@ -276,13 +277,19 @@ static void test_parse_invalid(void) {
         len = build_blob(blob, 0x01, 3, "abc", 1, 0);
         INVALID(len, "header and IV only");
 
-        /* Longer than BLOB_MAX_SIZE, with a valid header. */
+        /* Longer than BLOB_V1_MAX_SIZE, with a valid header. */
         len = build_blob(blob, 0x01, 64, NAME64, 1, AEK_MAX_SIZE + BLOB_TAG_SIZE + 1);
-        is_int(len, BLOB_MAX_SIZE + 1, "invalid: built BLOB_MAX_SIZE + 1 bytes");
-        INVALID(len, "longer than BLOB_MAX_SIZE");
-        len = build_blob(blob, 0x01, 1, "k", 1, BLOB_MAX_SIZE + 1 - 7 - BLOB_IV_SIZE);
-        is_int(len, BLOB_MAX_SIZE + 1, "invalid: built BLOB_MAX_SIZE + 1 bytes with a short name");
-        INVALID(len, "longer than BLOB_MAX_SIZE with a short name");
+        is_int(len, BLOB_V1_MAX_SIZE + 1, "invalid: built BLOB_V1_MAX_SIZE + 1 bytes");
+        INVALID(len, "longer than BLOB_V1_MAX_SIZE");
+        len = build_blob(blob, 0x01, 1, "k", 1, BLOB_V1_MAX_SIZE + 1 - 7 - BLOB_IV_SIZE);
+        is_int(len, BLOB_V1_MAX_SIZE + 1, "invalid: built BLOB_V1_MAX_SIZE + 1 bytes with a short name");
+        INVALID(len, "longer than BLOB_V1_MAX_SIZE with a short name");
+        /* A v1 blob as long as the largest ctr-hmac blob: v1's own bound applies. */
+        len = build_blob(blob, 0x01, 64, NAME64, 1, BLOB_MAX_SIZE - 70 - BLOB_IV_SIZE);
+        is_int(len, BLOB_MAX_SIZE, "invalid: built a BLOB_MAX_SIZE v1 blob");
+        INVALID(len, "a v1 blob past v1's bound");
+        len = build_blob(blob, 0x02, 64, NAME64, 1, BLOB_MAX_SIZE + 1 - 70 - BLOB_IV_SIZE);
+        INVALID(len, "a ctr-hmac blob longer than BLOB_MAX_SIZE");
         INVALID(SIZE_MAX, "length SIZE_MAX");
 #undef INVALID
 }
@@ -313,8 +320,68 @@ static void test_parse_truncated(void) {
         }
 }
 
+/* The profile formats (issue 16): 0x02 ctr-hmac (16-byte IV, 32-byte tag), 0x03 gcm-token-iv (as v1). */
+static void test_parse_profiles(void) {
+        uint8_t blob[BLOB_MAX_SIZE + 16], header[BLOB_HEADER_MAX];
+        BlobView v;
+        size_t len;
+
+        is_int(blob_format_of_profile(0), 0x01, "profile gcm is format 0x01");
+        is_int(blob_format_of_profile(1), 0x02, "profile ctr-hmac is format 0x02");
+        is_int(blob_format_of_profile(2), 0x03, "profile gcm-token-iv is format 0x03");
+        is_int(blob_format_of_profile(3), 0x04, "profile cbc-hmac is format 0x04");
+        is_int(blob_format_of_profile(4), -EINVAL, "no format for an unknown profile");
+        is_int(blob_header_profile(1, "k", 2, header), 7, "header of a ctr-hmac version");
+        ok(header[0] == 0x02 && header[1] == 1 && header[2] == 'k' && header[6] == 2, "its format byte is 0x02");
+        is_int(blob_header_profile(9, "k", 2, header), -EINVAL, "header of an unknown profile refused");
+
+        /* ctr-hmac: the IV is 16 bytes (build_blob writes 12; the next 4 count as IV too). */
+        len = build_blob(blob, 0x02, 3, "abc", 5, 4 + 40 + 32);
+        memset(&v, 0xee, sizeof(v));
+        is_int(blob_parse(blob, len, &v), 0, "ctr-hmac blob accepted");
+        ok(v.format == 0x02 && v.profile == 1 && v.iv_len == 16 && v.tag_len == 32, "ctr-hmac: format, profile, sizes");
+        ok(v.header_len == 9 && v.iv == blob + 9 && v.ciphertext == blob + 25 && v.ciphertext_len == 72,
+           "ctr-hmac: offsets");
+        ok(strcmp(v.key, "abc") == 0 && v.version == 5, "ctr-hmac: key and version");
+        /* Minimum: header, 16-byte IV, 1 byte, 32-byte tag. */
+        len = build_blob(blob, 0x02, 1, "k", 1, 4 + 1 + 32);
+        is_int(blob_parse(blob, len, &v), 0, "ctr-hmac: minimum blob accepted");
+        is_int(blob_parse(blob, len - 1, &v), -KEKERR_BLOB_INVALID, "ctr-hmac: one byte less is refused");
+        /* Maximum: 1142 bytes. */
+        len = build_blob(blob, 0x02, 64, NAME64, 1, 4 + AEK_MAX_SIZE + 32);
+        is_int(len, 1142, "ctr-hmac: largest blob is 1142 bytes");
+        is_int(blob_parse(blob, len, &v), 0, "ctr-hmac: largest blob accepted");
+        is_int(blob_parse(blob, len + 1, &v), -KEKERR_BLOB_INVALID, "ctr-hmac: one byte more is refused");
+
+        /* cbc-hmac: 16-byte IV, whole blocks of ciphertext (padding included), 32-byte tag. */
+        len = build_blob(blob, 0x04, 3, "abc", 5, 4 + 48 + 32);
+        memset(&v, 0xee, sizeof(v));
+        is_int(blob_parse(blob, len, &v), 0, "cbc-hmac blob accepted");
+        ok(v.format == 0x04 && v.profile == 3 && v.iv_len == 16 && v.tag_len == 32 && v.ciphertext_len == 80,
+           "cbc-hmac: format, profile, sizes");
+        len = build_blob(blob, 0x04, 3, "abc", 5, 4 + 47 + 32);
+        is_int(blob_parse(blob, len, &v), -KEKERR_BLOB_INVALID, "cbc-hmac: a ciphertext that is not whole blocks is refused");
+        len = build_blob(blob, 0x04, 3, "abc", 5, 4 + 16 + 32);
+        is_int(blob_parse(blob, len, &v), 0, "cbc-hmac: minimum blob (one block) accepted");
+        len = build_blob(blob, 0x04, 3, "abc", 5, 4 + 32);
+        is_int(blob_parse(blob, len, &v), -KEKERR_BLOB_INVALID, "cbc-hmac: a tag alone is refused");
+        len = build_blob(blob, 0x04, 64, NAME64, 1, 4 + AEK_MAX_SIZE + 16 + 32);
+        is_int(len, BLOB_MAX_SIZE, "cbc-hmac: largest blob (1024-byte AEK, a block of padding) is BLOB_MAX_SIZE");
+        is_int(BLOB_MAX_SIZE, 1158, "BLOB_MAX_SIZE is 1158 bytes");
+        is_int(blob_parse(blob, len, &v), 0, "cbc-hmac: largest blob accepted");
+
+        len = build_blob(blob, 0x03, 3, "abc", 5, 32 + BLOB_TAG_SIZE);
+        is_int(blob_parse(blob, len, &v), 0, "gcm-token-iv blob accepted");
+        ok(v.format == 0x03 && v.profile == 2 && v.iv_len == 12 && v.tag_len == 16 && v.ciphertext_len == 48,
+           "gcm-token-iv: format, profile, sizes");
+        len = build_blob(blob, 0x01, 3, "abc", 5, 32 + BLOB_TAG_SIZE);
+        ok(blob_parse(blob, len, &v) == 0 && v.format == 0x01 && v.profile == 0 && v.iv_len == 12 && v.tag_len == 16,
+           "v1: profile gcm, sizes 12 and 16");
+}
+
 int main(void) {
         test_key_name();
+        test_parse_profiles();
         test_header();
         test_aad();
         test_parse_valid();

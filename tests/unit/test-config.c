@@ -19,6 +19,7 @@
 #include "common/kekerr.h"
 #include "common/macro.h"
 #include "daemon/conf.h"
+#include "pkcs11/hsm.h"
 #include "tests/lib/tap.h"
 
 /* Four lines: a complete [hsm] section. */
@@ -144,6 +145,7 @@ static void test_minimal(void) {
         is_int(c->max_frame, 65536, "minimal: default max_frame 65536");
         is_int(c->max_connections, 1024, "minimal: default max_connections 1024");
         is_int(c->sessions, 1, "minimal: default sessions 1 (no HSM worker threads)");
+        is_int(c->profile, -1, "minimal: default profile auto (-1)");
         is_int(c->log_level, LOG_INFO, "minimal: default log level LOG_INFO");
         config_free(c);
 }
@@ -306,6 +308,29 @@ static void test_errors(void) {
         FAILS_AT(HSM "sessions = 0\n", 5, "sessions 0", "'sessions' in [hsm]");
         FAILS_AT(HSM "sessions = 65\n", 5, "sessions 65", "'sessions' in [hsm]", "65");
         FAILS_AT(HSM "sessions = many\n", 5, "sessions many", "'sessions' in [hsm]", "many");
+
+        /* [hsm] profile: auto or a profile's name (issue 16). */
+        {
+                static const struct { const char *text; int want; } good[] = {
+                        { "auto", -1 }, { "gcm", HSM_PROFILE_GCM }, { "ctr-hmac", HSM_PROFILE_CTR_HMAC },
+                        { "gcm-token-iv", HSM_PROFILE_GCM_TOKEN_IV }, { "cbc-hmac", HSM_PROFILE_CBC_HMAC },
+                };
+                char text[256], what[64];
+
+                for (size_t i = 0; i < ELEMENTSOF(good); i++) {
+                        Config *c;
+
+                        snprintf(text, sizeof(text), HSM "profile = %s\n", good[i].text);
+                        snprintf(what, sizeof(what), "profile %s", good[i].text);
+                        c = load_ok(text, what);
+                        if (c)
+                                is_int(c->profile, good[i].want, "profile %s is %d", good[i].text, good[i].want);
+                        config_free(c);
+                }
+        }
+        FAILS_AT(HSM "profile = aes-gcm\n", 5, "profile aes-gcm", "'profile' in [hsm]", "aes-gcm", "ctr-hmac");
+        FAILS_AT(HSM "profile = CTR-HMAC\n", 5, "profile CTR-HMAC", "'profile' in [hsm]", "CTR-HMAC");
+        FAILS_AT(HSM "profile =\n", 5, "profile empty", "'profile' in [hsm]");
 
         FAILS_AT(HSM "[log]\nlevel = verbose\n", 6, "level verbose", "'level' in [log]", "verbose");
         FAILS_AT(HSM "[log]\nlevel = INFO\n", 6, "level INFO", "'level' in [log]", "INFO");
@@ -581,7 +606,7 @@ static void test_load_file(void) {
  */
 static void test_reload_keys(void) {
         static const char a_text[] =
-                "[hsm]\nmodule = /a.so\ntoken = pkcs11:token=a\npin_file = /a/pin\nsessions = 1\n"
+                "[hsm]\nmodule = /a.so\ntoken = pkcs11:token=a\npin_file = /a/pin\nsessions = 1\nprofile = auto\n"
                 "[server]\nsocket = /a.sock\nsocket_mode = 0600\nsocket_group = ga\nmax_frame = 8192\n"
                 "max_connections = 10\nmax_connections_per_uid = 5\nidle_timeout = 30\nmax_queued_output = 1048576\n"
                 "[keys]\nrefresh_interval = 5\nallow_unrecoverable = no\n"
@@ -589,7 +614,7 @@ static void test_reload_keys(void) {
                 "[metrics]\nfile = /a.prom\ninterval = 15\n"
                 "[log]\nlevel = info\naudit_interval = 60\n";
         static const char b_text[] =
-                "[hsm]\nmodule = /b.so\ntoken = pkcs11:token=b\npin_file = /b/pin\nsessions = 4\n"
+                "[hsm]\nmodule = /b.so\ntoken = pkcs11:token=b\npin_file = /b/pin\nsessions = 4\nprofile = ctr-hmac\n"
                 "[server]\nsocket = /b.sock\nsocket_mode = 0660\nsocket_group = gb\nmax_frame = 16384\n"
                 "max_connections = 20\nmax_connections_per_uid = 6\nidle_timeout = 31\nmax_queued_output = 2097152\n"
                 "[keys]\nrefresh_interval = 6\nallow_unrecoverable = yes\n"

@@ -1,0 +1,208 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * The mechanism profile of new key versions (pkcs11/hsm.h, docs/profiles.md)
+ * and the objects a version of each profile has in the token: its AES key,
+ * and for ctr-hmac and cbc-hmac a MAC key with the same label and ID. Invariants:
+ *  - A version's profile is chosen once, when it is created, and recorded
+ *    with it; what the token offers later, or a changed configuration, never
+ *    changes how an existing version encrypts.
+ *  - The choice is `[hsm] profile` if pinned, refused when the token does not
+ *    offer it; otherwise ("auto") the first of gcm, cbc-hmac, ctr-hmac the
+ *    token offers: GCM is one call and the v1 format; CBC-PAD keeps the whole
+ *    encryption in the token (no keystream in kekd's memory); CTR needs only
+ *    AES-ECB, which even p11-kit 0.24's RPC carries.
+ *    gcm-token-iv is used only when pinned: no mechanism information tells a
+ *    token that generates GCM IVs from one that takes the caller's.
+ *  - Every object of a version is destroyed by version_objects_destroy()
+ *    (keystore.c) through version_macs_destroy() here, so a rolled back or
+ *    purged version leaves no MAC key behind.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/kekerr.h"
+#include "daemon/keystore-internal.h"
+#include "daemon/log.h"
+
+void keystore_set_profile(Keystore *ks, int profile) {
+        ks->profile_pin = profile;
+        ks->profile_known = false;
+}
+
+/* Which profile a new version gets; the answer is kept (a token's mechanisms do not change under it). */
+static int profile_choose(Keystore *ks, HsmProfile *ret) {
+        static const HsmProfile preference[] = { HSM_PROFILE_GCM, HSM_PROFILE_CBC_HMAC, HSM_PROFILE_CTR_HMAC };
+        const char *missing = NULL;
+        int r;
+
+        if (ks->profile_known) {
+                *ret = ks->profile;
+                return 0;
+        }
+        if (ks->profile_pin >= 0) {
+                r = hsm_profile_available(ks->hsm, (HsmProfile) ks->profile_pin, &missing);
+                if (r < 0)
+                        return r;
+                if (r == 0) {
+                        log_warning("[hsm] profile = %s, but token '%s' does not offer %s: no key version can be created",
+                                    hsm_profile_name((HsmProfile) ks->profile_pin), hsm_token_label(ks->hsm), missing);
+                        return -KEKERR_UNSUPPORTED;
+                }
+                ks->profile = (HsmProfile) ks->profile_pin;
+        } else {
+                size_t i;
+
+                for (i = 0; i < ELEMENTSOF(preference); i++) {
+                        r = hsm_profile_available(ks->hsm, preference[i], &missing);
+                        if (r < 0)
+                                return r;
+                        if (r > 0)
+                                break;
+                }
+                if (i == ELEMENTSOF(preference)) {
+                        log_warning("Token '%s' offers no mechanism profile kekd can use (gcm needs CKM_AES_GCM, cbc-hmac "
+                                    "CKM_AES_CBC_PAD; ctr-hmac needs %s): no key version can be created",
+                                    hsm_token_label(ks->hsm), missing);
+                        return -KEKERR_UNSUPPORTED;
+                }
+                ks->profile = preference[i];
+                log_info("New key versions use mechanism profile %s", hsm_profile_name(ks->profile));
+        }
+        ks->profile_known = true;
+        *ret = ks->profile;
+        return 0;
+}
+
+int version_keys_generate(Keystore *ks, const char *name, uint32_t version, HsmProfile *ret_profile, HsmObject *ret_key,
+                          HsmObject *ret_mac) {
+        HsmProfile p;
+        HsmObject key, mac = 0;
+        int r;
+
+        r = profile_choose(ks, &p);
+        if (r < 0)
+                return r;
+        /*
+         * The MAC key first: a version whose AES key exists is taken for one by listings
+         * (hsm_list_keys()), so its other half must already be there. A failure leaves
+         * whatever was made for the caller's rollback (version_objects_destroy()).
+         */
+        if (hsm_profile_has_mac_key(p)) {
+                r = hsm_generate_mac_key(ks->hsm, name, version, &mac);
+                if (r < 0)
+                        return r;
+        }
+        r = hsm_generate_aes_key(ks->hsm, name, version, &key);
+        if (r < 0)
+                return r;
+        *ret_profile = p;
+        *ret_key = key;
+        *ret_mac = mac;
+        return 0;
+}
+
+int version_macs_destroy(Keystore *ks, const char *name, uint32_t version) {
+        for (unsigned i = 0; i < 8; i++) {
+                HsmObject obj;
+                int r = hsm_find_mac_key(ks->hsm, name, version, &obj);
+                uint64_t gen = hsm_generation(ks->hsm); /* the generation obj was found at */
+
+                if (r == -ENOENT)
+                        return 0;
+                if (r < 0)
+                        return r;
+                r = hsm_destroy_listed(ks->hsm, obj, gen);
+                if (r < 0 && r != -ENOENT)
+                        return r;
+        }
+        return -KEKERR_HSM_UNAVAILABLE;
+}
+
+int key_macs_destroy(Keystore *ks, const char *name) {
+        _cleanup_free_ HsmKeyRef *refs = NULL;
+        size_t n = 0;
+        uint64_t gen;
+        int r;
+
+        r = hsm_list_mac_keys(ks->hsm, &refs, &n);
+        if (r < 0)
+                return r;
+        gen = hsm_generation(ks->hsm);
+        for (size_t i = 0; i < n; i++)
+                if (strcmp(refs[i].label, name) == 0) {
+                        r = hsm_destroy_listed(ks->hsm, refs[i].handle, gen);
+                        if (r < 0 && r != -ENOENT)
+                                return r;
+                }
+        return 0;
+}
+
+int version_mac_find(Keystore *ks, const char *name, KeyVersion *v) {
+        int r;
+
+        if (!hsm_profile_has_mac_key(v->profile) || v->mac_present)
+                return 0;
+        r = hsm_find_mac_key(ks->hsm, name, v->id, &v->mac_handle);
+        if (r < 0)
+                return r;
+        v->mac_present = true;
+        return 0;
+}
+
+int version_profile_problem(Keystore *ks, const Key *k, KeyVersion *v, char *why, size_t why_len) {
+        HsmKeyAttrs a;
+        int r;
+
+        if (!hsm_profile_name(v->profile)) {
+                snprintf(why, why_len, "key '%s' version %u has mechanism profile %u, which this kekd does not know",
+                         k->name, v->id, (unsigned) v->profile);
+                return 1;
+        }
+        if (!hsm_profile_has_mac_key(v->profile))
+                return 0;
+        /* Looked up afresh: check reports the token as it is. */
+        v->mac_present = false;
+        r = version_mac_find(ks, k->name, v);
+        if (r == -ENOENT) {
+                snprintf(why, why_len, "key '%s' version %u (%s): its MAC key is missing from the token, so the version is "
+                         "missing", k->name, v->id, hsm_profile_name(v->profile));
+                return 1;
+        }
+        if (r < 0)
+                return r;
+        r = hsm_key_attributes(ks->hsm, v->mac_handle, &a);
+        if (r < 0)
+                return r;
+        if (!(a.sensitive && !a.extractable && a.never_extractable && a.private_ && a.token && !a.value_readable)) {
+                snprintf(why, why_len, "key '%s' version %u: its MAC key is not a sensitive, never-extractable token key",
+                         k->name, v->id);
+                return 1;
+        }
+        return 0;
+}
+
+int mac_orphans_report(Keystore *ks, CheckReport *rep, int (*add)(CheckReport *rep, const char *fmt, ...)) {
+        _cleanup_free_ HsmKeyRef *refs = NULL;
+        size_t n = 0;
+        int r;
+
+        r = hsm_list_mac_keys(ks->hsm, &refs, &n);
+        if (r < 0)
+                return r;
+        for (size_t i = 0; i < n; i++) {
+                Key *k = index_get(ks, refs[i].label);
+                const KeyVersion *v = k ? key_find_version(k, refs[i].version) : NULL;
+
+                if (!k || refs[i].version == k->pending_version || (v && hsm_profile_has_mac_key(v->profile)))
+                        continue;
+                r = add(rep, "key '%s': MAC key for version %u is not in its record, or its version has no MAC key (orphan)",
+                        refs[i].label, refs[i].version);
+                if (r < 0)
+                        return r;
+        }
+        return 0;
+}
