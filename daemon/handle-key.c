@@ -409,7 +409,7 @@ int handle_check(Dispatcher *d, const Kek__Request *m, Request *req) {
         if (r < 0)
                 return r;
         /* The token is probed again (issue 16); status shows this result from now on. */
-        profiles = probe_profiles(&n_profiles);
+        profiles = probe_profiles(keystore_profile(d->keystore), &n_profiles);
         bad_probe = probe_run(keystore_hsm(d->keystore), profiles, n_profiles, &probe) < 0;
         if (d->metrics)
                 metrics_set_probe(d->metrics, &probe);

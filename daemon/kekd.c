@@ -549,7 +549,7 @@ static int run(int argc, char *argv[]) {
          * Never ready on a token that cannot wrap (issue 16): a real self-test under a throwaway
          * key made with the KEK template, before anything is read or served. One line says why.
          */
-        profiles = probe_profiles(&n_profiles);
+        profiles = probe_profiles(config->profile, &n_profiles);
         r = probe_run(hsm, profiles, n_profiles, &probe);
         if (r < 0) {
                 log_error("Refusing to start: %s", probe.message);
@@ -565,7 +565,8 @@ static int run(int argc, char *argv[]) {
                 return 1;
         }
         keystore_set_allow_unrecoverable(keystore, config->allow_unrecoverable);
-        keystore_set_profile(keystore, config->profile);
+        /* New versions get the profile whose self-test passed (auto: the first of its order that did). */
+        keystore_set_profile(keystore, probe.profile_id);
         if (config->allow_unrecoverable)
                 log_warning("allow_unrecoverable is set: keys are served for wrap although the vault has no purge "
                             "protection. For development only; a deleted key could be purged at once.");

@@ -33,6 +33,10 @@ void keystore_set_profile(Keystore *ks, int profile) {
         ks->profile_known = false;
 }
 
+int keystore_profile(const Keystore *ks) {
+        return ks->profile_pin;
+}
+
 /* Which profile a new version gets; the answer is kept (a token's mechanisms do not change under it). */
 static int profile_choose(Keystore *ks, HsmProfile *ret) {
         static const HsmProfile preference[] = { HSM_PROFILE_GCM, HSM_PROFILE_CBC_HMAC, HSM_PROFILE_CTR_HMAC };

@@ -73,6 +73,8 @@ DEFINE_TRIVIAL_CLEANUP_FUNC(Keystore, keystore_free);
 void keystore_set_allow_unrecoverable(Keystore *ks, bool allow);
 /* [hsm] profile: the mechanism profile of new key versions (an HsmProfile), or -1 to choose from what the token offers. */
 void keystore_set_profile(Keystore *ks, int profile);
+/* The profile set with keystore_set_profile() (-1: auto). */
+int keystore_profile(const Keystore *ks);
 bool keystore_allow_unrecoverable(const Keystore *ks);
 
 /* Rebuilds the index and vault policy from the token; the previous index stays on failure. */

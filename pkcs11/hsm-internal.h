@@ -103,6 +103,8 @@ extern pthread_mutex_t hsm_store_lock;
  * object (token_object false) for the capability probe's throwaway key.
  */
 int hsm_generate_kek(Hsm *h, const char *label, uint32_t version, bool token_object, HsmObject *ret);
+/* A MAC key with the template of hsm_generate_mac_key(), as a session object, for the probe's self-test. */
+int hsm_generate_probe_mac_key(Hsm *h, HsmObject *ret);
 
 /* Counted before the call: one that fails in transit may still have changed the token. */
 void hsm_write_bump(Hsm *h);

@@ -621,11 +621,12 @@ int hsm_create_data(Hsm *h, const char *application, const char *label, const ui
 
 /* --- MAC keys of the encrypt-then-MAC profiles (hsm.h) ----------------------- */
 
-int hsm_generate_mac_key(Hsm *h, const char *label, uint32_t version, HsmObject *ret) {
+/* token_object false: the capability probe's throwaway MAC key (a session object). */
+static int generate_mac(Hsm *h, const char *label, uint32_t version, bool token_object, HsmObject *ret) {
         CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
         CK_KEY_TYPE type = CKK_GENERIC_SECRET;
         CK_ULONG value_len = 32;
-        CK_BBOOL yes = CK_TRUE, no = CK_FALSE;
+        CK_BBOOL yes = CK_TRUE, no = CK_FALSE, token = token_object ? CK_TRUE : CK_FALSE;
         CK_MECHANISM mech = { CKM_GENERIC_SECRET_KEY_GEN, NULL, 0 };
         CK_OBJECT_HANDLE o;
         uint8_t id[4];
@@ -635,7 +636,7 @@ int hsm_generate_mac_key(Hsm *h, const char *label, uint32_t version, HsmObject 
                 { CKA_VALUE_LEN, &value_len, sizeof(value_len) },
                 { CKA_LABEL, (void *) label, strlen(label) },
                 { CKA_ID, id, sizeof(id) },
-                { CKA_TOKEN, &yes, sizeof(yes) },
+                { CKA_TOKEN, &token, sizeof(token) },
                 { CKA_PRIVATE, &yes, sizeof(yes) },
                 { CKA_SENSITIVE, &yes, sizeof(yes) },
                 { CKA_EXTRACTABLE, &no, sizeof(no) },
@@ -663,6 +664,14 @@ int hsm_generate_mac_key(Hsm *h, const char *label, uint32_t version, HsmObject 
                 return hsm_handle_failed(h, rv);
         *ret = o;
         return 0;
+}
+
+int hsm_generate_mac_key(Hsm *h, const char *label, uint32_t version, HsmObject *ret) {
+        return generate_mac(h, label, version, true, ret);
+}
+
+int hsm_generate_probe_mac_key(Hsm *h, HsmObject *ret) {
+        return generate_mac(h, "kekd probe", 0, false, ret);
 }
 
 /* As KEK_SEARCH_TEMPLATE: only a key generated in the token that never left it, and one that signs. */

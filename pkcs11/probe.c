@@ -37,12 +37,25 @@ static const struct {
         { "CKM_SHA256", CKM_SHA256 },
 };
 
+/* Auto's order of preference first (daemon/keystore-profile.c), then what only a pin selects. */
 static const ProbeProfile profiles[] = {
-        { "gcm", "AES-GCM (CKM_AES_GCM)", { CKM_AES_GCM, 0 }, probe_selftest_gcm },
+        { "gcm", "AES-GCM (CKM_AES_GCM)", HSM_PROFILE_GCM, { CKM_AES_GCM, 0 }, probe_selftest },
+        { "cbc-hmac", "AES-CBC-PAD and HMAC-SHA256 (CKM_AES_CBC_PAD, CKM_SHA256_HMAC)", HSM_PROFILE_CBC_HMAC,
+          { CKM_AES_CBC_PAD, CKM_GENERIC_SECRET_KEY_GEN, CKM_SHA256_HMAC, 0 }, probe_selftest },
+        { "ctr-hmac", "AES-ECB and HMAC-SHA256 (CKM_AES_ECB, CKM_SHA256_HMAC)", HSM_PROFILE_CTR_HMAC,
+          { CKM_AES_ECB, CKM_GENERIC_SECRET_KEY_GEN, CKM_SHA256_HMAC, 0 }, probe_selftest },
+        { "gcm-token-iv", "AES-GCM with an IV the token generates (CKM_AES_GCM)", HSM_PROFILE_GCM_TOKEN_IV,
+          { CKM_AES_GCM, 0 }, probe_selftest },
 };
+#define AUTO_PROFILES 3u
 
-const ProbeProfile *probe_profiles(size_t *ret_n) {
-        *ret_n = ELEMENTSOF(profiles);
+const ProbeProfile *probe_profiles(int pin, size_t *ret_n) {
+        for (size_t i = 0; pin >= 0 && i < ELEMENTSOF(profiles); i++)
+                if (profiles[i].profile == pin) {
+                        *ret_n = 1;
+                        return &profiles[i];
+                }
+        *ret_n = AUTO_PROFILES;
         return profiles;
 }
 
@@ -76,28 +89,40 @@ void probe_flags_text(unsigned long flags, bool mechanism, char *buf, size_t siz
         }
 }
 
-int probe_selftest_gcm(Hsm *h, HsmObject key) {
-        static const uint8_t iv[HSM_GCM_IV_SIZE] = "kekd-probe!";
+int probe_selftest(Hsm *h, const ProbeProfile *pp, HsmObject key) {
         static const uint8_t aad[] = "kekd capability probe";
         static const uint8_t pt[32] = "a known test value, not a secret";
-        uint8_t ct[sizeof(pt) + HSM_GCM_TAG_SIZE];
+        HsmProfile p = (HsmProfile) pp->profile;
+        uint8_t iv[HSM_PROFILE_IV_MAX] = {}, ct[sizeof(pt) + 64];
+        size_t ct_len = hsm_profile_ct_size(p, sizeof(pt));
         _cleanup_(secret_freep) Secret *back = NULL;
+        HsmObject mac = 0;
         int r;
 
-        r = hsm_encrypt_gcm(h, key, iv, aad, sizeof(aad), pt, sizeof(pt), ct);
-        if (r < 0)
-                return r;
-        r = hsm_decrypt_gcm(h, key, iv, aad, sizeof(aad), ct, sizeof(ct), &back);
-        if (r < 0)
-                return r;
-        if (back->len != sizeof(pt) || memcmp(back->data, pt, sizeof(pt)) != 0)
-                return -KEKERR_BLOB_INVALID; /* decrypted to something else: not a working GCM */
-        back = secret_free(back);
-        ct[sizeof(ct) - 1] ^= 1;
-        r = hsm_decrypt_gcm(h, key, iv, aad, sizeof(aad), ct, sizeof(ct), &back);
+        if (ct_len > sizeof(ct))
+                return -EINVAL;
+        if (p != HSM_PROFILE_GCM_TOKEN_IV)
+                memcpy(iv, "kekd-probe-iv!!!", hsm_profile_iv_size(p)); /* one encryption per throwaway key */
+        if (hsm_profile_has_mac_key(p)) {
+                r = hsm_generate_probe_mac_key(h, &mac);
+                if (r < 0)
+                        return r;
+        }
+        r = hsm_profile_encrypt(h, p, key, mac, iv, aad, sizeof(aad), pt, sizeof(pt), ct);
         if (r >= 0)
-                return -KEKERR_BLOB_INVALID; /* a tampered tag accepted: never use it */
-        return r == -KEKERR_BLOB_INVALID ? 0 : r;
+                r = hsm_profile_decrypt(h, p, key, mac, iv, aad, sizeof(aad), ct, ct_len, &back);
+        if (r >= 0 && (back->len != sizeof(pt) || memcmp(back->data, pt, sizeof(pt)) != 0))
+                r = -KEKERR_BLOB_INVALID; /* decrypted to something else: not a working profile */
+        if (r >= 0) {
+                back = secret_free(back);
+                ct[ct_len - 1] ^= 1;
+                r = hsm_profile_decrypt(h, p, key, mac, iv, aad, sizeof(aad), ct, ct_len, &back);
+                /* A tampered tag accepted: never use it. */
+                r = r >= 0 ? -KEKERR_BLOB_INVALID : r == -KEKERR_BLOB_INVALID ? 0 : r;
+        }
+        if (mac)
+                (void) hsm_destroy_object(h, mac); /* a session object: gone with the session anyway */
+        return r;
 }
 
 static bool offered(const ProbeResult *p, CK_MECHANISM_TYPE type) {
@@ -178,7 +203,7 @@ static int try_private_data(Hsm *h, ProbeResult *p) {
 }
 
 int probe_run(Hsm *h, const ProbeProfile *profs, size_t n_profiles, ProbeResult *ret) {
-        ProbeResult p = {};
+        ProbeResult p = { .profile_id = -1 };
         char offers[256];
         const char *token = hsm_token_label(h);
         HsmObject key;
@@ -242,9 +267,11 @@ int probe_run(Hsm *h, const ProbeProfile *profs, size_t n_profiles, ProbeResult 
 
                 for (unsigned j = 0; j < ELEMENTSOF(profs[i].mechanisms) && profs[i].mechanisms[j]; j++)
                         all = all && offered(&p, profs[i].mechanisms[j]);
-                r = all ? profs[i].selftest(h, key) : -KEKERR_UNSUPPORTED;
-                if (r >= 0)
+                r = all ? profs[i].selftest(h, &profs[i], key) : -KEKERR_UNSUPPORTED;
+                if (r >= 0) {
                         p.profile = profs[i].name;
+                        p.profile_id = profs[i].profile;
+                }
                 else if (all)
                         note_error(h, &p);
                 else if (!p.error[0])

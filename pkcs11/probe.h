@@ -32,16 +32,18 @@ typedef struct ProbeMechanism {
 } ProbeMechanism;
 
 /*
- * A mechanism profile as the self-test sees it: the mechanisms it needs and
- * a round trip under a key generated with the KEK template (session object).
- * selftest returns 0 when it encrypted, decrypted back and refused a
- * tampered ciphertext. The profile list grows with the blob formats.
+ * A mechanism profile (pkcs11/hsm.h, HsmProfile) as the self-test sees it:
+ * the mechanisms it needs and a round trip under a key generated with the
+ * KEK template (session object; a profile with a MAC key makes a throwaway
+ * session MAC key too). selftest returns 0 when it encrypted, decrypted
+ * back and refused a tampered ciphertext.
  */
 typedef struct ProbeProfile {
         const char *name;              /* "gcm" */
         const char *needs;             /* "AES-GCM (CKM_AES_GCM)", for the refusal message */
-        unsigned long mechanisms[3];   /* all needed, 0-terminated */
-        int (*selftest)(Hsm *h, HsmObject key);
+        int profile;                   /* the HsmProfile */
+        unsigned long mechanisms[5];   /* all needed, 0-terminated */
+        int (*selftest)(Hsm *h, const struct ProbeProfile *pp, HsmObject key);
 } ProbeProfile;
 
 typedef enum ProbeAnswer {
@@ -57,14 +59,19 @@ typedef struct ProbeResult {
         ProbeAnswer key_template;      /* C_GenerateKey accepted the KEK template */
         HsmTemplateAttr attrs[HSM_OPTIONAL_ATTRS];
         const char *profile;           /* the first profile whose self-test passed, or NULL */
+        int profile_id;                /* its HsmProfile, -1 if none */
         char error[PROBE_ERROR_MAX];   /* the failing call of the first step that failed: "C_Encrypt: CKR_..." */
         char message[512];             /* empty when usable, else the one sentence to log and show */
 } ProbeResult;
 
-/* The profiles this kekd implements, in order of preference; *ret_n is their number. */
-const ProbeProfile *probe_profiles(size_t *ret_n);
-/* The self-test of profile "gcm": AES-256-GCM with a caller IV (blob format 1). */
-int probe_selftest_gcm(Hsm *h, HsmObject key);
+/*
+ * The profiles to try: pin (an HsmProfile, from [hsm] profile) alone, or
+ * for auto (-1) those auto may choose, in its order of preference (gcm,
+ * cbc-hmac, ctr-hmac; gcm-token-iv only when pinned). *ret_n is their number.
+ */
+const ProbeProfile *probe_profiles(int pin, size_t *ret_n);
+/* The self-test of any profile: encrypt, decrypt, a tampered tag refused (hsm_profile_encrypt/decrypt). */
+int probe_selftest(Hsm *h, const ProbeProfile *pp, HsmObject key);
 
 /*
  * Probes the token behind h. 0: usable (ret->profile set); -KEKERR_UNSUPPORTED:
