@@ -10,9 +10,12 @@
 # leaving no object. Then: a key created under gcm keeps its gcm versions
 # when kekd is restarted with ctr-hmac, and its new versions get ctr-hmac,
 # so both kinds of blob unwrap side by side; a token that does not generate
-# GCM IVs refuses gcm-token-iv wraps instead of using a zero IV; and on
-# tests/p11-fault's FIPS emulation (P11_FAULT_TOKEN_IV=1), which refuses
-# kekd's IVs, gcm is refused and gcm-token-iv runs the whole lifecycle.
+# GCM IVs makes kekd refuse to start with gcm-token-iv pinned (the probe's
+# self-test) instead of using a zero IV; and on tests/p11-fault's FIPS
+# emulation (P11_FAULT_TOKEN_IV=1), which refuses kekd's IVs, kekd refuses to
+# start with gcm pinned, gcm-token-iv runs the whole lifecycle, a gcm blob
+# made before still unwraps, its version's wraps are refused, and a rotation
+# moves the key to gcm-token-iv.
 . "$TESTLIB"
 
 token_init profiles
@@ -168,11 +171,26 @@ is "no AES key of c is left" "$(secret_keys c AES)" 0
 is "no MAC key of c is left" "$(secret_keys c Generic)" 0
 kekd_stop
 
-# --- gcm-token-iv on a token that takes the caller's IV ---------------------------
-ok "kekd starts with profile = gcm-token-iv" start_with gcm-token-iv
-succeeds "create t" create t
+# --- a pinned profile the token cannot do: kekd refuses to start (the probe, issue 16) ---
+# refuse_start NAME: kekd on $CONF must exit before it listens; status in $RS, stderr in start-NAME.log
+refuse_start() {
+        timeout 60 "$KEKD" -c "$CONF" 2>"$TESTDIR/start-$1.log"
+        RS=$?
+        ok "$1: kekd refuses to start (status $RS)" test "$RS" -ne 0 -a "$RS" -ne 124
+        ok "$1: it never listened" test ! -S "$SOCKET"
+        is "$1: exactly one error line" "$(grep -c '^kekd\[error\]' "$TESTDIR/start-$1.log")" 1
+}
+kekd_config
+sed -i "s|^sessions = .*|&\nprofile = gcm-token-iv|" "$CONF"
+refuse_start "gcm-token-iv on a token that takes the caller's IV"
+contains "the line names the profile and the refusal" "$TESTDIR/start-gcm-token-iv on a token that takes the caller's IV.log" \
+        "profile gcm-token-iv"
+
+# A key with a gcm version, made on the plain token, for the FIPS emulation below.
+ok "kekd starts with profile = gcm" start_with gcm
+succeeds "create fg" create fg
 aek aek-t
-refused UNSUPPORTED "a wrap is refused when the token does not generate the IV" wrap t <"$TESTDIR/aek-t"
+ok "fg wraps under its gcm version" wrap_to fg c1 aek-t b-fg-1
 kekd_stop
 
 # --- gcm-token-iv on a token that generates GCM IVs (p11-fault's FIPS emulation) ---
@@ -183,19 +201,23 @@ fi
 p11_fault_setup
 P11_FAULT_TOKEN_IV=1
 export P11_FAULT_TOKEN_IV
-start_fips() {
+fips_config() {
         kekd_config
         sed -i -e "s|^module = .*|module = $P11_FAULT_LIB|" -e "s|^sessions = .*|&\nprofile = $1|" "$CONF"
+}
+start_fips() {
+        fips_config "$1"
         kekd_start
 }
-ok "kekd starts on the FIPS emulation with profile = gcm" start_fips gcm
-succeeds "create fg" create fg
-refused UNSUPPORTED "gcm: the token refuses kekd's IV" wrap fg <"$TESTDIR/aek-t"
-contains "p11-fault refused the caller's IV" "$FLOG" "token-iv refused a caller IV"
-kekd_stop
+fips_config gcm
+refuse_start "gcm on the FIPS emulation"
+contains "the line names the token's refusal of kekd's IV" "$TESTDIR/start-gcm on the FIPS emulation.log" "CKR_MECHANISM_PARAM_INVALID"
 ok "kekd starts on the FIPS emulation with profile = gcm-token-iv" start_fips gcm-token-iv
 lifecycle gcm-token-iv f 3 12 16
 contains "the token generated the IVs" "$FLOG" "token-iv generated"
+ok "fg's gcm blob, made before, still unwraps there (the token takes a caller's IV to decrypt)" unwraps_to c1 b-fg-1 aek-t
+refused UNSUPPORTED "a wrap under fg's gcm version is refused: the token refuses kekd's IV" wrap fg <"$TESTDIR/aek-t"
+contains "p11-fault refused the caller's IV" "$FLOG" "token-iv refused a caller IV"
 succeeds "fg rotates to gcm-token-iv" rotate fg
 ok "fg wraps under its gcm-token-iv version" wrap_to fg c1 aek-t b-fg
 is "its blob is format 3" "$(byte_at b-fg 0)" 3
