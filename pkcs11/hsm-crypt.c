@@ -42,16 +42,22 @@ static CK_RV gcm_encrypt_once(Hsm *h, CK_MECHANISM *mech, HsmObject key, const u
         return rv;
 }
 
-int hsm_encrypt_gcm(Hsm *h, HsmObject key, const uint8_t iv[HSM_GCM_IV_SIZE], const uint8_t *aad,
-                    size_t aad_len, const uint8_t *pt, size_t pt_len, uint8_t *out) {
-        CK_GCM_PARAMS params = {
-                .pIv = (CK_BYTE_PTR) iv,
+/* AES-GCM parameters: a 96-bit IV (given, or a zeroed buffer the token fills), the AAD, a 128-bit tag. */
+static CK_GCM_PARAMS gcm_params(uint8_t *iv, const uint8_t *aad, size_t aad_len) {
+        return (CK_GCM_PARAMS) {
+                .pIv = iv,
                 .ulIvLen = HSM_GCM_IV_SIZE,
                 .ulIvBits = HSM_GCM_IV_SIZE * 8,
                 .pAAD = (CK_BYTE_PTR) aad,
                 .ulAADLen = aad_len,
                 .ulTagBits = HSM_GCM_TAG_SIZE * 8,
         };
+}
+
+/* iv is read (the caller's IV) or written (by a token that generates it): see encrypt_gcm_token_iv(). */
+static int gcm_encrypt(Hsm *h, HsmObject key, uint8_t iv[HSM_GCM_IV_SIZE], const uint8_t *aad, size_t aad_len,
+                       const uint8_t *pt, size_t pt_len, uint8_t *out) {
+        CK_GCM_PARAMS params = gcm_params(iv, aad, aad_len);
         CK_MECHANISM mech = { CKM_AES_GCM, &params, sizeof(params) };
         CK_RV rv;
         int r;
@@ -63,6 +69,26 @@ int hsm_encrypt_gcm(Hsm *h, HsmObject key, const uint8_t iv[HSM_GCM_IV_SIZE], co
         if (rv != CKR_OK)
                 return hsm_idempotent_failed(h, rv);
         return 0;
+}
+
+int hsm_encrypt_gcm(Hsm *h, HsmObject key, const uint8_t iv[HSM_GCM_IV_SIZE], const uint8_t *aad,
+                    size_t aad_len, const uint8_t *pt, size_t pt_len, uint8_t *out) {
+        uint8_t used_iv[HSM_GCM_IV_SIZE];
+        int r;
+
+        /*
+         * A copy, because the mechanism's IV is not const: a token that writes an IV of its own
+         * into it (FIPS mode) would otherwise leave a blob carrying an IV it was not made with,
+         * which nothing could unwrap. Such a wrap is refused; profile gcm-token-iv serves it.
+         */
+        memcpy(used_iv, iv, sizeof(used_iv));
+        r = gcm_encrypt(h, key, used_iv, aad, aad_len, pt, pt_len, out);
+        if (r >= 0 && memcmp(used_iv, iv, sizeof(used_iv)) != 0) {
+                memset(out, 0, pt_len + HSM_GCM_TAG_SIZE);
+                log_debug("C_Encrypt(CKM_AES_GCM) replaced the caller's IV: the token generates IVs");
+                return -KEKERR_UNSUPPORTED;
+        }
+        return r;
 }
 
 /* out has room for ct_len bytes: some tokens (SoftHSM2) size a GCM decrypt by its input. */
@@ -90,14 +116,7 @@ static CK_RV gcm_decrypt_once(Hsm *h, CK_MECHANISM *mech, HsmObject key, const u
 
 int hsm_decrypt_gcm(Hsm *h, HsmObject key, const uint8_t iv[HSM_GCM_IV_SIZE], const uint8_t *aad,
                     size_t aad_len, const uint8_t *ct, size_t ct_len, Secret **ret) {
-        CK_GCM_PARAMS params = {
-                .pIv = (CK_BYTE_PTR) iv,
-                .ulIvLen = HSM_GCM_IV_SIZE,
-                .ulIvBits = HSM_GCM_IV_SIZE * 8,
-                .pAAD = (CK_BYTE_PTR) aad,
-                .ulAADLen = aad_len,
-                .ulTagBits = HSM_GCM_TAG_SIZE * 8,
-        };
+        CK_GCM_PARAMS params = gcm_params((uint8_t *) iv, aad, aad_len);
         CK_MECHANISM mech = { CKM_AES_GCM, &params, sizeof(params) };
         _cleanup_secret_ Secret *pt = NULL;
         CK_RV rv;
@@ -441,24 +460,11 @@ int hsm_decrypt_cbc_hmac(Hsm *h, HsmObject key, HsmObject mac_key, const uint8_t
 static int encrypt_gcm_token_iv(Hsm *h, HsmObject key, uint8_t iv[HSM_GCM_IV_SIZE], const uint8_t *aad,
                                 size_t aad_len, const uint8_t *pt, size_t pt_len, uint8_t *out) {
         uint8_t token_iv[HSM_GCM_IV_SIZE] = {}, zero[HSM_GCM_IV_SIZE] = {};
-        CK_GCM_PARAMS params = {
-                .pIv = token_iv,
-                .ulIvLen = HSM_GCM_IV_SIZE,
-                .ulIvBits = HSM_GCM_IV_SIZE * 8,
-                .pAAD = (CK_BYTE_PTR) aad,
-                .ulAADLen = aad_len,
-                .ulTagBits = HSM_GCM_TAG_SIZE * 8,
-        };
-        CK_MECHANISM mech = { CKM_AES_GCM, &params, sizeof(params) };
-        CK_RV rv;
         int r;
 
-        r = hsm_ensure_session(h);
+        r = gcm_encrypt(h, key, token_iv, aad, aad_len, pt, pt_len, out);
         if (r < 0)
                 return r;
-        rv = gcm_encrypt_once(h, &mech, key, pt, pt_len, out);
-        if (rv != CKR_OK)
-                return hsm_idempotent_failed(h, rv);
         if (memcmp(token_iv, zero, sizeof(zero)) == 0) {
                 memset(out, 0, pt_len + HSM_GCM_TAG_SIZE);
                 log_debug("C_Encrypt(CKM_AES_GCM) left the IV buffer zero: the token does not generate IVs");

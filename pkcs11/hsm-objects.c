@@ -226,17 +226,18 @@ static int find_all(Hsm *h, CK_ATTRIBUTE *tmpl, CK_ULONG n_tmpl, CK_OBJECT_HANDL
         { CKA_ALWAYS_SENSITIVE, &(yes), sizeof(yes) },               \
         { CKA_NEVER_EXTRACTABLE, &(yes), sizeof(yes) }
 
-static int list_keys_once(Hsm *h, HsmKeyRef **ret, size_t *ret_n) {
-        CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
-        CK_KEY_TYPE type = CKK_AES;
-        CK_BBOOL yes = CK_TRUE, no = CK_FALSE;
-        CK_ATTRIBUTE tmpl[] = { KEK_SEARCH_TEMPLATE(cls, type, yes, no) };
+/*
+ * Label and version of every object tmpl finds; foreign objects (longer
+ * labels, other ID schemes) and objects destroyed meanwhile are skipped.
+ * -ESTALE: the session or login was lost after the search began.
+ */
+static int list_refs_once(Hsm *h, CK_ATTRIBUTE *tmpl, CK_ULONG n_tmpl, HsmKeyRef **ret, size_t *ret_n) {
         _cleanup_free_ CK_OBJECT_HANDLE *objs = NULL;
         _cleanup_free_ HsmKeyRef *keys = NULL;
         size_t n = 0, k = 0;
         int r;
 
-        r = find_all(h, tmpl, ELEMENTSOF(tmpl), &objs, &n);
+        r = find_all(h, tmpl, n_tmpl, &objs, &n);
         if (r < 0)
                 return r;
         keys = calloc(n ? n : 1, sizeof(*keys));
@@ -250,11 +251,8 @@ static int list_keys_once(Hsm *h, HsmKeyRef **ret, size_t *ret_n) {
                 };
                 CK_RV rv = store_call(P11(h, C_GetAttributeValue, h->session, objs[i], a, ELEMENTSOF(a)));
 
-                /* Foreign objects (longer labels, other ID schemes) are not ours. */
-                if (rv == CKR_BUFFER_TOO_SMALL || rv == CKR_ATTRIBUTE_TYPE_INVALID)
-                        continue;
-                if (rv == CKR_OBJECT_HANDLE_INVALID)
-                        continue; /* destroyed by another node meanwhile */
+                if (rv == CKR_BUFFER_TOO_SMALL || rv == CKR_ATTRIBUTE_TYPE_INVALID || rv == CKR_OBJECT_HANDLE_INVALID)
+                        continue; /* not ours, or destroyed by another node meanwhile */
                 if (rv != CKR_OK)
                         return hsm_read_failed(h, rv);
                 if (a[1].ulValueLen != sizeof(id) || a[0].ulValueLen > HSM_KEY_LABEL_MAX)
@@ -269,13 +267,22 @@ static int list_keys_once(Hsm *h, HsmKeyRef **ret, size_t *ret_n) {
         return 0;
 }
 
-int hsm_list_keys(Hsm *h, HsmKeyRef **ret, size_t *ret_n) {
-        /* After a lost session or login, list again: the handles found belong to the old session. */
-        int r = list_keys_once(h, ret, ret_n);
+/* After a lost session or login, list again: the handles found belong to the old session. */
+static int list_refs(Hsm *h, CK_ATTRIBUTE *tmpl, CK_ULONG n_tmpl, HsmKeyRef **ret, size_t *ret_n) {
+        int r = list_refs_once(h, tmpl, n_tmpl, ret, ret_n);
 
         if (r == -ESTALE)
-                r = list_keys_once(h, ret, ret_n);
+                r = list_refs_once(h, tmpl, n_tmpl, ret, ret_n);
         return r == -ESTALE ? -KEKERR_HSM_UNAVAILABLE : r;
+}
+
+int hsm_list_keys(Hsm *h, HsmKeyRef **ret, size_t *ret_n) {
+        CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
+        CK_KEY_TYPE type = CKK_AES;
+        CK_BBOOL yes = CK_TRUE, no = CK_FALSE;
+        CK_ATTRIBUTE tmpl[] = { KEK_SEARCH_TEMPLATE(cls, type, yes, no) };
+
+        return list_refs(h, tmpl, ELEMENTSOF(tmpl), ret, ret_n);
 }
 
 /*
@@ -674,14 +681,13 @@ int hsm_generate_probe_mac_key(Hsm *h, HsmObject *ret) {
         return generate_mac(h, "kekd probe", 0, false, ret);
 }
 
-/* As KEK_SEARCH_TEMPLATE: only a key generated in the token that never left it, and one that signs. */
+/*
+ * The KEK search with the generic-secret type, and one that signs: like a
+ * KEK, a MAC key was sensitive and unextractable from its creation on, and
+ * CKA_LOCAL is not asked for (NSS does not set it).
+ */
 #define MAC_SEARCH_TEMPLATE(cls, type, yes, no)                      \
-        { CKA_CLASS, &(cls), sizeof(cls) },                          \
-        { CKA_KEY_TYPE, &(type), sizeof(type) },                     \
-        { CKA_SENSITIVE, &(yes), sizeof(yes) },                      \
-        { CKA_EXTRACTABLE, &(no), sizeof(no) },                      \
-        { CKA_NEVER_EXTRACTABLE, &(yes), sizeof(yes) },              \
-        { CKA_LOCAL, &(yes), sizeof(yes) },                          \
+        KEK_SEARCH_TEMPLATE(cls, type, yes, no),                     \
         { CKA_SIGN, &(yes), sizeof(yes) }
 
 int hsm_find_mac_key(Hsm *h, const char *label, uint32_t version, HsmObject *ret) {
@@ -708,50 +714,11 @@ int hsm_find_mac_key(Hsm *h, const char *label, uint32_t version, HsmObject *ret
         return 0;
 }
 
-static int list_mac_keys_once(Hsm *h, HsmKeyRef **ret, size_t *ret_n) {
+int hsm_list_mac_keys(Hsm *h, HsmKeyRef **ret, size_t *ret_n) {
         CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
         CK_KEY_TYPE type = CKK_GENERIC_SECRET;
         CK_BBOOL yes = CK_TRUE, no = CK_FALSE;
         CK_ATTRIBUTE tmpl[] = { MAC_SEARCH_TEMPLATE(cls, type, yes, no) };
-        _cleanup_free_ CK_OBJECT_HANDLE *objs = NULL;
-        _cleanup_free_ HsmKeyRef *keys = NULL;
-        size_t n = 0, k = 0;
-        int r;
 
-        r = find_all(h, tmpl, ELEMENTSOF(tmpl), &objs, &n);
-        if (r < 0)
-                return r;
-        keys = calloc(n ? n : 1, sizeof(*keys));
-        if (!keys)
-                return -ENOMEM;
-        for (size_t i = 0; i < n; i++) {
-                uint8_t id[4];
-                CK_ATTRIBUTE a[] = {
-                        { CKA_LABEL, keys[k].label, HSM_KEY_LABEL_MAX },
-                        { CKA_ID, id, sizeof(id) },
-                };
-                CK_RV rv = store_call(P11(h, C_GetAttributeValue, h->session, objs[i], a, ELEMENTSOF(a)));
-
-                if (rv == CKR_BUFFER_TOO_SMALL || rv == CKR_ATTRIBUTE_TYPE_INVALID || rv == CKR_OBJECT_HANDLE_INVALID)
-                        continue; /* not ours, or destroyed meanwhile */
-                if (rv != CKR_OK)
-                        return hsm_read_failed(h, rv);
-                if (a[1].ulValueLen != sizeof(id) || a[0].ulValueLen > HSM_KEY_LABEL_MAX)
-                        continue;
-                keys[k].label[a[0].ulValueLen] = 0;
-                keys[k].version = (uint32_t) id[0] << 24 | (uint32_t) id[1] << 16 | (uint32_t) id[2] << 8 | id[3];
-                keys[k].handle = objs[i];
-                k++;
-        }
-        *ret = TAKE_PTR(keys);
-        *ret_n = k;
-        return 0;
-}
-
-int hsm_list_mac_keys(Hsm *h, HsmKeyRef **ret, size_t *ret_n) {
-        int r = list_mac_keys_once(h, ret, ret_n);
-
-        if (r == -ESTALE)
-                r = list_mac_keys_once(h, ret, ret_n);
-        return r == -ESTALE ? -KEKERR_HSM_UNAVAILABLE : r;
+        return list_refs(h, tmpl, ELEMENTSOF(tmpl), ret, ret_n);
 }

@@ -83,7 +83,9 @@
  * zeroed one the module writes a random IV of its own, which the real module
  * then uses and the caller reads back ("token-iv refused a caller IV" or
  * "token-iv generated" is logged). Decryption takes the caller's IV as
- * always.
+ * always. With $P11_FAULT_TOKEN_IV=replace a caller's IV is not refused but
+ * silently replaced by the module's own ("token-iv replaced a caller IV"),
+ * as some FIPS-mode HSMs do.
  */
 #include "config.h"
 
@@ -228,8 +230,6 @@ static unsigned n_store_threads;
 static bool renumber;
 static CK_ULONG handle_shift;
 
-/* $P11_FAULT_TOKEN_IV: C_EncryptInit(CKM_AES_GCM) generates the IV (see the top of this file). */
-static bool token_iv;
 
 static CK_OBJECT_HANDLE h_in(CK_OBJECT_HANDLE o) {
         return renumber && o != CK_INVALID_HANDLE ? o - __atomic_load_n(&handle_shift, __ATOMIC_ACQUIRE) : o;
@@ -713,8 +713,16 @@ FORWARD(C_FindObjectsInit, (CK_SESSION_HANDLE s, CK_ATTRIBUTE_PTR tmpl, CK_ULONG
 FORWARD_POST(C_FindObjects, (CK_SESSION_HANDLE s, CK_OBJECT_HANDLE_PTR o, CK_ULONG max, CK_ULONG_PTR n),
              (s, o, max, n), for (CK_ULONG i = 0; i < *n; i++) o[i] = h_out(o[i]))
 FORWARD(C_FindObjectsFinal, (CK_SESSION_HANDLE s), (s))
+/*
+ * $P11_FAULT_TOKEN_IV: C_EncryptInit(CKM_AES_GCM) generates the IV (see the
+ * top of this file). Read at each call, unlike the rules of setup(), so that
+ * one test process can try both kinds of token.
+ */
 static CK_RV token_iv_rule(CK_MECHANISM_PTR m) {
         static const CK_BYTE zero[12];
+        const char *e = getenv("P11_FAULT_TOKEN_IV");
+        bool token_iv_replace = e && strcmp(e, "replace") == 0;
+        bool token_iv = e && (strcmp(e, "1") == 0 || token_iv_replace);
         CK_GCM_PARAMS *p;
 
         if (!token_iv || !m || m->mechanism != CKM_AES_GCM)
@@ -723,8 +731,9 @@ static CK_RV token_iv_rule(CK_MECHANISM_PTR m) {
         if (!p || m->ulParameterLen != sizeof(*p) || !p->pIv || p->ulIvLen != sizeof(zero))
                 return CKR_MECHANISM_PARAM_INVALID;
         if (memcmp(p->pIv, zero, sizeof(zero)) != 0) {
-                log_line("token-iv refused a caller IV pid=%d", (int) getpid());
-                return CKR_MECHANISM_PARAM_INVALID;
+                log_line("token-iv %s a caller IV pid=%d", token_iv_replace ? "replaced" : "refused", (int) getpid());
+                if (!token_iv_replace)
+                        return CKR_MECHANISM_PARAM_INVALID;
         }
         do
                 if (getrandom(p->pIv, sizeof(zero), 0) != (ssize_t) sizeof(zero))
@@ -880,8 +889,6 @@ static CK_RV setup(void) {
         overlap_watch = e && strcmp(e, "1") == 0;
         e = getenv("P11_FAULT_RENUMBER");
         renumber = e && strcmp(e, "1") == 0;
-        e = getenv("P11_FAULT_TOKEN_IV");
-        token_iv = e && strcmp(e, "1") == 0;
 
         e = getenv("P11_FAULT_TRACE");
         if (e && *e) {

@@ -350,12 +350,11 @@ static void test_token_iv(const TestToken *t, const char *lib, const Secret *pin
         HsmObject key;
         int r;
 
-        setenv("P11_FAULT_TOKEN_IV", "1", 1);
         setenv("P11_FAULT_MODULE", t->module, 1);
         r = hsm_open(lib, t->uri, pin, &h, &why);
-        unsetenv("P11_FAULT_TOKEN_IV");
         if (!ok(r == 0, "token-iv: the token opens through p11-fault (%s)", why ?: "ok"))
                 return;
+        setenv("P11_FAULT_TOKEN_IV", "1", 1); /* read at each C_EncryptInit */
         ok(create_known_key(h, CKK_AES, K_AES, &key) == 0, "token-iv: test-only AES key of known value created");
         memset(aad, 0x3c, sizeof(aad));
         memset(pt, 0x5a, sizeof(pt));
@@ -371,6 +370,36 @@ static void test_token_iv(const TestToken *t, const char *lib, const Secret *pin
            "token-iv: OpenSSL's ciphertext decrypts with the token's IV");
         r = hsm_profile_encrypt(h, HSM_PROFILE_GCM_TOKEN_IV, key, 0, iv2, aad, sizeof(aad), pt, sizeof(pt), got);
         ok(r == 0 && memcmp(iv1, iv2, sizeof(iv1)) != 0, "token-iv: the next wrap gets another IV");
+        unsetenv("P11_FAULT_TOKEN_IV");
+}
+
+/*
+ * A token that silently replaces a caller's GCM IV ($P11_FAULT_TOKEN_IV=replace):
+ * the gcm wrap is refused and its ciphertext not returned, since a blob
+ * carrying the caller's IV could never be unwrapped.
+ */
+static void test_token_iv_replaced(const TestToken *t, const char *lib, const Secret *pin) {
+        _cleanup_(hsm_freep) Hsm *h = NULL;
+        uint8_t aad[20], pt[32], got[48], zero[48] = {}, mine[12] = { 7 }, before[12];
+        const char *why = NULL;
+        HsmObject key;
+        int r;
+
+        setenv("P11_FAULT_MODULE", t->module, 1);
+        r = hsm_open(lib, t->uri, pin, &h, &why);
+        if (!ok(r == 0, "token-iv replace: the token opens through p11-fault (%s)", why ?: "ok"))
+                return;
+        setenv("P11_FAULT_TOKEN_IV", "replace", 1); /* read at each C_EncryptInit */
+        ok(create_known_key(h, CKK_AES, K_AES, &key) == 0, "token-iv replace: test-only AES key of known value created");
+        memset(aad, 0x3c, sizeof(aad));
+        memset(pt, 0x5a, sizeof(pt));
+        memset(got, 0xee, sizeof(got));
+        memcpy(before, mine, sizeof(before));
+        is_int(hsm_profile_encrypt(h, HSM_PROFILE_GCM, key, 0, mine, aad, sizeof(aad), pt, sizeof(pt), got),
+               -KEKERR_UNSUPPORTED, "token-iv replace: a gcm wrap whose IV the token replaced is refused");
+        ok(memcmp(got, zero, sizeof(got)) == 0, "token-iv replace: its ciphertext is not returned");
+        ok(memcmp(mine, before, sizeof(mine)) == 0, "token-iv replace: the caller's IV is left as it was");
+        unsetenv("P11_FAULT_TOKEN_IV");
 }
 
 static void test_available(Hsm *h) {
@@ -473,9 +502,10 @@ int main(void) {
         test_gcm_kat(h, key);
         test_mac_key(h);
         h = hsm_free(h);
-        if (getenv("P11_FAULT_LIB") && access(getenv("P11_FAULT_LIB"), R_OK) == 0)
+        if (getenv("P11_FAULT_LIB") && access(getenv("P11_FAULT_LIB"), R_OK) == 0) {
                 test_token_iv(&t, getenv("P11_FAULT_LIB"), pin);
-        else
+                test_token_iv_replaced(&t, getenv("P11_FAULT_LIB"), pin);
+        } else
                 tap_skip("token-iv: P11_FAULT_LIB not built (run through make check)");
         token_done(&t);
         return tap_done();
