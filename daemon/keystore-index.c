@@ -187,6 +187,7 @@ static int index_apply(Keystore *ks, KeystoreRead *rd) {
         if (ks->last_load_mono_usec != 0 && rd->generation != ks->generation)
                 log_notice("The HSM session was lost and reopened; the key index was read again");
         keys_free(ks->keys, ks->n_keys);
+        ks->epoch++;
         ks->keys = keys;
         ks->n_keys = n;
         free(ks->dup_names);

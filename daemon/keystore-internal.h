@@ -20,6 +20,8 @@ struct Keystore {
         Key **keys;
         size_t n_keys;
         uint64_t generation;          /* hsm_generation() the index was built at */
+        uint64_t epoch;               /* moves whenever a Key in the index is replaced or freed (KeyLookup) */
+        uint64_t lookups;             /* keystore_lookups() */
         uint64_t last_load_mono_usec;
         uint64_t index_read_mono_usec; /* when the reading the index was built from began */
         uint64_t last_usage_flush_mono_usec;
@@ -67,3 +69,5 @@ KeyVersion *key_version(Key *k, uint32_t version);
 uint64_t lease_size(const Key *k);
 /* The key, re-reading the token if it is stale or the name is unknown (another kekd may have created it). */
 int find_mutable(Keystore *ks, const char *name, Key **ret);
+/* The key found (when still usable, see KeyLookup), else find_mutable(name). */
+int keystore_found_key(Keystore *ks, const KeyLookup *found, const char *name, Key **ret);

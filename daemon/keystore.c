@@ -166,6 +166,7 @@ static Key *index_put(Keystore *ks, Key *k) {
                 } else if (hsm_find_key(ks->hsm, k->name, k->versions[i].id, &k->versions[i].handle) >= 0)
                         k->versions[i].present = true;
         }
+        ks->epoch++;
         if (found) {
                 key_free(ks->keys[pos]);
                 ks->keys[pos] = k;
@@ -193,6 +194,7 @@ static void index_remove(Keystore *ks, const char *name) {
         if (!found)
                 return;
         notify_change(ks, name, ks->keys[pos], NULL);
+        ks->epoch++;
         key_free(ks->keys[pos]);
         memmove(ks->keys + pos, ks->keys + pos + 1, (ks->n_keys - pos - 1) * sizeof(*ks->keys));
         ks->n_keys--;
@@ -319,6 +321,7 @@ int find_mutable(Keystore *ks, const char *name, Key **ret) {
         Key *k;
         int r;
 
+        ks->lookups++;
         if (!key_name_valid(name))
                 return -KEKERR_UNKNOWN_KEY;
         r = keystore_sync(ks);
@@ -358,6 +361,33 @@ int keystore_find(Keystore *ks, const char *name, const Key **ret) {
         if (r >= 0)
                 *ret = k;
         return r;
+}
+
+int keystore_lookup(Keystore *ks, const char *name, KeyLookup *ret) {
+        Key *k;
+        int r = find_mutable(ks, name, &k);
+
+        if (r >= 0)
+                *ret = (KeyLookup) { .key = k, .epoch = ks->epoch };
+        return r;
+}
+
+uint64_t keystore_lookups(const Keystore *ks) {
+        return ks->lookups;
+}
+
+/*
+ * What find_mutable() would answer, without looking again when found is
+ * from this index: the same epoch (no Key replaced or freed since) and no
+ * reason to re-read the token (a session reopened, a write in doubt).
+ */
+int keystore_found_key(Keystore *ks, const KeyLookup *found, const char *name, Key **ret) {
+        if (found && found->key && found->epoch == ks->epoch && hsm_generation(ks->hsm) == ks->generation &&
+            !ks->reload_needed && strcmp(found->key->name, name) == 0) {
+                *ret = (Key *) found->key; /* the index's own, found for this request */
+                return 0;
+        }
+        return find_mutable(ks, name, ret);
 }
 
 static bool policy_valid(const RotationPolicy *p) {
