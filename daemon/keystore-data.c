@@ -25,8 +25,8 @@
 
 #include "common/kekerr.h"
 #include "daemon/cryptopool.h"
-#include "daemon/keystore-internal.h"
-#include "daemon/log.h"
+#include "daemon/keystore.h"
+#include "daemon/keystore-index.h"
 
 /*
  * What an op keeps between its steps (CryptoOp.state): copies, never
@@ -101,67 +101,6 @@ static int check_usable(Keystore *ks, const Key *k, KeyVersion *v) {
         return 0;
 }
 
-typedef struct LeaseArgs {
-        uint32_t version;
-        uint64_t granted;
-} LeaseArgs;
-
-static int lease_fn(Keystore *ks, Key *k, void *userdata) {
-        LeaseArgs *a = userdata;
-        KeyVersion *v = key_version(k, a->version);
-        uint64_t max = key_max_wraps(k);
-
-        if (!v)
-                return -KEKERR_UNKNOWN_VERSION;
-        if (v->wraps_reserved >= max)
-                return -ENOSPC;
-        a->granted = MIN(lease_size(k), max - v->wraps_reserved);
-        v->wraps_reserved += a->granted;
-        return 0;
-}
-
-/* Makes sure this kekd may do one more wrap with (name, version); -ENOSPC when the budget is spent. */
-static int lease_take(Keystore *ks, const char *name, uint32_t version) {
-        LeaseArgs a = { .version = version };
-        const Key *k;
-        KeyVersion *v;
-        int r;
-
-        r = key_mutate(ks, name, lease_fn, &a, &k);
-        if (r < 0)
-                return r;
-        v = key_version((Key *) k, version);
-        if (!v)
-                return -KEKERR_UNKNOWN_VERSION;
-        v->lease_left += a.granted;
-        return 0;
-}
-
-
-/*
- * The renewal step of a wrap, on its own (it writes the token): the version
- * wrapped under (0: the current one) gets a new lease of wrap budget, or, when
- * the current version has spent its budget before the timer rotated it, the
- * key is rotated. -ENOSPC for a pinned version past its budget.
- */
-int keystore_wrap_renew(Keystore *ks, const char *name, uint32_t version, uint64_t now) {
-        const Key *k;
-        uint32_t id;
-        int r;
-
-        r = keystore_find(ks, name, &k);
-        if (r < 0)
-                return r;
-        id = version == 0 ? k->current_version : version;
-        r = lease_take(ks, name, id);
-        if (r != -ENOSPC)
-                return r;
-        if (version != 0)
-                return -ENOSPC; /* a pinned version past its budget: the caller must follow the current one */
-        log_info("Key '%s' version %u used its wrap budget; rotating", name, id);
-        return keystore_rotate(ks, name, now, NULL);
-}
-
 /*
  * The wrap half of wrap and rewrap: picks the version (0: the current one)
  * of the key found (found, or looked up by name when that is not usable) and
@@ -180,10 +119,10 @@ static int wrap_target(Keystore *ks, const KeyLookup *found, const char *name, u
         int hlen, alen, r;
         size_t len;
 
-        r = keystore_found_key(ks, found, name, &k);
+        r = keystore_key(ks, found, name, &k);
         if (r < 0)
                 return r;
-        v = key_version(k, version == 0 ? k->current_version : version);
+        v = key_index_version(k, version == 0 ? k->current_version : version);
         if (!v)
                 return -KEKERR_UNKNOWN_VERSION;
         r = check_usable(ks, k, v);
@@ -209,7 +148,7 @@ static int wrap_target(Keystore *ks, const KeyLookup *found, const char *name, u
         if (iv_new(blob + hlen) < 0)
                 return -EIO;
         v->lease_left--;
-        s->generation = ks->generation;
+        s->generation = keystore_generation(ks);
         snprintf(s->key, sizeof(s->key), "%s", k->name);
         op->version = v->id;
         s->dst = v->handle;
@@ -227,10 +166,10 @@ static int unwrap_source(Keystore *ks, const KeyLookup *found, CryptoOp *op) {
         Key *k;
         int alen, r;
 
-        r = keystore_found_key(ks, found, op->view.key, &k);
+        r = keystore_key(ks, found, op->view.key, &k);
         if (r < 0)
                 return r;
-        v = key_version(k, op->view.version);
+        v = key_index_version(k, op->view.version);
         if (!v)
                 return -KEKERR_UNKNOWN_VERSION;
         r = check_usable(ks, k, v);
@@ -241,7 +180,7 @@ static int unwrap_source(Keystore *ks, const KeyLookup *found, CryptoOp *op) {
                 return alen;
         s->src_aad_len = (size_t) alen;
         s->src = v->handle;
-        s->generation = ks->generation;
+        s->generation = keystore_generation(ks);
         return 0;
 }
 
@@ -451,20 +390,20 @@ static void keystore_finish(Keystore *ks, CryptoOp **ops, size_t n) {
                 }
                 /* Versions are found again by name: an earlier op may have rotated or reloaded.
                  * A blob that authenticated counts as used even if its rewrap failed after. */
-                if (s->src_ok && (k = index_get(ks, op->view.key)) && (v = key_version(k, op->view.version))) {
+                if (s->src_ok && (k = keystore_key_runtime(ks, op->view.key)) && (v = key_index_version(k, op->view.version))) {
                         v->unwraps_pending++;
                         v->last_use_pending = MAX(v->last_use_pending, s->now);
                 }
-                if (op->result >= 0 && op->kind != CRYPTO_UNWRAP && (k = index_get(ks, s->key)) &&
-                    (v = key_version(k, op->version)))
+                if (op->result >= 0 && op->kind != CRYPTO_UNWRAP && (k = keystore_key_runtime(ks, s->key)) &&
+                    (v = key_index_version(k, op->version)))
                         v->last_use_pending = MAX(v->last_use_pending, s->now);
                 /*
                  * A wrap that took its lease unit (it has a blob) and then failed: the HSM refused,
                  * or its answer was not trusted. No ciphertext left kekd, so no IV was exposed: the
                  * unit goes back to the lease, where a settle returns it to the record.
                  */
-                if (op->result < 0 && op->blob && op->kind != CRYPTO_UNWRAP && (k = index_get(ks, s->key)) &&
-                    (v = key_version(k, op->version)))
+                if (op->result < 0 && op->blob && op->kind != CRYPTO_UNWRAP && (k = keystore_key_runtime(ks, s->key)) &&
+                    (v = key_index_version(k, op->version)))
                         v->lease_left++;
         }
         if (reload)

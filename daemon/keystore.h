@@ -137,6 +137,18 @@ typedef struct KeyLookup {
 int keystore_lookup(Keystore *ks, const char *name, KeyLookup *ret);
 /* How many times a name was looked up in the index for a request (for tests and profiling). */
 uint64_t keystore_lookups(const Keystore *ks);
+
+/*
+ * For the data plane (keystore-data.c), which keeps its runtime state in the
+ * index's keys (lease units, usage, a version's handle once found):
+ * keystore_key() is the key found (when still usable) or keystore_find()'s;
+ * keystore_key_runtime() the index's entry of name, without a lookup or a
+ * reload (NULL if none); keystore_generation() the hsm_generation() the
+ * index's handles are valid at.
+ */
+int keystore_key(Keystore *ks, const KeyLookup *found, const char *name, Key **ret);
+Key *keystore_key_runtime(Keystore *ks, const char *name);
+uint64_t keystore_generation(const Keystore *ks);
 uint64_t key_max_wraps(const Key *k);
 
 const VaultPolicy *keystore_vault(const Keystore *ks);
@@ -269,6 +281,11 @@ int keystore_settle(Keystore *ks);
  */
 int keystore_maintain(Keystore *ks, uint64_t now);
 
-/* Verifies the token against the records (after repairing what can be repaired). */
+/* Repairs stale intents, unfinished purges and duplicate records now, whatever the index's age. */
+int keystore_repair(Keystore *ks, uint64_t now);
+/* Whether k's pending intent (pending_version) is stale: ours, a gone kekd's of this host, or too old. */
+bool keystore_intent_stale(const Keystore *ks, const Key *k, uint64_t now);
+
+/* Verifies the token against the records (after repairing what can be repaired); keystore-check.c. */
 int keystore_check(Keystore *ks, uint64_t now, CheckReport *ret);
 void check_report_done(CheckReport *r);
