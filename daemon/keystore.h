@@ -205,7 +205,7 @@ typedef enum CryptoKind {
  * keystore-data.c's alone, laid out there; its size is checked at compile
  * time. Stored in the op itself, so a request's ops need no allocation.
  */
-#define CRYPTO_OP_STATE_SIZE 2560u
+#define CRYPTO_OP_STATE_SIZE 2432u
 typedef union CryptoOpState {
         max_align_t align;
         unsigned char bytes[CRYPTO_OP_STATE_SIZE];

@@ -249,6 +249,58 @@ static void test_role_matrix(Env *e) {
  * need renewals, and a rotation when the current version's budget is spent,
  * still answers every item in order.
  */
+/*
+ * Prepare reports a refusal one way: it returns the error and leaves the op
+ * unprepared (kind 0, result 0, nothing to free); op->result is only a
+ * prepared op's outcome after keystore_run().
+ */
+static void test_prepare_refusal(Env *e) {
+        const uint8_t pt[16] = { 7 };
+        CryptoOp op;
+        int q;
+
+        q = keystore_wrap_prepare(e->ks, NULL, "no-such-key", 0, pt, sizeof(pt), NULL, 0, fixed_now(), &op);
+        is_int(q, -KEKERR_UNKNOWN_KEY, "prepare of a wrap under an unknown key returns UNKNOWN_KEY");
+        ok(op.kind == 0 && op.result == 0 && !op.blob, "... and leaves the op unprepared, the error not stored in it");
+        crypto_op_done(&op);
+}
+
+/*
+ * What authorize found (keystore_lookup()) serves prepare while the index is
+ * the one it was found in; once a write replaced the key, prepare looks it up
+ * again and sees the change.
+ */
+static void test_lookup_reuse(Env *e) {
+        const uint8_t pt[16] = { 9 };
+        const Key *k;
+        KeyLookup l;
+        CryptoOp op;
+        uint64_t n;
+        int q;
+
+        if (!ok(keystore_create(e->ks, "reuse1", &(RotationPolicy) {}, fixed_now(), &k) >= 0 && keystore_lookup(e->ks, "reuse1", &l) >= 0,
+                "key created and looked up"))
+                return;
+        n = keystore_lookups(e->ks);
+        q = keystore_wrap_prepare_renewed(e->ks, &l, "reuse1", 0, pt, sizeof(pt), NULL, 0, fixed_now(), &op);
+        crypto_op_done(&op);
+        /* The first wrap renews its lease (a write): that prepare looks the key up again, once. */
+        ok(q == 0 && op.version == 1, "prepared under version 1");
+        if (!ok(keystore_lookup(e->ks, "reuse1", &l) >= 0, "looked up again"))
+                return;
+        n = keystore_lookups(e->ks);
+        q = keystore_wrap_prepare(e->ks, &l, "reuse1", 0, pt, sizeof(pt), NULL, 0, fixed_now(), &op);
+        ok(q == 0 && op.version == 1 && keystore_lookups(e->ks) == n, "a lookup of this index serves prepare: no second lookup");
+        crypto_op_done(&op);
+        if (!ok(keystore_rotate(e->ks, "reuse1", fixed_now(), NULL) >= 0, "rotated (the index entry replaced)"))
+                return;
+        n = keystore_lookups(e->ks);
+        q = keystore_wrap_prepare_renewed(e->ks, &l, "reuse1", 0, pt, sizeof(pt), NULL, 0, fixed_now(), &op);
+        ok(q == 0 && op.version == 2 && keystore_lookups(e->ks) > n,
+           "after the write, prepare looks the key up again and wraps under the new current version");
+        crypto_op_done(&op);
+}
+
 static void test_renewal_step(Env *e) {
         const RotationPolicy small = { .max_wraps = 2 }; /* a lease of 1 */
         const uint8_t pt[16] = { 1, 2, 3 };
@@ -633,6 +685,8 @@ int main(void) {
                         bad += !unwrap_matches(&e, &blobs[i], aeks[i], lens[i], ctx[i]);
                 is_int(bad, 0, "all %d blobs unwrap after reopening", N_AEKS);
                 test_renewal_step(&e);
+                test_prepare_refusal(&e);
+                test_lookup_reuse(&e);
         }
 
 finish:
