@@ -217,7 +217,7 @@ static int phase_authorize(Dispatcher *d, Request *req) {
         if (!route->grant)
                 return 0;
         if (!route->shares_run)
-                return check_grant(d, req, request_key(req->msg), key, route->grant, NULL);
+                return check_grant(d, req, request_key(req->msg), key, route->grant, &req->found);
         for (size_t i = 0; i < req->n_items; i++) {
                 RequestItem *it = &req->items[i];
                 int r;

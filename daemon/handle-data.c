@@ -358,7 +358,7 @@ int handle_get_key_version(Dispatcher *d, const Kek__Request *m, Request *req) {
         const Key *k;
         int r;
 
-        r = keystore_find(d->keystore, m->get_key_version->key, &k);
+        r = keystore_refind(d->keystore, &req->found, m->get_key_version->key, &k);
         if (r < 0)
                 return key_error(d, req, r, 0);
         g = request_alloc(req, sizeof(*g));

@@ -467,6 +467,15 @@ uint64_t keystore_lookups(const Keystore *ks) {
         return ks->lookups;
 }
 
+int keystore_refind(Keystore *ks, const KeyLookup *found, const char *name, const Key **ret) {
+        Key *k;
+        int r = keystore_key(ks, found, name, &k);
+
+        if (r >= 0)
+                *ret = k;
+        return r;
+}
+
 uint64_t keystore_generation(const Keystore *ks) {
         return ks->generation;
 }

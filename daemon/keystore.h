@@ -135,6 +135,8 @@ typedef struct KeyLookup {
 } KeyLookup;
 /* keystore_find(), remembered for prepare. */
 int keystore_lookup(Keystore *ks, const char *name, KeyLookup *ret);
+/* keystore_find(), answered from found (NULL or from keystore_lookup()) when that is still usable. */
+int keystore_refind(Keystore *ks, const KeyLookup *found, const char *name, const Key **ret);
 /* How many times a name was looked up in the index for a request (for tests and profiling). */
 uint64_t keystore_lookups(const Keystore *ks);
 

@@ -80,6 +80,7 @@ typedef struct Request {
         /* decoded once */
         Kek__Request *msg;         /* NULL: not decoded (malformed, or refused before decoding) */
         const void *route;         /* its row in the dispatch table (daemon/dispatch.c) */
+        KeyLookup found;           /* the key it names as authorize found it (NULL key: not looked up) */
         RequestItem *items;        /* data plane: one, or a wire batch's */
         size_t n_items;
         bool batch;

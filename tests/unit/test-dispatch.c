@@ -664,6 +664,19 @@ int main(void) {
                         is_int((int) (keystore_lookups(e.ks) - lookups), 3, "... looking the key up once per item");
                         kek__response__free_unpacked(r, NULL);
                 }
+                {
+                        Kek__GetKeyVersionRequest gv = KEK__GET_KEY_VERSION_REQUEST__INIT;
+
+                        gv.key = (char *) "acct1";
+                        req = (Kek__Request) KEK__REQUEST__INIT;
+                        req.body_case = KEK__REQUEST__BODY_GET_KEY_VERSION;
+                        req.get_key_version = &gv;
+                        lookups = keystore_lookups(e.ks);
+                        r = run(&e, &req);
+                        ok(r && r->body_case == KEK__RESPONSE__BODY_GET_KEY_VERSION, "get-key-version by uid 5001 with a grant");
+                        is_int((int) (keystore_lookups(e.ks) - lookups), 1, "... looking the key up once");
+                        kek__response__free_unpacked(r, NULL);
+                }
                 peer = &root_peer;
                 lookups = keystore_lookups(e.ks);
                 r = do_wrap(&e, "acct1", aeks[0], lens[0], ctx[0], 0);
