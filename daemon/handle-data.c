@@ -4,9 +4,11 @@
  * or in a wire batch, and the current version of a key. A single request is
  * a Request with one item, a batch one with N; the same code serves both, in
  * the phases of dispatch.h: data_decode() makes the items (parsing each blob
- * once), dispatch.c authorizes each item, handle_data_prepare() prepares
- * their HSM calls (keystore.h), dispatch.c runs them with other requests'
- * and data_answer() writes each item's result. A refused item answers with
+ * once, and checking every size: the one place they are checked on the
+ * request path), dispatch.c authorizes each item (keeping the key it looked
+ * up, RequestItem.found), handle_data_prepare() prepares their HSM calls
+ * from that key (keystore.h), dispatch.c runs them with other requests' and
+ * data_answer() writes each item's result. A refused item answers with
  * its own error; only running out of memory fails a batch as a whole.
  */
 #include "config.h"

@@ -30,6 +30,13 @@
  *    name ours) stands; only a write that no newer record holds is
  *    withdrawn and re-applied, and one that cannot be told is withdrawn and
  *    fails without being re-applied (budgets over-count, never under-count).
+ *
+ * This header is the keystore's one interface. Its files, each depending
+ * only on those before it: keystore-records.[ch] (a key's objects in the
+ * token), keystore-index.[ch] (the KeyIndex and building one from a reading
+ * of the token), keystore.c (struct Keystore, loading, lifecycle,
+ * maintenance), then keystore-data.c (the data plane: this header and
+ * key_index_version()) and keystore-check.c (this header and RECORDS_APP).
  */
 #pragma once
 
