@@ -55,6 +55,7 @@ typedef struct OpState {
 _Static_assert(sizeof(OpState) <= sizeof(CryptoOpState), "CRYPTO_OP_STATE_SIZE is too small for OpState");
 _Static_assert(_Alignof(OpState) <= _Alignof(CryptoOpState), "CryptoOpState is not aligned for OpState");
 
+/* The only way OpState is reached (the build has -fno-strict-aliasing, configure.ac). */
 static OpState *st(CryptoOp *op) {
         return (OpState *) op->state.bytes;
 }
