@@ -185,16 +185,23 @@ static int phase_decode(Request *req, const WireCheckInfo *info) {
         return route->shares_run ? data_decode(req) : 0;
 }
 
-/* One grant check: decided without the key when it can be (superusers, officers' reads), else on the key. */
-static int check_grant(Dispatcher *d, Request *req, const char *name, const char *shown, uint32_t grant) {
-        const Key *k = NULL;
+/*
+ * One grant check: decided without the key when it can be (superusers,
+ * officers' reads), else on the key, which then goes to *found (when not
+ * NULL) for prepare, so the key is looked up once.
+ */
+static int check_grant(Dispatcher *d, Request *req, const char *name, const char *shown, uint32_t grant,
+                       KeyLookup *found) {
+        KeyLookup l = {};
 
         if (access_check_key(req->peer, NULL, grant) >= 0)
                 return 0;
-        if (keystore_find(d->keystore, name, &k) < 0)
-                k = NULL;
-        if (access_check_key(req->peer, k, grant) >= 0)
+        (void) keystore_lookup(d->keystore, name, &l);
+        if (access_check_key(req->peer, l.key, grant) >= 0) {
+                if (found)
+                        *found = l;
                 return 0;
+        }
         return request_error(req, -KEKERR_PERMISSION_DENIED, "uid %u has no %s grant on key '%s'",
                              (unsigned) req->peer->uid, access_op_name(grant), shown);
 }
@@ -210,14 +217,14 @@ static int phase_authorize(Dispatcher *d, Request *req) {
         if (!route->grant)
                 return 0;
         if (!route->shares_run)
-                return check_grant(d, req, request_key(req->msg), key, route->grant);
+                return check_grant(d, req, request_key(req->msg), key, route->grant, &req->found);
         for (size_t i = 0; i < req->n_items; i++) {
                 RequestItem *it = &req->items[i];
                 int r;
 
                 if (it->error < 0)
                         continue; /* refused at decode */
-                r = check_grant(d, req, it->name, it->key, route->grant);
+                r = check_grant(d, req, it->name, it->key, route->grant, &it->found);
                 if (r < 0)
                         request_item_refuse(req, it, r);
         }

@@ -6,12 +6,15 @@
  *
  *   decode     the frame's wire bytes are checked (proto/wirecheck.h) and
  *              its operation peeked; after the role check it is unpacked,
- *              once; a batch's items (and their blobs) are parsed once;
+ *              once; a batch's items (and their blobs) are parsed once, and
+ *              every size (plaintext, context, items) is checked here only;
  *   authorize  from the table's columns: the role before the frame is
  *              unpacked, then the grant on each key named, before any
- *              handler runs; every decision is access.c's;
+ *              handler runs; every decision is access.c's; the key looked
+ *              up for a grant is kept (KeyLookup) for the handler;
  *   prepare    the handler: a control-plane handler does its whole work; a
- *              data-plane one prepares its items' HSM calls (keystore.h);
+ *              data-plane one prepares its items' HSM calls (keystore.h),
+ *              from the key authorize found while the index is unchanged;
  *   run        the HSM calls of all prepared items of the requests handed
  *              over together, spread over the HSM sessions;
  *   answer     each item's result into the reply;

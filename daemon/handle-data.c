@@ -4,9 +4,11 @@
  * or in a wire batch, and the current version of a key. A single request is
  * a Request with one item, a batch one with N; the same code serves both, in
  * the phases of dispatch.h: data_decode() makes the items (parsing each blob
- * once), dispatch.c authorizes each item, handle_data_prepare() prepares
- * their HSM calls (keystore.h), dispatch.c runs them with other requests'
- * and data_answer() writes each item's result. A refused item answers with
+ * once, and checking every size: the one place they are checked on the
+ * request path), dispatch.c authorizes each item (keeping the key it looked
+ * up, RequestItem.found), handle_data_prepare() prepares their HSM calls
+ * from that key (keystore.h), dispatch.c runs them with other requests' and
+ * data_answer() writes each item's result. A refused item answers with
  * its own error; only running out of memory fails a batch as a whole.
  */
 #include "config.h"
@@ -72,10 +74,18 @@ static void item_decode(Request *req, const DataKind *k, RequestItem *it, const 
         switch (k->kind) {
         case CRYPTO_WRAP: {
                 const Kek__WrapRequest *w = wire;
+                int r = 0;
 
                 it->name = w->key;
                 request_show_key(it->key, w->key);
                 it->version = w->version;
+                /* The sizes' one check on the request path (keystore.h). */
+                if (w->plaintext.len == 0 || w->plaintext.len > AEK_MAX_SIZE)
+                        r = request_error(req, -KEKERR_INVALID_ARGUMENT, "plaintext must be 1..%u bytes", AEK_MAX_SIZE);
+                else
+                        r = check_context(req, w->context.len);
+                if (r < 0)
+                        request_item_refuse(req, it, r);
                 break;
         }
         case CRYPTO_UNWRAP: {
@@ -127,56 +137,51 @@ int data_decode(Request *req) {
         return 0;
 }
 
+static int item_error(Dispatcher *d, Request *req, const DataKind *k, RequestItem *it, int r);
+
+/* Prepare for one item, from the key authorize found (it->found); a refusal is the item's, described now. */
+static void item_prepare(Dispatcher *d, Request *req, const DataKind *k, RequestItem *it, uint64_t now, bool renewed) {
+        int r;
+
+        if (k->kind == CRYPTO_WRAP) {
+                const Kek__WrapRequest *w = it->wire;
+
+                r = (renewed ? keystore_wrap_prepare_renewed : keystore_wrap_prepare)(
+                        d->keystore, &it->found, w->key, w->version, w->plaintext.data, w->plaintext.len, w->context.data,
+                        w->context.len, now, &it->op);
+        } else if (k->kind == CRYPTO_UNWRAP) {
+                const Kek__UnwrapRequest *u = it->wire;
+
+                r = keystore_unwrap_prepare(d->keystore, &it->found, &it->view, u->context.data, u->context.len, now,
+                                            &it->op);
+        } else {
+                const Kek__RewrapRequest *w = it->wire;
+
+                r = keystore_rewrap_prepare(d->keystore, &it->found, &it->view, w->context.data, w->context.len, now,
+                                            &it->op);
+        }
+        it->renew = r == KEYSTORE_NEEDS_RENEWAL;
+        if (r < 0)
+                request_item_refuse(req, it, item_error(d, req, k, it, r));
+}
+
 int handle_data_prepare(Dispatcher *d, const Kek__Request *m, Request *req) {
         const DataKind *k = kind_of(m);
         uint64_t now = d->now_usec();
-        size_t renew = 0;
+        bool renew = false;
 
-        for (size_t i = 0; i < req->n_items; i++) {
-                RequestItem *it = &req->items[i];
-                int r;
-
-                if (it->error < 0)
-                        continue; /* refused at decode or authorize */
-                if (k->kind == CRYPTO_WRAP) {
-                        const Kek__WrapRequest *w = it->wire;
-
-                        if (w->plaintext.len == 0 || w->plaintext.len > AEK_MAX_SIZE)
-                                r = request_error(req, -KEKERR_INVALID_ARGUMENT, "plaintext must be 1..%u bytes", AEK_MAX_SIZE);
-                        else
-                                r = check_context(req, w->context.len);
-                        if (r >= 0)
-                                r = keystore_wrap_prepare(d->keystore, w->key, w->version, w->plaintext.data, w->plaintext.len,
-                                                          w->context.data, w->context.len, now, &it->op);
-                } else if (k->kind == CRYPTO_UNWRAP) {
-                        const Kek__UnwrapRequest *u = it->wire;
-
-                        r = keystore_unwrap_prepare(d->keystore, &it->view, u->context.data, u->context.len, now, &it->op);
-                } else {
-                        const Kek__RewrapRequest *w = it->wire;
-
-                        r = keystore_rewrap_prepare(d->keystore, &it->view, w->context.data, w->context.len, now, &it->op);
-                }
-                if (r == KEYSTORE_NEEDS_RENEWAL)
-                        renew++;
-                /* A keystore refusal is read after the run, with the others (op.result); a size refusal now. */
-                else if (r < 0 && it->op.kind == 0)
-                        request_item_refuse(req, it, r);
-        }
+        for (size_t i = 0; i < req->n_items; i++)
+                if (req->items[i].error == 0) /* else refused at decode or authorize */
+                        item_prepare(d, req, k, &req->items[i], now, false);
         /*
          * The renewal step: wraps whose version had no lease of wrap budget left get one (or the key
          * is rotated, keystore_wrap_renew()), writing the token, then are prepared again, in order.
          */
-        for (size_t i = 0; renew > 0 && i < req->n_items; i++) {
-                RequestItem *it = &req->items[i];
-                const Kek__WrapRequest *w = it->wire;
-
-                if (it->error < 0 || it->op.kind != CRYPTO_WRAP || it->op.pending || it->op.result < 0)
-                        continue;
-                (void) keystore_wrap_prepare_renewed(d->keystore, w->key, w->version, w->plaintext.data, w->plaintext.len,
-                                                     w->context.data, w->context.len, now, &it->op);
-                renew--;
-        }
+        for (size_t i = 0; i < req->n_items; i++)
+                renew |= req->items[i].renew;
+        for (size_t i = 0; renew && i < req->n_items; i++)
+                if (req->items[i].renew)
+                        item_prepare(d, req, k, &req->items[i], now, true);
         return 0;
 }
 
@@ -309,7 +314,7 @@ void data_answer(Dispatcher *d, Request *req) {
                 if (r >= 0 && !req->oom)
                         resp = item_answer(req, k, it);
                 else if (r < 0 && it->error == 0) {
-                        /* Refused by the keystore or the HSM: described now, as the refusal before it. */
+                        /* Refused in the run (the HSM, a rewrap's target): described now, as the refusals before it. */
                         r = item_error(d, req, k, it, r);
                         request_item_refuse(req, it, r);
                 }
@@ -355,7 +360,7 @@ int handle_get_key_version(Dispatcher *d, const Kek__Request *m, Request *req) {
         const Key *k;
         int r;
 
-        r = keystore_find(d->keystore, m->get_key_version->key, &k);
+        r = keystore_refind(d->keystore, &req->found, m->get_key_version->key, &k);
         if (r < 0)
                 return key_error(d, req, r, 0);
         g = request_alloc(req, sizeof(*g));

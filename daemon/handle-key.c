@@ -181,7 +181,7 @@ int handle_get_key(Dispatcher *d, const Kek__Request *m, Request *req) {
         int r;
 
         /* Authorized by the table (access_check_key(), GRANT_GET): officers see every key. */
-        r = keystore_find(d->keystore, m->get_key->key, &k);
+        r = keystore_refind(d->keystore, &req->found, m->get_key->key, &k);
         if (r < 0)
                 return key_error(d, req, r, 0);
         return reply_key_info(d, req, k);

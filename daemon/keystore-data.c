@@ -25,8 +25,45 @@
 
 #include "common/kekerr.h"
 #include "daemon/cryptopool.h"
-#include "daemon/keystore-internal.h"
-#include "daemon/log.h"
+#include "daemon/keystore.h"
+#include "daemon/keystore-index.h"
+#include "daemon/keystore-profile.h"
+
+/*
+ * What an op keeps between its steps (CryptoOp.state): copies, never
+ * pointers into the index, so run() may read it on any thread.
+ */
+typedef struct OpState {
+        bool pending;                  /* prepared (or targeted) and not yet run: the next run does its call */
+        bool src_ok;                   /* unwrap, rewrap: the blob authenticated (usage counts it) */
+        bool gone;                     /* the HSM no longer knew a handle: finish re-reads the token */
+        uint64_t generation;           /* hsm_generation() the handles below are valid at */
+        uint64_t now;
+        const uint8_t *ctx;            /* the caller's context, which must outlive the op */
+        size_t ctx_len;
+        HsmObject src;                 /* unwrap, rewrap */
+        HsmObject src_mac;             /* the source version's MAC key, for profiles that have one */
+        uint8_t src_aad[BLOB_AAD_MAX];
+        size_t src_aad_len;
+        char key[KEY_NAME_MAX + 1];    /* wrap, rewrap: the key wrapped under */
+        HsmProfile dst_profile;
+        HsmObject dst;
+        HsmObject dst_mac;
+        uint8_t dst_aad[BLOB_AAD_MAX];
+        size_t dst_aad_len;
+        size_t dst_header_len;
+        size_t dst_iv_len;
+        const uint8_t *pt;             /* wrap: the caller's plaintext, which must outlive the op */
+        size_t pt_len;
+} OpState;
+
+_Static_assert(sizeof(OpState) <= sizeof(CryptoOpState), "CRYPTO_OP_STATE_SIZE is too small for OpState");
+_Static_assert(_Alignof(OpState) <= _Alignof(CryptoOpState), "CryptoOpState is not aligned for OpState");
+
+/* The only way OpState is reached (the build has -fno-strict-aliasing, configure.ac). */
+static OpState *st(CryptoOp *op) {
+        return (OpState *) op->state.bytes;
+}
 
 /*
  * A fresh random IV (hsm_profile_iv_size(): 12 bytes for gcm, 16 for the
@@ -72,7 +109,7 @@ static int check_usable(Keystore *ks, const Key *k, KeyVersion *v) {
         if (!hsm_profile_name(v->profile))
                 return -KEKERR_UNSUPPORTED;
         /* Its MAC key is half of the version: without it, the version is missing, as above. */
-        r = version_mac_find(ks, k->name, v);
+        r = profile_version_mac_find(keystore_hsm(ks), k->name, v);
         if (r == -ENOENT)
                 return -KEKERR_UNKNOWN_VERSION;
         if (r < 0)
@@ -80,76 +117,17 @@ static int check_usable(Keystore *ks, const Key *k, KeyVersion *v) {
         return 0;
 }
 
-typedef struct LeaseArgs {
-        uint32_t version;
-        uint64_t granted;
-} LeaseArgs;
-
-static int lease_fn(Keystore *ks, Key *k, void *userdata) {
-        LeaseArgs *a = userdata;
-        KeyVersion *v = key_version(k, a->version);
-        uint64_t max = key_max_wraps(k);
-
-        if (!v)
-                return -KEKERR_UNKNOWN_VERSION;
-        if (v->wraps_reserved >= max)
-                return -ENOSPC;
-        a->granted = MIN(lease_size(k), max - v->wraps_reserved);
-        v->wraps_reserved += a->granted;
-        return 0;
-}
-
-/* Makes sure this kekd may do one more wrap with (name, version); -ENOSPC when the budget is spent. */
-static int lease_take(Keystore *ks, const char *name, uint32_t version) {
-        LeaseArgs a = { .version = version };
-        const Key *k;
-        KeyVersion *v;
-        int r;
-
-        r = key_mutate(ks, name, lease_fn, &a, &k);
-        if (r < 0)
-                return r;
-        v = key_version((Key *) k, version);
-        if (!v)
-                return -KEKERR_UNKNOWN_VERSION;
-        v->lease_left += a.granted;
-        return 0;
-}
-
-
-/*
- * The renewal step of a wrap, on its own (it writes the token): the version
- * wrapped under (0: the current one) gets a new lease of wrap budget, or, when
- * the current version has spent its budget before the timer rotated it, the
- * key is rotated. -ENOSPC for a pinned version past its budget.
- */
-int keystore_wrap_renew(Keystore *ks, const char *name, uint32_t version, uint64_t now) {
-        const Key *k;
-        uint32_t id;
-        int r;
-
-        r = keystore_find(ks, name, &k);
-        if (r < 0)
-                return r;
-        id = version == 0 ? k->current_version : version;
-        r = lease_take(ks, name, id);
-        if (r != -ENOSPC)
-                return r;
-        if (version != 0)
-                return -ENOSPC; /* a pinned version past its budget: the caller must follow the current one */
-        log_info("Key '%s' version %u used its wrap budget; rotating", name, id);
-        return keystore_rotate(ks, name, now, NULL);
-}
-
 /*
  * The wrap half of wrap and rewrap: picks the version (0: the current one)
- * and lays out header || IV of the new blob in op, taking one unit of the
+ * of the key found (found, or looked up by name when that is not usable) and
+ * lays out header || IV of the new blob in op, taking one unit of the
  * version's lease. Never writes the token: with no lease left it returns
- * KEYSTORE_NEEDS_RENEWAL, and the caller runs keystore_wrap_renew() as a step
- * of its own and prepares again.
+ * KEYSTORE_NEEDS_RENEWAL, and the caller runs keystore_wrap_renew() as a
+ * step of its own and prepares again.
  */
-static int wrap_target(Keystore *ks, const char *name, uint32_t version, size_t pt_len, const uint8_t *ctx,
-                       size_t ctx_len, CryptoOp *op) {
+static int wrap_target(Keystore *ks, const KeyLookup *found, const char *name, uint32_t version, size_t pt_len,
+                       CryptoOp *op) {
+        OpState *s = st(op);
         uint8_t header[BLOB_HEADER_MAX];
         _cleanup_free_ uint8_t *blob = NULL;
         KeyVersion *v;
@@ -157,10 +135,10 @@ static int wrap_target(Keystore *ks, const char *name, uint32_t version, size_t 
         int hlen, alen, r;
         size_t len, iv_len, tag_len;
 
-        r = find_mutable(ks, name, &k);
+        r = keystore_key(ks, found, name, &k);
         if (r < 0)
                 return r;
-        v = key_version(k, version == 0 ? k->current_version : version);
+        v = key_index_version(k, version == 0 ? k->current_version : version);
         if (!v)
                 return -KEKERR_UNKNOWN_VERSION;
         r = check_usable(ks, k, v);
@@ -178,7 +156,7 @@ static int wrap_target(Keystore *ks, const char *name, uint32_t version, size_t 
         hlen = blob_header_profile(v->profile, k->name, v->id, header);
         if (hlen < 0)
                 return hlen;
-        alen = blob_aad(header, (size_t) hlen, ctx, ctx_len, op->dst_aad);
+        alen = blob_aad(header, (size_t) hlen, s->ctx, s->ctx_len, s->dst_aad);
         if (alen < 0)
                 return alen;
         len = (size_t) hlen + iv_len + hsm_profile_ct_size(v->profile, pt_len); /* cbc-hmac pads */
@@ -191,33 +169,31 @@ static int wrap_target(Keystore *ks, const char *name, uint32_t version, size_t 
         if (v->profile != HSM_PROFILE_GCM_TOKEN_IV && iv_new(blob + hlen, iv_len) < 0)
                 return -EIO;
         v->lease_left--;
-        op->generation = ks->generation;
-        snprintf(op->key, sizeof(op->key), "%s", k->name);
+        s->generation = keystore_generation(ks);
+        snprintf(s->key, sizeof(s->key), "%s", k->name);
         op->version = v->id;
-        op->dst_profile = v->profile;
-        op->dst_iv_len = iv_len;
-        op->dst_mac = v->mac_handle;
-        op->dst = v->handle;
-        op->dst_aad_len = (size_t) alen;
-        op->dst_header_len = (size_t) hlen;
+        s->dst_profile = v->profile;
+        s->dst_iv_len = iv_len;
+        s->dst_mac = v->mac_handle;
+        s->dst = v->handle;
+        s->dst_aad_len = (size_t) alen;
+        s->dst_header_len = (size_t) hlen;
         op->blob_len = len;
         op->blob = TAKE_PTR(blob);
         return 0;
 }
 
 /* The unwrap half of unwrap and rewrap. */
-static int unwrap_source(Keystore *ks, const BlobView *view, const uint8_t *ctx, size_t ctx_len, CryptoOp *op) {
+static int unwrap_source(Keystore *ks, const KeyLookup *found, CryptoOp *op) {
+        OpState *s = st(op);
         KeyVersion *v;
         Key *k;
         int alen, r;
 
-        if (ctx_len > CONTEXT_MAX_SIZE)
-                return -KEKERR_INVALID_ARGUMENT;
-        op->view = *view;
-        r = find_mutable(ks, op->view.key, &k);
+        r = keystore_key(ks, found, op->view.key, &k);
         if (r < 0)
                 return r;
-        v = key_version(k, op->view.version);
+        v = key_index_version(k, op->view.version);
         if (!v)
                 return -KEKERR_UNKNOWN_VERSION;
         r = check_usable(ks, k, v);
@@ -226,66 +202,76 @@ static int unwrap_source(Keystore *ks, const BlobView *view, const uint8_t *ctx,
         /* A blob of another profile than its version's: the format byte was changed, or it is forged. */
         if (op->view.profile != (unsigned) v->profile)
                 return -KEKERR_BLOB_INVALID;
-        alen = blob_aad(op->view.header, op->view.header_len, ctx, ctx_len, op->src_aad);
+        alen = blob_aad(op->view.header, op->view.header_len, s->ctx, s->ctx_len, s->src_aad);
         if (alen < 0)
                 return alen;
-        op->src_aad_len = (size_t) alen;
-        op->src = v->handle;
-        op->src_mac = v->mac_handle;
-        op->generation = ks->generation;
+        s->src_aad_len = (size_t) alen;
+        s->src = v->handle;
+        s->src_mac = v->mac_handle;
+        s->generation = keystore_generation(ks);
         return 0;
 }
 
-int keystore_wrap_prepare(Keystore *ks, const char *name, uint32_t version, const uint8_t *pt, size_t pt_len,
-                          const uint8_t *ctx, size_t ctx_len, uint64_t now, CryptoOp *op) {
-        *op = (CryptoOp) { .kind = CRYPTO_WRAP, .now = now, .pt = pt, .pt_len = pt_len, .ctx = ctx, .ctx_len = ctx_len };
-        if (pt_len == 0 || pt_len > AEK_MAX_SIZE || ctx_len > CONTEXT_MAX_SIZE)
-                return (op->result = -KEKERR_INVALID_ARGUMENT);
-        op->result = wrap_target(ks, name, version, pt_len, ctx, ctx_len, op);
-        if (op->result == KEYSTORE_NEEDS_RENEWAL) {
-                op->result = 0; /* not prepared: not run either */
-                return KEYSTORE_NEEDS_RENEWAL;
-        }
-        op->pending = op->result >= 0;
-        return op->result;
+/* A fresh op of kind with the caller's inputs; kind only once prepare accepted it. */
+static void op_init(CryptoOp *op, const BlobView *view, const uint8_t *ctx, size_t ctx_len, uint64_t now) {
+        *op = (CryptoOp) {};
+        if (view)
+                op->view = *view;
+        *st(op) = (OpState) { .now = now, .ctx = ctx, .ctx_len = ctx_len };
 }
 
-int keystore_wrap_prepare_renewed(Keystore *ks, const char *name, uint32_t version, const uint8_t *pt, size_t pt_len,
-                                  const uint8_t *ctx, size_t ctx_len, uint64_t now, CryptoOp *op) {
-        int r = keystore_wrap_prepare(ks, name, version, pt, pt_len, ctx, ctx_len, now, op);
+/* Prepare's outcome r: a prepared op is pending; a refused one is left unprepared (freed, kind 0). */
+static int op_prepared(CryptoOp *op, CryptoKind kind, int r) {
+        if (r != 0) {
+                crypto_op_done(op);
+                return r;
+        }
+        op->kind = kind;
+        st(op)->pending = true;
+        return 0;
+}
+
+int keystore_wrap_prepare(Keystore *ks, const KeyLookup *found, const char *name, uint32_t version, const uint8_t *pt,
+                          size_t pt_len, const uint8_t *ctx, size_t ctx_len, uint64_t now, CryptoOp *op) {
+        op_init(op, NULL, ctx, ctx_len, now);
+        st(op)->pt = pt;
+        st(op)->pt_len = pt_len;
+        return op_prepared(op, CRYPTO_WRAP, wrap_target(ks, found, name, version, pt_len, op));
+}
+
+int keystore_wrap_prepare_renewed(Keystore *ks, const KeyLookup *found, const char *name, uint32_t version,
+                                  const uint8_t *pt, size_t pt_len, const uint8_t *ctx, size_t ctx_len, uint64_t now,
+                                  CryptoOp *op) {
+        int r = keystore_wrap_prepare(ks, found, name, version, pt, pt_len, ctx, ctx_len, now, op);
 
         for (unsigned attempt = 0; r == KEYSTORE_NEEDS_RENEWAL; attempt++) {
                 /* Twice renewed and still no lease: other kekd take the budget as fast; retry later. */
                 r = attempt < 2 ? keystore_wrap_renew(ks, name, version, now) : -KEKERR_CONFLICT;
+                /* The renewal wrote the key: what was found before it is not used again. */
                 if (r >= 0)
-                        r = keystore_wrap_prepare(ks, name, version, pt, pt_len, ctx, ctx_len, now, op);
+                        r = keystore_wrap_prepare(ks, NULL, name, version, pt, pt_len, ctx, ctx_len, now, op);
         }
-        if (r < 0)
-                op->result = r;
         return r;
 }
 
-int keystore_unwrap_prepare(Keystore *ks, const BlobView *view, const uint8_t *ctx, size_t ctx_len, uint64_t now,
-                            CryptoOp *op) {
-        *op = (CryptoOp) { .kind = CRYPTO_UNWRAP, .now = now, .ctx = ctx, .ctx_len = ctx_len };
-        op->result = unwrap_source(ks, view, ctx, ctx_len, op);
-        op->pending = op->result >= 0;
-        return op->result;
+int keystore_unwrap_prepare(Keystore *ks, const KeyLookup *found, const BlobView *view, const uint8_t *ctx,
+                            size_t ctx_len, uint64_t now, CryptoOp *op) {
+        op_init(op, view, ctx, ctx_len, now);
+        return op_prepared(op, CRYPTO_UNWRAP, unwrap_source(ks, found, op));
 }
 
-int keystore_rewrap_prepare(Keystore *ks, const BlobView *view, const uint8_t *ctx, size_t ctx_len, uint64_t now,
-                            CryptoOp *op) {
-        *op = (CryptoOp) { .kind = CRYPTO_REWRAP, .now = now, .ctx = ctx, .ctx_len = ctx_len };
-        op->result = unwrap_source(ks, view, ctx, ctx_len, op);
-        op->pending = op->result >= 0;
-        return op->result;
+int keystore_rewrap_prepare(Keystore *ks, const KeyLookup *found, const BlobView *view, const uint8_t *ctx,
+                            size_t ctx_len, uint64_t now, CryptoOp *op) {
+        op_init(op, view, ctx, ctx_len, now);
+        return op_prepared(op, CRYPTO_REWRAP, unwrap_source(ks, found, op));
 }
 
 static int run_encrypt(Hsm *h, CryptoOp *op, const uint8_t *pt, size_t pt_len) {
-        uint8_t *iv = op->blob + op->dst_header_len;
+        OpState *s = st(op);
+        uint8_t *iv = op->blob + s->dst_header_len;
 
-        return hsm_profile_encrypt(h, op->dst_profile, op->dst, op->dst_mac, iv, op->dst_aad, op->dst_aad_len, pt, pt_len,
-                                   iv + op->dst_iv_len);
+        return hsm_profile_encrypt(h, s->dst_profile, s->dst, s->dst_mac, iv, s->dst_aad, s->dst_aad_len, pt, pt_len,
+                                   iv + s->dst_iv_len);
 }
 
 /*
@@ -294,6 +280,7 @@ static int run_encrypt(Hsm *h, CryptoOp *op, const uint8_t *pt, size_t pt_len) {
  * session was reopened. A search changes nothing in the token.
  */
 static int refind(Hsm *h, CryptoOp *op) {
+        OpState *s = st(op);
         bool encrypt = op->kind == CRYPTO_WRAP || (op->kind == CRYPTO_REWRAP && op->blob);
         uint64_t gen;
         int r;
@@ -303,28 +290,30 @@ static int refind(Hsm *h, CryptoOp *op) {
                 return r;
         gen = hsm_generation(h);
         if (encrypt) {
-                r = hsm_find_key(h, op->key, op->version, &op->dst);
-                if (r >= 0 && hsm_profile_has_mac_key(op->dst_profile))
-                        r = hsm_find_mac_key(h, op->key, op->version, &op->dst_mac);
+                r = hsm_find_key(h, s->key, op->version, &s->dst);
+                if (r >= 0 && hsm_profile_has_mac_key(s->dst_profile))
+                        r = hsm_find_mac_key(h, s->key, op->version, &s->dst_mac);
         } else {
-                r = hsm_find_key(h, op->view.key, op->view.version, &op->src);
-                if (r >= 0 && hsm_profile_has_mac_key(op->view.profile))
-                        r = hsm_find_mac_key(h, op->view.key, op->view.version, &op->src_mac);
+                r = hsm_find_key(h, op->view.key, op->view.version, &s->src);
+                if (r >= 0 && hsm_profile_has_mac_key((HsmProfile) op->view.profile))
+                        r = hsm_find_mac_key(h, op->view.key, op->view.version, &s->src_mac);
         }
         if (r < 0)
                 return r;
-        op->generation = gen;
+        s->generation = gen;
         return 0;
 }
 
 static int call_once(Hsm *h, CryptoOp *op) {
+        OpState *s = st(op);
+
         if (op->kind == CRYPTO_WRAP)
-                return run_encrypt(h, op, op->pt, op->pt_len);
+                return run_encrypt(h, op, s->pt, s->pt_len);
         if (op->kind == CRYPTO_REWRAP && op->blob)
                 return run_encrypt(h, op, op->plaintext->data, op->plaintext->len);
         if (op->kind == CRYPTO_UNWRAP || op->kind == CRYPTO_REWRAP)
-                return hsm_profile_decrypt(h, (HsmProfile) op->view.profile, op->src, op->src_mac, op->view.iv,
-                                           op->src_aad, op->src_aad_len, op->view.ciphertext, op->view.ciphertext_len,
+                return hsm_profile_decrypt(h, (HsmProfile) op->view.profile, s->src, s->src_mac, op->view.iv,
+                                           s->src_aad, s->src_aad_len, op->view.ciphertext, op->view.ciphertext_len,
                                            &op->plaintext);
         return -EINVAL;
 }
@@ -342,12 +331,13 @@ static int call_once(Hsm *h, CryptoOp *op) {
  * before the next request.
  */
 static int run_call(Hsm *h, CryptoOp *op) {
+        OpState *s = st(op);
         bool decrypt = op->kind == CRYPTO_UNWRAP || (op->kind == CRYPTO_REWRAP && !op->blob);
         bool retried = false, stale = false;
         int r;
 
         for (;;) {
-                if (stale || hsm_generation(h) != op->generation) {
+                if (stale || hsm_generation(h) != s->generation) {
                         if (retried)
                                 return -KEKERR_HSM_UNAVAILABLE;
                         retried = true;
@@ -356,7 +346,7 @@ static int run_call(Hsm *h, CryptoOp *op) {
                                 break;
                 }
                 r = call_once(h, op);
-                if (r != -ESTALE && hsm_generation(h) == op->generation)
+                if (r != -ESTALE && hsm_generation(h) == s->generation)
                         break;
                 /* Made with a handle that may have named another object: neither answer is trusted. */
                 if (decrypt)
@@ -367,9 +357,9 @@ static int run_call(Hsm *h, CryptoOp *op) {
                 stale = true;
         }
         if (r >= 0 && decrypt)
-                op->src_ok = true;
+                s->src_ok = true;
         if (r == -ENOENT)
-                op->gone = true;
+                s->gone = true;
         return r;
 }
 
@@ -379,9 +369,9 @@ static void crypto_op_run(Hsm *h, void *item) {
         bool second = op->kind == CRYPTO_REWRAP && op->blob;
 
         /* Only what is pending: a group may hold ops that ran already (a rewrap's second run). */
-        if (op->result < 0 || !op->pending)
+        if (op->kind == 0 || op->result < 0 || !st(op)->pending)
                 return;
-        op->pending = false;
+        st(op)->pending = false;
         op->result = run_call(h, op);
         /* A rewrap's plaintext has been in secure memory only, and is cleansed once encrypted again. */
         if (op->result < 0 || second)
@@ -397,18 +387,18 @@ static size_t keystore_targets(Keystore *ks, CryptoOp **ops, size_t n) {
 
                 if (op->kind != CRYPTO_REWRAP || op->result < 0 || !op->plaintext || op->blob)
                         continue;
-                op->result = wrap_target(ks, op->view.key, 0, op->plaintext->len, op->ctx, op->ctx_len, op);
+                op->result = wrap_target(ks, NULL, op->view.key, 0, op->plaintext->len, op);
                 /* Its renewal is a step of its own here too, taken at most twice (then another kekd keeps
                  * taking the budget: CONFLICT, retry). */
                 for (unsigned attempt = 0; op->result == KEYSTORE_NEEDS_RENEWAL; attempt++) {
-                        op->result = attempt < 2 ? keystore_wrap_renew(ks, op->view.key, 0, op->now) : -KEKERR_CONFLICT;
+                        op->result = attempt < 2 ? keystore_wrap_renew(ks, op->view.key, 0, st(op)->now) : -KEKERR_CONFLICT;
                         if (op->result >= 0)
-                                op->result = wrap_target(ks, op->view.key, 0, op->plaintext->len, op->ctx, op->ctx_len, op);
+                                op->result = wrap_target(ks, NULL, op->view.key, 0, op->plaintext->len, op);
                 }
                 if (op->result < 0)
                         op->plaintext = secret_free(op->plaintext);
                 else {
-                        op->pending = true;
+                        st(op)->pending = true;
                         more++;
                 }
         }
@@ -421,10 +411,13 @@ static void keystore_finish(Keystore *ks, CryptoOp **ops, size_t n) {
 
         for (size_t i = 0; i < n; i++) {
                 CryptoOp *op = ops[i];
+                OpState *s = st(op);
                 Key *k;
                 KeyVersion *v;
 
-                if (op->gone && op->result == -ENOENT) {
+                if (op->kind == 0)
+                        continue; /* not prepared: nothing ran */
+                if (s->gone && op->result == -ENOENT) {
                         /* An object vanished under us (purged through another kekd, or a stale handle):
                          * re-read the token; the retry gets the definitive answer from the fresh index. */
                         op->result = -KEKERR_HSM_UNAVAILABLE;
@@ -432,20 +425,20 @@ static void keystore_finish(Keystore *ks, CryptoOp **ops, size_t n) {
                 }
                 /* Versions are found again by name: an earlier op may have rotated or reloaded.
                  * A blob that authenticated counts as used even if its rewrap failed after. */
-                if (op->src_ok && (k = index_get(ks, op->view.key)) && (v = key_version(k, op->view.version))) {
+                if (s->src_ok && (k = keystore_key_runtime(ks, op->view.key)) && (v = key_index_version(k, op->view.version))) {
                         v->unwraps_pending++;
-                        v->last_use_pending = MAX(v->last_use_pending, op->now);
+                        v->last_use_pending = MAX(v->last_use_pending, s->now);
                 }
-                if (op->result >= 0 && op->kind != CRYPTO_UNWRAP && (k = index_get(ks, op->key)) &&
-                    (v = key_version(k, op->version)))
-                        v->last_use_pending = MAX(v->last_use_pending, op->now);
+                if (op->result >= 0 && op->kind != CRYPTO_UNWRAP && (k = keystore_key_runtime(ks, s->key)) &&
+                    (v = key_index_version(k, op->version)))
+                        v->last_use_pending = MAX(v->last_use_pending, s->now);
                 /*
                  * A wrap that took its lease unit (it has a blob) and then failed: the HSM refused,
                  * or its answer was not trusted. No ciphertext left kekd, so no IV was exposed: the
                  * unit goes back to the lease, where a settle returns it to the record.
                  */
-                if (op->result < 0 && op->blob && op->kind != CRYPTO_UNWRAP && (k = index_get(ks, op->key)) &&
-                    (v = key_version(k, op->version)))
+                if (op->result < 0 && op->blob && op->kind != CRYPTO_UNWRAP && (k = keystore_key_runtime(ks, s->key)) &&
+                    (v = key_index_version(k, op->version)))
                         v->lease_left++;
         }
         if (reload)
@@ -475,17 +468,25 @@ void keystore_run(Keystore *ks, CryptoPool *pool, CryptoOp **ops, size_t n) {
         keystore_finish(ks, ops, n);
 }
 
+/* The sizes the request path checks at decode, for the shorthands below, which have none. */
+static int sizes_check(size_t pt_len, bool wrap, size_t ctx_len) {
+        if ((wrap && (pt_len == 0 || pt_len > AEK_MAX_SIZE)) || ctx_len > CONTEXT_MAX_SIZE)
+                return -KEKERR_INVALID_ARGUMENT;
+        return 0;
+}
+
 int keystore_wrap(Keystore *ks, const char *name, uint32_t version, const uint8_t *pt, size_t pt_len,
                   const uint8_t *ctx, size_t ctx_len, uint64_t now, uint8_t **ret_blob, size_t *ret_blob_len,
                   uint32_t *ret_version) {
         CryptoOp op, *ops[] = { &op };
         int r;
 
-        r = keystore_wrap_prepare_renewed(ks, name, version, pt, pt_len, ctx, ctx_len, now, &op);
-        if (r < 0) {
-                crypto_op_done(&op);
+        r = sizes_check(pt_len, true, ctx_len);
+        if (r < 0)
                 return r;
-        }
+        r = keystore_wrap_prepare_renewed(ks, NULL, name, version, pt, pt_len, ctx, ctx_len, now, &op);
+        if (r < 0)
+                return r;
         keystore_run(ks, NULL, ops, 1);
         r = op.result;
         if (r >= 0) {
@@ -505,15 +506,18 @@ static int blob_op_run(Keystore *ks, CryptoKind kind, const uint8_t *blob, size_
         int r;
 
         *op = (CryptoOp) {};
-        if (ctx_len > CONTEXT_MAX_SIZE)
-                return -KEKERR_INVALID_ARGUMENT;
+        r = sizes_check(0, false, ctx_len);
+        if (r < 0)
+                return r;
         r = blob_parse(blob, blob_len, &view);
         if (r < 0)
                 return r;
         if (kind == CRYPTO_UNWRAP)
-                (void) keystore_unwrap_prepare(ks, &view, ctx, ctx_len, now, op);
+                r = keystore_unwrap_prepare(ks, NULL, &view, ctx, ctx_len, now, op);
         else
-                (void) keystore_rewrap_prepare(ks, &view, ctx, ctx_len, now, op);
+                r = keystore_rewrap_prepare(ks, NULL, &view, ctx, ctx_len, now, op);
+        if (r < 0)
+                return r;
         keystore_run(ks, NULL, ops, 1);
         return op->result;
 }

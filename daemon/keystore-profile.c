@@ -13,9 +13,9 @@
  *    AES-ECB, which even p11-kit 0.24's RPC carries.
  *    gcm-token-iv is used only when pinned: no mechanism information tells a
  *    token that generates GCM IVs from one that takes the caller's.
- *  - Every object of a version is destroyed by version_objects_destroy()
- *    (keystore.c) through version_macs_destroy() here, so a rolled back or
- *    purged version leaves no MAC key behind.
+ *  - Every object of a version is destroyed by records_destroy_version()
+ *    (keystore-records.c) through profile_version_macs_destroy() here, so a
+ *    rolled back or purged version leaves no MAC key behind.
  */
 #include "config.h"
 
@@ -25,43 +25,33 @@
 #include <string.h>
 
 #include "common/kekerr.h"
-#include "daemon/keystore-internal.h"
+#include "daemon/keystore-profile.h"
 #include "daemon/log.h"
 
-void keystore_set_profile(Keystore *ks, int profile) {
-        ks->profile_pin = profile;
-        ks->profile_known = false;
-}
-
-int keystore_profile(const Keystore *ks) {
-        return ks->profile_pin;
-}
-
-/* Which profile a new version gets; the answer is kept (a token's mechanisms do not change under it). */
-static int profile_choose(Keystore *ks, HsmProfile *ret) {
+int profile_choose(ProfileChoice *pc, Hsm *hsm, HsmProfile *ret) {
         static const HsmProfile preference[] = { HSM_PROFILE_GCM, HSM_PROFILE_CBC_HMAC, HSM_PROFILE_CTR_HMAC };
         const char *missing = NULL;
         int r;
 
-        if (ks->profile_known) {
-                *ret = ks->profile;
+        if (pc->known) {
+                *ret = pc->profile;
                 return 0;
         }
-        if (ks->profile_pin >= 0) {
-                r = hsm_profile_available(ks->hsm, (HsmProfile) ks->profile_pin, &missing);
+        if (pc->pin >= 0) {
+                r = hsm_profile_available(hsm, (HsmProfile) pc->pin, &missing);
                 if (r < 0)
                         return r;
                 if (r == 0) {
                         log_warning("[hsm] profile = %s, but token '%s' does not offer %s: no key version can be created",
-                                    hsm_profile_name((HsmProfile) ks->profile_pin), hsm_token_label(ks->hsm), missing);
+                                    hsm_profile_name((HsmProfile) pc->pin), hsm_token_label(hsm), missing);
                         return -KEKERR_UNSUPPORTED;
                 }
-                ks->profile = (HsmProfile) ks->profile_pin;
+                pc->profile = (HsmProfile) pc->pin;
         } else {
                 size_t i;
 
                 for (i = 0; i < ELEMENTSOF(preference); i++) {
-                        r = hsm_profile_available(ks->hsm, preference[i], &missing);
+                        r = hsm_profile_available(hsm, preference[i], &missing);
                         if (r < 0)
                                 return r;
                         if (r > 0)
@@ -70,37 +60,37 @@ static int profile_choose(Keystore *ks, HsmProfile *ret) {
                 if (i == ELEMENTSOF(preference)) {
                         log_warning("Token '%s' offers no mechanism profile kekd can use (gcm needs CKM_AES_GCM, cbc-hmac "
                                     "CKM_AES_CBC_PAD; ctr-hmac needs %s): no key version can be created",
-                                    hsm_token_label(ks->hsm), missing);
+                                    hsm_token_label(hsm), missing);
                         return -KEKERR_UNSUPPORTED;
                 }
-                ks->profile = preference[i];
-                log_info("New key versions use mechanism profile %s", hsm_profile_name(ks->profile));
+                pc->profile = preference[i];
+                log_info("New key versions use mechanism profile %s", hsm_profile_name(pc->profile));
         }
-        ks->profile_known = true;
-        *ret = ks->profile;
+        pc->known = true;
+        *ret = pc->profile;
         return 0;
 }
 
-int version_keys_generate(Keystore *ks, const char *name, uint32_t version, HsmProfile *ret_profile, HsmObject *ret_key,
-                          HsmObject *ret_mac) {
+int profile_version_generate(ProfileChoice *pc, Hsm *hsm, const char *name, uint32_t version, HsmProfile *ret_profile,
+                             HsmObject *ret_key, HsmObject *ret_mac) {
         HsmProfile p;
         HsmObject key, mac = 0;
         int r;
 
-        r = profile_choose(ks, &p);
+        r = profile_choose(pc, hsm, &p);
         if (r < 0)
                 return r;
         /*
          * The MAC key first: a version whose AES key exists is taken for one by listings
          * (hsm_list_keys()), so its other half must already be there. A failure leaves
-         * whatever was made for the caller's rollback (version_objects_destroy()).
+         * whatever was made for the caller's rollback (records_destroy_version()).
          */
         if (hsm_profile_has_mac_key(p)) {
-                r = hsm_generate_mac_key(ks->hsm, name, version, &mac);
+                r = hsm_generate_mac_key(hsm, name, version, &mac);
                 if (r < 0)
                         return r;
         }
-        r = hsm_generate_aes_key(ks->hsm, name, version, &key);
+        r = hsm_generate_aes_key(hsm, name, version, &key);
         if (r < 0)
                 return r;
         *ret_profile = p;
@@ -109,55 +99,55 @@ int version_keys_generate(Keystore *ks, const char *name, uint32_t version, HsmP
         return 0;
 }
 
-int version_macs_destroy(Keystore *ks, const char *name, uint32_t version) {
+int profile_version_macs_destroy(Hsm *hsm, const char *name, uint32_t version) {
         for (unsigned i = 0; i < 8; i++) {
                 HsmObject obj;
-                int r = hsm_find_mac_key(ks->hsm, name, version, &obj);
-                uint64_t gen = hsm_generation(ks->hsm); /* the generation obj was found at */
+                int r = hsm_find_mac_key(hsm, name, version, &obj);
+                uint64_t gen = hsm_generation(hsm); /* the generation obj was found at */
 
                 if (r == -ENOENT)
                         return 0;
                 if (r < 0)
                         return r;
-                r = hsm_destroy_listed(ks->hsm, obj, gen);
+                r = hsm_destroy_listed(hsm, obj, gen);
                 if (r < 0 && r != -ENOENT)
                         return r;
         }
         return -KEKERR_HSM_UNAVAILABLE;
 }
 
-int key_macs_destroy(Keystore *ks, const char *name) {
+int profile_key_macs_destroy(Hsm *hsm, const char *name) {
         _cleanup_free_ HsmKeyRef *refs = NULL;
         size_t n = 0;
         uint64_t gen;
         int r;
 
-        r = hsm_list_mac_keys(ks->hsm, &refs, &n);
+        r = hsm_list_mac_keys(hsm, &refs, &n);
         if (r < 0)
                 return r;
-        gen = hsm_generation(ks->hsm);
+        gen = hsm_generation(hsm);
         for (size_t i = 0; i < n; i++)
                 if (strcmp(refs[i].label, name) == 0) {
-                        r = hsm_destroy_listed(ks->hsm, refs[i].handle, gen);
+                        r = hsm_destroy_listed(hsm, refs[i].handle, gen);
                         if (r < 0 && r != -ENOENT)
                                 return r;
                 }
         return 0;
 }
 
-int version_mac_find(Keystore *ks, const char *name, KeyVersion *v) {
+int profile_version_mac_find(Hsm *hsm, const char *name, KeyVersion *v) {
         int r;
 
         if (!hsm_profile_has_mac_key(v->profile) || v->mac_present)
                 return 0;
-        r = hsm_find_mac_key(ks->hsm, name, v->id, &v->mac_handle);
+        r = hsm_find_mac_key(hsm, name, v->id, &v->mac_handle);
         if (r < 0)
                 return r;
         v->mac_present = true;
         return 0;
 }
 
-int version_profile_problem(Keystore *ks, const Key *k, KeyVersion *v, char *why, size_t why_len) {
+int profile_version_problem(Hsm *hsm, const Key *k, KeyVersion *v, char *why, size_t why_len) {
         HsmKeyAttrs a;
         int r;
 
@@ -170,7 +160,7 @@ int version_profile_problem(Keystore *ks, const Key *k, KeyVersion *v, char *why
                 return 0;
         /* Looked up afresh: check reports the token as it is. */
         v->mac_present = false;
-        r = version_mac_find(ks, k->name, v);
+        r = profile_version_mac_find(hsm, k->name, v);
         if (r == -ENOENT) {
                 snprintf(why, why_len, "key '%s' version %u (%s): its MAC key is missing from the token, so the version is "
                          "missing", k->name, v->id, hsm_profile_name(v->profile));
@@ -178,7 +168,7 @@ int version_profile_problem(Keystore *ks, const Key *k, KeyVersion *v, char *why
         }
         if (r < 0)
                 return r;
-        r = hsm_key_attributes(ks->hsm, v->mac_handle, &a);
+        r = hsm_key_attributes(hsm, v->mac_handle, &a);
         if (r < 0)
                 return r;
         if (!(a.sensitive && !a.extractable && a.never_extractable && a.private_ && a.token && !a.value_readable)) {
@@ -189,22 +179,22 @@ int version_profile_problem(Keystore *ks, const Key *k, KeyVersion *v, char *why
         return 0;
 }
 
-int mac_orphans_report(Keystore *ks, CheckReport *rep, int (*add)(CheckReport *rep, const char *fmt, ...)) {
+int profile_mac_orphans(Hsm *hsm, const Key *(*find)(void *userdata, const char *name),
+                        int (*orphan)(void *userdata, const char *name, uint32_t version), void *userdata) {
         _cleanup_free_ HsmKeyRef *refs = NULL;
         size_t n = 0;
         int r;
 
-        r = hsm_list_mac_keys(ks->hsm, &refs, &n);
+        r = hsm_list_mac_keys(hsm, &refs, &n);
         if (r < 0)
                 return r;
         for (size_t i = 0; i < n; i++) {
-                Key *k = index_get(ks, refs[i].label);
+                const Key *k = find(userdata, refs[i].label);
                 const KeyVersion *v = k ? key_find_version(k, refs[i].version) : NULL;
 
                 if (!k || refs[i].version == k->pending_version || (v && hsm_profile_has_mac_key(v->profile)))
                         continue;
-                r = add(rep, "key '%s': MAC key for version %u is not in its record, or its version has no MAC key (orphan)",
-                        refs[i].label, refs[i].version);
+                r = orphan(userdata, refs[i].label, refs[i].version);
                 if (r < 0)
                         return r;
         }

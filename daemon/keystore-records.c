@@ -1,9 +1,10 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
- * The key records in the token (see keystore.h for the invariants): reading
- * the freshest record of a key, and writing the next generation with the
- * contest rule that keeps concurrent kekd on one token from overwriting each
- * other's changes or applying one twice. Records are never modified in place:
+ * A key's objects in the token (see keystore-records.h, and keystore.h for
+ * the invariants): reading the freshest record of a key, writing the next
+ * generation with the contest rule that keeps concurrent kekd on one token
+ * from overwriting each other's changes or applying one twice, and
+ * destroying what a failed operation, a purge or a crash left behind. Records are never modified in place:
  * a write creates generation N+1, lists the token again, and only then
  * destroys what it replaced, through handles taken at a known session
  * generation (hsm_destroy_listed()).
@@ -19,7 +20,8 @@
 
 #include "common/kekerr.h"
 #include "daemon/clock.h"
-#include "daemon/keystore-internal.h"
+#include "daemon/keystore-profile.h"
+#include "daemon/keystore-records.h"
 #include "daemon/log.h"
 
 /*
@@ -27,14 +29,14 @@
  * generation in *ret, the handles of all of them (to destroy after the next
  * write) in *ret_old. -KEKERR_UNKNOWN_KEY if there is none.
  */
-int records_fetch(Keystore *ks, const char *name, Key **ret, HsmObject **ret_old, size_t *ret_n_old) {
+int records_fetch(Hsm *hsm, const char *name, Key **ret, HsmObject **ret_old, size_t *ret_n_old) {
         HsmDataObject *d = NULL;
         _cleanup_free_ HsmObject *old = NULL;
         Key *best = NULL;
         size_t n = 0, n_old = 0;
         int r;
 
-        r = hsm_list_data(ks->hsm, APP_KEYS, name, &d, &n);
+        r = hsm_list_data(hsm, RECORDS_APP, name, &d, &n);
         if (r < 0)
                 return r;
         old = calloc(n ? n : 1, sizeof(*old));
@@ -65,8 +67,7 @@ int records_fetch(Keystore *ks, const char *name, Key **ret, HsmObject **ret_old
         return 0;
 }
 
-/* A fresh random nonce for a record write (never 0). */
-uint64_t writer_nonce(void) {
+uint64_t records_writer_nonce(void) {
         uint64_t w = 0;
 
         while (w == 0)
@@ -87,27 +88,27 @@ uint64_t writer_nonce(void) {
 static int record_verdict(const Key *other, uint64_t mine, uint64_t gen) {
         for (size_t i = 0; i < other->n_ancestors; i++)
                 if (other->ancestors[i] == mine)
-                        return CONTEST_INCLUDED;
+                        return RECORDS_CONTEST_INCLUDED;
         if (other->n_ancestors == 0 || other->generation <= gen || other->generation - gen <= other->n_ancestors)
-                return CONTEST_RIVAL;
-        return CONTEST_UNKNOWN;
+                return RECORDS_CONTEST_RIVAL;
+        return RECORDS_CONTEST_UNKNOWN;
 }
 
 /*
  * Lists this key's records after we wrote ours (nonce mine, generation gen)
- * and says whether another kekd wrote concurrently: CONTEST_NONE if no other
+ * and says whether another kekd wrote concurrently: RECORDS_CONTEST_NONE if no other
  * record has generation >= gen; otherwise the verdict on the newest of them
- * (the ones the next reader picks): CONTEST_INCLUDED if every one of those
+ * (the ones the next reader picks): RECORDS_CONTEST_INCLUDED if every one of those
  * was built on ours (directly or through others: our change is in it and
- * must not be applied again), CONTEST_RIVAL if none was, CONTEST_UNKNOWN if
+ * must not be applied again), RECORDS_CONTEST_RIVAL if none was, RECORDS_CONTEST_UNKNOWN if
  * they disagree or their ancestry is too short to tell. Ours is told by its
  * nonce, not its handle: handles may change when the listing itself has to
  * reopen the session. The handle our record has now goes to *ret_mine (0 if
  * it is not found: a writer that built on it may have destroyed it), valid
  * while hsm_generation() is *ret_handle_gen (see hsm_destroy_listed()).
  */
-int record_contested(Keystore *ks, const char *name, uint64_t mine, uint64_t gen, HsmObject *ret_mine,
-                            uint64_t *ret_handle_gen) {
+int records_contested(Hsm *hsm, const char *name, uint64_t mine, uint64_t gen, HsmObject *ret_mine,
+                      uint64_t *ret_handle_gen) {
         HsmDataObject *d = NULL;
         size_t n = 0, seen[4] = {};
         uint64_t top = 0;
@@ -115,10 +116,10 @@ int record_contested(Keystore *ks, const char *name, uint64_t mine, uint64_t gen
         int r;
 
         *ret_mine = 0;
-        r = hsm_list_data(ks->hsm, APP_KEYS, name, &d, &n);
+        r = hsm_list_data(hsm, RECORDS_APP, name, &d, &n);
         if (r < 0)
                 return r;
-        *ret_handle_gen = hsm_generation(ks->hsm);
+        *ret_handle_gen = hsm_generation(hsm);
         for (size_t i = 0; i < n; i++) {
                 Key *k;
 
@@ -139,18 +140,18 @@ int record_contested(Keystore *ks, const char *name, uint64_t mine, uint64_t gen
         }
         hsm_data_objects_free(d, n);
         if (!any)
-                return CONTEST_NONE;
-        if (seen[CONTEST_UNKNOWN] == 0 && seen[CONTEST_RIVAL] == 0)
-                return CONTEST_INCLUDED;
-        if (seen[CONTEST_UNKNOWN] == 0 && seen[CONTEST_INCLUDED] == 0)
-                return CONTEST_RIVAL;
-        return CONTEST_UNKNOWN;
+                return RECORDS_CONTEST_NONE;
+        if (seen[RECORDS_CONTEST_UNKNOWN] == 0 && seen[RECORDS_CONTEST_RIVAL] == 0)
+                return RECORDS_CONTEST_INCLUDED;
+        if (seen[RECORDS_CONTEST_UNKNOWN] == 0 && seen[RECORDS_CONTEST_INCLUDED] == 0)
+                return RECORDS_CONTEST_RIVAL;
+        return RECORDS_CONTEST_UNKNOWN;
 }
 
 /*
  * Writes k as the next generation, naming the record it was built on (and
  * that one's ancestors) as its ancestors. Before the records it replaces are
- * destroyed, the token is listed again (record_contested()):
+ * destroyed, the token is listed again (records_contested()):
  *  - no other record as new as ours: ours stands;
  *  - a newer record of another kekd was built on ours (it read ours before
  *    we finished): our change is in it, so this write succeeded; applying it
@@ -169,7 +170,7 @@ int record_contested(Keystore *ks, const char *name, uint64_t mine, uint64_t gen
  * handles may name other objects (our new record, another key's) and are left
  * alone.
  */
-int record_write(Keystore *ks, Key *k, const HsmObject *old, size_t n_old, uint64_t old_gen) {
+int records_write(Hsm *hsm, Key *k, const HsmObject *old, size_t n_old, uint64_t old_gen, bool *reload_needed) {
         _cleanup_free_ uint8_t *buf = NULL;
         HsmObject h;
         uint64_t h_gen = 0;
@@ -187,47 +188,141 @@ int record_write(Keystore *ks, Key *k, const HsmObject *old, size_t n_old, uint6
                 k->n_ancestors = n + 1;
         }
         k->generation++;
-        k->writer = writer_nonce();
+        k->writer = records_writer_nonce();
         r = key_to_record(k, &buf, &len);
         if (r < 0)
                 return r;
-        r = hsm_create_data(ks->hsm, APP_KEYS, k->name, buf, len, &h);
+        r = hsm_create_data(hsm, RECORDS_APP, k->name, buf, len, &h);
         if (r < 0) {
                 /* The object may exist all the same (a reply lost on the way): what we serve must be re-read. */
-                ks->reload_needed = true;
+                *reload_needed = true;
                 return r;
         }
-        r = record_contested(ks, k->name, k->writer, k->generation, &h, &h_gen);
+        r = records_contested(hsm, k->name, k->writer, k->generation, &h, &h_gen);
         if (r < 0) {
-                ks->reload_needed = true;
+                *reload_needed = true;
                 return r;
         }
-        if (r == CONTEST_RIVAL || r == CONTEST_UNKNOWN) {
-                ks->reload_needed = true;
+        if (r == RECORDS_CONTEST_RIVAL || r == RECORDS_CONTEST_UNKNOWN) {
+                *reload_needed = true;
                 /*
                  * Withdrawn, the caller may re-apply its change to the other writer's record. Not
                  * withdrawn, ours may still be the record read next, and a change applied twice
                  * (a lease given back twice) could under-count: the outcome is unknown.
                  */
-                if (h && (q = hsm_destroy_listed(ks->hsm, h, h_gen)) < 0 && q != -ENOENT)
+                if (h && (q = hsm_destroy_listed(hsm, h, h_gen)) < 0 && q != -ENOENT)
                         return -KEKERR_HSM_UNAVAILABLE;
-                return r == CONTEST_RIVAL ? -EAGAIN : -KEKERR_CONFLICT;
+                return r == RECORDS_CONTEST_RIVAL ? -EAGAIN : -KEKERR_CONFLICT;
         }
-        if (r == CONTEST_INCLUDED) {
+        if (r == RECORDS_CONTEST_INCLUDED) {
                 log_debug("Record of key '%s' generation %" PRIu64 " was built on by another kekd: written",
                           k->name, k->generation);
-                ks->reload_needed = true;
+                *reload_needed = true;
         } else if (!h) {
                 /* Our record is not there after all. */
-                ks->reload_needed = true;
+                *reload_needed = true;
                 return -KEKERR_HSM_UNAVAILABLE;
         }
         k->meta_handle = h;
         for (size_t i = 0; i < n_old; i++) {
-                q = hsm_destroy_listed(ks->hsm, old[i], old_gen);
+                q = hsm_destroy_listed(hsm, old[i], old_gen);
                 /* A leftover lower generation is harmless: readers pick the highest, repair removes it. */
                 if (q < 0 && q != -ENOENT)
                         log_debug("Could not destroy superseded record of key '%s': %s", k->name, error_text(q));
         }
         return 0;
+}
+
+#define VERSION_OBJECTS_MAX 8
+
+/*
+ * Destroys every key object (name, version): an unrecorded version, of an
+ * operation that failed. Looked up afresh, never by a remembered handle.
+ * Returns 0 once none is left, <0 if that cannot be confirmed.
+ */
+int records_destroy_version(Hsm *hsm, const char *name, uint32_t version) {
+        for (unsigned i = 0; i < VERSION_OBJECTS_MAX; i++) {
+                HsmObject obj;
+                int r = hsm_find_key(hsm, name, version, &obj);
+                uint64_t gen = hsm_generation(hsm); /* the generation obj was found at */
+
+                if (r == -ENOENT)
+                        return profile_version_macs_destroy(hsm, name, version); /* and its MAC key, if it has one */
+                if (r < 0)
+                        return r;
+                r = hsm_destroy_listed(hsm, obj, gen);
+                if (r < 0 && r != -ENOENT)
+                        return r;
+        }
+        return -KEKERR_HSM_UNAVAILABLE;
+}
+
+int records_destroy_all(Hsm *hsm, const char *name) {
+        HsmDataObject *d = NULL;
+        _cleanup_free_ HsmKeyRef *refs = NULL;
+        size_t n = 0, n_refs = 0;
+        uint64_t gen;
+        int r;
+
+        /* Key objects first: while any remain, the record (saying "purging") stays to finish the job. */
+        r = profile_key_macs_destroy(hsm, name);
+        if (r < 0)
+                return r;
+        r = hsm_list_keys(hsm, &refs, &n_refs);
+        if (r < 0)
+                return r;
+        gen = hsm_generation(hsm);
+        for (size_t i = 0; i < n_refs; i++)
+                if (strcmp(refs[i].label, name) == 0) {
+                        r = hsm_destroy_listed(hsm, refs[i].handle, gen);
+                        if (r < 0 && r != -ENOENT)
+                                return r;
+                }
+        r = hsm_list_data(hsm, RECORDS_APP, name, &d, &n);
+        if (r < 0)
+                return r;
+        gen = hsm_generation(hsm);
+        for (size_t i = 0; i < n; i++) {
+                int q = hsm_destroy_listed(hsm, d[i].handle, gen);
+
+                if (q < 0 && q != -ENOENT && r >= 0)
+                        r = q;
+        }
+        hsm_data_objects_free(d, n);
+        return r;
+}
+
+int records_drop_superseded(Hsm *hsm, const char *name) {
+        _cleanup_free_ uint64_t *gen = NULL;
+        HsmDataObject *d = NULL;
+        size_t n = 0, readable = 0;
+        uint64_t max = 0, listed_gen;
+        int r;
+
+        r = hsm_list_data(hsm, RECORDS_APP, name, &d, &n);
+        if (r < 0)
+                return r;
+        listed_gen = hsm_generation(hsm);
+        gen = calloc(n ? n : 1, sizeof(*gen));
+        if (!gen) {
+                hsm_data_objects_free(d, n);
+                return -ENOMEM;
+        }
+        for (size_t i = 0; i < n; i++) {
+                Key *k;
+
+                gen[i] = UINT64_MAX; /* unreadable: never destroyed here, check reports it */
+                if (key_from_record(&d[i], &k) < 0)
+                        continue;
+                gen[i] = k->generation;
+                max = MAX(max, gen[i]);
+                readable++;
+                key_free(k);
+        }
+        /* Only strictly older generations: an equal one belongs to a writer that is still deciding. */
+        for (size_t i = 0; i < n; i++)
+                if (gen[i] < max)
+                        (void) hsm_destroy_listed(hsm, d[i].handle, listed_gen);
+        hsm_data_objects_free(d, n);
+        return readable > 1;
 }

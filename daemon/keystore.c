@@ -1,12 +1,14 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
- * The keystore index and lifecycle (see keystore.h for the
- * consistency invariants). The index is a name-sorted array of Key pointers;
- * every change to a key goes through key_mutate(): read the freshest record
- * from the token, change it, write generation+1, destroy the old object, and
- * put the result in the index, carrying this kekd's unflushed usage across
- * (the reading and writing of records, with the contest rule, are in
- * keystore-records.c).
+ * The keystore: the index it owns (a KeyIndex, keystore-index.h) and when
+ * it is read from the token, the lifecycle, maintenance and the data plane's
+ * lease renewals (see keystore.h for the consistency invariants). Every
+ * change to a key goes through mutate(): read the freshest record from the
+ * token, change it, write generation+1, destroy the old object, and put the
+ * result in the index, carrying this kekd's unflushed usage across (the
+ * reading and writing of records, with the contest rule, are in
+ * keystore-records.c). The data plane (keystore-data.c) sits on top and
+ * uses only keystore.h.
  * Key and KeyVersion pointers handed out are therefore valid only until the
  * next keystore call that may change the index.
  */
@@ -15,8 +17,8 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <signal.h>
-#include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -25,10 +27,13 @@
 #include "common/kekerr.h"
 #include "daemon/clock.h"
 #include "daemon/keystore.h"
-#include "daemon/keystore-internal.h"
+#include "daemon/keystore-index.h"
+#include "daemon/keystore-profile.h"
+#include "daemon/keystore-records.h"
 #include "daemon/log.h"
 #include "daemon/vault.h"
-#include "proto/kek.pb-c.h"
+
+#define LEASE_MAX (1u << 20)
 
 #define MISS_RELOAD_INTERVAL_USEC (1 * USEC_PER_SEC)
 #define PENDING_STALE_USEC (60 * USEC_PER_SEC)
@@ -42,122 +47,72 @@
 /* Maintenance reuses an index at most this old instead of reading the token again (start-up: just loaded). */
 #define REPAIR_FRESH_USEC (500 * 1000ULL)
 
+struct Keystore {
+        Hsm *hsm;
+        KeyIndex index;
+        uint64_t epoch;               /* moves whenever a Key in the index is replaced or freed (KeyLookup) */
+        uint64_t lookups;             /* keystore_lookups() */
+        uint64_t generation;          /* hsm_generation() the index was built at */
+        uint64_t last_load_mono_usec;
+        uint64_t index_read_mono_usec; /* when the reading the index was built from began */
+        uint64_t last_usage_flush_mono_usec;
+        Vault vault;
+        bool reload_needed;           /* a write's outcome is unknown: re-read the token before answering */
+        bool allow_unrecoverable;
+        ProfileChoice profile;        /* [hsm] profile, and the one new versions get */
+        char owner[OWNER_MAX];
+        KeyChangeFn on_change;
+        void *on_change_userdata;
+        KeyName *dup_names;           /* names with more than one record object, as the last load found them */
+        size_t n_dup_names;
+};
+
+/* Changes one key: fresh read, fn, write generation+1, index (see mutate()). */
+typedef int (*MutateFn)(Keystore *ks, Key *k, void *userdata);
+static int key_mutate(Keystore *ks, const char *name, MutateFn fn, void *userdata, const Key **ret);
+
 
 void keystore_set_change_callback(Keystore *ks, KeyChangeFn fn, void *userdata) {
         ks->on_change = fn;
         ks->on_change_userdata = userdata;
 }
 
-/* Whether a and b differ in anything a data-plane client acts on. */
-static bool key_observably_differs(const Key *a, const Key *b) {
-        if (!a || !b)
-                return a != b;
-        if (a->state != b->state || a->current_version != b->current_version || a->n_versions != b->n_versions ||
-            a->purging != b->purging)
-                return true;
-        for (size_t i = 0; i < a->n_versions; i++)
-                if (a->versions[i].id != b->versions[i].id || a->versions[i].enabled != b->versions[i].enabled)
-                        return true;
-        /* Grants decide who may see the key's events and use it (a revocation must reach the client). */
-        if (a->n_grants != b->n_grants)
-                return true;
-        for (size_t i = 0; i < a->n_grants; i++)
-                if (a->grants[i].group != b->grants[i].group || a->grants[i].id != b->grants[i].id ||
-                    a->grants[i].ops != b->grants[i].ops)
-                        return true;
-        return false;
-}
-
 bool key_exists(const Key *k) {
         return k && !k->purging && k->n_versions > 0;
 }
 
-void notify_change(Keystore *ks, const char *name, const Key *old, const Key *new) {
+static void notify_change(Keystore *ks, const char *name, const Key *old, const Key *new) {
         /* A key being created or purged is no key to watchers either. */
         if (!key_exists(old))
                 old = NULL;
         if (!key_exists(new))
                 new = NULL;
-        if (ks->on_change && key_observably_differs(old, new))
+        if (ks->on_change && key_index_differs(old, new))
                 ks->on_change(name, old, new, ks->on_change_userdata);
 }
 
 
-void keys_free(Key **keys, size_t n) {
-        for (size_t i = 0; i < n; i++)
-                key_free(keys[i]);
-        free(keys);
-}
-
-/* Position of name in the index, or where it would go (*found says which). */
-size_t index_pos(Key *const *keys, size_t n, const char *name, bool *found) {
-        size_t lo = 0, hi = n;
-
-        while (lo < hi) {
-                size_t mid = lo + (hi - lo) / 2;
-                int c = strcmp(name, keys[mid]->name);
-
-                if (c == 0) {
-                        *found = true;
-                        return mid;
-                }
-                if (c < 0)
-                        hi = mid;
-                else
-                        lo = mid + 1;
-        }
-        *found = false;
-        return lo;
-}
-
-Key *index_get(Keystore *ks, const char *name) {
-        bool found;
-        size_t i = index_pos(ks->keys, ks->n_keys, name, &found);
-
-        return found ? ks->keys[i] : NULL;
-}
-
-KeyVersion *key_version(Key *k, uint32_t version) {
-        return (KeyVersion *) key_find_version(k, version);
+/* The key of name in the index, or NULL: no lookup counted, no reload. */
+static Key *index_get(Keystore *ks, const char *name) {
+        return key_index_get(&ks->index, name);
 }
 
 uint64_t key_max_wraps(const Key *k) {
         return k->policy.max_wraps ? k->policy.max_wraps : WRAP_BUDGET_DEFAULT;
 }
 
-uint64_t lease_size(const Key *k) {
+static uint64_t lease_size(const Key *k) {
         return MIN((uint64_t) LEASE_MAX, MAX((uint64_t) 1, key_max_wraps(k) / 16));
-}
-
-/*
- * Takes this kekd's unflushed usage from old into k. Never handles or
- * presence: those come from the token each time, so an object destroyed
- * behind our back is seen as missing, not served through a stale handle.
- */
-void carry_runtime(Key *k, const Key *old) {
-        /* A key purged and created again under the same name is another key: nothing of ours is in its record. */
-        if (old && old->created_usec != k->created_usec)
-                return;
-        for (size_t i = 0; old && i < k->n_versions; i++) {
-                const KeyVersion *ov = key_find_version(old, k->versions[i].id);
-
-                if (!ov || ov->created_usec != k->versions[i].created_usec)
-                        continue;
-                k->versions[i].lease_left = ov->lease_left;
-                k->versions[i].unwraps_pending = ov->unwraps_pending;
-                k->versions[i].last_use_pending = ov->last_use_pending;
-        }
 }
 
 /* Puts a freshly written key into the index in place of its old entry; takes ownership. */
 static Key *index_put(Keystore *ks, Key *k) {
-        bool found;
-        size_t pos = index_pos(ks->keys, ks->n_keys, k->name, &found);
+        const Key *old = index_get(ks, k->name);
 
-        carry_runtime(k, found ? ks->keys[pos] : NULL);
-        notify_change(ks, k->name, found ? ks->keys[pos] : NULL, k);
+        key_index_carry_runtime(k, old);
+        notify_change(ks, k->name, old, k);
         for (size_t i = 0; i < k->n_versions; i++) {
-                const KeyVersion *ov = found ? key_find_version(ks->keys[pos], k->versions[i].id) : NULL;
+                const KeyVersion *ov = old ? key_find_version(old, k->versions[i].id) : NULL;
 
                 /* Handles of this session stay valid; new versions are looked up. */
                 if (ov && ov->present && hsm_generation(ks->hsm) == ks->generation) {
@@ -168,36 +123,20 @@ static Key *index_put(Keystore *ks, Key *k) {
                 } else if (hsm_find_key(ks->hsm, k->name, k->versions[i].id, &k->versions[i].handle) >= 0)
                         k->versions[i].present = true;
         }
-        if (found) {
-                key_free(ks->keys[pos]);
-                ks->keys[pos] = k;
-                return k;
-        }
-        {
-                Key **keys = reallocarray(ks->keys, ks->n_keys + 1, sizeof(*keys));
-
-                if (!keys) {
-                        key_free(k);
-                        return NULL;
-                }
-                ks->keys = keys;
-        }
-        memmove(ks->keys + pos + 1, ks->keys + pos, (ks->n_keys - pos) * sizeof(*ks->keys));
-        ks->keys[pos] = k;
-        ks->n_keys++;
+        ks->epoch++;
+        if (key_index_put(&ks->index, k) < 0)
+                return NULL;
         return k;
 }
 
 static void index_remove(Keystore *ks, const char *name) {
-        bool found;
-        size_t pos = index_pos(ks->keys, ks->n_keys, name, &found);
+        const Key *old = index_get(ks, name);
 
-        if (!found)
+        if (!old)
                 return;
-        notify_change(ks, name, ks->keys[pos], NULL);
-        key_free(ks->keys[pos]);
-        memmove(ks->keys + pos, ks->keys + pos + 1, (ks->n_keys - pos - 1) * sizeof(*ks->keys));
-        ks->n_keys--;
+        notify_change(ks, name, old, NULL);
+        ks->epoch++;
+        key_index_remove(&ks->index, name);
 }
 
 #define MUTATE_ATTEMPTS 4
@@ -229,7 +168,7 @@ static int mutate(Keystore *ks, const char *name, MutateFn fn, void *userdata, b
                         (void) usleep(1000 + (useconds_t) jitter * 40);
                 }
                 k = key_free(k);
-                r = records_fetch(ks, name, &k, &old, &n_old);
+                r = records_fetch(ks->hsm, name, &k, &old, &n_old);
                 if (r < 0)
                         return r;
                 old_gen = hsm_generation(ks->hsm);
@@ -239,7 +178,7 @@ static int mutate(Keystore *ks, const char *name, MutateFn fn, void *userdata, b
                 r = fn(ks, k, userdata);
                 if (r < 0)
                         return r;
-                r = record_write(ks, k, old, n_old, old_gen);
+                r = records_write(ks->hsm, k, old, n_old, old_gen, &ks->reload_needed);
         }
         if (r == -EAGAIN)
                 return -KEKERR_CONFLICT;
@@ -253,7 +192,7 @@ static int mutate(Keystore *ks, const char *name, MutateFn fn, void *userdata, b
         return 0;
 }
 
-int key_mutate(Keystore *ks, const char *name, MutateFn fn, void *userdata, const Key **ret) {
+static int key_mutate(Keystore *ks, const char *name, MutateFn fn, void *userdata, const Key **ret) {
         return mutate(ks, name, fn, userdata, false, ret);
 }
 
@@ -265,7 +204,7 @@ int keystore_new(Hsm *hsm, const char *owner, Keystore **ret) {
         if (!ks)
                 return -ENOMEM;
         ks->hsm = hsm;
-        ks->profile_pin = -1; /* auto until keystore_set_profile() */
+        ks->profile = PROFILE_CHOICE_AUTO; /* until keystore_set_profile() */
         snprintf(ks->owner, sizeof(ks->owner), "%s", owner);
         r = keystore_load(ks);
         if (r < 0)
@@ -277,7 +216,7 @@ int keystore_new(Hsm *hsm, const char *owner, Keystore **ret) {
 Keystore *keystore_free(Keystore *ks) {
         if (!ks)
                 return NULL;
-        keys_free(ks->keys, ks->n_keys);
+        key_index_clear(&ks->index);
         free(ks->dup_names);
         free(ks);
         return NULL;
@@ -289,6 +228,171 @@ void keystore_set_allow_unrecoverable(Keystore *ks, bool allow) {
 
 bool keystore_allow_unrecoverable(const Keystore *ks) {
         return ks->allow_unrecoverable;
+}
+
+void keystore_set_profile(Keystore *ks, int profile) {
+        ks->profile = PROFILE_CHOICE_AUTO;
+        ks->profile.pin = profile;
+}
+
+int keystore_profile(const Keystore *ks) {
+        return ks->profile.pin;
+}
+
+/*
+ * Reading the token into the index. A reading is taken on the keystore's
+ * session (keystore_load()) or on another thread's session
+ * (keystore_read_*(), the periodic refresh). Invariant: a reading becomes
+ * the index only if nothing that could make it wrong happened since it
+ * began: no write of this process (a disable would be undone), no session
+ * reopened (its handles), no doubt about a write's outcome, and no newer
+ * reading already in place (another node's change would be undone).
+ */
+struct KeystoreRead {
+        KeyIndexReading reading;
+        uint64_t generation;          /* hsm_generation() before the reading: its handles' */
+        uint64_t writes;              /* hsm_writes() before the reading */
+        uint64_t started_mono_usec;
+        bool reload_needed;           /* ks->reload_needed before the reading */
+};
+
+static void read_begin(Keystore *ks, KeystoreRead *rd) {
+        *rd = (KeystoreRead) {
+                .generation = hsm_generation(ks->hsm),
+                .writes = hsm_writes(ks->hsm),
+                .started_mono_usec = clock_mono_usec(),
+                .reload_needed = ks->reload_needed,
+        };
+}
+
+/* The reading becomes the index, this kekd's runtime state carried over; on failure the previous index stays. */
+static int index_apply(Keystore *ks, KeystoreRead *rd) {
+        KeyIndex ix;
+        KeyName *dups;
+        const HsmDataObject *vault;
+        size_t n_dups, n_vault;
+        int r;
+
+        r = key_index_build(&rd->reading, &ix, &dups, &n_dups, &vault, &n_vault);
+        if (r < 0)
+                return r;
+        for (size_t i = 0; i < ix.n; i++)
+                key_index_carry_runtime(ix.keys[i], index_get(ks, ix.keys[i]->name));
+        r = vault_apply(&ks->vault, vault, n_vault);
+        if (r < 0) {
+                key_index_clear(&ix);
+                free(dups);
+                return r;
+        }
+        /* Changes made through other kekd instances, as this refresh finds them. */
+        if (ks->on_change) {
+                for (size_t i = 0; i < ix.n; i++)
+                        notify_change(ks, ix.keys[i]->name, index_get(ks, ix.keys[i]->name), ix.keys[i]);
+                for (size_t i = 0; i < ks->index.n; i++)
+                        if (!key_index_get(&ix, ks->index.keys[i]->name))
+                                notify_change(ks, ks->index.keys[i]->name, ks->index.keys[i], NULL);
+        }
+
+        if (ks->last_load_mono_usec != 0 && rd->generation != ks->generation)
+                log_notice("The HSM session was lost and reopened; the key index was read again");
+        key_index_clear(&ks->index);
+        ks->epoch++;
+        ks->index = ix;
+        free(ks->dup_names);
+        ks->dup_names = dups;
+        ks->n_dup_names = n_dups;
+        ks->generation = rd->generation;
+        ks->last_load_mono_usec = clock_mono_usec();
+        ks->index_read_mono_usec = rd->started_mono_usec;
+        ks->reload_needed = false;
+        return 0;
+}
+
+static int load_index(Keystore *ks) {
+        KeystoreRead rd;
+        int r;
+
+        read_begin(ks, &rd);
+        r = key_index_read(&rd.reading, ks->hsm);
+        if (r >= 0)
+                r = index_apply(ks, &rd);
+        key_index_reading_clear(&rd.reading);
+        return r;
+}
+
+int keystore_load(Keystore *ks) {
+        int r = load_index(ks);
+
+        /*
+         * The index holds handles valid at ks->generation, which the data plane stamps on
+         * its ops (keystore-data.c). A session reopened during the listing (at its start,
+         * after a loss) may have renumbered what was listed before it: list once more, so
+         * the generation is exact and the first request after a loss is served.
+         */
+        if (r >= 0 && hsm_generation(ks->hsm) != ks->generation)
+                r = load_index(ks);
+        return r;
+}
+
+int keystore_read_new(Keystore *ks, KeystoreRead **ret) {
+        KeystoreRead *rd = calloc(1, sizeof(*rd));
+
+        if (!rd)
+                return -ENOMEM;
+        read_begin(ks, rd);
+        *ret = rd;
+        return 0;
+}
+
+int keystore_read_token(KeystoreRead *rd, Hsm *h) {
+        uint64_t gen;
+        int r;
+
+        r = hsm_ready(h); /* a session lost in an earlier reading reopens before the count is taken */
+        if (r < 0)
+                return r;
+        gen = hsm_generation(h);
+        r = key_index_read(&rd->reading, h);
+
+        /* h lost its session during the reading: what was listed before may name other objects. */
+        if (r >= 0 && hsm_generation(h) != gen) {
+                key_index_reading_clear(&rd->reading);
+                r = -ESTALE;
+        }
+        return r;
+}
+
+int keystore_read_apply(Keystore *ks, KeystoreRead *rd) {
+        int r;
+
+        /* Never an older reading over a newer index: that could undo another node's disable. */
+        if (ks->index_read_mono_usec >= rd->started_mono_usec)
+                return 0;
+        /*
+         * A write of ours, a session reopened or a write's outcome in doubt since the reading
+         * began: it may predate the change (a disable done here would be undone), or its
+         * handles the reopen. Read again.
+         */
+        if (hsm_generation(ks->hsm) != rd->generation || hsm_writes(ks->hsm) != rd->writes ||
+            (ks->reload_needed && !rd->reload_needed))
+                return -ESTALE;
+        r = index_apply(ks, rd);
+        return r < 0 ? r : 1;
+}
+
+KeystoreRead *keystore_read_free(KeystoreRead *rd) {
+        if (rd) {
+                key_index_reading_clear(&rd->reading);
+                free(rd);
+        }
+        return NULL;
+}
+
+int keystore_refresh(Keystore *ks, uint64_t max_age_usec) {
+        if (hsm_generation(ks->hsm) == ks->generation && !ks->reload_needed &&
+            clock_mono_usec() - ks->last_load_mono_usec < max_age_usec)
+                return 0;
+        return keystore_load(ks);
 }
 
 /* Reloads when the HSM session was reopened since the index was built (handles may be stale). */
@@ -303,11 +407,11 @@ Hsm *keystore_hsm(const Keystore *ks) {
 }
 
 size_t keystore_n_keys(const Keystore *ks) {
-        return ks->n_keys;
+        return ks->index.n;
 }
 
 const Key *keystore_key_at(const Keystore *ks, size_t i) {
-        return i < ks->n_keys ? ks->keys[i] : NULL;
+        return i < ks->index.n ? ks->index.keys[i] : NULL;
 }
 
 const VaultPolicy *keystore_vault(const Keystore *ks) {
@@ -318,10 +422,11 @@ bool keystore_recoverable(const Keystore *ks) {
         return ks->vault.policy.purge_protection;
 }
 
-int find_mutable(Keystore *ks, const char *name, Key **ret) {
+static int find_mutable(Keystore *ks, const char *name, Key **ret) {
         Key *k;
         int r;
 
+        ks->lookups++;
         if (!key_name_valid(name))
                 return -KEKERR_UNKNOWN_KEY;
         r = keystore_sync(ks);
@@ -344,11 +449,11 @@ int find_mutable(Keystore *ks, const char *name, Key **ret) {
 void keystore_count(const Keystore *ks, size_t *ret_keys, size_t *ret_versions) {
         size_t keys = 0, versions = 0;
 
-        for (size_t i = 0; i < ks->n_keys; i++) {
-                if (!key_exists(ks->keys[i]))
+        for (size_t i = 0; i < ks->index.n; i++) {
+                if (!key_exists(ks->index.keys[i]))
                         continue; /* being created or purged */
                 keys++;
-                versions += ks->keys[i]->n_versions;
+                versions += ks->index.keys[i]->n_versions;
         }
         *ret_keys = keys;
         *ret_versions = versions;
@@ -363,35 +468,56 @@ int keystore_find(Keystore *ks, const char *name, const Key **ret) {
         return r;
 }
 
+int keystore_lookup(Keystore *ks, const char *name, KeyLookup *ret) {
+        Key *k;
+        int r = find_mutable(ks, name, &k);
+
+        if (r >= 0)
+                *ret = (KeyLookup) { .key = k, .epoch = ks->epoch };
+        return r;
+}
+
+uint64_t keystore_lookups(const Keystore *ks) {
+        return ks->lookups;
+}
+
+int keystore_refind(Keystore *ks, const KeyLookup *found, const char *name, const Key **ret) {
+        Key *k;
+        int r = keystore_key(ks, found, name, &k);
+
+        if (r >= 0)
+                *ret = k;
+        return r;
+}
+
+uint64_t keystore_generation(const Keystore *ks) {
+        return ks->generation;
+}
+
+Key *keystore_key_runtime(Keystore *ks, const char *name) {
+        return index_get(ks, name);
+}
+
+/*
+ * What find_mutable() would answer, without looking again when found is
+ * from this index: the same epoch (no Key replaced or freed since) and no
+ * reason to re-read the token (a session reopened, a write in doubt).
+ */
+int keystore_key(Keystore *ks, const KeyLookup *found, const char *name, Key **ret) {
+        if (found && found->key && found->epoch == ks->epoch && hsm_generation(ks->hsm) == ks->generation &&
+            !ks->reload_needed && strcmp(found->key->name, name) == 0) {
+                *ret = (Key *) found->key; /* the index's own, found for this request */
+                return 0;
+        }
+        return find_mutable(ks, name, ret);
+}
+
 static bool policy_valid(const RotationPolicy *p) {
         return !p || (p->rotate_after_sec <= 100ULL * 365 * 86400 && p->max_wraps <= WRAP_BUDGET_MAX);
 }
 
 /* --- lifecycle ----------------------------------------------------------------- */
 
-#define VERSION_OBJECTS_MAX 8
-
-/*
- * Destroys every key object (name, version): an unrecorded version, of an
- * operation that failed. Looked up afresh, never by a remembered handle.
- * Returns 0 once none is left, <0 if that cannot be confirmed.
- */
-static int version_objects_destroy(Keystore *ks, const char *name, uint32_t version) {
-        for (unsigned i = 0; i < VERSION_OBJECTS_MAX; i++) {
-                HsmObject obj;
-                int r = hsm_find_key(ks->hsm, name, version, &obj);
-                uint64_t gen = hsm_generation(ks->hsm); /* the generation obj was found at */
-
-                if (r == -ENOENT)
-                        return version_macs_destroy(ks, name, version); /* and its MAC key, if its profile had one */
-                if (r < 0)
-                        return r;
-                r = hsm_destroy_listed(ks->hsm, obj, gen);
-                if (r < 0 && r != -ENOENT)
-                        return r;
-        }
-        return -KEKERR_HSM_UNAVAILABLE;
-}
 
 /* An intent as a record holds it: which version, since when, whose. */
 typedef struct Intent {
@@ -401,7 +527,6 @@ typedef struct Intent {
         char owner[OWNER_MAX];
 } Intent;
 
-static bool pending_is_stale(const Keystore *ks, const Key *k, uint64_t now);
 /* 1 rolled back, 0 nothing to do (the token's record no longer holds that intent), <0 error. */
 static int intent_rollback(Keystore *ks, const Intent *in);
 static int repair_pending(Keystore *ks, const Key *k);
@@ -419,7 +544,7 @@ static int create_rollback(Keystore *ks, const Intent *in, uint64_t writer, int 
         uint64_t mine_gen;
         int r;
 
-        r = record_contested(ks, in->name, writer, 0, &mine, &mine_gen);
+        r = records_contested(ks->hsm, in->name, writer, 0, &mine, &mine_gen);
         if (r > 0) {
                 log_debug("Not rolling back the failed creation of key '%s': the token holds another record of it",
                           in->name);
@@ -447,10 +572,10 @@ int keystore_create(Keystore *ks, const char *name, const RotationPolicy *policy
         if (!key_name_valid(name) || !policy_valid(policy))
                 return -KEKERR_INVALID_ARGUMENT;
         /* A deleted key keeps its name until it is purged, as in the cloud service. */
-        r = records_fetch(ks, name, &existing, NULL, NULL);
+        r = records_fetch(ks->hsm, name, &existing, NULL, NULL);
         if (r >= 0 && !existing->purging && !key_exists(existing)) {
                 /* A creation that failed and could not be rolled back then: finish that first. */
-                if (pending_is_stale(ks, existing, now))
+                if (keystore_intent_stale(ks, existing, now))
                         r = repair_pending(ks, existing);
                 else
                         r = -KEKERR_CONFLICT; /* another kekd is creating it right now */
@@ -459,7 +584,7 @@ int keystore_create(Keystore *ks, const char *name, const RotationPolicy *policy
                         return r;
                 if (r == 0)
                         return -KEKERR_CONFLICT;
-                r = records_fetch(ks, name, &existing, NULL, NULL);
+                r = records_fetch(ks->hsm, name, &existing, NULL, NULL);
         }
         key_free(existing);
         if (r >= 0)
@@ -479,19 +604,19 @@ int keystore_create(Keystore *ks, const char *name, const RotationPolicy *policy
         k->pending_version = 1;
         k->pending_since_usec = now;
         snprintf(k->pending_owner, sizeof(k->pending_owner), "%s", ks->owner);
-        k->writer = writer = writer_nonce();
+        k->writer = writer = records_writer_nonce();
         strcpy(in.name, name);
         strcpy(in.owner, k->pending_owner);
         r = key_to_record(k, &buf, &len);
         if (r < 0)
                 return r;
-        r = hsm_create_data(ks->hsm, APP_KEYS, name, buf, len, &k->meta_handle);
+        r = hsm_create_data(ks->hsm, RECORDS_APP, name, buf, len, &k->meta_handle);
         if (r < 0) {
                 ks->reload_needed = true; /* the intent may exist all the same (a lost reply) */
                 return create_rollback(ks, &in, writer, r);
         }
         /* Another kekd creating the same name at the same moment: both back off rather than make two KEKs. */
-        r = record_contested(ks, name, k->writer, 0, &k->meta_handle, &intent_gen);
+        r = records_contested(ks->hsm, name, k->writer, 0, &k->meta_handle, &intent_gen);
         if (r > 0) {
                 if (k->meta_handle)
                         (void) hsm_destroy_listed(ks->hsm, k->meta_handle, intent_gen);
@@ -503,10 +628,10 @@ int keystore_create(Keystore *ks, const char *name, const RotationPolicy *policy
                 return create_rollback(ks, &in, writer, -KEKERR_HSM_UNAVAILABLE);
 
         /* A version-1 object without a record can only be an orphan of an earlier failed attempt. */
-        r = version_objects_destroy(ks, name, 1);
+        r = records_destroy_version(ks->hsm, name, 1);
         if (r < 0)
                 return create_rollback(ks, &in, writer, r);
-        r = version_keys_generate(ks, name, 1, &profile, &obj, &mac);
+        r = profile_version_generate(&ks->profile, ks->hsm, name, 1, &profile, &obj, &mac);
         if (r < 0)
                 return create_rollback(ks, &in, writer, r); /* the object may exist all the same (a lost reply) */
         k->versions[0] = (KeyVersion) { .id = 1, .created_usec = now, .enabled = true, .profile = profile, .present = true,
@@ -519,7 +644,7 @@ int keystore_create(Keystore *ks, const char *name, const RotationPolicy *policy
         {
                 HsmObject old = k->meta_handle;
 
-                r = record_write(ks, k, &old, 1, intent_gen);
+                r = records_write(ks->hsm, k, &old, 1, intent_gen, &ks->reload_needed);
         }
         if (r < 0) {
                 /*
@@ -528,7 +653,7 @@ int keystore_create(Keystore *ks, const char *name, const RotationPolicy *policy
                  */
                 Key *fresh = NULL;
 
-                if (records_fetch(ks, name, &fresh, NULL, NULL) >= 0 && key_find_version(fresh, 1) && !fresh->pending_version) {
+                if (records_fetch(ks->hsm, name, &fresh, NULL, NULL) >= 0 && key_find_version(fresh, 1) && !fresh->pending_version) {
                         if (!(*ret = index_put(ks, fresh)))
                                 return -ENOMEM;
                         return 0;
@@ -541,7 +666,7 @@ int keystore_create(Keystore *ks, const char *name, const RotationPolicy *policy
         return 0;
 }
 
-static bool pending_is_stale(const Keystore *ks, const Key *k, uint64_t now) {
+bool keystore_intent_stale(const Keystore *ks, const Key *k, uint64_t now) {
         char host[OWNER_MAX];
         const char *colon;
         long pid;
@@ -637,7 +762,7 @@ int keystore_rotate(Keystore *ks, const char *name, uint64_t now, const Key **re
                 r = find_mutable(ks, name, &cur);
                 if (r < 0)
                         return r;
-                if (cur->pending_version && pending_is_stale(ks, cur, now)) {
+                if (cur->pending_version && keystore_intent_stale(ks, cur, now)) {
                         r = repair_pending(ks, cur);
                         if (r < 0)
                                 return r;
@@ -652,9 +777,9 @@ int keystore_rotate(Keystore *ks, const char *name, uint64_t now, const Key **re
          * once no object of that version is left, so an id is never used twice; whatever we
          * cannot confirm stays for repair to finish.
          */
-        r = version_objects_destroy(ks, name, ri.version);
+        r = records_destroy_version(ks->hsm, name, ri.version);
         if (r >= 0)
-                r = version_keys_generate(ks, name, ri.version, &ri.profile, &obj, &mac);
+                r = profile_version_generate(&ks->profile, ks->hsm, name, ri.version, &ri.profile, &obj, &mac);
         if (r >= 0)
                 r = key_mutate(ks, name, rotate_commit, &ri, ret);
         if (r >= 0)
@@ -662,7 +787,7 @@ int keystore_rotate(Keystore *ks, const char *name, uint64_t now, const Key **re
         {
                 /* The commit may have happened all the same (a lost reply): only a fresh read tells. */
                 _cleanup_(key_freep) Key *fresh = NULL;
-                int q = records_fetch(ks, name, &fresh, NULL, NULL);
+                int q = records_fetch(ks->hsm, name, &fresh, NULL, NULL);
 
                 if (q >= 0 && key_find_version(fresh, ri.version) && fresh->pending_version != ri.version) {
                         const Key *put = index_put(ks, TAKE_PTR(fresh));
@@ -674,7 +799,7 @@ int keystore_rotate(Keystore *ks, const char *name, uint64_t now, const Key **re
                         return 0;
                 }
                 /* Not recorded: the object goes, and then our intent, if it is still there. */
-                if (q >= 0 && !key_find_version(fresh, ri.version) && version_objects_destroy(ks, name, ri.version) >= 0 &&
+                if (q >= 0 && !key_find_version(fresh, ri.version) && records_destroy_version(ks->hsm, name, ri.version) >= 0 &&
                     fresh->pending_version == ri.version)
                         (void) key_mutate(ks, name, pending_clear, &ri.version, NULL);
         }
@@ -709,7 +834,7 @@ static int set_enabled_fn(Keystore *ks, Key *k, void *userdata) {
                 k->state = a->enabled ? KEY_ENABLED : KEY_DISABLED;
                 return 0;
         }
-        v = key_version(k, a->version);
+        v = key_index_version(k, a->version);
         if (!v)
                 return -KEKERR_UNKNOWN_VERSION;
         v->enabled = a->enabled;
@@ -786,49 +911,21 @@ int keystore_set_grant(Keystore *ks, const char *name, const Grant *grant, bool 
         return key_mutate(ks, name, set_grant_fn, &c, ret);
 }
 
-static int purge_begin(Keystore *ks, Key *k, void *userdata) {
-        k->purging = true;
-        return 0;
-}
-
-/* Destroys every object of a key whose record says purging; idempotent. */
+/* Destroys every object of a key whose record says purging, then its index entry; idempotent. */
 static int purge_finish(Keystore *ks, const char *name) {
-        HsmDataObject *d = NULL;
-        _cleanup_free_ HsmKeyRef *refs = NULL;
-        size_t n = 0, n_refs = 0;
-        uint64_t gen;
-        int r;
+        int r = records_destroy_all(ks->hsm, name);
 
-        /* Key objects first: while any remain, the record (saying "purging") stays to finish the job. */
-        r = key_macs_destroy(ks, name);
-        if (r < 0)
-                return r;
-        r = hsm_list_keys(ks->hsm, &refs, &n_refs);
-        if (r < 0)
-                return r;
-        gen = hsm_generation(ks->hsm);
-        for (size_t i = 0; i < n_refs; i++)
-                if (strcmp(refs[i].label, name) == 0) {
-                        r = hsm_destroy_listed(ks->hsm, refs[i].handle, gen);
-                        if (r < 0 && r != -ENOENT)
-                                return r;
-                }
-        r = hsm_list_data(ks->hsm, APP_KEYS, name, &d, &n);
-        if (r < 0)
-                return r;
-        gen = hsm_generation(ks->hsm);
-        for (size_t i = 0; i < n; i++) {
-                int q = hsm_destroy_listed(ks->hsm, d[i].handle, gen);
-
-                if (q < 0 && q != -ENOENT && r >= 0)
-                        r = q;
-        }
-        hsm_data_objects_free(d, n);
         if (r < 0)
                 return r;
         index_remove(ks, name);
         return 0;
 }
+
+static int purge_begin(Keystore *ks, Key *k, void *userdata) {
+        k->purging = true;
+        return 0;
+}
+
 
 int keystore_purge(Keystore *ks, const char *name, uint64_t now) {
         _cleanup_(key_freep) Key *k = NULL;
@@ -836,7 +933,7 @@ int keystore_purge(Keystore *ks, const char *name, uint64_t now) {
 
         if (!key_name_valid(name))
                 return -KEKERR_UNKNOWN_KEY;
-        r = records_fetch(ks, name, &k, NULL, NULL);
+        r = records_fetch(ks->hsm, name, &k, NULL, NULL);
         if (r < 0)
                 return r;
         if (!k->purging) {
@@ -944,24 +1041,12 @@ static int usage_flush(Keystore *ks, const char *name, bool settle) {
         return 0;
 }
 
-typedef char KeyName[KEY_NAME_MAX + 1];
 
 /*
  * A copy of the names in the index, for loops whose steps replace or remove
  * index entries (repair, maintenance, usage flushes): they look each key up
  * again by name instead of holding pointers into the index.
  */
-static int index_names(const Keystore *ks, KeyName **ret, size_t *ret_n) {
-        KeyName *names = calloc(ks->n_keys ? ks->n_keys : 1, sizeof(*names));
-
-        if (!names)
-                return -ENOMEM;
-        for (size_t i = 0; i < ks->n_keys; i++)
-                strcpy(names[i], ks->keys[i]->name);
-        *ret = names;
-        *ret_n = ks->n_keys;
-        return 0;
-}
 
 /* Rolls back an intent: the pending object (never used) goes, then the intent. */
 static int intent_rollback(Keystore *ks, const Intent *in) {
@@ -975,7 +1060,7 @@ static int intent_rollback(Keystore *ks, const Intent *in) {
          * own thread): the intent's owner may have committed the version since. Destroy only
          * what the token's record still names as the same intent.
          */
-        r = records_fetch(ks, in->name, &cur, NULL, NULL);
+        r = records_fetch(ks->hsm, in->name, &cur, NULL, NULL);
         if (r == -KEKERR_UNKNOWN_KEY)
                 return 0;
         if (r < 0)
@@ -988,7 +1073,7 @@ static int intent_rollback(Keystore *ks, const Intent *in) {
                 ks->reload_needed = true; /* the index is behind the token */
                 return 0;
         }
-        r = version_objects_destroy(ks, in->name, version);
+        r = records_destroy_version(ks->hsm, in->name, version);
         if (r < 0)
                 return r;
         if (created) {
@@ -1012,41 +1097,6 @@ static int repair_pending(Keystore *ks, const Key *k) {
         return intent_rollback(ks, &in);
 }
 
-/* Removes the superseded records left by a crash between a write and its destroy. */
-static int repair_duplicates(Keystore *ks, const char *name) {
-        _cleanup_free_ uint64_t *gen = NULL;
-        HsmDataObject *d = NULL;
-        size_t n = 0, readable = 0;
-        uint64_t max = 0, listed_gen;
-        int r;
-
-        r = hsm_list_data(ks->hsm, APP_KEYS, name, &d, &n);
-        if (r < 0)
-                return r;
-        listed_gen = hsm_generation(ks->hsm);
-        gen = calloc(n ? n : 1, sizeof(*gen));
-        if (!gen) {
-                hsm_data_objects_free(d, n);
-                return -ENOMEM;
-        }
-        for (size_t i = 0; i < n; i++) {
-                Key *k;
-
-                gen[i] = UINT64_MAX; /* unreadable: never destroyed here, check reports it */
-                if (key_from_record(&d[i], &k) < 0)
-                        continue;
-                gen[i] = k->generation;
-                max = MAX(max, gen[i]);
-                readable++;
-                key_free(k);
-        }
-        /* Only strictly older generations: an equal one belongs to a writer that is still deciding. */
-        for (size_t i = 0; i < n; i++)
-                if (gen[i] < max)
-                        (void) hsm_destroy_listed(ks->hsm, d[i].handle, listed_gen);
-        hsm_data_objects_free(d, n);
-        return readable > 1;
-}
 
 /*
  * Repairs what the token needs; returns the number of repairs. Reads the
@@ -1069,14 +1119,14 @@ static int repair(Keystore *ks, uint64_t now, uint64_t max_age_usec) {
         if (n_dups > 0)
                 memcpy(dups, ks->dup_names, n_dups * sizeof(*dups));
         for (size_t i = 0; i < n_dups; i++)
-                if (repair_duplicates(ks, dups[i]) > 0)
+                if (records_drop_superseded(ks->hsm, dups[i]) > 0)
                         repaired++;
         if (repaired > 0) {
                 r = keystore_load(ks);
                 if (r < 0)
                         return r;
         }
-        r = index_names(ks, &names, &n_names);
+        r = key_index_names(&ks->index, &names, &n_names);
         if (r < 0)
                 return r;
         for (size_t i = 0; i < n_names; i++) {
@@ -1092,7 +1142,7 @@ static int repair(Keystore *ks, uint64_t now, uint64_t max_age_usec) {
                                 log_notice("Finished the interrupted purge of key '%s'", names[i]);
                                 repaired++;
                         }
-                } else if (pending_is_stale(ks, k, now)) {
+                } else if (keystore_intent_stale(ks, k, now)) {
                         uint32_t version = k->pending_version;
 
                         r = repair_pending(ks, k);
@@ -1112,7 +1162,7 @@ int keystore_settle(Keystore *ks) {
         size_t n_names;
         int ret = 0;
 
-        ret = index_names(ks, &names, &n_names);
+        ret = key_index_names(&ks->index, &names, &n_names);
         if (ret < 0)
                 return ret;
         for (size_t i = 0; i < n_names; i++) {
@@ -1137,7 +1187,7 @@ int keystore_maintain(Keystore *ks, uint64_t now) {
         changes = repair(ks, now, REPAIR_FRESH_USEC);
         if (changes < 0)
                 return changes;
-        r = index_names(ks, &names, &n_names);
+        r = key_index_names(&ks->index, &names, &n_names);
         if (r < 0)
                 return r;
 
@@ -1188,124 +1238,67 @@ int keystore_maintain(Keystore *ks, uint64_t now) {
         return changes;
 }
 
-_printf_(2, 3) static int report_add(CheckReport *rep, const char *fmt, ...) {
-        char **p, *s;
-        va_list ap;
-        int r;
+int keystore_repair(Keystore *ks, uint64_t now) {
+        return repair(ks, now, 0);
+}
 
-        va_start(ap, fmt);
-        r = vasprintf(&s, fmt, ap);
-        va_end(ap);
-        if (r < 0)
-                return -ENOMEM;
-        p = reallocarray(rep->problems, rep->n_problems + 1, sizeof(*p));
-        if (!p) {
-                free(s);
-                return -ENOMEM;
-        }
-        rep->problems = p;
-        rep->problems[rep->n_problems++] = s;
+typedef struct LeaseArgs {
+        uint32_t version;
+        uint64_t granted;
+} LeaseArgs;
+
+static int lease_fn(Keystore *ks, Key *k, void *userdata) {
+        LeaseArgs *a = userdata;
+        KeyVersion *v = key_index_version(k, a->version);
+        uint64_t max = key_max_wraps(k);
+
+        if (!v)
+                return -KEKERR_UNKNOWN_VERSION;
+        if (v->wraps_reserved >= max)
+                return -ENOSPC;
+        a->granted = MIN(lease_size(k), max - v->wraps_reserved);
+        v->wraps_reserved += a->granted;
         return 0;
 }
 
-void check_report_done(CheckReport *r) {
-        for (size_t i = 0; r && i < r->n_problems; i++)
-                free(r->problems[i]);
-        if (r)
-                free(r->problems);
-}
-
-int keystore_check(Keystore *ks, uint64_t now, CheckReport *ret) {
-        CheckReport rep = {};
-        HsmDataObject *d = NULL;
-        _cleanup_free_ HsmKeyRef *refs = NULL;
-        _cleanup_free_ HsmKeyIssue *issues = NULL;
-        size_t n = 0, n_refs = 0, n_issues = 0;
+/* Makes sure this kekd may do one more wrap with (name, version); -ENOSPC when the budget is spent. */
+static int lease_take(Keystore *ks, const char *name, uint32_t version) {
+        LeaseArgs a = { .version = version };
+        const Key *k;
+        KeyVersion *v;
         int r;
 
-        r = repair(ks, now, 0);
+        r = key_mutate(ks, name, lease_fn, &a, &k);
         if (r < 0)
                 return r;
-        rep.repaired = (unsigned) r;
+        v = key_index_version((Key *) k, version);
+        if (!v)
+                return -KEKERR_UNKNOWN_VERSION;
+        v->lease_left += a.granted;
+        return 0;
+}
 
-        r = hsm_list_data(ks->hsm, APP_KEYS, NULL, &d, &n);
+
+/*
+ * The renewal step of a wrap, on its own (it writes the token): the version
+ * wrapped under (0: the current one) gets a new lease of wrap budget, or, when
+ * the current version has spent its budget before the timer rotated it, the
+ * key is rotated. -ENOSPC for a pinned version past its budget.
+ */
+int keystore_wrap_renew(Keystore *ks, const char *name, uint32_t version, uint64_t now) {
+        const Key *k;
+        uint32_t id;
+        int r;
+
+        r = keystore_find(ks, name, &k);
         if (r < 0)
                 return r;
-        for (size_t i = 0; i < n; i++) {
-                Key *k = NULL;
-
-                if (key_from_record(&d[i], &k) < 0)
-                        r = report_add(&rep, "metadata object labelled '%s' is unreadable", d[i].label);
-                key_free(k);
-                if (r < 0)
-                        goto finish;
-        }
-        r = hsm_list_keys(ks->hsm, &refs, &n_refs);
-        if (r < 0)
-                goto finish;
-
-        for (size_t i = 0; i < ks->n_keys; i++) {
-                const Key *k = ks->keys[i];
-                unsigned records = 0;
-
-                rep.keys++;
-                for (size_t j = 0; j < n; j++)
-                        records += strcmp(d[j].label, k->name) == 0;
-                if (records > 1 && (r = report_add(&rep, "key '%s' has %u metadata records", k->name, records)) < 0)
-                        goto finish;
-                if (k->purging && (r = report_add(&rep, "key '%s': purge not finished", k->name)) < 0)
-                        goto finish;
-                if (k->pending_version && pending_is_stale(ks, k, now) &&
-                    (r = report_add(&rep, "key '%s': interrupted change to version %u not repaired", k->name,
-                                    k->pending_version)) < 0)
-                        goto finish;
-                for (size_t j = 0; j < k->n_versions; j++) {
-                        const KeyVersion *v = &k->versions[j];
-                        HsmKeyAttrs a;
-                        char why[160];
-
-                        rep.versions++;
-                        if (!v->present) {
-                                r = report_add(&rep, "key '%s' version %u is named in its record but missing from the token",
-                                               k->name, v->id);
-                                if (r < 0)
-                                        goto finish;
-                                continue;
-                        }
-                        r = hsm_key_attributes(ks->hsm, v->handle, &a);
-                        if (r >= 0 && !(a.sensitive && !a.extractable && a.never_extractable && a.private_ &&
-                                        a.token && !a.value_readable))
-                                r = report_add(&rep, "key '%s' version %u is not a sensitive, never-extractable token key",
-                                               k->name, v->id);
-                        if (r >= 0 && (r = version_profile_problem(ks, k, (KeyVersion *) v, why, sizeof(why))) > 0)
-                                r = report_add(&rep, "%s", why);
-                        if (r < 0)
-                                goto finish;
-                }
-        }
-        for (size_t i = 0; i < n_refs; i++) {
-                Key *k = index_get(ks, refs[i].label);
-
-                if (k && !key_find_version(k, refs[i].version) && refs[i].version != k->pending_version &&
-                    (r = report_add(&rep, "key '%s': object for version %u is not in its record (orphan)",
-                                    refs[i].label, refs[i].version)) < 0)
-                        goto finish;
-        }
-        /* A key object under a key's name that no search adopts would be a version lost in silence. */
-        r = hsm_list_unclassified(ks->hsm, &issues, &n_issues);
-        for (size_t i = 0; r >= 0 && i < n_issues; i++)
-                if (index_get(ks, issues[i].label))
-                        r = report_add(&rep, "key object labelled '%s' is not used as a KEK: %s", issues[i].label,
-                                       issues[i].reason);
-        if (r >= 0)
-                r = mac_orphans_report(ks, &rep, report_add);
-        if (r < 0)
-                goto finish;
-        r = 0;
-        *ret = rep;
-        rep = (CheckReport) {};
-finish:
-        hsm_data_objects_free(d, n);
-        check_report_done(&rep);
-        return r;
+        id = version == 0 ? k->current_version : version;
+        r = lease_take(ks, name, id);
+        if (r != -ENOSPC)
+                return r;
+        if (version != 0)
+                return -ENOSPC; /* a pinned version past its budget: the caller must follow the current one */
+        log_info("Key '%s' version %u used its wrap budget; rotating", name, id);
+        return keystore_rotate(ks, name, now, NULL);
 }

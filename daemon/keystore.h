@@ -30,6 +30,13 @@
  *    name ours) stands; only a write that no newer record holds is
  *    withdrawn and re-applied, and one that cannot be told is withdrawn and
  *    fails without being re-applied (budgets over-count, never under-count).
+ *
+ * This header is the keystore's one interface. Its files, each depending
+ * only on those before it: keystore-records.[ch] (a key's objects in the
+ * token), keystore-index.[ch] (the KeyIndex and building one from a reading
+ * of the token), keystore.c (struct Keystore, loading, lifecycle,
+ * maintenance), then keystore-data.c (the data plane: this header and
+ * key_index_version()) and keystore-check.c (this header and RECORDS_APP).
  */
 #pragma once
 
@@ -71,11 +78,11 @@ DEFINE_TRIVIAL_CLEANUP_FUNC(Keystore, keystore_free);
 
 /* Serve wraps although the vault is not recoverable (development only). */
 void keystore_set_allow_unrecoverable(Keystore *ks, bool allow);
+bool keystore_allow_unrecoverable(const Keystore *ks);
 /* [hsm] profile: the mechanism profile of new key versions (an HsmProfile), or -1 to choose from what the token offers. */
 void keystore_set_profile(Keystore *ks, int profile);
 /* The profile set with keystore_set_profile() (-1: auto). */
 int keystore_profile(const Keystore *ks);
-bool keystore_allow_unrecoverable(const Keystore *ks);
 
 /* Rebuilds the index and vault policy from the token; the previous index stays on failure. */
 int keystore_load(Keystore *ks);
@@ -118,8 +125,43 @@ size_t keystore_n_keys(const Keystore *ks);
 const Key *keystore_key_at(const Keystore *ks, size_t i);
 /* The keys that exist for clients (key_exists()) and their versions, for status lines. */
 void keystore_count(const Keystore *ks, size_t *ret_keys, size_t *ret_versions);
-/* -KEKERR_UNKNOWN_KEY if absent. Pointers stay valid until the next keystore call. */
+/*
+ * -KEKERR_UNKNOWN_KEY if absent. Re-reads the token first when the index is
+ * stale (a session reopened, a write's outcome in doubt), and when the name is
+ * unknown and the index older than a second (another kekd may have created
+ * it). Pointers stay valid until the next keystore call.
+ */
 int keystore_find(Keystore *ks, const char *name, const Key **ret);
+
+/*
+ * A key as one request item found it, so the item looks its key up once:
+ * authorize (daemon/dispatch.c) checks the peer's grant on it and prepare
+ * takes it from there. It stays usable while the index is the one it was
+ * found in (no reload, no write, no session reopened since); prepare looks
+ * the key up again by name when it is not (or when nothing was found).
+ */
+typedef struct KeyLookup {
+        const Key *key;
+        uint64_t epoch;                /* the index's epoch when found */
+} KeyLookup;
+/* keystore_find(), remembered for prepare. */
+int keystore_lookup(Keystore *ks, const char *name, KeyLookup *ret);
+/* keystore_find(), answered from found (NULL or from keystore_lookup()) when that is still usable. */
+int keystore_refind(Keystore *ks, const KeyLookup *found, const char *name, const Key **ret);
+/* How many times a name was looked up in the index for a request (for tests and profiling). */
+uint64_t keystore_lookups(const Keystore *ks);
+
+/*
+ * For the data plane (keystore-data.c), which keeps its runtime state in the
+ * index's keys (lease units, usage, a version's handle once found):
+ * keystore_key() is the key found (when still usable) or keystore_find()'s;
+ * keystore_key_runtime() the index's entry of name, without a lookup or a
+ * reload (NULL if none); keystore_generation() the hsm_generation() the
+ * index's handles are valid at.
+ */
+int keystore_key(Keystore *ks, const KeyLookup *found, const char *name, Key **ret);
+Key *keystore_key_runtime(Keystore *ks, const char *name);
+uint64_t keystore_generation(const Keystore *ks);
 uint64_t key_max_wraps(const Key *k);
 
 const VaultPolicy *keystore_vault(const Keystore *ks);
@@ -152,10 +194,17 @@ int keystore_set_grant(Keystore *ks, const char *name, const Grant *grant, bool 
  *            no wrap budget), then run again encrypts it;
  *   finish   keystore thread: usage counts; a vanished object re-reads the
  *            token (once per call) and the op becomes transient.
- * A step that fails sets op->result; later steps then leave the op alone.
- * Prepare returns that same error; after keystore_run() op->result is the
- * op's one outcome. keystore_wrap() and friends are prepare and
- * keystore_run() on the keystore's own session.
+ * Errors are reported one way per step: prepare returns its refusal and
+ * leaves the op unprepared (kind 0, nothing to run or free); the outcome of
+ * a prepared op (run, targets, finish) is op->result after keystore_run(),
+ * and nowhere else.
+ *
+ * Sizes (plaintext 1..AEK_MAX_SIZE, context up to CONTEXT_MAX_SIZE) are the
+ * caller's to check, once: the request path checks them at decode
+ * (daemon/handle-data.c); keystore_wrap(), keystore_unwrap() and
+ * keystore_rewrap(), which have no decode, check them themselves.
+ * keystore_wrap() and friends are prepare and keystore_run() on the
+ * keystore's own session.
  */
 typedef enum CryptoKind {
         CRYPTO_WRAP = 1,
@@ -163,37 +212,28 @@ typedef enum CryptoKind {
         CRYPTO_REWRAP,
 } CryptoKind;
 
+/*
+ * What the data plane keeps between the steps (the key object handles
+ * stamped with their session generation, the AADs, the caller's inputs):
+ * keystore-data.c's alone, laid out there; its size is checked at compile
+ * time. Stored in the op itself, so a request's ops need no allocation.
+ */
+#define CRYPTO_OP_STATE_SIZE 2432u
+typedef union CryptoOpState {
+        max_align_t align;
+        unsigned char bytes[CRYPTO_OP_STATE_SIZE];
+} CryptoOpState;
+
+/* One HSM operation of a request item; what the caller reads of it is what it asked for and its answer. */
 typedef struct CryptoOp {
-        CryptoKind kind;
-        int result;                    /* 0, or the first step's error */
-        bool pending;                  /* prepared (or targeted) and not yet run: the next run does its call */
-        bool src_ok;                   /* unwrap, rewrap: the blob authenticated (usage counts it) */
-        bool gone;                     /* the HSM no longer knew a handle: finish re-reads the token */
-        uint64_t generation;           /* hsm_generation() the handles below are valid at */
-        uint64_t now;
-        const uint8_t *ctx;            /* the caller's context, which must outlive the op */
-        size_t ctx_len;
-        /* unwrap, rewrap: the blob, which must outlive the op */
-        BlobView view;                 /* view.profile: the source version's profile (checked against its record) */
-        HsmObject src;
-        HsmObject src_mac;             /* the source version's MAC key, for profiles that have one */
-        uint8_t src_aad[BLOB_AAD_MAX];
-        size_t src_aad_len;
-        Secret *plaintext;             /* unwrap: the result; rewrap: between its two runs */
-        /* wrap, rewrap: the version wrapped under and the new blob */
-        char key[KEY_NAME_MAX + 1];
-        uint32_t version;
-        HsmProfile dst_profile;
-        HsmObject dst;
-        HsmObject dst_mac;
-        uint8_t dst_aad[BLOB_AAD_MAX];
-        size_t dst_aad_len;
-        size_t dst_header_len;
-        const uint8_t *pt;             /* wrap: the caller's plaintext, which must outlive the op */
-        size_t pt_len;
-        size_t dst_iv_len;
-        uint8_t *blob;                 /* header || IV from prepare (gcm-token-iv: the token's, from run), ciphertext || tag from run */
+        CryptoKind kind;               /* 0: not prepared (refused, or waiting for its renewal) */
+        int result;                    /* after keystore_run(): 0 or the op's error */
+        BlobView view;                 /* unwrap, rewrap: the blob, which must outlive the op */
+        uint32_t version;              /* wrap, rewrap: the version wrapped under */
+        uint8_t *blob;                 /* wrap, rewrap: the new blob (the caller may take it) */
         size_t blob_len;
+        Secret *plaintext;             /* unwrap: the plaintext (the caller may take it) */
+        CryptoOpState state;           /* keystore-data.c's */
 } CryptoOp;
 
 /*
@@ -205,22 +245,26 @@ typedef struct CryptoOp {
  * at most two renewals (then -KEKERR_CONFLICT).
  */
 #define KEYSTORE_NEEDS_RENEWAL 1
-int keystore_wrap_prepare(Keystore *ks, const char *name, uint32_t version, const uint8_t *pt, size_t pt_len,
-                          const uint8_t *ctx, size_t ctx_len, uint64_t now, CryptoOp *op);
+int keystore_wrap_prepare(Keystore *ks, const KeyLookup *found, const char *name, uint32_t version, const uint8_t *pt,
+                          size_t pt_len, const uint8_t *ctx, size_t ctx_len, uint64_t now, CryptoOp *op);
 int keystore_wrap_renew(Keystore *ks, const char *name, uint32_t version, uint64_t now);
-int keystore_wrap_prepare_renewed(Keystore *ks, const char *name, uint32_t version, const uint8_t *pt, size_t pt_len,
-                                  const uint8_t *ctx, size_t ctx_len, uint64_t now, CryptoOp *op);
-/* view: the blob, parsed once by the caller (blob_parse()); its bytes must outlive the op. */
-int keystore_unwrap_prepare(Keystore *ks, const BlobView *view, const uint8_t *ctx, size_t ctx_len, uint64_t now,
-                            CryptoOp *op);
-int keystore_rewrap_prepare(Keystore *ks, const BlobView *view, const uint8_t *ctx, size_t ctx_len, uint64_t now,
-                            CryptoOp *op);
-/* Frees what the op still owns (blob, plaintext); the op may be reused after. */
+int keystore_wrap_prepare_renewed(Keystore *ks, const KeyLookup *found, const char *name, uint32_t version,
+                                  const uint8_t *pt, size_t pt_len, const uint8_t *ctx, size_t ctx_len, uint64_t now,
+                                  CryptoOp *op);
+/*
+ * view: the blob, parsed once by the caller (blob_parse()); its bytes must outlive the op. found: the
+ * blob's key as authorize found it (keystore_lookup()), or NULL.
+ */
+int keystore_unwrap_prepare(Keystore *ks, const KeyLookup *found, const BlobView *view, const uint8_t *ctx,
+                            size_t ctx_len, uint64_t now, CryptoOp *op);
+int keystore_rewrap_prepare(Keystore *ks, const KeyLookup *found, const BlobView *view, const uint8_t *ctx,
+                            size_t ctx_len, uint64_t now, CryptoOp *op);
+/* Frees what the op still owns (blob, plaintext); the op may be reused after. Accepts an unprepared op. */
 void crypto_op_done(CryptoOp *op);
 /*
  * The steps after prepare, in a row, for n prepared ops (ops that failed
  * prepare are left alone): run (over pool's sessions; NULL: the keystore's
- * own session), targets, run again if needed, finish. Each op's result is
+ * own session), targets, run again if needed, finish. Each op's outcome is
  * then in op->result.
  */
 typedef struct CryptoPool CryptoPool;
@@ -250,6 +294,11 @@ int keystore_settle(Keystore *ks);
  */
 int keystore_maintain(Keystore *ks, uint64_t now);
 
-/* Verifies the token against the records (after repairing what can be repaired). */
+/* Repairs stale intents, unfinished purges and duplicate records now, whatever the index's age. */
+int keystore_repair(Keystore *ks, uint64_t now);
+/* Whether k's pending intent (pending_version) is stale: ours, a gone kekd's of this host, or too old. */
+bool keystore_intent_stale(const Keystore *ks, const Key *k, uint64_t now);
+
+/* Verifies the token against the records (after repairing what can be repaired); keystore-check.c. */
 int keystore_check(Keystore *ks, uint64_t now, CheckReport *ret);
 void check_report_done(CheckReport *r);

@@ -57,6 +57,8 @@ typedef struct RequestItem {
         char key[KEY_NAME_MAX + 1];/* shown in refusals, audit and logs */
         uint32_t version;
         BlobView view;             /* unwrap, rewrap: the blob, parsed once at decode */
+        KeyLookup found;           /* its key as authorize found it, for prepare (NULL key: not looked up) */
+        bool renew;                /* wrap: prepare found no lease left; the renewal step comes next */
         CryptoOp op;               /* prepared, run and finished by the keystore */
         int error;                 /* refused before or after the HSM run; 0 while it may run */
         const char *message;       /* the refusal's text (the Request owns it), or NULL for the default */
@@ -78,6 +80,7 @@ typedef struct Request {
         /* decoded once */
         Kek__Request *msg;         /* NULL: not decoded (malformed, or refused before decoding) */
         const void *route;         /* its row in the dispatch table (daemon/dispatch.c) */
+        KeyLookup found;           /* the key it names as authorize found it (NULL key: not looked up) */
         RequestItem *items;        /* data plane: one, or a wire batch's */
         size_t n_items;
         bool batch;

@@ -103,6 +103,24 @@ struct Server {
         Conn *conns;
 };
 
+/*
+ * Where a connection is in its life. It only moves forward (conn_set_state()),
+ * and may skip states:
+ *   CONN_OPEN     its requests are read and answered;
+ *   CONN_EOF      the peer sent all it will send (it may still read): the
+ *                 frames buffered are answered, then it is closing;
+ *   CONN_CLOSING  no more requests (its input ended, a framing error, a
+ *                 malformed request): the output is flushed, then it is freed;
+ *   CONN_DROPPED  closed without sending what is queued for it (conn_drop());
+ *                 freed by its own handler or the sweep, never mid-request.
+ */
+typedef enum ConnState {
+        CONN_OPEN,
+        CONN_EOF,
+        CONN_CLOSING,
+        CONN_DROPPED,
+} ConnState;
+
 struct Conn {
         Server *server;
         Conn *prev, *next;
@@ -112,14 +130,24 @@ struct Conn {
         FrameBuf in, out;
         size_t out_held;        /* out.cap as counted in server->out_held */
         uint64_t progress_usec; /* last time a byte moved either way (monotonic) */
+        ConnState state;
+        /*
+         * Two flags that are not where the connection is in its life: a watcher may be
+         * in any state (and is counted in n_watchers until freed), and a frame may wait
+         * for a round in any state (a connection dropped while queued leaves the round
+         * through conn_settle()).
+         */
         bool watching;          /* subscribed to key events */
-        bool drop;              /* to be freed by its own handler or the sweep, never mid-request */
         uint64_t watch_id;
-        bool queued;    /* has a complete frame (frame_len) waiting for the next round */
+        bool queued;            /* has a complete frame (frame_len) waiting for the next round */
         size_t frame_len;
-        bool eof;       /* the peer sent all it will send (it may still read) */
-        bool closing;   /* no more requests: flush output, then close */
 };
+
+/* Moves c forward to state (never back: a later state keeps what it implies). */
+static void conn_set_state(Conn *c, ConnState state) {
+        if (state > c->state)
+                c->state = state;
+}
 
 /* Counts a freed block towards the next malloc_trim(): every one of a connection closed or dropped, large ones else. */
 static void note_freed(Server *s, size_t cap, bool gone) {
@@ -186,7 +214,7 @@ static void conn_shrink_output(Conn *c) {
 static void conn_drop(Conn *c) {
         size_t cap = c->out.cap;
 
-        c->drop = c->closing = true;
+        conn_set_state(c, CONN_DROPPED);
         frame_buf_done(&c->out);
         if (c->server)
                 note_freed(c->server, cap, true);
@@ -199,9 +227,9 @@ static bool conn_input_pending(const Conn *c) {
         const uint8_t *p;
         size_t n;
 
-        if (c->closing)
+        if (c->state >= CONN_CLOSING)
                 return false;
-        if (c->eof)
+        if (c->state == CONN_EOF)
                 return true;
         return frame_parse(frame_buf_head(&c->in), frame_buf_size(&c->in), c->server->max_frame, &p, &n) != 0;
 }
@@ -220,7 +248,7 @@ static void conn_update_events(Conn *c) {
         }
         (void) sd_event_source_set_enabled(c->source, SD_EVENT_ON);
 
-        if (!c->closing && !c->eof && frame_buf_size(&c->out) < OUTPUT_HIGH_WATER)
+        if (c->state == CONN_OPEN && frame_buf_size(&c->out) < OUTPUT_HIGH_WATER)
                 ev |= EPOLLIN;
         /* Writability also wakes us for input held back by backpressure: the socket is writable once drained. */
         if (frame_buf_size(&c->out) > 0 || conn_input_pending(c))
@@ -294,7 +322,7 @@ static void server_enforce_budget(Server *s) {
                 return;
         v = malloc(MAX(s->n_connections, 1u) * sizeof(*v));
         for (Conn *c = s->conns; c; c = c->next)
-                if (!c->drop && c->out_held > 0) {
+                if (c->state != CONN_DROPPED && c->out_held > 0) {
                         if (v)
                                 v[n] = c;
                         n++;
@@ -312,7 +340,7 @@ static void server_enforce_budget(Server *s) {
                 } else
                         /* No memory for the ranking: simply the largest holder. */
                         for (Conn *c = s->conns; c; c = c->next)
-                                if (!c->drop && c->out_held > 0 && (!victim || c->out_held > victim->out_held))
+                                if (c->state != CONN_DROPPED && c->out_held > 0 && (!victim || c->out_held > victim->out_held))
                                         victim = c;
                 n--;
                 if (!victim)
@@ -371,14 +399,14 @@ static int conn_scan(Conn *c, size_t *ret_len) {
         size_t len;
         int r;
 
-        if (c->closing || c->drop)
+        if (c->state >= CONN_CLOSING)
                 return 0;
         r = frame_parse(frame_buf_head(&c->in), frame_buf_size(&c->in), s->max_frame, &payload, &len);
         if (r == 1) {
                 *ret_len = len;
                 return 1;
         }
-        if (r == 0 && !c->eof)
+        if (r == 0 && c->state == CONN_OPEN)
                 return 0;
         if (r == 0) {
                 /* Every complete frame is answered; only bytes of an unfinished one are an error. */
@@ -391,7 +419,7 @@ static int conn_scan(Conn *c, size_t *ret_len) {
                                             r == -KEKERR_FRAME_TOO_LARGE ? "frame exceeds max_frame; closing connection"
                                                                           : "zero-length frame; closing connection");
         }
-        c->closing = true;
+        conn_set_state(c, CONN_CLOSING);
         return 0;
 }
 
@@ -423,7 +451,7 @@ static int conn_dispatched(Conn *c, const Request *req) {
                 c->watch_id = o->id;
         }
         if (req->result == -KEKERR_MALFORMED_REQUEST) {
-                c->closing = true;
+                conn_set_state(c, CONN_CLOSING);
                 return 0;
         }
         if (req->result < 0)
@@ -447,7 +475,7 @@ static int conn_read(Conn *c) {
         if (n < 0)
                 return errno == EAGAIN || errno == EINTR ? 0 : -errno;
         if (n == 0) {
-                c->eof = true;
+                conn_set_state(c, CONN_EOF);
                 return 0;
         }
         frame_buf_commit(&c->in, (size_t) n);
@@ -492,7 +520,7 @@ static void conn_settle(Conn *c, int r) {
                 r = conn_flush(c);
         server_enforce_budget(c->server); /* may drop c */
         /* A peer that hung up entirely makes send() fail, so EPOLLHUP cannot keep us spinning here. */
-        if (r < 0 || c->drop || (c->closing && frame_buf_size(&c->out) == 0) || (c->server->draining && conn_idle(c))) {
+        if (r < 0 || c->state == CONN_DROPPED || (c->state == CONN_CLOSING && frame_buf_size(&c->out) == 0) || (c->server->draining && conn_idle(c))) {
                 conn_free(c);
                 return;
         }
@@ -519,11 +547,11 @@ static int on_conn_io(sd_event_source *source, int fd, uint32_t revents, void *u
         Conn *c = userdata;
         int r = 0;
 
-        if (c->drop) {
+        if (c->state == CONN_DROPPED) {
                 conn_free(c);
                 return 0;
         }
-        if ((revents & (EPOLLIN | EPOLLHUP | EPOLLERR)) && !c->closing && !c->eof &&
+        if ((revents & (EPOLLIN | EPOLLHUP | EPOLLERR)) && c->state == CONN_OPEN &&
             frame_buf_size(&c->out) < OUTPUT_HIGH_WATER)
                 r = conn_read(c);
         if (r >= 0 && c->server->round_source)
@@ -567,7 +595,7 @@ static int on_round(sd_event_source *source, void *userdata) {
                         more = true;
                         break;
                 }
-                if (!c->drop && !c->closing) {
+                if (c->state < CONN_CLOSING) {
                         s->req_conns[n++] = c;
                         continue;
                 }
@@ -637,7 +665,7 @@ static unsigned connections_of(const Server *s, uid_t uid) {
         unsigned n = 0;
 
         for (const Conn *c = s->conns; c; c = c->next)
-                n += c->peer.uid == uid && !c->drop;
+                n += c->peer.uid == uid && c->state != CONN_DROPPED;
         return n;
 }
 
@@ -778,7 +806,7 @@ static void on_key_change(const char *name, const Key *old, const Key *k, void *
         for (Conn *c = s->conns; c; c = c->next) {
                 bool sees;
 
-                if (!c->watching || c->closing)
+                if (!c->watching || c->state >= CONN_CLOSING)
                         continue;
                 /*
                  * A peer hears only of keys it may see. One that may no longer unwrap with the key (a
@@ -790,7 +818,7 @@ static void on_key_change(const char *name, const Key *old, const Key *k, void *
                 else if (!sees && !access_sees(&c->peer, old))
                         continue;
                 /* This may run inside a request of any connection, c included: mark, never free here. */
-                if (c->drop)
+                if (c->state == CONN_DROPPED)
                         continue;
                 if (frame_buf_size(&c->out) > 4 * OUTPUT_HIGH_WATER ||
                     dispatch_append_event(&c->out, s->max_frame, c->watch_id, name, sees ? k : NULL) < 0 ||
@@ -826,7 +854,7 @@ static int on_sweep(sd_event_source *source, uint64_t usec, void *userdata) {
 
                 next = c->next;
                 /* A watcher waits for events: idle is its normal state. */
-                if (!c->drop && (now - c->progress_usec < limit || (c->watching && !busy)))
+                if (c->state != CONN_DROPPED && (now - c->progress_usec < limit || (c->watching && !busy)))
                         continue;
                 log_debug("Closing %s connection of pid %d", busy ? "stalled" : "idle", (int) c->peer.pid);
                 conn_free(c);

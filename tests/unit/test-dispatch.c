@@ -249,6 +249,58 @@ static void test_role_matrix(Env *e) {
  * need renewals, and a rotation when the current version's budget is spent,
  * still answers every item in order.
  */
+/*
+ * Prepare reports a refusal one way: it returns the error and leaves the op
+ * unprepared (kind 0, result 0, nothing to free); op->result is only a
+ * prepared op's outcome after keystore_run().
+ */
+static void test_prepare_refusal(Env *e) {
+        const uint8_t pt[16] = { 7 };
+        CryptoOp op;
+        int q;
+
+        q = keystore_wrap_prepare(e->ks, NULL, "no-such-key", 0, pt, sizeof(pt), NULL, 0, fixed_now(), &op);
+        is_int(q, -KEKERR_UNKNOWN_KEY, "prepare of a wrap under an unknown key returns UNKNOWN_KEY");
+        ok(op.kind == 0 && op.result == 0 && !op.blob, "... and leaves the op unprepared, the error not stored in it");
+        crypto_op_done(&op);
+}
+
+/*
+ * What authorize found (keystore_lookup()) serves prepare while the index is
+ * the one it was found in; once a write replaced the key, prepare looks it up
+ * again and sees the change.
+ */
+static void test_lookup_reuse(Env *e) {
+        const uint8_t pt[16] = { 9 };
+        const Key *k;
+        KeyLookup l;
+        CryptoOp op;
+        uint64_t n;
+        int q;
+
+        if (!ok(keystore_create(e->ks, "reuse1", &(RotationPolicy) {}, fixed_now(), &k) >= 0 && keystore_lookup(e->ks, "reuse1", &l) >= 0,
+                "key created and looked up"))
+                return;
+        n = keystore_lookups(e->ks);
+        q = keystore_wrap_prepare_renewed(e->ks, &l, "reuse1", 0, pt, sizeof(pt), NULL, 0, fixed_now(), &op);
+        crypto_op_done(&op);
+        /* The first wrap renews its lease (a write): that prepare looks the key up again, once. */
+        ok(q == 0 && op.version == 1, "prepared under version 1");
+        if (!ok(keystore_lookup(e->ks, "reuse1", &l) >= 0, "looked up again"))
+                return;
+        n = keystore_lookups(e->ks);
+        q = keystore_wrap_prepare(e->ks, &l, "reuse1", 0, pt, sizeof(pt), NULL, 0, fixed_now(), &op);
+        ok(q == 0 && op.version == 1 && keystore_lookups(e->ks) == n, "a lookup of this index serves prepare: no second lookup");
+        crypto_op_done(&op);
+        if (!ok(keystore_rotate(e->ks, "reuse1", fixed_now(), NULL) >= 0, "rotated (the index entry replaced)"))
+                return;
+        n = keystore_lookups(e->ks);
+        q = keystore_wrap_prepare_renewed(e->ks, &l, "reuse1", 0, pt, sizeof(pt), NULL, 0, fixed_now(), &op);
+        ok(q == 0 && op.version == 2 && keystore_lookups(e->ks) > n,
+           "after the write, prepare looks the key up again and wraps under the new current version");
+        crypto_op_done(&op);
+}
+
 static void test_renewal_step(Env *e) {
         const RotationPolicy small = { .max_wraps = 2 }; /* a lease of 1 */
         const uint8_t pt[16] = { 1, 2, 3 };
@@ -264,15 +316,15 @@ static void test_renewal_step(Env *e) {
         if (!ok(keystore_create(e->ks, "renew1", &small, fixed_now(), &k) >= 0, "key with a wrap budget of 2 created"))
                 return;
         gen = k->generation;
-        q = keystore_wrap_prepare(e->ks, "renew1", 0, pt, sizeof(pt), NULL, 0, fixed_now(), &op);
+        q = keystore_wrap_prepare(e->ks, NULL, "renew1", 0, pt, sizeof(pt), NULL, 0, fixed_now(), &op);
         is_int(q, KEYSTORE_NEEDS_RENEWAL, "prepare of a wrap without a lease says it needs a renewal");
-        ok(!op.pending && !op.blob, "... and prepared nothing");
+        ok(op.kind == 0 && !op.blob, "... and prepared nothing");
         ok(keystore_find(e->ks, "renew1", &k) >= 0 && k->generation == gen, "... and wrote nothing to the token");
         crypto_op_done(&op);
         is_int(keystore_wrap_renew(e->ks, "renew1", 0, fixed_now()), 0, "the renewal step takes a lease");
         ok(keystore_find(e->ks, "renew1", &k) >= 0 && k->generation > gen, "... writing the key's record");
-        q = keystore_wrap_prepare(e->ks, "renew1", 0, pt, sizeof(pt), NULL, 0, fixed_now(), &op);
-        ok(q == 0 && op.pending && op.blob && op.version == 1, "prepared again: version 1, with its lease unit");
+        q = keystore_wrap_prepare(e->ks, NULL, "renew1", 0, pt, sizeof(pt), NULL, 0, fixed_now(), &op);
+        ok(q == 0 && op.kind == CRYPTO_WRAP && op.blob && op.version == 1, "prepared again: version 1, with its lease unit");
         /* Not run and not finished: its unit stays spent (over-counted, never under). */
         crypto_op_done(&op);
 
@@ -559,6 +611,7 @@ int main(void) {
                 Kek__Request req = KEK__REQUEST__INIT;
                 Kek__SetGrantRequest sg = KEK__SET_GRANT_REQUEST__INIT;
                 Kek__Grant g = KEK__GRANT__INIT;
+                uint64_t lookups;
 
                 peer = &user;
                 r = do_wrap(&e, "acct1", aeks[0], lens[0], ctx[0], 0);
@@ -576,8 +629,11 @@ int main(void) {
                    "root grants uid 5001 wrap on acct1");
                 kek__response__free_unpacked(r, NULL);
                 peer = &user;
+                lookups = keystore_lookups(e.ks);
                 r = do_wrap(&e, "acct1", aeks[0], lens[0], ctx[0], 0);
                 is_int(error_of(r), 0, "wrap by uid 5001 with the grant succeeds");
+                /* Authorize looks the key up for the grant check; prepare uses what it found. */
+                is_int((int) (keystore_lookups(e.ks) - lookups), 1, "... looking its key up once");
                 if (r && r->body_case == KEK__RESPONSE__BODY_WRAP) {
                         Kek__Response *u = do_unwrap(&e, r->wrap->blob.data, r->wrap->blob.len, ctx[0]);
 
@@ -585,7 +641,48 @@ int main(void) {
                         kek__response__free_unpacked(u, NULL);
                 }
                 kek__response__free_unpacked(r, NULL);
+                {
+                        Kek__BatchWrapRequest b = KEK__BATCH_WRAP_REQUEST__INIT;
+                        Kek__WrapRequest w[3], *items[3];
+
+                        for (int i = 0; i < 3; i++) {
+                                kek__wrap_request__init(&w[i]);
+                                w[i].key = (char *) "acct1";
+                                w[i].plaintext = (ProtobufCBinaryData) { lens[i], (uint8_t *) aeks[i] };
+                                items[i] = &w[i];
+                        }
+                        b.n_items = 3;
+                        b.items = items;
+                        req = (Kek__Request) KEK__REQUEST__INIT;
+                        req.body_case = KEK__REQUEST__BODY_BATCH_WRAP;
+                        req.batch_wrap = &b;
+                        lookups = keystore_lookups(e.ks);
+                        r = run(&e, &req);
+                        ok(r && r->body_case == KEK__RESPONSE__BODY_BATCH && r->batch->n_items == 3 && r->batch->items[0]->wrap &&
+                                   r->batch->items[1]->wrap && r->batch->items[2]->wrap,
+                           "batch of 3 wraps by uid 5001 with the grant succeeds");
+                        is_int((int) (keystore_lookups(e.ks) - lookups), 3, "... looking the key up once per item");
+                        kek__response__free_unpacked(r, NULL);
+                }
+                {
+                        Kek__GetKeyVersionRequest gv = KEK__GET_KEY_VERSION_REQUEST__INIT;
+
+                        gv.key = (char *) "acct1";
+                        req = (Kek__Request) KEK__REQUEST__INIT;
+                        req.body_case = KEK__REQUEST__BODY_GET_KEY_VERSION;
+                        req.get_key_version = &gv;
+                        lookups = keystore_lookups(e.ks);
+                        r = run(&e, &req);
+                        ok(r && r->body_case == KEK__RESPONSE__BODY_GET_KEY_VERSION, "get-key-version by uid 5001 with a grant");
+                        is_int((int) (keystore_lookups(e.ks) - lookups), 1, "... looking the key up once");
+                        kek__response__free_unpacked(r, NULL);
+                }
                 peer = &root_peer;
+                lookups = keystore_lookups(e.ks);
+                r = do_wrap(&e, "acct1", aeks[0], lens[0], ctx[0], 0);
+                is_int(error_of(r), 0, "wrap by root (no grant needed)");
+                is_int((int) (keystore_lookups(e.ks) - lookups), 1, "... looking its key up once, in prepare");
+                kek__response__free_unpacked(r, NULL);
         }
 
         /* restart: a new HSM session and keystore find the keys, old blobs unwrap */
@@ -601,6 +698,8 @@ int main(void) {
                         bad += !unwrap_matches(&e, &blobs[i], aeks[i], lens[i], ctx[i]);
                 is_int(bad, 0, "all %d blobs unwrap after reopening", N_AEKS);
                 test_renewal_step(&e);
+                test_prepare_refusal(&e);
+                test_lookup_reuse(&e);
         }
 
 finish:

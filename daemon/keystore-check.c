@@ -1,0 +1,164 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * kekd check (keystore_check()): repairs what can be repaired, then compares
+ * the token with the records and reports what is wrong (unreadable records,
+ * duplicates, unfinished purges and intents, missing, weak or orphaned key
+ * objects). Reads only; built on the keystore's public interface.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "daemon/keystore.h"
+#include "daemon/keystore-profile.h"
+#include "daemon/keystore-records.h"
+
+_printf_(2, 3) static int report_add(CheckReport *rep, const char *fmt, ...) {
+        char **p, *s;
+        va_list ap;
+        int r;
+
+        va_start(ap, fmt);
+        r = vasprintf(&s, fmt, ap);
+        va_end(ap);
+        if (r < 0)
+                return -ENOMEM;
+        p = reallocarray(rep->problems, rep->n_problems + 1, sizeof(*p));
+        if (!p) {
+                free(s);
+                return -ENOMEM;
+        }
+        rep->problems = p;
+        rep->problems[rep->n_problems++] = s;
+        return 0;
+}
+
+void check_report_done(CheckReport *r) {
+        for (size_t i = 0; r && i < r->n_problems; i++)
+                free(r->problems[i]);
+        if (r)
+                free(r->problems);
+}
+
+/* profile_mac_orphans()'s view of the index and of the report. */
+typedef struct CheckOrphans {
+        Keystore *ks;
+        CheckReport *rep;
+} CheckOrphans;
+
+static const Key *orphans_find(void *userdata, const char *name) {
+        CheckOrphans *o = userdata;
+
+        return keystore_key_runtime(o->ks, name);
+}
+
+static int orphans_add(void *userdata, const char *name, uint32_t version) {
+        CheckOrphans *o = userdata;
+
+        return report_add(o->rep, "key '%s': MAC key for version %u is not in its record, or its version has no MAC key "
+                          "(orphan)", name, version);
+}
+
+int keystore_check(Keystore *ks, uint64_t now, CheckReport *ret) {
+        CheckReport rep = {};
+        HsmDataObject *d = NULL;
+        _cleanup_free_ HsmKeyRef *refs = NULL;
+        _cleanup_free_ HsmKeyIssue *issues = NULL;
+        size_t n = 0, n_refs = 0, n_issues = 0;
+        int r;
+
+        r = keystore_repair(ks, now);
+        if (r < 0)
+                return r;
+        rep.repaired = (unsigned) r;
+
+        r = hsm_list_data(keystore_hsm(ks), RECORDS_APP, NULL, &d, &n);
+        if (r < 0)
+                return r;
+        for (size_t i = 0; i < n; i++) {
+                Key *k = NULL;
+
+                if (key_from_record(&d[i], &k) < 0)
+                        r = report_add(&rep, "metadata object labelled '%s' is unreadable", d[i].label);
+                key_free(k);
+                if (r < 0)
+                        goto finish;
+        }
+        r = hsm_list_keys(keystore_hsm(ks), &refs, &n_refs);
+        if (r < 0)
+                goto finish;
+
+        for (size_t i = 0; i < keystore_n_keys(ks); i++) {
+                const Key *k = keystore_key_at(ks, i);
+                unsigned records = 0;
+
+                rep.keys++;
+                for (size_t j = 0; j < n; j++)
+                        records += strcmp(d[j].label, k->name) == 0;
+                if (records > 1 && (r = report_add(&rep, "key '%s' has %u metadata records", k->name, records)) < 0)
+                        goto finish;
+                if (k->purging && (r = report_add(&rep, "key '%s': purge not finished", k->name)) < 0)
+                        goto finish;
+                if (k->pending_version && keystore_intent_stale(ks, k, now) &&
+                    (r = report_add(&rep, "key '%s': interrupted change to version %u not repaired", k->name,
+                                    k->pending_version)) < 0)
+                        goto finish;
+                for (size_t j = 0; j < k->n_versions; j++) {
+                        const KeyVersion *v = &k->versions[j];
+                        HsmKeyAttrs a;
+                        char why[160];
+
+                        rep.versions++;
+                        if (!v->present) {
+                                r = report_add(&rep, "key '%s' version %u is named in its record but missing from the token",
+                                               k->name, v->id);
+                                if (r < 0)
+                                        goto finish;
+                                continue;
+                        }
+                        r = hsm_key_attributes(keystore_hsm(ks), v->handle, &a);
+                        if (r >= 0 && !(a.sensitive && !a.extractable && a.never_extractable && a.private_ &&
+                                        a.token && !a.value_readable))
+                                r = report_add(&rep, "key '%s' version %u is not a sensitive, never-extractable token key",
+                                               k->name, v->id);
+                        /* The MAC key is looked up afresh: its handle is runtime state of the version. */
+                        if (r >= 0 && (r = profile_version_problem(keystore_hsm(ks), k, (KeyVersion *) v, why,
+                                                                   sizeof(why))) > 0)
+                                r = report_add(&rep, "%s", why);
+                        if (r < 0)
+                                goto finish;
+                }
+        }
+        for (size_t i = 0; i < n_refs; i++) {
+                const Key *k = keystore_key_runtime(ks, refs[i].label);
+
+                if (k && !key_find_version(k, refs[i].version) && refs[i].version != k->pending_version &&
+                    (r = report_add(&rep, "key '%s': object for version %u is not in its record (orphan)",
+                                    refs[i].label, refs[i].version)) < 0)
+                        goto finish;
+        }
+        /* A key object under a key's name that no search adopts would be a version lost in silence. */
+        r = hsm_list_unclassified(keystore_hsm(ks), &issues, &n_issues);
+        for (size_t i = 0; r >= 0 && i < n_issues; i++)
+                if (keystore_key_runtime(ks, issues[i].label))
+                        r = report_add(&rep, "key object labelled '%s' is not used as a KEK: %s", issues[i].label,
+                                       issues[i].reason);
+        if (r >= 0) {
+                CheckOrphans o = { .ks = ks, .rep = &rep };
+
+                r = profile_mac_orphans(keystore_hsm(ks), orphans_find, orphans_add, &o);
+        }
+        if (r < 0)
+                goto finish;
+        r = 0;
+        *ret = rep;
+        rep = (CheckReport) {};
+finish:
+        hsm_data_objects_free(d, n);
+        check_report_done(&rep);
+        return r;
+}
