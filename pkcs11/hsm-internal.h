@@ -73,6 +73,9 @@ struct Hsm {
         /* The parent's, for all its sessions (atomics): optional template attributes (hsm_template_attrs()). */
         bool optional_refused[HSM_OPTIONAL_ATTRS];
         bool optional_accepted[HSM_OPTIONAL_ATTRS];
+        /* The parent's (atomics): how records are stored (hsm_set_record_mode()), public ones refused. */
+        int record_mode;
+        uint64_t record_mac_failures;
 };
 
 /*
@@ -105,6 +108,18 @@ extern pthread_mutex_t hsm_store_lock;
 int hsm_generate_kek(Hsm *h, const char *label, uint32_t version, bool token_object, HsmObject *ret);
 /* A MAC key with the template of hsm_generate_mac_key(), as a session object, for the probe's self-test. */
 int hsm_generate_probe_mac_key(Hsm *h, HsmObject *ret);
+
+/*
+ * Collects all handles matching tmpl (hsm-objects.c), searching once more in
+ * a new session after a lost session or login (a search changes nothing).
+ */
+int hsm_find_all(Hsm *h, CK_ATTRIBUTE *tmpl, CK_ULONG n_tmpl, CK_OBJECT_HANDLE **ret, size_t *ret_n);
+/*
+ * Creates a token data object: private (what kekd's records are on tokens
+ * that store them) or public (record mode "public + MAC", and the probe).
+ */
+int hsm_create_data_object(Hsm *h, const char *application, const char *label, const uint8_t *value, size_t len,
+                           bool private_, HsmObject *ret);
 
 /* Counted before the call: one that fails in transit may still have changed the token. */
 void hsm_write_bump(Hsm *h);

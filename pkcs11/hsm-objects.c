@@ -17,6 +17,7 @@
 #include "common/kekerr.h"
 #include "daemon/log.h"
 #include "hsm-internal.h"
+#include "records-mac.h"
 
 #define LIST_ATTEMPTS 5              /* listings of records racing their replacement */
 
@@ -199,7 +200,7 @@ static int find_all_once(Hsm *h, CK_ATTRIBUTE *tmpl, CK_ULONG n_tmpl, CK_OBJECT_
 }
 
 /* The same, searching once more in a new session after a lost session or login (a search changes nothing). */
-static int find_all(Hsm *h, CK_ATTRIBUTE *tmpl, CK_ULONG n_tmpl, CK_OBJECT_HANDLE **ret, size_t *ret_n) {
+int hsm_find_all(Hsm *h, CK_ATTRIBUTE *tmpl, CK_ULONG n_tmpl, CK_OBJECT_HANDLE **ret, size_t *ret_n) {
         int r = find_all_once(h, tmpl, n_tmpl, ret, ret_n);
 
         if (r == -ESTALE)
@@ -236,7 +237,7 @@ static int list_keys_once(Hsm *h, HsmKeyRef **ret, size_t *ret_n) {
         size_t n = 0, k = 0;
         int r;
 
-        r = find_all(h, tmpl, ELEMENTSOF(tmpl), &objs, &n);
+        r = hsm_find_all(h, tmpl, ELEMENTSOF(tmpl), &objs, &n);
         if (r < 0)
                 return r;
         keys = calloc(n ? n : 1, sizeof(*keys));
@@ -313,7 +314,7 @@ static int list_unclassified_once(Hsm *h, HsmKeyIssue **ret, size_t *ret_n) {
         size_t n = 0, k = 0;
         int r;
 
-        r = find_all(h, tmpl, ELEMENTSOF(tmpl), &objs, &n);
+        r = hsm_find_all(h, tmpl, ELEMENTSOF(tmpl), &objs, &n);
         if (r < 0)
                 return r;
         out = calloc(n ? n : 1, sizeof(*out));
@@ -344,6 +345,10 @@ static int list_unclassified_once(Hsm *h, HsmKeyIssue **ret, size_t *ret_n) {
                 /* No label, or longer than any key name: not kekd's label scheme. */
                 if (a[5].ulValueLen == CK_UNAVAILABLE_INFORMATION || a[5].ulValueLen == 0 ||
                     a[5].ulValueLen > HSM_KEY_LABEL_MAX)
+                        continue;
+                /* The record key of record mode "public + MAC" (records-mac.h): kekd's, not a KEK. */
+                if (a[6].ulValueLen != CK_UNAVAILABLE_INFORMATION &&
+                    record_key_ids(out[k].label, a[5].ulValueLen, id, a[6].ulValueLen))
                         continue;
                 why = unclassified_reason(a, type, sens, extr, asens, nextr);
                 if (!why)
@@ -434,11 +439,12 @@ static int app_index(const char *const *apps, size_t n_apps, const uint8_t *app_
  * C_GetAttributeValue into buffers that fit every record kekd writes, two
  * (sizes, then values) for anything bigger. -EBADMSG: not one of ours.
  */
-static int data_object_read(Hsm *h, CK_OBJECT_HANDLE o, const char *const *apps, size_t n_apps, HsmDataObject *d) {
-        uint8_t app[APP_MAX], value[VALUE_INLINE];
+static int data_object_read(Hsm *h, CK_OBJECT_HANDLE o, const char *const *apps, size_t n_apps, HsmDataObject *d,
+                            uint8_t app[APP_MAX], size_t *ret_app_len) {
+        uint8_t value[VALUE_INLINE];
         CK_ATTRIBUTE a[] = {
                 { CKA_LABEL, d->label, HSM_KEY_LABEL_MAX },
-                { CKA_APPLICATION, app, sizeof(app) },
+                { CKA_APPLICATION, app, APP_MAX },
                 { CKA_VALUE, value, sizeof(value) },
         };
         CK_RV rv;
@@ -456,6 +462,7 @@ static int data_object_read(Hsm *h, CK_OBJECT_HANDLE o, const char *const *apps,
                         d->label[a[0].ulValueLen] = 0;
                         d->value_len = a[2].ulValueLen;
                         d->handle = o;
+                        *ret_app_len = a[1].ulValueLen;
                 }
                 secret_cleanse(value, sizeof(value)); /* a foreign object's value is none of our business */
                 return r;
@@ -472,7 +479,7 @@ static int data_object_read(Hsm *h, CK_OBJECT_HANDLE o, const char *const *apps,
         rv = store_call(P11(h, C_GetAttributeValue, h->session, o, a, ELEMENTSOF(a)));
         if (rv != CKR_OK)
                 return hsm_read_failed(h, rv);
-        if (a[0].ulValueLen > HSM_KEY_LABEL_MAX || a[1].ulValueLen > sizeof(app) || a[2].ulValueLen > 1024 * 1024)
+        if (a[0].ulValueLen > HSM_KEY_LABEL_MAX || a[1].ulValueLen > APP_MAX || a[2].ulValueLen > 1024 * 1024)
                 return -EBADMSG;
         d->value = malloc(a[2].ulValueLen ? a[2].ulValueLen : 1);
         if (!d->value)
@@ -491,7 +498,30 @@ static int data_object_read(Hsm *h, CK_OBJECT_HANDLE o, const char *const *apps,
         d->label[a[0].ulValueLen] = 0;
         d->value_len = a[2].ulValueLen;
         d->handle = o;
+        *ret_app_len = a[1].ulValueLen;
         return 0;
+}
+
+/*
+ * Record mode "public + MAC": whether d carries a record key's tag over its
+ * application, label and value; if so the tag is stripped (0), if not d is
+ * freed and counted (-EBADMSG: not a record). -ENOENT: a record key went
+ * away meanwhile, list again.
+ */
+static int data_object_verify(Hsm *h, const RecordKeys *keys, const uint8_t *app, size_t app_len, HsmDataObject *d) {
+        int r = record_verify(h, keys, app, app_len, d->label, d->value, d->value_len);
+
+        if (r >= 0) {
+                d->value_len -= RECORD_TAG_SIZE;
+                return 0;
+        }
+        free(d->value);
+        d->value = NULL;
+        if (r == -EBADMSG) {
+                log_debug("Data object '%s' fails its record MAC: not used as a record", d->label);
+                __atomic_add_fetch(&root(h)->record_mac_failures, 1, __ATOMIC_RELAXED);
+        }
+        return r;
 }
 
 /* Lists the data objects matching tmpl, keeping those of apps (NULL: all). */
@@ -502,7 +532,7 @@ static int list_data(Hsm *h, CK_ATTRIBUTE *tmpl, CK_ULONG n_tmpl, const char *co
          * races such a replacement can find the old object and then not read
          * it; the key must not look absent then, so list again.
          */
-        bool relogged = false;
+        bool relogged = false, public_mac = hsm_record_mode(h) == HSM_RECORDS_PUBLIC_MAC;
 
         for (unsigned attempt = 0; attempt < LIST_ATTEMPTS; attempt++) {
                 _cleanup_free_ CK_OBJECT_HANDLE *objs = NULL;
@@ -511,20 +541,28 @@ static int list_data(Hsm *h, CK_ATTRIBUTE *tmpl, CK_ULONG n_tmpl, const char *co
                 bool vanished = false;
                 int r;
 
-                r = find_all(h, tmpl, n_tmpl, &objs, &n);
+                _cleanup_(record_keys_done) RecordKeys keys = {};
+                uint8_t app[APP_MAX];
+                size_t app_len = 0;
+
+                r = hsm_find_all(h, tmpl, n_tmpl, &objs, &n);
+                if (r >= 0 && public_mac)
+                        r = record_keys_find(h, &keys); /* after the objects: a record found has its key found */
                 if (r < 0)
                         return r;
                 d = calloc(n ? n : 1, sizeof(*d));
                 if (!d)
                         return -ENOMEM;
                 for (size_t i = 0; i < n; i++) {
-                        r = data_object_read(h, objs[i], apps, n_apps, &d[k]);
+                        r = data_object_read(h, objs[i], apps, n_apps, &d[k], app, &app_len);
+                        if (r >= 0 && public_mac)
+                                r = data_object_verify(h, &keys, app, app_len, &d[k]);
                         if (r == -ENOENT) {
                                 vanished = true;
                                 continue;
                         }
                         if (r == -EBADMSG)
-                                continue; /* not one of ours */
+                                continue; /* not one of ours, or fails its record MAC */
                         if (r == -ESTALE && !relogged) {
                                 /* Session or login lost: list again, once, in the new session. */
                                 relogged = vanished = true;
@@ -581,7 +619,7 @@ int hsm_find_key(Hsm *h, const char *label, uint32_t version, HsmObject *ret) {
         int r;
 
         version_to_id(version, id);
-        r = find_all(h, tmpl, ELEMENTSOF(tmpl), &objs, &n);
+        r = hsm_find_all(h, tmpl, ELEMENTSOF(tmpl), &objs, &n);
         if (r < 0)
                 return r;
         if (n == 0)
@@ -590,14 +628,14 @@ int hsm_find_key(Hsm *h, const char *label, uint32_t version, HsmObject *ret) {
         return 0;
 }
 
-int hsm_create_data(Hsm *h, const char *application, const char *label, const uint8_t *value, size_t len,
-                    HsmObject *ret) {
+int hsm_create_data_object(Hsm *h, const char *application, const char *label, const uint8_t *value, size_t len,
+                           bool private_, HsmObject *ret) {
         CK_OBJECT_CLASS cls = CKO_DATA;
-        CK_BBOOL yes = CK_TRUE, no = CK_FALSE;
+        CK_BBOOL yes = CK_TRUE, no = CK_FALSE, priv = private_ ? CK_TRUE : CK_FALSE;
         CK_ATTRIBUTE tmpl[] = {
                 { CKA_CLASS, &cls, sizeof(cls) },
                 { CKA_TOKEN, &yes, sizeof(yes) },
-                { CKA_PRIVATE, &yes, sizeof(yes) },
+                { CKA_PRIVATE, &priv, sizeof(priv) },
                 /* records are immutable: a change is a new object, then the old one is destroyed */
                 { CKA_MODIFIABLE, &no, sizeof(no) },
                 { CKA_APPLICATION, (void *) application, strlen(application) },
@@ -616,6 +654,99 @@ int hsm_create_data(Hsm *h, const char *application, const char *label, const ui
         if (rv != CKR_OK)
                 return hsm_handle_failed(h, rv);
         *ret = o;
+        return 0;
+}
+
+void hsm_set_record_mode(Hsm *h, HsmRecordMode mode) {
+        __atomic_store_n(&root(h)->record_mode, (int) mode, __ATOMIC_RELEASE);
+}
+
+HsmRecordMode hsm_record_mode(const Hsm *h) {
+        const Hsm *rt = h->parent ? h->parent : h;
+
+        return (HsmRecordMode) __atomic_load_n(&rt->record_mode, __ATOMIC_ACQUIRE);
+}
+
+uint64_t hsm_record_mac_failures(const Hsm *h) {
+        const Hsm *rt = h->parent ? h->parent : h;
+
+        return __atomic_load_n(&rt->record_mac_failures, __ATOMIC_RELAXED);
+}
+
+int hsm_create_data(Hsm *h, const char *application, const char *label, const uint8_t *value, size_t len,
+                    HsmObject *ret) {
+        _cleanup_free_ uint8_t *buf = NULL;
+        CK_OBJECT_HANDLE key;
+        int r;
+
+        if (hsm_record_mode(h) != HSM_RECORDS_PUBLIC_MAC)
+                return hsm_create_data_object(h, application, label, value, len, true, ret);
+
+        /* value || tag, written in one C_CreateObject: a record is there with its tag or not at all. */
+        if (len > SIZE_MAX - RECORD_TAG_SIZE)
+                return -EINVAL;
+        buf = malloc(len + RECORD_TAG_SIZE);
+        if (!buf)
+                return -ENOMEM;
+        if (len)
+                memcpy(buf, value, len);
+        r = record_key_for_signing(h, &key);
+        if (r >= 0)
+                r = record_tag(h, key, application, strlen(application), label, value, len, buf + len);
+        if (r >= 0)
+                r = hsm_create_data_object(h, application, label, buf, len + RECORD_TAG_SIZE, false, ret);
+        return r;
+}
+
+/*
+ * The objects of apps that a listing does not take for records because
+ * their tag fails (record mode "public + MAC"); none in the other mode.
+ */
+int hsm_list_bad_records(Hsm *h, const char *const *apps, size_t n_apps, HsmKeyIssue **ret, size_t *ret_n) {
+        CK_OBJECT_CLASS cls = CKO_DATA;
+        CK_ATTRIBUTE tmpl[] = { { CKA_CLASS, &cls, sizeof(cls) } };
+        _cleanup_(record_keys_done) RecordKeys keys = {};
+        _cleanup_free_ CK_OBJECT_HANDLE *objs = NULL;
+        _cleanup_free_ HsmKeyIssue *out = NULL;
+        size_t n = 0, k = 0;
+        int r;
+
+        if (hsm_record_mode(h) != HSM_RECORDS_PUBLIC_MAC) {
+                *ret = NULL;
+                *ret_n = 0;
+                return 0;
+        }
+        r = hsm_find_all(h, tmpl, ELEMENTSOF(tmpl), &objs, &n);
+        if (r >= 0)
+                r = record_keys_find(h, &keys);
+        if (r < 0)
+                return r;
+        out = calloc(n ? n : 1, sizeof(*out));
+        if (!out)
+                return -ENOMEM;
+        for (size_t i = 0; i < n; i++) {
+                HsmDataObject d = {};
+                uint8_t app[APP_MAX];
+                size_t app_len = 0;
+
+                r = data_object_read(h, objs[i], apps, n_apps, &d, app, &app_len);
+                if (r == -EBADMSG || r == -ENOENT)
+                        continue; /* not one of ours, or destroyed meanwhile */
+                if (r < 0)
+                        return r == -ESTALE ? -KEKERR_HSM_UNAVAILABLE : r;
+                r = record_verify(h, &keys, app, app_len, d.label, d.value, d.value_len);
+                free(d.value);
+                if (r >= 0 || r == -ENOENT)
+                        continue;
+                if (r != -EBADMSG)
+                        return r == -ESTALE ? -KEKERR_HSM_UNAVAILABLE : r;
+                memcpy(out[k].label, d.label, sizeof(out[k].label));
+                out[k].reason = "record object fails its MAC";
+                out[k].handle = objs[i];
+                k++;
+        }
+        *ret = TAKE_PTR(out);
+        *ret_n = k;
         return 0;
 }
 
@@ -699,7 +830,7 @@ int hsm_find_mac_key(Hsm *h, const char *label, uint32_t version, HsmObject *ret
         int r;
 
         version_to_id(version, id);
-        r = find_all(h, tmpl, ELEMENTSOF(tmpl), &objs, &n);
+        r = hsm_find_all(h, tmpl, ELEMENTSOF(tmpl), &objs, &n);
         if (r < 0)
                 return r;
         if (n == 0)
@@ -718,7 +849,7 @@ static int list_mac_keys_once(Hsm *h, HsmKeyRef **ret, size_t *ret_n) {
         size_t n = 0, k = 0;
         int r;
 
-        r = find_all(h, tmpl, ELEMENTSOF(tmpl), &objs, &n);
+        r = hsm_find_all(h, tmpl, ELEMENTSOF(tmpl), &objs, &n);
         if (r < 0)
                 return r;
         keys = calloc(n ? n : 1, sizeof(*keys));

@@ -347,3 +347,28 @@ int hsm_list_data_multi(Hsm *h, const char *const *apps, size_t n_apps, HsmDataO
 void hsm_data_objects_free(HsmDataObject *d, size_t n);
 int hsm_create_data(Hsm *h, const char *application, const char *label, const uint8_t *value, size_t len,
                     HsmObject *ret);
+
+/*
+ * How records are kept (issue 16). HSM_RECORDS_PRIVATE: private CKO_DATA
+ * token objects, readable only after login. HSM_RECORDS_PUBLIC_MAC, for
+ * tokens that refuse private data objects (NSS softokn) but store public
+ * ones, chosen by the capability probe: public data objects whose value is
+ * followed by an HMAC-SHA256 tag computed in the token under a record key
+ * (pkcs11/records-mac.h); hsm_create_data() adds the tag, the listings
+ * return only objects whose tag verifies, without it. The callers see the
+ * same values in both modes.
+ */
+typedef enum HsmRecordMode {
+        HSM_RECORDS_PRIVATE,
+        HSM_RECORDS_PUBLIC_MAC,
+} HsmRecordMode;
+void hsm_set_record_mode(Hsm *h, HsmRecordMode mode);
+HsmRecordMode hsm_record_mode(const Hsm *h);
+/* Data objects of kekd's applications that listings refused because their tag failed, since hsm_open(). */
+uint64_t hsm_record_mac_failures(const Hsm *h);
+/*
+ * For `kekctl check`: the data objects of apps whose record tag fails, with
+ * reason "record object fails its MAC" (none in HSM_RECORDS_PRIVATE). Free
+ * with free().
+ */
+int hsm_list_bad_records(Hsm *h, const char *const *apps, size_t n_apps, HsmKeyIssue **ret, size_t *ret_n);

@@ -19,6 +19,7 @@
 #include "common/kekerr.h"
 #include "hsm-internal.h"
 #include "probe.h"
+#include "records-mac.h"
 
 static const struct {
         const char *name;
@@ -183,22 +184,53 @@ static int read_mechanisms(Hsm *h, ProbeResult *p) {
         return 0;
 }
 
-/* Stores and destroys a private token data object, as kekd's records are. */
-static int try_private_data(Hsm *h, ProbeResult *p) {
+/*
+ * Stores and destroys a private token data object, as kekd's records are.
+ * A token that refuses it (NSS softokn) but stores a public one and signs
+ * with a throwaway session HMAC key in the token gets record mode "public
+ * + MAC" (records-mac.h); the record key itself is made by the first record
+ * written, not here (every object the probe makes is a throwaway).
+ */
+static int try_data_objects(Hsm *h, ProbeResult *p) {
         static const uint8_t value[] = "probe";
-        HsmObject o;
+        uint8_t tag[RECORD_TAG_SIZE];
+        HsmObject o, mac;
         int r;
 
-        r = hsm_create_data(h, "kekd-probe", "probe", value, sizeof(value), &o);
+        r = hsm_create_data_object(h, "kekd-probe", "probe", value, sizeof(value), true, &o);
+        if (r >= 0) {
+                p->private_data = PROBE_YES;
+                p->records = HSM_RECORDS_PRIVATE;
+                hsm_set_record_mode(h, HSM_RECORDS_PRIVATE);
+                (void) hsm_destroy_object(h, o); /* a leftover is harmless: no listing of kekd reads "kekd-probe" */
+                return 0;
+        }
+        if (r != -KEKERR_UNSUPPORTED)
+                return r;
+        p->private_data = PROBE_NO;
+        note_error(h, p);
+
+        r = hsm_create_data_object(h, "kekd-probe", "probe", value, sizeof(value), false, &o);
         if (r == -KEKERR_UNSUPPORTED) {
-                p->private_data = PROBE_NO;
-                note_error(h, p);
+                p->public_data = PROBE_NO;
                 return r;
         }
         if (r < 0)
                 return r;
-        p->private_data = PROBE_YES;
-        (void) hsm_destroy_object(h, o); /* a leftover is harmless: no listing of kekd reads "kekd-probe" */
+        p->public_data = PROBE_YES;
+        (void) hsm_destroy_object(h, o);
+        /* The records' tags need HMAC-SHA256 in the token under a generated generic-secret key. */
+        r = hsm_generate_probe_mac_key(h, &mac);
+        if (r >= 0) {
+                r = record_tag(h, mac, "kekd-probe", 10, "probe", value, sizeof(value), tag);
+                (void) hsm_destroy_object(h, mac); /* a session object: gone with the session anyway */
+        }
+        if (r < 0) {
+                snprintf(p->error, sizeof(p->error), "%s", hsm_last_error(h));
+                return r == -KEKERR_UNSUPPORTED ? -EPROTO : r; /* EPROTO: no record MAC, told apart below */
+        }
+        p->records = HSM_RECORDS_PUBLIC_MAC;
+        hsm_set_record_mode(h, HSM_RECORDS_PUBLIC_MAC);
         return 0;
 }
 
@@ -227,13 +259,15 @@ int probe_run(Hsm *h, const ProbeProfile *profs, size_t n_profiles, ProbeResult 
         }
         offered_text(&p, offers, sizeof(offers));
 
-        r = try_private_data(h, &p);
-        if (r == -KEKERR_UNSUPPORTED) {
+        r = try_data_objects(h, &p);
+        if (r == -KEKERR_UNSUPPORTED || r == -EPROTO) {
                 snprintf(p.message, sizeof(p.message),
                          "token '%s' refuses private data objects (%s): kekd keeps its key records in private "
-                         "CKO_DATA token objects and cannot run on it; NSS softokn is such a token (see "
-                         "docs/tokens.md, issue 16)",
-                         token, p.error);
+                         "CKO_DATA token objects, or in public ones with an HMAC-SHA256 tag computed in the token, "
+                         "and this token %s (see docs/tokens.md, issue 16)",
+                         token, p.error,
+                         r == -EPROTO ? "cannot compute HMAC-SHA256 with a generated key" : "refuses public ones too");
+                r = -KEKERR_UNSUPPORTED;
                 goto finish;
         }
         if (r < 0) {
@@ -241,6 +275,8 @@ int probe_run(Hsm *h, const ProbeProfile *profs, size_t n_profiles, ProbeResult 
                 snprintf(p.message, sizeof(p.message), "cannot probe token '%s': %s", token, p.error);
                 goto finish;
         }
+        if (p.records == HSM_RECORDS_PUBLIC_MAC)
+                p.error[0] = 0; /* the refusal of private data objects is answered: not the first failure */
 
         /* A label no key can have (key names have no spaces), a version none has (they start at 1). */
         r = hsm_generate_kek(h, "kekd probe", 0, false, &key);
