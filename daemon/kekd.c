@@ -560,6 +560,10 @@ static int run(int argc, char *argv[]) {
                 log_warning("Token '%s' refuses private data objects: key records are public token objects with an "
                             "HMAC-SHA256 tag computed in the token; names, states and grants are readable without "
                             "login (docs/tokens.md)", hsm_token_label(hsm));
+        else if (probe.records == HSM_RECORDS_KEY_OBJECTS)
+                log_notice("Token '%s' stores no token data objects: key records are private generic-secret key "
+                           "objects with an HMAC-SHA256 tag computed in the token (docs/tokens.md)",
+                           hsm_token_label(hsm));
 
         (void) gethostname(host, sizeof(host) - 1);
         snprintf(owner, sizeof(owner), "%s:%d", host, (int) getpid());

@@ -265,9 +265,11 @@ static void print_probe(const Parsed *p) {
                 printf("; %s %s", p->attrs[i].v[0], p->attrs[i].v[1]);
         printf("\nToken flags:  %s\n", p->token_flags[0] ? p->token_flags : "-");
         if (p->records[0])
-                printf("Records:      %s%s", strcmp(p->records, "public+hmac") == 0
-                                                     ? "public objects + HMAC (token refuses private data objects)"
-                                                     : "private data objects",
+                printf("Records:      %s%s",
+                       strcmp(p->records, "public+hmac") == 0 ? "public objects + HMAC (token refuses private data objects)"
+                       : strcmp(p->records, "keys+hmac") == 0
+                               ? "private key objects + HMAC (token refuses token data objects)"
+                               : "private data objects",
                        p->record_mac_failures ? "" : "\n");
         if (p->records[0] && p->record_mac_failures)
                 printf("; %llu object(s) failed their MAC and are not used\n", p->record_mac_failures);

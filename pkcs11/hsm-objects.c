@@ -1,11 +1,12 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
- * kekd's objects in the token (see hsm.h): KEK versions, generated inside the
- * token and never extractable, and the private CKO_DATA objects that hold key
- * records. Invariants: calls on token objects go through store_call() (one at
- * a time in the process); nothing that creates or destroys an object is ever
- * repeated after a failure (it may have been done); listings search once more
- * after a lost session, since a search changes nothing.
+ * kekd's key objects in the token (see hsm.h): KEK versions and MAC keys,
+ * generated inside the token and never extractable (the records are in
+ * hsm-records.c). Invariants: calls on token objects go through
+ * store_call() (one at a time in the process); nothing that creates or
+ * destroys an object is ever repeated after a failure (it may have been
+ * done); listings search once more after a lost session, since a search
+ * changes nothing.
  */
 #include "config.h"
 
@@ -16,10 +17,10 @@
 
 #include "common/kekerr.h"
 #include "daemon/log.h"
+#include "ckr.h"
 #include "hsm-internal.h"
 #include "records-mac.h"
 
-#define LIST_ATTEMPTS 5              /* listings of records racing their replacement */
 
 static void version_to_id(uint32_t version, uint8_t id[4]) {
         id[0] = (uint8_t) (version >> 24);
@@ -45,7 +46,16 @@ static Hsm *root(Hsm *h) {
         return h->parent ? h->parent : h;
 }
 
-int hsm_generate_kek(Hsm *h, const char *label, uint32_t version, bool token_object, HsmObject *ret) {
+/*
+ * probing: the probe's throwaway token key (hsm_generate_probe_token_kek()),
+ * which may also retry without the optional attributes after
+ * CKR_GENERAL_ERROR: NSS softokn 3.87 answers so for a token key with
+ * CKA_COPYABLE (its database has no column for it) while it takes a
+ * session key with it. A KEK is never retried on that answer: only an
+ * answer about the template says nothing was created.
+ */
+static int generate_kek(Hsm *h, const char *label, uint32_t version, bool token_object, bool probing,
+                        HsmObject *ret) {
         CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
         CK_KEY_TYPE type = CKK_AES;
         CK_ULONG value_len = 32;
@@ -91,14 +101,14 @@ int hsm_generate_kek(Hsm *h, const char *label, uint32_t version, bool token_obj
         /* No blind retry: a call that failed in transit may have created the object (written intents cover it). */
         hsm_write_bump(h);
         rv = store_call(P11(h, C_GenerateKey, h->session, &mech, tmpl, n, &o));
-        if (rv == CKR_ATTRIBUTE_TYPE_INVALID && n > n_required) {
+        if ((rv == CKR_ATTRIBUTE_TYPE_INVALID || (probing && rv == CKR_GENERAL_ERROR)) && n > n_required) {
                 /*
                  * The token does not know an optional attribute: an answer
                  * about the template, so nothing was created and asking once
                  * more without them repeats no write. Remembered for the
                  * token (every session), so the next KEK does not ask again.
                  */
-                log_debug("PKCS#11 C_GenerateKey: CKR_ATTRIBUTE_TYPE_INVALID; again without the optional attributes");
+                log_debug("PKCS#11 C_GenerateKey: %s; again without the optional attributes", ckr_name(rv));
                 for (unsigned i = 0; i < HSM_OPTIONAL_ATTRS; i++)
                         __atomic_store_n(&rt->optional_refused[i], true, __ATOMIC_RELEASE);
                 hsm_write_bump(h);
@@ -111,6 +121,14 @@ int hsm_generate_kek(Hsm *h, const char *label, uint32_t version, bool token_obj
                         __atomic_store_n(&rt->optional_accepted[i], true, __ATOMIC_RELEASE);
         *ret = o;
         return 0;
+}
+
+int hsm_generate_kek(Hsm *h, const char *label, uint32_t version, bool token_object, HsmObject *ret) {
+        return generate_kek(h, label, version, token_object, false, ret);
+}
+
+int hsm_generate_probe_token_kek(Hsm *h, HsmObject *ret) {
+        return generate_kek(h, "kekd probe", 0, true, true, ret);
 }
 
 int hsm_generate_aes_key(Hsm *h, const char *label, uint32_t version, HsmObject *ret) {
@@ -346,9 +364,10 @@ static int list_unclassified_once(Hsm *h, HsmKeyIssue **ret, size_t *ret_n) {
                 if (a[5].ulValueLen == CK_UNAVAILABLE_INFORMATION || a[5].ulValueLen == 0 ||
                     a[5].ulValueLen > HSM_KEY_LABEL_MAX)
                         continue;
-                /* The record key of record mode "public + MAC" (records-mac.h): kekd's, not a KEK. */
-                if (a[6].ulValueLen != CK_UNAVAILABLE_INFORMATION &&
-                    record_key_ids(out[k].label, a[5].ulValueLen, id, a[6].ulValueLen))
+                /* The record key and record objects of hsm-records.c (records-mac.h): kekd's, not KEKs. */
+                if (record_object_label(out[k].label, a[5].ulValueLen) ||
+                    (a[6].ulValueLen != CK_UNAVAILABLE_INFORMATION &&
+                     record_key_ids(out[k].label, a[5].ulValueLen, id, a[6].ulValueLen)))
                         continue;
                 why = unclassified_reason(a, type, sens, extr, asens, nextr);
                 if (!why)
@@ -409,201 +428,6 @@ int hsm_key_attributes(Hsm *h, HsmObject key, HsmKeyAttrs *ret) {
         return 0;
 }
 
-void hsm_data_objects_free(HsmDataObject *d, size_t n) {
-        if (!d)
-                return;
-        for (size_t i = 0; i < n; i++)
-                free(d[i].value);
-        free(d);
-}
-
-#define APP_MAX 64u
-#define VALUE_INLINE 4096u
-
-/* Which of apps app_buf (len bytes) names; -EBADMSG if none (apps NULL: any, index 0). */
-static int app_index(const char *const *apps, size_t n_apps, const uint8_t *app_buf, CK_ULONG len, unsigned *ret) {
-        if (!apps) {
-                *ret = 0;
-                return 0;
-        }
-        for (size_t i = 0; i < n_apps; i++)
-                if (len == strlen(apps[i]) && memcmp(app_buf, apps[i], len) == 0) {
-                        *ret = (unsigned) i;
-                        return 0;
-                }
-        return -EBADMSG;
-}
-
-/*
- * Reads label, application and value of one data object: one
- * C_GetAttributeValue into buffers that fit every record kekd writes, two
- * (sizes, then values) for anything bigger. -EBADMSG: not one of ours.
- */
-static int data_object_read(Hsm *h, CK_OBJECT_HANDLE o, const char *const *apps, size_t n_apps, HsmDataObject *d,
-                            uint8_t app[APP_MAX], size_t *ret_app_len) {
-        uint8_t value[VALUE_INLINE];
-        CK_ATTRIBUTE a[] = {
-                { CKA_LABEL, d->label, HSM_KEY_LABEL_MAX },
-                { CKA_APPLICATION, app, APP_MAX },
-                { CKA_VALUE, value, sizeof(value) },
-        };
-        CK_RV rv;
-        int r;
-
-        rv = store_call(P11(h, C_GetAttributeValue, h->session, o, a, ELEMENTSOF(a)));
-        if (rv == CKR_OK) {
-                r = app_index(apps, n_apps, app, a[1].ulValueLen, &d->app);
-                if (r >= 0) {
-                        d->value = malloc(a[2].ulValueLen ? a[2].ulValueLen : 1);
-                        r = d->value ? 0 : -ENOMEM;
-                }
-                if (r >= 0) {
-                        memcpy(d->value, value, a[2].ulValueLen);
-                        d->label[a[0].ulValueLen] = 0;
-                        d->value_len = a[2].ulValueLen;
-                        d->handle = o;
-                        *ret_app_len = a[1].ulValueLen;
-                }
-                secret_cleanse(value, sizeof(value)); /* a foreign object's value is none of our business */
-                return r;
-        }
-        secret_cleanse(value, sizeof(value));
-        if (rv != CKR_BUFFER_TOO_SMALL)
-                return hsm_read_failed(h, rv);
-
-        /* Something is bigger than our buffers: sizes first. */
-        for (size_t i = 0; i < ELEMENTSOF(a); i++) {
-                a[i].pValue = NULL;
-                a[i].ulValueLen = 0;
-        }
-        rv = store_call(P11(h, C_GetAttributeValue, h->session, o, a, ELEMENTSOF(a)));
-        if (rv != CKR_OK)
-                return hsm_read_failed(h, rv);
-        if (a[0].ulValueLen > HSM_KEY_LABEL_MAX || a[1].ulValueLen > APP_MAX || a[2].ulValueLen > 1024 * 1024)
-                return -EBADMSG;
-        d->value = malloc(a[2].ulValueLen ? a[2].ulValueLen : 1);
-        if (!d->value)
-                return -ENOMEM;
-        a[0].pValue = d->label;
-        a[1].pValue = app;
-        a[2].pValue = d->value;
-        rv = store_call(P11(h, C_GetAttributeValue, h->session, o, a, ELEMENTSOF(a)));
-        r = rv != CKR_OK ? hsm_read_failed(h, rv) : a[0].ulValueLen > HSM_KEY_LABEL_MAX ? -EBADMSG
-                                                 : app_index(apps, n_apps, app, a[1].ulValueLen, &d->app);
-        if (r < 0) {
-                free(d->value);
-                d->value = NULL;
-                return r;
-        }
-        d->label[a[0].ulValueLen] = 0;
-        d->value_len = a[2].ulValueLen;
-        d->handle = o;
-        *ret_app_len = a[1].ulValueLen;
-        return 0;
-}
-
-/*
- * Record mode "public + MAC": whether d carries a record key's tag over its
- * application, label and value; if so the tag is stripped (0), if not d is
- * freed and counted (-EBADMSG: not a record). -ENOENT: a record key went
- * away meanwhile, list again.
- */
-static int data_object_verify(Hsm *h, const RecordKeys *keys, const uint8_t *app, size_t app_len, HsmDataObject *d) {
-        int r = record_verify(h, keys, app, app_len, d->label, d->value, d->value_len);
-
-        if (r >= 0) {
-                d->value_len -= RECORD_TAG_SIZE;
-                return 0;
-        }
-        free(d->value);
-        d->value = NULL;
-        if (r == -EBADMSG) {
-                log_debug("Data object '%s' fails its record MAC: not used as a record", d->label);
-                __atomic_add_fetch(&root(h)->record_mac_failures, 1, __ATOMIC_RELAXED);
-        }
-        return r;
-}
-
-/* Lists the data objects matching tmpl, keeping those of apps (NULL: all). */
-static int list_data(Hsm *h, CK_ATTRIBUTE *tmpl, CK_ULONG n_tmpl, const char *const *apps, size_t n_apps,
-                     HsmDataObject **ret, size_t *ret_n) {
-        /*
-         * Records are replaced by "create new, destroy old". A listing that
-         * races such a replacement can find the old object and then not read
-         * it; the key must not look absent then, so list again.
-         */
-        bool relogged = false, public_mac = hsm_record_mode(h) == HSM_RECORDS_PUBLIC_MAC;
-
-        for (unsigned attempt = 0; attempt < LIST_ATTEMPTS; attempt++) {
-                _cleanup_free_ CK_OBJECT_HANDLE *objs = NULL;
-                HsmDataObject *d;
-                size_t n = 0, k = 0;
-                bool vanished = false;
-                int r;
-
-                _cleanup_(record_keys_done) RecordKeys keys = {};
-                uint8_t app[APP_MAX];
-                size_t app_len = 0;
-
-                r = hsm_find_all(h, tmpl, n_tmpl, &objs, &n);
-                if (r >= 0 && public_mac)
-                        r = record_keys_find(h, &keys); /* after the objects: a record found has its key found */
-                if (r < 0)
-                        return r;
-                d = calloc(n ? n : 1, sizeof(*d));
-                if (!d)
-                        return -ENOMEM;
-                for (size_t i = 0; i < n; i++) {
-                        r = data_object_read(h, objs[i], apps, n_apps, &d[k], app, &app_len);
-                        if (r >= 0 && public_mac)
-                                r = data_object_verify(h, &keys, app, app_len, &d[k]);
-                        if (r == -ENOENT) {
-                                vanished = true;
-                                continue;
-                        }
-                        if (r == -EBADMSG)
-                                continue; /* not one of ours, or fails its record MAC */
-                        if (r == -ESTALE && !relogged) {
-                                /* Session or login lost: list again, once, in the new session. */
-                                relogged = vanished = true;
-                                break;
-                        }
-                        if (r < 0) {
-                                hsm_data_objects_free(d, k);
-                                return r == -ESTALE ? -KEKERR_HSM_UNAVAILABLE : r;
-                        }
-                        k++;
-                }
-                if (!vanished) {
-                        *ret = d;
-                        *ret_n = k;
-                        return 0;
-                }
-                hsm_data_objects_free(d, k);
-        }
-        return -KEKERR_HSM_UNAVAILABLE;
-}
-
-int hsm_list_data(Hsm *h, const char *application, const char *label, HsmDataObject **ret, size_t *ret_n) {
-        CK_OBJECT_CLASS cls = CKO_DATA;
-        CK_ATTRIBUTE tmpl[] = {
-                { CKA_CLASS, &cls, sizeof(cls) },
-                { CKA_APPLICATION, (void *) application, strlen(application) },
-                { CKA_LABEL, (void *) label, label ? strlen(label) : 0 },
-        };
-
-        return list_data(h, tmpl, label ? 3 : 2, &application, 1, ret, ret_n);
-}
-
-int hsm_list_data_multi(Hsm *h, const char *const *apps, size_t n_apps, HsmDataObject **ret, size_t *ret_n) {
-        CK_OBJECT_CLASS cls = CKO_DATA;
-        CK_ATTRIBUTE tmpl[] = {
-                { CKA_CLASS, &cls, sizeof(cls) },
-        };
-
-        return list_data(h, tmpl, ELEMENTSOF(tmpl), apps, n_apps, ret, ret_n);
-}
-
 int hsm_find_key(Hsm *h, const char *label, uint32_t version, HsmObject *ret) {
         CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
         CK_KEY_TYPE type = CKK_AES;
@@ -625,128 +449,6 @@ int hsm_find_key(Hsm *h, const char *label, uint32_t version, HsmObject *ret) {
         if (n == 0)
                 return -ENOENT;
         *ret = objs[0];
-        return 0;
-}
-
-int hsm_create_data_object(Hsm *h, const char *application, const char *label, const uint8_t *value, size_t len,
-                           bool private_, HsmObject *ret) {
-        CK_OBJECT_CLASS cls = CKO_DATA;
-        CK_BBOOL yes = CK_TRUE, no = CK_FALSE, priv = private_ ? CK_TRUE : CK_FALSE;
-        CK_ATTRIBUTE tmpl[] = {
-                { CKA_CLASS, &cls, sizeof(cls) },
-                { CKA_TOKEN, &yes, sizeof(yes) },
-                { CKA_PRIVATE, &priv, sizeof(priv) },
-                /* records are immutable: a change is a new object, then the old one is destroyed */
-                { CKA_MODIFIABLE, &no, sizeof(no) },
-                { CKA_APPLICATION, (void *) application, strlen(application) },
-                { CKA_LABEL, (void *) label, strlen(label) },
-                { CKA_VALUE, (void *) value, len },
-        };
-        CK_OBJECT_HANDLE o;
-        CK_RV rv;
-        int r;
-
-        r = hsm_ensure_session(h);
-        if (r < 0)
-                return r;
-        hsm_write_bump(h);
-        rv = store_call(P11(h, C_CreateObject, h->session, tmpl, ELEMENTSOF(tmpl), &o));
-        if (rv != CKR_OK)
-                return hsm_handle_failed(h, rv);
-        *ret = o;
-        return 0;
-}
-
-void hsm_set_record_mode(Hsm *h, HsmRecordMode mode) {
-        __atomic_store_n(&root(h)->record_mode, (int) mode, __ATOMIC_RELEASE);
-}
-
-HsmRecordMode hsm_record_mode(const Hsm *h) {
-        const Hsm *rt = h->parent ? h->parent : h;
-
-        return (HsmRecordMode) __atomic_load_n(&rt->record_mode, __ATOMIC_ACQUIRE);
-}
-
-uint64_t hsm_record_mac_failures(const Hsm *h) {
-        const Hsm *rt = h->parent ? h->parent : h;
-
-        return __atomic_load_n(&rt->record_mac_failures, __ATOMIC_RELAXED);
-}
-
-int hsm_create_data(Hsm *h, const char *application, const char *label, const uint8_t *value, size_t len,
-                    HsmObject *ret) {
-        _cleanup_free_ uint8_t *buf = NULL;
-        CK_OBJECT_HANDLE key;
-        int r;
-
-        if (hsm_record_mode(h) != HSM_RECORDS_PUBLIC_MAC)
-                return hsm_create_data_object(h, application, label, value, len, true, ret);
-
-        /* value || tag, written in one C_CreateObject: a record is there with its tag or not at all. */
-        if (len > SIZE_MAX - RECORD_TAG_SIZE)
-                return -EINVAL;
-        buf = malloc(len + RECORD_TAG_SIZE);
-        if (!buf)
-                return -ENOMEM;
-        if (len)
-                memcpy(buf, value, len);
-        r = record_key_for_signing(h, &key);
-        if (r >= 0)
-                r = record_tag(h, key, application, strlen(application), label, value, len, buf + len);
-        if (r >= 0)
-                r = hsm_create_data_object(h, application, label, buf, len + RECORD_TAG_SIZE, false, ret);
-        return r;
-}
-
-/*
- * The objects of apps that a listing does not take for records because
- * their tag fails (record mode "public + MAC"); none in the other mode.
- */
-int hsm_list_bad_records(Hsm *h, const char *const *apps, size_t n_apps, HsmKeyIssue **ret, size_t *ret_n) {
-        CK_OBJECT_CLASS cls = CKO_DATA;
-        CK_ATTRIBUTE tmpl[] = { { CKA_CLASS, &cls, sizeof(cls) } };
-        _cleanup_(record_keys_done) RecordKeys keys = {};
-        _cleanup_free_ CK_OBJECT_HANDLE *objs = NULL;
-        _cleanup_free_ HsmKeyIssue *out = NULL;
-        size_t n = 0, k = 0;
-        int r;
-
-        if (hsm_record_mode(h) != HSM_RECORDS_PUBLIC_MAC) {
-                *ret = NULL;
-                *ret_n = 0;
-                return 0;
-        }
-        r = hsm_find_all(h, tmpl, ELEMENTSOF(tmpl), &objs, &n);
-        if (r >= 0)
-                r = record_keys_find(h, &keys);
-        if (r < 0)
-                return r;
-        out = calloc(n ? n : 1, sizeof(*out));
-        if (!out)
-                return -ENOMEM;
-        for (size_t i = 0; i < n; i++) {
-                HsmDataObject d = {};
-                uint8_t app[APP_MAX];
-                size_t app_len = 0;
-
-                r = data_object_read(h, objs[i], apps, n_apps, &d, app, &app_len);
-                if (r == -EBADMSG || r == -ENOENT)
-                        continue; /* not one of ours, or destroyed meanwhile */
-                if (r < 0)
-                        return r == -ESTALE ? -KEKERR_HSM_UNAVAILABLE : r;
-                r = record_verify(h, &keys, app, app_len, d.label, d.value, d.value_len);
-                free(d.value);
-                if (r >= 0 || r == -ENOENT)
-                        continue;
-                if (r != -EBADMSG)
-                        return r == -ESTALE ? -KEKERR_HSM_UNAVAILABLE : r;
-                memcpy(out[k].label, d.label, sizeof(out[k].label));
-                out[k].reason = "record object fails its MAC";
-                out[k].handle = objs[i];
-                k++;
-        }
-        *ret = TAKE_PTR(out);
-        *ret_n = k;
         return 0;
 }
 

@@ -355,16 +355,23 @@ int hsm_create_data(Hsm *h, const char *application, const char *label, const ui
  * ones, chosen by the capability probe: public data objects whose value is
  * followed by an HMAC-SHA256 tag computed in the token under a record key
  * (pkcs11/records-mac.h); hsm_create_data() adds the tag, the listings
- * return only objects whose tag verifies, without it. The callers see the
- * same values in both modes.
+ * return only objects whose tag verifies, without it.
+ * HSM_RECORDS_KEY_OBJECTS, for tokens that store no token data objects at
+ * all (NSS softokn: C_CreateObject of any CKO_DATA token object is
+ * CKR_ATTRIBUTE_VALUE_INVALID): private CKK_GENERIC_SECRET token objects,
+ * not sensitive and extractable, without any usage, whose CKA_VALUE is the
+ * record and the same tag. The callers see the same values in every mode.
  */
 typedef enum HsmRecordMode {
         HSM_RECORDS_PRIVATE,
         HSM_RECORDS_PUBLIC_MAC,
+        HSM_RECORDS_KEY_OBJECTS,
 } HsmRecordMode;
 void hsm_set_record_mode(Hsm *h, HsmRecordMode mode);
 HsmRecordMode hsm_record_mode(const Hsm *h);
-/* Data objects of kekd's applications that listings refused because their tag failed, since hsm_open(). */
+/* "private data objects", "public data objects + HMAC", "private key objects + HMAC": for logs and status. */
+const char *hsm_record_mode_name(HsmRecordMode mode);
+/* Record objects of kekd's applications that listings refused because their tag failed, since hsm_open(). */
 uint64_t hsm_record_mac_failures(const Hsm *h);
 /*
  * For `kekctl check`: the data objects of apps whose record tag fails, with

@@ -184,42 +184,55 @@ static int read_mechanisms(Hsm *h, ProbeResult *p) {
         return 0;
 }
 
+/* Stores and destroys a throwaway record object as mode keeps them; -KEKERR_UNSUPPORTED: refused. */
+static int try_record_object(Hsm *h, HsmRecordMode mode) {
+        static const uint8_t value[] = "probe";
+        HsmObject o;
+        int r;
+
+        r = hsm_create_record_object(h, mode, "kekd-probe", "probe", value, sizeof(value), &o);
+        if (r >= 0)
+                (void) hsm_destroy_object(h, o); /* a leftover is harmless: no listing of kekd reads "kekd-probe" */
+        return r;
+}
+
 /*
- * Stores and destroys a private token data object, as kekd's records are.
- * A token that refuses it (NSS softokn) but stores a public one and signs
- * with a throwaway session HMAC key in the token gets record mode "public
- * + MAC" (records-mac.h); the record key itself is made by the first record
- * written, not here (every object the probe makes is a throwaway).
+ * Where records can live (hsm-records.c): a private token data object, as
+ * on every token that stores them; if the token refuses it, a public one;
+ * if it refuses that too (NSS softokn stores no token data objects), a
+ * private generic-secret key object carrying the record. The last two need
+ * HMAC-SHA256 in the token under a generated key (the records' tag), tried
+ * with a throwaway session key; the record key itself is made by the first
+ * record written, not here (every object the probe makes is a throwaway).
  */
 static int try_data_objects(Hsm *h, ProbeResult *p) {
         static const uint8_t value[] = "probe";
         uint8_t tag[RECORD_TAG_SIZE];
-        HsmObject o, mac;
+        HsmRecordMode mode;
+        HsmObject mac;
         int r;
 
-        r = hsm_create_data_object(h, "kekd-probe", "probe", value, sizeof(value), true, &o);
+        r = try_record_object(h, HSM_RECORDS_PRIVATE);
+        p->private_data = r >= 0 ? PROBE_YES : r == -KEKERR_UNSUPPORTED ? PROBE_NO : PROBE_UNKNOWN;
         if (r >= 0) {
-                p->private_data = PROBE_YES;
                 p->records = HSM_RECORDS_PRIVATE;
                 hsm_set_record_mode(h, HSM_RECORDS_PRIVATE);
-                (void) hsm_destroy_object(h, o); /* a leftover is harmless: no listing of kekd reads "kekd-probe" */
                 return 0;
         }
         if (r != -KEKERR_UNSUPPORTED)
                 return r;
-        p->private_data = PROBE_NO;
         note_error(h, p);
 
-        r = hsm_create_data_object(h, "kekd-probe", "probe", value, sizeof(value), false, &o);
+        r = try_record_object(h, HSM_RECORDS_PUBLIC_MAC);
+        p->public_data = r >= 0 ? PROBE_YES : r == -KEKERR_UNSUPPORTED ? PROBE_NO : PROBE_UNKNOWN;
+        mode = HSM_RECORDS_PUBLIC_MAC;
         if (r == -KEKERR_UNSUPPORTED) {
-                p->public_data = PROBE_NO;
-                return r;
+                r = try_record_object(h, HSM_RECORDS_KEY_OBJECTS);
+                p->key_objects = r >= 0 ? PROBE_YES : r == -KEKERR_UNSUPPORTED ? PROBE_NO : PROBE_UNKNOWN;
+                mode = HSM_RECORDS_KEY_OBJECTS;
         }
         if (r < 0)
                 return r;
-        p->public_data = PROBE_YES;
-        (void) hsm_destroy_object(h, o);
-        /* The records' tags need HMAC-SHA256 in the token under a generated generic-secret key. */
         r = hsm_generate_probe_mac_key(h, &mac);
         if (r >= 0) {
                 r = record_tag(h, mac, "kekd-probe", 10, "probe", value, sizeof(value), tag);
@@ -229,8 +242,9 @@ static int try_data_objects(Hsm *h, ProbeResult *p) {
                 snprintf(p->error, sizeof(p->error), "%s", hsm_last_error(h));
                 return r == -KEKERR_UNSUPPORTED ? -EPROTO : r; /* EPROTO: no record MAC, told apart below */
         }
-        p->records = HSM_RECORDS_PUBLIC_MAC;
-        hsm_set_record_mode(h, HSM_RECORDS_PUBLIC_MAC);
+        p->records = mode;
+        hsm_set_record_mode(h, mode);
+        p->error[0] = 0; /* the refusal of private data objects is answered: not the first failure */
         return 0;
 }
 
@@ -238,7 +252,7 @@ int probe_run(Hsm *h, const ProbeProfile *profs, size_t n_profiles, ProbeResult 
         ProbeResult p = { .profile_id = -1 };
         char offers[256];
         const char *token = hsm_token_label(h);
-        HsmObject key;
+        HsmObject key, tkey;
         CK_TOKEN_INFO ti;
         CK_RV rv;
         int r;
@@ -263,10 +277,12 @@ int probe_run(Hsm *h, const ProbeProfile *profs, size_t n_profiles, ProbeResult 
         if (r == -KEKERR_UNSUPPORTED || r == -EPROTO) {
                 snprintf(p.message, sizeof(p.message),
                          "token '%s' refuses private data objects (%s): kekd keeps its key records in private "
-                         "CKO_DATA token objects, or in public ones with an HMAC-SHA256 tag computed in the token, "
+                         "CKO_DATA token objects, or in public ones or private key objects with an HMAC-SHA256 tag "
+                         "computed in the token, "
                          "and this token %s (see docs/tokens.md, issue 16)",
                          token, p.error,
-                         r == -EPROTO ? "cannot compute HMAC-SHA256 with a generated key" : "refuses public ones too");
+                         r == -EPROTO ? "cannot compute HMAC-SHA256 with a generated key"
+                                      : "refuses public ones and generic-secret key objects too");
                 r = -KEKERR_UNSUPPORTED;
                 goto finish;
         }
@@ -275,9 +291,6 @@ int probe_run(Hsm *h, const ProbeProfile *profs, size_t n_profiles, ProbeResult 
                 snprintf(p.message, sizeof(p.message), "cannot probe token '%s': %s", token, p.error);
                 goto finish;
         }
-        if (p.records == HSM_RECORDS_PUBLIC_MAC)
-                p.error[0] = 0; /* the refusal of private data objects is answered: not the first failure */
-
         /* A label no key can have (key names have no spaces), a version none has (they start at 1). */
         r = hsm_generate_kek(h, "kekd probe", 0, false, &key);
         hsm_template_attrs(h, p.attrs);
@@ -297,6 +310,10 @@ int probe_run(Hsm *h, const ProbeProfile *profs, size_t n_profiles, ProbeResult 
                 goto finish;
         }
         p.key_template = PROBE_YES;
+        /* The same template as a token object, which KEKs are: its optional attributes may differ (NSS). */
+        if (hsm_generate_probe_token_kek(h, &tkey) >= 0)
+                (void) hsm_destroy_object(h, tkey); /* a leftover: label with a space, version 0, never a key's */
+        hsm_template_attrs(h, p.attrs);
 
         for (size_t i = 0; i < n_profiles && !p.profile; i++) {
                 bool all = true;

@@ -27,6 +27,13 @@ bool record_key_ids(const char *label, size_t label_len, const uint8_t *id, size
                memcmp(id, RECORD_KEY_ID_PREFIX, sizeof(RECORD_KEY_ID_PREFIX) - 1) == 0;
 }
 
+bool record_object_label(const char *label, size_t label_len) {
+        size_t n = sizeof(RECORD_OBJECT_ID_PREFIX) - 1;
+
+        return label_len != (size_t) CK_UNAVAILABLE_INFORMATION && label_len >= n &&
+               memcmp(label, RECORD_OBJECT_ID_PREFIX, n) == 0;
+}
+
 void record_keys_done(RecordKeys *k) {
         free(k->handles);
         *k = (RecordKeys) {};
@@ -44,8 +51,9 @@ static int keyid_cmp(const void *a, const void *b) {
 /*
  * Not KEK_SEARCH_TEMPLATE's CKA_ALWAYS_SENSITIVE/CKA_LOCAL: a record key
  * planted by someone else could only make records verify that its planter
- * could already write, and the search must work on NSS (no CKA_LOCAL).
- * Still only a key that never was extractable and signs.
+ * could already write, and the search must work on NSS (no CKA_LOCAL;
+ * NSS does not report CKA_SIGN of the generated key either). Still only a
+ * key that never was extractable.
  */
 static int record_keys_find_once(Hsm *h, RecordKeys *ret) {
         CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
@@ -58,7 +66,6 @@ static int record_keys_find_once(Hsm *h, RecordKeys *ret) {
                 { CKA_SENSITIVE, &yes, sizeof(yes) },
                 { CKA_EXTRACTABLE, &no, sizeof(no) },
                 { CKA_NEVER_EXTRACTABLE, &yes, sizeof(yes) },
-                { CKA_SIGN, &yes, sizeof(yes) },
                 { CKA_LABEL, (void *) RECORD_KEY_LABEL, strlen(RECORD_KEY_LABEL) },
         };
         _cleanup_free_ CK_OBJECT_HANDLE *objs = NULL;

@@ -56,5 +56,13 @@ int record_tag(Hsm *h, CK_OBJECT_HANDLE key, const char *app, size_t app_len, co
  */
 int record_verify(Hsm *h, const RecordKeys *keys, const uint8_t *app, size_t app_len, const char *label,
                   const uint8_t *value, size_t len);
+/*
+ * Record mode "key objects" labels a record's object with this prefix, the
+ * application, ':' and the record's label ("kekd-record:kekd:acct"): never
+ * a key name (':' is not allowed in one), so no KEK or MAC-key search and
+ * no report of `kekctl check` takes it for a version.
+ */
+#define RECORD_OBJECT_ID_PREFIX "kekd-record:"
+bool record_object_label(const char *label, size_t label_len);
 /* Whether a secret key's label and CKA_ID are a record key's (hsm_list_unclassified() skips those). */
 bool record_key_ids(const char *label, size_t label_len, const uint8_t *id, size_t id_len);
