@@ -7,7 +7,9 @@
 # HMAC-SHA256 tag made in the token under the record key ("kekd records"),
 # and the lifecycle works, across a restart and with two kekd on the token.
 # A record whose value was altered, or copied under another key's label, is
-# not used, and is counted in status and metrics. On a token that stores
+# not used, and is counted in status and metrics. The same on a token that
+# stores no token data objects at all (NSS; P11_FAULT_NO_PRIVATE_DATA=all):
+# records in private generic-secret key objects, with the same tag. On a token that stores
 # private data objects nothing changes: records private, no record key.
 . "$TESTLIB"
 
@@ -153,6 +155,55 @@ kc list
 contains "all keys are served after the restart" "$TESTDIR/out" "ckey"
 ok "no record failed its MAC in this run" grep -Eq '^kekd_record_mac_failures_total 0$' \
         "$("$KEKCTL" status --prometheus >"$TESTDIR/metrics" 2>&1; echo "$TESTDIR/metrics")"
+kekd_stop
+
+# A token that stores no token data objects at all, public or private (NSS softokn): records are
+# private generic-secret key objects "kekd-record:APP:NAME" carrying record and tag in CKA_ID.
+P11_FAULT_NO_PRIVATE_DATA=all
+token_init keyrec
+kekd_config
+sed -i "s|^module = .*|module = $P11_FAULT_LIB|" "$CONF"
+KURI="pkcs11:token=keyrec"
+pk() { pkcs11-tool --module "$SOFTHSM2_MODULE" --token-label keyrec --login --pin "$TEST_PIN" "$@" 2>/dev/null; }
+ok "kekd starts on a token without token data objects" kekd_start
+contains "the emulated token refused a public token data object too" "$FLOG" "no-private-data"
+"$KEKCTL" status >"$TESTDIR/status" 2>&1
+contains "status shows records in key objects" "$TESTDIR/status" \
+        "Records:      private key objects + HMAC (token refuses token data objects)"
+succeeds "create (key-object records)" create kacct
+"$KEKCTL" wrap kacct --context k1 <"$TESTDIR/aek" >"$TESTDIR/kblob1"
+is "wrap" "$?" 0
+succeeds "rotate" rotate kacct
+succeeds "disable" disable kacct
+refused KEY_DISABLED "wrap of a disabled key" wrap kacct --context k1 <"$TESTDIR/aek"
+succeeds "enable" enable kacct
+succeeds "create victim" create kvictim
+is "no data object on the token" "$(pk --list-objects --type data | grep -c '^Data object')" 0
+pk --list-objects --type secrkey >"$TESTDIR/kobjs"
+ok "kacct's record is a key object labelled kekd-record:kekd:kacct" grep -q "label: *kekd-record:kekd:kacct" "$TESTDIR/kobjs"
+is "record objects are usable for nothing" \
+        "$(grep -A3 'label: *kekd-record:' "$TESTDIR/kobjs" | grep -c 'Usage: *none')" \
+        "$(grep -c 'label: *kekd-record:' "$TESTDIR/kobjs")"
+kc check
+is "check finds the token consistent (record objects and record key are not reported)" "$KC_STATUS" 0
+kekd_stop
+"$KEK_TEST_ATTRS" "$SOFTHSM2_MODULE" "$KURI" "$TESTDIR/pin" --plant-record keys kekd kvictim kvictim flip
+is "a key-object record altered in place" "$?" 0
+"$KEK_TEST_ATTRS" "$SOFTHSM2_MODULE" "$KURI" "$TESTDIR/pin" --plant-record keys kekd kacct kcopy copy
+is "kacct's record copied under the name kcopy" "$?" 0
+"$KEK_TEST_ATTRS" "$SOFTHSM2_MODULE" "$KURI" "$TESTDIR/pin" --bad-records keys kekd kekd-vault >"$TESTDIR/bad"
+contains "the accessor for check names the altered record" "$TESTDIR/bad" "record object fails its MAC 'kvictim'"
+contains "the accessor for check names the moved record" "$TESTDIR/bad" "record object fails its MAC 'kcopy'"
+is "and no other" "$(wc -l <"$TESTDIR/bad")" 2
+ok "kekd starts again" kekd_start
+kc list
+ok "the altered record is not used" sh -c "! grep -qw kvictim '$TESTDIR/out'"
+ok "the moved record is not used" sh -c "! grep -qw kcopy '$TESTDIR/out'"
+"$KEKCTL" unwrap --context k1 <"$TESTDIR/kblob1" >"$TESTDIR/kout1"
+ok "after a restart the version-1 blob unwraps" cmp -s "$TESTDIR/aek" "$TESTDIR/kout1"
+"$KEKCTL" status --prometheus >"$TESTDIR/metrics" 2>&1
+ok "metrics count the refused records" grep -Eq '^kekd_record_mac_failures_total [1-9]' "$TESTDIR/metrics"
+contains "metrics show the record mode" "$TESTDIR/metrics" 'kekd_token_records{mode="keys+hmac"} 1'
 kekd_stop
 
 # A token that stores private data objects: nothing changes.
