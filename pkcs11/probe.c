@@ -3,8 +3,11 @@
  * The capability probe (see probe.h). Invariants: every object it makes is
  * a throwaway, destroyed before it returns (the KEK-template key is a
  * session object, gone with the session even if the destroy fails; the
- * data object must be a token object, since that is what kekd stores, and
- * carries CKA_APPLICATION "kekd-probe", which no listing of kekd reads);
+ * record objects must be token objects, since that is what kekd stores, and
+ * carry application "kekd-probe", which no listing of kekd reads; the
+ * token KEK that settles optional attributes is labelled "kekd probe", a
+ * name no key can have); the record key is not made here but by the first
+ * record written;
  * no step is skipped silently: a step not tried stays PROBE_UNKNOWN; the
  * refusal message names the PKCS#11 function and CKR that failed and what
  * the token offers instead.
@@ -143,6 +146,13 @@ static void offered_text(const ProbeResult *p, char *buf, size_t size) {
                         len += (size_t) snprintf(buf + len, size - len, "%s%s", len ? ", " : "", p->mechanisms[i].name);
         if (!buf[0])
                 snprintf(buf, size, "none of them");
+}
+
+static bool any_optional_left(const ProbeResult *p) {
+        for (unsigned i = 0; i < HSM_OPTIONAL_ATTRS; i++)
+                if (p->attrs[i].state != HSM_ATTR_DROPPED)
+                        return true;
+        return false;
 }
 
 static void note_error(Hsm *h, ProbeResult *p) {
@@ -310,8 +320,11 @@ int probe_run(Hsm *h, const ProbeProfile *profs, size_t n_profiles, ProbeResult 
                 goto finish;
         }
         p.key_template = PROBE_YES;
-        /* The same template as a token object, which KEKs are: its optional attributes may differ (NSS). */
-        if (hsm_generate_probe_token_kek(h, &tkey) >= 0)
+        /*
+         * The same template as a token object, which KEKs are: a token may refuse an optional attribute
+         * there that it took for the session key (NSS). Only while one is still in the template.
+         */
+        if (any_optional_left(&p) && hsm_generate_probe_token_kek(h, &tkey) >= 0)
                 (void) hsm_destroy_object(h, tkey); /* a leftover: label with a space, version 0, never a key's */
         hsm_template_attrs(h, p.attrs);
 
