@@ -556,6 +556,14 @@ static int run(int argc, char *argv[]) {
                 return 1;
         }
         log_info("Token '%s' passed the capability probe: profile %s", hsm_token_label(hsm), probe.profile);
+        if (probe.records == HSM_RECORDS_PUBLIC_MAC)
+                log_warning("Token '%s' refuses private data objects: key records are public token objects with an "
+                            "HMAC-SHA256 tag computed in the token; names, states and grants are readable without "
+                            "login (docs/tokens.md)", hsm_token_label(hsm));
+        else if (probe.records == HSM_RECORDS_KEY_OBJECTS)
+                log_notice("Token '%s' stores no token data objects: key records are private generic-secret key "
+                           "objects with an HMAC-SHA256 tag computed in the token (docs/tokens.md)",
+                           hsm_token_label(hsm));
 
         (void) gethostname(host, sizeof(host) - 1);
         snprintf(owner, sizeof(owner), "%s:%d", host, (int) getpid());

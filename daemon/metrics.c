@@ -9,6 +9,7 @@
 #include "config.h"
 
 #include <errno.h>
+#include <inttypes.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -95,8 +96,23 @@ static void render_probe(FILE *f, const Metrics *m, const Keystore *ks) {
               "# TYPE kekd_token_capability gauge\n", f);
         if (p->private_data != PROBE_UNKNOWN)
                 fprintf(f, "kekd_token_capability{capability=\"private_data_objects\"} %d\n", answer_value(p->private_data));
+        if (p->public_data != PROBE_UNKNOWN)
+                fprintf(f, "kekd_token_capability{capability=\"public_data_objects\"} %d\n", answer_value(p->public_data));
+        if (p->key_objects != PROBE_UNKNOWN)
+                fprintf(f, "kekd_token_capability{capability=\"record_key_objects\"} %d\n", answer_value(p->key_objects));
         if (p->key_template != PROBE_UNKNOWN)
                 fprintf(f, "kekd_token_capability{capability=\"key_template\"} %d\n", answer_value(p->key_template));
+        if (p->private_data != PROBE_UNKNOWN) {
+                fprintf(f, "# HELP kekd_token_records How records are kept: private data objects, or public ones with "
+                           "an HMAC tag computed in the token (a token that refuses private data objects).\n"
+                           "# TYPE kekd_token_records gauge\nkekd_token_records{mode=\"%s\"} 1\n",
+                        p->records == HSM_RECORDS_PUBLIC_MAC    ? "public+hmac"
+                        : p->records == HSM_RECORDS_KEY_OBJECTS ? "keys+hmac"
+                                                                : "private");
+                fprintf(f, "# HELP kekd_record_mac_failures_total Data objects of kekd refused as records: their "
+                           "HMAC tag did not verify.\n# TYPE kekd_record_mac_failures_total counter\n"
+                           "kekd_record_mac_failures_total %" PRIu64 "\n", ks ? hsm_record_mac_failures(keystore_hsm(ks)) : 0);
+        }
         /* Live, not the probe's copy: a KEK generated since may have settled an untried attribute. */
         if (ks)
                 hsm_template_attrs(keystore_hsm(ks), attrs);

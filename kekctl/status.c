@@ -47,7 +47,8 @@ typedef struct Parsed {
         unsigned n_calls, n_mechs, n_caps, n_attrs;
         bool have_probe;
         unsigned long long probe_ok;
-        char profile[64], token_flags[256];
+        char profile[64], token_flags[256], records[32];
+        unsigned long long record_mac_failures;
 } Parsed;
 
 static OpRow *row(Parsed *p, const char *op, size_t len) {
@@ -154,7 +155,11 @@ static void parse(const char *text, Parsed *p) {
                         p->have_probe = true;
                         p->probe_ok = strtoull(val, NULL, 10);
                         label_copy(line, end, "profile", p->profile, sizeof(p->profile));
-                } else if (strncmp(line, "kekd_token_info{", 16) == 0)
+                } else if (strncmp(line, "kekd_token_records{", 19) == 0)
+                        label_copy(line, end, "mode", p->records, sizeof(p->records));
+                else if (strncmp(line, "kekd_record_mac_failures_total ", 31) == 0)
+                        p->record_mac_failures = strtoull(val, NULL, 10);
+                else if (strncmp(line, "kekd_token_info{", 16) == 0)
                         label_copy(line, end, "flags", p->token_flags, sizeof(p->token_flags));
                 else if (strncmp(line, "kekd_watchers ", 14) == 0)
                         p->watchers = strtoull(val, NULL, 10);
@@ -217,6 +222,8 @@ static void json_add_probe(json_object *o, const Parsed *p) {
         json_object_object_add(probe, "ok", json_object_new_boolean(p->probe_ok == 1));
         json_object_object_add(probe, "profile", json_object_new_string(p->profile));
         json_object_object_add(probe, "token_flags", json_object_new_string(p->token_flags));
+        json_object_object_add(probe, "records", json_object_new_string(p->records));
+        json_object_object_add(probe, "record_mac_failures", json_object_new_uint64(p->record_mac_failures));
         for (unsigned i = 0; i < p->n_mechs; i++) {
                 json_object *j = json_object_new_object();
 
@@ -257,6 +264,15 @@ static void print_probe(const Parsed *p) {
         for (unsigned i = 0; i < p->n_attrs; i++)
                 printf("; %s %s", p->attrs[i].v[0], p->attrs[i].v[1]);
         printf("\nToken flags:  %s\n", p->token_flags[0] ? p->token_flags : "-");
+        if (p->records[0])
+                printf("Records:      %s%s",
+                       strcmp(p->records, "public+hmac") == 0 ? "public objects + HMAC (token refuses private data objects)"
+                       : strcmp(p->records, "keys+hmac") == 0
+                               ? "private key objects + HMAC (token refuses token data objects)"
+                               : "private data objects",
+                       p->record_mac_failures ? "" : "\n");
+        if (p->records[0] && p->record_mac_failures)
+                printf("; %llu object(s) failed their MAC and are not used\n", p->record_mac_failures);
         printf("Mechanisms:   %s", p->n_mechs ? "" : "none kekd could use\n");
         for (unsigned i = 0; i < p->n_mechs; i++)
                 printf("%s (%s; key %s-%s)%s", p->mechs[i].v[0], p->mechs[i].v[1], p->mechs[i].v[2], p->mechs[i].v[3],

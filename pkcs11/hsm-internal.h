@@ -4,7 +4,8 @@
  * includes: the Hsm object, the P11() call wrapper that records which
  * function failed, the process-wide lock for token-object calls and the
  * failure mappings of hsm.c. hsm.c owns sessions, login, errors and stats;
- * hsm-objects.c the key and data objects; hsm-crypt.c encrypt and decrypt.
+ * hsm-objects.c the key objects; hsm-records.c the records (records-mac.c
+ * their tags); hsm-crypt.c encrypt and decrypt.
  * Every C_* call of the project is in these files.
  */
 #pragma once
@@ -73,6 +74,9 @@ struct Hsm {
         /* The parent's, for all its sessions (atomics): optional template attributes (hsm_template_attrs()). */
         bool optional_refused[HSM_OPTIONAL_ATTRS];
         bool optional_accepted[HSM_OPTIONAL_ATTRS];
+        /* The parent's (atomics): how records are stored (hsm_set_record_mode()), public ones refused. */
+        int record_mode;
+        uint64_t record_mac_failures;
 };
 
 /*
@@ -103,8 +107,27 @@ extern pthread_mutex_t hsm_store_lock;
  * object (token_object false) for the capability probe's throwaway key.
  */
 int hsm_generate_kek(Hsm *h, const char *label, uint32_t version, bool token_object, HsmObject *ret);
+/*
+ * The KEK template as a token object labelled "kekd probe", version 0 (the
+ * probe destroys it at once): settles the optional attributes for token
+ * objects, which a token may refuse where it took them for a session key.
+ */
+int hsm_generate_probe_token_kek(Hsm *h, HsmObject *ret);
 /* A MAC key with the template of hsm_generate_mac_key(), as a session object, for the probe's self-test. */
 int hsm_generate_probe_mac_key(Hsm *h, HsmObject *ret);
+
+/*
+ * Collects all handles matching tmpl (hsm-objects.c), searching once more in
+ * a new session after a lost session or login (a search changes nothing).
+ */
+int hsm_find_all(Hsm *h, CK_ATTRIBUTE *tmpl, CK_ULONG n_tmpl, CK_OBJECT_HANDLE **ret, size_t *ret_n);
+/*
+ * Creates a record object the way mode stores them (hsm-records.c), value
+ * as given (no tag added): a private or a public CKO_DATA object, or a
+ * private generic-secret key object. For the probe's throwaway objects.
+ */
+int hsm_create_record_object(Hsm *h, HsmRecordMode mode, const char *application, const char *label,
+                             const uint8_t *value, size_t len, HsmObject *ret);
 
 /* Counted before the call: one that fails in transit may still have changed the token. */
 void hsm_write_bump(Hsm *h);

@@ -1,11 +1,12 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
- * kekd's objects in the token (see hsm.h): KEK versions, generated inside the
- * token and never extractable, and the private CKO_DATA objects that hold key
- * records. Invariants: calls on token objects go through store_call() (one at
- * a time in the process); nothing that creates or destroys an object is ever
- * repeated after a failure (it may have been done); listings search once more
- * after a lost session, since a search changes nothing.
+ * kekd's key objects in the token (see hsm.h): KEK versions and MAC keys,
+ * generated inside the token and never extractable (the records are in
+ * hsm-records.c). Invariants: calls on token objects go through
+ * store_call() (one at a time in the process); nothing that creates or
+ * destroys an object is ever repeated after a failure (it may have been
+ * done); listings search once more after a lost session, since a search
+ * changes nothing.
  */
 #include "config.h"
 
@@ -16,9 +17,10 @@
 
 #include "common/kekerr.h"
 #include "daemon/log.h"
+#include "ckr.h"
 #include "hsm-internal.h"
+#include "records-mac.h"
 
-#define LIST_ATTEMPTS 5              /* listings of records racing their replacement */
 
 static void version_to_id(uint32_t version, uint8_t id[4]) {
         id[0] = (uint8_t) (version >> 24);
@@ -44,7 +46,16 @@ static Hsm *root(Hsm *h) {
         return h->parent ? h->parent : h;
 }
 
-int hsm_generate_kek(Hsm *h, const char *label, uint32_t version, bool token_object, HsmObject *ret) {
+/*
+ * probing: the probe's throwaway token key (hsm_generate_probe_token_kek()),
+ * which may also retry without the optional attributes after
+ * CKR_GENERAL_ERROR: NSS softokn 3.87 answers so for a token key with
+ * CKA_COPYABLE (its database has no column for it) while it takes a
+ * session key with it. A KEK is never retried on that answer: only an
+ * answer about the template says nothing was created.
+ */
+static int generate_kek(Hsm *h, const char *label, uint32_t version, bool token_object, bool probing,
+                        HsmObject *ret) {
         CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
         CK_KEY_TYPE type = CKK_AES;
         CK_ULONG value_len = 32;
@@ -90,14 +101,14 @@ int hsm_generate_kek(Hsm *h, const char *label, uint32_t version, bool token_obj
         /* No blind retry: a call that failed in transit may have created the object (written intents cover it). */
         hsm_write_bump(h);
         rv = store_call(P11(h, C_GenerateKey, h->session, &mech, tmpl, n, &o));
-        if (rv == CKR_ATTRIBUTE_TYPE_INVALID && n > n_required) {
+        if ((rv == CKR_ATTRIBUTE_TYPE_INVALID || (probing && rv == CKR_GENERAL_ERROR)) && n > n_required) {
                 /*
                  * The token does not know an optional attribute: an answer
                  * about the template, so nothing was created and asking once
                  * more without them repeats no write. Remembered for the
                  * token (every session), so the next KEK does not ask again.
                  */
-                log_debug("PKCS#11 C_GenerateKey: CKR_ATTRIBUTE_TYPE_INVALID; again without the optional attributes");
+                log_debug("PKCS#11 C_GenerateKey: %s; again without the optional attributes", ckr_name(rv));
                 for (unsigned i = 0; i < HSM_OPTIONAL_ATTRS; i++)
                         __atomic_store_n(&rt->optional_refused[i], true, __ATOMIC_RELEASE);
                 hsm_write_bump(h);
@@ -110,6 +121,14 @@ int hsm_generate_kek(Hsm *h, const char *label, uint32_t version, bool token_obj
                         __atomic_store_n(&rt->optional_accepted[i], true, __ATOMIC_RELEASE);
         *ret = o;
         return 0;
+}
+
+int hsm_generate_kek(Hsm *h, const char *label, uint32_t version, bool token_object, HsmObject *ret) {
+        return generate_kek(h, label, version, token_object, false, ret);
+}
+
+int hsm_generate_probe_token_kek(Hsm *h, HsmObject *ret) {
+        return generate_kek(h, "kekd probe", 0, true, true, ret);
 }
 
 int hsm_generate_aes_key(Hsm *h, const char *label, uint32_t version, HsmObject *ret) {
@@ -199,7 +218,7 @@ static int find_all_once(Hsm *h, CK_ATTRIBUTE *tmpl, CK_ULONG n_tmpl, CK_OBJECT_
 }
 
 /* The same, searching once more in a new session after a lost session or login (a search changes nothing). */
-static int find_all(Hsm *h, CK_ATTRIBUTE *tmpl, CK_ULONG n_tmpl, CK_OBJECT_HANDLE **ret, size_t *ret_n) {
+int hsm_find_all(Hsm *h, CK_ATTRIBUTE *tmpl, CK_ULONG n_tmpl, CK_OBJECT_HANDLE **ret, size_t *ret_n) {
         int r = find_all_once(h, tmpl, n_tmpl, ret, ret_n);
 
         if (r == -ESTALE)
@@ -237,7 +256,7 @@ static int list_refs_once(Hsm *h, CK_ATTRIBUTE *tmpl, CK_ULONG n_tmpl, HsmKeyRef
         size_t n = 0, k = 0;
         int r;
 
-        r = find_all(h, tmpl, n_tmpl, &objs, &n);
+        r = hsm_find_all(h, tmpl, n_tmpl, &objs, &n);
         if (r < 0)
                 return r;
         keys = calloc(n ? n : 1, sizeof(*keys));
@@ -320,7 +339,7 @@ static int list_unclassified_once(Hsm *h, HsmKeyIssue **ret, size_t *ret_n) {
         size_t n = 0, k = 0;
         int r;
 
-        r = find_all(h, tmpl, ELEMENTSOF(tmpl), &objs, &n);
+        r = hsm_find_all(h, tmpl, ELEMENTSOF(tmpl), &objs, &n);
         if (r < 0)
                 return r;
         out = calloc(n ? n : 1, sizeof(*out));
@@ -351,6 +370,11 @@ static int list_unclassified_once(Hsm *h, HsmKeyIssue **ret, size_t *ret_n) {
                 /* No label, or longer than any key name: not kekd's label scheme. */
                 if (a[5].ulValueLen == CK_UNAVAILABLE_INFORMATION || a[5].ulValueLen == 0 ||
                     a[5].ulValueLen > HSM_KEY_LABEL_MAX)
+                        continue;
+                /* The record key and record objects of hsm-records.c (records-mac.h): kekd's, not KEKs. */
+                if (record_object_label(out[k].label, a[5].ulValueLen) ||
+                    (a[6].ulValueLen != CK_UNAVAILABLE_INFORMATION &&
+                     record_key_ids(out[k].label, a[5].ulValueLen, id, a[6].ulValueLen)))
                         continue;
                 why = unclassified_reason(a, type, sens, extr, asens, nextr);
                 if (!why)
@@ -411,168 +435,6 @@ int hsm_key_attributes(Hsm *h, HsmObject key, HsmKeyAttrs *ret) {
         return 0;
 }
 
-void hsm_data_objects_free(HsmDataObject *d, size_t n) {
-        if (!d)
-                return;
-        for (size_t i = 0; i < n; i++)
-                free(d[i].value);
-        free(d);
-}
-
-#define APP_MAX 64u
-#define VALUE_INLINE 4096u
-
-/* Which of apps app_buf (len bytes) names; -EBADMSG if none (apps NULL: any, index 0). */
-static int app_index(const char *const *apps, size_t n_apps, const uint8_t *app_buf, CK_ULONG len, unsigned *ret) {
-        if (!apps) {
-                *ret = 0;
-                return 0;
-        }
-        for (size_t i = 0; i < n_apps; i++)
-                if (len == strlen(apps[i]) && memcmp(app_buf, apps[i], len) == 0) {
-                        *ret = (unsigned) i;
-                        return 0;
-                }
-        return -EBADMSG;
-}
-
-/*
- * Reads label, application and value of one data object: one
- * C_GetAttributeValue into buffers that fit every record kekd writes, two
- * (sizes, then values) for anything bigger. -EBADMSG: not one of ours.
- */
-static int data_object_read(Hsm *h, CK_OBJECT_HANDLE o, const char *const *apps, size_t n_apps, HsmDataObject *d) {
-        uint8_t app[APP_MAX], value[VALUE_INLINE];
-        CK_ATTRIBUTE a[] = {
-                { CKA_LABEL, d->label, HSM_KEY_LABEL_MAX },
-                { CKA_APPLICATION, app, sizeof(app) },
-                { CKA_VALUE, value, sizeof(value) },
-        };
-        CK_RV rv;
-        int r;
-
-        rv = store_call(P11(h, C_GetAttributeValue, h->session, o, a, ELEMENTSOF(a)));
-        if (rv == CKR_OK) {
-                r = app_index(apps, n_apps, app, a[1].ulValueLen, &d->app);
-                if (r >= 0) {
-                        d->value = malloc(a[2].ulValueLen ? a[2].ulValueLen : 1);
-                        r = d->value ? 0 : -ENOMEM;
-                }
-                if (r >= 0) {
-                        memcpy(d->value, value, a[2].ulValueLen);
-                        d->label[a[0].ulValueLen] = 0;
-                        d->value_len = a[2].ulValueLen;
-                        d->handle = o;
-                }
-                secret_cleanse(value, sizeof(value)); /* a foreign object's value is none of our business */
-                return r;
-        }
-        secret_cleanse(value, sizeof(value));
-        if (rv != CKR_BUFFER_TOO_SMALL)
-                return hsm_read_failed(h, rv);
-
-        /* Something is bigger than our buffers: sizes first. */
-        for (size_t i = 0; i < ELEMENTSOF(a); i++) {
-                a[i].pValue = NULL;
-                a[i].ulValueLen = 0;
-        }
-        rv = store_call(P11(h, C_GetAttributeValue, h->session, o, a, ELEMENTSOF(a)));
-        if (rv != CKR_OK)
-                return hsm_read_failed(h, rv);
-        if (a[0].ulValueLen > HSM_KEY_LABEL_MAX || a[1].ulValueLen > sizeof(app) || a[2].ulValueLen > 1024 * 1024)
-                return -EBADMSG;
-        d->value = malloc(a[2].ulValueLen ? a[2].ulValueLen : 1);
-        if (!d->value)
-                return -ENOMEM;
-        a[0].pValue = d->label;
-        a[1].pValue = app;
-        a[2].pValue = d->value;
-        rv = store_call(P11(h, C_GetAttributeValue, h->session, o, a, ELEMENTSOF(a)));
-        r = rv != CKR_OK ? hsm_read_failed(h, rv) : a[0].ulValueLen > HSM_KEY_LABEL_MAX ? -EBADMSG
-                                                 : app_index(apps, n_apps, app, a[1].ulValueLen, &d->app);
-        if (r < 0) {
-                free(d->value);
-                d->value = NULL;
-                return r;
-        }
-        d->label[a[0].ulValueLen] = 0;
-        d->value_len = a[2].ulValueLen;
-        d->handle = o;
-        return 0;
-}
-
-/* Lists the data objects matching tmpl, keeping those of apps (NULL: all). */
-static int list_data(Hsm *h, CK_ATTRIBUTE *tmpl, CK_ULONG n_tmpl, const char *const *apps, size_t n_apps,
-                     HsmDataObject **ret, size_t *ret_n) {
-        /*
-         * Records are replaced by "create new, destroy old". A listing that
-         * races such a replacement can find the old object and then not read
-         * it; the key must not look absent then, so list again.
-         */
-        bool relogged = false;
-
-        for (unsigned attempt = 0; attempt < LIST_ATTEMPTS; attempt++) {
-                _cleanup_free_ CK_OBJECT_HANDLE *objs = NULL;
-                HsmDataObject *d;
-                size_t n = 0, k = 0;
-                bool vanished = false;
-                int r;
-
-                r = find_all(h, tmpl, n_tmpl, &objs, &n);
-                if (r < 0)
-                        return r;
-                d = calloc(n ? n : 1, sizeof(*d));
-                if (!d)
-                        return -ENOMEM;
-                for (size_t i = 0; i < n; i++) {
-                        r = data_object_read(h, objs[i], apps, n_apps, &d[k]);
-                        if (r == -ENOENT) {
-                                vanished = true;
-                                continue;
-                        }
-                        if (r == -EBADMSG)
-                                continue; /* not one of ours */
-                        if (r == -ESTALE && !relogged) {
-                                /* Session or login lost: list again, once, in the new session. */
-                                relogged = vanished = true;
-                                break;
-                        }
-                        if (r < 0) {
-                                hsm_data_objects_free(d, k);
-                                return r == -ESTALE ? -KEKERR_HSM_UNAVAILABLE : r;
-                        }
-                        k++;
-                }
-                if (!vanished) {
-                        *ret = d;
-                        *ret_n = k;
-                        return 0;
-                }
-                hsm_data_objects_free(d, k);
-        }
-        return -KEKERR_HSM_UNAVAILABLE;
-}
-
-int hsm_list_data(Hsm *h, const char *application, const char *label, HsmDataObject **ret, size_t *ret_n) {
-        CK_OBJECT_CLASS cls = CKO_DATA;
-        CK_ATTRIBUTE tmpl[] = {
-                { CKA_CLASS, &cls, sizeof(cls) },
-                { CKA_APPLICATION, (void *) application, strlen(application) },
-                { CKA_LABEL, (void *) label, label ? strlen(label) : 0 },
-        };
-
-        return list_data(h, tmpl, label ? 3 : 2, &application, 1, ret, ret_n);
-}
-
-int hsm_list_data_multi(Hsm *h, const char *const *apps, size_t n_apps, HsmDataObject **ret, size_t *ret_n) {
-        CK_OBJECT_CLASS cls = CKO_DATA;
-        CK_ATTRIBUTE tmpl[] = {
-                { CKA_CLASS, &cls, sizeof(cls) },
-        };
-
-        return list_data(h, tmpl, ELEMENTSOF(tmpl), apps, n_apps, ret, ret_n);
-}
-
 int hsm_find_key(Hsm *h, const char *label, uint32_t version, HsmObject *ret) {
         CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
         CK_KEY_TYPE type = CKK_AES;
@@ -588,41 +450,12 @@ int hsm_find_key(Hsm *h, const char *label, uint32_t version, HsmObject *ret) {
         int r;
 
         version_to_id(version, id);
-        r = find_all(h, tmpl, ELEMENTSOF(tmpl), &objs, &n);
+        r = hsm_find_all(h, tmpl, ELEMENTSOF(tmpl), &objs, &n);
         if (r < 0)
                 return r;
         if (n == 0)
                 return -ENOENT;
         *ret = objs[0];
-        return 0;
-}
-
-int hsm_create_data(Hsm *h, const char *application, const char *label, const uint8_t *value, size_t len,
-                    HsmObject *ret) {
-        CK_OBJECT_CLASS cls = CKO_DATA;
-        CK_BBOOL yes = CK_TRUE, no = CK_FALSE;
-        CK_ATTRIBUTE tmpl[] = {
-                { CKA_CLASS, &cls, sizeof(cls) },
-                { CKA_TOKEN, &yes, sizeof(yes) },
-                { CKA_PRIVATE, &yes, sizeof(yes) },
-                /* records are immutable: a change is a new object, then the old one is destroyed */
-                { CKA_MODIFIABLE, &no, sizeof(no) },
-                { CKA_APPLICATION, (void *) application, strlen(application) },
-                { CKA_LABEL, (void *) label, strlen(label) },
-                { CKA_VALUE, (void *) value, len },
-        };
-        CK_OBJECT_HANDLE o;
-        CK_RV rv;
-        int r;
-
-        r = hsm_ensure_session(h);
-        if (r < 0)
-                return r;
-        hsm_write_bump(h);
-        rv = store_call(P11(h, C_CreateObject, h->session, tmpl, ELEMENTSOF(tmpl), &o));
-        if (rv != CKR_OK)
-                return hsm_handle_failed(h, rv);
-        *ret = o;
         return 0;
 }
 
@@ -682,13 +515,12 @@ int hsm_generate_probe_mac_key(Hsm *h, HsmObject *ret) {
 }
 
 /*
- * The KEK search with the generic-secret type, and one that signs: like a
- * KEK, a MAC key was sensitive and unextractable from its creation on, and
- * CKA_LOCAL is not asked for (NSS does not set it).
+ * The KEK search with the generic-secret type: like a KEK, a MAC key was
+ * sensitive and unextractable from its creation on. Neither CKA_LOCAL nor
+ * CKA_SIGN is asked for: NSS softokn reports neither on the keys it
+ * generates (the record keys of hsm-records.c showed it for CKA_SIGN).
  */
-#define MAC_SEARCH_TEMPLATE(cls, type, yes, no)                      \
-        KEK_SEARCH_TEMPLATE(cls, type, yes, no),                     \
-        { CKA_SIGN, &(yes), sizeof(yes) }
+#define MAC_SEARCH_TEMPLATE(cls, type, yes, no) KEK_SEARCH_TEMPLATE(cls, type, yes, no)
 
 int hsm_find_mac_key(Hsm *h, const char *label, uint32_t version, HsmObject *ret) {
         CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
@@ -705,7 +537,7 @@ int hsm_find_mac_key(Hsm *h, const char *label, uint32_t version, HsmObject *ret
         int r;
 
         version_to_id(version, id);
-        r = find_all(h, tmpl, ELEMENTSOF(tmpl), &objs, &n);
+        r = hsm_find_all(h, tmpl, ELEMENTSOF(tmpl), &objs, &n);
         if (r < 0)
                 return r;
         if (n == 0)

@@ -347,3 +347,35 @@ int hsm_list_data_multi(Hsm *h, const char *const *apps, size_t n_apps, HsmDataO
 void hsm_data_objects_free(HsmDataObject *d, size_t n);
 int hsm_create_data(Hsm *h, const char *application, const char *label, const uint8_t *value, size_t len,
                     HsmObject *ret);
+
+/*
+ * How records are kept (issue 16). HSM_RECORDS_PRIVATE: private CKO_DATA
+ * token objects, readable only after login. HSM_RECORDS_PUBLIC_MAC, for
+ * tokens that refuse private data objects (NSS softokn) but store public
+ * ones, chosen by the capability probe: public data objects whose value is
+ * followed by an HMAC-SHA256 tag computed in the token under a record key
+ * (pkcs11/records-mac.h); hsm_create_data() adds the tag, the listings
+ * return only objects whose tag verifies, without it.
+ * HSM_RECORDS_KEY_OBJECTS, for tokens that store no token data objects at
+ * all (NSS softokn: C_CreateObject of any CKO_DATA token object is
+ * CKR_ATTRIBUTE_VALUE_INVALID): private CKK_GENERIC_SECRET token objects,
+ * not sensitive and extractable, without any usage, whose CKA_VALUE is the
+ * record and the same tag. The callers see the same values in every mode.
+ */
+typedef enum HsmRecordMode {
+        HSM_RECORDS_PRIVATE,
+        HSM_RECORDS_PUBLIC_MAC,
+        HSM_RECORDS_KEY_OBJECTS,
+} HsmRecordMode;
+void hsm_set_record_mode(Hsm *h, HsmRecordMode mode);
+HsmRecordMode hsm_record_mode(const Hsm *h);
+/* "private data objects", "public data objects + HMAC", "private key objects + HMAC": for logs and status. */
+const char *hsm_record_mode_name(HsmRecordMode mode);
+/* Record objects of kekd's applications that listings refused because their tag failed, since hsm_open(). */
+uint64_t hsm_record_mac_failures(const Hsm *h);
+/*
+ * For `kekctl check`: the data objects of apps whose record tag fails, with
+ * reason "record object fails its MAC" (none in HSM_RECORDS_PRIVATE). Free
+ * with free().
+ */
+int hsm_list_bad_records(Hsm *h, const char *const *apps, size_t n_apps, HsmKeyIssue **ret, size_t *ret_n);

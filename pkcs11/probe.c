@@ -3,8 +3,11 @@
  * The capability probe (see probe.h). Invariants: every object it makes is
  * a throwaway, destroyed before it returns (the KEK-template key is a
  * session object, gone with the session even if the destroy fails; the
- * data object must be a token object, since that is what kekd stores, and
- * carries CKA_APPLICATION "kekd-probe", which no listing of kekd reads);
+ * record objects must be token objects, since that is what kekd stores, and
+ * carry application "kekd-probe", which no listing of kekd reads; the
+ * token KEK that settles optional attributes is labelled "kekd probe", a
+ * name no key can have); the record key is not made here but by the first
+ * record written;
  * no step is skipped silently: a step not tried stays PROBE_UNKNOWN; the
  * refusal message names the PKCS#11 function and CKR that failed and what
  * the token offers instead.
@@ -19,6 +22,7 @@
 #include "common/kekerr.h"
 #include "hsm-internal.h"
 #include "probe.h"
+#include "records-mac.h"
 
 static const struct {
         const char *name;
@@ -144,6 +148,13 @@ static void offered_text(const ProbeResult *p, char *buf, size_t size) {
                 snprintf(buf, size, "none of them");
 }
 
+static bool any_optional_left(const ProbeResult *p) {
+        for (unsigned i = 0; i < HSM_OPTIONAL_ATTRS; i++)
+                if (p->attrs[i].state != HSM_ATTR_DROPPED)
+                        return true;
+        return false;
+}
+
 static void note_error(Hsm *h, ProbeResult *p) {
         if (!p->error[0])
                 snprintf(p->error, sizeof(p->error), "%s", hsm_last_error(h));
@@ -183,22 +194,67 @@ static int read_mechanisms(Hsm *h, ProbeResult *p) {
         return 0;
 }
 
-/* Stores and destroys a private token data object, as kekd's records are. */
-static int try_private_data(Hsm *h, ProbeResult *p) {
+/* Stores and destroys a throwaway record object as mode keeps them; -KEKERR_UNSUPPORTED: refused. */
+static int try_record_object(Hsm *h, HsmRecordMode mode) {
         static const uint8_t value[] = "probe";
         HsmObject o;
         int r;
 
-        r = hsm_create_data(h, "kekd-probe", "probe", value, sizeof(value), &o);
-        if (r == -KEKERR_UNSUPPORTED) {
-                p->private_data = PROBE_NO;
-                note_error(h, p);
+        r = hsm_create_record_object(h, mode, "kekd-probe", "probe", value, sizeof(value), &o);
+        if (r >= 0)
+                (void) hsm_destroy_object(h, o); /* a leftover is harmless: no listing of kekd reads "kekd-probe" */
+        return r;
+}
+
+/*
+ * Where records can live (hsm-records.c): a private token data object, as
+ * on every token that stores them; if the token refuses it, a public one;
+ * if it refuses that too (NSS softokn stores no token data objects), a
+ * private generic-secret key object carrying the record. The last two need
+ * HMAC-SHA256 in the token under a generated key (the records' tag), tried
+ * with a throwaway session key; the record key itself is made by the first
+ * record written, not here (every object the probe makes is a throwaway).
+ */
+static int try_data_objects(Hsm *h, ProbeResult *p) {
+        static const uint8_t value[] = "probe";
+        uint8_t tag[RECORD_TAG_SIZE];
+        HsmRecordMode mode;
+        HsmObject mac;
+        int r;
+
+        r = try_record_object(h, HSM_RECORDS_PRIVATE);
+        p->private_data = r >= 0 ? PROBE_YES : r == -KEKERR_UNSUPPORTED ? PROBE_NO : PROBE_UNKNOWN;
+        if (r >= 0) {
+                p->records = HSM_RECORDS_PRIVATE;
+                hsm_set_record_mode(h, HSM_RECORDS_PRIVATE);
+                return 0;
+        }
+        if (r != -KEKERR_UNSUPPORTED)
                 return r;
+        note_error(h, p);
+
+        r = try_record_object(h, HSM_RECORDS_PUBLIC_MAC);
+        p->public_data = r >= 0 ? PROBE_YES : r == -KEKERR_UNSUPPORTED ? PROBE_NO : PROBE_UNKNOWN;
+        mode = HSM_RECORDS_PUBLIC_MAC;
+        if (r == -KEKERR_UNSUPPORTED) {
+                r = try_record_object(h, HSM_RECORDS_KEY_OBJECTS);
+                p->key_objects = r >= 0 ? PROBE_YES : r == -KEKERR_UNSUPPORTED ? PROBE_NO : PROBE_UNKNOWN;
+                mode = HSM_RECORDS_KEY_OBJECTS;
         }
         if (r < 0)
                 return r;
-        p->private_data = PROBE_YES;
-        (void) hsm_destroy_object(h, o); /* a leftover is harmless: no listing of kekd reads "kekd-probe" */
+        r = hsm_generate_probe_mac_key(h, &mac);
+        if (r >= 0) {
+                r = record_tag(h, mac, "kekd-probe", 10, "probe", value, sizeof(value), tag);
+                (void) hsm_destroy_object(h, mac); /* a session object: gone with the session anyway */
+        }
+        if (r < 0) {
+                snprintf(p->error, sizeof(p->error), "%s", hsm_last_error(h));
+                return r == -KEKERR_UNSUPPORTED ? -EPROTO : r; /* EPROTO: no record MAC, told apart below */
+        }
+        p->records = mode;
+        hsm_set_record_mode(h, mode);
+        p->error[0] = 0; /* the refusal of private data objects is answered: not the first failure */
         return 0;
 }
 
@@ -206,7 +262,7 @@ int probe_run(Hsm *h, const ProbeProfile *profs, size_t n_profiles, ProbeResult 
         ProbeResult p = { .profile_id = -1 };
         char offers[256];
         const char *token = hsm_token_label(h);
-        HsmObject key;
+        HsmObject key, tkey;
         CK_TOKEN_INFO ti;
         CK_RV rv;
         int r;
@@ -227,13 +283,17 @@ int probe_run(Hsm *h, const ProbeProfile *profs, size_t n_profiles, ProbeResult 
         }
         offered_text(&p, offers, sizeof(offers));
 
-        r = try_private_data(h, &p);
-        if (r == -KEKERR_UNSUPPORTED) {
+        r = try_data_objects(h, &p);
+        if (r == -KEKERR_UNSUPPORTED || r == -EPROTO) {
                 snprintf(p.message, sizeof(p.message),
                          "token '%s' refuses private data objects (%s): kekd keeps its key records in private "
-                         "CKO_DATA token objects and cannot run on it; NSS softokn is such a token (see "
-                         "docs/tokens.md, issue 16)",
-                         token, p.error);
+                         "CKO_DATA token objects, or in public ones or private key objects with an HMAC-SHA256 tag "
+                         "computed in the token, "
+                         "and this token %s (see docs/tokens.md, issue 16)",
+                         token, p.error,
+                         r == -EPROTO ? "cannot compute HMAC-SHA256 with a generated key"
+                                      : "refuses public ones and generic-secret key objects too");
+                r = -KEKERR_UNSUPPORTED;
                 goto finish;
         }
         if (r < 0) {
@@ -241,7 +301,6 @@ int probe_run(Hsm *h, const ProbeProfile *profs, size_t n_profiles, ProbeResult 
                 snprintf(p.message, sizeof(p.message), "cannot probe token '%s': %s", token, p.error);
                 goto finish;
         }
-
         /* A label no key can have (key names have no spaces), a version none has (they start at 1). */
         r = hsm_generate_kek(h, "kekd probe", 0, false, &key);
         hsm_template_attrs(h, p.attrs);
@@ -261,6 +320,13 @@ int probe_run(Hsm *h, const ProbeProfile *profs, size_t n_profiles, ProbeResult 
                 goto finish;
         }
         p.key_template = PROBE_YES;
+        /*
+         * The same template as a token object, which KEKs are: a token may refuse an optional attribute
+         * there that it took for the session key (NSS). Only while one is still in the template.
+         */
+        if (any_optional_left(&p) && hsm_generate_probe_token_kek(h, &tkey) >= 0)
+                (void) hsm_destroy_object(h, tkey); /* a leftover: label with a space, version 0, never a key's */
+        hsm_template_attrs(h, p.attrs);
 
         for (size_t i = 0; i < n_profiles && !p.profile; i++) {
                 bool all = true;

@@ -3,12 +3,15 @@
  * The capability probe (issue 16): what a token offers kekd, measured rather
  * than assumed. It reads the mechanisms kekd could use (C_GetMechanismList,
  * C_GetMechanismInfo: flags and key sizes) and the token flags, stores and
- * destroys a private token data object (kekd's records are such objects),
- * generates a throwaway session key with the KEK template and runs a real
- * encrypt/decrypt self-test under each mechanism profile with it, then
- * destroys it. kekd probes once at start (and refuses to start when no
- * profile works) and again on `kekctl check`; status shows the cached
- * result, so the data path never waits for a probe.
+ * destroys a private token data object (kekd's records are such objects;
+ * if the token refuses it, a public one, then a generic-secret key object:
+ * records are then kept so, with an in-token HMAC tag, hsm_set_record_mode()),
+ * generates a throwaway
+ * session key with the KEK template and runs a real encrypt/decrypt
+ * self-test under each mechanism profile with it, then destroys it. kekd
+ * probes once at start (and refuses to start when no profile works) and
+ * again on `kekctl check`; status shows the cached result, so the data path
+ * never waits for a probe.
  *
  * The result holds only static strings and fixed buffers (no secrets, no
  * peer bytes): it can be copied by value. probe_run() uses the Hsm like any
@@ -56,6 +59,9 @@ typedef struct ProbeResult {
         ProbeMechanism mechanisms[PROBE_MECHANISMS];
         unsigned long token_flags;     /* CK_TOKEN_INFO.flags */
         ProbeAnswer private_data;      /* a private token CKO_DATA object can be stored */
+        ProbeAnswer public_data;       /* tried only when private_data is PROBE_NO: a public one can */
+        ProbeAnswer key_objects;       /* tried only when public_data is PROBE_NO: a record in a key object can */
+        HsmRecordMode records;         /* how kekd keeps its records on this token (hsm_record_mode()) */
         ProbeAnswer key_template;      /* C_GenerateKey accepted the KEK template */
         HsmTemplateAttr attrs[HSM_OPTIONAL_ATTRS];
         const char *profile;           /* the first profile whose self-test passed, or NULL */

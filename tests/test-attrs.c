@@ -13,15 +13,70 @@
  * test-attrs MODULE URI PIN_FILE --destroy-mac NAME VERSION: destroys the MAC
  * key of one version, for tests of a token that lost it; --generate-mac NAME
  * VERSION makes one no record names (tests/integration/profiles.sh).
+ *
+ * Records in the modes without private data objects (pkcs11/hsm-records.c,
+ * tests/integration/public-records.sh); MODE is public or keys:
+ * test-attrs MODULE URI PIN_FILE --plant-record MODE APP FROM TO flip|copy
+ * reads FROM's record and writes its exact bytes (value and tag) under TO
+ * ("copy": a record moved to another name), or, with TO equal to FROM, in
+ * place of it with one byte of the value changed ("flip": an altered
+ * record); --bad-records MODE APP... prints "record object 'x' fails its
+ * MAC" for each record object of APPs whose tag fails (hsm_list_bad_records()).
  */
 #include "config.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "daemon/pin.h"
 #include "pkcs11/hsm.h"
+#include "pkcs11/records-mac.h"
+
+/* --plant-record MODE APP FROM TO flip|copy (see above). */
+static int plant_record(Hsm *h, HsmRecordMode mode, int argc, char *argv[]) {
+        HsmDataObject *d = NULL;
+        _cleanup_free_ uint8_t *buf = NULL;
+        CK_OBJECT_HANDLE key;
+        HsmObject o;
+        size_t n = 0;
+        bool flip;
+        int r;
+
+        if (argc != 10 || (strcmp(argv[9], "flip") != 0 && strcmp(argv[9], "copy") != 0)) {
+                fprintf(stderr, "test-attrs: --plant-record MODE APP FROM TO flip|copy\n");
+                return 2;
+        }
+        flip = strcmp(argv[9], "flip") == 0;
+        r = hsm_list_data(h, argv[6], argv[7], &d, &n);
+        if (r < 0 || n != 1) {
+                fprintf(stderr, "test-attrs: no single record '%s' (%zu)\n", argv[7], n);
+                hsm_data_objects_free(d, n);
+                return 1;
+        }
+        /* The tag FROM's record carries: HMAC is deterministic, so this is its exact stored bytes. */
+        buf = malloc(d[0].value_len + RECORD_TAG_SIZE);
+        r = buf ? record_key_for_signing(h, &key) : -ENOMEM;
+        if (r >= 0)
+                r = record_tag(h, key, argv[6], strlen(argv[6]), argv[7], d[0].value, d[0].value_len,
+                               buf + d[0].value_len);
+        if (r >= 0) {
+                memcpy(buf, d[0].value, d[0].value_len);
+                if (flip)
+                        buf[d[0].value_len / 3] ^= 1;
+                if (strcmp(argv[7], argv[8]) == 0)
+                        r = hsm_destroy_object(h, d[0].handle);
+        }
+        if (r >= 0)
+                r = hsm_create_record_object(h, mode, argv[6], argv[8], buf, d[0].value_len + RECORD_TAG_SIZE, &o);
+        hsm_data_objects_free(d, n);
+        if (r < 0) {
+                fprintf(stderr, "test-attrs: cannot plant record '%s': %d\n", argv[8], r);
+                return 1;
+        }
+        return 0;
+}
 
 int main(int argc, char *argv[]) {
         _cleanup_secret_ Secret *pin = NULL;
@@ -52,6 +107,26 @@ int main(int argc, char *argv[]) {
                         return 1;
                 }
                 return 0;
+        }
+        if (strcmp(argv[4], "--plant-record") == 0 || strcmp(argv[4], "--bad-records") == 0) {
+                HsmRecordMode mode = argc > 5 && strcmp(argv[5], "keys") == 0 ? HSM_RECORDS_KEY_OBJECTS
+                                                                              : HSM_RECORDS_PUBLIC_MAC;
+
+                hsm_set_record_mode(h, mode);
+                if (strcmp(argv[4], "--bad-records") == 0) {
+                        _cleanup_free_ HsmKeyIssue *issues = NULL;
+                        size_t n_issues = 0;
+
+                        if (argc < 7 || hsm_list_bad_records(h, (const char *const *) argv + 6, (size_t) argc - 6, &issues,
+                                                             &n_issues) < 0) {
+                                fprintf(stderr, "test-attrs: cannot list bad records\n");
+                                return 2;
+                        }
+                        for (size_t i = 0; i < n_issues; i++)
+                                printf("%s '%s'\n", issues[i].reason, issues[i].label);
+                        return 0;
+                }
+                return plant_record(h, mode, argc, argv);
         }
         if (strcmp(argv[4], "--destroy-mac") == 0) {
                 HsmObject o;

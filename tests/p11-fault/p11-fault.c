@@ -72,7 +72,15 @@
  * openCryptoki 3.8 does for CKA_COPYABLE (logged "C_GenerateKey
  * CKR_ATTRIBUTE_TYPE_INVALID reject=0x171 pid=..."); $P11_FAULT_NO_LOCAL=1
  * makes every object report CKA_LOCAL FALSE, in C_GetAttributeValue and in
- * C_FindObjectsInit templates, as NSS softokn's generated keys do. A rule that does not parse is
+ * C_FindObjectsInit templates, as NSS softokn's generated keys do;
+ * $P11_FAULT_NO_PRIVATE_DATA=1 makes C_CreateObject answer
+ * CKR_ATTRIBUTE_VALUE_INVALID to a CKO_DATA template with CKA_PRIVATE TRUE,
+ * without calling the real module, as NSS softokn does for private data
+ * objects (logged "C_CreateObject CKR_ATTRIBUTE_VALUE_INVALID
+ * no-private-data pid=..."); public data objects and private keys are
+ * created as always. $P11_FAULT_NO_PRIVATE_DATA=all refuses every CKO_DATA
+ * object with CKA_TOKEN or CKA_PRIVATE TRUE, as NSS softokn does (it stores
+ * no token data objects at all). A rule that does not parse is
  * reported on stderr and in the log ("p11-fault: ..."); in $P11_FAULT it
  * makes C_GetFunctionList fail, in the file it disables every file rule.
  *
@@ -175,10 +183,11 @@ static const struct {
 };
 
 #define REJECT_MAX 8
-/* $P11_FAULT_REJECT_ATTRS and $P11_FAULT_NO_LOCAL, read once in setup(). */
+/* $P11_FAULT_REJECT_ATTRS, $P11_FAULT_NO_LOCAL and $P11_FAULT_NO_PRIVATE_DATA, read once in setup(). */
 static CK_ATTRIBUTE_TYPE reject_attrs[REJECT_MAX];
 static unsigned n_reject_attrs;
 static bool no_local;
+static int no_private_data;      /* 1: private data objects refused; 2: token ones too */
 
 typedef struct Rule {
         int function;            /* FN_* or FN_ANY */
@@ -695,9 +704,32 @@ FORWARD_POST(C_CreateObject, (CK_SESSION_HANDLE s, CK_ATTRIBUTE_PTR tmpl, CK_ULO
              (s, tmpl, n, o), *o = h_out(*o))
 #undef fault_C_CreateObject
 
+/* $P11_FAULT_NO_PRIVATE_DATA: whether tmpl asks for a private CKO_DATA object (logged). */
+static bool private_data_rejected(const CK_ATTRIBUTE *tmpl, CK_ULONG n) {
+        bool data = false, priv = false, token = false;
+
+        for (CK_ULONG i = 0; no_private_data && i < n; i++) {
+                if (tmpl[i].type == CKA_CLASS && tmpl[i].pValue && tmpl[i].ulValueLen == sizeof(CK_OBJECT_CLASS))
+                        data = *(const CK_OBJECT_CLASS *) tmpl[i].pValue == CKO_DATA;
+                if (tmpl[i].type == CKA_PRIVATE && tmpl[i].pValue && tmpl[i].ulValueLen == sizeof(CK_BBOOL))
+                        priv = *(const CK_BBOOL *) tmpl[i].pValue != CK_FALSE;
+                if (tmpl[i].type == CKA_TOKEN && tmpl[i].pValue && tmpl[i].ulValueLen == sizeof(CK_BBOOL))
+                        token = *(const CK_BBOOL *) tmpl[i].pValue != CK_FALSE;
+        }
+        if (!data || !(priv || (no_private_data == 2 && token)))
+                return false;
+        pthread_mutex_lock(&lock);
+        calls[FN_C_CreateObject]++;
+        log_line("C_CreateObject CKR_ATTRIBUTE_VALUE_INVALID no-private-data pid=%d", (int) getpid());
+        pthread_mutex_unlock(&lock);
+        return true;
+}
+
 static CK_RV fault_C_CreateObject(CK_SESSION_HANDLE s, CK_ATTRIBUTE_PTR tmpl, CK_ULONG n, CK_OBJECT_HANDLE_PTR o) {
         if (template_rejected(FN_C_CreateObject, tmpl, n))
                 return CKR_ATTRIBUTE_TYPE_INVALID;
+        if (private_data_rejected(tmpl, n))
+                return CKR_ATTRIBUTE_VALUE_INVALID;
         return fwd_C_CreateObject(s, tmpl, n, o);
 }
 FORWARD(C_CopyObject, (CK_SESSION_HANDLE s, CK_OBJECT_HANDLE o, CK_ATTRIBUTE_PTR tmpl, CK_ULONG n,
@@ -913,6 +945,8 @@ static CK_RV setup(void) {
 
         e = getenv("P11_FAULT_NO_LOCAL");
         no_local = e && strcmp(e, "1") == 0;
+        e = getenv("P11_FAULT_NO_PRIVATE_DATA");
+        no_private_data = !e ? 0 : strcmp(e, "1") == 0 ? 1 : strcmp(e, "all") == 0 ? 2 : 0;
         e = getenv("P11_FAULT_REJECT_ATTRS");
         if (e && *e) {
                 static const struct {
