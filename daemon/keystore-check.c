@@ -16,6 +16,7 @@
 #include "daemon/keystore.h"
 #include "daemon/keystore-profile.h"
 #include "daemon/keystore-records.h"
+#include "daemon/vault.h"
 
 _printf_(2, 3) static int report_add(CheckReport *rep, const char *fmt, ...) {
         char **p, *s;
@@ -67,8 +68,8 @@ int keystore_check(Keystore *ks, uint64_t now, CheckReport *ret) {
         CheckReport rep = {};
         HsmDataObject *d = NULL;
         _cleanup_free_ HsmKeyRef *refs = NULL;
-        _cleanup_free_ HsmKeyIssue *issues = NULL;
-        size_t n = 0, n_refs = 0, n_issues = 0;
+        _cleanup_free_ HsmKeyIssue *issues = NULL, *bad = NULL;
+        size_t n = 0, n_refs = 0, n_issues = 0, n_bad = 0;
         int r;
 
         r = keystore_repair(ks, now);
@@ -147,6 +148,12 @@ int keystore_check(Keystore *ks, uint64_t now, CheckReport *ret) {
                 if (keystore_key_runtime(ks, issues[i].label))
                         r = report_add(&rep, "key object labelled '%s' is not used as a KEK: %s", issues[i].label,
                                        issues[i].reason);
+        /* Tokens without private data objects: a record whose tag does not verify is not used (hsm-records.c). */
+        if (r >= 0)
+                r = hsm_list_bad_records(keystore_hsm(ks), (const char *const[]) { RECORDS_APP, VAULT_APP }, 2, &bad,
+                                         &n_bad);
+        for (size_t i = 0; r >= 0 && i < n_bad; i++)
+                r = report_add(&rep, "record object '%s' fails its MAC and is not used", bad[i].label);
         if (r >= 0) {
                 CheckOrphans o = { .ks = ks, .rep = &rep };
 

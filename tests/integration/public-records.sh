@@ -121,6 +121,10 @@ contains "status reports records that failed their MAC" "$TESTDIR/status" "objec
 "$KEKCTL" status --prometheus >"$TESTDIR/metrics" 2>&1
 ok "metrics count the refused records" grep -Eq '^kekd_record_mac_failures_total [1-9]' "$TESTDIR/metrics"
 contains "metrics show the record mode" "$TESTDIR/metrics" 'kekd_token_records{mode="public+hmac"} 1'
+kc check
+ok "check finds the token inconsistent (status $KC_STATUS)" test "$KC_STATUS" -ne 0
+contains "check names the altered record" "$TESTDIR/out" "record object 'victim' fails its MAC and is not used"
+contains "check names the copied record" "$TESTDIR/out" "record object 'copycat' fails its MAC and is not used"
 "$KEKCTL" unwrap --context c1 <"$TESTDIR/blob2" >"$TESTDIR/out2"
 ok "acct still unwraps" cmp -s "$TESTDIR/aek" "$TESTDIR/out2"
 p11 --delete-object --type data --label copycat --application-label kekd >/dev/null
