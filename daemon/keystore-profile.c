@@ -13,9 +13,9 @@
  *    AES-ECB, which even p11-kit 0.24's RPC carries.
  *    gcm-token-iv is used only when pinned: no mechanism information tells a
  *    token that generates GCM IVs from one that takes the caller's.
- *  - Every object of a version is destroyed by records_destroy_version()
- *    (keystore-records.c) through profile_version_macs_destroy() here, so a
- *    rolled back or purged version leaves no MAC key behind.
+ *  - Every object of a version is destroyed together (hsm_destroy_version_keys(),
+ *    hsm_destroy_label_keys()), so a rolled back or purged version leaves no
+ *    MAC key behind.
  */
 #include "config.h"
 
@@ -96,42 +96,6 @@ int profile_version_generate(ProfileChoice *pc, Hsm *hsm, const char *name, uint
         *ret_profile = p;
         *ret_key = key;
         *ret_mac = mac;
-        return 0;
-}
-
-int profile_version_macs_destroy(Hsm *hsm, const char *name, uint32_t version) {
-        for (unsigned i = 0; i < 8; i++) {
-                HsmObject obj;
-                int r = hsm_find_mac_key(hsm, name, version, &obj);
-                uint64_t gen = hsm_generation(hsm); /* the generation obj was found at */
-
-                if (r == -ENOENT)
-                        return 0;
-                if (r < 0)
-                        return r;
-                r = hsm_destroy_listed(hsm, obj, gen);
-                if (r < 0 && r != -ENOENT)
-                        return r;
-        }
-        return -KEKERR_HSM_UNAVAILABLE;
-}
-
-int profile_key_macs_destroy(Hsm *hsm, const char *name) {
-        _cleanup_free_ HsmKeyRef *refs = NULL;
-        size_t n = 0;
-        uint64_t gen;
-        int r;
-
-        r = hsm_list_mac_keys(hsm, &refs, &n);
-        if (r < 0)
-                return r;
-        gen = hsm_generation(hsm);
-        for (size_t i = 0; i < n; i++)
-                if (strcmp(refs[i].label, name) == 0) {
-                        r = hsm_destroy_listed(hsm, refs[i].handle, gen);
-                        if (r < 0 && r != -ENOENT)
-                                return r;
-                }
         return 0;
 }
 

@@ -32,10 +32,6 @@ int profile_choose(ProfileChoice *pc, Hsm *hsm, HsmProfile *ret);
  */
 int profile_version_generate(ProfileChoice *pc, Hsm *hsm, const char *name, uint32_t version, HsmProfile *ret_profile,
                              HsmObject *ret_key, HsmObject *ret_mac);
-/* Destroys every MAC key object (name, version); 0 once none is left. */
-int profile_version_macs_destroy(Hsm *hsm, const char *name, uint32_t version);
-/* Destroys every MAC key object of name (purge). */
-int profile_key_macs_destroy(Hsm *hsm, const char *name);
 /* Finds v's MAC key if its profile has one and it is not known yet; -ENOENT if the token has none. */
 int profile_version_mac_find(Hsm *hsm, const char *name, KeyVersion *v);
 /*

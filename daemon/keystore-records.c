@@ -20,7 +20,6 @@
 
 #include "common/kekerr.h"
 #include "daemon/clock.h"
-#include "daemon/keystore-profile.h"
 #include "daemon/keystore-records.h"
 #include "daemon/log.h"
 
@@ -233,51 +232,25 @@ int records_write(Hsm *hsm, Key *k, const HsmObject *old, size_t n_old, uint64_t
         return 0;
 }
 
-#define VERSION_OBJECTS_MAX 8
-
 /*
  * Destroys every key object (name, version): an unrecorded version, of an
  * operation that failed. Looked up afresh, never by a remembered handle.
  * Returns 0 once none is left, <0 if that cannot be confirmed.
  */
 int records_destroy_version(Hsm *hsm, const char *name, uint32_t version) {
-        for (unsigned i = 0; i < VERSION_OBJECTS_MAX; i++) {
-                HsmObject obj;
-                int r = hsm_find_key(hsm, name, version, &obj);
-                uint64_t gen = hsm_generation(hsm); /* the generation obj was found at */
-
-                if (r == -ENOENT)
-                        return profile_version_macs_destroy(hsm, name, version); /* and its MAC key, if it has one */
-                if (r < 0)
-                        return r;
-                r = hsm_destroy_listed(hsm, obj, gen);
-                if (r < 0 && r != -ENOENT)
-                        return r;
-        }
-        return -KEKERR_HSM_UNAVAILABLE;
+        return hsm_destroy_version_keys(hsm, name, version); /* its AES key and its MAC key, if it has one */
 }
 
 int records_destroy_all(Hsm *hsm, const char *name) {
         HsmDataObject *d = NULL;
-        _cleanup_free_ HsmKeyRef *refs = NULL;
-        size_t n = 0, n_refs = 0;
+        size_t n = 0;
         uint64_t gen;
         int r;
 
         /* Key objects first: while any remain, the record (saying "purging") stays to finish the job. */
-        r = profile_key_macs_destroy(hsm, name);
+        r = hsm_destroy_label_keys(hsm, name);
         if (r < 0)
                 return r;
-        r = hsm_list_keys(hsm, &refs, &n_refs);
-        if (r < 0)
-                return r;
-        gen = hsm_generation(hsm);
-        for (size_t i = 0; i < n_refs; i++)
-                if (strcmp(refs[i].label, name) == 0) {
-                        r = hsm_destroy_listed(hsm, refs[i].handle, gen);
-                        if (r < 0 && r != -ENOENT)
-                                return r;
-                }
         r = hsm_list_data(hsm, RECORDS_APP, name, &d, &n);
         if (r < 0)
                 return r;

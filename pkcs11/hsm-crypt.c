@@ -337,10 +337,29 @@ int hsm_encrypt_ctr_hmac(Hsm *h, HsmObject key, HsmObject mac_key, const uint8_t
         return 0;
 }
 
+/*
+ * The tag of ct (len bytes, the tag after them) computed in the token and
+ * compared in constant time: 0, -KEKERR_BLOB_INVALID, or the failure.
+ */
+static int tag_verify(Hsm *h, HsmObject mac_key, const uint8_t iv[HSM_CTR_IV_SIZE], const uint8_t *aad, size_t aad_len,
+                      const uint8_t *ct, size_t len) {
+        uint8_t tag[HSM_HMAC_TAG_SIZE];
+        int err = 0;
+        CK_RV rv;
+
+        rv = ctr_hmac_tag(h, mac_key, iv, aad, aad_len, ct, len, tag, &err);
+        if (err < 0)
+                return err;
+        if (rv != CKR_OK)
+                return hsm_idempotent_failed(h, rv);
+        if (CRYPTO_memcmp(tag, ct + len, HSM_HMAC_TAG_SIZE) != 0)
+                return -KEKERR_BLOB_INVALID;
+        return 0;
+}
+
 int hsm_decrypt_ctr_hmac(Hsm *h, HsmObject key, HsmObject mac_key, const uint8_t iv[HSM_CTR_IV_SIZE],
                          const uint8_t *aad, size_t aad_len, const uint8_t *ct, size_t ct_len, Secret **ret) {
         _cleanup_secret_ Secret *ks = NULL, *pt = NULL;
-        uint8_t tag[HSM_HMAC_TAG_SIZE];
         size_t len;
         int err = 0, r;
         CK_RV rv;
@@ -352,13 +371,9 @@ int hsm_decrypt_ctr_hmac(Hsm *h, HsmObject key, HsmObject mac_key, const uint8_t
         if (r < 0)
                 return r;
         /* Encrypt-then-MAC: nothing is decrypted before the tag authenticates. */
-        rv = ctr_hmac_tag(h, mac_key, iv, aad, aad_len, ct, len, tag, &err);
-        if (err < 0)
-                return err;
-        if (rv != CKR_OK)
-                return hsm_idempotent_failed(h, rv);
-        if (CRYPTO_memcmp(tag, ct + len, HSM_HMAC_TAG_SIZE) != 0)
-                return -KEKERR_BLOB_INVALID;
+        r = tag_verify(h, mac_key, iv, aad, aad_len, ct, len);
+        if (r < 0)
+                return r;
         r = secret_new((len + AES_BLOCK - 1) / AES_BLOCK * AES_BLOCK, &ks);
         if (r >= 0)
                 r = secret_new(len, &pt);
@@ -411,10 +426,9 @@ int hsm_decrypt_cbc_hmac(Hsm *h, HsmObject key, HsmObject mac_key, const uint8_t
                          const uint8_t *aad, size_t aad_len, const uint8_t *ct, size_t ct_len, Secret **ret) {
         CK_MECHANISM mech = { CKM_AES_CBC_PAD, (CK_BYTE_PTR) iv, HSM_CTR_IV_SIZE };
         _cleanup_secret_ Secret *pt = NULL;
-        uint8_t tag[HSM_HMAC_TAG_SIZE];
         CK_ULONG out_len;
         size_t len;
-        int err = 0, r;
+        int r;
         CK_RV rv;
 
         if (ct_len < AES_BLOCK + HSM_HMAC_TAG_SIZE || (ct_len - HSM_HMAC_TAG_SIZE) % AES_BLOCK != 0 ||
@@ -424,13 +438,10 @@ int hsm_decrypt_cbc_hmac(Hsm *h, HsmObject key, HsmObject mac_key, const uint8_t
         r = hsm_ensure_session(h);
         if (r < 0)
                 return r;
-        rv = ctr_hmac_tag(h, mac_key, iv, aad, aad_len, ct, len, tag, &err);
-        if (err < 0)
-                return err;
-        if (rv != CKR_OK)
-                return hsm_idempotent_failed(h, rv);
-        if (CRYPTO_memcmp(tag, ct + len, HSM_HMAC_TAG_SIZE) != 0)
-                return -KEKERR_BLOB_INVALID;
+        /* Encrypt-then-MAC: nothing is decrypted before the tag authenticates. */
+        r = tag_verify(h, mac_key, iv, aad, aad_len, ct, len);
+        if (r < 0)
+                return r;
         r = secret_new(len, &pt); /* some tokens size the output by the input, padding included */
         if (r < 0)
                 return r;

@@ -113,6 +113,12 @@ int hsm_generate_kek(Hsm *h, const char *label, uint32_t version, bool token_obj
  * objects, which a token may refuse where it took them for a session key.
  */
 int hsm_generate_probe_token_kek(Hsm *h, HsmObject *ret);
+/*
+ * A 256-bit HMAC key generated in the token (sensitive, never extractable,
+ * sign/verify only) under label and id; a session object if !token_object.
+ */
+int hsm_generate_hmac_key(Hsm *h, const char *label, const uint8_t *id, size_t id_len, bool token_object,
+                          HsmObject *ret);
 /* A MAC key with the template of hsm_generate_mac_key(), as a session object, for the probe's self-test. */
 int hsm_generate_probe_mac_key(Hsm *h, HsmObject *ret);
 

@@ -246,6 +246,33 @@ int hsm_find_all(Hsm *h, CK_ATTRIBUTE *tmpl, CK_ULONG n_tmpl, CK_OBJECT_HANDLE *
         { CKA_NEVER_EXTRACTABLE, &(yes), sizeof(yes) }
 
 /*
+ * The key object (label, version) of type (CKK_AES: a KEK; CKK_GENERIC_SECRET:
+ * its MAC key), by the KEK search rules; -ENOENT if absent.
+ */
+static int find_version_key(Hsm *h, CK_KEY_TYPE type, const char *label, uint32_t version, HsmObject *ret) {
+        CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
+        CK_BBOOL yes = CK_TRUE, no = CK_FALSE;
+        uint8_t id[4];
+        CK_ATTRIBUTE tmpl[] = {
+                KEK_SEARCH_TEMPLATE(cls, type, yes, no),
+                { CKA_LABEL, (void *) label, strlen(label) },
+                { CKA_ID, id, sizeof(id) },
+        };
+        _cleanup_free_ CK_OBJECT_HANDLE *objs = NULL;
+        size_t n = 0;
+        int r;
+
+        version_to_id(version, id);
+        r = hsm_find_all(h, tmpl, ELEMENTSOF(tmpl), &objs, &n);
+        if (r < 0)
+                return r;
+        if (n == 0)
+                return -ENOENT;
+        *ret = objs[0];
+        return 0;
+}
+
+/*
  * Label and version of every object tmpl finds; foreign objects (longer
  * labels, other ID schemes) and objects destroyed meanwhile are skipped.
  * -ESTALE: the session or login was lost after the search began.
@@ -436,46 +463,32 @@ int hsm_key_attributes(Hsm *h, HsmObject key, HsmKeyAttrs *ret) {
 }
 
 int hsm_find_key(Hsm *h, const char *label, uint32_t version, HsmObject *ret) {
-        CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
-        CK_KEY_TYPE type = CKK_AES;
-        CK_BBOOL yes = CK_TRUE, no = CK_FALSE;
-        uint8_t id[4];
-        CK_ATTRIBUTE tmpl[] = {
-                KEK_SEARCH_TEMPLATE(cls, type, yes, no),
-                { CKA_LABEL, (void *) label, strlen(label) },
-                { CKA_ID, id, sizeof(id) },
-        };
-        _cleanup_free_ CK_OBJECT_HANDLE *objs = NULL;
-        size_t n = 0;
-        int r;
-
-        version_to_id(version, id);
-        r = hsm_find_all(h, tmpl, ELEMENTSOF(tmpl), &objs, &n);
-        if (r < 0)
-                return r;
-        if (n == 0)
-                return -ENOENT;
-        *ret = objs[0];
-        return 0;
+        return find_version_key(h, CKK_AES, label, version, ret);
 }
 
 /* --- MAC keys of the encrypt-then-MAC profiles (hsm.h) ----------------------- */
 
-/* token_object false: the capability probe's throwaway MAC key (a session object). */
-static int generate_mac(Hsm *h, const char *label, uint32_t version, bool token_object, HsmObject *ret) {
+/*
+ * A 256-bit HMAC key generated in the token: sensitive, never extractable,
+ * sign and verify only. The MAC keys of the encrypt-then-MAC profiles, the
+ * probe's throwaway one (token_object false: a session object) and the
+ * record key of records-mac.c. No blind retry, as for the AES key: a call
+ * that failed in transit may have made the object.
+ */
+int hsm_generate_hmac_key(Hsm *h, const char *label, const uint8_t *id, size_t id_len, bool token_object,
+                          HsmObject *ret) {
         CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
         CK_KEY_TYPE type = CKK_GENERIC_SECRET;
         CK_ULONG value_len = 32;
         CK_BBOOL yes = CK_TRUE, no = CK_FALSE, token = token_object ? CK_TRUE : CK_FALSE;
         CK_MECHANISM mech = { CKM_GENERIC_SECRET_KEY_GEN, NULL, 0 };
         CK_OBJECT_HANDLE o;
-        uint8_t id[4];
         CK_ATTRIBUTE tmpl[] = {
                 { CKA_CLASS, &cls, sizeof(cls) },
                 { CKA_KEY_TYPE, &type, sizeof(type) },
                 { CKA_VALUE_LEN, &value_len, sizeof(value_len) },
                 { CKA_LABEL, (void *) label, strlen(label) },
-                { CKA_ID, id, sizeof(id) },
+                { CKA_ID, (void *) id, id_len },
                 { CKA_TOKEN, &token, sizeof(token) },
                 { CKA_PRIVATE, &yes, sizeof(yes) },
                 { CKA_SENSITIVE, &yes, sizeof(yes) },
@@ -494,11 +507,10 @@ static int generate_mac(Hsm *h, const char *label, uint32_t version, bool token_
 
         if (strlen(label) > HSM_KEY_LABEL_MAX)
                 return -EINVAL;
-        version_to_id(version, id);
         r = hsm_ensure_session(h);
         if (r < 0)
                 return r;
-        hsm_write_bump(h); /* no blind retry, as for the AES key */
+        hsm_write_bump(h);
         rv = store_call(P11(h, C_GenerateKey, h->session, &mech, tmpl, ELEMENTSOF(tmpl), &o));
         if (rv != CKR_OK)
                 return hsm_handle_failed(h, rv);
@@ -507,50 +519,88 @@ static int generate_mac(Hsm *h, const char *label, uint32_t version, bool token_
 }
 
 int hsm_generate_mac_key(Hsm *h, const char *label, uint32_t version, HsmObject *ret) {
-        return generate_mac(h, label, version, true, ret);
+        uint8_t id[4];
+
+        version_to_id(version, id);
+        return hsm_generate_hmac_key(h, label, id, sizeof(id), true, ret);
 }
 
 int hsm_generate_probe_mac_key(Hsm *h, HsmObject *ret) {
-        return generate_mac(h, "kekd probe", 0, false, ret);
+        static const uint8_t id[4];
+
+        return hsm_generate_hmac_key(h, "kekd probe", id, sizeof(id), false, ret);
 }
 
-/*
- * The KEK search with the generic-secret type: like a KEK, a MAC key was
- * sensitive and unextractable from its creation on. Neither CKA_LOCAL nor
- * CKA_SIGN is asked for: NSS softokn reports neither on the keys it
- * generates (the record keys of hsm-records.c showed it for CKA_SIGN).
- */
-#define MAC_SEARCH_TEMPLATE(cls, type, yes, no) KEK_SEARCH_TEMPLATE(cls, type, yes, no)
 
 int hsm_find_mac_key(Hsm *h, const char *label, uint32_t version, HsmObject *ret) {
-        CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
-        CK_KEY_TYPE type = CKK_GENERIC_SECRET;
-        CK_BBOOL yes = CK_TRUE, no = CK_FALSE;
-        uint8_t id[4];
-        CK_ATTRIBUTE tmpl[] = {
-                MAC_SEARCH_TEMPLATE(cls, type, yes, no),
-                { CKA_LABEL, (void *) label, strlen(label) },
-                { CKA_ID, id, sizeof(id) },
-        };
-        _cleanup_free_ CK_OBJECT_HANDLE *objs = NULL;
-        size_t n = 0;
-        int r;
-
-        version_to_id(version, id);
-        r = hsm_find_all(h, tmpl, ELEMENTSOF(tmpl), &objs, &n);
-        if (r < 0)
-                return r;
-        if (n == 0)
-                return -ENOENT;
-        *ret = objs[0];
-        return 0;
+        return find_version_key(h, CKK_GENERIC_SECRET, label, version, ret);
 }
 
 int hsm_list_mac_keys(Hsm *h, HsmKeyRef **ret, size_t *ret_n) {
         CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
         CK_KEY_TYPE type = CKK_GENERIC_SECRET;
         CK_BBOOL yes = CK_TRUE, no = CK_FALSE;
-        CK_ATTRIBUTE tmpl[] = { MAC_SEARCH_TEMPLATE(cls, type, yes, no) };
+        /*
+         * As for KEKs: a MAC key was sensitive and unextractable from its creation on. Neither
+         * CKA_LOCAL nor CKA_SIGN is asked for: NSS softokn reports neither on keys it generates.
+         */
+        CK_ATTRIBUTE tmpl[] = { KEK_SEARCH_TEMPLATE(cls, type, yes, no) };
 
         return list_refs(h, tmpl, ELEMENTSOF(tmpl), ret, ret_n);
+}
+
+/* --- destroying a version's or a key's objects -------------------------------- */
+
+#define VERSION_OBJECTS_MAX 8  /* copies of one (label, version, type) destroyed before giving up */
+
+/* Destroys every key object (label, version) of type; 0 once none is left. Looked up afresh each time. */
+static int destroy_version_type(Hsm *h, CK_KEY_TYPE type, const char *label, uint32_t version) {
+        for (unsigned i = 0; i < VERSION_OBJECTS_MAX; i++) {
+                HsmObject obj;
+                int r = find_version_key(h, type, label, version, &obj);
+                uint64_t gen = hsm_generation(h); /* the generation obj was found at */
+
+                if (r == -ENOENT)
+                        return 0;
+                if (r < 0)
+                        return r;
+                r = hsm_destroy_listed(h, obj, gen);
+                if (r < 0 && r != -ENOENT)
+                        return r;
+        }
+        return -KEKERR_HSM_UNAVAILABLE;
+}
+
+int hsm_destroy_version_keys(Hsm *h, const char *label, uint32_t version) {
+        int r = destroy_version_type(h, CKK_AES, label, version);
+
+        /* The AES key first: a listing takes an AES key for a version, and it must never lack its MAC key. */
+        return r < 0 ? r : destroy_version_type(h, CKK_GENERIC_SECRET, label, version);
+}
+
+/* Destroys every object list finds under label. */
+static int destroy_listed_label(Hsm *h, int (*list)(Hsm *h, HsmKeyRef **ret, size_t *ret_n), const char *label) {
+        _cleanup_free_ HsmKeyRef *refs = NULL;
+        size_t n = 0;
+        uint64_t gen;
+        int r;
+
+        r = list(h, &refs, &n);
+        if (r < 0)
+                return r;
+        gen = hsm_generation(h);
+        for (size_t i = 0; i < n; i++)
+                if (strcmp(refs[i].label, label) == 0) {
+                        r = hsm_destroy_listed(h, refs[i].handle, gen);
+                        if (r < 0 && r != -ENOENT)
+                                return r;
+                }
+        return 0;
+}
+
+int hsm_destroy_label_keys(Hsm *h, const char *label) {
+        int r = destroy_listed_label(h, hsm_list_keys, label);
+
+        /* As for one version: no AES key outlives its MAC key (creation makes the MAC key first). */
+        return r < 0 ? r : destroy_listed_label(h, hsm_list_mac_keys, label);
 }

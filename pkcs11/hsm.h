@@ -323,6 +323,14 @@ int hsm_decrypt_cbc_hmac(Hsm *h, HsmObject key, HsmObject mac_key, const uint8_t
  * hsm_find_key() (CKK_AES) never see it.
  */
 int hsm_generate_mac_key(Hsm *h, const char *label, uint32_t version, HsmObject *ret);
+/*
+ * Destroys every key object of (label, version), its AES key and its MAC key
+ * if it has one, looked up afresh (never by a remembered handle); 0 once none
+ * is left, <0 if that cannot be confirmed.
+ */
+int hsm_destroy_version_keys(Hsm *h, const char *label, uint32_t version);
+/* Destroys every key object (AES and MAC) under label: a purge. 0 once the listing found none left. */
+int hsm_destroy_label_keys(Hsm *h, const char *label);
 /* Finds the MAC key (label, version); -ENOENT if absent. */
 int hsm_find_mac_key(Hsm *h, const char *label, uint32_t version, HsmObject *ret);
 /* All MAC keys (as hsm_list_keys() for AES keys). Free with free(). */

@@ -109,48 +109,16 @@ int record_keys_find(Hsm *h, RecordKeys *ret) {
 }
 
 static int record_key_generate(Hsm *h) {
-        CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
-        CK_KEY_TYPE type = CKK_GENERIC_SECRET;
-        CK_ULONG value_len = 32;
-        CK_BBOOL yes = CK_TRUE, no = CK_FALSE;
-        CK_MECHANISM mech = { CKM_GENERIC_SECRET_KEY_GEN, NULL, 0 };
-        CK_OBJECT_HANDLE o;
         uint8_t id[RECORD_KEY_ID_SIZE];
-        CK_ATTRIBUTE tmpl[] = {
-                { CKA_CLASS, &cls, sizeof(cls) },
-                { CKA_KEY_TYPE, &type, sizeof(type) },
-                { CKA_VALUE_LEN, &value_len, sizeof(value_len) },
-                { CKA_LABEL, (void *) RECORD_KEY_LABEL, strlen(RECORD_KEY_LABEL) },
-                { CKA_ID, id, sizeof(id) },
-                { CKA_TOKEN, &yes, sizeof(yes) },
-                { CKA_PRIVATE, &yes, sizeof(yes) },
-                { CKA_SENSITIVE, &yes, sizeof(yes) },
-                { CKA_EXTRACTABLE, &no, sizeof(no) },
-                { CKA_MODIFIABLE, &no, sizeof(no) },
-                { CKA_ENCRYPT, &no, sizeof(no) },
-                { CKA_DECRYPT, &no, sizeof(no) },
-                { CKA_WRAP, &no, sizeof(no) },
-                { CKA_UNWRAP, &no, sizeof(no) },
-                { CKA_SIGN, &yes, sizeof(yes) },
-                { CKA_VERIFY, &yes, sizeof(yes) },
-                { CKA_DERIVE, &no, sizeof(no) },
-        };
         size_t prefix = sizeof(RECORD_KEY_ID_PREFIX) - 1;
-        CK_RV rv;
-        int r;
+        HsmObject o;
 
         /* Random, not a counter: two kekd generating at once get distinct IDs, and the lowest one signs. */
         memcpy(id, RECORD_KEY_ID_PREFIX, prefix);
         if (getrandom(id + prefix, sizeof(id) - prefix, 0) != (ssize_t) (sizeof(id) - prefix))
                 return -EIO;
-        r = hsm_ensure_session(h);
-        if (r < 0)
-                return r;
-        hsm_write_bump(h); /* no blind retry: a failure in transit may have made it (then it is simply used) */
-        rv = store_call(P11(h, C_GenerateKey, h->session, &mech, tmpl, ELEMENTSOF(tmpl), &o));
-        if (rv != CKR_OK)
-                return hsm_handle_failed(h, rv);
-        return 0;
+        /* A failure in transit may have made it all the same: then it is simply found and used. */
+        return hsm_generate_hmac_key(h, RECORD_KEY_LABEL, id, sizeof(id), true, &o);
 }
 
 int record_key_for_signing(Hsm *h, CK_OBJECT_HANDLE *ret) {
