@@ -49,11 +49,13 @@ static int keyid_cmp(const void *a, const void *b) {
 }
 
 /*
- * Not KEK_SEARCH_TEMPLATE's CKA_ALWAYS_SENSITIVE/CKA_LOCAL: a record key
- * planted by someone else could only make records verify that its planter
- * could already write, and the search must work on NSS (no CKA_LOCAL;
- * NSS does not report CKA_SIGN of the generated key either). Still only a
- * key that never was extractable.
+ * Not KEK_SEARCH_TEMPLATE's CKA_ALWAYS_SENSITIVE/CKA_LOCAL: the search must
+ * work on NSS (no CKA_LOCAL; NSS does not report CKA_SIGN of the generated
+ * key either). Still only a key that never was extractable, and a private
+ * one: a public key can be generated and used in a session that never
+ * logged in, by the very writers of public records the tag is against (with
+ * the lowest ID it would even sign kekd's records). A private record key can
+ * only be planted by someone logged in, who could sign with kekd's anyway.
  */
 static int record_keys_find_once(Hsm *h, RecordKeys *ret) {
         CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
@@ -63,6 +65,7 @@ static int record_keys_find_once(Hsm *h, RecordKeys *ret) {
                 { CKA_CLASS, &cls, sizeof(cls) },
                 { CKA_KEY_TYPE, &type, sizeof(type) },
                 { CKA_TOKEN, &yes, sizeof(yes) },
+                { CKA_PRIVATE, &yes, sizeof(yes) },
                 { CKA_SENSITIVE, &yes, sizeof(yes) },
                 { CKA_EXTRACTABLE, &no, sizeof(no) },
                 { CKA_NEVER_EXTRACTABLE, &yes, sizeof(yes) },

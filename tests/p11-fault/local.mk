@@ -33,6 +33,9 @@ EXTRA_DIST += tests/integration/probe.sh
 # Records as public objects with an in-token HMAC on a token without private data objects (issue 16).
 TESTS += tests/integration/public-records.sh
 EXTRA_DIST += tests/integration/public-records.sh
+# A public record key planted without login is neither trusted nor used to sign (issue 16 review).
+TESTS += tests/integration/record-key-plant.sh
+EXTRA_DIST += tests/integration/record-key-plant.sh
 
 # P11_FAULT_MODULE: the real module p11-fault wraps.
 AM_TESTS_ENVIRONMENT += \
