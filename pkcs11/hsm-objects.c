@@ -234,11 +234,15 @@ int hsm_find_all(Hsm *h, CK_ATTRIBUTE *tmpl, CK_ULONG n_tmpl, CK_OBJECT_HANDLE *
  * 2.40 section 4.10). These four are what every token reports; CKA_LOCAL
  * is not asked for, since NSS softokn does not set it on generated keys.
  * Token objects only: the capability probe's throwaway key is a session
- * object of this process.
+ * object of this process. Private objects only: a public key can be
+ * generated and then used (C_Encrypt, C_Decrypt, C_Sign) in a session
+ * that never logged in, so one planted under a key's label and ID would
+ * be a KEK anyone with access to the token can use.
  */
 #define KEK_SEARCH_TEMPLATE(cls, type, yes, no)                      \
         { CKA_CLASS, &(cls), sizeof(cls) },                          \
         { CKA_TOKEN, &(yes), sizeof(yes) },                          \
+        { CKA_PRIVATE, &(yes), sizeof(yes) },                        \
         { CKA_KEY_TYPE, &(type), sizeof(type) },                     \
         { CKA_SENSITIVE, &(yes), sizeof(yes) },                      \
         { CKA_EXTRACTABLE, &(no), sizeof(no) },                      \
@@ -340,7 +344,7 @@ int hsm_list_keys(Hsm *h, HsmKeyRef **ret, size_t *ret_n) {
  * unsafe answer.
  */
 static const char *unclassified_reason(const CK_ATTRIBUTE *a, CK_KEY_TYPE type, CK_BBOOL sens, CK_BBOOL extr,
-                                       CK_BBOOL asens, CK_BBOOL nextr) {
+                                       CK_BBOOL asens, CK_BBOOL nextr, CK_BBOOL priv) {
         if (a[0].ulValueLen != sizeof(type) || (type != CKK_AES && type != CKK_GENERIC_SECRET))
                 return "not an AES key";
         if (a[1].ulValueLen != sizeof(CK_BBOOL) || !sens)
@@ -349,6 +353,8 @@ static const char *unclassified_reason(const CK_ATTRIBUTE *a, CK_KEY_TYPE type, 
                 return "extractable";
         if (a[3].ulValueLen != sizeof(CK_BBOOL) || !asens || a[4].ulValueLen != sizeof(CK_BBOOL) || !nextr)
                 return "imported or once extractable (CKA_ALWAYS_SENSITIVE or CKA_NEVER_EXTRACTABLE not TRUE)";
+        if (a[7].ulValueLen != sizeof(CK_BBOOL) || !priv)
+                return "public (CKA_PRIVATE not TRUE: usable without login)";
         if (a[6].ulValueLen != 4)
                 return "CKA_ID is not 4 bytes (kekd's version number)";
         return NULL;
@@ -374,7 +380,7 @@ static int list_unclassified_once(Hsm *h, HsmKeyIssue **ret, size_t *ret_n) {
                 return -ENOMEM;
         for (size_t i = 0; i < n; i++) {
                 CK_KEY_TYPE type = 0;
-                CK_BBOOL sens = 0, extr = 1, asens = 0, nextr = 0;
+                CK_BBOOL sens = 0, extr = 1, asens = 0, nextr = 0, priv = 0;
                 uint8_t id[64];
                 CK_ATTRIBUTE a[] = {
                         { CKA_KEY_TYPE, &type, sizeof(type) },
@@ -384,6 +390,7 @@ static int list_unclassified_once(Hsm *h, HsmKeyIssue **ret, size_t *ret_n) {
                         { CKA_NEVER_EXTRACTABLE, &nextr, sizeof(nextr) },
                         { CKA_LABEL, out[k].label, HSM_KEY_LABEL_MAX },
                         { CKA_ID, id, sizeof(id) },
+                        { CKA_PRIVATE, &priv, sizeof(priv) },
                 };
                 const char *why;
                 CK_RV rv = store_call(P11(h, C_GetAttributeValue, h->session, objs[i], a, ELEMENTSOF(a)));
@@ -403,7 +410,7 @@ static int list_unclassified_once(Hsm *h, HsmKeyIssue **ret, size_t *ret_n) {
                     (a[6].ulValueLen != CK_UNAVAILABLE_INFORMATION &&
                      record_key_ids(out[k].label, a[5].ulValueLen, id, a[6].ulValueLen)))
                         continue;
-                why = unclassified_reason(a, type, sens, extr, asens, nextr);
+                why = unclassified_reason(a, type, sens, extr, asens, nextr, priv);
                 if (!why)
                         continue;
                 out[k].label[a[5].ulValueLen] = 0;

@@ -92,8 +92,8 @@ if command -v pkcs11-tool >/dev/null 2>&1; then
         p11 --write-object "$TESTDIR/raw.key" --type secrkey --key-type AES:32 --label acct --id 00000002 \
                 --sensitive >/dev/null 2>&1
         p11 --keygen --key-type AES:32 --label acct --id 0003 --sensitive >/dev/null 2>&1
-        # Sensitive, never extractable, 4-byte ID: what an encrypt-then-MAC version's MAC key is, not a problem.
-        p11 --keygen --key-type GENERIC:32 --label acct --id 00000004 --sensitive >/dev/null 2>&1
+        # Private, sensitive, never extractable, 4-byte ID: what an encrypt-then-MAC version's MAC key is, not a problem.
+        p11 --keygen --key-type GENERIC:32 --label acct --id 00000004 --sensitive --private >/dev/null 2>&1
         kc check
         is "check with planted objects exits 1 (problems)" "$KC_STATUS" 1
         contains "check reports the imported key under acct's label" "$TESTDIR/out" \

@@ -36,6 +36,9 @@ EXTRA_DIST += tests/integration/public-records.sh
 # A public record key planted without login is neither trusted nor used to sign (issue 16 review).
 TESTS += tests/integration/record-key-plant.sh
 EXTRA_DIST += tests/integration/record-key-plant.sh
+# A public KEK planted without login is not adopted (issue 16 review).
+TESTS += tests/integration/kek-plant.sh
+EXTRA_DIST += tests/integration/kek-plant.sh
 
 # P11_FAULT_MODULE: the real module p11-fault wraps.
 AM_TESTS_ENVIRONMENT += \
