@@ -224,8 +224,9 @@ static int data_object_verify(Hsm *h, const RecordKeys *keys, const uint8_t *app
 typedef struct RecordSearch {
         CK_OBJECT_CLASS cls;
         CK_KEY_TYPE type;
+        CK_BBOOL yes;
         char name[ID_PREFIX_LEN + APP_MAX + 1 + HSM_KEY_LABEL_MAX + 1];
-        CK_ATTRIBUTE tmpl[4];
+        CK_ATTRIBUTE tmpl[5];
         CK_ULONG n;
 } RecordSearch;
 
@@ -238,6 +239,13 @@ static int record_search(const Hsm *h, const char *application, const char *labe
         if (!key_objects(h)) {
                 s->cls = CKO_DATA;
                 s->tmpl[s->n++] = (CK_ATTRIBUTE) { CKA_CLASS, &s->cls, sizeof(s->cls) };
+                /*
+                 * Without a tag, only a private object is a record: a public one can be written
+                 * by anyone who opens the token, without login (the tag modes verify instead).
+                 */
+                s->yes = CK_TRUE;
+                if (hsm_record_mode(h) == HSM_RECORDS_PRIVATE)
+                        s->tmpl[s->n++] = (CK_ATTRIBUTE) { CKA_PRIVATE, &s->yes, sizeof(s->yes) };
                 if (application)
                         s->tmpl[s->n++] = (CK_ATTRIBUTE) { CKA_APPLICATION, (void *) application, app_len };
                 if (label)

@@ -39,6 +39,9 @@ EXTRA_DIST += tests/integration/record-key-plant.sh
 # A public KEK planted without login is not adopted (issue 16 review).
 TESTS += tests/integration/kek-plant.sh
 EXTRA_DIST += tests/integration/kek-plant.sh
+# A public data object planted without login is not read as a private record (issue 16 review).
+TESTS += tests/integration/record-plant.sh
+EXTRA_DIST += tests/integration/record-plant.sh
 
 # P11_FAULT_MODULE: the real module p11-fault wraps.
 AM_TESTS_ENVIRONMENT += \
