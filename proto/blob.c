@@ -99,6 +99,9 @@ int blob_parse(const uint8_t *blob, size_t len, BlobView *ret) {
         v.ciphertext_len = len - off;
         if (formats[p].block && (v.ciphertext_len - v.tag_len) % formats[p].block != 0)
                 return -KEKERR_BLOB_INVALID;
+        /* The bound above allows the longest name: with a shorter one, no more than an AEK's ciphertext either. */
+        if (v.ciphertext_len - v.tag_len > AEK_MAX_SIZE + formats[p].block)
+                return -KEKERR_BLOB_INVALID;
         *ret = v;
         return 0;
 }

@@ -24,11 +24,9 @@ san="-fsanitize=address,undefined -fno-sanitize-recover=undefined"
 flags="-g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined -I$src -I$build -I$build/proto"
 libs="$(pkg-config --libs libprotobuf-c libcrypto inih)"
 common="$src/proto/blob.c $src/proto/frame.c $src/proto/wirecheck.c $src/common/kekerr.c $src/common/secret.c $build/proto/kek.pb-c.c"
-for t in blob config frame; do
-        extra=""
-        [ "$t" = config ] && extra="$src/daemon/conf.c"
+for t in blob frame; do
         # shellcheck disable=SC2086
-        $CLANG $flags -o "$out/fuzz-$t" "$src/tests/fuzz/fuzz-$t.c" $common $extra $libs
+        $CLANG $flags -o "$out/fuzz-$t" "$src/tests/fuzz/fuzz-$t.c" $common $libs
 done
 
 # The mock HSM: a plain shared object p11-kit can load; ASan-instrumented (the
@@ -59,6 +57,9 @@ else
         daemon_cflags=$(pkg-config --cflags p11-kit-1 libsystemd libprotobuf-c libcrypto inih)
         daemon_libs=$(pkg-config --libs p11-kit-1 libsystemd libprotobuf-c libcrypto inih)
 fi
+# conf.c names the mechanism profiles (pkcs11/hsm-crypt.c), so fuzz-config links the daemon's sources too.
+# shellcheck disable=SC2086
+$CLANG $flags $daemon_cflags -o "$out/fuzz-config" "$src/tests/fuzz/fuzz-config.c" $daemon_srcs $daemon_libs -ldl
 # shellcheck disable=SC2086
 $CLANG $flags $daemon_cflags -DMOCK_P11_MODULE="\"$out/mock-p11.so\"" -o "$out/fuzz-dispatch" \
         "$src/tests/fuzz/fuzz-dispatch.c" $daemon_srcs $daemon_libs -ldl

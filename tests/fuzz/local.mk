@@ -10,6 +10,7 @@ fuzz_files = tests/fuzz/build.sh tests/fuzz/fuzz-blob.c tests/fuzz/fuzz-config.c
 	tests/fuzz/fuzz-dispatch.c tests/fuzz/gen-corpus-dispatch.c \
 	tests/mock-p11/mock-p11.c tests/mock-p11/mock-p11.h \
 	tests/fuzz/corpus-blob/header-only tests/fuzz/corpus-blob/valid-shape tests/fuzz/corpus-blob/bad-format \
+	tests/fuzz/corpus-blob/valid-ctr-hmac tests/fuzz/corpus-blob/valid-gcm-token-iv tests/fuzz/corpus-blob/valid-cbc-hmac \
 	tests/fuzz/corpus-config/full tests/fuzz/corpus-config/bad \
 	tests/fuzz/corpus-frame/list-and-version tests/fuzz/corpus-frame/oversized tests/fuzz/corpus-frame/deep-nesting \
 	tests/fuzz/corpus-dispatch/batch-rewrap tests/fuzz/corpus-dispatch/batch-unwrap \

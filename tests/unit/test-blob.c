@@ -290,6 +290,15 @@ static void test_parse_invalid(void) {
         INVALID(len, "a v1 blob past v1's bound");
         len = build_blob(blob, 0x02, 64, NAME64, 1, BLOB_MAX_SIZE + 1 - 70 - BLOB_IV_SIZE);
         INVALID(len, "a ctr-hmac blob longer than BLOB_MAX_SIZE");
+        /* Within the bound of the longest name, yet more ciphertext than a 1024-byte AEK gives. */
+        len = build_blob(blob, 0x01, 1, "k", 1, AEK_MAX_SIZE + 1 + BLOB_TAG_SIZE);
+        ok(len < BLOB_V1_MAX_SIZE, "invalid: built a short-name v1 blob under the v1 bound");
+        INVALID(len, "a v1 blob whose ciphertext is longer than a 1024-byte AEK's");
+        len = build_blob(blob, 0x04, 1, "k", 1, 4 + AEK_MAX_SIZE + 32 + 32);
+        ok(len < BLOB_MAX_SIZE, "invalid: built a short-name cbc-hmac blob under its bound");
+        INVALID(len, "a cbc-hmac blob with more than a 1024-byte AEK and a block of padding");
+        len = build_blob(blob, 0x01, 1, "k", 1, AEK_MAX_SIZE + BLOB_TAG_SIZE);
+        is_int(blob_parse(blob, len, &(BlobView) {}), 0, "a short-name v1 blob of a 1024-byte AEK is accepted");
         INVALID(SIZE_MAX, "length SIZE_MAX");
 #undef INVALID
 }
