@@ -95,7 +95,8 @@ static int key_object_read(Hsm *h, CK_OBJECT_HANDLE o, const char *const *apps, 
         a[1].pValue = d->value;
         rv = store_call(P11(h, C_GetAttributeValue, h->session, o, a, ELEMENTSOF(a)));
         r = rv == CKR_OK ? 0 : rv == CKR_BUFFER_TOO_SMALL ? -ENOENT /* replaced meanwhile */ : hsm_read_failed(h, rv);
-        if (r >= 0 && (a[0].ulValueLen > sizeof(name) - 1 || !record_object_label(name, a[0].ulValueLen)))
+        if (r >= 0 && (a[0].ulValueLen > sizeof(name) - 1 || memchr(name, 0, a[0].ulValueLen) ||
+                       !record_object_label(name, a[0].ulValueLen)))
                 r = -EBADMSG;
         if (r >= 0) {
                 name[a[0].ulValueLen] = 0;
@@ -141,7 +142,8 @@ static int data_object_read(Hsm *h, CK_OBJECT_HANDLE o, const char *const *apps,
 
         rv = store_call(P11(h, C_GetAttributeValue, h->session, o, a, ELEMENTSOF(a)));
         if (rv == CKR_OK) {
-                r = app_index(apps, n_apps, app, a[1].ulValueLen, &d->app);
+                /* A NUL inside the label would make it read as a shorter one, whose tag it would carry. */
+                r = memchr(d->label, 0, a[0].ulValueLen) ? -EBADMSG : app_index(apps, n_apps, app, a[1].ulValueLen, &d->app);
                 if (r >= 0) {
                         d->value = malloc(a[2].ulValueLen ? a[2].ulValueLen : 1);
                         r = d->value ? 0 : -ENOMEM;
@@ -179,8 +181,9 @@ static int data_object_read(Hsm *h, CK_OBJECT_HANDLE o, const char *const *apps,
         a[1].pValue = app;
         a[2].pValue = d->value;
         rv = store_call(P11(h, C_GetAttributeValue, h->session, o, a, ELEMENTSOF(a)));
-        r = rv != CKR_OK ? hsm_read_failed(h, rv) : a[0].ulValueLen > HSM_KEY_LABEL_MAX ? -EBADMSG
-                                                 : app_index(apps, n_apps, app, a[1].ulValueLen, &d->app);
+        r = rv != CKR_OK                                                          ? hsm_read_failed(h, rv)
+            : a[0].ulValueLen > HSM_KEY_LABEL_MAX || memchr(d->label, 0, a[0].ulValueLen) ? -EBADMSG
+                                                                                   : app_index(apps, n_apps, app, a[1].ulValueLen, &d->app);
         if (r < 0) {
                 free(d->value);
                 d->value = NULL;
