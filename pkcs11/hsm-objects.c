@@ -105,7 +105,9 @@ static int generate_kek(Hsm *h, const char *label, uint32_t version, bool token_
         /* No blind retry: a call that failed in transit may have created the object (written intents cover it). */
         hsm_write_bump(h);
         rv = store_call(P11(h, C_GenerateKey, h->session, &mech, tmpl, n, &o));
-        if ((rv == CKR_ATTRIBUTE_TYPE_INVALID || (probing && rv == CKR_GENERAL_ERROR)) && n > n_required) {
+        /* Never for a trusted-wrap key: its refusal may be about CKA_WRAP_WITH_TRUSTED, not the optional ones. */
+        if ((rv == CKR_ATTRIBUTE_TYPE_INVALID || (probing && rv == CKR_GENERAL_ERROR)) && n > n_required &&
+            !wrap_trusted) {
                 /*
                  * The token does not know an optional attribute: an answer
                  * about the template, so nothing was created and asking once
@@ -133,6 +135,10 @@ int hsm_generate_kek(Hsm *h, const char *label, uint32_t version, bool token_obj
 
 int hsm_generate_probe_token_kek(Hsm *h, HsmObject *ret) {
         return generate_kek(h, "kekd probe", 0, true, true, false, ret);
+}
+
+int hsm_generate_probe_trusted_kek(Hsm *h, HsmObject *ret) {
+        return generate_kek(h, "kekd probe", 0, false, false, true, ret);
 }
 
 int hsm_generate_aes_key(Hsm *h, const char *label, uint32_t version, HsmObject *ret) {

@@ -35,6 +35,7 @@ contains "mode none: the KEK is never extractable, without CKA_WRAP_WITH_TRUSTED
 contains "mode none: wrapping the KEK under any key is refused" "$TESTDIR/tw-old" "wrap-untrusted-aes CKR_KEY_UNEXTRACTABLE"
 kc status
 contains "status in mode none: one summary line" "$TESTDIR/out" "Backup:       none, 1 versions never extractable"
+contains "the capability probe found CKA_WRAP_WITH_TRUSTED supported" "$TESTDIR/out" "wrap_with_trusted yes"
 kc check
 is "check in mode none is clean" "$KC_STATUS" 0
 contains "check in mode none counts the version without a backup path" "$TESTDIR/out" "Without a backup path: 1 versions"
