@@ -358,11 +358,12 @@ int handle_set_vault_policy(Dispatcher *d, const Kek__Request *m, Request *req) 
                 return request_error(req, r, "retention must be %u..%u days, the approval window %u..%u s, dual control a set of purge, delete, last-grant, vault-policy",
                                    RETENTION_DAYS_MIN, RETENTION_DAYS_MAX, APPROVAL_WINDOW_MIN, APPROVAL_WINDOW_MAX);
         if (r == -KEKERR_PERMISSION_DENIED)
-                return request_error(req, r, c.trusted_wrap == 0 && keystore_vault(d->keystore)->trusted_wrap
-                                                     ? "backup mode trusted-wrap cannot be switched off: the versions made "
-                                                       "wrappable stay so"
-                                             : c.purge_protection == 0 ? "purge protection cannot be switched off once on"
-                                                                       : "with purge protection on, retention can only be raised");
+                return request_error(req, r, c.purge_protection == 0 && keystore_vault(d->keystore)->purge_protection
+                                                     ? "purge protection cannot be switched off once on"
+                                             : c.trusted_wrap == 0 && keystore_vault(d->keystore)->trusted_wrap
+                                                     ? "backup mode trusted-wrap cannot be switched off: the versions "
+                                                       "made wrappable stay so"
+                                                     : "with purge protection on, retention can only be raised");
         if (r < 0)
                 return r;
         return reply_vault(d, req);

@@ -361,7 +361,11 @@ static int list_refs(Hsm *h, CK_ATTRIBUTE *tmpl, CK_ULONG n_tmpl, HsmKeyRef **re
         return r == -ESTALE ? -KEKERR_HSM_UNAVAILABLE : r;
 }
 
-/* Key objects of type in both KEK forms: never extractable, then wrappable under trusted keys only. */
+/*
+ * Key objects of type in both KEK forms: never extractable, then wrappable
+ * under trusted keys only. Both listings in one session generation, so every
+ * handle returned belongs to the generation a caller reads after it.
+ */
 static int list_version_keys(Hsm *h, CK_KEY_TYPE type, HsmKeyRef **ret, size_t *ret_n) {
         CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
         CK_BBOOL yes = CK_TRUE, no = CK_FALSE;
@@ -370,12 +374,24 @@ static int list_version_keys(Hsm *h, CK_KEY_TYPE type, HsmKeyRef **ret, size_t *
         _cleanup_free_ HsmKeyRef *a = NULL, *b = NULL;
         size_t na = 0, nb = 0;
         HsmKeyRef *p;
-        int r;
+        int r = -KEKERR_HSM_UNAVAILABLE;
 
-        r = list_refs(h, tmpl, ELEMENTSOF(tmpl), &a, &na);
-        if (r < 0)
-                return r;
-        r = list_refs(h, trusted, ELEMENTSOF(trusted), &b, &nb);
+        for (unsigned attempt = 0; attempt < 2; attempt++) {
+                uint64_t gen;
+
+                free(TAKE_PTR(a));
+                free(TAKE_PTR(b));
+                r = list_refs(h, tmpl, ELEMENTSOF(tmpl), &a, &na);
+                if (r < 0)
+                        return r;
+                gen = hsm_generation(h);
+                r = list_refs(h, trusted, ELEMENTSOF(trusted), &b, &nb);
+                if (r < 0)
+                        return r;
+                r = hsm_generation(h) == gen ? 0 : -KEKERR_HSM_UNAVAILABLE; /* a reopen between the two */
+                if (r == 0)
+                        break;
+        }
         if (r < 0)
                 return r;
         for (size_t i = 0; i < nb; i++)
@@ -413,9 +429,8 @@ static const char *unclassified_reason(const CK_ATTRIBUTE *a, CK_KEY_TYPE type, 
                 return "not sensitive";
         if (a[2].ulValueLen != sizeof(CK_BBOOL) || (extr && !trusted_only))
                 return "extractable (without CKA_WRAP_WITH_TRUSTED)";
-        if (a[3].ulValueLen != sizeof(CK_BBOOL) || !asens)
-                return "imported or once not sensitive (CKA_ALWAYS_SENSITIVE not TRUE)";
-        if (!extr && (a[4].ulValueLen != sizeof(CK_BBOOL) || !nextr))
+        /* The trusted-wrap form is extractable by design: CKA_NEVER_EXTRACTABLE is asked of the other only. */
+        if (a[3].ulValueLen != sizeof(CK_BBOOL) || !asens || (!extr && (a[4].ulValueLen != sizeof(CK_BBOOL) || !nextr)))
                 return "imported or once extractable (CKA_ALWAYS_SENSITIVE or CKA_NEVER_EXTRACTABLE not TRUE)";
         if (a[6].ulValueLen != 4)
                 return "CKA_ID is not 4 bytes (kekd's version number)";
