@@ -108,6 +108,7 @@ static Kek__KeyInfo *key_info(Dispatcher *d, Request *req, const Key *k) {
                 vi[j].created_usec = v->created_usec;
                 vi[j].enabled = v->enabled;
                 vi[j].profile = (uint32_t) v->profile;
+                vi[j].wrap_with_trusted = v->wrap_with_trusted;
                 vi[j].wraps = v->wraps_reserved - MIN(v->wraps_reserved, v->lease_left);
                 vi[j].unwraps = v->unwraps + v->unwraps_pending;
                 vi[j].last_use_usec = MAX(v->last_use_usec, v->last_use_pending);

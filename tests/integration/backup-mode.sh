@@ -98,6 +98,10 @@ for kv in "fresh 1" "old 2"; do
                 "wrap-trusted CKR_OK 256"
 done
 
+kc show old --json
+is "show --json: v1 never extractable, v2 trusted-wrap" \
+        "$(tr -d ' \n' <"$TESTDIR/out" | grep -o '"wrap_with_trusted":[a-z]*' | tr '\n' ' ')" \
+        '"wrap_with_trusted":false "wrap_with_trusted":true '
 kc status
 contains "status after the rotation: only old v1 left without a backup path" "$TESTDIR/out" \
         "trusted-wrap, 1 versions without a backup path"
