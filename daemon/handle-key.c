@@ -108,6 +108,7 @@ static Kek__KeyInfo *key_info(Dispatcher *d, Request *req, const Key *k) {
                 vi[j].created_usec = v->created_usec;
                 vi[j].enabled = v->enabled;
                 vi[j].profile = (uint32_t) v->profile;
+                vi[j].wrap_with_trusted = v->wrap_with_trusted;
                 vi[j].wraps = v->wraps_reserved - MIN(v->wraps_reserved, v->lease_left);
                 vi[j].unwraps = v->unwraps + v->unwraps_pending;
                 vi[j].last_use_usec = MAX(v->last_use_usec, v->last_use_pending);
@@ -323,6 +324,7 @@ static int reply_vault(Dispatcher *d, Request *req) {
         p->purge_protection = v->purge_protection;
         p->dual_control = v->dual_control;
         p->approval_window_seconds = v->approval_window_sec;
+        p->backup = v->trusted_wrap ? KEK__BACKUP_MODE__BACKUP_TRUSTED_WRAP : KEK__BACKUP_MODE__BACKUP_NONE;
         resp->policy = p;
         resp->allow_unrecoverable = keystore_allow_unrecoverable(d->keystore);
         req->resp.body_case = KEK__RESPONSE__BODY_VAULT_POLICY;
@@ -346,6 +348,7 @@ int handle_set_vault_policy(Dispatcher *d, const Kek__Request *m, Request *req) 
                 .set_dual_control = s->set_dual_control,
                 .dual_control = s->dual_control,
                 .approval_window_sec = s->approval_window_seconds,
+                .trusted_wrap = s->trusted_wrap == KEK__SWITCH__ON ? 1 : s->trusted_wrap == KEK__SWITCH__OFF ? 0 : -1,
         };
         int r;
 
@@ -356,8 +359,12 @@ int handle_set_vault_policy(Dispatcher *d, const Kek__Request *m, Request *req) 
                 return request_error(req, r, "retention must be %u..%u days, the approval window %u..%u s, dual control a set of purge, delete, last-grant, vault-policy",
                                    RETENTION_DAYS_MIN, RETENTION_DAYS_MAX, APPROVAL_WINDOW_MIN, APPROVAL_WINDOW_MAX);
         if (r == -KEKERR_PERMISSION_DENIED)
-                return request_error(req, r, c.purge_protection == 0 ? "purge protection cannot be switched off once on"
-                                                                     : "with purge protection on, retention can only be raised");
+                return request_error(req, r, c.purge_protection == 0 && keystore_vault(d->keystore)->purge_protection
+                                                     ? "purge protection cannot be switched off once on"
+                                             : c.trusted_wrap == 0 && keystore_vault(d->keystore)->trusted_wrap
+                                                     ? "backup mode trusted-wrap cannot be switched off: the versions "
+                                                       "made wrappable stay so"
+                                                     : "with purge protection on, retention can only be raised");
         if (r < 0)
                 return r;
         return reply_vault(d, req);
@@ -423,6 +430,7 @@ int handle_check(Dispatcher *d, const Kek__Request *m, Request *req) {
         c->keys = rep.keys;
         c->versions = rep.versions;
         c->repaired = rep.repaired;
+        c->versions_without_backup = rep.without_backup;
         for (size_t i = 0; i < rep.n_problems; i++) {
                 problems[i] = TAKE_PTR(rep.problems[i]);
                 if (!request_own(req, problems[i])) {

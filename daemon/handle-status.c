@@ -12,6 +12,58 @@
 #include "daemon/handlers.h"
 #include "daemon/metrics.h"
 
+/*
+ * The vault's backup mode and the versions without a backup path (never
+ * extractable: lost with the token), named only in mode trusted-wrap, where
+ * each is one to rotate; in mode none they are all of them, counted.
+ */
+static int status_backup(Dispatcher *d, Kek__StatusResponse *st, Request *req) {
+        const Keystore *ks = d->keystore;
+        bool named = keystore_vault(ks)->trusted_wrap;
+        Kek__VersionRef **refs = NULL;
+        size_t n = 0, cap = 0;
+
+        st->backup = named ? KEK__BACKUP_MODE__BACKUP_TRUSTED_WRAP : KEK__BACKUP_MODE__BACKUP_NONE;
+        for (size_t i = 0; i < keystore_n_keys(ks); i++) {
+                const Key *k = keystore_key_at(ks, i);
+
+                if (!key_exists(k))
+                        continue; /* being created or purged, as keystore_count() */
+                for (size_t j = 0; j < k->n_versions; j++)
+                        cap += !k->versions[j].wrap_with_trusted;
+        }
+        st->versions_without_backup = (uint32_t) cap;
+        if (!named || cap == 0)
+                return 0;
+        refs = request_alloc(req, cap * sizeof(*refs));
+        if (!refs)
+                return -ENOMEM;
+        for (size_t i = 0; i < keystore_n_keys(ks); i++) {
+                const Key *k = keystore_key_at(ks, i);
+
+                if (!key_exists(k))
+                        continue;
+                for (size_t j = 0; j < k->n_versions && n < cap; j++) {
+                        Kek__VersionRef *v;
+
+                        if (k->versions[j].wrap_with_trusted)
+                                continue;
+                        v = request_alloc(req, sizeof(*v));
+                        if (!v)
+                                return -ENOMEM;
+                        kek__version_ref__init(v);
+                        v->key = request_strdup(req, k->name);
+                        if (!v->key)
+                                return -ENOMEM;
+                        v->version = k->versions[j].id;
+                        refs[n++] = v;
+                }
+        }
+        st->without_backup = refs;
+        st->n_without_backup = n;
+        return 0;
+}
+
 int handle_status(Dispatcher *d, const Kek__Request *m, Request *req) {
         Kek__StatusResponse *st = request_alloc(req, sizeof(*st));
         char *text = NULL, *token, *version;
@@ -44,6 +96,9 @@ int handle_status(Dispatcher *d, const Kek__Request *m, Request *req) {
         hsm_stats(keystore_hsm(d->keystore), &hs);
         crypto_pool_stats(d->pool, &hs);
         st->hsm_session_open = hs.session_open;
+        r = status_backup(d, st, req);
+        if (r < 0)
+                return r;
         req->resp.body_case = KEK__RESPONSE__BODY_STATUS;
         req->resp.status = st;
         return 0;

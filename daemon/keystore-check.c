@@ -3,7 +3,8 @@
  * kekd check (keystore_check()): repairs what can be repaired, then compares
  * the token with the records and reports what is wrong (unreadable records,
  * duplicates, unfinished purges and intents, missing, weak or orphaned key
- * objects). Reads only; built on the keystore's public interface.
+ * objects, and in backup mode trusted-wrap the versions that have no backup
+ * path). Reads only; built on the keystore's public interface.
  */
 #include "config.h"
 
@@ -122,10 +123,18 @@ int keystore_check(Keystore *ks, uint64_t now, CheckReport *ret) {
                                 continue;
                         }
                         r = hsm_key_attributes(keystore_hsm(ks), v->handle, &a);
-                        if (r >= 0 && !(a.sensitive && !a.extractable && a.never_extractable && a.private_ &&
-                                        a.token && !a.value_readable))
-                                r = report_add(&rep, "key '%s' version %u is not a sensitive, never-extractable token key",
-                                               k->name, v->id);
+                        /* Recorded trusted-wrap: extractable, but only under SO-trusted keys (vault.h). */
+                        if (r >= 0 && !(a.sensitive && a.private_ && a.token && !a.value_readable &&
+                                        (v->wrap_with_trusted ? a.always_sensitive && a.wrap_with_trusted
+                                                              : !a.extractable && a.never_extractable)))
+                                r = report_add(&rep, "key '%s' version %u is not a sensitive, %s token key", k->name,
+                                               v->id, v->wrap_with_trusted ? "trusted-wrap-only" : "never-extractable");
+                        if (r >= 0 && !v->wrap_with_trusted) {
+                                rep.without_backup++;
+                                if (keystore_vault(ks)->trusted_wrap)
+                                        r = report_add(&rep, "key '%s' version %u is never extractable: it would be lost "
+                                                       "with the token; rotate it after enabling backup", k->name, v->id);
+                        }
                         /* The MAC key is looked up afresh: its handle is runtime state of the version. */
                         if (r >= 0 && (r = profile_version_problem(keystore_hsm(ks), k, (KeyVersion *) v, why,
                                                                    sizeof(why))) > 0)

@@ -71,8 +71,8 @@ int profile_choose(ProfileChoice *pc, Hsm *hsm, HsmProfile *ret) {
         return 0;
 }
 
-int profile_version_generate(ProfileChoice *pc, Hsm *hsm, const char *name, uint32_t version, HsmProfile *ret_profile,
-                             HsmObject *ret_key, HsmObject *ret_mac) {
+int profile_version_generate(ProfileChoice *pc, Hsm *hsm, const char *name, uint32_t version, bool wrap_trusted,
+                             HsmProfile *ret_profile, HsmObject *ret_key, HsmObject *ret_mac) {
         HsmProfile p;
         HsmObject key, mac = 0;
         int r;
@@ -86,11 +86,12 @@ int profile_version_generate(ProfileChoice *pc, Hsm *hsm, const char *name, uint
          * whatever was made for the caller's rollback (records_destroy_version()).
          */
         if (hsm_profile_has_mac_key(p)) {
-                r = hsm_generate_mac_key(hsm, name, version, &mac);
+                r = hsm_generate_version_mac_key(hsm, name, version, wrap_trusted, &mac);
                 if (r < 0)
                         return r;
         }
-        r = hsm_generate_aes_key(hsm, name, version, &key);
+        /* Backup mode trusted-wrap (vault.h): both keys wrappable under SO-trusted keys only. */
+        r = hsm_generate_version_key(hsm, name, version, wrap_trusted, &key);
         if (r < 0)
                 return r;
         *ret_profile = p;
@@ -135,9 +136,11 @@ int profile_version_problem(Hsm *hsm, const Key *k, KeyVersion *v, char *why, si
         r = hsm_key_attributes(hsm, v->mac_handle, &a);
         if (r < 0)
                 return r;
-        if (!(a.sensitive && !a.extractable && a.never_extractable && a.private_ && a.token && !a.value_readable)) {
-                snprintf(why, why_len, "key '%s' version %u: its MAC key is not a sensitive, never-extractable token key",
-                         k->name, v->id);
+        if (!(a.sensitive && a.private_ && a.token && !a.value_readable &&
+              (v->wrap_with_trusted ? a.always_sensitive && a.wrap_with_trusted
+                                    : !a.extractable && a.never_extractable))) {
+                snprintf(why, why_len, "key '%s' version %u: its MAC key is not a sensitive, %s token key", k->name,
+                         v->id, v->wrap_with_trusted ? "trusted-wrap-only" : "never-extractable");
                 return 1;
         }
         return 0;

@@ -30,8 +30,8 @@ int profile_choose(ProfileChoice *pc, Hsm *hsm, HsmProfile *ret);
  * AES key and, if the profile has one, its MAC key (*ret_mac 0 otherwise).
  * On failure, what was made is left for the caller's rollback.
  */
-int profile_version_generate(ProfileChoice *pc, Hsm *hsm, const char *name, uint32_t version, HsmProfile *ret_profile,
-                             HsmObject *ret_key, HsmObject *ret_mac);
+int profile_version_generate(ProfileChoice *pc, Hsm *hsm, const char *name, uint32_t version, bool wrap_trusted,
+                             HsmProfile *ret_profile, HsmObject *ret_key, HsmObject *ret_mac);
 /* Finds v's MAC key if its profile has one and it is not known yet; -ENOENT if the token has none. */
 int profile_version_mac_find(Hsm *hsm, const char *name, KeyVersion *v);
 /*

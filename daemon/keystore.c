@@ -631,11 +631,12 @@ int keystore_create(Keystore *ks, const char *name, const RotationPolicy *policy
         r = records_destroy_version(ks->hsm, name, 1);
         if (r < 0)
                 return create_rollback(ks, &in, writer, r);
-        r = profile_version_generate(&ks->profile, ks->hsm, name, 1, &profile, &obj, &mac);
+        r = profile_version_generate(&ks->profile, ks->hsm, name, 1, ks->vault.policy.trusted_wrap, &profile, &obj, &mac);
         if (r < 0)
                 return create_rollback(ks, &in, writer, r); /* the object may exist all the same (a lost reply) */
         k->versions[0] = (KeyVersion) { .id = 1, .created_usec = now, .enabled = true, .profile = profile, .present = true,
-                                        .handle = obj, .mac_present = mac != 0, .mac_handle = mac };
+                                        .handle = obj, .mac_present = mac != 0, .mac_handle = mac,
+                                        .wrap_with_trusted = ks->vault.policy.trusted_wrap };
         k->n_versions = 1;
         k->current_version = 1;
         k->pending_version = 0;
@@ -691,6 +692,7 @@ typedef struct RotateIntent {
         uint64_t now;
         uint32_t version;
         HsmProfile profile;        /* of the new version, once its objects exist */
+        bool wrap_trusted;         /* its keys are wrappable under SO-trusted keys only (backup mode trusted-wrap) */
 } RotateIntent;
 
 static int rotate_begin(Keystore *ks, Key *k, void *userdata) {
@@ -727,7 +729,7 @@ static int rotate_commit(Keystore *ks, Key *k, void *userdata) {
                 return -ENOMEM;
         k->versions = vs;
         k->versions[k->n_versions++] = (KeyVersion) { .id = ri->version, .created_usec = ri->now, .enabled = true,
-                                                      .profile = ri->profile };
+                                                      .profile = ri->profile, .wrap_with_trusted = ri->wrap_trusted };
         k->current_version = ri->version;
         k->pending_version = 0;
         k->pending_since_usec = 0;
@@ -747,7 +749,7 @@ static int pending_clear(Keystore *ks, Key *k, void *userdata) {
 }
 
 int keystore_rotate(Keystore *ks, const char *name, uint64_t now, const Key **ret) {
-        RotateIntent ri = { .ks = ks, .now = now };
+        RotateIntent ri = { .ks = ks, .now = now, .wrap_trusted = ks->vault.policy.trusted_wrap };
         HsmObject obj, mac;
         int r;
 
@@ -779,7 +781,8 @@ int keystore_rotate(Keystore *ks, const char *name, uint64_t now, const Key **re
          */
         r = records_destroy_version(ks->hsm, name, ri.version);
         if (r >= 0)
-                r = profile_version_generate(&ks->profile, ks->hsm, name, ri.version, &ri.profile, &obj, &mac);
+                r = profile_version_generate(&ks->profile, ks->hsm, name, ri.version, ri.wrap_trusted, &ri.profile, &obj,
+                                             &mac);
         if (r >= 0)
                 r = key_mutate(ks, name, rotate_commit, &ri, ret);
         if (r >= 0)

@@ -67,6 +67,7 @@ void keystore_set_change_callback(Keystore *ks, KeyChangeFn fn, void *userdata);
 
 typedef struct CheckReport {
         unsigned keys, versions, repaired;
+        unsigned without_backup;       /* present versions that are never extractable (no backup path) */
         char **problems;
         size_t n_problems;
 } CheckReport;

@@ -102,6 +102,9 @@ static void render_probe(FILE *f, const Metrics *m, const Keystore *ks) {
                 fprintf(f, "kekd_token_capability{capability=\"record_key_objects\"} %d\n", answer_value(p->key_objects));
         if (p->key_template != PROBE_UNKNOWN)
                 fprintf(f, "kekd_token_capability{capability=\"key_template\"} %d\n", answer_value(p->key_template));
+        if (p->wrap_with_trusted != PROBE_UNKNOWN)
+                fprintf(f, "kekd_token_capability{capability=\"wrap_with_trusted\"} %d\n",
+                        answer_value(p->wrap_with_trusted));
         if (p->private_data != PROBE_UNKNOWN) {
                 fprintf(f, "# HELP kekd_token_records How records are kept: private data objects, or public ones with "
                            "an HMAC tag computed in the token (a token that refuses private data objects).\n"

@@ -57,8 +57,8 @@ int key_from_record(const HsmDataObject *d, Key **ret) {
         rec = kek__key_record__unpack(NULL, d->value_len, d->value);
         if (!rec)
                 return -EBADMSG;
-        /* Format 2: a record with versions of other profiles than gcm (see key_to_record()). */
-        if ((rec->format != 1 && rec->format != 2) || !key_name_valid(rec->name) || strcmp(rec->name, d->label) != 0 ||
+        /* Formats 2 and 3: versions of other profiles than gcm, or trusted-wrap ones (see key_to_record()). */
+        if (rec->format < 1 || rec->format > 3 || !key_name_valid(rec->name) || strcmp(rec->name, d->label) != 0 ||
             (rec->n_versions == 0 && rec->pending_version == 0 && !rec->purging))
                 goto finish;
 
@@ -101,6 +101,7 @@ int key_from_record(const HsmDataObject *d, Key **ret) {
                         .created_usec = v->created_usec,
                         .enabled = v->enabled,
                         .profile = (HsmProfile) v->profile,
+                        .wrap_with_trusted = v->wrap_with_trusted,
                         .wraps_reserved = v->wraps,
                         .unwraps = v->unwraps,
                         .last_use_usec = v->last_use_usec,
@@ -170,6 +171,7 @@ int key_to_record(const Key *k, uint8_t **ret, size_t *ret_len) {
                 vi[i].created_usec = v->created_usec;
                 vi[i].enabled = v->enabled;
                 vi[i].profile = (uint32_t) v->profile;
+                vi[i].wrap_with_trusted = v->wrap_with_trusted;
                 vi[i].wraps = v->wraps_reserved;
                 vi[i].unwraps = v->unwraps;
                 vi[i].last_use_usec = v->last_use_usec;
@@ -186,6 +188,14 @@ int key_to_record(const Key *k, uint8_t **ret, size_t *ret_len) {
         for (size_t i = 0; i < k->n_versions; i++)
                 if (k->versions[i].profile != HSM_PROFILE_GCM)
                         rec.format = 2;
+        /*
+         * Format 3: a version in the trusted-wrap form, which a kekd that predates it does not find
+         * (it searches never-extractable keys only) and would take for missing; it refuses the
+         * record whole instead, and never writes it back without VersionInfo.wrap_with_trusted.
+         */
+        for (size_t i = 0; i < k->n_versions; i++)
+                if (k->versions[i].wrap_with_trusted)
+                        rec.format = 3;
         rec.name = (char *) k->name;
         rec.created_usec = k->created_usec;
         rec.current_version = k->current_version;

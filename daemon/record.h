@@ -39,6 +39,7 @@ typedef struct KeyVersion {
         uint64_t created_usec;
         bool enabled;
         HsmProfile profile;        /* how it encrypts (pkcs11/hsm.h); its blobs carry the matching format */
+        bool wrap_with_trusted;    /* its keys leave the token only wrapped under SO-trusted keys (a backup path) */
         bool present;              /* the key object exists in the token */
         HsmObject handle;
         bool mac_present;          /* profiles with a MAC key: found (mac_handle valid at the index's generation) */

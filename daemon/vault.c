@@ -35,6 +35,7 @@ int vault_apply(Vault *vault, const HsmDataObject *d, size_t n) {
                                                                        v->approval_window_seconds <= APPROVAL_WINDOW_MAX
                                                                ? v->approval_window_seconds
                                                                : APPROVAL_WINDOW_DEFAULT,
+                                .trusted_wrap = v->trusted_wrap,
                         };
                         vault->generation = v->generation;
                         found = true;
@@ -45,11 +46,13 @@ int vault_apply(Vault *vault, const HsmDataObject *d, size_t n) {
         if (!found) {
                 if (vault->generation > 0)
                         return -KEKERR_HSM_UNAVAILABLE; /* we saw a vault record before: it cannot have gone */
-                vault->policy = (VaultPolicy) { RETENTION_DAYS_DEFAULT, false, 0, APPROVAL_WINDOW_DEFAULT };
+                vault->policy = (VaultPolicy) { RETENTION_DAYS_DEFAULT, false, 0, APPROVAL_WINDOW_DEFAULT, false };
         }
         /* One-way: once seen on, purge protection stays on for this kekd whatever a listing says. */
         vault->policy.purge_protection = vault->policy.purge_protection || vault->purge_protection_seen;
         vault->purge_protection_seen = vault->policy.purge_protection;
+        vault->policy.trusted_wrap = vault->policy.trusted_wrap || vault->trusted_wrap_seen;
+        vault->trusted_wrap_seen = vault->policy.trusted_wrap;
         return 0;
 }
 
@@ -69,7 +72,8 @@ int vault_load(Vault *vault, Hsm *hsm) {
 bool vault_change_weakens(const VaultPolicy *cur, const VaultChange *c) {
         return (c->retention_days != 0 && c->retention_days < cur->retention_days) ||
                (c->set_dual_control && (cur->dual_control & ~c->dual_control) != 0) ||
-               (c->approval_window_sec != 0 && c->approval_window_sec > cur->approval_window_sec);
+               (c->approval_window_sec != 0 && c->approval_window_sec > cur->approval_window_sec) ||
+               (c->trusted_wrap == 1 && !cur->trusted_wrap);
 }
 
 int vault_set(Vault *vault, Hsm *hsm, const VaultChange *c) {
@@ -97,6 +101,10 @@ int vault_set(Vault *vault, Hsm *hsm, const VaultChange *c) {
                 return -KEKERR_PERMISSION_DENIED; /* one-way */
         if (c->purge_protection == 1)
                 v.purge_protection = true;
+        if (c->trusted_wrap == 0 && v.trusted_wrap)
+                return -KEKERR_PERMISSION_DENIED; /* one-way: the wrappable versions stay wrappable */
+        if (c->trusted_wrap == 1)
+                v.trusted_wrap = true;
         if (c->set_dual_control) {
                 if (c->dual_control & ~(uint32_t) DUAL_CONTROL_ALL)
                         return -KEKERR_INVALID_ARGUMENT;
@@ -109,7 +117,7 @@ int vault_set(Vault *vault, Hsm *hsm, const VaultChange *c) {
         }
         if (v.retention_days == vault->policy.retention_days && v.purge_protection == vault->policy.purge_protection &&
             v.dual_control == vault->policy.dual_control && v.approval_window_sec == vault->policy.approval_window_sec &&
-            vault->generation > 0)
+            v.trusted_wrap == vault->policy.trusted_wrap && vault->generation > 0)
                 return 0; /* nothing to change: no rewrite, no window */
 
         rec.format = 1;
@@ -117,6 +125,7 @@ int vault_set(Vault *vault, Hsm *hsm, const VaultChange *c) {
         rec.purge_protection = v.purge_protection;
         rec.dual_control = v.dual_control;
         rec.approval_window_seconds = v.approval_window_sec;
+        rec.trusted_wrap = v.trusted_wrap;
         rec.generation = vault->generation + 1;
         len = kek__vault_record__get_packed_size(&rec);
         buf = malloc(len);
@@ -135,6 +144,7 @@ int vault_set(Vault *vault, Hsm *hsm, const VaultChange *c) {
                 vault->policy = v;
                 vault->generation = rec.generation;
                 vault->purge_protection_seen = v.purge_protection;
+                vault->trusted_wrap_seen = v.trusted_wrap;
         }
         hsm_data_objects_free(d, n);
         return r;

@@ -6,9 +6,13 @@
  * copy-on-write like key records: generation N+1 is created before N is
  * destroyed and readers take the highest readable generation.
  *
- * Invariants: purge protection is one-way, and sticky in this process (once
- * seen on, a listing that raced another node's rewrite cannot switch it off
- * here); with it on, retention can only grow. A record once seen cannot
+ * Invariants: purge protection and the backup mode trusted-wrap are
+ * one-way, and sticky in this process (once seen on, a listing that raced
+ * another node's rewrite cannot switch them off here); with purge protection
+ * on, retention can only grow. trusted-wrap is one-way because a key made
+ * wrappable stays so (CKA_WRAP_WITH_TRUSTED and CKA_EXTRACTABLE cannot be
+ * taken back from the versions already made): going back to none would only
+ * hide that those versions can leave the token (docs/backup.md). A record once seen cannot
  * silently vanish: a listing without one is a transient HSM failure.
  */
 #pragma once
@@ -39,6 +43,7 @@ typedef struct VaultPolicy {
         bool purge_protection;
         uint32_t dual_control;          /* DUAL_CONTROL_* bits */
         uint32_t approval_window_sec;
+        bool trusted_wrap;              /* backup mode: new versions wrappable under SO-trusted keys only */
 } VaultPolicy;
 
 typedef struct VaultChange {
@@ -47,15 +52,20 @@ typedef struct VaultChange {
         bool set_dual_control;
         uint32_t dual_control;
         uint32_t approval_window_sec;   /* 0: unchanged */
+        int trusted_wrap;               /* -1 unchanged, 1 on, 0 off (refused once on) */
 } VaultChange;
 
-/* Whether applying c would weaken the policy cur (shorter retention, fewer dual-control bits, a longer window). */
+/*
+ * Whether applying c would weaken the policy cur (shorter retention, fewer dual-control bits, a longer window,
+ * or trusted-wrap switched on: new versions may then leave the token, wrapped under an SO-trusted key).
+ */
 bool vault_change_weakens(const VaultPolicy *cur, const VaultChange *c);
 
 typedef struct Vault {
         VaultPolicy policy;
         uint64_t generation;            /* 0: no record seen yet */
         bool purge_protection_seen;
+        bool trusted_wrap_seen;
 } Vault;
 
 /* The CKA_APPLICATION of vault records (keystore_load lists them with the key records in one scan). */

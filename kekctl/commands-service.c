@@ -16,6 +16,10 @@
 #include "kekctl/print.h"
 #include "kekctl/status.h"
 
+static const char *backup_name(const Kek__VaultPolicy *p) {
+        return p && p->backup == KEK__BACKUP_MODE__BACKUP_TRUSTED_WRAP ? "trusted-wrap" : "none";
+}
+
 int cmd_vault(CmdOpts *o, int argc, char *argv[]) {
         Kek__Request req = KEK__REQUEST__INIT;
         Kek__GetVaultPolicyRequest gr = KEK__GET_VAULT_POLICY_REQUEST__INIT;
@@ -28,7 +32,7 @@ int cmd_vault(CmdOpts *o, int argc, char *argv[]) {
         r = parse_no_args_cmd(argc, argv, o);
         if (r != 0)
                 return r;
-        if (o->retention_days || o->purge_protection >= 0 || o->has_dual_control || o->approval_window) {
+        if (o->retention_days || o->purge_protection >= 0 || o->has_dual_control || o->approval_window || o->backup >= 0) {
                 sr.retention_days = o->retention_days;
                 sr.set_dual_control = o->has_dual_control;
                 sr.dual_control = o->dual_control;
@@ -36,6 +40,7 @@ int cmd_vault(CmdOpts *o, int argc, char *argv[]) {
                 sr.purge_protection = o->purge_protection < 0 ? KEK__SWITCH__UNCHANGED
                                       : o->purge_protection ? KEK__SWITCH__ON
                                                            : KEK__SWITCH__OFF;
+                sr.trusted_wrap = o->backup < 0 ? KEK__SWITCH__UNCHANGED : o->backup ? KEK__SWITCH__ON : KEK__SWITCH__OFF;
                 req.body_case = KEK__REQUEST__BODY_SET_VAULT_POLICY;
                 req.set_vault_policy = &sr;
         } else {
@@ -57,6 +62,7 @@ int cmd_vault(CmdOpts *o, int argc, char *argv[]) {
                 json_object_object_add(j, "dual_control", json_object_new_string(dual_control_to_string(v->policy ? v->policy->dual_control : 0, dc)));
                 json_object_object_add(j, "approval_window_seconds",
                                        json_object_new_int64(v->policy ? v->policy->approval_window_seconds : 0));
+                json_object_object_add(j, "backup", json_object_new_string(backup_name(v->policy)));
                 print_json(j);
         } else {
                 printf("Soft delete:       on, %u days retention\nPurge protection:  %s\nRecoverable:       %s\n",
@@ -65,6 +71,10 @@ int cmd_vault(CmdOpts *o, int argc, char *argv[]) {
                 printf("Dual control:      %s (requests can be approved for %u s)\n",
                        dual_control_to_string(v->policy ? v->policy->dual_control : 0, dc),
                        v->policy ? v->policy->approval_window_seconds : 0);
+                printf("Backup:            %s\n", v->policy && v->policy->backup == KEK__BACKUP_MODE__BACKUP_TRUSTED_WRAP
+                                                            ? "trusted-wrap (new versions leave the token only wrapped under "
+                                                              "SO-trusted keys)"
+                                                            : "none (new versions are never extractable: lost with the token)");
                 if (v->allow_unrecoverable)
                         printf("Warning:           this kekd serves wraps anyway (allow_unrecoverable, development only)\n");
         }
@@ -85,6 +95,8 @@ int cmd_check(CmdOpts *o, int argc, char *argv[]) {
                 json_object_object_add(j, "keys", json_object_new_int64(resp->check->keys));
                 json_object_object_add(j, "versions", json_object_new_int64(resp->check->versions));
                 json_object_object_add(j, "repaired", json_object_new_int64(resp->check->repaired));
+                json_object_object_add(j, "versions_without_backup",
+                                       json_object_new_int64(resp->check->versions_without_backup));
                 for (size_t i = 0; i < resp->check->n_problems; i++)
                         json_object_array_add(p, json_object_new_string(resp->check->problems[i]));
                 json_object_object_add(j, "problems", p);
@@ -96,6 +108,10 @@ int cmd_check(CmdOpts *o, int argc, char *argv[]) {
                         printf("PROBLEM: %s\n", resp->check->problems[i]);
                 if (resp->check->n_problems == 0)
                         printf("The token is consistent with the key records.\n");
+                /* One summary line; in backup mode trusted-wrap each such version is also a problem above. */
+                if (resp->check->versions_without_backup > 0)
+                        printf("Without a backup path: %u versions (never extractable: lost with the token; "
+                               "see kekctl vault --backup).\n", resp->check->versions_without_backup);
         }
         r = resp->check->n_problems > 0 ? EXIT_REFUSED : 0;
         kek_response_free(resp);

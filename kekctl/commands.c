@@ -112,10 +112,12 @@ static const Command commands[] = {
                 .run = cmd_vault,
                 .opts = OPT_VAULT,
                 .section = "Vault",
-                .synopsis = "[--retention-days N] [--purge-protection on|off] [--dual-control OPS|none] [--approval-window D]",
+                .synopsis = "[--retention-days N] [--purge-protection on|off] [--dual-control OPS|none] [--approval-window D] "
+                            "[--backup none|trusted-wrap]",
                 .brief = "show or change soft-delete retention and purge protection\n"
-                         "(purge protection cannot be switched off once on), and the operations\n"
-                         "needing two officers (purge,delete,last-grant,vault-policy)",
+                         "(purge protection cannot be switched off once on), the operations\n"
+                         "needing two officers (purge,delete,last-grant,vault-policy), and the\n"
+                         "backup mode of new key versions (trusted-wrap cannot be switched off)",
                 .what = "Show or change the vault policy. Dual control OPS: a comma list of purge, delete, last-grant, vault-policy.",
                 .submittable = true,
         },

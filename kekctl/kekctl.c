@@ -79,6 +79,9 @@ static void print_completion(void) {
                         for (size_t k = 0; (w = dual_control_name_at(k)); k++)
                                 printf(" %s", w);
                         break;
+                case VALUES_BACKUP:
+                        printf(" none trusted-wrap");
+                        break;
                 case VALUES_FREE:
                         break;
                 }

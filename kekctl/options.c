@@ -122,6 +122,16 @@ static int set_purge_protection(CmdOpts *o, const char *arg) {
         return 0;
 }
 
+static int set_backup(CmdOpts *o, const char *arg) {
+        if (strcmp(arg, "trusted-wrap") == 0)
+                o->backup = 1;
+        else if (strcmp(arg, "none") == 0)
+                o->backup = 0; /* kekd refuses it once trusted-wrap; let it say so */
+        else
+                return usage_error("invalid --backup '%s' (none or trusted-wrap)", arg);
+        return 0;
+}
+
 static int set_ops(CmdOpts *o, const char *arg) {
         if (grant_ops_from_string(arg, &o->ops) < 0)
                 return usage_error("invalid --ops '%s' (a comma list of get, wrap, unwrap, rewrap, or all)", arg);
@@ -158,6 +168,7 @@ static const CmdOption cmd_options[] = {
         { "ops", OPT_OPS, true, VALUES_GRANT_OPS, set_ops },
         { "dual-control", OPT_VAULT, true, VALUES_DUAL_CONTROL, set_dual_control },
         { "approval-window", OPT_VAULT, true, VALUES_FREE, set_approval_window },
+        { "backup", OPT_VAULT, true, VALUES_BACKUP, set_backup },
         { "prometheus", OPT_PROMETHEUS, false, VALUES_FREE, set_prometheus },
 };
 
@@ -177,6 +188,7 @@ int parse_cmd_opts(int argc, char *argv[], CmdOpts *o) {
         options[ELEMENTSOF(cmd_options) + 1] = (struct option) { "json", no_argument, NULL, 'j' };
 
         o->purge_protection = -1;
+        o->backup = -1;
         optind = 0; /* full reset of GNU getopt, which permutes so options may follow arguments */
         while ((c = getopt_long(argc, argv, "hj", options, &idx)) >= 0) {
                 const CmdOption *opt;

@@ -46,6 +46,7 @@ typedef struct CmdOpts {
         uint64_t max_wraps;
         uint32_t retention_days;
         int purge_protection;      /* -1 unchanged, 0 off, 1 on */
+        int backup;                /* -1 unchanged, 0 none, 1 trusted-wrap */
         uint32_t ops;              /* grant/revoke: GRANT_* bits */
         bool has_dual_control;
         uint32_t dual_control;
@@ -59,6 +60,7 @@ typedef enum OptValues {
         VALUES_ON_OFF,
         VALUES_GRANT_OPS,     /* "all" and the grant op names (common/opnames.h) */
         VALUES_DUAL_CONTROL,  /* "none" and the dual-control names */
+        VALUES_BACKUP,        /* the vault's backup modes */
 } OptValues;
 
 typedef struct CmdOption {

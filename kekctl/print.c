@@ -102,6 +102,8 @@ json_object *key_info_json(const Kek__KeyInfo *k) {
                 json_object_object_add(j, "id", json_object_new_int64(v->id));
                 json_object_object_add(j, "enabled", json_object_new_boolean(v->enabled));
                 json_object_object_add(j, "profile", json_object_new_int((int) v->profile)); /* 0 gcm, 1 ctr-hmac, 2 gcm-token-iv, 3 cbc-hmac */
+                /* Backup mode trusted-wrap (docs/backup.md): false = never extractable, lost with the token. */
+                json_object_object_add(j, "wrap_with_trusted", json_object_new_boolean(v->wrap_with_trusted));
                 json_object_object_add(j, "created_usec", json_object_new_uint64(v->created_usec));
                 json_object_object_add(j, "wraps", json_object_new_uint64(v->wraps));
                 json_object_object_add(j, "unwraps", json_object_new_uint64(v->unwraps));

@@ -303,6 +303,21 @@ int status_print(const Kek__StatusResponse *st, StatusFormat format) {
                 json_object_object_add(o, "started_usec", json_object_new_uint64(st->started_usec));
                 json_object_object_add(o, "keys", json_object_new_int64(st->keys));
                 json_object_object_add(o, "versions", json_object_new_int64(st->versions));
+                json_object_object_add(o, "backup", json_object_new_string(st->backup == KEK__BACKUP_MODE__BACKUP_TRUSTED_WRAP
+                                                                                   ? "trusted-wrap" : "none"));
+                json_object_object_add(o, "versions_without_backup", json_object_new_int64(st->versions_without_backup));
+                {
+                        json_object *wb = json_object_new_array();
+
+                        for (size_t i = 0; i < st->n_without_backup; i++) {
+                                json_object *v = json_object_new_object();
+
+                                json_object_object_add(v, "key", json_object_new_string(st->without_backup[i]->key));
+                                json_object_object_add(v, "version", json_object_new_int64(st->without_backup[i]->version));
+                                json_object_array_add(wb, v);
+                        }
+                        json_object_object_add(o, "without_backup", wb);
+                }
                 json_object_object_add(o, "clients", json_object_new_int64(st->clients));
                 json_object_object_add(o, "watchers", json_object_new_uint64(p->watchers));
                 json_object_object_add(o, "hsm_session_open", json_object_new_boolean(st->hsm_session_open));
@@ -332,6 +347,14 @@ int status_print(const Kek__StatusResponse *st, StatusFormat format) {
         printf("HSM errors:   %s\n", p->errors_text[0] ? p->errors_text : "none");
         print_probe(p);
         printf("Keys:         %u (%u versions)\n", st->keys, st->versions);
+        if (st->backup == KEK__BACKUP_MODE__BACKUP_TRUSTED_WRAP) {
+                printf("Backup:       trusted-wrap, %u versions without a backup path\n", st->versions_without_backup);
+                for (size_t i = 0; i < st->n_without_backup; i++)
+                        printf("              key '%s' version %u is never extractable: it would be lost with the "
+                               "token; rotate it\n", st->without_backup[i]->key, st->without_backup[i]->version);
+        } else
+                printf("Backup:       none, %u versions never extractable (lost with the token)\n",
+                       st->versions_without_backup);
         printf("Clients:      %u (%llu watching key events)\n", st->clients, p->watchers);
         printf("\n%-20s %12s %10s %10s %10s %10s\n", "OPERATION", "OK", "ERRORS", "MEAN", "P50 <=", "P99 <=");
         for (unsigned i = 0; i < p->n_ops; i++) {

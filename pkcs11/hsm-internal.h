@@ -113,6 +113,8 @@ int hsm_generate_kek(Hsm *h, const char *label, uint32_t version, bool token_obj
  * objects, which a token may refuse where it took them for a session key.
  */
 int hsm_generate_probe_token_kek(Hsm *h, HsmObject *ret);
+/* A throwaway session key with the trusted-wrap KEK template (backup mode trusted-wrap), for the probe. */
+int hsm_generate_probe_trusted_kek(Hsm *h, HsmObject *ret);
 /*
  * A 256-bit HMAC key generated in the token (sensitive, never extractable,
  * sign/verify only) under label and id; a session object if !token_object.

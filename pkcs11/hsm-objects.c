@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
  * kekd's key objects in the token (see hsm.h): KEK versions and MAC keys,
- * generated inside the token and never extractable (the records are in
- * hsm-records.c). Invariants: calls on token objects go through
+ * generated inside the token, either never extractable or (backup mode
+ * trusted-wrap, docs/backup.md) sensitive and extractable only wrapped under
+ * a key the SO marked CKA_TRUSTED (the records are in hsm-records.c). Invariants: calls on token objects go through
  * store_call() (one at a time in the process); nothing that creates or
  * destroys an object is ever repeated after a failure (it may have been
  * done); listings search once more after a lost session, since a search
@@ -55,11 +56,12 @@ static Hsm *root(Hsm *h) {
  * answer about the template says nothing was created.
  */
 static int generate_kek(Hsm *h, const char *label, uint32_t version, bool token_object, bool probing,
-                        HsmObject *ret) {
+                        bool wrap_trusted, HsmObject *ret) {
         CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
         CK_KEY_TYPE type = CKK_AES;
         CK_ULONG value_len = 32;
         CK_BBOOL yes = CK_TRUE, no = CK_FALSE, token = token_object ? CK_TRUE : CK_FALSE;
+        CK_BBOOL extractable = wrap_trusted ? CK_TRUE : CK_FALSE;
         CK_MECHANISM mech = { CKM_AES_KEY_GEN, NULL, 0 };
         CK_OBJECT_HANDLE o;
         uint8_t id[4];
@@ -72,7 +74,7 @@ static int generate_kek(Hsm *h, const char *label, uint32_t version, bool token_
                 { CKA_TOKEN, &token, sizeof(token) },
                 { CKA_PRIVATE, &yes, sizeof(yes) },
                 { CKA_SENSITIVE, &yes, sizeof(yes) },
-                { CKA_EXTRACTABLE, &no, sizeof(no) },
+                { CKA_EXTRACTABLE, &extractable, sizeof(extractable) },
                 { CKA_MODIFIABLE, &no, sizeof(no) },
                 { CKA_ENCRYPT, &yes, sizeof(yes) },
                 { CKA_DECRYPT, &yes, sizeof(yes) },
@@ -81,16 +83,18 @@ static int generate_kek(Hsm *h, const char *label, uint32_t version, bool token_
                 { CKA_SIGN, &no, sizeof(no) },
                 { CKA_VERIFY, &no, sizeof(no) },
                 { CKA_DERIVE, &no, sizeof(no) },
+                /* Last: only with wrap_trusted, never optional (without it an extractable key could leave in clear). */
+                { CKA_WRAP_WITH_TRUSTED, &yes, sizeof(yes) },
         };
         CK_ATTRIBUTE tmpl[ELEMENTSOF(required) + HSM_OPTIONAL_ATTRS];
-        CK_ULONG n = ELEMENTSOF(required), n_required = ELEMENTSOF(required);
+        CK_ULONG n = ELEMENTSOF(required) - !wrap_trusted, n_required = n;
         Hsm *rt = root(h);
         CK_RV rv;
         int r;
 
         if (strlen(label) > HSM_KEY_LABEL_MAX)
                 return -EINVAL;
-        memcpy(tmpl, required, sizeof(required));
+        memcpy(tmpl, required, n_required * sizeof(required[0]));
         for (unsigned i = 0; i < HSM_OPTIONAL_ATTRS; i++)
                 if (!__atomic_load_n(&rt->optional_refused[i], __ATOMIC_ACQUIRE))
                         tmpl[n++] = (CK_ATTRIBUTE) { optional_attrs[i], &no, sizeof(no) };
@@ -101,7 +105,9 @@ static int generate_kek(Hsm *h, const char *label, uint32_t version, bool token_
         /* No blind retry: a call that failed in transit may have created the object (written intents cover it). */
         hsm_write_bump(h);
         rv = store_call(P11(h, C_GenerateKey, h->session, &mech, tmpl, n, &o));
-        if ((rv == CKR_ATTRIBUTE_TYPE_INVALID || (probing && rv == CKR_GENERAL_ERROR)) && n > n_required) {
+        /* Never for a trusted-wrap key: its refusal may be about CKA_WRAP_WITH_TRUSTED, not the optional ones. */
+        if ((rv == CKR_ATTRIBUTE_TYPE_INVALID || (probing && rv == CKR_GENERAL_ERROR)) && n > n_required &&
+            !wrap_trusted) {
                 /*
                  * The token does not know an optional attribute: an answer
                  * about the template, so nothing was created and asking once
@@ -124,15 +130,23 @@ static int generate_kek(Hsm *h, const char *label, uint32_t version, bool token_
 }
 
 int hsm_generate_kek(Hsm *h, const char *label, uint32_t version, bool token_object, HsmObject *ret) {
-        return generate_kek(h, label, version, token_object, false, ret);
+        return generate_kek(h, label, version, token_object, false, false, ret);
 }
 
 int hsm_generate_probe_token_kek(Hsm *h, HsmObject *ret) {
-        return generate_kek(h, "kekd probe", 0, true, true, ret);
+        return generate_kek(h, "kekd probe", 0, true, true, false, ret);
+}
+
+int hsm_generate_probe_trusted_kek(Hsm *h, HsmObject *ret) {
+        return generate_kek(h, "kekd probe", 0, false, false, true, ret);
 }
 
 int hsm_generate_aes_key(Hsm *h, const char *label, uint32_t version, HsmObject *ret) {
         return hsm_generate_kek(h, label, version, true, ret);
+}
+
+int hsm_generate_version_key(Hsm *h, const char *label, uint32_t version, bool wrap_trusted, HsmObject *ret) {
+        return generate_kek(h, label, version, true, false, wrap_trusted, ret);
 }
 
 size_t hsm_template_attrs(const Hsm *h, HsmTemplateAttr ret[HSM_OPTIONAL_ATTRS]) {
@@ -250,6 +264,24 @@ int hsm_find_all(Hsm *h, CK_ATTRIBUTE *tmpl, CK_ULONG n_tmpl, CK_OBJECT_HANDLE *
         { CKA_NEVER_EXTRACTABLE, &(yes), sizeof(yes) }
 
 /*
+ * The other form a KEK may have (backup mode trusted-wrap): sensitive from
+ * its creation on and extractable, but only wrapped under a key the SO
+ * marked CKA_TRUSTED (CKA_WRAP_WITH_TRUSTED, which can never be switched
+ * off). A plainly extractable key, or one imported or unwrapped
+ * (CKA_ALWAYS_SENSITIVE FALSE), is never adopted: its value may be known.
+ * Private only, for the reason given above.
+ */
+#define KEK_SEARCH_TEMPLATE_TRUSTED(cls, type, yes)                  \
+        { CKA_CLASS, &(cls), sizeof(cls) },                          \
+        { CKA_TOKEN, &(yes), sizeof(yes) },                          \
+        { CKA_PRIVATE, &(yes), sizeof(yes) },                        \
+        { CKA_KEY_TYPE, &(type), sizeof(type) },                     \
+        { CKA_SENSITIVE, &(yes), sizeof(yes) },                      \
+        { CKA_EXTRACTABLE, &(yes), sizeof(yes) },                    \
+        { CKA_ALWAYS_SENSITIVE, &(yes), sizeof(yes) },               \
+        { CKA_WRAP_WITH_TRUSTED, &(yes), sizeof(yes) }
+
+/*
  * The key object (label, version) of type (CKK_AES: a KEK; CKK_GENERIC_SECRET:
  * its MAC key), by the KEK search rules; -ENOENT if absent.
  */
@@ -262,12 +294,21 @@ static int find_version_key(Hsm *h, CK_KEY_TYPE type, const char *label, uint32_
                 { CKA_LABEL, (void *) label, strlen(label) },
                 { CKA_ID, id, sizeof(id) },
         };
+        CK_ATTRIBUTE trusted[] = {
+                KEK_SEARCH_TEMPLATE_TRUSTED(cls, type, yes),
+                { CKA_LABEL, (void *) label, strlen(label) },
+                { CKA_ID, id, sizeof(id) },
+        };
         _cleanup_free_ CK_OBJECT_HANDLE *objs = NULL;
         size_t n = 0;
         int r;
 
         version_to_id(version, id);
         r = hsm_find_all(h, tmpl, ELEMENTSOF(tmpl), &objs, &n);
+        if (r >= 0 && n == 0) {
+                free(TAKE_PTR(objs));
+                r = hsm_find_all(h, trusted, ELEMENTSOF(trusted), &objs, &n);
+        }
         if (r < 0)
                 return r;
         if (n == 0)
@@ -326,13 +367,54 @@ static int list_refs(Hsm *h, CK_ATTRIBUTE *tmpl, CK_ULONG n_tmpl, HsmKeyRef **re
         return r == -ESTALE ? -KEKERR_HSM_UNAVAILABLE : r;
 }
 
-int hsm_list_keys(Hsm *h, HsmKeyRef **ret, size_t *ret_n) {
+/*
+ * Key objects of type in both KEK forms: never extractable, then wrappable
+ * under trusted keys only. Both listings in one session generation, so every
+ * handle returned belongs to the generation a caller reads after it.
+ */
+static int list_version_keys(Hsm *h, CK_KEY_TYPE type, HsmKeyRef **ret, size_t *ret_n) {
         CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
-        CK_KEY_TYPE type = CKK_AES;
         CK_BBOOL yes = CK_TRUE, no = CK_FALSE;
         CK_ATTRIBUTE tmpl[] = { KEK_SEARCH_TEMPLATE(cls, type, yes, no) };
+        CK_ATTRIBUTE trusted[] = { KEK_SEARCH_TEMPLATE_TRUSTED(cls, type, yes) };
+        _cleanup_free_ HsmKeyRef *a = NULL, *b = NULL;
+        size_t na = 0, nb = 0;
+        HsmKeyRef *p;
+        int r = -KEKERR_HSM_UNAVAILABLE;
 
-        return list_refs(h, tmpl, ELEMENTSOF(tmpl), ret, ret_n);
+        for (unsigned attempt = 0; attempt < 2; attempt++) {
+                uint64_t gen;
+
+                free(TAKE_PTR(a));
+                free(TAKE_PTR(b));
+                r = list_refs(h, tmpl, ELEMENTSOF(tmpl), &a, &na);
+                if (r < 0)
+                        return r;
+                gen = hsm_generation(h);
+                r = list_refs(h, trusted, ELEMENTSOF(trusted), &b, &nb);
+                if (r < 0)
+                        return r;
+                r = hsm_generation(h) == gen ? 0 : -KEKERR_HSM_UNAVAILABLE; /* a reopen between the two */
+                if (r == 0)
+                        break;
+        }
+        if (r < 0)
+                return r;
+        for (size_t i = 0; i < nb; i++)
+                b[i].wrap_with_trusted = true;
+        p = reallocarray(a, na + nb + 1, sizeof(*a));
+        if (!p)
+                return -ENOMEM;
+        a = p;
+        if (nb > 0)
+                memcpy(a + na, b, nb * sizeof(*b));
+        *ret = TAKE_PTR(a);
+        *ret_n = na + nb;
+        return 0;
+}
+
+int hsm_list_keys(Hsm *h, HsmKeyRef **ret, size_t *ret_n) {
+        return list_version_keys(h, CKK_AES, ret, ret_n);
 }
 
 /*
@@ -344,14 +426,17 @@ int hsm_list_keys(Hsm *h, HsmKeyRef **ret, size_t *ret_n) {
  * unsafe answer.
  */
 static const char *unclassified_reason(const CK_ATTRIBUTE *a, CK_KEY_TYPE type, CK_BBOOL sens, CK_BBOOL extr,
-                                       CK_BBOOL asens, CK_BBOOL nextr, CK_BBOOL priv) {
+                                       CK_BBOOL asens, CK_BBOOL nextr, CK_BBOOL priv, CK_BBOOL wwt) {
+        bool trusted_only = a[8].ulValueLen == sizeof(CK_BBOOL) && wwt; /* the trusted-wrap form */
+
         if (a[0].ulValueLen != sizeof(type) || (type != CKK_AES && type != CKK_GENERIC_SECRET))
                 return "not an AES key";
         if (a[1].ulValueLen != sizeof(CK_BBOOL) || !sens)
                 return "not sensitive";
-        if (a[2].ulValueLen != sizeof(CK_BBOOL) || extr)
-                return "extractable";
-        if (a[3].ulValueLen != sizeof(CK_BBOOL) || !asens || a[4].ulValueLen != sizeof(CK_BBOOL) || !nextr)
+        if (a[2].ulValueLen != sizeof(CK_BBOOL) || (extr && !trusted_only))
+                return "extractable (without CKA_WRAP_WITH_TRUSTED)";
+        /* The trusted-wrap form is extractable by design: CKA_NEVER_EXTRACTABLE is asked of the other only. */
+        if (a[3].ulValueLen != sizeof(CK_BBOOL) || !asens || (!extr && (a[4].ulValueLen != sizeof(CK_BBOOL) || !nextr)))
                 return "imported or once extractable (CKA_ALWAYS_SENSITIVE or CKA_NEVER_EXTRACTABLE not TRUE)";
         if (a[7].ulValueLen != sizeof(CK_BBOOL) || !priv)
                 return "public (CKA_PRIVATE not TRUE: usable without login)";
@@ -380,7 +465,7 @@ static int list_unclassified_once(Hsm *h, HsmKeyIssue **ret, size_t *ret_n) {
                 return -ENOMEM;
         for (size_t i = 0; i < n; i++) {
                 CK_KEY_TYPE type = 0;
-                CK_BBOOL sens = 0, extr = 1, asens = 0, nextr = 0, priv = 0;
+                CK_BBOOL sens = 0, extr = 1, asens = 0, nextr = 0, priv = 0, wwt = 0;
                 uint8_t id[64];
                 CK_ATTRIBUTE a[] = {
                         { CKA_KEY_TYPE, &type, sizeof(type) },
@@ -391,6 +476,7 @@ static int list_unclassified_once(Hsm *h, HsmKeyIssue **ret, size_t *ret_n) {
                         { CKA_LABEL, out[k].label, HSM_KEY_LABEL_MAX },
                         { CKA_ID, id, sizeof(id) },
                         { CKA_PRIVATE, &priv, sizeof(priv) },
+                        { CKA_WRAP_WITH_TRUSTED, &wwt, sizeof(wwt) },
                 };
                 const char *why;
                 CK_RV rv = store_call(P11(h, C_GetAttributeValue, h->session, objs[i], a, ELEMENTSOF(a)));
@@ -410,7 +496,7 @@ static int list_unclassified_once(Hsm *h, HsmKeyIssue **ret, size_t *ret_n) {
                     (a[6].ulValueLen != CK_UNAVAILABLE_INFORMATION &&
                      record_key_ids(out[k].label, a[5].ulValueLen, id, a[6].ulValueLen)))
                         continue;
-                why = unclassified_reason(a, type, sens, extr, asens, nextr, priv);
+                why = unclassified_reason(a, type, sens, extr, asens, nextr, priv, wwt);
                 if (!why)
                         continue;
                 out[k].label[a[5].ulValueLen] = 0;
@@ -432,7 +518,7 @@ int hsm_list_unclassified(Hsm *h, HsmKeyIssue **ret, size_t *ret_n) {
 }
 
 int hsm_key_attributes(Hsm *h, HsmObject key, HsmKeyAttrs *ret) {
-        CK_BBOOL token = 0, priv = 0, sens = 0, asens = 0, extr = 1, nextr = 0;
+        CK_BBOOL token = 0, priv = 0, sens = 0, asens = 0, extr = 1, nextr = 0, wwt = 0;
         CK_ULONG vlen = 0;
         uint8_t value[64];
         CK_ATTRIBUTE a[] = {
@@ -444,6 +530,7 @@ int hsm_key_attributes(Hsm *h, HsmObject key, HsmKeyAttrs *ret) {
                 { CKA_NEVER_EXTRACTABLE, &nextr, sizeof(nextr) },
                 { CKA_VALUE_LEN, &vlen, sizeof(vlen) },
         };
+        CK_ATTRIBUTE w = { CKA_WRAP_WITH_TRUSTED, &wwt, sizeof(wwt) };
         CK_ATTRIBUTE v = { CKA_VALUE, value, sizeof(value) };
         CK_RV rv;
         int r;
@@ -454,6 +541,9 @@ int hsm_key_attributes(Hsm *h, HsmObject key, HsmKeyAttrs *ret) {
         rv = store_call(P11(h, C_GetAttributeValue, h->session, key, a, ELEMENTSOF(a)));
         if (rv != CKR_OK)
                 return hsm_rv_to_errno(h, rv);
+        /* Asked alone: a token that does not know it answers for it only (then FALSE). */
+        if (store_call(P11(h, C_GetAttributeValue, h->session, key, &w, 1)) != CKR_OK || w.ulValueLen != sizeof(wwt))
+                wwt = CK_FALSE;
         rv = store_call(P11(h, C_GetAttributeValue, h->session, key, &v, 1));
         secret_cleanse(value, sizeof(value));
         *ret = (HsmKeyAttrs) {
@@ -463,6 +553,7 @@ int hsm_key_attributes(Hsm *h, HsmObject key, HsmKeyAttrs *ret) {
                 .always_sensitive = asens,
                 .extractable = extr,
                 .never_extractable = nextr,
+                .wrap_with_trusted = wwt,
                 .value_len = vlen,
                 .value_readable = rv == CKR_OK && v.ulValueLen != CK_UNAVAILABLE_INFORMATION,
         };
@@ -482,12 +573,13 @@ int hsm_find_key(Hsm *h, const char *label, uint32_t version, HsmObject *ret) {
  * record key of records-mac.c. No blind retry, as for the AES key: a call
  * that failed in transit may have made the object.
  */
-int hsm_generate_hmac_key(Hsm *h, const char *label, const uint8_t *id, size_t id_len, bool token_object,
-                          HsmObject *ret) {
+static int generate_hmac_key(Hsm *h, const char *label, const uint8_t *id, size_t id_len, bool token_object,
+                             bool wrap_trusted, HsmObject *ret) {
         CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
         CK_KEY_TYPE type = CKK_GENERIC_SECRET;
         CK_ULONG value_len = 32;
         CK_BBOOL yes = CK_TRUE, no = CK_FALSE, token = token_object ? CK_TRUE : CK_FALSE;
+        CK_BBOOL extractable = wrap_trusted ? CK_TRUE : CK_FALSE;
         CK_MECHANISM mech = { CKM_GENERIC_SECRET_KEY_GEN, NULL, 0 };
         CK_OBJECT_HANDLE o;
         CK_ATTRIBUTE tmpl[] = {
@@ -499,7 +591,7 @@ int hsm_generate_hmac_key(Hsm *h, const char *label, const uint8_t *id, size_t i
                 { CKA_TOKEN, &token, sizeof(token) },
                 { CKA_PRIVATE, &yes, sizeof(yes) },
                 { CKA_SENSITIVE, &yes, sizeof(yes) },
-                { CKA_EXTRACTABLE, &no, sizeof(no) },
+                { CKA_EXTRACTABLE, &extractable, sizeof(extractable) },
                 { CKA_MODIFIABLE, &no, sizeof(no) },
                 { CKA_ENCRYPT, &no, sizeof(no) },
                 { CKA_DECRYPT, &no, sizeof(no) },
@@ -508,6 +600,7 @@ int hsm_generate_hmac_key(Hsm *h, const char *label, const uint8_t *id, size_t i
                 { CKA_SIGN, &yes, sizeof(yes) },
                 { CKA_VERIFY, &yes, sizeof(yes) },
                 { CKA_DERIVE, &no, sizeof(no) },
+                { CKA_WRAP_WITH_TRUSTED, &yes, sizeof(yes) }, /* last: only with wrap_trusted */
         };
         CK_RV rv;
         int r;
@@ -518,18 +611,27 @@ int hsm_generate_hmac_key(Hsm *h, const char *label, const uint8_t *id, size_t i
         if (r < 0)
                 return r;
         hsm_write_bump(h);
-        rv = store_call(P11(h, C_GenerateKey, h->session, &mech, tmpl, ELEMENTSOF(tmpl), &o));
+        rv = store_call(P11(h, C_GenerateKey, h->session, &mech, tmpl, ELEMENTSOF(tmpl) - !wrap_trusted, &o));
         if (rv != CKR_OK)
                 return hsm_handle_failed(h, rv);
         *ret = o;
         return 0;
 }
 
+int hsm_generate_hmac_key(Hsm *h, const char *label, const uint8_t *id, size_t id_len, bool token_object,
+                          HsmObject *ret) {
+        return generate_hmac_key(h, label, id, id_len, token_object, false, ret);
+}
+
 int hsm_generate_mac_key(Hsm *h, const char *label, uint32_t version, HsmObject *ret) {
+        return hsm_generate_version_mac_key(h, label, version, false, ret);
+}
+
+int hsm_generate_version_mac_key(Hsm *h, const char *label, uint32_t version, bool wrap_trusted, HsmObject *ret) {
         uint8_t id[4];
 
         version_to_id(version, id);
-        return hsm_generate_hmac_key(h, label, id, sizeof(id), true, ret);
+        return generate_hmac_key(h, label, id, sizeof(id), true, wrap_trusted, ret);
 }
 
 int hsm_generate_probe_mac_key(Hsm *h, HsmObject *ret) {
@@ -544,16 +646,12 @@ int hsm_find_mac_key(Hsm *h, const char *label, uint32_t version, HsmObject *ret
 }
 
 int hsm_list_mac_keys(Hsm *h, HsmKeyRef **ret, size_t *ret_n) {
-        CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
-        CK_KEY_TYPE type = CKK_GENERIC_SECRET;
-        CK_BBOOL yes = CK_TRUE, no = CK_FALSE;
         /*
-         * As for KEKs: a MAC key was sensitive and unextractable from its creation on. Neither
-         * CKA_LOCAL nor CKA_SIGN is asked for: NSS softokn reports neither on keys it generates.
+         * As for KEKs: a MAC key was sensitive from its creation on, and never extractable or
+         * wrappable under trusted keys only. Neither CKA_LOCAL nor CKA_SIGN is asked for: NSS
+         * softokn reports neither on keys it generates.
          */
-        CK_ATTRIBUTE tmpl[] = { KEK_SEARCH_TEMPLATE(cls, type, yes, no) };
-
-        return list_refs(h, tmpl, ELEMENTSOF(tmpl), ret, ret_n);
+        return list_version_keys(h, CKK_GENERIC_SECRET, ret, ret_n);
 }
 
 /* --- destroying a version's or a key's objects -------------------------------- */

@@ -82,6 +82,7 @@ typedef struct HsmKeyRef {
         char label[HSM_KEY_LABEL_MAX + 1];
         uint32_t version;              /* from CKA_ID (4 bytes big-endian) */
         HsmObject handle;
+        bool wrap_with_trusted;        /* found in the trusted-wrap form (hsm-objects.c), not never-extractable */
 } HsmKeyRef;
 
 typedef struct HsmDataObject {
@@ -94,6 +95,7 @@ typedef struct HsmDataObject {
 
 typedef struct HsmKeyAttrs {
         bool token, private_, sensitive, always_sensitive, extractable, never_extractable;
+        bool wrap_with_trusted;        /* CKA_WRAP_WITH_TRUSTED (FALSE if the token does not know it) */
         bool value_readable;           /* true would be a breach: CKA_VALUE was returned */
         unsigned long value_len;
 } HsmKeyAttrs;
@@ -184,6 +186,12 @@ int hsm_mechanism_info(Hsm *h, unsigned long mechanism, HsmMechanismInfo *ret);
 const char *hsm_token_label(const Hsm *h);
 
 int hsm_generate_aes_key(Hsm *h, const char *label, uint32_t version, HsmObject *ret);
+/*
+ * The same, or with wrap_trusted (backup mode trusted-wrap, docs/backup.md)
+ * CKA_EXTRACTABLE=TRUE and CKA_WRAP_WITH_TRUSTED=TRUE: still sensitive, it
+ * can leave the token only wrapped under a key the SO marked CKA_TRUSTED.
+ */
+int hsm_generate_version_key(Hsm *h, const char *label, uint32_t version, bool wrap_trusted, HsmObject *ret);
 
 /*
  * Optional attributes of the KEK template (CKA_COPYABLE): a token that
@@ -323,6 +331,8 @@ int hsm_decrypt_cbc_hmac(Hsm *h, HsmObject key, HsmObject mac_key, const uint8_t
  * hsm_find_key() (CKK_AES) never see it.
  */
 int hsm_generate_mac_key(Hsm *h, const char *label, uint32_t version, HsmObject *ret);
+/* The same, wrappable under trusted keys only with wrap_trusted (as hsm_generate_version_key()). */
+int hsm_generate_version_mac_key(Hsm *h, const char *label, uint32_t version, bool wrap_trusted, HsmObject *ret);
 /*
  * Destroys every key object of (label, version), its AES key and its MAC key
  * if it has one, looked up afresh (never by a remembered handle); 0 once none

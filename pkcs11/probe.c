@@ -327,6 +327,17 @@ int probe_run(Hsm *h, const ProbeProfile *profs, size_t n_profiles, ProbeResult 
         if (any_optional_left(&p) && hsm_generate_probe_token_kek(h, &tkey) >= 0)
                 (void) hsm_destroy_object(h, tkey); /* a leftover: label with a space, version 0, never a key's */
         hsm_template_attrs(h, p.attrs);
+        /* Backup mode trusted-wrap (docs/backup.md): the token makes such a key and reports the attribute back. */
+        if (hsm_generate_probe_trusted_kek(h, &tkey) >= 0) {
+                HsmKeyAttrs a;
+
+                p.wrap_with_trusted = hsm_key_attributes(h, tkey, &a) >= 0 && a.wrap_with_trusted && a.sensitive &&
+                                                      !a.value_readable
+                                              ? PROBE_YES
+                                              : PROBE_NO;
+                (void) hsm_destroy_object(h, tkey);
+        } else
+                p.wrap_with_trusted = PROBE_NO;
 
         for (size_t i = 0; i < n_profiles && !p.profile; i++) {
                 bool all = true;

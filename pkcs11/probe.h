@@ -64,6 +64,7 @@ typedef struct ProbeResult {
         HsmRecordMode records;         /* how kekd keeps its records on this token (hsm_record_mode()) */
         ProbeAnswer key_template;      /* C_GenerateKey accepted the KEK template */
         HsmTemplateAttr attrs[HSM_OPTIONAL_ATTRS];
+        ProbeAnswer wrap_with_trusted; /* a key with CKA_WRAP_WITH_TRUSTED can be made (backup mode trusted-wrap) */
         const char *profile;           /* the first profile whose self-test passed, or NULL */
         int profile_id;                /* its HsmProfile, -1 if none */
         char error[PROBE_ERROR_MAX];   /* the failing call of the first step that failed: "C_Encrypt: CKR_..." */

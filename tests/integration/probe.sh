@@ -63,7 +63,7 @@ export P11_FAULT_REJECT_ATTRS P11_FAULT_NO_LOCAL
 ok "kekd starts on a token without CKA_COPYABLE and CKA_LOCAL" kekd_start
 contains "the token really refused CKA_COPYABLE" "$FLOG" "C_GenerateKey CKR_ATTRIBUTE_TYPE_INVALID reject=0x171"
 "$KEKCTL" status >"$TESTDIR/status" 2>&1
-contains "status: probe found profile gcm, CKA_COPYABLE dropped" "$TESTDIR/status" "Token probe:  profile gcm; private_data_objects yes; key_template yes; CKA_COPYABLE dropped"
+contains "status: probe found profile gcm, CKA_COPYABLE dropped" "$TESTDIR/status" "Token probe:  profile gcm; private_data_objects yes; key_template yes; wrap_with_trusted yes; CKA_COPYABLE dropped"
 contains "status: mechanisms with flags and key sizes" "$TESTDIR/status" "CKM_AES_GCM (encrypt,decrypt"
 contains "status: token flags" "$TESTDIR/status" "login_required"
 "$KEKCTL" status --json >"$TESTDIR/status.json" 2>&1

@@ -321,7 +321,7 @@ if command -v bash >/dev/null 2>&1; then
                         complete "$SRCDIR/contrib/kekctl.bash-completion" "$KEKCTL" "$@"
         }
         is "completion: commands" "$(complete_words r)" "recover request requests revoke rewrap rotate "
-        is "completion: a command's options" "$(complete_words vault --)" "--approval-window --dual-control --json --purge-protection --retention-days "
+        is "completion: a command's options" "$(complete_words vault --)" "--approval-window --backup --dual-control --json --purge-protection --retention-days "
         is "completion: --purge-protection values" "$(complete_words vault --purge-protection "")" "off on "
         is "completion: key names from kekd" "$(complete_words show "")" "acct other-key "
         is "completion: deleted keys for recover" "$(complete_words recover "")" "gone "

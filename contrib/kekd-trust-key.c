@@ -1,0 +1,223 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * kekd-trust-key: the security officer's side of backup mode trusted-wrap
+ * (docs/backup.md). Logged in as SO, it marks a wrapping key CKA_TRUSTED, so
+ * that kekd's KEK versions (CKA_WRAP_WITH_TRUSTED) may leave the token
+ * wrapped under it and under no other key:
+ *
+ *   kekd-trust-key MODULE TOKEN_LABEL SO_PIN_FILE --import-rsa LABEL MODULUS_HEX EXPONENT
+ *       creates a token RSA public key object (the DR token's key, for
+ *       CKM_RSA_PKCS_OAEP), wrap only, with CKA_TRUSTED=TRUE;
+ *   kekd-trust-key MODULE TOKEN_LABEL SO_PIN_FILE --trust LABEL
+ *       marks the one existing wrapping key (public or secret) LABEL trusted.
+ *
+ * Invariants: only the SO can set CKA_TRUSTED (PKCS#11 2.40 4.8, 4.9), so
+ * this tool is the SO's and kekd never sees the SO PIN: it is read from a
+ * file (never argv, which ps shows), used for one C_Login and wiped. It
+ * refuses a LABEL that names no key or more than one, and a key that cannot
+ * wrap; it reads CKA_TRUSTED back and fails unless the token says TRUE.
+ * Standalone (dlopen of the module), so an SO can run it without kekd.
+ */
+#include <dlfcn.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <p11-kit/pkcs11.h>
+
+static CK_FUNCTION_LIST_PTR p11;
+
+static int fail(const char *what, CK_RV rv) {
+        fprintf(stderr, "kekd-trust-key: %s failed: CKR 0x%08lx\n", what, (unsigned long) rv);
+        return 1;
+}
+
+/* The SO PIN, first line of path; at most 255 bytes. */
+static int read_pin(const char *path, char pin[256], size_t *ret_len) {
+        FILE *f = fopen(path, "re");
+        size_t n;
+
+        if (!f)
+                return -errno;
+        n = fread(pin, 1, 255, f);
+        fclose(f);
+        while (n > 0 && (pin[n - 1] == '\n' || pin[n - 1] == '\r'))
+                n--;
+        if (n == 0)
+                return -EINVAL;
+        *ret_len = n;
+        return 0;
+}
+
+static int find_slot(const char *label, CK_SLOT_ID *ret) {
+        CK_SLOT_ID slots[64];
+        CK_ULONG n = 64;
+        size_t len = strlen(label);
+
+        if (p11->C_GetSlotList(CK_TRUE, slots, &n) != CKR_OK)
+                return -EIO;
+        for (CK_ULONG i = 0; i < n; i++) {
+                CK_TOKEN_INFO ti;
+                size_t l = sizeof(ti.label);
+
+                if (p11->C_GetTokenInfo(slots[i], &ti) != CKR_OK)
+                        continue;
+                while (l > 0 && ti.label[l - 1] == ' ')
+                        l--;
+                if (l == len && memcmp(ti.label, label, len) == 0) {
+                        *ret = slots[i];
+                        return 0;
+                }
+        }
+        return -ENOENT;
+}
+
+static size_t unhex(const char *s, unsigned char *out, size_t max) {
+        size_t n = strlen(s), k = 0;
+
+        if (n % 2 || n / 2 > max)
+                return 0;
+        for (size_t i = 0; i < n; i += 2) {
+                unsigned v;
+
+                if (sscanf(s + i, "%2x", &v) != 1)
+                        return 0;
+                out[k++] = (unsigned char) v;
+        }
+        return k;
+}
+
+static int import_rsa(CK_SESSION_HANDLE s, const char *label, const char *mod_hex, const char *exp_dec) {
+        static unsigned char mod[1024];
+        unsigned char exp[8];
+        unsigned long e = strtoul(exp_dec, NULL, 10);
+        size_t mod_len = unhex(mod_hex, mod, sizeof(mod)), exp_len = 0;
+        CK_OBJECT_CLASS cls = CKO_PUBLIC_KEY;
+        CK_KEY_TYPE type = CKK_RSA;
+        CK_BBOOL yes = CK_TRUE, no = CK_FALSE;
+        CK_OBJECT_HANDLE o;
+        CK_RV rv;
+
+        if (mod_len < 256 || e < 3) {
+                fprintf(stderr, "kekd-trust-key: an RSA modulus of at least 2048 bits and an exponent are needed\n");
+                return 2;
+        }
+        for (int i = 7; i >= 0; i--)
+                if ((e >> (8 * i)) & 0xff || exp_len > 0)
+                        exp[exp_len++] = (unsigned char) (e >> (8 * i));
+        {
+                CK_ATTRIBUTE t[] = {
+                        { CKA_CLASS, &cls, sizeof(cls) },
+                        { CKA_KEY_TYPE, &type, sizeof(type) },
+                        { CKA_TOKEN, &yes, sizeof(yes) },
+                        { CKA_PRIVATE, &no, sizeof(no) },
+                        { CKA_LABEL, (void *) label, strlen(label) },
+                        { CKA_MODULUS, mod, mod_len },
+                        { CKA_PUBLIC_EXPONENT, exp, exp_len },
+                        { CKA_WRAP, &yes, sizeof(yes) },
+                        { CKA_ENCRYPT, &no, sizeof(no) },
+                        { CKA_VERIFY, &no, sizeof(no) },
+                        { CKA_TRUSTED, &yes, sizeof(yes) },
+                };
+
+                rv = p11->C_CreateObject(s, t, sizeof(t) / sizeof(t[0]), &o);
+        }
+        return rv == CKR_OK ? 0 : fail("C_CreateObject (the trusted RSA public key)", rv);
+}
+
+static int trust(CK_SESSION_HANDLE s, const char *label) {
+        CK_ATTRIBUTE t[] = { { CKA_LABEL, (void *) label, strlen(label) } };
+        CK_OBJECT_HANDLE objs[4], o;
+        CK_ULONG n = 0;
+        CK_OBJECT_CLASS cls = 0;
+        CK_BBOOL wrap = CK_FALSE, yes = CK_TRUE;
+        CK_ATTRIBUTE a[] = { { CKA_CLASS, &cls, sizeof(cls) }, { CKA_WRAP, &wrap, sizeof(wrap) } };
+        CK_ATTRIBUTE set = { CKA_TRUSTED, &yes, sizeof(yes) };
+        CK_RV rv;
+
+        if ((rv = p11->C_FindObjectsInit(s, t, 1)) != CKR_OK)
+                return fail("C_FindObjectsInit", rv);
+        rv = p11->C_FindObjects(s, objs, 4, &n);
+        (void) p11->C_FindObjectsFinal(s);
+        if (rv != CKR_OK)
+                return fail("C_FindObjects", rv);
+        if (n != 1) {
+                fprintf(stderr, "kekd-trust-key: '%s' names %lu objects the SO can see, not one\n", label,
+                        (unsigned long) n);
+                return 1;
+        }
+        o = objs[0];
+        if (p11->C_GetAttributeValue(s, o, a, 2) != CKR_OK || (cls != CKO_PUBLIC_KEY && cls != CKO_SECRET_KEY) || !wrap) {
+                fprintf(stderr, "kekd-trust-key: '%s' is not a key with CKA_WRAP TRUE\n", label);
+                return 1;
+        }
+        rv = p11->C_SetAttributeValue(s, o, &set, 1);
+        return rv == CKR_OK ? 0 : fail("C_SetAttributeValue(CKA_TRUSTED)", rv);
+}
+
+/* Reads CKA_TRUSTED of label back: 0 only if exactly one object has it TRUE. */
+static int verify(CK_SESSION_HANDLE s, const char *label) {
+        CK_BBOOL yes = CK_TRUE;
+        CK_ATTRIBUTE t[] = { { CKA_LABEL, (void *) label, strlen(label) }, { CKA_TRUSTED, &yes, sizeof(yes) } };
+        CK_OBJECT_HANDLE objs[2];
+        CK_ULONG n = 0;
+        CK_RV rv;
+
+        if ((rv = p11->C_FindObjectsInit(s, t, 2)) != CKR_OK)
+                return fail("C_FindObjectsInit", rv);
+        rv = p11->C_FindObjects(s, objs, 2, &n);
+        (void) p11->C_FindObjectsFinal(s);
+        if (rv != CKR_OK || n != 1) {
+                fprintf(stderr, "kekd-trust-key: the token does not report '%s' as trusted\n", label);
+                return 1;
+        }
+        printf("'%s' is trusted: kekd's trusted-wrap key versions can be wrapped under it\n", label);
+        return 0;
+}
+
+int main(int argc, char *argv[]) {
+        CK_RV (*get)(CK_FUNCTION_LIST_PTR_PTR);
+        CK_SESSION_HANDLE s;
+        CK_SLOT_ID slot;
+        char pin[256];
+        size_t pin_len = 0;
+        void *lib;
+        int r;
+
+        if (argc < 6 || (strcmp(argv[4], "--trust") == 0 ? argc != 6
+                         : strcmp(argv[4], "--import-rsa") == 0 ? argc != 8 : 1)) {
+                fprintf(stderr, "usage: kekd-trust-key MODULE TOKEN_LABEL SO_PIN_FILE --trust LABEL\n"
+                                "       kekd-trust-key MODULE TOKEN_LABEL SO_PIN_FILE --import-rsa LABEL MODULUS_HEX EXPONENT\n");
+                return 2;
+        }
+        lib = dlopen(argv[1], RTLD_NOW | RTLD_LOCAL);
+        get = lib ? (CK_RV(*)(CK_FUNCTION_LIST_PTR_PTR)) dlsym(lib, "C_GetFunctionList") : NULL;
+        if (!get || get(&p11) != CKR_OK || p11->C_Initialize(NULL) != CKR_OK) {
+                fprintf(stderr, "kekd-trust-key: cannot load PKCS#11 module %s\n", argv[1]);
+                return 2;
+        }
+        if (find_slot(argv[2], &slot) < 0) {
+                fprintf(stderr, "kekd-trust-key: no token labelled '%s'\n", argv[2]);
+                return 2;
+        }
+        if (read_pin(argv[3], pin, &pin_len) < 0) {
+                fprintf(stderr, "kekd-trust-key: cannot read the SO PIN from %s\n", argv[3]);
+                return 2;
+        }
+        if (p11->C_OpenSession(slot, CKF_SERIAL_SESSION | CKF_RW_SESSION, NULL, NULL, &s) != CKR_OK)
+                return fail("C_OpenSession", CKR_GENERAL_ERROR);
+        r = p11->C_Login(s, CKU_SO, (CK_UTF8CHAR_PTR) pin, pin_len) == CKR_OK ? 0 : -EACCES;
+        explicit_bzero(pin, sizeof(pin));
+        if (r < 0) {
+                fprintf(stderr, "kekd-trust-key: SO login refused\n");
+                return 1;
+        }
+        r = strcmp(argv[4], "--trust") == 0 ? trust(s, argv[5]) : import_rsa(s, argv[5], argv[6], argv[7]);
+        if (r == 0)
+                r = verify(s, argv[5]);
+        (void) p11->C_Logout(s);
+        (void) p11->C_CloseSession(s);
+        (void) p11->C_Finalize(NULL);
+        return r;
+}
