@@ -58,6 +58,7 @@ struct Hsm {
         bool session_open;
         bool login_refused;       /* the token rejected the PIN: never retry, it could lock the user */
         bool detached;            /* its losses move its own generation, not the parent's: hsm_set_detached() */
+        bool lost_counted;        /* closed by session_lost(), which moved the generation for the reopen to come */
         uint64_t generation;      /* the parent's counts for all its sessions: see generation_bump() */
         uint64_t writes;          /* the parent's: objects created or destroyed through any session, tried or done */
         uint64_t next_open_usec;  /* backoff for reopening a lost session */

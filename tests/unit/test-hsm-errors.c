@@ -198,6 +198,42 @@ static void test_refusals(const TestToken *t, const char *lib, const Secret *pin
         rules("");
 }
 
+/*
+ * One lost session moves the generation once, not once at the loss and again
+ * at the reopen: an operation on another session that found its key again
+ * between the two would otherwise fail on the second move (sessions-fault.sh,
+ * eight unwraps in flight on four sessions, one meets CKR_SESSION_HANDLE_INVALID).
+ */
+static void test_one_move_per_loss(const TestToken *t, const char *lib, const Secret *pin) {
+        _cleanup_(hsm_freep) Hsm *h = NULL;
+        _cleanup_(hsm_freep) Hsm *s = NULL;
+        uint8_t iv[HSM_GCM_IV_SIZE] = { 1 }, aad[4] = { 3 }, pt[32] = { 2 }, ct[sizeof(pt) + HSM_GCM_TAG_SIZE];
+        _cleanup_secret_ Secret *out = NULL;
+        const char *why = NULL;
+        uint64_t gen;
+        HsmObject key;
+        int r;
+
+        rules("");
+        if (!ok(hsm_open(lib, t->uri, pin, &h, &why) == 0 && hsm_open_session(h, &s, &why) == 0,
+                "loss: a parent and a second session opened through p11-fault"))
+                return;
+        if (!ok(hsm_generate_aes_key(h, "gen", 1, &key) == 0 &&
+                        hsm_encrypt_gcm(s, key, iv, aad, sizeof(aad), pt, sizeof(pt), ct) == 0,
+                "loss: a key, and a wrap under it on the second session"))
+                return;
+        gen = hsm_generation(h);
+        rules("C_Decrypt:rv=CKR_SESSION_HANDLE_INVALID:count=1");
+        r = hsm_decrypt_gcm(s, key, iv, aad, sizeof(aad), ct, sizeof(ct), &out);
+        rules("");
+        is_int(r, -ESTALE, "loss: the unwrap that met the lost session says 'open again, find the key again'");
+        ok(hsm_is_open(s), "loss: the session is open again");
+        is_int((int) (hsm_generation(h) - gen), 1, "loss: the generation moved once for the loss and its reopen");
+        out = secret_free(out);
+        is_int(hsm_decrypt_gcm(s, key, iv, aad, sizeof(aad), ct, sizeof(ct), &out), 0, "loss: the retry unwraps");
+        is_int((int) (hsm_generation(h) - gen), 1, "loss: and moves nothing more");
+}
+
 int main(void) {
         _cleanup_secret_ Secret *pin = NULL;
         const char *lib = getenv("P11_FAULT_LIB");
@@ -237,6 +273,7 @@ int main(void) {
 
         test_initialize(&t, lib, pin);
         test_refusals(&t, lib, pin);
+        test_one_move_per_loss(&t, lib, pin);
 
         fflush(stderr);
         (void) dup2(saved_err, STDERR_FILENO);
