@@ -123,6 +123,8 @@ static bool packed_valid(unsigned wire, const uint8_t *p, const uint8_t *end) {
  */
 static int walk(Walk *w, const ProtobufCMessageDescriptor *desc, const uint8_t *p, const uint8_t *end,
                 unsigned depth, bool in_body) {
+        uint64_t once = 0; /* singular message fields met in this message, by index in desc->fields */
+
         w->path[depth] = desc;
         while (p < end) {
                 const uint8_t *at = p, *value;
@@ -185,6 +187,19 @@ static int walk(Walk *w, const ProtobufCMessageDescriptor *desc, const uint8_t *
                         }
                         if (f->type != PROTOBUF_C_TYPE_MESSAGE)
                                 break; /* bytes */
+                        /*
+                         * A singular sub-message given twice is merged by protobuf; protobuf-c 1.4
+                         * fails to merge some (two approval Requests), so such a frame would pass here
+                         * and fail to unpack. No client sends one: refused, so that what passes unpacks.
+                         */
+                        if (f->label != PROTOBUF_C_LABEL_REPEATED) {
+                                size_t idx = (size_t) (f - desc->fields);
+
+                                if (idx < 64 && (once & (UINT64_C(1) << idx)))
+                                        return refuse(w, "sub-message given twice", desc, f, at);
+                                if (idx < 64)
+                                        once |= UINT64_C(1) << idx;
+                        }
                         if (depth == 0 && (f->flags & PROTOBUF_C_FIELD_FLAG_ONEOF)) {
                                 /* protobuf-c keeps the last oneof member; a different one replaces the earlier */
                                 if (w->info.oneof_case != num) {

@@ -12,6 +12,8 @@
  *  - strings: a string field holding a NUL byte or anything but strict UTF-8
  *    (no overlong forms, no surrogates, nothing above U+10FFFF) is refused;
  *    protobuf-c would hand the C string cut at the NUL to its caller.
+ *  - duplicates: a singular sub-message given twice in one message (protobuf
+ *    would merge them; protobuf-c fails to for some) is refused.
  *  - framing: every varint ends within 10 bytes and the message, every length
  *    stays inside its parent, field number 0 and wire types 3, 4, 6 and 7
  *    (groups, which protobuf-c does not decode, and undefined ones) are refused.

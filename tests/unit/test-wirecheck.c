@@ -430,12 +430,17 @@ static void test_framing(void) {
                 { "inner version (a varint) sent as fixed32", "\x52\x05\x25\x01\x00\x00\x00", 7 },
                 { "id length-delimited after an approval the peer may lack the role for",
                   "\x92\x02\x02\x0a\x00\x0a\x05alpha", 12 },
+                /* fuzz-dispatch, CI: protobuf-c cannot merge two approval Requests; the check let them by */
+                { "an approval's Request given twice", "\x08\x0b\x92\x02\x04\x0a\x00\x0a\x00", 9 },
+                { "an approval's Request given twice, each with an id", "\x92\x02\x08\x0a\x02\x08\x01\x0a\x02\x08\x02", 11 },
+                { "the approval itself given twice", "\x92\x02\x00\x92\x02\x00", 6 },
         };
 
         for (size_t i = 0; i < ELEMENTSOF(bad); i++)
                 is_int(check((const uint8_t *) bad[i].bytes, bad[i].len, NULL), -KEKERR_MALFORMED_REQUEST, "%s: refused",
                        bad[i].what);
         is_int(check((const uint8_t *) "", 0, NULL), 0, "empty message: accepted (protobuf-c decodes it too)");
+        is_int(check((const uint8_t *) "\x92\x02\x02\x0a\x00", 5, NULL), 0, "an approval's Request given once: accepted");
         is_int(check((const uint8_t *) "\xfd\x07\x01\x02\x03\x04\xf9\x07" "12345678", 16, NULL), 0,
                "unknown fixed32 and fixed64 fields: accepted");
 }
