@@ -13,6 +13,7 @@ fuzz_files = tests/fuzz/build.sh tests/fuzz/fuzz-blob.c tests/fuzz/fuzz-config.c
 	tests/fuzz/corpus-blob/valid-ctr-hmac tests/fuzz/corpus-blob/valid-gcm-token-iv tests/fuzz/corpus-blob/valid-cbc-hmac \
 	tests/fuzz/corpus-config/full tests/fuzz/corpus-config/bad \
 	tests/fuzz/corpus-frame/list-and-version tests/fuzz/corpus-frame/oversized tests/fuzz/corpus-frame/deep-nesting \
+	tests/fuzz/corpus-dispatch/approval-request-twice \
 	tests/fuzz/corpus-dispatch/batch-rewrap tests/fuzz/corpus-dispatch/batch-unwrap \
 	tests/fuzz/corpus-dispatch/batch-wrap tests/fuzz/corpus-dispatch/check tests/fuzz/corpus-dispatch/create-key \
 	tests/fuzz/corpus-dispatch/delete-recover tests/fuzz/corpus-dispatch/dual-control \
