@@ -9,7 +9,17 @@
  *       creates a token RSA public key object (the DR token's key, for
  *       CKM_RSA_PKCS_OAEP), wrap only, with CKA_TRUSTED=TRUE;
  *   kekd-trust-key MODULE TOKEN_LABEL SO_PIN_FILE --trust LABEL
- *       marks the one existing wrapping key (public or secret) LABEL trusted.
+ *       marks the one existing wrapping key (public or secret) LABEL trusted;
+ *   kekd-trust-key MODULE TOKEN_LABEL SO_PIN_FILE --import-aes LABEL KEY_FILE
+ *       the source token's half of the shared AES-256 backup key of the key
+ *       ceremony (KEY_FILE: its 32 bytes, raw): a public secret key, wrap
+ *       only (CKM_AES_KEY_WRAP_PAD), sensitive, not extractable, CKA_TRUSTED;
+ *   kekd-trust-key MODULE TOKEN_LABEL USER_PIN_FILE --import-aes-unwrap LABEL KEY_FILE
+ *       the target token's half, logged in as USER (a private object; the
+ *       SO can create none): unwrap only, sensitive, not extractable. Never
+ *       public: a public unwrapping key would let anyone who can open a
+ *       session unwrap a backup into a template of their choosing.
+ *   The ceremony then destroys KEY_FILE; kekd never sees the key's value.
  *
  * Invariants: only the SO can set CKA_TRUSTED (PKCS#11 2.40 4.8, 4.9), so
  * this tool is the SO's and kekd never sees the SO PIN: it is read from a
@@ -126,6 +136,49 @@ static int import_rsa(CK_SESSION_HANDLE s, const char *label, const char *mod_he
         return rv == CKR_OK ? 0 : fail("C_CreateObject (the trusted RSA public key)", rv);
 }
 
+/* The shared AES-256 backup key (see the header): wrap-only and public (SO), or unwrap-only and private (user). */
+static int import_aes(CK_SESSION_HANDLE s, const char *label, const char *key_file, int unwrap_side) {
+        unsigned char v[33];
+        CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
+        CK_KEY_TYPE type = CKK_AES;
+        CK_BBOOL yes = CK_TRUE, no = CK_FALSE;
+        CK_BBOOL wrap = unwrap_side ? CK_FALSE : CK_TRUE, unwrap = unwrap_side ? CK_TRUE : CK_FALSE;
+        CK_OBJECT_HANDLE o;
+        FILE *f = fopen(key_file, "re");
+        size_t n = f ? fread(v, 1, sizeof(v), f) : 0;
+        CK_ATTRIBUTE t[] = {
+                { CKA_CLASS, &cls, sizeof(cls) },
+                { CKA_KEY_TYPE, &type, sizeof(type) },
+                { CKA_TOKEN, &yes, sizeof(yes) },
+                { CKA_PRIVATE, unwrap_side ? &yes : &no, sizeof(yes) },
+                { CKA_LABEL, (void *) label, strlen(label) },
+                { CKA_VALUE, v, 32 },
+                { CKA_SENSITIVE, &yes, sizeof(yes) },
+                { CKA_EXTRACTABLE, &no, sizeof(no) },
+                { CKA_MODIFIABLE, &no, sizeof(no) },
+                { CKA_WRAP, &wrap, sizeof(wrap) },
+                { CKA_UNWRAP, &unwrap, sizeof(unwrap) },
+                { CKA_ENCRYPT, &no, sizeof(no) },
+                { CKA_DECRYPT, &no, sizeof(no) },
+                { CKA_SIGN, &no, sizeof(no) },
+                { CKA_VERIFY, &no, sizeof(no) },
+                { CKA_DERIVE, &no, sizeof(no) },
+                { CKA_TRUSTED, &yes, sizeof(yes) }, /* last: the wrapping side only */
+        };
+        CK_RV rv;
+
+        if (f)
+                fclose(f);
+        if (n != 32) {
+                explicit_bzero(v, sizeof(v));
+                fprintf(stderr, "kekd-trust-key: %s does not hold exactly 32 bytes (an AES-256 key)\n", key_file);
+                return 2;
+        }
+        rv = p11->C_CreateObject(s, t, sizeof(t) / sizeof(t[0]) - (unwrap_side ? 1 : 0), &o);
+        explicit_bzero(v, sizeof(v));
+        return rv == CKR_OK ? 0 : fail("C_CreateObject (the shared AES backup key)", rv);
+}
+
 static int trust(CK_SESSION_HANDLE s, const char *label) {
         CK_ATTRIBUTE t[] = { { CKA_LABEL, (void *) label, strlen(label) } };
         CK_OBJECT_HANDLE objs[4], o;
@@ -185,10 +238,15 @@ int main(int argc, char *argv[]) {
         void *lib;
         int r;
 
+        int aes_unwrap = argc > 4 && strcmp(argv[4], "--import-aes-unwrap") == 0;
+
         if (argc < 6 || (strcmp(argv[4], "--trust") == 0 ? argc != 6
-                         : strcmp(argv[4], "--import-rsa") == 0 ? argc != 8 : 1)) {
+                         : strcmp(argv[4], "--import-rsa") == 0 ? argc != 8
+                         : strcmp(argv[4], "--import-aes") == 0 || aes_unwrap ? argc != 7 : 1)) {
                 fprintf(stderr, "usage: kekd-trust-key MODULE TOKEN_LABEL SO_PIN_FILE --trust LABEL\n"
-                                "       kekd-trust-key MODULE TOKEN_LABEL SO_PIN_FILE --import-rsa LABEL MODULUS_HEX EXPONENT\n");
+                                "       kekd-trust-key MODULE TOKEN_LABEL SO_PIN_FILE --import-rsa LABEL MODULUS_HEX EXPONENT\n"
+                                "       kekd-trust-key MODULE TOKEN_LABEL SO_PIN_FILE --import-aes LABEL KEY_FILE\n"
+                                "       kekd-trust-key MODULE TOKEN_LABEL USER_PIN_FILE --import-aes-unwrap LABEL KEY_FILE\n");
                 return 2;
         }
         lib = dlopen(argv[1], RTLD_NOW | RTLD_LOCAL);
@@ -207,15 +265,24 @@ int main(int argc, char *argv[]) {
         }
         if (p11->C_OpenSession(slot, CKF_SERIAL_SESSION | CKF_RW_SESSION, NULL, NULL, &s) != CKR_OK)
                 return fail("C_OpenSession", CKR_GENERAL_ERROR);
-        r = p11->C_Login(s, CKU_SO, (CK_UTF8CHAR_PTR) pin, pin_len) == CKR_OK ? 0 : -EACCES;
+        r = p11->C_Login(s, aes_unwrap ? CKU_USER : CKU_SO, (CK_UTF8CHAR_PTR) pin, pin_len) == CKR_OK ? 0 : -EACCES;
         explicit_bzero(pin, sizeof(pin));
         if (r < 0) {
-                fprintf(stderr, "kekd-trust-key: SO login refused\n");
+                fprintf(stderr, "kekd-trust-key: %s login refused\n", aes_unwrap ? "user" : "SO");
                 return 1;
         }
-        r = strcmp(argv[4], "--trust") == 0 ? trust(s, argv[5]) : import_rsa(s, argv[5], argv[6], argv[7]);
-        if (r == 0)
-                r = verify(s, argv[5]);
+        if (aes_unwrap) {
+                /* The unwrapping half is not marked trusted (only wrapping keys need to be). */
+                r = import_aes(s, argv[5], argv[6], 1);
+                if (r == 0)
+                        printf("'%s' imported: backups wrapped under its other half can be restored here\n", argv[5]);
+        } else {
+                r = strcmp(argv[4], "--trust") == 0      ? trust(s, argv[5])
+                    : strcmp(argv[4], "--import-aes") == 0 ? import_aes(s, argv[5], argv[6], 0)
+                                                           : import_rsa(s, argv[5], argv[6], argv[7]);
+                if (r == 0)
+                        r = verify(s, argv[5]);
+        }
         (void) p11->C_Logout(s);
         (void) p11->C_CloseSession(s);
         (void) p11->C_Finalize(NULL);

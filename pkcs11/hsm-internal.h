@@ -23,7 +23,8 @@
         X(C_OpenSession) X(C_Login) X(C_GenerateKey) X(C_DestroyObject)                 \
         X(C_CreateObject) X(C_EncryptInit) X(C_Encrypt) X(C_DecryptInit) X(C_Decrypt)   \
         X(C_FindObjectsInit) X(C_FindObjects) X(C_FindObjectsFinal) X(C_GetAttributeValue) \
-        X(C_GetMechanismList) X(C_GetMechanismInfo) X(C_SignInit) X(C_Sign) X(C_VerifyInit) X(C_Verify)
+        X(C_GetMechanismList) X(C_GetMechanismInfo) X(C_SignInit) X(C_Sign) X(C_VerifyInit) X(C_Verify) \
+        X(C_WrapKey) X(C_UnwrapKey)
 
 typedef enum Call {
 #define CALL_ENUM(f) CALL_##f,

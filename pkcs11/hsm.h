@@ -53,7 +53,7 @@ typedef struct Hsm Hsm;
 typedef unsigned long HsmObject;
 
 #define HSM_ERROR_KINDS 24u
-#define HSM_CALLS 23u                  /* PKCS#11 functions this module calls */
+#define HSM_CALLS 25u                  /* PKCS#11 functions this module calls */
 
 typedef struct HsmErrorCount {
         const char *name;              /* "CKR_DEVICE_ERROR", static */
