@@ -29,6 +29,8 @@ static const OpName dual_control_ops[] = {
         { KEK__DUAL_CONTROL__DUAL_CONTROL_DELETE, "delete" },
         { KEK__DUAL_CONTROL__DUAL_CONTROL_LAST_GRANT, "last-grant" },
         { KEK__DUAL_CONTROL__DUAL_CONTROL_VAULT_POLICY, "vault-policy" },
+        { KEK__DUAL_CONTROL__DUAL_CONTROL_BACKUP, "backup" },
+        { KEK__DUAL_CONTROL__DUAL_CONTROL_RESTORE, "restore" },
 };
 
 /* buf holds OP_NAMES_MAX bytes at least: every name of a table fits (checked by the unit test). */

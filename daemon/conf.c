@@ -39,7 +39,7 @@ typedef struct ParseState {
 #define QUEUED_OUTPUT_DEFAULT ((size_t) 16 << 20)
 #define QUEUED_OUTPUT_LIMIT ((unsigned long) MIN(64ULL << 30, (unsigned long long) ULONG_MAX))
 
-static const char *const sections[] = { "hsm", "server", "keys", "access", "metrics", "log" };
+static const char *const sections[] = { "hsm", "server", "keys", "access", "metrics", "log", "backup" };
 
 #define KEY(s, n, r, t, f) { s, n, CONFIG_RELOAD_##r, CONFIG_##t, offsetof(Config, f) }
 const ConfigKey config_keys[] = {
@@ -64,6 +64,9 @@ const ConfigKey config_keys[] = {
         KEY("metrics", "interval", RESTART, UNSIGNED, metrics_interval),
         KEY("log", "level", APPLY, INT, log_level),
         KEY("log", "audit_interval", RESTART, UNSIGNED, audit_interval),
+        KEY("backup", "directory", RESTART, STRING, backup_directory),
+        KEY("backup", "wrapping_key", RESTART, STRING, backup_wrapping_key),
+        KEY("backup", "unwrapping_key", RESTART, STRING, backup_unwrapping_key),
 };
 #undef KEY
 const size_t config_n_keys = ELEMENTSOF(config_keys);
@@ -429,6 +432,19 @@ static int handler(void *user, const char *section, const char *name, const char
                         c->audit_interval = (unsigned) u;
                         return 1;
                 }
+        } else if (strcmp(section, "backup") == 0) {
+                /* docs/backup.md: kekd writes and reads backup files only there; a path, not a guess. */
+                if (strcmp(name, "directory") == 0) {
+                        if (value[0] != '/')
+                                return fail(s, "'directory' in [backup] must be an absolute path");
+                        return set_string(s, &c->backup_directory, section, name, value);
+                }
+                if (strcmp(name, "wrapping_key") == 0 || strcmp(name, "unwrapping_key") == 0) {
+                        if (strlen(value) == 0 || strlen(value) > 64)
+                                return fail(s, "'%s' in [backup] must be a key label of 1 to 64 bytes", name);
+                        return set_string(s, name[0] == 'w' ? &c->backup_wrapping_key : &c->backup_unwrapping_key,
+                                          section, name, value);
+                }
         } else
                 return fail(s, "unknown section [%s]", section);
 
@@ -478,6 +494,9 @@ Config *config_free(Config *c) {
         free(c->admin_group);
         free(c->officer_group);
         free(c->metrics_file);
+        free(c->backup_directory);
+        free(c->backup_wrapping_key);
+        free(c->backup_unwrapping_key);
         free(c);
         return NULL;
 }

@@ -34,6 +34,9 @@ typedef struct Config {
         char *metrics_file;     /* [metrics] file: Prometheus textfile; NULL: none */
         unsigned metrics_interval; /* [metrics] interval, seconds */
         unsigned audit_interval; /* [log] audit_interval, seconds: data-plane audit counts are written this often */
+        char *backup_directory;  /* [backup] directory: where backup files are written and read; NULL: none */
+        char *backup_wrapping_key;   /* [backup] wrapping_key: label of the trusted wrapping key */
+        char *backup_unwrapping_key; /* [backup] unwrapping_key: label of the unwrapping key */
 } Config;
 
 /*

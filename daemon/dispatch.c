@@ -65,6 +65,8 @@ static const Route routes[] = {
         CONTROL(KEK__REQUEST__BODY_PURGE_KEY, "purge-key", ROLE_OFFICER, handle_purge_key),
         CONTROL(KEK__REQUEST__BODY_SET_VAULT_POLICY, "set-vault-policy", ROLE_ADMIN, handle_set_vault_policy),
         CONTROL(KEK__REQUEST__BODY_CHECK, "check", ROLE_OFFICER, handle_check),
+        CONTROL(KEK__REQUEST__BODY_BACKUP, "backup", ROLE_OFFICER, handle_backup),
+        CONTROL(KEK__REQUEST__BODY_RESTORE, "restore", ROLE_OFFICER, handle_restore),
         CONTROL(KEK__REQUEST__BODY_SET_GRANT, "set-grant", ROLE_ADMIN, handle_set_grant),
         CONTROL(KEK__REQUEST__BODY_SUBMIT_APPROVAL, "submit-approval", ROLE_OFFICER, handle_submit_approval),
         CONTROL(KEK__REQUEST__BODY_APPROVE, "approve", ROLE_OFFICER, handle_approve),

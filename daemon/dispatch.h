@@ -54,6 +54,8 @@ typedef struct Dispatcher {
         uint64_t started_usec;         /* wall clock at start, for status */
         size_t max_frame;
         uint64_t (*now_usec)(void);    /* wall clock, see daemon/clock.h; replaceable in tests */
+        /* [backup] (docs/backup.md): the directory backup files live in (NULL: none), the transfer keys' labels. */
+        const char *backup_directory, *backup_wrapping_key, *backup_unwrapping_key;
 } Dispatcher;
 
 /*

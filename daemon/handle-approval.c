@@ -19,7 +19,8 @@
 
 static bool dual_controllable(Kek__Request__BodyCase t) {
         return t == KEK__REQUEST__BODY_PURGE_KEY || t == KEK__REQUEST__BODY_DELETE_KEY ||
-               t == KEK__REQUEST__BODY_SET_GRANT || t == KEK__REQUEST__BODY_SET_VAULT_POLICY;
+               t == KEK__REQUEST__BODY_SET_GRANT || t == KEK__REQUEST__BODY_SET_VAULT_POLICY ||
+               t == KEK__REQUEST__BODY_BACKUP || t == KEK__REQUEST__BODY_RESTORE;
 }
 
 static Kek__ApprovalInfo *approval_info(Request *req, const Approval *a) {
@@ -59,7 +60,7 @@ int handle_submit_approval(Dispatcher *d, const Kek__Request *m, Request *req) {
 
         if (!inner || !dual_controllable(inner->body_case) || !(h = route_find(inner->body_case)))
                 return request_error(req, -KEKERR_INVALID_ARGUMENT,
-                                   "only purge-key, delete-key, set-grant and set-vault-policy can be submitted for approval");
+                                   "only purge-key, delete-key, set-grant, set-vault-policy, backup and restore can be submitted for approval");
         request_show_key(req->outcome.key, request_key(inner));
         if (!peer_has_role(req->peer, route_role(h)))
                 return request_error(req, -KEKERR_PERMISSION_DENIED, "%s needs %s", route_op(h), access_role_text(route_role(h)));

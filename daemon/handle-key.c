@@ -109,6 +109,7 @@ static Kek__KeyInfo *key_info(Dispatcher *d, Request *req, const Key *k) {
                 vi[j].enabled = v->enabled;
                 vi[j].profile = (uint32_t) v->profile;
                 vi[j].wrap_with_trusted = v->wrap_with_trusted;
+                vi[j].restored = v->restored;
                 vi[j].wraps = v->wraps_reserved - MIN(v->wraps_reserved, v->lease_left);
                 vi[j].unwraps = v->unwraps + v->unwraps_pending;
                 vi[j].last_use_usec = MAX(v->last_use_usec, v->last_use_pending);
@@ -356,7 +357,7 @@ int handle_set_vault_policy(Dispatcher *d, const Kek__Request *m, Request *req) 
                 return approval_required(req, "a weaker vault policy");
         r = keystore_set_vault(d->keystore, &c);
         if (r == -KEKERR_INVALID_ARGUMENT)
-                return request_error(req, r, "retention must be %u..%u days, the approval window %u..%u s, dual control a set of purge, delete, last-grant, vault-policy",
+                return request_error(req, r, "retention must be %u..%u days, the approval window %u..%u s, dual control a set of purge, delete, last-grant, vault-policy, backup, restore",
                                    RETENTION_DAYS_MIN, RETENTION_DAYS_MAX, APPROVAL_WINDOW_MIN, APPROVAL_WINDOW_MAX);
         if (r == -KEKERR_PERMISSION_DENIED)
                 return request_error(req, r, c.purge_protection == 0 && keystore_vault(d->keystore)->purge_protection

@@ -55,6 +55,10 @@ bool needs_approval(Dispatcher *d, Request *req, uint32_t bit);
 int approval_required(Request *req, const char *op);
 int reply_empty(Request *req);
 
+/* handle-backup.c (daemon/backup.h) */
+int handle_backup(Dispatcher *d, const Kek__Request *m, Request *req);
+int handle_restore(Dispatcher *d, const Kek__Request *m, Request *req);
+
 /* handle-approval.c */
 int handle_submit_approval(Dispatcher *d, const Kek__Request *m, Request *req);
 int handle_approve(Dispatcher *d, const Kek__Request *m, Request *req);

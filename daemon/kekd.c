@@ -662,7 +662,9 @@ static int run(int argc, char *argv[]) {
         metrics_set_hsm_source(metrics, on_hsm_stats, &d);
         d.dispatcher = (Dispatcher) { .keystore = keystore, .audit = audit, .metrics = metrics, .pool = pool,
                                       .started_usec = clock_now_usec(), .max_frame = config->max_frame,
-                                      .now_usec = clock_now_usec };
+                                      .now_usec = clock_now_usec, .backup_directory = config->backup_directory,
+                                      .backup_wrapping_key = config->backup_wrapping_key,
+                                      .backup_unwrapping_key = config->backup_unwrapping_key };
         r = server_new(event, config, &d.dispatcher, listen_fd, &server);
         if (r < 0)
                 return 1;

@@ -124,11 +124,16 @@ int keystore_check(Keystore *ks, uint64_t now, CheckReport *ret) {
                         }
                         r = hsm_key_attributes(keystore_hsm(ks), v->handle, &a);
                         /* Recorded trusted-wrap: extractable, but only under SO-trusted keys (vault.h). */
+                        /* Recorded restored (docs/backup.md): unwrapped here, so never ALWAYS_SENSITIVE. */
                         if (r >= 0 && !(a.sensitive && a.private_ && a.token && !a.value_readable &&
-                                        (v->wrap_with_trusted ? a.always_sensitive && a.wrap_with_trusted
-                                                              : !a.extractable && a.never_extractable)))
-                                r = report_add(&rep, "key '%s' version %u is not a sensitive, %s token key", k->name,
-                                               v->id, v->wrap_with_trusted ? "trusted-wrap-only" : "never-extractable");
+                                        (v->restored ? !a.always_sensitive && (v->wrap_with_trusted
+                                                                                       ? a.extractable && a.wrap_with_trusted
+                                                                                       : !a.extractable)
+                                         : v->wrap_with_trusted ? a.always_sensitive && a.wrap_with_trusted
+                                                                : !a.extractable && a.never_extractable)))
+                                r = report_add(&rep, "key '%s' version %u is not a sensitive, %s%s token key", k->name,
+                                               v->id, v->restored ? "restored " : "",
+                                               v->wrap_with_trusted ? "trusted-wrap-only" : "never-extractable");
                         if (r >= 0 && !v->wrap_with_trusted) {
                                 rep.without_backup++;
                                 if (keystore_vault(ks)->trusted_wrap)
@@ -145,6 +150,13 @@ int keystore_check(Keystore *ks, uint64_t now, CheckReport *ret) {
         }
         for (size_t i = 0; i < n_refs; i++) {
                 const Key *k = keystore_key_runtime(ks, refs[i].label);
+                const KeyVersion *v = k ? key_find_version(k, refs[i].version) : NULL;
+
+                /* Unwrapped or imported (never ALWAYS_SENSITIVE) where the record does not say "restored". */
+                if (k && refs[i].restored && !(v && v->restored) &&
+                    (r = report_add(&rep, "key object labelled '%s' is not used as a KEK: imported or once extractable "
+                                    "(CKA_ALWAYS_SENSITIVE or CKA_NEVER_EXTRACTABLE not TRUE)", refs[i].label)) < 0)
+                        goto finish;
 
                 if (k && !key_find_version(k, refs[i].version) && refs[i].version != k->pending_version &&
                     (r = report_add(&rep, "key '%s': object for version %u is not in its record (orphan)",

@@ -37,6 +37,7 @@ typedef struct OpState {
         bool pending;                  /* prepared (or targeted) and not yet run: the next run does its call */
         bool src_ok;                   /* unwrap, rewrap: the blob authenticated (usage counts it) */
         bool gone;                     /* the HSM no longer knew a handle: finish re-reads the token */
+        bool src_restored, dst_restored; /* the versions' keys are in the restored form (record.h) */
         uint64_t generation;           /* hsm_generation() the handles below are valid at */
         uint64_t now;
         const uint8_t *ctx;            /* the caller's context, which must outlive the op */
@@ -98,7 +99,7 @@ static int check_usable(Keystore *ks, const Key *k, KeyVersion *v) {
                  * failed then is not taken for a missing object. Only a definite "not there" is
                  * UNKNOWN_VERSION (which libkek treats as a revocation); anything else is transient.
                  */
-                r = hsm_find_key(keystore_hsm(ks), k->name, v->id, &v->handle);
+                r = hsm_find_version_key(keystore_hsm(ks), k->name, v->id, v->restored, &v->handle);
                 if (r == -ENOENT)
                         return -KEKERR_UNKNOWN_VERSION;
                 if (r < 0)
@@ -173,6 +174,7 @@ static int wrap_target(Keystore *ks, const KeyLookup *found, const char *name, u
         snprintf(s->key, sizeof(s->key), "%s", k->name);
         op->version = v->id;
         s->dst_profile = v->profile;
+        s->dst_restored = v->restored;
         s->dst_iv_len = iv_len;
         s->dst_mac = v->mac_handle;
         s->dst = v->handle;
@@ -207,6 +209,7 @@ static int unwrap_source(Keystore *ks, const KeyLookup *found, CryptoOp *op) {
                 return alen;
         s->src_aad_len = (size_t) alen;
         s->src = v->handle;
+        s->src_restored = v->restored;
         s->src_mac = v->mac_handle;
         s->generation = keystore_generation(ks);
         return 0;
@@ -290,13 +293,13 @@ static int refind(Hsm *h, CryptoOp *op) {
                 return r;
         gen = hsm_generation(h);
         if (encrypt) {
-                r = hsm_find_key(h, s->key, op->version, &s->dst);
+                r = hsm_find_version_key(h, s->key, op->version, s->dst_restored, &s->dst);
                 if (r >= 0 && hsm_profile_has_mac_key(s->dst_profile))
-                        r = hsm_find_mac_key(h, s->key, op->version, &s->dst_mac);
+                        r = hsm_find_version_mac_key(h, s->key, op->version, s->dst_restored, &s->dst_mac);
         } else {
-                r = hsm_find_key(h, op->view.key, op->view.version, &s->src);
+                r = hsm_find_version_key(h, op->view.key, op->view.version, s->src_restored, &s->src);
                 if (r >= 0 && hsm_profile_has_mac_key((HsmProfile) op->view.profile))
-                        r = hsm_find_mac_key(h, op->view.key, op->view.version, &s->src_mac);
+                        r = hsm_find_version_mac_key(h, op->view.key, op->view.version, s->src_restored, &s->src_mac);
         }
         if (r < 0)
                 return r;

@@ -237,6 +237,12 @@ int key_index_build(KeyIndexReading *rd, KeyIndex *ret, KeyName **ret_dups, size
                 v = key_index_version(k, rd->refs[i].version);
                 if (!v)
                         continue; /* pending or orphaned: repair and check deal with it */
+                /*
+                 * The restored form only where the record says "restored", and only there:
+                 * an unwrapped or imported key is never taken for a generated one (check names it).
+                 */
+                if (rd->refs[i].restored != v->restored)
+                        continue;
                 v->handle = rd->refs[i].handle;
                 v->present = true;
         }

@@ -105,7 +105,7 @@ int profile_version_mac_find(Hsm *hsm, const char *name, KeyVersion *v) {
 
         if (!hsm_profile_has_mac_key(v->profile) || v->mac_present)
                 return 0;
-        r = hsm_find_mac_key(hsm, name, v->id, &v->mac_handle);
+        r = hsm_find_version_mac_key(hsm, name, v->id, v->restored, &v->mac_handle);
         if (r < 0)
                 return r;
         v->mac_present = true;
@@ -137,10 +137,11 @@ int profile_version_problem(Hsm *hsm, const Key *k, KeyVersion *v, char *why, si
         if (r < 0)
                 return r;
         if (!(a.sensitive && a.private_ && a.token && !a.value_readable &&
-              (v->wrap_with_trusted ? a.always_sensitive && a.wrap_with_trusted
-                                    : !a.extractable && a.never_extractable))) {
+              (v->restored ? !a.always_sensitive && (!a.extractable || a.wrap_with_trusted)
+               : v->wrap_with_trusted ? a.always_sensitive && a.wrap_with_trusted
+                                      : !a.extractable && a.never_extractable))) {
                 snprintf(why, why_len, "key '%s' version %u: its MAC key is not a sensitive, %s token key", k->name,
-                         v->id, v->wrap_with_trusted ? "trusted-wrap-only" : "never-extractable");
+                         v->id, v->restored ? "restored" : v->wrap_with_trusted ? "trusted-wrap-only" : "never-extractable");
                 return 1;
         }
         return 0;

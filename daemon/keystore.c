@@ -120,7 +120,8 @@ static Key *index_put(Keystore *ks, Key *k) {
                         k->versions[i].present = true;
                         k->versions[i].mac_handle = ov->mac_handle;
                         k->versions[i].mac_present = ov->mac_present;
-                } else if (hsm_find_key(ks->hsm, k->name, k->versions[i].id, &k->versions[i].handle) >= 0)
+                } else if (hsm_find_version_key(ks->hsm, k->name, k->versions[i].id, k->versions[i].restored,
+                                                &k->versions[i].handle) >= 0)
                         k->versions[i].present = true;
         }
         ks->epoch++;

@@ -57,8 +57,8 @@ int key_from_record(const HsmDataObject *d, Key **ret) {
         rec = kek__key_record__unpack(NULL, d->value_len, d->value);
         if (!rec)
                 return -EBADMSG;
-        /* Formats 2 and 3: versions of other profiles than gcm, or trusted-wrap ones (see key_to_record()). */
-        if (rec->format < 1 || rec->format > 3 || !key_name_valid(rec->name) || strcmp(rec->name, d->label) != 0 ||
+        /* Formats 2, 3 and 4: versions of other profiles than gcm, trusted-wrap or restored ones (see key_to_record()). */
+        if (rec->format < 1 || rec->format > 4 || !key_name_valid(rec->name) || strcmp(rec->name, d->label) != 0 ||
             (rec->n_versions == 0 && rec->pending_version == 0 && !rec->purging))
                 goto finish;
 
@@ -102,6 +102,7 @@ int key_from_record(const HsmDataObject *d, Key **ret) {
                         .enabled = v->enabled,
                         .profile = (HsmProfile) v->profile,
                         .wrap_with_trusted = v->wrap_with_trusted,
+                        .restored = v->restored,
                         .wraps_reserved = v->wraps,
                         .unwraps = v->unwraps,
                         .last_use_usec = v->last_use_usec,
@@ -172,6 +173,7 @@ int key_to_record(const Key *k, uint8_t **ret, size_t *ret_len) {
                 vi[i].enabled = v->enabled;
                 vi[i].profile = (uint32_t) v->profile;
                 vi[i].wrap_with_trusted = v->wrap_with_trusted;
+                vi[i].restored = v->restored;
                 vi[i].wraps = v->wraps_reserved;
                 vi[i].unwraps = v->unwraps;
                 vi[i].last_use_usec = v->last_use_usec;
@@ -196,6 +198,14 @@ int key_to_record(const Key *k, uint8_t **ret, size_t *ret_len) {
         for (size_t i = 0; i < k->n_versions; i++)
                 if (k->versions[i].wrap_with_trusted)
                         rec.format = 3;
+        /*
+         * Format 4: a restored version (docs/backup.md), whose keys no search of an older kekd
+         * adopts (an unwrapped key is never ALWAYS_SENSITIVE): it would take the version for
+         * missing and write the record back without VersionInfo.restored; it refuses it instead.
+         */
+        for (size_t i = 0; i < k->n_versions; i++)
+                if (k->versions[i].restored)
+                        rec.format = 4;
         rec.name = (char *) k->name;
         rec.created_usec = k->created_usec;
         rec.current_version = k->current_version;

@@ -40,6 +40,7 @@ typedef struct KeyVersion {
         bool enabled;
         HsmProfile profile;        /* how it encrypts (pkcs11/hsm.h); its blobs carry the matching format */
         bool wrap_with_trusted;    /* its keys leave the token only wrapped under SO-trusted keys (a backup path) */
+        bool restored;             /* its keys were unwrapped here by a restore: adopted only in the restored form */
         bool present;              /* the key object exists in the token */
         HsmObject handle;
         bool mac_present;          /* profiles with a MAC key: found (mac_handle valid at the index's generation) */

@@ -32,7 +32,9 @@ enum {
         DUAL_CONTROL_DELETE = 1u << 1,
         DUAL_CONTROL_LAST_GRANT = 1u << 2,
         DUAL_CONTROL_VAULT_POLICY = 1u << 3,
-        DUAL_CONTROL_ALL = (1u << 4) - 1,
+        DUAL_CONTROL_BACKUP = 1u << 4,
+        DUAL_CONTROL_RESTORE = 1u << 5,
+        DUAL_CONTROL_ALL = (1u << 6) - 1,
 };
 #define APPROVAL_WINDOW_MIN 60u
 #define APPROVAL_WINDOW_MAX (7u * 24 * 3600)

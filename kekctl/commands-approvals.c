@@ -44,10 +44,14 @@ int cmd_approve(CmdOpts *o, int argc, char *argv[]) {
                 printf("Approved request %s.\n", id);
         if (resp->body_case == KEK__RESPONSE__BODY_KEY_INFO && resp->key_info->key)
                 print_key_info(resp->key_info->key);
+        else if (resp->body_case == KEK__RESPONSE__BODY_BACKUP)
+                r = print_backup_response(resp->backup);
+        else if (resp->body_case == KEK__RESPONSE__BODY_RESTORE)
+                r = print_restore_response(resp->restore, false);
         else if (arg_json)
                 printf("{ \"approved\": \"%s\" }\n", id);
         kek_response_free(resp);
-        return 0;
+        return r;
 }
 
 int cmd_requests(CmdOpts *o, int argc, char *argv[]) {

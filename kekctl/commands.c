@@ -116,9 +116,9 @@ static const Command commands[] = {
                             "[--backup none|trusted-wrap]",
                 .brief = "show or change soft-delete retention and purge protection\n"
                          "(purge protection cannot be switched off once on), the operations\n"
-                         "needing two officers (purge,delete,last-grant,vault-policy), and the\n"
+                         "needing two officers (purge,delete,last-grant,vault-policy,backup,restore), and the\n"
                          "backup mode of new key versions (trusted-wrap cannot be switched off)",
-                .what = "Show or change the vault policy. Dual control OPS: a comma list of purge, delete, last-grant, vault-policy.",
+                .what = "Show or change the vault policy. Dual control OPS: a comma list of purge, delete, last-grant, vault-policy, backup, restore.",
                 .submittable = true,
         },
         {
@@ -127,6 +127,32 @@ static const Command commands[] = {
                 .synopsis = "",
                 .brief = "verify the token against the key records",
                 .what = "Verify the token against the key records; exit 1 when a problem is found.",
+        },
+        {
+                .name = "backup",
+                .run = cmd_backup,
+                .opts = OPT_BACKUP,
+                .synopsis = "--to FILE [--wrapping-key LABEL]",
+                .brief = "back up every key, its versions wrapped in the HSM under the trusted\n"
+                         "backup key, to FILE in kekd's [backup] directory (exit 1 when a\n"
+                         "version cannot be backed up: each is named)",
+                .what = "Back up every key (records, grants, usage, the vault policy; each version wrapped in the HSM "
+                        "under the shared backup key) to FILE, a new file in kekd's [backup] directory. Versions that "
+                        "cannot leave the token are named, and the exit status is then 1.",
+                .submittable = true,
+        },
+        {
+                .name = "restore",
+                .run = cmd_restore,
+                .opts = OPT_RESTORE,
+                .synopsis = "--from FILE [--replace] [--dry-run] [--unwrapping-key LABEL]",
+                .brief = "restore a backup into this token, same names and versions; refused\n"
+                         "over existing keys unless --replace; every difference is named",
+                .what = "Restore FILE (in kekd's [backup] directory) into this token: same names, versions, states and "
+                        "grants, so existing blobs unwrap here. A tampered, truncated or foreign file is refused and "
+                        "nothing is written. Keys that exist here are listed with every difference and left alone "
+                        "unless --replace is given; --dry-run only lists.",
+                .submittable = true,
         },
         {
                 .name = "grant",

@@ -13,6 +13,7 @@
 #include <stddef.h>
 
 #include "kekctl/options.h"
+#include "proto/kek.pb-c.h"
 
 /* What the shell completes as a command's argument. */
 typedef enum CompleteKeys {
@@ -58,6 +59,11 @@ int cmd_recover(CmdOpts *o, int argc, char *argv[]);
 int cmd_purge(CmdOpts *o, int argc, char *argv[]);
 int cmd_vault(CmdOpts *o, int argc, char *argv[]);
 int cmd_check(CmdOpts *o, int argc, char *argv[]);
+int cmd_backup(CmdOpts *o, int argc, char *argv[]);
+/* The replies of backup and restore (also when "kekctl approve" ran them); the exit status: 1 if a version was left out. */
+int print_backup_response(const Kek__BackupResponse *b);
+int print_restore_response(const Kek__RestoreResponse *rs, bool dry_run);
+int cmd_restore(CmdOpts *o, int argc, char *argv[]);
 int cmd_status(CmdOpts *o, int argc, char *argv[]);
 int cmd_grant(CmdOpts *o, int argc, char *argv[]);
 int cmd_revoke(CmdOpts *o, int argc, char *argv[]);

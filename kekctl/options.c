@@ -141,7 +141,7 @@ static int set_ops(CmdOpts *o, const char *arg) {
 static int set_dual_control(CmdOpts *o, const char *arg) {
         if (dual_control_from_string(arg, &o->dual_control) < 0)
                 return usage_error("invalid --dual-control '%s' (a comma list of purge, delete, last-grant, "
-                                   "vault-policy, or none)", arg);
+                                   "vault-policy, backup, restore, or none)", arg);
         o->has_dual_control = true;
         return 0;
 }
@@ -154,6 +154,31 @@ static int set_approval_window(CmdOpts *o, const char *arg) {
 
 static int set_prometheus(CmdOpts *o, _unused_ const char *arg) {
         o->prometheus = true;
+        return 0;
+}
+
+/* A file name in kekd's [backup] directory: kekd writes and reads it (docs/backup.md). */
+static int set_backup_file(CmdOpts *o, const char *arg) {
+        if (!arg[0] || strchr(arg, '/') || strlen(arg) > 255)
+                return usage_error("invalid backup file '%s' (a file name in kekd's [backup] directory, without '/')", arg);
+        o->backup_file = arg;
+        return 0;
+}
+
+static int set_transfer_key(CmdOpts *o, const char *arg) {
+        if (!arg[0] || strlen(arg) > 64)
+                return usage_error("invalid key label '%s' (1 to 64 bytes)", arg);
+        o->transfer_key = arg;
+        return 0;
+}
+
+static int set_replace(CmdOpts *o, _unused_ const char *arg) {
+        o->replace = true;
+        return 0;
+}
+
+static int set_dry_run(CmdOpts *o, _unused_ const char *arg) {
+        o->dry_run = true;
         return 0;
 }
 
@@ -170,6 +195,12 @@ static const CmdOption cmd_options[] = {
         { "approval-window", OPT_VAULT, true, VALUES_FREE, set_approval_window },
         { "backup", OPT_VAULT, true, VALUES_BACKUP, set_backup },
         { "prometheus", OPT_PROMETHEUS, false, VALUES_FREE, set_prometheus },
+        { "to", OPT_BACKUP, true, VALUES_FREE, set_backup_file },
+        { "wrapping-key", OPT_BACKUP, true, VALUES_FREE, set_transfer_key },
+        { "from", OPT_RESTORE, true, VALUES_FREE, set_backup_file },
+        { "unwrapping-key", OPT_RESTORE, true, VALUES_FREE, set_transfer_key },
+        { "replace", OPT_RESTORE, false, VALUES_FREE, set_replace },
+        { "dry-run", OPT_RESTORE, false, VALUES_FREE, set_dry_run },
 };
 
 const CmdOption *cmd_option_at(size_t i) {

@@ -34,6 +34,8 @@ enum {
         OPT_VAULT = 1 << 4,
         OPT_OPS = 1 << 5,
         OPT_PROMETHEUS = 1 << 6,
+        OPT_BACKUP = 1 << 7,       /* backup: --to, --wrapping-key */
+        OPT_RESTORE = 1 << 8,      /* restore: --from, --replace, --unwrapping-key, --dry-run */
 };
 
 typedef struct CmdOpts {
@@ -52,6 +54,9 @@ typedef struct CmdOpts {
         uint32_t dual_control;
         uint64_t approval_window;
         bool prometheus;
+        const char *backup_file;   /* --to, --from: a file name in kekd's [backup] directory */
+        const char *transfer_key;  /* --wrapping-key, --unwrapping-key: a key label in the token */
+        bool replace, dry_run;
 } CmdOpts;
 
 /* What a value completes to in the shell. */

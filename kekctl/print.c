@@ -104,6 +104,9 @@ json_object *key_info_json(const Kek__KeyInfo *k) {
                 json_object_object_add(j, "profile", json_object_new_int((int) v->profile)); /* 0 gcm, 1 ctr-hmac, 2 gcm-token-iv, 3 cbc-hmac */
                 /* Backup mode trusted-wrap (docs/backup.md): false = never extractable, lost with the token. */
                 json_object_object_add(j, "wrap_with_trusted", json_object_new_boolean(v->wrap_with_trusted));
+                /* Unwrapped here by kekctl restore (docs/backup.md); only shown when true. */
+                if (v->restored)
+                        json_object_object_add(j, "restored", json_object_new_boolean(true));
                 json_object_object_add(j, "created_usec", json_object_new_uint64(v->created_usec));
                 json_object_object_add(j, "wraps", json_object_new_uint64(v->wraps));
                 json_object_object_add(j, "unwraps", json_object_new_uint64(v->unwraps));
@@ -148,9 +151,9 @@ void print_key_info(const Kek__KeyInfo *k) {
 
                 format_time(v->created_usec, t, sizeof(t));
                 format_time(v->last_use_usec, u, sizeof(u));
-                printf("%-9u %-9s %-23s %12llu %12llu  %s%s\n", v->id, v->enabled ? "enabled" : "disabled", t,
+                printf("%-9u %-9s %-23s %12llu %12llu  %s%s%s\n", v->id, v->enabled ? "enabled" : "disabled", t,
                        (unsigned long long) v->wraps, (unsigned long long) v->unwraps, u,
-                       v->id == k->current_version ? "  (current)" : "");
+                       v->id == k->current_version ? "  (current)" : "", v->restored ? "  (restored)" : "");
         }
         if (k->n_grants > 0) {
                 printf("\n");

@@ -282,6 +282,66 @@ int hsm_find_all(Hsm *h, CK_ATTRIBUTE *tmpl, CK_ULONG n_tmpl, CK_OBJECT_HANDLE *
         { CKA_WRAP_WITH_TRUSTED, &(yes), sizeof(yes) }
 
 /*
+ * The restored form (a version unwrapped by a restore, pkcs11/hsm-transfer.h):
+ * PKCS#11 makes an unwrapped key CKA_ALWAYS_SENSITIVE and
+ * CKA_NEVER_EXTRACTABLE FALSE, so it is sensitive but was not always.
+ * Either not extractable, or extractable under trusted keys only. Adopted
+ * only for a version whose record says "restored" (daemon/keystore-index.c):
+ * the lookups below take the form as an argument, never fall back to it.
+ * Private only, as the others.
+ */
+#define KEK_SEARCH_TEMPLATE_RESTORED(cls, type, yes, no)             \
+        { CKA_CLASS, &(cls), sizeof(cls) },                          \
+        { CKA_TOKEN, &(yes), sizeof(yes) },                          \
+        { CKA_PRIVATE, &(yes), sizeof(yes) },                        \
+        { CKA_KEY_TYPE, &(type), sizeof(type) },                     \
+        { CKA_SENSITIVE, &(yes), sizeof(yes) },                      \
+        { CKA_ALWAYS_SENSITIVE, &(no), sizeof(no) },                 \
+        { CKA_EXTRACTABLE, &(no), sizeof(no) }
+#define KEK_SEARCH_TEMPLATE_RESTORED_TRUSTED(cls, type, yes, no)     \
+        { CKA_CLASS, &(cls), sizeof(cls) },                          \
+        { CKA_TOKEN, &(yes), sizeof(yes) },                          \
+        { CKA_PRIVATE, &(yes), sizeof(yes) },                        \
+        { CKA_KEY_TYPE, &(type), sizeof(type) },                     \
+        { CKA_SENSITIVE, &(yes), sizeof(yes) },                      \
+        { CKA_ALWAYS_SENSITIVE, &(no), sizeof(no) },                 \
+        { CKA_EXTRACTABLE, &(yes), sizeof(yes) },                    \
+        { CKA_WRAP_WITH_TRUSTED, &(yes), sizeof(yes) }
+
+/* The key object (label, version) of type in the restored form; -ENOENT if absent. */
+static int find_restored_key(Hsm *h, CK_KEY_TYPE type, const char *label, uint32_t version, HsmObject *ret) {
+        CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
+        CK_BBOOL yes = CK_TRUE, no = CK_FALSE;
+        uint8_t id[4];
+        CK_ATTRIBUTE plain[] = {
+                KEK_SEARCH_TEMPLATE_RESTORED(cls, type, yes, no),
+                { CKA_LABEL, (void *) label, strlen(label) },
+                { CKA_ID, id, sizeof(id) },
+        };
+        CK_ATTRIBUTE trusted[] = {
+                KEK_SEARCH_TEMPLATE_RESTORED_TRUSTED(cls, type, yes, no),
+                { CKA_LABEL, (void *) label, strlen(label) },
+                { CKA_ID, id, sizeof(id) },
+        };
+        _cleanup_free_ CK_OBJECT_HANDLE *objs = NULL;
+        size_t n = 0;
+        int r;
+
+        version_to_id(version, id);
+        r = hsm_find_all(h, plain, ELEMENTSOF(plain), &objs, &n);
+        if (r >= 0 && n == 0) {
+                free(TAKE_PTR(objs));
+                r = hsm_find_all(h, trusted, ELEMENTSOF(trusted), &objs, &n);
+        }
+        if (r < 0)
+                return r;
+        if (n == 0)
+                return -ENOENT;
+        *ret = objs[0];
+        return 0;
+}
+
+/*
  * The key object (label, version) of type (CKK_AES: a KEK; CKK_GENERIC_SECRET:
  * its MAC key), by the KEK search rules; -ENOENT if absent.
  */
@@ -377,39 +437,55 @@ static int list_version_keys(Hsm *h, CK_KEY_TYPE type, HsmKeyRef **ret, size_t *
         CK_BBOOL yes = CK_TRUE, no = CK_FALSE;
         CK_ATTRIBUTE tmpl[] = { KEK_SEARCH_TEMPLATE(cls, type, yes, no) };
         CK_ATTRIBUTE trusted[] = { KEK_SEARCH_TEMPLATE_TRUSTED(cls, type, yes) };
-        _cleanup_free_ HsmKeyRef *a = NULL, *b = NULL;
-        size_t na = 0, nb = 0;
-        HsmKeyRef *p;
+        CK_ATTRIBUTE restored[] = { KEK_SEARCH_TEMPLATE_RESTORED(cls, type, yes, no) };
+        CK_ATTRIBUTE restored_trusted[] = { KEK_SEARCH_TEMPLATE_RESTORED_TRUSTED(cls, type, yes, no) };
+        struct {
+                CK_ATTRIBUTE *tmpl;
+                CK_ULONG n;
+                bool wrap_with_trusted, restored;
+        } forms[] = {
+                { tmpl, ELEMENTSOF(tmpl), false, false },
+                { trusted, ELEMENTSOF(trusted), true, false },
+                { restored, ELEMENTSOF(restored), false, true },
+                { restored_trusted, ELEMENTSOF(restored_trusted), true, true },
+        };
+        _cleanup_free_ HsmKeyRef *all = NULL;
+        size_t n_all = 0;
         int r = -KEKERR_HSM_UNAVAILABLE;
 
         for (unsigned attempt = 0; attempt < 2; attempt++) {
-                uint64_t gen;
+                uint64_t gen = 0;
 
-                free(TAKE_PTR(a));
-                free(TAKE_PTR(b));
-                r = list_refs(h, tmpl, ELEMENTSOF(tmpl), &a, &na);
-                if (r < 0)
-                        return r;
-                gen = hsm_generation(h);
-                r = list_refs(h, trusted, ELEMENTSOF(trusted), &b, &nb);
-                if (r < 0)
-                        return r;
-                r = hsm_generation(h) == gen ? 0 : -KEKERR_HSM_UNAVAILABLE; /* a reopen between the two */
+                free(TAKE_PTR(all));
+                n_all = 0;
+                for (size_t f = 0; f < ELEMENTSOF(forms); f++) {
+                        _cleanup_free_ HsmKeyRef *b = NULL;
+                        size_t nb = 0;
+                        HsmKeyRef *p;
+
+                        r = list_refs(h, forms[f].tmpl, forms[f].n, &b, &nb);
+                        if (r < 0)
+                                return r;
+                        if (f == 0)
+                                gen = hsm_generation(h);
+                        p = reallocarray(all, n_all + nb + 1, sizeof(*all));
+                        if (!p)
+                                return -ENOMEM;
+                        all = p;
+                        for (size_t i = 0; i < nb; i++) {
+                                b[i].wrap_with_trusted = forms[f].wrap_with_trusted;
+                                b[i].restored = forms[f].restored;
+                                all[n_all++] = b[i];
+                        }
+                }
+                r = hsm_generation(h) == gen ? 0 : -KEKERR_HSM_UNAVAILABLE; /* a reopen between the listings */
                 if (r == 0)
                         break;
         }
         if (r < 0)
                 return r;
-        for (size_t i = 0; i < nb; i++)
-                b[i].wrap_with_trusted = true;
-        p = reallocarray(a, na + nb + 1, sizeof(*a));
-        if (!p)
-                return -ENOMEM;
-        a = p;
-        if (nb > 0)
-                memcpy(a + na, b, nb * sizeof(*b));
-        *ret = TAKE_PTR(a);
-        *ret_n = na + nb;
+        *ret = TAKE_PTR(all);
+        *ret_n = n_all;
         return 0;
 }
 
@@ -435,8 +511,13 @@ static const char *unclassified_reason(const CK_ATTRIBUTE *a, CK_KEY_TYPE type, 
                 return "not sensitive";
         if (a[2].ulValueLen != sizeof(CK_BBOOL) || (extr && !trusted_only))
                 return "extractable (without CKA_WRAP_WITH_TRUSTED)";
-        /* The trusted-wrap form is extractable by design: CKA_NEVER_EXTRACTABLE is asked of the other only. */
-        if (a[3].ulValueLen != sizeof(CK_BBOOL) || !asens || (!extr && (a[4].ulValueLen != sizeof(CK_BBOOL) || !nextr)))
+        /*
+         * The trusted-wrap form is extractable by design: CKA_NEVER_EXTRACTABLE is asked of the other only.
+         * The restored form (unwrapped by a restore: never ALWAYS_SENSITIVE) is listed with its flag and
+         * adopted only where the record says so; kekctl check compares the two (keystore-check.c).
+         */
+        if (!(a[3].ulValueLen == sizeof(CK_BBOOL) && !asens) &&
+            (a[3].ulValueLen != sizeof(CK_BBOOL) || !asens || (!extr && (a[4].ulValueLen != sizeof(CK_BBOOL) || !nextr))))
                 return "imported or once extractable (CKA_ALWAYS_SENSITIVE or CKA_NEVER_EXTRACTABLE not TRUE)";
         if (a[7].ulValueLen != sizeof(CK_BBOOL) || !priv)
                 return "public (CKA_PRIVATE not TRUE: usable without login)";
@@ -564,6 +645,15 @@ int hsm_find_key(Hsm *h, const char *label, uint32_t version, HsmObject *ret) {
         return find_version_key(h, CKK_AES, label, version, ret);
 }
 
+int hsm_find_version_key(Hsm *h, const char *label, uint32_t version, bool restored, HsmObject *ret) {
+        return restored ? find_restored_key(h, CKK_AES, label, version, ret) : find_version_key(h, CKK_AES, label, version, ret);
+}
+
+int hsm_find_version_mac_key(Hsm *h, const char *label, uint32_t version, bool restored, HsmObject *ret) {
+        return restored ? find_restored_key(h, CKK_GENERIC_SECRET, label, version, ret)
+                        : find_version_key(h, CKK_GENERIC_SECRET, label, version, ret);
+}
+
 /* --- MAC keys of the encrypt-then-MAC profiles (hsm.h) ----------------------- */
 
 /*
@@ -663,6 +753,9 @@ static int destroy_version_type(Hsm *h, CK_KEY_TYPE type, const char *label, uin
         for (unsigned i = 0; i < VERSION_OBJECTS_MAX; i++) {
                 HsmObject obj;
                 int r = find_version_key(h, type, label, version, &obj);
+
+                if (r == -ENOENT) /* then a restored one (a restore's objects, hsm-transfer.h) */
+                        r = find_restored_key(h, type, label, version, &obj);
                 uint64_t gen = hsm_generation(h); /* the generation obj was found at */
 
                 if (r == -ENOENT)

@@ -83,6 +83,7 @@ typedef struct HsmKeyRef {
         uint32_t version;              /* from CKA_ID (4 bytes big-endian) */
         HsmObject handle;
         bool wrap_with_trusted;        /* found in the trusted-wrap form (hsm-objects.c), not never-extractable */
+        bool restored;                 /* found in the restored form (unwrapped by a restore, hsm-transfer.h) */
 } HsmKeyRef;
 
 typedef struct HsmDataObject {
@@ -352,6 +353,13 @@ int hsm_key_attributes(Hsm *h, HsmObject key, HsmKeyAttrs *ret);
 
 /* Finds the key object (label, version); -ENOENT if absent. */
 int hsm_find_key(Hsm *h, const char *label, uint32_t version, HsmObject *ret);
+/*
+ * The same in the form a version's record names: generated (as
+ * hsm_find_key(), hsm_find_mac_key()) or, with restored, only the restored
+ * form of a version a restore unwrapped (pkcs11/hsm-transfer.h).
+ */
+int hsm_find_version_key(Hsm *h, const char *label, uint32_t version, bool restored, HsmObject *ret);
+int hsm_find_version_mac_key(Hsm *h, const char *label, uint32_t version, bool restored, HsmObject *ret);
 
 /*
  * Private CKO_DATA objects of one application ("kekd" for key records,

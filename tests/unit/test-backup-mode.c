@@ -56,12 +56,38 @@ static void test_record(void) {
                    back->versions[1].wrap_with_trusted,
            "read back, each version keeps its form");
         if (r) {
-                r->format = 4;
+                r->format = 5;
                 len = kek__key_record__pack(r, buf);
                 d.value_len = len;
-                is_int(key_from_record(&d, &future), -EBADMSG, "a record of format 4 is refused");
+                is_int(key_from_record(&d, &future), -EBADMSG, "a record of format 5 (a future kekd's) is refused");
                 kek__key_record__free_unpacked(r, NULL);
         }
+}
+
+/* A restored version (docs/backup.md): format 4, which a kekd of format 3 refuses whole. */
+static void test_record_restored(void) {
+        KeyVersion vs[2] = {
+                { .id = 1, .enabled = true, .profile = HSM_PROFILE_GCM, .restored = true },
+                { .id = 2, .enabled = false, .profile = HSM_PROFILE_CTR_HMAC, .wrap_with_trusted = true, .restored = true },
+        };
+        Key k = { .name = "rs", .current_version = 1, .state = KEY_ENABLED, .versions = vs, .n_versions = 2 };
+        HsmDataObject d = { .label = "rs" };
+        _cleanup_(key_freep) Key *back = NULL;
+        _cleanup_free_ uint8_t *buf = NULL;
+        Kek__KeyRecord *r;
+        size_t len = 0;
+
+        ok(key_to_record(&k, &buf, &len) == 0, "a record with restored versions serialised");
+        r = kek__key_record__unpack(NULL, len, buf);
+        ok(r && r->format == 4 && r->n_versions == 2 && r->versions[0]->restored && r->versions[1]->restored,
+           "... as format 4, VersionInfo.restored on both");
+        if (r)
+                kek__key_record__free_unpacked(r, NULL);
+        d.value = buf;
+        d.value_len = len;
+        ok(key_from_record(&d, &back) == 0 && back->versions[0].restored && back->versions[1].restored &&
+                   back->versions[1].wrap_with_trusted && !back->versions[0].wrap_with_trusted,
+           "read back: restored, each with its form");
 }
 
 static bool listed(const HsmKeyRef *refs, size_t n, const char *label, uint32_t version, bool wrap_with_trusted) {
@@ -124,6 +150,7 @@ int main(void) {
 
         test_weakens();
         test_record();
+        test_record_restored();
         if (token_setup(&t, "backup") < 0) {
                 printf("Bail out! no SoftHSM2 token\n");
                 return 99;
