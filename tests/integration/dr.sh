@@ -42,6 +42,7 @@ directory = $BK
 wrapping_key = kekd backup
 unwrapping_key = kekd backup
 EOF
+        [ -z "${SERVE_MODULE:-}" ] || sed -i "s|^module = .*|module = $SERVE_MODULE|" "$CONF"
         kekd_start
 }
 now() { date +%s.%N; }
@@ -221,5 +222,30 @@ else
         tap_n=$((tap_n + 1))
         echo "ok $tap_n # SKIP a second officer needs root and setpriv"
 fi
+kekd_stop
+
+# --- a restore cut short after a key's objects, before its record: check clean, then again --
+token dre
+"$TRUST_KEY" "$SOFTHSM2_MODULE" dre "$TESTDIR/pin" --import-aes-unwrap "kekd backup" "$TESTDIR/backup-key" >/dev/null 2>&1
+is "token E gets B's half of the backup key" "$?" 0
+p11_fault_setup
+SERVE_MODULE=$P11_FAULT_LIB
+ok "kekd on E (through p11-fault) starts" serve
+fault_set 'C_CreateObject:rv=CKR_DEVICE_ERROR:nth=4'
+kc restore --from dr1
+is "the restore fails when the 4th record cannot be written" "$KC_STATUS" 1
+contains "... the fault fired" "$FLOG" "C_CreateObject CKR_DEVICE_ERROR"
+sed 's/^/#   /' "$TESTDIR/err"
+fault_set ""
+succeeds "check after the cut-short restore is clean (objects without a record are no key)" check
+contains "... consistent" "$TESTDIR/out" "The token is consistent with the key records."
+kc list --json
+is "... 3 keys were restored whole, the 4th not at all" "$(grep -c '"name"' "$TESTDIR/out")" 3
+refused KEY_EXISTS "restoring again without --replace names the 3 keys there" restore --from dr1
+succeeds "restore again with --replace" restore --from dr1 --replace
+contains "... all 11 keys" "$TESTDIR/out" "Restored 11 keys, 31 versions."
+"$KEK_DR" "$SOCKET" unwrap "$TESTDIR/blobs" >"$TESTDIR/u3" 2>&1
+contains "1000 of 1000 unwrap on E" "$TESTDIR/u3" "unwrapped 1000 of 1000"
+succeeds "check on E is clean" check
 kekd_stop
 done_testing
