@@ -60,6 +60,9 @@ fi
 # conf.c names the mechanism profiles (pkcs11/hsm-crypt.c), so fuzz-config links the daemon's sources too.
 # shellcheck disable=SC2086
 $CLANG $flags $daemon_cflags -o "$out/fuzz-config" "$src/tests/fuzz/fuzz-config.c" $daemon_srcs $daemon_libs -ldl
+# The backup file's parser (daemon/backup-file.c) needs record.c and what it links.
+# shellcheck disable=SC2086
+$CLANG $flags $daemon_cflags -o "$out/fuzz-backup" "$src/tests/fuzz/fuzz-backup.c" $daemon_srcs $daemon_libs -ldl
 # shellcheck disable=SC2086
 $CLANG $flags $daemon_cflags -DMOCK_P11_MODULE="\"$out/mock-p11.so\"" -o "$out/fuzz-dispatch" \
         "$src/tests/fuzz/fuzz-dispatch.c" $daemon_srcs $daemon_libs -ldl
@@ -76,7 +79,7 @@ if [ "${3:-}" = corpus ]; then
         exit 0
 fi
 [ "${3:-}" = run ] || exit 0
-for t in blob config frame dispatch; do
+for t in blob config frame backup dispatch; do
         secs=$4
         [ "$t" = dispatch ] && secs=${FUZZ_DISPATCH_SECONDS:-$4}
         work="$out/work-$t"

@@ -7,6 +7,7 @@
 # instrumentation; the libtool archives are built without it), so they are handed over
 # from the libkekd_la_* and libkekproto_la_* variables of Makefile.am, with the packages' flags.
 fuzz_files = tests/fuzz/build.sh tests/fuzz/fuzz-blob.c tests/fuzz/fuzz-config.c tests/fuzz/fuzz-frame.c \
+	tests/fuzz/fuzz-backup.c tests/fuzz/corpus-backup/two-keys \
 	tests/fuzz/fuzz-dispatch.c tests/fuzz/gen-corpus-dispatch.c \
 	tests/mock-p11/mock-p11.c tests/mock-p11/mock-p11.h \
 	tests/fuzz/corpus-blob/header-only tests/fuzz/corpus-blob/valid-shape tests/fuzz/corpus-blob/bad-format \
@@ -39,5 +40,5 @@ fuzz: all
 	FUZZ_DAEMON_LIBS='$(filter-out %.la,$(libkekd_la_LIBADD) $(libkekproto_la_LIBADD))' \
 	$(SHELL) $(srcdir)/tests/fuzz/build.sh '$(abs_top_srcdir)' '$(abs_top_builddir)' $${fs:+run} $$fs
 .PHONY: fuzz
-CLEANFILES += tests/fuzz/fuzz-blob tests/fuzz/fuzz-config tests/fuzz/fuzz-frame tests/fuzz/fuzz-dispatch \
+CLEANFILES += tests/fuzz/fuzz-blob tests/fuzz/fuzz-config tests/fuzz/fuzz-frame tests/fuzz/fuzz-dispatch tests/fuzz/fuzz-backup \
 	tests/fuzz/mock-p11.so tests/fuzz/gen-corpus-dispatch

@@ -39,7 +39,7 @@ is "kekctl COMMAND --help works for every command of the table" "$bad" ""
 
 "$KEKCTL" request nope >/dev/null 2>"$TESTDIR/err"
 is "request of a command that cannot be submitted: usage error" "$?" 2
-contains "... the message lists the submittable commands" "$TESTDIR/err" "only delete, purge, vault and revoke"
+contains "... the message lists the submittable commands" "$TESTDIR/err" "only delete, purge, vault, backup, restore and revoke"
 
 if command -v bash >/dev/null 2>&1; then
         # complete WORDS...: the completions of the last word of "kekctl WORDS..."
@@ -52,7 +52,7 @@ if command -v bash >/dev/null 2>&1; then
         is "completion: --ops values from the grant op table" "$(complete_words grant k user:1 --ops "")" \
                 "all get rewrap unwrap wrap "
         is "completion: --dual-control values" "$(complete_words vault --dual-control "")" \
-                "delete last-grant none purge vault-policy "
+                "backup delete last-grant none purge restore vault-policy "
         is "completion: a value-less option's value is not completed" "$(complete_words wrap k --context "")" ""
         is "completion: an unknown command completes nothing" "$(complete_words frobnicate --)" ""
         is "completion: the global options" "$(complete_words --)" "--help --json --socket= --timeout= --version "

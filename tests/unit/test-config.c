@@ -612,7 +612,8 @@ static void test_reload_keys(void) {
                 "[keys]\nrefresh_interval = 5\nallow_unrecoverable = no\n"
                 "[access]\nadmin_group = aa\nofficer_group = oa\n"
                 "[metrics]\nfile = /a.prom\ninterval = 15\n"
-                "[log]\nlevel = info\naudit_interval = 60\n";
+                "[log]\nlevel = info\naudit_interval = 60\n"
+                "[backup]\ndirectory = /a/backup\nwrapping_key = wa\nunwrapping_key = ua\n";
         static const char b_text[] =
                 "[hsm]\nmodule = /b.so\ntoken = pkcs11:token=b\npin_file = /b/pin\nsessions = 4\nprofile = ctr-hmac\n"
                 "[server]\nsocket = /b.sock\nsocket_mode = 0660\nsocket_group = gb\nmax_frame = 16384\n"
@@ -620,7 +621,8 @@ static void test_reload_keys(void) {
                 "[keys]\nrefresh_interval = 6\nallow_unrecoverable = yes\n"
                 "[access]\nadmin_group = ab\nofficer_group = ob\n"
                 "[metrics]\nfile = /b.prom\ninterval = 16\n"
-                "[log]\nlevel = debug\naudit_interval = 61\n";
+                "[log]\nlevel = debug\naudit_interval = 61\n"
+                "[backup]\ndirectory = /b/backup\nwrapping_key = wb\nunwrapping_key = ub\n";
         Config *a = load_ok(a_text, "reload: config a"), *b = load_ok(b_text, "reload: config b");
         const ConfigKey *sessions = NULL;
 

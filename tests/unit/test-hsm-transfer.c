@@ -115,6 +115,26 @@ static void test_transfer(Hsm *h, const TestToken *t) {
                    !attrs.never_extractable && !attrs.value_readable,
            "restored form: token, private, sensitive, extractable only under trusted, never ALWAYS_SENSITIVE");
         is_int(hsm_find_key(h, "copy", 1, &tampered), -ENOENT, "the restored form is not adopted as generated");
+        ok(hsm_find_version_key(h, "copy", 1, true, &tampered) == 0 && tampered == c_aes &&
+                   hsm_find_version_mac_key(h, "copy", 1, true, &tampered) == 0 && tampered == c_mac,
+           "... only where the record says restored (AES and MAC key)");
+        is_int(hsm_find_version_key(h, "acct", 1, true, &tampered), -ENOENT,
+               "a generated version is not found in the restored form either");
+        {
+                _cleanup_free_ HsmKeyRef *refs = NULL;
+                size_t n = 0;
+                int restored = -1, generated = -1;
+
+                if (hsm_list_keys(h, &refs, &n) == 0)
+                        for (size_t i = 0; i < n; i++) {
+                                if (strcmp(refs[i].label, "copy") == 0 && refs[i].version == 1)
+                                        restored = refs[i].restored && refs[i].wrap_with_trusted;
+                                if (strcmp(refs[i].label, "acct") == 0 && refs[i].version == 1)
+                                        generated = !refs[i].restored;
+                        }
+                ok(restored == 1 && generated == 1,
+                   "the listing flags the restored copy (the index adopts it only for a restored version)");
+        }
         ok(hsm_unwrap_version(h, &unwrap_k, "copy2", 1, HSM_PART_AES, false, w_aes, l_aes, &c_aes) == 0 &&
                    hsm_key_attributes(h, c_aes, &attrs) == 0 && !attrs.extractable && attrs.sensitive,
            "restored without wrap_trusted: not extractable");

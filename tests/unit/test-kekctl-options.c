@@ -156,7 +156,7 @@ static void test_table(void) {
                 ok(groups & opt->group, "--%s is taken by some command", opt->name);
                 ok(opt->set, "--%s has a setter", opt->name);
         }
-        ok(strcmp(submittable_list(list, sizeof(list), "or"), "delete, purge, vault or revoke") == 0,
+        ok(strcmp(submittable_list(list, sizeof(list), "or"), "delete, purge, vault, backup, restore or revoke") == 0,
            "the submittable commands: %s", list);
         ok(strcmp(submittable_list(list, 12, "or"), "delete, pur") == 0, "... truncated to the buffer: %s", list);
 }

@@ -57,15 +57,19 @@ static void test_grant_ops(void) {
 static void test_dual_control(void) {
         char buf[OP_NAMES_MAX];
         uint32_t bits = 0, all = KEK__DUAL_CONTROL__DUAL_CONTROL_PURGE | KEK__DUAL_CONTROL__DUAL_CONTROL_DELETE |
-                                  KEK__DUAL_CONTROL__DUAL_CONTROL_LAST_GRANT | KEK__DUAL_CONTROL__DUAL_CONTROL_VAULT_POLICY;
+                                  KEK__DUAL_CONTROL__DUAL_CONTROL_LAST_GRANT | KEK__DUAL_CONTROL__DUAL_CONTROL_VAULT_POLICY |
+                                  KEK__DUAL_CONTROL__DUAL_CONTROL_BACKUP | KEK__DUAL_CONTROL__DUAL_CONTROL_RESTORE;
         size_t total = 0, n;
 
         for (n = 0; dual_control_name_at(n); n++)
                 total += strlen(dual_control_name_at(n)) + 1;
-        is_int(n, 4, "four dual-control ops have a name");
+        is_int(n, 6, "six dual-control ops have a name (backup and restore: docs/backup.md)");
         ok(total <= OP_NAMES_MAX, "every dual-control name, comma-separated, fits OP_NAMES_MAX (%zu)", total);
 
-        ok(strcmp(dual_control_to_string(all, buf), "purge,delete,last-grant,vault-policy") == 0, "all: %s", buf);
+        ok(strcmp(dual_control_to_string(all, buf), "purge,delete,last-grant,vault-policy,backup,restore") == 0, "all: %s",
+           buf);
+        is_int(dual_control_from_string("restore,backup", &bits), 0, "'restore,backup' parses");
+        is_int(bits, KEK__DUAL_CONTROL__DUAL_CONTROL_BACKUP | KEK__DUAL_CONTROL__DUAL_CONTROL_RESTORE, "... to 16 | 32");
         ok(strcmp(dual_control_to_string(0, buf), "none") == 0, "0 shows as 'none'");
         ok(strcmp(dual_control_to_string(KEK__DUAL_CONTROL__DUAL_CONTROL_LAST_GRANT, buf), "last-grant") == 0,
            "one: %s", buf);
