@@ -37,7 +37,7 @@
 /* One key of a parsed backup: its record and, per version of the record in the file, the wrapped keys. */
 typedef struct BackupVersionKeys {
         uint32_t id;
-        const uint8_t *aes_key;      /* into the parsed file */
+        const uint8_t *aes_key;      /* into the unpacked message (BackupContents.pb) */
         size_t aes_key_len;
         const uint8_t *mac_key;      /* NULL for profiles without a MAC key */
         size_t mac_key_len;
