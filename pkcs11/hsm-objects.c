@@ -504,6 +504,9 @@ int hsm_list_keys(Hsm *h, HsmKeyRef **ret, size_t *ret_n) {
 static const char *unclassified_reason(const CK_ATTRIBUTE *a, CK_KEY_TYPE type, CK_BBOOL sens, CK_BBOOL extr,
                                        CK_BBOOL asens, CK_BBOOL nextr, CK_BBOOL priv, CK_BBOOL wwt) {
         bool trusted_only = a[8].ulValueLen == sizeof(CK_BBOOL) && wwt; /* the trusted-wrap form */
+        /* The restored form: private, kekd's ID, sensitive but never always sensitive (see below). */
+        bool restored_form = a[3].ulValueLen == sizeof(CK_BBOOL) && !asens && a[7].ulValueLen == sizeof(CK_BBOOL) &&
+                             priv && a[6].ulValueLen == 4;
 
         if (a[0].ulValueLen != sizeof(type) || (type != CKK_AES && type != CKK_GENERIC_SECRET))
                 return "not an AES key";
@@ -516,7 +519,7 @@ static const char *unclassified_reason(const CK_ATTRIBUTE *a, CK_KEY_TYPE type, 
          * The restored form (unwrapped by a restore: never ALWAYS_SENSITIVE) is listed with its flag and
          * adopted only where the record says so; kekctl check compares the two (keystore-check.c).
          */
-        if (!(a[3].ulValueLen == sizeof(CK_BBOOL) && !asens) &&
+        if (!restored_form &&
             (a[3].ulValueLen != sizeof(CK_BBOOL) || !asens || (!extr && (a[4].ulValueLen != sizeof(CK_BBOOL) || !nextr))))
                 return "imported or once extractable (CKA_ALWAYS_SENSITIVE or CKA_NEVER_EXTRACTABLE not TRUE)";
         if (a[7].ulValueLen != sizeof(CK_BBOOL) || !priv)

@@ -320,7 +320,7 @@ if command -v bash >/dev/null 2>&1; then
                 bash -c '. "$1"; shift; COMP_WORDS=("$@"); COMP_CWORD=$(($# - 1)); _kekctl; [ ${#COMPREPLY[@]} -eq 0 ] || printf "%s\n" "${COMPREPLY[@]}" | sort | tr "\n" " "' \
                         complete "$SRCDIR/contrib/kekctl.bash-completion" "$KEKCTL" "$@"
         }
-        is "completion: commands" "$(complete_words r)" "recover request requests revoke rewrap rotate "
+        is "completion: commands" "$(complete_words r)" "recover request requests restore revoke rewrap rotate "
         is "completion: a command's options" "$(complete_words vault --)" "--approval-window --backup --dual-control --json --purge-protection --retention-days "
         is "completion: --purge-protection values" "$(complete_words vault --purge-protection "")" "off on "
         is "completion: key names from kekd" "$(complete_words show "")" "acct other-key "

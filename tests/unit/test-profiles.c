@@ -469,10 +469,10 @@ static void test_record(void) {
         {
                 _cleanup_(key_freep) Key *future = NULL;
 
-                rec.format = 4; /* 3: trusted-wrap versions (tests/unit/test-backup-mode.c) */
+                rec.format = 5; /* 3: trusted-wrap versions, 4: restored ones (tests/unit/test-backup-mode.c) */
                 len = kek__key_record__pack(&rec, old_buf);
                 d.value_len = len;
-                is_int(key_from_record(&d, &future), -EBADMSG, "a record of format 4 is refused");
+                is_int(key_from_record(&d, &future), -EBADMSG, "a record of format 5 is refused");
         }
 }
 
