@@ -950,7 +950,7 @@ static int bench_copies(void) {
         if (copies_raw(fault_abs, "1 ms HSM", slow_ops) < 0)
                 return -1;
         unsetenv("P11_FAULT");
-        if (copies_kekd(fault_abs, NULL, "SoftHSM2", n_ops) < 0)
+        if (copies_kekd(fault_abs, NULL, "SoftHSM2", quick ? 2000 : n_ops) < 0)
                 return -1;
         return copies_kekd(fault_abs, delay, "1 ms HSM", slow_ops);
 }
