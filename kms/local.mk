@@ -5,7 +5,11 @@
 kms_files = kms/api.proto tests/kms/install.sh tests/kms/client.go tests/kms/client.py \
 	contrib/kek-kms-plugin.service contrib/kek-kms-plugin.socket contrib/kek-kms-plugin.conf \
 	contrib/encryption-configuration.yaml
+kms_files += tests/kms/mock-backend.h tests/fuzz/fuzz-kms.c tests/fuzz/corpus-kms/status tests/fuzz/corpus-kms/encrypt \
+	tests/fuzz/corpus-kms/decrypt tests/fuzz/corpus-kms/multi tests/fuzz/corpus-kms/oversized \
+	tests/fuzz/corpus-kms/ping-window
 EXTRA_DIST += $(kms_files) tests/integration/kms.sh
+CLEANFILES += tests/fuzz/fuzz-kms
 dist_man_MANS += man/kek-kms-plugin.8
 TESTS += tests/integration/kms.sh
 AM_TESTS_ENVIRONMENT += KEK_KMS_PLUGIN='$(abs_top_builddir)/kms/kek-kms-plugin' \
