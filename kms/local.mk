@@ -13,8 +13,9 @@ CLEANFILES += tests/fuzz/fuzz-kms
 dist_man_MANS += man/kek-kms-plugin.8
 TESTS += tests/integration/kms.sh
 AM_TESTS_ENVIRONMENT += KEK_KMS_PLUGIN='$(abs_top_builddir)/kms/kek-kms-plugin' \
+	KEK_KMS_BENCH='$(abs_top_builddir)/tests/bench/kms-bench' \
 	KEK_KMS_SRC='$(abs_top_srcdir)/tests/kms' KEK_KMS_PROTO='$(abs_top_srcdir)/kms/api.proto' \
-	; export KEK_KMS_PLUGIN KEK_KMS_SRC KEK_KMS_PROTO;
+	; export KEK_KMS_PLUGIN KEK_KMS_BENCH KEK_KMS_SRC KEK_KMS_PROTO;
 
 if HAVE_NGHTTP2
 BUILT_SOURCES += kms/api.pb-c.c kms/api.pb-c.h
@@ -45,4 +46,10 @@ tests_unit_test_kms_grpc_LDADD = libkekkms.la $(NGHTTP2_LIBS)
 tests_unit_test_kms_service_SOURCES = tests/unit/test-kms-service.c
 tests_unit_test_kms_service_CFLAGS = $(libkekkms_la_CFLAGS)
 tests_unit_test_kms_service_LDADD = libkekkms.la
+
+# Encrypt+Decrypt through the plugin against kekd's wrap+unwrap (tests/integration/kms.sh prints it)
+check_PROGRAMS += tests/bench/kms-bench
+tests_bench_kms_bench_SOURCES = tests/bench/kms-bench.c
+tests_bench_kms_bench_CFLAGS = $(libkekkms_la_CFLAGS)
+tests_bench_kms_bench_LDADD = libkekkms.la client/libkek.la $(NGHTTP2_LIBS)
 endif

@@ -142,6 +142,15 @@ if [ -n "$HAVE_PY" ]; then
         ok "kekd continued: Status answers again" sh -c "[ \"\$(/usr/bin/python3 '$TESTDIR/probe.py' 5)\" = OK ]"
 fi
 
+# kekbench row: Encrypt+Decrypt through the plugin against kekd's wrap+unwrap, same run
+if [ -x "${KEK_KMS_BENCH:-}" ]; then
+        for c in 1 8; do
+                "$KEK_KMS_BENCH" "$SOCK" "$KEY" 3 $c >"$TESTDIR/bench.out" 2>&1
+                is "kms-bench with concurrency $c runs without a failed call" "$?" 0
+                sed 's/^/# bench: /' "$TESTDIR/bench.out"
+        done
+fi
+
 # A lost grant: unhealthy, Encrypt refused PERMISSION_DENIED
 if [ -n "$HAVE_PY" ]; then
         succeeds "revoke the plugin's grant" revoke "$KEY" "user:$PLUGIN_UID"
@@ -155,7 +164,23 @@ contains "metrics count Encrypt calls by gRPC status" "$METRICS" 'kek_kms_reques
 contains "metrics count refusals by gRPC status" "$METRICS" 'code="INVALID_ARGUMENT"'
 contains "metrics have a latency histogram" "$METRICS" 'kek_kms_request_duration_seconds_bucket{method="Decrypt",le="+Inf"}'
 
-kill -TERM "$PLUGIN_PID"
+# Drain: a call in flight at SIGTERM (kekd stopped) finishes; new connections are refused
+if [ -n "$HAVE_PY" ]; then
+        succeeds "grant $KEY to the plugin's uid again" grant "$KEY" "user:$PLUGIN_UID" --ops get,wrap,unwrap
+        kill -STOP "$KEKD_PID"
+        probe 15 >"$TESTDIR/drain.out" 2>&1 &
+        CALL_PID=$!
+        wait_for 10 grep -q '^kek_kms_in_flight 1$' "$METRICS"
+        contains "a call is in flight while kekd is stopped" "$METRICS" 'kek_kms_in_flight 1'
+        kill -TERM "$PLUGIN_PID"
+        wait_for 5 sh -c "/usr/bin/python3 '$TESTDIR/probe.py' 2 >'$TESTDIR/refused.out' 2>&1; grep -q UNAVAILABLE '$TESTDIR/refused.out'"
+        contains "draining: a new connection is refused (UNAVAILABLE)" "$TESTDIR/refused.out" UNAVAILABLE
+        kill -CONT "$KEKD_PID"
+        pid_reap "$CALL_PID" 20
+        contains "draining: the call in flight finished OK" "$TESTDIR/drain.out" OK
+else
+        kill -TERM "$PLUGIN_PID"
+fi
 pid_reap "$PLUGIN_PID" 10
 is "SIGTERM: the plugin drains and exits 0 within 10 s" "$?" 0
 PLUGIN_PID=""
