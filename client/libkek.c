@@ -506,7 +506,7 @@ static int unwrap_remote(kek_client *c, const uint8_t *blob, size_t blob_len, co
 
 /*
  * Whether kekd still serves unwraps of key's version, from its index: 1 confirmed, 0 unconfirmed
- * (kekd cannot vouch: the caller unwraps), or the error an unwrap would meet (libkek(3), CONFIRMATION).
+ * (kekd cannot vouch: the caller unwraps), or the error an unwrap would meet (libkek(3), THE AEK CACHE).
  */
 static int confirm_remote(kek_client *c, const char *key, uint32_t version) {
         Kek__Request req = KEK__REQUEST__INIT;
