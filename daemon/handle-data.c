@@ -426,7 +426,7 @@ int handle_confirm(Dispatcher *d, const Kek__Request *m, Request *req) {
          * a lookup that failed; only the unwrap's own search tells a missing version from that.
          */
         cr->confirmed = read_usec != 0 && age < d->confirm_max_age_usec && v->present &&
-                        (!hsm_profile_has_mac_key(v->profile) || v->mac_present) && hsm_profile_name(v->profile);
+                        (!hsm_profile_has_mac_key(v->profile) || v->mac_present) && hsm_profile_name(v->profile) != NULL;
         req->resp.body_case = KEK__RESPONSE__BODY_CONFIRM;
         req->resp.confirm = cr;
         return 0;
