@@ -381,8 +381,9 @@ int handle_get_key_version(Dispatcher *d, const Kek__Request *m, Request *req) {
 
 /*
  * Confirm (kek.proto): the state an unwrap of a blob of this version would
- * meet, read from the index only, so that a client re-validates its cached
- * AEKs once per key version instead of once per AEK, with no HSM call. What
+ * meet, read from the index, so that a client re-validates its cached AEKs
+ * once per key version instead of once per AEK, with no cryptographic
+ * operation (one C_GetTokenInfo: the token is there). What
  * the index cannot vouch for is answered unconfirmed, never refused: the
  * client then unwraps, and the unwrap decides (it looks for a version object
  * the index missed, and fails transiently while the HSM is away, as before).
@@ -427,6 +428,13 @@ int handle_confirm(Dispatcher *d, const Kek__Request *m, Request *req) {
          */
         cr->confirmed = read_usec != 0 && age < d->confirm_max_age_usec && v->present &&
                         (!hsm_profile_has_mac_key(v->profile) || v->mac_present) && hsm_profile_name(v->profile) != NULL;
+        /*
+         * And the token answers now: during an HSM outage an unwrap would fail at once, and the
+         * client must meet that failure (its grace rules) now, not once the index has aged.
+         * One C_GetTokenInfo per confirmation, i.e. per key version and refresh_sec of a client.
+         */
+        if (cr->confirmed && hsm_token_answers(keystore_hsm(d->keystore)) < 0)
+                cr->confirmed = false;
         req->resp.body_case = KEK__RESPONSE__BODY_CONFIRM;
         req->resp.confirm = cr;
         return 0;
