@@ -54,6 +54,8 @@ typedef struct Dispatcher {
         uint64_t started_usec;         /* wall clock at start, for status */
         size_t max_frame;
         uint64_t (*now_usec)(void);    /* wall clock, see daemon/clock.h; replaceable in tests */
+        /* Confirm vouches only from an index read from the token this recently; 0: never (always unconfirmed). */
+        uint64_t confirm_max_age_usec;
 } Dispatcher;
 
 /*

@@ -214,6 +214,16 @@ static int on_metrics(sd_event_source *s, uint64_t usec, void *userdata) {
         return 0;
 }
 
+/*
+ * How old an index Confirm still vouches from: two refresh intervals and 2 s, so that one
+ * reading late on a busy machine does not send every client to unwrap, while a kekd whose
+ * readings fail (HSM away) stops confirming within that bound and its clients meet the
+ * unwrap's transient error and grace rules, as without Confirm.
+ */
+static uint64_t confirm_max_age(unsigned refresh_interval) {
+        return (2 * (uint64_t) refresh_interval + 2) * USEC_PER_SEC;
+}
+
 static int on_watchdog(sd_event_source *s, uint64_t usec, void *userdata) {
         Daemon *d = userdata;
 
@@ -287,6 +297,7 @@ static void reload_config(Daemon *d) {
                 log_notice("refresh_interval changed from %u s to %u s", old->refresh_interval, new->refresh_interval);
                 old->refresh_interval = new->refresh_interval;
                 refresh_set_interval(d->refresh, (uint64_t) new->refresh_interval * USEC_PER_SEC);
+                d->dispatcher.confirm_max_age_usec = confirm_max_age(new->refresh_interval);
         }
         if (new->allow_unrecoverable != old->allow_unrecoverable) {
                 old->allow_unrecoverable = new->allow_unrecoverable;
@@ -662,7 +673,8 @@ static int run(int argc, char *argv[]) {
         metrics_set_hsm_source(metrics, on_hsm_stats, &d);
         d.dispatcher = (Dispatcher) { .keystore = keystore, .audit = audit, .metrics = metrics, .pool = pool,
                                       .started_usec = clock_now_usec(), .max_frame = config->max_frame,
-                                      .now_usec = clock_now_usec };
+                                      .now_usec = clock_now_usec,
+                                      .confirm_max_age_usec = confirm_max_age(config->refresh_interval) };
         r = server_new(event, config, &d.dispatcher, listen_fd, &server);
         if (r < 0)
                 return 1;

@@ -51,6 +51,7 @@ struct Metrics {
         unsigned clients, watchers;
         size_t output_queued;
         uint64_t output_drops;
+        uint64_t hsm_crypto_ops;   /* encryptions and decryptions the data plane asked of the HSM */
         MetricsHsmFn hsm_fn;
         void *hsm_userdata;
         bool have_probe;
@@ -213,6 +214,11 @@ void metrics_request(Metrics *m, const char *op, const char *key, int result, ui
         o->items += items;
 }
 
+void metrics_hsm_crypto_ops(Metrics *m, uint64_t n) {
+        if (m)
+                m->hsm_crypto_ops += n;
+}
+
 void metrics_set_clients(Metrics *m, unsigned clients, unsigned watchers) {
         if (!m)
                 return;
@@ -298,6 +304,9 @@ int metrics_render(const Metrics *m, const Keystore *ks, char **ret, size_t *ret
         fprintf(f, "# HELP kekd_output_budget_drops_total Connections closed because the output held for all peers "
                    "exceeded max_queued_output.\n# TYPE kekd_output_budget_drops_total counter\n"
                    "kekd_output_budget_drops_total %llu\n", (unsigned long long) m->output_drops);
+        fprintf(f, "# HELP kekd_hsm_crypto_ops_total Encryptions and decryptions of wraps, unwraps and rewraps run in the "
+                   "HSM (a rewrap counts two).\n# TYPE kekd_hsm_crypto_ops_total counter\nkekd_hsm_crypto_ops_total %llu\n",
+                (unsigned long long) m->hsm_crypto_ops);
         fputs("# HELP kekd_requests_total Requests handled, by operation, key and result.\n"
               "# TYPE kekd_requests_total counter\n", f);
         for (uint32_t i = 0; i < SLOTS; i++) {

@@ -181,6 +181,11 @@ typedef struct HsmMechanismInfo {
 
 /* The token's answer for mechanism (a CKM_* value); -ENOENT if it does not offer it. */
 int hsm_mechanism_info(Hsm *h, unsigned long mechanism, HsmMechanismInfo *ret);
+/*
+ * Whether the token answers now (C_GetTokenInfo on a session that is open, or reopened): no
+ * object and no cryptographic operation, the cheapest call that meets an HSM outage.
+ */
+int hsm_token_answers(Hsm *h);
 
 /* Token label and serial, for status output. */
 const char *hsm_token_label(const Hsm *h);

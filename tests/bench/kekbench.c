@@ -5,7 +5,8 @@
  * the ratios the targets are stated in (docs/performance.md). Built by make,
  * never run by make check: it prints figures, it asserts nothing.
  *
- *   kekbench [--quick] [--cache-only] [--ops N] [--only PHASE,...] [--startup-keys N] [--keep-token]
+ *   kekbench [--quick] [--cache-only] [--ops N] [--only PHASE,...] [--startup-keys N]
+ *            [--confirm AEKS KEYS THREADS SECONDS] [--keep-token]
  *
  * Rows: raw in-process PKCS#11 (the C_EncryptInit/C_Encrypt and
  * C_DecryptInit/C_Decrypt pairs kekd issues, via pkcs11/hsm.c) with 1, 2 and
@@ -22,7 +23,11 @@
  * docs/session-copies.md): AES-GCM encrypt+decrypt with a token key and with
  * its session copy, alternated twice, on SoftHSM2 and through p11-fault with
  * 1 ms on C_Encrypt/C_Decrypt, then kekd without and with the prototype
- * ($P11_FAULT_SESSION_COPIES). Environment: KEKD, KEKCTL, KEKBENCH_MODULE
+ * ($P11_FAULT_SESSION_COPIES); re-validation of cached AEKs (phase "confirm",
+ * issue 18.1): HSM operations per second in kekd while 16 threads read
+ * 100,000 AEKs of 100 keys at random for 60 s with refresh_sec 6, per key
+ * version confirmations against KEK_CONFIRM=off (one unwrap per AEK), Watch
+ * off and on (--confirm 1000000 1000 16 300 for the issue's full size). Environment: KEKD, KEKCTL, KEKBENCH_MODULE
  * (another PKCS#11 module, e.g. tests/p11-fault with a delay), KEKBENCH_SESSIONS,
  * KEKBENCH_KEKD_CPU / KEKBENCH_CLIENT_CPU (placement), KEKBENCH_KEKD_INSTANCES=2,
  * KEKBENCH_FAULT_MODULE (p11-fault.so for "copies").
@@ -696,6 +701,178 @@ static int create_key(const char *name) {
         return 0;
 }
 
+/* kekd's kekd_hsm_crypto_ops_total (kekctl status --prometheus, up to 5 tries on a busy machine); -1 if unreadable. */
+static double kekd_hsm_ops(void) {
+        char cmd[9000], line[512];
+        double n = -1;
+
+        snprintf(cmd, sizeof(cmd), "'%s' -s '%s' status --prometheus 2>/dev/null", getenv("KEKCTL") ?: "kekctl/kekctl",
+                 sock_path);
+        for (int attempt = 0; attempt < 5 && n < 0; attempt++) {
+                FILE *f = popen(cmd, "r");
+
+                if (!f)
+                        return -1;
+                while (fgets(line, sizeof(line), f))
+                        (void) sscanf(line, "kekd_hsm_crypto_ops_total %lf", &n);
+                pclose(f);
+                if (n < 0)
+                        usleep(200 * 1000);
+        }
+        return n;
+}
+
+/*
+ * Re-validation at scale (issue 18.1, phase "confirm"): n AEKs cached over k keys, t threads
+ * reading them at random for d seconds with refresh_sec 6; the row's ops/s is the HSM operations
+ * per second kekd ran meanwhile (its metrics), the note the reads served. Each setting runs with
+ * this libkek's per-key-version confirmations and with KEK_CONFIRM=off (one unwrap per AEK, the
+ * previous design), Watch off and on, in the same run on the same kekd.
+ */
+static size_t confirm_aeks = 100000, confirm_keys = 100, confirm_threads = 16, confirm_secs = 60;
+
+typedef struct CArg {
+        kek_client *c;
+        const kek_blob *blobs;
+        char (*ctx)[24];
+        size_t n;
+        uint64_t until_ns, reads, failures;
+        unsigned seed;
+} CArg;
+
+static void *confirm_worker(void *userdata) {
+        CArg *a = userdata;
+
+        while (now_ns() < a->until_ns)
+                for (int k = 0; k < 64; k++) {
+                        size_t i = (((size_t) rand_r(&a->seed) << 16) ^ (size_t) rand_r(&a->seed)) % a->n;
+                        kek_aek *got = NULL;
+
+                        if (kek_unwrap(a->c, a->blobs[i].data, a->blobs[i].len, (const uint8_t *) a->ctx[i],
+                                       strlen(a->ctx[i]), &got) < 0)
+                                a->failures++;
+                        else
+                                a->reads++;
+                        kek_aek_unref(got);
+                }
+        return NULL;
+}
+
+static void bench_confirm(void) {
+        size_t n = confirm_aeks, k = confirm_keys;
+        kek_blob *blobs = calloc(n, sizeof(*blobs)), ctxs[64];
+        char (*ctx)[24] = calloc(n, sizeof(*ctx));
+        kek_aek *aek = NULL, *aeks[64], *got[64];
+        char name[64];
+        int res[64];
+
+        if (!blobs || !ctx)
+                exit(1);
+        for (size_t j = 0; j < k; j++) {
+                snprintf(name, sizeof(name), "confirm-%zu", j);
+                if (create_key(name) < 0) {
+                        fprintf(stderr, "kekbench: cannot create key %s\n", name);
+                        exit(1);
+                }
+        }
+        kek_aek_generate(&aek);
+        for (size_t i = 0; i < 64; i++)
+                aeks[i] = aek;
+        {
+                kek_client *c = client(false);
+
+                /* AEK i under key i mod k, wrapped 64 at a time (one key per batch). */
+                for (size_t j = 0; j < k; j++) {
+                        size_t idx[64], m = 0;
+
+                        snprintf(name, sizeof(name), "confirm-%zu", j);
+                        for (size_t i = j; i < n; i += k) {
+                                snprintf(ctx[i], sizeof(ctx[i]), "acct-%zu", i);
+                                idx[m] = i;
+                                ctxs[m++] = (kek_blob) { (uint8_t *) ctx[i], strlen(ctx[i]) };
+                                if (m == 64 || i + k >= n) {
+                                        kek_blob out[64];
+                                        int wr = -EAGAIN;
+
+                                        /* A busy machine may time a batch out: three tries. */
+                                        for (int attempt = 0; attempt < 3 && wr < 0; attempt++)
+                                                wr = kek_wrap_batch(c, name, m, aeks, ctxs, out, res);
+                                        if (wr < 0) {
+                                                fprintf(stderr, "kekbench: batch wrap failed: %s\n", kek_strerror(wr));
+                                                exit(1);
+                                        }
+                                        for (size_t q = 0; q < m; q++)
+                                                blobs[idx[q]] = out[q];
+                                        m = 0;
+                                }
+                        }
+                }
+                kek_client_free(c);
+        }
+        for (int mode = 0; mode < 4; mode++) {
+                bool off = mode & 1, watch = mode & 2;
+                kek_options o = { .socket_path = sock_path, .refresh_sec = 6, .watch_disabled = !watch,
+                                  .timeout_ms = 60000, .cache_entries = n + 1024 };
+                pthread_t th[64];
+                CArg args[64];
+                size_t t = MIN(confirm_threads, (size_t) 64), cached = 0;
+                uint64_t reads = 0, failures = 0, t0;
+                double ops0, ops1, secs;
+                kek_stats s0, s1;
+                kek_client *c = NULL;
+                Row *r;
+
+                if (off)
+                        setenv("KEK_CONFIRM", "off", 1);
+                if (kek_client_new(&o, &c) < 0)
+                        exit(1);
+                unsetenv("KEK_CONFIRM");
+                for (size_t i = 0; i < n; i += 64) {
+                        size_t m = MIN((size_t) 64, n - i);
+
+                        for (size_t j = 0; j < m; j++)
+                                ctxs[j] = (kek_blob) { (uint8_t *) ctx[i + j], strlen(ctx[i + j]) };
+                        if (kek_unwrap_batch(c, m, blobs + i, ctxs, got, res) == 0)
+                                for (size_t j = 0; j < m; j++) {
+                                        cached += res[j] == 0;
+                                        kek_aek_unref(got[j]);
+                                }
+                }
+                ops0 = kekd_hsm_ops();
+                kek_stats_get(c, &s0);
+                t0 = now_ns();
+                for (size_t i = 0; i < t; i++) {
+                        args[i] = (CArg) { .c = c, .blobs = blobs, .ctx = ctx, .n = n,
+                                           .until_ns = t0 + (uint64_t) confirm_secs * 1000000000ULL, .seed = (unsigned) i + 1 };
+                        pthread_create(&th[i], NULL, confirm_worker, &args[i]);
+                }
+                for (size_t i = 0; i < t; i++) {
+                        pthread_join(th[i], NULL);
+                        reads += args[i].reads;
+                        failures += args[i].failures;
+                }
+                secs = (double) (now_ns() - t0) / 1e9;
+                kek_stats_get(c, &s1);
+                ops1 = kekd_hsm_ops();
+                kek_client_free(c);
+                r = &rows[n_rows++];
+                *r = (Row) {};
+                snprintf(r->name, sizeof(r->name), "HSM ops/s, %zu AEKs/%zu keys %s%s", cached, k,
+                         off ? "per-AEK" : "confirm", watch ? " +W" : "");
+                r->ops_per_s = ops0 >= 0 && ops1 >= 0 ? (ops1 - ops0) / secs : -1;
+                snprintf(r->ratio, sizeof(r->ratio), "%.0f reads/s, %.0f req/s%s", (double) reads / secs,
+                         (double) (s1.requests - s0.requests) / secs, failures ? ", FAILURES" : "");
+                fprintf(stderr, "kekbench: %s: %.1f HSM ops/s over %.0f s, %zu threads, %.0f reads/s, %.1f requests/s to kekd, "
+                                "%llu failed reads\n", r->name, r->ops_per_s, secs, t, (double) reads / secs,
+                        (double) (s1.requests - s0.requests) / secs, (unsigned long long) failures);
+        }
+        for (size_t i = 0; i < n; i++)
+                free(blobs[i].data);
+        free(blobs);
+        free(ctx);
+        kek_aek_unref(aek);
+}
+
 /*
  * Per mechanism profile: kekd restarted with [hsm] profile pinned, a key of
  * that profile, the raw calls of one wrap+unwrap in-process on one session
@@ -971,8 +1148,18 @@ int main(int argc, char *argv[]) {
                         startup_keys = (unsigned) strtoul(argv[++i], NULL, 10);
                 else if (strcmp(argv[i], "--ops") == 0 && i + 1 < argc)
                         n_ops = (unsigned) strtoul(argv[++i], NULL, 10);
+                else if (strcmp(argv[i], "--confirm") == 0 && i + 4 < argc) {
+                        /* phase confirm: AEKs, keys, threads, seconds */
+                        confirm_aeks = strtoul(argv[++i], NULL, 10);
+                        confirm_keys = strtoul(argv[++i], NULL, 10);
+                        confirm_threads = strtoul(argv[++i], NULL, 10);
+                        confirm_secs = strtoul(argv[++i], NULL, 10);
+                        if (!confirm_aeks || !confirm_keys || confirm_keys > confirm_aeks || !confirm_threads)
+                                return 2;
+                }
                 else {
-                        fprintf(stderr, "usage: kekbench [--quick] [--cache-only] [--ops N] [--only PHASE,...] [--startup-keys N] [--keep-token]\n");
+                        fprintf(stderr, "usage: kekbench [--quick] [--cache-only] [--ops N] [--only PHASE,...] [--startup-keys N] "
+                                        "[--confirm AEKS KEYS THREADS SECONDS] [--keep-token]\n");
                         return 2;
                 }
         }
@@ -1120,6 +1307,8 @@ int main(int argc, char *argv[]) {
                 return 1;
         if (phase("copies") && bench_copies() < 0)
                 return 1;
+        if (phase("confirm"))
+                bench_confirm();
         if (phase("startup") || phase("refresh"))
                 bench_startup(startup_keys ? startup_keys : quick ? 100 : 1000, 10);
         if (phase("refresh"))
