@@ -373,3 +373,22 @@ finish:
         *ret = p;
         return r;
 }
+
+int probe_health(Hsm *h, int profile) {
+        const ProbeProfile *pp = NULL;
+        HsmObject key;
+        int r;
+
+        for (size_t i = 0; i < ELEMENTSOF(profiles); i++)
+                if (profiles[i].profile == profile)
+                        pp = &profiles[i];
+        if (!pp)
+                return -EINVAL;
+        /* A new key each time: the self-test's fixed IV is then never used twice under one key. */
+        r = hsm_generate_kek(h, "kekd health", 0, false, &key);
+        if (r < 0)
+                return r;
+        r = pp->selftest(h, pp, key);
+        (void) hsm_destroy_object(h, key); /* a session object: gone with the session anyway */
+        return r;
+}
