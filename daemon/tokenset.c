@@ -245,6 +245,15 @@ size_t tokenset_count(const TokenSet *ts) {
         return ts ? ts->n : 0;
 }
 
+int tokenset_open(TokenSet *ts, size_t i, Hsm **ret, const char **ret_error) {
+        if (!ts || i >= ts->n)
+                return -ENOENT;
+        if (i == 0)
+                return -EINVAL;
+        /* module, URI and PIN never change after tokenset_new(): no lock needed to read them. */
+        return hsm_open(ts->tokens[i].module, ts->tokens[i].token_uri, ts->tokens[i].pin, ret, ret_error);
+}
+
 int tokenset_status(TokenSet *ts, size_t i, TokenStatus *ret) {
         if (!ts || i >= ts->n)
                 return -ENOENT;

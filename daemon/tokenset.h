@@ -98,5 +98,13 @@ TokenSet *tokenset_free(TokenSet *ts);
 DEFINE_TRIVIAL_CLEANUP_FUNC(TokenSet, tokenset_free);
 
 size_t tokenset_count(const TokenSet *ts);
+/*
+ * A new Hsm on further token i (i >= 1), opened on the caller's thread with
+ * the token's module, URI and PIN, for a one-off job such as `kekctl check`
+ * (daemon/tokens-check.h); the caller frees it. -EINVAL for the preferred
+ * token (use the keystore's), -ENOENT past the end; else hsm_open()'s error
+ * and *ret_error.
+ */
+int tokenset_open(TokenSet *ts, size_t i, Hsm **ret, const char **ret_error);
 /* A copy of token i's name, label and health; -ENOENT past the end. Any thread. */
 int tokenset_status(TokenSet *ts, size_t i, TokenStatus *ret);

@@ -9,7 +9,9 @@
 #     reason; kekctl status (human, --json) and the metrics say so;
 #  2. every call to A fails with CKR_DEVICE_ERROR: A goes degraded then
 #     unavailable, B stays active, kekd lives on;
-#  3. the fault is lifted: A is active again;
+#  3. the fault is lifted: A is active again; kekctl check names what B
+#     lacks (a key created on A: record and version) and that C cannot be
+#     opened;
 #  4. A answers in 1 s (delay_ms=1000): a slow probe leaves A degraded;
 #  5. lifted again: active.
 # Every wait is for a state, bounded in time; nothing asserts elapsed time.
@@ -91,6 +93,15 @@ fault_set ""
 ok "A is active again within 20 s" wait_for 20 is_state a active
 ok "kekd's log says so" grep -q "Token 'a' is active again" "$TESTDIR/kekd.log"
 succeeds "kekd serves on A again" create k1
+
+# --- check: what the further tokens would lack -------------------------------
+kc check
+is "check fails while B holds no copy" "$KC_STATUS" 1
+contains "check names B's missing record" "$TESTDIR/out" "token 'b' lacks the record of key 'k1'"
+contains "check names B's missing version and why it was not copied" "$TESTDIR/out" \
+        "token 'b' lacks key 'k1' version 1 (never extractable: it cannot be copied)"
+contains "check names C, which cannot be opened" "$TESTDIR/out" "token 'c' cannot be opened"
+ok "check does not blame A" sh -c "! grep -q \"token 'a'\" '$TESTDIR/out'"
 
 # --- 4. A answers in 1 s ----------------------------------------------------
 fault_set 'C_Encrypt:delay_ms=1000'
