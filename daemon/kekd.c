@@ -473,6 +473,14 @@ static int start_tokens(const Config *config, Hsm *hsm, const Secret *pin, int p
         const char *why = NULL;
         int r = 0;
 
+        /*
+         * One token: nothing to choose between, and its health is its session's (status, metrics) as
+         * before; probing it would add PKCS#11 calls that the clients' requests did not make.
+         */
+        if (config->n_tokens == 0) {
+                *ret = NULL;
+                return 0;
+        }
         for (size_t i = 0; i < config->n_tokens && r >= 0; i++) {
                 const ConfigToken *t = &config->tokens[i];
 
@@ -489,7 +497,7 @@ static int start_tokens(const Config *config, Hsm *hsm, const Secret *pin, int p
                 r = tokenset_new(hsm, specs, 1 + config->n_tokens, profile, config->probe_interval, ret);
                 if (r < 0)
                         log_error_errno(r, "Cannot start the health probes of the tokens");
-                else if (config->n_tokens > 0)
+                else
                         log_info("%zu tokens: '%s' preferred, health probed every %u s", 1 + config->n_tokens,
                                  config->token_name, config->probe_interval);
         }

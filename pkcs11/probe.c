@@ -125,7 +125,7 @@ int probe_selftest(Hsm *h, const ProbeProfile *pp, HsmObject key) {
                 r = r >= 0 ? -KEKERR_BLOB_INVALID : r == -KEKERR_BLOB_INVALID ? 0 : r;
         }
         if (mac)
-                (void) hsm_destroy_object(h, mac); /* a session object: gone with the session anyway */
+                (void) hsm_destroy_session_object(h, mac); /* gone with the session anyway */
         return r;
 }
 
@@ -389,6 +389,6 @@ int probe_health(Hsm *h, int profile) {
         if (r < 0)
                 return r;
         r = pp->selftest(h, pp, key);
-        (void) hsm_destroy_object(h, key); /* a session object: gone with the session anyway */
+        (void) hsm_destroy_session_object(h, key); /* gone with the session anyway */
         return r;
 }

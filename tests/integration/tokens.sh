@@ -77,9 +77,16 @@ kc status --prometheus
 contains "metrics: probe counters per token" "$TESTDIR/out" 'kekd_token_probes_total{token="b"}'
 
 # --- 2. A fails every call --------------------------------------------------
+now_ms() {
+        echo $(($(date +%s%N) / 1000000))
+}
+t0=$(now_ms)
 fault_set '*:rv=CKR_DEVICE_ERROR:count=inf'
 ok "A leaves active within 20 s" wait_for 20 sh -c "! { [ \"\$($KEKCTL status --json | jq -r '.tokens[0].state')\" = active ]; }"
+t1=$(now_ms)
 ok "A becomes unavailable within 20 s" wait_for 20 is_state a unavailable
+t2=$(now_ms)
+diag "fault injected -> A not active seen: $((t1 - t0)) ms; -> unavailable seen: $((t2 - t0)) ms (probe_interval 1 s; polled every 0.1 s)"
 ok "the fault really fired" grep -q "CKR_DEVICE_ERROR" "$FLOG"
 ok "metrics: A unavailable" metric_state a unavailable
 ok "B stays active" is_state b active
@@ -89,8 +96,10 @@ ok "kekd's log says A is unavailable" grep -q "Token 'a' is unavailable" "$TESTD
 ok "kekd lives on" kekd_alive
 
 # --- 3. back ------------------------------------------------------------------
+t0=$(now_ms)
 fault_set ""
 ok "A is active again within 20 s" wait_for 20 is_state a active
+diag "fault lifted -> A active seen: $(($(now_ms) - t0)) ms"
 ok "kekd's log says so" grep -q "Token 'a' is active again" "$TESTDIR/kekd.log"
 succeeds "kekd serves on A again" create k1
 
