@@ -93,6 +93,7 @@ static int status_tokens(Dispatcher *d, Kek__StatusResponse *st, Request *req) {
                 t->state = (Kek__TokenState) ts.health.state;
                 t->probes = ts.health.probes;
                 t->probe_failures = ts.health.probe_failures;
+                t->request_errors = ts.health.request_errors;
                 t->changed_usec = ts.health.changed_usec;
                 t->preferred = ts.preferred;
                 v[i] = t;

@@ -90,6 +90,12 @@ static void render_tokens(FILE *f, const Metrics *m) {
                 if (tokenset_status(m->tokens, i, &st) >= 0)
                         fprintf(f, "kekd_token_probe_failures_total{token=\"%s\"} %llu\n", st.name,
                                 (unsigned long long) st.health.probe_failures);
+        fputs("# HELP kekd_token_request_errors_total Client requests that met HSM_UNAVAILABLE, by token.\n"
+              "# TYPE kekd_token_request_errors_total counter\n", f);
+        for (size_t i = 0; i < n; i++)
+                if (tokenset_status(m->tokens, i, &st) >= 0)
+                        fprintf(f, "kekd_token_request_errors_total{token=\"%s\"} %llu\n", st.name,
+                                (unsigned long long) st.health.request_errors);
         fputs("# HELP kekd_token_probe_seconds How long the last health probe took, by token.\n"
               "# TYPE kekd_token_probe_seconds gauge\n", f);
         for (size_t i = 0; i < n; i++)

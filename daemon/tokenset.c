@@ -37,6 +37,7 @@ struct TokenSet {
         pthread_t thread;
         bool started;
         bool stop;                     /* under lock */
+        bool probe_now;                /* under lock: a request failed, probe without waiting */
         pthread_mutex_t lock;
         pthread_cond_t wake;           /* CLOCK_MONOTONIC */
 };
@@ -79,6 +80,30 @@ bool token_health_probe(TokenHealth *h, int r, const char *error, uint64_t elaps
         h->state = next;
         h->changed_usec = now;
         return true;
+}
+
+bool token_health_request_failed(TokenHealth *h, const char *error, uint64_t now) {
+        h->request_errors++;
+        if (h->state != TOKEN_ACTIVE)
+                return false;
+        snprintf(h->error, sizeof(h->error), "%s", error && error[0] ? error : "a request failed");
+        h->state = TOKEN_DEGRADED;
+        h->changed_usec = now;
+        return true;
+}
+
+void tokenset_request_done(TokenSet *ts, size_t i, int r) {
+        bool changed;
+
+        if (!ts || i >= ts->n || r != -KEKERR_HSM_UNAVAILABLE)
+                return;
+        pthread_mutex_lock(&ts->lock);
+        changed = token_health_request_failed(&ts->tokens[i].health, "a request met HSM_UNAVAILABLE", clock_now_usec());
+        ts->probe_now = true;
+        pthread_cond_signal(&ts->wake);
+        pthread_mutex_unlock(&ts->lock);
+        if (changed)
+                log_warning("Token '%s' is degraded: a request met HSM_UNAVAILABLE; probing it now", ts->tokens[i].name);
 }
 
 /* On the probe thread: opens token t if needed, probes it, records the outcome. */
@@ -147,8 +172,10 @@ static void *probe_thread(void *userdata) {
                 until = (struct timespec) { .tv_sec = (time_t) (deadline / 1000000),
                                             .tv_nsec = (long) (deadline % 1000000) * 1000 };
                 pthread_mutex_lock(&ts->lock);
-                while (!ts->stop && pthread_cond_timedwait(&ts->wake, &ts->lock, &until) != ETIMEDOUT)
+                while (!ts->stop && !ts->probe_now &&
+                       pthread_cond_timedwait(&ts->wake, &ts->lock, &until) != ETIMEDOUT)
                         ;
+                ts->probe_now = false;
                 if (ts->stop) {
                         pthread_mutex_unlock(&ts->lock);
                         return NULL;

@@ -11,7 +11,10 @@
  *   UNAVAILABLE  TOKEN_UNAVAILABLE_AFTER probes in a row failed, or the token
  *                was never opened (further tokens start so, the preferred
  *                token starts ACTIVE: it passed the capability probe).
- * The state machine (token_health_*) is pure, for tests without a token.
+ * A client's request that meets HSM_UNAVAILABLE makes an ACTIVE token
+ * DEGRADED at once and has it probed at once, so a failing token is known
+ * before the next interval. The state machine (token_health_*) is pure, for
+ * tests without a token.
  *
  * The probes run on one thread of this module, one token after the other,
  * each on a session of its own: the preferred token's is a detached session
@@ -51,6 +54,7 @@ typedef struct TokenHealth {
         TokenState state;
         unsigned failures;             /* probes failed in a row */
         uint64_t probes, probe_failures;
+        uint64_t request_errors;       /* client requests that met HSM_UNAVAILABLE on it */
         uint64_t changed_usec;         /* CLOCK_REALTIME of the last change of state */
         uint64_t last_probe_usec;      /* how long the last probe took */
         char error[TOKEN_ERROR_MAX];   /* the last failure ("C_Encrypt: CKR_DEVICE_ERROR"), "" if none yet */
@@ -63,6 +67,12 @@ void token_health_init(TokenHealth *h, TokenState initial, uint64_t now);
  * changed.
  */
 bool token_health_probe(TokenHealth *h, int r, const char *error, uint64_t elapsed_usec, uint64_t now);
+/*
+ * A client's request met a device or session error on the token: an ACTIVE
+ * token becomes DEGRADED at once (the next probe decides whether it is
+ * unavailable), others stay as they are. Returns whether the state changed.
+ */
+bool token_health_request_failed(TokenHealth *h, const char *error, uint64_t now);
 /* "active", "degraded", "unavailable" (static). */
 const char *token_state_name(TokenState s);
 
@@ -106,5 +116,12 @@ size_t tokenset_count(const TokenSet *ts);
  * and *ret_error.
  */
 int tokenset_open(TokenSet *ts, size_t i, Hsm **ret, const char **ret_error);
+/*
+ * On the loop: a client's request on token i ended with r. For
+ * -KEKERR_HSM_UNAVAILABLE, token_health_request_failed() and a probe of the
+ * token without waiting for the interval; other results are the request's
+ * own business. ts may be NULL (a single token: nothing to note).
+ */
+void tokenset_request_done(TokenSet *ts, size_t i, int r);
 /* A copy of token i's name, label and health; -ENOENT past the end. Any thread. */
 int tokenset_status(TokenSet *ts, size_t i, TokenStatus *ret);

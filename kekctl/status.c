@@ -306,6 +306,7 @@ static json_object *json_tokens(const Kek__StatusResponse *st) {
                 json_object_object_add(j, "preferred", json_object_new_boolean(t->preferred));
                 json_object_object_add(j, "probes", json_object_new_uint64(t->probes));
                 json_object_object_add(j, "probe_failures", json_object_new_uint64(t->probe_failures));
+                json_object_object_add(j, "request_errors", json_object_new_uint64(t->request_errors));
                 json_object_object_add(j, "changed_usec", json_object_new_uint64(t->changed_usec));
                 json_object_object_add(j, "error", json_object_new_string(t->error ? t->error : ""));
                 json_object_array_add(a, j);

@@ -8,7 +8,8 @@
 #  1. at start A is active, B becomes active, C stays unavailable with the
 #     reason; kekctl status (human, --json) and the metrics say so;
 #  2. every call to A fails with CKR_DEVICE_ERROR: A goes degraded then
-#     unavailable, B stays active, kekd lives on;
+#     unavailable, B stays active, kekd lives on; a wrap that fails there
+#     is counted on A;
 #  3. the fault is lifted: A is active again; kekctl check names what B
 #     lacks (a key created on A: record and version) and that C cannot be
 #     opened;
@@ -46,6 +47,11 @@ state() {
         "$KEKCTL" status --json 2>/dev/null |
                 jq -r --arg n "$1" '.tokens[] | select(.name == $n) | .state' 2>/dev/null
 }
+# state_field NAME FIELD: a field of the token's status --json entry
+state_field() {
+        "$KEKCTL" status --json 2>/dev/null |
+                jq -r --arg n "$1" --arg f "$2" '.tokens[] | select(.name == $n) | .[$f]' 2>/dev/null
+}
 # is_state NAME STATE
 is_state() {
         [ "$(state "$1")" = "$2" ]
@@ -57,6 +63,8 @@ metric_state() {
 
 # --- 1. start -----------------------------------------------------------------
 ok "B becomes active within 20 s" wait_for 20 is_state b active
+succeeds "a key to wrap with" create k0
+head -c 32 /dev/urandom >"$TESTDIR/aek0"
 ok "A is active" is_state a active
 ok "C stays unavailable" is_state c unavailable
 kc status --json
@@ -94,6 +102,9 @@ kc status --json
 contains "A's last error names the device error" "$TESTDIR/out" "CKR_DEVICE_ERROR"
 ok "kekd's log says A is unavailable" grep -q "Token 'a' is unavailable" "$TESTDIR/kekd.log"
 ok "kekd lives on" kekd_alive
+KC_IN="$TESTDIR/aek0" refused HSM_UNAVAILABLE "a wrap on the failing A" wrap k0
+ok "the request's failure is counted on A" test "$(state_field a request_errors)" -ge 1
+is "and on no other token" "$(state_field b request_errors)" 0
 
 # --- 3. back ------------------------------------------------------------------
 t0=$(now_ms)

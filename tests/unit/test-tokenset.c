@@ -73,6 +73,27 @@ static void test_slow(void) {
         is_int(h.state, TOKEN_ACTIVE, "active");
 }
 
+/* A client's failed request: an ACTIVE token is DEGRADED at once; counted in every state; the probe decides the rest. */
+static void test_request_failed(void) {
+        TokenHealth h;
+
+        token_health_init(&h, TOKEN_ACTIVE, 0);
+        ok(token_health_request_failed(&h, "a request met HSM_UNAVAILABLE", 5), "a failed request changes an active token");
+        is_int(h.state, TOKEN_DEGRADED, "degraded at once");
+        is_int(h.changed_usec, 5, "time of change");
+        ok(strcmp(h.error, "a request met HSM_UNAVAILABLE") == 0, "the reason is kept");
+        is_int(h.probes, 0, "no probe counted");
+        ok(!token_health_request_failed(&h, NULL, 6), "a second one changes nothing");
+        is_int(h.request_errors, 2, "both counted");
+        is_int(h.failures, 0, "requests are not probe failures");
+        ok(token_health_probe(&h, 0, NULL, 10, 7), "a good probe afterwards: a change");
+        is_int(h.state, TOKEN_ACTIVE, "active again: the probe decides");
+        token_health_init(&h, TOKEN_UNAVAILABLE, 0);
+        ok(!token_health_request_failed(&h, NULL, 1), "an unavailable token stays unavailable");
+        is_int(h.state, TOKEN_UNAVAILABLE, "unavailable");
+        is_int(h.request_errors, 1, "counted");
+}
+
 static void test_names_and_refusals(void) {
         TokenSet *ts = NULL;
         TokenSpec spec = { .name = "a" };
@@ -86,6 +107,7 @@ static void test_names_and_refusals(void) {
         ok(!ts, "nothing made");
         is_int(tokenset_count(NULL), 0, "no set: no tokens");
         is_int(tokenset_status(NULL, 0, &st), -ENOENT, "no set: no status");
+        tokenset_request_done(NULL, 0, -KEKERR_HSM_UNAVAILABLE); /* a single token: nothing to note (a crash fails the test) */
         ok(!tokenset_free(NULL), "free(NULL)");
 }
 
@@ -93,6 +115,7 @@ int main(void) {
         test_start_and_recover();
         test_degrade_and_lose();
         test_slow();
+        test_request_failed();
         test_names_and_refusals();
         return tap_done();
 }
