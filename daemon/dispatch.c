@@ -277,6 +277,8 @@ static void request_end(Dispatcher *d, Request *req) {
                 audit_data(d->audit, req->peer, o->op, o->key, o->version, o->error);
         if (d->metrics)
                 metrics_request(d->metrics, o->op, o->key, o->error, clock_mono_usec() - req->start_usec, o->items);
+        /* Every request runs on the preferred token (docs/tokens-ha.md): its failures are that token's. */
+        tokenset_request_done(d->tokens, 0, o->error);
         r = request_encode(req, d->max_frame);
         req->result = r < 0 ? r : 0;
         request_done(req);

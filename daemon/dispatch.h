@@ -40,6 +40,7 @@
 #include "daemon/access.h"
 #include "daemon/keystore.h"
 #include "daemon/request.h"
+#include "daemon/tokenset.h"
 #include "proto/frame.h"
 
 typedef struct Audit Audit;
@@ -51,6 +52,7 @@ typedef struct Dispatcher {
         Audit *audit;                  /* NULL: no audit records (tests, fuzzers) */
         Metrics *metrics;              /* NULL: no metrics */
         CryptoPool *pool;              /* NULL: every HSM call on the keystore's session */
+        TokenSet *tokens;              /* health of the tokens for status (daemon/tokenset.h); NULL: none */
         uint64_t started_usec;         /* wall clock at start, for status */
         size_t max_frame;
         uint64_t (*now_usec)(void);    /* wall clock, see daemon/clock.h; replaceable in tests */

@@ -17,6 +17,7 @@
 #include "common/kekerr.h"
 #include "daemon/handlers.h"
 #include "daemon/metrics.h"
+#include "daemon/tokens-check.h"
 #include "pkcs11/probe.h"
 
 /* Names the key (and version) in the message of a key-related refusal. */
@@ -415,6 +416,12 @@ int handle_check(Dispatcher *d, const Kek__Request *m, Request *req) {
         r = keystore_check(d->keystore, d->now_usec(), &rep);
         if (r < 0)
                 return r;
+        /* Then every further token against it: what it would lack if it had to serve. */
+        r = tokens_check(d->keystore, d->tokens, &rep);
+        if (r < 0) {
+                check_report_done(&rep);
+                return r;
+        }
         /* The token is probed again (issue 16); status shows this result from now on. */
         profiles = probe_profiles(keystore_profile(d->keystore), &n_profiles);
         bad_probe = probe_run(keystore_hsm(d->keystore), profiles, n_profiles, &probe) < 0;

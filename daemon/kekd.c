@@ -47,6 +47,7 @@
 #include "daemon/conf.h"
 #include "daemon/cryptopool.h"
 #include "daemon/hsmtask.h"
+#include "daemon/tokenset.h"
 #include "daemon/dispatch.h"
 #include "daemon/keystore.h"
 #include "daemon/log.h"
@@ -266,6 +267,8 @@ static void warn_restart_needed(const Daemon *d, const Config *old, const Config
                         log_warning("'%s' in [%s] changed; the change takes effect only when kekd is restarted",
                                     k->name, k->section);
         }
+        if (config_tokens_changed(old, new))
+                log_warning("The [hsm.NAME] sections changed; the change takes effect only when kekd is restarted");
 }
 
 /* SIGHUP: reads the configuration file again and applies what can change while running. */
@@ -470,10 +473,55 @@ static int read_pin(const Config *config, Secret **ret) {
         return 0;
 }
 
+/*
+ * The token set ([hsm] and its [hsm.NAME] sections) and its health probes.
+ * A further token without pin_file shares the PIN of [hsm] (pin, which the
+ * caller still holds); one with its own is read here. Logs failures.
+ */
+static int start_tokens(const Config *config, Hsm *hsm, const Secret *pin, int profile, TokenSet **ret) {
+        TokenSpec specs[1 + CONFIG_TOKENS_MAX] = { { .name = config->token_name } };
+        Secret *pins[CONFIG_TOKENS_MAX] = {};
+        const char *why = NULL;
+        int r = 0;
+
+        /*
+         * One token: nothing to choose between, and its health is its session's (status, metrics) as
+         * before; probing it would add PKCS#11 calls that the clients' requests did not make.
+         */
+        if (config->n_tokens == 0) {
+                *ret = NULL;
+                return 0;
+        }
+        for (size_t i = 0; i < config->n_tokens && r >= 0; i++) {
+                const ConfigToken *t = &config->tokens[i];
+
+                specs[1 + i] = (TokenSpec) { .name = t->name, .module = t->module, .token_uri = t->token_uri, .pin = pin };
+                if (!t->pin_file)
+                        continue;
+                r = pin_read(t->pin_file, &pins[i], &why);
+                if (r < 0)
+                        log_error_errno(r, "%s (the PIN of [hsm.%s]): %s", t->pin_file, t->name, why ? why : "unreadable");
+                else
+                        specs[1 + i].pin = pins[i];
+        }
+        if (r >= 0) {
+                r = tokenset_new(hsm, specs, 1 + config->n_tokens, profile, config->probe_interval, ret);
+                if (r < 0)
+                        log_error_errno(r, "Cannot start the health probes of the tokens");
+                else
+                        log_info("%zu tokens: '%s' preferred, health probed every %u s", 1 + config->n_tokens,
+                                 config->token_name, config->probe_interval);
+        }
+        for (size_t i = 0; i < config->n_tokens; i++)
+                secret_free(pins[i]);
+        return r;
+}
+
 static int run(int argc, char *argv[]) {
         _cleanup_(config_freep) Config *config = NULL;
         _cleanup_(secret_freep) Secret *pin = NULL;
         _cleanup_(hsm_freep) Hsm *hsm = NULL;
+        _cleanup_(tokenset_freep) TokenSet *tokens = NULL;     /* freed before hsm: its first session is hsm's */
         _cleanup_(keystore_freep) Keystore *keystore = NULL;
         _cleanup_(crypto_pool_freep) CryptoPool *pool = NULL;   /* freed before hsm: its sessions are hsm's */
         _cleanup_(hsm_task_freep) HsmTask *task = NULL;         /* likewise */
@@ -554,7 +602,6 @@ static int run(int argc, char *argv[]) {
                                 why ? why : "unknown error");
                 return 1;
         }
-        pin = secret_free(pin); /* the Hsm keeps its own copy for re-login */
 
         /*
          * Never ready on a token that cannot wrap (issue 16): a real self-test under a throwaway
@@ -671,7 +718,13 @@ static int run(int argc, char *argv[]) {
         }
         d.refresh = refresh;
         metrics_set_hsm_source(metrics, on_hsm_stats, &d);
+        r = start_tokens(config, hsm, pin, probe.profile_id, &tokens);
+        if (r < 0)
+                return 1;
+        pin = secret_free(pin); /* each Hsm keeps its own copy for re-login */
+        metrics_set_tokens(metrics, tokens);
         d.dispatcher = (Dispatcher) { .keystore = keystore, .audit = audit, .metrics = metrics, .pool = pool,
+                                      .tokens = tokens,
                                       .started_usec = clock_now_usec(), .max_frame = config->max_frame,
                                       .now_usec = clock_now_usec,
                                       .confirm_max_age_usec = confirm_max_age(config->refresh_interval) };

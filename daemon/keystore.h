@@ -310,3 +310,5 @@ bool keystore_intent_stale(const Keystore *ks, const Key *k, uint64_t now);
 /* Verifies the token against the records (after repairing what can be repaired); keystore-check.c. */
 int keystore_check(Keystore *ks, uint64_t now, CheckReport *ret);
 void check_report_done(CheckReport *r);
+/* Appends one problem line to rep (for checks beyond the keystore's, daemon/tokens-check.h); -ENOMEM. */
+_printf_(2, 3) int check_report_add(CheckReport *rep, const char *fmt, ...);

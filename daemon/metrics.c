@@ -19,6 +19,7 @@
 
 #include "common/kekerr.h"
 #include "daemon/metrics.h"
+#include "daemon/tokenset.h"
 
 #define SLOTS (METRICS_SERIES_MAX * 2)
 #define OPS_MAX 48u
@@ -56,7 +57,53 @@ struct Metrics {
         void *hsm_userdata;
         bool have_probe;
         ProbeResult probe;         /* the last capability probe: at start, then each `check` */
+        TokenSet *tokens;          /* health of each token (daemon/tokenset.h), or NULL */
 };
+
+void metrics_set_tokens(Metrics *m, TokenSet *ts) {
+        m->tokens = ts;
+}
+
+/* Each token's health: its state one-hot (as kube-state-metrics does), probe counts and last probe time. */
+static void render_tokens(FILE *f, const Metrics *m) {
+        static const TokenState states[] = { TOKEN_ACTIVE, TOKEN_DEGRADED, TOKEN_UNAVAILABLE };
+        size_t n = tokenset_count(m->tokens);
+        TokenStatus st;
+
+        if (n == 0)
+                return;
+        fputs("# HELP kekd_token_state Health of each token from its encrypt/decrypt probe: 1 for its state.\n"
+              "# TYPE kekd_token_state gauge\n", f);
+        for (size_t i = 0; i < n; i++)
+                if (tokenset_status(m->tokens, i, &st) >= 0)
+                        for (size_t s = 0; s < ELEMENTSOF(states); s++)
+                                fprintf(f, "kekd_token_state{token=\"%s\",state=\"%s\"} %d\n", st.name,
+                                        token_state_name(states[s]), st.health.state == states[s]);
+        fputs("# HELP kekd_token_probes_total Health probes made, by token.\n"
+              "# TYPE kekd_token_probes_total counter\n", f);
+        for (size_t i = 0; i < n; i++)
+                if (tokenset_status(m->tokens, i, &st) >= 0)
+                        fprintf(f, "kekd_token_probes_total{token=\"%s\"} %llu\n", st.name,
+                                (unsigned long long) st.health.probes);
+        fputs("# HELP kekd_token_probe_failures_total Health probes failed, by token.\n"
+              "# TYPE kekd_token_probe_failures_total counter\n", f);
+        for (size_t i = 0; i < n; i++)
+                if (tokenset_status(m->tokens, i, &st) >= 0)
+                        fprintf(f, "kekd_token_probe_failures_total{token=\"%s\"} %llu\n", st.name,
+                                (unsigned long long) st.health.probe_failures);
+        fputs("# HELP kekd_token_request_errors_total Client requests that met HSM_UNAVAILABLE, by token.\n"
+              "# TYPE kekd_token_request_errors_total counter\n", f);
+        for (size_t i = 0; i < n; i++)
+                if (tokenset_status(m->tokens, i, &st) >= 0)
+                        fprintf(f, "kekd_token_request_errors_total{token=\"%s\"} %llu\n", st.name,
+                                (unsigned long long) st.health.request_errors);
+        fputs("# HELP kekd_token_probe_seconds How long the last health probe took, by token.\n"
+              "# TYPE kekd_token_probe_seconds gauge\n", f);
+        for (size_t i = 0; i < n; i++)
+                if (tokenset_status(m->tokens, i, &st) >= 0)
+                        fprintf(f, "kekd_token_probe_seconds{token=\"%s\"} %.6f\n", st.name,
+                                (double) st.health.last_probe_usec / 1e6);
+}
 
 void metrics_set_probe(Metrics *m, const ProbeResult *p) {
         m->probe = *p;
@@ -344,6 +391,7 @@ int metrics_render(const Metrics *m, const Keystore *ks, char **ret, size_t *ret
         if (ks)
                 render_keys(f, m, ks);
         render_probe(f, m, ks);
+        render_tokens(f, m);
         if (fclose(f) != 0) {
                 free(buf);
                 return -ENOMEM;

@@ -53,6 +53,10 @@ void metrics_set_hsm_source(Metrics *m, MetricsHsmFn fn, void *userdata);
 /* Keeps a copy of the capability probe's result (kekd.c at start, handle_check()) for status and the file. */
 void metrics_set_probe(Metrics *m, const ProbeResult *p);
 
+/* The token set whose health is rendered (kekd_token_state etc.); NULL: none. Not owned. */
+typedef struct TokenSet TokenSet;
+void metrics_set_tokens(Metrics *m, TokenSet *ts);
+
 /* The whole exposition, NUL-terminated and malloc'd. ks (may be NULL) gives the key and HSM figures. */
 int metrics_render(const Metrics *m, const Keystore *ks, char **ret, size_t *ret_len);
 /* Renders and replaces path atomically (mode 0644). */

@@ -279,6 +279,58 @@ static void print_probe(const Parsed *p) {
                        i + 1 < p->n_mechs ? ", " : "\n");
 }
 
+static const char *token_state_text(Kek__TokenState s) {
+        switch (s) {
+        case KEK__TOKEN_STATE__TOKEN_ACTIVE:
+                return "active";
+        case KEK__TOKEN_STATE__TOKEN_DEGRADED:
+                return "degraded";
+        case KEK__TOKEN_STATE__TOKEN_UNAVAILABLE:
+                return "unavailable";
+        default:
+                return "unknown";
+        }
+}
+
+/* StatusResponse.tokens (a kekd before them sends none: nothing is shown). */
+static json_object *json_tokens(const Kek__StatusResponse *st) {
+        json_object *a = json_object_new_array();
+
+        for (size_t i = 0; i < st->n_tokens; i++) {
+                const Kek__TokenHealth *t = st->tokens[i];
+                json_object *j = json_object_new_object();
+
+                json_object_object_add(j, "name", json_object_new_string(t->name ? t->name : ""));
+                json_object_object_add(j, "label", json_object_new_string(t->label ? t->label : ""));
+                json_object_object_add(j, "state", json_object_new_string(token_state_text(t->state)));
+                json_object_object_add(j, "preferred", json_object_new_boolean(t->preferred));
+                json_object_object_add(j, "probes", json_object_new_uint64(t->probes));
+                json_object_object_add(j, "probe_failures", json_object_new_uint64(t->probe_failures));
+                json_object_object_add(j, "request_errors", json_object_new_uint64(t->request_errors));
+                json_object_object_add(j, "changed_usec", json_object_new_uint64(t->changed_usec));
+                json_object_object_add(j, "error", json_object_new_string(t->error ? t->error : ""));
+                json_object_array_add(a, j);
+        }
+        return a;
+}
+
+static void print_tokens(const Kek__StatusResponse *st) {
+        for (size_t i = 0; i < st->n_tokens; i++) {
+                const Kek__TokenHealth *t = st->tokens[i];
+                time_t when = (time_t) (t->changed_usec / 1000000);
+                char since[32] = "?";
+                struct tm tm;
+
+                if (when > 0 && gmtime_r(&when, &tm))
+                        strftime(since, sizeof(since), "%H:%M:%S UTC", &tm);
+                printf("%s %s ('%s'%s): %s since %s, %llu of %llu probes failed%s%s\n", i == 0 ? "Tokens:      " : "             ",
+                       t->name ? t->name : "?", t->label ? t->label : "", t->preferred ? ", preferred" : "",
+                       t->state == KEK__TOKEN_STATE__TOKEN_ACTIVE ? "active" : t->state == KEK__TOKEN_STATE__TOKEN_DEGRADED ? "DEGRADED" : "UNAVAILABLE",
+                       since, (unsigned long long) t->probe_failures, (unsigned long long) t->probes,
+                       t->error && t->error[0] ? "; last: " : "", t->error ? t->error : "");
+        }
+}
+
 int status_print(const Kek__StatusResponse *st, StatusFormat format) {
         _cleanup_free_ Parsed *p = calloc(1, sizeof(*p));
         char started[64] = "-";
@@ -323,6 +375,7 @@ int status_print(const Kek__StatusResponse *st, StatusFormat format) {
                 json_object_object_add(o, "hsm_session_open", json_object_new_boolean(st->hsm_session_open));
                 json_object_object_add(o, "hsm_session_reopens", json_object_new_uint64(p->reopens));
                 json_object_object_add(o, "hsm_errors", json_object_new_uint64(p->hsm_errors));
+                json_object_object_add(o, "tokens", json_tokens(st));
                 for (unsigned i = 0; i < p->n_ops; i++) {
                         json_object *j = json_object_new_object();
                         const OpRow *r = &p->ops[i];
@@ -346,6 +399,7 @@ int status_print(const Kek__StatusResponse *st, StatusFormat format) {
                p->reopens);
         printf("HSM errors:   %s\n", p->errors_text[0] ? p->errors_text : "none");
         print_probe(p);
+        print_tokens(st);
         printf("Keys:         %u (%u versions)\n", st->keys, st->versions);
         if (st->backup == KEK__BACKUP_MODE__BACKUP_TRUSTED_WRAP) {
                 printf("Backup:       trusted-wrap, %u versions without a backup path\n", st->versions_without_backup);

@@ -230,6 +230,12 @@ typedef struct HsmKeyIssue {
 int hsm_list_unclassified(Hsm *h, HsmKeyIssue **ret, size_t *ret_n);
 int hsm_destroy_object(Hsm *h, HsmObject o);
 /*
+ * The same for a session object this session made (a probe's throwaway
+ * key): not counted by hsm_writes(), since no listing of token objects can
+ * have missed it. Never for a token object.
+ */
+int hsm_destroy_session_object(Hsm *h, HsmObject o);
+/*
  * Destroys an object found by a listing or search made when hsm_generation()
  * was generation. If a session was reopened since, the handle may name
  * another object now (some HSMs renumber): nothing is destroyed and

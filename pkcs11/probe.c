@@ -125,7 +125,7 @@ int probe_selftest(Hsm *h, const ProbeProfile *pp, HsmObject key) {
                 r = r >= 0 ? -KEKERR_BLOB_INVALID : r == -KEKERR_BLOB_INVALID ? 0 : r;
         }
         if (mac)
-                (void) hsm_destroy_object(h, mac); /* a session object: gone with the session anyway */
+                (void) hsm_destroy_session_object(h, mac); /* gone with the session anyway */
         return r;
 }
 
@@ -371,5 +371,24 @@ int probe_run(Hsm *h, const ProbeProfile *profs, size_t n_profiles, ProbeResult 
         r = 0;
 finish:
         *ret = p;
+        return r;
+}
+
+int probe_health(Hsm *h, int profile) {
+        const ProbeProfile *pp = NULL;
+        HsmObject key;
+        int r;
+
+        for (size_t i = 0; i < ELEMENTSOF(profiles); i++)
+                if (profiles[i].profile == profile)
+                        pp = &profiles[i];
+        if (!pp)
+                return -EINVAL;
+        /* A new key each time: the self-test's fixed IV is then never used twice under one key. */
+        r = hsm_generate_kek(h, "kekd health", 0, false, &key);
+        if (r < 0)
+                return r;
+        r = pp->selftest(h, pp, key);
+        (void) hsm_destroy_session_object(h, key); /* gone with the session anyway */
         return r;
 }

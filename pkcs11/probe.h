@@ -90,3 +90,12 @@ int probe_run(Hsm *h, const ProbeProfile *profiles, size_t n_profiles, ProbeResu
 
 /* "encrypt,decrypt,generate"-style names of CKF_ flags (mechanism: mechanism flags, else token flags). */
 void probe_flags_text(unsigned long flags, bool mechanism, char *buf, size_t size);
+
+/*
+ * The health probe of a token that serves (daemon/tokenset.h): a real round
+ * trip, cheap enough to repeat every few seconds. A throwaway session key
+ * with the KEK template, the self-test of profile (an HsmProfile) under it
+ * (encrypt, decrypt, a tampered tag refused), the key destroyed. 0: the token
+ * works; else the error of the first call that failed (hsm_last_error()).
+ */
+int probe_health(Hsm *h, int profile);
