@@ -421,7 +421,7 @@ int handle_check(Dispatcher *d, const Kek__Request *m, Request *req) {
         if (d->metrics)
                 metrics_set_probe(d->metrics, &probe);
         c = request_alloc(req, sizeof(*c));
-        problems = request_alloc(req, (rep.n_problems + 1) * sizeof(*problems));
+        problems = request_alloc(req, (rep.n_problems + 2) * sizeof(*problems));
         if (!c || !problems) {
                 check_report_done(&rep);
                 return -ENOMEM;
@@ -441,6 +441,14 @@ int handle_check(Dispatcher *d, const Kek__Request *m, Request *req) {
         c->n_problems = rep.n_problems;
         if (bad_probe && (problems[c->n_problems] = request_strdup(req, probe.message)))
                 c->n_problems++;
+        if (!bad_probe && probe.copy == PROBE_COPY_UNSAFE) {
+                /* Running only by [hsm] allow_unsafe_token: named every time, never a clean bill. */
+                char text[640];
+
+                probe_copy_problem(&probe, hsm_token_label(keystore_hsm(d->keystore)), text, sizeof(text));
+                if ((problems[c->n_problems] = request_strdup(req, text)))
+                        c->n_problems++;
+        }
         c->problems = problems;
         check_report_done(&rep);
         req->resp.body_case = KEK__RESPONSE__BODY_CHECK;
