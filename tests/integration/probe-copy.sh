@@ -104,6 +104,13 @@ contains "the start notes that copies outlive purge" "$TESTDIR/kekd.log" \
 "$KEKCTL" status >"$TESTDIR/status" 2>&1
 contains "status: copies kept" "$TESTDIR/status" "Key copies:   made, kept sensitive and unextractable; a copy outlives purge"
 is "status --json: kept, not unsafe" "$(status_json 'p["key_copies"]["result"], p["unsafe"]')" "('kept', False)"
+kc check
+is "check exits 0: copies that stay in are a property, not a problem" "$KC_STATUS" 0
+contains "check notes that copies outlive purge" "$TESTDIR/out" "NOTE: token 'probecopy' copies kekd's keys (C_CopyObject: plain CKR_OK"
+"$KEKCTL" check --json >"$TESTDIR/check.json" 2>&1
+is "check --json: the note, no problems" \
+        "$(python3 -c 'import json,sys; j=json.load(open(sys.argv[1])); print(len(j["problems"]), j["notes"][0][:30])' "$TESTDIR/check.json" 2>&1)" \
+        "0 token 'probecopy' copies kekd'"
 kekd_stop
 
 done_testing
