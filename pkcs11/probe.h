@@ -6,11 +6,13 @@
  * destroys a private token data object (kekd's records are such objects;
  * if the token refuses it, a public one, then a generic-secret key object:
  * records are then kept so, with an in-token HMAC tag, hsm_set_record_mode()),
- * generates a throwaway
- * session key with the KEK template and runs a real encrypt/decrypt
- * self-test under each mechanism profile with it, then destroys it. kekd
- * probes once at start (and refuses to start when no profile works) and
- * again on `kekctl check`; status shows the cached result, so the data path
+ * generates a throwaway session key with the KEK template and runs a real
+ * encrypt/decrypt self-test under each mechanism profile with it, then
+ * destroys it. It then asks the token to copy throwaway KEK-template keys
+ * (plain, as extractable, as non-sensitive: ProbeCopy below); a token whose
+ * copy can leave it is "unsafe" and kekd starts on it only with [hsm]
+ * allow_unsafe_token. kekd probes once at start (and refuses to start when
+ * no profile works) and again on `kekctl check`; status shows the cached result, so the data path
  * never waits for a probe.
  *
  * The result holds only static strings and fixed buffers (no secrets, no
