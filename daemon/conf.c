@@ -52,6 +52,7 @@ const ConfigKey config_keys[] = {
         KEY("hsm", "profile", RESTART, INT, profile),
         KEY("hsm", "name", RESTART, STRING, token_name),
         KEY("hsm", "probe_interval", RESTART, UNSIGNED, probe_interval),
+        KEY("hsm", "allow_unsafe_token", RESTART, BOOL, allow_unsafe_token),
         KEY("server", "socket", SOCKET, STRING, socket_path),
         KEY("server", "socket_mode", SOCKET, MODE, socket_mode),
         KEY("server", "socket_group", SOCKET, STRING, socket_group),
@@ -422,6 +423,16 @@ static int handler(void *user, const char *section, const char *name, const char
                         if (!set_number(s, section, name, value, 1, 64, 10, &u))
                                 return 0;
                         c->sessions = (unsigned) u;
+                        return 1;
+                }
+                if (strcmp(name, "allow_unsafe_token") == 0) {
+                        if (strcmp(value, "yes") == 0 || strcmp(value, "true") == 0)
+                                c->allow_unsafe_token = true;
+                        else if (strcmp(value, "no") == 0 || strcmp(value, "false") == 0)
+                                c->allow_unsafe_token = false;
+                        else
+                                return fail(s, "'allow_unsafe_token' in [hsm] must be yes, no, true or false, got '%s'",
+                                            value);
                         return 1;
                 }
                 if (strcmp(name, "profile") == 0) {

@@ -47,6 +47,7 @@ typedef struct Config {
         size_t max_queued_output; /* [server] max_queued_output, bytes: output held for all peers together */
         unsigned idle_timeout;  /* [server] idle_timeout, seconds: an idle connection is closed after it */
         unsigned refresh_interval; /* [keys] refresh_interval, seconds: bound on seeing other nodes' changes */
+        bool allow_unsafe_token;   /* [hsm] allow_unsafe_token: start on a token whose keys can be copied out (development) */
         bool allow_unrecoverable;  /* [keys] allow_unrecoverable: wrap without purge protection (development) */
         int log_level;          /* [log] level: syslog priority */
         char *metrics_file;     /* [metrics] file: Prometheus textfile; NULL: none */

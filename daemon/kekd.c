@@ -536,7 +536,7 @@ static int run(int argc, char *argv[]) {
         const ProbeProfile *profiles;
         size_t n_profiles;
         ProbeResult probe;
-        char owner[OWNER_MAX], host[64] = "localhost", where[160];
+        char owner[OWNER_MAX], host[64] = "localhost", where[160], copy_note[640];
         uint64_t watchdog_usec;
         sigset_t mask;
         int listen_fd = -1, r;
@@ -614,6 +614,16 @@ static int run(int argc, char *argv[]) {
                 return 1;
         }
         log_info("Token '%s' passed the capability probe: profile %s", hsm_token_label(hsm), probe.profile);
+        /* A token that lets a copy of a KEK become extractable gives every PIN holder the keys: opt-in only. */
+        probe_copy_problem(&probe, hsm_token_label(hsm), copy_note, sizeof(copy_note));
+        if (probe.copy == PROBE_COPY_UNSAFE && !config->allow_unsafe_token) {
+                log_error("Refusing to start: %s", copy_note);
+                return 1;
+        }
+        if (probe.copy == PROBE_COPY_UNSAFE)
+                log_warning("allow_unsafe_token is set, starting anyway: %s", copy_note);
+        else if (probe.copy == PROBE_COPY_KEPT)
+                log_notice("%s", copy_note);
         if (probe.records == HSM_RECORDS_PUBLIC_MAC)
                 log_warning("Token '%s' refuses private data objects: key records are public token objects with an "
                             "HMAC-SHA256 tag computed in the token; names, states and grants are readable without "

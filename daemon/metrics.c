@@ -153,6 +153,16 @@ static void render_probe(FILE *f, const Metrics *m, const Keystore *ks) {
         if (p->wrap_with_trusted != PROBE_UNKNOWN)
                 fprintf(f, "kekd_token_capability{capability=\"wrap_with_trusted\"} %d\n",
                         answer_value(p->wrap_with_trusted));
+        if (p->copy != PROBE_COPY_UNKNOWN) {
+                fprintf(f, "# HELP kekd_token_key_copies What C_CopyObject does with a key made with the KEK template: "
+                           "refused, kept (copies stay sensitive and unextractable) or unsafe (a copy can leave the "
+                           "token).\n# TYPE kekd_token_key_copies gauge\n"
+                           "kekd_token_key_copies{result=\"%s\",plain=\"%s\",extractable=\"%s\",sensitive=\"%s\"} 1\n",
+                        probe_copy_name(p->copy), p->copy_ckr[0] ?: "", p->copy_ckr[1] ?: "", p->copy_ckr[2] ?: "");
+                fprintf(f, "# HELP kekd_token_unsafe 1: the token lets anyone with the user PIN take keys out; kekd "
+                           "runs on it only with [hsm] allow_unsafe_token.\n# TYPE kekd_token_unsafe gauge\n"
+                           "kekd_token_unsafe %d\n", p->copy == PROBE_COPY_UNSAFE);
+        }
         if (p->private_data != PROBE_UNKNOWN) {
                 fprintf(f, "# HELP kekd_token_records How records are kept: private data objects, or public ones with "
                            "an HMAC tag computed in the token (a token that refuses private data objects).\n"

@@ -104,6 +104,16 @@
  * "session-copy made call=N pid=..."), made again when the copy is gone
  * (its session closed). The caller sees no difference but speed. Copies of
  * destroyed keys are not destroyed: a prototype, not a design.
+ *
+ * $P11_FAULT_COPY_EXTRACTABLE=1 makes C_CopyObject answer as NSS softokn
+ * 3.87 does for kekd's KEKs: every copy is CKR_OK and "makes" the source's
+ * own handle, and a template with CKA_EXTRACTABLE TRUE (CKA_SENSITIVE FALSE)
+ * makes that object read back CKA_EXTRACTABLE TRUE and CKA_NEVER_EXTRACTABLE
+ * FALSE (CKA_SENSITIVE and CKA_ALWAYS_SENSITIVE FALSE) from then on, until
+ * it is destroyed; the real module is not called (logged "copy-extractable
+ * same-handle extractable=1 sensitive=0 pid=..."). =keep answers every copy
+ * so too but changes nothing (a token that copies keys and keeps their
+ * attributes). Read at each call, like $P11_FAULT_TOKEN_IV.
  */
 #include "config.h"
 
@@ -750,13 +760,91 @@ static CK_RV fault_C_CreateObject(CK_SESSION_HANDLE s, CK_ATTRIBUTE_PTR tmpl, CK
                 return CKR_ATTRIBUTE_VALUE_INVALID;
         return fwd_C_CreateObject(s, tmpl, n, o);
 }
+/* $P11_FAULT_COPY_EXTRACTABLE: objects a copy "changed", by the caller's handle, behind lock. */
+#define WEAK_MAX 64
+static struct {
+        CK_OBJECT_HANDLE o;
+        bool extractable, insensitive;
+} weak[WEAK_MAX];
+static unsigned n_weak;
+
+static bool bool_attr(const CK_ATTRIBUTE *a, CK_ATTRIBUTE_TYPE type, CK_BBOOL value) {
+        return a->type == type && a->pValue && a->ulValueLen == sizeof(CK_BBOOL) &&
+               (*(const CK_BBOOL *) a->pValue != CK_FALSE) == (value != CK_FALSE);
+}
+
+#define fault_C_CopyObject fwd_C_CopyObject
 FORWARD(C_CopyObject, (CK_SESSION_HANDLE s, CK_OBJECT_HANDLE o, CK_ATTRIBUTE_PTR tmpl, CK_ULONG n,
                        CK_OBJECT_HANDLE_PTR new_o),
         (s, o, tmpl, n, new_o))
-FORWARD(C_DestroyObject, (CK_SESSION_HANDLE s, CK_OBJECT_HANDLE o), (s, h_in(o)))
+#undef fault_C_CopyObject
+
+static CK_RV fault_C_CopyObject(CK_SESSION_HANDLE s, CK_OBJECT_HANDLE o, CK_ATTRIBUTE_PTR tmpl, CK_ULONG n,
+                                CK_OBJECT_HANDLE_PTR new_o) {
+        const char *e = getenv("P11_FAULT_COPY_EXTRACTABLE");
+        bool keep = e && strcmp(e, "keep") == 0, extractable = false, insensitive = false;
+        unsigned i;
+
+        if (!real)
+                return CKR_CRYPTOKI_NOT_INITIALIZED;
+        if (!e || (strcmp(e, "1") != 0 && !keep))
+                return fwd_C_CopyObject(s, o, tmpl, n, new_o);
+        if (!new_o || (n && !tmpl))
+                return CKR_ARGUMENTS_BAD;
+        for (CK_ULONG j = 0; j < n && !keep; j++) {
+                extractable = extractable || bool_attr(&tmpl[j], CKA_EXTRACTABLE, CK_TRUE);
+                insensitive = insensitive || bool_attr(&tmpl[j], CKA_SENSITIVE, CK_FALSE);
+        }
+        pthread_mutex_lock(&lock);
+        calls[FN_C_CopyObject]++;
+        for (i = 0; i < n_weak && weak[i].o != o; i++)
+                ;
+        if ((extractable || insensitive) && i == n_weak && n_weak < WEAK_MAX)
+                weak[n_weak++] = (typeof(weak[0])) { .o = o };
+        if (i < n_weak) {
+                weak[i].extractable = weak[i].extractable || extractable;
+                weak[i].insensitive = weak[i].insensitive || insensitive;
+        }
+        log_line("copy-extractable same-handle extractable=%d sensitive=%d pid=%d", extractable, !insensitive,
+                 (int) getpid());
+        pthread_mutex_unlock(&lock);
+        *new_o = o;
+        return CKR_OK;
+}
+
+/* $P11_FAULT_COPY_EXTRACTABLE: an object a copy "changed" reads back so. */
+static void weak_show(CK_OBJECT_HANDLE o, CK_ATTRIBUTE *tmpl, CK_ULONG n) {
+        pthread_mutex_lock(&lock);
+        for (unsigned i = 0; i < n_weak; i++) {
+                if (weak[i].o != o)
+                        continue;
+                for (CK_ULONG j = 0; j < n; j++) {
+                        CK_ATTRIBUTE_TYPE t = tmpl[j].type;
+
+                        if (!tmpl[j].pValue || tmpl[j].ulValueLen != sizeof(CK_BBOOL))
+                                continue;
+                        if (weak[i].extractable && (t == CKA_EXTRACTABLE || t == CKA_NEVER_EXTRACTABLE))
+                                *(CK_BBOOL *) tmpl[j].pValue = t == CKA_EXTRACTABLE;
+                        if (weak[i].insensitive && (t == CKA_SENSITIVE || t == CKA_ALWAYS_SENSITIVE))
+                                *(CK_BBOOL *) tmpl[j].pValue = CK_FALSE;
+                }
+        }
+        pthread_mutex_unlock(&lock);
+}
+
+/* A destroyed object's handle may be given to the next one: it is no longer "changed". */
+static void weak_forget(CK_OBJECT_HANDLE o) {
+        pthread_mutex_lock(&lock);
+        for (unsigned i = 0; i < n_weak; i++)
+                if (weak[i].o == o)
+                        weak[i--] = weak[--n_weak];
+        pthread_mutex_unlock(&lock);
+}
+
+FORWARD_POST(C_DestroyObject, (CK_SESSION_HANDLE s, CK_OBJECT_HANDLE o), (s, h_in(o)), weak_forget(o))
 FORWARD(C_GetObjectSize, (CK_SESSION_HANDLE s, CK_OBJECT_HANDLE o, CK_ULONG_PTR size), (s, o, size))
 FORWARD_POST(C_GetAttributeValue, (CK_SESSION_HANDLE s, CK_OBJECT_HANDLE o, CK_ATTRIBUTE_PTR tmpl, CK_ULONG n),
-             (s, h_in(o), tmpl, n), local_hide(tmpl, n))
+             (s, h_in(o), tmpl, n), local_hide(tmpl, n); weak_show(o, tmpl, n))
 FORWARD(C_SetAttributeValue, (CK_SESSION_HANDLE s, CK_OBJECT_HANDLE o, CK_ATTRIBUTE_PTR tmpl, CK_ULONG n),
         (s, o, tmpl, n))
 FORWARD(C_FindObjectsInit, (CK_SESSION_HANDLE s, CK_ATTRIBUTE_PTR tmpl, CK_ULONG n), (s, local_search(tmpl, n), n))

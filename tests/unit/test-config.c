@@ -606,7 +606,7 @@ static void test_load_file(void) {
  */
 static void test_reload_keys(void) {
         static const char a_text[] =
-                "[hsm]\nmodule = /a.so\ntoken = pkcs11:token=a\npin_file = /a/pin\nsessions = 1\nprofile = auto\n"
+                "[hsm]\nmodule = /a.so\ntoken = pkcs11:token=a\npin_file = /a/pin\nsessions = 1\nprofile = auto\nallow_unsafe_token = no\n"
                 "name = a\nprobe_interval = 5\n"
                 "[server]\nsocket = /a.sock\nsocket_mode = 0600\nsocket_group = ga\nmax_frame = 8192\n"
                 "max_connections = 10\nmax_connections_per_uid = 5\nidle_timeout = 30\nmax_queued_output = 1048576\n"
@@ -615,7 +615,7 @@ static void test_reload_keys(void) {
                 "[metrics]\nfile = /a.prom\ninterval = 15\n"
                 "[log]\nlevel = info\naudit_interval = 60\n";
         static const char b_text[] =
-                "[hsm]\nmodule = /b.so\ntoken = pkcs11:token=b\npin_file = /b/pin\nsessions = 4\nprofile = ctr-hmac\n"
+                "[hsm]\nmodule = /b.so\ntoken = pkcs11:token=b\npin_file = /b/pin\nsessions = 4\nprofile = ctr-hmac\nallow_unsafe_token = yes\n"
                 "name = b\nprobe_interval = 6\n"
                 "[server]\nsocket = /b.sock\nsocket_mode = 0660\nsocket_group = gb\nmax_frame = 16384\n"
                 "max_connections = 20\nmax_connections_per_uid = 6\nidle_timeout = 31\nmax_queued_output = 2097152\n"
