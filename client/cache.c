@@ -47,6 +47,15 @@
  * unwrap, never a revoked entry. The cost is one atomic load before each
  * round trip (a plain load on x86-64) and three compares under the lock the
  * store takes anyway; drops are rare events.
+ *
+ * Confirmations (cache_confirm()) are per (key, version): kekd said the
+ * version's state allows an unwrap now, so every entry of it counts as
+ * fetched then. The time goes into the version's node, which each entry
+ * points to, and an entry takes it over at its next lookup (one node per
+ * version, so with few keys the node stays in cache): one confirmation
+ * re-validates a million entries without walking them. A mark-stale clears
+ * the nodes' times with the entries'; a confirmation asked before a drop,
+ * clear or mark-stale is not recorded, by the same epochs as stores.
  */
 #include "config.h"
 
@@ -63,6 +72,7 @@
 #include <openssl/rand.h>
 
 #include "client/cache.h"
+#include "common/macro.h"
 
 typedef struct Entry {
         struct Entry *hnext;
@@ -71,8 +81,9 @@ typedef struct Entry {
         uint8_t digest[16];
         uint64_t key_id;
         uint32_t version;
-        uint64_t fetched_usec;
+        uint64_t fetched_usec;       /* unwrapped or confirmed (0: re-validate at the next use) */
         uint64_t last_ok_usec;
+        struct KeyVer *kv;           /* its (key, version): lives as long as the entry */
         kek_aek *aek;
 } Entry;
 
@@ -88,6 +99,8 @@ typedef struct KeyVer {
         uint64_t key_id;
         uint32_t version;
         uint32_t count;
+        uint64_t confirmed_usec;     /* kekd confirmed the version's state (0: not since the last mark-stale) */
+        uint64_t last_ok_usec;       /* the last confirmation, for the grace (kept by mark-stale) */
 } KeyVer;
 
 /* Slots of per-key drop epochs: keys sharing one only re-ask kekd (see the top of the file). */
@@ -250,7 +263,7 @@ static KeyVer **kv_find(Cache *c, uint64_t key_id, uint32_t version) {
 }
 
 /* Counts one more entry of (key, version); never fails, as there are at most max nodes in use. */
-static void kv_add(Cache *c, uint64_t key_id, uint32_t version) {
+static KeyVer *kv_add(Cache *c, uint64_t key_id, uint32_t version) {
         KeyVer **p = kv_find(c, key_id, version), *kv = *p;
 
         if (!kv) {
@@ -263,6 +276,7 @@ static void kv_add(Cache *c, uint64_t key_id, uint32_t version) {
                 *p = kv;
         }
         kv->count++;
+        return kv;
 }
 
 static void kv_sub(Cache *c, uint64_t key_id, uint32_t version) {
@@ -468,11 +482,16 @@ CacheResult cache_lookup(Cache *c, const uint8_t digest[16], uint64_t now, uint6
                 return CACHE_MISS;
         }
         e->referenced = true;
+        if (e->kv->confirmed_usec > e->fetched_usec) {
+                /* Its version was confirmed since it was fetched (or marked stale): re-validated, no unwrap. */
+                e->fetched_usec = e->kv->confirmed_usec;
+                c->refreshes++;
+        }
         res = now - e->fetched_usec < refresh_usec && e->fetched_usec != 0 ? CACHE_FRESH : CACHE_STALE;
         if (res == CACHE_FRESH)
                 c->hits++;
         *ret_aek = kek_aek_ref(e->aek);
-        *ret_last_ok = e->last_ok_usec;
+        *ret_last_ok = MAX(e->last_ok_usec, e->kv->last_ok_usec);
         pthread_mutex_unlock(&c->lock);
         return res;
 }
@@ -525,7 +544,7 @@ void cache_store(Cache *c, const uint8_t digest[16], uint64_t key_id, uint32_t v
         e->fetched_usec = fetched;
         e->last_ok_usec = now;
         e->aek = kek_aek_ref(aek);
-        kv_add(c, key_id, version);
+        e->kv = kv_add(c, key_id, version);
         e->hnext = bucket_of(c, digest)->head;
         bucket_of(c, digest)->head = e;
         bucket_sync(bucket_of(c, digest));
@@ -575,7 +594,34 @@ void cache_mark_stale(Cache *c) {
         c->stale_epoch = epoch_advance(c);
         for (Entry *e = c->head; e; e = e->next)
                 e->fetched_usec = 0;
+        for (size_t i = 0; i < c->kv_used; i++)
+                c->kv_slots[i].confirmed_usec = 0; /* free nodes too: harmless, and no list to walk */
         pthread_mutex_unlock(&c->lock);
+}
+
+int cache_confirm(Cache *c, const uint8_t digest[16], uint64_t key_id, uint32_t version, uint64_t now, uint64_t epoch) {
+        KeyVer *kv;
+        Entry *e;
+        int r = 0;
+
+        pthread_mutex_lock(&c->lock);
+        if (c->drop_epoch[drop_slot(key_id)] > epoch || c->clear_epoch > epoch)
+                r = -ESTALE; /* the key was dropped while the confirmation was in flight: it must not revive */
+        else if (!(kv = *kv_find(c, key_id, version)))
+                r = -ENOENT; /* nothing of that version left (evicted) */
+        else if (c->stale_epoch > epoch)
+                r = 0;       /* events may have been missed since it was asked: served once, confirmed never */
+        else {
+                kv->confirmed_usec = kv->last_ok_usec = now;
+                e = find(c, digest);
+                if (e && e->kv == kv && e->fetched_usec < now) {
+                        e->fetched_usec = now;
+                        e->last_ok_usec = now;
+                        c->refreshes++;
+                }
+        }
+        pthread_mutex_unlock(&c->lock);
+        return r;
 }
 
 void cache_count_stale_served(Cache *c) {

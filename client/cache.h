@@ -2,7 +2,8 @@
 /*
  * libkek's AEK cache: entries keyed by a 128-bit digest of (blob, context),
  * each holding a reference to its kek_aek, the key and version it was
- * wrapped under, when it was last fetched and last confirmed by kekd. Bounded
+ * wrapped under, when it was last fetched and last confirmed by kekd (itself,
+ * or its key version as a whole: cache_confirm()). Bounded
  * in size with CLOCK eviction; an evicted or dropped AEK is released (and
  * cleansed once no caller holds it). Thread-safe: one mutex, held for
  * O(1) work except the O(n) revocation drops.
@@ -61,6 +62,14 @@ void cache_store(Cache *c, const uint8_t digest[16], uint64_t key_id, uint32_t v
 void cache_drop_entry(Cache *c, const uint8_t digest[16]);
 /* Drops the entries of a key: all versions when n_versions is 0. Returns how many. Advances the epoch. */
 size_t cache_drop_key(Cache *c, uint64_t key_id, const uint32_t *versions, size_t n_versions);
+/*
+ * kekd confirmed (key_id, version) at now: every entry of it is fresh until now + refresh, the one
+ * of digest (if any) counted as refreshed at once, the others at their next lookup. Not recorded
+ * when a drop of the key or a clear happened after epoch (-ESTALE: the caller must not serve on it)
+ * or nothing of that version is cached (-ENOENT); after a mark-stale since epoch, 0 but not
+ * recorded (the answer predates events that may have been missed).
+ */
+int cache_confirm(Cache *c, const uint8_t digest[16], uint64_t key_id, uint32_t version, uint64_t now, uint64_t epoch);
 /* Forces re-validation of every entry at its next use (after missed events). Advances the epoch. */
 void cache_mark_stale(Cache *c);
 void cache_clear(Cache *c);

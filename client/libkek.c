@@ -71,6 +71,9 @@ struct kek_client {
         uint64_t next_connect_usec, backoff_usec;
         uint64_t requests;
 
+        bool confirm_off;            /* $KEK_CONFIRM=off: re-validate each AEK by its own unwrap */
+        uint64_t confirm_retry_usec; /* kekd said UNSUPPORTED (older than Confirm): not asked before this */
+
         bool watch_enabled;
         pthread_t watcher;
         pthread_mutex_t watch_lock;
@@ -364,6 +367,7 @@ _public_ int kek_client_new(const kek_options *opts, kek_client **ret) {
         c->refresh_usec = (uint64_t) (o.refresh_sec ?: 60) * 1000000ULL;
         c->grace_usec = (uint64_t) (o.grace_sec ?: 300) * 1000000ULL;
         c->fd = c->watch_fd = -1;
+        c->confirm_off = getenv("KEK_CONFIRM") && strcmp(getenv("KEK_CONFIRM"), "off") == 0;
         pthread_mutex_init(&c->lock, NULL);
         pthread_mutex_init(&c->write_lock, NULL);
         pthread_mutex_init(&c->watch_lock, NULL);
@@ -497,6 +501,71 @@ static int unwrap_remote(kek_client *c, const uint8_t *blob, size_t blob_len, co
         return r;
 }
 
+/* How long a kekd that answered UNSUPPORTED (one older than Confirm) is not asked again. */
+#define CONFIRM_RETRY_USEC (60 * 1000000ULL)
+
+/*
+ * Whether kekd still serves unwraps of key's version, from its index: 1 confirmed, 0 unconfirmed
+ * (kekd cannot vouch: the caller unwraps), or the error an unwrap would meet (libkek(3), THE AEK CACHE).
+ */
+static int confirm_remote(kek_client *c, const char *key, uint32_t version) {
+        Kek__Request req = KEK__REQUEST__INIT;
+        Kek__ConfirmRequest q = KEK__CONFIRM_REQUEST__INIT;
+        Kek__Response *resp;
+        int r;
+
+        if (c->confirm_off || now_usec() < __atomic_load_n(&c->confirm_retry_usec, __ATOMIC_RELAXED))
+                return 0;
+        q.key = (char *) key;
+        q.version = version;
+        req.body_case = KEK__REQUEST__BODY_CONFIRM;
+        req.confirm = &q;
+        r = call(c, &req, KEK__RESPONSE__BODY_CONFIRM, &resp);
+        if (r == -KEKERR_UNSUPPORTED || r == -KEKERR_MALFORMED_REQUEST) {
+                /* A kekd older than Confirm: each AEK is re-validated by its unwrap, as before. */
+                __atomic_store_n(&c->confirm_retry_usec, now_usec() + CONFIRM_RETRY_USEC, __ATOMIC_RELAXED);
+                return 0;
+        }
+        if (r < 0)
+                return r;
+        /* An answer about another version than asked confirms nothing. */
+        r = resp->confirm->confirmed && resp->confirm->version == version && resp->confirm->key &&
+            strcmp(resp->confirm->key, key) == 0;
+        kek_response_free(resp);
+        return r;
+}
+
+/*
+ * kek_unwrap()'s answer when kekd refused or could not be asked (r), for a blob of key_id and version
+ * whose entry (digest) was cached (cr STALE, cached, last_ok) or not (MISS).
+ */
+static int unwrap_failed(kek_client *c, int r, CacheResult cr, const uint8_t digest[16], uint64_t key_id,
+                         uint32_t version, kek_aek *cached, uint64_t last_ok, uint64_t now, kek_aek **ret) {
+        if (is_revocation(r)) {
+                /*
+                 * kekd refuses a missing or disabled version, or a key, from the blob's header
+                 * before anything authenticates it, so anyone able to hand us a blob can make it
+                 * name any key and version. The refusal is about entries kekd confirmed to us
+                 * only if we hold that very version: then the whole key goes, else only this
+                 * blob's own entry (if any; it cannot exist without its version being held).
+                 */
+                if (cache_holds(c->cache, key_id, version))
+                        (void) cache_drop_key(c->cache, key_id, NULL, 0);
+                kek_aek_unref(cached);
+                return r;
+        }
+        if (cr == CACHE_STALE && kek_error_is_transient(r) && now - last_ok < c->grace_usec) {
+                /* kekd or the HSM is away for a moment: keep serving what it last confirmed. */
+                cache_count_stale_served(c->cache);
+                *ret = cached;
+                return 0;
+        }
+        if (cr == CACHE_STALE)
+                cache_drop_entry(c->cache, digest);
+        kek_aek_unref(cached);
+        return r;
+}
+
 _public_ int kek_unwrap(kek_client *c, const uint8_t *blob, size_t blob_len, const uint8_t *ctx, size_t ctx_len,
                         kek_aek **ret) {
         uint8_t digest[16];
@@ -529,6 +598,20 @@ _public_ int kek_unwrap(kek_client *c, const uint8_t *blob, size_t blob_len, con
 
         /* Before asking: a Watch drop that lands while the answer is in flight must win over it. */
         epoch = cache_epoch(c->cache);
+        if (cr == CACHE_STALE) {
+                /*
+                 * A cached AEK was authenticated by its first unwrap; what is due is whether its
+                 * key version may still be used: one confirmation re-validates every entry of the
+                 * version. Unconfirmed (or an older kekd): this AEK's own unwrap decides.
+                 */
+                r = confirm_remote(c, view.key, view.version);
+                if (r > 0 && cache_confirm(c->cache, digest, key_id, view.version, now_usec(), epoch) >= 0) {
+                        *ret = cached;
+                        return 0;
+                }
+                if (r < 0 && (is_revocation(r) || kek_error_is_transient(r)))
+                        return unwrap_failed(c, r, cr, digest, key_id, view.version, cached, last_ok, now, ret);
+        }
         r = unwrap_remote(c, blob, blob_len, ctx, ctx_len, &fresh);
         if (r >= 0) {
                 cache_store(c->cache, digest, key_id, view.version, fresh, now_usec(), epoch);
@@ -536,29 +619,7 @@ _public_ int kek_unwrap(kek_client *c, const uint8_t *blob, size_t blob_len, con
                 *ret = fresh;
                 return 0;
         }
-        if (is_revocation(r)) {
-                /*
-                 * kekd refuses a missing or disabled version, or a key, from the blob's header
-                 * before anything authenticates it, so anyone able to hand us a blob can make it
-                 * name any key and version. The refusal is about entries kekd confirmed to us
-                 * only if we hold that very version: then the whole key goes, else only this
-                 * blob's own entry (if any; it cannot exist without its version being held).
-                 */
-                if (cache_holds(c->cache, key_id, view.version))
-                        (void) cache_drop_key(c->cache, key_id, NULL, 0);
-                kek_aek_unref(cached);
-                return r;
-        }
-        if (cr == CACHE_STALE && kek_error_is_transient(r) && now - last_ok < c->grace_usec) {
-                /* kekd or the HSM is away for a moment: keep serving what it last confirmed. */
-                cache_count_stale_served(c->cache);
-                *ret = cached;
-                return 0;
-        }
-        if (cr == CACHE_STALE)
-                cache_drop_entry(c->cache, digest);
-        kek_aek_unref(cached);
-        return r;
+        return unwrap_failed(c, r, cr, digest, key_id, view.version, cached, last_ok, now, ret);
 }
 
 _public_ int kek_rewrap(kek_client *c, const uint8_t *blob, size_t blob_len, const uint8_t *ctx, size_t ctx_len,

@@ -8,8 +8,10 @@
  * cache, and a Watch subscription that drops a revoked key's cached AEKs
  * within milliseconds.
  *
- * The AEK cache is keyed by (blob, context). A cached AEK is re-validated by
- * unwrapping again every refresh_sec (6..60). When kekd or the HSM is
+ * The AEK cache is keyed by (blob, context). A cached AEK is re-validated
+ * every refresh_sec (6..60) by one confirmation of its key version from kekd,
+ * which re-validates every AEK of that version (or, when kekd cannot confirm
+ * it or predates confirmations, by unwrapping again). When kekd or the HSM is
  * unavailable (a transient error) entries keep serving for grace_sec past
  * their last successful unwrap; on a definitive refusal (key disabled,
  * deleted, unknown, permission removed) of a key and version the cache holds

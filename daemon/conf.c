@@ -39,6 +39,8 @@ typedef struct ParseState {
 #define QUEUED_OUTPUT_DEFAULT ((size_t) 16 << 20)
 #define QUEUED_OUTPUT_LIMIT ((unsigned long) MIN(64ULL << 30, (unsigned long long) ULONG_MAX))
 
+#define TOKEN_NAME_CHARS "abcdefghijklmnopqrstuvwxyz0123456789_-"
+
 static const char *const sections[] = { "hsm", "server", "keys", "access", "metrics", "log", "backup" };
 
 #define KEY(s, n, r, t, f) { s, n, CONFIG_RELOAD_##r, CONFIG_##t, offsetof(Config, f) }
@@ -48,6 +50,9 @@ const ConfigKey config_keys[] = {
         KEY("hsm", "pin_file", RESTART, STRING, pin_file),
         KEY("hsm", "sessions", RESTART, UNSIGNED, sessions),
         KEY("hsm", "profile", RESTART, INT, profile),
+        KEY("hsm", "name", RESTART, STRING, token_name),
+        KEY("hsm", "probe_interval", RESTART, UNSIGNED, probe_interval),
+        KEY("hsm", "allow_unsafe_token", RESTART, BOOL, allow_unsafe_token),
         KEY("server", "socket", SOCKET, STRING, socket_path),
         KEY("server", "socket_mode", SOCKET, MODE, socket_mode),
         KEY("server", "socket_group", SOCKET, STRING, socket_group),
@@ -70,6 +75,23 @@ const ConfigKey config_keys[] = {
 };
 #undef KEY
 const size_t config_n_keys = ELEMENTSOF(config_keys);
+
+static bool str_differ(const char *a, const char *b) {
+        return (a == NULL) != (b == NULL) || (a && strcmp(a, b) != 0);
+}
+
+bool config_tokens_changed(const Config *a, const Config *b) {
+        if (a->n_tokens != b->n_tokens)
+                return true;
+        for (size_t i = 0; i < a->n_tokens; i++) {
+                const ConfigToken *x = &a->tokens[i], *y = &b->tokens[i];
+
+                if (str_differ(x->name, y->name) || str_differ(x->module, y->module) ||
+                    str_differ(x->token_uri, y->token_uri) || str_differ(x->pin_file, y->pin_file))
+                        return true;
+        }
+        return false;
+}
 
 static const ConfigKey *config_key_find(const char *section, const char *name) {
         for (size_t i = 0; i < config_n_keys; i++)
@@ -162,6 +184,43 @@ static bool next_line(ParseState *s, const char **ret, size_t *ret_len) {
 }
 
 /*
+ * A [hsm.NAME] header (from the reader, which sees every header, so an empty
+ * section is a token too): a new further token. Each NAME once: inih would
+ * merge a section given twice without a word. Returns whether it was taken
+ * (else the error is recorded).
+ */
+static bool token_section(ParseState *s, const char *name, size_t len) {
+        Config *c = s->config;
+        char n[CONFIG_TOKEN_NAME_MAX + 1];
+        ConfigToken *t;
+
+        if (len == 0 || len > CONFIG_TOKEN_NAME_MAX || strspn(name, TOKEN_NAME_CHARS) < len) {
+                fail(s, "[hsm.%.*s]: a token name is 1 to %u of a-z, 0-9, '_' and '-'", (int) MIN(len, 64u), name,
+                     CONFIG_TOKEN_NAME_MAX);
+                return true; /* said why: not "unknown section" too */
+        }
+        memcpy(n, name, len);
+        n[len] = 0;
+        for (size_t i = 0; i < c->n_tokens; i++)
+                if (strcmp(c->tokens[i].name, n) == 0) {
+                        fail(s, "[hsm.%s] is given twice", n);
+                        return true;
+                }
+        if (c->n_tokens >= CONFIG_TOKENS_MAX) {
+                fail(s, "[hsm.%s]: at most %u [hsm.NAME] sections", n, CONFIG_TOKENS_MAX);
+                return true;
+        }
+        t = &c->tokens[c->n_tokens];
+        t->name = strdup(n);
+        if (!t->name) {
+                fail(s, "out of memory");
+                return true;
+        }
+        c->n_tokens++;
+        return true;
+}
+
+/*
  * ini_parse_stream() reader: hands inih exactly one line per call and counts
  * it, so every error carries its true line. It also closes three gaps of the
  * inih build Debian ships: leading whitespace is stripped (inih would take an
@@ -201,6 +260,9 @@ static char *reader(char *buf, int size, void *stream) {
                 for (size_t i = 0; end && i < ELEMENTSOF(sections); i++)
                         known = known || ((size_t) (end - l - 1) == strlen(sections[i]) &&
                                           strncmp(l + 1, sections[i], strlen(sections[i])) == 0);
+                /* [hsm.NAME] is a token of its own, even with no key under it (finish() then says what is missing). */
+                if (end && !known && end - l - 1 > 4 && strncmp(l + 1, "hsm.", 4) == 0)
+                        known = token_section(s, l + 5, (size_t) (end - l - 5));
                 if (end && !known)
                         fail(s, "unknown section [%.*s]", (int) (end - l - 1), l + 1);
         }
@@ -281,6 +343,42 @@ static int parse_log_level(const char *v) {
         return -EINVAL;
 }
 
+static bool token_name_valid(const char *n) {
+        size_t l = strlen(n);
+
+        if (l == 0 || l > CONFIG_TOKEN_NAME_MAX)
+                return false;
+        return strspn(n, TOKEN_NAME_CHARS) == l;
+}
+
+/* The [hsm] checks of a token URI, for [hsm] and [hsm.NAME] alike. */
+static int check_token_uri(ParseState *s, const char *section, const char *value) {
+        if (strncmp(value, "pkcs11:", 7) != 0)
+                return fail(s, "'token' in [%s] must be a PKCS#11 URI starting with 'pkcs11:'", section);
+        if (strstr(value, "pin-value="))
+                return fail(s, "'token' in [%s] must not carry pin-value; use pin_file", section);
+        return 1;
+}
+
+/* The token of the [hsm.NAME] section inih is in: the last one token_section() opened. */
+static int token_handler(ParseState *s, const char *section, const char *name, const char *value) {
+        Config *c = s->config;
+        ConfigToken *t = c->n_tokens > 0 ? &c->tokens[c->n_tokens - 1] : NULL;
+
+        if (!t || strcmp(t->name, section + 4) != 0)
+                return fail(s, "unknown section [%s]", section); /* refused by token_section() already */
+        if (strcmp(name, "module") == 0)
+                return set_string(s, &t->module, section, name, value);
+        if (strcmp(name, "token") == 0)
+                return check_token_uri(s, section, value) ? set_string(s, &t->token_uri, section, name, value) : 0;
+        if (strcmp(name, "pin_file") == 0) {
+                if (value[0] != '/')
+                        return fail(s, "'pin_file' in [%s] must be an absolute path", section);
+                return set_string(s, &t->pin_file, section, name, value);
+        }
+        return fail(s, "unknown key '%s' in [%s]", name, section);
+}
+
 static int handler(void *user, const char *section, const char *name, const char *value) {
         ParseState *s = user;
         Config *c = s->config;
@@ -292,6 +390,8 @@ static int handler(void *user, const char *section, const char *name, const char
                 return 1; /* section header (only with INI_CALL_HANDLER_ON_NEW_SECTION builds) */
         if (strcmp(value, LONG_VALUE_MARK) == 0 && s->long_value)
                 value = s->long_value;
+        if (strncmp(section, "hsm.", 4) == 0)
+                return token_handler(s, section, name, value);
         /* Only listed keys: each one's reload treatment is then known (conf.h). */
         if (!config_key_find(section, name)) {
                 for (size_t i = 0; i < ELEMENTSOF(sections); i++)
@@ -303,12 +403,19 @@ static int handler(void *user, const char *section, const char *name, const char
         if (strcmp(section, "hsm") == 0) {
                 if (strcmp(name, "module") == 0)
                         return set_string(s, &c->module, section, name, value);
-                if (strcmp(name, "token") == 0) {
-                        if (strncmp(value, "pkcs11:", 7) != 0)
-                                return fail(s, "'token' in [hsm] must be a PKCS#11 URI starting with 'pkcs11:'");
-                        if (strstr(value, "pin-value="))
-                                return fail(s, "'token' in [hsm] must not carry pin-value; use pin_file");
-                        return set_string(s, &c->token_uri, section, name, value);
+                if (strcmp(name, "token") == 0)
+                        return check_token_uri(s, section, value) ? set_string(s, &c->token_uri, section, name, value) : 0;
+                if (strcmp(name, "name") == 0) {
+                        if (!token_name_valid(value))
+                                return fail(s, "'name' in [hsm] is 1 to %u of a-z, 0-9, '_' and '-', got '%s'",
+                                            CONFIG_TOKEN_NAME_MAX, value);
+                        return set_string(s, &c->token_name, section, name, value);
+                }
+                if (strcmp(name, "probe_interval") == 0) {
+                        if (!set_number(s, section, name, value, 1, 3600, 10, &u))
+                                return 0;
+                        c->probe_interval = (unsigned) u;
+                        return 1;
                 }
                 if (strcmp(name, "pin_file") == 0) {
                         if (value[0] != '/')
@@ -319,6 +426,16 @@ static int handler(void *user, const char *section, const char *name, const char
                         if (!set_number(s, section, name, value, 1, 64, 10, &u))
                                 return 0;
                         c->sessions = (unsigned) u;
+                        return 1;
+                }
+                if (strcmp(name, "allow_unsafe_token") == 0) {
+                        if (strcmp(value, "yes") == 0 || strcmp(value, "true") == 0)
+                                c->allow_unsafe_token = true;
+                        else if (strcmp(value, "no") == 0 || strcmp(value, "false") == 0)
+                                c->allow_unsafe_token = false;
+                        else
+                                return fail(s, "'allow_unsafe_token' in [hsm] must be yes, no, true or false, got '%s'",
+                                            value);
                         return 1;
                 }
                 if (strcmp(name, "profile") == 0) {
@@ -476,6 +593,7 @@ static Config *config_new(void) {
         c->idle_timeout = 300;
         c->refresh_interval = 5;
         c->profile = -1;
+        c->probe_interval = 5;
         c->log_level = LOG_INFO;
         c->socket_path = strdup("/run/kekd/kekd.sock");
         if (!c->socket_path)
@@ -489,6 +607,13 @@ Config *config_free(Config *c) {
         free(c->module);
         free(c->token_uri);
         free(c->pin_file);
+        free(c->token_name);
+        for (size_t i = 0; i < c->n_tokens; i++) {
+                free(c->tokens[i].name);
+                free(c->tokens[i].module);
+                free(c->tokens[i].token_uri);
+                free(c->tokens[i].pin_file);
+        }
         free(c->socket_path);
         free(c->socket_group);
         free(c->admin_group);
@@ -503,7 +628,7 @@ Config *config_free(Config *c) {
 
 static int finish(ParseState *s, int line, const char *name, Config **ret, char **ret_error) {
         _cleanup_(config_freep) Config *c = s->config;
-        const char *missing = NULL;
+        const char *missing = NULL, *missing_section = NULL, *duplicate = NULL;
         int r;
 
         s->config = NULL;
@@ -528,6 +653,23 @@ static int finish(ParseState *s, int line, const char *name, Config **ret, char 
                 if (missing)
                         r = -EINVAL;
         }
+        if (r == 0 && !c->token_name) {
+                c->token_name = strdup("primary");
+                if (!c->token_name)
+                        r = -ENOMEM;
+        }
+        for (size_t i = 0; r == 0 && i < c->n_tokens; i++) {
+                const ConfigToken *t = &c->tokens[i];
+
+                if (!t->module || !t->token_uri) {
+                        missing = !t->module ? "module" : "token";
+                        missing_section = t->name;
+                        r = -EINVAL;
+                } else if (strcmp(t->name, c->token_name) == 0) {
+                        duplicate = t->name;
+                        r = -EINVAL;
+                }
+        }
         /* Room for a few maximal replies, so a peer that reads is never dropped for one. */
         if (r == 0 && c->max_queued_output == 0)
                 c->max_queued_output = MAX(QUEUED_OUTPUT_DEFAULT, 4 * c->max_frame);
@@ -544,8 +686,13 @@ static int finish(ParseState *s, int line, const char *name, Config **ret, char 
                                 xasprintf(&m, "%s:%d: %s", name, s->error_line, s->error);
                         else if (line > 0)
                                 xasprintf(&m, "%s:%d: syntax error: expected '[section]' or 'key = value'", name, line);
+                        else if (missing && missing_section)
+                                xasprintf(&m, "%s: missing required '%s' in [hsm.%s]", name, missing, missing_section);
                         else if (missing)
                                 xasprintf(&m, "%s: missing required '%s' in [hsm]", name, missing);
+                        else if (duplicate)
+                                xasprintf(&m, "%s: [hsm.%s] has the name of the [hsm] token; token names must differ",
+                                          name, duplicate);
                         else if (r == -EINVAL && c->max_queued_output < 4 * c->max_frame)
                                 xasprintf(&m, "%s: 'max_queued_output' in [server] must be at least 4 x max_frame (%zu), got %zu",
                                           name, 4 * c->max_frame, c->max_queued_output);

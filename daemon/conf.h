@@ -12,12 +12,30 @@
 
 #include "common/macro.h"
 
+/*
+ * A further token of [hsm.NAME] (docs/tokens-ha.md): the token named by [hsm]
+ * itself comes first and is preferred; these follow in file order. pin_file
+ * NULL: the PIN of [hsm] pin_file (one shared file), else its own file.
+ */
+#define CONFIG_TOKENS_MAX 7u            /* further tokens: 8 in all */
+#define CONFIG_TOKEN_NAME_MAX 32u
+typedef struct ConfigToken {
+        char *name;             /* NAME of [hsm.NAME]: [a-z0-9_-], 1..CONFIG_TOKEN_NAME_MAX */
+        char *module;           /* required */
+        char *token_uri;        /* required */
+        char *pin_file;         /* optional */
+} ConfigToken;
+
 typedef struct Config {
         char *module;           /* [hsm] module: path or p11-kit module name */
         char *token_uri;        /* [hsm] token: PKCS#11 URI */
         char *pin_file;         /* [hsm] pin_file */
         unsigned sessions;      /* [hsm] sessions: HSM sessions (and threads) for batches, 1 = no threads */
         int profile;            /* [hsm] profile: mechanism profile of new key versions (HsmProfile), -1 = auto */
+        char *token_name;       /* [hsm] name: the preferred token's name in status and metrics, default "primary" */
+        unsigned probe_interval; /* [hsm] probe_interval, seconds: health probe of each token, default 5 */
+        ConfigToken tokens[CONFIG_TOKENS_MAX]; /* [hsm.NAME] sections, in file order */
+        size_t n_tokens;
         char *socket_path;      /* [server] socket */
         mode_t socket_mode;     /* [server] socket_mode, octal */
         char *socket_group;     /* [server] socket_group, optional */
@@ -29,6 +47,7 @@ typedef struct Config {
         size_t max_queued_output; /* [server] max_queued_output, bytes: output held for all peers together */
         unsigned idle_timeout;  /* [server] idle_timeout, seconds: an idle connection is closed after it */
         unsigned refresh_interval; /* [keys] refresh_interval, seconds: bound on seeing other nodes' changes */
+        bool allow_unsafe_token;   /* [hsm] allow_unsafe_token: start on a token whose keys can be copied out (development) */
         bool allow_unrecoverable;  /* [keys] allow_unrecoverable: wrap without purge protection (development) */
         int log_level;          /* [log] level: syslog priority */
         char *metrics_file;     /* [metrics] file: Prometheus textfile; NULL: none */
@@ -72,6 +91,8 @@ extern const size_t config_n_keys;
 
 /* Whether key k has different values in a and b. */
 bool config_key_changed(const ConfigKey *k, const Config *a, const Config *b);
+/* Whether the [hsm.NAME] sections differ (names, order or any value): only a restart applies that. */
+bool config_tokens_changed(const Config *a, const Config *b);
 
 /*
  * Parses path into a new Config. On failure returns -errno / -EINVAL and, if

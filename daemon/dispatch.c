@@ -56,6 +56,9 @@ static const Route routes[] = {
         { .type = KEK__REQUEST__BODY_GET_VAULT_POLICY, .op = "get-vault-policy", .role = ROLE_CRYPTO_USER,
           .handler = handle_get_vault_policy },
         { .type = KEK__REQUEST__BODY_WATCH, .op = "watch", .role = ROLE_CRYPTO_USER, .handler = handle_watch },
+        /* The grant an unwrap of the confirmed version would need: a revoked one refuses the confirmation. */
+        { .type = KEK__REQUEST__BODY_CONFIRM, .op = "confirm", .role = ROLE_CRYPTO_USER, .grant = GRANT_UNWRAP,
+          .audit = AUDIT_DATA, .handler = handle_confirm },
         CONTROL(KEK__REQUEST__BODY_CREATE_KEY, "create-key", ROLE_OFFICER, handle_create_key),
         CONTROL(KEK__REQUEST__BODY_ROTATE_KEY, "rotate-key", ROLE_OFFICER, handle_rotate_key),
         CONTROL(KEK__REQUEST__BODY_SET_ROTATION_POLICY, "set-rotation-policy", ROLE_OFFICER, handle_set_rotation_policy),
@@ -120,6 +123,8 @@ const char *request_key(const Kek__Request *r) {
                 return r->recover_key->key;
         case KEK__REQUEST__BODY_SET_GRANT:
                 return r->set_grant->key;
+        case KEK__REQUEST__BODY_CONFIRM:
+                return r->confirm->key;
         default:
                 return "";
         }
@@ -274,6 +279,8 @@ static void request_end(Dispatcher *d, Request *req) {
                 audit_data(d->audit, req->peer, o->op, o->key, o->version, o->error);
         if (d->metrics)
                 metrics_request(d->metrics, o->op, o->key, o->error, clock_mono_usec() - req->start_usec, o->items);
+        /* Every request runs on the preferred token (docs/tokens-ha.md): its failures are that token's. */
+        tokenset_request_done(d->tokens, 0, o->error);
         r = request_encode(req, d->max_frame);
         req->result = r < 0 ? r : 0;
         request_done(req);
@@ -287,11 +294,14 @@ static bool prepared(const Request *req) {
 static void flush(Dispatcher *d, Request *reqs, size_t from, size_t to) {
         CryptoOp *few[16], **ops = few;
         _cleanup_free_ CryptoOp **many = NULL;
-        size_t n = 0;
+        size_t n = 0, calls = 0;
 
         for (size_t i = from; i < to; i++)
-                for (size_t j = 0; prepared(&reqs[i]) && j < reqs[i].n_items; j++)
+                for (size_t j = 0; prepared(&reqs[i]) && j < reqs[i].n_items; j++) {
                         n += reqs[i].items[j].op.kind != 0;
+                        calls += reqs[i].items[j].op.kind == CRYPTO_REWRAP ? 2 : reqs[i].items[j].op.kind != 0;
+                }
+        metrics_hsm_crypto_ops(d->metrics, calls);
         if (n > ELEMENTSOF(few))
                 ops = many = malloc(n * sizeof(*many));
         if (n > 0 && ops) {

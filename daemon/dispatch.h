@@ -40,6 +40,7 @@
 #include "daemon/access.h"
 #include "daemon/keystore.h"
 #include "daemon/request.h"
+#include "daemon/tokenset.h"
 #include "proto/frame.h"
 
 typedef struct Audit Audit;
@@ -51,11 +52,14 @@ typedef struct Dispatcher {
         Audit *audit;                  /* NULL: no audit records (tests, fuzzers) */
         Metrics *metrics;              /* NULL: no metrics */
         CryptoPool *pool;              /* NULL: every HSM call on the keystore's session */
+        TokenSet *tokens;              /* health of the tokens for status (daemon/tokenset.h); NULL: none */
         uint64_t started_usec;         /* wall clock at start, for status */
         size_t max_frame;
         uint64_t (*now_usec)(void);    /* wall clock, see daemon/clock.h; replaceable in tests */
         /* [backup] (docs/backup.md): the directory backup files live in (NULL: none), the transfer keys' labels. */
         const char *backup_directory, *backup_wrapping_key, *backup_unwrapping_key;
+        /* Confirm vouches only from an index read from the token this recently; 0: never (always unconfirmed). */
+        uint64_t confirm_max_age_usec;
 } Dispatcher;
 
 /*

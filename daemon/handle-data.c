@@ -378,3 +378,64 @@ int handle_get_key_version(Dispatcher *d, const Kek__Request *m, Request *req) {
         req->resp.get_key_version = g;
         return 0;
 }
+
+/*
+ * Confirm (kek.proto): the state an unwrap of a blob of this version would
+ * meet, read from the index, so that a client re-validates its cached AEKs
+ * once per key version instead of once per AEK, with no cryptographic
+ * operation (one C_GetTokenInfo: the token is there). What
+ * the index cannot vouch for is answered unconfirmed, never refused: the
+ * client then unwraps, and the unwrap decides (it looks for a version object
+ * the index missed, and fails transiently while the HSM is away, as before).
+ * The index vouches when it was read from the token within
+ * confirm_max_age_usec: a kekd whose refreshes fail (HSM gone) stops
+ * vouching, so clients fall back on the unwrap and its grace rules.
+ */
+int handle_confirm(Dispatcher *d, const Kek__Request *m, Request *req) {
+        const Kek__ConfirmRequest *c = m->confirm;
+        Kek__ConfirmResponse *cr;
+        const KeyVersion *v;
+        const Key *k;
+        uint64_t read_usec, age;
+        int r;
+
+        r = keystore_refind(d->keystore, &req->found, c->key, &k);
+        if (r < 0)
+                return key_error(d, req, r, c->version);
+        req->outcome.version = c->version;
+        /* The refusals an unwrap of this version would give, in its order (keystore-data.c). */
+        v = c->version ? key_find_version(k, c->version) : NULL;
+        if (!v)
+                return key_error(d, req, -KEKERR_UNKNOWN_VERSION, c->version);
+        if (k->state == KEY_DELETED)
+                return key_error(d, req, -KEKERR_KEY_DELETED, c->version);
+        if (k->state == KEY_DISABLED || !v->enabled)
+                return key_error(d, req, -KEKERR_KEY_DISABLED, c->version);
+        cr = request_alloc(req, sizeof(*cr));
+        if (!cr)
+                return -ENOMEM;
+        kek__confirm_response__init(cr);
+        cr->key = request_strdup(req, k->name);
+        if (!cr->key)
+                return -ENOMEM;
+        cr->version = v->id;
+        read_usec = keystore_index_read_usec(d->keystore);
+        age = read_usec ? clock_mono_usec() - read_usec : UINT64_MAX;
+        cr->index_age_usec = age == UINT64_MAX ? 0 : age;
+        /*
+         * Present: its object (and MAC key) were found at the last reading. One not found may be
+         * a lookup that failed; only the unwrap's own search tells a missing version from that.
+         */
+        cr->confirmed = read_usec != 0 && age < d->confirm_max_age_usec && v->present &&
+                        (!hsm_profile_has_mac_key(v->profile) || v->mac_present) && hsm_profile_name(v->profile) != NULL;
+        /*
+         * And the token answers now: during an HSM outage an unwrap would fail at once, and the
+         * client must meet that failure (its grace rules) now, not once the index has aged.
+         * One C_GetTokenInfo per confirmation, i.e. per key version and refresh_sec of a client.
+         */
+        if (cr->confirmed && hsm_token_answers(keystore_hsm(d->keystore)) < 0)
+                cr->confirmed = false;
+        req->resp.body_case = KEK__RESPONSE__BODY_CONFIRM;
+        req->resp.confirm = cr;
+        return 0;
+}

@@ -17,6 +17,7 @@
 #include "common/kekerr.h"
 #include "daemon/handlers.h"
 #include "daemon/metrics.h"
+#include "daemon/tokens-check.h"
 #include "pkcs11/probe.h"
 
 /* Names the key (and version) in the message of a key-related refusal. */
@@ -416,13 +417,19 @@ int handle_check(Dispatcher *d, const Kek__Request *m, Request *req) {
         r = keystore_check(d->keystore, d->now_usec(), &rep);
         if (r < 0)
                 return r;
+        /* Then every further token against it: what it would lack if it had to serve. */
+        r = tokens_check(d->keystore, d->tokens, &rep);
+        if (r < 0) {
+                check_report_done(&rep);
+                return r;
+        }
         /* The token is probed again (issue 16); status shows this result from now on. */
         profiles = probe_profiles(keystore_profile(d->keystore), &n_profiles);
         bad_probe = probe_run(keystore_hsm(d->keystore), profiles, n_profiles, &probe) < 0;
         if (d->metrics)
                 metrics_set_probe(d->metrics, &probe);
         c = request_alloc(req, sizeof(*c));
-        problems = request_alloc(req, (rep.n_problems + 1) * sizeof(*problems));
+        problems = request_alloc(req, (rep.n_problems + 2) * sizeof(*problems));
         if (!c || !problems) {
                 check_report_done(&rep);
                 return -ENOMEM;
@@ -442,6 +449,19 @@ int handle_check(Dispatcher *d, const Kek__Request *m, Request *req) {
         c->n_problems = rep.n_problems;
         if (bad_probe && (problems[c->n_problems] = request_strdup(req, probe.message)))
                 c->n_problems++;
+        if (!bad_probe && probe.copy >= PROBE_COPY_KEPT) {
+                /* Unsafe: running only by [hsm] allow_unsafe_token, a problem every time. Kept: a property. */
+                char text[640], **note;
+
+                probe_copy_problem(&probe, hsm_token_label(keystore_hsm(d->keystore)), text, sizeof(text));
+                if (probe.copy == PROBE_COPY_UNSAFE) {
+                        if ((problems[c->n_problems] = request_strdup(req, text)))
+                                c->n_problems++;
+                } else if ((note = request_alloc(req, sizeof(*note))) && (note[0] = request_strdup(req, text))) {
+                        c->notes = note;
+                        c->n_notes = 1;
+                }
+        }
         c->problems = problems;
         check_report_done(&rep);
         req->resp.body_case = KEK__RESPONSE__BODY_CHECK;

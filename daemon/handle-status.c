@@ -64,6 +64,45 @@ static int status_backup(Dispatcher *d, Kek__StatusResponse *st, Request *req) {
         return 0;
 }
 
+/* StatusResponse.tokens: each token's health as the probe thread last saw it, preferred first. */
+static int status_tokens(Dispatcher *d, Kek__StatusResponse *st, Request *req) {
+        size_t n = tokenset_count(d->tokens);
+        Kek__TokenHealth **v;
+
+        if (n == 0)
+                return 0;
+        v = request_alloc(req, n * sizeof(*v));
+        if (!v)
+                return -ENOMEM;
+        for (size_t i = 0; i < n; i++) {
+                Kek__TokenHealth *t = request_alloc(req, sizeof(*t));
+                TokenStatus ts;
+                char *name, *label, *error;
+
+                if (!t || tokenset_status(d->tokens, i, &ts) < 0)
+                        return -ENOMEM;
+                name = request_alloc(req, strlen(ts.name) + 1);
+                label = request_alloc(req, strlen(ts.label) + 1);
+                error = request_alloc(req, strlen(ts.health.error) + 1);
+                if (!name || !label || !error)
+                        return -ENOMEM;
+                kek__token_health__init(t);
+                t->name = strcpy(name, ts.name);
+                t->label = strcpy(label, ts.label);
+                t->error = strcpy(error, ts.health.error);
+                t->state = (Kek__TokenState) ts.health.state;
+                t->probes = ts.health.probes;
+                t->probe_failures = ts.health.probe_failures;
+                t->request_errors = ts.health.request_errors;
+                t->changed_usec = ts.health.changed_usec;
+                t->preferred = ts.preferred;
+                v[i] = t;
+        }
+        st->tokens = v;
+        st->n_tokens = n;
+        return 0;
+}
+
 int handle_status(Dispatcher *d, const Kek__Request *m, Request *req) {
         Kek__StatusResponse *st = request_alloc(req, sizeof(*st));
         char *text = NULL, *token, *version;
@@ -97,6 +136,8 @@ int handle_status(Dispatcher *d, const Kek__Request *m, Request *req) {
         crypto_pool_stats(d->pool, &hs);
         st->hsm_session_open = hs.session_open;
         r = status_backup(d, st, req);
+        if (r >= 0)
+                r = status_tokens(d, st, req);
         if (r < 0)
                 return r;
         req->resp.body_case = KEK__RESPONSE__BODY_STATUS;

@@ -33,6 +33,8 @@ int handle_data_prepare(Dispatcher *d, const Kek__Request *m, Request *req);
 /* After the run: the items' results into the reply (a single response, or the batch's). */
 void data_answer(Dispatcher *d, Request *req);
 int handle_get_key_version(Dispatcher *d, const Kek__Request *m, Request *req);
+/* Whether cached AEKs of a key version may still be served, from the index alone (no HSM call). */
+int handle_confirm(Dispatcher *d, const Kek__Request *m, Request *req);
 
 /* handle-key.c */
 int handle_create_key(Dispatcher *d, const Kek__Request *m, Request *req);

@@ -47,6 +47,7 @@
 #include "daemon/conf.h"
 #include "daemon/cryptopool.h"
 #include "daemon/hsmtask.h"
+#include "daemon/tokenset.h"
 #include "daemon/dispatch.h"
 #include "daemon/keystore.h"
 #include "daemon/log.h"
@@ -214,6 +215,16 @@ static int on_metrics(sd_event_source *s, uint64_t usec, void *userdata) {
         return 0;
 }
 
+/*
+ * How old an index Confirm still vouches from: two refresh intervals and 2 s, so that one
+ * reading late on a busy machine does not send every client to unwrap, while a kekd whose
+ * readings fail (HSM away) stops confirming within that bound and its clients meet the
+ * unwrap's transient error and grace rules, as without Confirm.
+ */
+static uint64_t confirm_max_age(unsigned refresh_interval) {
+        return (2 * (uint64_t) refresh_interval + 2) * USEC_PER_SEC;
+}
+
 static int on_watchdog(sd_event_source *s, uint64_t usec, void *userdata) {
         Daemon *d = userdata;
 
@@ -256,6 +267,8 @@ static void warn_restart_needed(const Daemon *d, const Config *old, const Config
                         log_warning("'%s' in [%s] changed; the change takes effect only when kekd is restarted",
                                     k->name, k->section);
         }
+        if (config_tokens_changed(old, new))
+                log_warning("The [hsm.NAME] sections changed; the change takes effect only when kekd is restarted");
 }
 
 /* SIGHUP: reads the configuration file again and applies what can change while running. */
@@ -287,6 +300,7 @@ static void reload_config(Daemon *d) {
                 log_notice("refresh_interval changed from %u s to %u s", old->refresh_interval, new->refresh_interval);
                 old->refresh_interval = new->refresh_interval;
                 refresh_set_interval(d->refresh, (uint64_t) new->refresh_interval * USEC_PER_SEC);
+                d->dispatcher.confirm_max_age_usec = confirm_max_age(new->refresh_interval);
         }
         if (new->allow_unrecoverable != old->allow_unrecoverable) {
                 old->allow_unrecoverable = new->allow_unrecoverable;
@@ -459,10 +473,55 @@ static int read_pin(const Config *config, Secret **ret) {
         return 0;
 }
 
+/*
+ * The token set ([hsm] and its [hsm.NAME] sections) and its health probes.
+ * A further token without pin_file shares the PIN of [hsm] (pin, which the
+ * caller still holds); one with its own is read here. Logs failures.
+ */
+static int start_tokens(const Config *config, Hsm *hsm, const Secret *pin, int profile, TokenSet **ret) {
+        TokenSpec specs[1 + CONFIG_TOKENS_MAX] = { { .name = config->token_name } };
+        Secret *pins[CONFIG_TOKENS_MAX] = {};
+        const char *why = NULL;
+        int r = 0;
+
+        /*
+         * One token: nothing to choose between, and its health is its session's (status, metrics) as
+         * before; probing it would add PKCS#11 calls that the clients' requests did not make.
+         */
+        if (config->n_tokens == 0) {
+                *ret = NULL;
+                return 0;
+        }
+        for (size_t i = 0; i < config->n_tokens && r >= 0; i++) {
+                const ConfigToken *t = &config->tokens[i];
+
+                specs[1 + i] = (TokenSpec) { .name = t->name, .module = t->module, .token_uri = t->token_uri, .pin = pin };
+                if (!t->pin_file)
+                        continue;
+                r = pin_read(t->pin_file, &pins[i], &why);
+                if (r < 0)
+                        log_error_errno(r, "%s (the PIN of [hsm.%s]): %s", t->pin_file, t->name, why ? why : "unreadable");
+                else
+                        specs[1 + i].pin = pins[i];
+        }
+        if (r >= 0) {
+                r = tokenset_new(hsm, specs, 1 + config->n_tokens, profile, config->probe_interval, ret);
+                if (r < 0)
+                        log_error_errno(r, "Cannot start the health probes of the tokens");
+                else
+                        log_info("%zu tokens: '%s' preferred, health probed every %u s", 1 + config->n_tokens,
+                                 config->token_name, config->probe_interval);
+        }
+        for (size_t i = 0; i < config->n_tokens; i++)
+                secret_free(pins[i]);
+        return r;
+}
+
 static int run(int argc, char *argv[]) {
         _cleanup_(config_freep) Config *config = NULL;
         _cleanup_(secret_freep) Secret *pin = NULL;
         _cleanup_(hsm_freep) Hsm *hsm = NULL;
+        _cleanup_(tokenset_freep) TokenSet *tokens = NULL;     /* freed before hsm: its first session is hsm's */
         _cleanup_(keystore_freep) Keystore *keystore = NULL;
         _cleanup_(crypto_pool_freep) CryptoPool *pool = NULL;   /* freed before hsm: its sessions are hsm's */
         _cleanup_(hsm_task_freep) HsmTask *task = NULL;         /* likewise */
@@ -477,7 +536,7 @@ static int run(int argc, char *argv[]) {
         const ProbeProfile *profiles;
         size_t n_profiles;
         ProbeResult probe;
-        char owner[OWNER_MAX], host[64] = "localhost", where[160];
+        char owner[OWNER_MAX], host[64] = "localhost", where[160], copy_note[640];
         uint64_t watchdog_usec;
         sigset_t mask;
         int listen_fd = -1, r;
@@ -543,7 +602,6 @@ static int run(int argc, char *argv[]) {
                                 why ? why : "unknown error");
                 return 1;
         }
-        pin = secret_free(pin); /* the Hsm keeps its own copy for re-login */
 
         /*
          * Never ready on a token that cannot wrap (issue 16): a real self-test under a throwaway
@@ -556,6 +614,16 @@ static int run(int argc, char *argv[]) {
                 return 1;
         }
         log_info("Token '%s' passed the capability probe: profile %s", hsm_token_label(hsm), probe.profile);
+        /* A token that lets a copy of a KEK become extractable gives every PIN holder the keys: opt-in only. */
+        probe_copy_problem(&probe, hsm_token_label(hsm), copy_note, sizeof(copy_note));
+        if (probe.copy == PROBE_COPY_UNSAFE && !config->allow_unsafe_token) {
+                log_error("Refusing to start: %s", copy_note);
+                return 1;
+        }
+        if (probe.copy == PROBE_COPY_UNSAFE)
+                log_warning("allow_unsafe_token is set, starting anyway: %s", copy_note);
+        else if (probe.copy == PROBE_COPY_KEPT)
+                log_notice("%s", copy_note);
         if (probe.records == HSM_RECORDS_PUBLIC_MAC)
                 log_warning("Token '%s' refuses private data objects: key records are public token objects with an "
                             "HMAC-SHA256 tag computed in the token; names, states and grants are readable without "
@@ -660,11 +728,18 @@ static int run(int argc, char *argv[]) {
         }
         d.refresh = refresh;
         metrics_set_hsm_source(metrics, on_hsm_stats, &d);
+        r = start_tokens(config, hsm, pin, probe.profile_id, &tokens);
+        if (r < 0)
+                return 1;
+        pin = secret_free(pin); /* each Hsm keeps its own copy for re-login */
+        metrics_set_tokens(metrics, tokens);
         d.dispatcher = (Dispatcher) { .keystore = keystore, .audit = audit, .metrics = metrics, .pool = pool,
+                                      .tokens = tokens,
                                       .started_usec = clock_now_usec(), .max_frame = config->max_frame,
                                       .now_usec = clock_now_usec, .backup_directory = config->backup_directory,
                                       .backup_wrapping_key = config->backup_wrapping_key,
-                                      .backup_unwrapping_key = config->backup_unwrapping_key };
+                                      .backup_unwrapping_key = config->backup_unwrapping_key,
+                                      .confirm_max_age_usec = confirm_max_age(config->refresh_interval) };
         r = server_new(event, config, &d.dispatcher, listen_fd, &server);
         if (r < 0)
                 return 1;

@@ -19,7 +19,7 @@
 #include "daemon/keystore-records.h"
 #include "daemon/vault.h"
 
-_printf_(2, 3) static int report_add(CheckReport *rep, const char *fmt, ...) {
+_printf_(2, 3) int check_report_add(CheckReport *rep, const char *fmt, ...) {
         char **p, *s;
         va_list ap;
         int r;
@@ -61,7 +61,7 @@ static const Key *orphans_find(void *userdata, const char *name) {
 static int orphans_add(void *userdata, const char *name, uint32_t version) {
         CheckOrphans *o = userdata;
 
-        return report_add(o->rep, "key '%s': MAC key for version %u is not in its record, or its version has no MAC key "
+        return check_report_add(o->rep, "key '%s': MAC key for version %u is not in its record, or its version has no MAC key "
                           "(orphan)", name, version);
 }
 
@@ -85,7 +85,7 @@ int keystore_check(Keystore *ks, uint64_t now, CheckReport *ret) {
                 Key *k = NULL;
 
                 if (key_from_record(&d[i], &k) < 0)
-                        r = report_add(&rep, "metadata object labelled '%s' is unreadable", d[i].label);
+                        r = check_report_add(&rep, "metadata object labelled '%s' is unreadable", d[i].label);
                 key_free(k);
                 if (r < 0)
                         goto finish;
@@ -101,12 +101,12 @@ int keystore_check(Keystore *ks, uint64_t now, CheckReport *ret) {
                 rep.keys++;
                 for (size_t j = 0; j < n; j++)
                         records += strcmp(d[j].label, k->name) == 0;
-                if (records > 1 && (r = report_add(&rep, "key '%s' has %u metadata records", k->name, records)) < 0)
+                if (records > 1 && (r = check_report_add(&rep, "key '%s' has %u metadata records", k->name, records)) < 0)
                         goto finish;
-                if (k->purging && (r = report_add(&rep, "key '%s': purge not finished", k->name)) < 0)
+                if (k->purging && (r = check_report_add(&rep, "key '%s': purge not finished", k->name)) < 0)
                         goto finish;
                 if (k->pending_version && keystore_intent_stale(ks, k, now) &&
-                    (r = report_add(&rep, "key '%s': interrupted change to version %u not repaired", k->name,
+                    (r = check_report_add(&rep, "key '%s': interrupted change to version %u not repaired", k->name,
                                     k->pending_version)) < 0)
                         goto finish;
                 for (size_t j = 0; j < k->n_versions; j++) {
@@ -116,7 +116,7 @@ int keystore_check(Keystore *ks, uint64_t now, CheckReport *ret) {
 
                         rep.versions++;
                         if (!v->present) {
-                                r = report_add(&rep, "key '%s' version %u is named in its record but missing from the token",
+                                r = check_report_add(&rep, "key '%s' version %u is named in its record but missing from the token",
                                                k->name, v->id);
                                 if (r < 0)
                                         goto finish;
@@ -131,19 +131,19 @@ int keystore_check(Keystore *ks, uint64_t now, CheckReport *ret) {
                                                                                        : !a.extractable)
                                          : v->wrap_with_trusted ? a.always_sensitive && a.wrap_with_trusted
                                                                 : !a.extractable && a.never_extractable)))
-                                r = report_add(&rep, "key '%s' version %u is not a sensitive, %s%s token key", k->name,
-                                               v->id, v->restored ? "restored " : "",
-                                               v->wrap_with_trusted ? "trusted-wrap-only" : "never-extractable");
+                                r = check_report_add(&rep, "key '%s' version %u is not a sensitive, %s%s token key", k->name,
+                                                     v->id, v->restored ? "restored " : "",
+                                                     v->wrap_with_trusted ? "trusted-wrap-only" : "never-extractable");
                         if (r >= 0 && !v->wrap_with_trusted) {
                                 rep.without_backup++;
                                 if (keystore_vault(ks)->trusted_wrap)
-                                        r = report_add(&rep, "key '%s' version %u is never extractable: it would be lost "
+                                        r = check_report_add(&rep, "key '%s' version %u is never extractable: it would be lost "
                                                        "with the token; rotate it after enabling backup", k->name, v->id);
                         }
                         /* The MAC key is looked up afresh: its handle is runtime state of the version. */
                         if (r >= 0 && (r = profile_version_problem(keystore_hsm(ks), k, (KeyVersion *) v, why,
                                                                    sizeof(why))) > 0)
-                                r = report_add(&rep, "%s", why);
+                                r = check_report_add(&rep, "%s", why);
                         if (r < 0)
                                 goto finish;
                 }
@@ -154,12 +154,12 @@ int keystore_check(Keystore *ks, uint64_t now, CheckReport *ret) {
 
                 /* Unwrapped or imported (never ALWAYS_SENSITIVE) where the record does not say "restored". */
                 if (k && refs[i].restored && !(v && v->restored) &&
-                    (r = report_add(&rep, "key object labelled '%s' is not used as a KEK: imported or once extractable "
+                    (r = check_report_add(&rep, "key object labelled '%s' is not used as a KEK: imported or once extractable "
                                     "(CKA_ALWAYS_SENSITIVE or CKA_NEVER_EXTRACTABLE not TRUE)", refs[i].label)) < 0)
                         goto finish;
 
                 if (k && !key_find_version(k, refs[i].version) && refs[i].version != k->pending_version &&
-                    (r = report_add(&rep, "key '%s': object for version %u is not in its record (orphan)",
+                    (r = check_report_add(&rep, "key '%s': object for version %u is not in its record (orphan)",
                                     refs[i].label, refs[i].version)) < 0)
                         goto finish;
         }
@@ -167,14 +167,14 @@ int keystore_check(Keystore *ks, uint64_t now, CheckReport *ret) {
         r = hsm_list_unclassified(keystore_hsm(ks), &issues, &n_issues);
         for (size_t i = 0; r >= 0 && i < n_issues; i++)
                 if (keystore_key_runtime(ks, issues[i].label))
-                        r = report_add(&rep, "key object labelled '%s' is not used as a KEK: %s", issues[i].label,
+                        r = check_report_add(&rep, "key object labelled '%s' is not used as a KEK: %s", issues[i].label,
                                        issues[i].reason);
         /* Tokens without private data objects: a record whose tag does not verify is not used (hsm-records.c). */
         if (r >= 0)
                 r = hsm_list_bad_records(keystore_hsm(ks), (const char *const[]) { RECORDS_APP, VAULT_APP }, 2, &bad,
                                          &n_bad);
         for (size_t i = 0; r >= 0 && i < n_bad; i++)
-                r = report_add(&rep, "record object '%s' fails its MAC and is not used", bad[i].label);
+                r = check_report_add(&rep, "record object '%s' fails its MAC and is not used", bad[i].label);
         if (r >= 0) {
                 CheckOrphans o = { .ks = ks, .rep = &rep };
 

@@ -491,6 +491,10 @@ int keystore_refind(Keystore *ks, const KeyLookup *found, const char *name, cons
         return r;
 }
 
+uint64_t keystore_index_read_usec(const Keystore *ks) {
+        return ks->index_read_mono_usec;
+}
+
 uint64_t keystore_generation(const Keystore *ks) {
         return ks->generation;
 }

@@ -151,6 +151,13 @@ int keystore_lookup(Keystore *ks, const char *name, KeyLookup *ret);
 int keystore_refind(Keystore *ks, const KeyLookup *found, const char *name, const Key **ret);
 /* How many times a name was looked up in the index for a request (for tests and profiling). */
 uint64_t keystore_lookups(const Keystore *ks);
+/*
+ * When (CLOCK_MONOTONIC) the reading of the token the index was built from
+ * began, 0 before the first: what the index says of other kekd's changes is
+ * at least that old. This kekd's own changes are in it at once. Confirm
+ * (handle-data.c) vouches for a version's state only from a young index.
+ */
+uint64_t keystore_index_read_usec(const Keystore *ks);
 
 /*
  * For the data plane (keystore-data.c), which keeps its runtime state in the
@@ -303,3 +310,5 @@ bool keystore_intent_stale(const Keystore *ks, const Key *k, uint64_t now);
 /* Verifies the token against the records (after repairing what can be repaired); keystore-check.c. */
 int keystore_check(Keystore *ks, uint64_t now, CheckReport *ret);
 void check_report_done(CheckReport *r);
+/* Appends one problem line to rep (for checks beyond the keystore's, daemon/tokens-check.h); -ENOMEM. */
+_printf_(2, 3) int check_report_add(CheckReport *rep, const char *fmt, ...);

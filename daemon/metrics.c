@@ -19,6 +19,7 @@
 
 #include "common/kekerr.h"
 #include "daemon/metrics.h"
+#include "daemon/tokenset.h"
 
 #define SLOTS (METRICS_SERIES_MAX * 2)
 #define OPS_MAX 48u
@@ -51,11 +52,58 @@ struct Metrics {
         unsigned clients, watchers;
         size_t output_queued;
         uint64_t output_drops;
+        uint64_t hsm_crypto_ops;   /* encryptions and decryptions the data plane asked of the HSM */
         MetricsHsmFn hsm_fn;
         void *hsm_userdata;
         bool have_probe;
         ProbeResult probe;         /* the last capability probe: at start, then each `check` */
+        TokenSet *tokens;          /* health of each token (daemon/tokenset.h), or NULL */
 };
+
+void metrics_set_tokens(Metrics *m, TokenSet *ts) {
+        m->tokens = ts;
+}
+
+/* Each token's health: its state one-hot (as kube-state-metrics does), probe counts and last probe time. */
+static void render_tokens(FILE *f, const Metrics *m) {
+        static const TokenState states[] = { TOKEN_ACTIVE, TOKEN_DEGRADED, TOKEN_UNAVAILABLE };
+        size_t n = tokenset_count(m->tokens);
+        TokenStatus st;
+
+        if (n == 0)
+                return;
+        fputs("# HELP kekd_token_state Health of each token from its encrypt/decrypt probe: 1 for its state.\n"
+              "# TYPE kekd_token_state gauge\n", f);
+        for (size_t i = 0; i < n; i++)
+                if (tokenset_status(m->tokens, i, &st) >= 0)
+                        for (size_t s = 0; s < ELEMENTSOF(states); s++)
+                                fprintf(f, "kekd_token_state{token=\"%s\",state=\"%s\"} %d\n", st.name,
+                                        token_state_name(states[s]), st.health.state == states[s]);
+        fputs("# HELP kekd_token_probes_total Health probes made, by token.\n"
+              "# TYPE kekd_token_probes_total counter\n", f);
+        for (size_t i = 0; i < n; i++)
+                if (tokenset_status(m->tokens, i, &st) >= 0)
+                        fprintf(f, "kekd_token_probes_total{token=\"%s\"} %llu\n", st.name,
+                                (unsigned long long) st.health.probes);
+        fputs("# HELP kekd_token_probe_failures_total Health probes failed, by token.\n"
+              "# TYPE kekd_token_probe_failures_total counter\n", f);
+        for (size_t i = 0; i < n; i++)
+                if (tokenset_status(m->tokens, i, &st) >= 0)
+                        fprintf(f, "kekd_token_probe_failures_total{token=\"%s\"} %llu\n", st.name,
+                                (unsigned long long) st.health.probe_failures);
+        fputs("# HELP kekd_token_request_errors_total Client requests that met HSM_UNAVAILABLE, by token.\n"
+              "# TYPE kekd_token_request_errors_total counter\n", f);
+        for (size_t i = 0; i < n; i++)
+                if (tokenset_status(m->tokens, i, &st) >= 0)
+                        fprintf(f, "kekd_token_request_errors_total{token=\"%s\"} %llu\n", st.name,
+                                (unsigned long long) st.health.request_errors);
+        fputs("# HELP kekd_token_probe_seconds How long the last health probe took, by token.\n"
+              "# TYPE kekd_token_probe_seconds gauge\n", f);
+        for (size_t i = 0; i < n; i++)
+                if (tokenset_status(m->tokens, i, &st) >= 0)
+                        fprintf(f, "kekd_token_probe_seconds{token=\"%s\"} %.6f\n", st.name,
+                                (double) st.health.last_probe_usec / 1e6);
+}
 
 void metrics_set_probe(Metrics *m, const ProbeResult *p) {
         m->probe = *p;
@@ -105,6 +153,16 @@ static void render_probe(FILE *f, const Metrics *m, const Keystore *ks) {
         if (p->wrap_with_trusted != PROBE_UNKNOWN)
                 fprintf(f, "kekd_token_capability{capability=\"wrap_with_trusted\"} %d\n",
                         answer_value(p->wrap_with_trusted));
+        if (p->copy != PROBE_COPY_UNKNOWN) {
+                fprintf(f, "# HELP kekd_token_key_copies What C_CopyObject does with a key made with the KEK template: "
+                           "refused, kept (copies stay sensitive and unextractable) or unsafe (a copy can leave the "
+                           "token).\n# TYPE kekd_token_key_copies gauge\n"
+                           "kekd_token_key_copies{result=\"%s\",plain=\"%s\",extractable=\"%s\",sensitive=\"%s\"} 1\n",
+                        probe_copy_name(p->copy), p->copy_ckr[0] ?: "", p->copy_ckr[1] ?: "", p->copy_ckr[2] ?: "");
+                fprintf(f, "# HELP kekd_token_unsafe 1: the token lets anyone with the user PIN take keys out; kekd "
+                           "runs on it only with [hsm] allow_unsafe_token.\n# TYPE kekd_token_unsafe gauge\n"
+                           "kekd_token_unsafe %d\n", p->copy == PROBE_COPY_UNSAFE);
+        }
         if (p->private_data != PROBE_UNKNOWN) {
                 fprintf(f, "# HELP kekd_token_records How records are kept: private data objects, or public ones with "
                            "an HMAC tag computed in the token (a token that refuses private data objects).\n"
@@ -213,6 +271,11 @@ void metrics_request(Metrics *m, const char *op, const char *key, int result, ui
         o->items += items;
 }
 
+void metrics_hsm_crypto_ops(Metrics *m, uint64_t n) {
+        if (m)
+                m->hsm_crypto_ops += n;
+}
+
 void metrics_set_clients(Metrics *m, unsigned clients, unsigned watchers) {
         if (!m)
                 return;
@@ -298,6 +361,9 @@ int metrics_render(const Metrics *m, const Keystore *ks, char **ret, size_t *ret
         fprintf(f, "# HELP kekd_output_budget_drops_total Connections closed because the output held for all peers "
                    "exceeded max_queued_output.\n# TYPE kekd_output_budget_drops_total counter\n"
                    "kekd_output_budget_drops_total %llu\n", (unsigned long long) m->output_drops);
+        fprintf(f, "# HELP kekd_hsm_crypto_ops_total Encryptions and decryptions of wraps, unwraps and rewraps run in the "
+                   "HSM (a rewrap counts two).\n# TYPE kekd_hsm_crypto_ops_total counter\nkekd_hsm_crypto_ops_total %llu\n",
+                (unsigned long long) m->hsm_crypto_ops);
         fputs("# HELP kekd_requests_total Requests handled, by operation, key and result.\n"
               "# TYPE kekd_requests_total counter\n", f);
         for (uint32_t i = 0; i < SLOTS; i++) {
@@ -335,6 +401,7 @@ int metrics_render(const Metrics *m, const Keystore *ks, char **ret, size_t *ret
         if (ks)
                 render_keys(f, m, ks);
         render_probe(f, m, ks);
+        render_tokens(f, m);
         if (fclose(f) != 0) {
                 free(buf);
                 return -ENOMEM;

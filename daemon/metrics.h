@@ -35,6 +35,8 @@ DEFINE_TRIVIAL_CLEANUP_FUNC(Metrics, metrics_free);
 /* One request: op from the dispatch table (a static string), result 0 or negative, items for batches. */
 void metrics_request(Metrics *m, const char *op, const char *key, int result, uint64_t duration_usec, unsigned items);
 void metrics_set_clients(Metrics *m, unsigned clients, unsigned watchers);
+/* n more data-plane encryptions or decryptions run in the HSM (kekd_hsm_crypto_ops_total). */
+void metrics_hsm_crypto_ops(Metrics *m, uint64_t n);
 unsigned metrics_clients(const Metrics *m);
 /* Bytes held for output peers have not read, and connections closed for holding too much of it (server.c). */
 void metrics_set_output(Metrics *m, size_t queued_bytes, uint64_t budget_drops);
@@ -50,6 +52,10 @@ void metrics_set_hsm_source(Metrics *m, MetricsHsmFn fn, void *userdata);
 
 /* Keeps a copy of the capability probe's result (kekd.c at start, handle_check()) for status and the file. */
 void metrics_set_probe(Metrics *m, const ProbeResult *p);
+
+/* The token set whose health is rendered (kekd_token_state etc.); NULL: none. Not owned. */
+typedef struct TokenSet TokenSet;
+void metrics_set_tokens(Metrics *m, TokenSet *ts);
 
 /* The whole exposition, NUL-terminated and malloc'd. ks (may be NULL) gives the key and HSM figures. */
 int metrics_render(const Metrics *m, const Keystore *ks, char **ret, size_t *ret_len);

@@ -100,6 +100,10 @@ int cmd_check(CmdOpts *o, int argc, char *argv[]) {
                 for (size_t i = 0; i < resp->check->n_problems; i++)
                         json_object_array_add(p, json_object_new_string(resp->check->problems[i]));
                 json_object_object_add(j, "problems", p);
+                p = json_object_new_array();
+                for (size_t i = 0; i < resp->check->n_notes; i++)
+                        json_object_array_add(p, json_object_new_string(resp->check->notes[i]));
+                json_object_object_add(j, "notes", p);
                 print_json(j);
         } else {
                 printf("Checked %u keys, %u versions; repaired %u interrupted operations.\n", resp->check->keys,
@@ -108,6 +112,8 @@ int cmd_check(CmdOpts *o, int argc, char *argv[]) {
                         printf("PROBLEM: %s\n", resp->check->problems[i]);
                 if (resp->check->n_problems == 0)
                         printf("The token is consistent with the key records.\n");
+                for (size_t i = 0; i < resp->check->n_notes; i++)
+                        printf("NOTE: %s\n", resp->check->notes[i]);
                 /* One summary line; in backup mode trusted-wrap each such version is also a problem above. */
                 if (resp->check->versions_without_backup > 0)
                         printf("Without a backup path: %u versions (never extractable: lost with the token; "

@@ -49,6 +49,9 @@ typedef struct Parsed {
         unsigned long long probe_ok;
         char profile[64], token_flags[256], records[32];
         unsigned long long record_mac_failures;
+        bool have_copies;
+        unsigned long long token_unsafe;
+        char copies[16], copy_ckr[3][48];  /* kekd_token_key_copies: result; plain, extractable, sensitive */
 } Parsed;
 
 static OpRow *row(Parsed *p, const char *op, size_t len) {
@@ -155,7 +158,15 @@ static void parse(const char *text, Parsed *p) {
                         p->have_probe = true;
                         p->probe_ok = strtoull(val, NULL, 10);
                         label_copy(line, end, "profile", p->profile, sizeof(p->profile));
-                } else if (strncmp(line, "kekd_token_records{", 19) == 0)
+                } else if (strncmp(line, "kekd_token_key_copies{", 22) == 0) {
+                        p->have_copies = true;
+                        label_copy(line, end, "result", p->copies, sizeof(p->copies));
+                        label_copy(line, end, "plain", p->copy_ckr[0], sizeof(p->copy_ckr[0]));
+                        label_copy(line, end, "extractable", p->copy_ckr[1], sizeof(p->copy_ckr[1]));
+                        label_copy(line, end, "sensitive", p->copy_ckr[2], sizeof(p->copy_ckr[2]));
+                } else if (strncmp(line, "kekd_token_unsafe ", 18) == 0)
+                        p->token_unsafe = strtoull(val, NULL, 10);
+                else if (strncmp(line, "kekd_token_records{", 19) == 0)
                         label_copy(line, end, "mode", p->records, sizeof(p->records));
                 else if (strncmp(line, "kekd_record_mac_failures_total ", 31) == 0)
                         p->record_mac_failures = strtoull(val, NULL, 10);
@@ -240,6 +251,16 @@ static void json_add_probe(json_object *o, const Parsed *p) {
         for (unsigned i = 0; i < p->n_attrs; i++)
                 json_object_object_add(attrs, p->attrs[i].v[0], json_object_new_string(p->attrs[i].v[1]));
         json_object_object_add(probe, "template_attributes", attrs);
+        if (p->have_copies) {
+                json_object *c = json_object_new_object();
+
+                json_object_object_add(c, "result", json_object_new_string(p->copies));
+                json_object_object_add(c, "plain", json_object_new_string(p->copy_ckr[0]));
+                json_object_object_add(c, "extractable", json_object_new_string(p->copy_ckr[1]));
+                json_object_object_add(c, "sensitive", json_object_new_string(p->copy_ckr[2]));
+                json_object_object_add(probe, "key_copies", c);
+                json_object_object_add(probe, "unsafe", json_object_new_boolean(p->token_unsafe == 1));
+        }
         json_object_object_add(o, "probe", probe);
 }
 
@@ -264,6 +285,16 @@ static void print_probe(const Parsed *p) {
         for (unsigned i = 0; i < p->n_attrs; i++)
                 printf("; %s %s", p->attrs[i].v[0], p->attrs[i].v[1]);
         printf("\nToken flags:  %s\n", p->token_flags[0] ? p->token_flags : "-");
+        if (p->have_copies)
+                printf("Key copies:   %s (C_CopyObject plain %s, extractable %s, sensitive %s)\n",
+                       strcmp(p->copies, "unsafe") == 0  ? "UNSAFE: a copy can leave the token"
+                       : strcmp(p->copies, "kept") == 0  ? "made, kept sensitive and unextractable; a copy outlives purge"
+                       : strcmp(p->copies, "refused") == 0 ? "refused"
+                                                           : p->copies,
+                       p->copy_ckr[0], p->copy_ckr[1], p->copy_ckr[2]);
+        if (p->token_unsafe == 1)
+                printf("Warning:      this token lets anyone with the user PIN take keys out; kekd runs on it only "
+                       "because of [hsm] allow_unsafe_token (development or test tokens only)\n");
         if (p->records[0])
                 printf("Records:      %s%s",
                        strcmp(p->records, "public+hmac") == 0 ? "public objects + HMAC (token refuses private data objects)"
@@ -277,6 +308,58 @@ static void print_probe(const Parsed *p) {
         for (unsigned i = 0; i < p->n_mechs; i++)
                 printf("%s (%s; key %s-%s)%s", p->mechs[i].v[0], p->mechs[i].v[1], p->mechs[i].v[2], p->mechs[i].v[3],
                        i + 1 < p->n_mechs ? ", " : "\n");
+}
+
+static const char *token_state_text(Kek__TokenState s) {
+        switch (s) {
+        case KEK__TOKEN_STATE__TOKEN_ACTIVE:
+                return "active";
+        case KEK__TOKEN_STATE__TOKEN_DEGRADED:
+                return "degraded";
+        case KEK__TOKEN_STATE__TOKEN_UNAVAILABLE:
+                return "unavailable";
+        default:
+                return "unknown";
+        }
+}
+
+/* StatusResponse.tokens (a kekd before them sends none: nothing is shown). */
+static json_object *json_tokens(const Kek__StatusResponse *st) {
+        json_object *a = json_object_new_array();
+
+        for (size_t i = 0; i < st->n_tokens; i++) {
+                const Kek__TokenHealth *t = st->tokens[i];
+                json_object *j = json_object_new_object();
+
+                json_object_object_add(j, "name", json_object_new_string(t->name ? t->name : ""));
+                json_object_object_add(j, "label", json_object_new_string(t->label ? t->label : ""));
+                json_object_object_add(j, "state", json_object_new_string(token_state_text(t->state)));
+                json_object_object_add(j, "preferred", json_object_new_boolean(t->preferred));
+                json_object_object_add(j, "probes", json_object_new_uint64(t->probes));
+                json_object_object_add(j, "probe_failures", json_object_new_uint64(t->probe_failures));
+                json_object_object_add(j, "request_errors", json_object_new_uint64(t->request_errors));
+                json_object_object_add(j, "changed_usec", json_object_new_uint64(t->changed_usec));
+                json_object_object_add(j, "error", json_object_new_string(t->error ? t->error : ""));
+                json_object_array_add(a, j);
+        }
+        return a;
+}
+
+static void print_tokens(const Kek__StatusResponse *st) {
+        for (size_t i = 0; i < st->n_tokens; i++) {
+                const Kek__TokenHealth *t = st->tokens[i];
+                time_t when = (time_t) (t->changed_usec / 1000000);
+                char since[32] = "?";
+                struct tm tm;
+
+                if (when > 0 && gmtime_r(&when, &tm))
+                        strftime(since, sizeof(since), "%H:%M:%S UTC", &tm);
+                printf("%s %s ('%s'%s): %s since %s, %llu of %llu probes failed%s%s\n", i == 0 ? "Tokens:      " : "             ",
+                       t->name ? t->name : "?", t->label ? t->label : "", t->preferred ? ", preferred" : "",
+                       t->state == KEK__TOKEN_STATE__TOKEN_ACTIVE ? "active" : t->state == KEK__TOKEN_STATE__TOKEN_DEGRADED ? "DEGRADED" : "UNAVAILABLE",
+                       since, (unsigned long long) t->probe_failures, (unsigned long long) t->probes,
+                       t->error && t->error[0] ? "; last: " : "", t->error ? t->error : "");
+        }
 }
 
 int status_print(const Kek__StatusResponse *st, StatusFormat format) {
@@ -323,6 +406,7 @@ int status_print(const Kek__StatusResponse *st, StatusFormat format) {
                 json_object_object_add(o, "hsm_session_open", json_object_new_boolean(st->hsm_session_open));
                 json_object_object_add(o, "hsm_session_reopens", json_object_new_uint64(p->reopens));
                 json_object_object_add(o, "hsm_errors", json_object_new_uint64(p->hsm_errors));
+                json_object_object_add(o, "tokens", json_tokens(st));
                 for (unsigned i = 0; i < p->n_ops; i++) {
                         json_object *j = json_object_new_object();
                         const OpRow *r = &p->ops[i];
@@ -346,6 +430,7 @@ int status_print(const Kek__StatusResponse *st, StatusFormat format) {
                p->reopens);
         printf("HSM errors:   %s\n", p->errors_text[0] ? p->errors_text : "none");
         print_probe(p);
+        print_tokens(st);
         printf("Keys:         %u (%u versions)\n", st->keys, st->versions);
         if (st->backup == KEK__BACKUP_MODE__BACKUP_TRUSTED_WRAP) {
                 printf("Backup:       trusted-wrap, %u versions without a backup path\n", st->versions_without_backup);

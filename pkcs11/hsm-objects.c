@@ -102,8 +102,12 @@ static int generate_kek(Hsm *h, const char *label, uint32_t version, bool token_
         r = hsm_ensure_session(h);
         if (r < 0)
                 return r;
-        /* No blind retry: a call that failed in transit may have created the object (written intents cover it). */
-        hsm_write_bump(h);
+        /*
+         * No blind retry: a call that failed in transit may have created the object (written intents cover it).
+         * A session object is no write to the token: no listing (token objects only) can see it.
+         */
+        if (token_object)
+                hsm_write_bump(h);
         rv = store_call(P11(h, C_GenerateKey, h->session, &mech, tmpl, n, &o));
         /* Never for a trusted-wrap key: its refusal may be about CKA_WRAP_WITH_TRUSTED, not the optional ones. */
         if ((rv == CKR_ATTRIBUTE_TYPE_INVALID || (probing && rv == CKR_GENERAL_ERROR)) && n > n_required &&
@@ -117,7 +121,8 @@ static int generate_kek(Hsm *h, const char *label, uint32_t version, bool token_
                 log_debug("PKCS#11 C_GenerateKey: %s; again without the optional attributes", ckr_name(rv));
                 for (unsigned i = 0; i < HSM_OPTIONAL_ATTRS; i++)
                         __atomic_store_n(&rt->optional_refused[i], true, __ATOMIC_RELEASE);
-                hsm_write_bump(h);
+                if (token_object)
+                        hsm_write_bump(h);
                 rv = store_call(P11(h, C_GenerateKey, h->session, &mech, tmpl, n_required, &o));
         }
         if (rv != CKR_OK)
@@ -170,6 +175,19 @@ int hsm_destroy_object(Hsm *h, HsmObject o) {
         if (r < 0)
                 return r;
         hsm_write_bump(h);
+        rv = store_call(P11(h, C_DestroyObject, h->session, o));
+        if (rv != CKR_OK)
+                return hsm_handle_failed(h, rv);
+        return 0;
+}
+
+int hsm_destroy_session_object(Hsm *h, HsmObject o) {
+        CK_RV rv;
+        int r;
+
+        r = hsm_ensure_session(h);
+        if (r < 0)
+                return r;
         rv = store_call(P11(h, C_DestroyObject, h->session, o));
         if (rv != CKR_OK)
                 return hsm_handle_failed(h, rv);
@@ -703,7 +721,8 @@ static int generate_hmac_key(Hsm *h, const char *label, const uint8_t *id, size_
         r = hsm_ensure_session(h);
         if (r < 0)
                 return r;
-        hsm_write_bump(h);
+        if (token_object)
+                hsm_write_bump(h);
         rv = store_call(P11(h, C_GenerateKey, h->session, &mech, tmpl, ELEMENTSOF(tmpl) - !wrap_trusted, &o));
         if (rv != CKR_OK)
                 return hsm_handle_failed(h, rv);

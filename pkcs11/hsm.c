@@ -656,3 +656,12 @@ int hsm_mechanism_info(Hsm *h, unsigned long mechanism, HsmMechanismInfo *ret) {
         };
         return 0;
 }
+
+int hsm_token_answers(Hsm *h) {
+        CK_TOKEN_INFO ti;
+        int r = hsm_ensure_session(h);
+
+        if (r < 0)
+                return r;
+        return hsm_rv_to_errno(h, P11(h, C_GetTokenInfo, h->slot, &ti));
+}

@@ -182,6 +182,11 @@ typedef struct HsmMechanismInfo {
 
 /* The token's answer for mechanism (a CKM_* value); -ENOENT if it does not offer it. */
 int hsm_mechanism_info(Hsm *h, unsigned long mechanism, HsmMechanismInfo *ret);
+/*
+ * Whether the token answers now (C_GetTokenInfo on a session that is open, or reopened): no
+ * object and no cryptographic operation, the cheapest call that meets an HSM outage.
+ */
+int hsm_token_answers(Hsm *h);
 
 /* Token label and serial, for status output. */
 const char *hsm_token_label(const Hsm *h);
@@ -225,6 +230,12 @@ typedef struct HsmKeyIssue {
 } HsmKeyIssue;
 int hsm_list_unclassified(Hsm *h, HsmKeyIssue **ret, size_t *ret_n);
 int hsm_destroy_object(Hsm *h, HsmObject o);
+/*
+ * The same for a session object this session made (a probe's throwaway
+ * key): not counted by hsm_writes(), since no listing of token objects can
+ * have missed it. Never for a token object.
+ */
+int hsm_destroy_session_object(Hsm *h, HsmObject o);
 /*
  * Destroys an object found by a listing or search made when hsm_generation()
  * was generation. If a session was reopened since, the handle may name

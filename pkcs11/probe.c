@@ -8,6 +8,8 @@
  * token KEK that settles optional attributes is labelled "kekd probe", a
  * name no key can have); the record key is not made here but by the first
  * record written;
+ * the copy tries (probe.h, ProbeCopy) copy throwaway session keys and
+ * destroy source and copy, which may be one handle;
  * no step is skipped silently: a step not tried stays PROBE_UNKNOWN; the
  * refusal message names the PKCS#11 function and CKR that failed and what
  * the token offers instead.
@@ -20,6 +22,7 @@
 #include <string.h>
 
 #include "common/kekerr.h"
+#include "ckr.h"
 #include "hsm-internal.h"
 #include "probe.h"
 #include "records-mac.h"
@@ -125,7 +128,7 @@ int probe_selftest(Hsm *h, const ProbeProfile *pp, HsmObject key) {
                 r = r >= 0 ? -KEKERR_BLOB_INVALID : r == -KEKERR_BLOB_INVALID ? 0 : r;
         }
         if (mac)
-                (void) hsm_destroy_object(h, mac); /* a session object: gone with the session anyway */
+                (void) hsm_destroy_session_object(h, mac); /* gone with the session anyway */
         return r;
 }
 
@@ -258,6 +261,102 @@ static int try_data_objects(Hsm *h, ProbeResult *p) {
         return 0;
 }
 
+static const char *const copy_tries[PROBE_COPY_TRIES] = { "plain", "extractable", "sensitive" };
+
+const char *probe_copy_name(ProbeCopy c) {
+        static const char *const names[] = { "unknown", "refused", "kept", "unsafe" };
+
+        return (unsigned) c < ELEMENTSOF(names) ? names[c] : "unknown";
+}
+
+/* A copy (or its source, changed in place) that can leave the token: extractable, not sensitive, or readable. */
+static bool key_out(const HsmKeyAttrs *a) {
+        return a->extractable || !a->sensitive || a->value_readable;
+}
+
+/*
+ * Copy try i (copy_tries[]) on a fresh throwaway session key with the KEK
+ * template as the token accepted it: *ret is what it shows, the CKR and a
+ * note go into p. The token's refusal is the good answer, not an error: it
+ * is not recorded as a failed call.
+ */
+static int try_copy(Hsm *h, unsigned i, ProbeResult *p, ProbeCopy *ret) {
+        CK_BBOOL yes = CK_TRUE, no = CK_FALSE;
+        CK_ATTRIBUTE tmpl[2] = { { CKA_TOKEN, &no, sizeof(no) } };
+        CK_ULONG n = 1;
+        HsmObject key, copy = CK_INVALID_HANDLE;
+        HsmKeyAttrs a = {}, src = {};
+        const char *seen = "";
+        size_t len = strlen(p->copy_text);
+        CK_RV rv;
+        int r;
+
+        if (i == 1)
+                tmpl[n++] = (CK_ATTRIBUTE) { CKA_EXTRACTABLE, &yes, sizeof(yes) };
+        else if (i == 2)
+                tmpl[n++] = (CK_ATTRIBUTE) { CKA_SENSITIVE, &no, sizeof(no) };
+        r = hsm_generate_kek(h, "kekd probe", 0, false, &key);
+        if (r < 0)
+                return r;
+        hsm_write_bump(h);
+        /* Not through P11(): a refusal is the answer wanted, not a failed call to record. */
+        rv = store_call(h->module->C_CopyObject(h->session, key, tmpl, n, &copy));
+        p->copy_ckr[i] = ckr_name(rv);
+        *ret = PROBE_COPY_REFUSED;
+        if (rv == CKR_OK) {
+                /* Both: NSS softokn answers with the source's handle and changes the source itself. */
+                bool unreadable = hsm_key_attributes(h, copy, &a) < 0 || hsm_key_attributes(h, key, &src) < 0;
+
+                *ret = unreadable || key_out(&a) || key_out(&src) ? PROBE_COPY_UNSAFE : PROBE_COPY_KEPT;
+                seen = unreadable                   ? " (attributes unreadable)"
+                       : a.value_readable           ? " (value readable)"
+                       : a.extractable || src.extractable ? " (read back extractable)"
+                       : !a.sensitive || !src.sensitive   ? " (read back not sensitive)"
+                                                          : " (sensitive, unextractable)";
+                if (copy != key && copy != CK_INVALID_HANDLE)
+                        (void) hsm_destroy_object(h, copy); /* a session object: gone with the session anyway */
+        }
+        (void) hsm_destroy_object(h, key);
+        if (len < sizeof(p->copy_text))
+                snprintf(p->copy_text + len, sizeof(p->copy_text) - len, "%s%s %s%s", len ? ", " : "", copy_tries[i],
+                         p->copy_ckr[i], seen);
+        return 0;
+}
+
+/* The three copy tries; p->copy is the worst answer. */
+static int try_copies(Hsm *h, ProbeResult *p) {
+        ProbeCopy c = PROBE_COPY_REFUSED, one;
+        int r;
+
+        for (unsigned i = 0; i < PROBE_COPY_TRIES; i++) {
+                r = try_copy(h, i, p, &one);
+                if (r < 0)
+                        return r;
+                if (one > c)
+                        c = one;
+        }
+        p->copy = c;
+        return 0;
+}
+
+void probe_copy_problem(const ProbeResult *p, const char *token, char *buf, size_t size) {
+        if (p->copy == PROBE_COPY_UNSAFE)
+                snprintf(buf, size,
+                         "token '%s' does not keep keys in: C_CopyObject of a key made with kekd's KEK template: %s; "
+                         "a copy that reads back extractable or not sensitive, against PKCS#11 (C_CopyObject), lets "
+                         "anyone with the user PIN wrap a KEK out in clear (docs/tokens.md); a development or test "
+                         "token only, with [hsm] allow_unsafe_token = yes",
+                         token, p->copy_text);
+        else if (p->copy == PROBE_COPY_KEPT)
+                snprintf(buf, size,
+                         "token '%s' copies kekd's keys (C_CopyObject: %s): the copies stay sensitive and "
+                         "unextractable, but a copy made by anyone with the user PIN outlives kekd's purge "
+                         "(docs/tokens.md)",
+                         token, p->copy_text);
+        else if (size)
+                buf[0] = 0;
+}
+
 int probe_run(Hsm *h, const ProbeProfile *profs, size_t n_profiles, ProbeResult *ret) {
         ProbeResult p = { .profile_id = -1 };
         char offers[256];
@@ -355,6 +454,15 @@ int probe_run(Hsm *h, const ProbeProfile *profs, size_t n_profiles, ProbeResult 
                         snprintf(p.error, sizeof(p.error), "not in C_GetMechanismList");
         }
         (void) hsm_destroy_object(h, key); /* a session object: gone with the session anyway */
+        if (p.profile) {
+                /* After the template is settled (the token KEK above): copies of keys as KEKs are made now. */
+                r = try_copies(h, &p);
+                if (r < 0) {
+                        note_error(h, &p);
+                        snprintf(p.message, sizeof(p.message), "cannot probe token '%s': %s", token, p.error);
+                        goto finish;
+                }
+        }
         if (!p.profile) {
                 /* One sentence: what is missing, for which profile, and what the token has instead. */
                 const ProbeProfile *first = n_profiles ? &profs[0] : NULL;
@@ -371,5 +479,24 @@ int probe_run(Hsm *h, const ProbeProfile *profs, size_t n_profiles, ProbeResult 
         r = 0;
 finish:
         *ret = p;
+        return r;
+}
+
+int probe_health(Hsm *h, int profile) {
+        const ProbeProfile *pp = NULL;
+        HsmObject key;
+        int r;
+
+        for (size_t i = 0; i < ELEMENTSOF(profiles); i++)
+                if (profiles[i].profile == profile)
+                        pp = &profiles[i];
+        if (!pp)
+                return -EINVAL;
+        /* A new key each time: the self-test's fixed IV is then never used twice under one key. */
+        r = hsm_generate_kek(h, "kekd health", 0, false, &key);
+        if (r < 0)
+                return r;
+        r = pp->selftest(h, pp, key);
+        (void) hsm_destroy_session_object(h, key); /* gone with the session anyway */
         return r;
 }

@@ -21,7 +21,7 @@ fi
 PKGS="$*"
 [ -n "$PKGS" ] || PKGS="build-essential autoconf automake libtool pkg-config
       protobuf-c-compiler libprotobuf-c-dev libp11-kit-dev p11-kit
-      libssl-dev libsystemd-dev libinih-dev libjson-c-dev
+      libssl-dev libsystemd-dev libinih-dev libjson-c-dev libnghttp2-dev
       softhsm2 opensc mandoc gdb
       systemd socat acl
       clang libclang-rt-14-dev valgrind"

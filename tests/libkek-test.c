@@ -315,6 +315,86 @@ static void test_revocation(void) {
         kek_client_free(t);
 }
 
+/* kekd's kekd_hsm_crypto_ops_total, from kekctl status --prometheus; -1 if not found. */
+static long long hsm_ops(void) {
+        char cmd[1024], line[512];
+        long long n = -1;
+        FILE *f;
+
+        snprintf(cmd, sizeof(cmd), "'%s' -s '%s' status --prometheus 2>/dev/null", kekctl_path, sock);
+        f = popen(cmd, "r");
+        if (!f)
+                return -1;
+        while (fgets(line, sizeof(line), f))
+                if (sscanf(line, "kekd_hsm_crypto_ops_total %lld", &n) == 1)
+                        break;
+        while (fgets(line, sizeof(line), f))
+                ;
+        pclose(f);
+        return n;
+}
+
+/*
+ * Issue 18.1: past refresh_sec, many cached AEKs of few key versions are re-validated by one
+ * confirmation per key version, with no HSM operation; with KEK_CONFIRM=off (the comparison mode)
+ * each by its own unwrap. Revocation still drops them within the bound, with and without Watch.
+ */
+#define CONFIRM_AEKS 40
+static void test_confirm(bool watch, bool per_aek) {
+        static const char *const keys[] = { "cf1", "cf2" };
+        const char *what = per_aek ? "per-AEK (KEK_CONFIRM=off)" : watch ? "Watch on" : "Watch off";
+        kek_client *c = NULL;
+        kek_aek *aeks[CONFIRM_AEKS] = {};
+        kek_blob blobs[CONFIRM_AEKS] = {};
+        char ctx[CONFIRM_AEKS][16];
+        kek_stats s0, s1;
+        long long ops0, ops1;
+        long ms;
+        int bad = 0, r = 0;
+
+        if (per_aek)
+                setenv("KEK_CONFIRM", "off", 1);
+        new_client(6, 300, watch, &c);
+        unsetenv("KEK_CONFIRM");
+        for (int i = 0; i < CONFIRM_AEKS; i++) {
+                snprintf(ctx[i], sizeof(ctx[i]), "cf-%d", i);
+                bad += wrap_new(c, keys[i % 2], ctx[i], &aeks[i], &blobs[i]) < 0 || !unwrap_is(c, &blobs[i], ctx[i], aeks[i], NULL);
+        }
+        is_int(bad, 0, "%s: %d AEKs over 2 keys wrapped and cached", what, CONFIRM_AEKS);
+        sleep(7); /* past refresh_sec: every entry is due */
+        kek_stats_get(c, &s0);
+        ops0 = hsm_ops();
+        for (int i = 0; i < CONFIRM_AEKS; i++)
+                bad += !unwrap_is(c, &blobs[i], ctx[i], aeks[i], NULL);
+        ops1 = hsm_ops();
+        kek_stats_get(c, &s1);
+        is_int(bad, 0, "%s: past refresh_sec every AEK is served again", what);
+        ok(ops0 >= 0 && ops1 >= 0, "%s: kekd counts HSM operations (%lld, %lld)", what, ops0, ops1);
+        is_int(s1.refreshes - s0.refreshes, CONFIRM_AEKS, "%s: all %d entries re-validated", what, CONFIRM_AEKS);
+        if (per_aek) {
+                is_int(ops1 - ops0, CONFIRM_AEKS, "%s: one HSM unwrap per cached AEK", what);
+                is_int(s1.requests - s0.requests, CONFIRM_AEKS, "%s: one request per cached AEK", what);
+        } else {
+                is_int(ops1 - ops0, 0, "%s: no HSM operation for the re-validation (confirmed from kekd's index)", what);
+                is_int(s1.requests - s0.requests, 2, "%s: one confirmation per key version", what);
+        }
+        ok(kekctl("disable", "cf1", NULL, NULL) == 0, "%s: disable key 'cf1'", what);
+        ms = ms_until_refused(c, &blobs[0], ctx[0], aeks[0], watch ? 1000 : 8000, &r);
+        ok(ms >= 0 && r == -(KEK_ERROR_BASE + KEK_E_KEY_DISABLED), "%s: a cached AEK of 'cf1' is refused within %s (%ld ms, %s)",
+           what, watch ? "1 s" : "the 6 s refresh", ms, kek_strerror(r));
+        bad = 0;
+        for (int i = 0; i < CONFIRM_AEKS; i += 2)
+                bad += unwrap_is(c, &blobs[i], ctx[i], aeks[i], NULL);
+        is_int(bad, 0, "%s: ... and every other AEK of 'cf1' with it", what);
+        ok(unwrap_is(c, &blobs[1], ctx[1], aeks[1], &r), "%s: 'cf2' is still served (%s)", what, r ? kek_strerror(r) : "ok");
+        ok(kekctl("enable", "cf1", NULL, NULL) == 0, "%s: enable key 'cf1'", what);
+        for (int i = 0; i < CONFIRM_AEKS; i++) {
+                kek_aek_unref(aeks[i]);
+                free(blobs[i].data);
+        }
+        kek_client_free(c);
+}
+
 /*
  * A relay between a client and kekd, on its own socket, that can hold kekd's answers on one
  * connection: armed, it holds every answer on the next connection the client sends a request on,
@@ -861,11 +941,15 @@ int main(int argc, char *argv[]) {
         if (!ok(kekd_start(), "kekd started")) {
                 return tap_done();
         }
-        ok(kekctl("create", "acct", NULL, NULL) == 0 && kekctl("create", "rev", NULL, NULL) == 0, "keys created");
+        ok(kekctl("create", "acct", NULL, NULL) == 0 && kekctl("create", "rev", NULL, NULL) == 0 &&
+           kekctl("create", "cf1", NULL, NULL) == 0 && kekctl("create", "cf2", NULL, NULL) == 0, "keys created");
         test_roundtrip_and_blocks();
         test_cache_hits();
         test_threads();
         test_revocation();
+        test_confirm(false, false);
+        test_confirm(true, false);
+        test_confirm(false, true);
         test_inflight_revocation(false);
         test_inflight_revocation(true);
         test_forged_version();

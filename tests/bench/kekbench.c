@@ -5,7 +5,8 @@
  * the ratios the targets are stated in (docs/performance.md). Built by make,
  * never run by make check: it prints figures, it asserts nothing.
  *
- *   kekbench [--quick] [--cache-only] [--ops N] [--only PHASE,...] [--startup-keys N] [--keep-token]
+ *   kekbench [--quick] [--cache-only] [--ops N] [--only PHASE,...] [--startup-keys N]
+ *            [--confirm AEKS KEYS THREADS SECONDS] [--keep-token]
  *
  * Rows: raw in-process PKCS#11 (the C_EncryptInit/C_Encrypt and
  * C_DecryptInit/C_Decrypt pairs kekd issues, via pkcs11/hsm.c) with 1, 2 and
@@ -18,9 +19,18 @@
  * reading of the token held them up); per mechanism profile (docs/profiles.md,
  * phase "profiles"), the raw PKCS#11 calls of one wrap+unwrap in-process
  * (hsm_profile_encrypt/decrypt) beside kekd with [hsm] profile pinned, 16
- * clients in batches of 64. Environment: KEKD, KEKCTL, KEKBENCH_MODULE
+ * clients in batches of 64; in-HSM session copies (phase "copies",
+ * docs/session-copies.md): AES-GCM encrypt+decrypt with a token key and with
+ * its session copy, alternated twice, on SoftHSM2 and through p11-fault with
+ * 1 ms on C_Encrypt/C_Decrypt, then kekd without and with the prototype
+ * ($P11_FAULT_SESSION_COPIES); re-validation of cached AEKs (phase "confirm",
+ * issue 18.1): HSM operations per second in kekd while 16 threads read
+ * 100,000 AEKs of 100 keys at random for 60 s with refresh_sec 6, per key
+ * version confirmations against KEK_CONFIRM=off (one unwrap per AEK), Watch
+ * off and on (--confirm 1000000 1000 16 300 for the issue's full size). Environment: KEKD, KEKCTL, KEKBENCH_MODULE
  * (another PKCS#11 module, e.g. tests/p11-fault with a delay), KEKBENCH_SESSIONS,
- * KEKBENCH_KEKD_CPU / KEKBENCH_CLIENT_CPU (placement), KEKBENCH_KEKD_INSTANCES=2.
+ * KEKBENCH_KEKD_CPU / KEKBENCH_CLIENT_CPU (placement), KEKBENCH_KEKD_INSTANCES=2,
+ * KEKBENCH_FAULT_MODULE (p11-fault.so for "copies").
  */
 #include "config.h"
 
@@ -39,6 +49,8 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+
+#include <p11-kit/p11-kit.h>
 
 #include "client/libkek.h"
 #include "daemon/keystore.h"
@@ -112,7 +124,7 @@ typedef struct Row {
         char ratio[64];
 } Row;
 
-static Row rows[64];
+static Row rows[96];
 
 /* CPU time (us) of a process, all its threads ([hsm] sessions > 1 adds workers), and of this process. */
 static double proc_cpu_us(pid_t pid) {
@@ -689,6 +701,178 @@ static int create_key(const char *name) {
         return 0;
 }
 
+/* kekd's kekd_hsm_crypto_ops_total (kekctl status --prometheus, up to 5 tries on a busy machine); -1 if unreadable. */
+static double kekd_hsm_ops(void) {
+        char cmd[9000], line[512];
+        double n = -1;
+
+        snprintf(cmd, sizeof(cmd), "'%s' -s '%s' status --prometheus 2>/dev/null", getenv("KEKCTL") ?: "kekctl/kekctl",
+                 sock_path);
+        for (int attempt = 0; attempt < 5 && n < 0; attempt++) {
+                FILE *f = popen(cmd, "r");
+
+                if (!f)
+                        return -1;
+                while (fgets(line, sizeof(line), f))
+                        (void) sscanf(line, "kekd_hsm_crypto_ops_total %lf", &n);
+                pclose(f);
+                if (n < 0)
+                        usleep(200 * 1000);
+        }
+        return n;
+}
+
+/*
+ * Re-validation at scale (issue 18.1, phase "confirm"): n AEKs cached over k keys, t threads
+ * reading them at random for d seconds with refresh_sec 6; the row's ops/s is the HSM operations
+ * per second kekd ran meanwhile (its metrics), the note the reads served. Each setting runs with
+ * this libkek's per-key-version confirmations and with KEK_CONFIRM=off (one unwrap per AEK, the
+ * previous design), Watch off and on, in the same run on the same kekd.
+ */
+static size_t confirm_aeks = 100000, confirm_keys = 100, confirm_threads = 16, confirm_secs = 60;
+
+typedef struct CArg {
+        kek_client *c;
+        const kek_blob *blobs;
+        char (*ctx)[24];
+        size_t n;
+        uint64_t until_ns, reads, failures;
+        unsigned seed;
+} CArg;
+
+static void *confirm_worker(void *userdata) {
+        CArg *a = userdata;
+
+        while (now_ns() < a->until_ns)
+                for (int k = 0; k < 64; k++) {
+                        size_t i = (((size_t) rand_r(&a->seed) << 16) ^ (size_t) rand_r(&a->seed)) % a->n;
+                        kek_aek *got = NULL;
+
+                        if (kek_unwrap(a->c, a->blobs[i].data, a->blobs[i].len, (const uint8_t *) a->ctx[i],
+                                       strlen(a->ctx[i]), &got) < 0)
+                                a->failures++;
+                        else
+                                a->reads++;
+                        kek_aek_unref(got);
+                }
+        return NULL;
+}
+
+static void bench_confirm(void) {
+        size_t n = confirm_aeks, k = confirm_keys;
+        kek_blob *blobs = calloc(n, sizeof(*blobs)), ctxs[64];
+        char (*ctx)[24] = calloc(n, sizeof(*ctx));
+        kek_aek *aek = NULL, *aeks[64], *got[64];
+        char name[64];
+        int res[64];
+
+        if (!blobs || !ctx)
+                exit(1);
+        for (size_t j = 0; j < k; j++) {
+                snprintf(name, sizeof(name), "confirm-%zu", j);
+                if (create_key(name) < 0) {
+                        fprintf(stderr, "kekbench: cannot create key %s\n", name);
+                        exit(1);
+                }
+        }
+        kek_aek_generate(&aek);
+        for (size_t i = 0; i < 64; i++)
+                aeks[i] = aek;
+        {
+                kek_client *c = client(false);
+
+                /* AEK i under key i mod k, wrapped 64 at a time (one key per batch). */
+                for (size_t j = 0; j < k; j++) {
+                        size_t idx[64], m = 0;
+
+                        snprintf(name, sizeof(name), "confirm-%zu", j);
+                        for (size_t i = j; i < n; i += k) {
+                                snprintf(ctx[i], sizeof(ctx[i]), "acct-%zu", i);
+                                idx[m] = i;
+                                ctxs[m++] = (kek_blob) { (uint8_t *) ctx[i], strlen(ctx[i]) };
+                                if (m == 64 || i + k >= n) {
+                                        kek_blob out[64];
+                                        int wr = -EAGAIN;
+
+                                        /* A busy machine may time a batch out: three tries. */
+                                        for (int attempt = 0; attempt < 3 && wr < 0; attempt++)
+                                                wr = kek_wrap_batch(c, name, m, aeks, ctxs, out, res);
+                                        if (wr < 0) {
+                                                fprintf(stderr, "kekbench: batch wrap failed: %s\n", kek_strerror(wr));
+                                                exit(1);
+                                        }
+                                        for (size_t q = 0; q < m; q++)
+                                                blobs[idx[q]] = out[q];
+                                        m = 0;
+                                }
+                        }
+                }
+                kek_client_free(c);
+        }
+        for (int mode = 0; mode < 4; mode++) {
+                bool off = mode & 1, watch = mode & 2;
+                kek_options o = { .socket_path = sock_path, .refresh_sec = 6, .watch_disabled = !watch,
+                                  .timeout_ms = 60000, .cache_entries = n + 1024 };
+                pthread_t th[64];
+                CArg args[64];
+                size_t t = MIN(confirm_threads, (size_t) 64), cached = 0;
+                uint64_t reads = 0, failures = 0, t0;
+                double ops0, ops1, secs;
+                kek_stats s0, s1;
+                kek_client *c = NULL;
+                Row *r;
+
+                if (off)
+                        setenv("KEK_CONFIRM", "off", 1);
+                if (kek_client_new(&o, &c) < 0)
+                        exit(1);
+                unsetenv("KEK_CONFIRM");
+                for (size_t i = 0; i < n; i += 64) {
+                        size_t m = MIN((size_t) 64, n - i);
+
+                        for (size_t j = 0; j < m; j++)
+                                ctxs[j] = (kek_blob) { (uint8_t *) ctx[i + j], strlen(ctx[i + j]) };
+                        if (kek_unwrap_batch(c, m, blobs + i, ctxs, got, res) == 0)
+                                for (size_t j = 0; j < m; j++) {
+                                        cached += res[j] == 0;
+                                        kek_aek_unref(got[j]);
+                                }
+                }
+                ops0 = kekd_hsm_ops();
+                kek_stats_get(c, &s0);
+                t0 = now_ns();
+                for (size_t i = 0; i < t; i++) {
+                        args[i] = (CArg) { .c = c, .blobs = blobs, .ctx = ctx, .n = n,
+                                           .until_ns = t0 + (uint64_t) confirm_secs * 1000000000ULL, .seed = (unsigned) i + 1 };
+                        pthread_create(&th[i], NULL, confirm_worker, &args[i]);
+                }
+                for (size_t i = 0; i < t; i++) {
+                        pthread_join(th[i], NULL);
+                        reads += args[i].reads;
+                        failures += args[i].failures;
+                }
+                secs = (double) (now_ns() - t0) / 1e9;
+                kek_stats_get(c, &s1);
+                ops1 = kekd_hsm_ops();
+                kek_client_free(c);
+                r = &rows[n_rows++];
+                *r = (Row) {};
+                snprintf(r->name, sizeof(r->name), "HSM ops/s, %zu AEKs/%zu keys %s%s", cached, k,
+                         off ? "per-AEK" : "confirm", watch ? " +W" : "");
+                r->ops_per_s = ops0 >= 0 && ops1 >= 0 ? (ops1 - ops0) / secs : -1;
+                snprintf(r->ratio, sizeof(r->ratio), "%.0f reads/s, %.0f req/s%s", (double) reads / secs,
+                         (double) (s1.requests - s0.requests) / secs, failures ? ", FAILURES" : "");
+                fprintf(stderr, "kekbench: %s: %.1f HSM ops/s over %.0f s, %zu threads, %.0f reads/s, %.1f requests/s to kekd, "
+                                "%llu failed reads\n", r->name, r->ops_per_s, secs, t, (double) reads / secs,
+                        (double) (s1.requests - s0.requests) / secs, (unsigned long long) failures);
+        }
+        for (size_t i = 0; i < n; i++)
+                free(blobs[i].data);
+        free(blobs);
+        free(ctx);
+        kek_aek_unref(aek);
+}
+
 /*
  * Per mechanism profile: kekd restarted with [hsm] profile pinned, a key of
  * that profile, the raw calls of one wrap+unwrap in-process on one session
@@ -726,6 +910,228 @@ static int bench_profiles(void) {
         return write_conf(conf_path, sock_path, sessions) < 0 || kekd_start() < 0 ? -1 : 0;
 }
 
+/* --- in-HSM session copies (issue 18 item 3, docs/session-copies.md) ----------- */
+
+/*
+ * One token, the PKCS#11 calls themselves (not pkcs11/hsm.c, which has no
+ * C_CopyObject): a token AES-256 key as kekd makes it but with CKA_COPYABLE
+ * and CKA_MODIFIABLE TRUE (what a copy needs on SoftHSM2), its
+ * session copy (C_CopyObject, CKA_TOKEN FALSE), and AES-GCM encrypt+decrypt
+ * single operations (C_EncryptInit/C_Encrypt, C_DecryptInit/C_Decrypt, one
+ * thread) with each, alternated twice in the same run. path: the module
+ * (SoftHSM2, or p11-fault with a delay: $P11_FAULT is read when it loads).
+ */
+typedef struct CopiesP11 {
+        CK_FUNCTION_LIST *f;
+        CK_SESSION_HANDLE s;
+        CK_OBJECT_HANDLE token_key, session_key;
+} CopiesP11;
+
+static int copies_open(const char *path, CopiesP11 *c) {
+        CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
+        CK_KEY_TYPE type = CKK_AES;
+        CK_ULONG len = 32, n = 0;
+        CK_BBOOL yes = CK_TRUE, no = CK_FALSE;
+        CK_MECHANISM gen = { CKM_AES_KEY_GEN, NULL, 0 };
+        CK_ATTRIBUTE tmpl[] = {
+                { CKA_CLASS, &cls, sizeof(cls) },         { CKA_KEY_TYPE, &type, sizeof(type) },
+                { CKA_VALUE_LEN, &len, sizeof(len) },     { CKA_LABEL, "bench-raw-copy", 14 },
+                { CKA_TOKEN, &yes, sizeof(yes) },         { CKA_PRIVATE, &yes, sizeof(yes) },
+                { CKA_SENSITIVE, &yes, sizeof(yes) },     { CKA_EXTRACTABLE, &no, sizeof(no) },
+                { CKA_ENCRYPT, &yes, sizeof(yes) },       { CKA_DECRYPT, &yes, sizeof(yes) },
+                { CKA_WRAP, &no, sizeof(no) },            { CKA_UNWRAP, &no, sizeof(no) },
+                { CKA_DERIVE, &no, sizeof(no) },          { CKA_ID, "\0\0\0\1", 4 },
+                /* kekd's KEK has both FALSE; SoftHSM2 copies only a modifiable object (test-copies) */
+                { CKA_COPYABLE, &yes, sizeof(yes) },      { CKA_MODIFIABLE, &yes, sizeof(yes) },
+        };
+        CK_ATTRIBUTE to_session = { CKA_TOKEN, &no, sizeof(no) };
+        CK_SLOT_ID slots[16];
+        CK_TOKEN_INFO ti;
+
+        *c = (CopiesP11) {};
+        c->f = p11_kit_module_load(path, 0);
+        if (!c->f || p11_kit_module_initialize(c->f) != CKR_OK) {
+                fprintf(stderr, "kekbench: copies: cannot load %s\n", path);
+                if (c->f)
+                        p11_kit_module_release(c->f);
+                c->f = NULL;
+                return -1;
+        }
+        n = ELEMENTSOF(slots);
+        if (c->f->C_GetSlotList(CK_TRUE, slots, &n) != CKR_OK)
+                n = 0;
+        for (CK_ULONG i = 0; i < n; i++)
+                if (c->f->C_GetTokenInfo(slots[i], &ti) == CKR_OK &&
+                    strncmp((const char *) ti.label, tok.label, strlen(tok.label)) == 0 &&
+                    c->f->C_OpenSession(slots[i], CKF_SERIAL_SESSION | CKF_RW_SESSION, NULL, NULL, &c->s) == CKR_OK)
+                        break;
+        if (!c->s || c->f->C_Login(c->s, CKU_USER, (CK_UTF8CHAR_PTR) tok.pin, strlen(tok.pin)) != CKR_OK ||
+            c->f->C_GenerateKey(c->s, &gen, tmpl, ELEMENTSOF(tmpl), &c->token_key) != CKR_OK ||
+            c->f->C_CopyObject(c->s, c->token_key, &to_session, 1, &c->session_key) != CKR_OK) {
+                fprintf(stderr, "kekbench: copies: no token key and session copy on %s\n", path);
+                return -1;
+        }
+        return 0;
+}
+
+static void copies_close(CopiesP11 *c) {
+        if (!c->f)
+                return;
+        if (c->token_key)
+                (void) c->f->C_DestroyObject(c->s, c->token_key);
+        if (c->s)
+                (void) c->f->C_CloseSession(c->s);
+        (void) p11_kit_module_finalize(c->f);
+        p11_kit_module_release(c->f);
+        *c = (CopiesP11) {};
+}
+
+/* ops encrypt+decrypt pairs with key; a row named name; its ops/s (0 on a failed call: the row says ERRORS). */
+static double copies_raw_row(CopiesP11 *c, CK_OBJECT_HANDLE key, unsigned ops, const char *name) {
+        uint8_t iv[12] = { 1 }, aad[64] = { 2 }, pt[32] = { 3 }, ct[48], back[48];
+        CK_GCM_PARAMS gcm = { iv, sizeof(iv), sizeof(iv) * 8, aad, sizeof(aad), 128 };
+        CK_MECHANISM m = { CKM_AES_GCM, &gcm, sizeof(gcm) };
+        uint64_t *lat = calloc(ops, sizeof(uint64_t)), t0 = now_ns();
+        bool failed = false;
+        Row *r;
+
+        for (unsigned i = 0; i < ops && !failed; i++) {
+                CK_ULONG ct_len = sizeof(ct), back_len = sizeof(back);
+                uint64_t t = now_ns();
+
+                iv[0] = (uint8_t) i;
+                failed = c->f->C_EncryptInit(c->s, &m, key) != CKR_OK ||
+                         c->f->C_Encrypt(c->s, pt, sizeof(pt), ct, &ct_len) != CKR_OK ||
+                         c->f->C_DecryptInit(c->s, &m, key) != CKR_OK ||
+                         c->f->C_Decrypt(c->s, ct, ct_len, back, &back_len) != CKR_OK || back_len != sizeof(pt) ||
+                         memcmp(back, pt, sizeof(pt)) != 0;
+                lat[i] = now_ns() - t;
+        }
+        r = add_row(name, lat, ops, now_ns() - t0, rss_kb(getpid()));
+        if (failed)
+                snprintf(r->ratio, sizeof(r->ratio), "ERRORS");
+        free(lat);
+        return failed ? 0 : r->ops_per_s;
+}
+
+/* The rows of one module: token, session, token, session; the ratio of the sums. */
+static int copies_raw(const char *path, const char *what, unsigned ops) {
+        CopiesP11 c;
+        double tk = 0, sk = 0;
+        char name[64];
+
+        if (copies_open(path, &c) < 0) {
+                copies_close(&c);
+                return -1;
+        }
+        for (int round = 1; round <= 2; round++) {
+                snprintf(name, sizeof(name), "raw GCM %s, token key (%d)", what, round);
+                tk += copies_raw_row(&c, c.token_key, ops, name);
+                fprintf(stderr, "kekbench: %s: %.0f ops/s\n", name, rows[n_rows - 1].ops_per_s);
+                snprintf(name, sizeof(name), "raw GCM %s, session copy (%d)", what, round);
+                sk += copies_raw_row(&c, c.session_key, ops, name);
+                fprintf(stderr, "kekbench: %s: %.0f ops/s\n", name, rows[n_rows - 1].ops_per_s);
+                if (!rows[n_rows - 1].ratio[0] && tk > 0)
+                        snprintf(rows[n_rows - 1].ratio, sizeof(rows[0].ratio), "%.2f x token key", sk / tk);
+        }
+        copies_close(&c);
+        return 0;
+}
+
+/*
+ * The same through kekd (the figure a client sees), single wrap+unwrap with
+ * 1 client and batches of 64 with 16: kekd on p11-fault without and with
+ * $P11_FAULT_SESSION_COPIES=1 (the prototype: the module substitutes a
+ * session copy in every C_EncryptInit/C_DecryptInit), alternated twice. The
+ * key "bench-copies" is created under the prototype, so it is copyable.
+ * delay: $P11_FAULT for both (NULL: none).
+ */
+static int copies_kekd(const char *fault, const char *delay, const char *what, unsigned ops) {
+        static bool key_made;
+        const char *saved_module = module;
+        unsigned saved_ops = n_ops;
+        double sum[2][2] = {};
+        int r = -1;
+
+        module = fault;
+        n_ops = ops;
+        if (delay)
+                setenv("P11_FAULT", delay, 1);
+        if (!key_made) {
+                setenv("P11_FAULT_SESSION_COPIES", "1", 1);
+                kekd_stop();
+                if (write_conf(conf_path, sock_path, sessions) < 0 || kekd_start() < 0 || create_key("bench-copies") < 0) {
+                        fprintf(stderr, "kekbench: copies: no key bench-copies through %s\n", fault);
+                        goto finish;
+                }
+                key_made = true;
+        }
+        for (int round = 1; round <= 2; round++)
+                for (int on = 0; on <= 1; on++) {
+                        setenv("P11_FAULT_SESSION_COPIES", on ? "1" : "0", 1);
+                        kekd_stop();
+                        if (write_conf(conf_path, sock_path, sessions) < 0 || kekd_start() < 0) {
+                                fprintf(stderr, "kekbench: copies: kekd did not start on %s\n", fault);
+                                goto finish;
+                        }
+                        bench_key = "bench-copies";
+                        for (int batch = 0; batch <= 1; batch++) {
+                                Row *row;
+                                double v = batch ? bench_daemon(16, 64) : bench_daemon(1, 1);
+
+                                row = &rows[n_rows - 1];
+                                snprintf(row->name, sizeof(row->name), "kekd %s %s, %s (%d)", batch ? "16 cl b64" : "1 cl",
+                                         what, on ? "copies" : "token key", round);
+                                sum[batch][on] += v;
+                                if (on && !row->ratio[0] && sum[batch][0] > 0)
+                                        snprintf(row->ratio, sizeof(row->ratio), "%.2f x token key",
+                                                 sum[batch][1] / sum[batch][0]);
+                                fprintf(stderr, "kekbench: %s: %.0f ops/s\n", row->name, v);
+                        }
+                        bench_key = "bench";
+                }
+        r = 0;
+finish:
+        bench_key = "bench";
+        unsetenv("P11_FAULT_SESSION_COPIES");
+        if (delay)
+                unsetenv("P11_FAULT");
+        module = saved_module;
+        n_ops = saved_ops;
+        kekd_stop();
+        if (write_conf(conf_path, sock_path, sessions) < 0 || kekd_start() < 0)
+                r = -1;
+        return r;
+}
+
+/*
+ * Phase "copies": raw on SoftHSM2, raw through p11-fault with a 1 ms delay on
+ * C_Encrypt and C_Decrypt (a network HSM's round trip on the operation;
+ * the init calls are not delayed), then both through kekd.
+ * $KEKBENCH_FAULT_MODULE: p11-fault.so (default: the build tree's).
+ */
+static int bench_copies(void) {
+        static const char delay[] = "C_Encrypt:delay_ms=1;C_Decrypt:delay_ms=1";
+        const char *fault = getenv("KEKBENCH_FAULT_MODULE") ?: "tests/p11-fault/.libs/p11-fault.so";
+        char fault_abs[PATH_MAX];
+        unsigned slow_ops = quick ? 200 : 1000;
+
+        if (!realpath(fault, fault_abs)) {
+                fprintf(stderr, "kekbench: copies: no p11-fault module at %s (make check builds it)\n", fault);
+                return -1;
+        }
+        setenv("P11_FAULT_MODULE", tok.module, 0);
+        if (copies_raw(tok.module, "SoftHSM2", n_ops) < 0)
+                return -1;
+        setenv("P11_FAULT", delay, 1);
+        if (copies_raw(fault_abs, "1 ms HSM", slow_ops) < 0)
+                return -1;
+        unsetenv("P11_FAULT");
+        if (copies_kekd(fault_abs, NULL, "SoftHSM2", quick ? 2000 : n_ops) < 0)
+                return -1;
+        return copies_kekd(fault_abs, delay, "1 ms HSM", slow_ops);
+}
+
 int main(int argc, char *argv[]) {
         double raw1 = 0, raw2 = 0, d1 = 0, d16 = 0, d64 = 0, rw = 0;
 
@@ -742,8 +1148,18 @@ int main(int argc, char *argv[]) {
                         startup_keys = (unsigned) strtoul(argv[++i], NULL, 10);
                 else if (strcmp(argv[i], "--ops") == 0 && i + 1 < argc)
                         n_ops = (unsigned) strtoul(argv[++i], NULL, 10);
+                else if (strcmp(argv[i], "--confirm") == 0 && i + 4 < argc) {
+                        /* phase confirm: AEKs, keys, threads, seconds */
+                        confirm_aeks = strtoul(argv[++i], NULL, 10);
+                        confirm_keys = strtoul(argv[++i], NULL, 10);
+                        confirm_threads = strtoul(argv[++i], NULL, 10);
+                        confirm_secs = strtoul(argv[++i], NULL, 10);
+                        if (!confirm_aeks || !confirm_keys || confirm_keys > confirm_aeks || !confirm_threads)
+                                return 2;
+                }
                 else {
-                        fprintf(stderr, "usage: kekbench [--quick] [--cache-only] [--ops N] [--only PHASE,...] [--startup-keys N] [--keep-token]\n");
+                        fprintf(stderr, "usage: kekbench [--quick] [--cache-only] [--ops N] [--only PHASE,...] [--startup-keys N] "
+                                        "[--confirm AEKS KEYS THREADS SECONDS] [--keep-token]\n");
                         return 2;
                 }
         }
@@ -889,6 +1305,10 @@ int main(int argc, char *argv[]) {
         }
         if (phase("profiles") && bench_profiles() < 0)
                 return 1;
+        if (phase("copies") && bench_copies() < 0)
+                return 1;
+        if (phase("confirm"))
+                bench_confirm();
         if (phase("startup") || phase("refresh"))
                 bench_startup(startup_keys ? startup_keys : quick ? 100 : 1000, 10);
         if (phase("refresh"))

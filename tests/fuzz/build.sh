@@ -66,6 +66,15 @@ $CLANG $flags $daemon_cflags -o "$out/fuzz-backup" "$src/tests/fuzz/fuzz-backup.
 # shellcheck disable=SC2086
 $CLANG $flags $daemon_cflags -DMOCK_P11_MODULE="\"$out/mock-p11.so\"" -o "$out/fuzz-dispatch" \
         "$src/tests/fuzz/fuzz-dispatch.c" $daemon_srcs $daemon_libs -ldl
+# kek-kms-plugin (issue 19): HTTP/2 + gRPC input, when libnghttp2 is there and make built kms/api.pb-c.c
+kms_targets=""
+if pkg-config --exists libnghttp2 && [ -f "$build/kms/api.pb-c.c" ]; then
+        # shellcheck disable=SC2086
+        $CLANG $flags -o "$out/fuzz-kms" "$src/tests/fuzz/fuzz-kms.c" "$src"/kms/grpc.c "$src"/kms/service.c \
+                "$src"/kms/h2.c "$src"/kms/pool.c "$build/kms/api.pb-c.c" "$src/common/secret.c" \
+                $(pkg-config --cflags --libs libnghttp2 libprotobuf-c libcrypto) -lpthread
+        kms_targets=kms
+fi
 echo "fuzz targets in $out"
 
 if [ "${3:-}" = corpus ]; then
@@ -79,7 +88,7 @@ if [ "${3:-}" = corpus ]; then
         exit 0
 fi
 [ "${3:-}" = run ] || exit 0
-for t in blob config frame backup dispatch; do
+for t in blob config frame backup dispatch $kms_targets; do
         secs=$4
         [ "$t" = dispatch ] && secs=${FUZZ_DISPATCH_SECONDS:-$4}
         work="$out/work-$t"

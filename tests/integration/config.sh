@@ -45,6 +45,39 @@ start_fails "syntax error names the line" "bad.conf:3: syntax error"
 rm -f "$TESTDIR/bad.conf"
 start_fails "missing config file" "bad.conf: cannot open: No such file or directory"
 
+# Further tokens, [hsm.NAME] (docs/tokens-ha.md)
+tok() { # tok TEXT: the test configuration with TEXT appended, as bad.conf
+        { cat "$CONF"; printf '%b' "$1"; } >"$TESTDIR/bad.conf"
+}
+tok "\n[hsm.b]\nmodule = $SOFTHSM2_MODULE\ntoken = pkcs11:token=other\n"
+"$KEKD" -c "$TESTDIR/bad.conf" --check-config >"$TESTDIR/out" 2>&1
+is "--check-config accepts a further token" "$?" 0
+conf_lines=$(wc -l <"$CONF")
+tok "\n[hsm.B]\nmodule = x\n"
+start_fails "a token name out of a-z0-9_- is refused" "bad.conf:$((conf_lines + 2)): [hsm.B]: a token name is 1 to 32 of a-z"
+tok "\n[hsm.x]\n"
+start_fails "an empty [hsm.NAME] says what it lacks" "bad.conf: missing required 'module' in [hsm.x]"
+tok "\n[hsm.x]\nmodule = $SOFTHSM2_MODULE\n"
+start_fails "a further token without URI is named" "bad.conf: missing required 'token' in [hsm.x]"
+tok "\n[hsm.x]\nmodule = m\ntoken = pkcs11:token=a\n[hsm.x]\nmodule = m\n"
+start_fails "a section given twice is refused, not merged" "bad.conf:$((conf_lines + 5)): [hsm.x] is given twice"
+tok "\n[hsm.primary]\nmodule = m\ntoken = pkcs11:token=a\n"
+start_fails "a further token named as the [hsm] one is refused" "[hsm.primary] has the name of the [hsm] token"
+tok "\n[hsm.x]\nmodul = m\n"
+start_fails "an unknown key in [hsm.NAME] names file and line" "bad.conf:$((conf_lines + 3)): unknown key 'modul' in [hsm.x]"
+tok "\n[hsm.x]\nmodule = m\ntoken = pkcs11:token=a;pin-value=1234\n"
+start_fails "a PIN in a further token's URI is refused" "'token' in [hsm.x] must not carry pin-value; use pin_file"
+tok "\n[hsm.x]\nmodule = m\ntoken = pkcs11:token=a\npin_file = pin\n"
+start_fails "a relative pin_file in [hsm.NAME] is refused" "'pin_file' in [hsm.x] must be an absolute path"
+tok "$(for i in 1 2 3 4 5 6 7 8; do printf '\\n[hsm.t%s]\\nmodule = m\\ntoken = pkcs11:token=t%s\\n' $i $i; done)"
+start_fails "at most 7 further tokens" "[hsm.t8]: at most 7 [hsm.NAME] sections"
+sed 's/^\[hsm\]$/[hsm]\nname = Big/' "$CONF" >"$TESTDIR/bad.conf"
+start_fails "a bad [hsm] name is refused" "'name' in [hsm] is 1 to 32 of a-z, 0-9, '_' and '-', got 'Big'"
+sed 's/^\[hsm\]$/[hsm]\nprobe_interval = 0/' "$CONF" >"$TESTDIR/bad.conf"
+start_fails "probe_interval 0 is refused" "'probe_interval' in [hsm] must be between 1 and 3600"
+tok "\n[hsm.x]\nmodule = $SOFTHSM2_MODULE\ntoken = pkcs11:token=a\npin_file = $TESTDIR/no-such-pin\n"
+start_fails "a further token's unreadable PIN file stops kekd, naming the token" "(the PIN of [hsm.x])"
+
 chmod 0644 "$TESTDIR/pin"
 cp "$CONF" "$TESTDIR/bad.conf"
 start_fails "PIN file readable by others is refused" "must be mode 0400 or 0600"

@@ -737,16 +737,24 @@ lc_drop() {
         esac
 }
 
-# lc_calls OP: runs OP once without faults, counting its calls of each kind
+# lc_calls OP: runs OP twice without faults, counting its calls of each kind.
+# The trace counts every thread's calls, and kekd's own periodic work (the
+# token's re-reading, usage flushes) can land inside one run: the smaller of
+# two counts is OP's own, so a fault placed at the last position reaches OP.
 lc_calls() {
-        lc_prepare $1 || return 1
-        mark
-        "$KEKCTL" $1 $KEY >/dev/null 2>&1 || return 1
-        for fn in C_GenerateKey C_CreateObject C_DestroyObject C_SetAttributeValue C_FindObjectsInit C_FindObjects C_GetAttributeValue; do
-                eval "N_$fn=$(since | grep -c "^trace $fn ")"
+        for run in 1 2; do
+                lc_prepare $1 || return 1
+                mark
+                "$KEKCTL" $1 $KEY >/dev/null 2>&1 || return 1
+                for fn in C_GenerateKey C_CreateObject C_DestroyObject C_SetAttributeValue C_FindObjectsInit C_FindObjects C_GetAttributeValue; do
+                        n=$(since | grep -c "^trace $fn ")
+                        eval "prev=\${N_$fn:-}"
+                        [ "$run" -eq 2 ] && [ "$prev" -lt "$n" ] && n=$prev
+                        eval "N_$fn=$n"
+                done
+                "$KEKCTL" delete $KEY >/dev/null 2>&1
+                "$KEKCTL" purge $KEY >/dev/null 2>&1
         done
-        "$KEKCTL" delete $KEY >/dev/null 2>&1
-        "$KEKCTL" purge $KEY >/dev/null 2>&1
         return 0
 }
 

@@ -2,7 +2,7 @@
 # SPDX-License-Identifier: LGPL-2.1-or-later
 # Checks that each man page passes "mandoc -Tlint -W warning" without a message.
 
-pages="kekd.8 kekctl.8 kekd.conf.5 kekd-protocol.7 libkek.3"
+pages="kekd.8 kekctl.8 kekd.conf.5 kekd-protocol.7 libkek.3 kek-kms-plugin.8"
 
 if ! command -v mandoc >/dev/null 2>&1; then
         echo "1..0 # SKIP mandoc not installed"

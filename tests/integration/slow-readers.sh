@@ -64,6 +64,8 @@ wait_for() {
 last_closed() { awk 'BEGIN { c = 0 } $1 == "closed" { c = $2 } $1 == "all-closed" { c = "all" } END { print c }' "$1"; }
 closed_at_least() { c=$(last_closed "$1"); [ "$c" = all ] || [ "$c" -ge "$2" ]; }
 has_line() { grep -q "$2" "$1" 2>/dev/null; }
+no_budget_drop_of() { ! grep -qF "of uid 0 pid $1:" "$TESTDIR/kekd.log"; }
+watcher_open_or_stalled() { [ "$(last_closed "$TESTDIR/root.out")" = 0 ] || grep -qF "Closing stalled connection of pid $1" "$TESTDIR/kekd.log"; }
 watchers_are() { [ "$(metric kekd_watchers)" = "$1" ]; }
 clients_at_most() { c=$(metric kekd_clients); [ -n "$c" ] && [ "$c" -le "$1" ]; }
 rss_within() { [ "$(rss)" -le $(($1 + ${2:-$AFTER_MAX})) ]; }
@@ -187,7 +189,13 @@ else
         contains "500 key events are made" "$TESTDIR/toggle.out" "ok 500 retried"
         ok "nobody's watchers are closed" wait_for 10 closed_at_least "$TESTDIR/nobody.out" 1
         diag "nobody's watchers closed by kekd: $(last_closed "$TESTDIR/nobody.out") of 40"
-        is "uid 0's larger watcher is not" "$(last_closed "$TESTDIR/root.out")" 0
+        # The budget must never choose uid 0's watcher. The stall sweep may
+        # still close it: it has not read for STALL_TIMEOUT (30 s), which the
+        # steps above can take on a loaded machine; that is the sweep's rule,
+        # not the budget's, and kekd logs which one closed it.
+        ok "the budget closed none of uid 0's connections" no_budget_drop_of "$RPID"
+        diag "uid 0's watcher: $(last_closed "$TESTDIR/root.out") closed"
+        ok "uid 0's larger watcher is open, or was closed only by the stall sweep" watcher_open_or_stalled "$RPID"
         kill_pid "$HPID"
         kill_pid "$RPID"
 fi

@@ -30,6 +30,9 @@ EXTRA_DIST += tests/integration/store-race.sh
 # The capability probe, templates without CKA_COPYABLE, searches without CKA_LOCAL (probe.sh, issue 16).
 TESTS += tests/integration/probe.sh
 EXTRA_DIST += tests/integration/probe.sh
+# The probe's key-copy tries: a token whose copies become extractable is refused unless allowed (probe-copy.sh).
+TESTS += tests/integration/probe-copy.sh
+EXTRA_DIST += tests/integration/probe-copy.sh
 # Records as public objects with an in-token HMAC on a token without private data objects (issue 16).
 TESTS += tests/integration/public-records.sh
 EXTRA_DIST += tests/integration/public-records.sh

@@ -94,6 +94,26 @@
  * always. With $P11_FAULT_TOKEN_IV=replace a caller's IV is not refused but
  * silently replaced by the module's own ("token-iv replaced a caller IV"),
  * as some FIPS-mode HSMs do.
+ *
+ * $P11_FAULT_SESSION_COPIES=1 is the prototype of in-HSM session copies
+ * (issue 18 item 3, docs/session-copies.md), for kekbench's "copies" row
+ * through kekd: C_GenerateKey asks for CKA_COPYABLE and CKA_MODIFIABLE
+ * TRUE where the template said FALSE (what copies need on SoftHSM2), and
+ * C_EncryptInit/C_DecryptInit with a token key use a session copy of it
+ * (C_CopyObject with CKA_TOKEN FALSE, made once per key and logged
+ * "session-copy made call=N pid=..."), made again when the copy is gone
+ * (its session closed). The caller sees no difference but speed. Copies of
+ * destroyed keys are not destroyed: a prototype, not a design.
+ *
+ * $P11_FAULT_COPY_EXTRACTABLE=1 makes C_CopyObject answer as NSS softokn
+ * 3.87 does for kekd's KEKs: every copy is CKR_OK and "makes" the source's
+ * own handle, and a template with CKA_EXTRACTABLE TRUE (CKA_SENSITIVE FALSE)
+ * makes that object read back CKA_EXTRACTABLE TRUE and CKA_NEVER_EXTRACTABLE
+ * FALSE (CKA_SENSITIVE and CKA_ALWAYS_SENSITIVE FALSE) from then on, until
+ * it is destroyed; the real module is not called (logged "copy-extractable
+ * same-handle extractable=1 sensitive=0 pid=..."). =keep answers every copy
+ * so too but changes nothing (a token that copies keys and keeps their
+ * attributes). Read at each call, like $P11_FAULT_TOKEN_IV.
  */
 #include "config.h"
 
@@ -188,6 +208,14 @@ static CK_ATTRIBUTE_TYPE reject_attrs[REJECT_MAX];
 static unsigned n_reject_attrs;
 static bool no_local;
 static int no_private_data;      /* 1: private data objects refused; 2: token ones too */
+/* $P11_FAULT_SESSION_COPIES: token key -> its session copy (0: none yet), behind lock. */
+#define COPIES_MAX 256
+static bool session_copies;
+static struct {
+        CK_OBJECT_HANDLE key, copy;
+} copies[COPIES_MAX];
+static unsigned n_copies;
+static uint64_t n_made;
 
 typedef struct Rule {
         int function;            /* FN_* or FN_ANY */
@@ -732,13 +760,91 @@ static CK_RV fault_C_CreateObject(CK_SESSION_HANDLE s, CK_ATTRIBUTE_PTR tmpl, CK
                 return CKR_ATTRIBUTE_VALUE_INVALID;
         return fwd_C_CreateObject(s, tmpl, n, o);
 }
+/* $P11_FAULT_COPY_EXTRACTABLE: objects a copy "changed", by the caller's handle, behind lock. */
+#define WEAK_MAX 64
+static struct {
+        CK_OBJECT_HANDLE o;
+        bool extractable, insensitive;
+} weak[WEAK_MAX];
+static unsigned n_weak;
+
+static bool bool_attr(const CK_ATTRIBUTE *a, CK_ATTRIBUTE_TYPE type, CK_BBOOL value) {
+        return a->type == type && a->pValue && a->ulValueLen == sizeof(CK_BBOOL) &&
+               (*(const CK_BBOOL *) a->pValue != CK_FALSE) == (value != CK_FALSE);
+}
+
+#define fault_C_CopyObject fwd_C_CopyObject
 FORWARD(C_CopyObject, (CK_SESSION_HANDLE s, CK_OBJECT_HANDLE o, CK_ATTRIBUTE_PTR tmpl, CK_ULONG n,
                        CK_OBJECT_HANDLE_PTR new_o),
         (s, o, tmpl, n, new_o))
-FORWARD(C_DestroyObject, (CK_SESSION_HANDLE s, CK_OBJECT_HANDLE o), (s, h_in(o)))
+#undef fault_C_CopyObject
+
+static CK_RV fault_C_CopyObject(CK_SESSION_HANDLE s, CK_OBJECT_HANDLE o, CK_ATTRIBUTE_PTR tmpl, CK_ULONG n,
+                                CK_OBJECT_HANDLE_PTR new_o) {
+        const char *e = getenv("P11_FAULT_COPY_EXTRACTABLE");
+        bool keep = e && strcmp(e, "keep") == 0, extractable = false, insensitive = false;
+        unsigned i;
+
+        if (!real)
+                return CKR_CRYPTOKI_NOT_INITIALIZED;
+        if (!e || (strcmp(e, "1") != 0 && !keep))
+                return fwd_C_CopyObject(s, o, tmpl, n, new_o);
+        if (!new_o || (n && !tmpl))
+                return CKR_ARGUMENTS_BAD;
+        for (CK_ULONG j = 0; j < n && !keep; j++) {
+                extractable = extractable || bool_attr(&tmpl[j], CKA_EXTRACTABLE, CK_TRUE);
+                insensitive = insensitive || bool_attr(&tmpl[j], CKA_SENSITIVE, CK_FALSE);
+        }
+        pthread_mutex_lock(&lock);
+        calls[FN_C_CopyObject]++;
+        for (i = 0; i < n_weak && weak[i].o != o; i++)
+                ;
+        if ((extractable || insensitive) && i == n_weak && n_weak < WEAK_MAX)
+                weak[n_weak++] = (typeof(weak[0])) { .o = o };
+        if (i < n_weak) {
+                weak[i].extractable = weak[i].extractable || extractable;
+                weak[i].insensitive = weak[i].insensitive || insensitive;
+        }
+        log_line("copy-extractable same-handle extractable=%d sensitive=%d pid=%d", extractable, !insensitive,
+                 (int) getpid());
+        pthread_mutex_unlock(&lock);
+        *new_o = o;
+        return CKR_OK;
+}
+
+/* $P11_FAULT_COPY_EXTRACTABLE: an object a copy "changed" reads back so. */
+static void weak_show(CK_OBJECT_HANDLE o, CK_ATTRIBUTE *tmpl, CK_ULONG n) {
+        pthread_mutex_lock(&lock);
+        for (unsigned i = 0; i < n_weak; i++) {
+                if (weak[i].o != o)
+                        continue;
+                for (CK_ULONG j = 0; j < n; j++) {
+                        CK_ATTRIBUTE_TYPE t = tmpl[j].type;
+
+                        if (!tmpl[j].pValue || tmpl[j].ulValueLen != sizeof(CK_BBOOL))
+                                continue;
+                        if (weak[i].extractable && (t == CKA_EXTRACTABLE || t == CKA_NEVER_EXTRACTABLE))
+                                *(CK_BBOOL *) tmpl[j].pValue = t == CKA_EXTRACTABLE;
+                        if (weak[i].insensitive && (t == CKA_SENSITIVE || t == CKA_ALWAYS_SENSITIVE))
+                                *(CK_BBOOL *) tmpl[j].pValue = CK_FALSE;
+                }
+        }
+        pthread_mutex_unlock(&lock);
+}
+
+/* A destroyed object's handle may be given to the next one: it is no longer "changed". */
+static void weak_forget(CK_OBJECT_HANDLE o) {
+        pthread_mutex_lock(&lock);
+        for (unsigned i = 0; i < n_weak; i++)
+                if (weak[i].o == o)
+                        weak[i--] = weak[--n_weak];
+        pthread_mutex_unlock(&lock);
+}
+
+FORWARD_POST(C_DestroyObject, (CK_SESSION_HANDLE s, CK_OBJECT_HANDLE o), (s, h_in(o)), weak_forget(o))
 FORWARD(C_GetObjectSize, (CK_SESSION_HANDLE s, CK_OBJECT_HANDLE o, CK_ULONG_PTR size), (s, o, size))
 FORWARD_POST(C_GetAttributeValue, (CK_SESSION_HANDLE s, CK_OBJECT_HANDLE o, CK_ATTRIBUTE_PTR tmpl, CK_ULONG n),
-             (s, h_in(o), tmpl, n), local_hide(tmpl, n))
+             (s, h_in(o), tmpl, n), local_hide(tmpl, n); weak_show(o, tmpl, n))
 FORWARD(C_SetAttributeValue, (CK_SESSION_HANDLE s, CK_OBJECT_HANDLE o, CK_ATTRIBUTE_PTR tmpl, CK_ULONG n),
         (s, o, tmpl, n))
 FORWARD(C_FindObjectsInit, (CK_SESSION_HANDLE s, CK_ATTRIBUTE_PTR tmpl, CK_ULONG n), (s, local_search(tmpl, n), n))
@@ -775,6 +881,58 @@ static CK_RV token_iv_rule(CK_MECHANISM_PTR m) {
         return CKR_OK;
 }
 
+/*
+ * $P11_FAULT_SESSION_COPIES: the session copy to use for key (a real handle),
+ * made now if there is none; key itself if it is not a copyable token key
+ * (then the caller's call shows the token's own answer).
+ */
+static CK_OBJECT_HANDLE session_copy(CK_SESSION_HANDLE s, CK_OBJECT_HANDLE key, bool fresh) {
+        CK_BBOOL token = CK_FALSE, no = CK_FALSE;
+        CK_ATTRIBUTE get = { CKA_TOKEN, &token, sizeof(token) };
+        CK_ATTRIBUTE tmpl = { CKA_TOKEN, &no, sizeof(no) };
+        CK_OBJECT_HANDLE copy = key;
+        char buf[32];
+        unsigned i;
+        CK_RV rv;
+
+        if (!session_copies)
+                return key;
+        pthread_mutex_lock(&lock);
+        for (i = 0; i < n_copies && copies[i].key != key; i++)
+                ;
+        if (i < n_copies && copies[i].copy && !fresh) {
+                copy = copies[i].copy;
+                goto finish;
+        }
+        if (real->C_GetAttributeValue(s, key, &get, 1) != CKR_OK || token != CK_TRUE)
+                goto finish;
+        rv = real->C_CopyObject(s, key, &tmpl, 1, &copy);
+        if (rv != CKR_OK) {
+                log_line("session-copy C_CopyObject %s pid=%d", rv_name(rv, buf, sizeof(buf)), (int) getpid());
+                copy = key;
+                goto finish;
+        }
+        if (i == n_copies && n_copies < COPIES_MAX)
+                copies[n_copies++].key = key;
+        if (i < n_copies)
+                copies[i].copy = copy;
+        log_line("session-copy made call=%" PRIu64 " pid=%d", ++n_made, (int) getpid());
+finish:
+        pthread_mutex_unlock(&lock);
+        return copy;
+}
+
+/* An operation's init on the session copy of key; once more with a new copy if the old one is gone. */
+static CK_RV copy_init(CK_RV (*init)(CK_SESSION_HANDLE, CK_MECHANISM_PTR, CK_OBJECT_HANDLE), CK_SESSION_HANDLE s,
+                       CK_MECHANISM_PTR m, CK_OBJECT_HANDLE key) {
+        CK_OBJECT_HANDLE copy = session_copy(s, key, false);
+        CK_RV rv = init(s, m, copy);
+
+        if (copy != key && (rv == CKR_KEY_HANDLE_INVALID || rv == CKR_OBJECT_HANDLE_INVALID))
+                rv = init(s, m, session_copy(s, key, true));
+        return rv;
+}
+
 /* C_EncryptInit with the token-IV rule before the real call (a refusal never reaches the real module). */
 static CK_RV fault_C_EncryptInit(CK_SESSION_HANDLE s, CK_MECHANISM_PTR m, CK_OBJECT_HANDLE key) {
         Decision d;
@@ -786,7 +944,7 @@ static CK_RV fault_C_EncryptInit(CK_SESSION_HANDLE s, CK_MECHANISM_PTR m, CK_OBJ
                 return d.rv;
         rv = token_iv_rule(m);
         if (rv == CKR_OK)
-                rv = real->C_EncryptInit(s, m, h_in(key));
+                rv = copy_init(real->C_EncryptInit, s, m, h_in(key));
         return fault_after(FN_C_EncryptInit, &d, rv);
 }
 FORWARD(C_Encrypt, (CK_SESSION_HANDLE s, CK_BYTE_PTR in, CK_ULONG in_len, CK_BYTE_PTR out, CK_ULONG_PTR out_len),
@@ -795,7 +953,15 @@ FORWARD(C_EncryptUpdate, (CK_SESSION_HANDLE s, CK_BYTE_PTR in, CK_ULONG in_len, 
                           CK_ULONG_PTR out_len),
         (s, in, in_len, out, out_len))
 FORWARD(C_EncryptFinal, (CK_SESSION_HANDLE s, CK_BYTE_PTR out, CK_ULONG_PTR out_len), (s, out, out_len))
-FORWARD(C_DecryptInit, (CK_SESSION_HANDLE s, CK_MECHANISM_PTR m, CK_OBJECT_HANDLE key), (s, m, h_in(key)))
+static CK_RV fault_C_DecryptInit(CK_SESSION_HANDLE s, CK_MECHANISM_PTR m, CK_OBJECT_HANDLE key) {
+        Decision d;
+
+        if (!real)
+                return CKR_CRYPTOKI_NOT_INITIALIZED;
+        if (fault_before(FN_C_DecryptInit, &d))
+                return d.rv;
+        return fault_after(FN_C_DecryptInit, &d, copy_init(real->C_DecryptInit, s, m, h_in(key)));
+}
 FORWARD(C_Decrypt, (CK_SESSION_HANDLE s, CK_BYTE_PTR in, CK_ULONG in_len, CK_BYTE_PTR out, CK_ULONG_PTR out_len),
         (s, in, in_len, out, out_len))
 FORWARD(C_DecryptUpdate, (CK_SESSION_HANDLE s, CK_BYTE_PTR in, CK_ULONG in_len, CK_BYTE_PTR out,
@@ -846,8 +1012,25 @@ FORWARD_POST(C_GenerateKey, (CK_SESSION_HANDLE s, CK_MECHANISM_PTR m, CK_ATTRIBU
 
 static CK_RV fault_C_GenerateKey(CK_SESSION_HANDLE s, CK_MECHANISM_PTR m, CK_ATTRIBUTE_PTR tmpl, CK_ULONG n,
                                  CK_OBJECT_HANDLE_PTR key) {
+        static const CK_BBOOL yes = CK_TRUE;
+        CK_ATTRIBUTE copy[64];
+
         if (template_rejected(FN_C_GenerateKey, tmpl, n))
                 return CKR_ATTRIBUTE_TYPE_INVALID;
+        if (session_copies && tmpl && n <= 64) {
+                /*
+                 * $P11_FAULT_SESSION_COPIES: a KEK's CKA_COPYABLE FALSE becomes TRUE
+                 * (C_CopyObject needs it), and CKA_MODIFIABLE FALSE too: SoftHSM2 2.6
+                 * answers CKR_ATTRIBUTE_READ_ONLY to any copy template, CKA_TOKEN
+                 * included, of an object that is not modifiable.
+                 */
+                memcpy(copy, tmpl, n * sizeof(*tmpl));
+                for (CK_ULONG i = 0; i < n; i++)
+                        if ((copy[i].type == CKA_COPYABLE || copy[i].type == CKA_MODIFIABLE) &&
+                            copy[i].ulValueLen == sizeof(CK_BBOOL))
+                                copy[i].pValue = (void *) &yes;
+                tmpl = copy;
+        }
         return fwd_C_GenerateKey(s, m, tmpl, n, key);
 }
 FORWARD(C_GenerateKeyPair, (CK_SESSION_HANDLE s, CK_MECHANISM_PTR m, CK_ATTRIBUTE_PTR pub_tmpl, CK_ULONG pub_n,
@@ -943,6 +1126,8 @@ static CK_RV setup(void) {
                 free(copy);
         }
 
+        e = getenv("P11_FAULT_SESSION_COPIES");
+        session_copies = e && strcmp(e, "1") == 0;
         e = getenv("P11_FAULT_NO_LOCAL");
         no_local = e && strcmp(e, "1") == 0;
         e = getenv("P11_FAULT_NO_PRIVATE_DATA");

@@ -15,6 +15,8 @@
 #   TOKEN_P11TOOL    the module pkcs11-tool can read the token with (path)
 #   TOKEN_LABEL      the token's label, TOKEN_PIN_FILE the user PIN's file
 #   TOKEN_TODO       tests/tokens/NAME.todo: steps known to fail on this token
+#   TOKEN_UNSAFE     yes: the probe must find key copies unsafe (nss.sh sets
+#                    TOKEN_HSM_EXTRA="allow_unsafe_token = yes" for [hsm])
 
 set -u
 
@@ -85,7 +87,10 @@ module = $TOKEN_MODULE
 token = $TOKEN_URI
 pin_file = $TOKEN_PIN_FILE
 EOC
+        # A token kekd refuses unless told (nss.sh: allow_unsafe_token, docs/tokens.md)
+        [ -n "${TOKEN_HSM_EXTRA:-}" ] && printf '%s\n' "$TOKEN_HSM_EXTRA" >>"$TOKEN_HSM_CONF"
         TOKEN_TODO="$TOKENS_SRC/$TOKEN_NAME.todo"
+        export TOKEN_UNSAFE="${TOKEN_UNSAFE:-}"
         export TOKEN_NAME TOKEN_HSM_CONF TOKEN_MODULE TOKEN_P11TOOL TOKEN_LABEL TOKEN_PIN_FILE TOKEN_TODO TOKEN_URI
         if [ $# -eq 0 ]; then
                 cat "$TOKEN_HSM_CONF"

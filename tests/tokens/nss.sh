@@ -35,4 +35,8 @@ critical: no
 enable-in: kekd, pkcs11-tool
 x-init-reserved: configdir='sql:$TOKEN_DIR/db' certPrefix='' keyPrefix='' secmod='secmod.db' flags=
 EOC
+# softokn lets a copy of a KEK become extractable (C_CopyObject, docs/tokens.md): kekd refuses it unless told;
+# scenario.sh asserts the refusal's opt-in warning and the probe's "unsafe".
+TOKEN_HSM_EXTRA="allow_unsafe_token = yes"
+TOKEN_UNSAFE=yes
 token_run "$MODNAME" "pkcs11:token=NSS%20Certificate%20DB" "$proxy" -- "$@"

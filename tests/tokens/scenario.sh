@@ -216,6 +216,29 @@ if ! step start "kekd starts on the token" kekd_start; then
         step refused-clearly "a refusal at start is one error line naming the cause" refused_clearly
         done_testing
 fi
+# The probe's C_CopyObject tries (pkcs11/probe.h): refused, kept or unsafe. A token marked unsafe
+# (TOKEN_UNSAFE, nss.sh) runs only with allow_unsafe_token, which kekd must warn about; any other must not be unsafe.
+copies() {
+        "$KEKCTL" status --json >"$TESTDIR/copies.json" 2>"$TESTDIR/err" || return 1
+        c=$(python3 -c 'import json,sys; c=json.load(open(sys.argv[1]))["probe"]["key_copies"]; print(c["result"], "(C_CopyObject plain", c["plain"] + ", extractable", c["extractable"] + ", sensitive", c["sensitive"] + ")")' \
+                "$TESTDIR/copies.json" 2>&1)
+        diag "$TOKEN_NAME: key copies: $c"
+        case "$TOKEN_UNSAFE:$c" in
+        yes:unsafe*) grep -q '^kekd\[warning\]: allow_unsafe_token is set, starting anyway: token .* does not keep keys in' \
+                "$TESTDIR/kekd.log" ;;
+        yes:*) return 1 ;;
+        *:unsafe*) return 1 ;;
+        *:refused* | *:kept*) return 0 ;;
+        *) return 1 ;;
+        esac
+}
+step copies "key copies: unsafe only where expected, and then with the opt-in's warning" copies
+# check: consistent; on a token run with allow_unsafe_token its one problem is that token.
+check_ok() {
+        kekctl_ok check && return 0
+        [ "$TOKEN_UNSAFE" = yes ] && [ "$(grep -c '^PROBLEM: ' "$TESTDIR/out")" -eq 1 ] &&
+                grep -q "^PROBLEM: token '.*' does not keep keys in: C_CopyObject" "$TESTDIR/out"
+}
 healthy_at_start=no
 healthy && healthy_at_start=yes
 can_wrap=no
@@ -244,7 +267,7 @@ enable() {
         kekctl_ok enable acct && unwraps_to c2 b2 a2
 }
 step enable "enable restores unwrap" enable
-step check "kekctl check finds the token consistent" kekctl_ok check
+step check "kekctl check finds the token consistent" check_ok
 step roundtrips "$AEKS AEKs wrap and unwrap" roundtrips
 restart() {
         kekd_stop
@@ -255,7 +278,7 @@ unwrap_restart() {
         unwraps_to c1 b1 a1 && unwraps_to c2 b2 a2
 }
 step unwrap-restart "both blobs unwrap after the restart" unwrap_restart
-step check-restart "kekctl check after the restart" kekctl_ok check
+step check-restart "kekctl check after the restart" check_ok
 show() {
         kekctl_ok --json show acct && grep -q '"id": *2' "$TESTDIR/out" && grep -q '"id": *1' "$TESTDIR/out"
 }

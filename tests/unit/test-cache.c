@@ -8,10 +8,12 @@
  * context restarts under its key), and another cache's key on the same
  * thread does not leak into them. An answer taken before a drop of its key
  * (or a clear) is not stored, one taken before a mark-stale is stored
- * stale: a Watch event that lands while an unwrap is in flight wins.
+ * stale: a Watch event that lands while an unwrap is in flight wins. A
+ * confirmation of a key version re-validates exactly that version's entries.
  */
 #include "config.h"
 
+#include <errno.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -154,6 +156,79 @@ static void test_epochs(void) {
         cache_free(c);
 }
 
+/* Digest i of (key_id, version) stored at time 100. */
+static void store_at(Cache *c, int i, uint64_t key_id, uint32_t version) {
+        kek_aek *x = aek((uint8_t) i);
+        uint8_t d[16];
+
+        digest_of(c, i, d);
+        cache_store(c, d, key_id, version, x, 100, cache_epoch(c));
+        kek_aek_unref(x);
+}
+
+static CacheResult lookup_at(Cache *c, int i, uint64_t now, uint64_t *ret_last_ok) {
+        kek_aek *a = NULL;
+        uint8_t d[16];
+        uint64_t last_ok = 0;
+        CacheResult r;
+
+        digest_of(c, i, d);
+        r = cache_lookup(c, d, now, 1000, &a, &last_ok);
+        kek_aek_unref(a);
+        if (ret_last_ok)
+                *ret_last_ok = last_ok;
+        return r;
+}
+
+/*
+ * Issue 18.1: a confirmation of (key, version) re-validates every entry of that version and no
+ * other, counts each as refreshed once, feeds the grace's last-ok time, and obeys the epochs.
+ */
+static void test_confirm(void) {
+        Cache *c = NULL;
+        uint8_t d[16];
+        uint64_t e, last_ok = 0;
+        kek_stats s0, s1;
+        int stale = 0, fresh = 0;
+
+        if (!ok(cache_new(64, &c) == 0, "a cache for confirmations"))
+                return;
+        for (int i = 0; i < 10; i++)
+                store_at(c, i, 1, 1);  /* key 1 version 1: 0..9 */
+        store_at(c, 10, 1, 2);         /* key 1 version 2 */
+        store_at(c, 11, 2, 1);         /* key 2 version 1 */
+        for (int i = 0; i < 12; i++)
+                stale += lookup_at(c, i, 2000, NULL) == CACHE_STALE;
+        is_int(stale, 12, "past the refresh interval all 12 entries are stale");
+        cache_stats(c, &s0);
+        digest_of(c, 0, d);
+        is_int(cache_confirm(c, d, 1, 1, 2000, cache_epoch(c)), 0, "key 1 version 1 confirmed at 2000");
+        for (int i = 0; i < 10; i++)
+                fresh += lookup_at(c, i, 2500, i == 5 ? &last_ok : NULL) == CACHE_FRESH;
+        is_int(fresh, 10, "all 10 entries of key 1 version 1 are fresh again, without a store");
+        ok(last_ok == 2000, "... their last-ok time is the confirmation's (%llu)", (unsigned long long) last_ok);
+        cache_stats(c, &s1);
+        is_int(s1.refreshes - s0.refreshes, 10, "... each counted once as refreshed");
+        is_int(lookup_at(c, 10, 2500, NULL), CACHE_STALE, "key 1 version 2 is not confirmed by it");
+        is_int(lookup_at(c, 11, 2500, NULL), CACHE_STALE, "key 2 version 1 is not confirmed by it");
+        is_int(lookup_at(c, 3, 3001, NULL), CACHE_STALE, "refresh_sec after the confirmation the entries are due again");
+
+        e = cache_epoch(c);
+        cache_mark_stale(c);
+        is_int(lookup_at(c, 3, 3001, NULL), CACHE_STALE, "a mark-stale makes the confirmed entries stale");
+        is_int(cache_confirm(c, d, 1, 1, 3001, e), 0, "a confirmation in flight across a mark-stale is served once ...");
+        is_int(lookup_at(c, 4, 3002, NULL), CACHE_STALE, "... but re-validates nothing");
+        is_int(cache_confirm(c, d, 1, 1, 3002, cache_epoch(c)), 0, "one asked for after the mark-stale ...");
+        is_int(lookup_at(c, 4, 3003, NULL), CACHE_FRESH, "... re-validates the entries");
+        e = cache_epoch(c);
+        (void) cache_drop_key(c, 1, NULL, 0);
+        is_int(cache_confirm(c, d, 1, 1, 3004, e), -ESTALE, "a confirmation in flight across a drop of its key is refused");
+        is_int(lookup_at(c, 4, 3005, NULL), CACHE_MISS, "... and the dropped entries stay dropped");
+        digest_of(c, 11, d);
+        is_int(cache_confirm(c, d, 2, 9, 3005, cache_epoch(c)), -ENOENT, "a version nothing is cached of: -ENOENT");
+        cache_free(c);
+}
+
 int main(void) {
         Cache *c = NULL;
         uint8_t d1[16], d2[16];
@@ -168,6 +243,7 @@ int main(void) {
         ok(memcmp(d1, d2, 16) != 0, "(blob ab, context c) and (blob a, context bc) have different digests");
         test_digest_keys();
         test_epochs();
+        test_confirm();
 
         for (int i = 0; i < 4; i++) {
                 kek_aek *x = aek((uint8_t) i);

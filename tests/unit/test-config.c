@@ -606,7 +606,8 @@ static void test_load_file(void) {
  */
 static void test_reload_keys(void) {
         static const char a_text[] =
-                "[hsm]\nmodule = /a.so\ntoken = pkcs11:token=a\npin_file = /a/pin\nsessions = 1\nprofile = auto\n"
+                "[hsm]\nmodule = /a.so\ntoken = pkcs11:token=a\npin_file = /a/pin\nsessions = 1\nprofile = auto\nallow_unsafe_token = no\n"
+                "name = a\nprobe_interval = 5\n"
                 "[server]\nsocket = /a.sock\nsocket_mode = 0600\nsocket_group = ga\nmax_frame = 8192\n"
                 "max_connections = 10\nmax_connections_per_uid = 5\nidle_timeout = 30\nmax_queued_output = 1048576\n"
                 "[keys]\nrefresh_interval = 5\nallow_unrecoverable = no\n"
@@ -615,7 +616,8 @@ static void test_reload_keys(void) {
                 "[log]\nlevel = info\naudit_interval = 60\n"
                 "[backup]\ndirectory = /a/backup\nwrapping_key = wa\nunwrapping_key = ua\n";
         static const char b_text[] =
-                "[hsm]\nmodule = /b.so\ntoken = pkcs11:token=b\npin_file = /b/pin\nsessions = 4\nprofile = ctr-hmac\n"
+                "[hsm]\nmodule = /b.so\ntoken = pkcs11:token=b\npin_file = /b/pin\nsessions = 4\nprofile = ctr-hmac\nallow_unsafe_token = yes\n"
+                "name = b\nprobe_interval = 6\n"
                 "[server]\nsocket = /b.sock\nsocket_mode = 0660\nsocket_group = gb\nmax_frame = 16384\n"
                 "max_connections = 20\nmax_connections_per_uid = 6\nidle_timeout = 31\nmax_queued_output = 2097152\n"
                 "[keys]\nrefresh_interval = 6\nallow_unrecoverable = yes\n"
@@ -645,7 +647,55 @@ static void test_reload_keys(void) {
         config_free(b);
 }
 
+/*
+ * [hsm.NAME] (docs/tokens-ha.md): further tokens kept in file order with
+ * their values, a shared PIN left NULL, the defaults of [hsm] name and
+ * probe_interval, and config_tokens_changed() seeing a change of order or
+ * value, and none against itself.
+ */
+static void test_tokens(void) {
+        static const char base[] = "[hsm]\nmodule = /a.so\ntoken = pkcs11:token=a\npin_file = /a/pin\n";
+        static const char two[] = "[hsm.dr]\nmodule = /b.so\ntoken = pkcs11:token=b\npin_file = /b/pin\n"
+                                  "[hsm.c-2]\nmodule = /c.so\ntoken = pkcs11:token=c\n";
+        static const char swapped[] = "[hsm.c-2]\nmodule = /c.so\ntoken = pkcs11:token=c\n"
+                                      "[hsm.dr]\nmodule = /b.so\ntoken = pkcs11:token=b\npin_file = /b/pin\n";
+        static const char other_uri[] = "[hsm.dr]\nmodule = /b.so\ntoken = pkcs11:token=B\npin_file = /b/pin\n"
+                                        "[hsm.c-2]\nmodule = /c.so\ntoken = pkcs11:token=c\n";
+        char text[1024];
+        Config *one, *c, *s, *o;
+
+        one = load_ok(base, "tokens: [hsm] alone");
+        if (one) {
+                is_int(one->n_tokens, 0, "tokens: no further token");
+                ok(one->token_name && strcmp(one->token_name, "primary") == 0, "tokens: [hsm] name defaults to primary");
+                is_int(one->probe_interval, 5, "tokens: probe_interval defaults to 5 s");
+        }
+        snprintf(text, sizeof(text), "%s%s", base, two);
+        c = load_ok(text, "tokens: two further tokens");
+        snprintf(text, sizeof(text), "%s%s", base, swapped);
+        s = load_ok(text, "tokens: the same, swapped");
+        snprintf(text, sizeof(text), "%s%s", base, other_uri);
+        o = load_ok(text, "tokens: another URI");
+        if (c && s && o && one) {
+                is_int(c->n_tokens, 2, "tokens: two");
+                ok(strcmp(c->tokens[0].name, "dr") == 0 && strcmp(c->tokens[1].name, "c-2") == 0, "tokens: file order");
+                ok(strcmp(c->tokens[0].module, "/b.so") == 0 && strcmp(c->tokens[0].token_uri, "pkcs11:token=b") == 0 &&
+                           strcmp(c->tokens[0].pin_file, "/b/pin") == 0,
+                   "tokens: the first one's values");
+                ok(c->tokens[1].pin_file == NULL, "tokens: no pin_file: the [hsm] PIN is shared");
+                ok(!config_tokens_changed(c, c), "tokens: unchanged against itself");
+                ok(config_tokens_changed(c, s), "tokens: another order is a change");
+                ok(config_tokens_changed(c, o), "tokens: another URI is a change");
+                ok(config_tokens_changed(c, one), "tokens: a token fewer is a change");
+        }
+        config_free(one);
+        config_free(c);
+        config_free(s);
+        config_free(o);
+}
+
 int main(void) {
+        test_tokens();
         test_full();
         test_minimal();
         test_values();

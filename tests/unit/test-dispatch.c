@@ -350,6 +350,115 @@ static void test_renewal_step(Env *e) {
                 kek__response__free_unpacked(r, NULL);
 }
 
+static Kek__Response *do_confirm(Env *e, const char *key, uint32_t version) {
+        Kek__Request req = KEK__REQUEST__INIT;
+        Kek__ConfirmRequest c = KEK__CONFIRM_REQUEST__INIT;
+
+        c.key = (char *) key;
+        c.version = version;
+        req.id = 44;
+        req.body_case = KEK__REQUEST__BODY_CONFIRM;
+        req.confirm = &c;
+        return run(e, &req);
+}
+
+static Kek__Response *do_root(Env *e, Kek__Request__BodyCase type, void *body) {
+        Kek__Request req = KEK__REQUEST__INIT;
+
+        req.body_case = type;
+        req.set_enabled = body; /* the oneof's members share one pointer */
+        return run(e, &req);
+}
+
+/* Confirm (issue 18.1): the state an unwrap would meet, from the index; the unwrap grant; unconfirmed when old. */
+static void test_confirm(Env *e) {
+        static const Peer user = { .uid = 5004, .gid = 5004, .pid = 46 };
+        Kek__SetEnabledRequest se = KEK__SET_ENABLED_REQUEST__INIT;
+        Kek__SetGrantRequest sg = KEK__SET_GRANT_REQUEST__INIT;
+        Kek__DeleteKeyRequest dk = KEK__DELETE_KEY_REQUEST__INIT;
+        Kek__Grant g = KEK__GRANT__INIT;
+        Kek__Response *r;
+
+        e->d.confirm_max_age_usec = 60ULL * 1000000ULL;
+        r = do_create(e, "cfm");
+        is_int(error_of(r), 0, "confirm: key cfm created");
+        kek__response__free_unpacked(r, NULL);
+        r = do_confirm(e, "cfm", 1);
+        ok(r && r->id == 44 && r->body_case == KEK__RESPONSE__BODY_CONFIRM && r->confirm->confirmed &&
+                   r->confirm->version == 1 && strcmp(r->confirm->key, "cfm") == 0,
+           "confirm of an enabled version: confirmed");
+        kek__response__free_unpacked(r, NULL);
+        e->d.confirm_max_age_usec = 0;
+        r = do_confirm(e, "cfm", 1);
+        ok(r && r->body_case == KEK__RESPONSE__BODY_CONFIRM && !r->confirm->confirmed,
+           "an index older than confirm_max_age_usec: unconfirmed (the client unwraps)");
+        kek__response__free_unpacked(r, NULL);
+        e->d.confirm_max_age_usec = 60ULL * 1000000ULL;
+        r = do_confirm(e, "cfm", 7);
+        is_int(error_of(r), -KEKERR_UNKNOWN_VERSION, "confirm of a version the key does not have: UNKNOWN_VERSION");
+        kek__response__free_unpacked(r, NULL);
+        r = do_confirm(e, "no-such-key", 1);
+        is_int(error_of(r), -KEKERR_UNKNOWN_KEY, "confirm of an unknown key: UNKNOWN_KEY");
+        kek__response__free_unpacked(r, NULL);
+
+        /* A crypto user needs the unwrap grant; revoking it refuses the confirmation. */
+        peer = &user;
+        r = do_confirm(e, "cfm", 1);
+        peer = &root_peer;
+        is_int(error_of(r), -KEKERR_PERMISSION_DENIED, "confirm by a uid without a grant: PERMISSION_DENIED");
+        kek__response__free_unpacked(r, NULL);
+        g.id = 5004;
+        g.ops = 4; /* GRANT_UNWRAP */
+        sg.key = (char *) "cfm";
+        sg.grant = &g;
+        r = do_root(e, KEK__REQUEST__BODY_SET_GRANT, &sg);
+        is_int(error_of(r), 0, "root grants uid 5004 unwrap on cfm");
+        kek__response__free_unpacked(r, NULL);
+        peer = &user;
+        r = do_confirm(e, "cfm", 1);
+        peer = &root_peer;
+        ok(r && r->body_case == KEK__RESPONSE__BODY_CONFIRM && r->confirm->confirmed, "... then its confirm is confirmed");
+        kek__response__free_unpacked(r, NULL);
+        sg.revoke = true;
+        r = do_root(e, KEK__REQUEST__BODY_SET_GRANT, &sg);
+        is_int(error_of(r), 0, "root revokes the grant");
+        kek__response__free_unpacked(r, NULL);
+        peer = &user;
+        r = do_confirm(e, "cfm", 1);
+        peer = &root_peer;
+        is_int(error_of(r), -KEKERR_PERMISSION_DENIED, "... then its confirm is PERMISSION_DENIED");
+        kek__response__free_unpacked(r, NULL);
+
+        se.key = (char *) "cfm";
+        se.version = 1;
+        r = do_root(e, KEK__REQUEST__BODY_SET_ENABLED, &se);
+        is_int(error_of(r), 0, "version 1 of cfm disabled");
+        kek__response__free_unpacked(r, NULL);
+        r = do_confirm(e, "cfm", 1);
+        is_int(error_of(r), -KEKERR_KEY_DISABLED, "confirm of a disabled version: KEY_DISABLED");
+        kek__response__free_unpacked(r, NULL);
+        se.enabled = true;
+        r = do_root(e, KEK__REQUEST__BODY_SET_ENABLED, &se);
+        kek__response__free_unpacked(r, NULL);
+        se.version = 0;
+        se.enabled = false;
+        r = do_root(e, KEK__REQUEST__BODY_SET_ENABLED, &se);
+        kek__response__free_unpacked(r, NULL);
+        r = do_confirm(e, "cfm", 1);
+        is_int(error_of(r), -KEKERR_KEY_DISABLED, "confirm of a version of a disabled key: KEY_DISABLED");
+        kek__response__free_unpacked(r, NULL);
+        se.enabled = true;
+        r = do_root(e, KEK__REQUEST__BODY_SET_ENABLED, &se);
+        kek__response__free_unpacked(r, NULL);
+        dk.key = (char *) "cfm";
+        r = do_root(e, KEK__REQUEST__BODY_DELETE_KEY, &dk);
+        is_int(error_of(r), 0, "cfm deleted");
+        kek__response__free_unpacked(r, NULL);
+        r = do_confirm(e, "cfm", 1);
+        is_int(error_of(r), -KEKERR_KEY_DELETED, "confirm of a version of a deleted key: KEY_DELETED");
+        kek__response__free_unpacked(r, NULL);
+}
+
 int main(void) {
         Env e = {};
         Kek__Response *r;
@@ -700,6 +809,7 @@ int main(void) {
                 test_renewal_step(&e);
                 test_prepare_refusal(&e);
                 test_lookup_reuse(&e);
+                test_confirm(&e);
         }
 
 finish:

@@ -24,6 +24,7 @@
 #include "common/secret.h"
 #include "pkcs11/hsm-internal.h"
 #include "pkcs11/hsm.h"
+#include "pkcs11/probe.h"
 #include "daemon/record.h"
 #include "proto/blob.h"
 #include "proto/kek.pb-c.h"
@@ -476,6 +477,22 @@ static void test_record(void) {
         }
 }
 
+/*
+ * The health probe of several tokens (daemon/tokenset.h): a round trip under
+ * each profile SoftHSM2 offers, an unknown profile refused, and its session
+ * objects are no writes to the token (hsm_writes()), or every probe would
+ * make the background reading of the token start again.
+ */
+static void test_health(Hsm *h) {
+        uint64_t writes = hsm_writes(h);
+
+        is_int(probe_health(h, HSM_PROFILE_GCM), 0, "health probe: gcm");
+        is_int(probe_health(h, HSM_PROFILE_CBC_HMAC), 0, "health probe: cbc-hmac (a MAC key too)");
+        is_int(probe_health(h, HSM_PROFILE_CTR_HMAC), 0, "health probe: ctr-hmac");
+        is_int(probe_health(h, 99), -EINVAL, "health probe: an unknown profile is refused");
+        is_int(hsm_writes(h), writes, "health probe: its session objects are no writes to the token");
+}
+
 int main(void) {
         _cleanup_secret_ Secret *pin = NULL;
         _cleanup_(hsm_freep) Hsm *h = NULL;
@@ -501,6 +518,7 @@ int main(void) {
         test_cbc_hmac_kat(h, key, mac);
         test_gcm_kat(h, key);
         test_mac_key(h);
+        test_health(h);
         h = hsm_free(h);
         if (getenv("P11_FAULT_LIB") && access(getenv("P11_FAULT_LIB"), R_OK) == 0) {
                 test_token_iv(&t, getenv("P11_FAULT_LIB"), pin);

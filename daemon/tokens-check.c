@@ -1,0 +1,94 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * `kekctl check` across tokens: see tokens-check.h. Only the existence of
+ * records and version key objects is compared, by label and ID; the
+ * records' contents and the MAC keys of the HMAC profiles are the
+ * resynchronisation's to compare (not built yet, docs/tokens-ha.md).
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "daemon/keystore-records.h"
+#include "daemon/log.h"
+#include "daemon/tokens-check.h"
+
+static bool has_version(const HsmKeyRef *refs, size_t n, const char *label, uint32_t version) {
+        for (size_t i = 0; i < n; i++)
+                if (refs[i].version == version && strcmp(refs[i].label, label) == 0)
+                        return true;
+        return false;
+}
+
+static bool has_record(const HsmDataObject *d, size_t n, const char *label) {
+        for (size_t i = 0; i < n; i++)
+                if (strcmp(d[i].label, label) == 0)
+                        return true;
+        return false;
+}
+
+/* One further token against the index; -ENOMEM only. */
+static int check_token(Keystore *ks, const char *name, Hsm *h, CheckReport *rep) {
+        _cleanup_free_ HsmKeyRef *refs = NULL;
+        HsmDataObject *d = NULL;
+        size_t n_refs = 0, n = 0;
+        int r;
+
+        r = hsm_list_keys(h, &refs, &n_refs);
+        if (r >= 0)
+                r = hsm_list_data(h, RECORDS_APP, NULL, &d, &n);
+        if (r < 0)
+                return check_report_add(rep, "token '%s' cannot be read: %s", name, hsm_last_error(h));
+
+        for (size_t i = 0; r >= 0 && i < keystore_n_keys(ks); i++) {
+                const Key *k = keystore_key_at(ks, i);
+
+                if (!key_exists(k))
+                        continue;
+                if (!has_record(d, n, k->name))
+                        r = check_report_add(rep, "token '%s' lacks the record of key '%s'", name, k->name);
+                for (size_t j = 0; r >= 0 && j < k->n_versions; j++) {
+                        const KeyVersion *v = &k->versions[j];
+
+                        if (!v->present || has_version(refs, n_refs, k->name, v->id))
+                                continue;
+                        r = check_report_add(rep, "token '%s' lacks key '%s' version %u (%s)", name, k->name, v->id,
+                                             v->wrap_with_trusted ? "not copied: replication is not built yet"
+                                                                  : "never extractable: it cannot be copied");
+                }
+        }
+        /* A version object in the further token of a key the preferred token does not hold. */
+        for (size_t i = 0; r >= 0 && i < n_refs; i++) {
+                const Key *k = keystore_key_runtime(ks, refs[i].label);
+
+                if (!k || !key_exists(k))
+                        r = check_report_add(rep, "token '%s' holds key '%s' version %u, unknown to the preferred token",
+                                             name, refs[i].label, refs[i].version);
+        }
+        hsm_data_objects_free(d, n);
+        return r < 0 ? r : 0;
+}
+
+int tokens_check(Keystore *ks, TokenSet *ts, CheckReport *rep) {
+        for (size_t i = 1; i < tokenset_count(ts); i++) {
+                _cleanup_(hsm_freep) Hsm *h = NULL;
+                const char *why = NULL;
+                TokenStatus st;
+                int r;
+
+                r = tokenset_status(ts, i, &st);
+                if (r < 0)
+                        return r;
+                r = tokenset_open(ts, i, &h, &why);
+                if (r < 0)
+                        r = check_report_add(rep, "token '%s' cannot be opened (%s): it holds no copy that could be "
+                                             "checked", st.name, why ? why : error_text(r));
+                else
+                        r = check_token(ks, st.name, h, rep);
+                if (r < 0)
+                        return r;
+        }
+        return 0;
+}

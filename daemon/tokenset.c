@@ -1,0 +1,294 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * The tokens of one kekd and their health: see tokenset.h. Invariants: the
+ * probe thread is the only user of every session in ts->tokens[].hsm; the
+ * loop reads names, labels and health only under ts->lock, and the thread
+ * holds the lock only to copy a result in, never across a PKCS#11 call.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "common/kekerr.h"
+#include "daemon/clock.h"
+#include "daemon/log.h"
+#include "daemon/tokenset.h"
+#include "pkcs11/probe.h"
+
+typedef struct Token {
+        char name[TOKEN_NAME_MAX + 1];
+        char *module, *token_uri;      /* NULL for the preferred token */
+        Secret *pin;
+        Hsm *hsm;                      /* the probe thread's session; NULL while not open */
+        char label[HSM_KEY_LABEL_MAX + 1];
+        TokenHealth health;
+} Token;
+
+struct TokenSet {
+        Token *tokens;
+        size_t n;
+        int profile;
+        uint64_t interval_usec;
+        pthread_t thread;
+        bool started;
+        bool stop;                     /* under lock */
+        bool probe_now;                /* under lock: a request failed, probe without waiting */
+        pthread_mutex_t lock;
+        pthread_cond_t wake;           /* CLOCK_MONOTONIC */
+};
+
+const char *token_state_name(TokenState s) {
+        switch (s) {
+        case TOKEN_ACTIVE:
+                return "active";
+        case TOKEN_DEGRADED:
+                return "degraded";
+        case TOKEN_UNAVAILABLE:
+                return "unavailable";
+        }
+        return "unknown";
+}
+
+void token_health_init(TokenHealth *h, TokenState initial, uint64_t now) {
+        *h = (TokenHealth) { .state = initial, .changed_usec = now };
+}
+
+bool token_health_probe(TokenHealth *h, int r, const char *error, uint64_t elapsed_usec, uint64_t now) {
+        TokenState next;
+
+        h->probes++;
+        h->last_probe_usec = elapsed_usec;
+        if (r < 0) {
+                h->probe_failures++;
+                if (h->failures < UINT32_MAX)
+                        h->failures++;
+                snprintf(h->error, sizeof(h->error), "%s", error && error[0] ? error : error_text(r));
+                /* A token that was never usable stays UNAVAILABLE: DEGRADED would say it served. */
+                next = h->failures >= TOKEN_UNAVAILABLE_AFTER || h->state == TOKEN_UNAVAILABLE ? TOKEN_UNAVAILABLE
+                                                                                                : TOKEN_DEGRADED;
+        } else {
+                h->failures = 0;
+                next = elapsed_usec > TOKEN_SLOW_USEC ? TOKEN_DEGRADED : TOKEN_ACTIVE;
+        }
+        if (next == h->state)
+                return false;
+        h->state = next;
+        h->changed_usec = now;
+        return true;
+}
+
+bool token_health_request_failed(TokenHealth *h, const char *error, uint64_t now) {
+        h->request_errors++;
+        if (h->state != TOKEN_ACTIVE)
+                return false;
+        snprintf(h->error, sizeof(h->error), "%s", error && error[0] ? error : "a request failed");
+        h->state = TOKEN_DEGRADED;
+        h->changed_usec = now;
+        return true;
+}
+
+void tokenset_request_done(TokenSet *ts, size_t i, int r) {
+        bool changed;
+
+        if (!ts || i >= ts->n || r != -KEKERR_HSM_UNAVAILABLE)
+                return;
+        pthread_mutex_lock(&ts->lock);
+        changed = token_health_request_failed(&ts->tokens[i].health, "a request met HSM_UNAVAILABLE", clock_now_usec());
+        ts->probe_now = true;
+        pthread_cond_signal(&ts->wake);
+        pthread_mutex_unlock(&ts->lock);
+        if (changed)
+                log_warning("Token '%s' is degraded: a request met HSM_UNAVAILABLE; probing it now", ts->tokens[i].name);
+}
+
+/* On the probe thread: opens token t if needed, probes it, records the outcome. */
+static void probe_token(TokenSet *ts, Token *t) {
+        const char *why = NULL;
+        char error[TOKEN_ERROR_MAX] = "";
+        uint64_t start = clock_mono_usec();
+        TokenHealth before, after;
+        bool changed;
+        int r = 0;
+
+        if (!t->hsm) {
+                /* Only a further token gets here: the preferred token's session is opened by tokenset_new(). */
+                r = hsm_open(t->module, t->token_uri, t->pin, &t->hsm, &why);
+                if (r < 0) {
+                        snprintf(error, sizeof(error), "%s", why ? why : error_text(r));
+                        t->hsm = NULL;
+                } else {
+                        pthread_mutex_lock(&ts->lock);
+                        snprintf(t->label, sizeof(t->label), "%s", hsm_token_label(t->hsm));
+                        pthread_mutex_unlock(&ts->lock);
+                }
+        }
+        if (t->hsm) {
+                r = probe_health(t->hsm, ts->profile);
+                if (r < 0)
+                        snprintf(error, sizeof(error), "%s", hsm_last_error(t->hsm));
+        }
+
+        pthread_mutex_lock(&ts->lock);
+        before = t->health;
+        changed = token_health_probe(&t->health, r, error, clock_mono_usec() - start, clock_now_usec());
+        after = t->health;
+        pthread_mutex_unlock(&ts->lock);
+
+        if (!changed)
+                return;
+        if (after.state == TOKEN_ACTIVE)
+                log_notice("Token '%s' is active again (was %s)", t->name, token_state_name(before.state));
+        else if (r < 0)
+                log_warning("Token '%s' is %s: %s (%u probe%s failed in a row)", t->name, token_state_name(after.state),
+                            after.error, after.failures, after.failures == 1 ? "" : "s");
+        else
+                log_warning("Token '%s' is %s: its probe took %llu ms", t->name, token_state_name(after.state),
+                            (unsigned long long) (after.last_probe_usec / 1000));
+}
+
+static void *probe_thread(void *userdata) {
+        TokenSet *ts = userdata;
+
+        for (;;) {
+                struct timespec until;
+                uint64_t deadline;
+
+                for (size_t i = 0; i < ts->n; i++) {
+                        bool stop;
+
+                        pthread_mutex_lock(&ts->lock);
+                        stop = ts->stop;
+                        pthread_mutex_unlock(&ts->lock);
+                        if (stop)
+                                return NULL;
+                        probe_token(ts, &ts->tokens[i]);
+                }
+                deadline = clock_mono_usec() + ts->interval_usec;
+                until = (struct timespec) { .tv_sec = (time_t) (deadline / 1000000),
+                                            .tv_nsec = (long) (deadline % 1000000) * 1000 };
+                pthread_mutex_lock(&ts->lock);
+                while (!ts->stop && !ts->probe_now &&
+                       pthread_cond_timedwait(&ts->wake, &ts->lock, &until) != ETIMEDOUT)
+                        ;
+                ts->probe_now = false;
+                if (ts->stop) {
+                        pthread_mutex_unlock(&ts->lock);
+                        return NULL;
+                }
+                pthread_mutex_unlock(&ts->lock);
+        }
+}
+
+int tokenset_new(Hsm *primary, const TokenSpec *specs, size_t n, int profile, unsigned interval_sec, TokenSet **ret) {
+        _cleanup_(tokenset_freep) TokenSet *ts = NULL;
+        pthread_condattr_t ca;
+        uint64_t now = clock_now_usec();
+        const char *why = NULL;
+        int r;
+
+        if (!primary || n == 0 || !specs || interval_sec == 0)
+                return -EINVAL;
+        ts = calloc(1, sizeof(*ts));
+        if (!ts)
+                return -ENOMEM;
+        pthread_mutex_init(&ts->lock, NULL);
+        pthread_condattr_init(&ca);
+        pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+        pthread_cond_init(&ts->wake, &ca);
+        pthread_condattr_destroy(&ca);
+        ts->profile = profile;
+        ts->interval_usec = (uint64_t) interval_sec * 1000000ULL;
+        ts->tokens = calloc(n, sizeof(*ts->tokens));
+        if (!ts->tokens)
+                return -ENOMEM;
+        ts->n = n;
+        for (size_t i = 0; i < n; i++) {
+                Token *t = &ts->tokens[i];
+
+                if (!specs[i].name || strlen(specs[i].name) > TOKEN_NAME_MAX)
+                        return -EINVAL;
+                strcpy(t->name, specs[i].name);
+                if (i == 0) {
+                        token_health_init(&t->health, TOKEN_ACTIVE, now);
+                        continue;
+                }
+                if (!specs[i].module || !specs[i].token_uri || !specs[i].pin)
+                        return -EINVAL;
+                token_health_init(&t->health, TOKEN_UNAVAILABLE, now);
+                t->module = strdup(specs[i].module);
+                t->token_uri = strdup(specs[i].token_uri);
+                if (!t->module || !t->token_uri)
+                        return -ENOMEM;
+                r = secret_new_copy(specs[i].pin->data, specs[i].pin->len, &t->pin);
+                if (r < 0)
+                        return r;
+        }
+        r = hsm_open_session(primary, &ts->tokens[0].hsm, &why);
+        if (r < 0) {
+                log_debug("Cannot open the probe's session on token '%s': %s", specs[0].name, why ? why : error_text(r));
+                return r;
+        }
+        hsm_set_detached(ts->tokens[0].hsm);
+        snprintf(ts->tokens[0].label, sizeof(ts->tokens[0].label), "%s", hsm_token_label(primary));
+        r = -pthread_create(&ts->thread, NULL, probe_thread, ts);
+        if (r < 0)
+                return r;
+        ts->started = true;
+        *ret = TAKE_PTR(ts);
+        return 0;
+}
+
+TokenSet *tokenset_free(TokenSet *ts) {
+        if (!ts)
+                return NULL;
+        if (ts->started) {
+                pthread_mutex_lock(&ts->lock);
+                ts->stop = true;
+                pthread_cond_signal(&ts->wake);
+                pthread_mutex_unlock(&ts->lock);
+                (void) pthread_join(ts->thread, NULL);
+        }
+        for (size_t i = 0; ts->tokens && i < ts->n; i++) {
+                Token *t = &ts->tokens[i];
+
+                hsm_free(t->hsm);
+                secret_free(t->pin);
+                free(t->module);
+                free(t->token_uri);
+        }
+        free(ts->tokens);
+        pthread_cond_destroy(&ts->wake);
+        pthread_mutex_destroy(&ts->lock);
+        free(ts);
+        return NULL;
+}
+
+size_t tokenset_count(const TokenSet *ts) {
+        return ts ? ts->n : 0;
+}
+
+int tokenset_open(TokenSet *ts, size_t i, Hsm **ret, const char **ret_error) {
+        if (!ts || i >= ts->n)
+                return -ENOENT;
+        if (i == 0)
+                return -EINVAL;
+        /* module, URI and PIN never change after tokenset_new(): no lock needed to read them. */
+        return hsm_open(ts->tokens[i].module, ts->tokens[i].token_uri, ts->tokens[i].pin, ret, ret_error);
+}
+
+int tokenset_status(TokenSet *ts, size_t i, TokenStatus *ret) {
+        if (!ts || i >= ts->n)
+                return -ENOENT;
+        pthread_mutex_lock(&ts->lock);
+        memcpy(ret->name, ts->tokens[i].name, sizeof(ret->name));
+        memcpy(ret->label, ts->tokens[i].label, sizeof(ret->label));
+        ret->preferred = i == 0;
+        ret->health = ts->tokens[i].health;
+        pthread_mutex_unlock(&ts->lock);
+        return 0;
+}

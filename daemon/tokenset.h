@@ -1,0 +1,127 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * The tokens of one kekd and their health (issue 17 item 3, docs/tokens-ha.md).
+ * kekd.conf(5) names the preferred token in [hsm] and further tokens in
+ * [hsm.NAME] sections; this module knows them in that order and keeps, for
+ * each, a state taken from a real encrypt/decrypt round trip (probe_health():
+ * a throwaway session key with the KEK template) made every probe interval:
+ *   ACTIVE       the last probe passed, in less than TOKEN_SLOW_USEC;
+ *   DEGRADED     the last probe failed (fewer than TOKEN_UNAVAILABLE_AFTER in a
+ *                row) or passed slowly;
+ *   UNAVAILABLE  TOKEN_UNAVAILABLE_AFTER probes in a row failed, or the token
+ *                was never opened (further tokens start so, the preferred
+ *                token starts ACTIVE: it passed the capability probe).
+ * A client's request that meets HSM_UNAVAILABLE makes an ACTIVE token
+ * DEGRADED at once and has it probed at once, so a failing token is known
+ * before the next interval. The state machine (token_health_*) is pure, for
+ * tests without a token.
+ *
+ * The probes run on one thread of this module, one token after the other,
+ * each on a session of its own: the preferred token's is a detached session
+ * of the keystore's Hsm (hsm_set_detached(): its losses never move the
+ * keystore's generation), a further token's an Hsm this thread opens, and
+ * opens again after a failure, with its own PIN. So a token that hangs holds
+ * up only the probes, never the event loop. All state the loop reads sits
+ * behind one mutex; the loop never makes a PKCS#11 call here.
+ *
+ * What this module does not do (yet): requests are served by the preferred
+ * token only; the further tokens are probed and reported, not written to or
+ * failed over to (docs/tokens-ha.md, "What is not done yet").
+ */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/macro.h"
+#include "common/secret.h"
+#include "pkcs11/hsm.h"
+
+/* The values of kek.proto's TokenState. */
+typedef enum TokenState {
+        TOKEN_ACTIVE = 1,
+        TOKEN_DEGRADED = 2,
+        TOKEN_UNAVAILABLE = 3,
+} TokenState;
+
+#define TOKEN_UNAVAILABLE_AFTER 2u                    /* probes failed in a row */
+#define TOKEN_SLOW_USEC (500ULL * 1000ULL)            /* a probe slower than this leaves the token DEGRADED */
+#define TOKEN_NAME_MAX 32u
+#define TOKEN_ERROR_MAX 96u
+
+typedef struct TokenHealth {
+        TokenState state;
+        unsigned failures;             /* probes failed in a row */
+        uint64_t probes, probe_failures;
+        uint64_t request_errors;       /* client requests that met HSM_UNAVAILABLE on it */
+        uint64_t changed_usec;         /* CLOCK_REALTIME of the last change of state */
+        uint64_t last_probe_usec;      /* how long the last probe took */
+        char error[TOKEN_ERROR_MAX];   /* the last failure ("C_Encrypt: CKR_DEVICE_ERROR"), "" if none yet */
+} TokenHealth;
+
+void token_health_init(TokenHealth *h, TokenState initial, uint64_t now);
+/*
+ * One probe's outcome: r is 0 or its error, error the failed call's text
+ * (NULL: none known), elapsed how long it took. Returns whether the state
+ * changed.
+ */
+bool token_health_probe(TokenHealth *h, int r, const char *error, uint64_t elapsed_usec, uint64_t now);
+/*
+ * A client's request met a device or session error on the token: an ACTIVE
+ * token becomes DEGRADED at once (the next probe decides whether it is
+ * unavailable), others stay as they are. Returns whether the state changed.
+ */
+bool token_health_request_failed(TokenHealth *h, const char *error, uint64_t now);
+/* "active", "degraded", "unavailable" (static). */
+const char *token_state_name(TokenState s);
+
+/*
+ * A token as kekd.conf names it. The preferred (first) one has no module:
+ * it is the keystore's Hsm, given to tokenset_new().
+ */
+typedef struct TokenSpec {
+        const char *name;
+        const char *module, *token_uri;
+        const Secret *pin;             /* copied */
+} TokenSpec;
+
+typedef struct TokenStatus {
+        char name[TOKEN_NAME_MAX + 1];
+        char label[HSM_KEY_LABEL_MAX + 1];   /* "" until opened */
+        bool preferred;
+        TokenHealth health;
+} TokenStatus;
+
+typedef struct TokenSet TokenSet;
+
+/*
+ * specs[0] is the preferred token, served by primary (a session of it is
+ * opened now, on the caller's thread); specs[1..n-1] are opened by the probe
+ * thread. profile: the HsmProfile the probe's self-test uses (the one the
+ * capability probe chose). The first round of probes starts at once, then
+ * one every interval_sec.
+ */
+int tokenset_new(Hsm *primary, const TokenSpec *specs, size_t n, int profile, unsigned interval_sec, TokenSet **ret);
+/* Stops the thread (after the probe under way, if any) and closes its sessions. Before primary is freed. */
+TokenSet *tokenset_free(TokenSet *ts);
+DEFINE_TRIVIAL_CLEANUP_FUNC(TokenSet, tokenset_free);
+
+size_t tokenset_count(const TokenSet *ts);
+/*
+ * A new Hsm on further token i (i >= 1), opened on the caller's thread with
+ * the token's module, URI and PIN, for a one-off job such as `kekctl check`
+ * (daemon/tokens-check.h); the caller frees it. -EINVAL for the preferred
+ * token (use the keystore's), -ENOENT past the end; else hsm_open()'s error
+ * and *ret_error.
+ */
+int tokenset_open(TokenSet *ts, size_t i, Hsm **ret, const char **ret_error);
+/*
+ * On the loop: a client's request on token i ended with r. For
+ * -KEKERR_HSM_UNAVAILABLE, token_health_request_failed() and a probe of the
+ * token without waiting for the interval; other results are the request's
+ * own business. ts may be NULL (a single token: nothing to note).
+ */
+void tokenset_request_done(TokenSet *ts, size_t i, int r);
+/* A copy of token i's name, label and health; -ENOENT past the end. Any thread. */
+int tokenset_status(TokenSet *ts, size_t i, TokenStatus *ret);

@@ -1,0 +1,88 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * The HTTP/2 side of kek-kms-plugin: one nghttp2 server session per
+ * connection, gRPC unary calls on its streams. A complete request becomes a
+ * KmsJob handed to the submit hook (a worker pool in the daemon, a list in
+ * the fuzzer); the job comes back through kms_server_complete() on the
+ * event loop's thread, which alone touches sessions and streams. A stream
+ * that closes or passes its deadline while its job runs is detached from
+ * the job, whose result is then dropped.
+ *
+ * Memory is bounded by construction: at most max_conns connections, each
+ * with at most max_streams concurrent streams (SETTINGS and enforced), each
+ * buffering at most one message of KMS_MESSAGE_MAX bytes, and a total
+ * budget over all streams; a request over a bound gets RESOURCE_EXHAUSTED
+ * before its bytes are kept. Output waits in at most one nghttp2 chunk per
+ * connection: no more is produced while the peer does not read.
+ */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "kms/grpc.h"
+#include "kms/service.h"
+
+typedef struct KmsServer KmsServer;
+typedef struct KmsConn KmsConn;
+typedef struct KmsStream KmsStream;
+
+typedef struct KmsJob {
+        KmsMethod method;
+        uint8_t *req;          /* the request message (without prefix) */
+        size_t len;
+        uint64_t deadline_ms;  /* CLOCK_MONOTONIC ms, 0: none */
+        uint64_t start_us;
+        KmsReply reply;        /* filled by whoever runs the job */
+        /* owned by the event loop */
+        KmsStream *stream;
+        struct KmsJob *next;
+} KmsJob;
+
+typedef struct KmsServerHooks {
+        /* Takes the job; it must come back through kms_server_complete(). */
+        void (*submit)(void *userdata, KmsJob *job);
+        /* One finished call (for metrics); latency in microseconds. */
+        void (*observe)(void *userdata, KmsMethod m, GrpcStatus s, uint64_t usec);
+        void *userdata;
+} KmsServerHooks;
+
+typedef struct KmsServerLimits {
+        unsigned max_conns;        /* 0: 64 */
+        unsigned max_streams;      /* per connection; 0: 32 */
+        size_t max_buffered;       /* request bytes over all streams; 0: 16 MiB */
+} KmsServerLimits;
+
+uint64_t kms_now_ms(void);
+uint64_t kms_now_us(void);
+
+int kms_server_new(const KmsServerLimits *limits, const KmsServerHooks *hooks, KmsServer **ret);
+KmsServer *kms_server_free(KmsServer *s);
+
+/* A connection on fd (non-blocking; -1 in the fuzzer: output is discarded). -EMFILE over max_conns. */
+int kms_conn_new(KmsServer *s, int fd, KmsConn **ret);
+/* Bytes from the peer; -EPROTO (close it) on an HTTP/2 error. */
+int kms_conn_feed(KmsConn *c, const uint8_t *data, size_t len);
+/* Writes what the session has to send; -errno when the peer is gone. */
+int kms_conn_flush(KmsConn *c);
+bool kms_conn_wants_read(const KmsConn *c);
+bool kms_conn_wants_write(const KmsConn *c);
+/* True when the session has nothing more to do (close it). */
+bool kms_conn_finished(const KmsConn *c);
+int kms_conn_fd(const KmsConn *c);
+KmsConn *kms_conn_free(KmsConn *c);
+
+/* A job back from the submit hook (the event loop's thread only). Frees it. */
+void kms_server_complete(KmsServer *s, KmsJob *job);
+KmsJob *kms_job_free(KmsJob *j);
+/* Answers DEADLINE_EXCEEDED to every stream past its deadline; returns the next deadline (0: none). */
+uint64_t kms_server_expire(KmsServer *s, uint64_t now_ms);
+/* GOAWAY on every connection: in-flight streams finish, new ones are refused. */
+void kms_server_drain(KmsServer *s);
+/* Streams with a job in flight, over all connections */
+unsigned kms_server_in_flight(const KmsServer *s);
+unsigned kms_server_conns(const KmsServer *s);
+/* Iteration over the connections (kms_conn_free() of the current one is allowed after taking its next) */
+KmsConn *kms_server_first_conn(KmsServer *s);
+KmsConn *kms_conn_next(KmsConn *c);

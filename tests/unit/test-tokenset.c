@@ -1,0 +1,121 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * Unit tests of the token health state machine (daemon/tokenset.h), without
+ * a token: a further token starts UNAVAILABLE and becomes ACTIVE on its first
+ * good probe; one failure makes an ACTIVE token DEGRADED and
+ * TOKEN_UNAVAILABLE_AFTER in a row UNAVAILABLE; a slow but good probe is
+ * DEGRADED; a good probe brings it back; a token that never served is never
+ * called DEGRADED; counters and the last error follow every probe, and the
+ * time of change moves only with the state. tokenset_new() refuses specs it
+ * cannot use before it opens anything.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <string.h>
+
+#include "common/kekerr.h"
+#include "daemon/tokenset.h"
+#include "tests/lib/tap.h"
+
+static void test_start_and_recover(void) {
+        TokenHealth h;
+
+        token_health_init(&h, TOKEN_UNAVAILABLE, 100);
+        is_int(h.state, TOKEN_UNAVAILABLE, "a further token starts unavailable");
+        ok(!token_health_probe(&h, -KEKERR_HSM_UNAVAILABLE, "cannot load PKCS#11 module", 10, 200),
+           "a failed probe of a never-usable token changes nothing");
+        is_int(h.state, TOKEN_UNAVAILABLE, "never degraded before it served");
+        ok(strcmp(h.error, "cannot load PKCS#11 module") == 0, "the failure is kept: %s", h.error);
+        is_int(h.changed_usec, 100, "no change, no new time");
+        ok(token_health_probe(&h, 0, NULL, 1000, 300), "the first good probe changes the state");
+        is_int(h.state, TOKEN_ACTIVE, "active");
+        is_int(h.changed_usec, 300, "time of change");
+        is_int(h.failures, 0, "failures reset");
+        is_int(h.probes, 2, "two probes");
+        is_int(h.probe_failures, 1, "one failed");
+}
+
+static void test_degrade_and_lose(void) {
+        TokenHealth h;
+
+        token_health_init(&h, TOKEN_ACTIVE, 0);
+        ok(token_health_probe(&h, -KEKERR_HSM_UNAVAILABLE, "C_Encrypt: CKR_DEVICE_ERROR", 10, 1), "one failure: a change");
+        is_int(h.state, TOKEN_DEGRADED, "one failure: degraded");
+        ok(strcmp(h.error, "C_Encrypt: CKR_DEVICE_ERROR") == 0, "the failed call: %s", h.error);
+        for (unsigned i = 1; i < TOKEN_UNAVAILABLE_AFTER; i++)
+                token_health_probe(&h, -KEKERR_HSM_UNAVAILABLE, "C_OpenSession: CKR_TOKEN_NOT_PRESENT", 10, 2 + i);
+        is_int(h.state, TOKEN_UNAVAILABLE, "%u failures in a row: unavailable", TOKEN_UNAVAILABLE_AFTER);
+        ok(strcmp(h.error, "C_OpenSession: CKR_TOKEN_NOT_PRESENT") == 0, "the latest failure is shown");
+        ok(!token_health_probe(&h, -EIO, NULL, 10, 50), "more failures: no change");
+        ok(h.error[0] != 0, "an error without a call's text still says something: %s", h.error);
+        ok(token_health_probe(&h, 0, NULL, 10, 60), "a good probe: a change");
+        is_int(h.state, TOKEN_ACTIVE, "active again");
+        is_int(h.failures, 0, "failures reset");
+        ok(strcmp(h.error, "") != 0, "the last error stays for the operator");
+}
+
+static void test_slow(void) {
+        TokenHealth h;
+
+        token_health_init(&h, TOKEN_ACTIVE, 0);
+        ok(!token_health_probe(&h, 0, NULL, TOKEN_SLOW_USEC, 1), "a probe exactly at the bound is still active");
+        ok(token_health_probe(&h, 0, NULL, TOKEN_SLOW_USEC + 1, 2), "a slow probe changes the state");
+        is_int(h.state, TOKEN_DEGRADED, "slow: degraded");
+        is_int(h.last_probe_usec, TOKEN_SLOW_USEC + 1, "its time is kept");
+        is_int(h.failures, 0, "slow is not a failure");
+        ok(!token_health_probe(&h, -KEKERR_HSM_UNAVAILABLE, NULL, 10, 3), "a failure after slow: still degraded");
+        ok(token_health_probe(&h, -KEKERR_HSM_UNAVAILABLE, NULL, 10, 4), "and a second one: unavailable");
+        is_int(h.state, TOKEN_UNAVAILABLE, "unavailable");
+        ok(token_health_probe(&h, 0, NULL, TOKEN_SLOW_USEC * 2, 5), "a slow good probe after unavailable: a change");
+        is_int(h.state, TOKEN_DEGRADED, "slow answers: degraded, not active");
+        ok(token_health_probe(&h, 0, NULL, 10, 6), "fast again");
+        is_int(h.state, TOKEN_ACTIVE, "active");
+}
+
+/* A client's failed request: an ACTIVE token is DEGRADED at once; counted in every state; the probe decides the rest. */
+static void test_request_failed(void) {
+        TokenHealth h;
+
+        token_health_init(&h, TOKEN_ACTIVE, 0);
+        ok(token_health_request_failed(&h, "a request met HSM_UNAVAILABLE", 5), "a failed request changes an active token");
+        is_int(h.state, TOKEN_DEGRADED, "degraded at once");
+        is_int(h.changed_usec, 5, "time of change");
+        ok(strcmp(h.error, "a request met HSM_UNAVAILABLE") == 0, "the reason is kept");
+        is_int(h.probes, 0, "no probe counted");
+        ok(!token_health_request_failed(&h, NULL, 6), "a second one changes nothing");
+        is_int(h.request_errors, 2, "both counted");
+        is_int(h.failures, 0, "requests are not probe failures");
+        ok(token_health_probe(&h, 0, NULL, 10, 7), "a good probe afterwards: a change");
+        is_int(h.state, TOKEN_ACTIVE, "active again: the probe decides");
+        token_health_init(&h, TOKEN_UNAVAILABLE, 0);
+        ok(!token_health_request_failed(&h, NULL, 1), "an unavailable token stays unavailable");
+        is_int(h.state, TOKEN_UNAVAILABLE, "unavailable");
+        is_int(h.request_errors, 1, "counted");
+}
+
+static void test_names_and_refusals(void) {
+        TokenSet *ts = NULL;
+        TokenSpec spec = { .name = "a" };
+        TokenStatus st;
+
+        ok(strcmp(token_state_name(TOKEN_ACTIVE), "active") == 0 &&
+                   strcmp(token_state_name(TOKEN_DEGRADED), "degraded") == 0 &&
+                   strcmp(token_state_name(TOKEN_UNAVAILABLE), "unavailable") == 0,
+           "state names");
+        is_int(tokenset_new(NULL, &spec, 1, 0, 5, &ts), -EINVAL, "no primary Hsm: refused");
+        ok(!ts, "nothing made");
+        is_int(tokenset_count(NULL), 0, "no set: no tokens");
+        is_int(tokenset_status(NULL, 0, &st), -ENOENT, "no set: no status");
+        tokenset_request_done(NULL, 0, -KEKERR_HSM_UNAVAILABLE); /* a single token: nothing to note (a crash fails the test) */
+        ok(!tokenset_free(NULL), "free(NULL)");
+}
+
+int main(void) {
+        test_start_and_recover();
+        test_degrade_and_lose();
+        test_slow();
+        test_request_failed();
+        test_names_and_refusals();
+        return tap_done();
+}
