@@ -467,8 +467,6 @@ int channel_call(Channel *ch, Kek__Request *req, Kek__Response__BodyCase want, R
 
         if (!ch->coalesce)
                 p.kind = -1;
-        if (p.kind >= 0)
-                p.bound = item_bound(req, p.kind);
         pthread_mutex_lock(&ch->lock);
         r = ensure_connected(ch);
         if (r < 0) {
@@ -477,7 +475,9 @@ int channel_call(Channel *ch, Kek__Request *req, Kek__Response__BodyCase want, R
         }
         fd = ch->fd;
         ch->requests++;
-        if (p.kind >= 0 && p.bound + FRAME_OVERHEAD <= CHANNEL_FRAME_MAX && (ch->in_flight >= FLIGHT_MAX || ch->queue)) {
+        /* Sized only when it may wait: a request on an idle connection goes out without a look at it. */
+        if (p.kind >= 0 && (ch->in_flight >= FLIGHT_MAX || ch->queue) &&
+            (p.bound = item_bound(req, p.kind)) + FRAME_OVERHEAD <= CHANNEL_FRAME_MAX) {
                 /* Something is in flight: join the next batch. */
                 *ch->queue_tail = &p;
                 ch->queue_tail = &p.next;
