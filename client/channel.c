@@ -325,7 +325,9 @@ static bool pending_remove(Channel *ch, Pending *p) {
  */
 static int pack_one(Channel *ch, int kind, FrameBuf *out) {
         Pending *batch[BATCH_ITEMS];
-        void *items[BATCH_ITEMS];
+        Kek__WrapRequest *wraps[BATCH_ITEMS];
+        Kek__UnwrapRequest *unwraps[BATCH_ITEMS];
+        Kek__RewrapRequest *rewraps[BATCH_ITEMS];
         Kek__Request req = KEK__REQUEST__INIT;
         Kek__BatchWrapRequest bw = KEK__BATCH_WRAP_REQUEST__INIT;
         Kek__BatchUnwrapRequest bu = KEK__BATCH_UNWRAP_REQUEST__INIT;
@@ -337,8 +339,10 @@ static int pack_one(Channel *ch, int kind, FrameBuf *out) {
         for (Pending *p = ch->queue; p && n < BATCH_ITEMS; p = p->next)
                 if (p->kind == kind && !p->done && bytes + p->bound <= CHANNEL_FRAME_MAX) {
                         bytes += p->bound;
-                        batch[n] = p;
-                        items[n++] = kind == 0 ? (void *) p->req->wrap : kind == 1 ? (void *) p->req->unwrap : (void *) p->req->rewrap;
+                        wraps[n] = p->req->wrap;
+                        unwraps[n] = p->req->unwrap;
+                        rewraps[n] = p->req->rewrap;
+                        batch[n++] = p;
                 }
         if (n == 0)
                 return 0;
@@ -351,15 +355,15 @@ static int pack_one(Channel *ch, int kind, FrameBuf *out) {
                 req.body_case = kinds[kind].batch;
                 if (kind == 0) {
                         bw.n_items = n;
-                        bw.items = (Kek__WrapRequest **) items;
+                        bw.items = wraps;
                         req.batch_wrap = &bw;
                 } else if (kind == 1) {
                         bu.n_items = n;
-                        bu.items = (Kek__UnwrapRequest **) items;
+                        bu.items = unwraps;
                         req.batch_unwrap = &bu;
                 } else {
                         br.n_items = n;
-                        br.items = (Kek__RewrapRequest **) items;
+                        br.items = rewraps;
                         req.batch_rewrap = &br;
                 }
                 r = frame_append_message(out, &req.base, FRAME_MAX_LIMIT);
