@@ -1,14 +1,12 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
  * libkek's client (API in libkek.h). Threads and locks:
- *  - callers: any number; each request gets an id and is written under
- *    write_lock. Then one waiting caller at a time (the one holding
- *    "reading") reads frames from the socket itself and hands each response
- *    to its caller under lock; the others sleep on cond until their response
- *    is delivered, the reading role is free again, or the timeout passes. A
- *    lone caller thus reads its own response: no thread handoff per request.
- *    When the connection dies every pending request fails with -ECONNRESET;
- *    the next request reconnects, no sooner than the backoff allows.
+ *  - callers: any number, on one request connection (client/channel.h): a
+ *    request goes out at once when nothing is in flight, else it joins the
+ *    next batch frame; one waiting caller at a time reads the answers and
+ *    hands them out. When the connection dies every pending request fails
+ *    with -ECONNRESET; the next request reconnects, no sooner than the
+ *    backoff allows.
  *  - the watch thread: its own connection with a Watch subscription; applies
  *    key events to the cache, reconnects with backoff, and forces
  *    re-validation of the cache whenever it (re)subscribes, since events may
@@ -20,6 +18,7 @@
 #include <errno.h>
 #include <poll.h>
 #include <pthread.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,6 +31,7 @@
 
 #include "client/aek.h"
 #include "client/cache.h"
+#include "client/channel.h"
 #include "client/libkek.h"
 #include "client/transport.h"
 #include "common/kekerr.h"
@@ -46,30 +46,12 @@
 #define BACKOFF_MIN_USEC (50 * 1000ULL)
 #define BACKOFF_MAX_USEC (5 * 1000 * 1000ULL)
 
-typedef struct Pending {
-        struct Pending *next;
-        uint64_t id;
-        bool done;
-        int error;
-        Kek__Response *resp;
-} Pending;
-
 struct kek_client {
         char socket_path[108];
         uint64_t timeout_usec, refresh_usec, grace_usec;
         Cache *cache;
 
-        pthread_mutex_t lock;        /* connection state, pending list */
-        pthread_cond_t cond;
-        pthread_mutex_t write_lock;  /* one writer at a time on fd */
-        int fd;
-        bool connected;
-        bool reading;                /* a caller is reading from fd (owns in) */
-        KekReader in;                /* frames from fd; used by the reader only */
-        uint64_t next_id;
-        Pending *pending;
-        uint64_t next_connect_usec, backoff_usec;
-        uint64_t requests;
+        Channel *ch;                 /* the request connection, coalescing concurrent requests */
 
         bool confirm_off;            /* $KEK_CONFIRM=off: re-validate each AEK by its own unwrap */
         uint64_t confirm_retry_usec; /* kekd said UNSUPPORTED (older than Confirm): not asked before this */
@@ -106,144 +88,15 @@ static void cond_init_monotonic(pthread_cond_t *c) {
         pthread_condattr_destroy(&a);
 }
 
-/* With c->lock held: the connection is gone; every pending request fails. */
-static void connection_lost(kek_client *c) {
-        c->connected = false;
-        for (Pending *p = c->pending; p; p = p->next)
-                if (!p->done) {
-                        p->done = true;
-                        p->error = -ECONNRESET;
-                }
-}
-
-/*
- * With c->lock held, c->reading taken by the caller: reads one frame (lock
- * dropped meanwhile) and delivers it. Returns <0 on timeout (nothing lost:
- * the next reader continues the frame) or when the connection died.
- */
-static int read_and_deliver(kek_client *c, const struct timespec *deadline) {
-        Kek__Response *resp = NULL;
-        int r;
-
-        pthread_mutex_unlock(&c->lock);
-        r = kek_reader_next(&c->in, deadline, &resp);
-        /* Unpacking went through this thread's stack and registers; it may have been an AEK. */
-        if (r >= 0)
-                secret_scrub_cpu_state();
-        pthread_mutex_lock(&c->lock);
-        if (r == -ETIMEDOUT)
-                return r;
-        if (r < 0) {
-                connection_lost(c);
-                return r;
-        }
-        for (Pending *p = c->pending; p; p = p->next)
-                if (p->id == resp->id && !p->done) {
-                        p->resp = TAKE_PTR(resp);
-                        p->done = true;
-                        break;
-                }
-        kek_response_free(resp); /* an answer nobody waits for any more (timed out) */
-        return 0;
-}
-
-/* With c->lock held: a live connection, or a transient error (kekd down, backoff running). */
-static int ensure_connected(kek_client *c) {
-        uint64_t now;
-        int fd;
-
-        if (c->connected && !c->reading && !c->pending) {
-                /* Nobody reads while idle: notice here a peer that closed the connection meanwhile. */
-                struct pollfd pfd = { .fd = c->fd, .events = POLLIN };
-
-                if (poll(&pfd, 1, 0) > 0 && frame_buf_size(&c->in.buf) == 0) {
-                        uint8_t b;
-
-                        if (recv(c->fd, &b, 1, MSG_PEEK | MSG_DONTWAIT) <= 0)
-                                c->connected = false;
-                }
-        }
-        if (c->connected)
-                return 0;
-        if (c->reading || c->pending)
-                return -ECONNRESET; /* the old connection's callers have not all left yet */
-        if (c->fd >= 0) {
-                safe_close(c->fd);
-                c->fd = -1;
-        }
-        kek_reader_done(&c->in);
-        now = now_usec();
-        if (now < c->next_connect_usec)
-                return -ECONNREFUSED;
-        fd = kek_transport_connect(c->socket_path);
-        if (fd < 0) {
-                c->backoff_usec = MIN(MAX(c->backoff_usec * 2, BACKOFF_MIN_USEC), BACKOFF_MAX_USEC);
-                c->next_connect_usec = now + c->backoff_usec;
-                return fd;
-        }
-        c->fd = fd;
-        kek_reader_init(&c->in, fd);
-        c->connected = true;
-        c->backoff_usec = 0;
-        return 0;
-}
-
-/* Sends req and waits for its response; an Error response becomes its negative code. */
+/* Sends req and waits for its response (requests that never coalesce); an Error response becomes its negative code. */
 static int call(kek_client *c, Kek__Request *req, Kek__Response__BodyCase want, Kek__Response **ret) {
-        Pending p = {};
-        struct timespec deadline = kek_deadline_after(c->timeout_usec);
-        int fd, r;
+        Reply reply;
+        int r = channel_call(c->ch, req, want, &reply);
 
-        pthread_mutex_lock(&c->lock);
-        r = ensure_connected(c);
-        if (r < 0) {
-                pthread_mutex_unlock(&c->lock);
-                return r;
-        }
-        fd = c->fd;
-        p.id = req->id = ++c->next_id;
-        p.next = c->pending;
-        c->pending = &p;
-        c->requests++;
-        pthread_mutex_unlock(&c->lock);
-
-        pthread_mutex_lock(&c->write_lock);
-        r = kek_transport_send(fd, req, &deadline);
-        pthread_mutex_unlock(&c->write_lock);
-
-        pthread_mutex_lock(&c->lock);
         if (r < 0)
-                connection_lost(c); /* a failed send leaves the stream in an unknown state */
-        while (r >= 0 && !p.done) {
-                if (!c->reading && c->connected && c->fd == fd) {
-                        int q;
-
-                        c->reading = true;
-                        q = read_and_deliver(c, &deadline);
-                        c->reading = false;
-                        pthread_cond_broadcast(&c->cond); /* delivered something, or the role is free */
-                        if (q == -ETIMEDOUT && !p.done)
-                                r = -ETIMEDOUT;
-                } else if (pthread_cond_timedwait(&c->cond, &c->lock, &deadline) == ETIMEDOUT && !p.done)
-                        r = -ETIMEDOUT;
-        }
-        for (Pending **q = &c->pending; *q; q = &(*q)->next)
-                if (*q == &p) {
-                        *q = p.next;
-                        break;
-                }
-        pthread_mutex_unlock(&c->lock);
-
-        if (r < 0 || p.error < 0) {
-                kek_response_free(p.resp);
-                return r < 0 ? r : p.error;
-        }
-        r = kek_response_result(p.resp, want);
-        if (r < 0) {
-                kek_response_free(p.resp);
                 return r;
-        }
-        *ret = p.resp;
+        *ret = TAKE_PTR(reply.resp);
+        reply_done(&reply);
         return 0;
 }
 
@@ -349,6 +202,12 @@ static void *watch_main(void *userdata) {
 
 /* --- client -------------------------------------------------------------------- */
 
+/* coalesce_disabled took what was padding: the options keep their size and every offset (ABI of LIBKEK_0.1). */
+_Static_assert(sizeof(kek_options) ==
+                       (offsetof(kek_options, watch_disabled) + 1 + _Alignof(kek_options) - 1) / _Alignof(kek_options) *
+                               _Alignof(kek_options),
+               "kek_options grew");
+
 _public_ int kek_client_new(const kek_options *opts, kek_client **ret) {
         kek_options o = opts ? *opts : (kek_options) {};
         const char *path = o.socket_path ?: getenv("KEKD_SOCKET") ?: KEK_DEFAULT_SOCKET;
@@ -366,13 +225,15 @@ _public_ int kek_client_new(const kek_options *opts, kek_client **ret) {
         c->timeout_usec = (uint64_t) (o.timeout_ms ?: 5000) * 1000ULL;
         c->refresh_usec = (uint64_t) (o.refresh_sec ?: 60) * 1000000ULL;
         c->grace_usec = (uint64_t) (o.grace_sec ?: 300) * 1000000ULL;
-        c->fd = c->watch_fd = -1;
+        c->watch_fd = -1;
         c->confirm_off = getenv("KEK_CONFIRM") && strcmp(getenv("KEK_CONFIRM"), "off") == 0;
-        pthread_mutex_init(&c->lock, NULL);
-        pthread_mutex_init(&c->write_lock, NULL);
         pthread_mutex_init(&c->watch_lock, NULL);
-        cond_init_monotonic(&c->cond);
         cond_init_monotonic(&c->watch_cond);
+        r = channel_new(path, c->timeout_usec, !o.coalesce_disabled, &c->ch);
+        if (r < 0) {
+                kek_client_free(c);
+                return r;
+        }
         if (!o.cache_disabled) {
                 r = cache_new(o.cache_entries ?: 100000, &c->cache);
                 if (r < 0) {
@@ -403,13 +264,9 @@ _public_ void kek_client_free(kek_client *c) {
                 pthread_mutex_unlock(&c->watch_lock);
                 pthread_join(c->watcher, NULL);
         }
-        safe_close(c->fd);
-        kek_reader_done(&c->in);
+        channel_free(c->ch);
         cache_free(c->cache);
-        pthread_cond_destroy(&c->cond);
         pthread_cond_destroy(&c->watch_cond);
-        pthread_mutex_destroy(&c->lock);
-        pthread_mutex_destroy(&c->write_lock);
         pthread_mutex_destroy(&c->watch_lock);
         free(c);
 }
@@ -421,9 +278,7 @@ _public_ void kek_stats_get(kek_client *c, kek_stats *ret) {
                 return;
         if (c->cache)
                 cache_stats(c->cache, &s);
-        pthread_mutex_lock(&c->lock);
-        s.requests = c->requests;
-        pthread_mutex_unlock(&c->lock);
+        s.requests = channel_requests(c->ch);
         pthread_mutex_lock(&c->watch_lock);
         s.watch_events = c->watch_events;
         s.watch_connected = c->watch_connected;
@@ -455,7 +310,8 @@ _public_ int kek_wrap(kek_client *c, const char *key, uint32_t version, const ui
                       uint32_t *ret_version) {
         Kek__Request req = KEK__REQUEST__INIT;
         Kek__WrapRequest w = KEK__WRAP_REQUEST__INIT;
-        Kek__Response *resp;
+        const Kek__WrapResponse *resp;
+        Reply reply;
         int r;
 
         if (!c || !key || !aek || !ret_blob || !ret_blob_len || (!ctx && ctx_len))
@@ -466,13 +322,14 @@ _public_ int kek_wrap(kek_client *c, const char *key, uint32_t version, const ui
         w.context = (ProtobufCBinaryData) { ctx_len, (uint8_t *) ctx };
         req.body_case = KEK__REQUEST__BODY_WRAP;
         req.wrap = &w;
-        r = call(c, &req, KEK__RESPONSE__BODY_WRAP, &resp);
+        r = channel_call(c->ch, &req, KEK__RESPONSE__BODY_WRAP, &reply);
         if (r < 0)
                 return r;
-        r = blob_out(&resp->wrap->blob, ret_blob, ret_blob_len);
+        resp = reply.body;
+        r = blob_out(&resp->blob, ret_blob, ret_blob_len);
         if (r >= 0 && ret_version)
-                *ret_version = resp->wrap->version;
-        kek_response_free(resp);
+                *ret_version = resp->version;
+        reply_done(&reply);
         return r;
 }
 
@@ -481,7 +338,8 @@ static int unwrap_remote(kek_client *c, const uint8_t *blob, size_t blob_len, co
                          kek_aek **ret) {
         Kek__Request req = KEK__REQUEST__INIT;
         Kek__UnwrapRequest u = KEK__UNWRAP_REQUEST__INIT;
-        Kek__Response *resp;
+        const Kek__UnwrapResponse *resp;
+        Reply reply;
         kek_aek *a;
         int r;
 
@@ -489,15 +347,16 @@ static int unwrap_remote(kek_client *c, const uint8_t *blob, size_t blob_len, co
         u.context = (ProtobufCBinaryData) { ctx_len, (uint8_t *) ctx };
         req.body_case = KEK__REQUEST__BODY_UNWRAP;
         req.unwrap = &u;
-        r = call(c, &req, KEK__RESPONSE__BODY_UNWRAP, &resp);
+        r = channel_call(c->ch, &req, KEK__RESPONSE__BODY_UNWRAP, &reply);
         if (r < 0)
                 return r;
-        r = aek_new(resp->unwrap->plaintext.len, &a);
+        resp = reply.body;
+        r = aek_new(resp->plaintext.len, &a);
         if (r >= 0) {
-                memcpy(aek_data_mut(a), resp->unwrap->plaintext.data, resp->unwrap->plaintext.len);
+                memcpy(aek_data_mut(a), resp->plaintext.data, resp->plaintext.len);
                 *ret = a;
         }
-        kek_response_free(resp);
+        reply_done(&reply); /* cleanses the plaintext (a batch's once its last caller is done) */
         return r;
 }
 
@@ -626,7 +485,8 @@ _public_ int kek_rewrap(kek_client *c, const uint8_t *blob, size_t blob_len, con
                         uint8_t **ret_blob, size_t *ret_blob_len, uint32_t *ret_version) {
         Kek__Request req = KEK__REQUEST__INIT;
         Kek__RewrapRequest w = KEK__REWRAP_REQUEST__INIT;
-        Kek__Response *resp;
+        const Kek__RewrapResponse *resp;
+        Reply reply;
         int r;
 
         if (!c || !blob || !ret_blob || !ret_blob_len || (!ctx && ctx_len))
@@ -635,13 +495,14 @@ _public_ int kek_rewrap(kek_client *c, const uint8_t *blob, size_t blob_len, con
         w.context = (ProtobufCBinaryData) { ctx_len, (uint8_t *) ctx };
         req.body_case = KEK__REQUEST__BODY_REWRAP;
         req.rewrap = &w;
-        r = call(c, &req, KEK__RESPONSE__BODY_REWRAP, &resp);
+        r = channel_call(c->ch, &req, KEK__RESPONSE__BODY_REWRAP, &reply);
         if (r < 0)
                 return r;
-        r = blob_out(&resp->rewrap->blob, ret_blob, ret_blob_len);
+        resp = reply.body;
+        r = blob_out(&resp->blob, ret_blob, ret_blob_len);
         if (r >= 0 && ret_version)
-                *ret_version = resp->rewrap->version;
-        kek_response_free(resp);
+                *ret_version = resp->version;
+        reply_done(&reply);
         return r;
 }
 

@@ -3,8 +3,9 @@
  * libkek: the client library storage processes link to use kekd.
  *
  * A kek_client holds one pipelined connection to kekd (thread-safe: any
- * number of threads may call at once; requests are multiplexed by id and
- * the connection is re-established with backoff when kekd restarts), an AEK
+ * number of threads may call at once; requests are multiplexed by id, those
+ * made while another is in flight go out together as batch frames, and the
+ * connection is re-established with backoff when kekd restarts), an AEK
  * cache, and a Watch subscription that drops a revoked key's cached AEKs
  * within milliseconds.
  *
@@ -73,6 +74,7 @@ typedef struct kek_options {
         size_t cache_entries;          /* 0: 100000 */
         bool cache_disabled;
         bool watch_disabled;           /* no revocation push: the refresh interval is the bound */
+        bool coalesce_disabled;        /* every request in a frame of its own (no batching of concurrent ones) */
 } kek_options;
 
 typedef struct kek_stats {

@@ -72,22 +72,30 @@ int kek_transport_connect(const char *socket_path) {
         return TAKE_FD(fd);
 }
 
+int kek_transport_send_buf(int fd, FrameBuf *out, const struct timespec *deadline) {
+        int r = 0;
+
+        while (r >= 0 && frame_buf_size(out) > 0) {
+                ssize_t n = send(fd, frame_buf_head(out), frame_buf_size(out), MSG_NOSIGNAL | MSG_DONTWAIT);
+
+                if (n >= 0)
+                        frame_buf_consume(out, (size_t) n);
+                else if (errno == EAGAIN)
+                        r = wait_fd(fd, POLLOUT, deadline);
+                else if (errno != EINTR)
+                        r = -errno;
+        }
+        return r < 0 ? r : 0;
+}
+
 int kek_transport_send(int fd, const Kek__Request *req, const struct timespec *deadline) {
         FrameBuf out;
         int r;
 
         frame_buf_init(&out);
         r = frame_append_message(&out, &req->base, FRAME_MAX_LIMIT);
-        while (r >= 0 && frame_buf_size(&out) > 0) {
-                ssize_t n = send(fd, frame_buf_head(&out), frame_buf_size(&out), MSG_NOSIGNAL | MSG_DONTWAIT);
-
-                if (n >= 0)
-                        frame_buf_consume(&out, (size_t) n);
-                else if (errno == EAGAIN)
-                        r = wait_fd(fd, POLLOUT, deadline);
-                else if (errno != EINTR)
-                        r = -errno;
-        }
+        if (r >= 0)
+                r = kek_transport_send_buf(fd, &out, deadline);
         frame_buf_done(&out); /* cleansed: it may have carried an AEK */
         return r < 0 ? r : 0;
 }

@@ -41,6 +41,8 @@ int kek_ms_left(const struct timespec *deadline);
 int kek_transport_connect(const char *socket_path);
 /* Packs req into one frame and writes all of it by the deadline; the packed copy is cleansed. */
 int kek_transport_send(int fd, const Kek__Request *req, const struct timespec *deadline);
+/* Writes out's bytes (frames packed already, e.g. a batch of coalesced requests) by the deadline; the caller cleanses out. */
+int kek_transport_send_buf(int fd, FrameBuf *out, const struct timespec *deadline);
 
 typedef struct KekReader {
         int fd;          /* not owned */

@@ -11,7 +11,9 @@
  * Rows: raw in-process PKCS#11 (the C_EncryptInit/C_Encrypt and
  * C_DecryptInit/C_Decrypt pairs kekd issues, via pkcs11/hsm.c) with 1, 2 and
  * 4 threads; kekd over its socket through libkek with the cache off, 1/4/16/64
- * clients, single ops and pipelined batches of 64; the same with kekd
+ * clients, single ops and pipelined batches of 64; 16 threads sharing one
+ * client with plain single ops (s16: libkek coalesces them into batches;
+ * s16-alone: the same with coalescing off); the same with kekd
  * restarted at [hsm] sessions = 1, 2, 4; libkek cache hits with 1k/100k/1M
  * cached AEKs; rewrap of 100k blobs in batches; kekd start-up with 1,000
  * keys x 10 versions in the token, then 16 clients on that token with the
@@ -368,9 +370,11 @@ static void kekd_stop(void) {
         kekd_pid = -1;
 }
 
+static bool no_coalesce;        /* the shared-client row without coalescing (phase s16-alone) */
+
 static kek_client *client_at(bool cache, const char *path) {
         kek_options o = { .socket_path = path, .cache_disabled = !cache, .watch_disabled = true,
-                          .timeout_ms = 60000, .cache_entries = 2000000 };
+                          .timeout_ms = 60000, .cache_entries = 2000000, .coalesce_disabled = no_coalesce };
         kek_client *c = NULL;
 
         if (kek_client_new(&o, &c) < 0) {
@@ -445,17 +449,23 @@ static void *daemon_worker(void *userdata) {
         return NULL;
 }
 
-static double bench_daemon(unsigned clients, unsigned batch) {
+/*
+ * clients threads, each with its own libkek client, or (shared) all on one
+ * client, as a storage process's threads are: libkek then coalesces what they
+ * send at the same time into batch frames (issue 18.2).
+ */
+static double bench_daemon_on(unsigned clients, unsigned batch, bool shared) {
         pthread_t th[64];
         DArg a[64];
         unsigned per = MAX(n_ops / clients, batch);
         uint64_t *lat = calloc((size_t) per * clients, sizeof(uint64_t)), t0, wall;
+        kek_client *one = shared ? client(false) : NULL;
         char name[64];
         int errors = 0;
         Row *r;
 
         for (unsigned i = 0; i < clients; i++)
-                a[i] = (DArg) { .c = client_at(false, kekd2_pid > 0 && i % 2 ? sock2_path : sock_path), .ops = per, .batch = batch, .lat = lat + (size_t) i * per };
+                a[i] = (DArg) { .c = one ?: client_at(false, kekd2_pid > 0 && i % 2 ? sock2_path : sock_path), .ops = per, .batch = batch, .lat = lat + (size_t) i * per };
         cpu_mark();
         t0 = now_ns();
         for (unsigned i = 0; i < clients; i++)
@@ -463,17 +473,26 @@ static double bench_daemon(unsigned clients, unsigned batch) {
         for (unsigned i = 0; i < clients; i++) {
                 pthread_join(th[i], NULL);
                 errors += a[i].error;
-                kek_client_free(a[i].c);
+                if (!one)
+                        kek_client_free(a[i].c);
         }
         wall = now_ns() - t0;
-        snprintf(name, sizeof(name), "kekd wrap+unwrap, %u cl%s%s", clients, batch > 1 ? ", batch " : "",
-                 batch > 1 ? "64" : "");
+        kek_client_free(one);
+        if (shared)
+                snprintf(name, sizeof(name), "kekd wrap+unwrap, %u thr on 1 client%s", clients, no_coalesce ? ", alone" : "");
+        else
+                snprintf(name, sizeof(name), "kekd wrap+unwrap, %u cl%s%s", clients, batch > 1 ? ", batch " : "",
+                         batch > 1 ? "64" : "");
         cpu_report(name, (double) per * clients);
         r = add_row(name, lat, (size_t) per * clients, wall, rss_kb(kekd_pid));
         if (errors)
                 snprintf(r->ratio, sizeof(r->ratio), "%d ERRORS", errors);
         free(lat);
         return r->ops_per_s;
+}
+
+static double bench_daemon(unsigned clients, unsigned batch) {
+        return bench_daemon_on(clients, batch, false);
 }
 
 /*
@@ -1217,7 +1236,7 @@ int main(int argc, char *argv[]) {
                 goto print;
         }
         if (phase("raw1") || phase("d1") || phase("d4") || phase("d16") || phase("d64") || phase("b16") || phase("rewrap") ||
-            phase("sessions")) {
+            phase("sessions") || phase("s16") || phase("s16-alone")) {
                 raw1 = bench_raw(1);
                 PROGRESS();
         }
@@ -1252,6 +1271,23 @@ int main(int argc, char *argv[]) {
                 d64 = bench_daemon(64, 1);
                 PROGRESS();
                 snprintf(rows[n_rows - 1].ratio, sizeof(rows[0].ratio), "%.2f x raw", d64 / raw1);
+        }
+        if (phase("s16")) {
+                /* 16 threads on one client, plain kek_wrap/kek_unwrap: coalesced into batches by libkek */
+                double v = bench_daemon_on(16, 1, true);
+
+                PROGRESS();
+                snprintf(rows[n_rows - 1].ratio, sizeof(rows[0].ratio), "%.2f x raw", v / raw1);
+        }
+        if (phase("s16-alone")) {
+                /* the same with coalescing off (kek_options.coalesce_disabled): one frame per request */
+                double v;
+
+                no_coalesce = true;
+                v = bench_daemon_on(16, 1, true);
+                no_coalesce = false;
+                PROGRESS();
+                snprintf(rows[n_rows - 1].ratio, sizeof(rows[0].ratio), "%.2f x raw", v / raw1);
         }
         if (phase("b16")) {
                 (void) bench_daemon(16, 64);

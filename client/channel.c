@@ -1,0 +1,539 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * The request connection of libkek (see channel.h). Threads and locks:
+ *  - callers: any number. Under lock each either sends its request at once
+ *    (nothing in flight: alone, as a plain frame) or joins the queue. The
+ *    frame is written under write_lock. Then one waiting caller at a time
+ *    (the one holding "reading") reads frames from the socket itself and
+ *    hands each answer to its callers under lock; the others sleep on cond
+ *    until their answer is delivered, the reading role is free again, or
+ *    their deadline passes. A lone caller thus reads its own answer: no
+ *    thread handoff per request.
+ *  - the queue goes out as soon as nothing is in flight, sent by whichever
+ *    caller sees that first: usually the reader that just delivered the
+ *    last answer, before it returns, so kekd is not left waiting for a
+ *    wakeup. The items are packed under lock (a caller's memory is read
+ *    only while it cannot leave) and written after.
+ *  - in_flight counts frames sent on this connection and not yet answered
+ *    (kekd answers every request frame once, in order), whether or not
+ *    their callers still wait.
+ * When the connection dies every sent or queued request fails with
+ * -ECONNRESET; the next request reconnects, no sooner than the backoff
+ * allows. Library code: it never logs and never prints.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <time.h>
+
+#include "client/channel.h"
+#include "client/transport.h"
+#include "common/kekerr.h"
+#include "common/macro.h"
+#include "common/secret.h"
+#include "proto/blob.h"
+#include "proto/frame.h"
+
+#define BACKOFF_MIN_USEC (50 * 1000ULL)
+#define BACKOFF_MAX_USEC (5 * 1000 * 1000ULL)
+
+/* Frames in flight before requests queue: one, so every request made meanwhile joins the next batch. */
+#define FLIGHT_MAX 1u
+/* A frame's own bytes around its items (id, oneof, lengths), request or answer, with room to spare. */
+#define FRAME_OVERHEAD 32u
+/* What an answer adds to an item's bytes at most: a blob's header, IV, padding and tag, its framing. */
+#define ITEM_GROWTH (BLOB_HEADER_MAX + BLOB_IV_MAX + BLOB_PAD_MAX + BLOB_TAG_MAX + 16u)
+/* Items in one coalesced frame at most: each counts at least a refusal's size. */
+#define BATCH_ITEMS ((CHANNEL_FRAME_MAX - FRAME_OVERHEAD) / CHANNEL_ITEM_ERROR_MAX)
+#define ALONE SIZE_MAX
+
+/* The kinds that coalesce: the request alone, its batch form, and the body of its answer. */
+static const struct {
+        Kek__Request__BodyCase single, batch;
+        Kek__Response__BodyCase answer;
+} kinds[] = {
+        { KEK__REQUEST__BODY_WRAP, KEK__REQUEST__BODY_BATCH_WRAP, KEK__RESPONSE__BODY_WRAP },
+        { KEK__REQUEST__BODY_UNWRAP, KEK__REQUEST__BODY_BATCH_UNWRAP, KEK__RESPONSE__BODY_UNWRAP },
+        { KEK__REQUEST__BODY_REWRAP, KEK__REQUEST__BODY_BATCH_REWRAP, KEK__RESPONSE__BODY_REWRAP },
+};
+
+struct ChannelAnswer {
+        Kek__Response *resp;
+        unsigned refs;                /* callers holding it; the last frees (and cleanses) it */
+};
+
+typedef struct Pending {
+        struct Pending *next;
+        Kek__Request *req;            /* queued: its item is packed from here */
+        int kind;                     /* index into kinds[], -1: never coalesced */
+        size_t bound;                 /* bytes it may take in a batch and in its answer */
+        uint64_t id;                  /* the frame it went in; 0 while queued */
+        size_t index, n;              /* its item in a batch of n; ALONE: sent as a plain frame */
+        bool done;
+        int error;
+        Kek__Response *resp;          /* ALONE: its response */
+        ChannelAnswer *shared;        /* batched: the batch's */
+} Pending;
+
+struct Channel {
+        char socket_path[108];
+        uint64_t timeout_usec;
+        bool coalesce;
+
+        pthread_mutex_t lock;         /* all below but in */
+        pthread_cond_t cond;
+        pthread_mutex_t write_lock;   /* one writer at a time on fd */
+        int fd;
+        bool connected;
+        bool reading;                 /* a caller is reading from fd (owns in) */
+        KekReader in;                 /* frames from fd; used by the reader only */
+        uint64_t next_id;
+        Pending *pending;             /* sent, waiting for their answer */
+        Pending *queue, **queue_tail; /* waiting to be sent, oldest first */
+        unsigned in_flight;
+        uint64_t next_connect_usec, backoff_usec;
+        uint64_t requests;
+};
+
+static uint64_t now_usec(void) {
+        struct timespec ts;
+
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (uint64_t) ts.tv_sec * 1000000ULL + (uint64_t) ts.tv_nsec / 1000;
+}
+
+int channel_new(const char *socket_path, uint64_t timeout_usec, bool coalesce, Channel **ret) {
+        pthread_condattr_t a;
+        Channel *ch;
+
+        if (strlen(socket_path) >= sizeof(ch->socket_path))
+                return -EINVAL;
+        ch = calloc(1, sizeof(*ch));
+        if (!ch)
+                return -ENOMEM;
+        strcpy(ch->socket_path, socket_path);
+        ch->timeout_usec = timeout_usec;
+        ch->coalesce = coalesce;
+        ch->fd = -1;
+        ch->queue_tail = &ch->queue;
+        pthread_mutex_init(&ch->lock, NULL);
+        pthread_mutex_init(&ch->write_lock, NULL);
+        pthread_condattr_init(&a);
+        pthread_condattr_setclock(&a, CLOCK_MONOTONIC);
+        pthread_cond_init(&ch->cond, &a);
+        pthread_condattr_destroy(&a);
+        *ret = ch;
+        return 0;
+}
+
+Channel *channel_free(Channel *ch) {
+        if (!ch)
+                return NULL;
+        safe_close(ch->fd);
+        kek_reader_done(&ch->in);
+        pthread_cond_destroy(&ch->cond);
+        pthread_mutex_destroy(&ch->lock);
+        pthread_mutex_destroy(&ch->write_lock);
+        free(ch);
+        return NULL;
+}
+
+uint64_t channel_requests(Channel *ch) {
+        uint64_t n;
+
+        pthread_mutex_lock(&ch->lock);
+        n = ch->requests;
+        pthread_mutex_unlock(&ch->lock);
+        return n;
+}
+
+static void answer_unref(ChannelAnswer *a) {
+        if (a && __atomic_sub_fetch(&a->refs, 1, __ATOMIC_ACQ_REL) == 0) {
+                kek_response_free(a->resp);
+                free(a);
+        }
+}
+
+void reply_done(Reply *r) {
+        kek_response_free(TAKE_PTR(r->resp));
+        answer_unref(TAKE_PTR(r->shared));
+        r->body = NULL;
+}
+
+/* With ch->lock held: the connection is gone; every sent or queued request fails. */
+static void connection_lost(Channel *ch) {
+        ch->connected = false;
+        ch->in_flight = 0;
+        for (Pending *p = ch->pending; p; p = p->next)
+                if (!p->done) {
+                        p->done = true;
+                        p->error = -ECONNRESET;
+                }
+        for (Pending *p = ch->queue; p; p = p->next)
+                if (!p->done) {
+                        p->done = true;
+                        p->error = -ECONNRESET;
+                }
+        pthread_cond_broadcast(&ch->cond);
+}
+
+/* With ch->lock held: hands one answer to the callers still waiting for it (a lone one, or a batch's). */
+static void deliver(Channel *ch, Kek__Response *resp) {
+        ChannelAnswer *shared = NULL;
+        uint64_t id = resp->id;
+
+        if (id != 0 && ch->in_flight > 0)
+                ch->in_flight--;
+        for (Pending *p = ch->pending; p; p = p->next) {
+                if (p->id != id || p->done)
+                        continue;
+                p->done = true;
+                if (p->index == ALONE) {
+                        p->resp = TAKE_PTR(resp);
+                        break;
+                }
+                if (!shared) {
+                        shared = malloc(sizeof(*shared));
+                        if (!shared) {
+                                p->error = -ENOMEM;
+                                continue;
+                        }
+                        *shared = (ChannelAnswer) { .resp = TAKE_PTR(resp) };
+                }
+                shared->refs++;
+                p->shared = shared;
+        }
+        /* An answer nobody waits for any more (timed out), or a batch's when memory ran out: cleansed. */
+        kek_response_free(resp);
+}
+
+/*
+ * With ch->lock held, ch->reading taken by the caller: reads one frame (lock
+ * dropped meanwhile) and delivers it. Returns <0 on timeout (nothing lost:
+ * the next reader continues the frame) or when the connection died.
+ */
+static int read_and_deliver(Channel *ch, const struct timespec *deadline) {
+        Kek__Response *resp = NULL;
+        int r;
+
+        pthread_mutex_unlock(&ch->lock);
+        r = kek_reader_next(&ch->in, deadline, &resp);
+        /* Unpacking went through this thread's stack and registers; it may have been an AEK. */
+        if (r >= 0)
+                secret_scrub_cpu_state();
+        pthread_mutex_lock(&ch->lock);
+        if (r == -ETIMEDOUT)
+                return r;
+        if (r < 0) {
+                connection_lost(ch);
+                return r;
+        }
+        deliver(ch, resp);
+        return 0;
+}
+
+/* With ch->lock held: a live connection, or a transient error (kekd down, backoff running). */
+static int ensure_connected(Channel *ch) {
+        uint64_t now;
+        int fd;
+
+        if (ch->connected && !ch->reading && !ch->pending && !ch->queue) {
+                /* Nobody reads while idle: notice here a peer that closed the connection meanwhile. */
+                struct pollfd pfd = { .fd = ch->fd, .events = POLLIN };
+
+                if (poll(&pfd, 1, 0) > 0 && frame_buf_size(&ch->in.buf) == 0) {
+                        uint8_t b;
+
+                        if (recv(ch->fd, &b, 1, MSG_PEEK | MSG_DONTWAIT) <= 0)
+                                ch->connected = false;
+                }
+        }
+        if (ch->connected)
+                return 0;
+        if (ch->reading || ch->pending || ch->queue)
+                return -ECONNRESET; /* the old connection's callers have not all left yet */
+        if (ch->fd >= 0) {
+                safe_close(ch->fd);
+                ch->fd = -1;
+        }
+        kek_reader_done(&ch->in);
+        now = now_usec();
+        if (now < ch->next_connect_usec)
+                return -ECONNREFUSED;
+        fd = kek_transport_connect(ch->socket_path);
+        if (fd < 0) {
+                ch->backoff_usec = MIN(MAX(ch->backoff_usec * 2, BACKOFF_MIN_USEC), BACKOFF_MAX_USEC);
+                ch->next_connect_usec = now + ch->backoff_usec;
+                return fd;
+        }
+        ch->fd = fd;
+        kek_reader_init(&ch->in, fd);
+        ch->connected = true;
+        ch->in_flight = 0;
+        ch->backoff_usec = 0;
+        return 0;
+}
+
+static int kind_of(const Kek__Request *req) {
+        for (size_t i = 0; i < ELEMENTSOF(kinds); i++)
+                if (kinds[i].single == req->body_case)
+                        return (int) i;
+        return -1;
+}
+
+/* The bytes an item may take in a batch frame and in its answer (the larger counts for both). */
+static size_t item_bound(const Kek__Request *req, int kind) {
+        size_t n = kind == 0 ? kek__wrap_request__get_packed_size(req->wrap)
+                   : kind == 1 ? kek__unwrap_request__get_packed_size(req->unwrap)
+                               : kek__rewrap_request__get_packed_size(req->rewrap);
+
+        /* + 4: the item's tag and length within the batch */
+        return MAX(n + 4 + ITEM_GROWTH, (size_t) CHANNEL_ITEM_ERROR_MAX);
+}
+
+static void queue_remove(Channel *ch, Pending *p) {
+        for (Pending **q = &ch->queue; *q; q = &(*q)->next)
+                if (*q == p) {
+                        *q = p->next;
+                        if (ch->queue_tail == &p->next)
+                                ch->queue_tail = q;
+                        return;
+                }
+}
+
+static bool pending_remove(Channel *ch, Pending *p) {
+        for (Pending **q = &ch->pending; *q; q = &(*q)->next)
+                if (*q == p) {
+                        *q = p->next;
+                        return true;
+                }
+        return false;
+}
+
+/*
+ * With ch->lock held: packs the queued items of one kind that fit into one
+ * frame (a batch, or a plain frame for a single item) and moves them to the
+ * pending list. Returns 1 when a frame was packed, 0 for none of this kind,
+ * <0 when packing failed (out of memory): those items failed, nothing of
+ * them was sent.
+ */
+static int pack_one(Channel *ch, int kind, FrameBuf *out) {
+        Pending *batch[BATCH_ITEMS];
+        Kek__WrapRequest *wraps[BATCH_ITEMS];
+        Kek__UnwrapRequest *unwraps[BATCH_ITEMS];
+        Kek__RewrapRequest *rewraps[BATCH_ITEMS];
+        Kek__Request req = KEK__REQUEST__INIT;
+        Kek__BatchWrapRequest bw = KEK__BATCH_WRAP_REQUEST__INIT;
+        Kek__BatchUnwrapRequest bu = KEK__BATCH_UNWRAP_REQUEST__INIT;
+        Kek__BatchRewrapRequest br = KEK__BATCH_REWRAP_REQUEST__INIT;
+        size_t n = 0, bytes = FRAME_OVERHEAD;
+        uint64_t id;
+        int r;
+
+        for (Pending *p = ch->queue; p && n < BATCH_ITEMS; p = p->next)
+                if (p->kind == kind && !p->done && bytes + p->bound <= CHANNEL_FRAME_MAX) {
+                        bytes += p->bound;
+                        wraps[n] = p->req->wrap;
+                        unwraps[n] = p->req->unwrap;
+                        rewraps[n] = p->req->rewrap;
+                        batch[n++] = p;
+                }
+        if (n == 0)
+                return 0;
+        id = ++ch->next_id;
+        if (n == 1) {
+                batch[0]->req->id = id;
+                r = frame_append_message(out, &batch[0]->req->base, FRAME_MAX_LIMIT);
+        } else {
+                req.id = id;
+                req.body_case = kinds[kind].batch;
+                if (kind == 0) {
+                        bw.n_items = n;
+                        bw.items = wraps;
+                        req.batch_wrap = &bw;
+                } else if (kind == 1) {
+                        bu.n_items = n;
+                        bu.items = unwraps;
+                        req.batch_unwrap = &bu;
+                } else {
+                        br.n_items = n;
+                        br.items = rewraps;
+                        req.batch_rewrap = &br;
+                }
+                r = frame_append_message(out, &req.base, FRAME_MAX_LIMIT);
+        }
+        for (size_t i = 0; i < n; i++) {
+                Pending *p = batch[i];
+
+                queue_remove(ch, p);
+                if (r < 0) {
+                        p->done = true; /* out of memory: these fail, nothing was sent */
+                        p->error = r;
+                }
+                p->id = id;
+                p->index = n == 1 ? ALONE : i;
+                p->n = n;
+                p->next = ch->pending;
+                ch->pending = p;
+        }
+        if (r < 0)
+                return r;
+        ch->in_flight++;
+        return 1;
+}
+
+/*
+ * With ch->lock held, the queue not empty and nothing in flight: sends every
+ * queued request, one frame per kind (more when the limits split them). The
+ * lock is dropped while writing; the frames are in flight before that, so
+ * nobody else sends the same queue.
+ */
+static void flush(Channel *ch) {
+        struct timespec deadline = kek_deadline_after(ch->timeout_usec);
+        FrameBuf out;
+        bool failed = false;
+        int fd = ch->fd, r;
+
+        frame_buf_init(&out);
+        while (ch->queue)
+                for (size_t k = 0; k < ELEMENTSOF(kinds); k++)
+                        failed |= pack_one(ch, (int) k, &out) < 0;
+        if (failed)
+                pthread_cond_broadcast(&ch->cond); /* their callers are done */
+        if (frame_buf_size(&out) == 0) {
+                frame_buf_done(&out);
+                return;
+        }
+        pthread_mutex_unlock(&ch->lock);
+        pthread_mutex_lock(&ch->write_lock);
+        r = kek_transport_send_buf(fd, &out, &deadline);
+        pthread_mutex_unlock(&ch->write_lock);
+        frame_buf_done(&out); /* cleansed: it carried callers' AEKs */
+        pthread_mutex_lock(&ch->lock);
+        if (r < 0 && ch->fd == fd)
+                connection_lost(ch); /* a failed send leaves the stream in an unknown state */
+}
+
+/* With ch->lock held: whether the queue may go out now, on the connection fd. */
+static bool flushable(const Channel *ch, int fd) {
+        return ch->queue && ch->in_flight < FLIGHT_MAX && ch->connected && ch->fd == fd;
+}
+
+/* The body a coalesced item's answer carries, or its error. */
+static int item_result(const Pending *p, Kek__Response__BodyCase want, const void **ret) {
+        const Kek__Response *resp = p->shared->resp;
+        const Kek__BatchItemResult *it;
+        const void *body;
+        int r;
+
+        r = kek_response_result(resp, KEK__RESPONSE__BODY_BATCH);
+        if (r < 0)
+                return r; /* the whole batch refused: as each item would have been alone */
+        if (!resp->batch || resp->batch->n_items != p->n)
+                return -EBADMSG;
+        it = resp->batch->items[p->index];
+        if (it->error)
+                return kekerr_from_wire((int) it->error->code);
+        body = want == KEK__RESPONSE__BODY_WRAP ? (const void *) it->wrap
+               : want == KEK__RESPONSE__BODY_UNWRAP ? (const void *) it->unwrap
+                                                    : (const void *) it->rewrap;
+        if (!body)
+                return -EBADMSG;
+        *ret = body;
+        return 0;
+}
+
+/* The body a lone request's response carries (checked against want already). */
+static const void *body_of(const Kek__Response *resp) {
+        switch (resp->body_case) {
+        case KEK__RESPONSE__BODY_WRAP:
+                return resp->wrap;
+        case KEK__RESPONSE__BODY_UNWRAP:
+                return resp->unwrap;
+        case KEK__RESPONSE__BODY_REWRAP:
+                return resp->rewrap;
+        default:
+                return NULL;
+        }
+}
+
+int channel_call(Channel *ch, Kek__Request *req, Kek__Response__BodyCase want, Reply *ret) {
+        Pending p = { .req = req, .kind = kind_of(req), .index = ALONE };
+        struct timespec deadline = kek_deadline_after(ch->timeout_usec);
+        const void *body = NULL;
+        int fd, r;
+
+        if (!ch->coalesce)
+                p.kind = -1;
+        pthread_mutex_lock(&ch->lock);
+        r = ensure_connected(ch);
+        if (r < 0) {
+                pthread_mutex_unlock(&ch->lock);
+                return r;
+        }
+        fd = ch->fd;
+        ch->requests++;
+        /* Sized only when it may wait: a request on an idle connection goes out without a look at it. */
+        if (p.kind >= 0 && (ch->in_flight >= FLIGHT_MAX || ch->queue) &&
+            (p.bound = item_bound(req, p.kind)) + FRAME_OVERHEAD <= CHANNEL_FRAME_MAX) {
+                /* Something is in flight: join the next batch. */
+                *ch->queue_tail = &p;
+                ch->queue_tail = &p.next;
+        } else {
+                p.id = req->id = ++ch->next_id;
+                p.next = ch->pending;
+                ch->pending = &p;
+                ch->in_flight++;
+                pthread_mutex_unlock(&ch->lock);
+
+                pthread_mutex_lock(&ch->write_lock);
+                r = kek_transport_send(fd, req, &deadline);
+                pthread_mutex_unlock(&ch->write_lock);
+
+                pthread_mutex_lock(&ch->lock);
+                if (r < 0 && ch->fd == fd)
+                        connection_lost(ch); /* a failed send leaves the stream in an unknown state */
+        }
+        while (r >= 0 && !p.done) {
+                if (flushable(ch, fd))
+                        flush(ch);
+                else if (!ch->reading && ch->connected && ch->fd == fd) {
+                        int q;
+
+                        ch->reading = true;
+                        q = read_and_deliver(ch, &deadline);
+                        ch->reading = false;
+                        pthread_cond_broadcast(&ch->cond); /* delivered something, or the role is free */
+                        /* The queue goes out now, before this caller leaves with its own answer. */
+                        if (flushable(ch, fd))
+                                flush(ch);
+                        if (q == -ETIMEDOUT && !p.done)
+                                r = -ETIMEDOUT;
+                } else if (pthread_cond_timedwait(&ch->cond, &ch->lock, &deadline) == ETIMEDOUT && !p.done)
+                        r = -ETIMEDOUT;
+        }
+        if (!pending_remove(ch, &p))
+                queue_remove(ch, &p); /* timed out before its batch went out */
+        pthread_mutex_unlock(&ch->lock);
+
+        if (r >= 0)
+                r = p.error;
+        if (r >= 0 && p.index == ALONE) {
+                r = kek_response_result(p.resp, want);
+                body = r >= 0 ? body_of(p.resp) : NULL;
+        } else if (r >= 0)
+                r = item_result(&p, want, &body);
+        if (r < 0) {
+                kek_response_free(p.resp);
+                answer_unref(p.shared);
+                return r;
+        }
+        *ret = (Reply) { .resp = p.resp, .shared = p.shared, .body = body };
+        return 0;
+}
