@@ -141,7 +141,7 @@ kekd_stop() {
         sig=${1:-TERM}
         [ -n "$KEKD_PID" ] || return 0
         kill "-$sig" "$KEKD_PID" 2>/dev/null
-        pid_reap "$KEKD_PID" 10
+        pid_reap "$KEKD_PID" "${2:-10}"
         KEKD_STATUS=$?
         KEKD_PID=""
 }
