@@ -57,8 +57,9 @@ struct KmsServer {
         KmsServerHooks hooks;
         KmsConn *conns;
         unsigned nconns;
-        size_t buffered;
-        unsigned in_flight;
+        size_t buffered;        /* bodies being received and the messages of jobs not yet completed */
+        unsigned in_flight;     /* jobs whose stream waits for them */
+        unsigned jobs;          /* jobs not yet completed, attached or detached */
 };
 
 static uint64_t now_ns(void) {
@@ -285,6 +286,11 @@ static void request_done(KmsStream *st) {
                 respond(st, GRPC_DEADLINE_EXCEEDED, "deadline exceeded before the call ran", NULL);
                 return;
         }
+        /* detached jobs count: a reset stream's job still queues and still asks kekd */
+        if (s->jobs >= s->limits.max_jobs) {
+                respond(st, GRPC_RESOURCE_EXHAUSTED, "server busy: too many calls queued", NULL);
+                return;
+        }
         j = calloc(1, sizeof(*j));
         if (!j) {
                 respond(st, GRPC_RESOURCE_EXHAUSTED, "out of memory", NULL);
@@ -304,6 +310,9 @@ static void request_done(KmsStream *st) {
                 memcpy(j->req, msg, len);
         }
         body_drop(st);
+        /* the job's copy of the message stays in the budget until the job comes back */
+        s->buffered += len;
+        s->jobs++;
         j->stream = st;
         st->job = j;
         st->state = ST_PENDING;
@@ -386,6 +395,8 @@ int kms_server_new(const KmsServerLimits *limits, const KmsServerHooks *hooks, K
                 s->limits.max_streams = 32;
         if (!s->limits.max_buffered)
                 s->limits.max_buffered = 16u << 20;
+        if (!s->limits.max_jobs)
+                s->limits.max_jobs = s->limits.max_conns * s->limits.max_streams;
         s->hooks = *hooks;
         *ret = s;
         return 0;
@@ -549,6 +560,8 @@ int kms_conn_fd(const KmsConn *c) {
 void kms_server_complete(KmsServer *s, KmsJob *job) {
         KmsStream *st = job->stream;
 
+        s->buffered -= job->len;
+        s->jobs--;
         if (st) {
                 st->job = NULL;
                 s->in_flight--;

@@ -11,8 +11,11 @@
  * Memory is bounded by construction: at most max_conns connections, each
  * with at most max_streams concurrent streams (SETTINGS and enforced), each
  * buffering at most one message of KMS_MESSAGE_MAX bytes, and a total
- * budget over all streams; a request over a bound gets RESOURCE_EXHAUSTED
- * before its bytes are kept. Output waits in at most one nghttp2 chunk per
+ * budget over all streams and the jobs not yet completed; a request over a
+ * bound gets RESOURCE_EXHAUSTED before its bytes are kept. A job counts
+ * against max_jobs and max_buffered until it comes back, also after its
+ * stream closed: a peer resetting its streams (or closing its connection)
+ * does not free the workers' queue, so it cannot grow it without bound. Output waits in at most one nghttp2 chunk per
  * connection: no more is produced while the peer does not read.
  */
 #pragma once
@@ -51,7 +54,8 @@ typedef struct KmsServerHooks {
 typedef struct KmsServerLimits {
         unsigned max_conns;        /* 0: 64 */
         unsigned max_streams;      /* per connection; 0: 32 */
-        size_t max_buffered;       /* request bytes over all streams; 0: 16 MiB */
+        size_t max_buffered;       /* request bytes over all streams and jobs; 0: 16 MiB */
+        unsigned max_jobs;         /* jobs not yet completed, detached ones too; 0: max_conns * max_streams */
 } KmsServerLimits;
 
 uint64_t kms_now_ms(void);

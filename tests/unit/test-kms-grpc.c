@@ -66,7 +66,7 @@ static void test_framing(void) {
 }
 
 /* --- a client session against the server --- */
-#define MAXS 64
+#define MAXS 256
 typedef struct Call {
         int32_t id;
         int status;          /* grpc-status, -1 none */
@@ -333,10 +333,50 @@ static void test_server(void) {
         teardown();
 }
 
+/*
+ * A peer that sends a whole request and resets the stream at once (or closes
+ * the connection) frees its stream slot, but the job still queues for a
+ * worker and still asks kekd. The jobs not yet completed are bounded
+ * (max_conns * max_streams by default): past it a call is refused, and a
+ * job that comes back frees its place.
+ */
+static void test_reset_flood(void) {
+        static const uint8_t req[] = { 0, 0, 0, 0, 2, 0x0a, 0x00 };
+        const unsigned bound = 64 * 2;     /* the default max_conns times max_streams 2 */
+        int refused = 0;
+
+        setup(2, false);
+        for (unsigned i = 0; i < bound + 40; i++) {
+                ncalls = 0;
+                Call *c = start("/v2.KeyManagementService/Encrypt", NULL, req, sizeof(req), true);
+                pump();
+                if (c->closed && c->status == GRPC_RESOURCE_EXHAUSTED)
+                        refused++;
+                else
+                        (void) nghttp2_submit_rst_stream(cli, NGHTTP2_FLAG_NONE, c->id, NGHTTP2_CANCEL);
+                pump();
+        }
+        is_int(kms_server_in_flight(srv), 0, "every stream was reset: nothing waits for a job");
+        is_int(njobs, (int) bound, "reset streams' jobs are bounded: %u calls, %d jobs", bound + 40, njobs);
+        is_int(refused, 40, "the calls past the bound were refused RESOURCE_EXHAUSTED");
+        for (int i = 0; i < njobs; i++) {
+                reply_ok(jobs[i], "late");
+                kms_server_complete(srv, jobs[i]);
+                jobs[i] = NULL;
+        }
+        int before = njobs;
+        ncalls = 0;
+        Call *c = start("/v2.KeyManagementService/Encrypt", NULL, req, sizeof(req), true);
+        pump();
+        ok(njobs == before + 1 && !c->closed, "once the jobs came back a call runs again");
+        teardown();
+}
+
 int main(void) {
         if (secret_heap_init(1u << 20) < 0)
                 return 99;
         test_framing();
         test_server();
+        test_reset_flood();
         return tap_done();
 }
