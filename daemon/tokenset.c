@@ -27,6 +27,8 @@ typedef struct Token {
         Hsm *hsm;                      /* the probe thread's session; NULL while not open */
         char label[HSM_KEY_LABEL_MAX + 1];
         TokenHealth health;
+        uint64_t probe_started;        /* CLOCK_MONOTONIC of the probe under way, 0 if none */
+        uint64_t probe_ended;          /* CLOCK_MONOTONIC of the last probe's end (or of the start) */
 } Token;
 
 struct TokenSet {
@@ -82,6 +84,22 @@ bool token_health_probe(TokenHealth *h, int r, const char *error, uint64_t elaps
         return true;
 }
 
+bool token_health_overdue(TokenHealth *h, bool probing, uint64_t usec, uint64_t overdue_usec, uint64_t now) {
+        uint64_t bound = probing ? TOKEN_HUNG_USEC : overdue_usec;
+
+        if (h->state != TOKEN_ACTIVE || usec <= bound)
+                return false;
+        if (probing)
+                snprintf(h->error, sizeof(h->error), "its probe has not returned for %llu ms",
+                         (unsigned long long) (usec / 1000));
+        else
+                snprintf(h->error, sizeof(h->error), "not probed for %llu s: another token's probe has not returned",
+                         (unsigned long long) (usec / 1000000));
+        h->state = TOKEN_DEGRADED;
+        h->changed_usec = now > usec - bound ? now - (usec - bound) : now;
+        return true;
+}
+
 bool token_health_request_failed(TokenHealth *h, const char *error, uint64_t now) {
         h->request_errors++;
         if (h->state != TOKEN_ACTIVE)
@@ -115,6 +133,9 @@ static void probe_token(TokenSet *ts, Token *t) {
         bool changed;
         int r = 0;
 
+        pthread_mutex_lock(&ts->lock);
+        t->probe_started = start;
+        pthread_mutex_unlock(&ts->lock);
         if (!t->hsm) {
                 /* Only a further token gets here: the preferred token's session is opened by tokenset_new(). */
                 r = hsm_open(t->module, t->token_uri, t->pin, &t->hsm, &why);
@@ -137,6 +158,8 @@ static void probe_token(TokenSet *ts, Token *t) {
         before = t->health;
         changed = token_health_probe(&t->health, r, error, clock_mono_usec() - start, clock_now_usec());
         after = t->health;
+        t->probe_started = 0;
+        t->probe_ended = clock_mono_usec();
         pthread_mutex_unlock(&ts->lock);
 
         if (!changed)
@@ -213,6 +236,7 @@ int tokenset_new(Hsm *primary, const TokenSpec *specs, size_t n, int profile, un
                 if (!specs[i].name || strlen(specs[i].name) > TOKEN_NAME_MAX)
                         return -EINVAL;
                 strcpy(t->name, specs[i].name);
+                t->probe_ended = clock_mono_usec();
                 if (i == 0) {
                         token_health_init(&t->health, TOKEN_ACTIVE, now);
                         continue;
@@ -289,6 +313,11 @@ int tokenset_status(TokenSet *ts, size_t i, TokenStatus *ret) {
         memcpy(ret->label, ts->tokens[i].label, sizeof(ret->label));
         ret->preferred = i == 0;
         ret->health = ts->tokens[i].health;
+        /* a probe that hangs holds up every token's: the last outcome must not be shown as current */
+        const Token *t = &ts->tokens[i];
+        uint64_t now = clock_mono_usec(), since = t->probe_started ? t->probe_started : t->probe_ended;
+        (void) token_health_overdue(&ret->health, t->probe_started != 0, now > since ? now - since : 0,
+                                    TOKEN_OVERDUE_USEC(ts->interval_usec, ts->n), clock_now_usec());
         pthread_mutex_unlock(&ts->lock);
         return 0;
 }

@@ -22,7 +22,11 @@
  * keystore's generation), a further token's an Hsm this thread opens, and
  * opens again after a failure, with its own PIN. So a token that hangs holds
  * up only the probes, never the event loop. All state the loop reads sits
- * behind one mutex; the loop never makes a PKCS#11 call here.
+ * behind one mutex; the loop never makes a PKCS#11 call here. A probe that
+ * does not return holds up the probes of every token, so the states shown
+ * (tokenset_status()) never rest on a probe that is overdue: an ACTIVE
+ * token whose probe has run longer than TOKEN_HUNG_USEC, or that was not
+ * probed for TOKEN_OVERDUE_USEC(interval, n), is shown DEGRADED with why.
  *
  * What this module does not do (yet): requests are served by the preferred
  * token only; the further tokens are probed and reported, not written to or
@@ -67,6 +71,16 @@ void token_health_init(TokenHealth *h, TokenState initial, uint64_t now);
  * changed.
  */
 bool token_health_probe(TokenHealth *h, int r, const char *error, uint64_t elapsed_usec, uint64_t now);
+/* A probe under way this long, or no probe for the second time (the thread is held up elsewhere): overdue. */
+#define TOKEN_HUNG_USEC (5000000ULL)
+#define TOKEN_OVERDUE_USEC(interval_usec, n) (2 * (interval_usec) + (n) * TOKEN_SLOW_USEC + 5000000ULL)
+/*
+ * The view of h when its probe is overdue: probing, for probing_usec so far, or not probed for
+ * silent_usec (overdue past overdue_usec). An ACTIVE h becomes DEGRADED, since the probe it rests
+ * on is overdue, with the reason and the time it became so; other states are left alone. Returns
+ * whether h was changed.
+ */
+bool token_health_overdue(TokenHealth *h, bool probing, uint64_t usec, uint64_t overdue_usec, uint64_t now);
 /*
  * A client's request met a device or session error on the token: an ACTIVE
  * token becomes DEGRADED at once (the next probe decides whether it is

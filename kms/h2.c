@@ -28,6 +28,7 @@ struct KmsStream {
         int state;
         KmsMethod method;
         bool post, grpc_ct, bad_timeout;
+        bool reset_after_reply;    /* RST_STREAM NO_ERROR once the answer is out (a request cut short) */
         uint64_t deadline_ms;
         uint64_t start_us;
         uint8_t *body;
@@ -57,8 +58,9 @@ struct KmsServer {
         KmsServerHooks hooks;
         KmsConn *conns;
         unsigned nconns;
-        size_t buffered;
-        unsigned in_flight;
+        size_t buffered;        /* bodies being received and the messages of jobs not yet completed */
+        unsigned in_flight;     /* jobs whose stream waits for them */
+        unsigned jobs;          /* jobs not yet completed, attached or detached */
 };
 
 static uint64_t now_ns(void) {
@@ -285,6 +287,11 @@ static void request_done(KmsStream *st) {
                 respond(st, GRPC_DEADLINE_EXCEEDED, "deadline exceeded before the call ran", NULL);
                 return;
         }
+        /* detached jobs count: a reset stream's job still queues and still asks kekd */
+        if (s->jobs >= s->limits.max_jobs) {
+                respond(st, GRPC_RESOURCE_EXHAUSTED, "server busy: too many calls queued", NULL);
+                return;
+        }
         j = calloc(1, sizeof(*j));
         if (!j) {
                 respond(st, GRPC_RESOURCE_EXHAUSTED, "out of memory", NULL);
@@ -304,6 +311,9 @@ static void request_done(KmsStream *st) {
                 memcpy(j->req, msg, len);
         }
         body_drop(st);
+        /* the job's copy of the message stays in the budget until the job comes back */
+        s->buffered += len;
+        s->jobs++;
         j->stream = st;
         st->job = j;
         st->state = ST_PENDING;
@@ -358,6 +368,19 @@ static int on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, v
         return 0;
 }
 
+/* A reset submitted with the answer would cancel it: it follows the answer's END_STREAM instead. */
+static int on_frame_send(nghttp2_session *session, const nghttp2_frame *frame, void *user_data) {
+        KmsStream *st;
+        (void) user_data;
+
+        if (frame->hd.type != NGHTTP2_HEADERS || !(frame->hd.flags & NGHTTP2_FLAG_END_STREAM))
+                return 0;
+        st = nghttp2_session_get_stream_user_data(session, frame->hd.stream_id);
+        if (st && st->reset_after_reply)
+                (void) nghttp2_submit_rst_stream(session, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_NO_ERROR);
+        return 0;
+}
+
 static int on_stream_close(nghttp2_session *session, int32_t stream_id, uint32_t error_code, void *user_data) {
         KmsStream *st = nghttp2_session_get_stream_user_data(session, stream_id);
         (void) error_code;
@@ -386,6 +409,10 @@ int kms_server_new(const KmsServerLimits *limits, const KmsServerHooks *hooks, K
                 s->limits.max_streams = 32;
         if (!s->limits.max_buffered)
                 s->limits.max_buffered = 16u << 20;
+        if (!s->limits.max_jobs)
+                s->limits.max_jobs = s->limits.max_conns * s->limits.max_streams;
+        if (!s->limits.receive_ms)
+                s->limits.receive_ms = 30000;
         s->hooks = *hooks;
         *ret = s;
         return 0;
@@ -422,6 +449,7 @@ int kms_conn_new(KmsServer *s, int fd, KmsConn **ret) {
         nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cb, on_data_chunk);
         nghttp2_session_callbacks_set_on_frame_recv_callback(cb, on_frame_recv);
         nghttp2_session_callbacks_set_on_stream_close_callback(cb, on_stream_close);
+        nghttp2_session_callbacks_set_on_frame_send_callback(cb, on_frame_send);
         /* bounds nghttp2 keeps itself: header block, deflate table, queued SETTINGS/PING acks */
         nghttp2_option_set_max_send_header_block_length(opt, 16384);
         nghttp2_option_set_max_deflate_dynamic_table_size(opt, 4096);
@@ -549,6 +577,8 @@ int kms_conn_fd(const KmsConn *c) {
 void kms_server_complete(KmsServer *s, KmsJob *job) {
         KmsStream *st = job->stream;
 
+        s->buffered -= job->len;
+        s->jobs--;
         if (st) {
                 st->job = NULL;
                 s->in_flight--;
@@ -562,17 +592,35 @@ uint64_t kms_server_expire(KmsServer *s, uint64_t now_ms) {
 
         for (KmsConn *c = s->conns; c; c = c->next)
                 for (KmsStream *st = c->first; st; st = st->next) {
-                        if (st->state == ST_REPLIED || !st->deadline_ms)
+                        uint64_t until = st->deadline_ms;
+
+                        if (st->state == ST_REPLIED)
                                 continue;
-                        if (st->deadline_ms <= now_ms) {
-                                if (st->job) {
-                                        st->job->stream = NULL;
-                                        st->job = NULL;
-                                        s->in_flight--;
-                                }
-                                respond(st, GRPC_DEADLINE_EXCEEDED, "deadline exceeded", NULL);
-                        } else if (!next || st->deadline_ms < next)
-                                next = st->deadline_ms;
+                        if (st->state == ST_RECEIVING) {
+                                /* no grpc-timeout, or a long one, does not let a request arrive for ever */
+                                uint64_t recv_until = st->start_us / 1000u + s->limits.receive_ms;
+                                if (!until || recv_until < until)
+                                        until = recv_until;
+                        }
+                        if (!until)
+                                continue;
+                        if (until > now_ms) {
+                                if (!next || until < next)
+                                        next = until;
+                                continue;
+                        }
+                        if (st->state == ST_RECEIVING && until != st->deadline_ms) {
+                                /* the peer may never end its half: the reset after the answer frees the slot */
+                                st->reset_after_reply = true;
+                                respond(st, GRPC_RESOURCE_EXHAUSTED, "the request was not received in time", NULL);
+                                continue;
+                        }
+                        if (st->job) {
+                                st->job->stream = NULL;
+                                st->job = NULL;
+                                s->in_flight--;
+                        }
+                        respond(st, GRPC_DEADLINE_EXCEEDED, "deadline exceeded", NULL);
                 }
         return next;
 }

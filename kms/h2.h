@@ -11,8 +11,13 @@
  * Memory is bounded by construction: at most max_conns connections, each
  * with at most max_streams concurrent streams (SETTINGS and enforced), each
  * buffering at most one message of KMS_MESSAGE_MAX bytes, and a total
- * budget over all streams; a request over a bound gets RESOURCE_EXHAUSTED
- * before its bytes are kept. Output waits in at most one nghttp2 chunk per
+ * budget over all streams and the jobs not yet completed; a request over a
+ * bound gets RESOURCE_EXHAUSTED before its bytes are kept. A job counts
+ * against max_jobs and max_buffered until it comes back, also after its
+ * stream closed: a peer resetting its streams (or closing its connection)
+ * does not free the workers' queue, so it cannot grow it without bound. A
+ * request still being received after receive_ms is refused and its stream
+ * reset: a slow peer cannot keep the request budget full. Output waits in at most one nghttp2 chunk per
  * connection: no more is produced while the peer does not read.
  */
 #pragma once
@@ -51,7 +56,9 @@ typedef struct KmsServerHooks {
 typedef struct KmsServerLimits {
         unsigned max_conns;        /* 0: 64 */
         unsigned max_streams;      /* per connection; 0: 32 */
-        size_t max_buffered;       /* request bytes over all streams; 0: 16 MiB */
+        size_t max_buffered;       /* request bytes over all streams and jobs; 0: 16 MiB */
+        unsigned max_jobs;         /* jobs not yet completed, detached ones too; 0: max_conns * max_streams */
+        unsigned receive_ms;       /* a request's headers and body must arrive within it; 0: 30 s */
 } KmsServerLimits;
 
 uint64_t kms_now_ms(void);
@@ -76,7 +83,11 @@ KmsConn *kms_conn_free(KmsConn *c);
 /* A job back from the submit hook (the event loop's thread only). Frees it. */
 void kms_server_complete(KmsServer *s, KmsJob *job);
 KmsJob *kms_job_free(KmsJob *j);
-/* Answers DEADLINE_EXCEEDED to every stream past its deadline; returns the next deadline (0: none). */
+/*
+ * Answers DEADLINE_EXCEEDED to every stream past its deadline, and RESOURCE_EXHAUSTED (then
+ * RST_STREAM NO_ERROR) to every request not received within receive_ms, so a peer that sends
+ * half a request holds no buffer and no stream slot for ever; returns the next expiry (0: none).
+ */
 uint64_t kms_server_expire(KmsServer *s, uint64_t now_ms);
 /* GOAWAY on every connection: in-flight streams finish, new ones are refused. */
 void kms_server_drain(KmsServer *s);

@@ -16,6 +16,7 @@
 #include "client/libkek.h"
 #include "kms/api.pb-c.h"
 #include "kms/service.h"
+#include "proto/blob.h"
 
 static const char *const method_names[_KMS_METHOD_MAX] = {
         [KMS_METHOD_STATUS] = "Status",
@@ -243,6 +244,7 @@ static int do_encrypt(const KmsService *s, const uint8_t *req, size_t len, KmsRe
 
 static int decrypt_check(const KmsService *s, const V2__DecryptRequest *in, KmsReply *r) {
         size_t total = 0;
+        BlobView b;
         uint32_t v;
         int k;
 
@@ -257,6 +259,18 @@ static int decrypt_check(const KmsService *s, const V2__DecryptRequest *in, KmsR
                 return refuse(r, GRPC_FAILED_PRECONDITION, "key_id names another key than %s", s->key);
         if (k < 0)
                 return refuse(r, GRPC_INVALID_ARGUMENT, "key_id is not NAME:vN");
+        /*
+         * The blob names its key and version (proto/blob.h). kekd unwraps under whatever key a
+         * blob names if the plugin's uid is granted it: a blob under another key, made with this
+         * plugin's context by anyone who may wrap under that key, must not be unwrapped here.
+         */
+        if (blob_parse(in->ciphertext.data, in->ciphertext.len, &b) < 0)
+                return refuse(r, GRPC_INVALID_ARGUMENT, "ciphertext is not a kekd blob");
+        if (strcmp(b.key, s->key) != 0)
+                return refuse(r, GRPC_FAILED_PRECONDITION, "ciphertext is not under key %s", s->key);
+        if (b.version != v)
+                return refuse(r, GRPC_INVALID_ARGUMENT, "key_id names version %u, the ciphertext version %u", v,
+                              b.version);
         for (size_t i = 0; i < in->n_annotations; i++) {
                 const V2__DecryptRequest__AnnotationsEntry *a = in->annotations[i];
                 if (!kms_annotation_key_valid(a->key))

@@ -71,7 +71,7 @@ kms_targets=""
 if pkg-config --exists libnghttp2 && [ -f "$build/kms/api.pb-c.c" ]; then
         # shellcheck disable=SC2086
         $CLANG $flags -o "$out/fuzz-kms" "$src/tests/fuzz/fuzz-kms.c" "$src"/kms/grpc.c "$src"/kms/service.c \
-                "$src"/kms/h2.c "$src"/kms/pool.c "$build/kms/api.pb-c.c" "$src/common/secret.c" \
+                "$src"/kms/h2.c "$src"/kms/pool.c "$build/kms/api.pb-c.c" "$src/common/secret.c" "$src/proto/blob.c" \
                 $(pkg-config --cflags --libs libnghttp2 libprotobuf-c libcrypto) -lpthread
         kms_targets=kms
 fi

@@ -14,7 +14,9 @@
 #     lacks (a key created on A: record and version) and that C cannot be
 #     opened;
 #  4. A answers in 1 s (delay_ms=1000): a slow probe leaves A degraded;
-#  5. lifted again: active.
+#  5. lifted again: active;
+#  6. A's probe hangs 30 s: A, then B (not probed meanwhile), are shown
+#     degraded long before the probe returns; active again after.
 # Every wait is for a state, bounded in time; nothing asserts elapsed time.
 . "$TESTLIB"
 
@@ -130,6 +132,24 @@ ok "metrics: A degraded" metric_state a degraded
 ok "B stays active" is_state b active
 fault_set ""
 ok "A is active once fast again (20 s)" wait_for 20 is_state a active
+
+# --- 5. A's probe hangs (30 s) -------------------------------------------------
+# One thread probes the tokens in turn: while A's probe does not return, no
+# state is current. A is shown degraded once its probe has run 5 s, B once it
+# was not probed for 2 intervals + 3 x 0.5 s + 5 s (8.5 s); the probe itself
+# cannot end before 30 s, and its own outcome never gives these reasons.
+fault_set 'C_Encrypt:delay_ms=30000'
+t0=$(now_ms)
+# overdue NAME TEXT: NAME is shown degraded, its error saying TEXT (never said by a probe's own outcome)
+overdue() {
+        [ "$(state "$1")" = degraded ] && state_field "$1" error | grep -q "$2"
+}
+ok "a hanging A is degraded within 20 s: its probe has not returned" wait_for 20 overdue a 'probe has not returned'
+ok "B, not probed meanwhile, is degraded within 20 s: another token's probe" wait_for 20 overdue b "another token's probe"
+diag "A's probe hangs -> A degraded, B degraded seen by $(($(now_ms) - t0)) ms"
+fault_set ""
+ok "A is active again once its probe returned (60 s)" wait_for 60 is_state a active
+ok "so is B (20 s)" wait_for 20 is_state b active
 
 kekd_stop
 is "kekd stops cleanly with the probe thread" "$KEKD_STATUS" 0

@@ -1,9 +1,10 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
  * An in-memory KmsBackend for the unit tests and the fuzzer: one key with a
- * current version, a state and recoverability; a "blob" is the version (4
- * bytes), a 1-byte context length, the context and the plaintext XORed with
- * 0x5a, so a wrong context or a disabled key fails as kekd would. Calls and
+ * current version, a state and recoverability; a "blob" has kekd's header
+ * (proto/blob.h: format, key name, version) and IV and tag sizes, its
+ * "ciphertext" a 1-byte context length, the context and the plaintext XORed
+ * with 0x5a, so a wrong context or a disabled key fails as kekd would. Calls and
  * the last context are counted, so a test sees whether the backend was asked.
  * Not thread-safe: the tests call it from one thread.
  */
@@ -16,6 +17,7 @@
 
 #include "client/libkek.h"
 #include "kms/service.h"
+#include "proto/blob.h"
 
 typedef struct MockKek {
         KmsKeyState st;
@@ -28,7 +30,6 @@ typedef struct MockKek {
 static int mock_wrap(void *ud, const char *key, const uint8_t *pt, size_t len, const uint8_t *ctx, size_t ctx_len,
                      uint8_t **ret_blob, size_t *ret_blob_len, uint32_t *ret_version) {
         MockKek *m = ud;
-        (void) key;
         m->calls++;
         snprintf(m->last_ctx, sizeof(m->last_ctx), "%.*s", (int) ctx_len, (const char *) ctx);
         if (m->fail)
@@ -37,18 +38,19 @@ static int mock_wrap(void *ud, const char *key, const uint8_t *pt, size_t len, c
                 return -(KEK_ERROR_BASE + (m->st.state == 2 ? KEK_E_KEY_DISABLED : KEK_E_KEY_DELETED));
         if (ctx_len > 255)
                 return -(KEK_ERROR_BASE + KEK_E_INVALID_ARGUMENT);
-        size_t n = 5 + ctx_len + len + m->pad;
+        uint8_t h[BLOB_HEADER_MAX];
+        int hl = blob_header(key, m->st.current_version, h);
+        if (hl < 0)
+                return -(KEK_ERROR_BASE + KEK_E_INVALID_ARGUMENT);
+        size_t off = (size_t) hl + BLOB_IV_SIZE, n = off + 1 + ctx_len + len + m->pad + BLOB_TAG_SIZE;
         uint8_t *b = calloc(1, n);
         if (!b)
                 return -ENOMEM;
-        b[0] = (uint8_t) (m->st.current_version >> 24);
-        b[1] = (uint8_t) (m->st.current_version >> 16);
-        b[2] = (uint8_t) (m->st.current_version >> 8);
-        b[3] = (uint8_t) m->st.current_version;
-        b[4] = (uint8_t) ctx_len;
-        memcpy(b + 5, ctx, ctx_len);
+        memcpy(b, h, (size_t) hl);
+        b[off] = (uint8_t) ctx_len;
+        memcpy(b + off + 1, ctx, ctx_len);
         for (size_t i = 0; i < len; i++)
-                b[5 + ctx_len + i] = pt[i] ^ 0x5a;
+                b[off + 1 + ctx_len + i] = pt[i] ^ 0x5a;
         *ret_blob = b;
         *ret_blob_len = n;
         *ret_version = m->st.current_version;
@@ -63,14 +65,19 @@ static int mock_unwrap(void *ud, const uint8_t *blob, size_t len, const uint8_t 
                 return m->fail;
         if (m->st.state != 1)
                 return -(KEK_ERROR_BASE + (m->st.state == 2 ? KEK_E_KEY_DISABLED : KEK_E_KEY_DELETED));
-        if (len < 5 || blob[4] != ctx_len || len - 5 - ctx_len == 0 || memcmp(blob + 5, ctx, ctx_len) != 0)
+        BlobView v;
+        if (blob_parse(blob, len, &v) < 0)
                 return -(KEK_ERROR_BASE + KEK_E_BLOB_INVALID);
-        size_t n = len - 5 - ctx_len;
+        const uint8_t *c = v.ciphertext;
+        size_t cl = v.ciphertext_len - v.tag_len;
+        if (cl < 2 + ctx_len || c[0] != ctx_len || memcmp(c + 1, ctx, ctx_len) != 0)
+                return -(KEK_ERROR_BASE + KEK_E_BLOB_INVALID);
+        size_t n = cl - 1 - ctx_len;
         int r = secret_new(n, ret);
         if (r < 0)
                 return r;
         for (size_t i = 0; i < n; i++)
-                (*ret)->data[i] = blob[5 + ctx_len + i] ^ 0x5a;
+                (*ret)->data[i] = c[1 + ctx_len + i] ^ 0x5a;
         return 0;
 }
 

@@ -66,7 +66,7 @@ static void test_framing(void) {
 }
 
 /* --- a client session against the server --- */
-#define MAXS 64
+#define MAXS 256
 typedef struct Call {
         int32_t id;
         int status;          /* grpc-status, -1 none */
@@ -333,10 +333,100 @@ static void test_server(void) {
         teardown();
 }
 
+/*
+ * A peer that sends a whole request and resets the stream at once (or closes
+ * the connection) frees its stream slot, but the job still queues for a
+ * worker and still asks kekd. The jobs not yet completed are bounded
+ * (max_conns * max_streams by default): past it a call is refused, and a
+ * job that comes back frees its place.
+ */
+static void test_reset_flood(void) {
+        static const uint8_t req[] = { 0, 0, 0, 0, 2, 0x0a, 0x00 };
+        const unsigned bound = 64 * 2;     /* the default max_conns times max_streams 2 */
+        int refused = 0;
+
+        setup(2, false);
+        for (unsigned i = 0; i < bound + 40; i++) {
+                ncalls = 0;
+                Call *c = start("/v2.KeyManagementService/Encrypt", NULL, req, sizeof(req), true);
+                pump();
+                if (c->closed && c->status == GRPC_RESOURCE_EXHAUSTED)
+                        refused++;
+                else
+                        (void) nghttp2_submit_rst_stream(cli, NGHTTP2_FLAG_NONE, c->id, NGHTTP2_CANCEL);
+                pump();
+        }
+        is_int(kms_server_in_flight(srv), 0, "every stream was reset: nothing waits for a job");
+        is_int(njobs, (int) bound, "reset streams' jobs are bounded: %u calls, %d jobs", bound + 40, njobs);
+        is_int(refused, 40, "the calls past the bound were refused RESOURCE_EXHAUSTED");
+        for (int i = 0; i < njobs; i++) {
+                reply_ok(jobs[i], "late");
+                kms_server_complete(srv, jobs[i]);
+                jobs[i] = NULL;
+        }
+        int before = njobs;
+        ncalls = 0;
+        Call *c = start("/v2.KeyManagementService/Encrypt", NULL, req, sizeof(req), true);
+        pump();
+        ok(njobs == before + 1 && !c->closed, "once the jobs came back a call runs again");
+        teardown();
+}
+
+static ssize_t c_read_half(nghttp2_session *s, int32_t id, uint8_t *buf, size_t len, uint32_t *flags,
+                           nghttp2_data_source *src, void *ud) {
+        ssize_t n = c_read(s, id, buf, len, flags, src, ud);
+        /* the body so far, and the stream left open: the rest never comes */
+        if (*flags & NGHTTP2_DATA_FLAG_EOF)
+                *flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
+        return n;
+}
+
+/*
+ * A peer that sends the headers and part of a body, without grpc-timeout,
+ * and never the rest: past receive_ms the request is refused and its stream
+ * reset, so its buffer and its stream slot come back.
+ */
+static void test_slow_request(void) {
+        static const uint8_t half[] = { 0, 0, 0, 0x9c, 0x40, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10 };   /* 40000 announced */
+        static const uint8_t req[] = { 0, 0, 0, 0, 2, 0x0a, 0x00 };
+
+        setup(1, false);
+        Call *c = &calls[ncalls++];
+        memset(c, 0, sizeof(*c));
+        c->status = -1;
+        c->rst = ~0u;
+        c->body = half;
+        c->body_len = sizeof(half);
+        nghttp2_nv h[] = {
+                { (uint8_t *) ":method", (uint8_t *) "POST", 7, 4, 0 },
+                { (uint8_t *) ":scheme", (uint8_t *) "http", 7, 4, 0 },
+                { (uint8_t *) ":path", (uint8_t *) "/v2.KeyManagementService/Encrypt", 5, 32, 0 },
+                { (uint8_t *) "content-type", (uint8_t *) "application/grpc", 12, 16, 0 },
+        };
+        nghttp2_data_provider prd = { .source.ptr = c, .read_callback = c_read_half };
+        c->id = nghttp2_submit_request(cli, NULL, h, ELEMENTSOF(h), &prd, NULL);
+        pump();
+        ok(!c->closed && njobs == 0, "half a request: no job, the stream stays open");
+        uint64_t next = kms_server_expire(srv, kms_now_ms());
+        ok(next > 0 && next <= kms_now_ms() + 30000, "the half request has an expiry without grpc-timeout");
+        /* with max_streams 1 it holds the only slot: the client keeps the next call back */
+        Call *b = start("/v2.KeyManagementService/Status", NULL, req, sizeof(req), true);
+        pump();
+        ok(!b->closed && njobs == 0, "with max_streams 1 the next call waits for the slot");
+        kms_server_expire(srv, kms_now_ms() + 30001);
+        pump();
+        ok(c->closed && c->status == GRPC_RESOURCE_EXHAUSTED, "past 30 s it is refused RESOURCE_EXHAUSTED (%d, '%s', %u)",
+           c->status, c->message, c->rst);
+        ok(njobs == 1 && !b->closed, "its slot is free again: the waiting call runs (%d job)", njobs);
+        teardown();
+}
+
 int main(void) {
         if (secret_heap_init(1u << 20) < 0)
                 return 99;
         test_framing();
         test_server();
+        test_reset_flood();
+        test_slow_request();
         return tap_done();
 }

@@ -169,7 +169,7 @@ static void test_roundtrip(void) {
         reset();
         uint8_t bad[256];
         memcpy(bad, e->ciphertext.data, e->ciphertext.len);
-        bad[4] ^= 1;
+        bad[2 + 3 + 4 + BLOB_IV_SIZE + 1] ^= 1;   /* a byte of the mock's ciphertext, past kekd's header */
         is_int(decrypt(bad, e->ciphertext.len, e->key_id, 0, NULL, NULL), GRPC_INVALID_ARGUMENT,
                "a changed ciphertext: INVALID_ARGUMENT");
 
@@ -189,6 +189,22 @@ static void test_roundtrip(void) {
                        GRPC_INVALID_ARGUMENT, "key_id '%s': INVALID_ARGUMENT", bad_ids[i]);
         is_int(decrypt(e->ciphertext.data, e->ciphertext.len, "other:v3", 0, NULL, NULL), GRPC_FAILED_PRECONDITION,
                "key_id of another key: FAILED_PRECONDITION");
+        /*
+         * A blob under ANOTHER kekd key the plugin's uid may unwrap, made with the plugin's context
+         * (anyone granted wrap on that key can make one): named with the plugin's key_id it must
+         * not be unwrapped, nor one whose version is not key_id's.
+         */
+        uint8_t *ob = NULL;
+        size_t ob_len = 0;
+        uint32_t ov = 0;
+        ok(mock_wrap(&mk, "other", seed, sizeof(seed), (const uint8_t *) "kms-v2:k8s", 10, &ob, &ob_len, &ov) == 0,
+           "a blob under another key, with the plugin's context");
+        mk.calls = 0;
+        is_int(decrypt(ob, ob_len, "k8s:v3", 0, NULL, NULL), GRPC_FAILED_PRECONDITION,
+               "a blob under another key named k8s:v3: FAILED_PRECONDITION");
+        free(ob);
+        is_int(decrypt(e->ciphertext.data, e->ciphertext.len, "k8s:v4", 0, NULL, NULL), GRPC_INVALID_ARGUMENT,
+               "a v3 blob named k8s:v4: INVALID_ARGUMENT");
         is_int(mk.calls, 0, "no limit refusal asked the backend");
         is_int(encrypt(big, 0, "u", NULL), GRPC_INVALID_ARGUMENT, "empty plaintext");
         is_int(encrypt(big, KMS_PLAINTEXT_MAX + 1, "u", NULL), GRPC_INVALID_ARGUMENT, "plaintext over 512 bytes");

@@ -111,11 +111,34 @@ static void test_names_and_refusals(void) {
         ok(!tokenset_free(NULL), "free(NULL)");
 }
 
+/* A probe that does not return: the states shown must not rest on it (token_health_overdue()). */
+static void test_overdue(void) {
+        const uint64_t overdue = TOKEN_OVERDUE_USEC(1000000ULL, 3);
+        TokenHealth h;
+
+        token_health_init(&h, TOKEN_ACTIVE, 100);
+        ok(!token_health_overdue(&h, true, TOKEN_HUNG_USEC, overdue, 10000000) && h.state == TOKEN_ACTIVE,
+           "a probe under way for TOKEN_HUNG_USEC: still active");
+        ok(token_health_overdue(&h, true, TOKEN_HUNG_USEC + 1000, overdue, 10000000) && h.state == TOKEN_DEGRADED,
+           "longer: degraded");
+        ok(strstr(h.error, "probe has not returned for 5001 ms") != NULL, "with why: %s", h.error);
+        is_int(h.changed_usec, 10000000 - 1000, "since the probe became overdue");
+        token_health_init(&h, TOKEN_ACTIVE, 100);
+        ok(!token_health_overdue(&h, false, overdue, overdue, 20000000) && h.state == TOKEN_ACTIVE,
+           "not probed for TOKEN_OVERDUE_USEC: still active");
+        ok(token_health_overdue(&h, false, overdue + 1, overdue, 20000000) && h.state == TOKEN_DEGRADED &&
+           strstr(h.error, "another token's probe") != NULL, "longer: degraded, another token's probe (%s)", h.error);
+        token_health_init(&h, TOKEN_UNAVAILABLE, 100);
+        ok(!token_health_overdue(&h, true, 60000000, overdue, 20000000) && h.state == TOKEN_UNAVAILABLE &&
+           h.error[0] == 0, "an unavailable token stays so, its error untouched");
+}
+
 int main(void) {
         test_start_and_recover();
         test_degrade_and_lose();
         test_slow();
         test_request_failed();
+        test_overdue();
         test_names_and_refusals();
         return tap_done();
 }
