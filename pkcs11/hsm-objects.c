@@ -326,6 +326,28 @@ int hsm_find_all(Hsm *h, CK_ATTRIBUTE *tmpl, CK_ULONG n_tmpl, CK_OBJECT_HANDLE *
         { CKA_EXTRACTABLE, &(yes), sizeof(yes) },                    \
         { CKA_WRAP_WITH_TRUSTED, &(yes), sizeof(yes) }
 
+/*
+ * The first object the search a finds, else the first b finds (a key's two
+ * forms: plain, then trusted-wrap); -ENOENT if neither finds one.
+ */
+static int find_either_form(Hsm *h, CK_ATTRIBUTE *a, CK_ULONG n_a, CK_ATTRIBUTE *b, CK_ULONG n_b, HsmObject *ret) {
+        _cleanup_free_ CK_OBJECT_HANDLE *objs = NULL;
+        size_t n = 0;
+        int r;
+
+        r = hsm_find_all(h, a, n_a, &objs, &n);
+        if (r >= 0 && n == 0) {
+                free(TAKE_PTR(objs));
+                r = hsm_find_all(h, b, n_b, &objs, &n);
+        }
+        if (r < 0)
+                return r;
+        if (n == 0)
+                return -ENOENT;
+        *ret = objs[0];
+        return 0;
+}
+
 /* The key object (label, version) of type in the restored form; -ENOENT if absent. */
 static int find_restored_key(Hsm *h, CK_KEY_TYPE type, const char *label, uint32_t version, HsmObject *ret) {
         CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
@@ -341,22 +363,9 @@ static int find_restored_key(Hsm *h, CK_KEY_TYPE type, const char *label, uint32
                 { CKA_LABEL, (void *) label, strlen(label) },
                 { CKA_ID, id, sizeof(id) },
         };
-        _cleanup_free_ CK_OBJECT_HANDLE *objs = NULL;
-        size_t n = 0;
-        int r;
 
         version_to_id(version, id);
-        r = hsm_find_all(h, plain, ELEMENTSOF(plain), &objs, &n);
-        if (r >= 0 && n == 0) {
-                free(TAKE_PTR(objs));
-                r = hsm_find_all(h, trusted, ELEMENTSOF(trusted), &objs, &n);
-        }
-        if (r < 0)
-                return r;
-        if (n == 0)
-                return -ENOENT;
-        *ret = objs[0];
-        return 0;
+        return find_either_form(h, plain, ELEMENTSOF(plain), trusted, ELEMENTSOF(trusted), ret);
 }
 
 /*
@@ -377,22 +386,9 @@ static int find_version_key(Hsm *h, CK_KEY_TYPE type, const char *label, uint32_
                 { CKA_LABEL, (void *) label, strlen(label) },
                 { CKA_ID, id, sizeof(id) },
         };
-        _cleanup_free_ CK_OBJECT_HANDLE *objs = NULL;
-        size_t n = 0;
-        int r;
 
         version_to_id(version, id);
-        r = hsm_find_all(h, tmpl, ELEMENTSOF(tmpl), &objs, &n);
-        if (r >= 0 && n == 0) {
-                free(TAKE_PTR(objs));
-                r = hsm_find_all(h, trusted, ELEMENTSOF(trusted), &objs, &n);
-        }
-        if (r < 0)
-                return r;
-        if (n == 0)
-                return -ENOENT;
-        *ret = objs[0];
-        return 0;
+        return find_either_form(h, tmpl, ELEMENTSOF(tmpl), trusted, ELEMENTSOF(trusted), ret);
 }
 
 /*
