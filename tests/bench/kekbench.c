@@ -14,7 +14,9 @@
  * clients, single ops and pipelined batches of 64; the same with kekd
  * restarted at [hsm] sessions = 1, 2, 4; libkek cache hits with 1k/100k/1M
  * cached AEKs; rewrap of 100k blobs in batches; kekd start-up with 1,000
- * keys x 10 versions in the token, then 16 clients on that token with the
+ * keys x 10 versions in the token, exec to READY=1 against the raw floor
+ * (tests/bench/startup-raw, bench-startup.h: issue 18's ratio, alternated
+ * three times), then 16 clients on that token with the
  * default refresh interval (the slowest request shows whether the periodic
  * reading of the token held them up); per mechanism profile (docs/profiles.md,
  * phase "profiles"), the raw PKCS#11 calls of one wrap+unwrap in-process
@@ -38,7 +40,6 @@
 #include <errno.h>
 #include <sched.h>
 #include <fcntl.h>
-#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <spawn.h>
@@ -59,6 +60,7 @@
 #include "proto/kek.pb-c.h"
 #include "pkcs11/hsm.h"
 #include "tests/lib/token.h"
+#include "bench-startup.h"
 
 extern char **environ;
 
@@ -602,120 +604,11 @@ static double bench_rewrap(size_t n) {
 }
 
 /*
- * Issue 18's start-up target: kekd's time from exec to READY=1 (sd_notify,
- * received on a NOTIFY_SOCKET of kekbench's own) against the raw floor,
- * tests/bench/startup-raw: C_Initialize, session, login and the listings
- * kekd makes at start with the attributes it reads, nothing else, timed
- * inside that process (module load to last listing). Alternated
- * STARTUP_ROUNDS times on the same token; the medians make the ratio.
+ * Issue 18's start-up target (bench-startup.h): kekd's time from exec to
+ * READY=1 against the raw floor, tests/bench/startup-raw, alternated
+ * STARTUP_ROUNDS times on the same token; the medians make the ratios.
  */
 #define STARTUP_ROUNDS 3
-
-/*
- * Microseconds the raw floor took ($KEKBENCH_STARTUP_RAW or tests/bench/startup-raw), and
- * in *ret_cpu_us its CPU time by then; -1 on failure.
- */
-static double startup_raw_us(size_t *ret_records, size_t *ret_keys, double *ret_cpu_us) {
-        const char *bin = getenv("KEKBENCH_STARTUP_RAW") ?: "tests/bench/startup-raw";
-        char *argv[] = { (char *) bin, (char *) module, tok.uri, tok.pin_file, NULL };
-        posix_spawn_file_actions_t fa;
-        unsigned long long us = 0, cpu = 0;
-        int fds[2], status = 0, got = 0;
-        FILE *f;
-        pid_t p;
-
-        if (pipe2(fds, O_CLOEXEC) < 0)
-                return -1;
-        posix_spawn_file_actions_init(&fa);
-        posix_spawn_file_actions_adddup2(&fa, fds[1], STDOUT_FILENO);
-        if (posix_spawn(&p, bin, &fa, NULL, argv, environ) != 0)
-                p = -1;
-        posix_spawn_file_actions_destroy(&fa);
-        close(fds[1]);
-        f = fdopen(fds[0], "re");
-        if (f) {
-                got = fscanf(f, "%llu %zu %zu %llu", &us, ret_records, ret_keys, &cpu);
-                fclose(f);
-        } else
-                close(fds[0]);
-        if (p < 0 || waitpid(p, &status, 0) < 0 || !WIFEXITED(status) || WEXITSTATUS(status) != 0 || got != 4)
-                return -1;
-        *ret_cpu_us = (double) cpu;
-        return (double) us;
-}
-
-/*
- * Starts kekd with NOTIFY_SOCKET; returns the microseconds from exec to its READY=1, -1 if none
- * came within 120 s, and in *ret_cpu_us the CPU time kekd had used when READY=1 arrived.
- */
-static double kekd_start_ready(double *ret_cpu_us) {
-        struct sockaddr_un sa = { .sun_family = AF_UNIX };
-        char *argv[] = { (char *) kekd_bin, "-c", conf_path, NULL };
-        char env_notify[sizeof(sa.sun_path) + 16], buf[4096], **envp;
-        posix_spawn_file_actions_t fa;
-        size_t n_env = 0;
-        double us = -1;
-        uint64_t t0;
-        int fd;
-
-        snprintf(sa.sun_path, sizeof(sa.sun_path), "%.80s/notify.sock", tok.dir);
-        (void) unlink(sa.sun_path);
-        fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-        if (fd < 0 || bind(fd, (struct sockaddr *) &sa, sizeof(sa)) < 0) {
-                if (fd >= 0)
-                        close(fd);
-                return -1;
-        }
-        while (environ[n_env])
-                n_env++;
-        envp = calloc(n_env + 2, sizeof(*envp));
-        if (!envp) {
-                close(fd);
-                return -1;
-        }
-        snprintf(env_notify, sizeof(env_notify), "NOTIFY_SOCKET=%s", sa.sun_path);
-        n_env = 0;
-        for (size_t i = 0; environ[i]; i++)
-                if (strncmp(environ[i], "NOTIFY_SOCKET=", 14) != 0)
-                        envp[n_env++] = environ[i];
-        envp[n_env] = env_notify;
-        posix_spawn_file_actions_init(&fa);
-        posix_spawn_file_actions_addopen(&fa, STDERR_FILENO, "/dev/null", O_WRONLY, 0);
-        t0 = now_ns();
-        if (posix_spawn(&kekd_pid, kekd_bin, &fa, NULL, argv, envp) != 0)
-                kekd_pid = -1;
-        posix_spawn_file_actions_destroy(&fa);
-        free(envp);
-        /* Bounded: 120 waits of at most a second each, and kekd's exit ends it at once. */
-        for (int i = 0; kekd_pid > 0 && i < 120 && us < 0; i++) {
-                struct pollfd pfd = { .fd = fd, .events = POLLIN };
-                ssize_t len;
-
-                if (waitpid(kekd_pid, NULL, WNOHANG) == kekd_pid) {
-                        kekd_pid = -1;
-                        break;
-                }
-                if (poll(&pfd, 1, 1000) <= 0)
-                        continue;
-                len = recv(fd, buf, sizeof(buf) - 1, 0);
-                if (len <= 0)
-                        continue;
-                buf[len] = 0;
-                if (strncmp(buf, "READY=1", 7) == 0 || strstr(buf, "\nREADY=1")) {
-                        us = (double) (now_ns() - t0) / 1e3;
-                        *ret_cpu_us = proc_cpu_us(kekd_pid);
-                }
-        }
-        close(fd);
-        (void) unlink(sa.sun_path);
-        return us;
-}
-
-static int cmp_double(const void *a, const void *b) {
-        double x = *(const double *) a, y = *(const double *) b;
-
-        return x < y ? -1 : x > y;
-}
 
 /*
  * 1,000 keys x 10 versions written straight into the token (the version
@@ -730,6 +623,7 @@ static void bench_startup(unsigned keys, unsigned versions) {
         Hsm *h = NULL;
         char name[64];
         double us[STARTUP_ROUNDS], raw_us[STARTUP_ROUNDS], cpu[STARTUP_ROUNDS], raw_cpu[STARTUP_ROUNDS];
+        double m, m_cpu, m_raw, m_raw_cpu;
         size_t n_records = 0, n_keys = 0;
         Row *r;
 
@@ -771,9 +665,10 @@ finish:
         secret_free(pin);
         /* raw, kekd, raw, kekd, ...: the same token and page cache; kekd stays up after the last round. */
         for (unsigned i = 0; i < STARTUP_ROUNDS; i++) {
-                raw_us[i] = startup_raw_us(&n_records, &n_keys, &raw_cpu[i]);
-                kekd_stop();
-                us[i] = kekd_start_ready(&cpu[i]);
+                kekd_stop(); /* the raw floor runs alone too */
+                raw_us[i] = startup_raw_run(getenv("KEKBENCH_STARTUP_RAW") ?: "tests/bench/startup-raw", module,
+                                            tok.uri, tok.pin_file, &n_records, &n_keys, &raw_cpu[i]);
+                us[i] = startup_kekd_ready(kekd_bin, conf_path, tok.dir, proc_cpu_us, &kekd_pid, &cpu[i]);
                 fprintf(stderr, "kekbench: start-up round %u: raw list %.1f ms, CPU %.1f ms (%zu records, %zu key "
                                 "objects); kekd to READY %.1f ms, CPU %.1f ms\n", i + 1, raw_us[i] / 1000,
                         raw_cpu[i] / 1000, n_records, n_keys, us[i] / 1000, cpu[i] / 1000);
@@ -784,19 +679,18 @@ finish:
                         return;
                 }
         }
-        qsort(raw_us, STARTUP_ROUNDS, sizeof(raw_us[0]), cmp_double);
-        qsort(us, STARTUP_ROUNDS, sizeof(us[0]), cmp_double);
-        qsort(raw_cpu, STARTUP_ROUNDS, sizeof(raw_cpu[0]), cmp_double);
-        qsort(cpu, STARTUP_ROUNDS, sizeof(cpu[0]), cmp_double);
         /* Medians. The wall-clock ratio is the target; the CPU ratio is what a shared machine disturbs least. */
+        m_raw = startup_median(raw_us, STARTUP_ROUNDS);
+        m_raw_cpu = startup_median(raw_cpu, STARTUP_ROUNDS);
+        m = startup_median(us, STARTUP_ROUNDS);
+        m_cpu = startup_median(cpu, STARTUP_ROUNDS);
         snprintf(name, sizeof(name), "raw list, %u keys x %u versions", keys, versions);
         r = add_row(name, NULL, 0, 0, 0);
-        snprintf(r->ratio, sizeof(r->ratio), "%.0f ms, CPU %.0f ms", raw_us[STARTUP_ROUNDS / 2] / 1000,
-                 raw_cpu[STARTUP_ROUNDS / 2] / 1000);
+        snprintf(r->ratio, sizeof(r->ratio), "%.0f ms, CPU %.0f ms", m_raw / 1000, m_raw_cpu / 1000);
         snprintf(name, sizeof(name), "kekd start, %u keys x %u versions", keys, versions);
         r = add_row(name, NULL, 0, 0, rss_kb(kekd_pid));
-        snprintf(r->ratio, sizeof(r->ratio), "READY %.0f ms: %.2f x raw, CPU %.2f x", us[STARTUP_ROUNDS / 2] / 1000,
-                 us[STARTUP_ROUNDS / 2] / raw_us[STARTUP_ROUNDS / 2], cpu[STARTUP_ROUNDS / 2] / raw_cpu[STARTUP_ROUNDS / 2]);
+        snprintf(r->ratio, sizeof(r->ratio), "READY %.0f ms: %.2f x raw, CPU %.2f x", m / 1000, m / m_raw,
+                 m_cpu / m_raw_cpu);
 }
 
 /*
