@@ -391,116 +391,118 @@ static int find_version_key(Hsm *h, CK_KEY_TYPE type, const char *label, uint32_
         return find_either_form(h, tmpl, ELEMENTSOF(tmpl), trusted, ELEMENTSOF(trusted), ret);
 }
 
+/* A CK_BBOOL the token gave (not CK_UNAVAILABLE_INFORMATION) and equal to v. */
+static bool bool_is(const CK_ATTRIBUTE *a, CK_BBOOL v) {
+        return a->ulValueLen == sizeof(CK_BBOOL) && *(const CK_BBOOL *) a->pValue == v;
+}
+
 /*
- * Label and version of every object tmpl finds; foreign objects (longer
- * labels, other ID schemes) and objects destroyed meanwhile are skipped.
- * -ESTALE: the session or login was lost after the search began.
+ * Which of the four forms (KEK_SEARCH_TEMPLATE and its _TRUSTED, _RESTORED and
+ * _RESTORED_TRUSTED kin) an object that matched their common part (class,
+ * token, private, key type, sensitive) is in: 0..3, or -1 for none. Exactly
+ * the templates' rules, applied to the values read back; a value the token
+ * did not give matches nothing.
  */
-static int list_refs_once(Hsm *h, CK_ATTRIBUTE *tmpl, CK_ULONG n_tmpl, HsmKeyRef **ret, size_t *ret_n) {
+static int key_form(const CK_ATTRIBUTE *extr, const CK_ATTRIBUTE *asens, const CK_ATTRIBUTE *nextr,
+                    const CK_ATTRIBUTE *wwt) {
+        if (bool_is(asens, CK_TRUE)) {
+                if (bool_is(extr, CK_FALSE) && bool_is(nextr, CK_TRUE))
+                        return 0;
+                if (bool_is(extr, CK_TRUE) && bool_is(wwt, CK_TRUE))
+                        return 1;
+        } else if (bool_is(asens, CK_FALSE)) {
+                if (bool_is(extr, CK_FALSE))
+                        return 2;
+                if (bool_is(extr, CK_TRUE) && bool_is(wwt, CK_TRUE))
+                        return 3;
+        }
+        return -1;
+}
+
+/*
+ * Key objects of type in every KEK form, from one search: the forms' common
+ * part is searched and each object's form is read back with its label and ID
+ * (one search instead of one per form: a search costs a scan of the token's
+ * objects, the largest part of kekd's start on SoftHSM2). Returned grouped by
+ * form, in the order of the former searches (never extractable, trusted-wrap,
+ * restored, restored trusted-wrap), so a version's first object is chosen as
+ * before.
+ */
+static int list_version_keys_once(Hsm *h, CK_KEY_TYPE type, HsmKeyRef **ret, size_t *ret_n) {
+        CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
+        CK_BBOOL yes = CK_TRUE;
+        CK_ATTRIBUTE tmpl[] = {
+                { CKA_CLASS, &cls, sizeof(cls) },
+                { CKA_TOKEN, &yes, sizeof(yes) },
+                { CKA_PRIVATE, &yes, sizeof(yes) },
+                { CKA_KEY_TYPE, &type, sizeof(type) },
+                { CKA_SENSITIVE, &yes, sizeof(yes) },
+        };
         _cleanup_free_ CK_OBJECT_HANDLE *objs = NULL;
-        _cleanup_free_ HsmKeyRef *keys = NULL;
-        size_t n = 0, k = 0;
+        _cleanup_free_ HsmKeyRef *keys = NULL, *sorted = NULL;
+        _cleanup_free_ int8_t *form = NULL;
+        size_t n = 0, k = 0, m = 0;
         int r;
 
-        r = hsm_find_all(h, tmpl, n_tmpl, &objs, &n);
+        r = hsm_find_all(h, tmpl, ELEMENTSOF(tmpl), &objs, &n);
         if (r < 0)
                 return r;
         keys = calloc(n ? n : 1, sizeof(*keys));
-        if (!keys)
+        sorted = calloc(n ? n : 1, sizeof(*sorted));
+        form = calloc(n ? n : 1, sizeof(*form));
+        if (!keys || !sorted || !form)
                 return -ENOMEM;
         for (size_t i = 0; i < n; i++) {
                 uint8_t id[4];
+                CK_BBOOL extr = CK_FALSE, asens = CK_FALSE, nextr = CK_FALSE, wwt = CK_FALSE;
                 CK_ATTRIBUTE a[] = {
                         { CKA_LABEL, keys[k].label, HSM_KEY_LABEL_MAX },
                         { CKA_ID, id, sizeof(id) },
+                        { CKA_EXTRACTABLE, &extr, sizeof(extr) },
+                        { CKA_ALWAYS_SENSITIVE, &asens, sizeof(asens) },
+                        { CKA_NEVER_EXTRACTABLE, &nextr, sizeof(nextr) },
+                        { CKA_WRAP_WITH_TRUSTED, &wwt, sizeof(wwt) },
                 };
                 CK_RV rv = store_call(P11(h, C_GetAttributeValue, h->session, objs[i], a, ELEMENTSOF(a)));
+                int f;
 
-                if (rv == CKR_BUFFER_TOO_SMALL || rv == CKR_ATTRIBUTE_TYPE_INVALID || rv == CKR_OBJECT_HANDLE_INVALID)
-                        continue; /* not ours, or destroyed by another node meanwhile */
-                if (rv != CKR_OK)
+                /*
+                 * A token without CKA_WRAP_WITH_TRUSTED answers ATTRIBUTE_TYPE_INVALID and, as
+                 * PKCS#11 requires, still fills the others, marking it unavailable.
+                 */
+                if (rv == CKR_OBJECT_HANDLE_INVALID || rv == CKR_BUFFER_TOO_SMALL)
+                        continue; /* destroyed by another node meanwhile, or not ours */
+                if (rv != CKR_OK && rv != CKR_ATTRIBUTE_TYPE_INVALID && rv != CKR_ATTRIBUTE_SENSITIVE)
                         return hsm_read_failed(h, rv);
-                if (a[1].ulValueLen != sizeof(id) || a[0].ulValueLen > HSM_KEY_LABEL_MAX)
+                if (a[0].ulValueLen > HSM_KEY_LABEL_MAX || a[1].ulValueLen != sizeof(id))
                         continue;
+                f = key_form(&a[2], &a[3], &a[4], &a[5]);
+                if (f < 0)
+                        continue; /* not a KEK form: hsm_list_unclassified() says why */
                 keys[k].label[a[0].ulValueLen] = 0;
                 keys[k].version = (uint32_t) id[0] << 24 | (uint32_t) id[1] << 16 | (uint32_t) id[2] << 8 | id[3];
                 keys[k].handle = objs[i];
+                keys[k].wrap_with_trusted = f == 1 || f == 3;
+                keys[k].restored = f >= 2;
+                form[k] = (int8_t) f;
                 k++;
         }
-        *ret = TAKE_PTR(keys);
-        *ret_n = k;
+        for (int f = 0; f < 4; f++)
+                for (size_t i = 0; i < k; i++)
+                        if (form[i] == f)
+                                sorted[m++] = keys[i];
+        *ret = TAKE_PTR(sorted);
+        *ret_n = m;
         return 0;
 }
 
-/* After a lost session or login, list again: the handles found belong to the old session. */
-static int list_refs(Hsm *h, CK_ATTRIBUTE *tmpl, CK_ULONG n_tmpl, HsmKeyRef **ret, size_t *ret_n) {
-        int r = list_refs_once(h, tmpl, n_tmpl, ret, ret_n);
-
-        if (r == -ESTALE)
-                r = list_refs_once(h, tmpl, n_tmpl, ret, ret_n);
-        return r == -ESTALE ? -KEKERR_HSM_UNAVAILABLE : r;
-}
-
-/*
- * Key objects of type in both KEK forms: never extractable, then wrappable
- * under trusted keys only. Both listings in one session generation, so every
- * handle returned belongs to the generation a caller reads after it.
- */
 static int list_version_keys(Hsm *h, CK_KEY_TYPE type, HsmKeyRef **ret, size_t *ret_n) {
-        CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
-        CK_BBOOL yes = CK_TRUE, no = CK_FALSE;
-        CK_ATTRIBUTE tmpl[] = { KEK_SEARCH_TEMPLATE(cls, type, yes, no) };
-        CK_ATTRIBUTE trusted[] = { KEK_SEARCH_TEMPLATE_TRUSTED(cls, type, yes) };
-        CK_ATTRIBUTE restored[] = { KEK_SEARCH_TEMPLATE_RESTORED(cls, type, yes, no) };
-        CK_ATTRIBUTE restored_trusted[] = { KEK_SEARCH_TEMPLATE_RESTORED_TRUSTED(cls, type, yes, no) };
-        struct {
-                CK_ATTRIBUTE *tmpl;
-                CK_ULONG n;
-                bool wrap_with_trusted, restored;
-        } forms[] = {
-                { tmpl, ELEMENTSOF(tmpl), false, false },
-                { trusted, ELEMENTSOF(trusted), true, false },
-                { restored, ELEMENTSOF(restored), false, true },
-                { restored_trusted, ELEMENTSOF(restored_trusted), true, true },
-        };
-        _cleanup_free_ HsmKeyRef *all = NULL;
-        size_t n_all = 0;
-        int r = -KEKERR_HSM_UNAVAILABLE;
+        int r = list_version_keys_once(h, type, ret, ret_n);
 
-        for (unsigned attempt = 0; attempt < 2; attempt++) {
-                uint64_t gen = 0;
-
-                free(TAKE_PTR(all));
-                n_all = 0;
-                for (size_t f = 0; f < ELEMENTSOF(forms); f++) {
-                        _cleanup_free_ HsmKeyRef *b = NULL;
-                        size_t nb = 0;
-                        HsmKeyRef *p;
-
-                        r = list_refs(h, forms[f].tmpl, forms[f].n, &b, &nb);
-                        if (r < 0)
-                                return r;
-                        if (f == 0)
-                                gen = hsm_generation(h);
-                        p = reallocarray(all, n_all + nb + 1, sizeof(*all));
-                        if (!p)
-                                return -ENOMEM;
-                        all = p;
-                        for (size_t i = 0; i < nb; i++) {
-                                b[i].wrap_with_trusted = forms[f].wrap_with_trusted;
-                                b[i].restored = forms[f].restored;
-                                all[n_all++] = b[i];
-                        }
-                }
-                r = hsm_generation(h) == gen ? 0 : -KEKERR_HSM_UNAVAILABLE; /* a reopen between the listings */
-                if (r == 0)
-                        break;
-        }
-        if (r < 0)
-                return r;
-        *ret = TAKE_PTR(all);
-        *ret_n = n_all;
-        return 0;
+        /* After a lost session or login, list again: the handles found belong to the old session. */
+        if (r == -ESTALE)
+                r = list_version_keys_once(h, type, ret, ret_n);
+        return r == -ESTALE ? -KEKERR_HSM_UNAVAILABLE : r;
 }
 
 int hsm_list_keys(Hsm *h, HsmKeyRef **ret, size_t *ret_n) {

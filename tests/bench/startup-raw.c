@@ -8,9 +8,9 @@
  * lists at start with the attributes kekd reads there, using the same
  * searches and templates (key_index_read(): hsm_list_data_multi() in the
  * private-data-object record mode the probe picks on SoftHSM2, then
- * hsm_list_keys(), whose two searches are KEK_SEARCH_TEMPLATE and
- * KEK_SEARCH_TEMPLATE_TRUSTED in pkcs11/hsm-objects.c). No probe, no
- * index, no socket.
+ * hsm_list_keys(), one search for the KEK forms' common part with each
+ * object's form read back, list_version_keys_once() in
+ * pkcs11/hsm-objects.c). No probe, no index, no socket.
  *
  *   startup-raw MODULE TOKEN-URI PIN-FILE
  *
@@ -26,6 +26,7 @@
 #include "config.h"
 
 #include <errno.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -132,57 +133,60 @@ static int list_records(size_t *ret_n) {
         return 0;
 }
 
-/* list_refs_once(): label and 4-byte CKA_ID of every object tmpl finds. */
-static int list_refs(CK_ATTRIBUTE *tmpl, CK_ULONG n_tmpl, size_t *ret_n) {
+static bool is_bool(const CK_ATTRIBUTE *a, CK_BBOOL v) {
+        return a->ulValueLen == sizeof(CK_BBOOL) && *(const CK_BBOOL *) a->pValue == v;
+}
+
+/*
+ * hsm_list_keys() (list_version_keys_once()): one search for the KEK forms'
+ * common part, then label, 4-byte CKA_ID and the four attributes that tell
+ * the forms apart, read back per object; counted are the objects in a form.
+ */
+static int list_keys(size_t *ret_n) {
+        CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
+        CK_KEY_TYPE type = CKK_AES;
+        CK_BBOOL yes = CK_TRUE;
+        CK_ATTRIBUTE tmpl[] = {
+                { CKA_CLASS, &cls, sizeof(cls) },   { CKA_TOKEN, &yes, sizeof(yes) },
+                { CKA_PRIVATE, &yes, sizeof(yes) }, { CKA_KEY_TYPE, &type, sizeof(type) },
+                { CKA_SENSITIVE, &yes, sizeof(yes) },
+        };
         CK_OBJECT_HANDLE *objs = NULL;
         size_t n = 0, k = 0;
         int r;
 
-        r = find_all(tmpl, n_tmpl, &objs, &n);
+        r = find_all(tmpl, sizeof(tmpl) / sizeof(tmpl[0]), &objs, &n);
         if (r < 0)
                 return r;
         for (size_t i = 0; i < n; i++) {
                 char label[LABEL_MAX];
                 uint8_t id[4];
+                CK_BBOOL extr = CK_FALSE, asens = CK_FALSE, nextr = CK_FALSE, wwt = CK_FALSE;
                 CK_ATTRIBUTE a[] = {
                         { CKA_LABEL, label, sizeof(label) },
                         { CKA_ID, id, sizeof(id) },
+                        { CKA_EXTRACTABLE, &extr, sizeof(extr) },
+                        { CKA_ALWAYS_SENSITIVE, &asens, sizeof(asens) },
+                        { CKA_NEVER_EXTRACTABLE, &nextr, sizeof(nextr) },
+                        { CKA_WRAP_WITH_TRUSTED, &wwt, sizeof(wwt) },
                 };
+                CK_RV rv = m->C_GetAttributeValue(session, objs[i], a, 6);
+                bool kek;
 
-                if (m->C_GetAttributeValue(session, objs[i], a, 2) == CKR_OK && a[1].ulValueLen == sizeof(id))
-                        k++;
+                if ((rv != CKR_OK && rv != CKR_ATTRIBUTE_TYPE_INVALID) || a[1].ulValueLen != sizeof(id) ||
+                    a[0].ulValueLen > sizeof(label))
+                        continue;
+                if (is_bool(&a[3], CK_TRUE))
+                        kek = (is_bool(&a[2], CK_FALSE) && is_bool(&a[4], CK_TRUE)) ||
+                              (is_bool(&a[2], CK_TRUE) && is_bool(&a[5], CK_TRUE));
+                else
+                        kek = is_bool(&a[3], CK_FALSE) &&
+                              (is_bool(&a[2], CK_FALSE) || (is_bool(&a[2], CK_TRUE) && is_bool(&a[5], CK_TRUE)));
+                k += kek;
         }
         free(objs);
         *ret_n = k;
         return 0;
-}
-
-/* hsm_list_keys(): CKK_AES keys in both KEK forms (KEK_SEARCH_TEMPLATE, KEK_SEARCH_TEMPLATE_TRUSTED). */
-static int list_keys(size_t *ret_n) {
-        CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
-        CK_KEY_TYPE type = CKK_AES;
-        CK_BBOOL yes = CK_TRUE, no = CK_FALSE;
-        CK_ATTRIBUTE kek[] = {
-                { CKA_CLASS, &cls, sizeof(cls) },           { CKA_TOKEN, &yes, sizeof(yes) },
-                { CKA_PRIVATE, &yes, sizeof(yes) },         { CKA_KEY_TYPE, &type, sizeof(type) },
-                { CKA_SENSITIVE, &yes, sizeof(yes) },       { CKA_EXTRACTABLE, &no, sizeof(no) },
-                { CKA_ALWAYS_SENSITIVE, &yes, sizeof(yes) }, { CKA_NEVER_EXTRACTABLE, &yes, sizeof(yes) },
-        };
-        CK_ATTRIBUTE trusted[] = {
-                { CKA_CLASS, &cls, sizeof(cls) },           { CKA_TOKEN, &yes, sizeof(yes) },
-                { CKA_PRIVATE, &yes, sizeof(yes) },         { CKA_KEY_TYPE, &type, sizeof(type) },
-                { CKA_SENSITIVE, &yes, sizeof(yes) },       { CKA_EXTRACTABLE, &yes, sizeof(yes) },
-                { CKA_ALWAYS_SENSITIVE, &yes, sizeof(yes) }, { CKA_WRAP_WITH_TRUSTED, &yes, sizeof(yes) },
-        };
-        size_t a = 0, b = 0;
-        int r;
-
-        r = list_refs(kek, sizeof(kek) / sizeof(kek[0]), &a);
-        if (r >= 0)
-                r = list_refs(trusted, sizeof(trusted) / sizeof(trusted[0]), &b);
-        if (r >= 0)
-                *ret_n = a + b;
-        return r;
 }
 
 /* hsm_open(): the one initialised token the URI matches; session, login. */
