@@ -258,6 +258,14 @@ int hsm_find_all(Hsm *h, CK_ATTRIBUTE *tmpl, CK_ULONG n_tmpl, CK_OBJECT_HANDLE *
         return r == -ESTALE ? -KEKERR_HSM_UNAVAILABLE : r;
 }
 
+/* What every KEK form has in common: a private, sensitive token key of the type. */
+#define KEK_SEARCH_COMMON(cls, type, yes)                            \
+        { CKA_CLASS, &(cls), sizeof(cls) },                          \
+        { CKA_TOKEN, &(yes), sizeof(yes) },                          \
+        { CKA_PRIVATE, &(yes), sizeof(yes) },                        \
+        { CKA_KEY_TYPE, &(type), sizeof(type) },                     \
+        { CKA_SENSITIVE, &(yes), sizeof(yes) }
+
 /*
  * Only keys that were sensitive and unextractable from their creation on are
  * KEKs: an extractable or imported object planted under a key's label and ID
@@ -272,11 +280,7 @@ int hsm_find_all(Hsm *h, CK_ATTRIBUTE *tmpl, CK_ULONG n_tmpl, CK_OBJECT_HANDLE *
  * be a KEK anyone with access to the token can use.
  */
 #define KEK_SEARCH_TEMPLATE(cls, type, yes, no)                      \
-        { CKA_CLASS, &(cls), sizeof(cls) },                          \
-        { CKA_TOKEN, &(yes), sizeof(yes) },                          \
-        { CKA_PRIVATE, &(yes), sizeof(yes) },                        \
-        { CKA_KEY_TYPE, &(type), sizeof(type) },                     \
-        { CKA_SENSITIVE, &(yes), sizeof(yes) },                      \
+        KEK_SEARCH_COMMON(cls, type, yes),                           \
         { CKA_EXTRACTABLE, &(no), sizeof(no) },                      \
         { CKA_ALWAYS_SENSITIVE, &(yes), sizeof(yes) },               \
         { CKA_NEVER_EXTRACTABLE, &(yes), sizeof(yes) }
@@ -290,11 +294,7 @@ int hsm_find_all(Hsm *h, CK_ATTRIBUTE *tmpl, CK_ULONG n_tmpl, CK_OBJECT_HANDLE *
  * Private only, for the reason given above.
  */
 #define KEK_SEARCH_TEMPLATE_TRUSTED(cls, type, yes)                  \
-        { CKA_CLASS, &(cls), sizeof(cls) },                          \
-        { CKA_TOKEN, &(yes), sizeof(yes) },                          \
-        { CKA_PRIVATE, &(yes), sizeof(yes) },                        \
-        { CKA_KEY_TYPE, &(type), sizeof(type) },                     \
-        { CKA_SENSITIVE, &(yes), sizeof(yes) },                      \
+        KEK_SEARCH_COMMON(cls, type, yes),                           \
         { CKA_EXTRACTABLE, &(yes), sizeof(yes) },                    \
         { CKA_ALWAYS_SENSITIVE, &(yes), sizeof(yes) },               \
         { CKA_WRAP_WITH_TRUSTED, &(yes), sizeof(yes) }
@@ -309,19 +309,11 @@ int hsm_find_all(Hsm *h, CK_ATTRIBUTE *tmpl, CK_ULONG n_tmpl, CK_OBJECT_HANDLE *
  * Private only, as the others.
  */
 #define KEK_SEARCH_TEMPLATE_RESTORED(cls, type, yes, no)             \
-        { CKA_CLASS, &(cls), sizeof(cls) },                          \
-        { CKA_TOKEN, &(yes), sizeof(yes) },                          \
-        { CKA_PRIVATE, &(yes), sizeof(yes) },                        \
-        { CKA_KEY_TYPE, &(type), sizeof(type) },                     \
-        { CKA_SENSITIVE, &(yes), sizeof(yes) },                      \
+        KEK_SEARCH_COMMON(cls, type, yes),                           \
         { CKA_ALWAYS_SENSITIVE, &(no), sizeof(no) },                 \
         { CKA_EXTRACTABLE, &(no), sizeof(no) }
 #define KEK_SEARCH_TEMPLATE_RESTORED_TRUSTED(cls, type, yes, no)     \
-        { CKA_CLASS, &(cls), sizeof(cls) },                          \
-        { CKA_TOKEN, &(yes), sizeof(yes) },                          \
-        { CKA_PRIVATE, &(yes), sizeof(yes) },                        \
-        { CKA_KEY_TYPE, &(type), sizeof(type) },                     \
-        { CKA_SENSITIVE, &(yes), sizeof(yes) },                      \
+        KEK_SEARCH_COMMON(cls, type, yes),                           \
         { CKA_ALWAYS_SENSITIVE, &(no), sizeof(no) },                 \
         { CKA_EXTRACTABLE, &(yes), sizeof(yes) },                    \
         { CKA_WRAP_WITH_TRUSTED, &(yes), sizeof(yes) }
@@ -431,13 +423,7 @@ static int key_form(const CK_ATTRIBUTE *extr, const CK_ATTRIBUTE *asens, const C
 static int list_version_keys_once(Hsm *h, CK_KEY_TYPE type, HsmKeyRef **ret, size_t *ret_n) {
         CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
         CK_BBOOL yes = CK_TRUE;
-        CK_ATTRIBUTE tmpl[] = {
-                { CKA_CLASS, &cls, sizeof(cls) },
-                { CKA_TOKEN, &yes, sizeof(yes) },
-                { CKA_PRIVATE, &yes, sizeof(yes) },
-                { CKA_KEY_TYPE, &type, sizeof(type) },
-                { CKA_SENSITIVE, &yes, sizeof(yes) },
-        };
+        CK_ATTRIBUTE tmpl[] = { KEK_SEARCH_COMMON(cls, type, yes) };
         _cleanup_free_ CK_OBJECT_HANDLE *objs = NULL;
         _cleanup_free_ HsmKeyRef *keys = NULL, *sorted = NULL;
         _cleanup_free_ int8_t *form = NULL;
