@@ -76,11 +76,27 @@ int tokens_check(Keystore *ks, TokenSet *ts, CheckReport *rep) {
                 _cleanup_(hsm_freep) Hsm *h = NULL;
                 const char *why = NULL;
                 TokenStatus st;
+                bool probing = false;
+                uint64_t usec = 0;
                 int r;
 
                 r = tokenset_status(ts, i, &st);
                 if (r < 0)
                         return r;
+                /* Opening a token whose probe hangs would hang the loop, and every client with it. */
+                r = tokenset_probe_overdue(ts, i, &probing, &usec);
+                if (r < 0)
+                        return r;
+                if (r > 0) {
+                        r = check_report_add(rep, probing ? "token '%s' not checked: its health probe has not returned "
+                                                            "for %llu s"
+                                                          : "token '%s' not checked: it was not probed for %llu s "
+                                                            "(another token's probe has not returned)",
+                                             st.name, (unsigned long long) (usec / 1000000));
+                        if (r < 0)
+                                return r;
+                        continue;
+                }
                 r = tokenset_open(ts, i, &h, &why);
                 if (r < 0)
                         r = check_report_add(rep, "token '%s' cannot be opened (%s): it holds no copy that could be "

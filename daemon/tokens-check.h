@@ -8,7 +8,9 @@
  * a key record it lacks, a present version whose key object it lacks (with
  * why it was not copied: never extractable, or no replication yet), and a
  * key object of a key the preferred token does not know.
- * Runs on the loop, like the rest of check, with an Hsm of its own per token.
+ * Runs on the loop, like the rest of check, with an Hsm of its own per token;
+ * so a further token whose health probe is overdue (tokenset_probe_overdue():
+ * it may hang) is not opened but named as not checked, and check fails.
  */
 #pragma once
 

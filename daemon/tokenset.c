@@ -305,6 +305,23 @@ int tokenset_open(TokenSet *ts, size_t i, Hsm **ret, const char **ret_error) {
         return hsm_open(ts->tokens[i].module, ts->tokens[i].token_uri, ts->tokens[i].pin, ret, ret_error);
 }
 
+int tokenset_probe_overdue(TokenSet *ts, size_t i, bool *ret_probing, uint64_t *ret_usec) {
+        if (!ts || i >= ts->n)
+                return -ENOENT;
+        pthread_mutex_lock(&ts->lock);
+        const Token *t = &ts->tokens[i];
+        bool probing = t->probe_started != 0;
+        uint64_t now = clock_mono_usec(), since = probing ? t->probe_started : t->probe_ended;
+        uint64_t usec = now > since ? now - since : 0;
+        uint64_t bound = probing ? TOKEN_HUNG_USEC : TOKEN_OVERDUE_USEC(ts->interval_usec, ts->n);
+        pthread_mutex_unlock(&ts->lock);
+        if (usec <= bound)
+                return 0;
+        *ret_probing = probing;
+        *ret_usec = usec;
+        return 1;
+}
+
 int tokenset_status(TokenSet *ts, size_t i, TokenStatus *ret) {
         if (!ts || i >= ts->n)
                 return -ENOENT;

@@ -137,5 +137,12 @@ int tokenset_open(TokenSet *ts, size_t i, Hsm **ret, const char **ret_error);
  * own business. ts may be NULL (a single token: nothing to note).
  */
 void tokenset_request_done(TokenSet *ts, size_t i, int r);
+/*
+ * Whether token i's probe is overdue, by the bounds tokenset_status() uses: under way for longer
+ * than TOKEN_HUNG_USEC, or none for longer than TOKEN_OVERDUE_USEC. 1 and *ret_usec (how long under
+ * way, or how long none) if so, 0 if not, -ENOENT past the end. Any thread. `kekctl check` asks
+ * before it opens a further token on the loop: a token whose probe hangs would hang the loop too.
+ */
+int tokenset_probe_overdue(TokenSet *ts, size_t i, bool *ret_probing, uint64_t *ret_usec);
 /* A copy of token i's name, label and health; -ENOENT past the end. Any thread. */
 int tokenset_status(TokenSet *ts, size_t i, TokenStatus *ret);

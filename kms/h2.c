@@ -6,6 +6,14 @@
  * a stream's state moves RECEIVING -> PENDING (job submitted) -> REPLIED
  * (response submitted), or straight to REPLIED on a refusal, after which
  * its further DATA is dropped unbuffered.
+ *
+ * A connection with no stream is idle from its last stream's end (or its
+ * accept): past idle_ms it is ended with GOAWAY NO_ERROR, and at max_conns
+ * a new connection takes the slot of an idle one, so connections that send
+ * nothing cannot keep kube-apiserver out. Only streams count as activity:
+ * PINGs and SETTINGS keep no connection (grpc-go reconnects on its next call).
+ * The idle connection given up first is one being closed, then one that
+ * never carried a stream (oldest first), then the least recently used.
  */
 #include "config.h"
 
@@ -50,6 +58,9 @@ struct KmsConn {
         const uint8_t *pending;   /* unsent part of the last mem_send chunk */
         size_t pending_len;
         bool broken;
+        bool used;                /* it carried a stream */
+        bool closing;             /* GOAWAY submitted for idleness: finished once it is out */
+        uint64_t active_ms;       /* CLOCK_MONOTONIC ms of the accept or of the last stream's start or end */
         KmsConn *prev, *next;
 };
 
@@ -115,6 +126,7 @@ static KmsStream *stream_free(KmsStream *st) {
         if (st->next)
                 st->next->prev = st->prev;
         c->streams--;
+        c->active_ms = kms_now_ms();
         free(st);
         return NULL;
 }
@@ -213,6 +225,8 @@ static int on_begin_headers(nghttp2_session *session, const nghttp2_frame *frame
                 c->first->prev = st;
         c->first = st;
         c->streams++;
+        c->used = true;
+        c->active_ms = kms_now_ms();
         nghttp2_session_set_stream_user_data(session, st->id, st);
         return 0;
 }
@@ -413,6 +427,8 @@ int kms_server_new(const KmsServerLimits *limits, const KmsServerHooks *hooks, K
                 s->limits.max_jobs = s->limits.max_conns * s->limits.max_streams;
         if (!s->limits.receive_ms)
                 s->limits.receive_ms = 30000;
+        if (!s->limits.idle_ms)
+                s->limits.idle_ms = 120000;
         s->hooks = *hooks;
         *ret = s;
         return 0;
@@ -427,19 +443,52 @@ KmsServer *kms_server_free(KmsServer *s) {
         return NULL;
 }
 
+/* The idle connection to give up for a new one (see the top), NULL if every one has a stream. */
+static KmsConn *idle_victim(KmsServer *s) {
+        KmsConn *best = NULL;
+        int best_rank = 0;
+
+        for (KmsConn *c = s->conns; c; c = c->next) {
+                int rank = c->closing ? 0 : c->used ? 2 : 1;
+
+                if (c->first && !c->closing)
+                        continue;
+                /* <=: the list is newest first, so of equal times the older connection wins */
+                if (!best || rank < best_rank || (rank == best_rank && c->active_ms <= best->active_ms)) {
+                        best = c;
+                        best_rank = rank;
+                }
+        }
+        return best;
+}
+
+bool kms_server_can_admit(KmsServer *s) {
+        return s->nconns < s->limits.max_conns || idle_victim(s);
+}
+
 int kms_conn_new(KmsServer *s, int fd, KmsConn **ret) {
         nghttp2_session_callbacks *cb = NULL;
         nghttp2_option *opt = NULL;
         KmsConn *c;
         int r;
 
-        if (s->nconns >= s->limits.max_conns)
-                return -EMFILE;
+        if (s->nconns >= s->limits.max_conns) {
+                KmsConn *victim = idle_victim(s);
+
+                if (!victim)
+                        return -EMFILE;
+                /* a GOAWAY if the socket takes it now, so grpc-go knows no call of its was lost */
+                if (!victim->closing)
+                        (void) nghttp2_session_terminate_session(victim->session, NGHTTP2_NO_ERROR);
+                (void) kms_conn_flush(victim);
+                kms_conn_free(victim);
+        }
         c = calloc(1, sizeof(*c));
         if (!c)
                 return -ENOMEM;
         c->server = s;
         c->fd = fd;
+        c->active_ms = kms_now_ms();
         if (nghttp2_session_callbacks_new(&cb) != 0 || nghttp2_option_new(&opt) != 0) {
                 r = -ENOMEM;
                 goto fail;
@@ -590,6 +639,21 @@ void kms_server_complete(KmsServer *s, KmsJob *job) {
 uint64_t kms_server_expire(KmsServer *s, uint64_t now_ms) {
         uint64_t next = 0;
 
+        for (KmsConn *c = s->conns; c; c = c->next) {
+                uint64_t idle_until = c->active_ms + s->limits.idle_ms;
+
+                if (c->first || c->closing)
+                        continue;
+                if (idle_until > now_ms) {
+                        if (!next || idle_until < next)
+                                next = idle_until;
+                        continue;
+                }
+                /* the caller's flush sends the GOAWAY; kms_conn_finished() is true once it is out */
+                c->closing = true;
+                if (nghttp2_session_terminate_session(c->session, NGHTTP2_NO_ERROR) != 0)
+                        c->broken = true;
+        }
         for (KmsConn *c = s->conns; c; c = c->next)
                 for (KmsStream *st = c->first; st; st = st->next) {
                         uint64_t until = st->deadline_ms;

@@ -59,6 +59,7 @@ typedef struct KmsServerLimits {
         size_t max_buffered;       /* request bytes over all streams and jobs; 0: 16 MiB */
         unsigned max_jobs;         /* jobs not yet completed, detached ones too; 0: max_conns * max_streams */
         unsigned receive_ms;       /* a request's headers and body must arrive within it; 0: 30 s */
+        unsigned idle_ms;          /* a connection with no stream for this long is closed; 0: 120 s */
 } KmsServerLimits;
 
 uint64_t kms_now_ms(void);
@@ -67,8 +68,14 @@ uint64_t kms_now_us(void);
 int kms_server_new(const KmsServerLimits *limits, const KmsServerHooks *hooks, KmsServer **ret);
 KmsServer *kms_server_free(KmsServer *s);
 
-/* A connection on fd (non-blocking; -1 in the fuzzer: output is discarded). -EMFILE over max_conns. */
+/*
+ * A connection on fd (non-blocking; -1 in the fuzzer: output is discarded). At max_conns an idle
+ * connection (no stream) is closed to make room: freed here, so the caller holds no pointer to
+ * any other connection across this call. -EMFILE at max_conns with none idle.
+ */
 int kms_conn_new(KmsServer *s, int fd, KmsConn **ret);
+/* Whether kms_conn_new() would admit a connection now (below max_conns, or one is idle). */
+bool kms_server_can_admit(KmsServer *s);
 /* Bytes from the peer; -EPROTO (close it) on an HTTP/2 error. */
 int kms_conn_feed(KmsConn *c, const uint8_t *data, size_t len);
 /* Writes what the session has to send; -errno when the peer is gone. */
@@ -84,7 +91,8 @@ KmsConn *kms_conn_free(KmsConn *c);
 void kms_server_complete(KmsServer *s, KmsJob *job);
 KmsJob *kms_job_free(KmsJob *j);
 /*
- * Answers DEADLINE_EXCEEDED to every stream past its deadline, and RESOURCE_EXHAUSTED (then
+ * Ends (GOAWAY NO_ERROR, then finished) every connection with no stream for idle_ms;
+ * answers DEADLINE_EXCEEDED to every stream past its deadline, and RESOURCE_EXHAUSTED (then
  * RST_STREAM NO_ERROR) to every request not received within receive_ms, so a peer that sends
  * half a request holds no buffer and no stream slot for ever; returns the next expiry (0: none).
  */

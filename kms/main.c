@@ -42,7 +42,7 @@ typedef struct Config {
         char *key;
         char *kekd_socket;
         char *metrics_file;
-        unsigned workers, max_conns, max_streams, drain_sec, kekd_timeout_ms, metrics_sec;
+        unsigned workers, max_conns, max_streams, drain_sec, kekd_timeout_ms, metrics_sec, idle_sec;
         unsigned socket_mode;
 } Config;
 
@@ -92,6 +92,8 @@ static int config_set(Config *c, const char *name, const char *v) {
                 return parse_uint(v, 100, 600000, &c->kekd_timeout_ms);
         if (!strcmp(name, "metrics_interval"))
                 return parse_uint(v, 1, 3600, &c->metrics_sec);
+        if (!strcmp(name, "idle_timeout"))
+                return parse_uint(v, 1, 86400, &c->idle_sec);
         if (!strcmp(name, "socket_mode"))
                 return parse_uint(v, 0, 0777, &c->socket_mode);
         return -ENOENT;
@@ -114,6 +116,7 @@ static void usage(void) {
               "                      [--workers N] [--max-connections N] [--max-streams N]\n"
               "                      [--drain-timeout SEC] [--kekd-timeout-ms MS]\n"
               "                      [--metrics-file PATH] [--metrics-interval SEC] [--socket-mode MODE]\n"
+              "                      [--idle-timeout SEC]\n"
               "See kek-kms-plugin(8).\n", stdout);
 }
 
@@ -131,11 +134,12 @@ static int parse_args(int argc, char **argv, Config *c) {
                 { "metrics-file", required_argument, NULL, 6 },
                 { "metrics-interval", required_argument, NULL, 7 },
                 { "socket-mode", required_argument, NULL, 8 },
+                { "idle-timeout", required_argument, NULL, 9 },
                 { "help", no_argument, NULL, 'h' },
                 {},
         };
         static const char *const names[] = { NULL, "workers", "max_connections", "max_streams", "drain_timeout",
-                                             "kekd_timeout_ms", "metrics_file", "metrics_interval", "socket_mode" };
+                                             "kekd_timeout_ms", "metrics_file", "metrics_interval", "socket_mode", "idle_timeout" };
         int o;
 
         /* the file first, so options override it */
@@ -166,7 +170,7 @@ static int parse_args(int argc, char **argv, Config *c) {
                         usage();
                         exit(EXIT_SUCCESS);
                 default:
-                        if (o >= 1 && o <= 8) {
+                        if (o >= 1 && o <= 9) {
                                 r = config_set(c, names[o], optarg);
                                 break;
                         }
@@ -287,7 +291,7 @@ static int run(const Config *cfg, Loop *L, int lfd) {
                         timeout = (int) (next - now) + 1;
 
                 pfd[n++] = (struct pollfd){ .fd = kms_pool_fd(L->pool), .events = POLLIN };
-                if (lfd >= 0 && kms_server_conns(L->server) < cfg->max_conns)
+                if (lfd >= 0 && kms_server_can_admit(L->server))
                         pfd[n++] = (struct pollfd){ .fd = lfd, .events = POLLIN };
                 size_t first_conn = n;
                 for (KmsConn *c = kms_server_first_conn(L->server); c && n < SLOTS; c = kms_conn_next(c)) {
@@ -306,12 +310,6 @@ static int run(const Config *cfg, Loop *L, int lfd) {
                                 next_j = j->next;
                                 kms_server_complete(L->server, j);
                         }
-                if (first_conn == 2 && (pfd[1].revents & POLLIN)) {
-                        int fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
-                        KmsConn *c;
-                        if (fd >= 0 && kms_conn_new(L->server, fd, &c) < 0)
-                                safe_close(fd);
-                }
                 for (size_t i = first_conn; i < n; i++) {
                         KmsConn *c = pc[i];
                         if (pfd[i].revents & (POLLIN | POLLHUP | POLLERR)) {
@@ -323,6 +321,13 @@ static int run(const Config *cfg, Loop *L, int lfd) {
                                         continue;
                                 }
                         }
+                }
+                /* after the reads: at max_connections, kms_conn_new() frees an idle connection pc[] names */
+                if (lfd >= 0 && first_conn == 2 && (pfd[1].revents & POLLIN)) {
+                        int fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+                        KmsConn *c;
+                        if (fd >= 0 && kms_conn_new(L->server, fd, &c) < 0)
+                                safe_close(fd);
                 }
                 /* answers of completed jobs and of the feed go out on every connection */
                 for (KmsConn *c = kms_server_first_conn(L->server), *nc; c; c = nc) {
@@ -336,7 +341,7 @@ static int run(const Config *cfg, Loop *L, int lfd) {
 
 int main(int argc, char **argv) {
         Config cfg = { .workers = 8, .max_conns = 64, .max_streams = 32, .drain_sec = 10, .kekd_timeout_ms = 5000,
-                       .metrics_sec = 15, .socket_mode = 0660 };
+                       .metrics_sec = 15, .socket_mode = 0660, .idle_sec = 120 };
         kek_options ko = { .cache_disabled = true };
         kek_client *kc = NULL;
         KmsBackend be = { be_wrap, be_unwrap, be_key_state, kek_strerror, NULL };
@@ -368,7 +373,8 @@ int main(int argc, char **argv) {
         be.userdata = kc;
         svc = (KmsService){ .key = cfg.key, .backend = &be };
 
-        KmsServerLimits lim = { .max_conns = cfg.max_conns, .max_streams = cfg.max_streams };
+        KmsServerLimits lim = { .max_conns = cfg.max_conns, .max_streams = cfg.max_streams,
+                                .idle_ms = cfg.idle_sec * 1000u };
         KmsServerHooks hooks = { hook_submit, hook_observe, &L };
         if (kms_metrics_new(&L.metrics) < 0 || kms_server_new(&lim, &hooks, &L.server) < 0 ||
             kms_pool_new(cfg.workers, &svc, &L.pool) < 0) {

@@ -54,6 +54,7 @@ struct Hsm {
         P11KitUri *uri;
         Secret *pin;
         Hsm *parent;              /* hsm_open_session(): module, URI and PIN belong to the parent */
+        pthread_mutex_t store_lock;   /* the parent's serves all its sessions: store_call() */
         CK_SLOT_ID slot;
         CK_SESSION_HANDLE session;
         bool session_open;
@@ -82,9 +83,10 @@ struct Hsm {
 };
 
 /*
- * Held around every call that creates, destroys, finds or reads token objects,
- * in every session of the process: a module may not keep its object store
- * consistent while two threads use it at once. SoftHSM2 2.6's file store does
+ * A token's store lock (the parent's store_lock) is held around every call
+ * that creates, destroys, finds or reads token objects, in every session of
+ * that Hsm: a module may not keep its object store consistent while two
+ * threads use it at once. SoftHSM2 2.6's file store does
  * not: its re-index of the token directory (C_FindObjectsInit, on the refresh
  * thread's session) racing a C_CreateObject on the main session wrote the new
  * record's file empty or torn after the call had succeeded and the record had
@@ -92,16 +94,19 @@ struct Hsm {
  * from the token (tests/integration/store-race.sh). Held for one call only,
  * never across a listing: the main loop waits for at most one call of the
  * refresh thread. Encrypt and decrypt do not take it.
+ * One lock per hsm_open() (the preferred token and its sessions; each further
+ * token's), not one per process: a further token whose call hangs must not
+ * hold up the preferred token's calls, hence kekd's loop (tests/integration/
+ * tokens.sh 7).
  */
-extern pthread_mutex_t hsm_store_lock;
-
-#define store_call(expr)                                \
-        ({                                              \
-                CK_RV _rv;                              \
-                pthread_mutex_lock(&hsm_store_lock);         \
-                _rv = (expr);                           \
-                pthread_mutex_unlock(&hsm_store_lock);      \
-                _rv;                                    \
+#define store_call(h, expr)                                                              \
+        ({                                                                              \
+                pthread_mutex_t *_l = &((h)->parent ? (h)->parent : (h))->store_lock;   \
+                CK_RV _rv;                                                              \
+                pthread_mutex_lock(_l);                                                 \
+                _rv = (expr);                                                           \
+                pthread_mutex_unlock(_l);                                               \
+                _rv;                                                                    \
         })
 
 /*

@@ -4,7 +4,7 @@
  * generated inside the token, either never extractable or (backup mode
  * trusted-wrap, docs/backup.md) sensitive and extractable only wrapped under
  * a key the SO marked CKA_TRUSTED (the records are in hsm-records.c). Invariants: calls on token objects go through
- * store_call() (one at a time in the process); nothing that creates or
+ * store_call() (one at a time per token); nothing that creates or
  * destroys an object is ever repeated after a failure (it may have been
  * done); listings search once more after a lost session, since a search
  * changes nothing.
@@ -108,7 +108,7 @@ static int generate_kek(Hsm *h, const char *label, uint32_t version, bool token_
          */
         if (token_object)
                 hsm_write_bump(h);
-        rv = store_call(P11(h, C_GenerateKey, h->session, &mech, tmpl, n, &o));
+        rv = store_call(h, P11(h, C_GenerateKey, h->session, &mech, tmpl, n, &o));
         /* Never for a trusted-wrap key: its refusal may be about CKA_WRAP_WITH_TRUSTED, not the optional ones. */
         if ((rv == CKR_ATTRIBUTE_TYPE_INVALID || (probing && rv == CKR_GENERAL_ERROR)) && n > n_required &&
             !wrap_trusted) {
@@ -123,7 +123,7 @@ static int generate_kek(Hsm *h, const char *label, uint32_t version, bool token_
                         __atomic_store_n(&rt->optional_refused[i], true, __ATOMIC_RELEASE);
                 if (token_object)
                         hsm_write_bump(h);
-                rv = store_call(P11(h, C_GenerateKey, h->session, &mech, tmpl, n_required, &o));
+                rv = store_call(h, P11(h, C_GenerateKey, h->session, &mech, tmpl, n_required, &o));
         }
         if (rv != CKR_OK)
                 return hsm_handle_failed(h, rv);
@@ -175,7 +175,7 @@ int hsm_destroy_object(Hsm *h, HsmObject o) {
         if (r < 0)
                 return r;
         hsm_write_bump(h);
-        rv = store_call(P11(h, C_DestroyObject, h->session, o));
+        rv = store_call(h, P11(h, C_DestroyObject, h->session, o));
         if (rv != CKR_OK)
                 return hsm_handle_failed(h, rv);
         return 0;
@@ -188,7 +188,7 @@ int hsm_destroy_session_object(Hsm *h, HsmObject o) {
         r = hsm_ensure_session(h);
         if (r < 0)
                 return r;
-        rv = store_call(P11(h, C_DestroyObject, h->session, o));
+        rv = store_call(h, P11(h, C_DestroyObject, h->session, o));
         if (rv != CKR_OK)
                 return hsm_handle_failed(h, rv);
         return 0;
@@ -214,9 +214,9 @@ static int find_all_once(Hsm *h, CK_ATTRIBUTE *tmpl, CK_ULONG n_tmpl, CK_OBJECT_
         r = hsm_ensure_session(h);
         if (r < 0)
                 return r;
-        rv = store_call(P11(h, C_FindObjectsInit, h->session, tmpl, n_tmpl));
+        rv = store_call(h, P11(h, C_FindObjectsInit, h->session, tmpl, n_tmpl));
         if (rv != CKR_OK && hsm_recover(h, rv))
-                rv = store_call(P11(h, C_FindObjectsInit, h->session, tmpl, n_tmpl));
+                rv = store_call(h, P11(h, C_FindObjectsInit, h->session, tmpl, n_tmpl));
         if (rv != CKR_OK)
                 return hsm_rv_to_errno(h, rv);
         for (;;) {
@@ -226,22 +226,22 @@ static int find_all_once(Hsm *h, CK_ATTRIBUTE *tmpl, CK_ULONG n_tmpl, CK_OBJECT_
                         CK_OBJECT_HANDLE *p = reallocarray(objs, cap + 1024, sizeof(*objs));
 
                         if (!p) {
-                                (void) store_call(h->module->C_FindObjectsFinal(h->session));
+                                (void) store_call(h, h->module->C_FindObjectsFinal(h->session));
                                 return -ENOMEM;
                         }
                         objs = p;
                         cap += 1024;
                 }
-                rv = store_call(P11(h, C_FindObjects, h->session, objs + n, cap - n, &got));
+                rv = store_call(h, P11(h, C_FindObjects, h->session, objs + n, cap - n, &got));
                 if (rv != CKR_OK) {
-                        (void) store_call(h->module->C_FindObjectsFinal(h->session));
+                        (void) store_call(h, h->module->C_FindObjectsFinal(h->session));
                         return hsm_read_failed(h, rv);
                 }
                 if (got == 0)
                         break;
                 n += got;
         }
-        rv = store_call(P11(h, C_FindObjectsFinal, h->session));
+        rv = store_call(h, P11(h, C_FindObjectsFinal, h->session));
         if (rv != CKR_OK)
                 return hsm_read_failed(h, rv);
         *ret = TAKE_PTR(objs);
@@ -449,7 +449,7 @@ static int list_version_keys_once(Hsm *h, CK_KEY_TYPE type, HsmKeyRef **ret, siz
                         { CKA_NEVER_EXTRACTABLE, &nextr, sizeof(nextr) },
                         { CKA_WRAP_WITH_TRUSTED, &wwt, sizeof(wwt) },
                 };
-                CK_RV rv = store_call(P11(h, C_GetAttributeValue, h->session, objs[i], a, ELEMENTSOF(a)));
+                CK_RV rv = store_call(h, P11(h, C_GetAttributeValue, h->session, objs[i], a, ELEMENTSOF(a)));
                 int f;
 
                 /*
@@ -565,7 +565,7 @@ static int list_unclassified_once(Hsm *h, HsmKeyIssue **ret, size_t *ret_n) {
                         { CKA_WRAP_WITH_TRUSTED, &wwt, sizeof(wwt) },
                 };
                 const char *why;
-                CK_RV rv = store_call(P11(h, C_GetAttributeValue, h->session, objs[i], a, ELEMENTSOF(a)));
+                CK_RV rv = store_call(h, P11(h, C_GetAttributeValue, h->session, objs[i], a, ELEMENTSOF(a)));
 
                 if (rv == CKR_OBJECT_HANDLE_INVALID)
                         continue; /* destroyed by another node meanwhile */
@@ -624,13 +624,13 @@ int hsm_key_attributes(Hsm *h, HsmObject key, HsmKeyAttrs *ret) {
         r = hsm_ensure_session(h);
         if (r < 0)
                 return r;
-        rv = store_call(P11(h, C_GetAttributeValue, h->session, key, a, ELEMENTSOF(a)));
+        rv = store_call(h, P11(h, C_GetAttributeValue, h->session, key, a, ELEMENTSOF(a)));
         if (rv != CKR_OK)
                 return hsm_rv_to_errno(h, rv);
         /* Asked alone: a token that does not know it answers for it only (then FALSE). */
-        if (store_call(P11(h, C_GetAttributeValue, h->session, key, &w, 1)) != CKR_OK || w.ulValueLen != sizeof(wwt))
+        if (store_call(h, P11(h, C_GetAttributeValue, h->session, key, &w, 1)) != CKR_OK || w.ulValueLen != sizeof(wwt))
                 wwt = CK_FALSE;
-        rv = store_call(P11(h, C_GetAttributeValue, h->session, key, &v, 1));
+        rv = store_call(h, P11(h, C_GetAttributeValue, h->session, key, &v, 1));
         secret_cleanse(value, sizeof(value));
         *ret = (HsmKeyAttrs) {
                 .token = token,
@@ -707,7 +707,7 @@ static int generate_hmac_key(Hsm *h, const char *label, const uint8_t *id, size_
                 return r;
         if (token_object)
                 hsm_write_bump(h);
-        rv = store_call(P11(h, C_GenerateKey, h->session, &mech, tmpl, ELEMENTSOF(tmpl) - !wrap_trusted, &o));
+        rv = store_call(h, P11(h, C_GenerateKey, h->session, &mech, tmpl, ELEMENTSOF(tmpl) - !wrap_trusted, &o));
         if (rv != CKR_OK)
                 return hsm_handle_failed(h, rv);
         *ret = o;

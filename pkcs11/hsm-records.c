@@ -81,7 +81,7 @@ static int key_object_read(Hsm *h, CK_OBJECT_HANDLE o, const char *const *apps, 
         CK_RV rv;
         int r;
 
-        rv = store_call(P11(h, C_GetAttributeValue, h->session, o, a, ELEMENTSOF(a)));
+        rv = store_call(h, P11(h, C_GetAttributeValue, h->session, o, a, ELEMENTSOF(a)));
         if (rv == CKR_ATTRIBUTE_SENSITIVE || rv == CKR_ATTRIBUTE_TYPE_INVALID)
                 return -EBADMSG;
         if (rv != CKR_OK)
@@ -93,7 +93,7 @@ static int key_object_read(Hsm *h, CK_OBJECT_HANDLE o, const char *const *apps, 
                 return -ENOMEM;
         a[0].pValue = name;
         a[1].pValue = d->value;
-        rv = store_call(P11(h, C_GetAttributeValue, h->session, o, a, ELEMENTSOF(a)));
+        rv = store_call(h, P11(h, C_GetAttributeValue, h->session, o, a, ELEMENTSOF(a)));
         r = rv == CKR_OK ? 0 : rv == CKR_BUFFER_TOO_SMALL ? -ENOENT /* replaced meanwhile */ : hsm_read_failed(h, rv);
         if (r >= 0 && (a[0].ulValueLen > sizeof(name) - 1 || memchr(name, 0, a[0].ulValueLen) ||
                        !record_object_label(name, a[0].ulValueLen)))
@@ -140,7 +140,7 @@ static int data_object_read(Hsm *h, CK_OBJECT_HANDLE o, const char *const *apps,
         if (key_objects(h))
                 return key_object_read(h, o, apps, n_apps, d, app, ret_app_len);
 
-        rv = store_call(P11(h, C_GetAttributeValue, h->session, o, a, ELEMENTSOF(a)));
+        rv = store_call(h, P11(h, C_GetAttributeValue, h->session, o, a, ELEMENTSOF(a)));
         if (rv == CKR_OK) {
                 /* A NUL inside the label would make it read as a shorter one, whose tag it would carry. */
                 r = memchr(d->label, 0, a[0].ulValueLen) ? -EBADMSG : app_index(apps, n_apps, app, a[1].ulValueLen, &d->app);
@@ -169,7 +169,7 @@ static int data_object_read(Hsm *h, CK_OBJECT_HANDLE o, const char *const *apps,
                 a[i].pValue = NULL;
                 a[i].ulValueLen = 0;
         }
-        rv = store_call(P11(h, C_GetAttributeValue, h->session, o, a, ELEMENTSOF(a)));
+        rv = store_call(h, P11(h, C_GetAttributeValue, h->session, o, a, ELEMENTSOF(a)));
         if (rv != CKR_OK)
                 return hsm_read_failed(h, rv);
         if (a[0].ulValueLen > HSM_KEY_LABEL_MAX || a[1].ulValueLen > APP_MAX || a[2].ulValueLen > 1024 * 1024)
@@ -180,7 +180,7 @@ static int data_object_read(Hsm *h, CK_OBJECT_HANDLE o, const char *const *apps,
         a[0].pValue = d->label;
         a[1].pValue = app;
         a[2].pValue = d->value;
-        rv = store_call(P11(h, C_GetAttributeValue, h->session, o, a, ELEMENTSOF(a)));
+        rv = store_call(h, P11(h, C_GetAttributeValue, h->session, o, a, ELEMENTSOF(a)));
         r = rv != CKR_OK                                                          ? hsm_read_failed(h, rv)
             : a[0].ulValueLen > HSM_KEY_LABEL_MAX || memchr(d->label, 0, a[0].ulValueLen) ? -EBADMSG
                                                                                    : app_index(apps, n_apps, app, a[1].ulValueLen, &d->app);
@@ -392,7 +392,7 @@ int hsm_create_record_object(Hsm *h, HsmRecordMode mode, const char *application
         if (r < 0)
                 return r;
         hsm_write_bump(h);
-        rv = store_call(P11(h, C_CreateObject, h->session, tmpl, n, &o));
+        rv = store_call(h, P11(h, C_CreateObject, h->session, tmpl, n, &o));
         if (rv != CKR_OK)
                 return hsm_handle_failed(h, rv);
         *ret = o;

@@ -108,7 +108,7 @@ int hsm_wrap_object(Hsm *h, const HsmTransferKey *k, HsmObject key, uint8_t **re
                 return -ENOMEM;
         set_mechanism(k, &m);
         /* Changes nothing in the token: but the handles are the session's, so a loss is reported, not retried. */
-        rv = store_call(P11(h, C_WrapKey, h->session, &m, k->handle, key, out, &len));
+        rv = store_call(h, P11(h, C_WrapKey, h->session, &m, k->handle, key, out, &len));
         if (rv == CKR_KEY_NOT_WRAPPABLE || rv == CKR_KEY_UNEXTRACTABLE) {
                 (void) hsm_rv_to_errno(h, rv); /* counted and named for hsm_last_error() */
                 return -EPERM;
@@ -156,7 +156,7 @@ static int unwrap(Hsm *h, const HsmTransferKey *k, CK_ATTRIBUTE *tmpl, CK_ULONG 
                 return r;
         set_mechanism(k, &m);
         hsm_write_bump(h);
-        rv = store_call(P11(h, C_UnwrapKey, h->session, &m, k->handle, (CK_BYTE_PTR) wrapped, len, tmpl, n, &o));
+        rv = store_call(h, P11(h, C_UnwrapKey, h->session, &m, k->handle, (CK_BYTE_PTR) wrapped, len, tmpl, n, &o));
         /*
          * CKA_MODIFIABLE FALSE (last, optional_last) may be given when
          * unwrapping (PKCS#11 2.40 4.4), but SoftHSM2 2.6.1 answers
@@ -167,7 +167,7 @@ static int unwrap(Hsm *h, const HsmTransferKey *k, CK_ATTRIBUTE *tmpl, CK_ULONG 
          */
         if (optional_last && n > 1 && (rv == CKR_ATTRIBUTE_READ_ONLY || rv == CKR_ATTRIBUTE_TYPE_INVALID)) {
                 hsm_write_bump(h);
-                rv = store_call(P11(h, C_UnwrapKey, h->session, &m, k->handle, (CK_BYTE_PTR) wrapped, len, tmpl,
+                rv = store_call(h, P11(h, C_UnwrapKey, h->session, &m, k->handle, (CK_BYTE_PTR) wrapped, len, tmpl,
                                     n - 1, &o));
         }
         if (rv != CKR_OK)

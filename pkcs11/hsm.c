@@ -21,7 +21,8 @@
  *    GCM calls return -ESTALE so that their caller finds the key again first.
  *    Nothing that writes is ever repeated here.
  *  - Calls that create, destroy, find or read token objects are made one at a
- *    time in the process, whichever session or thread makes them (store_call()).
+ *    time per token (hsm_open()), whichever session or thread makes them
+ *    (store_call()).
  */
 #include "config.h"
 
@@ -46,12 +47,6 @@ static const char *const call_names[] = {
 };
 
 _Static_assert(_CALL_MAX == HSM_CALLS, "HSM_CALLS counts the functions of CALLS()");
-
-/*
- * Held around every call that creates, destroys, finds or reads token objects
- * (store_call() in hsm-internal.h says why).
- */
-pthread_mutex_t hsm_store_lock = PTHREAD_MUTEX_INITIALIZER;
 
 #define REOPEN_BACKOFF_MIN_USEC (100 * 1000ULL)
 #define REOPEN_BACKOFF_MAX_USEC (5 * 1000 * 1000ULL)   /* a recovered HSM is used again within 5 s */
@@ -472,6 +467,7 @@ int hsm_open(const char *module, const char *token_uri, const Secret *pin, Hsm *
         h = calloc(1, sizeof(*h));
         if (!h)
                 return -ENOMEM;
+        pthread_mutex_init(&h->store_lock, NULL);
 
         h->uri = p11_kit_uri_new();
         if (!h->uri)
@@ -579,6 +575,7 @@ Hsm *hsm_free(Hsm *h) {
         if (h->uri)
                 p11_kit_uri_free(h->uri);
         secret_free(h->pin);
+        pthread_mutex_destroy(&h->store_lock);
         free(h);
         return NULL;
 }

@@ -300,7 +300,7 @@ static int try_copy(Hsm *h, unsigned i, ProbeResult *p, ProbeCopy *ret) {
                 return r;
         hsm_write_bump(h);
         /* Not through P11(): a refusal is the answer wanted, not a failed call to record. */
-        rv = store_call(h->module->C_CopyObject(h->session, key, tmpl, n, &copy));
+        rv = store_call(h, h->module->C_CopyObject(h->session, key, tmpl, n, &copy));
         p->copy_ckr[i] = ckr_name(rv);
         *ret = PROBE_COPY_REFUSED;
         if (rv == CKR_OK) {

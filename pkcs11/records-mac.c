@@ -84,7 +84,7 @@ static int record_keys_find_once(Hsm *h, RecordKeys *ret) {
                 return -ENOMEM;
         for (size_t i = 0; i < n; i++) {
                 CK_ATTRIBUTE a = { CKA_ID, ids[k].id, RECORD_KEY_ID_SIZE };
-                CK_RV rv = store_call(P11(h, C_GetAttributeValue, h->session, objs[i], &a, 1));
+                CK_RV rv = store_call(h, P11(h, C_GetAttributeValue, h->session, objs[i], &a, 1));
 
                 if (rv == CKR_BUFFER_TOO_SMALL || rv == CKR_ATTRIBUTE_TYPE_INVALID || rv == CKR_OBJECT_HANDLE_INVALID)
                         continue; /* another ID scheme, or destroyed meanwhile */

@@ -17,6 +17,10 @@
 #  5. lifted again: active;
 #  6. A's probe hangs 30 s: A, then B (not probed meanwhile), are shown
 #     degraded long before the probe returns; active again after.
+#  7. kekd again with B on tests/p11-fault and A on SoftHSM2: every call to B
+#     hangs 30 s; once B's probe is overdue, kekctl check names B as not
+#     checked instead of opening it on the loop, and kekd serves wraps while
+#     check runs.
 # Every wait is for a state, bounded in time; nothing asserts elapsed time.
 . "$TESTLIB"
 
@@ -153,4 +157,27 @@ ok "so is B (20 s)" wait_for 20 is_state b active
 
 kekd_stop
 is "kekd stops cleanly with the probe thread" "$KEKD_STATUS" 0
+
+# --- 7. check and a further token that hangs -----------------------------------
+# Rules apply to every token on p11-fault: only B goes through it now.
+sed -i -e "s|^module = $P11_FAULT_LIB\$|module = @A@|" \
+        -e "/^\[hsm\.b\]\$/,/^\$/s|^module = .*|module = $P11_FAULT_LIB|" \
+        -e "s|^module = @A@\$|module = $SOFTHSM2_MODULE|" "$CONF"
+ok "kekd starts again with B on p11-fault" kekd_start
+ok "B becomes active within 20 s" wait_for 20 is_state b active
+fault_set '*:delay_ms=30000'
+ok "B's hanging probe is seen within 20 s" wait_for 20 overdue b 'probe has not returned'
+ok "the delay really fired" grep -q "delay_ms=30000" "$FLOG"
+# Before this was fixed, check opened B on the loop: every call 30 s, kekd deaf meanwhile.
+timeout 25 "$KEKCTL" check >"$TESTDIR/check7" 2>&1 &
+check_pid=$!
+KC_AS="timeout 10" KC_IN="$TESTDIR/aek0" succeeds "kekd serves a wrap while check runs" wrap k0
+wait "$check_pid"
+is "check ends, failing (not killed by its 25 s bound)" "$?" 1
+contains "check names B as not checked, with why" "$TESTDIR/check7" \
+        "token 'b' not checked: its health probe has not returned for"
+ok "kekd lives on" kekd_alive
+fault_set ""
+kekd_stop TERM 60
+is "kekd stops cleanly once B's probe returned" "$KEKD_STATUS" 0
 done_testing

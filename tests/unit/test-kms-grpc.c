@@ -4,7 +4,8 @@
  * nghttp2 client session over a socketpair: a unary call, the status and
  * trailers, several streams at once, the stream limit, deadlines expired by
  * the server itself while a job runs, oversized and compressed messages,
- * unknown methods, and a job finishing after its stream is gone.
+ * unknown methods, a job finishing after its stream is gone, and idle
+ * connections (evicted at max_conns, closed past idle_ms).
  */
 #include "config.h"
 
@@ -421,6 +422,102 @@ static void test_slow_request(void) {
         teardown();
 }
 
+/* bytes then EOF on fd within a bounded number of reads: the server closed it */
+static bool peer_closed(int fd) {
+        uint8_t buf[4096];
+        for (int i = 0; i < 1000; i++) {
+                ssize_t n = recv(fd, buf, sizeof(buf), MSG_DONTWAIT);
+                if (n == 0)
+                        return true;
+                if (n < 0)
+                        return false;
+        }
+        return false;
+}
+
+/*
+ * 63 connections that send nothing fill the default max_conns (64) beside
+ * one client that made a call: a further connection is still admitted, in
+ * the place of the oldest silent one, never of the client's; past idle_ms
+ * every connection without a stream is ended, one with a call open is not.
+ */
+static void test_idle_conns(void) {
+        static const uint8_t req[] = { 0, 0, 0, 0, 2, 0x0a, 0x00 };
+        enum { FLOOD = 63 };
+        int peer[FLOOD + 1];
+        KmsConn *extra = NULL;
+        int sv[2];
+
+        setup(4, false);
+        Call *a = start("/v2.KeyManagementService/Status", NULL, req, sizeof(req), true);
+        pump();
+        if (njobs == 1) {
+                reply_ok(jobs[0], "");
+                kms_server_complete(srv, jobs[0]);
+                jobs[0] = NULL;
+        }
+        pump();
+        ok(a->closed && a->status == GRPC_OK, "the client's first call is answered (%d)", a->status);
+        int admitted = 0;
+        for (int i = 0; i < FLOOD; i++) {
+                KmsConn *c;
+                socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0, sv);
+                peer[i] = sv[1];
+                if (kms_conn_new(srv, sv[0], &c) == 0)
+                        admitted++;
+                else
+                        close(sv[0]);
+        }
+        is_int(admitted, FLOOD, "63 silent connections fill max_conns beside the client");
+        is_int((int) kms_server_conns(srv), 64, "64 connections");
+        ok(kms_server_can_admit(srv), "at max_conns with idle connections, one more can be admitted");
+        socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0, sv);
+        peer[FLOOD] = sv[1];
+        int r = kms_conn_new(srv, sv[0], &extra);
+        is_int(r, 0, "a 65th connection is admitted in place of an idle one");
+        if (r < 0)
+                close(sv[0]);
+        is_int((int) kms_server_conns(srv), 64, "still 64 connections");
+        ok(peer_closed(peer[0]), "the oldest silent connection was closed");
+        ok(!peer_closed(peer[1]), "the next silent one was not");
+        Call *b = start("/v2.KeyManagementService/Status", NULL, req, sizeof(req), true);
+        pump();
+        ok(njobs == 2 && !b->closed, "the client's connection still serves: its second call runs (%d jobs)", njobs);
+
+        /* a stream open: the client's connection is not idle, whatever the time */
+        uint64_t next = kms_server_expire(srv, kms_now_ms());
+        ok(next > kms_now_ms() && next <= kms_now_ms() + 120000, "the silent connections have an idle expiry");
+        kms_server_expire(srv, kms_now_ms() + 120001);
+        int finished = 0;
+        for (KmsConn *c = kms_server_first_conn(srv), *nc; c; c = nc) {
+                nc = kms_conn_next(c);
+                if (c == conn)
+                        continue;
+                (void) kms_conn_flush(c);
+                if (kms_conn_finished(c)) {
+                        finished++;
+                        kms_conn_free(c);
+                }
+        }
+        is_int(finished, FLOOD, "past 120 s every silent connection is ended");
+        ok(peer_closed(peer[1]), "its peer sees the close");
+        pump();
+        ok(!kms_conn_finished(conn) && !b->closed, "the client's connection with a call open is not");
+        if (njobs == 2) {
+                reply_ok(jobs[1], "");
+                kms_server_complete(srv, jobs[1]);
+                jobs[1] = NULL;
+        }
+        pump();
+        ok(b->closed && b->status == GRPC_OK, "its call is answered (%d)", b->status);
+        kms_server_expire(srv, kms_now_ms() + 120001);
+        pump();
+        ok(kms_conn_finished(conn), "idle 120 s after its last call, it is ended too");
+        for (int i = 0; i <= FLOOD; i++)
+                close(peer[i]);
+        teardown();
+}
+
 int main(void) {
         if (secret_heap_init(1u << 20) < 0)
                 return 99;
@@ -428,5 +525,6 @@ int main(void) {
         test_server();
         test_reset_flood();
         test_slow_request();
+        test_idle_conns();
         return tap_done();
 }
