@@ -9,6 +9,7 @@
 #include "config.h"
 
 #include <errno.h>
+#include <stddef.h>
 #include <inttypes.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -64,45 +65,54 @@ void metrics_set_tokens(Metrics *m, TokenSet *ts) {
         m->tokens = ts;
 }
 
-/* Each token's health: its state one-hot (as kube-state-metrics does), probe counts and last probe time. */
+/* The per-token counters of TokenHealth, rendered alike. */
+static const struct {
+        const char *name, *help;
+        size_t offset; /* of a uint64_t in TokenHealth */
+} token_counters[] = {
+        { "kekd_token_probes_total", "Health probes made, by token.", offsetof(TokenHealth, probes) },
+        { "kekd_token_probe_failures_total", "Health probes failed, by token.", offsetof(TokenHealth, probe_failures) },
+        { "kekd_token_request_errors_total", "Client requests that met HSM_UNAVAILABLE, by token.",
+          offsetof(TokenHealth, request_errors) },
+};
+
+/*
+ * Each token's health: its state one-hot (as kube-state-metrics does), probe
+ * counts and last probe time. Each token's status is read once, so all its
+ * lines describe one moment.
+ */
 static void render_tokens(FILE *f, const Metrics *m) {
         static const TokenState states[] = { TOKEN_ACTIVE, TOKEN_DEGRADED, TOKEN_UNAVAILABLE };
-        size_t n = tokenset_count(m->tokens);
-        TokenStatus st;
+        size_t n = tokenset_count(m->tokens), k = 0;
+        _cleanup_free_ TokenStatus *st = NULL;
 
         if (n == 0)
                 return;
+        st = calloc(n, sizeof(*st));
+        if (!st)
+                return; /* the rest of the file is still written */
+        for (size_t i = 0; i < n; i++)
+                if (tokenset_status(m->tokens, i, &st[k]) >= 0)
+                        k++;
         fputs("# HELP kekd_token_state Health of each token from its encrypt/decrypt probe: 1 for its state.\n"
               "# TYPE kekd_token_state gauge\n", f);
-        for (size_t i = 0; i < n; i++)
-                if (tokenset_status(m->tokens, i, &st) >= 0)
-                        for (size_t s = 0; s < ELEMENTSOF(states); s++)
-                                fprintf(f, "kekd_token_state{token=\"%s\",state=\"%s\"} %d\n", st.name,
-                                        token_state_name(states[s]), st.health.state == states[s]);
-        fputs("# HELP kekd_token_probes_total Health probes made, by token.\n"
-              "# TYPE kekd_token_probes_total counter\n", f);
-        for (size_t i = 0; i < n; i++)
-                if (tokenset_status(m->tokens, i, &st) >= 0)
-                        fprintf(f, "kekd_token_probes_total{token=\"%s\"} %llu\n", st.name,
-                                (unsigned long long) st.health.probes);
-        fputs("# HELP kekd_token_probe_failures_total Health probes failed, by token.\n"
-              "# TYPE kekd_token_probe_failures_total counter\n", f);
-        for (size_t i = 0; i < n; i++)
-                if (tokenset_status(m->tokens, i, &st) >= 0)
-                        fprintf(f, "kekd_token_probe_failures_total{token=\"%s\"} %llu\n", st.name,
-                                (unsigned long long) st.health.probe_failures);
-        fputs("# HELP kekd_token_request_errors_total Client requests that met HSM_UNAVAILABLE, by token.\n"
-              "# TYPE kekd_token_request_errors_total counter\n", f);
-        for (size_t i = 0; i < n; i++)
-                if (tokenset_status(m->tokens, i, &st) >= 0)
-                        fprintf(f, "kekd_token_request_errors_total{token=\"%s\"} %llu\n", st.name,
-                                (unsigned long long) st.health.request_errors);
+        for (size_t i = 0; i < k; i++)
+                for (size_t s = 0; s < ELEMENTSOF(states); s++)
+                        fprintf(f, "kekd_token_state{token=\"%s\",state=\"%s\"} %d\n", st[i].name,
+                                token_state_name(states[s]), st[i].health.state == states[s]);
+        for (size_t c = 0; c < ELEMENTSOF(token_counters); c++) {
+                fprintf(f, "# HELP %s %s\n# TYPE %s counter\n", token_counters[c].name, token_counters[c].help,
+                        token_counters[c].name);
+                for (size_t i = 0; i < k; i++)
+                        fprintf(f, "%s{token=\"%s\"} %llu\n", token_counters[c].name, st[i].name,
+                                (unsigned long long) *(const uint64_t *) ((const char *) &st[i].health +
+                                                                          token_counters[c].offset));
+        }
         fputs("# HELP kekd_token_probe_seconds How long the last health probe took, by token.\n"
               "# TYPE kekd_token_probe_seconds gauge\n", f);
-        for (size_t i = 0; i < n; i++)
-                if (tokenset_status(m->tokens, i, &st) >= 0)
-                        fprintf(f, "kekd_token_probe_seconds{token=\"%s\"} %.6f\n", st.name,
-                                (double) st.health.last_probe_usec / 1e6);
+        for (size_t i = 0; i < k; i++)
+                fprintf(f, "kekd_token_probe_seconds{token=\"%s\"} %.6f\n", st[i].name,
+                        (double) st[i].health.last_probe_usec / 1e6);
 }
 
 void metrics_set_probe(Metrics *m, const ProbeResult *p) {
