@@ -46,7 +46,8 @@ METRICS="$TESTDIR/kms/metrics.prom"
 plugin_start() {
         setpriv --reuid=$PLUGIN_UID --regid="$USERS" --clear-groups \
                 "$KEK_KMS_PLUGIN" --key "$KEY" --listen "$SOCK" --kekd-socket "$SOCKET" --socket-mode 0666 \
-                --metrics-file "$METRICS" --metrics-interval 1 --drain-timeout 5 2>>"$TESTDIR/kms.log" &
+                --metrics-file "$METRICS" --metrics-interval 1 --drain-timeout 30 --kekd-timeout-ms 40000 \
+                2>>"$TESTDIR/kms.log" &
         PLUGIN_PID=$!
         wait_for 10 test -S "$SOCK"
 }
@@ -168,7 +169,10 @@ contains "metrics have a latency histogram" "$METRICS" 'kek_kms_request_duration
 if [ -n "$HAVE_PY" ]; then
         succeeds "grant $KEY to the plugin's uid again" grant "$KEY" "user:$PLUGIN_UID" --ops get,wrap,unwrap
         kill -STOP "$KEKD_PID"
-        probe 15 >"$TESTDIR/drain.out" 2>&1 &
+        # The call waits for kekd (stopped) through the steps below, each a bounded wait that a
+        # loaded machine can stretch: its deadline, kekd's timeout in the plugin (40 s) and the
+        # drain's bound (30 s) outlast them all, so it fails only if the drain drops it.
+        probe 60 >"$TESTDIR/drain.out" 2>&1 &
         CALL_PID=$!
         wait_for 10 grep -q '^kek_kms_in_flight 1$' "$METRICS"
         contains "a call is in flight while kekd is stopped" "$METRICS" 'kek_kms_in_flight 1'
@@ -176,7 +180,7 @@ if [ -n "$HAVE_PY" ]; then
         wait_for 5 sh -c "/usr/bin/python3 '$TESTDIR/probe.py' 2 >'$TESTDIR/refused.out' 2>&1; grep -q UNAVAILABLE '$TESTDIR/refused.out'"
         contains "draining: a new connection is refused (UNAVAILABLE)" "$TESTDIR/refused.out" UNAVAILABLE
         kill -CONT "$KEKD_PID"
-        pid_reap "$CALL_PID" 20
+        pid_reap "$CALL_PID" 60
         contains "draining: the call in flight finished OK" "$TESTDIR/drain.out" OK
 else
         kill -TERM "$PLUGIN_PID"
