@@ -32,7 +32,8 @@
  * 100,000 AEKs of 100 keys at random for 60 s with refresh_sec 6, per key
  * version confirmations against KEK_CONFIRM=off (one unwrap per AEK), Watch
  * off and on (--confirm 1000000 1000 16 300 for the issue's full size). Environment: KEKD, KEKCTL, KEKBENCH_MODULE
- * (another PKCS#11 module, e.g. tests/p11-fault with a delay), KEKBENCH_SESSIONS,
+ * (another PKCS#11 module, e.g. tests/p11-fault with a delay), KEKBENCH_CONFIRM_MODES
+ * (digits 0-3 of the confirm rows to run: bit 0 per-AEK, bit 1 Watch), KEKBENCH_SESSIONS,
  * KEKBENCH_KEKD_CPU / KEKBENCH_CLIENT_CPU (placement), KEKBENCH_KEKD_INSTANCES=2,
  * KEKBENCH_FAULT_MODULE (p11-fault.so for "copies").
  */
@@ -864,8 +865,14 @@ static void bench_confirm(void) {
                 }
                 kek_client_free(c);
         }
+        /* KEKBENCH_CONFIRM_MODES: which rows, as digits (bit 0 per-AEK, bit 1 Watch); all four by default. */
+        const char *modes = getenv("KEKBENCH_CONFIRM_MODES");
+
         for (int mode = 0; mode < 4; mode++) {
                 bool off = mode & 1, watch = mode & 2;
+
+                if (modes && !strchr(modes, '0' + mode))
+                        continue;
                 kek_options o = { .socket_path = sock_path, .refresh_sec = 6, .watch_disabled = !watch,
                                   .timeout_ms = 60000, .cache_entries = n + 1024 };
                 pthread_t th[64];
