@@ -63,3 +63,5 @@ void reply_done(Reply *r);
 
 /* Requests made through the channel (each wrap, unwrap or rewrap counts, batched or not). */
 uint64_t channel_requests(Channel *ch);
+/* Callers' waits that ended before their deadline: woken for their answer or for the reading role (tests). */
+uint64_t channel_wakeups(Channel *ch);
