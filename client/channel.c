@@ -106,6 +106,7 @@ struct Channel {
         uint64_t next_connect_usec, backoff_usec;
         uint64_t requests;
         uint64_t wakeups;             /* callers' waits that ended before their deadline (tests) */
+        uint64_t futile_wakeups;      /* ... after which the caller found nothing to do and slept again */
 };
 
 static uint64_t now_usec(void) {
@@ -157,13 +158,11 @@ uint64_t channel_requests(Channel *ch) {
         return n;
 }
 
-uint64_t channel_wakeups(Channel *ch) {
-        uint64_t n;
-
+void channel_wakeups(Channel *ch, uint64_t *ret_woken, uint64_t *ret_futile) {
         pthread_mutex_lock(&ch->lock);
-        n = ch->wakeups;
+        *ret_woken = ch->wakeups;
+        *ret_futile = ch->futile_wakeups;
         pthread_mutex_unlock(&ch->lock);
-        return n;
 }
 
 /* With ch->lock held: wakes the callers whose requests are done and who were not woken yet. */
@@ -520,6 +519,7 @@ int channel_call(Channel *ch, Kek__Request *req, Kek__Response__BodyCase want, R
         Pending p = { .req = req, .kind = kind_of(req), .index = ALONE };
         struct timespec deadline = kek_deadline_after(ch->timeout_usec);
         const void *body = NULL;
+        bool woken = false;
         int fd, r;
 
         if (!ch->coalesce)
@@ -560,6 +560,7 @@ int channel_call(Channel *ch, Kek__Request *req, Kek__Response__BodyCase want, R
                 else if (!ch->reading && ch->connected && ch->fd == fd) {
                         int q;
 
+                        woken = false;
                         ch->reading = true;
                         q = read_and_deliver(ch, &deadline);
                         ch->reading = false;
@@ -569,11 +570,18 @@ int channel_call(Channel *ch, Kek__Request *req, Kek__Response__BodyCase want, R
                         wake_done(ch);
                         if (q == -ETIMEDOUT && !p.done)
                                 r = -ETIMEDOUT;
-                } else if (pthread_cond_timedwait(&p.cond, &ch->lock, &deadline) == ETIMEDOUT) {
-                        if (!p.done)
-                                r = -ETIMEDOUT;
-                } else
-                        ch->wakeups++;
+                } else {
+                        if (woken)
+                                ch->futile_wakeups++; /* woken, but nothing to do: sleeps again */
+                        woken = false;
+                        if (pthread_cond_timedwait(&p.cond, &ch->lock, &deadline) == ETIMEDOUT) {
+                                if (!p.done)
+                                        r = -ETIMEDOUT;
+                        } else {
+                                ch->wakeups++;
+                                woken = true;
+                        }
+                }
         }
         if (!pending_remove(ch, &p))
                 queue_remove(ch, &p); /* timed out before its batch went out */

@@ -63,5 +63,9 @@ void reply_done(Reply *r);
 
 /* Requests made through the channel (each wrap, unwrap or rewrap counts, batched or not). */
 uint64_t channel_requests(Channel *ch);
-/* Callers' waits that ended before their deadline: woken for their answer or for the reading role (tests). */
-uint64_t channel_wakeups(Channel *ch);
+/*
+ * For the tests: callers' waits that ended before their deadline (woken for
+ * their answer or for the reading role), and those of them after which the
+ * caller found nothing to do and slept again.
+ */
+void channel_wakeups(Channel *ch, uint64_t *ret_woken, uint64_t *ret_futile);

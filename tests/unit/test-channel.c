@@ -1,0 +1,241 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * Unit tests of libkek's request channel (client/channel.c) against a fake
+ * kekd in a thread on a Unix socket: it answers a Wrap or BatchWrap by
+ * echoing each item's plaintext as its blob, so every caller can check it
+ * got its own answer. What is checked:
+ *  - 16 threads on one channel, the first frame held by the fake kekd until
+ *    all 16 requests are made: the 15 others go out as batches, every caller
+ *    gets its own answer, no caller is woken for nothing (to find its
+ *    answer not there and sleep again), and the wakeups stay within one per
+ *    caller plus one per frame (a reader's handoff). Waking every waiting
+ *    caller per delivered frame made 18-29 wakeups per round here, up to 14
+ *    of them for nothing;
+ *  - the same once more on the same channel: the reading role was handed
+ *    on, nothing was left waiting, and the bound holds again.
+ * No elapsed time is asserted; every wait is for a condition, bounded.
+ * Prints TAP.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "client/channel.h"
+#include "client/transport.h"
+#include "proto/frame.h"
+#include "tests/lib/tap.h"
+
+#define CALLERS 16
+
+static Channel *ch;
+static char dir[32], sock_path[108];
+static int listen_fd = -1;
+
+/* The fake kekd's state, read by the test once its thread ended. */
+static unsigned frames_answered, hold_frame, hold_until;
+static bool server_failed;
+
+/* The answer to one Wrap: its plaintext back as the blob. */
+static void echo_wrap(const Kek__WrapRequest *w, Kek__WrapResponse *out) {
+        kek__wrap_response__init(out);
+        out->blob = w->plaintext;
+        out->version = 1;
+}
+
+static int answer(int fd, const Kek__Request *req) {
+        Kek__Response resp = KEK__RESPONSE__INIT;
+        Kek__WrapResponse one, items_wrap[64];
+        Kek__BatchItemResult items[64], *item_ptrs[64];
+        Kek__BatchResponse batch = KEK__BATCH_RESPONSE__INIT;
+        FrameBuf b;
+        int r = 0;
+
+        resp.id = req->id;
+        if (req->body_case == KEK__REQUEST__BODY_WRAP) {
+                echo_wrap(req->wrap, &one);
+                resp.body_case = KEK__RESPONSE__BODY_WRAP;
+                resp.wrap = &one;
+        } else if (req->body_case == KEK__REQUEST__BODY_BATCH_WRAP && req->batch_wrap->n_items <= 64) {
+                for (size_t i = 0; i < req->batch_wrap->n_items; i++) {
+                        kek__batch_item_result__init(&items[i]);
+                        echo_wrap(req->batch_wrap->items[i], &items_wrap[i]);
+                        items[i].wrap = &items_wrap[i];
+                        item_ptrs[i] = &items[i];
+                }
+                batch.n_items = req->batch_wrap->n_items;
+                batch.items = item_ptrs;
+                resp.body_case = KEK__RESPONSE__BODY_BATCH;
+                resp.batch = &batch;
+        } else
+                return -EBADMSG;
+        frame_buf_init(&b);
+        if (frame_append_message(&b, &resp.base, FRAME_MAX_LIMIT) < 0 ||
+            write(fd, frame_buf_head(&b), frame_buf_size(&b)) != (ssize_t) frame_buf_size(&b))
+                r = -EIO;
+        frame_buf_done(&b);
+        return r;
+}
+
+/*
+ * One connection: reads request frames and answers each; frame number
+ * hold_frame (from 0) is held until the channel counts hold_until requests
+ * (bounded: 20 s).
+ * Ends at EOF.
+ */
+static void *server_main(void *userdata) {
+        FrameBuf in;
+        int fd = accept(listen_fd, NULL, NULL);
+
+        (void) userdata;
+        frame_buf_init(&in);
+        while (fd >= 0) {
+                const uint8_t *payload;
+                size_t len;
+                uint8_t *tail;
+                ssize_t n;
+                int r = frame_parse(frame_buf_head(&in), frame_buf_size(&in), FRAME_MAX_LIMIT, &payload, &len);
+
+                if (r < 0) {
+                        server_failed = true;
+                        break;
+                }
+                if (r == 1) {
+                        Kek__Request *req = kek__request__unpack(NULL, len, payload);
+
+                        frame_buf_consume(&in, FRAME_HEADER_SIZE + len);
+                        if (!req) {
+                                server_failed = true;
+                                break;
+                        }
+                        if (frames_answered == hold_frame)
+                                for (unsigned i = 0; i < 20000 && channel_requests(ch) < hold_until; i++)
+                                        usleep(1000);
+                        r = answer(fd, req);
+                        kek__request__free_unpacked(req, NULL);
+                        if (r < 0) {
+                                server_failed = true;
+                                break;
+                        }
+                        frames_answered++;
+                        continue;
+                }
+                if (frame_buf_reserve(&in, 4096, &tail) < 0)
+                        break;
+                n = read(fd, tail, 4096);
+                if (n <= 0)
+                        break;
+                frame_buf_commit(&in, (size_t) n);
+        }
+        frame_buf_done(&in);
+        if (fd >= 0)
+                close(fd);
+        return NULL;
+}
+
+typedef struct Caller {
+        unsigned index;
+        int r;
+        bool own_answer;
+} Caller;
+
+static void *caller_main(void *userdata) {
+        Caller *c = userdata;
+        Kek__Request req = KEK__REQUEST__INIT;
+        Kek__WrapRequest w = KEK__WRAP_REQUEST__INIT;
+        uint8_t pt[32];
+        Reply reply;
+
+        memset(pt, 0, sizeof(pt));
+        snprintf((char *) pt, sizeof(pt), "caller %u", c->index);
+        w.key = (char *) "k";
+        w.plaintext = (ProtobufCBinaryData) { sizeof(pt), pt };
+        req.body_case = KEK__REQUEST__BODY_WRAP;
+        req.wrap = &w;
+        c->r = channel_call(ch, &req, KEK__RESPONSE__BODY_WRAP, &reply);
+        if (c->r >= 0) {
+                const Kek__WrapResponse *got = reply.body;
+
+                c->own_answer = got->blob.len == sizeof(pt) && memcmp(got->blob.data, pt, sizeof(pt)) == 0;
+                reply_done(&reply);
+        }
+        return NULL;
+}
+
+/* CALLERS threads on ch; true when all got their own answer. */
+static bool run_callers(void) {
+        pthread_t th[CALLERS];
+        Caller c[CALLERS];
+        bool all = true;
+
+        for (unsigned i = 0; i < CALLERS; i++) {
+                c[i] = (Caller) { .index = i };
+                pthread_create(&th[i], NULL, caller_main, &c[i]);
+        }
+        for (unsigned i = 0; i < CALLERS; i++) {
+                pthread_join(th[i], NULL);
+                if (c[i].r < 0 || !c[i].own_answer) {
+                        diag("caller %u: %d (%s)", i, c[i].r, c[i].r < 0 ? strerror(-c[i].r) : "another answer");
+                        all = false;
+                }
+        }
+        return all;
+}
+
+int main(void) {
+        struct sockaddr_un sa = { .sun_family = AF_UNIX };
+        pthread_t server;
+        uint64_t woken, futile, woken2, futile2;
+        unsigned frames;
+
+        snprintf(dir, sizeof(dir), "/tmp/test-channel.XXXXXX");
+        if (!mkdtemp(dir)) {
+                tap_skip_all("no temporary directory");
+                return 0;
+        }
+        snprintf(sock_path, sizeof(sock_path), "%s/kekd.sock", dir);
+        snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", sock_path);
+        listen_fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (listen_fd < 0 || bind(listen_fd, (struct sockaddr *) &sa, sizeof(sa)) < 0 || listen(listen_fd, 4) < 0) {
+                tap_skip_all("no Unix socket");
+                return 0;
+        }
+        /* A deadline far beyond the fake kekd's bounded hold: a lost reader shows as -ETIMEDOUT, not as a hang. */
+        ok(channel_new(sock_path, 60 * 1000 * 1000ULL, true, &ch) >= 0, "a coalescing channel");
+        hold_frame = 0;
+        hold_until = CALLERS;
+        pthread_create(&server, NULL, server_main, NULL);
+
+        ok(run_callers(), "%u threads on one channel, the first frame held: each caller got its own answer", CALLERS);
+        frames = frames_answered;
+        channel_wakeups(ch, &woken, &futile);
+        ok(frames >= 2 && frames < CALLERS, "the fake kekd answered %u frames for %u requests (coalesced)", frames,
+           CALLERS);
+        is_int(futile, 0, "no caller was woken for nothing (%llu of %llu wakeups)", (unsigned long long) futile,
+               (unsigned long long) woken);
+        ok(woken <= CALLERS + frames, "callers were woken %llu times: at most once per caller and once per frame (%u)",
+           (unsigned long long) woken, CALLERS + frames);
+
+        hold_frame = frames;
+        hold_until = 2 * CALLERS;
+        ok(run_callers(), "again on the same channel: each caller got its own answer (the reading role was handed on)");
+        channel_wakeups(ch, &woken2, &futile2);
+        is_int(futile2 - futile, 0, "... no caller woken for nothing (%llu of %llu wakeups)",
+               (unsigned long long) (futile2 - futile), (unsigned long long) (woken2 - woken));
+        ok(woken2 - woken <= CALLERS + (frames_answered - frames), "... woken %llu times for %u frames",
+           (unsigned long long) (woken2 - woken), frames_answered - frames);
+
+        channel_free(ch); /* closes the connection: the fake kekd sees EOF */
+        pthread_join(server, NULL);
+        ok(!server_failed, "the fake kekd read every frame and answered it");
+        close(listen_fd);
+        unlink(sock_path);
+        rmdir(dir);
+        return tap_done();
+}
