@@ -555,9 +555,10 @@ int channel_call(Channel *ch, Kek__Request *req, Kek__Response__BodyCase want, R
                         connection_lost(ch); /* a failed send leaves the stream in an unknown state */
         }
         while (r >= 0 && !p.done) {
-                if (flushable(ch, fd))
+                if (flushable(ch, fd)) {
+                        woken = false;
                         flush(ch);
-                else if (!ch->reading && ch->connected && ch->fd == fd) {
+                } else if (!ch->reading && ch->connected && ch->fd == fd) {
                         int q;
 
                         woken = false;
