@@ -38,8 +38,10 @@ static Channel *ch;
 static char dir[32], sock_path[108];
 static int listen_fd = -1;
 
-/* The fake kekd's state, read by the test once its thread ended. */
+/* The fake kekd's state, shared with the test's main thread: accessed atomically (GET/SET). */
 static unsigned frames_answered, hold_frame, hold_until;
+#define GET(v) __atomic_load_n(&(v), __ATOMIC_SEQ_CST)
+#define SET(v, x) __atomic_store_n(&(v), (x), __ATOMIC_SEQ_CST)
 static bool server_failed;
 
 /* The answer to one Wrap: its plaintext back as the blob. */
@@ -114,8 +116,8 @@ static void *server_main(void *userdata) {
                                 server_failed = true;
                                 break;
                         }
-                        if (frames_answered == hold_frame)
-                                for (unsigned i = 0; i < 20000 && channel_requests(ch) < hold_until; i++)
+                        if (GET(frames_answered) == GET(hold_frame))
+                                for (unsigned i = 0; i < 20000 && channel_requests(ch) < GET(hold_until); i++)
                                         usleep(1000);
                         r = answer(fd, req);
                         kek__request__free_unpacked(req, NULL);
@@ -123,7 +125,7 @@ static void *server_main(void *userdata) {
                                 server_failed = true;
                                 break;
                         }
-                        frames_answered++;
+                        __atomic_add_fetch(&frames_answered, 1, __ATOMIC_SEQ_CST);
                         continue;
                 }
                 if (frame_buf_reserve(&in, 4096, &tail) < 0)
@@ -208,12 +210,12 @@ int main(void) {
         }
         /* A deadline far beyond the fake kekd's bounded hold: a lost reader shows as -ETIMEDOUT, not as a hang. */
         ok(channel_new(sock_path, 60 * 1000 * 1000ULL, true, &ch) >= 0, "a coalescing channel");
-        hold_frame = 0;
-        hold_until = CALLERS;
+        SET(hold_frame, 0);
+        SET(hold_until, CALLERS);
         pthread_create(&server, NULL, server_main, NULL);
 
         ok(run_callers(), "%u threads on one channel, the first frame held: each caller got its own answer", CALLERS);
-        frames = frames_answered;
+        frames = GET(frames_answered);
         channel_wakeups(ch, &woken, &futile);
         ok(frames >= 2 && frames < CALLERS, "the fake kekd answered %u frames for %u requests (coalesced)", frames,
            CALLERS);
@@ -222,14 +224,14 @@ int main(void) {
         ok(woken <= CALLERS + frames, "callers were woken %llu times: at most once per caller and once per frame (%u)",
            (unsigned long long) woken, CALLERS + frames);
 
-        hold_frame = frames;
-        hold_until = 2 * CALLERS;
+        SET(hold_until, 2 * CALLERS);
+        SET(hold_frame, frames);
         ok(run_callers(), "again on the same channel: each caller got its own answer (the reading role was handed on)");
         channel_wakeups(ch, &woken2, &futile2);
         is_int(futile2 - futile, 0, "... no caller woken for nothing (%llu of %llu wakeups)",
                (unsigned long long) (futile2 - futile), (unsigned long long) (woken2 - woken));
-        ok(woken2 - woken <= CALLERS + (frames_answered - frames), "... woken %llu times for %u frames",
-           (unsigned long long) (woken2 - woken), frames_answered - frames);
+        ok(woken2 - woken <= CALLERS + (GET(frames_answered) - frames), "... woken %llu times for %u frames",
+           (unsigned long long) (woken2 - woken), GET(frames_answered) - frames);
 
         channel_free(ch); /* closes the connection: the fake kekd sees EOF */
         pthread_join(server, NULL);
