@@ -219,7 +219,7 @@ static int capability_probe(TokenSet *ts, Token *t, char *error, size_t size) {
 static void probe_token(TokenSet *ts, Token *t) {
         const char *why = NULL;
         char error[TOKEN_ERROR_MAX] = "";
-        uint64_t start = clock_mono_usec();
+        uint64_t start = clock_mono_usec(), timed = start;
         TokenHealth before, after;
         bool changed, refused = false;
         int r = 0;
@@ -245,6 +245,7 @@ static void probe_token(TokenSet *ts, Token *t) {
                 refused = r == -KEKERR_UNSUPPORTED;
         }
         if (t->hsm && r >= 0) {
+                timed = clock_mono_usec(); /* slow or not is the health probe's time, not the capability probe's */
                 r = probe_health(t->hsm, ts->profile);
                 if (r < 0)
                         snprintf(error, sizeof(error), "%s", hsm_last_error(t->hsm));
@@ -252,7 +253,7 @@ static void probe_token(TokenSet *ts, Token *t) {
 
         pthread_mutex_lock(&ts->lock);
         before = t->health;
-        changed = token_health_probe(&t->health, r, error, clock_mono_usec() - start, clock_now_usec());
+        changed = token_health_probe(&t->health, r, error, clock_mono_usec() - timed, clock_now_usec());
         if (refused && t->health.state != TOKEN_UNAVAILABLE) {
                 /* Refused is not a failure that may pass: no DEGRADED step. */
                 t->health.state = TOKEN_UNAVAILABLE;
