@@ -16,7 +16,11 @@
 #     active without the opt-in, "copies kept sensitive", check notes it;
 #  4. every C_EncryptInit on B answers CKR_MECHANISM_INVALID while new key
 #     versions use profile gcm (auto's choice on A): B cannot serve the
-#     keys' profile and is refused as unsupported, with the reason.
+#     keys' profile and is refused as unsupported, with the reason;
+#  5. B unsafe but allowed again: the probe is not repeated while B's
+#     session lasts; one CKR_DEVICE_ERROR makes kekd reopen it, and the
+#     capability probe runs again (its three C_CopyObject tries are seen
+#     anew) before B is active again.
 # Every wait is for a state, bounded in time; nothing asserts elapsed time.
 . "$TESTLIB"
 
@@ -139,6 +143,30 @@ case $(field b error) in
 "unsupported token: "*) ok "B's error says why" true ;;
 *) ok "B's error says why (got: $(field b error))" false ;;
 esac
+kekd_stop
+fault_set ""
+
+# --- 5. a reopened session is probed again ------------------------------------------
+printf 'allow_unsafe_token = yes\n' >>"$CONF"
+P11_FAULT_COPY_EXTRACTABLE=1
+export P11_FAULT_COPY_EXTRACTABLE
+: >"$FLOG"
+# copies: the C_CopyObject tries B's module answered so far (three per capability probe)
+copies() {
+        grep -c "^copy-extractable " "$FLOG" 2>/dev/null
+}
+ok "kekd starts (B allowed)" kekd_start
+ok "B becomes active" wait_for 20 is_field b state active
+c0=$(copies)
+is "one capability probe: three copy tries" "$c0" 3
+n0=$(field b probes)
+ok "rounds pass" wait_for 20 sh -c "[ \$(\"$KEKCTL\" status --json | jq '.tokens[1].probes') -ge $((n0 + 2)) ]"
+is "no capability probe while the session lasts" "$(copies)" "$c0"
+fault_set "C_Encrypt:rv=CKR_DEVICE_ERROR"
+ok "after a device error on B and its reopen, the capability probe runs again" \
+        wait_for 20 sh -c "[ \$(grep -c '^copy-extractable ' '$FLOG') -ge $((c0 + 3)) ]"
+ok "B is active again" wait_for 20 is_field b state active
+is "B's capability" "$(field b capability)" "unsafe (allowed)"
 kekd_stop
 fault_set ""
 
