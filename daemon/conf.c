@@ -87,7 +87,8 @@ bool config_tokens_changed(const Config *a, const Config *b) {
                 const ConfigToken *x = &a->tokens[i], *y = &b->tokens[i];
 
                 if (str_differ(x->name, y->name) || str_differ(x->module, y->module) ||
-                    str_differ(x->token_uri, y->token_uri) || str_differ(x->pin_file, y->pin_file))
+                    str_differ(x->token_uri, y->token_uri) || str_differ(x->pin_file, y->pin_file) ||
+                    x->allow_unsafe_token != y->allow_unsafe_token)
                         return true;
         }
         return false;
@@ -375,6 +376,16 @@ static int token_handler(ParseState *s, const char *section, const char *name, c
                 if (value[0] != '/')
                         return fail(s, "'pin_file' in [%s] must be an absolute path", section);
                 return set_string(s, &t->pin_file, section, name, value);
+        }
+        if (strcmp(name, "allow_unsafe_token") == 0) {
+                if (strcmp(value, "yes") == 0 || strcmp(value, "true") == 0)
+                        t->allow_unsafe_token = true;
+                else if (strcmp(value, "no") == 0 || strcmp(value, "false") == 0)
+                        t->allow_unsafe_token = false;
+                else
+                        return fail(s, "'allow_unsafe_token' in [%s] must be yes, no, true or false, got '%s'", section,
+                                    value);
+                return 1;
         }
         return fail(s, "unknown key '%s' in [%s]", name, section);
 }

@@ -24,6 +24,7 @@ typedef struct ConfigToken {
         char *module;           /* required */
         char *token_uri;        /* required */
         char *pin_file;         /* optional */
+        bool allow_unsafe_token; /* serve from it although its keys can be copied out (development) */
 } ConfigToken;
 
 typedef struct Config {

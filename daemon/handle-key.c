@@ -411,7 +411,7 @@ int handle_check(Dispatcher *d, const Kek__Request *m, Request *req) {
         ProbeResult probe;
         size_t n_profiles;
         bool bad_probe;
-        char **problems;
+        char **problems, **notes;
         int r;
 
         r = keystore_check(d->keystore, d->now_usec(), &rep);
@@ -430,7 +430,8 @@ int handle_check(Dispatcher *d, const Kek__Request *m, Request *req) {
                 metrics_set_probe(d->metrics, &probe);
         c = request_alloc(req, sizeof(*c));
         problems = request_alloc(req, (rep.n_problems + 2) * sizeof(*problems));
-        if (!c || !problems) {
+        notes = request_alloc(req, (1 + tokenset_count(d->tokens)) * sizeof(*notes));
+        if (!c || !problems || !notes) {
                 check_report_done(&rep);
                 return -ENOMEM;
         }
@@ -451,17 +452,24 @@ int handle_check(Dispatcher *d, const Kek__Request *m, Request *req) {
                 c->n_problems++;
         if (!bad_probe && probe.copy >= PROBE_COPY_KEPT) {
                 /* Unsafe: running only by [hsm] allow_unsafe_token, a problem every time. Kept: a property. */
-                char text[640], **note;
+                char text[640];
 
                 probe_copy_problem(&probe, hsm_token_label(keystore_hsm(d->keystore)), text, sizeof(text));
                 if (probe.copy == PROBE_COPY_UNSAFE) {
                         if ((problems[c->n_problems] = request_strdup(req, text)))
                                 c->n_problems++;
-                } else if ((note = request_alloc(req, sizeof(*note))) && (note[0] = request_strdup(req, text))) {
-                        c->notes = note;
-                        c->n_notes = 1;
-                }
+                } else if ((notes[c->n_notes] = request_strdup(req, text)))
+                        c->n_notes++;
         }
+        /* A further token whose copies are kept is noted alike (its problems are tokens_check()'s). */
+        for (size_t i = 1; i < tokenset_count(d->tokens); i++) {
+                char text[640];
+
+                if (tokenset_capability_problem(d->tokens, i, text, sizeof(text)) == 2 &&
+                    (notes[c->n_notes] = request_strdup(req, text)))
+                        c->n_notes++;
+        }
+        c->notes = c->n_notes ? notes : NULL;
         c->problems = problems;
         check_report_done(&rep);
         req->resp.body_case = KEK__RESPONSE__BODY_CHECK;

@@ -77,19 +77,21 @@ static int status_tokens(Dispatcher *d, Kek__StatusResponse *st, Request *req) {
         for (size_t i = 0; i < n; i++) {
                 Kek__TokenHealth *t = request_alloc(req, sizeof(*t));
                 TokenStatus ts;
-                char *name, *label, *error;
+                char *name, *label, *error, *capability;
 
                 if (!t || tokenset_status(d->tokens, i, &ts) < 0)
                         return -ENOMEM;
                 name = request_alloc(req, strlen(ts.name) + 1);
                 label = request_alloc(req, strlen(ts.label) + 1);
                 error = request_alloc(req, strlen(ts.health.error) + 1);
-                if (!name || !label || !error)
+                capability = request_alloc(req, strlen(ts.capability) + 1);
+                if (!name || !label || !error || !capability)
                         return -ENOMEM;
                 kek__token_health__init(t);
                 t->name = strcpy(name, ts.name);
                 t->label = strcpy(label, ts.label);
                 t->error = strcpy(error, ts.health.error);
+                t->capability = strcpy(capability, ts.capability);
                 t->state = (Kek__TokenState) ts.health.state;
                 t->probes = ts.health.probes;
                 t->probe_failures = ts.health.probe_failures;

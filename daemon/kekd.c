@@ -495,7 +495,8 @@ static int start_tokens(const Config *config, Hsm *hsm, const Secret *pin, int p
         for (size_t i = 0; i < config->n_tokens && r >= 0; i++) {
                 const ConfigToken *t = &config->tokens[i];
 
-                specs[1 + i] = (TokenSpec) { .name = t->name, .module = t->module, .token_uri = t->token_uri, .pin = pin };
+                specs[1 + i] = (TokenSpec) { .name = t->name, .module = t->module, .token_uri = t->token_uri, .pin = pin,
+                                             .allow_unsafe_token = t->allow_unsafe_token };
                 if (!t->pin_file)
                         continue;
                 r = pin_read(t->pin_file, &pins[i], &why);
@@ -731,6 +732,7 @@ static int run(int argc, char *argv[]) {
         r = start_tokens(config, hsm, pin, probe.profile_id, &tokens);
         if (r < 0)
                 return 1;
+        (void) tokenset_set_capability(tokens, 0, &probe, config->allow_unsafe_token); /* NULL: one token */
         pin = secret_free(pin); /* each Hsm keeps its own copy for re-login */
         metrics_set_tokens(metrics, tokens);
         d.dispatcher = (Dispatcher) { .keystore = keystore, .audit = audit, .metrics = metrics, .pool = pool,

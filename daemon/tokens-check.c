@@ -75,6 +75,7 @@ int tokens_check(Keystore *ks, TokenSet *ts, CheckReport *rep) {
         for (size_t i = 1; i < tokenset_count(ts); i++) {
                 _cleanup_(hsm_freep) Hsm *h = NULL;
                 const char *why = NULL;
+                char text[640];
                 TokenStatus st;
                 bool probing = false;
                 uint64_t usec = 0;
@@ -83,6 +84,12 @@ int tokens_check(Keystore *ks, TokenSet *ts, CheckReport *rep) {
                 r = tokenset_status(ts, i, &st);
                 if (r < 0)
                         return r;
+                /* Refused by its capability probe, or used although its copies can leave it: like [hsm]'s. */
+                if (tokenset_capability_problem(ts, i, text, sizeof(text)) == 1) {
+                        r = check_report_add(rep, "%s", text);
+                        if (r < 0)
+                                return r;
+                }
                 /* Opening a token whose probe hangs would hang the loop, and every client with it. */
                 r = tokenset_probe_overdue(ts, i, &probing, &usec);
                 if (r < 0)

@@ -7,7 +7,9 @@
  * never silently taken for a copy: a further token that cannot be opened,
  * a key record it lacks, a present version whose key object it lacks (with
  * why it was not copied: never extractable, or no replication yet), and a
- * key object of a key the preferred token does not know.
+ * key object of a key the preferred token does not know; and a further
+ * token that its capability probe refused, or that serves only by its
+ * allow_unsafe_token (tokenset_capability_problem(), as for [hsm]).
  * Runs on the loop, like the rest of check, with an Hsm of its own per token;
  * so a further token whose health probe is overdue (tokenset_probe_overdue():
  * it may hang) is not opened but named as not checked, and check fails.

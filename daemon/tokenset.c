@@ -4,6 +4,8 @@
  * probe thread is the only user of every session in ts->tokens[].hsm; the
  * loop reads names, labels and health only under ts->lock, and the thread
  * holds the lock only to copy a result in, never across a PKCS#11 call.
+ * A further token is used for nothing but its capability probe until that
+ * probe passed on its current session (capability_probe()).
  */
 #include "config.h"
 
@@ -29,6 +31,13 @@ typedef struct Token {
         TokenHealth health;
         uint64_t probe_started;        /* CLOCK_MONOTONIC of the probe under way, 0 if none */
         uint64_t probe_ended;          /* CLOCK_MONOTONIC of the last probe's end (or of the start) */
+        bool allow_unsafe_token;       /* its [hsm.NAME] allow_unsafe_token */
+        bool probed;                   /* thread only: the capability probe finished on this session */
+        uint64_t probed_generation;    /* thread only: hsm_generation() then */
+        bool refused;                  /* written under lock: the capability probe refused it */
+        char refusal[TOKEN_ERROR_MAX]; /* written under lock: why */
+        ProbeResult probe;             /* written under lock: the last capability probe's result */
+        char capability[TOKEN_CAPABILITY_MAX + 1]; /* written under lock: tokenset_capability_name(), "" before */
 } Token;
 
 struct TokenSet {
@@ -124,13 +133,95 @@ void tokenset_request_done(TokenSet *ts, size_t i, int r) {
                 log_warning("Token '%s' is degraded: a request met HSM_UNAVAILABLE; probing it now", ts->tokens[i].name);
 }
 
+const char *tokenset_capability_name(const ProbeResult *p, int r, bool allowed) {
+        if (r == -KEKERR_UNSUPPORTED)
+                return "unsupported";
+        switch (p->copy) {
+        case PROBE_COPY_REFUSED:
+                return "refused copies";
+        case PROBE_COPY_KEPT:
+                return "copies kept sensitive";
+        case PROBE_COPY_UNSAFE:
+                return allowed ? "unsafe (allowed)" : "unsafe (refused)";
+        case PROBE_COPY_UNKNOWN:
+                break;
+        }
+        return "copies not tried";
+}
+
+/*
+ * On the probe thread, before further token t is used for anything but this: the capability probe
+ * the preferred token passed at start, pinned to the profile new versions get (ts->profile), when
+ * t's session was first opened and again whenever it was reopened since (hsm_generation() moved).
+ * A token refused stays refused, without a PKCS#11 call, until then. 0: t may be used;
+ * -KEKERR_UNSUPPORTED: refused, why in error; another -errno: the probe did not finish (the token
+ * failed meanwhile), tried again next round. Logs an outcome that differs from the last one.
+ */
+static int capability_probe(TokenSet *ts, Token *t, char *error, size_t size) {
+        const ProbeProfile *profiles;
+        char refusal[TOKEN_ERROR_MAX] = "", note[640] = "", section[TOKEN_NAME_MAX + 8];
+        const char *name;
+        ProbeResult p;
+        size_t n;
+        bool same;
+        int r;
+
+        if (t->probed && hsm_generation(t->hsm) == t->probed_generation) {
+                if (!t->refused)
+                        return 0;
+                snprintf(error, size, "%s", t->refusal); /* only this thread writes it */
+                return -KEKERR_UNSUPPORTED;
+        }
+        profiles = probe_profiles(ts->profile, &n);
+        r = probe_run(t->hsm, profiles, n, &p);
+        if (r < 0 && r != -KEKERR_UNSUPPORTED) {
+                snprintf(error, size, "capability probe: %.200s", p.message[0] ? p.message : error_text(r));
+                return r;
+        }
+        snprintf(section, sizeof(section), "hsm.%s", t->name);
+        if (r < 0)
+                snprintf(refusal, sizeof(refusal), "unsupported token: %.200s", p.message);
+        else if (p.copy == PROBE_COPY_UNSAFE && !t->allow_unsafe_token)
+                snprintf(refusal, sizeof(refusal), "unsafe token: C_CopyObject %.160s; allow_unsafe_token in [%s]",
+                         p.copy_text, section);
+        probe_copy_problem_in(&p, t->name, section, note, sizeof(note));
+        name = tokenset_capability_name(&p, r, t->allow_unsafe_token);
+
+        pthread_mutex_lock(&ts->lock);
+        same = strcmp(t->capability, name) == 0 && strcmp(t->refusal, refusal) == 0;
+        t->probe = p;
+        t->refused = refusal[0] != 0;
+        memcpy(t->refusal, refusal, sizeof(refusal));
+        snprintf(t->capability, sizeof(t->capability), "%s", name);
+        pthread_mutex_unlock(&ts->lock);
+        t->probed = true;
+        t->probed_generation = hsm_generation(t->hsm);
+
+        if (!same) {
+                if (refusal[0])
+                        log_warning("Token '%s' is refused and stays unavailable: %s%s%s", t->name, refusal,
+                                    note[0] ? ". " : "", note);
+                else if (p.copy == PROBE_COPY_UNSAFE)
+                        log_warning("allow_unsafe_token is set in [%s], using token '%s' anyway: %s", section, t->name,
+                                    note);
+                else if (note[0])
+                        log_notice("%s", note);
+                else
+                        log_info("Token '%s' passed the capability probe: profile %s", t->name, p.profile);
+        }
+        if (!refusal[0])
+                return 0;
+        snprintf(error, size, "%s", refusal);
+        return -KEKERR_UNSUPPORTED;
+}
+
 /* On the probe thread: opens token t if needed, probes it, records the outcome. */
 static void probe_token(TokenSet *ts, Token *t) {
         const char *why = NULL;
         char error[TOKEN_ERROR_MAX] = "";
-        uint64_t start = clock_mono_usec();
+        uint64_t start = clock_mono_usec(), timed = start;
         TokenHealth before, after;
-        bool changed;
+        bool changed, refused = false;
         int r = 0;
 
         pthread_mutex_lock(&ts->lock);
@@ -148,7 +239,13 @@ static void probe_token(TokenSet *ts, Token *t) {
                         pthread_mutex_unlock(&ts->lock);
                 }
         }
-        if (t->hsm) {
+        /* A further token serves nothing, not even the health probe, before its capability probe passed. */
+        if (t->hsm && t->module) {
+                r = capability_probe(ts, t, error, sizeof(error));
+                refused = r == -KEKERR_UNSUPPORTED;
+        }
+        if (t->hsm && r >= 0) {
+                timed = clock_mono_usec(); /* slow or not is the health probe's time, not the capability probe's */
                 r = probe_health(t->hsm, ts->profile);
                 if (r < 0)
                         snprintf(error, sizeof(error), "%s", hsm_last_error(t->hsm));
@@ -156,7 +253,13 @@ static void probe_token(TokenSet *ts, Token *t) {
 
         pthread_mutex_lock(&ts->lock);
         before = t->health;
-        changed = token_health_probe(&t->health, r, error, clock_mono_usec() - start, clock_now_usec());
+        changed = token_health_probe(&t->health, r, error, clock_mono_usec() - timed, clock_now_usec());
+        if (refused && t->health.state != TOKEN_UNAVAILABLE) {
+                /* Refused is not a failure that may pass: no DEGRADED step. */
+                t->health.state = TOKEN_UNAVAILABLE;
+                t->health.changed_usec = clock_now_usec();
+                changed = true;
+        }
         after = t->health;
         t->probe_started = 0;
         t->probe_ended = clock_mono_usec();
@@ -244,6 +347,7 @@ int tokenset_new(Hsm *primary, const TokenSpec *specs, size_t n, int profile, un
                 if (!specs[i].module || !specs[i].token_uri || !specs[i].pin)
                         return -EINVAL;
                 token_health_init(&t->health, TOKEN_UNAVAILABLE, now);
+                t->allow_unsafe_token = specs[i].allow_unsafe_token;
                 t->module = strdup(specs[i].module);
                 t->token_uri = strdup(specs[i].token_uri);
                 if (!t->module || !t->token_uri)
@@ -305,6 +409,39 @@ int tokenset_open(TokenSet *ts, size_t i, Hsm **ret, const char **ret_error) {
         return hsm_open(ts->tokens[i].module, ts->tokens[i].token_uri, ts->tokens[i].pin, ret, ret_error);
 }
 
+int tokenset_set_capability(TokenSet *ts, size_t i, const ProbeResult *p, bool allowed) {
+        if (!ts || i >= ts->n)
+                return -ENOENT;
+        pthread_mutex_lock(&ts->lock);
+        ts->tokens[i].probe = *p;
+        snprintf(ts->tokens[i].capability, sizeof(ts->tokens[i].capability), "%s",
+                 tokenset_capability_name(p, p->profile ? 0 : -KEKERR_UNSUPPORTED, allowed));
+        pthread_mutex_unlock(&ts->lock);
+        return 0;
+}
+
+int tokenset_capability_problem(TokenSet *ts, size_t i, char *buf, size_t size) {
+        char section[TOKEN_NAME_MAX + 8];
+        int r = 0;
+
+        if (!ts || i >= ts->n)
+                return -ENOENT;
+        if (i == 0)
+                return 0; /* the preferred token's is check's own probe */
+        pthread_mutex_lock(&ts->lock);
+        const Token *t = &ts->tokens[i];
+        snprintf(section, sizeof(section), "hsm.%s", t->name);
+        if (t->capability[0] && t->refused) {
+                snprintf(buf, size, "token '%s' is not used: %s", t->name, t->refusal);
+                r = 1;
+        } else if (t->capability[0] && t->probe.copy >= PROBE_COPY_KEPT) {
+                probe_copy_problem_in(&t->probe, t->name, section, buf, size);
+                r = t->probe.copy == PROBE_COPY_UNSAFE ? 1 : 2;
+        }
+        pthread_mutex_unlock(&ts->lock);
+        return r;
+}
+
 int tokenset_probe_overdue(TokenSet *ts, size_t i, bool *ret_probing, uint64_t *ret_usec) {
         if (!ts || i >= ts->n)
                 return -ENOENT;
@@ -328,6 +465,7 @@ int tokenset_status(TokenSet *ts, size_t i, TokenStatus *ret) {
         pthread_mutex_lock(&ts->lock);
         memcpy(ret->name, ts->tokens[i].name, sizeof(ret->name));
         memcpy(ret->label, ts->tokens[i].label, sizeof(ret->label));
+        memcpy(ret->capability, ts->tokens[i].capability, sizeof(ret->capability));
         ret->preferred = i == 0;
         ret->health = ts->tokens[i].health;
         /* a probe that hangs holds up every token's: the last outcome must not be shown as current */

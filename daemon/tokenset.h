@@ -10,7 +10,16 @@
  *                row) or passed slowly;
  *   UNAVAILABLE  TOKEN_UNAVAILABLE_AFTER probes in a row failed, or the token
  *                was never opened (further tokens start so, the preferred
- *                token starts ACTIVE: it passed the capability probe).
+ *                token starts ACTIVE: it passed the capability probe), or
+ *                it was refused by the capability probe (below).
+ * A further token gets the capability probe the preferred token passed at
+ * start (pkcs11/probe.h, pinned to the same profile) on the probe thread,
+ * when it is first opened and again after each reopen of its session
+ * (hsm_generation() moved: the token behind the URI may have changed), and
+ * before any health probe: one that lacks the profile, or whose copies can
+ * leave it (PROBE_COPY_UNSAFE) without allow_unsafe_token in its own
+ * [hsm.NAME], is refused: UNAVAILABLE with the reason as its error, and no
+ * further PKCS#11 call until its session is reopened or kekd restarts.
  * A client's request that meets HSM_UNAVAILABLE makes an ACTIVE token
  * DEGRADED at once and has it probed at once, so a failing token is known
  * before the next interval. The state machine (token_health_*) is pure, for
@@ -41,6 +50,7 @@
 #include "common/macro.h"
 #include "common/secret.h"
 #include "pkcs11/hsm.h"
+#include "pkcs11/probe.h"
 
 /* The values of kek.proto's TokenState. */
 typedef enum TokenState {
@@ -52,7 +62,8 @@ typedef enum TokenState {
 #define TOKEN_UNAVAILABLE_AFTER 2u                    /* probes failed in a row */
 #define TOKEN_SLOW_USEC (500ULL * 1000ULL)            /* a probe slower than this leaves the token DEGRADED */
 #define TOKEN_NAME_MAX 32u
-#define TOKEN_ERROR_MAX 96u
+#define TOKEN_ERROR_MAX 256u                      /* holds a capability refusal's reason */
+#define TOKEN_CAPABILITY_MAX 32u
 
 typedef struct TokenHealth {
         TokenState state;
@@ -98,11 +109,13 @@ typedef struct TokenSpec {
         const char *name;
         const char *module, *token_uri;
         const Secret *pin;             /* copied */
+        bool allow_unsafe_token;       /* serve although the capability probe found copies unsafe */
 } TokenSpec;
 
 typedef struct TokenStatus {
         char name[TOKEN_NAME_MAX + 1];
         char label[HSM_KEY_LABEL_MAX + 1];   /* "" until opened */
+        char capability[TOKEN_CAPABILITY_MAX + 1]; /* tokenset_capability_name(), "" until probed */
         bool preferred;
         TokenHealth health;
 } TokenStatus;
@@ -138,6 +151,21 @@ int tokenset_open(TokenSet *ts, size_t i, Hsm **ret, const char **ret_error);
  */
 void tokenset_request_done(TokenSet *ts, size_t i, int r);
 /*
+ * The capability probe's classification as status shows it (TokenHealth.capability): "unsupported"
+ * (r is -KEKERR_UNSUPPORTED: no profile), else by p->copy "refused copies", "copies kept sensitive",
+ * "unsafe (allowed)" or "unsafe (refused)" (allowed: allow_unsafe_token), "copies not tried". Static.
+ */
+const char *tokenset_capability_name(const ProbeResult *p, int r, bool allowed);
+/* Token i passed the capability probe p elsewhere (the preferred token, at start): status shows it. */
+int tokenset_set_capability(TokenSet *ts, size_t i, const ProbeResult *p, bool allowed);
+/*
+ * What `kekctl check` says of further token i's capability, into buf: 1 a problem (refused, with
+ * the reason; or used although unsafe, by its allow_unsafe_token), 2 a note (copies kept sensitive),
+ * 0 nothing (not probed yet, or nothing to say), -ENOENT past the end. Any thread.
+ */
+int tokenset_capability_problem(TokenSet *ts, size_t i, char *buf, size_t size);
+
+/*
  * Whether token i's probe is overdue, by the bounds tokenset_status() uses: under way for longer
  * than TOKEN_HUNG_USEC, or none for longer than TOKEN_OVERDUE_USEC. 1 and *ret_usec (how long under
  * way, or how long none) if so, 0 if not, -ENOENT past the end. Any thread. `kekctl check` asks
@@ -146,3 +174,4 @@ void tokenset_request_done(TokenSet *ts, size_t i, int r);
 int tokenset_probe_overdue(TokenSet *ts, size_t i, bool *ret_probing, uint64_t *ret_usec);
 /* A copy of token i's name, label and health; -ENOENT past the end. Any thread. */
 int tokenset_status(TokenSet *ts, size_t i, TokenStatus *ret);
+

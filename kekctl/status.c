@@ -340,6 +340,7 @@ static json_object *json_tokens(const Kek__StatusResponse *st) {
                 json_object_object_add(j, "request_errors", json_object_new_uint64(t->request_errors));
                 json_object_object_add(j, "changed_usec", json_object_new_uint64(t->changed_usec));
                 json_object_object_add(j, "error", json_object_new_string(t->error ? t->error : ""));
+                json_object_object_add(j, "capability", json_object_new_string(t->capability ? t->capability : ""));
                 json_object_array_add(a, j);
         }
         return a;
@@ -354,11 +355,21 @@ static void print_tokens(const Kek__StatusResponse *st) {
 
                 if (when > 0 && gmtime_r(&when, &tm))
                         strftime(since, sizeof(since), "%H:%M:%S UTC", &tm);
-                printf("%s %s ('%s'%s): %s since %s, %llu of %llu probes failed%s%s\n", i == 0 ? "Tokens:      " : "             ",
+                printf("%s %s ('%s'%s): %s since %s, %llu of %llu probes failed%s%s%s%s\n", i == 0 ? "Tokens:      " : "             ",
                        t->name ? t->name : "?", t->label ? t->label : "", t->preferred ? ", preferred" : "",
                        t->state == KEK__TOKEN_STATE__TOKEN_ACTIVE ? "active" : t->state == KEK__TOKEN_STATE__TOKEN_DEGRADED ? "DEGRADED" : "UNAVAILABLE",
                        since, (unsigned long long) t->probe_failures, (unsigned long long) t->probes,
+                       t->capability && t->capability[0] ? "; capability: " : "", t->capability ? t->capability : "",
                        t->error && t->error[0] ? "; last: " : "", t->error ? t->error : "");
+        }
+        /* As for [hsm] (print_probe()): a further token used although a copy of a key can leave it. */
+        for (size_t i = 0; i < st->n_tokens; i++) {
+                const Kek__TokenHealth *t = st->tokens[i];
+
+                if (!t->preferred && t->capability && strcmp(t->capability, "unsafe (allowed)") == 0)
+                        printf("Warning:      token %s lets anyone with the user PIN take keys out; kekd uses it only "
+                               "because of [hsm.%s] allow_unsafe_token (development or test tokens only)\n",
+                               t->name ? t->name : "?", t->name ? t->name : "?");
         }
 }
 

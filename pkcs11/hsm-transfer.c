@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "common/kekerr.h"
+#include "daemon/log.h"
 #include "hsm-internal.h"
 #include "hsm-transfer.h"
 
@@ -142,6 +143,37 @@ static int unwrap_failed(Hsm *h, CK_RV rv) {
         return hsm_handle_failed(h, rv);
 }
 
+/*
+ * What C_UnwrapKey made must be what tmpl asked (PKCS#11, C_UnwrapKey: the
+ * template gives the new key's attributes): sensitive, its value unreadable,
+ * extractable as asked, CKA_WRAP_WITH_TRUSTED if asked. openCryptoki 3.8.1's
+ * soft token makes the key not sensitive and extractable whatever the
+ * template says, its value readable (docs/tokens.md): such an object is
+ * destroyed at once and the unwrap refused (-KEKERR_UNSUPPORTED; what it read
+ * back is logged at debug), so a key kekd unwrapped never lies readable in a
+ * token. 0 if it is as asked.
+ */
+static int check_unwrapped(Hsm *h, HsmObject o, const CK_ATTRIBUTE *tmpl, CK_ULONG n) {
+        bool extractable = false, wwt = false;
+        HsmKeyAttrs a = {};
+        int r;
+
+        for (CK_ULONG i = 0; i < n; i++)
+                if (tmpl[i].type == CKA_EXTRACTABLE)
+                        extractable = *(const CK_BBOOL *) tmpl[i].pValue == CK_TRUE;
+                else if (tmpl[i].type == CKA_WRAP_WITH_TRUSTED)
+                        wwt = *(const CK_BBOOL *) tmpl[i].pValue == CK_TRUE;
+        r = hsm_key_attributes(h, o, &a);
+        if (r >= 0 && a.sensitive && !a.value_readable && a.extractable == extractable && (!wwt || a.wrap_with_trusted))
+                return 0;
+        (void) (r >= 0 && !a.token ? hsm_destroy_session_object(h, o) : hsm_destroy_object(h, o));
+        if (r < 0)
+                return r;
+        log_debug("C_UnwrapKey ignored the template: the key read back sensitive %d, extractable %d, value %s; "
+                  "destroyed", a.sensitive, a.extractable, a.value_readable ? "readable" : "unreadable");
+        return -KEKERR_UNSUPPORTED;
+}
+
 static int unwrap(Hsm *h, const HsmTransferKey *k, CK_ATTRIBUTE *tmpl, CK_ULONG n, bool optional_last,
                   const uint8_t *wrapped, size_t len, HsmObject *ret) {
         CK_OBJECT_HANDLE o;
@@ -172,6 +204,9 @@ static int unwrap(Hsm *h, const HsmTransferKey *k, CK_ATTRIBUTE *tmpl, CK_ULONG 
         }
         if (rv != CKR_OK)
                 return unwrap_failed(h, rv);
+        r = check_unwrapped(h, o, tmpl, n);
+        if (r < 0)
+                return r;
         *ret = o;
         return 0;
 }

@@ -84,7 +84,11 @@ int hsm_wrap_object(Hsm *h, const HsmTransferKey *k, HsmObject key, uint8_t **re
  * the part's usage only; with wrap_trusted extractable under trusted keys
  * only (CKA_WRAP_WITH_TRUSTED), otherwise not extractable. 32-byte keys only.
  * -KEKERR_BLOB_INVALID: the bytes do not unwrap under k (tampered, or another
- * key's). Never repeated after a failure (it may have created the object).
+ * key's). -KEKERR_UNSUPPORTED: the token made the key otherwise than asked
+ * (not sensitive, its value readable, or extractable when it should not be:
+ * openCryptoki 3.8.1); the object is destroyed again (what it read back is
+ * logged at debug). Never repeated after a failure (it may have created the
+ * object).
  */
 int hsm_unwrap_version(Hsm *h, const HsmTransferKey *k, const char *label, uint32_t version, HsmVersionPart part,
                        bool wrap_trusted, const uint8_t *wrapped, size_t len, HsmObject *ret);
@@ -95,7 +99,7 @@ int hsm_unwrap_version(Hsm *h, const HsmTransferKey *k, const char *label, uint3
  * under trusted keys. Destroy it with hsm_destroy_object() when done.
  */
 int hsm_generate_transfer_mac_key(Hsm *h, HsmObject *ret);
-/* The transfer MAC key back from its wrapped bytes, as a session object. -KEKERR_BLOB_INVALID as above. */
+/* The transfer MAC key back from its wrapped bytes, as a session object. -KEKERR_BLOB_INVALID, -KEKERR_UNSUPPORTED as above. */
 int hsm_unwrap_transfer_mac_key(Hsm *h, const HsmTransferKey *k, const uint8_t *wrapped, size_t len,
                                 HsmObject *ret);
 /* HMAC-SHA256 of data under key, computed in the token. */

@@ -340,13 +340,17 @@ static int try_copies(Hsm *h, ProbeResult *p) {
 }
 
 void probe_copy_problem(const ProbeResult *p, const char *token, char *buf, size_t size) {
+        probe_copy_problem_in(p, token, "hsm", buf, size);
+}
+
+void probe_copy_problem_in(const ProbeResult *p, const char *token, const char *section, char *buf, size_t size) {
         if (p->copy == PROBE_COPY_UNSAFE)
                 snprintf(buf, size,
                          "token '%s' does not keep keys in: C_CopyObject of a key made with kekd's KEK template: %s; "
                          "a copy that reads back extractable or not sensitive, against PKCS#11 (C_CopyObject), lets "
                          "anyone with the user PIN wrap a KEK out in clear (docs/tokens.md); a development or test "
-                         "token only, with [hsm] allow_unsafe_token = yes",
-                         token, p->copy_text);
+                         "token only, with [%s] allow_unsafe_token = yes",
+                         token, p->copy_text, section);
         else if (p->copy == PROBE_COPY_KEPT)
                 snprintf(buf, size,
                          "token '%s' copies kekd's keys (C_CopyObject: %s): the copies stay sensitive and "

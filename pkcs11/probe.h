@@ -13,7 +13,10 @@
  * copy can leave it is "unsafe" and kekd starts on it only with [hsm]
  * allow_unsafe_token. kekd probes once at start (and refuses to start when
  * no profile works) and again on `kekctl check`; status shows the cached result, so the data path
- * never waits for a probe.
+ * never waits for a probe. A further token ([hsm.NAME], daemon/tokenset.h)
+ * gets the same probe on the token set's probe thread, pinned to the profile
+ * the preferred token chose, when it is first opened and after each reopen;
+ * it is refused (kept unavailable) on the same grounds.
  *
  * The result holds only static strings and fixed buffers (no secrets, no
  * peer bytes): it can be copied by value. probe_run() uses the Hsm like any
@@ -121,6 +124,8 @@ const char *probe_copy_name(ProbeCopy c);
  * property of the token), naming the tries and their CKRs; empty otherwise.
  */
 void probe_copy_problem(const ProbeResult *p, const char *token, char *buf, size_t size);
+/* The same for the token of kekd.conf section section ("hsm.b"), whose allow_unsafe_token it names. */
+void probe_copy_problem_in(const ProbeResult *p, const char *token, const char *section, char *buf, size_t size);
 
 /* "encrypt,decrypt,generate"-style names of CKF_ flags (mechanism: mechanism flags, else token flags). */
 void probe_flags_text(unsigned long flags, bool mechanism, char *buf, size_t size);

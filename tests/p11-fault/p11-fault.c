@@ -114,6 +114,12 @@
  * same-handle extractable=1 sensitive=0 pid=..."). =keep answers every copy
  * so too but changes nothing (a token that copies keys and keeps their
  * attributes). Read at each call, like $P11_FAULT_TOKEN_IV.
+ *
+ * $P11_FAULT_UNWRAP_EXPOSED=1 makes C_UnwrapKey make its key as openCryptoki
+ * 3.8.1's soft token does, whatever the template says: not sensitive and
+ * extractable, its value readable (CKA_SENSITIVE TRUE becomes FALSE,
+ * CKA_EXTRACTABLE FALSE becomes TRUE; logged "unwrap-exposed pid=..."). Read
+ * at each call.
  */
 #include "config.h"
 
@@ -1040,9 +1046,30 @@ FORWARD(C_GenerateKeyPair, (CK_SESSION_HANDLE s, CK_MECHANISM_PTR m, CK_ATTRIBUT
 FORWARD(C_WrapKey, (CK_SESSION_HANDLE s, CK_MECHANISM_PTR m, CK_OBJECT_HANDLE wkey, CK_OBJECT_HANDLE key,
                     CK_BYTE_PTR out, CK_ULONG_PTR out_len),
         (s, m, wkey, key, out, out_len))
+#define fault_C_UnwrapKey fwd_C_UnwrapKey
 FORWARD(C_UnwrapKey, (CK_SESSION_HANDLE s, CK_MECHANISM_PTR m, CK_OBJECT_HANDLE ukey, CK_BYTE_PTR in,
                       CK_ULONG in_len, CK_ATTRIBUTE_PTR tmpl, CK_ULONG n, CK_OBJECT_HANDLE_PTR key),
         (s, m, ukey, in, in_len, tmpl, n, key))
+#undef fault_C_UnwrapKey
+
+static CK_RV fault_C_UnwrapKey(CK_SESSION_HANDLE s, CK_MECHANISM_PTR m, CK_OBJECT_HANDLE ukey, CK_BYTE_PTR in,
+                               CK_ULONG in_len, CK_ATTRIBUTE_PTR tmpl, CK_ULONG n, CK_OBJECT_HANDLE_PTR key) {
+        static const CK_BBOOL yes = CK_TRUE, no = CK_FALSE;
+        const char *e = getenv("P11_FAULT_UNWRAP_EXPOSED");
+        CK_ATTRIBUTE copy[64];
+
+        if (e && strcmp(e, "1") == 0 && tmpl && n <= 64) {
+                memcpy(copy, tmpl, n * sizeof(*tmpl));
+                for (CK_ULONG i = 0; i < n; i++)
+                        if (bool_attr(&copy[i], CKA_SENSITIVE, CK_TRUE))
+                                copy[i].pValue = (void *) &no;
+                        else if (bool_attr(&copy[i], CKA_EXTRACTABLE, CK_FALSE))
+                                copy[i].pValue = (void *) &yes;
+                tmpl = copy;
+                log_line("unwrap-exposed pid=%d", (int) getpid());
+        }
+        return fwd_C_UnwrapKey(s, m, ukey, in, in_len, tmpl, n, key);
+}
 FORWARD(C_DeriveKey, (CK_SESSION_HANDLE s, CK_MECHANISM_PTR m, CK_OBJECT_HANDLE base, CK_ATTRIBUTE_PTR tmpl,
                       CK_ULONG n, CK_OBJECT_HANDLE_PTR key),
         (s, m, base, tmpl, n, key))

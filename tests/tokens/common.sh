@@ -14,6 +14,7 @@
 #   TOKEN_MODULE     the module kekd loads (path)
 #   TOKEN_P11TOOL    the module pkcs11-tool can read the token with (path)
 #   TOKEN_LABEL      the token's label, TOKEN_PIN_FILE the user PIN's file
+#   TOKEN_SO_PIN_FILE the SO PIN's file (TOKEN_SO_PIN; test tokens only: step oaep-trusted)
 #   TOKEN_TODO       tests/tokens/NAME.todo: steps known to fail on this token
 #   TOKEN_UNSAFE     yes: the probe must find key copies unsafe (nss.sh sets
 #                    TOKEN_HSM_EXTRA="allow_unsafe_token = yes" for [hsm])
@@ -90,8 +91,11 @@ EOC
         # A token kekd refuses unless told (nss.sh: allow_unsafe_token, docs/tokens.md)
         [ -n "${TOKEN_HSM_EXTRA:-}" ] && printf '%s\n' "$TOKEN_HSM_EXTRA" >>"$TOKEN_HSM_CONF"
         TOKEN_TODO="$TOKENS_SRC/$TOKEN_NAME.todo"
+        TOKEN_SO_PIN_FILE="$TOKEN_DIR/so-pin"
+        (umask 077 && printf '%s\n' "$TOKEN_SO_PIN" >"$TOKEN_SO_PIN_FILE")
         export TOKEN_UNSAFE="${TOKEN_UNSAFE:-}"
-        export TOKEN_NAME TOKEN_HSM_CONF TOKEN_MODULE TOKEN_P11TOOL TOKEN_LABEL TOKEN_PIN_FILE TOKEN_TODO TOKEN_URI
+        export TOKEN_NAME TOKEN_HSM_CONF TOKEN_MODULE TOKEN_P11TOOL TOKEN_LABEL TOKEN_PIN_FILE TOKEN_TODO TOKEN_URI \
+                TOKEN_SO_PIN_FILE
         if [ $# -eq 0 ]; then
                 cat "$TOKEN_HSM_CONF"
                 return 0

@@ -32,7 +32,7 @@ cat >"/etc/pkcs11/modules/$MODNAME.module" <<EOC
 # Written by kekd's tests/tokens/nss.sh for one test run; removed at its end.
 module: $softokn
 critical: no
-enable-in: kekd, pkcs11-tool
+enable-in: kekd, pkcs11-tool, test-oaep-transfer
 x-init-reserved: configdir='sql:$TOKEN_DIR/db' certPrefix='' keyPrefix='' secmod='secmod.db' flags=
 EOC
 # softokn lets a copy of a KEK become extractable (C_CopyObject, docs/tokens.md): kekd refuses it unless told;

@@ -12,6 +12,7 @@ TOKEN_NAME=opencryptoki
 TOKEN_LABEL=kekd-tok-ock
 SLOT=3
 SO_PIN=kso12345
+TOKEN_SO_PIN=$SO_PIN # common.sh writes it to TOKEN_SO_PIN_FILE (step oaep-trusted)
 TOKEN_PIN=kpin4711   # the soft token takes PINs of 4 to 8 characters
 
 token_install opencryptoki opensc

@@ -7,7 +7,14 @@
 # rotate, unwrap of the old blob, rewrap, disable (wrap refused), enable,
 # kekctl check, round trips of 100 AEKs, restart, unwrap after the restart,
 # check again, show, the key attributes read back with pkcs11-tool, and
-# "kekd never reports healthy on a token where it cannot wrap".
+# "kekd never reports healthy on a token where it cannot wrap". Then, with
+# kekd stopped (also on a token kekd refused), the RSA-OAEP SHA-256 transfer
+# of pkcs11/hsm-transfer.c by tests/test-oaep-transfer: oaep-plain (a key
+# moved under an RSA key pair without CKA_TRUSTED, and it decrypts what the
+# source encrypted), oaep-kept (what kekd's unwrap leaves in the token is
+# sensitive and unextractable, or nothing), oaep-trusted (kekd's DR path:
+# the SO imports the public half with CKA_TRUSTED, a trusted-wrap version
+# moves under it).
 #
 # Each step is one TAP line named by its step id. A step listed in
 # $TOKEN_TODO ("STEP reason" per line) is known to fail on this token today:
@@ -205,6 +212,39 @@ key_attrs() {
 }
 
 diag "token $TOKEN_NAME: $(grep '^module' "$TOKEN_HSM_CONF")"
+# The RSA-OAEP SHA-256 transfer (tests/test-oaep-transfer.c), by kekd's pkcs11/ code without kekd, on the
+# module kekd loads (its set-up dlopen()s TOKEN_P11TOOL). A failure's STEP_WHY is the first failing call and CKR.
+OAEP=${TEST_OAEP_TRANSFER:-$(dirname "$KEKD")/../tests/test-oaep-transfer}
+oaep_run() {   # MODE [SO_PIN_FILE]
+        STEP_WHY=""
+        if [ ! -x "$OAEP" ]; then
+                STEP_WHY="tests/test-oaep-transfer not built"
+                return 1
+        fi
+        TEST_OAEP_RAW_MODULE=$TOKEN_P11TOOL "$OAEP" "$1" "$TOKEN_MODULE" "$TOKEN_URI" "$TOKEN_PIN_FILE" ${2:+"$2"} \
+                >"$TESTDIR/oaep-$1" 2>&1
+        st=$?
+        sed "s/^/#   $1: /" "$TESTDIR/oaep-$1"
+        [ $st -eq 0 ] && return 0
+        f=$(grep -m1 'FAILED: ' "$TESTDIR/oaep-$1")
+        STEP_WHY=$(printf '%s\n' "$f" | grep -o 'C_[A-Za-z]*[^:]*: CKR_[A-Z_0-9]*' | head -1)
+        [ -n "$STEP_WHY" ] || STEP_WHY=$(printf '%s\n' "${f:-exit $st}" | sed 's/^[a-z]* FAILED: //' | cut -c1-60)
+        return 1
+}
+oaep_kept() {
+        STEP_WHY=""
+        grep -q '^kept ok' "$TESTDIR/oaep-plain" 2>/dev/null && return 0
+        STEP_WHY=$(grep -m1 '^kept FAILED' "$TESTDIR/oaep-plain" 2>/dev/null | sed 's/^kept FAILED: //' | cut -c1-60)
+        [ -n "$STEP_WHY" ] || STEP_WHY="blocked by oaep-plain (nothing unwrapped)"
+        return 1
+}
+oaep_steps() {
+        step oaep-plain "RSA-OAEP SHA-256: a key moved by hsm-transfer.c decrypts what the source encrypted" oaep_run plain
+        step oaep-kept "what kekd's unwrap leaves in the token is sensitive and unextractable, or nothing" oaep_kept
+        step oaep-trusted "RSA-OAEP SHA-256 under the SO's CKA_TRUSTED key: kekd's DR path" oaep_run trusted \
+                "$TOKEN_SO_PIN_FILE"
+        STEP_WHY=""
+}
 # A token kekd cannot serve must be refused at start with one line that names the cause (issue 16).
 refused_clearly() {
         kill -0 "$KEKD_PID" 2>/dev/null && return 1
@@ -214,6 +254,7 @@ refused_clearly() {
 }
 if ! step start "kekd starts on the token" kekd_start; then
         step refused-clearly "a refusal at start is one error line naming the cause" refused_clearly
+        oaep_steps
         done_testing
 fi
 # The probe's C_CopyObject tries (pkcs11/probe.h): refused, kept or unsafe. A token marked unsafe
@@ -291,4 +332,5 @@ healthy_never_without_wrap() {
 STEP_WHY="healthy, but no wrap succeeded" step healthy-implies-wrap "kekd never reported healthy on a token where it cannot wrap" \
         healthy_never_without_wrap
 kekd_stop
+oaep_steps
 done_testing

@@ -7,7 +7,8 @@
  * DEGRADED; a good probe brings it back; a token that never served is never
  * called DEGRADED; counters and the last error follow every probe, and the
  * time of change moves only with the state. tokenset_new() refuses specs it
- * cannot use before it opens anything.
+ * cannot use before it opens anything. The capability classification of a
+ * further token (tokenset_capability_name()) names each case.
  */
 #include "config.h"
 
@@ -111,6 +112,25 @@ static void test_names_and_refusals(void) {
         ok(!tokenset_free(NULL), "free(NULL)");
 }
 
+/* The capability probe's classification of a further token (TokenHealth.capability). */
+static void test_capability_names(void) {
+        ProbeResult p = { .copy = PROBE_COPY_REFUSED, .profile = "gcm" };
+        char buf[64] = "x";
+
+        ok(strcmp(tokenset_capability_name(&p, 0, false), "refused copies") == 0, "copies refused");
+        p.copy = PROBE_COPY_KEPT;
+        ok(strcmp(tokenset_capability_name(&p, 0, false), "copies kept sensitive") == 0, "copies kept");
+        p.copy = PROBE_COPY_UNSAFE;
+        ok(strcmp(tokenset_capability_name(&p, 0, false), "unsafe (refused)") == 0, "unsafe, not allowed");
+        ok(strcmp(tokenset_capability_name(&p, 0, true), "unsafe (allowed)") == 0, "unsafe, allowed");
+        ok(strcmp(tokenset_capability_name(&p, -KEKERR_UNSUPPORTED, true), "unsupported") == 0,
+               "no profile: unsupported, whatever the copies");
+        p.copy = PROBE_COPY_UNKNOWN;
+        ok(strcmp(tokenset_capability_name(&p, 0, false), "copies not tried") == 0, "copies not tried");
+        is_int(tokenset_capability_problem(NULL, 1, buf, sizeof(buf)), -ENOENT, "no set: nothing to say");
+        is_int(tokenset_set_capability(NULL, 0, &p, false), -ENOENT, "no set: nothing to set");
+}
+
 /* A probe that does not return: the states shown must not rest on it (token_health_overdue()). */
 static void test_overdue(void) {
         const uint64_t overdue = TOKEN_OVERDUE_USEC(1000000ULL, 3);
@@ -138,6 +158,7 @@ int main(void) {
         test_degrade_and_lose();
         test_slow();
         test_request_failed();
+        test_capability_names();
         test_overdue();
         test_names_and_refusals();
         return tap_done();
