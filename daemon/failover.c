@@ -219,8 +219,7 @@ static void run_further(Failover *f, size_t i, CryptoOp **ops, size_t n) {
                         log_debug("Token %zu lacks key '%s' version %u: not a full copy", i, o.key, o.version);
                 else if (ops[j]->result == -KEKERR_HSM_UNAVAILABLE)
                         tokenset_request_done(f->ts, i, ops[j]->result); /* that token's failure */
-                if (h.valid)
-                        failover_cache_put(t->cache, &o, &h);
+                failover_cache_put(t->cache, &o, &h); /* an invalid h clears the slot: a stale handle is not kept */
                 served += ops[j]->result >= 0;
         }
         tokenset_count_failover(f->ts, i, served);

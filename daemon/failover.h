@@ -15,6 +15,10 @@
  * pass goes straight to the further token. Traffic returns to the preferred token once its probe
  * passes again: it is the writer, so it is never behind.
  *
+ * A wrap run once more keeps the IV prepare drew for it: the call that failed gave kekd no
+ * ciphertext, and the same key (the copy holds the same key material), IV, AAD and plaintext can
+ * only give the same ciphertext again, never a second message under that IV.
+ *
  * While a further token serves, the keystore is told the preferred token is down
  * (keystore_set_token_down()): lookups serve from the last index, writes (a wrap's lease
  * renewal, maintenance) fail HSM_UNAVAILABLE at once, and lost pool sessions are not reopened.

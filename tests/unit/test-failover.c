@@ -7,8 +7,9 @@
  * runs once more (the first further token after the one it failed on, never
  * the preferred one, none past the end); and the per-token handle cache (a
  * hit only for the same key, version and form at the same session
- * generation; an entry of another generation is dropped; a slot reused by
- * another key is a miss, never another key's handle).
+ * generation; an entry of another generation is dropped, so is one a
+ * failed call cleared; a slot reused by another key is a miss, never another
+ * key's handle).
  */
 #include "config.h"
 
@@ -63,6 +64,10 @@ static void test_cache(void) {
         ok(!got.valid, "the token's session generation moved: a miss");
         got = failover_cache_get(c, &k1v1, 7);
         ok(!got.valid, "... and the entry was dropped, not kept for the old generation");
+        failover_cache_put(c, &k1v1, &h);
+        failover_cache_put(c, &k1v1, &(CryptoOpHandles) {});
+        got = failover_cache_get(c, &k1v1, 7);
+        ok(!got.valid, "an invalid put (the call failed there) clears the entry: a stale handle is not kept");
 
         /* Many keys: a slot taken over by another key never answers for the first. */
         for (unsigned i = 0; i < 4 * FAILOVER_CACHE_SLOTS; i++) {
