@@ -17,6 +17,7 @@
 #include "daemon/audit.h"
 #include "daemon/clock.h"
 #include "daemon/cryptopool.h"
+#include "daemon/failover.h"
 #include "daemon/handlers.h"
 #include "daemon/metrics.h"
 #include "proto/wirecheck.h"
@@ -254,6 +255,16 @@ static bool request_begin(Dispatcher *d, Request *req) {
         return r >= 0;
 }
 
+/* Whether a data-plane request had HSM calls to run (then failover_run() noted their failures). */
+static bool request_ran(const Request *req) {
+        const Route *route = req->route;
+
+        for (size_t j = 0; route && route->shares_run && j < req->n_items; j++)
+                if (req->items[j].op.kind != 0)
+                        return true;
+        return false;
+}
+
 /* Encode: audit, metrics, the reply frame, then the request's memory. */
 static void request_end(Dispatcher *d, Request *req) {
         const Route *route = req->route;
@@ -279,8 +290,12 @@ static void request_end(Dispatcher *d, Request *req) {
                 audit_data(d->audit, req->peer, o->op, o->key, o->version, o->error);
         if (d->metrics)
                 metrics_request(d->metrics, o->op, o->key, o->error, clock_mono_usec() - req->start_usec, o->items);
-        /* Every request runs on the preferred token (docs/tokens-ha.md): its failures are that token's. */
-        tokenset_request_done(d->tokens, 0, o->error);
+        /*
+         * A data-plane request's HSM calls noted their failures on the token each ran on (failover_run());
+         * the rest of a request (prepare, control plane) runs on the preferred token: its failures are that token's.
+         */
+        if (!request_ran(req))
+                tokenset_request_done(d->tokens, 0, o->error);
         r = request_encode(req, d->max_frame);
         req->result = r < 0 ? r : 0;
         request_done(req);
@@ -310,7 +325,7 @@ static void flush(Dispatcher *d, Request *reqs, size_t from, size_t to) {
                         for (size_t j = 0; prepared(&reqs[i]) && j < reqs[i].n_items; j++)
                                 if (reqs[i].items[j].op.kind != 0)
                                         ops[n++] = &reqs[i].items[j].op;
-                keystore_run(d->keystore, d->pool, ops, n);
+                failover_run(d->failover, d->keystore, d->pool, ops, n);
         } else if (n > 0)
                 /* No memory to run them together: one at a time still answers everyone. */
                 for (size_t i = from; i < to; i++)
@@ -318,7 +333,7 @@ static void flush(Dispatcher *d, Request *reqs, size_t from, size_t to) {
                                 if (reqs[i].items[j].op.kind != 0) {
                                         CryptoOp *one = &reqs[i].items[j].op;
 
-                                        keystore_run(d->keystore, d->pool, &one, 1);
+                                        failover_run(d->failover, d->keystore, d->pool, &one, 1);
                                 }
         for (size_t i = from; i < to; i++) {
                 if (prepared(&reqs[i]))
@@ -330,8 +345,12 @@ static void flush(Dispatcher *d, Request *reqs, size_t from, size_t to) {
 void dispatch_requests(Dispatcher *d, Request *reqs, size_t n) {
         size_t from = 0;
 
-        /* Lost worker sessions reopen now, before any handle is taken for this call's runs. */
-        crypto_pool_ready(d->pool);
+        /*
+         * Lost worker sessions reopen now, before any handle is taken for this call's runs; not while
+         * the preferred token is down and a further one serves (failover.h): it would only wait on it.
+         */
+        if (!failover_begin(d->failover))
+                crypto_pool_ready(d->pool);
         for (size_t i = 0; i < n; i++) {
                 Request *req = &reqs[i];
                 const Route *route;

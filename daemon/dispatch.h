@@ -46,6 +46,7 @@
 typedef struct Audit Audit;
 typedef struct Metrics Metrics;
 typedef struct CryptoPool CryptoPool;
+typedef struct Failover Failover;
 
 typedef struct Dispatcher {
         Keystore *keystore;
@@ -53,6 +54,7 @@ typedef struct Dispatcher {
         Metrics *metrics;              /* NULL: no metrics */
         CryptoPool *pool;              /* NULL: every HSM call on the keystore's session */
         TokenSet *tokens;              /* health of the tokens for status (daemon/tokenset.h); NULL: none */
+        Failover *failover;            /* data-plane failover across tokens (daemon/failover.h); NULL: none */
         uint64_t started_usec;         /* wall clock at start, for status */
         size_t max_frame;
         uint64_t (*now_usec)(void);    /* wall clock, see daemon/clock.h; replaceable in tests */

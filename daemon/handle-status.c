@@ -98,6 +98,8 @@ static int status_tokens(Dispatcher *d, Kek__StatusResponse *st, Request *req) {
                 t->request_errors = ts.health.request_errors;
                 t->changed_usec = ts.health.changed_usec;
                 t->preferred = ts.preferred;
+                t->serving = ts.health.serving != 0;
+                t->failover_ops = ts.health.failover_ops;
                 v[i] = t;
         }
         st->tokens = v;

@@ -46,6 +46,7 @@
 #include "daemon/clock.h"
 #include "daemon/conf.h"
 #include "daemon/cryptopool.h"
+#include "daemon/failover.h"
 #include "daemon/hsmtask.h"
 #include "daemon/tokenset.h"
 #include "daemon/dispatch.h"
@@ -523,6 +524,7 @@ static int run(int argc, char *argv[]) {
         _cleanup_(secret_freep) Secret *pin = NULL;
         _cleanup_(hsm_freep) Hsm *hsm = NULL;
         _cleanup_(tokenset_freep) TokenSet *tokens = NULL;     /* freed before hsm: its first session is hsm's */
+        _cleanup_(failover_freep) Failover *failover = NULL;   /* freed before tokens: its sessions are theirs */
         _cleanup_(keystore_freep) Keystore *keystore = NULL;
         _cleanup_(crypto_pool_freep) CryptoPool *pool = NULL;   /* freed before hsm: its sessions are hsm's */
         _cleanup_(hsm_task_freep) HsmTask *task = NULL;         /* likewise */
@@ -735,8 +737,13 @@ static int run(int argc, char *argv[]) {
         (void) tokenset_set_capability(tokens, 0, &probe, config->allow_unsafe_token); /* NULL: one token */
         pin = secret_free(pin); /* each Hsm keeps its own copy for re-login */
         metrics_set_tokens(metrics, tokens);
+        r = failover_new(tokens, keystore, pool, &failover);
+        if (r < 0) {
+                log_error_errno(r, "Cannot set up failover across the tokens");
+                return 1;
+        }
         d.dispatcher = (Dispatcher) { .keystore = keystore, .audit = audit, .metrics = metrics, .pool = pool,
-                                      .tokens = tokens,
+                                      .tokens = tokens, .failover = failover,
                                       .started_usec = clock_now_usec(), .max_frame = config->max_frame,
                                       .now_usec = clock_now_usec, .backup_directory = config->backup_directory,
                                       .backup_wrapping_key = config->backup_wrapping_key,

@@ -376,9 +376,86 @@ static void crypto_op_run(Hsm *h, void *item) {
                 return;
         st(op)->pending = false;
         op->result = run_call(h, op);
-        /* A rewrap's plaintext has been in secure memory only, and is cleansed once encrypted again. */
-        if (op->result < 0 || second)
+        /*
+         * A rewrap's plaintext has been in secure memory only, and is cleansed once encrypted again.
+         * An encryption that met the token down keeps it for its run on a further token (failover);
+         * finish cleanses it whatever happened.
+         */
+        if ((op->result < 0 && !(second && op->result == -KEKERR_HSM_UNAVAILABLE)) || (second && op->result >= 0))
                 op->plaintext = secret_free(op->plaintext);
+}
+
+bool crypto_op_pending(const CryptoOp *op) {
+        return op->kind != 0 && op->result >= 0 && st((CryptoOp *) op)->pending;
+}
+
+void crypto_op_retry(CryptoOp *op) {
+        if (op->kind == 0 || op->result != -KEKERR_HSM_UNAVAILABLE)
+                return;
+        op->result = 0;
+        st(op)->pending = true;
+        st(op)->gone = false;
+}
+
+void crypto_op_object(CryptoOp *op, CryptoOpObject *ret) {
+        OpState *s = st(op);
+        bool encrypt = op->kind == CRYPTO_WRAP || (op->kind == CRYPTO_REWRAP && op->blob);
+
+        *ret = (CryptoOpObject) {
+                .key = encrypt ? s->key : op->view.key,
+                .version = encrypt ? op->version : op->view.version,
+                .restored = encrypt ? s->dst_restored : s->src_restored,
+        };
+}
+
+/*
+ * The pending call of op on h, a session of another token than the one its handles were found in:
+ * with the handles *cached found there (at cached->generation), else found now by the same search
+ * as refind(), in the form op's record names and then in the other one (the copy a restore made on
+ * that token is in the restored form, the preferred token's in the generated one, or the reverse).
+ * A version object that token lacks is no answer about the version (it is not a full copy):
+ * transient, and the index is not read again (gone stays false).
+ */
+int crypto_op_run_on(Hsm *h, CryptoOp *op, CryptoOpHandles *cached) {
+        OpState *s = st(op);
+        bool encrypt = op->kind == CRYPTO_WRAP || (op->kind == CRYPTO_REWRAP && op->blob);
+        bool *form = encrypt ? &s->dst_restored : &s->src_restored, recorded = *form;
+        int r = 0;
+
+        if (!crypto_op_pending(op))
+                return 0;
+        if (cached->valid && cached->generation == hsm_generation(h)) {
+                *(encrypt ? &s->dst : &s->src) = cached->object;
+                *(encrypt ? &s->dst_mac : &s->src_mac) = cached->mac;
+                s->generation = cached->generation;
+                *form = recorded != cached->other_form;
+        } else {
+                r = refind(h, op);
+                if (r == -ENOENT) {
+                        *form = !*form;
+                        r = refind(h, op);
+                }
+        }
+        if (r < 0) {
+                /* Not run: a rewrap's plaintext stays for finish to cleanse. */
+                s->pending = false;
+                op->result = -KEKERR_HSM_UNAVAILABLE;
+                cached->valid = false;
+                return r == -ENOENT ? -ENOENT : 0;
+        }
+        crypto_op_run(h, &op);
+        if (op->result == -ENOENT || s->gone) {
+                s->gone = false; /* vanished there during the call: that token's copy, not the index */
+                op->result = -KEKERR_HSM_UNAVAILABLE;
+                cached->valid = false;
+                return -ENOENT;
+        }
+        if (op->result >= 0 || s->src_ok)
+                *cached = (CryptoOpHandles) { .valid = true, .generation = s->generation,
+                                              .object = encrypt ? s->dst : s->src,
+                                              .mac = encrypt ? s->dst_mac : s->src_mac,
+                                              .other_form = *form != recorded };
+        return 0;
 }
 
 /* Rewraps whose blob authenticated get their new version, lease and IV; returns how many need another run. */
@@ -443,6 +520,8 @@ static void keystore_finish(Keystore *ks, CryptoOp **ops, size_t n) {
                 if (op->result < 0 && op->blob && op->kind != CRYPTO_UNWRAP && (k = keystore_key_runtime(ks, s->key)) &&
                     (v = key_index_version(k, op->version)))
                         v->lease_left++;
+                if (op->kind == CRYPTO_REWRAP)
+                        op->plaintext = secret_free(op->plaintext); /* kept by a failed encryption for its retry */
         }
         if (reload)
                 (void) keystore_load(ks);
@@ -456,7 +535,7 @@ void crypto_op_done(CryptoOp *op) {
         op->plaintext = secret_free(op->plaintext);
 }
 
-static void run_pass(Keystore *ks, CryptoPool *pool, CryptoOp **ops, size_t n) {
+void keystore_run_pass(Keystore *ks, CryptoPool *pool, CryptoOp **ops, size_t n) {
         if (pool)
                 crypto_pool_run(pool, crypto_op_run, ops, sizeof(*ops), n);
         else
@@ -464,11 +543,28 @@ static void run_pass(Keystore *ks, CryptoPool *pool, CryptoOp **ops, size_t n) {
                         crypto_op_run(keystore_hsm(ks), &ops[i]);
 }
 
-void keystore_run(Keystore *ks, CryptoPool *pool, CryptoOp **ops, size_t n) {
-        run_pass(ks, pool, ops, n);
+void keystore_run_with(Keystore *ks, CryptoPassFn pass, void *userdata, CryptoOp **ops, size_t n) {
+        pass(userdata, ops, n);
         if (keystore_targets(ks, ops, n) > 0)
-                run_pass(ks, pool, ops, n); /* rewraps: encrypt what authenticated */
+                pass(userdata, ops, n); /* rewraps: encrypt what authenticated */
         keystore_finish(ks, ops, n);
+}
+
+typedef struct PreferredPass {
+        Keystore *ks;
+        CryptoPool *pool;
+} PreferredPass;
+
+static void preferred_pass(void *userdata, CryptoOp **ops, size_t n) {
+        PreferredPass *p = userdata;
+
+        keystore_run_pass(p->ks, p->pool, ops, n);
+}
+
+void keystore_run(Keystore *ks, CryptoPool *pool, CryptoOp **ops, size_t n) {
+        PreferredPass p = { .ks = ks, .pool = pool };
+
+        keystore_run_with(ks, preferred_pass, &p, ops, n);
 }
 
 /* The sizes the request path checks at decode, for the shorthands below, which have none. */

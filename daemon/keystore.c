@@ -59,6 +59,7 @@ struct Keystore {
         Vault vault;
         bool reload_needed;           /* a write's outcome is unknown: re-read the token before answering */
         bool allow_unrecoverable;
+        bool token_down;              /* keystore_set_token_down(): serve from the last index, write nothing */
         ProfileChoice profile;        /* [hsm] profile, and the one new versions get */
         char owner[OWNER_MAX];
         KeyChangeFn on_change;
@@ -70,7 +71,6 @@ struct Keystore {
 /* Changes one key: fresh read, fn, write generation+1, index (see mutate()). */
 typedef int (*MutateFn)(Keystore *ks, Key *k, void *userdata);
 static int key_mutate(Keystore *ks, const char *name, MutateFn fn, void *userdata, const Key **ret);
-
 
 void keystore_set_change_callback(Keystore *ks, KeyChangeFn fn, void *userdata) {
         ks->on_change = fn;
@@ -396,11 +396,22 @@ int keystore_refresh(Keystore *ks, uint64_t max_age_usec) {
         return keystore_load(ks);
 }
 
-/* Reloads when the HSM session was reopened since the index was built (handles may be stale). */
+/*
+ * Reloads when the HSM session was reopened since the index was built (handles may be stale). The
+ * data plane finds its handles again where it runs (keystore-data.c), so while the token is down, or
+ * when this re-read meets it down, the last index keeps serving (docs/tokens-ha.md, failover).
+ */
 static int keystore_sync(Keystore *ks) {
-        if (hsm_generation(ks->hsm) == ks->generation && !ks->reload_needed)
+        int r;
+
+        if ((hsm_generation(ks->hsm) == ks->generation && !ks->reload_needed) || ks->token_down)
                 return 0;
-        return keystore_load(ks);
+        r = keystore_load(ks);
+        return r == -KEKERR_HSM_UNAVAILABLE && ks->last_load_mono_usec != 0 ? 0 : r;
+}
+
+void keystore_set_token_down(Keystore *ks, bool down) {
+        ks->token_down = down;
 }
 
 Hsm *keystore_hsm(const Keystore *ks) {
@@ -435,8 +446,8 @@ static int find_mutable(Keystore *ks, const char *name, Key **ret) {
                 return r;
         k = index_get(ks, name);
         if (!k && clock_mono_usec() - ks->last_load_mono_usec >= MISS_RELOAD_INTERVAL_USEC) {
-                /* Maybe created through another kekd since our last refresh. */
-                r = keystore_load(ks);
+                /* Maybe created through another kekd since our last refresh: not known while the token is down. */
+                r = ks->token_down ? -KEKERR_HSM_UNAVAILABLE : keystore_load(ks);
                 if (r < 0)
                         return r;
                 k = index_get(ks, name);
@@ -1192,6 +1203,8 @@ int keystore_maintain(Keystore *ks, uint64_t now) {
         size_t n_names;
         int changes, r;
 
+        if (ks->token_down)
+                return -KEKERR_HSM_UNAVAILABLE; /* it writes the token: after the token is back */
         changes = repair(ks, now, REPAIR_FRESH_USEC);
         if (changes < 0)
                 return changes;
@@ -1298,7 +1311,7 @@ int keystore_wrap_renew(Keystore *ks, const char *name, uint32_t version, uint64
         uint32_t id;
         int r;
 
-        r = keystore_find(ks, name, &k);
+        r = ks->token_down ? -KEKERR_HSM_UNAVAILABLE : keystore_find(ks, name, &k); /* writes need the token */
         if (r < 0)
                 return r;
         id = version == 0 ? k->current_version : version;

@@ -85,6 +85,12 @@ void keystore_set_profile(Keystore *ks, int profile);
 /* The profile set with keystore_set_profile() (-1: auto). */
 int keystore_profile(const Keystore *ks);
 
+/*
+ * The token is known down (daemon/failover.h: the preferred token is not active, its data-plane
+ * calls run on a further token): lookups serve from the last index without re-reading the token,
+ * and what writes it (a wrap's lease renewal, maintenance) fails -KEKERR_HSM_UNAVAILABLE at once.
+ */
+void keystore_set_token_down(Keystore *ks, bool down);
 /* Rebuilds the index and vault policy from the token; the previous index stays on failure. */
 int keystore_load(Keystore *ks);
 /* keystore_load() unless the index is younger than max_age_usec: clients cannot force reload storms. */
@@ -277,6 +283,43 @@ void crypto_op_done(CryptoOp *op);
  */
 typedef struct CryptoPool CryptoPool;
 void keystore_run(Keystore *ks, CryptoPool *pool, CryptoOp **ops, size_t n);
+
+/*
+ * Failover (daemon/failover.h, docs/tokens-ha.md): the same steps with each run pass given to pass,
+ * which runs the pending calls of ops on the keystore's token (keystore_run_pass()) or another's
+ * (crypto_op_run_on()), and may run an op that met HSM_UNAVAILABLE once more elsewhere
+ * (crypto_op_retry()). Prepare, targets and finish stay the keystore's, on its index.
+ */
+typedef void (*CryptoPassFn)(void *userdata, CryptoOp **ops, size_t n);
+void keystore_run_with(Keystore *ks, CryptoPassFn pass, void *userdata, CryptoOp **ops, size_t n);
+/* One run pass on the keystore's token: pool's sessions, or (NULL) the keystore's own. */
+void keystore_run_pass(Keystore *ks, CryptoPool *pool, CryptoOp **ops, size_t n);
+/* Whether op has a call to make in the next pass. */
+bool crypto_op_pending(const CryptoOp *op);
+/* An op whose call met -KEKERR_HSM_UNAVAILABLE is pending again (for another token); others are left alone. */
+void crypto_op_retry(CryptoOp *op);
+/* The version object op's pending call uses, found by name and version in any token holding a copy. */
+typedef struct CryptoOpObject {
+        const char *key;               /* op's own: valid while op is */
+        uint32_t version;
+        bool restored;                 /* the restored form (record.h) */
+} CryptoOpObject;
+void crypto_op_object(CryptoOp *op, CryptoOpObject *ret);
+/* That object's handles in one token, valid while that token's hsm_generation() is generation. */
+typedef struct CryptoOpHandles {
+        bool valid;
+        uint64_t generation;
+        HsmObject object, mac;
+        bool other_form;               /* found there in the other form than the record names (restored or not) */
+} CryptoOpHandles;
+/*
+ * The pending call of op on h, a session of a further token: with *cached if valid at h's
+ * generation, else the object found there (then written to *cached). A token lacking the object
+ * makes the op -KEKERR_HSM_UNAVAILABLE (transient), never UNKNOWN_VERSION, and returns -ENOENT (it is
+ * no failure of the token: it is not a full copy); else 0 and the op's outcome in op->result. Any
+ * thread owning h.
+ */
+int crypto_op_run_on(Hsm *h, CryptoOp *op, CryptoOpHandles *cached);
 
 int keystore_wrap(Keystore *ks, const char *name, uint32_t version, const uint8_t *pt, size_t pt_len,
                   const uint8_t *ctx, size_t ctx_len, uint64_t now, uint8_t **ret_blob, size_t *ret_blob_len,

@@ -68,12 +68,16 @@ void metrics_set_tokens(Metrics *m, TokenSet *ts) {
 /* The per-token counters of TokenHealth, rendered alike. */
 static const struct {
         const char *name, *help;
-        size_t offset; /* of a uint64_t in TokenHealth */
+        size_t offset; /* of a uint64_t in TokenHealth; a counter if its name ends in _total, else a gauge */
 } token_counters[] = {
         { "kekd_token_probes_total", "Health probes made, by token.", offsetof(TokenHealth, probes) },
         { "kekd_token_probe_failures_total", "Health probes failed, by token.", offsetof(TokenHealth, probe_failures) },
         { "kekd_token_request_errors_total", "Client requests that met HSM_UNAVAILABLE, by token.",
           offsetof(TokenHealth, request_errors) },
+        { "kekd_token_serving", "1 for the token that runs the data plane's HSM calls now (failover).",
+          offsetof(TokenHealth, serving) },
+        { "kekd_token_failover_ops_total", "Data-plane calls a further token served for the preferred one, by token.",
+          offsetof(TokenHealth, failover_ops) },
 };
 
 /*
@@ -101,8 +105,8 @@ static void render_tokens(FILE *f, const Metrics *m) {
                         fprintf(f, "kekd_token_state{token=\"%s\",state=\"%s\"} %d\n", st[i].name,
                                 token_state_name(states[s]), st[i].health.state == states[s]);
         for (size_t c = 0; c < ELEMENTSOF(token_counters); c++) {
-                fprintf(f, "# HELP %s %s\n# TYPE %s counter\n", token_counters[c].name, token_counters[c].help,
-                        token_counters[c].name);
+                fprintf(f, "# HELP %s %s\n# TYPE %s %s\n", token_counters[c].name, token_counters[c].help,
+                        token_counters[c].name, strstr(token_counters[c].name, "_total") ? "counter" : "gauge");
                 for (size_t i = 0; i < k; i++)
                         fprintf(f, "%s{token=\"%s\"} %llu\n", token_counters[c].name, st[i].name,
                                 (unsigned long long) *(const uint64_t *) ((const char *) &st[i].health +

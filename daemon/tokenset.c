@@ -229,12 +229,15 @@ static void probe_token(TokenSet *ts, Token *t) {
         pthread_mutex_unlock(&ts->lock);
         if (!t->hsm) {
                 /* Only a further token gets here: the preferred token's session is opened by tokenset_new(). */
-                r = hsm_open(t->module, t->token_uri, t->pin, &t->hsm, &why);
-                if (r < 0) {
+                Hsm *opened = NULL;
+
+                r = hsm_open(t->module, t->token_uri, t->pin, &opened, &why);
+                if (r < 0)
                         snprintf(error, sizeof(error), "%s", why ? why : error_text(r));
-                        t->hsm = NULL;
-                } else {
+                else {
+                        /* under the lock: the loop opens its serving session on it (tokenset_session_parent()) */
                         pthread_mutex_lock(&ts->lock);
+                        t->hsm = opened;
                         snprintf(t->label, sizeof(t->label), "%s", hsm_token_label(t->hsm));
                         pthread_mutex_unlock(&ts->lock);
                 }
@@ -475,4 +478,41 @@ int tokenset_status(TokenSet *ts, size_t i, TokenStatus *ret) {
                                     TOKEN_OVERDUE_USEC(ts->interval_usec, ts->n), clock_now_usec());
         pthread_mutex_unlock(&ts->lock);
         return 0;
+}
+
+/* --- failover (daemon/failover.h) ------------------------------------------------------------- */
+
+/* Until branch replica's is merged: ACTIVE (the lead replaces this with "ACTIVE and not stale"). */
+bool tokenset_can_serve(TokenSet *ts, size_t i) {
+        TokenStatus st;
+
+        return tokenset_status(ts, i, &st) >= 0 && st.health.state == TOKEN_ACTIVE;
+}
+
+Hsm *tokenset_session_parent(TokenSet *ts, size_t i) {
+        Hsm *h;
+
+        if (!ts || i == 0 || i >= ts->n)
+                return NULL;
+        pthread_mutex_lock(&ts->lock);
+        h = ts->tokens[i].hsm;
+        pthread_mutex_unlock(&ts->lock);
+        return h;
+}
+
+void tokenset_set_serving(TokenSet *ts, size_t i) {
+        if (!ts)
+                return;
+        pthread_mutex_lock(&ts->lock);
+        for (size_t j = 0; j < ts->n; j++)
+                ts->tokens[j].health.serving = j == i;
+        pthread_mutex_unlock(&ts->lock);
+}
+
+void tokenset_count_failover(TokenSet *ts, size_t i, uint64_t n) {
+        if (!ts || i >= ts->n || n == 0)
+                return;
+        pthread_mutex_lock(&ts->lock);
+        ts->tokens[i].health.failover_ops += n;
+        pthread_mutex_unlock(&ts->lock);
 }

@@ -37,9 +37,10 @@
  * token whose probe has run longer than TOKEN_HUNG_USEC, or that was not
  * probed for TOKEN_OVERDUE_USEC(interval, n), is shown DEGRADED with why.
  *
- * What this module does not do (yet): requests are served by the preferred
- * token only; the further tokens are probed and reported, not written to or
- * failed over to (docs/tokens-ha.md, "What is not done yet").
+ * The data plane's calls fail over to a further token that can serve
+ * (tokenset_can_serve(), daemon/failover.h); this module counts them and
+ * marks the serving token (functions at the end). What it does not do (yet):
+ * write to the further tokens (docs/tokens-ha.md, "What is not done yet").
  */
 #pragma once
 
@@ -73,6 +74,9 @@ typedef struct TokenHealth {
         uint64_t changed_usec;         /* CLOCK_REALTIME of the last change of state */
         uint64_t last_probe_usec;      /* how long the last probe took */
         char error[TOKEN_ERROR_MAX];   /* the last failure ("C_Encrypt: CKR_DEVICE_ERROR"), "" if none yet */
+        /* failover (daemon/failover.h): */
+        uint64_t serving;              /* 1 while this token runs the data plane's HSM calls, else 0 */
+        uint64_t failover_ops;         /* data-plane calls served by this further token for the preferred one */
 } TokenHealth;
 
 void token_health_init(TokenHealth *h, TokenState initial, uint64_t now);
@@ -175,3 +179,18 @@ int tokenset_probe_overdue(TokenSet *ts, size_t i, bool *ret_probing, uint64_t *
 /* A copy of token i's name, label and health; -ENOENT past the end. Any thread. */
 int tokenset_status(TokenSet *ts, size_t i, TokenStatus *ret);
 
+/* --- failover (daemon/failover.h, docs/tokens-ha.md) ----------------------------------------- */
+/*
+ * Whether token i can serve data-plane calls now: ACTIVE as tokenset_status() shows it (a probe
+ * overdue is not active). Any thread. (Branch replica's version adds: and not stale.)
+ */
+bool tokenset_can_serve(TokenSet *ts, size_t i);
+/*
+ * The probe thread's Hsm of further token i, NULL until it opened it (never freed before
+ * tokenset_free()): the parent of a serving session (hsm_open_session(), freed before ts).
+ */
+Hsm *tokenset_session_parent(TokenSet *ts, size_t i);
+/* Token i runs the data plane now (TokenHealth.serving), the others not. On the loop. */
+void tokenset_set_serving(TokenSet *ts, size_t i);
+/* n more data-plane calls served by further token i for the preferred one (TokenHealth.failover_ops). */
+void tokenset_count_failover(TokenSet *ts, size_t i, uint64_t n);

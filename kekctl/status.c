@@ -341,6 +341,8 @@ static json_object *json_tokens(const Kek__StatusResponse *st) {
                 json_object_object_add(j, "changed_usec", json_object_new_uint64(t->changed_usec));
                 json_object_object_add(j, "error", json_object_new_string(t->error ? t->error : ""));
                 json_object_object_add(j, "capability", json_object_new_string(t->capability ? t->capability : ""));
+                json_object_object_add(j, "serving", json_object_new_boolean(t->serving));
+                json_object_object_add(j, "failover_ops", json_object_new_uint64(t->failover_ops));
                 json_object_array_add(a, j);
         }
         return a;
@@ -355,8 +357,9 @@ static void print_tokens(const Kek__StatusResponse *st) {
 
                 if (when > 0 && gmtime_r(&when, &tm))
                         strftime(since, sizeof(since), "%H:%M:%S UTC", &tm);
-                printf("%s %s ('%s'%s): %s since %s, %llu of %llu probes failed%s%s%s%s\n", i == 0 ? "Tokens:      " : "             ",
+                printf("%s %s ('%s'%s%s): %s since %s, %llu of %llu probes failed%s%s%s%s\n", i == 0 ? "Tokens:      " : "             ",
                        t->name ? t->name : "?", t->label ? t->label : "", t->preferred ? ", preferred" : "",
+                       t->serving ? ", serving" : "",
                        t->state == KEK__TOKEN_STATE__TOKEN_ACTIVE ? "active" : t->state == KEK__TOKEN_STATE__TOKEN_DEGRADED ? "DEGRADED" : "UNAVAILABLE",
                        since, (unsigned long long) t->probe_failures, (unsigned long long) t->probes,
                        t->capability && t->capability[0] ? "; capability: " : "", t->capability ? t->capability : "",

@@ -82,7 +82,7 @@ ok "C says why it is unavailable" test -n "$(jq -r '.tokens[2].error' "$TESTDIR/
 diag "C: $(jq -r '.tokens[2].error' "$TESTDIR/out")"
 ok "A was probed" test "$(jq -r '.tokens[0].probes' "$TESTDIR/out")" -ge 1
 kc status
-contains "human status lists the tokens" "$TESTDIR/out" "Tokens:       a ('kekd-a', preferred): active"
+contains "human status lists the tokens, A serving" "$TESTDIR/out" "Tokens:       a ('kekd-a', preferred, serving): active"
 contains "human status shows B" "$TESTDIR/out" "b ('kekd-b'): active"
 contains "human status shows C unavailable" "$TESTDIR/out" "c (''): UNAVAILABLE"
 ok "metrics: A active" metric_state a active
