@@ -21,6 +21,7 @@
 #include "common/kekerr.h"
 #include "daemon/audit.h"
 #include "daemon/handlers.h"
+#include "daemon/tokenset.h"
 
 typedef struct DataKind {
         Kek__Request__BodyCase single, batch;
@@ -383,7 +384,8 @@ int handle_get_key_version(Dispatcher *d, const Kek__Request *m, Request *req) {
  * Confirm (kek.proto): the state an unwrap of a blob of this version would
  * meet, read from the index, so that a client re-validates its cached AEKs
  * once per key version instead of once per AEK, with no cryptographic
- * operation (one C_GetTokenInfo: the token is there). What
+ * operation (one C_GetTokenInfo: the token is there; with further tokens,
+ * their health instead, no PKCS#11 call). What
  * the index cannot vouch for is answered unconfirmed, never refused: the
  * client then unwraps, and the unwrap decides (it looks for a version object
  * the index missed, and fails transiently while the HSM is away, as before).
@@ -391,6 +393,14 @@ int handle_get_key_version(Dispatcher *d, const Kek__Request *m, Request *req) {
  * confirm_max_age_usec: a kekd whose refreshes fail (HSM gone) stops
  * vouching, so clients fall back on the unwrap and its grace rules.
  */
+/* Whether any token can serve the data plane now (daemon/tokenset.h); no PKCS#11 call. */
+static bool some_token_serves(TokenSet *ts) {
+        for (size_t i = 0; i < tokenset_count(ts); i++)
+                if (tokenset_can_serve(ts, i))
+                        return true;
+        return false;
+}
+
 int handle_confirm(Dispatcher *d, const Kek__Request *m, Request *req) {
         const Kek__ConfirmRequest *c = m->confirm;
         Kek__ConfirmResponse *cr;
@@ -432,8 +442,13 @@ int handle_confirm(Dispatcher *d, const Kek__Request *m, Request *req) {
          * And the token answers now: during an HSM outage an unwrap would fail at once, and the
          * client must meet that failure (its grace rules) now, not once the index has aged.
          * One C_GetTokenInfo per confirmation, i.e. per key version and refresh_sec of a client.
+         * With further tokens, their health stands in for that call: an unwrap would run on any
+         * token that can serve (failover), and a preferred token that is slow or hanging must not
+         * stall the loop here (its probe, on its own thread, decides whether it can serve).
          */
-        if (cr->confirmed && hsm_token_answers(keystore_hsm(d->keystore)) < 0)
+        if (cr->confirmed && d->tokens)
+                cr->confirmed = some_token_serves(d->tokens);
+        else if (cr->confirmed && hsm_token_answers(keystore_hsm(d->keystore)) < 0)
                 cr->confirmed = false;
         req->resp.body_case = KEK__RESPONSE__BODY_CONFIRM;
         req->resp.confirm = cr;
