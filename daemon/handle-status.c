@@ -78,24 +78,30 @@ static int status_tokens(Dispatcher *d, Kek__StatusResponse *st, Request *req) {
                 Kek__TokenHealth *t = request_alloc(req, sizeof(*t));
                 TokenStatus ts;
                 char *name, *label, *error;
+                const char *why;
 
                 if (!t || tokenset_status(d->tokens, i, &ts) < 0)
                         return -ENOMEM;
                 name = request_alloc(req, strlen(ts.name) + 1);
                 label = request_alloc(req, strlen(ts.label) + 1);
-                error = request_alloc(req, strlen(ts.health.error) + 1);
+                /* A stale token that answers its probes says why it is stale. */
+                why = ts.health.stale && ts.health.state == TOKEN_ACTIVE && ts.sync_note[0] ? ts.sync_note
+                                                                                            : ts.health.error;
+                error = request_alloc(req, strlen(why) + 1);
                 if (!name || !label || !error)
                         return -ENOMEM;
                 kek__token_health__init(t);
                 t->name = strcpy(name, ts.name);
                 t->label = strcpy(label, ts.label);
-                t->error = strcpy(error, ts.health.error);
+                t->error = strcpy(error, why);
                 t->state = (Kek__TokenState) ts.health.state;
                 t->probes = ts.health.probes;
                 t->probe_failures = ts.health.probe_failures;
                 t->request_errors = ts.health.request_errors;
                 t->changed_usec = ts.health.changed_usec;
                 t->preferred = ts.preferred;
+                t->stale = ts.health.stale;
+                t->synced_usec = ts.health.synced_usec;
                 v[i] = t;
         }
         st->tokens = v;

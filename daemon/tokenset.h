@@ -28,9 +28,16 @@
  * token whose probe has run longer than TOKEN_HUNG_USEC, or that was not
  * probed for TOKEN_OVERDUE_USEC(interval, n), is shown DEGRADED with why.
  *
- * What this module does not do (yet): requests are served by the preferred
- * token only; the further tokens are probed and reported, not written to or
- * failed over to (docs/tokens-ha.md, "What is not done yet").
+ * The same thread keeps each further token a copy of the preferred one
+ * (daemon/replica.h; the preferred token is the only writer): after each
+ * round of probes it synchronises every further token that is not in sync,
+ * so a token that hangs delays only the probes and the copies, never a
+ * client. A further token is *stale* (tokenset_can_serve() false) from start
+ * until its first complete sync, after any failure of its own (probe or
+ * sync), and whenever the preferred token's client-visible state changed
+ * since its last complete sync: tokenset_note_change() counts each change
+ * and wakes the thread; a sync that began at count C and completed leaves
+ * the token synced at C; it is in sync iff synced at the current count.
  */
 #pragma once
 
@@ -62,6 +69,10 @@ typedef struct TokenHealth {
         uint64_t changed_usec;         /* CLOCK_REALTIME of the last change of state */
         uint64_t last_probe_usec;      /* how long the last probe took */
         char error[TOKEN_ERROR_MAX];   /* the last failure ("C_Encrypt: CKR_DEVICE_ERROR"), "" if none yet */
+        /* Replication (daemon/replica.h), set by tokenset_status(); the preferred token is never stale. */
+        bool stale;                    /* not a full copy of the preferred token's current state: serves nothing */
+        uint64_t synced_usec;          /* CLOCK_REALTIME of its last complete sync, 0 if none */
+        uint64_t syncs, sync_failures; /* syncs that completed, syncs that failed on this token */
 } TokenHealth;
 
 void token_health_init(TokenHealth *h, TokenState initial, uint64_t now);
@@ -105,6 +116,7 @@ typedef struct TokenStatus {
         char label[HSM_KEY_LABEL_MAX + 1];   /* "" until opened */
         bool preferred;
         TokenHealth health;
+        char sync_note[TOKEN_ERROR_MAX + 64]; /* why it is stale ("not copied: ..."), "" if in sync or unknown */
 } TokenStatus;
 
 typedef struct TokenSet TokenSet;
@@ -146,3 +158,23 @@ void tokenset_request_done(TokenSet *ts, size_t i, int r);
 int tokenset_probe_overdue(TokenSet *ts, size_t i, bool *ret_probing, uint64_t *ret_usec);
 /* A copy of token i's name, label and health; -ENOENT past the end. Any thread. */
 int tokenset_status(TokenSet *ts, size_t i, TokenStatus *ret);
+
+/* --- replication (daemon/replica.h; docs/tokens-ha.md) ---------------------------------- */
+
+/*
+ * Before the probe thread copies anything: the labels of the [backup] trusted wrapping key (on the
+ * preferred token) and unwrapping key (on each further token); NULL or "": replication is off and
+ * every further token stays stale, saying why. Once, right after tokenset_new(). -ENOMEM.
+ */
+int tokenset_set_replication(TokenSet *ts, const char *wrapping_key, const char *unwrapping_key);
+/*
+ * On the loop: the preferred token's client-visible state changed (a key's state, versions, grants,
+ * existence, the vault policy). Every further token is stale until a sync that began after this
+ * completes; the thread starts one at once. ts may be NULL.
+ */
+void tokenset_note_change(TokenSet *ts);
+/*
+ * Whether token i may serve: ACTIVE (as tokenset_status() shows it) and not stale. The preferred
+ * token (i = 0) is never stale. Any thread.
+ */
+bool tokenset_can_serve(TokenSet *ts, size_t i);
