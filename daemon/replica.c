@@ -132,12 +132,13 @@ static int side_read(Side *s, Hsm *h) {
 }
 
 /*
- * Version v of key name on dst, copied from src unless there; on return v->restored is the form dst holds
- * it in. 0 there or copied (*copied says which), 1 cannot leave src (noted), <0 failed (noted).
+ * Version v of key name on dst, copied from src unless there (fresh: copied whatever is there); on return
+ * v->restored is the form dst holds it in. 0 there or copied (*copied says which), 1 cannot leave src
+ * (noted), <0 failed (noted).
  */
 static int copy_version(Hsm *src, Hsm *dst, const HsmTransferKey *wk, const HsmTransferKey *uk, const char *name,
-                        KeyVersion *v, const HsmKeyRef *aes, size_t n_aes, const HsmKeyRef *mac, size_t n_mac,
-                        bool *copied, ReplicaOutcome *o) {
+                        KeyVersion *v, bool fresh, const HsmKeyRef *aes, size_t n_aes, const HsmKeyRef *mac,
+                        size_t n_mac, bool *copied, ReplicaOutcome *o) {
         bool has_mac = hsm_profile_has_mac_key(v->profile);
         const HsmKeyRef *a = find_ref(aes, n_aes, name, v->id), *m = has_mac ? find_ref(mac, n_mac, name, v->id) : NULL;
         _cleanup_free_ uint8_t *wa = NULL, *wm = NULL;
@@ -146,7 +147,7 @@ static int copy_version(Hsm *src, Hsm *dst, const HsmTransferKey *wk, const HsmT
 
         *copied = false;
         /* The AES key goes in last: with it there (and the MAC key, when the profile has one) the copy is whole. */
-        if (a && (!has_mac || (m && m->restored == a->restored))) {
+        if (!fresh && a && (!has_mac || (m && m->restored == a->restored))) {
                 v->restored = a->restored;
                 return 0;
         }
@@ -207,15 +208,30 @@ static int write_record(Hsm *dst, Key *want, ReplicaOutcome *o) {
         return 0;
 }
 
+static int purge_key(Hsm *dst, const char *name, const Key *dk, ReplicaOutcome *o);
+
 /* One key of src onto dst: versions first, then the record. 0, or <0 (noted). */
 static int sync_key(Hsm *src, Hsm *dst, const HsmTransferKey *wk, const HsmTransferKey *uk, const Key *sk,
                     const Key *dk, const HsmKeyRef *aes, size_t n_aes, const HsmKeyRef *mac, size_t n_mac,
                     ReplicaOutcome *o) {
         _cleanup_(key_freep) Key *want = NULL;
         size_t kept = 0;
-        bool current_missing = false;
+        bool current_missing = false, fresh;
         int r;
 
+        /* Another key of the same name there (purged and made again here meanwhile): its objects are not ours. */
+        if (dk && dk->created_usec != sk->created_usec) {
+                r = purge_key(dst, sk->name, dk, o);
+                if (r < 0)
+                        return r;
+                dk = NULL;
+        }
+        /*
+         * Without a record there, objects of this name are an interrupted copy's, or an older key's of the
+         * same name: copied again. With one of the same key, a version object there is this version's:
+         * only versions the preferred token recorded are copied, and a recorded version is never remade.
+         */
+        fresh = !dk;
         r = replica_wanted_key(sk, &want);
         if (r < 0)
                 return r;
@@ -223,7 +239,7 @@ static int sync_key(Hsm *src, Hsm *dst, const HsmTransferKey *wk, const HsmTrans
                 KeyVersion v = want->versions[i];
                 bool copied;
 
-                r = copy_version(src, dst, wk, uk, want->name, &v, aes, n_aes, mac, n_mac, &copied, o);
+                r = copy_version(src, dst, wk, uk, want->name, &v, fresh, aes, n_aes, mac, n_mac, &copied, o);
                 if (r < 0)
                         return r;
                 if (r > 0) {

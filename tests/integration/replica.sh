@@ -9,8 +9,10 @@
 #     blobs made on A (under all three versions);
 #  2. a version disabled, a rotation, a key deleted and purged, a grant: B
 #     follows each (the lag is printed); a kekd on B alone shows each;
-#  3. every call to B fails (CKR_DEVICE_ERROR) while A changes: B is stale;
-#     lifted: B is resynchronised, in sync, check clean;
+#  3. every call to B fails (CKR_DEVICE_ERROR) while A changes (a key
+#     disabled; a key purged and made again under the same name): B is
+#     stale; lifted: B is resynchronised (the new key's versions, not the
+#     old key's objects), in sync, check clean;
 #  4. B's C_UnwrapKey made slow so a sync takes seconds: kekd killed (-9)
 #     in the middle of a replication, and again in the middle of the
 #     resync after restart; each time a kekd on B alone serves no half
@@ -180,6 +182,12 @@ fault_set '*:rv=CKR_DEVICE_ERROR:count=inf'
 ok "B becomes unavailable within 30 s" wait_for 30 sh -c "[ \"\$($KEKCTL status --json | jq -r '.tokens[1].state')\" = unavailable ]"
 ok "... and stale" is_stale
 succeeds "k5 disabled on A meanwhile" disable k5
+# k6 purged and made again under its name while B cannot follow: B holds the old k6's objects
+succeeds "k6 deleted meanwhile" delete k6
+succeeds "k6 purged" purge k6
+succeeds "k6 made again, a new key of the same name" create k6
+"$KEK_DR" "$SOCKET" wrap "$TESTDIR/k6blobs" 4 k6 >"$TESTDIR/w6" 2>&1
+contains "4 blobs under the new k6" "$TESTDIR/w6" "wrapped 4"
 ok "B is still stale" is_stale
 kc status --prometheus
 contains "metrics: B stale" "$TESTDIR/out" 'kekd_token_stale{token="b"} 1'
@@ -245,6 +253,8 @@ for k in $JKEYS; do
         contains "B alone: $k's 4 blobs unwrap" "$TESTDIR/ju" "unwrapped 4 of 4"
 done
 "$KEK_DR" "$SOCK_ALONE" unwrap "$TESTDIR/blobs" >"$TESTDIR/u2" 2>&1
-contains "B alone: the 100 blobs of the k keys but k3's 10 (purged), k1 version 1's 4 and k5's 9 (disabled)" "$TESTDIR/u2" "unwrapped 77 of 100"
+contains "B alone: the 100 blobs of the k keys but k3's and the old k6's 10 and 9 (purged), k1 version 1's 4 and k5's 9 (disabled)" "$TESTDIR/u2" "unwrapped 68 of 100"
+"$KEK_DR" "$SOCK_ALONE" unwrap "$TESTDIR/k6blobs" >"$TESTDIR/u6" 2>&1
+contains "B alone: the new k6's 4 blobs unwrap (its versions, not the old k6's objects)" "$TESTDIR/u6" "unwrapped 4 of 4"
 alone_stop
 done_testing
