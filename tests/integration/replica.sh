@@ -17,7 +17,9 @@
 #     in the middle of a replication, and again in the middle of the
 #     resync after restart; each time a kekd on B alone serves no half
 #     key (check clean there, every key it lists unwraps its blobs); after
-#     the last restart B gets in sync and check is clean.
+#     the last restart B gets in sync and check is clean;
+#  5. without [backup] wrapping_key, replication is off: B stays stale and
+#     status, the log and check say why.
 # Every wait is for a state, bounded in time; nothing asserts elapsed time.
 . "$TESTLIB"
 
@@ -257,4 +259,19 @@ contains "B alone: the 100 blobs of the k keys but k3's and the old k6's 10 and 
 "$KEK_DR" "$SOCK_ALONE" unwrap "$TESTDIR/k6blobs" >"$TESTDIR/u6" 2>&1
 contains "B alone: the new k6's 4 blobs unwrap (its versions, not the old k6's objects)" "$TESTDIR/u6" "unwrapped 4 of 4"
 alone_stop
+
+# --- 5. replication off: no trusted wrapping key configured ---------------------------------
+sed -i '/^wrapping_key = /d' "$CONF"
+ok "kekd starts without [backup] wrapping_key" kekd_start
+ok "B stays stale, saying why (30 s)" wait_for 30 sh -c \
+        "$KEKCTL status --json | jq -r '.tokens[1].error' | grep -q 'not copied: no trusted wrapping key configured'"
+ok "... stale" is_stale
+ok "the log says B is not replicated" grep -q "Token 'b' is not replicated: not copied: no trusted wrapping key" \
+        "$TESTDIR/kekd.log"
+succeeds "a key made while replication is off" create m0
+kc check
+is "check fails: B lacks it" "$KC_STATUS" 1
+contains "check says why B lacks its version" "$TESTDIR/out" \
+        "token 'b' lacks key 'm0' version 1 (not copied: no trusted wrapping key configured"
+kekd_stop
 done_testing
