@@ -379,6 +379,12 @@ typedef enum SyncOutcome {
 
 /* A sync not asked for by a change runs this often anyway (changes the count misses: policies, usage). */
 #define SYNC_RECHECK_USEC (60ULL * 1000000ULL)
+/*
+ * A sync pauses after this long (between keys) for a round of probes, then goes on: the probes' bounds
+ * (TOKEN_OVERDUE_USEC) must not be outrun by a long first copy. The next pass reads both tokens again
+ * and passes quickly over the keys already copied; only a pass that reaches the end completes.
+ */
+#define SYNC_BUDGET_USEC (2ULL * 1000000ULL)
 
 /* Under lock. */
 static void token_sync_view(const TokenSet *ts, size_t i, TokenStatus *ret) {
@@ -440,16 +446,24 @@ bool tokenset_can_serve(TokenSet *ts, size_t i) {
         return st.health.state == TOKEN_ACTIVE && !st.health.stale;
 }
 
-/* A long sync stops when kekd does. */
+typedef struct SyncPass {
+        TokenSet *ts;
+        uint64_t deadline;             /* CLOCK_MONOTONIC: pause for the probes after this */
+        bool paused;
+} SyncPass;
+
+/* A long sync stops when kekd does, and pauses for the probes when its time is up. */
 static int sync_progress(const char *name, const ReplicaOutcome *so_far, void *userdata) {
-        TokenSet *ts = userdata;
+        SyncPass *pass = userdata;
         bool stop;
 
         (void) name;
         (void) so_far;
-        pthread_mutex_lock(&ts->lock);
-        stop = ts->stop;
-        pthread_mutex_unlock(&ts->lock);
+        pthread_mutex_lock(&pass->ts->lock);
+        stop = pass->ts->stop;
+        pthread_mutex_unlock(&pass->ts->lock);
+        if (!stop && clock_mono_usec() > pass->deadline)
+                pass->paused = stop = true;
         return stop;
 }
 
@@ -492,6 +506,7 @@ static void sync_token(TokenSet *ts, size_t i) {
         uint64_t start, began_at, now = clock_mono_usec();
         ReplicaOutcome o = {};
         SyncOutcome out;
+        SyncPass pass;
         bool due, off;
         int r;
 
@@ -515,10 +530,19 @@ static void sync_token(TokenSet *ts, size_t i) {
 
         log_debug("Token '%s': sync with '%s' started (change %llu)", t->name, p->name, (unsigned long long) began_at);
         start = clock_mono_usec();
+        pass = (SyncPass) { .ts = ts, .deadline = start + SYNC_BUDGET_USEC };
         /* The labels never change once set: read without the lock, as the module and URI are. */
-        r = replica_sync(p->hsm, t->hsm, ts->wrapping_key, ts->unwrapping_key, sync_progress, ts, &o);
-        if (r == -ECANCELED)
+        r = replica_sync(p->hsm, t->hsm, ts->wrapping_key, ts->unwrapping_key, sync_progress, &pass, &o);
+        if (r == -ECANCELED) {
+                if (!pass.paused)
+                        return; /* kekd stops */
+                log_debug("Token '%s': sync paused for the probes after %zu keys (%zu versions copied); it goes on",
+                          t->name, o.keys, o.copied);
+                pthread_mutex_lock(&ts->lock);
+                ts->sync_now = true; /* no wait for the interval: the next round goes on with it */
+                pthread_mutex_unlock(&ts->lock);
                 return;
+        }
         out = r == 0 ? SYNC_IN_SYNC : r > 0 ? SYNC_NOT_COPIED : SYNC_FAILED;
 
         pthread_mutex_lock(&ts->lock);

@@ -17,7 +17,8 @@
 #     in the middle of a replication, and again in the middle of the
 #     resync after restart; each time a kekd on B alone serves no half
 #     key (check clean there, every key it lists unwraps its blobs); after
-#     the last restart B gets in sync and check is clean;
+#     the last restart B gets in sync and check is clean; a copy that
+#     takes 12 s pauses for the probes, so A is shown active all along;
 #  5. without [backup] wrapping_key, replication is off: B stays stale and
 #     status, the log and check say why.
 # Every wait is for a state, bounded in time; nothing asserts elapsed time.
@@ -246,6 +247,33 @@ ok "kekd starts again" kekd_start
 t0=$(now_ms)
 ok "B in sync within 120 s (still slow)" wait_for 120 in_sync
 diag "restart -> B in sync with C_UnwrapKey at 400 ms: $(($(now_ms) - t0)) ms"
+succeeds "check clean" check
+
+# A long copy (12 versions at 1 s each) pauses for the probes: A is never shown
+# degraded as "not probed" (the bound is 2 intervals + 2 x 0.5 s + 5 s = 8 s).
+fault_set 'C_UnwrapKey:delay_ms=1000'
+for k in s0 s1 s2 s3 s4 s5; do
+        kc create "$k"
+        kc rotate "$k"
+done
+ok "B is stale while the copy runs" is_stale
+a_seen=""
+watch_sync() {
+        i=0
+        while [ $i -lt 1800 ]; do
+                st=$(field a state)
+                [ "$st" = active ] || a_seen="$a_seen [$st: $(field a error)]"
+                in_sync && return 0
+                sleep 0.1
+                i=$((i + 1))
+        done
+        return 1
+}
+t0=$(now_ms)
+ok "B in sync after the long copy (180 s)" watch_sync
+diag "12 versions at 1 s per C_UnwrapKey: in sync after $(($(now_ms) - t0)) ms"
+is "A was shown active all along" "$a_seen" ""
+ok "the copy paused for the probes" grep -q "sync paused for the probes" "$TESTDIR/kekd.log"
 succeeds "check clean" check
 fault_set ""
 kekd_stop
