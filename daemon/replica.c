@@ -298,6 +298,7 @@ static bool policy_equal(const VaultPolicy *a, const VaultPolicy *b) {
 
 static int sync_vault(Hsm *dst, const Side *s, const Side *d, ReplicaOutcome *o) {
         Vault sv = {}, dv = {};
+        VaultPolicy after;
         VaultChange c;
         int r;
 
@@ -310,8 +311,7 @@ static int sync_vault(Hsm *dst, const Side *s, const Side *d, ReplicaOutcome *o)
                 note(o, "the vault policy could not be read");
                 return r;
         }
-        if (dv.generation > 0 && policy_equal(&sv.policy, &dv.policy))
-                return 0;
+        /* The one-way settings (purge protection, trusted-wrap) are only ever switched on. */
         c = (VaultChange) {
                 .retention_days = sv.policy.retention_days,
                 .purge_protection = sv.policy.purge_protection ? 1 : -1,
@@ -320,10 +320,18 @@ static int sync_vault(Hsm *dst, const Side *s, const Side *d, ReplicaOutcome *o)
                 .approval_window_sec = sv.policy.approval_window_sec,
                 .trusted_wrap = sv.policy.trusted_wrap ? 1 : -1,
         };
+        after = sv.policy;
+        after.purge_protection = sv.policy.purge_protection || dv.policy.purge_protection;
+        after.trusted_wrap = sv.policy.trusted_wrap || dv.policy.trusted_wrap;
+        if (dv.generation > 0 && policy_equal(&after, &dv.policy))
+                return 0;
         r = vault_set(&dv, dst, &c);
-        if (r == -KEKERR_PERMISSION_DENIED)
-                note(o, "its vault policy is stricter than the preferred token's (one-way settings): kept");
-        else if (r < 0)
+        if (r == -KEKERR_PERMISSION_DENIED) {
+                /* Stricter there (purge protection with a longer retention): it serves nothing the preferred would not. */
+                log_debug("Replica: the vault policy there is stricter than the preferred token's: kept");
+                return 0;
+        }
+        if (r < 0)
                 note(o, "the vault policy could not be written: %s", hsm_last_error(dst));
         else
                 o->vault_written = true;
