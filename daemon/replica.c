@@ -407,8 +407,13 @@ int replica_sync(Hsm *src, Hsm *dst, const char *wrapping_key, const char *unwra
         }
         for (size_t i = 0; i < d.rd.n_refs; i++) {
                 const char *name = d.rd.refs[i].label;
+                bool seen = false;
 
                 if (key_index_get(&s.ix, name) || key_index_get(&d.ix, name))
+                        continue;
+                for (size_t j = 0; j < i && !seen; j++) /* orphans are few: once per name */
+                        seen = strcmp(d.rd.refs[j].label, name) == 0;
+                if (seen)
                         continue;
                 r = purge_key(dst, name, NULL, &o);
                 if (r < 0)
