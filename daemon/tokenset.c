@@ -385,6 +385,7 @@ typedef enum SyncOutcome {
  * and passes quickly over the keys already copied; only a pass that reaches the end completes.
  */
 #define SYNC_BUDGET_USEC (2ULL * 1000000ULL)
+#define SYNC_OFF_NOTE "not copied: no trusted wrapping key configured ([backup] wrapping_key, unwrapping_key)"
 
 /* Under lock. */
 static void token_sync_view(const TokenSet *ts, size_t i, TokenStatus *ret) {
@@ -416,6 +417,9 @@ int tokenset_set_replication(TokenSet *ts, const char *wrapping_key, const char 
         }
         pthread_mutex_lock(&ts->lock);
         if (!ts->replication_set) {
+                /* Off: every further token says why from the start, not from its first due sync. */
+                for (size_t i = 1; (!w || !u) && i < ts->n; i++)
+                        snprintf(ts->tokens[i].sync_note, sizeof(ts->tokens[i].sync_note), "%s", SYNC_OFF_NOTE);
                 ts->wrapping_key = TAKE_PTR(w);
                 ts->unwrapping_key = TAKE_PTR(u);
                 ts->replication_set = true;
@@ -517,8 +521,7 @@ static void sync_token(TokenSet *ts, size_t i) {
               (!t->synced || t->synced_at != ts->changes || t->sync_mono == 0 || now - t->sync_mono > SYNC_RECHECK_USEC);
         began_at = ts->changes;
         if (due && off)
-                snprintf(t->sync_note, sizeof(t->sync_note),
-                         "not copied: no trusted wrapping key configured ([backup] wrapping_key, unwrapping_key)");
+                snprintf(t->sync_note, sizeof(t->sync_note), "%s", SYNC_OFF_NOTE);
         pthread_mutex_unlock(&ts->lock);
         if (!due)
                 return;
