@@ -526,7 +526,7 @@ static void sync_token(TokenSet *ts, size_t i) {
         if (!due)
                 return;
         if (off) {
-                snprintf(o.note, sizeof(o.note), "%s", t->sync_note);
+                snprintf(o.note, sizeof(o.note), "%s", SYNC_OFF_NOTE);
                 sync_log(ts, t, SYNC_OFF, &o, 0);
                 return;
         }
