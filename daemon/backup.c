@@ -173,6 +173,42 @@ static int read_file(const char *dir, const char *file, uint8_t **ret, size_t *r
         return 0;
 }
 
+/* --- shared with replication (daemon/replica.h) ------------------------------------ */
+
+int backup_wrap_part(Hsm *h, const HsmTransferKey *tk, const char *name, const KeyVersion *v, HsmVersionPart part,
+                     uint8_t **ret, size_t *ret_len) {
+        HsmObject o;
+        int r;
+
+        /* The object in the form the record names: a restored version only in its restored form. */
+        r = part == HSM_PART_MAC ? hsm_find_version_mac_key(h, name, v->id, v->restored, &o)
+                                 : hsm_find_version_key(h, name, v->id, v->restored, &o);
+        if (r < 0)
+                return r;
+        return hsm_wrap_object(h, tk, o, ret, ret_len);
+}
+
+int backup_unwrap_version(Hsm *h, const HsmTransferKey *tk, const char *name, const KeyVersion *v, const uint8_t *mac,
+                          size_t mac_len, const uint8_t *aes, size_t aes_len) {
+        HsmObject o;
+        int r;
+
+        /* MAC key first, the AES key last (as hsm-objects.c orders them): the AES key's presence means both. */
+        r = hsm_destroy_version_keys(h, name, v->id);
+        if (r >= 0 && mac)
+                r = hsm_unwrap_version(h, tk, name, v->id, HSM_PART_MAC, v->wrap_with_trusted, mac, mac_len, &o);
+        if (r >= 0)
+                r = hsm_unwrap_version(h, tk, name, v->id, HSM_PART_AES, v->wrap_with_trusted, aes, aes_len, &o);
+        return r;
+}
+
+void backup_restored_version(KeyVersion *v) {
+        v->restored = true;
+        v->present = v->mac_present = false;
+        v->handle = v->mac_handle = 0;
+        v->lease_left = v->unwraps_pending = v->last_use_pending = 0;
+}
+
 /* --- backup ------------------------------------------------------------------ */
 
 typedef struct Arena {
@@ -206,13 +242,9 @@ static int wrap_part(Keystore *ks, const HsmTransferKey *tk, const Key *k, const
                      Arena *a, ProtobufCBinaryData *out, BackupReport *rep) {
         uint8_t *w = NULL;
         size_t len = 0;
-        HsmObject o;
         int r;
 
-        r = part == HSM_PART_MAC ? hsm_find_version_mac_key(keystore_hsm(ks), k->name, v->id, v->restored, &o)
-                                 : hsm_find_version_key(keystore_hsm(ks), k->name, v->id, v->restored, &o);
-        if (r >= 0)
-                r = hsm_wrap_object(keystore_hsm(ks), tk, o, &w, &len);
+        r = backup_wrap_part(keystore_hsm(ks), tk, k->name, v, part, &w, &len);
         if (r == -EPERM || r == -ENOENT) {
                 r = missing(rep, "key '%s' version %u: %s", k->name, v->id,
                             r == -ENOENT ? "its key object is missing from the token"
@@ -445,10 +477,7 @@ static int restored_key(const BackupKeyEntry *e, const Key *cur, Key **ret, Back
                                 break;
                         continue;
                 }
-                v.restored = true;
-                v.present = v.mac_present = false;
-                v.handle = v.mac_handle = 0;
-                v.lease_left = v.unwraps_pending = v.last_use_pending = 0;
+                backup_restored_version(&v);
                 k->versions[k->n_versions++] = v;
         }
         for (size_t i = 0; r >= 0 && cur && i < cur->n_versions; i++)
@@ -483,19 +512,13 @@ static int restore_versions(Hsm *h, const HsmTransferKey *tk, const BackupKeyEnt
         for (size_t i = 0; i < e->n_versions; i++) {
                 const BackupVersionKeys *bv = &e->versions[i];
                 const KeyVersion *v = key_find_version(k, bv->id);
-                HsmObject o;
                 int r;
 
                 if (!v)
                         continue;
-                /* Objects of an earlier, interrupted restore, or (replace) the target's own. */
-                r = hsm_destroy_version_keys(h, k->name, v->id);
-                if (r >= 0 && bv->mac_key)
-                        r = hsm_unwrap_version(h, tk, k->name, v->id, HSM_PART_MAC, v->wrap_with_trusted, bv->mac_key,
-                                               bv->mac_key_len, &o);
-                if (r >= 0)
-                        r = hsm_unwrap_version(h, tk, k->name, v->id, HSM_PART_AES, v->wrap_with_trusted, bv->aes_key,
-                                               bv->aes_key_len, &o);
+                /* Objects of an earlier, interrupted restore, or (replace) the target's own: destroyed first. */
+                r = backup_unwrap_version(h, tk, k->name, v, bv->mac_key, bv->mac_key_len, bv->aes_key,
+                                          bv->aes_key_len);
                 if (r < 0) {
                         snprintf(why, why_len, "key '%s' version %u did not unwrap: %s", k->name, v->id, hsm_last_error(h));
                         return r;

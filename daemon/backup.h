@@ -24,6 +24,7 @@
 #include <stdint.h>
 
 #include "daemon/keystore.h"
+#include "pkcs11/hsm-transfer.h"
 
 /* Named findings, each one line; at most BACKUP_REPORT_MAX (then one line says how many more). */
 #define BACKUP_REPORT_MAX 1000u
@@ -64,3 +65,20 @@ int backup_make(Keystore *ks, const char *dir, const char *file, const char *wra
  */
 int backup_restore(Keystore *ks, const char *dir, const char *file, const char *unwrapping_key, bool replace,
                    bool dry_run, BackupReport *ret, char *why, size_t why_len);
+
+/*
+ * Shared with replication (daemon/replica.h), so a version moves between
+ * tokens one way. backup_wrap_part(): one part of version v of key name,
+ * found in the form its record names, wrapped on h under tk (*ret
+ * malloc()ed); -ENOENT: no such object, -EPERM: it cannot leave the token
+ * (never extractable). backup_unwrap_version(): v's keys unwrapped into h
+ * under tk after destroying any left there (an interrupted copy's), the MAC
+ * key (mac NULL: the profile has none) before the AES key.
+ * backup_restored_version(): v as a record names it once unwrapped there
+ * (the restored form; no handles, no runtime share).
+ */
+int backup_wrap_part(Hsm *h, const HsmTransferKey *tk, const char *name, const KeyVersion *v, HsmVersionPart part,
+                     uint8_t **ret, size_t *ret_len);
+int backup_unwrap_version(Hsm *h, const HsmTransferKey *tk, const char *name, const KeyVersion *v, const uint8_t *mac,
+                          size_t mac_len, const uint8_t *aes, size_t aes_len);
+void backup_restored_version(KeyVersion *v);

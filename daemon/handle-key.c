@@ -339,6 +339,7 @@ int handle_get_vault_policy(Dispatcher *d, const Kek__Request *m, Request *req) 
 
         if (r < 0)
                 return r;
+        tokenset_note_change(d->tokens); /* further tokens are stale until they have the new policy */
         return reply_vault(d, req);
 }
 
@@ -369,6 +370,7 @@ int handle_set_vault_policy(Dispatcher *d, const Kek__Request *m, Request *req) 
                                                      : "with purge protection on, retention can only be raised");
         if (r < 0)
                 return r;
+        tokenset_note_change(d->tokens); /* further tokens are stale until they have the new policy */
         return reply_vault(d, req);
 }
 

@@ -78,19 +78,23 @@ static int status_tokens(Dispatcher *d, Kek__StatusResponse *st, Request *req) {
                 Kek__TokenHealth *t = request_alloc(req, sizeof(*t));
                 TokenStatus ts;
                 char *name, *label, *error, *capability;
+                const char *why;
 
                 if (!t || tokenset_status(d->tokens, i, &ts) < 0)
                         return -ENOMEM;
                 name = request_alloc(req, strlen(ts.name) + 1);
                 label = request_alloc(req, strlen(ts.label) + 1);
-                error = request_alloc(req, strlen(ts.health.error) + 1);
+                /* A stale token that answers its probes says why it is stale. */
+                why = ts.health.stale && ts.health.state == TOKEN_ACTIVE && ts.sync_note[0] ? ts.sync_note
+                                                                                            : ts.health.error;
+                error = request_alloc(req, strlen(why) + 1);
                 capability = request_alloc(req, strlen(ts.capability) + 1);
                 if (!name || !label || !error || !capability)
                         return -ENOMEM;
                 kek__token_health__init(t);
                 t->name = strcpy(name, ts.name);
                 t->label = strcpy(label, ts.label);
-                t->error = strcpy(error, ts.health.error);
+                t->error = strcpy(error, why);
                 t->capability = strcpy(capability, ts.capability);
                 t->state = (Kek__TokenState) ts.health.state;
                 t->probes = ts.health.probes;
@@ -100,6 +104,8 @@ static int status_tokens(Dispatcher *d, Kek__StatusResponse *st, Request *req) {
                 t->preferred = ts.preferred;
                 t->serving = ts.health.serving != 0;
                 t->failover_ops = ts.health.failover_ops;
+                t->stale = ts.health.stale;
+                t->synced_usec = ts.health.synced_usec;
                 v[i] = t;
         }
         st->tokens = v;

@@ -735,6 +735,12 @@ static int run(int argc, char *argv[]) {
         if (r < 0)
                 return 1;
         (void) tokenset_set_capability(tokens, 0, &probe, config->allow_unsafe_token); /* NULL: one token */
+        /* Replication uses the [backup] ceremony's trusted keys; without them it is off, and status says so. */
+        r = tokenset_set_replication(tokens, config->backup_wrapping_key, config->backup_unwrapping_key);
+        if (r < 0) {
+                log_error_errno(r, "Cannot set up replication");
+                return 1;
+        }
         pin = secret_free(pin); /* each Hsm keeps its own copy for re-login */
         metrics_set_tokens(metrics, tokens);
         r = failover_new(tokens, keystore, pool, &failover);

@@ -78,6 +78,10 @@ static const struct {
           offsetof(TokenHealth, serving) },
         { "kekd_token_failover_ops_total", "Data-plane calls a further token served for the preferred one, by token.",
           offsetof(TokenHealth, failover_ops) },
+        { "kekd_token_syncs_total", "Syncs with the preferred token that completed, by further token.",
+          offsetof(TokenHealth, syncs) },
+        { "kekd_token_sync_failures_total", "Syncs with the preferred token that failed on the token, by further token.",
+          offsetof(TokenHealth, sync_failures) },
 };
 
 /*
@@ -117,6 +121,10 @@ static void render_tokens(FILE *f, const Metrics *m) {
         for (size_t i = 0; i < k; i++)
                 fprintf(f, "kekd_token_probe_seconds{token=\"%s\"} %.6f\n", st[i].name,
                         (double) st[i].health.last_probe_usec / 1e6);
+        fputs("# HELP kekd_token_stale 1 while a token lacks the preferred token's current state and serves nothing.\n"
+              "# TYPE kekd_token_stale gauge\n", f);
+        for (size_t i = 0; i < k; i++)
+                fprintf(f, "kekd_token_stale{token=\"%s\"} %d\n", st[i].name, st[i].health.stale ? 1 : 0);
 }
 
 void metrics_set_probe(Metrics *m, const ProbeResult *p) {

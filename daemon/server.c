@@ -803,6 +803,9 @@ static int socket_open(const Config *config, int *ret_fd) {
 static void on_key_change(const char *name, const Key *old, const Key *k, void *userdata) {
         Server *s = userdata;
 
+        /* Further tokens are stale until a sync after this change (daemon/tokenset.h). */
+        tokenset_note_change(s->dispatcher->tokens);
+
         for (Conn *c = s->conns; c; c = c->next) {
                 bool sees;
 

@@ -3,11 +3,13 @@
  * `kekctl check` across tokens: see tokens-check.h. Only the existence of
  * records and version key objects is compared, by label and ID; the
  * records' contents and the MAC keys of the HMAC profiles are the
- * resynchronisation's to compare (not built yet, docs/tokens-ha.md).
+ * replication's to compare and copy (daemon/replica.h), whose stale mark
+ * says whether a token holds them.
  */
 #include "config.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -29,8 +31,20 @@ static bool has_record(const HsmDataObject *d, size_t n, const char *label) {
         return false;
 }
 
+/* Why a further token lacks a version that could be copied, from its replication state. */
+static void not_copied_why(const TokenStatus *st, char *buf, size_t len) {
+        if (strncmp(st->sync_note, "not copied: ", 12) == 0)
+                snprintf(buf, len, "%s", st->sync_note);
+        else if (st->health.stale)
+                snprintf(buf, len, "not copied yet: the token is stale (%s)", st->sync_note[0] ? st->sync_note : "not synchronised yet");
+        else
+                snprintf(buf, len, "not copied, although the token is in sync");
+}
+
 /* One further token against the index; -ENOMEM only. */
-static int check_token(Keystore *ks, const char *name, Hsm *h, CheckReport *rep) {
+static int check_token(Keystore *ks, const TokenStatus *st, Hsm *h, CheckReport *rep) {
+        const char *name = st->name;
+        char why[sizeof(st->sync_note) + 64];
         _cleanup_free_ HsmKeyRef *refs = NULL;
         HsmDataObject *d = NULL;
         size_t n_refs = 0, n = 0;
@@ -41,6 +55,7 @@ static int check_token(Keystore *ks, const char *name, Hsm *h, CheckReport *rep)
                 r = hsm_list_data(h, RECORDS_APP, NULL, &d, &n);
         if (r < 0)
                 return check_report_add(rep, "token '%s' cannot be read: %s", name, hsm_last_error(h));
+        not_copied_why(st, why, sizeof(why));
 
         for (size_t i = 0; r >= 0 && i < keystore_n_keys(ks); i++) {
                 const Key *k = keystore_key_at(ks, i);
@@ -55,8 +70,7 @@ static int check_token(Keystore *ks, const char *name, Hsm *h, CheckReport *rep)
                         if (!v->present || has_version(refs, n_refs, k->name, v->id))
                                 continue;
                         r = check_report_add(rep, "token '%s' lacks key '%s' version %u (%s)", name, k->name, v->id,
-                                             v->wrap_with_trusted ? "not copied: replication is not built yet"
-                                                                  : "never extractable: it cannot be copied");
+                                             v->wrap_with_trusted ? why : "never extractable: it cannot be copied");
                 }
         }
         /* A version object in the further token of a key the preferred token does not hold. */
@@ -109,7 +123,7 @@ int tokens_check(Keystore *ks, TokenSet *ts, CheckReport *rep) {
                         r = check_report_add(rep, "token '%s' cannot be opened (%s): it holds no copy that could be "
                                              "checked", st.name, why ? why : error_text(r));
                 else
-                        r = check_token(ks, st.name, h, rep);
+                        r = check_token(ks, &st, h, rep);
                 if (r < 0)
                         return r;
         }

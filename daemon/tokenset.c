@@ -20,6 +20,7 @@
 #include "daemon/clock.h"
 #include "daemon/log.h"
 #include "daemon/tokenset.h"
+#include "daemon/replica.h"
 #include "pkcs11/probe.h"
 
 typedef struct Token {
@@ -38,6 +39,15 @@ typedef struct Token {
         char refusal[TOKEN_ERROR_MAX]; /* written under lock: why */
         ProbeResult probe;             /* written under lock: the last capability probe's result */
         char capability[TOKEN_CAPABILITY_MAX + 1]; /* written under lock: tokenset_capability_name(), "" before */
+        /* Replication, under lock (further tokens only; see the block at the end). */
+        bool synced;                   /* a sync completed, and no failure of this token since */
+        uint64_t synced_at;            /* TokenSet.changes when that sync began */
+        uint64_t synced_usec;          /* CLOCK_REALTIME when it completed */
+        uint64_t sync_mono;            /* CLOCK_MONOTONIC of the last sync's end, 0 if none */
+        uint64_t syncs, sync_failures;
+        char sync_note[TOKEN_ERROR_MAX + 64]; /* why it is stale, if known */
+        int logged;                    /* the outcome last logged (SyncOutcome), so each is logged once */
+        char logged_note[TOKEN_ERROR_MAX + 64];
 } Token;
 
 struct TokenSet {
@@ -49,6 +59,10 @@ struct TokenSet {
         bool started;
         bool stop;                     /* under lock */
         bool probe_now;                /* under lock: a request failed, probe without waiting */
+        bool sync_now;                 /* under lock: the preferred token changed, sync without waiting */
+        uint64_t changes;              /* under lock: client-visible changes of the preferred token so far */
+        bool replication_set;          /* under lock: tokenset_set_replication() was called */
+        char *wrapping_key, *unwrapping_key; /* set once, before replication_set; NULL: off */
         pthread_mutex_t lock;
         pthread_cond_t wake;           /* CLOCK_MONOTONIC */
 };
@@ -263,6 +277,10 @@ static void probe_token(TokenSet *ts, Token *t) {
                 t->health.changed_usec = clock_now_usec();
                 changed = true;
         }
+        if (r < 0 && t->synced) {
+                t->synced = false; /* it may have missed anything meanwhile: stale until synced again */
+                snprintf(t->sync_note, sizeof(t->sync_note), "its probe failed: resynchronised once it answers");
+        }
         after = t->health;
         t->probe_started = 0;
         t->probe_ended = clock_mono_usec();
@@ -279,6 +297,8 @@ static void probe_token(TokenSet *ts, Token *t) {
                 log_warning("Token '%s' is %s: its probe took %llu ms", t->name, token_state_name(after.state),
                             (unsigned long long) (after.last_probe_usec / 1000));
 }
+
+static void sync_tokens(TokenSet *ts);
 
 static void *probe_thread(void *userdata) {
         TokenSet *ts = userdata;
@@ -297,14 +317,16 @@ static void *probe_thread(void *userdata) {
                                 return NULL;
                         probe_token(ts, &ts->tokens[i]);
                 }
+                sync_tokens(ts);
                 deadline = clock_mono_usec() + ts->interval_usec;
                 until = (struct timespec) { .tv_sec = (time_t) (deadline / 1000000),
                                             .tv_nsec = (long) (deadline % 1000000) * 1000 };
                 pthread_mutex_lock(&ts->lock);
-                while (!ts->stop && !ts->probe_now &&
+                while (!ts->stop && !ts->probe_now && !ts->sync_now &&
                        pthread_cond_timedwait(&ts->wake, &ts->lock, &until) != ETIMEDOUT)
                         ;
                 ts->probe_now = false;
+                ts->sync_now = false;
                 if (ts->stop) {
                         pthread_mutex_unlock(&ts->lock);
                         return NULL;
@@ -393,6 +415,8 @@ TokenSet *tokenset_free(TokenSet *ts) {
                 free(t->token_uri);
         }
         free(ts->tokens);
+        free(ts->wrapping_key);
+        free(ts->unwrapping_key);
         pthread_cond_destroy(&ts->wake);
         pthread_mutex_destroy(&ts->lock);
         free(ts);
@@ -462,6 +486,8 @@ int tokenset_probe_overdue(TokenSet *ts, size_t i, bool *ret_probing, uint64_t *
         return 1;
 }
 
+static void token_sync_view(const TokenSet *ts, size_t i, TokenStatus *ret);
+
 int tokenset_status(TokenSet *ts, size_t i, TokenStatus *ret) {
         if (!ts || i >= ts->n)
                 return -ENOENT;
@@ -471,6 +497,7 @@ int tokenset_status(TokenSet *ts, size_t i, TokenStatus *ret) {
         memcpy(ret->capability, ts->tokens[i].capability, sizeof(ret->capability));
         ret->preferred = i == 0;
         ret->health = ts->tokens[i].health;
+        token_sync_view(ts, i, ret);
         /* a probe that hangs holds up every token's: the last outcome must not be shown as current */
         const Token *t = &ts->tokens[i];
         uint64_t now = clock_mono_usec(), since = t->probe_started ? t->probe_started : t->probe_ended;
@@ -480,14 +507,229 @@ int tokenset_status(TokenSet *ts, size_t i, TokenStatus *ret) {
         return 0;
 }
 
-/* --- failover (daemon/failover.h) ------------------------------------------------------------- */
+/* --- replication (daemon/replica.h): the probe thread's syncs and the stale mark ----------- */
 
-/* Until branch replica's is merged: ACTIVE (the lead replaces this with "ACTIVE and not stale"). */
+/* A sync's outcome, for logging each change once. */
+typedef enum SyncOutcome {
+        SYNC_NONE,
+        SYNC_IN_SYNC,
+        SYNC_NOT_COPIED,               /* complete, but versions that cannot leave the preferred token */
+        SYNC_FAILED,
+        SYNC_OFF,                      /* no trusted keys configured */
+} SyncOutcome;
+
+/* A sync not asked for by a change runs this often anyway (changes the count misses: policies, usage). */
+#define SYNC_RECHECK_USEC (60ULL * 1000000ULL)
+/*
+ * A sync pauses after this long (between keys) for a round of probes, then goes on: the probes' bounds
+ * (TOKEN_OVERDUE_USEC) must not be outrun by a long first copy. The next pass reads both tokens again
+ * and passes quickly over the keys already copied; only a pass that reaches the end completes.
+ */
+#define SYNC_BUDGET_USEC (2ULL * 1000000ULL)
+#define SYNC_OFF_NOTE "not copied: no trusted wrapping key configured ([backup] wrapping_key, unwrapping_key)"
+
+/* Under lock. */
+static void token_sync_view(const TokenSet *ts, size_t i, TokenStatus *ret) {
+        const Token *t = &ts->tokens[i];
+
+        ret->health.stale = i > 0 && !(t->synced && t->synced_at == ts->changes);
+        ret->health.synced_usec = i > 0 ? t->synced_usec : 0;
+        ret->health.syncs = t->syncs;
+        ret->health.sync_failures = t->sync_failures;
+        if (!ret->health.stale)
+                ret->sync_note[0] = 0;
+        else if (t->sync_note[0] && !t->synced)
+                snprintf(ret->sync_note, sizeof(ret->sync_note), "%s", t->sync_note);
+        else if (t->synced)
+                snprintf(ret->sync_note, sizeof(ret->sync_note), "the preferred token changed since its last sync");
+        else
+                snprintf(ret->sync_note, sizeof(ret->sync_note), "not synchronised yet");
+}
+
+int tokenset_set_replication(TokenSet *ts, const char *wrapping_key, const char *unwrapping_key) {
+        char *w = NULL, *u = NULL;
+
+        if (!ts)
+                return 0;
+        if ((wrapping_key && wrapping_key[0] && !(w = strdup(wrapping_key))) ||
+            (unwrapping_key && unwrapping_key[0] && !(u = strdup(unwrapping_key)))) {
+                free(w);
+                return -ENOMEM;
+        }
+        pthread_mutex_lock(&ts->lock);
+        if (!ts->replication_set) {
+                /* Off: every further token says why from the start, not from its first due sync. */
+                for (size_t i = 1; (!w || !u) && i < ts->n; i++)
+                        snprintf(ts->tokens[i].sync_note, sizeof(ts->tokens[i].sync_note), "%s", SYNC_OFF_NOTE);
+                ts->wrapping_key = TAKE_PTR(w);
+                ts->unwrapping_key = TAKE_PTR(u);
+                ts->replication_set = true;
+                ts->sync_now = true;
+                pthread_cond_signal(&ts->wake);
+        }
+        pthread_mutex_unlock(&ts->lock);
+        free(w);
+        free(u);
+        return 0;
+}
+
+void tokenset_note_change(TokenSet *ts) {
+        if (!ts || ts->n < 2)
+                return;
+        pthread_mutex_lock(&ts->lock);
+        ts->changes++;
+        ts->sync_now = true;
+        pthread_cond_signal(&ts->wake);
+        pthread_mutex_unlock(&ts->lock);
+}
+
 bool tokenset_can_serve(TokenSet *ts, size_t i) {
         TokenStatus st;
 
-        return tokenset_status(ts, i, &st) >= 0 && st.health.state == TOKEN_ACTIVE;
+        if (tokenset_status(ts, i, &st) < 0)
+                return false;
+        return st.health.state == TOKEN_ACTIVE && !st.health.stale;
 }
+
+typedef struct SyncPass {
+        TokenSet *ts;
+        uint64_t deadline;             /* CLOCK_MONOTONIC: pause for the probes after this */
+        bool paused;
+} SyncPass;
+
+/* A long sync stops when kekd does, and pauses for the probes when its time is up. */
+static int sync_progress(const char *name, const ReplicaOutcome *so_far, void *userdata) {
+        SyncPass *pass = userdata;
+        bool stop;
+
+        (void) name;
+        (void) so_far;
+        pthread_mutex_lock(&pass->ts->lock);
+        stop = pass->ts->stop;
+        pthread_mutex_unlock(&pass->ts->lock);
+        if (!stop && clock_mono_usec() > pass->deadline)
+                pass->paused = stop = true;
+        return stop;
+}
+
+/* Logs t's outcome when it differs from the one logged last; on the probe thread. */
+static void sync_log(TokenSet *ts, Token *t, SyncOutcome out, const ReplicaOutcome *o, uint64_t usec) {
+        const char *preferred = ts->tokens[0].name;
+
+        if (t->logged == (int) out && strcmp(t->logged_note, o->note) == 0) {
+                log_debug("Token '%s': sync with '%s' done in %llu ms (%zu keys; %zu versions copied, %zu records "
+                          "written, %zu keys purged)", t->name, preferred, (unsigned long long) (usec / 1000), o->keys,
+                          o->copied, o->written, o->purged);
+                return;
+        }
+        t->logged = (int) out;
+        snprintf(t->logged_note, sizeof(t->logged_note), "%s", o->note);
+        switch (out) {
+        case SYNC_IN_SYNC:
+                log_notice("Token '%s' is in sync with '%s' (%zu keys; %zu versions copied, %zu records written, %zu "
+                           "keys purged in %llu ms)", t->name, preferred, o->keys, o->copied, o->written, o->purged,
+                           (unsigned long long) (usec / 1000));
+                break;
+        case SYNC_NOT_COPIED:
+                log_warning("Token '%s' is stale: %zu version%s of '%s' cannot be copied (%s)", t->name, o->not_copied,
+                            o->not_copied == 1 ? "" : "s", preferred, o->note);
+                break;
+        case SYNC_FAILED:
+                log_warning("Token '%s' is stale: its sync with '%s' failed: %s", t->name, preferred, o->note);
+                break;
+        case SYNC_OFF:
+                log_notice("Token '%s' is not replicated: %s", t->name, o->note);
+                break;
+        case SYNC_NONE:
+                break;
+        }
+}
+
+/* On the probe thread: synchronises further token i with the preferred token if it is due. */
+static void sync_token(TokenSet *ts, size_t i) {
+        Token *p = &ts->tokens[0], *t = &ts->tokens[i];
+        uint64_t start, began_at, now = clock_mono_usec();
+        ReplicaOutcome o = {};
+        SyncOutcome out;
+        SyncPass pass;
+        bool due, off;
+        int r;
+
+        pthread_mutex_lock(&ts->lock);
+        off = !ts->wrapping_key || !ts->unwrapping_key;
+        /* Both tokens answered their last probe (a slow one still copies); a change, a failure or time makes it due. */
+        due = !ts->stop && t->hsm && p->hsm && t->health.failures == 0 && p->health.failures == 0 &&
+              (!t->synced || t->synced_at != ts->changes || t->sync_mono == 0 || now - t->sync_mono > SYNC_RECHECK_USEC);
+        began_at = ts->changes;
+        if (due && off)
+                snprintf(t->sync_note, sizeof(t->sync_note), "%s", SYNC_OFF_NOTE);
+        pthread_mutex_unlock(&ts->lock);
+        if (!due)
+                return;
+        if (off) {
+                snprintf(o.note, sizeof(o.note), "%s", SYNC_OFF_NOTE);
+                sync_log(ts, t, SYNC_OFF, &o, 0);
+                return;
+        }
+
+        log_debug("Token '%s': sync with '%s' started (change %llu)", t->name, p->name, (unsigned long long) began_at);
+        start = clock_mono_usec();
+        pass = (SyncPass) { .ts = ts, .deadline = start + SYNC_BUDGET_USEC };
+        /* The labels never change once set: read without the lock, as the module and URI are. */
+        r = replica_sync(p->hsm, t->hsm, ts->wrapping_key, ts->unwrapping_key, sync_progress, &pass, &o);
+        if (r == -ECANCELED) {
+                if (!pass.paused)
+                        return; /* kekd stops */
+                log_debug("Token '%s': sync paused for the probes after %zu keys (%zu versions copied); it goes on",
+                          t->name, o.keys, o.copied);
+                pthread_mutex_lock(&ts->lock);
+                ts->sync_now = true; /* no wait for the interval: the next round goes on with it */
+                pthread_mutex_unlock(&ts->lock);
+                return;
+        }
+        out = r == 0 ? SYNC_IN_SYNC : r > 0 ? SYNC_NOT_COPIED : SYNC_FAILED;
+
+        pthread_mutex_lock(&ts->lock);
+        t->sync_mono = clock_mono_usec();
+        if (r < 0 && o.src_failed) {
+                /* The preferred token failed, not this one: what this one holds is as good as before. */
+                pthread_mutex_unlock(&ts->lock);
+                log_debug("Token '%s': sync with '%s' not done: %s", t->name, p->name, o.note);
+                return;
+        }
+        if (r == 0) {
+                t->synced = true;
+                t->synced_at = began_at;
+                t->synced_usec = clock_now_usec();
+                t->syncs++;
+                t->sync_note[0] = 0;
+        } else {
+                t->synced = false;
+                if (r > 0)
+                        t->syncs++;
+                else
+                        t->sync_failures++;
+                snprintf(t->sync_note, sizeof(t->sync_note), "%s", o.note);
+                if (r < 0)
+                        snprintf(t->health.error, sizeof(t->health.error), "sync: %.80s", o.note);
+        }
+        pthread_mutex_unlock(&ts->lock);
+        sync_log(ts, t, out, &o, clock_mono_usec() - start);
+}
+
+static void sync_tokens(TokenSet *ts) {
+        bool set;
+
+        pthread_mutex_lock(&ts->lock);
+        set = ts->replication_set;
+        pthread_mutex_unlock(&ts->lock);
+        if (!set)
+                return;
+        for (size_t i = 1; i < ts->n; i++)
+                sync_token(ts, i);
+}
+
+/* --- failover (daemon/failover.h) ------------------------------------------------------------- */
 
 Hsm *tokenset_session_parent(TokenSet *ts, size_t i) {
         Hsm *h;

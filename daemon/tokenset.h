@@ -39,8 +39,17 @@
  *
  * The data plane's calls fail over to a further token that can serve
  * (tokenset_can_serve(), daemon/failover.h); this module counts them and
- * marks the serving token (functions at the end). What it does not do (yet):
- * write to the further tokens (docs/tokens-ha.md, "What is not done yet").
+ * marks the serving token (functions at the end).
+ * The same thread keeps each further token a copy of the preferred one
+ * (daemon/replica.h; the preferred token is the only writer): after each
+ * round of probes it synchronises every further token that is not in sync,
+ * so a token that hangs delays only the probes and the copies, never a
+ * client. A further token is *stale* (tokenset_can_serve() false) from start
+ * until its first complete sync, after any failure of its own (probe or
+ * sync), and whenever the preferred token's client-visible state changed
+ * since its last complete sync: tokenset_note_change() counts each change
+ * and wakes the thread; a sync that began at count C and completed leaves
+ * the token synced at C; it is in sync iff synced at the current count.
  */
 #pragma once
 
@@ -77,6 +86,10 @@ typedef struct TokenHealth {
         /* failover (daemon/failover.h): */
         uint64_t serving;              /* 1 while this token runs the data plane's HSM calls, else 0 */
         uint64_t failover_ops;         /* data-plane calls served by this further token for the preferred one */
+        /* Replication (daemon/replica.h), set by tokenset_status(); the preferred token is never stale. */
+        bool stale;                    /* not a full copy of the preferred token's current state: serves nothing */
+        uint64_t synced_usec;          /* CLOCK_REALTIME of its last complete sync, 0 if none */
+        uint64_t syncs, sync_failures; /* syncs that completed, syncs that failed on this token */
 } TokenHealth;
 
 void token_health_init(TokenHealth *h, TokenState initial, uint64_t now);
@@ -122,6 +135,7 @@ typedef struct TokenStatus {
         char capability[TOKEN_CAPABILITY_MAX + 1]; /* tokenset_capability_name(), "" until probed */
         bool preferred;
         TokenHealth health;
+        char sync_note[TOKEN_ERROR_MAX + 64]; /* why it is stale ("not copied: ..."), "" if in sync or unknown */
 } TokenStatus;
 
 typedef struct TokenSet TokenSet;
@@ -181,11 +195,6 @@ int tokenset_status(TokenSet *ts, size_t i, TokenStatus *ret);
 
 /* --- failover (daemon/failover.h, docs/tokens-ha.md) ----------------------------------------- */
 /*
- * Whether token i can serve data-plane calls now: ACTIVE as tokenset_status() shows it (a probe
- * overdue is not active). Any thread. (Branch replica's version adds: and not stale.)
- */
-bool tokenset_can_serve(TokenSet *ts, size_t i);
-/*
  * The probe thread's Hsm of further token i, NULL until it opened it (never freed before
  * tokenset_free()): the parent of a serving session (hsm_open_session(), freed before ts).
  */
@@ -194,3 +203,23 @@ Hsm *tokenset_session_parent(TokenSet *ts, size_t i);
 void tokenset_set_serving(TokenSet *ts, size_t i);
 /* n more data-plane calls served by further token i for the preferred one (TokenHealth.failover_ops). */
 void tokenset_count_failover(TokenSet *ts, size_t i, uint64_t n);
+
+/* --- replication (daemon/replica.h; docs/tokens-ha.md) ---------------------------------- */
+
+/*
+ * Before the probe thread copies anything: the labels of the [backup] trusted wrapping key (on the
+ * preferred token) and unwrapping key (on each further token); NULL or "": replication is off and
+ * every further token stays stale, saying why. Once, right after tokenset_new(). -ENOMEM.
+ */
+int tokenset_set_replication(TokenSet *ts, const char *wrapping_key, const char *unwrapping_key);
+/*
+ * On the loop: the preferred token's client-visible state changed (a key's state, versions, grants,
+ * existence, the vault policy). Every further token is stale until a sync that began after this
+ * completes; the thread starts one at once. ts may be NULL.
+ */
+void tokenset_note_change(TokenSet *ts);
+/*
+ * Whether token i may serve: ACTIVE (as tokenset_status() shows it) and not stale. The preferred
+ * token (i = 0) is never stale. Any thread.
+ */
+bool tokenset_can_serve(TokenSet *ts, size_t i);

@@ -343,6 +343,8 @@ static json_object *json_tokens(const Kek__StatusResponse *st) {
                 json_object_object_add(j, "capability", json_object_new_string(t->capability ? t->capability : ""));
                 json_object_object_add(j, "serving", json_object_new_boolean(t->serving));
                 json_object_object_add(j, "failover_ops", json_object_new_uint64(t->failover_ops));
+                json_object_object_add(j, "stale", json_object_new_boolean(t->stale));
+                json_object_object_add(j, "synced_usec", json_object_new_uint64(t->synced_usec));
                 json_object_array_add(a, j);
         }
         return a;
@@ -351,17 +353,22 @@ static json_object *json_tokens(const Kek__StatusResponse *st) {
 static void print_tokens(const Kek__StatusResponse *st) {
         for (size_t i = 0; i < st->n_tokens; i++) {
                 const Kek__TokenHealth *t = st->tokens[i];
-                time_t when = (time_t) (t->changed_usec / 1000000);
-                char since[32] = "?";
+                time_t when = (time_t) (t->changed_usec / 1000000), synced = (time_t) (t->synced_usec / 1000000);
+                char since[32] = "?", sync[64] = "";
                 struct tm tm;
 
                 if (when > 0 && gmtime_r(&when, &tm))
                         strftime(since, sizeof(since), "%H:%M:%S UTC", &tm);
-                printf("%s %s ('%s'%s%s): %s since %s, %llu of %llu probes failed%s%s%s%s\n", i == 0 ? "Tokens:      " : "             ",
+                /* Replication: a further token is stale, or in sync since its last complete sync (none from an older kekd). */
+                if (t->stale)
+                        snprintf(sync, sizeof(sync), ", STALE");
+                else if (synced > 0 && gmtime_r(&synced, &tm))
+                        strftime(sync, sizeof(sync), ", in sync since %H:%M:%S UTC", &tm);
+                printf("%s %s ('%s'%s%s): %s since %s, %llu of %llu probes failed%s%s%s%s%s\n", i == 0 ? "Tokens:      " : "             ",
                        t->name ? t->name : "?", t->label ? t->label : "", t->preferred ? ", preferred" : "",
                        t->serving ? ", serving" : "",
                        t->state == KEK__TOKEN_STATE__TOKEN_ACTIVE ? "active" : t->state == KEK__TOKEN_STATE__TOKEN_DEGRADED ? "DEGRADED" : "UNAVAILABLE",
-                       since, (unsigned long long) t->probe_failures, (unsigned long long) t->probes,
+                       since, (unsigned long long) t->probe_failures, (unsigned long long) t->probes, sync,
                        t->capability && t->capability[0] ? "; capability: " : "", t->capability ? t->capability : "",
                        t->error && t->error[0] ? "; last: " : "", t->error ? t->error : "");
         }
