@@ -229,7 +229,11 @@ alone_whole() {
                 grep -q "\"$k\"" "$TESTDIR/out" || continue
                 served=$((served + 1))
                 "$KEK_DR" "$SOCK_ALONE" unwrap "$TESTDIR/jblobs-$k" >"$TESTDIR/ju" 2>&1
-                contains "$1: B alone serves $k whole: its 4 blobs (2 versions) unwrap" "$TESTDIR/ju" "unwrapped 4 of 4"
+                # B may lag (its record of $k may predate the rotation): a version it does not name yet is
+                # UNKNOWN_VERSION there; every version it names must unwrap (no BLOB_INVALID, no HSM error).
+                ok "$1: B alone serves $k whole: version 1's blobs unwrap, a later one only if named" \
+                        sh -c "grep -Eq 'unwrapped (2|4) of 4' '$TESTDIR/ju' && ! grep '^failed' '$TESTDIR/ju' | grep -vq UNKNOWN_VERSION"
+                [ $? -eq 0 ] || sed 's/^/#   /' "$TESTDIR/ju"
         done
         diag "$1: j keys B alone serves: $served of 6"
         alone_stop
