@@ -657,8 +657,9 @@ static void sync_token(TokenSet *ts, size_t i) {
 
         pthread_mutex_lock(&ts->lock);
         off = !ts->wrapping_key || !ts->unwrapping_key;
-        /* Both tokens answered their last probe (a slow one still copies); a change, a failure or time makes it due. */
-        due = !ts->stop && t->hsm && p->hsm && t->health.failures == 0 && p->health.failures == 0 &&
+        /* Both tokens answered their last probe (a slow one still copies), and the capability probe did not refuse
+         * this one (nothing is copied to an unsafe token); a change, a failure or time makes it due. */
+        due = !ts->stop && t->hsm && p->hsm && !t->refused && t->health.failures == 0 && p->health.failures == 0 &&
               (!t->synced || t->synced_at != ts->changes || t->sync_mono == 0 || now - t->sync_mono > SYNC_RECHECK_USEC);
         began_at = ts->changes;
         if (due && off)
