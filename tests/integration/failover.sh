@@ -119,6 +119,8 @@ phase() {
 }
 
 ok "B becomes active within 20 s" wait_for 20 is_field b state active
+# B holds A's keys (restored above) and is kept a copy by replication ([backup] keys): in sync before any fault.
+ok "B is in sync (not stale) within 30 s" wait_for 30 is_field b stale false
 ok "A serves: status --json" is_field a serving true
 is "metrics: kekd_token_serving{a} 1" "$(metric kekd_token_serving a)" 1
 is "metrics: kekd_token_serving{b} 0" "$(metric kekd_token_serving b)" 0
