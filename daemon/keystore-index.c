@@ -103,6 +103,13 @@ void key_index_carry_runtime(Key *k, const Key *old) {
 bool key_index_differs(const Key *a, const Key *b) {
         if (!a || !b)
                 return a != b;
+        /*
+         * A key purged and created again under the name (by another kekd, between two readings) may look the
+         * same in every field below, yet its versions are other key material: a further token's copies of
+         * the old ones must serve nothing, and watchers must drop what they hold of the old key.
+         */
+        if (a->created_usec != b->created_usec)
+                return true;
         if (a->state != b->state || a->current_version != b->current_version || a->n_versions != b->n_versions ||
             a->purging != b->purging)
                 return true;

@@ -103,6 +103,9 @@ static void test_carry_and_differs(void) {
         fresh->versions[1].enabled = true;
         fresh->state = KEY_DISABLED;
         ok(key_index_differs(old, fresh), "the key disabled: observable");
+        fresh->state = KEY_ENABLED;
+        ok(key_index_differs(old, again),
+           "a key purged and created again under the name, same state, versions and grants: observable");
         ok(key_index_differs(NULL, fresh) && key_index_differs(old, NULL) && !key_index_differs(NULL, NULL),
            "appearing and vanishing are observable, nothing to nothing is not");
         key_free(old);
