@@ -227,9 +227,11 @@ static int sync_key(Hsm *src, Hsm *dst, const HsmTransferKey *wk, const HsmTrans
                 dk = NULL;
         }
         /*
-         * Without a record there, objects of this name are an interrupted copy's, or an older key's of the
-         * same name: copied again. With one of the same key, a version object there is this version's:
-         * only versions the preferred token recorded are copied, and a recorded version is never remade.
+         * Only a version the further token's own record names is kept as it is there: that record was
+         * written by a sync after it copied the version. Any other object of this name and version is an
+         * interrupted copy's, an older key's of the same name, or one a holder of that token's PIN
+         * imported (the restored form every copy has is also what C_CreateObject makes, with a value
+         * its maker knows): copied again over it, never adopted.
          */
         fresh = !dk;
         r = replica_wanted_key(sk, &want);
@@ -239,7 +241,8 @@ static int sync_key(Hsm *src, Hsm *dst, const HsmTransferKey *wk, const HsmTrans
                 KeyVersion v = want->versions[i];
                 bool copied;
 
-                r = copy_version(src, dst, wk, uk, want->name, &v, fresh, aes, n_aes, mac, n_mac, &copied, o);
+                r = copy_version(src, dst, wk, uk, want->name, &v, fresh || !key_find_version(dk, v.id), aes, n_aes,
+                                 mac, n_mac, &copied, o);
                 if (r < 0)
                         return r;
                 if (r > 0) {

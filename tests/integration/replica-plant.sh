@@ -1,0 +1,102 @@
+#!/bin/sh
+# SPDX-License-Identifier: LGPL-2.1-or-later
+# A key object planted on a further token by a holder of its user PIN, under
+# a key's label and the ID of a version that token does not record yet, must
+# not become that version there (docs/tokens-ha.md, "Replicated"). Copies on
+# a further token are in the restored form, which a key imported with
+# C_CreateObject (value known to whoever imported it) matches too, so a sync
+# must not adopt an object it did not copy itself: it copies every version
+# that token's record does not name yet, replacing whatever is there. Shown
+# end to end: a kekd on B alone wraps under version 2 after the sync, and the
+# blob unwraps on A (under the planted key it would not).
+. "$TESTLIB"
+
+if ! command -v pkcs11-tool >/dev/null 2>&1; then
+        echo "1..0 # SKIP pkcs11-tool not installed (the test plays the PIN holder with it)"
+        exit 0
+fi
+TRUST_KEY=$(dirname "$KEKD")/../contrib/kekd-trust-key
+
+token_init rp-b
+token_init rp-a
+printf '87654321\n' >"$TESTDIR/so-pin"
+chmod 0600 "$TESTDIR/so-pin"
+head -c 32 /dev/urandom >"$TESTDIR/backup-key"
+"$TRUST_KEY" "$SOFTHSM2_MODULE" rp-a "$TESTDIR/so-pin" --import-aes "kekd backup" "$TESTDIR/backup-key" \
+        >"$TESTDIR/trust-a" 2>&1
+is "A's SO imports the backup key, trusted" "$?" 0
+"$TRUST_KEY" "$SOFTHSM2_MODULE" rp-b "$TESTDIR/pin" --import-aes-unwrap "kekd backup" "$TESTDIR/backup-key" \
+        >"$TESTDIR/trust-b" 2>&1
+is "B gets the unwrapping half" "$?" 0
+
+# conf_for URI [further]: kekd.conf on that token, with [hsm.b] on rp-b when asked
+conf_for() {
+        TOKEN_URI=$1
+        kekd_config
+        cat >>"$CONF" <<EOC
+
+[backup]
+directory = $TESTDIR
+wrapping_key = kekd backup
+unwrapping_key = kekd backup
+EOC
+        if [ -n "${2:-}" ]; then
+                sed -i "s|^\[hsm\]$|[hsm]\nname = a\nprobe_interval = 1|" "$CONF"
+                cat >>"$CONF" <<EOC
+
+[hsm.b]
+module = $SOFTHSM2_MODULE
+token = pkcs11:token=rp-b
+EOC
+        fi
+}
+field() {
+        "$KEKCTL" status --json 2>/dev/null |
+                jq -r --arg n "$1" --arg f "$2" '.tokens[] | select(.name == $n) | .[$f]' 2>/dev/null
+}
+in_sync() {
+        [ "$(field b stale)" = false ] && [ "$(field b state)" = active ]
+}
+
+conf_for pkcs11:token=rp-a further
+ok "kekd starts with A preferred and B" kekd_start
+succeeds "backup mode trusted-wrap" vault --backup trusted-wrap
+succeeds "key r created" create r
+ok "B in sync within 60 s (it records r version 1)" wait_for 60 in_sync
+kekd_stop
+
+conf_for pkcs11:token=rp-a
+ok "kekd on A alone starts" kekd_start
+succeeds "r rotated to version 2 on A (B does not record it yet)" rotate r
+kekd_stop
+
+# The PIN holder imports a key of known value under r's label and version 2's ID on B.
+head -c 32 /dev/urandom >"$TESTDIR/known"
+pkcs11-tool --module "$SOFTHSM2_MODULE" --token-label rp-b --login --pin "$(cat "$TESTDIR/pin")" \
+        --write-object "$TESTDIR/known" --type secrkey --key-type AES:32 --label r --id 00000002 \
+        --private --sensitive --usage-decrypt >"$TESTDIR/planted" 2>&1
+is "a key of known value is planted on B as r version 2" "$?" 0
+
+conf_for pkcs11:token=rp-a further
+ok "kekd starts with A and B again" kekd_start
+ok "B in sync within 60 s (it now records version 2)" wait_for 60 in_sync
+kekd_stop
+n=$(pkcs11-tool --module "$SOFTHSM2_MODULE" --token-label rp-b --login --pin "$(cat "$TESTDIR/pin")" \
+        --list-objects --type secrkey 2>/dev/null | grep -A1 "label: *r$" | grep -c "ID: *00000002")
+is "B holds one key object of r version 2: the planted one was replaced, not kept beside the copy" "$n" 1
+
+conf_for pkcs11:token=rp-b
+ok "kekd on B alone starts" kekd_start
+head -c 32 /dev/urandom >"$TESTDIR/aek"
+"$KEKCTL" wrap r --context c <"$TESTDIR/aek" >"$TESTDIR/blob"
+is "B wraps under r" "$?" 0
+is "... under version 2" "$(od -An -tu1 -j 6 -N1 "$TESTDIR/blob" | tr -d ' ')" 2
+kekd_stop
+
+conf_for pkcs11:token=rp-a
+ok "kekd on A alone starts" kekd_start
+"$KEKCTL" unwrap --context c <"$TESTDIR/blob" >"$TESTDIR/out" 2>"$TESTDIR/err"
+is "A unwraps B's version-2 blob: B's version 2 is A's key material, not the planted key" "$?" 0
+ok "... to the same AEK" cmp -s "$TESTDIR/aek" "$TESTDIR/out"
+kekd_stop
+done_testing
