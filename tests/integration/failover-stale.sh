@@ -19,20 +19,12 @@ fi
 TRUST_KEY=$(dirname "$KEKD")/../contrib/kekd-trust-key
 BK=$TESTDIR/backups
 mkdir -p "$BK"
-printf '87654321\n' >"$TESTDIR/so-pin"
-chmod 0600 "$TESTDIR/so-pin"
-head -c 32 /dev/urandom >"$TESTDIR/backup-key"
 KEY=s0
 
 p11_fault_setup
 token_init fs-b
 token_init fs-a
-"$TRUST_KEY" "$SOFTHSM2_MODULE" fs-a "$TESTDIR/so-pin" --import-aes "kekd backup" "$TESTDIR/backup-key" \
-        >"$TESTDIR/trust-a" 2>&1
-is "A's SO imports the backup key, trusted" "$?" 0
-"$TRUST_KEY" "$SOFTHSM2_MODULE" fs-b "$TESTDIR/pin" --import-aes-unwrap "kekd backup" "$TESTDIR/backup-key" \
-        >"$TESTDIR/trust-b" 2>&1
-is "B gets the unwrapping half" "$?" 0
+backup_ceremony fs-a fs-b
 
 # config MODULE URI [KEYS]: kekd.conf for one token; with KEYS, the [backup] wrapping keys
 config() {
@@ -61,13 +53,8 @@ sed -i "s|^\[hsm\]$|[hsm]\nname = a\nprobe_interval = 1|" "$CONF"
 printf '\n[hsm.b]\nmodule = %s\ntoken = pkcs11:token=fs-b\n' "$SOFTHSM2_MODULE" >>"$CONF"
 ok "kekd starts with A preferred and B" kekd_start
 
-field() {
-        "$KEKCTL" status --json 2>/dev/null |
-                jq -r --arg n "$1" --arg f "$2" '.tokens[] | select(.name == $n) | .[$f]' 2>/dev/null
-}
-is_field() {
-        [ "$(field "$1" "$2")" = "$3" ]
-}
+field() { token_field "$@"; }
+is_field() { token_field_is "$@"; }
 ok "B becomes active within 30 s" wait_for 30 is_field b state active
 ok "... and is stale (replication is off)" is_field b stale true
 head -c 32 /dev/urandom >"$TESTDIR/aek"

@@ -36,9 +36,6 @@ fi
 TRUST_KEY=$(dirname "$KEKD")/../contrib/kekd-trust-key
 BK=$TESTDIR/backups
 mkdir -p "$BK"
-printf '87654321\n' >"$TESTDIR/so-pin"
-chmod 0600 "$TESTDIR/so-pin"
-head -c 32 /dev/urandom >"$TESTDIR/backup-key"
 THREADS=64
 KEY=f0
 
@@ -47,12 +44,7 @@ P11_FAULT_TRACE=C_Encrypt
 export P11_FAULT_TRACE
 token_init fo-b
 token_init fo-a
-"$TRUST_KEY" "$SOFTHSM2_MODULE" fo-a "$TESTDIR/so-pin" --import-aes "kekd backup" "$TESTDIR/backup-key" \
-        >"$TESTDIR/trust-a" 2>&1
-is "A's SO imports the backup key, trusted" "$?" 0
-"$TRUST_KEY" "$SOFTHSM2_MODULE" fo-b "$TESTDIR/pin" --import-aes-unwrap "kekd backup" "$TESTDIR/backup-key" \
-        >"$TESTDIR/trust-b" 2>&1
-is "B gets the unwrapping half" "$?" 0
+backup_ceremony fo-a fo-b
 
 # config MODULE URI: kekd.conf for one token with the [backup] section
 config() {
@@ -94,14 +86,8 @@ EOC
 : >"$TESTDIR/kekd.log"
 ok "kekd starts with A preferred and B" kekd_start
 
-# field NAME FIELD: a field of the token's status --json entry
-field() {
-        "$KEKCTL" status --json 2>/dev/null |
-                jq -r --arg n "$1" --arg f "$2" '.tokens[] | select(.name == $n) | .[$f]' 2>/dev/null
-}
-is_field() {
-        [ "$(field "$1" "$2")" = "$3" ]
-}
+field() { token_field "$@"; }
+is_field() { token_field_is "$@"; }
 # metric NAME TOKEN: the value of a per-token metric
 metric() {
         "$KEKCTL" status --prometheus 2>/dev/null | sed -n "s/^$1{token=\"$2\"} //p"

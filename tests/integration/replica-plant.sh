@@ -19,15 +19,7 @@ TRUST_KEY=$(dirname "$KEKD")/../contrib/kekd-trust-key
 
 token_init rp-b
 token_init rp-a
-printf '87654321\n' >"$TESTDIR/so-pin"
-chmod 0600 "$TESTDIR/so-pin"
-head -c 32 /dev/urandom >"$TESTDIR/backup-key"
-"$TRUST_KEY" "$SOFTHSM2_MODULE" rp-a "$TESTDIR/so-pin" --import-aes "kekd backup" "$TESTDIR/backup-key" \
-        >"$TESTDIR/trust-a" 2>&1
-is "A's SO imports the backup key, trusted" "$?" 0
-"$TRUST_KEY" "$SOFTHSM2_MODULE" rp-b "$TESTDIR/pin" --import-aes-unwrap "kekd backup" "$TESTDIR/backup-key" \
-        >"$TESTDIR/trust-b" 2>&1
-is "B gets the unwrapping half" "$?" 0
+backup_ceremony rp-a rp-b
 
 # conf_for URI [further]: kekd.conf on that token, with [hsm.b] on rp-b when asked
 conf_for() {
@@ -50,10 +42,7 @@ token = pkcs11:token=rp-b
 EOC
         fi
 }
-field() {
-        "$KEKCTL" status --json 2>/dev/null |
-                jq -r --arg n "$1" --arg f "$2" '.tokens[] | select(.name == $n) | .[$f]' 2>/dev/null
-}
+field() { token_field "$@"; }
 in_sync() {
         [ "$(field b stale)" = false ] && [ "$(field b state)" = active ]
 }

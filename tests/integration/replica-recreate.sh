@@ -22,15 +22,7 @@ TRUST_KEY=$(dirname "$KEKD")/../contrib/kekd-trust-key
 p11_fault_setup
 token_init rc-b
 token_init rc-a
-printf '87654321\n' >"$TESTDIR/so-pin"
-chmod 0600 "$TESTDIR/so-pin"
-head -c 32 /dev/urandom >"$TESTDIR/backup-key"
-"$TRUST_KEY" "$SOFTHSM2_MODULE" rc-a "$TESTDIR/so-pin" --import-aes "kekd backup" "$TESTDIR/backup-key" \
-        >"$TESTDIR/trust-a" 2>&1
-is "A's SO imports the backup key, trusted" "$?" 0
-"$TRUST_KEY" "$SOFTHSM2_MODULE" rc-b "$TESTDIR/pin" --import-aes-unwrap "kekd backup" "$TESTDIR/backup-key" \
-        >"$TESTDIR/trust-b" 2>&1
-is "B gets the unwrapping half" "$?" 0
+backup_ceremony rc-a rc-b
 
 TOKEN_URI=pkcs11:token=rc-a
 kekd_config
@@ -66,10 +58,7 @@ until "$KEKCTL" -s "$SOCK_B" list >/dev/null 2>&1 || [ $i -ge 150 ]; do
 done
 ok "another kekd on A alone starts" "$KEKCTL" -s "$SOCK_B" list
 
-field() {
-        "$KEKCTL" status --json 2>/dev/null |
-                jq -r --arg n "$1" --arg f "$2" '.tokens[] | select(.name == $n) | .[$f]' 2>/dev/null
-}
+field() { token_field "$@"; }
 in_sync() {
         [ "$(field b stale)" = false ] && [ "$(field b state)" = active ]
 }

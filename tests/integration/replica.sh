@@ -34,15 +34,7 @@ SO_PIN=87654321
 p11_fault_setup
 token_init kekd-b
 token_init kekd-a
-printf '%s\n' "$SO_PIN" >"$TESTDIR/so-pin"
-chmod 0600 "$TESTDIR/so-pin"
-head -c 32 /dev/urandom >"$TESTDIR/backup-key"
-"$TRUST_KEY" "$SOFTHSM2_MODULE" kekd-a "$TESTDIR/so-pin" --import-aes "kekd backup" "$TESTDIR/backup-key" \
-        >"$TESTDIR/trust-a" 2>&1
-is "the SO puts A's half of the backup key in A, trusted" "$?" 0
-"$TRUST_KEY" "$SOFTHSM2_MODULE" kekd-b "$TESTDIR/pin" --import-aes-unwrap "kekd backup" "$TESTDIR/backup-key" \
-        >"$TESTDIR/trust-b" 2>&1
-is "B gets the unwrapping half" "$?" 0
+backup_ceremony kekd-a kekd-b
 
 kekd_config
 sed -i "s|^\[hsm\]$|[hsm]\nname = a\nprobe_interval = 1|" "$CONF"
@@ -65,11 +57,7 @@ sed -e "s|^token = pkcs11:token=kekd-a$|token = pkcs11:token=kekd-b|" -e "s|^soc
 
 ok "kekd starts with A preferred and B" kekd_start
 
-# field NAME FIELD: a field of the token's status --json entry
-field() {
-        "$KEKCTL" status --json 2>/dev/null |
-                jq -r --arg n "$1" --arg f "$2" '.tokens[] | select(.name == $n) | .[$f]' 2>/dev/null
-}
+field() { token_field "$@"; }
 in_sync() {
         [ "$(field b stale)" = false ] && [ "$(field b state)" = active ]
 }

@@ -44,15 +44,8 @@ P11_FAULT_COPY_EXTRACTABLE=1
 P11_FAULT_TRACE=C_EncryptInit
 export P11_FAULT_COPY_EXTRACTABLE P11_FAULT_TRACE
 
-# field NAME FIELD: a field of the token's status --json entry
-field() {
-        "$KEKCTL" status --json 2>/dev/null |
-                jq -r --arg n "$1" --arg f "$2" '.tokens[] | select(.name == $n) | .[$f]' 2>/dev/null
-}
-# is_field NAME FIELD VALUE
-is_field() {
-        [ "$(field "$1" "$2")" = "$3" ]
-}
+field() { token_field "$@"; }
+is_field() { token_field_is "$@"; }
 # encrypt_inits: C_EncryptInit calls made on B so far (only B runs on p11-fault; P11_FAULT_TRACE)
 encrypt_inits() {
         grep -c "^trace C_EncryptInit " "$FLOG" 2>/dev/null

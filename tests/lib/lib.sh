@@ -66,6 +66,33 @@ token_init() {
         TOKEN_URI="pkcs11:token=$TOKEN_LABEL"
 }
 
+# backup_ceremony A B: the SO's ceremony between two tokens made by token_init
+# (docs/backup.md): A's SO imports a fresh shared AES key "kekd backup",
+# trusted and wrap-only; B's user imports its unwrapping half. Leaves
+# $TESTDIR/so-pin and $TESTDIR/backup-key; two TAP lines.
+backup_ceremony() {
+        _trust=$(dirname "$KEKD")/../contrib/kekd-trust-key
+        printf '87654321\n' >"$TESTDIR/so-pin"
+        chmod 0600 "$TESTDIR/so-pin"
+        head -c 32 /dev/urandom >"$TESTDIR/backup-key"
+        "$_trust" "$SOFTHSM2_MODULE" "$1" "$TESTDIR/so-pin" --import-aes "kekd backup" "$TESTDIR/backup-key" \
+                >"$TESTDIR/trust-a" 2>&1
+        is "A's SO imports the backup key, trusted" "$?" 0
+        "$_trust" "$SOFTHSM2_MODULE" "$2" "$TESTDIR/pin" --import-aes-unwrap "kekd backup" "$TESTDIR/backup-key" \
+                >"$TESTDIR/trust-b" 2>&1
+        is "B gets the unwrapping half" "$?" 0
+}
+
+# token_field NAME FIELD: a field of token NAME's entry in `kekctl status --json`
+token_field() {
+        "$KEKCTL" status --json 2>/dev/null |
+                jq -r --arg n "$1" --arg f "$2" '.tokens[] | select(.name == $n) | .[$f]' 2>/dev/null
+}
+# token_field_is NAME FIELD VALUE
+token_field_is() {
+        [ "$(token_field "$1" "$2")" = "$3" ]
+}
+
 # p11_fault_setup: for tests that run kekd on tests/p11-fault (a module wrapping
 # SoftHSM2, see p11-fault.c): its rules come from $FAULTS (fault_set), what it
 # injected goes to $FLOG; the caller points kekd.conf's module at $P11_FAULT_LIB.
