@@ -78,6 +78,10 @@ CryptoOpHandles failover_cache_get(FailoverCache *c, const CryptoOpObject *o, ui
         return s->handles;
 }
 
+void failover_cache_clear(FailoverCache *c) {
+        memset(c->slots, 0, sizeof(c->slots));
+}
+
 void failover_cache_put(FailoverCache *c, const CryptoOpObject *o, const CryptoOpHandles *h) {
         CacheSlot *s = cache_slot(c, o);
 
@@ -92,6 +96,7 @@ void failover_cache_put(FailoverCache *c, const CryptoOpObject *o, const CryptoO
 typedef struct FailoverToken {
         Hsm *serve;                    /* the loop's session on this further token; NULL until needed */
         FailoverCache *cache;
+        uint64_t objects_epoch;        /* tokenset_objects_epoch() the cache's handles were found at */
 } FailoverToken;
 
 struct Failover {
@@ -205,8 +210,13 @@ static void note_serving(Failover *f, size_t i, uint64_t took_usec) {
 /* The pending calls of ops on further token i, one at a time on the loop's session there. */
 static void run_further(Failover *f, size_t i, CryptoOp **ops, size_t n) {
         FailoverToken *t = &f->tokens[i];
-        uint64_t served = 0;
+        uint64_t served = 0, epoch = tokenset_objects_epoch(f->ts, i);
 
+        /* A sync replaced key objects there (another session: the generation did not move). */
+        if (epoch != t->objects_epoch) {
+                failover_cache_clear(t->cache);
+                t->objects_epoch = epoch;
+        }
         for (size_t j = 0; j < n; j++) {
                 CryptoOpObject o;
                 CryptoOpHandles h;

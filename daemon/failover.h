@@ -57,6 +57,8 @@ DEFINE_TRIVIAL_CLEANUP_FUNC(FailoverCache, failover_cache_free);
 /* The handles of o cached at generation (an entry of another generation is dropped); invalid if none. */
 CryptoOpHandles failover_cache_get(FailoverCache *c, const CryptoOpObject *o, uint64_t generation);
 void failover_cache_put(FailoverCache *c, const CryptoOpObject *o, const CryptoOpHandles *h);
+/* Forgets every handle (a sync replaced key objects on that token). */
+void failover_cache_clear(FailoverCache *c);
 
 typedef struct Failover Failover;
 /* ts: the tokens (NULL or a single one: no failover, failover_run() is keystore_run()). */

@@ -47,6 +47,7 @@ typedef struct Token {
         uint64_t syncs, sync_failures;
         char sync_note[TOKEN_ERROR_MAX + 64]; /* why it is stale, if known */
         int logged;                    /* the outcome last logged (SyncOutcome), so each is logged once */
+        uint64_t objects_epoch;        /* under lock: moves when a sync made or destroyed key objects there */
         char logged_note[TOKEN_ERROR_MAX + 64];
 } Token;
 
@@ -678,6 +679,13 @@ static void sync_token(TokenSet *ts, size_t i) {
         pass = (SyncPass) { .ts = ts, .deadline = start + SYNC_BUDGET_USEC };
         /* The labels never change once set: read without the lock, as the module and URI are. */
         r = replica_sync(p->hsm, t->hsm, ts->wrapping_key, ts->unwrapping_key, sync_progress, &pass, &o);
+        if (o.copied || o.purged || r < 0) {
+                /* Key objects there were made or destroyed (or may have been): handles found before, in any
+                 * session, may name nothing now, or another object (tokenset_objects_epoch()). */
+                pthread_mutex_lock(&ts->lock);
+                t->objects_epoch++;
+                pthread_mutex_unlock(&ts->lock);
+        }
         if (r == -ECANCELED) {
                 if (!pass.paused)
                         return; /* kekd stops */
@@ -750,6 +758,17 @@ void tokenset_set_serving(TokenSet *ts, size_t i) {
         for (size_t j = 0; j < ts->n; j++)
                 ts->tokens[j].health.serving = j == i;
         pthread_mutex_unlock(&ts->lock);
+}
+
+uint64_t tokenset_objects_epoch(TokenSet *ts, size_t i) {
+        uint64_t e;
+
+        if (!ts || i >= ts->n)
+                return 0;
+        pthread_mutex_lock(&ts->lock);
+        e = ts->tokens[i].objects_epoch;
+        pthread_mutex_unlock(&ts->lock);
+        return e;
 }
 
 void tokenset_count_failover(TokenSet *ts, size_t i, uint64_t n) {

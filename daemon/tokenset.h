@@ -203,6 +203,12 @@ Hsm *tokenset_session_parent(TokenSet *ts, size_t i);
 void tokenset_set_serving(TokenSet *ts, size_t i);
 /* n more data-plane calls served by further token i for the preferred one (TokenHealth.failover_ops). */
 void tokenset_count_failover(TokenSet *ts, size_t i, uint64_t n);
+/*
+ * Moves whenever a sync made or destroyed key objects on token i (replication): a handle found there
+ * before, in any session, may name nothing now or another object, whatever that session's generation
+ * says. Any thread.
+ */
+uint64_t tokenset_objects_epoch(TokenSet *ts, size_t i);
 
 /* --- replication (daemon/replica.h; docs/tokens-ha.md) ---------------------------------- */
 
