@@ -148,7 +148,7 @@ Failover *failover_free(Failover *f) {
         return NULL;
 }
 
-/* can[i]: whether token i can serve now; a further token whose serving session cannot be opened cannot. */
+/* can[i]: whether token i can serve now (tokenset_can_serve()); usable() then drops those without a session. */
 static void tokens_can_serve(Failover *f, bool *can) {
         for (size_t i = 0; i < f->n; i++)
                 can[i] = tokenset_can_serve(f->ts, i);
