@@ -14,6 +14,14 @@
  * PINGs and SETTINGS keep no connection (grpc-go reconnects on its next call).
  * The idle connection given up first is one being closed, then one that
  * never carried a stream (oldest first), then the least recently used.
+ *
+ * A finished connection lingers before its close (kms_conn_linger): its
+ * write side is shut, so the peer reads every answer and then EOF, and what
+ * the peer still sends (a WINDOW_UPDATE, a PING) is read and dropped until
+ * it closes or KMS_LINGER_MS pass. Closing a socket with unread input makes
+ * the kernel reset the peer's side, and a gRPC client that meets the reset
+ * before it has read the last answers fails those calls UNAVAILABLE: calls
+ * answered during a drain were lost that way.
  */
 #include "config.h"
 
@@ -60,6 +68,7 @@ struct KmsConn {
         bool broken;
         bool used;                /* it carried a stream */
         bool closing;             /* GOAWAY submitted for idleness: finished once it is out */
+        uint64_t linger_until;    /* set once finished and shut for writing: close at the peer's EOF or then */
         uint64_t active_ms;       /* CLOCK_MONOTONIC ms of the accept or of the last stream's start or end */
         KmsConn *prev, *next;
 };
@@ -449,7 +458,7 @@ static KmsConn *idle_victim(KmsServer *s) {
         int best_rank = 0;
 
         for (KmsConn *c = s->conns; c; c = c->next) {
-                int rank = c->closing ? 0 : c->used ? 2 : 1;
+                int rank = c->closing || c->linger_until ? 0 : c->used ? 2 : 1;
 
                 if (c->first && !c->closing)
                         continue;
@@ -478,7 +487,7 @@ int kms_conn_new(KmsServer *s, int fd, KmsConn **ret) {
                 if (!victim)
                         return -EMFILE;
                 /* a GOAWAY if the socket takes it now, so grpc-go knows no call of its was lost */
-                if (!victim->closing)
+                if (!victim->closing && !victim->linger_until)
                         (void) nghttp2_session_terminate_session(victim->session, NGHTTP2_NO_ERROR);
                 (void) kms_conn_flush(victim);
                 kms_conn_free(victim);
@@ -567,6 +576,8 @@ KmsConn *kms_conn_free(KmsConn *c) {
 }
 
 int kms_conn_feed(KmsConn *c, const uint8_t *data, size_t len) {
+        if (c->linger_until)
+                return 0; /* the session is over: only the peer's EOF is awaited */
         ssize_t n = nghttp2_session_mem_recv(c->session, data, len);
         if (n < 0 || (size_t) n != len) {
                 c->broken = true;
@@ -608,7 +619,7 @@ int kms_conn_flush(KmsConn *c) {
 }
 
 bool kms_conn_wants_read(const KmsConn *c) {
-        return !c->broken && nghttp2_session_want_read(c->session);
+        return !c->broken && (c->linger_until || nghttp2_session_want_read(c->session));
 }
 
 bool kms_conn_wants_write(const KmsConn *c) {
@@ -616,7 +627,19 @@ bool kms_conn_wants_write(const KmsConn *c) {
 }
 
 bool kms_conn_finished(const KmsConn *c) {
-        return c->broken || (!kms_conn_wants_read(c) && !kms_conn_wants_write(c));
+        return c->broken || (!nghttp2_session_want_read(c->session) && !kms_conn_wants_write(c));
+}
+
+bool kms_conn_linger(KmsConn *c, uint64_t now_ms) {
+        if (c->broken || c->fd < 0)
+                return true;
+        if (!c->linger_until) {
+                if (shutdown(c->fd, SHUT_WR) < 0)
+                        return true;
+                c->linger_until = now_ms + KMS_LINGER_MS;
+                return false;
+        }
+        return now_ms >= c->linger_until;
 }
 
 int kms_conn_fd(const KmsConn *c) {
@@ -642,6 +665,11 @@ uint64_t kms_server_expire(KmsServer *s, uint64_t now_ms) {
         for (KmsConn *c = s->conns; c; c = c->next) {
                 uint64_t idle_until = c->active_ms + s->limits.idle_ms;
 
+                if (c->linger_until) {
+                        if (!next || c->linger_until < next)
+                                next = c->linger_until;
+                        continue;
+                }
                 if (c->first || c->closing)
                         continue;
                 if (idle_until > now_ms) {

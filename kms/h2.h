@@ -82,8 +82,15 @@ int kms_conn_feed(KmsConn *c, const uint8_t *data, size_t len);
 int kms_conn_flush(KmsConn *c);
 bool kms_conn_wants_read(const KmsConn *c);
 bool kms_conn_wants_write(const KmsConn *c);
-/* True when the session has nothing more to do (close it). */
+/* True when the session has nothing more to do (then kms_conn_linger() it). */
 bool kms_conn_finished(const KmsConn *c);
+/*
+ * For a finished connection: the first call shuts its write side and starts
+ * the linger (see h2.c); true when the caller frees it now (broken, or the
+ * linger is over). The peer's EOF is seen by the caller's read (recv() 0).
+ */
+#define KMS_LINGER_MS 2000u
+bool kms_conn_linger(KmsConn *c, uint64_t now_ms);
 int kms_conn_fd(const KmsConn *c);
 KmsConn *kms_conn_free(KmsConn *c);
 

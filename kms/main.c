@@ -8,7 +8,9 @@
  *
  * Shutdown: on SIGTERM or SIGINT the listener closes (new connections are
  * refused), every connection gets GOAWAY, calls in flight finish, and the
- * process exits when none is left or after drain_timeout seconds.
+ * process exits when every connection has been answered and closed (each
+ * lingers up to 2 s for its peer's close, see h2.c), or after drain_timeout
+ * seconds.
  *
  * libkek's AEK cache is off: kube-apiserver caches its DEKs itself, and
  * without a cache every Decrypt asks kekd, so a disabled key is refused at
@@ -274,12 +276,9 @@ static int run(const Config *cfg, Loop *L, int lfd) {
                         kms_server_drain(L->server);
                         drain_until = now + cfg->drain_sec * 1000u;
                 }
-                if (drain_until && (kms_server_in_flight(L->server) == 0 || now >= drain_until)) {
-                        /* the GOAWAY and the last answers go out before the close */
-                        for (KmsConn *c = kms_server_first_conn(L->server); c; c = kms_conn_next(c))
-                                (void) kms_conn_flush(c);
+                /* done when every connection has answered and lingered to its close (see h2.c) */
+                if (drain_until && (kms_server_conns(L->server) == 0 || now >= drain_until))
                         return kms_server_in_flight(L->server) == 0 ? 0 : -ETIMEDOUT;
-                }
                 if (cfg->metrics_file && now >= next_metrics) {
                         int r = kms_metrics_write(L->metrics, cfg->metrics_file, kms_server_conns(L->server),
                                                   kms_server_in_flight(L->server));
@@ -333,7 +332,7 @@ static int run(const Config *cfg, Loop *L, int lfd) {
                 for (KmsConn *c = kms_server_first_conn(L->server), *nc; c; c = nc) {
                         nc = kms_conn_next(c);
                         (void) kms_conn_flush(c);
-                        if (kms_conn_finished(c))
+                        if (kms_conn_finished(c) && kms_conn_linger(c, kms_now_ms()))
                                 kms_conn_free(c);
                 }
         }

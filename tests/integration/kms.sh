@@ -67,12 +67,13 @@ as_tap() {
 # probe: the plugin's healthz, then an Encrypt's gRPC status (Python; HAVE_PY)
 HAVE_PY=""
 /usr/bin/python3 -c 'import grpc, grpc_tools' 2>/dev/null && HAVE_PY=1
+# The stubs are generated once: a loaded machine stretches each probe's start,
+# and the drain below has to fit two of them inside its bounds.
+[ -z "$HAVE_PY" ] || { mkdir "$TESTDIR/pygen" && /usr/bin/python3 -m grpc_tools.protoc -I"$(dirname "$KEK_KMS_PROTO")" \
+        --python_out="$TESTDIR/pygen" --grpc_python_out="$TESTDIR/pygen" "$KEK_KMS_PROTO"; } || HAVE_PY=""
 cat >"$TESTDIR/probe.py" <<EOF2
-import sys, tempfile, grpc
-from grpc_tools import protoc
-t = tempfile.mkdtemp(dir="$TESTDIR")
-protoc.main(["protoc", "-I$(dirname "$KEK_KMS_PROTO")", "--python_out=" + t, "--grpc_python_out=" + t, "$KEK_KMS_PROTO"])
-sys.path.insert(0, t)
+import sys, grpc
+sys.path.insert(0, "$TESTDIR/pygen")
 import api_pb2 as pb, api_pb2_grpc as pbg
 s = pbg.KeyManagementServiceStub(grpc.insecure_channel("unix://$SOCK"))
 if len(sys.argv) > 1:
@@ -169,6 +170,7 @@ contains "metrics have a latency histogram" "$METRICS" 'kek_kms_request_duration
 if [ -n "$HAVE_PY" ]; then
         succeeds "grant $KEY to the plugin's uid again" grant "$KEY" "user:$PLUGIN_UID" --ops get,wrap,unwrap
         kill -STOP "$KEKD_PID"
+        T_STOP=$(date +%s)
         # The call waits for kekd (stopped) through the steps below, each a bounded wait that a
         # loaded machine can stretch: its deadline, kekd's timeout in the plugin (40 s) and the
         # drain's bound (30 s) outlast them all, so it fails only if the drain drops it.
@@ -177,11 +179,16 @@ if [ -n "$HAVE_PY" ]; then
         wait_for 10 grep -q '^kek_kms_in_flight 1$' "$METRICS"
         contains "a call is in flight while kekd is stopped" "$METRICS" 'kek_kms_in_flight 1'
         kill -TERM "$PLUGIN_PID"
+        T_TERM=$(date +%s)
         wait_for 5 sh -c "/usr/bin/python3 '$TESTDIR/probe.py' 2 >'$TESTDIR/refused.out' 2>&1; grep -q UNAVAILABLE '$TESTDIR/refused.out'"
         contains "draining: a new connection is refused (UNAVAILABLE)" "$TESTDIR/refused.out" UNAVAILABLE
         kill -CONT "$KEKD_PID"
         pid_reap "$CALL_PID" 60
         contains "draining: the call in flight finished OK" "$TESTDIR/drain.out" OK
+        grep -qF OK "$TESTDIR/drain.out" || {
+                echo "# kekd stopped $((T_TERM - T_STOP)) s before the SIGTERM; the drain lasted $(($(date +%s) - T_TERM)) s"
+                sed 's/^/# plugin: /' "$TESTDIR/kms.log" | tail -20
+        }
 else
         kill -TERM "$PLUGIN_PID"
 fi

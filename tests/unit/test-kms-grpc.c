@@ -9,6 +9,7 @@
  */
 #include "config.h"
 
+#include <errno.h>
 #include <fcntl.h>
 #include <nghttp2/nghttp2.h>
 #include <stdio.h>
@@ -232,7 +233,8 @@ static void teardown(void) {
         for (int i = 0; i < njobs; i++)
                 if (jobs[i])
                         kms_job_free(jobs[i]);
-        close(cfd);
+        if (cfd >= 0)
+                close(cfd);
 }
 
 static void test_server(void) {
@@ -518,6 +520,54 @@ static void test_idle_conns(void) {
         teardown();
 }
 
+/*
+ * A drain with a call in flight: the call is answered after the GOAWAY, and
+ * the finished connection lingers instead of closing. The client, which has
+ * meanwhile sent a frame the server never reads, gets its answer and then
+ * EOF, not ECONNRESET: a close with unread input resets the peer, and a
+ * gRPC client lost answered calls that way (kms.sh under ASan).
+ */
+static void test_drain_linger(void) {
+        static const uint8_t req[] = { 0, 0, 0, 0, 2, 0x0a, 0x00 };
+        uint8_t buf[4096];
+        ssize_t n = -1;
+
+        setup(4, false);
+        Call *a = start("/v2.KeyManagementService/Status", NULL, req, sizeof(req), true);
+        pump();
+        is_int(njobs, 1, "the call is in flight");
+        kms_server_drain(srv);
+        pump();
+        ok(!kms_conn_finished(conn), "after the GOAWAY, the connection with a call in flight is not finished");
+        reply_ok(jobs[0], "");
+        kms_server_complete(srv, jobs[0]);
+        jobs[0] = NULL;
+        (void) kms_conn_flush(conn);
+        ok(kms_conn_finished(conn), "answered, the drained connection is finished");
+        /* the client's late frame, as a gRPC client sends after reading: never read by the server */
+        nghttp2_submit_ping(cli, NGHTTP2_FLAG_NONE, NULL);
+        const uint8_t *p;
+        while ((n = nghttp2_session_mem_send(cli, &p)) > 0)
+                (void) send(cfd, p, (size_t) n, MSG_NOSIGNAL);
+        uint64_t now = kms_now_ms();
+        ok(!kms_conn_linger(conn, now), "the first linger call keeps the connection");
+        ok(kms_conn_wants_read(conn) && !kms_conn_wants_write(conn), "lingering, it is read and not written");
+        is_int((int) (kms_server_expire(srv, now) - now), (int) KMS_LINGER_MS, "its linger end is the next expiry");
+        for (int i = 0; i < 100 && (n = recv(cfd, buf, sizeof(buf), MSG_DONTWAIT)) > 0; i++)
+                nghttp2_session_mem_recv(cli, buf, (size_t) n);
+        ok(a->closed && a->status == GRPC_OK, "the client read its answer (%d)", a->status);
+        ok(n == 0, "then EOF, not a reset (recv %zd, errno %d)", n, n < 0 ? errno : 0);
+        n = recv(kms_conn_fd(conn), buf, sizeof(buf), MSG_DONTWAIT);
+        ok(n > 0 && kms_conn_feed(conn, buf, (size_t) n) == 0, "the client's late frame is read and dropped");
+        ok(!kms_conn_linger(conn, now + KMS_LINGER_MS - 1), "the connection lingers up to its bound");
+        ok(kms_conn_linger(conn, now + KMS_LINGER_MS), "and is given up at it");
+        close(cfd);
+        n = recv(kms_conn_fd(conn), buf, sizeof(buf), MSG_DONTWAIT);
+        is_int((int) n, 0, "the client's close reaches the server as EOF (its loop frees the connection then)");
+        cfd = -1;
+        teardown();
+}
+
 int main(void) {
         if (secret_heap_init(1u << 20) < 0)
                 return 99;
@@ -526,5 +576,6 @@ int main(void) {
         test_reset_flood();
         test_slow_request();
         test_idle_conns();
+        test_drain_linger();
         return tap_done();
 }
