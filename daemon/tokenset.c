@@ -489,6 +489,26 @@ int tokenset_probe_overdue(TokenSet *ts, size_t i, bool *ret_probing, uint64_t *
 
 static void token_sync_view(const TokenSet *ts, size_t i, TokenStatus *ret);
 
+/* Under lock: a further token is stale until it holds the state of the last change (the preferred never). */
+static bool token_stale(const TokenSet *ts, size_t i) {
+        const Token *t = &ts->tokens[i];
+
+        return i > 0 && !(t->synced && t->synced_at == ts->changes);
+}
+
+/*
+ * Under lock: how long t's probe has been under way, or since its last one ended; overdue past
+ * TOKEN_HUNG_USEC while under way, past TOKEN_OVERDUE_USEC otherwise (a probe that hangs holds up
+ * every token's, so the last outcome must not be taken as current).
+ */
+static bool token_overdue(const TokenSet *ts, const Token *t, uint64_t *ret_usec) {
+        uint64_t now = clock_mono_usec(), since = t->probe_started ? t->probe_started : t->probe_ended;
+        uint64_t usec = now > since ? now - since : 0;
+
+        *ret_usec = usec;
+        return usec > (t->probe_started ? TOKEN_HUNG_USEC : TOKEN_OVERDUE_USEC(ts->interval_usec, ts->n));
+}
+
 int tokenset_status(TokenSet *ts, size_t i, TokenStatus *ret) {
         if (!ts || i >= ts->n)
                 return -ENOENT;
@@ -499,11 +519,11 @@ int tokenset_status(TokenSet *ts, size_t i, TokenStatus *ret) {
         ret->preferred = i == 0;
         ret->health = ts->tokens[i].health;
         token_sync_view(ts, i, ret);
-        /* a probe that hangs holds up every token's: the last outcome must not be shown as current */
         const Token *t = &ts->tokens[i];
-        uint64_t now = clock_mono_usec(), since = t->probe_started ? t->probe_started : t->probe_ended;
-        (void) token_health_overdue(&ret->health, t->probe_started != 0, now > since ? now - since : 0,
-                                    TOKEN_OVERDUE_USEC(ts->interval_usec, ts->n), clock_now_usec());
+        uint64_t usec;
+        if (token_overdue(ts, t, &usec))
+                (void) token_health_overdue(&ret->health, t->probe_started != 0, usec,
+                                            TOKEN_OVERDUE_USEC(ts->interval_usec, ts->n), clock_now_usec());
         pthread_mutex_unlock(&ts->lock);
         return 0;
 }
@@ -533,7 +553,7 @@ typedef enum SyncOutcome {
 static void token_sync_view(const TokenSet *ts, size_t i, TokenStatus *ret) {
         const Token *t = &ts->tokens[i];
 
-        ret->health.stale = i > 0 && !(t->synced && t->synced_at == ts->changes);
+        ret->health.stale = token_stale(ts, i);
         ret->health.synced_usec = i > 0 ? t->synced_usec : 0;
         ret->health.syncs = t->syncs;
         ret->health.sync_failures = t->sync_failures;
@@ -584,12 +604,18 @@ void tokenset_note_change(TokenSet *ts) {
         pthread_mutex_unlock(&ts->lock);
 }
 
+/* What tokenset_status() would show as ACTIVE and not stale, without copying the status: per request. */
 bool tokenset_can_serve(TokenSet *ts, size_t i) {
-        TokenStatus st;
+        uint64_t usec;
+        bool can;
 
-        if (tokenset_status(ts, i, &st) < 0)
+        if (!ts || i >= ts->n)
                 return false;
-        return st.health.state == TOKEN_ACTIVE && !st.health.stale;
+        pthread_mutex_lock(&ts->lock);
+        can = ts->tokens[i].health.state == TOKEN_ACTIVE && !token_stale(ts, i) &&
+              !token_overdue(ts, &ts->tokens[i], &usec);
+        pthread_mutex_unlock(&ts->lock);
+        return can;
 }
 
 typedef struct SyncPass {
