@@ -29,6 +29,11 @@ within() {
                         tap_n=$((tap_n + 1))
                         tap_failed=$((tap_failed + 1))
                         echo "not ok $tap_n - $desc (not within 30 s)"
+                        # what the last try met, and both nodes' last words: a flake seen once
+                        # under load ("UNKNOWN_KEY shared" on B) must be readable from CI's log
+                        sed 's/^/#   last error: /' "$TESTDIR/err" 2>/dev/null | tail -3
+                        tail -5 "$TESTDIR/kekd.log" 2>/dev/null | sed 's/^/#   A: /'
+                        tail -5 "$TESTDIR/kekd-b.log" 2>/dev/null | sed 's/^/#   B: /'
                         return
                 fi
                 sleep 0.05
