@@ -245,10 +245,11 @@ static int wrap_part(Keystore *ks, const HsmTransferKey *tk, const Key *k, const
         int r;
 
         r = backup_wrap_part(keystore_hsm(ks), tk, k->name, v, part, &w, &len);
-        if (r == -EPERM || r == -ENOENT) {
+        if (r == -EPERM || r == -ENOENT || r == -ENOTUNIQ) {
                 r = missing(rep, "key '%s' version %u: %s", k->name, v->id,
-                            r == -ENOENT ? "its key object is missing from the token"
-                                         : "never extractable (no backup path: rotate it in backup mode trusted-wrap)");
+                            r == -ENOENT      ? "its key object is missing from the token"
+                            : r == -ENOTUNIQ ? "more than one key object answers to it (kekctl check names them)"
+                                              : "never extractable (no backup path: rotate it in backup mode trusted-wrap)");
                 return r < 0 ? r : 1;
         }
         if (r < 0)

@@ -115,6 +115,14 @@ int keystore_check(Keystore *ks, uint64_t now, CheckReport *ret) {
                         char why[160];
 
                         rep.versions++;
+                        if (v->ambiguous) {
+                                r = check_report_add(&rep, "key '%s' version %u: more than one key object answers to it, so "
+                                                     "none is used and the version does not serve (one is not kekd's: "
+                                                     "docs/tokens-ha.md)", k->name, v->id);
+                                if (r < 0)
+                                        goto finish;
+                                continue;
+                        }
                         if (!v->present) {
                                 r = check_report_add(&rep, "key '%s' version %u is named in its record but missing from the token",
                                                k->name, v->id);

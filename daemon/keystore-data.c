@@ -93,6 +93,9 @@ static int check_usable(Keystore *ks, const Key *k, KeyVersion *v) {
                 return -KEKERR_KEY_DELETED;
         if (k->state == KEY_DISABLED || !v->enabled)
                 return -KEKERR_KEY_DISABLED;
+        /* Two key objects answer to it (one not kekd's): neither is used until one is gone. */
+        if (v->ambiguous)
+                return -KEKERR_HSM_UNAVAILABLE;
         if (!v->present) {
                 /*
                  * Recorded but not found when the index was built: look again, so a lookup that
@@ -301,6 +304,8 @@ static int refind(Hsm *h, CryptoOp *op) {
                 if (r >= 0 && hsm_profile_has_mac_key((HsmProfile) op->view.profile))
                         r = hsm_find_version_mac_key(h, op->view.key, op->view.version, s->src_restored, &s->src_mac);
         }
+        if (r == -ENOTUNIQ)
+                return -KEKERR_HSM_UNAVAILABLE; /* neither of two is used (hsm.h); not a missing version */
         if (r < 0)
                 return r;
         s->generation = gen;

@@ -131,6 +131,12 @@ int profile_version_problem(Hsm *hsm, const Key *k, KeyVersion *v, char *why, si
                          "missing", k->name, v->id, hsm_profile_name(v->profile));
                 return 1;
         }
+        if (r == -ENOTUNIQ) {
+                snprintf(why, why_len, "key '%s' version %u (%s): more than one MAC key object answers to it, so none is "
+                         "used and the version does not serve (one is not kekd's: docs/tokens-ha.md)", k->name, v->id,
+                         hsm_profile_name(v->profile));
+                return 1;
+        }
         if (r < 0)
                 return r;
         r = hsm_key_attributes(hsm, v->mac_handle, &a);

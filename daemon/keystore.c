@@ -120,9 +120,13 @@ static Key *index_put(Keystore *ks, Key *k) {
                         k->versions[i].present = true;
                         k->versions[i].mac_handle = ov->mac_handle;
                         k->versions[i].mac_present = ov->mac_present;
-                } else if (hsm_find_version_key(ks->hsm, k->name, k->versions[i].id, k->versions[i].restored,
-                                                &k->versions[i].handle) >= 0)
-                        k->versions[i].present = true;
+                } else {
+                        int r = hsm_find_version_key(ks->hsm, k->name, k->versions[i].id, k->versions[i].restored,
+                                                     &k->versions[i].handle);
+
+                        k->versions[i].present = r >= 0;
+                        k->versions[i].ambiguous = r == -ENOTUNIQ;
+                }
         }
         ks->epoch++;
         if (key_index_put(&ks->index, k) < 0)

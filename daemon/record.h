@@ -42,6 +42,7 @@ typedef struct KeyVersion {
         bool wrap_with_trusted;    /* its keys leave the token only wrapped under SO-trusted keys (a backup path) */
         bool restored;             /* its keys were unwrapped here by a restore: adopted only in the restored form */
         bool present;              /* the key object exists in the token */
+        bool ambiguous;            /* more than one key object answers to it: none is used (pkcs11/hsm.h) */
         HsmObject handle;
         bool mac_present;          /* profiles with a MAC key: found (mac_handle valid at the index's generation) */
         HsmObject mac_handle;

@@ -154,10 +154,12 @@ static int copy_version(Hsm *src, Hsm *dst, const HsmTransferKey *wk, const HsmT
         r = has_mac ? backup_wrap_part(src, wk, name, v, HSM_PART_MAC, &wm, &lm) : 0;
         if (r >= 0)
                 r = backup_wrap_part(src, wk, name, v, HSM_PART_AES, &wa, &la);
-        if (r == -EPERM || r == -ENOENT) {
+        if (r == -EPERM || r == -ENOENT || r == -ENOTUNIQ) {
                 o->not_copied++;
                 note(o, "key '%s' version %u not copied: %s", name, v->id,
-                     r == -EPERM ? "never extractable" : "its key object is missing from the preferred token");
+                     r == -EPERM     ? "never extractable"
+                     : r == -ENOENT ? "its key object is missing from the preferred token"
+                                    : "more than one key object answers to it on the preferred token");
                 return 1;
         }
         if (r < 0) {

@@ -319,29 +319,35 @@ int hsm_find_all(Hsm *h, CK_ATTRIBUTE *tmpl, CK_ULONG n_tmpl, CK_OBJECT_HANDLE *
         { CKA_WRAP_WITH_TRUSTED, &(yes), sizeof(yes) }
 
 /*
- * The first object the search a finds, else the first b finds (a key's two
- * forms: plain, then trusted-wrap); -ENOENT if neither finds one.
+ * The object the searches a and b find (a key's two forms: plain, then
+ * trusted-wrap); -ENOENT if neither finds one. With any, the first found.
+ * Without, the only one, or -ENOTUNIQ: a version has one key object of a
+ * type on a token, and a second one in its forms is not kekd's. A holder of
+ * the PIN can import a key under a version's label and ID; in the restored
+ * forms it matches, and its maker knows its value. Nothing here tells which
+ * of the two is the version's, so neither is used, and check names them.
  */
-static int find_either_form(Hsm *h, CK_ATTRIBUTE *a, CK_ULONG n_a, CK_ATTRIBUTE *b, CK_ULONG n_b, HsmObject *ret) {
-        _cleanup_free_ CK_OBJECT_HANDLE *objs = NULL;
-        size_t n = 0;
+static int find_form(Hsm *h, CK_ATTRIBUTE *a, CK_ULONG n_a, CK_ATTRIBUTE *b, CK_ULONG n_b, bool any, HsmObject *ret) {
+        _cleanup_free_ CK_OBJECT_HANDLE *objs = NULL, *more = NULL;
+        size_t n = 0, n_more = 0;
         int r;
 
         r = hsm_find_all(h, a, n_a, &objs, &n);
-        if (r >= 0 && n == 0) {
-                free(TAKE_PTR(objs));
-                r = hsm_find_all(h, b, n_b, &objs, &n);
-        }
+        if (r >= 0 && (n == 0 || !any))
+                r = hsm_find_all(h, b, n_b, &more, &n_more);
         if (r < 0)
                 return r;
-        if (n == 0)
+        if (n + n_more == 0)
                 return -ENOENT;
-        *ret = objs[0];
+        if (n + n_more > 1 && !any)
+                return -ENOTUNIQ;
+        *ret = n ? objs[0] : more[0];
         return 0;
 }
 
 /* The key object (label, version) of type in the restored form; -ENOENT if absent. */
-static int find_restored_key(Hsm *h, CK_KEY_TYPE type, const char *label, uint32_t version, HsmObject *ret) {
+static int find_restored_key(Hsm *h, CK_KEY_TYPE type, const char *label, uint32_t version, bool any,
+                             HsmObject *ret) {
         CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
         CK_BBOOL yes = CK_TRUE, no = CK_FALSE;
         uint8_t id[4];
@@ -357,14 +363,15 @@ static int find_restored_key(Hsm *h, CK_KEY_TYPE type, const char *label, uint32
         };
 
         version_to_id(version, id);
-        return find_either_form(h, plain, ELEMENTSOF(plain), trusted, ELEMENTSOF(trusted), ret);
+        return find_form(h, plain, ELEMENTSOF(plain), trusted, ELEMENTSOF(trusted), any, ret);
 }
 
 /*
  * The key object (label, version) of type (CKK_AES: a KEK; CKK_GENERIC_SECRET:
  * its MAC key), by the KEK search rules; -ENOENT if absent.
  */
-static int find_version_key(Hsm *h, CK_KEY_TYPE type, const char *label, uint32_t version, HsmObject *ret) {
+static int find_version_key(Hsm *h, CK_KEY_TYPE type, const char *label, uint32_t version, bool any,
+                            HsmObject *ret) {
         CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
         CK_BBOOL yes = CK_TRUE, no = CK_FALSE;
         uint8_t id[4];
@@ -380,7 +387,7 @@ static int find_version_key(Hsm *h, CK_KEY_TYPE type, const char *label, uint32_
         };
 
         version_to_id(version, id);
-        return find_either_form(h, tmpl, ELEMENTSOF(tmpl), trusted, ELEMENTSOF(trusted), ret);
+        return find_form(h, tmpl, ELEMENTSOF(tmpl), trusted, ELEMENTSOF(trusted), any, ret);
 }
 
 /* A CK_BBOOL the token gave (not CK_UNAVAILABLE_INFORMATION) and equal to v. */
@@ -647,16 +654,17 @@ int hsm_key_attributes(Hsm *h, HsmObject key, HsmKeyAttrs *ret) {
 }
 
 int hsm_find_key(Hsm *h, const char *label, uint32_t version, HsmObject *ret) {
-        return find_version_key(h, CKK_AES, label, version, ret);
+        return find_version_key(h, CKK_AES, label, version, false, ret);
 }
 
 int hsm_find_version_key(Hsm *h, const char *label, uint32_t version, bool restored, HsmObject *ret) {
-        return restored ? find_restored_key(h, CKK_AES, label, version, ret) : find_version_key(h, CKK_AES, label, version, ret);
+        return restored ? find_restored_key(h, CKK_AES, label, version, false, ret)
+                        : find_version_key(h, CKK_AES, label, version, false, ret);
 }
 
 int hsm_find_version_mac_key(Hsm *h, const char *label, uint32_t version, bool restored, HsmObject *ret) {
-        return restored ? find_restored_key(h, CKK_GENERIC_SECRET, label, version, ret)
-                        : find_version_key(h, CKK_GENERIC_SECRET, label, version, ret);
+        return restored ? find_restored_key(h, CKK_GENERIC_SECRET, label, version, false, ret)
+                        : find_version_key(h, CKK_GENERIC_SECRET, label, version, false, ret);
 }
 
 /* --- MAC keys of the encrypt-then-MAC profiles (hsm.h) ----------------------- */
@@ -738,7 +746,7 @@ int hsm_generate_probe_mac_key(Hsm *h, HsmObject *ret) {
 
 
 int hsm_find_mac_key(Hsm *h, const char *label, uint32_t version, HsmObject *ret) {
-        return find_version_key(h, CKK_GENERIC_SECRET, label, version, ret);
+        return find_version_key(h, CKK_GENERIC_SECRET, label, version, false, ret);
 }
 
 int hsm_list_mac_keys(Hsm *h, HsmKeyRef **ret, size_t *ret_n) {
@@ -758,10 +766,11 @@ int hsm_list_mac_keys(Hsm *h, HsmKeyRef **ret, size_t *ret_n) {
 static int destroy_version_type(Hsm *h, CK_KEY_TYPE type, const char *label, uint32_t version) {
         for (unsigned i = 0; i < VERSION_OBJECTS_MAX; i++) {
                 HsmObject obj;
-                int r = find_version_key(h, type, label, version, &obj);
+                /* any: a planted duplicate goes too */
+                int r = find_version_key(h, type, label, version, true, &obj);
 
                 if (r == -ENOENT) /* then a restored one (a restore's objects, hsm-transfer.h) */
-                        r = find_restored_key(h, type, label, version, &obj);
+                        r = find_restored_key(h, type, label, version, true, &obj);
                 uint64_t gen = hsm_generation(h); /* the generation obj was found at */
 
                 if (r == -ENOENT)

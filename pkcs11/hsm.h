@@ -353,7 +353,7 @@ int hsm_generate_version_mac_key(Hsm *h, const char *label, uint32_t version, bo
 int hsm_destroy_version_keys(Hsm *h, const char *label, uint32_t version);
 /* Destroys every key object (AES and MAC) under label: a purge. 0 once the listing found none left. */
 int hsm_destroy_label_keys(Hsm *h, const char *label);
-/* Finds the MAC key (label, version); -ENOENT if absent. */
+/* Finds the MAC key (label, version); -ENOENT if absent, -ENOTUNIQ if several (as hsm_find_key()). */
 int hsm_find_mac_key(Hsm *h, const char *label, uint32_t version, HsmObject *ret);
 /* All MAC keys (as hsm_list_keys() for AES keys). Free with free(). */
 int hsm_list_mac_keys(Hsm *h, HsmKeyRef **ret, size_t *ret_n);
@@ -362,7 +362,12 @@ int hsm_list_mac_keys(Hsm *h, HsmKeyRef **ret, size_t *ret_n);
 int hsm_list_keys(Hsm *h, HsmKeyRef **ret, size_t *ret_n);
 int hsm_key_attributes(Hsm *h, HsmObject key, HsmKeyAttrs *ret);
 
-/* Finds the key object (label, version); -ENOENT if absent. */
+/*
+ * Finds the key object (label, version); -ENOENT if absent, -ENOTUNIQ if more
+ * than one answers in its forms: a version has one, so the other is not
+ * kekd's (imported by a holder of the PIN, its value known to its maker),
+ * and with nothing to tell them apart neither is used (check names them).
+ */
 int hsm_find_key(Hsm *h, const char *label, uint32_t version, HsmObject *ret);
 /*
  * The same in the form a version's record names: generated (as

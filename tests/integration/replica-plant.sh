@@ -88,4 +88,23 @@ ok "kekd on A alone starts" kekd_start
 is "A unwraps B's version-2 blob: B's version 2 is A's key material, not the planted key" "$?" 0
 ok "... to the same AEK" cmp -s "$TESTDIR/aek" "$TESTDIR/out"
 kekd_stop
+
+# A second key of known value planted beside the version B records: nothing tells which of the
+# two is version 2, so neither is used (fail closed: wraps under a key whose value the PIN holder
+# knows, or that the PIN holder later destroys, would be AEKs exposed or lost), and check names it.
+head -c 32 /dev/urandom >"$TESTDIR/known2"
+pkcs11-tool --module "$SOFTHSM2_MODULE" --token-label rp-b --login --pin "$(cat "$TESTDIR/pin")" \
+        --write-object "$TESTDIR/known2" --type secrkey --key-type AES:32 --label r --id 00000002 \
+        --private --sensitive --usage-decrypt >"$TESTDIR/planted2" 2>&1
+is "a second key of known value is planted on B beside its recorded version 2" "$?" 0
+conf_for pkcs11:token=rp-b
+ok "kekd on B alone starts" kekd_start
+KC_IN="$TESTDIR/aek" refused HSM_UNAVAILABLE "B does not wrap under version 2 with two objects answering to it" \
+        wrap r --context c
+KC_IN="$TESTDIR/blob" refused HSM_UNAVAILABLE "B does not unwrap version 2 either (transient, not a revocation)" \
+        unwrap --context c
+kc check
+ok "check fails on B" test "$KC_STATUS" -ne 0
+contains "check names the version with two key objects" "$TESTDIR/out" "key 'r' version 2: more than one key object"
+kekd_stop
 done_testing

@@ -138,6 +138,19 @@ static void test_transfer(Hsm *h, const TestToken *t) {
         ok(hsm_unwrap_version(h, &unwrap_k, "copy2", 1, HSM_PART_AES, false, w_aes, l_aes, &c_aes) == 0 &&
                    hsm_key_attributes(h, c_aes, &attrs) == 0 && !attrs.extractable && attrs.sensitive,
            "restored without wrap_trusted: not extractable");
+        {
+                /* A second restored object under a version (as a PIN holder could import one): the other form */
+                HsmObject dup, found;
+
+                ok(hsm_unwrap_version(h, &unwrap_k, "copy", 1, HSM_PART_AES, false, w_aes, l_aes, &dup) == 0 &&
+                           dup != c_aes,
+                   "a second object in the restored forms under 'copy' version 1");
+                is_int(hsm_find_version_key(h, "copy", 1, true, &found), -ENOTUNIQ,
+                       "two objects answer to the version: neither is found (-ENOTUNIQ), whichever form each has");
+                ok(hsm_destroy_version_keys(h, "copy", 1) == 0 &&
+                           hsm_find_version_key(h, "copy", 1, true, &found) == -ENOENT,
+                   "destroying the version's objects takes both");
+        }
 
         ok(hsm_generate_transfer_mac_key(h, &tk) == 0 && hsm_wrap_object(h, &wrap_k, tk, &w_tk, &l_tk) == 0,
            "a transfer MAC key, generated and wrapped");
