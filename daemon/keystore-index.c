@@ -254,6 +254,8 @@ int key_index_build(KeyIndexReading *rd, KeyIndex *ret, KeyName **ret_dups, size
                  * A second object in the version's forms is not kekd's, and nothing tells which
                  * one is (hsm_find_key() in pkcs11/hsm.h): the version serves neither.
                  */
+                if (v->present && v->handle == rd->refs[i].handle)
+                        continue; /* one object a token listed twice */
                 if (v->present || v->ambiguous) {
                         v->ambiguous = true;
                         v->present = false;

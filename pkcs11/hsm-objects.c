@@ -339,8 +339,13 @@ static int find_form(Hsm *h, CK_ATTRIBUTE *a, CK_ULONG n_a, CK_ATTRIBUTE *b, CK_
                 return r;
         if (n + n_more == 0)
                 return -ENOENT;
-        if (n + n_more > 1 && !any)
-                return -ENOTUNIQ;
+        /* Distinct handles: one object a token lists twice is still one. */
+        for (size_t i = 0; i < n + n_more && !any; i++) {
+                CK_OBJECT_HANDLE o = i < n ? objs[i] : more[i - n];
+
+                if (o != (n ? objs[0] : more[0]))
+                        return -ENOTUNIQ;
+        }
         *ret = n ? objs[0] : more[0];
         return 0;
 }
