@@ -140,12 +140,15 @@ static void test_build(void) {
         rd.data[4] = (HsmDataObject) { .app = 0, .handle = 14, .value = malloc(3), .value_len = 3 }; /* torn */
         memcpy(rd.data[4].value, "\xff\xff\xff", 3);
         snprintf(rd.data[4].label, sizeof(rd.data[4].label), "gamma");
-        rd.refs = calloc(4, sizeof(*rd.refs));
-        rd.n_refs = 4;
+        rd.refs = calloc(7, sizeof(*rd.refs));
+        rd.n_refs = 7;
         rd.refs[0] = (HsmKeyRef) { .label = "alpha", .version = 2, .handle = 21 };
         rd.refs[1] = (HsmKeyRef) { .label = "alpha", .version = 9, .handle = 22 }; /* not in the record */
         rd.refs[2] = (HsmKeyRef) { .label = "beta", .version = 1, .handle = 23 };
         rd.refs[3] = (HsmKeyRef) { .label = "other", .version = 1, .handle = 24 }; /* not a kekd key */
+        rd.refs[4] = (HsmKeyRef) { .label = "beta", .version = 1, .handle = 23 }; /* listed twice: one object */
+        rd.refs[5] = (HsmKeyRef) { .label = "beta", .version = 2, .handle = 25 };
+        rd.refs[6] = (HsmKeyRef) { .label = "beta", .version = 2, .handle = 26 }; /* a second object: planted */
 
         r = key_index_build(&rd, &ix, &dups, &n_dups, &vault, &n_vault);
         is_int(r, 0, "an index is built from a reading");
@@ -157,7 +160,11 @@ static void test_build(void) {
         ok(k && key_index_version(k, 1) && !key_index_version(k, 1)->present,
            "alpha version 1: recorded, no object found, not present");
         k = key_index_get(&ix, "beta");
-        ok(k && key_index_version(k, 1)->present && key_index_version(k, 1)->handle == 23, "beta version 1: its handle");
+        ok(k && key_index_version(k, 1)->present && key_index_version(k, 1)->handle == 23 &&
+                   !key_index_version(k, 1)->ambiguous,
+           "beta version 1: its handle (one object listed twice is one)");
+        ok(k && key_index_version(k, 2) && !key_index_version(k, 2)->present && key_index_version(k, 2)->ambiguous,
+           "beta version 2: two objects answer to it, so neither is used (ambiguous, not present)");
         ok(n_dups == 1 && strcmp(dups[0], "alpha") == 0, "the name with two records is reported for repair");
         ok(n_vault == 1 && vault && vault->handle == 12, "the vault record is handed back");
 
