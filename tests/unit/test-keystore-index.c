@@ -121,7 +121,7 @@ static void record_of(HsmDataObject *d, const Key *k, unsigned app, HsmObject ha
 }
 
 static void test_build(void) {
-        Key *a1 = key_new("alpha", 1, 1), *a2 = key_new("alpha", 2, 2), *b = key_new("beta", 4, 1);
+        Key *a1 = key_new("alpha", 1, 1), *a2 = key_new("alpha", 2, 2), *b = key_new("beta", 4, 2);
         KeyIndexReading rd = {};
         const HsmDataObject *vault = NULL;
         size_t n_vault = 0, n_dups = 0;
