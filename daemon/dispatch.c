@@ -265,6 +265,16 @@ static bool request_ran(const Request *req) {
         return false;
 }
 
+/* Whether an item was refused for its version's objects (two answer to it): no failure of the token's. */
+static bool request_version_fault(const Request *req) {
+        const Route *route = req->route;
+
+        for (size_t j = 0; route && route->shares_run && j < req->n_items; j++)
+                if (req->items[j].op.version_fault)
+                        return true;
+        return false;
+}
+
 /* Encode: audit, metrics, the reply frame, then the request's memory. */
 static void request_end(Dispatcher *d, Request *req) {
         const Route *route = req->route;
@@ -294,7 +304,7 @@ static void request_end(Dispatcher *d, Request *req) {
          * A data-plane request's HSM calls noted their failures on the token each ran on (failover_run());
          * the rest of a request (prepare, control plane) runs on the preferred token: its failures are that token's.
          */
-        if (!request_ran(req))
+        if (!request_ran(req) && !request_version_fault(req))
                 tokenset_request_done(d->tokens, 0, o->error);
         r = request_encode(req, d->max_frame);
         req->result = r < 0 ? r : 0;

@@ -227,7 +227,7 @@ static void run_further(Failover *f, size_t i, CryptoOp **ops, size_t n) {
                 h = failover_cache_get(t->cache, &o, hsm_generation(t->serve));
                 if (crypto_op_run_on(t->serve, ops[j], &h) < 0)
                         log_debug("Token %zu lacks key '%s' version %u: not a full copy", i, o.key, o.version);
-                else if (ops[j]->result == -KEKERR_HSM_UNAVAILABLE)
+                else if (ops[j]->result == -KEKERR_HSM_UNAVAILABLE && !ops[j]->version_fault)
                         tokenset_request_done(f->ts, i, ops[j]->result); /* that token's failure */
                 failover_cache_put(t->cache, &o, &h); /* an invalid h clears the slot: a stale handle is not kept */
                 served += ops[j]->result >= 0;
@@ -239,7 +239,7 @@ static void run_on(Failover *f, size_t target, CryptoOp **ops, size_t n) {
         if (target == 0) {
                 keystore_run_pass(f->ks, f->pool, ops, n);
                 for (size_t j = 0; j < n; j++)
-                        if (ops[j]->result == -KEKERR_HSM_UNAVAILABLE)
+                        if (ops[j]->result == -KEKERR_HSM_UNAVAILABLE && !ops[j]->version_fault)
                                 tokenset_request_done(f->ts, 0, ops[j]->result);
         } else
                 run_further(f, target, ops, n);

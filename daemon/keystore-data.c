@@ -86,7 +86,8 @@ static int iv_new(uint8_t *iv, size_t len) {
         return 0;
 }
 
-static int check_usable(Keystore *ks, const Key *k, KeyVersion *v) {
+/* op->version_fault marks a refusal for the version's objects (two answer to it), not the token's failure. */
+static int check_usable(Keystore *ks, const Key *k, KeyVersion *v, CryptoOp *op) {
         int r;
 
         if (k->state == KEY_DELETED)
@@ -94,8 +95,10 @@ static int check_usable(Keystore *ks, const Key *k, KeyVersion *v) {
         if (k->state == KEY_DISABLED || !v->enabled)
                 return -KEKERR_KEY_DISABLED;
         /* Two key objects answer to it (one not kekd's): neither is used until one is gone. */
-        if (v->ambiguous)
+        if (v->ambiguous) {
+                op->version_fault = true;
                 return -KEKERR_HSM_UNAVAILABLE;
+        }
         if (!v->present) {
                 /*
                  * Recorded but not found when the index was built: look again, so a lookup that
@@ -105,6 +108,7 @@ static int check_usable(Keystore *ks, const Key *k, KeyVersion *v) {
                 r = hsm_find_version_key(keystore_hsm(ks), k->name, v->id, v->restored, &v->handle);
                 if (r == -ENOENT)
                         return -KEKERR_UNKNOWN_VERSION;
+                op->version_fault = r == -ENOTUNIQ;
                 if (r < 0)
                         return -KEKERR_HSM_UNAVAILABLE;
                 v->present = true;
@@ -116,6 +120,7 @@ static int check_usable(Keystore *ks, const Key *k, KeyVersion *v) {
         r = profile_version_mac_find(keystore_hsm(ks), k->name, v);
         if (r == -ENOENT)
                 return -KEKERR_UNKNOWN_VERSION;
+        op->version_fault = r == -ENOTUNIQ;
         if (r < 0)
                 return -KEKERR_HSM_UNAVAILABLE;
         return 0;
@@ -145,7 +150,7 @@ static int wrap_target(Keystore *ks, const KeyLookup *found, const char *name, u
         v = key_index_version(k, version == 0 ? k->current_version : version);
         if (!v)
                 return -KEKERR_UNKNOWN_VERSION;
-        r = check_usable(ks, k, v);
+        r = check_usable(ks, k, v, op);
         if (r < 0)
                 return r;
         if (!keystore_allow_unrecoverable(ks) && !keystore_recoverable(ks))
@@ -201,7 +206,7 @@ static int unwrap_source(Keystore *ks, const KeyLookup *found, CryptoOp *op) {
         v = key_index_version(k, op->view.version);
         if (!v)
                 return -KEKERR_UNKNOWN_VERSION;
-        r = check_usable(ks, k, v);
+        r = check_usable(ks, k, v, op);
         if (r < 0)
                 return r;
         /* A blob of another profile than its version's: the format byte was changed, or it is forged. */
@@ -304,8 +309,10 @@ static int refind(Hsm *h, CryptoOp *op) {
                 if (r >= 0 && hsm_profile_has_mac_key((HsmProfile) op->view.profile))
                         r = hsm_find_version_mac_key(h, op->view.key, op->view.version, s->src_restored, &s->src_mac);
         }
-        if (r == -ENOTUNIQ)
+        if (r == -ENOTUNIQ) {
+                op->version_fault = true;
                 return -KEKERR_HSM_UNAVAILABLE; /* neither of two is used (hsm.h); not a missing version */
+        }
         if (r < 0)
                 return r;
         s->generation = gen;
@@ -398,6 +405,7 @@ void crypto_op_retry(CryptoOp *op) {
         if (op->kind == 0 || op->result != -KEKERR_HSM_UNAVAILABLE)
                 return;
         op->result = 0;
+        op->version_fault = false;
         st(op)->pending = true;
         st(op)->gone = false;
 }

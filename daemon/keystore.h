@@ -247,6 +247,8 @@ typedef struct CryptoOp {
         uint8_t *blob;                 /* wrap, rewrap: the new blob (the caller may take it) */
         size_t blob_len;
         Secret *plaintext;             /* unwrap: the plaintext (the caller may take it) */
+        /* its HSM_UNAVAILABLE is its version's (two key objects answer to it), not its token's failure */
+        bool version_fault;
         CryptoOpState state;           /* keystore-data.c's */
 } CryptoOp;
 

@@ -108,6 +108,15 @@ static const HsmKeyRef *find_ref(const HsmKeyRef *refs, size_t n, const char *la
         return NULL;
 }
 
+/* How many objects (of any form) answer to label and version in refs: a whole copy has one. */
+static size_t count_refs(const HsmKeyRef *refs, size_t n, const char *label, uint32_t version) {
+        size_t c = 0;
+
+        for (size_t i = 0; i < n; i++)
+                c += refs[i].version == version && strcmp(refs[i].label, label) == 0;
+        return c;
+}
+
 typedef struct Side {
         KeyIndexReading rd;
         KeyIndex ix;
@@ -146,8 +155,13 @@ static int copy_version(Hsm *src, Hsm *dst, const HsmTransferKey *wk, const HsmT
         int r;
 
         *copied = false;
-        /* The AES key goes in last: with it there (and the MAC key, when the profile has one) the copy is whole. */
-        if (!fresh && a && (!has_mac || (m && m->restored == a->restored))) {
+        /*
+         * The AES key goes in last: with it there (and the MAC key, when the profile has one) the copy is whole.
+         * A second object beside it (planted, or two syncs copying at once) makes the version serve nothing
+         * there (pkcs11/hsm.h): it is copied again, which destroys every object of the version first.
+         */
+        if (!fresh && a && count_refs(aes, n_aes, name, v->id) == 1 &&
+            (!has_mac || (m && m->restored == a->restored && count_refs(mac, n_mac, name, v->id) == 1))) {
                 v->restored = a->restored;
                 return 0;
         }

@@ -587,6 +587,8 @@ int kms_conn_feed(KmsConn *c, const uint8_t *data, size_t len) {
 }
 
 int kms_conn_flush(KmsConn *c) {
+        if (c->linger_until)
+                return 0; /* shut for writing: nothing more goes out */
         for (;;) {
                 if (c->pending_len == 0) {
                         const uint8_t *p;
@@ -623,7 +625,7 @@ bool kms_conn_wants_read(const KmsConn *c) {
 }
 
 bool kms_conn_wants_write(const KmsConn *c) {
-        return !c->broken && (c->pending_len > 0 || nghttp2_session_want_write(c->session));
+        return !c->broken && !c->linger_until && (c->pending_len > 0 || nghttp2_session_want_write(c->session));
 }
 
 bool kms_conn_finished(const KmsConn *c) {
@@ -718,10 +720,14 @@ uint64_t kms_server_expire(KmsServer *s, uint64_t now_ms) {
 }
 
 void kms_server_drain(KmsServer *s) {
-        for (KmsConn *c = s->conns; c; c = c->next)
+        for (KmsConn *c = s->conns; c; c = c->next) {
+                /* a lingering one is shut for writing: a GOAWAY queued there would only break it (EPIPE) */
+                if (c->linger_until)
+                        continue;
                 (void) nghttp2_submit_goaway(c->session, NGHTTP2_FLAG_NONE,
                                              nghttp2_session_get_last_proc_stream_id(c->session), NGHTTP2_NO_ERROR,
                                              NULL, 0);
+        }
 }
 
 unsigned kms_server_in_flight(const KmsServer *s) {

@@ -23,7 +23,8 @@ within() {
         shift
         t0=$(now_ms)
         i=0
-        until "$@" >/dev/null 2>&1; do
+        # each try's errors in err (unwrap_*_is write theirs there too), so a failure shows its own, never a stale one
+        until "$@" >/dev/null 2>"$TESTDIR/err"; do
                 i=$((i + 1))
                 if [ $i -ge 600 ]; then
                         tap_n=$((tap_n + 1))

@@ -107,4 +107,40 @@ kc check
 ok "check fails on B" test "$KC_STATUS" -ne 0
 contains "check names the version with two key objects" "$TESTDIR/out" "key 'r' version 2: more than one key object"
 kekd_stop
+
+# With B preferred and A further, the refusals are the version's, not B's: B is not marked degraded
+# (which sends every key's requests to A, or to no token, until a probe) each time a client asks.
+TOKEN_URI=pkcs11:token=rp-b
+kekd_config
+sed -i "s|^\[hsm\]$|[hsm]\nname = b\nprobe_interval = 1|" "$CONF"
+cat >>"$CONF" <<EOC
+
+[hsm.a]
+module = $SOFTHSM2_MODULE
+token = pkcs11:token=rp-a
+EOC
+: >"$TESTDIR/kekd.log"
+ok "kekd starts with B preferred and A" kekd_start
+KC_IN="$TESTDIR/aek" refused HSM_UNAVAILABLE "B still does not wrap under version 2" wrap r --context c
+KC_IN="$TESTDIR/blob" refused HSM_UNAVAILABLE "... nor unwrap" unwrap --context c
+grep "degraded" "$TESTDIR/kekd.log" | sed 's/^/#   /'
+grep -q "Token 'b' is degraded" "$TESTDIR/kekd.log"
+is "the refusals do not mark B degraded: its other versions and keys serve on as before" "$?" 1
+kekd_stop
+
+# The next sync from A copies version 2 over both (a duplicate beside a recorded copy is not a whole
+# copy), so B serves it again without anyone having to find the planted object by hand.
+conf_for pkcs11:token=rp-a further
+ok "kekd starts with A and B again" kekd_start
+ok "B in sync within 60 s" wait_for 60 in_sync
+kekd_stop
+n=$(pkcs11-tool --module "$SOFTHSM2_MODULE" --token-label rp-b --login --pin "$(cat "$TESTDIR/pin")" \
+        --list-objects --type secrkey 2>/dev/null | grep -A1 "label: *r$" | grep -c "ID: *00000002")
+is "the sync left B one key object of r version 2, not two" "$n" 1
+conf_for pkcs11:token=rp-b
+ok "kekd on B alone starts" kekd_start
+"$KEKCTL" unwrap --context c <"$TESTDIR/blob" >"$TESTDIR/out" 2>"$TESTDIR/err"
+is "B unwraps the version-2 blob again" "$?" 0
+ok "... to the same AEK" cmp -s "$TESTDIR/aek" "$TESTDIR/out"
+kekd_stop
 done_testing

@@ -568,6 +568,33 @@ static void test_drain_linger(void) {
         teardown();
 }
 
+/*
+ * A drain that starts while a connection lingers (finished by the client's
+ * GOAWAY, its write side shut): the drain's GOAWAY is not queued on it, so
+ * nothing is written to the shut socket (EPIPE would break the connection
+ * and close it at once, input unread: the reset the linger exists to avoid).
+ */
+static void test_linger_then_drain(void) {
+        const uint8_t *p;
+        ssize_t n;
+
+        setup(4, false);
+        pump();
+        nghttp2_submit_goaway(cli, NGHTTP2_FLAG_NONE, 0, NGHTTP2_NO_ERROR, NULL, 0);
+        while ((n = nghttp2_session_mem_send(cli, &p)) > 0)
+                (void) kms_conn_feed(conn, p, (size_t) n);
+        (void) kms_conn_flush(conn);
+        ok(kms_conn_finished(conn), "the client's GOAWAY finishes the idle connection");
+        uint64_t now = kms_now_ms();
+        ok(!kms_conn_linger(conn, now), "it lingers");
+        kms_server_drain(srv);
+        ok(!kms_conn_wants_write(conn), "a drain queues nothing on the lingering connection");
+        (void) kms_conn_flush(conn);
+        ok(kms_conn_finished(conn) && !kms_conn_linger(conn, now + 1),
+           "after the drain's flush it still lingers, not broken by a write to its shut side");
+        teardown();
+}
+
 int main(void) {
         if (secret_heap_init(1u << 20) < 0)
                 return 99;
@@ -577,5 +604,6 @@ int main(void) {
         test_slow_request();
         test_idle_conns();
         test_drain_linger();
+        test_linger_then_drain();
         return tap_done();
 }
