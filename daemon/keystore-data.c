@@ -422,6 +422,29 @@ void crypto_op_object(CryptoOp *op, CryptoOpObject *ret) {
 }
 
 /*
+ * With op's key object found on h in one class of forms (generated, or restored): 0 if the other
+ * class has none there. A version's objects on a token are all of one class (the token generated
+ * them, or a restore or a sync unwrapped them); one of the other class beside them is not kekd's,
+ * and failover, which tries the record's class first where the copy is usually of the other one,
+ * would take it before the copy: the version is refused there, as for two of one class (hsm.h).
+ */
+static int other_form_absent(Hsm *h, CryptoOp *op, bool other) {
+        bool encrypt = op->kind == CRYPTO_WRAP || (op->kind == CRYPTO_REWRAP && op->blob);
+        HsmObject o;
+        int r;
+
+        r = encrypt ? hsm_find_version_key(h, st(op)->key, op->version, other, &o)
+                    : hsm_find_version_key(h, op->view.key, op->view.version, other, &o);
+        if (r == -ENOENT)
+                return 0;
+        if (r >= 0 || r == -ENOTUNIQ) {
+                op->version_fault = true;
+                return -KEKERR_HSM_UNAVAILABLE;
+        }
+        return r;
+}
+
+/*
  * The pending call of op on h, a session of another token than the one its handles were found in:
  * with the handles *cached found there (at cached->generation), else found now by the same search
  * as refind(), in the form op's record names and then in the other one (the copy a restore made on
@@ -447,7 +470,8 @@ int crypto_op_run_on(Hsm *h, CryptoOp *op, CryptoOpHandles *cached) {
                 if (r == -ENOENT) {
                         *form = !*form;
                         r = refind(h, op);
-                }
+                } else if (r >= 0)
+                        r = other_form_absent(h, op, !*form);
         }
         if (r < 0) {
                 /* Not run: a rewrap's plaintext stays for finish to cleanse. */

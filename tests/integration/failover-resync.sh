@@ -87,6 +87,33 @@ ok "A is back and serves" recover
 KC_IN="$TESTDIR/blob2" succeeds "A unwraps what B wrapped under the new $KEY" unwrap
 KC_IN="$TESTDIR/blob1" kc unwrap
 ok "A refuses the purged key's blob" test "$KC_STATUS" -ne 0
+
+# A key object generated on B by a holder of its PIN under a version's label and ID, in the
+# generated form A's record names, beside B's restored copy. Failover looks in the record's
+# form first, so it would take that object before the copy (and wrap AEKs that A cannot
+# unwrap, or whose key a derive made known). The version must be refused there instead, or,
+# if a sync removed the object first, served by the copy: no blob is ever made under it.
+succeeds "key q created on A" create q
+ok "B in sync within 60 s (it has q's restored copy)" wait_for 60 in_sync
+KC_IN="$TESTDIR/aek" succeeds "a wrap of q on A (takes a lease)" wrap q
+pkcs11-tool --module "$SOFTHSM2_MODULE" --token-label fr-b --login --pin "$(cat "$TESTDIR/pin")" \
+        --keygen --key-type AES:32 --label q --id 00000001 --sensitive --private >"$TESTDIR/planted" 2>&1
+is "a key is generated on B under q version 1, in the generated form" "$?" 0
+ok "third outage: A is unavailable" outage
+KC_IN="$TESTDIR/aek" kc wrap q
+cp "$TESTDIR/out" "$TESTDIR/blob3"
+q_status=$KC_STATUS
+if [ "$q_status" -ne 0 ]; then
+        contains "B refuses q version 1: HSM_UNAVAILABLE" "$TESTDIR/err" HSM_UNAVAILABLE
+        ok "... without B being marked degraded for it" is_field b state active
+else
+        echo "# B served q: a sync removed the planted object before the outage, or B used it (A's unwrap below tells)"
+fi
+ok "A is back and serves" recover
+if [ "$q_status" -eq 0 ]; then
+        KC_IN="$TESTDIR/blob3" kc unwrap
+        ok "A unwraps the blob B made of q: it is under the copy, not the planted key" cmp -s "$TESTDIR/out" "$TESTDIR/aek"
+fi
 kekd_stop
 is "kekd stops cleanly" "$KEKD_STATUS" 0
 done_testing
