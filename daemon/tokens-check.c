@@ -17,11 +17,20 @@
 #include "daemon/log.h"
 #include "daemon/tokens-check.h"
 
-static bool has_version(const HsmKeyRef *refs, size_t n, const char *label, uint32_t version) {
-        for (size_t i = 0; i < n; i++)
-                if (refs[i].version == version && strcmp(refs[i].label, label) == 0)
-                        return true;
-        return false;
+/* The distinct key objects refs lists for (label, version), in any form: a copy has one. */
+static size_t version_objects(const HsmKeyRef *refs, size_t n, const char *label, uint32_t version) {
+        size_t count = 0;
+
+        for (size_t i = 0; i < n; i++) {
+                bool seen = false;
+
+                if (refs[i].version != version || strcmp(refs[i].label, label) != 0)
+                        continue;
+                for (size_t j = 0; j < i && !seen; j++)
+                        seen = refs[j].handle == refs[i].handle;
+                count += !seen;
+        }
+        return count;
 }
 
 static bool has_record(const HsmDataObject *d, size_t n, const char *label) {
@@ -67,10 +76,18 @@ static int check_token(Keystore *ks, const TokenStatus *st, Hsm *h, CheckReport 
                 for (size_t j = 0; r >= 0 && j < k->n_versions; j++) {
                         const KeyVersion *v = &k->versions[j];
 
-                        if (!v->present || has_version(refs, n_refs, k->name, v->id))
+                        size_t objects = version_objects(refs, n_refs, k->name, v->id);
+
+                        if (!v->present || objects == 1)
                                 continue;
-                        r = check_report_add(rep, "token '%s' lacks key '%s' version %u (%s)", name, k->name, v->id,
-                                             v->wrap_with_trusted ? why : "never extractable: it cannot be copied");
+                        if (objects > 1)
+                                /* failover refuses it there (pkcs11/hsm.h, daemon/keystore-data.c) */
+                                r = check_report_add(rep, "token '%s': %zu key objects answer to key '%s' version %u, so "
+                                                     "none is used there (one is not kekd's: docs/tokens-ha.md)",
+                                                     name, objects, k->name, v->id);
+                        else
+                                r = check_report_add(rep, "token '%s' lacks key '%s' version %u (%s)", name, k->name,
+                                                     v->id, v->wrap_with_trusted ? why : "never extractable: it cannot be copied");
                 }
         }
         /* A version object in the further token of a key the preferred token does not hold. */

@@ -99,6 +99,9 @@ KC_IN="$TESTDIR/aek" succeeds "a wrap of q on A (takes a lease)" wrap q
 pkcs11-tool --module "$SOFTHSM2_MODULE" --token-label fr-b --login --pin "$(cat "$TESTDIR/pin")" \
         --keygen --key-type AES:32 --label q --id 00000001 --sensitive --private >"$TESTDIR/planted" 2>&1
 is "a key is generated on B under q version 1, in the generated form" "$?" 0
+kc check
+contains "check names the two key objects of q version 1 on B" "$TESTDIR/out" \
+        "token 'b': 2 key objects answer to key 'q' version 1"
 ok "third outage: A is unavailable" outage
 KC_IN="$TESTDIR/aek" kc wrap q
 cp "$TESTDIR/out" "$TESTDIR/blob3"
