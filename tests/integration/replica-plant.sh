@@ -46,6 +46,24 @@ field() { token_field "$@"; }
 in_sync() {
         [ "$(field b stale)" = false ] && [ "$(field b state)" = active ]
 }
+# plant FILE: the PIN holder imports FILE as an AES key under r's label and version 2's ID on B
+plant() {
+        pkcs11-tool --module "$SOFTHSM2_MODULE" --token-label rp-b --login --pin "$(cat "$TESTDIR/pin")" \
+                --write-object "$1" --type secrkey --key-type AES:32 --label r --id 00000002 \
+                --private --sensitive --usage-decrypt >"$TESTDIR/planted" 2>&1
+}
+# r2_objects: how many key objects B holds under r version 2
+r2_objects() {
+        pkcs11-tool --module "$SOFTHSM2_MODULE" --token-label rp-b --login --pin "$(cat "$TESTDIR/pin")" \
+                --list-objects --type secrkey 2>/dev/null | grep -A1 "label: *r$" | grep -c "ID: *00000002"
+}
+# sync_b WHAT: a kekd on A with B further runs until B is in sync (WHAT: what the sync brings), then stops
+sync_b() {
+        conf_for pkcs11:token=rp-a further
+        ok "kekd starts with A and B again" kekd_start
+        ok "B in sync within 60 s ($1)" wait_for 60 in_sync
+        kekd_stop
+}
 
 conf_for pkcs11:token=rp-a further
 ok "kekd starts with A preferred and B" kekd_start
@@ -61,18 +79,10 @@ kekd_stop
 
 # The PIN holder imports a key of known value under r's label and version 2's ID on B.
 head -c 32 /dev/urandom >"$TESTDIR/known"
-pkcs11-tool --module "$SOFTHSM2_MODULE" --token-label rp-b --login --pin "$(cat "$TESTDIR/pin")" \
-        --write-object "$TESTDIR/known" --type secrkey --key-type AES:32 --label r --id 00000002 \
-        --private --sensitive --usage-decrypt >"$TESTDIR/planted" 2>&1
+plant "$TESTDIR/known"
 is "a key of known value is planted on B as r version 2" "$?" 0
-
-conf_for pkcs11:token=rp-a further
-ok "kekd starts with A and B again" kekd_start
-ok "B in sync within 60 s (it now records version 2)" wait_for 60 in_sync
-kekd_stop
-n=$(pkcs11-tool --module "$SOFTHSM2_MODULE" --token-label rp-b --login --pin "$(cat "$TESTDIR/pin")" \
-        --list-objects --type secrkey 2>/dev/null | grep -A1 "label: *r$" | grep -c "ID: *00000002")
-is "B holds one key object of r version 2: the planted one was replaced, not kept beside the copy" "$n" 1
+sync_b "it now records version 2"
+is "B holds one key object of r version 2: the planted one was replaced, not kept beside the copy" "$(r2_objects)" 1
 
 conf_for pkcs11:token=rp-b
 ok "kekd on B alone starts" kekd_start
@@ -93,9 +103,7 @@ kekd_stop
 # two is version 2, so neither is used (fail closed: wraps under a key whose value the PIN holder
 # knows, or that the PIN holder later destroys, would be AEKs exposed or lost), and check names it.
 head -c 32 /dev/urandom >"$TESTDIR/known2"
-pkcs11-tool --module "$SOFTHSM2_MODULE" --token-label rp-b --login --pin "$(cat "$TESTDIR/pin")" \
-        --write-object "$TESTDIR/known2" --type secrkey --key-type AES:32 --label r --id 00000002 \
-        --private --sensitive --usage-decrypt >"$TESTDIR/planted2" 2>&1
+plant "$TESTDIR/known2"
 is "a second key of known value is planted on B beside its recorded version 2" "$?" 0
 conf_for pkcs11:token=rp-b
 ok "kekd on B alone starts" kekd_start
@@ -130,13 +138,8 @@ kekd_stop
 
 # The next sync from A copies version 2 over both (a duplicate beside a recorded copy is not a whole
 # copy), so B serves it again without anyone having to find the planted object by hand.
-conf_for pkcs11:token=rp-a further
-ok "kekd starts with A and B again" kekd_start
-ok "B in sync within 60 s" wait_for 60 in_sync
-kekd_stop
-n=$(pkcs11-tool --module "$SOFTHSM2_MODULE" --token-label rp-b --login --pin "$(cat "$TESTDIR/pin")" \
-        --list-objects --type secrkey 2>/dev/null | grep -A1 "label: *r$" | grep -c "ID: *00000002")
-is "the sync left B one key object of r version 2, not two" "$n" 1
+sync_b "version 2 copied again over both"
+is "the sync left B one key object of r version 2, not two" "$(r2_objects)" 1
 conf_for pkcs11:token=rp-b
 ok "kekd on B alone starts" kekd_start
 "$KEKCTL" unwrap --context c <"$TESTDIR/blob" >"$TESTDIR/out" 2>"$TESTDIR/err"
