@@ -174,6 +174,11 @@ contains "metrics have a latency histogram" "$METRICS" 'kek_kms_request_duration
 # Drain: a call in flight at SIGTERM (kekd stopped) finishes; new connections are refused
 if [ -n "$HAVE_PY" ]; then
         succeeds "grant $KEY to the plugin's uid again" grant "$KEY" "user:$PLUGIN_UID" --ops get,wrap,unwrap
+        # The metrics first show no call in flight: a line written during an earlier call (the
+        # file is rewritten each second) matched the wait below before the probe had called, and
+        # the SIGTERM then came with nothing in flight ("draining 0 call(s)", the probe refused).
+        wait_for 10 grep -q '^kek_kms_in_flight 0$' "$METRICS"
+        contains "before the drain, the metrics show no call in flight" "$METRICS" 'kek_kms_in_flight 0'
         kill -STOP "$KEKD_PID"
         T_STOP=$(date +%s)
         # The call waits for kekd (stopped) through the steps below, each a bounded wait that a
