@@ -429,12 +429,12 @@ void crypto_op_object(CryptoOp *op, CryptoOpObject *ret) {
  * would take it before the copy: the version is refused there, as for two of one class (hsm.h).
  */
 static int other_form_absent(Hsm *h, CryptoOp *op, bool other) {
-        bool encrypt = op->kind == CRYPTO_WRAP || (op->kind == CRYPTO_REWRAP && op->blob);
+        CryptoOpObject obj;
         HsmObject o;
         int r;
 
-        r = encrypt ? hsm_find_version_key(h, st(op)->key, op->version, other, &o)
-                    : hsm_find_version_key(h, op->view.key, op->view.version, other, &o);
+        crypto_op_object(op, &obj);
+        r = hsm_find_version_key(h, obj.key, obj.version, other, &o);
         if (r == -ENOENT)
                 return 0;
         if (r >= 0 || r == -ENOTUNIQ) {
