@@ -11,6 +11,10 @@
  *    caller plus one per frame (a reader's handoff). Waking every waiting
  *    caller per delivered frame made 18-29 wakeups per round here, up to 14
  *    of them for nothing;
+ *  - while the first frame is held, the others go out in frames as large as
+ *    what is in flight (1, 2, 4, 8): kekd finds the next frame waiting when
+ *    it answers one, instead of idling for a round trip to the client. The
+ *    old policy (send only when nothing is in flight) sent 1 and 15;
  *  - the same once more on the same channel: the reading role was handed
  *    on, nothing was left waiting, and the bound holds again.
  * No elapsed time is asserted; every wait is for a condition, bounded.
@@ -40,6 +44,9 @@ static int listen_fd = -1;
 
 /* The fake kekd's state, shared with the test's main thread: accessed atomically (GET/SET). */
 static unsigned frames_answered, hold_frame, hold_until;
+/* Items of each frame the fake kekd read, in order (the first MAX_FRAMES). */
+#define MAX_FRAMES 64
+static size_t frame_items[MAX_FRAMES];
 #define GET(v) __atomic_load_n(&(v), __ATOMIC_SEQ_CST)
 #define SET(v, x) __atomic_store_n(&(v), (x), __ATOMIC_SEQ_CST)
 static bool server_failed;
@@ -116,6 +123,9 @@ static void *server_main(void *userdata) {
                                 server_failed = true;
                                 break;
                         }
+                        if (GET(frames_answered) < MAX_FRAMES)
+                                frame_items[GET(frames_answered)] =
+                                        req->body_case == KEK__REQUEST__BODY_BATCH_WRAP ? req->batch_wrap->n_items : 1;
                         if (GET(frames_answered) == GET(hold_frame))
                                 for (unsigned i = 0; i < 20000 && channel_requests(ch) < GET(hold_until); i++)
                                         usleep(1000);
@@ -219,6 +229,19 @@ int main(void) {
         channel_wakeups(ch, &woken, &futile);
         ok(frames >= 2 && frames < CALLERS, "the fake kekd answered %u frames for %u requests (coalesced)", frames,
            CALLERS);
+        /* Sizes in packing order are 1, 1, 2, 4, 8; frames packed by different callers may reach the socket in either order. */
+        for (unsigned i = 1; i < 5; i++)
+                for (unsigned j = i; j > 0 && frame_items[j - 1] > frame_items[j]; j--) {
+                        size_t t = frame_items[j];
+
+                        frame_items[j] = frame_items[j - 1];
+                        frame_items[j - 1] = t;
+                }
+        ok(frames == 5 && frame_items[0] == 1 && frame_items[1] == 1 && frame_items[2] == 2 && frame_items[3] == 4 &&
+                   frame_items[4] == 8,
+           "with the first frame held, the others went out as large as what was in flight: %u frames of %zu, %zu, %zu, "
+           "%zu, %zu",
+           frames, frame_items[0], frame_items[1], frame_items[2], frame_items[3], frame_items[4]);
         is_int(futile, 0, "no caller was woken for nothing (%llu of %llu wakeups)", (unsigned long long) futile,
                (unsigned long long) woken);
         ok(woken <= CALLERS + frames, "callers were woken %llu times: at most once per caller and once per frame (%u)",
