@@ -35,14 +35,8 @@ token() {
 # serve: kekd on the current token, with the [backup] section
 serve() {
         kekd_config
-        cat >>"$CONF" <<EOF
-
-[backup]
-directory = $BK
-wrapping_key = kekd backup
-unwrapping_key = kekd backup
-EOF
-        [ -z "${SERVE_MODULE:-}" ] || sed -i "s|^module = .*|module = $SERVE_MODULE|" "$CONF"
+        conf_tokens backup "$BK"
+        [ -z "${SERVE_MODULE:-}" ] || conf_tokens module "$SERVE_MODULE"
         kekd_start
 }
 now() { date +%s.%N; }

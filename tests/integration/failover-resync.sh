@@ -23,19 +23,7 @@ token_init fr-a
 backup_ceremony fr-a fr-b
 
 kekd_config
-sed -i "s|^module = .*|module = $P11_FAULT_LIB|" "$CONF"
-sed -i "s|^\[hsm\]$|[hsm]\nname = a\nprobe_interval = 1|" "$CONF"
-cat >>"$CONF" <<EOC
-
-[backup]
-directory = $TESTDIR
-wrapping_key = kekd backup
-unwrapping_key = kekd backup
-
-[hsm.b]
-module = $SOFTHSM2_MODULE
-token = pkcs11:token=fr-b
-EOC
+conf_tokens module "$P11_FAULT_LIB" name a 1 backup "$TESTDIR" hsm.b "$SOFTHSM2_MODULE" fr-b
 ok "kekd starts with A preferred and B" kekd_start
 
 field() { token_field "$@"; }

@@ -49,8 +49,7 @@ kekd_stop
 
 # One kekd, A preferred, B further, no wrapping keys: B is never synced.
 config "$P11_FAULT_LIB" pkcs11:token=fs-a
-sed -i "s|^\[hsm\]$|[hsm]\nname = a\nprobe_interval = 1|" "$CONF"
-printf '\n[hsm.b]\nmodule = %s\ntoken = pkcs11:token=fs-b\n' "$SOFTHSM2_MODULE" >>"$CONF"
+conf_tokens name a 1 hsm.b "$SOFTHSM2_MODULE" fs-b
 ok "kekd starts with A preferred and B" kekd_start
 
 field() { token_field "$@"; }

@@ -50,14 +50,7 @@ backup_ceremony fo-a fo-b
 config() {
         TOKEN_URI=$2
         kekd_config
-        sed -i "s|^module = .*|module = $1|" "$CONF"
-        cat >>"$CONF" <<EOC
-
-[backup]
-directory = $BK
-wrapping_key = kekd backup
-unwrapping_key = kekd backup
-EOC
+        conf_tokens module "$1" backup "$BK"
 }
 
 # --- A's keys, copied to B ----------------------------------------------------
@@ -76,13 +69,7 @@ kekd_stop
 
 # --- one kekd, A preferred, B further ------------------------------------------
 config "$P11_FAULT_LIB" pkcs11:token=fo-a
-sed -i "s|^\[hsm\]$|[hsm]\nname = a\nprobe_interval = 2|" "$CONF"
-cat >>"$CONF" <<EOC
-
-[hsm.b]
-module = $SOFTHSM2_MODULE
-token = pkcs11:token=fo-b
-EOC
+conf_tokens name a 2 hsm.b "$SOFTHSM2_MODULE" fo-b
 : >"$TESTDIR/kekd.log"
 ok "kekd starts with A preferred and B" kekd_start
 

@@ -25,22 +25,8 @@ backup_ceremony rp-a rp-b
 conf_for() {
         TOKEN_URI=$1
         kekd_config
-        cat >>"$CONF" <<EOC
-
-[backup]
-directory = $TESTDIR
-wrapping_key = kekd backup
-unwrapping_key = kekd backup
-EOC
-        if [ -n "${2:-}" ]; then
-                sed -i "s|^\[hsm\]$|[hsm]\nname = a\nprobe_interval = 1|" "$CONF"
-                cat >>"$CONF" <<EOC
-
-[hsm.b]
-module = $SOFTHSM2_MODULE
-token = pkcs11:token=rp-b
-EOC
-        fi
+        conf_tokens backup "$TESTDIR"
+        [ -z "${2:-}" ] || conf_tokens name a 1 hsm.b "$SOFTHSM2_MODULE" rp-b
 }
 field() { token_field "$@"; }
 in_sync() {
@@ -120,13 +106,7 @@ kekd_stop
 # (which sends every key's requests to A, or to no token, until a probe) each time a client asks.
 TOKEN_URI=pkcs11:token=rp-b
 kekd_config
-sed -i "s|^\[hsm\]$|[hsm]\nname = b\nprobe_interval = 1|" "$CONF"
-cat >>"$CONF" <<EOC
-
-[hsm.a]
-module = $SOFTHSM2_MODULE
-token = pkcs11:token=rp-a
-EOC
+conf_tokens name b 1 hsm.a "$SOFTHSM2_MODULE" rp-a
 : >"$TESTDIR/kekd.log"
 ok "kekd starts with B preferred and A" kekd_start
 KC_IN="$TESTDIR/aek" refused HSM_UNAVAILABLE "B still does not wrap under version 2" wrap r --context c

@@ -26,13 +26,7 @@ backup_ceremony rc-a rc-b
 
 TOKEN_URI=pkcs11:token=rc-a
 kekd_config
-cat >>"$CONF" <<EOC
-
-[backup]
-directory = $TESTDIR
-wrapping_key = kekd backup
-unwrapping_key = kekd backup
-EOC
+conf_tokens backup "$TESTDIR"
 # The other kekd: A alone (no [hsm.b]: it replicates nothing), a socket of its own.
 kekd_b_start_conf() {
         CONF_B="$TESTDIR/b.conf"
@@ -40,13 +34,7 @@ kekd_b_start_conf() {
         sed "s|^socket = .*|socket = $SOCK_B|" "$CONF" >"$CONF_B"
 }
 kekd_b_start_conf
-sed -i "s|^\[hsm\]$|[hsm]\nname = a\nprobe_interval = 1|" "$CONF"
-cat >>"$CONF" <<EOC
-
-[hsm.b]
-module = $P11_FAULT_LIB
-token = pkcs11:token=rc-b
-EOC
+conf_tokens name a 1 hsm.b "$P11_FAULT_LIB" rc-b
 ok "kekd starts with A preferred and B" kekd_start
 "$KEKD" -c "$CONF_B" 2>>"$TESTDIR/kekd-b.log" &
 PID_B=$!

@@ -37,18 +37,7 @@ token_init kekd-a
 backup_ceremony kekd-a kekd-b
 
 kekd_config
-sed -i "s|^\[hsm\]$|[hsm]\nname = a\nprobe_interval = 1|" "$CONF"
-cat >>"$CONF" <<EOC
-
-[hsm.b]
-module = $P11_FAULT_LIB
-token = pkcs11:token=kekd-b
-
-[backup]
-directory = $TESTDIR
-wrapping_key = kekd backup
-unwrapping_key = kekd backup
-EOC
+conf_tokens name a 1 hsm.b "$P11_FAULT_LIB" kekd-b backup "$TESTDIR"
 # A kekd on B alone: its own socket and log, SoftHSM2 directly, no [hsm.b].
 CONF_ALONE="$TESTDIR/alone.conf"
 SOCK_ALONE="$TESTDIR/alone.sock"

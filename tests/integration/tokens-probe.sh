@@ -33,13 +33,7 @@ p11_fault_setup
 token_init kekd-b
 token_init kekd-a
 kekd_config
-sed -i "s|^\[hsm\]$|[hsm]\nname = a\nprobe_interval = 1|" "$CONF"
-cat >>"$CONF" <<EOC
-
-[hsm.b]
-module = $P11_FAULT_LIB
-token = pkcs11:token=kekd-b
-EOC
+conf_tokens name a 1 hsm.b "$P11_FAULT_LIB" kekd-b
 P11_FAULT_COPY_EXTRACTABLE=1
 P11_FAULT_TRACE=C_EncryptInit
 export P11_FAULT_COPY_EXTRACTABLE P11_FAULT_TRACE

@@ -33,19 +33,8 @@ p11_fault_setup
 token_init kekd-b
 token_init kekd-a
 kekd_config
-sed -i "s|^module = .*|module = $P11_FAULT_LIB|" "$CONF"
-sed -i "s|^\[hsm\]$|[hsm]\nname = a\nprobe_interval = 1|" "$CONF"
-cat >>"$CONF" <<EOC
-
-[hsm.b]
-module = $SOFTHSM2_MODULE
-token = pkcs11:token=kekd-b
-
-[hsm.c]
-module = $SOFTHSM2_MODULE
-token = pkcs11:token=no-such-token
-pin_file = $TESTDIR/pin
-EOC
+conf_tokens module "$P11_FAULT_LIB" name a 1 hsm.b "$SOFTHSM2_MODULE" kekd-b \
+        hsm.c "$SOFTHSM2_MODULE" no-such-token line "pin_file = $TESTDIR/pin"
 ok "kekd starts with three tokens named" kekd_start
 
 # state NAME: the token's state from kekctl status --json

@@ -139,6 +139,35 @@ EOF
         export KEKD_SOCKET
 }
 
+# conf_tokens WHAT...: adds to $CONF (kekd_config's, one token) what a test of
+# several tokens (docs/tokens-ha.md) needs, one WHAT after the other:
+#   module MODULE      the [hsm] token's module (only [hsm]'s, wherever it stands)
+#   name NAME SECONDS  the [hsm] token's name and probe_interval
+#   hsm.N MODULE LABEL appends a further token [hsm.N] on MODULE, pkcs11:token=LABEL
+#   backup DIR         appends [backup] in DIR with backup_ceremony's key as the
+#                      wrapping and unwrapping key (replication copies under it)
+#   line TEXT          appends TEXT as a line (into the section appended last)
+# Sections are appended in the order given: a test may cut the file at one.
+conf_tokens() {
+        while [ $# -gt 0 ]; do
+                case $1 in
+                module | backup | line) _n=2 ;;
+                name | hsm.*) _n=3 ;;
+                *) echo "Bail out! conf_tokens: unknown '$1'"; exit 99 ;;
+                esac
+                [ $# -ge $_n ] || { echo "Bail out! conf_tokens: '$1' takes $((_n - 1)) arguments"; exit 99; }
+                case $1 in
+                module) sed -i "/^\[hsm\]$/,/^$/s|^module = .*|module = $2|" "$CONF" ;;
+                name) sed -i "s|^\[hsm\]$|[hsm]\nname = $2\nprobe_interval = $3|" "$CONF" ;;
+                hsm.*) printf '\n[%s]\nmodule = %s\ntoken = pkcs11:token=%s\n' "$1" "$2" "$3" >>"$CONF" ;;
+                backup) printf '\n[backup]\ndirectory = %s\nwrapping_key = kekd backup\nunwrapping_key = kekd backup\n' \
+                        "$2" >>"$CONF" ;;
+                line) printf '%s\n' "$2" >>"$CONF" ;;
+                esac
+                shift $_n
+        done
+}
+
 # kekd_start: starts kekd in the background and waits (<= 10 s, or
 # $KEKD_START_TIMEOUT s) for its socket. $KEKD_WRAPPER (e.g. valgrind) is
 # put in front of kekd; it must exec kekd in the same process.
