@@ -1,0 +1,60 @@
+#!/bin/sh
+# SPDX-License-Identifier: LGPL-2.1-or-later
+# A key made by C_DeriveKey in place of a version's KEK (CKA_LOCAL; last
+# stop's review). A derived key inherits CKA_ALWAYS_SENSITIVE and
+# CKA_NEVER_EXTRACTABLE from its base key (PKCS#11 2.40 section 4.10), so a
+# holder of the user PIN can destroy a version's key object and derive one
+# whose value they know under its label and ID: it matched kekd's generated
+# form, and kekd wrapped new AEKs under it. SoftHSM2 sets CKA_LOCAL TRUE on
+# the keys it generates and FALSE on derived ones: kekd refuses such a version
+# there (HSM_UNAVAILABLE, as a version two objects answer to) and check names
+# it. On a token that never reports CKA_LOCAL (NSS; p11-fault
+# P11_FAULT_NO_LOCAL) nothing tells them apart: the residual, as before.
+. "$TESTLIB"
+
+if [ ! -f "${P11_FAULT_LIB:-}" ]; then
+        echo "Bail out! P11_FAULT_LIB not built (make check builds it)"
+        exit 1
+fi
+
+token_init derived
+p11_fault_setup
+kekd_config
+sed -i "s|^module = .*|module = $P11_FAULT_LIB|" "$CONF"
+# plant NAME VERSION: the PIN holder's derived key (tests/test-attrs.c --plant-derived)
+plant() { "$KEK_TEST_ATTRS" "$SOFTHSM2_MODULE" "$TOKEN_URI" "$TESTDIR/pin" --plant-derived "$@" >"$TESTDIR/plant" 2>&1; }
+
+ok "kekd starts" kekd_start
+succeeds "create acct" create acct
+succeeds "create other" create other
+kekd_stop
+ok "a key is derived in place of acct version 1" plant acct 1
+contains "it is always sensitive and never extractable, but not local" "$TESTDIR/plant" \
+        "always_sensitive=1 never_extractable=1 local=0 value="
+ok "kekd starts with the derived key" kekd_start
+head -c 32 /dev/urandom >"$TESTDIR/aek"
+KC_IN="$TESTDIR/aek"
+refused HSM_UNAVAILABLE "wrap under the derived key is refused" wrap acct --context c1
+refused HSM_UNAVAILABLE "... again: a version refusal, not a token fault" wrap acct --context c1
+kekd_alive
+is "kekd still runs" "$?" 0
+succeeds "another key wraps on the same token meanwhile" wrap other --context c1
+kc check
+contains "check names the version" "$TESTDIR/out" \
+        "key 'acct' version 1: a key object that answers to it was not generated on the token (CKA_LOCAL FALSE"
+grep -q "is degraded" "$TESTDIR/kekd.log"
+is "the refusals do not mark the token degraded" "$?" 1
+kekd_stop
+
+# The same on a token that never reports CKA_LOCAL: served, as before (the residual, docs/tokens.md).
+P11_FAULT_NO_LOCAL=1
+export P11_FAULT_NO_LOCAL
+ok "kekd starts on a token without CKA_LOCAL" kekd_start
+succeeds "create acct2" create acct2
+kekd_stop
+ok "a key is derived in place of acct2 version 1" plant acct2 1
+ok "kekd starts with it" kekd_start
+kc wrap acct2 --context c1
+is "without CKA_LOCAL the derived key is served (nothing tells it apart)" "$KC_STATUS" 0
+kekd_stop
+done_testing
