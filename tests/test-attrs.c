@@ -32,7 +32,8 @@
  * CKA_NEVER_EXTRACTABLE from its base key. Its maker knows its value: the base
  * key can also encrypt, and C_Encrypt of the derivation data under it with
  * CKM_AES_ECB is that value, which is printed in hex, with the plant's
- * always_sensitive, never_extractable and local flags.
+ * always_sensitive, never_extractable and local flags and its own AES-ECB
+ * encryption of a zero block (so a test can check the value with openssl).
  */
 #include "config.h"
 
@@ -54,8 +55,8 @@ static int plant_derived(Hsm *h, const char *name, uint32_t version) {
         CK_BBOOL yes = CK_TRUE, no = CK_FALSE;
         uint8_t id[4] = { (uint8_t) (version >> 24), (uint8_t) (version >> 16), (uint8_t) (version >> 8),
                           (uint8_t) version };
-        uint8_t data[32], value[32];
-        CK_ULONG value_len = sizeof(value);
+        uint8_t data[32], value[32], zero[16] = {}, block[16];
+        CK_ULONG value_len = sizeof(value), block_len = sizeof(block);
         CK_ATTRIBUTE base_tmpl[] = {
                 { CKA_CLASS, &cls, sizeof(cls) },         { CKA_KEY_TYPE, &type, sizeof(type) },
                 { CKA_VALUE_LEN, &len, sizeof(len) },     { CKA_TOKEN, &no, sizeof(no) },
@@ -103,6 +104,10 @@ static int plant_derived(Hsm *h, const char *name, uint32_t version) {
                 rv = m->C_EncryptInit(h->session, &ecb, base);
         if (rv == CKR_OK)
                 rv = m->C_Encrypt(h->session, data, sizeof(data), value, &value_len);
+        if (rv == CKR_OK)
+                rv = m->C_EncryptInit(h->session, &ecb, plant);
+        if (rv == CKR_OK)
+                rv = m->C_Encrypt(h->session, zero, sizeof(zero), block, &block_len);
         if (rv != CKR_OK) {
                 fprintf(stderr, "test-attrs: cannot plant a derived key: 0x%lx\n", (unsigned long) rv);
                 return 1;
@@ -111,6 +116,9 @@ static int plant_derived(Hsm *h, const char *name, uint32_t version) {
                local);
         for (size_t i = 0; i < value_len; i++)
                 printf("%02x", value[i]);
+        printf(" zero_block=");
+        for (size_t i = 0; i < block_len; i++)
+                printf("%02x", block[i]);
         printf("\n");
         return 0;
 }

@@ -31,6 +31,14 @@ kekd_stop
 ok "a key is derived in place of acct version 1" plant acct 1
 contains "it is always sensitive and never extractable, but not local" "$TESTDIR/plant" \
         "always_sensitive=1 never_extractable=1 local=0 value="
+# known_value: the value its maker computed encrypts a zero block as the planted key does
+known_value() {
+        v=$(sed -n 's/.* value=\([0-9a-f]*\) .*/\1/p' "$TESTDIR/plant")
+        z=$(sed -n 's/.* zero_block=\([0-9a-f]*\)$/\1/p' "$TESTDIR/plant")
+        [ ${#v} -eq 64 ] && [ ${#z} -eq 32 ] &&
+                [ "$(head -c 16 /dev/zero | openssl enc -aes-256-ecb -K "$v" -nopad | od -An -tx1 | tr -d ' \n')" = "$z" ]
+}
+ok "its maker knows its value" known_value
 ok "kekd starts with the derived key" kekd_start
 head -c 32 /dev/urandom >"$TESTDIR/aek"
 KC_IN="$TESTDIR/aek"
@@ -53,6 +61,7 @@ ok "kekd starts on a token without CKA_LOCAL" kekd_start
 succeeds "create acct2" create acct2
 kekd_stop
 ok "a key is derived in place of acct2 version 1" plant acct2 1
+ok "its maker knows its value" known_value
 ok "kekd starts with it" kekd_start
 kc wrap acct2 --context c1
 is "without CKA_LOCAL the derived key is served (nothing tells it apart)" "$KC_STATUS" 0
