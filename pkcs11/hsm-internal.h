@@ -80,7 +80,7 @@ struct Hsm {
         /*
          * The parent's (atomic): whether the token reports CKA_LOCAL TRUE on keys it generates, read back
          * from the first key kekd generates there (hsm-objects.c): 0 not known yet, 1 it does, -1 it does not
-         * (NSS softokn). Once 1, never anything else.
+         * (NSS softokn). Set once.
          */
         int local_reported;
         /* The parent's (atomics): how records are stored (hsm_set_record_mode()), public ones refused. */

@@ -57,8 +57,8 @@ static bool bool_is(const CK_ATTRIBUTE *a, CK_BBOOL v) {
  * CKA_LOCAL: PKCS#11 (2.40 section 4.4, table 21 footnote) sets it TRUE only
  * on keys made by C_GenerateKey or C_GenerateKeyPair, or copied from one;
  * NSS softokn leaves it FALSE on the keys it generates. The first answer is
- * kept, except that TRUE wins: a key generated here that reads TRUE shows the
- * token keeps the attribute. A failed read teaches nothing.
+ * kept (read once per token: the health probe generates a key every few
+ * seconds); a failed read teaches nothing.
  */
 static void note_local(Hsm *h, CK_OBJECT_HANDLE o) {
         CK_BBOOL local = CK_FALSE;
@@ -67,15 +67,13 @@ static void note_local(Hsm *h, CK_OBJECT_HANDLE o) {
         int unknown = 0;
         CK_RV rv;
 
-        if (__atomic_load_n(&rt->local_reported, __ATOMIC_ACQUIRE) > 0)
+        if (__atomic_load_n(&rt->local_reported, __ATOMIC_ACQUIRE) != 0)
                 return;
         /* Not through P11(): kekd's answer does not depend on it, it is no failed call to report. */
         rv = store_call(h, h->module->C_GetAttributeValue(h->session, o, &a, 1));
-        if (rv == CKR_OK && bool_is(&a, CK_TRUE))
-                __atomic_store_n(&rt->local_reported, 1, __ATOMIC_RELEASE);
-        else if (rv == CKR_OK || rv == CKR_ATTRIBUTE_TYPE_INVALID)
-                (void) __atomic_compare_exchange_n(&rt->local_reported, &unknown, -1, false, __ATOMIC_ACQ_REL,
-                                                   __ATOMIC_ACQUIRE);
+        if (rv == CKR_OK || rv == CKR_ATTRIBUTE_TYPE_INVALID)
+                (void) __atomic_compare_exchange_n(&rt->local_reported, &unknown, bool_is(&a, CK_TRUE) ? 1 : -1, false,
+                                                   __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE);
 }
 
 /*

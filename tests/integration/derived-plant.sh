@@ -52,6 +52,26 @@ contains "check names the version" "$TESTDIR/out" \
         "key 'acct' version 1: a key object that answers to it was not generated on the token (CKA_LOCAL FALSE"
 grep -q "is degraded" "$TESTDIR/kekd.log"
 is "the refusals do not mark the token degraded" "$?" 1
+
+# Planted while kekd serves: the version's handle goes stale, the key is looked up again (and listed again).
+succeeds "rotate other to version 2" rotate other
+succeeds "other version 2 wraps" wrap other --context c1
+ok "a key is derived in place of other version 2 while kekd runs" plant other 2
+# wrap_refused: a wrap under other is refused within 20 s (the next lookup or listing sees the plant)
+wrap_refused() {
+        i=0
+        while [ $i -lt 100 ]; do
+                kc wrap other --context c1
+                [ "$KC_STATUS" -eq 1 ] && grep -q ": HSM_UNAVAILABLE" "$TESTDIR/err" && return 0
+                sleep 0.2
+                i=$((i + 1))
+        done
+        echo "#   last: exit $KC_STATUS, $(cat "$TESTDIR/err")"
+        return 1
+}
+ok "wraps under the plant are refused (HSM_UNAVAILABLE)" wrap_refused
+kekd_alive
+is "kekd still runs" "$?" 0
 kekd_stop
 
 # The same on a token that never reports CKA_LOCAL: served, as before (the residual, docs/tokens.md).
