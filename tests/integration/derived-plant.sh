@@ -70,6 +70,20 @@ wrap_refused() {
         return 1
 }
 ok "wraps under the plant are refused (HSM_UNAVAILABLE)" wrap_refused
+# check_names: within 20 s (the next listing), check names other version 2 and a wrap is still refused
+check_names() {
+        i=0
+        while [ $i -lt 100 ]; do
+                kc check
+                grep -q "key 'other' version 2: a key object that answers to it was not generated" "$TESTDIR/out" && break
+                sleep 0.2
+                i=$((i + 1))
+        done
+        [ $i -lt 100 ] || { sed 's/^/#   | /' "$TESTDIR/out"; return 1; }
+        kc wrap other --context c1
+        [ "$KC_STATUS" -eq 1 ] && grep -q ": HSM_UNAVAILABLE" "$TESTDIR/err"
+}
+ok "once the token is listed again, check names it and wraps stay refused" check_names
 kekd_alive
 is "kekd still runs" "$?" 0
 kekd_stop
