@@ -100,4 +100,40 @@ ok "kekd starts with it" kekd_start
 kc wrap acct2 --context c1
 is "without CKA_LOCAL the derived key is served (nothing tells it apart)" "$KC_STATUS" 0
 kekd_stop
+unset P11_FAULT_NO_LOCAL
+
+# A further token holding no copy (never extractable, no replication): a key derived there under a version's
+# label and ID is its only object for the version (other version 1, served by a), which failover refuses
+# there; check names it.
+A_URI=$TOKEN_URI
+token_init derived-b
+B_URI=$TOKEN_URI
+TOKEN_URI=$A_URI
+sed -i "s|^\[hsm\]$|[hsm]\nname = a|" "$CONF"
+cat >>"$CONF" <<EOC
+
+[hsm.b]
+module = $SOFTHSM2_MODULE
+token = $B_URI
+EOC
+ok "a key is derived on token b under other version 1's label and ID" \
+        sh -c '"$0" "$1" "$2" "$3" --plant-derived other 1 >"$4" 2>&1' "$KEK_TEST_ATTRS" "$SOFTHSM2_MODULE" "$B_URI" \
+        "$TESTDIR/pin" "$TESTDIR/plant"
+contains "... not local there either" "$TESTDIR/plant" "always_sensitive=1 never_extractable=1 local=0"
+ok "kekd starts with tokens a and b" kekd_start
+# b_named: within 20 s (b opened and probed), check names b's derived object
+b_named() {
+        i=0
+        while [ $i -lt 100 ]; do
+                kc check
+                grep -q "token 'b': the key object that answers to key 'other' version 1 was not generated on that token" \
+                        "$TESTDIR/out" && return 0
+                sleep 0.2
+                i=$((i + 1))
+        done
+        sed 's/^/#   | /' "$TESTDIR/out"
+        return 1
+}
+ok "check names token b's derived object" b_named
+kekd_stop
 done_testing
