@@ -423,7 +423,7 @@ static int find_form(Hsm *h, CK_ATTRIBUTE *a, CK_ULONG n_a, CK_ATTRIBUTE *b, CK_
                 if (rv == CKR_OBJECT_HANDLE_INVALID)
                         return -ENOENT; /* destroyed meanwhile */
                 if (rv != CKR_OK && rv != CKR_ATTRIBUTE_TYPE_INVALID)
-                        return hsm_rv_to_errno(h, rv);
+                        return hsm_handle_failed(h, rv); /* a lost session is marked so, for the reopen */
                 if (!bool_is(&l, CK_TRUE))
                         return -ENOTUNIQ;
         }
