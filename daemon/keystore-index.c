@@ -251,6 +251,15 @@ int key_index_build(KeyIndexReading *rd, KeyIndex *ret, KeyName **ret_dups, size
                 if (rd->refs[i].restored != v->restored)
                         continue;
                 /*
+                 * In a generated form but not generated on the token (CKA_LOCAL FALSE on a token that
+                 * reports it: derived, its value possibly known): refused as a second object is.
+                 */
+                if (rd->refs[i].not_local) {
+                        v->ambiguous = true;
+                        v->present = false;
+                        continue;
+                }
+                /*
                  * A second object in the version's forms is not kekd's, and nothing tells which
                  * one is (hsm_find_key() in pkcs11/hsm.h): the version serves neither.
                  */

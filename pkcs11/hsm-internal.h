@@ -77,6 +77,12 @@ struct Hsm {
         /* The parent's, for all its sessions (atomics): optional template attributes (hsm_template_attrs()). */
         bool optional_refused[HSM_OPTIONAL_ATTRS];
         bool optional_accepted[HSM_OPTIONAL_ATTRS];
+        /*
+         * The parent's (atomic): whether the token reports CKA_LOCAL TRUE on keys it generates, read back
+         * from the first key kekd generates there (hsm-objects.c): 0 not known yet, 1 it does, -1 it does not
+         * (NSS softokn). Set once.
+         */
+        int local_reported;
         /* The parent's (atomics): how records are stored (hsm_set_record_mode()), public ones refused. */
         int record_mode;
         uint64_t record_mac_failures;

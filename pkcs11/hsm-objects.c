@@ -47,6 +47,56 @@ static Hsm *root(Hsm *h) {
         return h->parent ? h->parent : h;
 }
 
+/* A CK_BBOOL the token gave (not CK_UNAVAILABLE_INFORMATION) and equal to v. */
+static bool bool_is(const CK_ATTRIBUTE *a, CK_BBOOL v) {
+        return a->ulValueLen == sizeof(CK_BBOOL) && *(const CK_BBOOL *) a->pValue == v;
+}
+
+/*
+ * Learns from a key kekd has just generated whether the token reports
+ * CKA_LOCAL: PKCS#11 (2.40 section 4.4, table 21 footnote) sets it TRUE only
+ * on keys made by C_GenerateKey or C_GenerateKeyPair, or copied from one;
+ * NSS softokn leaves it FALSE on the keys it generates. The first answer is
+ * kept (read once per token: the health probe generates a key every few
+ * seconds); a failed read teaches nothing.
+ */
+static void note_local(Hsm *h, CK_OBJECT_HANDLE o) {
+        CK_BBOOL local = CK_FALSE;
+        CK_ATTRIBUTE a = { CKA_LOCAL, &local, sizeof(local) };
+        Hsm *rt = root(h);
+        int unknown = 0;
+        CK_RV rv;
+
+        if (__atomic_load_n(&rt->local_reported, __ATOMIC_ACQUIRE) != 0)
+                return;
+        /* Not through P11(): kekd's answer does not depend on it, it is no failed call to report. */
+        rv = store_call(h, h->module->C_GetAttributeValue(h->session, o, &a, 1));
+        if (rv == CKR_OK || rv == CKR_ATTRIBUTE_TYPE_INVALID)
+                (void) __atomic_compare_exchange_n(&rt->local_reported, &unknown, bool_is(&a, CK_TRUE) ? 1 : -1, false,
+                                                   __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE);
+}
+
+/*
+ * 1 if the token reports CKA_LOCAL TRUE on keys it generates, 0 if not, or
+ * -errno. Known from the first key kekd generated on it (the capability
+ * probe's, at start); before that, a throwaway session key is made to learn it.
+ */
+static int token_reports_local(Hsm *h) {
+        Hsm *rt = root(h);
+        HsmObject o;
+        int r, v = __atomic_load_n(&rt->local_reported, __ATOMIC_ACQUIRE);
+
+        if (v != 0)
+                return v > 0;
+        r = hsm_generate_kek(h, "kekd probe", 0, false, &o);
+        if (r < 0)
+                return r;
+        (void) hsm_destroy_session_object(h, o); /* a session object: gone with the session anyway */
+        v = __atomic_load_n(&rt->local_reported, __ATOMIC_ACQUIRE);
+        /* The read back failed: no key is trusted in a generated form until it is known. */
+        return v == 0 ? -KEKERR_HSM_UNAVAILABLE : v > 0;
+}
+
 /*
  * probing: the probe's throwaway token key (hsm_generate_probe_token_kek()),
  * which may also retry without the optional attributes after
@@ -130,6 +180,7 @@ static int generate_kek(Hsm *h, const char *label, uint32_t version, bool token_
         for (unsigned i = 0; i < HSM_OPTIONAL_ATTRS; i++)
                 if (!__atomic_load_n(&rt->optional_refused[i], __ATOMIC_ACQUIRE))
                         __atomic_store_n(&rt->optional_accepted[i], true, __ATOMIC_RELEASE);
+        note_local(h, o);
         *ret = o;
         return 0;
 }
@@ -271,8 +322,14 @@ int hsm_find_all(Hsm *h, CK_ATTRIBUTE *tmpl, CK_ULONG n_tmpl, CK_OBJECT_HANDLE *
  * KEKs: an extractable or imported object planted under a key's label and ID
  * by another application on the same token is never adopted (an imported
  * key has CKA_ALWAYS_SENSITIVE and CKA_NEVER_EXTRACTABLE FALSE, PKCS#11
- * 2.40 section 4.10). These four are what every token reports; CKA_LOCAL
- * is not asked for, since NSS softokn does not set it on generated keys.
+ * 2.40 section 4.10). These four are what every token reports. CKA_LOCAL
+ * is not in the template, since NSS softokn does not set it on generated
+ * keys; on a token that does (token_reports_local()), a key found in this
+ * form must also read it TRUE (find_form(), list_version_keys_once()): a key
+ * made by C_DeriveKey inherits CKA_ALWAYS_SENSITIVE and CKA_NEVER_EXTRACTABLE
+ * from its base key (PKCS#11 2.40 section 4.10), so a holder of the PIN can
+ * derive one whose value they know (CKM_ECDH1_DERIVE with their own peer key)
+ * that matches it, but never with CKA_LOCAL TRUE.
  * Token objects only: the capability probe's throwaway key is a session
  * object of this process. Private objects only: a public key can be
  * generated and then used (C_Encrypt, C_Decrypt, C_Sign) in a session
@@ -326,11 +383,23 @@ int hsm_find_all(Hsm *h, CK_ATTRIBUTE *tmpl, CK_ULONG n_tmpl, CK_OBJECT_HANDLE *
  * the PIN can import a key under a version's label and ID; in the restored
  * forms it matches, and its maker knows its value. Nothing here tells which
  * of the two is the version's, so neither is used, and check names them.
+ * With generated (the generated forms) and without any, the one object must
+ * read CKA_LOCAL TRUE on a token that reports it, else -ENOTUNIQ as well: a
+ * derived key matches those forms (see KEK_SEARCH_TEMPLATE). With any (a
+ * destruction), whatever answers is taken.
  */
-static int find_form(Hsm *h, CK_ATTRIBUTE *a, CK_ULONG n_a, CK_ATTRIBUTE *b, CK_ULONG n_b, bool any, HsmObject *ret) {
+static int find_form(Hsm *h, CK_ATTRIBUTE *a, CK_ULONG n_a, CK_ATTRIBUTE *b, CK_ULONG n_b, bool generated, bool any,
+                     HsmObject *ret) {
         _cleanup_free_ CK_OBJECT_HANDLE *objs = NULL, *more = NULL;
         size_t n = 0, n_more = 0;
         int r;
+
+        if (generated && !any) {
+                r = token_reports_local(h);
+                if (r < 0)
+                        return r;
+                generated = r > 0;
+        }
 
         r = hsm_find_all(h, a, n_a, &objs, &n);
         if (r >= 0 && (n == 0 || !any))
@@ -344,6 +413,18 @@ static int find_form(Hsm *h, CK_ATTRIBUTE *a, CK_ULONG n_a, CK_ATTRIBUTE *b, CK_
                 CK_OBJECT_HANDLE o = i < n ? objs[i] : more[i - n];
 
                 if (o != (n ? objs[0] : more[0]))
+                        return -ENOTUNIQ;
+        }
+        if (generated && !any) {
+                CK_BBOOL local = CK_FALSE;
+                CK_ATTRIBUTE l = { CKA_LOCAL, &local, sizeof(local) };
+                CK_RV rv = store_call(h, P11(h, C_GetAttributeValue, h->session, n ? objs[0] : more[0], &l, 1));
+
+                if (rv == CKR_OBJECT_HANDLE_INVALID)
+                        return -ENOENT; /* destroyed meanwhile */
+                if (rv != CKR_OK && rv != CKR_ATTRIBUTE_TYPE_INVALID)
+                        return hsm_handle_failed(h, rv); /* a lost session is marked so, for the reopen */
+                if (!bool_is(&l, CK_TRUE))
                         return -ENOTUNIQ;
         }
         *ret = n ? objs[0] : more[0];
@@ -368,7 +449,7 @@ static int find_restored_key(Hsm *h, CK_KEY_TYPE type, const char *label, uint32
         };
 
         version_to_id(version, id);
-        return find_form(h, plain, ELEMENTSOF(plain), trusted, ELEMENTSOF(trusted), any, ret);
+        return find_form(h, plain, ELEMENTSOF(plain), trusted, ELEMENTSOF(trusted), false, any, ret);
 }
 
 /*
@@ -392,12 +473,7 @@ static int find_version_key(Hsm *h, CK_KEY_TYPE type, const char *label, uint32_
         };
 
         version_to_id(version, id);
-        return find_form(h, tmpl, ELEMENTSOF(tmpl), trusted, ELEMENTSOF(trusted), any, ret);
-}
-
-/* A CK_BBOOL the token gave (not CK_UNAVAILABLE_INFORMATION) and equal to v. */
-static bool bool_is(const CK_ATTRIBUTE *a, CK_BBOOL v) {
-        return a->ulValueLen == sizeof(CK_BBOOL) && *(const CK_BBOOL *) a->pValue == v;
+        return find_form(h, tmpl, ELEMENTSOF(tmpl), trusted, ELEMENTSOF(trusted), true, any, ret);
 }
 
 /*
@@ -430,7 +506,8 @@ static int key_form(const CK_ATTRIBUTE *extr, const CK_ATTRIBUTE *asens, const C
  * objects, the largest part of kekd's start on SoftHSM2). Returned grouped by
  * form, in the order of the former searches (never extractable, trusted-wrap,
  * restored, restored trusted-wrap), so a version's first object is chosen as
- * before.
+ * before. On a token that reports CKA_LOCAL, an object in a generated form
+ * that does not read it TRUE is listed with not_local (find_form()).
  */
 static int list_version_keys_once(Hsm *h, CK_KEY_TYPE type, HsmKeyRef **ret, size_t *ret_n) {
         CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
@@ -440,8 +517,13 @@ static int list_version_keys_once(Hsm *h, CK_KEY_TYPE type, HsmKeyRef **ret, siz
         _cleanup_free_ HsmKeyRef *keys = NULL, *sorted = NULL;
         _cleanup_free_ int8_t *form = NULL;
         size_t n = 0, k = 0, m = 0;
+        bool local_reported;
         int r;
 
+        r = token_reports_local(h);
+        if (r < 0)
+                return r;
+        local_reported = r > 0;
         r = hsm_find_all(h, tmpl, ELEMENTSOF(tmpl), &objs, &n);
         if (r < 0)
                 return r;
@@ -452,7 +534,7 @@ static int list_version_keys_once(Hsm *h, CK_KEY_TYPE type, HsmKeyRef **ret, siz
                 return -ENOMEM;
         for (size_t i = 0; i < n; i++) {
                 uint8_t id[4];
-                CK_BBOOL extr = CK_FALSE, asens = CK_FALSE, nextr = CK_FALSE, wwt = CK_FALSE;
+                CK_BBOOL extr = CK_FALSE, asens = CK_FALSE, nextr = CK_FALSE, wwt = CK_FALSE, local = CK_FALSE;
                 CK_ATTRIBUTE a[] = {
                         { CKA_LABEL, keys[k].label, HSM_KEY_LABEL_MAX },
                         { CKA_ID, id, sizeof(id) },
@@ -460,8 +542,11 @@ static int list_version_keys_once(Hsm *h, CK_KEY_TYPE type, HsmKeyRef **ret, siz
                         { CKA_ALWAYS_SENSITIVE, &asens, sizeof(asens) },
                         { CKA_NEVER_EXTRACTABLE, &nextr, sizeof(nextr) },
                         { CKA_WRAP_WITH_TRUSTED, &wwt, sizeof(wwt) },
+                        /* Last, and only where the token reports it: NSS is asked what it was asked before. */
+                        { CKA_LOCAL, &local, sizeof(local) },
                 };
-                CK_RV rv = store_call(h, P11(h, C_GetAttributeValue, h->session, objs[i], a, ELEMENTSOF(a)));
+                CK_RV rv = store_call(h, P11(h, C_GetAttributeValue, h->session, objs[i], a,
+                                             ELEMENTSOF(a) - !local_reported));
                 int f;
 
                 /*
@@ -482,6 +567,8 @@ static int list_version_keys_once(Hsm *h, CK_KEY_TYPE type, HsmKeyRef **ret, siz
                 keys[k].handle = objs[i];
                 keys[k].wrap_with_trusted = f == 1 || f == 3;
                 keys[k].restored = f >= 2;
+                /* The restored forms are unwrapped copies: CKA_LOCAL FALSE by definition. */
+                keys[k].not_local = local_reported && f <= 1 && !bool_is(&a[6], CK_TRUE);
                 form[k] = (int8_t) f;
                 k++;
         }

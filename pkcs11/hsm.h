@@ -84,6 +84,7 @@ typedef struct HsmKeyRef {
         HsmObject handle;
         bool wrap_with_trusted;        /* found in the trusted-wrap form (hsm-objects.c), not never-extractable */
         bool restored;                 /* found in the restored form (unwrapped by a restore, hsm-transfer.h) */
+        bool not_local;                /* generated form, but CKA_LOCAL not TRUE on a token that reports it: never used */
 } HsmKeyRef;
 
 typedef struct HsmDataObject {
@@ -367,6 +368,10 @@ int hsm_key_attributes(Hsm *h, HsmObject key, HsmKeyAttrs *ret);
  * than one answers in its forms: a version has one, so the other is not
  * kekd's (imported by a holder of the PIN, its value known to its maker),
  * and with nothing to tell them apart neither is used (check names them).
+ * -ENOTUNIQ too for a lone object in a generated form that the token says it
+ * did not generate (CKA_LOCAL not TRUE on a token that sets it on the keys it
+ * generates): derived by C_DeriveKey, it inherits CKA_ALWAYS_SENSITIVE and
+ * CKA_NEVER_EXTRACTABLE from its base key, yet its maker may know its value.
  */
 int hsm_find_key(Hsm *h, const char *label, uint32_t version, HsmObject *ret);
 /*

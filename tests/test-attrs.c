@@ -22,6 +22,18 @@
  * place of it with one byte of the value changed ("flip": an altered
  * record); --bad-records MODE APP... prints "record object 'x' fails its
  * MAC" for each record object of APPs whose tag fails (hsm_list_bad_records()).
+ *
+ * test-attrs MODULE URI PIN_FILE --plant-derived NAME VERSION: what a
+ * holder of the user PIN can do (tests/integration/derived-plant.sh):
+ * destroys the version's AES key object, if the token has one, and makes, with C_DeriveKey
+ * (CKM_AES_ECB_ENCRYPT_DATA) from a sensitive, never extractable session AES
+ * key it generates, a token key under the version's label and ID with kekd's
+ * KEK attributes; PKCS#11 gives it CKA_ALWAYS_SENSITIVE and
+ * CKA_NEVER_EXTRACTABLE from its base key. Its maker knows its value: the base
+ * key can also encrypt, and C_Encrypt of the derivation data under it with
+ * CKM_AES_ECB is that value, which is printed in hex, with the plant's
+ * always_sensitive, never_extractable and local flags and its own AES-ECB
+ * encryption of a zero block (so a test can check the value with openssl).
  */
 #include "config.h"
 
@@ -31,8 +43,88 @@
 #include <string.h>
 
 #include "daemon/pin.h"
+#include "pkcs11/hsm-internal.h"
 #include "pkcs11/hsm.h"
 #include "pkcs11/records-mac.h"
+
+/* --plant-derived NAME VERSION (see above); raw PKCS#11 calls, as a PIN holder's program would make. */
+static int plant_derived(Hsm *h, const char *name, uint32_t version) {
+        CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
+        CK_KEY_TYPE type = CKK_AES;
+        CK_ULONG len = 32;
+        CK_BBOOL yes = CK_TRUE, no = CK_FALSE;
+        uint8_t id[4] = { (uint8_t) (version >> 24), (uint8_t) (version >> 16), (uint8_t) (version >> 8),
+                          (uint8_t) version };
+        uint8_t data[32], value[32], zero[16] = {}, block[16];
+        CK_ULONG value_len = sizeof(value), block_len = sizeof(block);
+        CK_ATTRIBUTE base_tmpl[] = {
+                { CKA_CLASS, &cls, sizeof(cls) },         { CKA_KEY_TYPE, &type, sizeof(type) },
+                { CKA_VALUE_LEN, &len, sizeof(len) },     { CKA_TOKEN, &no, sizeof(no) },
+                { CKA_PRIVATE, &yes, sizeof(yes) },       { CKA_SENSITIVE, &yes, sizeof(yes) },
+                { CKA_EXTRACTABLE, &no, sizeof(no) },     { CKA_DERIVE, &yes, sizeof(yes) },
+                { CKA_ENCRYPT, &yes, sizeof(yes) },
+        };
+        CK_ATTRIBUTE plant_tmpl[] = {
+                { CKA_CLASS, &cls, sizeof(cls) },         { CKA_KEY_TYPE, &type, sizeof(type) },
+                { CKA_VALUE_LEN, &len, sizeof(len) },     { CKA_TOKEN, &yes, sizeof(yes) },
+                { CKA_PRIVATE, &yes, sizeof(yes) },       { CKA_SENSITIVE, &yes, sizeof(yes) },
+                { CKA_EXTRACTABLE, &no, sizeof(no) },     { CKA_ENCRYPT, &yes, sizeof(yes) },
+                { CKA_DECRYPT, &yes, sizeof(yes) },       { CKA_LABEL, (void *) name, strlen(name) },
+                { CKA_ID, id, sizeof(id) },
+        };
+        CK_MECHANISM gen = { CKM_AES_KEY_GEN, NULL, 0 }, ecb = { CKM_AES_ECB, NULL, 0 };
+        CK_KEY_DERIVATION_STRING_DATA params = { data, sizeof(data) };
+        CK_MECHANISM derive = { CKM_AES_ECB_ENCRYPT_DATA, &params, sizeof(params) };
+        CK_BBOOL asens = CK_FALSE, nextr = CK_FALSE, local = CK_TRUE;
+        CK_ATTRIBUTE got[] = {
+                { CKA_ALWAYS_SENSITIVE, &asens, sizeof(asens) },
+                { CKA_NEVER_EXTRACTABLE, &nextr, sizeof(nextr) },
+                { CKA_LOCAL, &local, sizeof(local) },
+        };
+        CK_OBJECT_HANDLE base, plant, old;
+        CK_FUNCTION_LIST *m;
+        CK_RV rv;
+        int r;
+
+        for (size_t i = 0; i < sizeof(data); i++)
+                data[i] = (uint8_t) (0x5a ^ i);
+        if (hsm_ensure_session(h) < 0)
+                return 2;
+        m = h->module;
+        /* None on a further token that holds no copy of the version: the plant is then its only object. */
+        r = hsm_find_key(h, name, version, &old);
+        if ((r < 0 && r != -ENOENT) || (r >= 0 && hsm_destroy_object(h, old) < 0)) {
+                fprintf(stderr, "test-attrs: no key object of %s v%u destroyed\n", name, version);
+                return 1;
+        }
+        rv = m->C_GenerateKey(h->session, &gen, base_tmpl, ELEMENTSOF(base_tmpl), &base);
+        if (rv == CKR_OK)
+                rv = m->C_DeriveKey(h->session, &derive, base, plant_tmpl, ELEMENTSOF(plant_tmpl), &plant);
+        if (rv == CKR_OK)
+                rv = m->C_GetAttributeValue(h->session, plant, got, ELEMENTSOF(got));
+        /* The value, known to the maker: the same AES-ECB encryption under the base key. */
+        if (rv == CKR_OK)
+                rv = m->C_EncryptInit(h->session, &ecb, base);
+        if (rv == CKR_OK)
+                rv = m->C_Encrypt(h->session, data, sizeof(data), value, &value_len);
+        if (rv == CKR_OK)
+                rv = m->C_EncryptInit(h->session, &ecb, plant);
+        if (rv == CKR_OK)
+                rv = m->C_Encrypt(h->session, zero, sizeof(zero), block, &block_len);
+        if (rv != CKR_OK) {
+                fprintf(stderr, "test-attrs: cannot plant a derived key: 0x%lx\n", (unsigned long) rv);
+                return 1;
+        }
+        printf("planted %s v%u: always_sensitive=%d never_extractable=%d local=%d value=", name, version, asens, nextr,
+               local);
+        for (size_t i = 0; i < value_len; i++)
+                printf("%02x", value[i]);
+        printf(" zero_block=");
+        for (size_t i = 0; i < block_len; i++)
+                printf("%02x", block[i]);
+        printf("\n");
+        return 0;
+}
 
 /* --plant-record MODE APP FROM TO flip|copy (see above). */
 static int plant_record(Hsm *h, HsmRecordMode mode, int argc, char *argv[]) {
@@ -127,6 +219,13 @@ int main(int argc, char *argv[]) {
                         return 0;
                 }
                 return plant_record(h, mode, argc, argv);
+        }
+        if (strcmp(argv[4], "--plant-derived") == 0) {
+                if (argc != 7) {
+                        fprintf(stderr, "test-attrs: --plant-derived NAME VERSION\n");
+                        return 2;
+                }
+                return plant_derived(h, argv[5], (uint32_t) strtoul(argv[6], NULL, 10));
         }
         if (strcmp(argv[4], "--destroy-mac") == 0) {
                 HsmObject o;

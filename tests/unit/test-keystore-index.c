@@ -6,7 +6,10 @@
  * to a key created again under the name; what counts as an observable
  * change; and an index built from a synthetic reading: the highest
  * generation per name, torn records skipped, duplicate names reported,
- * handles attached to recorded versions only, vault records handed back.
+ * handles attached to recorded versions only, vault records handed back;
+ * a version whose one object is in a generated form but not generated on
+ * the token (not_local: CKA_LOCAL FALSE where the token reports it) is
+ * refused as one with two objects is.
  */
 #include "config.h"
 
@@ -177,9 +180,47 @@ static void test_build(void) {
         key_free(b);
 }
 
+/* A lone not_local object (pkcs11/hsm.h: a derived key planted in a generated form) serves nothing. */
+static void test_build_not_local(void) {
+        Key *d = key_new("delta", 1, 3);
+        KeyIndexReading rd = {};
+        const HsmDataObject *vault = NULL;
+        size_t n_vault = 0, n_dups = 0;
+        KeyName *dups = NULL;
+        KeyIndex ix = {};
+        Key *k;
+        int r;
+
+        rd.data = calloc(1, sizeof(*rd.data));
+        rd.n_data = 1;
+        record_of(&rd.data[0], d, 0, 10);
+        rd.refs = calloc(4, sizeof(*rd.refs));
+        rd.n_refs = 4;
+        rd.refs[0] = (HsmKeyRef) { .label = "delta", .version = 1, .handle = 31 };
+        rd.refs[1] = (HsmKeyRef) { .label = "delta", .version = 2, .handle = 32, .not_local = true };
+        rd.refs[2] = (HsmKeyRef) { .label = "delta", .version = 3, .handle = 33 };
+        rd.refs[3] = (HsmKeyRef) { .label = "delta", .version = 3, .handle = 34, .not_local = true };
+
+        r = key_index_build(&rd, &ix, &dups, &n_dups, &vault, &n_vault);
+        is_int(r, 0, "an index is built from a reading with not-local objects");
+        k = key_index_get(&ix, "delta");
+        ok(k && key_index_version(k, 1)->present && key_index_version(k, 1)->handle == 31 &&
+                   !key_index_version(k, 1)->ambiguous,
+           "delta version 1: its generated object is used");
+        ok(k && !key_index_version(k, 2)->present && key_index_version(k, 2)->ambiguous,
+           "delta version 2: its only object was not generated on the token: refused (ambiguous, not present)");
+        ok(k && !key_index_version(k, 3)->present && key_index_version(k, 3)->ambiguous,
+           "delta version 3: a generated object and a not-local one: neither is used");
+        key_index_clear(&ix);
+        free(dups);
+        key_index_reading_clear(&rd);
+        key_free(d);
+}
+
 int main(void) {
         test_put_remove();
         test_carry_and_differs();
         test_build();
+        test_build_not_local();
         return tap_done();
 }
