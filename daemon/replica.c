@@ -159,9 +159,11 @@ static int copy_version(Hsm *src, Hsm *dst, const HsmTransferKey *wk, const HsmT
          * The AES key goes in last: with it there (and the MAC key, when the profile has one) the copy is whole.
          * A second object beside it (planted, or two syncs copying at once) makes the version serve nothing
          * there (pkcs11/hsm.h): it is copied again, which destroys every object of the version first.
+         * So is one the token did not generate in a generated form (not_local: refused there as well).
          */
-        if (!fresh && a && count_refs(aes, n_aes, name, v->id) == 1 &&
-            (!has_mac || (m && m->restored == a->restored && count_refs(mac, n_mac, name, v->id) == 1))) {
+        if (!fresh && a && !a->not_local && count_refs(aes, n_aes, name, v->id) == 1 &&
+            (!has_mac || (m && !m->not_local && m->restored == a->restored &&
+                          count_refs(mac, n_mac, name, v->id) == 1))) {
                 v->restored = a->restored;
                 return 0;
         }
