@@ -24,9 +24,14 @@
  *    with two generations (kekbench s16, interleaved runs, 2 vCPUs). The
  *    items are packed under lock (a caller's memory is read only while it
  *    cannot leave) and written after.
- *  - in_flight counts frames sent on this connection and not yet answered
- *    (kekd answers every request frame once, in order), whether or not
- *    their callers still wait.
+ *  - flights[] lists the frames sent on this connection and not yet
+ *    answered, with their item counts (kekd answers every request frame
+ *    once), whether or not their callers still wait: the size rule counts
+ *    items kekd still owes, not callers still waiting. Counting callers let
+ *    every caller that timed out during a stall make room for another
+ *    frame, so frames owed grew with the stall's length (a review measured
+ *    54 after 30 timeouts per thread); counted per frame, what is in flight
+ *    never exceeds twice the callers (a flush needs as many queued).
  * When the connection dies every sent or queued request fails with
  * -ECONNRESET; the next request reconnects, no sooner than the backoff
  * allows. Library code: it never logs and never prints.
@@ -71,6 +76,11 @@ static const struct {
         { KEK__REQUEST__BODY_REWRAP, KEK__REQUEST__BODY_BATCH_REWRAP, KEK__RESPONSE__BODY_REWRAP },
 };
 
+typedef struct Flight {
+        uint64_t id;
+        size_t items;
+} Flight;
+
 struct ChannelAnswer {
         Kek__Response *resp;
         unsigned refs;                /* callers holding it; the last frees (and cleanses) it */
@@ -106,7 +116,9 @@ struct Channel {
         uint64_t next_id;
         Pending *pending;             /* sent, waiting for their answer */
         Pending *queue, **queue_tail; /* waiting to be sent, oldest first */
-        unsigned in_flight;
+        Flight *flights;              /* frames sent, not yet answered */
+        size_t n_flights, flights_alloc;
+        size_t flight_items;          /* the items of those frames */
         uint64_t next_connect_usec, backoff_usec;
         uint64_t requests;
         uint64_t wakeups;             /* callers' waits that ended before their deadline (tests) */
@@ -146,6 +158,7 @@ Channel *channel_free(Channel *ch) {
                 return NULL;
         safe_close(ch->fd);
         kek_reader_done(&ch->in);
+        free(ch->flights);
         pthread_condattr_destroy(&ch->cond_attr);
         pthread_mutex_destroy(&ch->lock);
         pthread_mutex_destroy(&ch->write_lock);
@@ -160,6 +173,50 @@ uint64_t channel_requests(Channel *ch) {
         n = ch->requests;
         pthread_mutex_unlock(&ch->lock);
         return n;
+}
+
+void channel_in_flight(Channel *ch, size_t *ret_frames, size_t *ret_items) {
+        pthread_mutex_lock(&ch->lock);
+        *ret_frames = ch->n_flights;
+        *ret_items = ch->flight_items;
+        pthread_mutex_unlock(&ch->lock);
+}
+
+/* With ch->lock held: room for one more frame in flights[]. */
+static int flights_reserve(Channel *ch) {
+        Flight *f;
+        size_t n;
+
+        if (ch->n_flights < ch->flights_alloc)
+                return 0;
+        n = MAX(ch->flights_alloc * 2, (size_t) 8);
+        f = reallocarray(ch->flights, n, sizeof(*f));
+        if (!f)
+                return -ENOMEM;
+        ch->flights = f;
+        ch->flights_alloc = n;
+        return 0;
+}
+
+/* With ch->lock held and flights_reserve() done: frame id with items in it is in flight. */
+static void flight_add(Channel *ch, uint64_t id, size_t items) {
+        ch->flights[ch->n_flights++] = (Flight) { .id = id, .items = items };
+        ch->flight_items += items;
+}
+
+/* With ch->lock held: frame id was answered (an id kekd never had is ignored). */
+static void flight_done(Channel *ch, uint64_t id) {
+        for (size_t i = 0; i < ch->n_flights; i++)
+                if (ch->flights[i].id == id) {
+                        ch->flight_items -= ch->flights[i].items;
+                        ch->flights[i] = ch->flights[--ch->n_flights]; /* order does not matter */
+                        return;
+                }
+}
+
+static void flights_clear(Channel *ch) {
+        ch->n_flights = 0;
+        ch->flight_items = 0;
 }
 
 void channel_wakeups(Channel *ch, uint64_t *ret_woken, uint64_t *ret_futile) {
@@ -221,7 +278,7 @@ void reply_done(Reply *r) {
 /* With ch->lock held: the connection is gone; every sent or queued request fails. */
 static void connection_lost(Channel *ch) {
         ch->connected = false;
-        ch->in_flight = 0;
+        flights_clear(ch);
         for (Pending *p = ch->pending; p; p = p->next)
                 if (!p->done) {
                         p->done = true;
@@ -244,8 +301,8 @@ static void deliver(Channel *ch, Kek__Response *resp) {
         ChannelAnswer *shared = NULL;
         uint64_t id = resp->id;
 
-        if (id != 0 && ch->in_flight > 0)
-                ch->in_flight--;
+        if (id != 0)
+                flight_done(ch, id);
         for (Pending *p = ch->pending; p; p = p->next) {
                 if (p->id != id || p->done)
                         continue;
@@ -331,7 +388,7 @@ static int ensure_connected(Channel *ch) {
         ch->fd = fd;
         kek_reader_init(&ch->in, fd);
         ch->connected = true;
-        ch->in_flight = 0;
+        flights_clear(ch);
         ch->backoff_usec = 0;
         return 0;
 }
@@ -403,7 +460,10 @@ static int pack_one(Channel *ch, int kind, FrameBuf *out) {
         if (n == 0)
                 return 0;
         id = ++ch->next_id;
-        if (n == 1) {
+        r = flights_reserve(ch);
+        if (r < 0)
+                ; /* out of memory: these fail below, nothing was sent */
+        else if (n == 1) {
                 batch[0]->req->id = id;
                 r = frame_append_message(out, &batch[0]->req->base, FRAME_MAX_LIMIT);
         } else {
@@ -440,7 +500,7 @@ static int pack_one(Channel *ch, int kind, FrameBuf *out) {
         }
         if (r < 0)
                 return r;
-        ch->in_flight++;
+        flight_add(ch, id, n);
         return 1;
 }
 
@@ -479,23 +539,21 @@ static void flush(Channel *ch) {
 /*
  * With ch->lock held: whether the queue may go out now, on the connection fd:
  * at once when nothing is in flight, and while something is, once the queue
- * holds as many requests as are in flight. So two generations of requests
- * alternate: kekd works on one while the other gathers, and it finds the
- * next frame waiting when it answers, instead of idling for the round trip
- * to the client and back.
+ * holds as many requests as kekd still owes answers to (flights[]). So two
+ * generations of requests alternate: kekd works on one while the other
+ * gathers, and it finds the next frame waiting when it answers, instead of
+ * idling for the round trip to the client and back.
  */
 static bool flushable(const Channel *ch, int fd) {
-        size_t queued = 0, flying = 0;
+        size_t queued = 0;
 
         if (!ch->queue || !ch->connected || ch->fd != fd)
                 return false;
-        if (ch->in_flight == 0)
+        if (ch->n_flights == 0)
                 return true;
         for (const Pending *p = ch->queue; p; p = p->next)
                 queued += !p->done;
-        for (const Pending *p = ch->pending; p; p = p->next)
-                flying += !p->done;
-        return queued >= flying;
+        return queued >= ch->flight_items;
 }
 
 /* The body a coalesced item's answer carries, or its error. */
@@ -555,16 +613,22 @@ int channel_call(Channel *ch, Kek__Request *req, Kek__Response__BodyCase want, R
         fd = ch->fd;
         ch->requests++;
         /* Sized only when it may wait: a request on an idle connection goes out without a look at it. */
-        if (p.kind >= 0 && (ch->in_flight > 0 || ch->queue) &&
+        if (p.kind >= 0 && (ch->n_flights > 0 || ch->queue) &&
             (p.bound = item_bound(req, p.kind)) + FRAME_OVERHEAD <= CHANNEL_FRAME_MAX) {
                 /* Something is in flight: join the next batch. */
                 *ch->queue_tail = &p;
                 ch->queue_tail = &p.next;
         } else {
+                r = flights_reserve(ch);
+                if (r < 0) {
+                        pthread_mutex_unlock(&ch->lock);
+                        pthread_cond_destroy(&p.cond);
+                        return r;
+                }
                 p.id = req->id = ++ch->next_id;
                 p.next = ch->pending;
                 ch->pending = &p;
-                ch->in_flight++;
+                flight_add(ch, p.id, 1);
                 pthread_mutex_unlock(&ch->lock);
 
                 pthread_mutex_lock(&ch->write_lock);

@@ -69,3 +69,5 @@ uint64_t channel_requests(Channel *ch);
  * caller found nothing to do and slept again.
  */
 void channel_wakeups(Channel *ch, uint64_t *ret_woken, uint64_t *ret_futile);
+/* Tests: the frames sent and not yet answered on the connection, and their items (whether or not their callers wait). */
+void channel_in_flight(Channel *ch, size_t *ret_frames, size_t *ret_items);

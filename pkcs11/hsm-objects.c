@@ -388,8 +388,8 @@ int hsm_find_all(Hsm *h, CK_ATTRIBUTE *tmpl, CK_ULONG n_tmpl, CK_OBJECT_HANDLE *
  * derived key matches those forms (see KEK_SEARCH_TEMPLATE). With any (a
  * destruction), whatever answers is taken.
  */
-static int find_form(Hsm *h, CK_ATTRIBUTE *a, CK_ULONG n_a, CK_ATTRIBUTE *b, CK_ULONG n_b, bool generated, bool any,
-                     HsmObject *ret) {
+static int find_form_once(Hsm *h, CK_ATTRIBUTE *a, CK_ULONG n_a, CK_ATTRIBUTE *b, CK_ULONG n_b, bool generated,
+                          bool any, HsmObject *ret) {
         _cleanup_free_ CK_OBJECT_HANDLE *objs = NULL, *more = NULL;
         size_t n = 0, n_more = 0;
         int r;
@@ -421,7 +421,7 @@ static int find_form(Hsm *h, CK_ATTRIBUTE *a, CK_ULONG n_a, CK_ATTRIBUTE *b, CK_
                 CK_RV rv = store_call(h, P11(h, C_GetAttributeValue, h->session, n ? objs[0] : more[0], &l, 1));
 
                 if (rv == CKR_OBJECT_HANDLE_INVALID)
-                        return -ENOENT; /* destroyed meanwhile */
+                        return -EAGAIN; /* gone since the search, or the token renumbered its handles */
                 if (rv != CKR_OK && rv != CKR_ATTRIBUTE_TYPE_INVALID)
                         return hsm_handle_failed(h, rv); /* a lost session is marked so, for the reopen */
                 if (!bool_is(&l, CK_TRUE))
@@ -429,6 +429,21 @@ static int find_form(Hsm *h, CK_ATTRIBUTE *a, CK_ULONG n_a, CK_ATTRIBUTE *b, CK_
         }
         *ret = n ? objs[0] : more[0];
         return 0;
+}
+
+/*
+ * find_form_once(), searched again once if the object found is gone by the
+ * time its CKA_LOCAL is read. Never -ENOENT for that: the version may still
+ * be there (a token that renumbers handles), and -ENOENT reads as a version
+ * that does not exist, which a client takes for a revocation.
+ */
+static int find_form(Hsm *h, CK_ATTRIBUTE *a, CK_ULONG n_a, CK_ATTRIBUTE *b, CK_ULONG n_b, bool generated, bool any,
+                     HsmObject *ret) {
+        int r = find_form_once(h, a, n_a, b, n_b, generated, any, ret);
+
+        if (r == -EAGAIN)
+                r = find_form_once(h, a, n_a, b, n_b, generated, any, ret);
+        return r == -EAGAIN ? -KEKERR_HSM_UNAVAILABLE : r;
 }
 
 /* The key object (label, version) of type in the restored form; -ENOENT if absent. */

@@ -362,13 +362,14 @@ out:
 /*
  * Three late unwraps: with one in flight, the first of them goes alone (as
  * many queued as in flight), the next two as one batch (two queued, two in
- * flight). Every C_Decrypt takes 2 s: the first unwrap's answer comes at
- * 2 s, within its 3 s; the late ones' at 4 and 8 s, after theirs.
+ * flight). Every C_Decrypt takes 4 s: the first unwrap's answer comes at
+ * 4 s, within its 6 s; the late ones' at 8 and 16 s, after theirs (2 s of
+ * slack either way, for a loaded machine).
  */
 #define LATE 3
 
 static void test_timeouts(void) {
-        kek_client *c = new_client(false, 3000);
+        kek_client *c = new_client(false, 6000);
         kek_aek *aek = NULL, *got = NULL;
         kek_blob b[LATE + 2] = {};
         Unwrapper first = {}, late[LATE] = {};
@@ -380,11 +381,11 @@ static void test_timeouts(void) {
         for (int i = 0; set_up && i < LATE + 2; i++)
                 set_up = kek_wrap(c, "k", 0, kek_aek_data(aek), KEK_AEK_SIZE, (const uint8_t *) "d", 1, &b[i].data, &b[i].len,
                                   NULL) == 0;
-        ok(set_up && counts(&a0), "a client with a 3 s timeout; %d blobs", LATE + 2);
+        ok(set_up && counts(&a0), "a client with a 6 s timeout; %d blobs", LATE + 2);
         if (!set_up)
                 goto out;
         kek_stats_get(c, &s0);
-        fault_set("C_Decrypt:delay_ms=2000");
+        fault_set("C_Decrypt:delay_ms=4000");
         first = (Unwrapper) { .c = c, .blob = b[0], .ctx = "d" };
         pthread_create(&first.thread, NULL, unwrapper_main, &first);
         ok(requests_reach(c, s0.requests + 1), "the first unwrap is on its way");

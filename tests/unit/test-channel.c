@@ -16,7 +16,13 @@
  *    it answers one, instead of idling for a round trip to the client. The
  *    old policy (send only when nothing is in flight) sent 1 and 15;
  *  - the same once more on the same channel: the reading role was handed
- *    on, nothing was left waiting, and the bound holds again.
+ *    on, nothing was left waiting, and the bound holds again;
+ *  - a stall: the fake kekd answers nothing while 16 callers with 100 ms
+ *    deadlines make 10 calls each (all time out). What is sent meanwhile
+ *    stays within twice the callers: a caller that timed out does not make
+ *    room for another frame, since kekd still owes its answer. Counting the
+ *    callers still waiting instead sent about every request (160) and kept
+ *    dozens of frames owed; the channel serves again after the stall.
  * No elapsed time is asserted; every wait is for a condition, bounded.
  * Prints TAP.
  */
@@ -47,6 +53,8 @@ static unsigned frames_answered, hold_frame, hold_until;
 /* Items of each frame the fake kekd read, in order (the first MAX_FRAMES). */
 #define MAX_FRAMES 64
 static size_t frame_items[MAX_FRAMES];
+/* Items of every frame the fake kekd read. */
+static unsigned items_read;
 #define GET(v) __atomic_load_n(&(v), __ATOMIC_SEQ_CST)
 #define SET(v, x) __atomic_store_n(&(v), (x), __ATOMIC_SEQ_CST)
 static bool server_failed;
@@ -126,6 +134,9 @@ static void *server_main(void *userdata) {
                         if (GET(frames_answered) < MAX_FRAMES)
                                 frame_items[GET(frames_answered)] =
                                         req->body_case == KEK__REQUEST__BODY_BATCH_WRAP ? req->batch_wrap->n_items : 1;
+                        __atomic_add_fetch(&items_read,
+                                           req->body_case == KEK__REQUEST__BODY_BATCH_WRAP ? req->batch_wrap->n_items : 1,
+                                           __ATOMIC_SEQ_CST);
                         if (GET(frames_answered) == GET(hold_frame))
                                 for (unsigned i = 0; i < 20000 && channel_requests(ch) < GET(hold_until); i++)
                                         usleep(1000);
@@ -155,6 +166,9 @@ typedef struct Caller {
         unsigned index;
         int r;
         bool own_answer;
+        unsigned calls;              /* stall: calls to make */
+        unsigned timeouts, others;   /* stall: -ETIMEDOUT, and anything else but an answer */
+        size_t max_items;            /* stall: the most items in flight seen after a call */
 } Caller;
 
 static void *caller_main(void *userdata) {
@@ -180,6 +194,33 @@ static void *caller_main(void *userdata) {
         return NULL;
 }
 
+/* A stall's caller: c->calls wraps, each of which should time out; counts the outcomes. */
+static void *stall_main(void *userdata) {
+        Caller *c = userdata;
+
+        for (unsigned i = 0; i < c->calls; i++) {
+                Kek__Request req = KEK__REQUEST__INIT;
+                Kek__WrapRequest w = KEK__WRAP_REQUEST__INIT;
+                uint8_t pt[32] = { 's' };
+                size_t frames, items;
+                Reply reply;
+                int r;
+
+                w.key = (char *) "k";
+                w.plaintext = (ProtobufCBinaryData) { sizeof(pt), pt };
+                req.body_case = KEK__REQUEST__BODY_WRAP;
+                req.wrap = &w;
+                r = channel_call(ch, &req, KEK__RESPONSE__BODY_WRAP, &reply);
+                if (r >= 0)
+                        reply_done(&reply);
+                c->timeouts += r == -ETIMEDOUT;
+                c->others += r < 0 && r != -ETIMEDOUT;
+                channel_in_flight(ch, &frames, &items);
+                c->max_items = MAX(c->max_items, items);
+        }
+        return NULL;
+}
+
 /* CALLERS threads on ch; true when all got their own answer. */
 static bool run_callers(void) {
         pthread_t th[CALLERS];
@@ -198,6 +239,54 @@ static bool run_callers(void) {
                 }
         }
         return all;
+}
+
+#define STALL_CALLS 10
+
+/* The stall (see the top): a new channel with 100 ms deadlines and its own connection to the fake kekd. */
+static void test_stall(void) {
+        pthread_t server, th[CALLERS];
+        Caller c[CALLERS];
+        unsigned timeouts = 0, others = 0, read_before, served = 0, tries = 0;
+        size_t max_items = 0;
+        bool made;
+
+        made = channel_new(sock_path, 100 * 1000ULL, true, &ch) >= 0;
+        ok(made, "a coalescing channel with 100 ms deadlines");
+        if (!made)
+                return;
+        read_before = GET(items_read);
+        SET(hold_frame, GET(frames_answered));
+        SET(hold_until, CALLERS * STALL_CALLS); /* released once every call was made (bounded: 20 s) */
+        pthread_create(&server, NULL, server_main, NULL);
+        for (unsigned i = 0; i < CALLERS; i++) {
+                c[i] = (Caller) { .index = i, .calls = STALL_CALLS };
+                pthread_create(&th[i], NULL, stall_main, &c[i]);
+        }
+        for (unsigned i = 0; i < CALLERS; i++) {
+                pthread_join(th[i], NULL);
+                timeouts += c[i].timeouts;
+                others += c[i].others;
+                max_items = MAX(max_items, c[i].max_items);
+        }
+        is_int(others, 0, "the stall: %u calls, %u timed out, none failed otherwise", CALLERS * STALL_CALLS, timeouts);
+        ok(max_items <= 2 * CALLERS, "... at most %u items were in flight at once (twice the callers): %zu",
+           2 * CALLERS, max_items);
+        /* A call answered means the fake kekd has read every frame sent before it (it answers in order). */
+        for (; tries < 50 && !served; tries++) {
+                Caller last = { .index = CALLERS };
+
+                caller_main(&last);
+                served = last.r >= 0 && last.own_answer;
+        }
+        ok(served, "after the stall the channel serves again (%u tries)", tries);
+        /* At most 2 x CALLERS items during the stall, then each caller's last call, then the tries. */
+        ok(GET(items_read) - read_before <= 3 * CALLERS + tries,
+           "... and kekd was sent %u items for %u calls: frames owed did not grow with the stall",
+           GET(items_read) - read_before, CALLERS * STALL_CALLS + tries);
+        channel_free(ch); /* the fake kekd sees EOF */
+        pthread_join(server, NULL);
+        ch = NULL;
 }
 
 int main(void) {
@@ -259,6 +348,7 @@ int main(void) {
         channel_free(ch); /* closes the connection: the fake kekd sees EOF */
         pthread_join(server, NULL);
         ok(!server_failed, "the fake kekd read every frame and answered it");
+        test_stall();
         close(listen_fd);
         unlink(sock_path);
         rmdir(dir);
