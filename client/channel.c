@@ -118,7 +118,6 @@ struct Channel {
         Pending *queue, **queue_tail; /* waiting to be sent, oldest first */
         Flight *flights;              /* frames sent, not yet answered */
         size_t n_flights, flights_alloc;
-        size_t flight_items;          /* the items of those frames */
         uint64_t next_connect_usec, backoff_usec;
         uint64_t requests;
         uint64_t wakeups;             /* callers' waits that ended before their deadline (tests) */
@@ -175,10 +174,19 @@ uint64_t channel_requests(Channel *ch) {
         return n;
 }
 
+/* With ch->lock held: the items kekd still owes answers to, in every frame in flight. */
+static size_t flight_items(const Channel *ch) {
+        size_t items = 0;
+
+        for (size_t i = 0; i < ch->n_flights; i++)
+                items += ch->flights[i].items;
+        return items;
+}
+
 void channel_in_flight(Channel *ch, size_t *ret_frames, size_t *ret_items) {
         pthread_mutex_lock(&ch->lock);
         *ret_frames = ch->n_flights;
-        *ret_items = ch->flight_items;
+        *ret_items = flight_items(ch);
         pthread_mutex_unlock(&ch->lock);
 }
 
@@ -201,22 +209,15 @@ static int flights_reserve(Channel *ch) {
 /* With ch->lock held and flights_reserve() done: frame id with items in it is in flight. */
 static void flight_add(Channel *ch, uint64_t id, size_t items) {
         ch->flights[ch->n_flights++] = (Flight) { .id = id, .items = items };
-        ch->flight_items += items;
 }
 
 /* With ch->lock held: frame id was answered (an id kekd never had is ignored). */
 static void flight_done(Channel *ch, uint64_t id) {
         for (size_t i = 0; i < ch->n_flights; i++)
                 if (ch->flights[i].id == id) {
-                        ch->flight_items -= ch->flights[i].items;
                         ch->flights[i] = ch->flights[--ch->n_flights]; /* order does not matter */
                         return;
                 }
-}
-
-static void flights_clear(Channel *ch) {
-        ch->n_flights = 0;
-        ch->flight_items = 0;
 }
 
 void channel_wakeups(Channel *ch, uint64_t *ret_woken, uint64_t *ret_futile) {
@@ -278,7 +279,7 @@ void reply_done(Reply *r) {
 /* With ch->lock held: the connection is gone; every sent or queued request fails. */
 static void connection_lost(Channel *ch) {
         ch->connected = false;
-        flights_clear(ch);
+        ch->n_flights = 0;
         for (Pending *p = ch->pending; p; p = p->next)
                 if (!p->done) {
                         p->done = true;
@@ -388,7 +389,7 @@ static int ensure_connected(Channel *ch) {
         ch->fd = fd;
         kek_reader_init(&ch->in, fd);
         ch->connected = true;
-        flights_clear(ch);
+        ch->n_flights = 0;
         ch->backoff_usec = 0;
         return 0;
 }
@@ -460,13 +461,11 @@ static int pack_one(Channel *ch, int kind, FrameBuf *out) {
         if (n == 0)
                 return 0;
         id = ++ch->next_id;
-        r = flights_reserve(ch);
-        if (r < 0)
-                ; /* out of memory: these fail below, nothing was sent */
-        else if (n == 1) {
+        r = flights_reserve(ch); /* out of memory: these fail below, nothing was sent */
+        if (r >= 0 && n == 1) {
                 batch[0]->req->id = id;
                 r = frame_append_message(out, &batch[0]->req->base, FRAME_MAX_LIMIT);
-        } else {
+        } else if (r >= 0) {
                 req.id = id;
                 req.body_case = kinds[kind].batch;
                 if (kind == 0) {
@@ -553,7 +552,7 @@ static bool flushable(const Channel *ch, int fd) {
                 return true;
         for (const Pending *p = ch->queue; p; p = p->next)
                 queued += !p->done;
-        return queued >= ch->flight_items;
+        return queued >= flight_items(ch);
 }
 
 /* The body a coalesced item's answer carries, or its error. */

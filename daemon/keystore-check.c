@@ -65,14 +65,6 @@ static int orphans_add(void *userdata, const char *name, uint32_t version) {
                           "(orphan)", name, version);
 }
 
-/* Whether an object of (name, version) is in a generated form without CKA_LOCAL TRUE (pkcs11/hsm.h). */
-static bool not_local(const HsmKeyRef *refs, size_t n, const char *name, uint32_t version) {
-        for (size_t i = 0; i < n; i++)
-                if (refs[i].not_local && refs[i].version == version && strcmp(refs[i].label, name) == 0)
-                        return true;
-        return false;
-}
-
 int keystore_check(Keystore *ks, uint64_t now, CheckReport *ret) {
         CheckReport rep = {};
         HsmDataObject *d = NULL;
@@ -123,7 +115,7 @@ int keystore_check(Keystore *ks, uint64_t now, CheckReport *ret) {
                         char why[160];
 
                         rep.versions++;
-                        if (v->ambiguous && not_local(refs, n_refs, k->name, v->id)) {
+                        if (v->ambiguous && hsm_key_refs_not_local(refs, n_refs, k->name, v->id)) {
                                 r = check_report_add(&rep, "key '%s' version %u: a key object that answers to it was not "
                                                      "generated on the token (CKA_LOCAL FALSE: derived, its value may be "
                                                      "known), so none is used and the version does not serve "

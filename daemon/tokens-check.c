@@ -40,14 +40,6 @@ static bool has_record(const HsmDataObject *d, size_t n, const char *label) {
         return false;
 }
 
-/* Whether an object of (label, version) is in a generated form without CKA_LOCAL TRUE (pkcs11/hsm.h). */
-static bool version_not_local(const HsmKeyRef *refs, size_t n, const char *label, uint32_t version) {
-        for (size_t i = 0; i < n; i++)
-                if (refs[i].not_local && refs[i].version == version && strcmp(refs[i].label, label) == 0)
-                        return true;
-        return false;
-}
-
 /* Why a further token lacks a version that could be copied, from its replication state. */
 static void not_copied_why(const TokenStatus *st, char *buf, size_t len) {
         if (strncmp(st->sync_note, "not copied: ", 12) == 0)
@@ -86,7 +78,7 @@ static int check_token(Keystore *ks, const TokenStatus *st, Hsm *h, CheckReport 
 
                         size_t objects = version_objects(refs, n_refs, k->name, v->id);
 
-                        if (v->present && objects == 1 && version_not_local(refs, n_refs, k->name, v->id))
+                        if (v->present && objects == 1 && hsm_key_refs_not_local(refs, n_refs, k->name, v->id))
                                 /* its only object there was derived: failover refuses it (pkcs11/hsm.h) */
                                 r = check_report_add(rep, "token '%s': the key object that answers to key '%s' version "
                                                      "%u was not generated on that token (CKA_LOCAL FALSE: derived, its "

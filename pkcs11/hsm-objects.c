@@ -431,6 +431,13 @@ static int find_form_once(Hsm *h, CK_ATTRIBUTE *a, CK_ULONG n_a, CK_ATTRIBUTE *b
         return 0;
 }
 
+bool hsm_key_refs_not_local(const HsmKeyRef *refs, size_t n, const char *label, uint32_t version) {
+        for (size_t i = 0; i < n; i++)
+                if (refs[i].not_local && refs[i].version == version && strcmp(refs[i].label, label) == 0)
+                        return true;
+        return false;
+}
+
 /*
  * find_form_once(), searched again once if the object found is gone by the
  * time its CKA_LOCAL is read. Never -ENOENT for that: the version may still

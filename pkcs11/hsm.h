@@ -87,6 +87,9 @@ typedef struct HsmKeyRef {
         bool not_local;                /* generated form, but CKA_LOCAL not TRUE on a token that reports it: never used */
 } HsmKeyRef;
 
+/* Whether refs lists an object of (label, version) with not_local set. */
+bool hsm_key_refs_not_local(const HsmKeyRef *refs, size_t n, const char *label, uint32_t version);
+
 typedef struct HsmDataObject {
         char label[HSM_KEY_LABEL_MAX + 1];
         unsigned app;                  /* hsm_list_data_multi(): index of its application */
