@@ -28,9 +28,6 @@ ok "kekd starts with A preferred and B" kekd_start
 
 field() { token_field "$@"; }
 is_field() { token_field_is "$@"; }
-in_sync() {
-        is_field b stale false && is_field b state active
-}
 # outage: A fails every call until it is seen unavailable
 outage() {
         fault_set '*:rv=CKR_DEVICE_ERROR:count=inf'
@@ -45,7 +42,7 @@ recover() {
 
 succeeds "backup mode trusted-wrap" vault --backup trusted-wrap
 succeeds "key $KEY created on A" create "$KEY"
-ok "B in sync within 60 s" wait_for 60 in_sync
+ok "B in sync within 60 s" wait_for 60 token_in_sync b
 head -c 32 /dev/urandom >"$TESTDIR/aek"
 
 # A wrap on A first: it takes the version's lease of wrap budget, which needs the writer (tokens-ha.md, Limits).
@@ -60,7 +57,7 @@ ok "A is back and serves" recover
 succeeds "$KEY deleted on A" delete "$KEY"
 succeeds "... purged" purge "$KEY"
 succeeds "... and made again (new material, same name and version)" create "$KEY"
-ok "B in sync again within 60 s (its old objects of $KEY replaced)" wait_for 60 in_sync
+ok "B in sync again within 60 s (its old objects of $KEY replaced)" wait_for 60 token_in_sync b
 before=$(field b failover_ops)
 KC_IN="$TESTDIR/aek" succeeds "a wrap of the new $KEY on A (takes a lease)" wrap "$KEY"
 
@@ -82,7 +79,7 @@ ok "A refuses the purged key's blob" test "$KC_STATUS" -ne 0
 # unwrap, or whose key a derive made known). The version must be refused there instead, or,
 # if a sync removed the object first, served by the copy: no blob is ever made under it.
 succeeds "key q created on A" create q
-ok "B in sync within 60 s (it has q's restored copy)" wait_for 60 in_sync
+ok "B in sync within 60 s (it has q's restored copy)" wait_for 60 token_in_sync b
 KC_IN="$TESTDIR/aek" succeeds "a wrap of q on A (takes a lease)" wrap q
 pkcs11-tool --module "$SOFTHSM2_MODULE" --token-label fr-b --login --pin "$(cat "$TESTDIR/pin")" \
         --keygen --key-type AES:32 --label q --id 00000001 --sensitive --private >"$TESTDIR/planted" 2>&1

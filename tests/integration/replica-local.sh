@@ -26,9 +26,6 @@ conf_for() {
         conf_tokens backup "$TESTDIR"
         [ -z "${2:-}" ] || conf_tokens name a 1 hsm.b "$SOFTHSM2_MODULE" rl-b
 }
-in_sync() {
-        [ "$(token_field b stale)" = false ] && [ "$(token_field b state)" = active ]
-}
 p11b() { pkcs11-tool --module "$SOFTHSM2_MODULE" --token-label rl-b --login --pin "$(cat "$TESTDIR/pin")" "$@"; }
 # r1_objects: how many key objects B holds under r version 1
 r1_objects() { p11b --list-objects --type secrkey 2>/dev/null | grep -A1 "label: *r$" | grep -c "ID: *00000001"; }
@@ -37,7 +34,7 @@ conf_for pkcs11:token=rl-a further
 ok "kekd starts with A preferred and B" kekd_start
 succeeds "backup mode trusted-wrap" vault --backup trusted-wrap
 succeeds "key r created" create r
-ok "B in sync within 60 s (it records r version 1)" wait_for 60 in_sync
+ok "B in sync within 60 s (it records r version 1)" wait_for 60 token_in_sync b
 kekd_stop
 head -c 32 /dev/urandom >"$TESTDIR/aek"
 conf_for pkcs11:token=rl-a
@@ -55,7 +52,7 @@ contains "... not local" "$TESTDIR/plant" "always_sensitive=1 never_extractable=
 
 conf_for pkcs11:token=rl-a further
 ok "kekd starts with A and B again" kekd_start
-ok "B in sync within 60 s" wait_for 60 in_sync
+ok "B in sync within 60 s" wait_for 60 token_in_sync b
 kekd_stop
 is "B holds one key object of r version 1" "$(r1_objects)" 1
 

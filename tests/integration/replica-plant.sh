@@ -28,10 +28,6 @@ conf_for() {
         conf_tokens backup "$TESTDIR"
         [ -z "${2:-}" ] || conf_tokens name a 1 hsm.b "$SOFTHSM2_MODULE" rp-b
 }
-field() { token_field "$@"; }
-in_sync() {
-        [ "$(field b stale)" = false ] && [ "$(field b state)" = active ]
-}
 # plant FILE: the PIN holder imports FILE as an AES key under r's label and version 2's ID on B
 plant() {
         pkcs11-tool --module "$SOFTHSM2_MODULE" --token-label rp-b --login --pin "$(cat "$TESTDIR/pin")" \
@@ -47,7 +43,7 @@ r2_objects() {
 sync_b() {
         conf_for pkcs11:token=rp-a further
         ok "kekd starts with A and B again" kekd_start
-        ok "B in sync within 60 s ($1)" wait_for 60 in_sync
+        ok "B in sync within 60 s ($1)" wait_for 60 token_in_sync b
         kekd_stop
 }
 
@@ -55,7 +51,7 @@ conf_for pkcs11:token=rp-a further
 ok "kekd starts with A preferred and B" kekd_start
 succeeds "backup mode trusted-wrap" vault --backup trusted-wrap
 succeeds "key r created" create r
-ok "B in sync within 60 s (it records r version 1)" wait_for 60 in_sync
+ok "B in sync within 60 s (it records r version 1)" wait_for 60 token_in_sync b
 kekd_stop
 
 conf_for pkcs11:token=rp-a

@@ -47,9 +47,6 @@ done
 ok "another kekd on A alone starts" "$KEKCTL" -s "$SOCK_B" list
 
 field() { token_field "$@"; }
-in_sync() {
-        [ "$(field b stale)" = false ] && [ "$(field b state)" = active ]
-}
 created() { # SOCKET: created_usec of key r on that kekd
         "$KEKCTL" -s "$1" show r --json 2>/dev/null | jq -r '.created_usec' 2>/dev/null
 }
@@ -57,7 +54,7 @@ o() { "$KEKCTL" -s "$SOCK_B" "$@" >"$TESTDIR/out-b" 2>&1; }
 
 succeeds "backup mode trusted-wrap" vault --backup trusted-wrap
 succeeds "key r created" create r
-ok "B in sync within 60 s" wait_for 60 in_sync
+ok "B in sync within 60 s" wait_for 60 token_in_sync b
 old=$(created "$SOCKET")
 ok "this kekd knows r" test -n "$old" -a "$old" != null
 
@@ -71,7 +68,7 @@ ok "the new r has another creation time" test -n "$new" -a "$new" != "$old"
 ok "this kekd sees the new r (30 s)" wait_for 30 sh -c "[ \"\$(\"$KEKCTL\" show r --json | jq -r .created_usec)\" = $new ]"
 ok "B is stale at once: it holds the old r's objects" test "$(field b stale)" = true
 fault_set ""
-ok "B in sync again (90 s)" wait_for 90 in_sync
+ok "B in sync again (90 s)" wait_for 90 token_in_sync b
 succeeds "kekctl check clean: B holds the new r" check
 
 kill -TERM "$PID_B" 2>/dev/null

@@ -92,6 +92,10 @@ token_field() {
 token_field_is() {
         [ "$(token_field "$1" "$2")" = "$3" ]
 }
+# token_in_sync NAME: further token NAME is active and not stale (its replication caught up)
+token_in_sync() {
+        token_field_is "$1" stale false && token_field_is "$1" state active
+}
 
 # p11_fault_setup: for tests that run kekd on tests/p11-fault (a module wrapping
 # SoftHSM2, see p11-fault.c): its rules come from $FAULTS (fault_set), what it
